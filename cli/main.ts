@@ -1,0 +1,56 @@
+// `edgeshard <command>`: the one CLI for operators, trainers and analysts.
+import type { Command } from './command.ts';
+import { parseCommand, helpText, UsageError } from './options.ts';
+
+// Loaded lazily so that `edgeshard sim` does not pay for the edge node's imports, and vice versa.
+const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
+  demo: { summary: 'run a whole local network on a built-in sample dataset (what `npm start` runs)', load: async () => (await import('./demo.ts')).demoCommand },
+  node: { summary: 'run an edge node: a verified pull-through shard cache', load: async () => (await import('../edge-node/cli.ts')).nodeCommand },
+  origin: { summary: 'serve a dataset directory over HTTP as an origin', load: async () => (await import('../dataset/origin-cli.ts')).originCommand },
+  'dataset pack': { summary: 'hash a directory of shards and write its manifest', load: async () => (await import('../dataset/cli.ts')).packCommand },
+  'dataset sample': { summary: 'write the built-in deterministic sample dataset', load: async () => (await import('../dataset/cli.ts')).sampleCommand },
+};
+
+function usage(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((k) => k.length)) + 2;
+  return [
+    'usage: edgeshard <command> [options]',
+    '',
+    'commands:',
+    ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}${c.summary}`),
+    '',
+    'Run "edgeshard <command> --help" for its options.',
+  ].join('\n');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [first, second] = argv;
+  if (!first || first === '--help' || first === '-h' || first === 'help') {
+    console.log(usage());
+    return first ? 0 : 2;
+  }
+  const twoWord = second !== undefined ? `${first} ${second}` : '';
+  const name = COMMANDS[twoWord] ? twoWord : first;
+  const entry = COMMANDS[name];
+  if (!entry) {
+    console.error(`edgeshard: unknown command "${first}"\n\n${usage()}`);
+    return 2;
+  }
+  const command = await entry.load();
+  const rest = argv.slice(name.split(' ').length);
+  try {
+    const { settings, positionals, help } = parseCommand(command.spec, rest);
+    if (help) {
+      console.log(helpText(command.spec));
+      return 0;
+    }
+    return await command.run(settings, positionals);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      console.error(`edgeshard ${name}: ${err.message}`);
+      return 2;
+    }
+    console.error(`edgeshard ${name}: ${(err as Error).message}`);
+    return 1;
+  }
+}

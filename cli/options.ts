@@ -1,0 +1,128 @@
+// One way to read settings for every subcommand. Precedence, highest first:
+//   1. command-line flag        --cache-size 50GB
+//   2. environment variable     EDGESHARD_CACHE_SIZE=50GB
+//   3. config file (JSON)       --config node.json  {"cache-size": "50GB"}  (or EDGESHARD_CONFIG)
+//   4. the built-in default
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+
+export interface OptionSpec {
+  /** Flag name without dashes, e.g. "cache-size". Its env var is EDGESHARD_CACHE_SIZE. */
+  name: string;
+  type: 'string' | 'boolean';
+  default?: string | boolean;
+  description: string;
+  short?: string;
+}
+
+export interface CommandSpec {
+  name: string;
+  usage: string;
+  summary: string;
+  options: OptionSpec[];
+  /** Whether positional arguments are allowed. */
+  positionals?: boolean;
+}
+
+export class UsageError extends Error {}
+
+export type Settings = Record<string, string | boolean | undefined>;
+
+export function envName(option: string): string {
+  return `EDGESHARD_${option.replace(/-/g, '_').toUpperCase()}`;
+}
+
+const CONFIG_OPTION: OptionSpec = { name: 'config', type: 'string', description: 'JSON file with settings (keys are flag names)' };
+const HELP_OPTION: OptionSpec = { name: 'help', short: 'h', type: 'boolean', description: 'show this help' };
+
+export function helpText(spec: CommandSpec): string {
+  const all = [...spec.options, CONFIG_OPTION, HELP_OPTION];
+  const width = Math.max(...all.map((o) => o.name.length + (o.type === 'string' ? 6 : 0))) + 4;
+  const lines = all.map((o) => {
+    const flag = `--${o.name}${o.type === 'string' ? ' VALUE' : ''}`;
+    const def = o.default !== undefined && o.default !== false ? ` (default: ${String(o.default)})` : '';
+    return `  ${flag.padEnd(width)}${o.description}${def}`;
+  });
+  return [
+    `usage: ${spec.usage}`,
+    '',
+    spec.summary,
+    '',
+    'options:',
+    ...lines,
+    '',
+    'Every option can also be set as an environment variable (EDGESHARD_<NAME>, e.g. ' +
+      `${envName(spec.options[0]?.name ?? 'port')}) or in the --config JSON file.`,
+    'Precedence: flag, then environment, then config file, then default.',
+  ].join('\n');
+}
+
+export function parseCommand(
+  spec: CommandSpec,
+  argv: string[],
+  env: NodeJS.ProcessEnv = process.env,
+): { settings: Settings; positionals: string[]; help: boolean } {
+  const all = [...spec.options, CONFIG_OPTION, HELP_OPTION];
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: true,
+      options: Object.fromEntries(all.map((o) => [o.name, { type: o.type, ...(o.short ? { short: o.short } : {}) }])),
+    });
+  } catch (err) {
+    throw new UsageError(`${(err as Error).message}\nrun "edgeshard ${spec.name} --help" for the options`);
+  }
+  if (parsed.values.help) return { settings: {}, positionals: [], help: true };
+  if (!spec.positionals && parsed.positionals.length > 0) {
+    throw new UsageError(`unexpected argument "${parsed.positionals[0]}"\nusage: ${spec.usage}`);
+  }
+
+  const configPath = (parsed.values.config as string | undefined) ?? env[envName('config')];
+  let fileSettings: Record<string, unknown> = {};
+  if (configPath) {
+    try {
+      fileSettings = JSON.parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>;
+    } catch (err) {
+      throw new UsageError(`config file ${configPath}: ${(err as Error).message}`);
+    }
+    if (typeof fileSettings !== 'object' || fileSettings === null || Array.isArray(fileSettings)) {
+      throw new UsageError(`config file ${configPath}: expected a JSON object of flag names to values`);
+    }
+    for (const key of Object.keys(fileSettings)) {
+      if (!spec.options.some((o) => o.name === key)) {
+        throw new UsageError(`config file ${configPath}: unknown setting "${key}" for "edgeshard ${spec.name}"`);
+      }
+    }
+  }
+
+  const settings: Settings = {};
+  for (const o of spec.options) {
+    const fromFlag = parsed.values[o.name] as string | boolean | undefined;
+    const fromEnv = env[envName(o.name)];
+    const fromFile = fileSettings[o.name];
+    let value: string | boolean | undefined;
+    if (fromFlag !== undefined) value = fromFlag;
+    else if (fromEnv !== undefined) value = o.type === 'boolean' ? /^(1|true|yes|on)$/i.test(fromEnv) : fromEnv;
+    else if (fromFile !== undefined) value = o.type === 'boolean' ? Boolean(fromFile) : String(fromFile);
+    else value = o.default;
+    settings[o.name] = value;
+  }
+  return { settings, positionals: parsed.positionals, help: false };
+}
+
+/** Reads a numeric setting, with an error that names the option. */
+export function intSetting(settings: Settings, name: string, min = 0, max = Number.MAX_SAFE_INTEGER): number {
+  const raw = settings[name];
+  const n = Number(raw);
+  if (typeof raw !== 'string' || !Number.isInteger(n) || n < min || n > max) {
+    throw new UsageError(`--${name} "${String(raw)}": expected an integer from ${min} to ${max}`);
+  }
+  return n;
+}
+
+export function stringSetting(settings: Settings, name: string): string | undefined {
+  const v = settings[name];
+  return typeof v === 'string' && v !== '' ? v : undefined;
+}
