@@ -1,0 +1,43 @@
+// The contract between the edge node's cache logic and its stores. Keys name an object:
+//   "sha256:<64 hex>"  a shard addressed by content hash (verified on fill)
+//   "path:<path>"      an object addressed by its origin path (verified when a manifest gives its hash)
+
+export interface EntryMeta {
+  key: string;
+  size: number;
+  /** sha256 of the body when known (always for "sha256:" keys; verified during the fill). */
+  sha256?: string;
+  /** Strong ETag, quoted, e.g. "\"<sha256>\"" or the origin's ETag. */
+  etag: string;
+  /** HTTP date from the origin's Last-Modified, or the fill time. */
+  lastModified: string;
+  contentType?: string;
+  cacheControl?: string;
+  /** When the fill finished, ms since the epoch. */
+  storedAt: number;
+}
+
+export interface DiskEntry {
+  meta: EntryMeta;
+  /** Absolute path of the data file. It may vanish (eviction) between lookup and open: treat ENOENT as a miss. */
+  dataPath: string;
+}
+
+/** An object being written. Nothing is visible to `get` until `commit` renames it into place. */
+export interface DiskWriter {
+  /** The temp file being written; readers may open it while the fill goes on. */
+  readonly tmpPath: string;
+  /** Appends a chunk. Rejects with the fs error (for example code ENOSPC); the writer is then unusable. */
+  write(chunk: Uint8Array): Promise<void>;
+  /** fsyncs, writes the metadata, renames into place and evicts older entries to stay in budget. */
+  commit(meta: EntryMeta): Promise<DiskEntry>;
+  /** Removes the temp file. Safe to call twice and after a failed write. */
+  abort(): Promise<void>;
+}
+
+/** What stores report; metrics.ts turns these into Prometheus series, the logger into lines. */
+export interface StoreEvents {
+  evicted?(key: string, size: number): void;
+  dropped?(file: string, reason: string): void;
+  writeFailed?(key: string, err: NodeJS.ErrnoException): void;
+}
