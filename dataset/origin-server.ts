@@ -1,0 +1,66 @@
+// A minimal static origin: serves a dataset directory over HTTP (GET/HEAD, whole files, Last-Modified).
+// Real deployments point edge nodes at S3, nginx or any HTTP server; this one makes `npm start` and tests self-contained.
+import { createServer, type Server } from 'node:http';
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { decodeRequestPath } from '../protocol/paths.ts';
+
+export interface OriginServer {
+  server: Server;
+  url: string;
+  /** Requests answered, for tests and the demo's "origin offload" figure. */
+  requests: () => number;
+  close(): Promise<void>;
+}
+
+export async function startOrigin(root: string, port = 0, host = '127.0.0.1'): Promise<OriginServer> {
+  let requests = 0;
+  const server = createServer(async (req, res) => {
+    requests++;
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD' }).end();
+      return;
+    }
+    const rawPath = (req.url ?? '/').split('?')[0]!.slice(1);
+    const decoded = decodeRequestPath(rawPath);
+    if ('error' in decoded) {
+      res.writeHead(400, { 'content-type': 'text/plain' }).end(`${decoded.error}\n`);
+      return;
+    }
+    const file = join(root, decoded.path);
+    const info = await stat(file).catch(() => null);
+    if (!info?.isFile()) {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+      return;
+    }
+    res.writeHead(200, {
+      'content-length': info.size,
+      'last-modified': info.mtime.toUTCString(),
+      'content-type': decoded.path.endsWith('.json') ? 'application/json' : 'application/octet-stream',
+    });
+    if (req.method === 'HEAD') {
+      res.end();
+      return;
+    }
+    const stream = createReadStream(file, { highWaterMark: 1 << 20 });
+    stream.on('error', () => res.destroy());
+    stream.pipe(res);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  const { port: bound } = server.address() as AddressInfo;
+  return {
+    server,
+    url: `http://${host}:${bound}`,
+    requests: () => requests,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}

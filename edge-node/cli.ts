@@ -1,0 +1,34 @@
+import type { Command } from '../cli/command.ts';
+import { createLogger } from '../protocol/log.ts';
+import { formatBytes } from '../protocol/units.ts';
+import { NODE_OPTIONS, nodeConfigFromSettings } from './config.ts';
+import { startEdgeNode } from './server.ts';
+
+export const nodeCommand: Command = {
+  spec: {
+    name: 'node',
+    usage: 'edgeshard node --origin URL [--cache-dir DIR] [--cache-size 50GB] [--max-upload 200Mbps] [--port 8080]',
+    summary:
+      'Runs an edge node: a pull-through cache that fetches shards from the origin, verifies them against their sha256, ' +
+      'keeps them on disk (LRU) and in memory, and serves them over HTTP as /shard/<sha256> or /<origin path>. ' +
+      'Prometheus metrics at /metrics, liveness at /healthz. SIGTERM drains in-flight responses, then exits.',
+    options: NODE_OPTIONS,
+  },
+  async run(settings) {
+    const config = nodeConfigFromSettings(settings);
+    const logger = createLogger(config.logLevel, 'edge-node');
+    const node = await startEdgeNode(config, { logger });
+    console.log(
+      `edge node on ${node.url} (listening on ${config.host}:${new URL(node.url).port}), origin ${config.originUrl}, ` +
+        `disk ${config.cacheDir ? `${config.cacheDir} ${formatBytes(config.cacheBytes)}` : 'off'}, memory ${formatBytes(config.memoryBytes)}, ` +
+        `upload cap ${config.maxUploadBytesPerSecond ? `${((config.maxUploadBytesPerSecond * 8) / 1e6).toFixed(0)} Mbit/s` : 'none'}`,
+    );
+    await new Promise<void>((resolve) => {
+      process.once('SIGINT', resolve);
+      process.once('SIGTERM', resolve);
+    });
+    logger.info('shutting down: draining in-flight responses');
+    await node.close();
+    return 0;
+  },
+};

@@ -1,0 +1,114 @@
+// Settings for `edgeshard node`, turned from strings (flags, env, config file) into a checked options object.
+import { cpus } from 'node:os';
+import { parseRate, parseSize } from '../protocol/units.ts';
+import { intSetting, stringSetting, UsageError, type OptionSpec, type Settings } from '../cli/options.ts';
+
+export interface EdgeNodeConfig {
+  originUrl: string;
+  host: string;
+  port: number;
+  /** null: no disk tier (memory only). */
+  cacheDir: string | null;
+  cacheBytes: number;
+  memoryBytes: number;
+  memoryMaxObjectBytes: number;
+  /** Upload cap in bytes per second shared by all responses; 0 = unlimited. */
+  maxUploadBytesPerSecond: number;
+  maxConnections: number;
+  maxUrlBytes: number;
+  maxHeaderBytes: number;
+  originTimeoutMs: number;
+  originConnections: number;
+  /** Freshness of objects cached by origin path when the origin sends no max-age. Hash-addressed shards never go stale. */
+  pathTtlSeconds: number;
+  shutdownGraceMs: number;
+  manifests: string[];
+  logLevel: string;
+}
+
+export const NODE_OPTIONS: OptionSpec[] = [
+  { name: 'origin', type: 'string', description: 'origin base URL to pull shards from (required), e.g. https://data.example.org/datasets' },
+  { name: 'cache-dir', type: 'string', default: './.edgeshard/cache', description: 'directory for the disk cache ("none" for memory only)' },
+  { name: 'cache-size', type: 'string', default: '10GB', description: 'disk cache budget (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)' },
+  { name: 'memory-cache', type: 'string', default: '256MiB', description: 'memory tier budget for hot objects' },
+  { name: 'memory-max-object', type: 'string', default: '16MiB', description: 'largest object kept in the memory tier' },
+  { name: 'max-upload', type: 'string', default: 'unlimited', description: 'upload cap shared by all responses, e.g. 200Mbps, 50MB/s' },
+  { name: 'max-connections', type: 'string', default: '1024', description: 'simultaneous client connections' },
+  { name: 'port', type: 'string', default: '8080', description: 'TCP port' },
+  { name: 'host', type: 'string', default: '0.0.0.0', description: 'address to listen on (all interfaces by default)' },
+  { name: 'manifest', type: 'string', description: 'comma-separated origin paths of manifests to load at start, e.g. sample/manifest.json' },
+  { name: 'origin-timeout', type: 'string', default: '30000', description: 'ms to wait for origin headers, and for each stalled body read' },
+  { name: 'origin-connections', type: 'string', default: '32', description: 'keep-alive connections to the origin' },
+  { name: 'path-ttl', type: 'string', default: '3600', description: 'seconds an object cached by path stays fresh when the origin sends no max-age' },
+  { name: 'max-url', type: 'string', default: '8192', description: 'longest request URL in bytes (414 beyond)' },
+  { name: 'max-header-size', type: 'string', default: '16384', description: 'largest request header block in bytes (431 beyond)' },
+  { name: 'shutdown-grace', type: 'string', default: '10000', description: 'ms to drain in-flight responses on SIGTERM' },
+  { name: 'log-level', type: 'string', default: 'warn', description: 'silent, error, warn, info, debug' },
+];
+
+function wrap<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
+export function nodeConfigFromSettings(s: Settings): EdgeNodeConfig {
+  const origin = stringSetting(s, 'origin');
+  if (!origin) throw new UsageError('--origin is required (the HTTP base URL edge nodes pull shards from)');
+  let originUrl: URL;
+  try {
+    originUrl = new URL(origin);
+  } catch {
+    throw new UsageError(`--origin "${origin}": not a URL; expected e.g. http://127.0.0.1:8000`);
+  }
+  if (originUrl.protocol !== 'http:' && originUrl.protocol !== 'https:') {
+    throw new UsageError(`--origin "${origin}": only http and https origins are supported`);
+  }
+  const cacheDir = stringSetting(s, 'cache-dir') ?? 'none';
+  const memoryBytes = wrap(() => parseSize(String(s['memory-cache']), '--memory-cache'));
+  return {
+    originUrl: originUrl.href.replace(/\/$/, ''),
+    host: stringSetting(s, 'host') ?? '0.0.0.0',
+    port: intSetting(s, 'port', 0, 65535),
+    cacheDir: cacheDir === 'none' ? null : cacheDir,
+    cacheBytes: wrap(() => parseSize(String(s['cache-size']), '--cache-size')),
+    memoryBytes,
+    memoryMaxObjectBytes: Math.min(memoryBytes, wrap(() => parseSize(String(s['memory-max-object']), '--memory-max-object'))),
+    maxUploadBytesPerSecond: wrap(() => parseRate(String(s['max-upload']), '--max-upload')),
+    maxConnections: intSetting(s, 'max-connections', 1, 1_000_000),
+    maxUrlBytes: intSetting(s, 'max-url', 64, 1 << 20),
+    maxHeaderBytes: intSetting(s, 'max-header-size', 1024, 1 << 20),
+    originTimeoutMs: intSetting(s, 'origin-timeout', 100, 3_600_000),
+    originConnections: intSetting(s, 'origin-connections', 1, 4096),
+    pathTtlSeconds: intSetting(s, 'path-ttl', 0, 10 * 365 * 86400),
+    shutdownGraceMs: intSetting(s, 'shutdown-grace', 0, 3_600_000),
+    manifests: (stringSetting(s, 'manifest') ?? '').split(',').map((m) => m.trim()).filter(Boolean),
+    logLevel: stringSetting(s, 'log-level') ?? 'warn',
+  };
+}
+
+/** Defaults for library use and tests: everything the CLI would pick, overridable. */
+export function defaultNodeConfig(overrides: Partial<EdgeNodeConfig> & { originUrl: string }): EdgeNodeConfig {
+  return {
+    host: '127.0.0.1',
+    port: 0,
+    cacheDir: null,
+    cacheBytes: 10e9,
+    memoryBytes: 256 * 1024 * 1024,
+    memoryMaxObjectBytes: 16 * 1024 * 1024,
+    maxUploadBytesPerSecond: 0,
+    maxConnections: 1024,
+    maxUrlBytes: 8192,
+    maxHeaderBytes: 16384,
+    originTimeoutMs: 30_000,
+    originConnections: Math.max(8, cpus().length * 8),
+    pathTtlSeconds: 3600,
+    shutdownGraceMs: 10_000,
+    manifests: [],
+    logLevel: 'silent',
+    ...overrides,
+    originUrl: overrides.originUrl.replace(/\/$/, ''),
+  };
+}

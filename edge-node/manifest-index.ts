@@ -1,0 +1,47 @@
+// Which shard hashes the node knows, and where each lives at the origin. Learned from manifests the node has
+// seen: preloaded with --manifest, or passing through the cache (any valid manifest.json it proxies).
+import { posix } from 'node:path';
+import { manifestId, type Manifest } from '../protocol/manifest.ts';
+
+export interface KnownShard {
+  sha256: string;
+  size: number;
+  /** Path at the origin, relative to the origin's root: the manifest's directory plus the shard's path. */
+  originPath: string;
+}
+
+export class ManifestIndex {
+  private readonly bySha = new Map<string, KnownShard>();
+  private readonly byPath = new Map<string, KnownShard>();
+  private readonly manifests = new Map<string, { name: string; version: string; originPath: string }>();
+
+  /** Registers a validated manifest found at `manifestPath` (origin-relative, e.g. "sample/manifest.json"). */
+  add(manifest: Manifest, manifestPath: string): string {
+    const dir = posix.dirname(manifestPath);
+    const prefix = dir === '.' ? '' : `${dir}/`;
+    for (const s of manifest.shards) {
+      const known: KnownShard = { sha256: s.sha256, size: s.size, originPath: prefix + s.path };
+      this.bySha.set(s.sha256, known);
+      this.byPath.set(known.originPath, known);
+    }
+    const id = manifestId(manifest);
+    this.manifests.set(id, { name: manifest.name, version: manifest.version, originPath: manifestPath });
+    return id;
+  }
+
+  bySha256(sha256: string): KnownShard | undefined {
+    return this.bySha.get(sha256);
+  }
+
+  byOriginPath(path: string): KnownShard | undefined {
+    return this.byPath.get(path);
+  }
+
+  get shardCount(): number {
+    return this.bySha.size;
+  }
+
+  get manifestCount(): number {
+    return this.manifests.size;
+  }
+}

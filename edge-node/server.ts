@@ -1,0 +1,555 @@
+// The edge node's HTTP shell: routes a request to the memory tier, the disk tier or an origin fill, and applies
+// HTTP semantics (conditionals, ranges), the upload cap and the limits. Decisions live in the modules it calls.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { open } from 'node:fs/promises';
+import type { AddressInfo, Socket } from 'node:net';
+import { Agent, type Dispatcher } from 'undici';
+import { isSha256Hex } from '../protocol/hash.ts';
+import { parseManifest } from '../protocol/manifest.ts';
+import { decodeRequestPath } from '../protocol/paths.ts';
+import { createLogger, type Logger } from '../protocol/log.ts';
+import type { EdgeNodeConfig } from './config.ts';
+import { DiskStore } from './disk-store.ts';
+import { MemoryStore, entityHeaders } from './memory-store.ts';
+import { ManifestIndex } from './manifest-index.ts';
+import { Filler, OriginError, type Fill, type FillRequest } from './fill.ts';
+import { createEdgeMetrics, type EdgeMetrics } from './metrics.ts';
+import type { EdgeEvents } from './events.ts';
+import type { DiskEntry, EntryMeta } from './store-types.ts';
+import { parseRange, evaluateConditional, evaluateIfRange } from './http-semantics.ts';
+import { BandwidthLimiter } from './bandwidth-limiter.ts';
+
+export interface EdgeNode {
+  url: string;
+  server: Server;
+  metrics: EdgeMetrics;
+  manifests: ManifestIndex;
+  limiter: BandwidthLimiter;
+  memory: MemoryStore;
+  disk: DiskStore | null;
+  /** Loads a manifest from the origin (origin-relative path) and learns its shard hashes. */
+  loadManifest(originPath: string): Promise<string>;
+  /** Stops accepting, drains in-flight responses up to the grace period, closes the stores. */
+  close(): Promise<void>;
+}
+
+type Route = 'shard' | 'path' | 'metrics' | 'healthz' | 'invalid';
+
+interface Target {
+  route: Route;
+  key: string;
+  fill: FillRequest;
+  /** Hash-addressed (by URL or through a manifest): immutable, verified. */
+  immutable: boolean;
+  originPath: string;
+}
+
+const TEXT = 'text/plain; charset=utf-8';
+/** Largest slice written per limiter grant, so one 16 MiB chunk cannot take the whole budget at once. */
+const LIMITED_SLICE = 64 * 1024;
+const DISK_READ_CHUNK = 1 << 20;
+
+function encodeOriginPath(path: string): string {
+  return path.split('/').map(encodeURIComponent).join('/');
+}
+
+export async function startEdgeNode(config: EdgeNodeConfig, deps: { logger?: Logger; metrics?: EdgeMetrics } = {}): Promise<EdgeNode> {
+  const log = deps.logger ?? createLogger(config.logLevel, 'edge-node');
+  const metrics = deps.metrics ?? createEdgeMetrics({ defaultMetrics: true });
+  const events: EdgeEvents = {
+    ...metrics.events,
+    writeFailed(key, err) {
+      metrics.events.writeFailed?.(key, err);
+      log.warn({ key, code: err.code, err: err.message }, 'cache write failed; serving without caching');
+    },
+    dropped(file, reason) {
+      metrics.events.dropped?.(file, reason);
+      log.warn({ file, reason }, 'dropped cache file');
+    },
+    integrityFailure(key, expected, actual) {
+      metrics.events.integrityFailure?.(key, expected, actual);
+      log.error({ key, expected, actual }, 'integrity failure: origin bytes do not match the shard hash; not cached');
+    },
+    fillFinished(key, outcome, bytes, seconds, detail) {
+      metrics.events.fillFinished?.(key, outcome, bytes, seconds, detail);
+      if (outcome === 'ok') log.info({ key, bytes, seconds }, 'fill done');
+      else log.warn({ key, outcome, bytes, detail }, 'fill failed');
+    },
+  };
+
+  const disk = config.cacheDir ? await DiskStore.open(config.cacheDir, { maxBytes: config.cacheBytes, events }) : null;
+  const memory = new MemoryStore(config.memoryBytes, config.memoryMaxObjectBytes);
+  const manifests = new ManifestIndex();
+  const limiter = new BandwidthLimiter({ bytesPerSecond: config.maxUploadBytesPerSecond, onWait: (ms: number) => events.bandwidthWait?.(ms) });
+  const dispatcher: Dispatcher = new Agent({
+    connections: config.originConnections,
+    headersTimeout: config.originTimeoutMs,
+    bodyTimeout: config.originTimeoutMs,
+    connectTimeout: Math.min(config.originTimeoutMs, 10_000),
+    keepAliveTimeout: 30_000,
+  });
+  const reportCacheBytes = (): void => {
+    events.cacheBytes?.(memory.usedBytes, memory.maxBytes, 'memory');
+    if (disk) events.cacheBytes?.(disk.usedBytes, disk.maxBytes, 'disk');
+  };
+
+  const entityHeadFor = (meta: EntryMeta): string[] => entityHeaders(meta, meta.key.startsWith('sha256:'), config.pathTtlSeconds);
+
+  const filler = new Filler({
+    dispatcher,
+    store: disk,
+    events,
+    memoryMaxObjectBytes: config.memoryMaxObjectBytes,
+    onCommitted(_entry, body, meta) {
+      if (body) memory.set(meta, body, entityHeadFor(meta));
+      reportCacheBytes();
+      if (meta.key.endsWith('manifest.json') && body) learnManifest(body, meta.key.slice('path:'.length));
+    },
+  });
+
+  function learnManifest(body: Buffer, originPath: string): string | null {
+    try {
+      const id = manifests.add(parseManifest(body.toString('utf8')), originPath);
+      log.info({ originPath, id, shards: manifests.shardCount }, 'manifest learned');
+      return id;
+    } catch (err) {
+      log.debug({ originPath, err: (err as Error).message }, 'manifest.json did not validate; not learned');
+      return null;
+    }
+  }
+
+  async function loadManifest(originPath: string): Promise<string> {
+    const { statusCode, body } = await dispatcher.request({
+      origin: new URL(config.originUrl).origin,
+      path: `${new URL(config.originUrl).pathname.replace(/\/$/, '')}/${encodeOriginPath(originPath)}`,
+      method: 'GET',
+    });
+    const text = await body.text();
+    if (statusCode !== 200) throw new Error(`manifest ${originPath}: origin answered ${statusCode}`);
+    return manifests.add(parseManifest(text), originPath);
+  }
+
+  const originBase = config.originUrl;
+  const targetFor = (originPath: string, route: Route): Target => {
+    const known = manifests.byOriginPath(originPath);
+    if (known) {
+      return {
+        route,
+        key: `sha256:${known.sha256}`,
+        immutable: true,
+        originPath,
+        fill: { key: `sha256:${known.sha256}`, url: `${originBase}/${encodeOriginPath(originPath)}`, expectedSha256: known.sha256, expectedSize: known.size },
+      };
+    }
+    return { route, key: `path:${originPath}`, immutable: false, originPath, fill: { key: `path:${originPath}`, url: `${originBase}/${encodeOriginPath(originPath)}` } };
+  };
+
+  // ---- responses -------------------------------------------------------------------------------------
+
+  const finishWith = (res: ServerResponse, route: Route, status: number, started: number, bodyBytes: number): void => {
+    events.response?.(route, status, bodyBytes);
+    events.firstByte?.(route, (performance.now() - started) / 1000);
+  };
+
+  const sendText = (res: ServerResponse, route: Route, status: number, text: string, started: number, extra: string[] = []): void => {
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    const body = `${text}\n`;
+    res.writeHead(status, ['content-type', TEXT, 'content-length', String(Buffer.byteLength(body)), 'cache-control', 'no-store', ...extra]);
+    res.end(body);
+    finishWith(res, route, status, started, 0);
+  };
+
+  /** Common part of every cached response: conditionals and range; returns what to send, or null if answered. */
+  const negotiate = (
+    req: IncomingMessage,
+    res: ServerResponse,
+    target: Target,
+    meta: { etag: string; lastModified: string; size: number },
+    started: number,
+    entityHead: string[],
+  ): { status: 200 | 206; start: number; end: number; head: string[] } | null => {
+    const h = req.headers;
+    if (h['if-none-match'] !== undefined || h['if-modified-since'] !== undefined || h['if-match'] !== undefined || h['if-unmodified-since'] !== undefined) {
+      const verdict = evaluateConditional(
+        {
+          method: req.method ?? 'GET',
+          ...(h['if-none-match'] !== undefined ? { ifNoneMatch: h['if-none-match'] } : {}),
+          ...(h['if-modified-since'] !== undefined ? { ifModifiedSince: h['if-modified-since'] } : {}),
+          ...(h['if-match'] !== undefined ? { ifMatch: h['if-match'] } : {}),
+          ...(h['if-unmodified-since'] !== undefined ? { ifUnmodifiedSince: h['if-unmodified-since'] } : {}),
+        },
+        meta,
+      );
+      if (verdict === 'not-modified') {
+        res.writeHead(304, entityHead);
+        res.end();
+        finishWith(res, target.route, 304, started, 0);
+        return null;
+      }
+      if (verdict === 'precondition-failed') {
+        sendText(res, target.route, 412, 'precondition failed', started);
+        return null;
+      }
+    }
+    const rangeHeader = h.range;
+    if (rangeHeader !== undefined && (h['if-range'] === undefined || evaluateIfRange(h['if-range'], meta))) {
+      const range = parseRange(rangeHeader, meta.size);
+      if (range.kind === 'unsatisfiable') {
+        sendText(res, target.route, 416, 'range not satisfiable', started, ['content-range', `bytes */${meta.size}`]);
+        return null;
+      }
+      if (range.kind === 'partial') {
+        return {
+          status: 206,
+          start: range.start,
+          end: range.end,
+          head: ['content-length', String(range.end - range.start + 1), 'content-range', `bytes ${range.start}-${range.end}/${meta.size}`, ...entityHead],
+        };
+      }
+    }
+    return { status: 200, start: 0, end: meta.size - 1, head: ['content-length', String(meta.size), ...entityHead] };
+  };
+
+  /** Writes a body through the upload cap with backpressure. Rejects if the client goes away. */
+  async function writeLimited(res: ServerResponse, buf: Buffer, signal: AbortSignal): Promise<void> {
+    for (let off = 0; off < buf.length; off += LIMITED_SLICE) {
+      const slice = buf.subarray(off, Math.min(buf.length, off + LIMITED_SLICE));
+      await limiter.acquire(slice.length, signal);
+      if (!res.write(slice)) await waitDrain(res, signal);
+    }
+  }
+
+  function waitDrain(res: ServerResponse, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (signal.aborted) return reject(new Error('client went away'));
+      const done = (): void => {
+        res.off('drain', done);
+        signal.removeEventListener('abort', done);
+        if (signal.aborted) reject(new Error('client went away'));
+        else resolve();
+      };
+      res.on('drain', done);
+      signal.addEventListener('abort', done);
+    });
+  }
+
+  async function streamBody(res: ServerResponse, chunks: AsyncIterable<Buffer>, signal: AbortSignal): Promise<number> {
+    let sent = 0;
+    for await (const chunk of chunks) {
+      if (signal.aborted) throw new Error('client went away');
+      if (limiter.unlimited) {
+        if (!res.write(chunk)) await waitDrain(res, signal);
+      } else {
+        await writeLimited(res, chunk, signal);
+      }
+      sent += chunk.length;
+    }
+    return sent;
+  }
+
+  function respondFromMemory(req: IncomingMessage, res: ServerResponse, target: Target, obj: { meta: EntryMeta; body: Buffer; fullHead: string[] }, started: number, cacheState: string): void {
+    const h = req.headers;
+    // Fast path: a plain GET of a whole object, the bulk of a data loader's traffic.
+    if (h.range === undefined && h['if-none-match'] === undefined && h['if-modified-since'] === undefined && h['if-match'] === undefined && h['if-unmodified-since'] === undefined) {
+      res.writeHead(200, cacheState === 'HIT' ? obj.fullHead : [...obj.fullHead, 'x-edgeshard-cache', cacheState]);
+      if (req.method === 'HEAD') {
+        res.end();
+        finishWith(res, target.route, 200, started, 0);
+      } else if (limiter.unlimited) {
+        res.end(obj.body);
+        finishWith(res, target.route, 200, started, obj.body.length);
+      } else {
+        void sendBuffer(res, target, obj.body, 200, started);
+      }
+      return;
+    }
+    const entityHead = obj.fullHead.slice(2);
+    const plan = negotiate(req, res, target, obj.meta, started, entityHead);
+    if (!plan) return;
+    res.writeHead(plan.status, plan.head);
+    const body = plan.status === 200 ? obj.body : obj.body.subarray(plan.start, plan.end + 1);
+    if (req.method === 'HEAD') {
+      res.end();
+      finishWith(res, target.route, plan.status, started, 0);
+    } else if (limiter.unlimited) {
+      res.end(body);
+      finishWith(res, target.route, plan.status, started, body.length);
+    } else {
+      void sendBuffer(res, target, body, plan.status, started);
+    }
+  }
+
+  async function sendBuffer(res: ServerResponse, target: Target, body: Buffer, status: number, started: number): Promise<void> {
+    const ac = abortOnClose(res);
+    try {
+      await writeLimited(res, body, ac.signal);
+      res.end();
+      finishWith(res, target.route, status, started, body.length);
+    } catch {
+      res.destroy();
+    }
+  }
+
+  function abortOnClose(res: ServerResponse): AbortController {
+    const ac = new AbortController();
+    res.once('close', () => {
+      if (!res.writableFinished) ac.abort();
+    });
+    return ac;
+  }
+
+  /** Returns false when the file vanished (evicted between lookup and open): the caller treats it as a miss. */
+  async function respondFromDisk(req: IncomingMessage, res: ServerResponse, target: Target, entry: DiskEntry, started: number): Promise<boolean> {
+    let handle;
+    try {
+      handle = await open(entry.dataPath, 'r');
+    } catch {
+      return false;
+    }
+    try {
+      const entityHead = entityHeadFor(entry.meta);
+      const plan = negotiate(req, res, target, entry.meta, started, entityHead);
+      if (!plan) return true;
+      // Promote small hot objects to the memory tier on a full read.
+      if (entry.meta.size <= memory.maxObjectBytes && plan.status === 200 && req.method === 'GET') {
+        const body = await handle.readFile();
+        if (body.length === entry.meta.size) {
+          memory.set(entry.meta, body, entityHead);
+          res.writeHead(200, plan.head);
+          if (limiter.unlimited) {
+            res.end(body);
+            finishWith(res, target.route, 200, started, body.length);
+          } else await sendBuffer(res, target, body, 200, started);
+          return true;
+        }
+      }
+      res.writeHead(plan.status, plan.head);
+      if (req.method === 'HEAD') {
+        res.end();
+        finishWith(res, target.route, plan.status, started, 0);
+        return true;
+      }
+      const ac = abortOnClose(res);
+      const stream = handle.createReadStream({ start: plan.start, end: plan.end, highWaterMark: DISK_READ_CHUNK, autoClose: false });
+      try {
+        const sent = await streamBody(res, stream as AsyncIterable<Buffer>, ac.signal);
+        res.end();
+        finishWith(res, target.route, plan.status, started, sent);
+      } catch {
+        stream.destroy();
+        res.destroy();
+      }
+      return true;
+    } finally {
+      await handle.close().catch(() => {});
+    }
+  }
+
+  async function respondFromFill(req: IncomingMessage, res: ServerResponse, target: Target, fill: Fill, started: number): Promise<void> {
+    let head;
+    try {
+      head = await fill.ready;
+    } catch (err) {
+      const e = err as OriginError;
+      sendText(res, target.route, e.status ?? 502, e.message, started);
+      return;
+    }
+    const size = head.size ?? target.fill.expectedSize;
+    const entityHead = [
+      'last-modified', head.lastModified,
+      'accept-ranges', 'bytes',
+      'content-type', head.contentType ?? 'application/octet-stream',
+      'cache-control', target.immutable ? 'public, max-age=31536000, immutable' : (head.cacheControl ?? `public, max-age=${config.pathTtlSeconds}`),
+      'x-edgeshard-cache', 'MISS',
+      ...(target.immutable ? ['etag', `"${target.fill.expectedSha256}"`] : []),
+    ];
+    let plan: { status: 200 | 206; start: number; end: number; head: string[] } | null;
+    if (size === undefined) {
+      // Chunked origin response of unknown length: stream it whole (Range may be ignored, RFC 9110 §14.2).
+      plan = { status: 200, start: 0, end: Number.MAX_SAFE_INTEGER, head: entityHead };
+    } else {
+      plan = negotiate(req, res, target, { etag: target.immutable ? `"${target.fill.expectedSha256}"` : '', lastModified: head.lastModified, size }, started, entityHead);
+      if (!plan) return;
+    }
+    res.writeHead(plan.status, plan.head);
+    if (req.method === 'HEAD' || plan.end < plan.start) {
+      res.end();
+      finishWith(res, target.route, plan.status, started, 0);
+      return;
+    }
+    const ac = abortOnClose(res);
+    try {
+      const end = size === undefined ? Number.MAX_SAFE_INTEGER : plan.end;
+      const sent = await streamBody(res, readFill(fill, plan.start, end, size === undefined), ac.signal);
+      res.end();
+      finishWith(res, target.route, plan.status, started, sent);
+    } catch (err) {
+      // Headers are out, so the only honest signal left is an aborted transfer: never a complete-looking body.
+      log.debug({ key: target.key, err: (err as Error).message }, 'aborting response');
+      events.response?.(target.route, 0, 0);
+      res.destroy();
+    }
+  }
+
+  async function* readFill(fill: Fill, start: number, end: number, untilDone: boolean): AsyncGenerator<Buffer> {
+    if (!untilDone) {
+      yield* fill.read(start, end);
+      return;
+    }
+    // Unknown length: read whatever arrives until the fill is done.
+    let pos = start;
+    for (;;) {
+      await Promise.race([fill.finished, new Promise((r) => fill.once('progress', r))]);
+      if (fill.state === 'failed') throw fill.error ?? new Error('fill failed');
+      if (fill.received > pos) {
+        for await (const b of fill.read(pos, fill.received - 1)) {
+          pos += b.length;
+          yield b;
+        }
+      }
+      if (fill.state === 'done' && pos >= fill.received) return;
+    }
+  }
+
+  const isFresh = (meta: EntryMeta): boolean => {
+    if (meta.key.startsWith('sha256:')) return true;
+    const m = /max-age=(\d+)/.exec(meta.cacheControl ?? '');
+    const ttl = m ? Number(m[1]) : config.pathTtlSeconds;
+    return Date.now() - meta.storedAt < ttl * 1000;
+  };
+
+  async function serveCached(req: IncomingMessage, res: ServerResponse, target: Target, started: number): Promise<void> {
+    const mem = memory.get(target.key);
+    if (mem && isFresh(mem.meta)) {
+      events.cacheLookup?.('memory-hit');
+      respondFromMemory(req, res, target, mem, started, 'HIT');
+      return;
+    }
+    let entry = disk?.get(target.key);
+    if (entry && !disk!.isVerified(target.key) && !(await disk!.verify(target.key))) entry = undefined;
+    if (entry && isFresh(entry.meta)) {
+      events.cacheLookup?.('disk-hit');
+      if (await respondFromDisk(req, res, target, entry, started)) return;
+    }
+    const stale = mem ?? entry;
+    const { fill, coalesced } = filler.fill(target.fill);
+    if (stale) {
+      // stale-if-error: the origin is asked again; if it fails before sending a body, the old copy is served.
+      try {
+        await fill.ready;
+      } catch {
+        events.cacheLookup?.('stale');
+        if (mem) respondFromMemory(req, res, target, mem, started, 'STALE');
+        else if (!(await respondFromDisk(req, res, target, entry!, started))) sendText(res, target.route, 502, 'origin failed and the stale copy is gone', started);
+        return;
+      }
+    }
+    events.cacheLookup?.(coalesced ? 'coalesced' : 'miss');
+    await respondFromFill(req, res, target, fill, started);
+  }
+
+  // ---- routing ---------------------------------------------------------------------------------------
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = performance.now();
+    const url = req.url ?? '/';
+    if (url.length > config.maxUrlBytes) return sendText(res, 'invalid', 414, `URL longer than ${config.maxUrlBytes} bytes`, started);
+    if (req.method !== 'GET' && req.method !== 'HEAD') return sendText(res, 'invalid', 405, 'only GET and HEAD are supported', started, ['allow', 'GET, HEAD']);
+    const q = url.indexOf('?');
+    const pathname = q < 0 ? url : url.slice(0, q);
+    if (pathname.charCodeAt(0) !== 47 /* / */) return sendText(res, 'invalid', 400, 'request target must be an absolute path', started);
+
+    if (pathname === '/metrics') {
+      const text = await metrics.registry.metrics();
+      res.writeHead(200, ['content-type', metrics.registry.contentType, 'cache-control', 'no-store']);
+      res.end(text);
+      return finishWith(res, 'metrics', 200, started, text.length);
+    }
+    if (pathname === '/healthz') {
+      const body = JSON.stringify({ ok: true, manifests: manifests.manifestCount, shards: manifests.shardCount, memoryBytes: memory.usedBytes, diskBytes: disk?.usedBytes ?? 0 });
+      res.writeHead(200, ['content-type', 'application/json', 'cache-control', 'no-store']);
+      res.end(body);
+      return finishWith(res, 'healthz', 200, started, body.length);
+    }
+
+    let target: Target;
+    if (pathname.startsWith('/shard/')) {
+      const sha = pathname.slice(7);
+      if (!isSha256Hex(sha)) return sendText(res, 'invalid', 400, 'shard id must be a sha256: 64 lowercase hex characters', started);
+      const known = manifests.bySha256(sha);
+      if (!known) return sendText(res, 'shard', 404, 'unknown shard: no manifest this node has seen lists this sha256', started);
+      target = targetFor(known.originPath, 'shard');
+    } else {
+      const decoded = decodeRequestPath(pathname.slice(1));
+      if ('error' in decoded) return sendText(res, 'invalid', 400, `bad path: ${decoded.error}`, started);
+      target = targetFor(decoded.path, 'path');
+    }
+    await serveCached(req, res, target, started);
+  }
+
+  const server = createServer({ maxHeaderSize: config.maxHeaderBytes, keepAliveTimeout: 5_000 }, (req, res) => {
+    handle(req, res).catch((err: Error) => {
+      log.error({ err: err.message, stack: err.stack, url: req.url }, 'request failed');
+      if (!res.headersSent) sendText(res, 'invalid', 500, 'internal error', performance.now());
+      else res.destroy();
+    });
+  });
+  server.maxConnections = config.maxConnections;
+  let activeConnections = 0;
+  const sockets = new Set<Socket>();
+  server.on('connection', (socket: Socket) => {
+    activeConnections++;
+    sockets.add(socket);
+    socket.once('close', () => {
+      activeConnections--;
+      sockets.delete(socket);
+    });
+  });
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
+    // Malformed request lines or headers never reach the handler; answer them here and close.
+    if (!socket.writable) return socket.destroy();
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
+    const text = status === 431 ? 'request headers too large' : 'malformed request';
+    events.response?.('invalid', status, 0);
+    socket.end(`HTTP/1.1 ${status} ${text}\r\ncontent-type: text/plain\r\ncontent-length: ${text.length + 1}\r\nconnection: close\r\n\r\n${text}\n`);
+  });
+  metrics.setGaugeSource(() => ({ activeConnections, fillsInFlight: filler.inFlight }));
+  reportCacheBytes();
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.port, config.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const address = server.address() as AddressInfo;
+  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
+  const url = `http://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${address.port}`;
+
+  for (const m of config.manifests) {
+    try {
+      await loadManifest(m);
+    } catch (err) {
+      log.error({ manifest: m, err: (err as Error).message }, 'could not load manifest; shards it lists are unknown until it loads');
+    }
+  }
+
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> =>
+    (closing ??= (async () => {
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      const deadline = new Promise<void>((resolve) => setTimeout(resolve, config.shutdownGraceMs).unref());
+      await Promise.race([Promise.all([closed, filler.drain()]), deadline]);
+      server.closeAllConnections();
+      for (const s of sockets) s.destroy();
+      await closed;
+      await dispatcher.close().catch(() => {});
+    })());
+
+  return { url, server, metrics, manifests, limiter, memory, disk, loadManifest, close };
+}
