@@ -9,7 +9,7 @@ import { parseManifest } from '../protocol/manifest.ts';
 import { decodeRequestPath } from '../protocol/paths.ts';
 import { createLogger, type Logger } from '../protocol/log.ts';
 import type { EdgeNodeConfig } from './config.ts';
-import { DiskStore } from './disk-store.ts';
+import { DiskStore, type DiskStoreFs } from './disk-store.ts';
 import { MemoryStore, entityHeaders } from './memory-store.ts';
 import { ManifestIndex } from './manifest-index.ts';
 import { Filler, OriginError, type Fill, type FillRequest } from './fill.ts';
@@ -53,7 +53,14 @@ function encodeOriginPath(path: string): string {
   return path.split('/').map(encodeURIComponent).join('/');
 }
 
-export async function startEdgeNode(config: EdgeNodeConfig, deps: { logger?: Logger; metrics?: EdgeMetrics } = {}): Promise<EdgeNode> {
+export interface EdgeNodeDeps {
+  logger?: Logger;
+  metrics?: EdgeMetrics;
+  /** How the disk tier creates files; tests inject failures (ENOSPC) where no small filesystem can be mounted. */
+  diskFs?: DiskStoreFs;
+}
+
+export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps = {}): Promise<EdgeNode> {
   const log = deps.logger ?? createLogger(config.logLevel, 'edge-node');
   const metrics = deps.metrics ?? createEdgeMetrics({ defaultMetrics: true });
   const events: EdgeEvents = {
@@ -77,7 +84,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: { logger?: Log
     },
   };
 
-  const disk = config.cacheDir ? await DiskStore.open(config.cacheDir, { maxBytes: config.cacheBytes, events }) : null;
+  const disk = config.cacheDir ? await DiskStore.open(config.cacheDir, { maxBytes: config.cacheBytes, events, ...(deps.diskFs ? { fs: deps.diskFs } : {}) }) : null;
   const memory = new MemoryStore(config.memoryBytes, config.memoryMaxObjectBytes);
   const manifests = new ManifestIndex();
   const limiter = new BandwidthLimiter({ bytesPerSecond: config.maxUploadBytesPerSecond, onWait: (ms: number) => events.bandwidthWait?.(ms) });

@@ -377,3 +377,59 @@ describe('edge node against misbehaving origins', () => {
     expect(r.body.toString()).toContain('origin unreachable');
   });
 });
+
+describe('edge node on a full disk', () => {
+  it('serves correct bytes without caching when the disk is full (ENOSPC), logs and counts it, never crashes', async () => {
+    const tmp = await tempDir();
+    const { manifest } = await writeSampleDataset(join(tmp.dir, 'origin', 'sample'), { shards: 3, shardSize: 400_000 });
+    const origin = await startOrigin(join(tmp.dir, 'origin'));
+    // A real 512 KiB tmpfs where this machine lets us mount one (root); otherwise an injected ENOSPC.
+    const cacheDir = join(tmp.dir, 'small-disk');
+    await mkdir(cacheDir, { recursive: true });
+    const { execFileSync } = await import('node:child_process');
+    let mounted = false;
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=512k', 'tmpfs', cacheDir], { stdio: 'ignore' });
+      mounted = true;
+    } catch {
+      mounted = false;
+    }
+    const enospc = async (path: string, flags: 'wx') => {
+      const { open } = await import('node:fs/promises');
+      const handle = await open(path, flags);
+      let written = 0;
+      return {
+        async write(buffer: Uint8Array, offset: number, length: number, position: number) {
+          written += length;
+          if (written > 500_000) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+          return handle.write(buffer, offset, length, position);
+        },
+        sync: () => handle.sync(),
+        close: () => handle.close(),
+      };
+    };
+    const node = await startEdgeNode(
+      defaultNodeConfig({ originUrl: origin.url, cacheDir, cacheBytes: 10e6, memoryMaxObjectBytes: 0, manifests: ['sample/manifest.json'] }),
+      mounted ? {} : { diskFs: { open: enospc } },
+    );
+    try {
+      // The first shard fits; the second fills the disk mid-write; all must be served intact.
+      for (const s of manifest.shards) {
+        const r = await get(`${node.url}/shard/${s.sha256}`);
+        expect(r.status).toBe(200);
+        expect(sha256Hex(r.body)).toBe(s.sha256);
+      }
+      const text = await node.metrics.registry.metrics();
+      expect(text).toMatch(/edgeshard_node_cache_write_failures_total\{code="ENOSPC"\} [1-9]/);
+      expect(node.disk!.entryCount).toBeGreaterThanOrEqual(1);
+      expect(node.disk!.entryCount).toBeLessThan(manifest.shards.length);
+      // Still serving after the failures.
+      expect((await get(`${node.url}/healthz`)).status).toBe(200);
+    } finally {
+      await node.close();
+      await origin.close();
+      if (mounted) execFileSync('umount', [cacheDir]);
+      await tmp.cleanup();
+    }
+  });
+});

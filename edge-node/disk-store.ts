@@ -1,0 +1,651 @@
+// The edge node's on-disk cache tier.
+//
+// Layout under `dir`:
+//   objects/<first 2 hex of id>/<id>        the object's bytes
+//   objects/<first 2 hex of id>/<id>.meta   its EntryMeta as JSON
+//   tmp/                                    fills in progress and metadata being written
+// where id = sha256 hex of the key. Keys are arbitrary strings ("path:../../etc"), so they never
+// become file names themselves. One process owns a directory at a time.
+//
+// Crash safety: a fill is written to tmp/ and renamed into objects/ only when complete, and the
+// metadata file is renamed into place *last*: it is the commit point. Any crash leaves either a
+// leftover in tmp/ or a data file without metadata, and `open` removes both.
+//
+// The index (which keys exist, their sizes and recency) lives in memory in a ByteLru, so `get` is a
+// synchronous map lookup. It is rebuilt from the metadata files at startup.
+
+import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { isSha256Hex, sha256File, sha256Hex } from '../protocol/hash.ts';
+import { ByteLru, type LruEntry } from './lru.ts';
+import type { DiskEntry, DiskWriter, EntryMeta, StoreEvents } from './store-types.ts';
+
+/** The part of a file handle the writer needs. Node's `FileHandle` satisfies it. */
+export interface WritableFileHandle {
+  write(buffer: Uint8Array, offset: number, length: number, position: number): Promise<{ bytesWritten: number }>;
+  sync(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * How the store creates the files it writes (fill data and metadata). Injectable so tests can make
+ * writes fail with ENOSPC/EIO where a small filesystem cannot be mounted.
+ */
+export interface DiskStoreFs {
+  open(path: string, flags: 'wx'): Promise<WritableFileHandle>;
+}
+
+const nodeFs: DiskStoreFs = { open: (p, flags) => fsp.open(p, flags) };
+
+export interface DiskStoreOptions {
+  /** Budget for committed objects, in bytes. Fills in progress are not counted. */
+  maxBytes: number;
+  events?: StoreEvents;
+  fs?: DiskStoreFs;
+}
+
+/** Thrown when an object cannot be cached because it is larger than the whole cache. Serve it uncached. */
+export class ObjectTooLargeError extends Error {
+  readonly code = 'E_TOO_LARGE';
+  constructor(
+    readonly key: string,
+    readonly size: number,
+    readonly maxBytes: number,
+  ) {
+    super(`object ${key} (${size} bytes) is larger than the disk cache (${maxBytes} bytes); not cached`);
+    this.name = 'ObjectTooLargeError';
+  }
+}
+
+/** The result of `scrub`. */
+export interface ScrubResult {
+  /** Entries hashed. */
+  checked: number;
+  /** Entries dropped because their bytes did not match their sha256 (or could not be read). */
+  dropped: number;
+}
+
+interface IndexRecord {
+  /** Handed out by `get` as is, so lookups allocate nothing. */
+  readonly entry: DiskEntry;
+  readonly metaPath: string;
+  /** The bytes are known to match meta.sha256 (or there is no hash to check them against). */
+  verified: boolean;
+  /** The hashing run in progress, shared by concurrent `verify` calls. */
+  verifying: Promise<boolean> | undefined;
+}
+
+const META_SUFFIX = '.meta';
+const ID_NAME = /^[0-9a-f]{64}$/;
+const META_NAME = /^[0-9a-f]{64}\.meta$/;
+
+export class DiskStore {
+  private readonly index: ByteLru<IndexRecord>;
+  private readonly events: StoreEvents;
+  private readonly fs: DiskStoreFs;
+  private readonly objectsDir: string;
+  private readonly tmpDir: string;
+  /** Per-object-id queue: commits and file removals of one id run one at a time, in call order. */
+  private readonly idLocks = new Map<string, Promise<unknown>>();
+  private tmpCounter = 0;
+  private readonly tmpPrefix = `${process.pid}-${randomBytes(4).toString('hex')}`;
+
+  private constructor(
+    readonly dir: string,
+    maxBytes: number,
+    events: StoreEvents,
+    fs: DiskStoreFs,
+  ) {
+    this.index = new ByteLru<IndexRecord>(maxBytes);
+    this.events = events;
+    this.fs = fs;
+    this.objectsDir = path.join(dir, 'objects');
+    this.tmpDir = path.join(dir, 'tmp');
+  }
+
+  /**
+   * Opens (creating if needed) the store in `dir` and rebuilds the index from disk: partial fills and
+   * inconsistent files are removed (reported through `events.dropped`), and if the cache is over
+   * `maxBytes` (the operator lowered it) the least recently used entries are evicted.
+   */
+  static async open(dir: string, opts: DiskStoreOptions): Promise<DiskStore> {
+    if (!Number.isFinite(opts.maxBytes) || opts.maxBytes < 0) {
+      throw new RangeError(`DiskStore maxBytes must be a number >= 0, got ${opts.maxBytes}`);
+    }
+    const store = new DiskStore(path.resolve(dir), opts.maxBytes, opts.events ?? {}, opts.fs ?? nodeFs);
+    await store.recover();
+    return store;
+  }
+
+  get maxBytes(): number {
+    return this.index.maxBytes;
+  }
+
+  get usedBytes(): number {
+    return this.index.usedBytes;
+  }
+
+  get entryCount(): number {
+    return this.index.size;
+  }
+
+  /** Keys from least to most recently used. */
+  keys(): IterableIterator<string> {
+    return this.index.keys();
+  }
+
+  has(key: string): boolean {
+    return this.index.has(key);
+  }
+
+  /**
+   * Looks `key` up and marks it most recently used. Synchronous: no disk access. The data file can
+   * still vanish (eviction) before the caller opens it; treat ENOENT as a miss.
+   */
+  get(key: string): DiskEntry | undefined {
+    return this.index.get(key)?.entry;
+  }
+
+  /**
+   * True when the entry's bytes are known to match its sha256 in this process: it was filled here,
+   * already passed `verify`, or has no sha256 to check against (only its size was checked at open).
+   */
+  isVerified(key: string): boolean {
+    return this.index.peek(key)?.verified ?? false;
+  }
+
+  /**
+   * Makes sure the bytes on disk match meta.sha256, hashing the file at most once per process.
+   * On a mismatch (or an unreadable file) the entry is dropped and the result is false. Concurrent
+   * calls for one entry share one hashing run. False also when the key is not cached.
+   */
+  async verify(key: string): Promise<boolean> {
+    const record = this.index.peek(key);
+    if (record === undefined) return false;
+    if (record.verified) return true;
+    if (record.verifying === undefined) {
+      record.verifying = this.hashAndCheck(key, record).finally(() => {
+        record.verifying = undefined;
+      });
+    }
+    return record.verifying;
+  }
+
+  /**
+   * Verifies every entry not yet verified, one at a time so the disk keeps serving. Entries added
+   * while the scrub runs were filled in this process and need no check. Stop early with `signal`.
+   */
+  async scrub(opts: { signal?: AbortSignal } = {}): Promise<ScrubResult> {
+    const result: ScrubResult = { checked: 0, dropped: 0 };
+    const pending = [...this.index.entries()].filter((e) => !e.value.verified).map((e) => e.key);
+    for (const key of pending) {
+      if (opts.signal?.aborted) break;
+      const record = this.index.peek(key);
+      if (record === undefined || record.verified) continue;
+      // Reading the file bumps its atime, which `open` uses for recency; put it back so a scrub does
+      // not make every entry look freshly used after the next restart.
+      const before = await fsp.stat(record.entry.dataPath).catch(() => undefined);
+      const ok = await this.verify(key);
+      result.checked += 1;
+      if (!ok) result.dropped += 1;
+      else if (before !== undefined) await fsp.utimes(record.entry.dataPath, before.atime, before.mtime).catch(() => {});
+    }
+    return result;
+  }
+
+  /** Removes `key` and its files. Resolves once the files are gone. */
+  async delete(key: string): Promise<void> {
+    const removed = this.index.delete(key);
+    if (removed !== undefined) await this.removeFiles(removed.key, removed.value);
+  }
+
+  /**
+   * Starts a fill. Nothing is visible to `get` until `commit`. Always end a writer with `commit` or
+   * `abort`; after a failed write or commit the temp file is already gone, and `abort` is a no-op.
+   */
+  async createWriter(key: string): Promise<DiskWriter> {
+    const tmpPath = this.newTmpPath(sha256Hex(key), '');
+    let handle: WritableFileHandle;
+    try {
+      handle = await this.fs.open(tmpPath, 'wx');
+    } catch (err) {
+      this.reportWriteFailure(key, err);
+      throw err;
+    }
+    return new DiskStoreWriter(
+      {
+        maxBytes: () => this.index.maxBytes,
+        install: (tmpDataPath, meta) => this.install(key, tmpDataPath, meta),
+        reportWriteFailure: (err) => this.reportWriteFailure(key, err),
+      },
+      key,
+      tmpPath,
+      handle,
+    );
+  }
+
+  // ---- commit ----------------------------------------------------------------------------------
+
+  private reportWriteFailure(key: string, err: unknown): void {
+    if (isErrnoException(err) && !(err instanceof ObjectTooLargeError)) this.events.writeFailed?.(key, err);
+  }
+
+  /**
+   * Moves a completed fill into place and indexes it. The data file handle is already synced and
+   * closed. On failure, an existing entry for the key survives unless its files were already touched.
+   */
+  private async install(key: string, tmpDataPath: string, meta: EntryMeta): Promise<DiskEntry> {
+    const id = sha256Hex(key);
+    const dataPath = this.dataPathFor(id);
+    const metaPath = dataPath + META_SUFFIX;
+    const record: IndexRecord = {
+      entry: Object.freeze({ meta: Object.freeze({ ...meta }), dataPath }),
+      metaPath,
+      verified: true, // the fill hashed these bytes as they streamed in
+      verifying: undefined,
+    };
+
+    const evicted = await this.withIdLock(id, async () => {
+      const metaTmpPath = this.newTmpPath(id, META_SUFFIX);
+      let touchedLiveFiles = false;
+      try {
+        await this.writeFileDurably(metaTmpPath, JSON.stringify(meta));
+        // Replacing: take the old entry out of service first, and remove its metadata before the new
+        // data lands, so a crash in between leaves data without metadata (dropped at open) rather than
+        // new bytes described by old metadata.
+        touchedLiveFiles = true;
+        const previous = this.index.delete(key);
+        if (previous !== undefined) await unlinkIfPresent(previous.value.metaPath);
+        await fsp.rename(tmpDataPath, dataPath);
+        await fsp.rename(metaTmpPath, metaPath);
+        await syncDir(path.dirname(dataPath));
+      } catch (err) {
+        await unlinkIfPresent(metaTmpPath);
+        if (touchedLiveFiles) {
+          await unlinkIfPresent(metaPath);
+          await unlinkIfPresent(dataPath);
+        }
+        throw err;
+      }
+      const result = this.index.set(key, record, meta.size);
+      // install() is only called with meta.size <= maxBytes, so this cannot be refused.
+      if (!result.stored) throw new Error(`internal: index refused ${key} (${meta.size} bytes)`);
+      return result.evicted;
+    });
+
+    // Outside this id's lock: a victim's removal takes the victim's lock, and holding two could deadlock.
+    await this.removeEvicted(evicted);
+    return record.entry;
+  }
+
+  // ---- recovery --------------------------------------------------------------------------------
+
+  private async recover(): Promise<void> {
+    await fsp.mkdir(this.tmpDir, { recursive: true });
+    await fsp.mkdir(this.objectsDir, { recursive: true });
+
+    // Anything in tmp/ is a fill or metadata write that a crash interrupted.
+    for (const name of await fsp.readdir(this.tmpDir)) {
+      const file = path.join(this.tmpDir, name);
+      await fsp.rm(file, { recursive: true, force: true });
+      this.events.dropped?.(file, 'leftover temp file from an interrupted write');
+    }
+
+    const found: { key: string; record: IndexRecord; lastUsedMs: number; storedAt: number }[] = [];
+    for (let i = 0; i < 256; i++) {
+      const prefix = i.toString(16).padStart(2, '0');
+      const prefixDir = path.join(this.objectsDir, prefix);
+      await fsp.mkdir(prefixDir, { recursive: true });
+      const names = await fsp.readdir(prefixDir);
+      const nameSet = new Set(names);
+      const checks = names.map(async (name) => {
+        const file = path.join(prefixDir, name);
+        if (META_NAME.test(name) && name.startsWith(prefix)) {
+          const recovered = await this.recoverEntry(name.slice(0, -META_SUFFIX.length), prefixDir, nameSet);
+          if (recovered !== undefined) found.push(recovered);
+        } else if (ID_NAME.test(name) && name.startsWith(prefix)) {
+          if (!nameSet.has(name + META_SUFFIX)) await this.dropFile(file, 'data file without metadata');
+          // Otherwise the .meta branch handles the pair.
+        } else {
+          await this.dropFile(file, 'unexpected file in the object store');
+        }
+      });
+      await Promise.all(checks);
+    }
+
+    // Oldest first, so the least recently used end of the index matches what was least used before.
+    found.sort((a, b) => a.lastUsedMs - b.lastUsedMs || a.storedAt - b.storedAt);
+    const evicted: LruEntry<IndexRecord>[] = [];
+    for (const { key, record } of found) {
+      const result = this.index.set(key, record, record.entry.meta.size);
+      if (result.stored) evicted.push(...result.evicted);
+      else await this.dropPair(record, `larger than the cache size (${this.index.maxBytes} bytes)`);
+    }
+    await this.removeEvicted(evicted);
+  }
+
+  /** Checks one metadata file and its data file; returns the entry, or drops both and returns undefined. */
+  private async recoverEntry(
+    id: string,
+    prefixDir: string,
+    names: Set<string>,
+  ): Promise<{ key: string; record: IndexRecord; lastUsedMs: number; storedAt: number } | undefined> {
+    const dataPath = path.join(prefixDir, id);
+    const metaPath = dataPath + META_SUFFIX;
+    const dropBoth = async (reason: string) => {
+      await this.dropFile(metaPath, reason);
+      if (names.has(id)) await this.dropFile(dataPath, reason);
+      return undefined;
+    };
+
+    let text: string;
+    try {
+      text = await fsp.readFile(metaPath, 'utf8');
+    } catch (err) {
+      return dropBoth(`unreadable metadata: ${errorText(err)}`);
+    }
+    const meta = parseEntryMeta(text);
+    if (typeof meta === 'string') return dropBoth(`invalid metadata: ${meta}`);
+    if (sha256Hex(meta.key) !== id) return dropBoth('metadata key does not hash to the file name');
+    if (!names.has(id)) {
+      await this.dropFile(metaPath, 'metadata without data file');
+      return undefined;
+    }
+    let stat;
+    try {
+      stat = await fsp.stat(dataPath);
+    } catch (err) {
+      return dropBoth(`cannot stat data file: ${errorText(err)}`);
+    }
+    if (!stat.isFile()) return dropBoth('data path is not a regular file');
+    if (stat.size !== meta.size) return dropBoth(`size mismatch: metadata says ${meta.size}, file has ${stat.size}`);
+
+    const record: IndexRecord = {
+      entry: Object.freeze({ meta: Object.freeze(meta), dataPath }),
+      metaPath,
+      // Bytes can rot or be tampered with while we were down; anything with a hash gets re-checked.
+      verified: meta.sha256 === undefined,
+      verifying: undefined,
+    };
+    // atime is the best trace of use we have (relatime still updates it at least daily).
+    return { key: meta.key, record, lastUsedMs: Math.max(stat.atimeMs, stat.mtimeMs), storedAt: meta.storedAt };
+  }
+
+  // ---- verification ----------------------------------------------------------------------------
+
+  private async hashAndCheck(key: string, record: IndexRecord): Promise<boolean> {
+    const { meta, dataPath } = record.entry;
+    let problem: string | undefined;
+    try {
+      const digest = await sha256File(dataPath);
+      if (digest.size !== meta.size) problem = `size mismatch: metadata says ${meta.size}, file has ${digest.size}`;
+      else if (digest.sha256 !== meta.sha256) problem = `sha256 mismatch: metadata says ${meta.sha256}, file hashes to ${digest.sha256}`;
+    } catch (err) {
+      problem = `data file unreadable: ${errorText(err)}`;
+    }
+
+    if (this.index.peek(key) !== record) {
+      // Replaced or deleted while we hashed: this result is about bytes that are no longer served.
+      return this.verify(key);
+    }
+    if (problem === undefined) {
+      record.verified = true;
+      return true;
+    }
+    this.index.delete(key);
+    this.events.dropped?.(dataPath, problem);
+    await this.removeFiles(key, record);
+    return false;
+  }
+
+  // ---- file removal ----------------------------------------------------------------------------
+
+  private async removeEvicted(evicted: LruEntry<IndexRecord>[]): Promise<void> {
+    if (evicted.length === 0) return;
+    for (const victim of evicted) this.events.evicted?.(victim.key, victim.size);
+    await Promise.all(evicted.map((victim) => this.removeFiles(victim.key, victim.value)));
+  }
+
+  /**
+   * Unlinks a record's files after it has left the index. Runs under the id's lock, and skips the
+   * unlink when a newer commit of the key got in first: that commit's renames already replaced the
+   * old files, and the paths now hold the live entry.
+   */
+  private async removeFiles(key: string, record: IndexRecord): Promise<void> {
+    const id = path.basename(record.entry.dataPath);
+    await this.withIdLock(id, async () => {
+      if (this.index.has(key)) return;
+      // Metadata first: it is the commit point, so a crash between the two leaves an orphan data file.
+      await unlinkIfPresent(record.metaPath);
+      await unlinkIfPresent(record.entry.dataPath);
+    }).catch(() => {
+      // An unlink that fails for a reason other than ENOENT (EIO, EROFS) leaves a file that the next
+      // open re-indexes or drops; the index has already forgotten the entry, which is what matters.
+    });
+  }
+
+  private async dropFile(file: string, reason: string): Promise<void> {
+    // rm, not unlink: a stray directory must not make `open` fail.
+    await fsp.rm(file, { recursive: true, force: true });
+    this.events.dropped?.(file, reason);
+  }
+
+  private async dropPair(record: IndexRecord, reason: string): Promise<void> {
+    await this.dropFile(record.metaPath, reason);
+    await this.dropFile(record.entry.dataPath, reason);
+  }
+
+  // ---- helpers ---------------------------------------------------------------------------------
+
+  private dataPathFor(id: string): string {
+    return path.join(this.objectsDir, id.slice(0, 2), id);
+  }
+
+  private newTmpPath(id: string, suffix: string): string {
+    this.tmpCounter += 1;
+    return path.join(this.tmpDir, `${id}.${this.tmpPrefix}-${this.tmpCounter}${suffix}.tmp`);
+  }
+
+  private async writeFileDurably(file: string, text: string): Promise<void> {
+    const bytes = Buffer.from(text, 'utf8');
+    const handle = await this.fs.open(file, 'wx');
+    try {
+      await writeFully(handle, bytes, 0);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  }
+
+  private withIdLock<T>(id: string, task: () => Promise<T>): Promise<T> {
+    const previous = this.idLocks.get(id) ?? Promise.resolve();
+    const run = previous.then(task, task);
+    const settled = run.then(
+      () => {},
+      () => {},
+    );
+    this.idLocks.set(id, settled);
+    void settled.then(() => {
+      // Forget the queue once idle, so the map does not grow with every id ever written.
+      if (this.idLocks.get(id) === settled) this.idLocks.delete(id);
+    });
+    return run;
+  }
+}
+
+type WriterState = 'open' | 'failed' | 'committing' | 'committed' | 'aborted';
+
+/** What a writer needs from its store, bound to the writer's key. */
+interface WriterHooks {
+  maxBytes(): number;
+  install(tmpDataPath: string, meta: EntryMeta): Promise<DiskEntry>;
+  reportWriteFailure(err: unknown): void;
+}
+
+class DiskStoreWriter implements DiskWriter {
+  private state: WriterState = 'open';
+  private bytesWritten = 0;
+  /** Writes are chained so chunks land in order even if the caller does not await each one. */
+  private lastWrite: Promise<void> = Promise.resolve();
+  private handleClosed = false;
+  private tmpRemoved = false;
+
+  constructor(
+    private readonly hooks: WriterHooks,
+    private readonly key: string,
+    readonly tmpPath: string,
+    private readonly handle: WritableFileHandle,
+  ) {}
+
+  write(chunk: Uint8Array): Promise<void> {
+    const write = this.lastWrite.then(async () => {
+      if (this.state !== 'open') throw new Error(`disk writer for ${this.key} is ${this.state}; cannot write`);
+      if (this.bytesWritten + chunk.byteLength > this.hooks.maxBytes()) {
+        // Refuse early: writing on would only fill the disk with an object commit must reject.
+        await this.fail();
+        throw new ObjectTooLargeError(this.key, this.bytesWritten + chunk.byteLength, this.hooks.maxBytes());
+      }
+      try {
+        await writeFully(this.handle, chunk, this.bytesWritten);
+        this.bytesWritten += chunk.byteLength;
+      } catch (err) {
+        this.hooks.reportWriteFailure(err);
+        await this.fail();
+        throw err;
+      }
+    });
+    // The chain continues after a failure; later writes then reject with "writer is failed".
+    this.lastWrite = write.catch(() => {});
+    return write;
+  }
+
+  async commit(meta: EntryMeta): Promise<DiskEntry> {
+    await this.lastWrite;
+    if (this.state !== 'open') throw new Error(`disk writer for ${this.key} is ${this.state}; cannot commit`);
+    this.state = 'committing';
+    try {
+      if (meta.key !== this.key) throw new Error(`commit: metadata key ${meta.key} does not match writer key ${this.key}`);
+      const invalid = checkEntryMeta(meta);
+      if (invalid !== undefined) throw new Error(`commit ${this.key}: invalid metadata: ${invalid}`);
+      if (meta.size !== this.bytesWritten) {
+        throw new Error(`commit ${this.key}: metadata says ${meta.size} bytes but ${this.bytesWritten} were written`);
+      }
+      if (meta.size > this.hooks.maxBytes()) throw new ObjectTooLargeError(this.key, meta.size, this.hooks.maxBytes());
+      try {
+        await this.handle.sync();
+        this.handleClosed = true;
+        await this.handle.close();
+        const entry = await this.hooks.install(this.tmpPath, meta);
+        this.state = 'committed';
+        this.tmpRemoved = true; // renamed into place
+        return entry;
+      } catch (err) {
+        this.hooks.reportWriteFailure(err);
+        throw err;
+      }
+    } catch (err) {
+      await this.fail();
+      throw err;
+    }
+  }
+
+  async abort(): Promise<void> {
+    await this.lastWrite;
+    if (this.state === 'committed' || this.state === 'committing') return;
+    this.state = 'aborted';
+    await this.cleanUp();
+  }
+
+  private async fail(): Promise<void> {
+    this.state = 'failed';
+    // Free the space now rather than at abort: after ENOSPC every byte counts for the other fills.
+    await this.cleanUp();
+  }
+
+  private async cleanUp(): Promise<void> {
+    if (!this.handleClosed) {
+      this.handleClosed = true;
+      await this.handle.close().catch(() => {});
+    }
+    if (!this.tmpRemoved) {
+      this.tmpRemoved = true;
+      await unlinkIfPresent(this.tmpPath).catch(() => {});
+    }
+  }
+}
+
+// ---- pure helpers ------------------------------------------------------------------------------
+
+/** Parses and validates a metadata file; returns the meta or a reason it is unusable. */
+export function parseEntryMeta(text: string): EntryMeta | string {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return 'not JSON';
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'not a JSON object';
+  const v = value as Record<string, unknown>;
+  const meta: EntryMeta = {
+    key: v.key as string,
+    size: v.size as number,
+    etag: v.etag as string,
+    lastModified: v.lastModified as string,
+    storedAt: v.storedAt as number,
+  };
+  if (v.sha256 !== undefined) meta.sha256 = v.sha256 as string;
+  if (v.contentType !== undefined) meta.contentType = v.contentType as string;
+  if (v.cacheControl !== undefined) meta.cacheControl = v.cacheControl as string;
+  return checkEntryMeta(meta) ?? meta;
+}
+
+/** Returns why `meta` is malformed, or undefined when it is fine. Guards against hand-edited or torn files. */
+function checkEntryMeta(meta: EntryMeta): string | undefined {
+  if (typeof meta.key !== 'string' || meta.key === '') return 'key must be a non-empty string';
+  if (!Number.isSafeInteger(meta.size) || meta.size < 0) return 'size must be an integer >= 0';
+  if (typeof meta.etag !== 'string') return 'etag must be a string';
+  if (typeof meta.lastModified !== 'string') return 'lastModified must be a string';
+  if (typeof meta.storedAt !== 'number' || !Number.isFinite(meta.storedAt)) return 'storedAt must be a number';
+  if (meta.sha256 !== undefined && (typeof meta.sha256 !== 'string' || !isSha256Hex(meta.sha256))) {
+    return 'sha256 must be 64 lowercase hex characters';
+  }
+  if (meta.contentType !== undefined && typeof meta.contentType !== 'string') return 'contentType must be a string';
+  if (meta.cacheControl !== undefined && typeof meta.cacheControl !== 'string') return 'cacheControl must be a string';
+  return undefined;
+}
+
+async function writeFully(handle: WritableFileHandle, bytes: Uint8Array, position: number): Promise<void> {
+  // write(2) may write less than asked (rare on regular files, but allowed); loop until done.
+  let offset = 0;
+  while (offset < bytes.byteLength) {
+    const { bytesWritten } = await handle.write(bytes, offset, bytes.byteLength - offset, position + offset);
+    if (bytesWritten <= 0) throw Object.assign(new Error('write made no progress'), { code: 'EIO' });
+    offset += bytesWritten;
+  }
+}
+
+async function unlinkIfPresent(file: string): Promise<void> {
+  try {
+    await fsp.unlink(file);
+  } catch (err) {
+    if (!isErrnoException(err) || err.code !== 'ENOENT') throw err;
+  }
+}
+
+/** Makes renames in `dir` durable. Best effort: some filesystems refuse to fsync a directory. */
+async function syncDir(dir: string): Promise<void> {
+  const handle = await fsp.open(dir, 'r').catch(() => undefined);
+  if (handle === undefined) return;
+  await handle.sync().catch(() => {});
+  await handle.close().catch(() => {});
+}
+
+function isErrnoException(err: unknown): err is NodeJS.ErrnoException {
+  return err instanceof Error && typeof (err as NodeJS.ErrnoException).code === 'string';
+}
+
+function errorText(err: unknown): string {
+  if (isErrnoException(err)) return err.code ?? err.message;
+  return err instanceof Error ? err.message : String(err);
+}
