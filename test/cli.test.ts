@@ -1,0 +1,112 @@
+// The CLI as operators run it: a real child process, real flags, env vars and config files.
+import { describe, expect, it } from 'vitest';
+import { execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
+import { readFile, writeFile, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { request } from 'undici';
+import { parseCommand, type CommandSpec } from '../cli/options.ts';
+import { startOrigin } from '../dataset/origin-server.ts';
+import { writeSampleDataset } from '../dataset/sample.ts';
+import { parseManifest, manifestId } from '../protocol/manifest.ts';
+import { sha256Hex } from '../protocol/hash.ts';
+import { tempDir } from './helpers/net.ts';
+
+const run = promisify(execFile);
+const CLI = join(import.meta.dirname, '..', 'bin', 'edgeshard.js');
+
+describe('option precedence', () => {
+  const spec: CommandSpec = {
+    name: 't',
+    usage: 't',
+    summary: 't',
+    options: [
+      { name: 'cache-size', type: 'string', default: '10GB', description: '' },
+      { name: 'port', type: 'string', default: '8080', description: '' },
+      { name: 'verbose', type: 'boolean', default: false, description: '' },
+    ],
+  };
+  it('takes flag over env over config file over default', async () => {
+    const { dir, cleanup } = await tempDir();
+    const config = join(dir, 'c.json');
+    await writeFile(config, JSON.stringify({ 'cache-size': '1GB', port: '1', verbose: true }));
+    const env = { EDGESHARD_PORT: '2', EDGESHARD_CONFIG: config };
+    const { settings } = parseCommand(spec, ['--port', '3'], env);
+    expect(settings).toEqual({ 'cache-size': '1GB', port: '3', verbose: true });
+    expect(parseCommand(spec, [], env).settings.port).toBe('2');
+    expect(parseCommand(spec, [], {}).settings).toEqual({ 'cache-size': '10GB', port: '8080', verbose: false });
+    await writeFile(config, JSON.stringify({ colour: 'red' }));
+    expect(() => parseCommand(spec, [], env)).toThrow(/unknown setting "colour"/);
+    expect(() => parseCommand(spec, ['--nope'], {})).toThrow(/nope/);
+    await cleanup();
+  });
+});
+
+describe('edgeshard CLI', () => {
+  it('prints help for each command and exits 2 on bad usage with a clear message', async () => {
+    const top = await run('node', [CLI, '--help']);
+    expect(top.stdout).toContain('dataset pack');
+    const nodeHelp = await run('node', [CLI, 'node', '--help']);
+    expect(nodeHelp.stdout).toContain('--max-upload');
+    expect(nodeHelp.stdout).toContain('EDGESHARD_');
+    const bad = await run('node', [CLI, 'node', '--origin', 'http://127.0.0.1:1', '--cache-size', '50XB']).catch((e) => e);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--cache-size "50XB"');
+    const unknown = await run('node', [CLI, 'frobnicate']).catch((e) => e);
+    expect(unknown.code).toBe(2);
+  });
+
+  it('packs a directory into a manifest with per-shard sha256', async () => {
+    const { dir, cleanup } = await tempDir();
+    await mkdir(join(dir, 'ds', 'train'), { recursive: true });
+    await writeFile(join(dir, 'ds', 'train', 'a.tar'), 'alpha');
+    await writeFile(join(dir, 'ds', 'b.parquet'), 'beta');
+    const { stdout } = await run('node', [CLI, 'dataset', 'pack', join(dir, 'ds'), '--name', 'tiny']);
+    const manifest = parseManifest(await readFile(join(dir, 'ds', 'manifest.json'), 'utf8'));
+    expect(manifest.shards).toEqual([
+      { path: 'b.parquet', size: 4, sha256: sha256Hex('beta') },
+      { path: 'train/a.tar', size: 5, sha256: sha256Hex('alpha') },
+    ]);
+    expect(stdout).toContain(manifestId(manifest));
+    // Packing again (the manifest is now in the directory) gives the same manifest.
+    await run('node', [CLI, 'dataset', 'pack', join(dir, 'ds'), '--name', 'tiny']);
+    expect(manifestId(parseManifest(await readFile(join(dir, 'ds', 'manifest.json'), 'utf8')))).toBe(manifestId(manifest));
+    await cleanup();
+  });
+
+  it('runs a node from flags, env and a config file, serves, and drains on SIGTERM', async () => {
+    const { dir, cleanup } = await tempDir();
+    const { manifest } = await writeSampleDataset(join(dir, 'origin', 'sample'), { shards: 2, shardSize: 2_000_000 });
+    const origin = await startOrigin(join(dir, 'origin'));
+    const config = join(dir, 'node.json');
+    await writeFile(config, JSON.stringify({ 'cache-dir': join(dir, 'cache'), 'max-upload': '4MB/s' }));
+    const child = spawn('node', [CLI, 'node', '--port', '0', '--host', '127.0.0.1', '--config', config, '--manifest', 'sample/manifest.json'], {
+      env: { ...process.env, EDGESHARD_ORIGIN: origin.url },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    try {
+      const url = await new Promise<string>((resolve, reject) => {
+        let out = '';
+        child.stdout.on('data', (d: Buffer) => {
+          out += d.toString();
+          const m = /edge node on (http:\/\/[^ ]+)/.exec(out);
+          if (m) resolve(m[1]!);
+        });
+        child.once('exit', (code) => reject(new Error(`node exited early with ${code}`)));
+      });
+      const shard = manifest.shards[0]!;
+      // 2 MB at 4 MB/s takes about half a second: SIGTERM lands mid-response, which must still complete.
+      const pending = request(`${url}/shard/${shard.sha256}`).then(async (r) => Buffer.from(await r.body.arrayBuffer()));
+      await new Promise((r) => setTimeout(r, 150));
+      child.kill('SIGTERM');
+      const body = await pending;
+      expect(sha256Hex(body)).toBe(shard.sha256);
+      const code = await new Promise<number | null>((resolve) => (child.exitCode !== null ? resolve(child.exitCode) : child.once('exit', resolve)));
+      expect(code).toBe(0);
+    } finally {
+      child.kill('SIGKILL');
+      await origin.close();
+      await cleanup();
+    }
+  });
+});
