@@ -1,0 +1,47 @@
+// A node's identity: an Ethereum key pair (ethers). The gateway learns the node's address by checking a signature
+// over its challenge; the same address later claims rewards on chain.
+import { Wallet, verifyMessage } from 'ethers';
+import { chmod, mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { dirname } from 'node:path';
+
+/** Loads the key file, or creates it (0600) on first start. Refuses a key file that others can read. */
+export async function loadOrCreateNodeKey(path: string): Promise<Wallet> {
+  const info = await stat(path).catch(() => null);
+  if (info) {
+    if ((info.mode & 0o077) !== 0) {
+      throw new Error(`node key ${path} is readable by other users (mode ${(info.mode & 0o777).toString(8)}); run: chmod 600 ${path}`);
+    }
+    const text = (await readFile(path, 'utf8')).trim();
+    try {
+      const parsed = JSON.parse(text) as { privateKey?: string };
+      return new Wallet(parsed.privateKey ?? '');
+    } catch (err) {
+      throw new Error(`node key ${path} is not a valid key file (${(err as Error).message}); move it away to create a new identity`);
+    }
+  }
+  const wallet = Wallet.createRandom();
+  await mkdir(dirname(path), { recursive: true });
+  const body = JSON.stringify({ address: wallet.address, privateKey: wallet.privateKey }, null, 2) + '\n';
+  // 'wx': never overwrite a key another process created a moment ago.
+  await writeFile(path, body, { mode: 0o600, flag: 'wx' });
+  await chmod(path, 0o600);
+  return new Wallet(wallet.privateKey);
+}
+
+/** The exact text a node signs to answer a gateway's challenge; binds the gateway id and the node's URL. */
+export function challengeText(gatewayId: string, nonce: string, nodeUrl: string): string {
+  return `edgeshard node registration\ngateway: ${gatewayId}\nnonce: ${nonce}\nurl: ${nodeUrl}`;
+}
+
+export async function signChallenge(wallet: Wallet, gatewayId: string, nonce: string, nodeUrl: string): Promise<string> {
+  return wallet.signMessage(challengeText(gatewayId, nonce, nodeUrl));
+}
+
+/** The lowercase address that signed, or null when the signature does not parse. */
+export function recoverChallengeSigner(gatewayId: string, nonce: string, nodeUrl: string, signature: string): string | null {
+  try {
+    return verifyMessage(challengeText(gatewayId, nonce, nodeUrl), signature).toLowerCase();
+  } catch {
+    return null;
+  }
+}
