@@ -24,6 +24,18 @@ export interface EdgeNodeConfig {
   shutdownGraceMs: number;
   manifests: string[];
   logLevel: string;
+  /** Explicit open mode for local use: serve without gateway tickets. */
+  open: boolean;
+  /** Pinned gateway ticket keys (raw Ed25519, base64); when empty, keys announced by the configured gateways are trusted. */
+  trustKeys: string[];
+  /** Gateways to register with (each replica gets its own connection). */
+  gateways: string[];
+  /** URL clients reach this node at, as announced to gateways. Defaults to http://<host>:<port>. */
+  publicUrl: string | null;
+  /** Operator-supplied location; otherwise the gateway locates the node by GeoIP. */
+  location: { lat: number; lon: number } | null;
+  /** The node's Ethereum key file (created with mode 0600 on first start). null: an ephemeral key (tests). */
+  keyFile: string | null;
 }
 
 export const NODE_OPTIONS: OptionSpec[] = [
@@ -44,6 +56,13 @@ export const NODE_OPTIONS: OptionSpec[] = [
   { name: 'max-header-size', type: 'string', default: '16384', description: 'largest request header block in bytes (431 beyond)' },
   { name: 'shutdown-grace', type: 'string', default: '10000', description: 'ms to drain in-flight responses on SIGTERM' },
   { name: 'log-level', type: 'string', default: 'warn', description: 'silent, error, warn, info, debug' },
+  { name: 'gateway', type: 'string', description: 'comma-separated gateway URLs to register with over WebSocket' },
+  { name: 'public-url', type: 'string', description: 'URL clients use to reach this node (default http://<host>:<port>)' },
+  { name: 'lat', type: 'string', description: 'latitude to announce, overriding GeoIP' },
+  { name: 'lon', type: 'string', description: 'longitude to announce, overriding GeoIP' },
+  { name: 'key-file', type: 'string', default: './.edgeshard/node-key.json', description: "the node's Ethereum key (created 0600 on first start)" },
+  { name: 'open', type: 'boolean', default: false, description: 'serve without gateway tickets (local use only)' },
+  { name: 'trust-key', type: 'string', description: 'comma-separated gateway ticket public keys (base64) to pin' },
 ];
 
 function wrap<T>(f: () => T): T {
@@ -86,7 +105,33 @@ export function nodeConfigFromSettings(s: Settings): EdgeNodeConfig {
     shutdownGraceMs: intSetting(s, 'shutdown-grace', 0, 3_600_000),
     manifests: (stringSetting(s, 'manifest') ?? '').split(',').map((m) => m.trim()).filter(Boolean),
     logLevel: stringSetting(s, 'log-level') ?? 'warn',
+    open: s.open === true,
+    trustKeys: list(stringSetting(s, 'trust-key')),
+    gateways: list(stringSetting(s, 'gateway')).map((g) => {
+      try {
+        return new URL(g).href.replace(/\/$/, '');
+      } catch {
+        throw new UsageError(`--gateway "${g}": not a URL; expected e.g. http://gateway.example.org:8443`);
+      }
+    }),
+    publicUrl: stringSetting(s, 'public-url') ?? null,
+    location: locationFrom(s),
+    keyFile: stringSetting(s, 'key-file') ?? null,
   };
+}
+
+const list = (v: string | undefined): string[] => (v ?? '').split(',').map((x) => x.trim()).filter(Boolean);
+
+function locationFrom(s: Settings): { lat: number; lon: number } | null {
+  const lat = stringSetting(s, 'lat');
+  const lon = stringSetting(s, 'lon');
+  if (lat === undefined && lon === undefined) return null;
+  const la = Number(lat);
+  const lo = Number(lon);
+  if (lat === undefined || lon === undefined || !(la >= -90 && la <= 90) || !(lo >= -180 && lo <= 180)) {
+    throw new UsageError('--lat and --lon go together: latitude -90..90 and longitude -180..180 in degrees');
+  }
+  return { lat: la, lon: lo };
 }
 
 /** Defaults for library use and tests: everything the CLI would pick, overridable. */
@@ -108,6 +153,13 @@ export function defaultNodeConfig(overrides: Partial<EdgeNodeConfig> & { originU
     shutdownGraceMs: 10_000,
     manifests: [],
     logLevel: 'silent',
+    // Library and test default: open. The CLI defaults to requiring tickets; open mode there is explicit.
+    open: true,
+    trustKeys: [],
+    gateways: [],
+    publicUrl: null,
+    location: null,
+    keyFile: null,
     ...overrides,
     originUrl: overrides.originUrl.replace(/\/$/, ''),
   };

@@ -41,6 +41,10 @@ export class ManifestIndex {
     return this.bySha.size;
   }
 
+  ids(): string[] {
+    return [...this.manifests.keys()];
+  }
+
   get manifestCount(): number {
     return this.manifests.size;
   }

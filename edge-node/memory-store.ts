@@ -40,6 +40,10 @@ export class MemoryStore {
     return this.lru.set(meta.key, { meta, body, fullHead }, body.length).stored;
   }
 
+  keys(): IterableIterator<string> {
+    return this.lru.keys();
+  }
+
   delete(key: string): void {
     this.lru.delete(key);
   }

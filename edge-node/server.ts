@@ -18,6 +18,14 @@ import type { EdgeEvents } from './events.ts';
 import type { DiskEntry, EntryMeta } from './store-types.ts';
 import { parseRange, evaluateConditional, evaluateIfRange } from './http-semantics.ts';
 import { BandwidthLimiter } from './bandwidth-limiter.ts';
+import { TicketGate, ticketFromUrl } from './ticket-gate.ts';
+import { RegistryClient, type NodeControl } from './registry-client.ts';
+import { BloomFilter, type BloomSummary } from '../protocol/bloom.ts';
+import { loadOrCreateNodeKey } from '../protocol/identity.ts';
+import { Wallet } from 'ethers';
+import { createRequire } from 'node:module';
+
+const VERSION = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
 
 export interface EdgeNode {
   url: string;
@@ -29,6 +37,12 @@ export interface EdgeNode {
   disk: DiskStore | null;
   /** Loads a manifest from the origin (origin-relative path) and learns its shard hashes. */
   loadManifest(originPath: string): Promise<string>;
+  /** The node's Ethereum address (lowercase): what tickets name and rewards pay. */
+  address: string;
+  tickets: TicketGate;
+  /** What the gateway registry client drives: load, cache summary, prefetch, purge. */
+  control: NodeControl;
+  registryClients: RegistryClient[];
   /** Stops accepting, drains in-flight responses up to the grace period, closes the stores. */
   close(): Promise<void>;
 }
@@ -84,6 +98,13 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     },
   };
 
+  const wallet = config.keyFile ? await loadOrCreateNodeKey(config.keyFile) : new Wallet(Wallet.createRandom().privateKey);
+  const address = wallet.address.toLowerCase();
+  const tickets = new TicketGate({ nodeAddress: address, open: config.open, pinnedKeys: config.trustKeys });
+  if (!config.open && config.gateways.length === 0 && config.trustKeys.length === 0) {
+    log.warn('no --gateway and no --trust-key: no ticket can be valid, so every shard request will get 403; use --open for local use');
+  }
+  let servedBytes = 0;
   const disk = config.cacheDir ? await DiskStore.open(config.cacheDir, { maxBytes: config.cacheBytes, events, ...(deps.diskFs ? { fs: deps.diskFs } : {}) }) : null;
   const memory = new MemoryStore(config.memoryBytes, config.memoryMaxObjectBytes);
   const manifests = new ManifestIndex();
@@ -154,6 +175,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   // ---- responses -------------------------------------------------------------------------------------
 
   const finishWith = (res: ServerResponse, route: Route, status: number, started: number, bodyBytes: number): void => {
+    servedBytes += bodyBytes;
     events.response?.(route, status, bodyBytes);
     events.firstByte?.(route, (performance.now() - started) / 1000);
   };
@@ -494,6 +516,10 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       if ('error' in decoded) return sendText(res, 'invalid', 400, `bad path: ${decoded.error}`, started);
       target = targetFor(decoded.path, 'path');
     }
+    if (!tickets.open) {
+      const refusal = tickets.check(ticketFromUrl(url), target.immutable ? target.fill.expectedSha256 : undefined);
+      if (refusal) return sendText(res, target.route, 403, `forbidden: ${refusal}`, started);
+    }
     await serveCached(req, res, target, started);
   }
 
@@ -533,9 +559,9 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       resolve();
     });
   });
-  const address = server.address() as AddressInfo;
-  const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-  const url = `http://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${address.port}`;
+  const bound = server.address() as AddressInfo;
+  const host = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address;
+  const url = `http://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${bound.port}`;
 
   for (const m of config.manifests) {
     try {
@@ -545,9 +571,74 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     }
   }
 
+  // ---- control plane (gateway registry) ---------------------------------------------------------------
+
+  const cachedShardIds = (): string[] => {
+    const ids = new Set<string>();
+    for (const key of disk?.keys() ?? []) if (key.startsWith('sha256:')) ids.add(key.slice(7));
+    for (const key of memory.keys()) if (key.startsWith('sha256:')) ids.add(key.slice(7));
+    return [...ids];
+  };
+  let lastLoadSample = { at: performance.now(), bytes: 0 };
+  const control: NodeControl = {
+    publicUrl: config.publicUrl ?? url,
+    ...(config.location ? { location: config.location } : {}),
+    version: VERSION,
+    capacity: () => ({ uploadBytesPerSecond: config.maxUploadBytesPerSecond, cacheBytes: config.cacheDir ? config.cacheBytes : config.memoryBytes }),
+    load() {
+      const now = performance.now();
+      const rate = ((servedBytes - lastLoadSample.bytes) / Math.max(now - lastLoadSample.at, 1)) * 1000;
+      lastLoadSample = { at: now, bytes: servedBytes };
+      const cap = config.maxUploadBytesPerSecond;
+      return { activeConnections, bytesPerSecond: rate, freeBytesPerSecond: cap ? Math.max(0, cap - rate) : 0 };
+    },
+    cacheSummary(): BloomSummary {
+      const ids = cachedShardIds();
+      const bloom = BloomFilter.forCapacity(Math.max(1024, ids.length * 2), 0.01);
+      for (const id of ids) bloom.add(id);
+      return bloom.summary();
+    },
+    manifestIds: () => manifests.ids(),
+    loadManifest,
+    async prefetch(shas) {
+      // Warm the cache as a client would, through the same coalesced fill path.
+      let ok = 0;
+      const failed: string[] = [];
+      for (const sha of shas) {
+        const known = manifests.bySha256(sha);
+        if (!known) {
+          failed.push(`${sha.slice(0, 12)}: unknown shard`);
+          continue;
+        }
+        const target = targetFor(known.originPath, 'shard');
+        if (memory.get(target.key) || disk?.has(target.key)) {
+          ok++;
+          continue;
+        }
+        const { fill } = filler.fill(target.fill);
+        await fill.finished;
+        if (fill.state === 'done') ok++;
+        else failed.push(`${sha.slice(0, 12)}: ${fill.error?.message ?? 'fill failed'}`);
+      }
+      return { ok: failed.length === 0, detail: `${ok} of ${shas.length} shards cached${failed.length ? `; ${failed.join('; ')}` : ''}` };
+    },
+    async purge(shas) {
+      for (const sha of shas) {
+        memory.delete(`sha256:${sha}`);
+        await disk?.delete(`sha256:${sha}`);
+      }
+      reportCacheBytes();
+      return { ok: true, detail: `${shas.length} shards purged` };
+    },
+    trustTicketKeys: (_gatewayId, keys) => tickets.trustGatewayKeys(keys),
+  };
+  const registryClients = config.gateways.map((gatewayUrl) => new RegistryClient({ gatewayUrl, wallet, node: control, logger: log }));
+  for (const c of registryClients) c.start();
+
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> =>
     (closing ??= (async () => {
+      for (const c of registryClients) c.stop();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
       const deadline = new Promise<void>((resolve) => setTimeout(resolve, config.shutdownGraceMs).unref());
@@ -558,5 +649,5 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       await dispatcher.close().catch(() => {});
     })());
 
-  return { url, server, metrics, manifests, limiter, memory, disk, loadManifest, close };
+  return { url, server, metrics, manifests, limiter, memory, disk, loadManifest, address, tickets, control, registryClients, close };
 }

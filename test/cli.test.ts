@@ -79,7 +79,7 @@ describe('edgeshard CLI', () => {
     const { manifest } = await writeSampleDataset(join(dir, 'origin', 'sample'), { shards: 2, shardSize: 2_000_000 });
     const origin = await startOrigin(join(dir, 'origin'));
     const config = join(dir, 'node.json');
-    await writeFile(config, JSON.stringify({ 'cache-dir': join(dir, 'cache'), 'max-upload': '4MB/s' }));
+    await writeFile(config, JSON.stringify({ 'cache-dir': join(dir, 'cache'), 'max-upload': '4MB/s', open: true, 'key-file': join(dir, 'key.json') }));
     const child = spawn('node', [CLI, 'node', '--port', '0', '--host', '127.0.0.1', '--config', config, '--manifest', 'sample/manifest.json'], {
       env: { ...process.env, EDGESHARD_ORIGIN: origin.url },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -103,6 +103,9 @@ describe('edgeshard CLI', () => {
       expect(sha256Hex(body)).toBe(shard.sha256);
       const code = await new Promise<number | null>((resolve) => (child.exitCode !== null ? resolve(child.exitCode) : child.once('exit', resolve)));
       expect(code).toBe(0);
+      // The identity key was created on first start, readable by its owner only.
+      const { stat } = await import('node:fs/promises');
+      expect((await stat(join(dir, 'key.json'))).mode & 0o777).toBe(0o600);
     } finally {
       child.kill('SIGKILL');
       await origin.close();

@@ -1,0 +1,167 @@
+// The node's side of the gateway registry: connect, answer the challenge with the node key, announce, send
+// heartbeats, and carry out the gateway's commands. Off the data path: serving bytes never waits on this.
+// When a gateway goes away, the node reconnects with jittered exponential backoff, so a restarted gateway is not
+// hit by every node at the same instant.
+import WebSocket from 'ws';
+import type { Wallet } from 'ethers';
+import { signChallenge } from '../protocol/identity.ts';
+import {
+  MAX_MESSAGE_BYTES,
+  REGISTRY_PATH,
+  parseGatewayMessage,
+  type Capacity,
+  type Load,
+  type NodeMessage,
+  type TicketKeyAnnouncement,
+} from '../protocol/registry-messages.ts';
+import type { BloomSummary } from '../protocol/bloom.ts';
+import type { Logger } from '../protocol/log.ts';
+
+/** What the registry client needs from the node it represents. */
+export interface NodeControl {
+  publicUrl: string;
+  location?: { lat: number; lon: number };
+  version: string;
+  capacity(): Capacity;
+  load(): Load;
+  cacheSummary(): BloomSummary;
+  manifestIds(): string[];
+  loadManifest(originPath: string): Promise<string>;
+  prefetch(shards: string[]): Promise<{ ok: boolean; detail: string }>;
+  purge(shards: string[]): Promise<{ ok: boolean; detail: string }>;
+  trustTicketKeys(gatewayId: string, keys: TicketKeyAnnouncement[]): void;
+}
+
+export interface RegistryClientOptions {
+  gatewayUrl: string;
+  wallet: Wallet;
+  node: NodeControl;
+  logger: Logger;
+  /** Backoff: first retry after about `minBackoffMs`, doubling up to `maxBackoffMs`, with full jitter. */
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+  random?: () => number;
+}
+
+/** Full-jitter exponential backoff (Brooker, "Exponential Backoff And Jitter", AWS Architecture Blog, 2015). */
+export function backoffDelayMs(attempt: number, minMs: number, maxMs: number, random: () => number = Math.random): number {
+  const ceiling = Math.min(maxMs, minMs * 2 ** Math.min(attempt, 30));
+  return Math.max(minMs / 2, Math.floor(random() * ceiling));
+}
+
+export function registryWsUrl(gatewayUrl: string): string {
+  const u = new URL(gatewayUrl);
+  u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
+  u.pathname = REGISTRY_PATH;
+  u.search = '';
+  return u.href;
+}
+
+export class RegistryClient {
+  private ws: WebSocket | null = null;
+  private heartbeat: NodeJS.Timeout | null = null;
+  private reconnectTimer: NodeJS.Timeout | null = null;
+  private attempt = 0;
+  private stopped = false;
+  /** True between a welcome and the connection closing. */
+  registered = false;
+  lastError: string | undefined;
+
+  constructor(private readonly opts: RegistryClientOptions) {}
+
+  start(): void {
+    this.connect();
+  }
+
+  private connect(): void {
+    if (this.stopped) return;
+    const { logger, node, wallet } = this.opts;
+    const ws = new WebSocket(registryWsUrl(this.opts.gatewayUrl), { maxPayload: MAX_MESSAGE_BYTES, handshakeTimeout: 10_000 });
+    this.ws = ws;
+    const send = (msg: NodeMessage): void => {
+      if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg));
+    };
+    ws.on('message', (data: Buffer) => {
+      let msg;
+      try {
+        msg = parseGatewayMessage(data);
+      } catch (err) {
+        logger.warn({ gateway: this.opts.gatewayUrl, err: (err as Error).message }, 'bad message from gateway; reconnecting');
+        ws.terminate();
+        return;
+      }
+      switch (msg.type) {
+        case 'challenge':
+          node.trustTicketKeys(msg.gatewayId, msg.ticketKeys);
+          void signChallenge(wallet, msg.gatewayId, msg.nonce, node.publicUrl).then((signature) =>
+            send({
+              type: 'hello',
+              address: wallet.address.toLowerCase(),
+              signature,
+              url: node.publicUrl,
+              ...(node.location ? { location: node.location } : {}),
+              capacity: node.capacity(),
+              version: node.version,
+            }),
+          );
+          break;
+        case 'welcome': {
+          this.registered = true;
+          this.attempt = 0;
+          delete this.lastError;
+          logger.info({ gateway: this.opts.gatewayUrl }, 'registered with gateway');
+          for (const path of msg.manifests) this.loadManifest(path);
+          const beat = (): void => send({ type: 'heartbeat', load: node.load(), cache: node.cacheSummary(), manifests: node.manifestIds() });
+          beat();
+          if (this.heartbeat) clearInterval(this.heartbeat);
+          this.heartbeat = setInterval(beat, msg.heartbeatMs);
+          this.heartbeat.unref();
+          break;
+        }
+        case 'manifests':
+          for (const path of msg.paths) this.loadManifest(path);
+          break;
+        case 'prefetch':
+        case 'purge': {
+          const run = msg.type === 'prefetch' ? node.prefetch(msg.shards) : node.purge(msg.shards);
+          void run
+            .then((r) => send({ type: 'ack', id: msg.id, ok: r.ok, detail: r.detail }))
+            .catch((err: Error) => send({ type: 'ack', id: msg.id, ok: false, detail: err.message }));
+          break;
+        }
+        case 'error':
+          this.lastError = msg.reason;
+          logger.error({ gateway: this.opts.gatewayUrl, reason: msg.reason }, 'gateway refused this node');
+          break;
+      }
+    });
+    ws.on('close', () => this.scheduleReconnect());
+    ws.on('error', (err) => {
+      this.lastError = err.message;
+      logger.debug({ gateway: this.opts.gatewayUrl, err: err.message }, 'gateway connection error');
+    });
+  }
+
+  private loadManifest(path: string): void {
+    this.opts.node.loadManifest(path).catch((err: Error) => this.opts.logger.warn({ path, err: err.message }, 'could not load manifest the gateway asked for'));
+  }
+
+  private scheduleReconnect(): void {
+    this.registered = false;
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    this.heartbeat = null;
+    if (this.stopped) return;
+    const delay = backoffDelayMs(this.attempt++, this.opts.minBackoffMs ?? 500, this.opts.maxBackoffMs ?? 30_000, this.opts.random);
+    this.opts.logger.info({ gateway: this.opts.gatewayUrl, delayMs: delay }, 'reconnecting to gateway');
+    this.reconnectTimer = setTimeout(() => this.connect(), delay);
+    this.reconnectTimer.unref();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.ws?.close(1001, 'node shutting down');
+    this.ws?.terminate();
+  }
+}
