@@ -1,0 +1,53 @@
+// Prometheus metrics for one gateway: routing decisions, distances, fallbacks, node membership and probes.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export interface GatewayMetrics {
+  registry: Registry;
+  request(route: string, status: number): void;
+  decision(outcome: 'node' | 'origin-fallback' | 'no-node', distanceKm?: number): void;
+  rateLimited(): void;
+  nodeChange(change: 'up' | 'down'): void;
+  probe(ok: boolean, ttfbSeconds?: number): void;
+  setNodeCounts(source: () => { up: number; down: number }): void;
+}
+
+export function createGatewayMetrics(opts: { defaultMetrics?: boolean } = {}): GatewayMetrics {
+  const registry = new Registry();
+  if (opts.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: 'edgeshard_gateway_' });
+  const requests = new Counter({ name: 'edgeshard_gateway_requests_total', help: 'HTTP responses by route and status', labelNames: ['route', 'status'], registers: [registry] });
+  const decisions = new Counter({ name: 'edgeshard_gateway_routing_decisions_total', help: 'routing decisions by outcome (node, origin-fallback, no-node)', labelNames: ['outcome'], registers: [registry] });
+  const distance = new Histogram({ name: 'edgeshard_gateway_route_distance_km', help: 'great-circle distance from client to the chosen node', buckets: [1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 20000], registers: [registry] });
+  const fallbacks = new Counter({ name: 'edgeshard_gateway_origin_fallbacks_total', help: 'requests sent to the origin because no node could serve', registers: [registry] });
+  const limited = new Counter({ name: 'edgeshard_gateway_rate_limited_total', help: 'requests refused by the per-client rate limit', registers: [registry] });
+  const changes = new Counter({ name: 'edgeshard_gateway_node_changes_total', help: 'node membership changes', labelNames: ['change'], registers: [registry] });
+  const probes = new Counter({ name: 'edgeshard_gateway_probes_total', help: 'active probes by result', labelNames: ['result'], registers: [registry] });
+  const probeTtfb = new Histogram({ name: 'edgeshard_gateway_probe_ttfb_seconds', help: 'time to first byte of successful probes', buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers: [registry] });
+  let counts: (() => { up: number; down: number }) | undefined;
+  new Gauge({ name: 'edgeshard_gateway_nodes', help: 'registered nodes by state', labelNames: ['state'], registers: [registry], collect() { if (counts) { const c = counts(); this.labels('up').set(c.up); this.labels('down').set(c.down); } } });
+
+  const requestChildren = new Map<string, Counter.Internal>();
+  const decisionChildren = new Map<string, Counter.Internal>();
+  return {
+    registry,
+    request(route, status) {
+      const k = `${route} ${status}`;
+      let c = requestChildren.get(k);
+      if (!c) requestChildren.set(k, (c = requests.labels(route, String(status))));
+      c.inc();
+    },
+    decision(outcome, km) {
+      let c = decisionChildren.get(outcome);
+      if (!c) decisionChildren.set(outcome, (c = decisions.labels(outcome)));
+      c.inc();
+      if (outcome === 'origin-fallback') fallbacks.inc();
+      if (km !== undefined) distance.observe(km);
+    },
+    rateLimited: () => limited.inc(),
+    nodeChange: (change) => changes.labels(change).inc(),
+    probe(ok, ttfb) {
+      probes.labels(ok ? 'ok' : 'failed').inc();
+      if (ok && ttfb !== undefined) probeTtfb.observe(ttfb);
+    },
+    setNodeCounts: (s) => (counts = s),
+  };
+}

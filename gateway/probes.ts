@@ -1,0 +1,152 @@
+// Active probes: the gateway fetches a random shard from each node as an ordinary client would (with a ticket),
+// verifies the bytes, and records time to first byte and throughput. Results move the node's score, and every
+// change keeps its reason so operators can see why a node is ranked where it is.
+import { createHash } from 'node:crypto';
+import { Agent, request } from 'undici';
+import type { NodeRecord } from './registry.ts';
+import type { DatasetCatalog } from './datasets.ts';
+import type { TicketIssuer } from './ticket-issuer.ts';
+import type { ShardEntry } from '../protocol/manifest.ts';
+
+export interface ProbeResult {
+  node: string;
+  at: number;
+  ok: boolean;
+  shard: string;
+  ttfbMs?: number;
+  bytesPerSecond?: number;
+  error?: string;
+}
+
+export interface ScoreChange {
+  at: number;
+  from: number;
+  to: number;
+  reason: string;
+}
+
+/** How much one probe moves the score (EWMA weight). */
+const SCORE_WEIGHT = 0.3;
+/** TTFB at which a probe still earns full marks; beyond it the quality falls off. */
+const GOOD_TTFB_MS = 100;
+
+/** Quality of one probe in [0, 1]: 0 for a failure, else falling with TTFB beyond GOOD_TTFB_MS. Pure. */
+export function probeQuality(r: ProbeResult): number {
+  if (!r.ok) return 0;
+  const ttfb = r.ttfbMs ?? 0;
+  return ttfb <= GOOD_TTFB_MS ? 1 : Math.max(0.1, GOOD_TTFB_MS / ttfb);
+}
+
+export function nextScore(score: number, r: ProbeResult): number {
+  return (1 - SCORE_WEIGHT) * score + SCORE_WEIGHT * probeQuality(r);
+}
+
+export interface ProberOptions {
+  catalog: DatasetCatalog;
+  issuer: TicketIssuer;
+  intervalMs: number;
+  timeoutMs?: number;
+  /** Shards larger than this are not used for probes (a probe must stay cheap for the node). */
+  maxProbeBytes?: number;
+  onResult?(node: NodeRecord, r: ProbeResult, change: ScoreChange | null): void;
+  random?: () => number;
+}
+
+export class Prober {
+  private timer: NodeJS.Timeout | null = null;
+  private readonly dispatcher: Agent;
+  readonly history = new Map<string, { probes: ProbeResult[]; scoreChanges: ScoreChange[] }>();
+  private running = false;
+
+  constructor(
+    private readonly nodes: () => Iterable<NodeRecord>,
+    private readonly opts: ProberOptions,
+  ) {
+    const timeout = opts.timeoutMs ?? 10_000;
+    this.dispatcher = new Agent({ connections: 4, headersTimeout: timeout, bodyTimeout: timeout });
+  }
+
+  start(): void {
+    if (this.opts.intervalMs <= 0) return;
+    this.timer = setInterval(() => void this.probeAll(), this.opts.intervalMs);
+    this.timer.unref();
+  }
+
+  private pickShard(node: NodeRecord): ShardEntry | null {
+    const max = this.opts.maxProbeBytes ?? 16 * 1024 * 1024;
+    const rnd = this.opts.random ?? Math.random;
+    const candidates: ShardEntry[] = [];
+    for (const ds of this.opts.catalog.all()) for (const s of ds.manifest.shards) if (s.size <= max) candidates.push(s);
+    if (candidates.length === 0) return null;
+    // Prefer a shard the node says it holds: probing a miss would measure the origin, not the node.
+    const held = candidates.filter((s) => node.holdsShard(s.sha256));
+    const pool = held.length > 0 ? held : candidates;
+    return pool[Math.floor(rnd() * pool.length)] ?? null;
+  }
+
+  async probeAll(): Promise<void> {
+    if (this.running) return; // a slow round must not pile up behind itself
+    this.running = true;
+    try {
+      await Promise.all([...this.nodes()].filter((n) => n.healthy).map((n) => this.probe(n)));
+    } finally {
+      this.running = false;
+    }
+  }
+
+  async probe(node: NodeRecord): Promise<ProbeResult | null> {
+    const shard = this.pickShard(node);
+    if (!shard) return null;
+    const started = performance.now();
+    const result: ProbeResult = { node: node.id, at: Date.now(), ok: false, shard: shard.sha256 };
+    try {
+      const ticket = this.opts.issuer.issue(node.id, shard.sha256);
+      const res = await request(`${node.url}/shard/${shard.sha256}?ticket=${ticket}`, { dispatcher: this.dispatcher });
+      const hash = createHash('sha256');
+      let bytes = 0;
+      let ttfb: number | undefined;
+      for await (const chunk of res.body) {
+        ttfb ??= performance.now() - started;
+        hash.update(chunk as Buffer);
+        bytes += (chunk as Buffer).length;
+      }
+      const seconds = (performance.now() - started) / 1000;
+      if (res.statusCode !== 200) result.error = `status ${res.statusCode}`;
+      else if (bytes !== shard.size) result.error = `short body: ${bytes} of ${shard.size} bytes`;
+      else if (hash.digest('hex') !== shard.sha256) result.error = 'bad bytes: sha256 mismatch';
+      else {
+        result.ok = true;
+        result.ttfbMs = ttfb ?? seconds * 1000;
+        result.bytesPerSecond = bytes / Math.max(seconds, 1e-6);
+      }
+    } catch (err) {
+      result.error = (err as Error & { code?: string }).code ?? (err as Error).message;
+    }
+    this.record(node, result);
+    return result;
+  }
+
+  private record(node: NodeRecord, r: ProbeResult): void {
+    let h = this.history.get(node.id);
+    if (!h) this.history.set(node.id, (h = { probes: [], scoreChanges: [] }));
+    h.probes.push(r);
+    if (h.probes.length > 20) h.probes.shift();
+    const before = node.score;
+    node.score = nextScore(before, r);
+    let change: ScoreChange | null = null;
+    if (Math.abs(node.score - before) >= 0.01) {
+      const reason = r.ok
+        ? `probe ok: ttfb ${r.ttfbMs!.toFixed(1)} ms, ${(r.bytesPerSecond! / 1e6).toFixed(1)} MB/s`
+        : `probe failed: ${r.error}`;
+      change = { at: r.at, from: before, to: node.score, reason };
+      h.scoreChanges.push(change);
+      if (h.scoreChanges.length > 20) h.scoreChanges.shift();
+    }
+    this.opts.onResult?.(node, r, change);
+  }
+
+  async close(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await this.dispatcher.close().catch(() => {});
+  }
+}
