@@ -9,6 +9,8 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
   origin: { summary: 'serve a dataset directory over HTTP as an origin', load: async () => (await import('../dataset/origin-cli.ts')).originCommand },
   'dataset pack': { summary: 'hash a directory of shards and write its manifest', load: async () => (await import('../dataset/cli.ts')).packCommand },
   'dataset sample': { summary: 'write the built-in deterministic sample dataset', load: async () => (await import('../dataset/cli.ts')).sampleCommand },
+  sim: { summary: 'simulate training fed from HPC storage or the edge network (utilization, time, cost)', load: async () => (await import('../simulator/cli.ts')).simCommand },
+  'sim report': { summary: 'write the HTML report: where edge bandwidth keeps GPUs busy and where it falls apart', load: async () => (await import('../simulator/cli.ts')).simReportCommand },
 };
 
 function usage(): string {

@@ -114,7 +114,7 @@ describe('node identity', () => {
 
   it('binds the challenge signature to gateway, nonce and URL', async () => {
     const { Wallet } = await import('ethers');
-    const w = Wallet.createRandom();
+    const w = new Wallet(Wallet.createRandom().privateKey);
     const sig = await signChallenge(w, 'gw', 'n1', 'http://a');
     expect(recoverChallengeSigner('gw', 'n1', 'http://a', sig)).toBe(w.address.toLowerCase());
     expect(recoverChallengeSigner('gw', 'n2', 'http://a', sig)).not.toBe(w.address.toLowerCase());
