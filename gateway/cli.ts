@@ -1,0 +1,29 @@
+import type { Command } from '../cli/command.ts';
+import { createLogger } from '../protocol/log.ts';
+import { GATEWAY_OPTIONS, gatewayConfigFromSettings } from './config.ts';
+import { startGateway } from './server.ts';
+
+export const gatewayCommand: Command = {
+  spec: {
+    name: 'gateway',
+    usage: 'edgeshard gateway --origin URL --dataset NAME[,NAME] [--port 8443] [--fallback redirect|proxy|off]',
+    summary:
+      'Runs a gateway: loads dataset manifests from the origin, registers edge nodes over WebSocket (/v1/nodes/connect), ' +
+      'and redirects trainers to the nearest healthy node likely to hold each shard, with a signed ticket. ' +
+      'GET /d/<dataset>/<path> redirects; GET /v1/route?dataset=&shard= returns a ranked list; /v1/nodes shows node state; ' +
+      '/metrics is Prometheus. Run several replicas side by side: nodes connect to each (--gateway a,b) and they share the ticket key file.',
+    options: GATEWAY_OPTIONS,
+  },
+  async run(settings) {
+    const config = gatewayConfigFromSettings(settings);
+    const logger = createLogger(config.logLevel, 'gateway');
+    const gw = await startGateway(config, { logger });
+    console.log(`gateway on ${gw.url}, datasets ${config.datasets.join(', ')}, ticket key ${gw.ticketKey.keyId} (public ${gw.ticketKey.publicKeyB64})`);
+    await new Promise<void>((resolve) => {
+      process.once('SIGINT', resolve);
+      process.once('SIGTERM', resolve);
+    });
+    await gw.close();
+    return 0;
+  },
+};

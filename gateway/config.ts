@@ -1,0 +1,119 @@
+// Settings for `edgeshard gateway`, from flags, env and config file into a checked options object.
+import { intSetting, stringSetting, UsageError, type OptionSpec, type Settings } from '../cli/options.ts';
+
+export type FallbackMode = 'redirect' | 'proxy' | 'off';
+
+export interface GatewayConfig {
+  host: string;
+  port: number;
+  originUrl: string;
+  datasets: string[];
+  /** PEM file with the Ed25519 ticket key; created on first start. Replicas share one file. null: ephemeral. */
+  ticketKeyFile: string | null;
+  ticketValiditySeconds: number;
+  heartbeatMs: number;
+  probeIntervalMs: number;
+  fallback: FallbackMode;
+  trustedProxies: string[];
+  rateLimitPerSecond: number;
+  rateLimitBurst: number;
+  candidates: number;
+  maxUrlBytes: number;
+  maxHeaderBytes: number;
+  adminToken: string | null;
+  /** Where the gateway itself is, for turning probe RTTs into per-node corrections. */
+  location: { lat: number; lon: number } | null;
+  gatewayId: string | null;
+  logLevel: string;
+}
+
+export const GATEWAY_OPTIONS: OptionSpec[] = [
+  { name: 'origin', type: 'string', description: 'origin base URL that holds <dataset>/manifest.json and the shards (required)' },
+  { name: 'dataset', type: 'string', description: 'comma-separated dataset names to serve (required)' },
+  { name: 'port', type: 'string', default: '8443', description: 'TCP port' },
+  { name: 'host', type: 'string', default: '0.0.0.0', description: 'address to listen on' },
+  { name: 'ticket-key', type: 'string', default: './.edgeshard/gateway-ticket-key.pem', description: 'Ed25519 ticket key (PEM); created on first start; share it between replicas' },
+  { name: 'ticket-ttl', type: 'string', default: '600', description: 'seconds a ticket stays valid' },
+  { name: 'heartbeat', type: 'string', default: '1000', description: 'ms between node heartbeats; 3 missed = down' },
+  { name: 'probe-interval', type: 'string', default: '30000', description: 'ms between active probes of each node (0 = off)' },
+  { name: 'fallback', type: 'string', default: 'redirect', description: 'when no node can serve: redirect (to the origin), proxy (stream it), off (503)' },
+  { name: 'trusted-proxies', type: 'string', default: '', description: 'comma-separated IPs/CIDRs whose X-Forwarded-For is believed' },
+  { name: 'rate-limit', type: 'string', default: '200', description: 'requests per second per client IP' },
+  { name: 'rate-burst', type: 'string', default: '400', description: 'burst per client IP' },
+  { name: 'candidates', type: 'string', default: '3', description: 'nodes returned by /v1/route (primary plus fallbacks)' },
+  { name: 'max-url', type: 'string', default: '4096', description: 'longest request URL in bytes' },
+  { name: 'max-header-size', type: 'string', default: '16384', description: 'largest request header block in bytes' },
+  { name: 'admin-token', type: 'string', description: 'bearer token for POST /v1/admin/* (prefetch, purge); admin API off without it' },
+  { name: 'lat', type: 'string', description: "the gateway's latitude (for probe RTT corrections)" },
+  { name: 'lon', type: 'string', description: "the gateway's longitude" },
+  { name: 'id', type: 'string', description: 'gateway id in node challenges (default: host:port)' },
+  { name: 'log-level', type: 'string', default: 'warn', description: 'silent, error, warn, info, debug' },
+];
+
+export function gatewayConfigFromSettings(s: Settings): GatewayConfig {
+  const origin = stringSetting(s, 'origin');
+  if (!origin) throw new UsageError('--origin is required (the HTTP base URL that holds <dataset>/manifest.json)');
+  try {
+    new URL(origin);
+  } catch {
+    throw new UsageError(`--origin "${origin}": not a URL`);
+  }
+  const datasets = (stringSetting(s, 'dataset') ?? '').split(',').map((d) => d.trim()).filter(Boolean);
+  if (datasets.length === 0) throw new UsageError('--dataset is required: the names of the datasets to serve, comma-separated');
+  const fallback = stringSetting(s, 'fallback') ?? 'redirect';
+  if (fallback !== 'redirect' && fallback !== 'proxy' && fallback !== 'off') throw new UsageError(`--fallback "${fallback}": use redirect, proxy or off`);
+  const lat = stringSetting(s, 'lat');
+  const lon = stringSetting(s, 'lon');
+  let location: { lat: number; lon: number } | null = null;
+  if (lat !== undefined || lon !== undefined) {
+    const la = Number(lat);
+    const lo = Number(lon);
+    if (!(la >= -90 && la <= 90) || !(lo >= -180 && lo <= 180)) throw new UsageError('--lat and --lon go together: -90..90 and -180..180');
+    location = { lat: la, lon: lo };
+  }
+  return {
+    host: stringSetting(s, 'host') ?? '0.0.0.0',
+    port: intSetting(s, 'port', 0, 65535),
+    originUrl: origin.replace(/\/$/, ''),
+    datasets,
+    ticketKeyFile: stringSetting(s, 'ticket-key') ?? null,
+    ticketValiditySeconds: intSetting(s, 'ticket-ttl', 10, 86_400),
+    heartbeatMs: intSetting(s, 'heartbeat', 100, 600_000),
+    probeIntervalMs: intSetting(s, 'probe-interval', 0, 86_400_000),
+    fallback,
+    trustedProxies: (stringSetting(s, 'trusted-proxies') ?? '').split(',').map((p) => p.trim()).filter(Boolean),
+    rateLimitPerSecond: intSetting(s, 'rate-limit', 1, 1_000_000),
+    rateLimitBurst: intSetting(s, 'rate-burst', 1, 10_000_000),
+    candidates: intSetting(s, 'candidates', 1, 16),
+    maxUrlBytes: intSetting(s, 'max-url', 256, 1 << 20),
+    maxHeaderBytes: intSetting(s, 'max-header-size', 1024, 1 << 20),
+    adminToken: stringSetting(s, 'admin-token') ?? null,
+    location,
+    gatewayId: stringSetting(s, 'id') ?? null,
+    logLevel: stringSetting(s, 'log-level') ?? 'warn',
+  };
+}
+
+export function defaultGatewayConfig(overrides: Partial<GatewayConfig> & { originUrl: string; datasets: string[] }): GatewayConfig {
+  return {
+    host: '127.0.0.1',
+    port: 0,
+    ticketKeyFile: null,
+    ticketValiditySeconds: 600,
+    heartbeatMs: 1000,
+    probeIntervalMs: 0,
+    fallback: 'redirect',
+    trustedProxies: [],
+    rateLimitPerSecond: 1_000_000,
+    rateLimitBurst: 1_000_000,
+    candidates: 3,
+    maxUrlBytes: 4096,
+    maxHeaderBytes: 16384,
+    adminToken: null,
+    location: null,
+    gatewayId: null,
+    logLevel: 'silent',
+    ...overrides,
+    originUrl: overrides.originUrl.replace(/\/$/, ''),
+  };
+}
