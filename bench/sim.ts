@@ -1,0 +1,109 @@
+// Simulator performance: events per second of the engine core and of the whole model, how run time grows with
+// GPUs and nodes, and the headline sweep (1,000 GPUs × 10,000 nodes × 5 distance rings, for 3 model sizes) in
+// worker threads. `runSimBench` is called by bench/run.ts; run alone with `node bin/run-ts.js bench/sim.ts`,
+// which also writes bench/results/sim.md.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { availableParallelism, cpus } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { Bench } from 'tinybench';
+import { EventQueue, Rng } from '../simulator/engine.ts';
+import { DEFAULT_RINGS_KM, presetScenario } from '../simulator/presets.ts';
+import { withOverride } from '../simulator/scenario.ts';
+import { simulate } from '../simulator/simulate.ts';
+import { runScenarios } from '../simulator/sweep.ts';
+
+const HOLD_QUEUE = 10_000;
+const HOLD_OPS = 200_000;
+const SWEEP_STEPS = 2000;
+
+/** The classic "hold" workload: a queue of 10,000 pending events; each step pops the earliest and pushes one later. */
+function holdModel(q: EventQueue, rng: Rng, ops: number): void {
+  for (let i = 0; i < ops; i++) {
+    q.pop();
+    q.push(q.popTime + rng.exponential(1), 0, i, 0);
+  }
+}
+
+function edgeScenario(job: string, gpus: number, nodes: number, ringKm: number, steps: number): unknown {
+  let sc = withOverride(presetScenario(job, 'edge-home', ringKm), 'job.gpus', gpus);
+  sc = withOverride(sc, 'source.nodes', nodes);
+  return withOverride(sc, 'simulation', { steps });
+}
+
+export async function runSimBench(): Promise<{ markdown: string; json: unknown }> {
+  // 1. Engine core, with tinybench.
+  const q = new EventQueue(HOLD_QUEUE * 2);
+  const rng = new Rng(1);
+  for (let i = 0; i < HOLD_QUEUE; i++) q.push(rng.exponential(1), 0, i, 0);
+  const bench = new Bench({ time: 1500, warmup: true });
+  bench.add(`hold model, ${HOLD_QUEUE.toLocaleString('en-US')} pending events, ${HOLD_OPS.toLocaleString('en-US')} pop+push`, () => holdModel(q, rng, HOLD_OPS));
+  await bench.run();
+  const task = bench.tasks[0]!;
+  const meanMs = task.result && 'latency' in task.result ? (task.result.latency.mean as number) : NaN;
+  const engineEventsPerS = HOLD_OPS / (meanMs / 1000);
+
+  // 2. Whole model, one thread: the data-hungriest preset, so every event does real work.
+  simulate(edgeScenario('resnet50', 64, 1000, 100, 50)); // JIT warm-up
+  const big = simulate(edgeScenario('resnet50', 1000, 10_000, 100, 1000));
+  const modelEventsPerS = big.engine.eventsPerS;
+
+  // 3. Growth with GPUs and nodes (resnet50 on home nodes at 100 km, 300 steps, one thread).
+  const scaling: { gpus: number; nodes: number; events: number; wallS: number; eventsPerS: number }[] = [];
+  for (const gpus of [8, 64, 512, 1000]) {
+    for (const nodes of [100, 1000, 10_000]) {
+      const r = simulate(edgeScenario('resnet50', gpus, nodes, 100, 300));
+      scaling.push({ gpus, nodes, events: r.engine.events, wallS: r.engine.wallS, eventsPerS: r.engine.eventsPerS });
+    }
+  }
+
+  // 4. The headline sweep: 1,000 GPUs × 10,000 nodes × 5 rings × 3 models, 2,000 steps each, in worker threads.
+  const sweep = ['resnet50', 'llm-1b', 'llm-70b'].flatMap((job) => DEFAULT_RINGS_KM.map((km) => edgeScenario(job, 1000, 10_000, km, SWEEP_STEPS)));
+  const threads = availableParallelism();
+  let t = performance.now();
+  const sweepResults = await runScenarios(sweep, { threads });
+  const sweepWallS = (performance.now() - t) / 1000;
+  t = performance.now();
+  await runScenarios(sweep, { threads: 0 });
+  const sweepOneThreadS = (performance.now() - t) / 1000;
+  const sweepEvents = sweepResults.reduce((s, r) => s + r.engine.events, 0);
+
+  const cpu = cpus()[0]?.model ?? 'unknown CPU';
+  const json = {
+    machine: { cpu, cores: availableParallelism(), node: process.version },
+    engine: { workload: task.name, meanMs, eventsPerS: engineEventsPerS },
+    model: { scenario: big.name, gpus: 1000, nodes: 10_000, steps: 1000, events: big.engine.events, wallS: big.engine.wallS, eventsPerS: modelEventsPerS },
+    scaling,
+    sweep: { scenarios: sweep.length, threads, wallS: sweepWallS, oneThreadWallS: sweepOneThreadS, events: sweepEvents },
+  };
+  const f = (x: number, d = 2) => x.toFixed(d);
+  const markdown = [
+    '## Simulator',
+    '',
+    `Machine: ${cpu}, ${availableParallelism()} cores, Node ${process.version}. Command: \`node bin/run-ts.js bench/sim.ts\`.`,
+    '',
+    '| what | events | time | events/s |',
+    '| --- | ---: | ---: | ---: |',
+    `| engine core: ${task.name} (tinybench mean) | ${HOLD_OPS.toLocaleString('en-US')} | ${f(meanMs, 1)} ms | ${(engineEventsPerS / 1e6).toFixed(1)} M |`,
+    `| whole model: resnet50 on 10,000 home nodes at 100 km, 1,000 GPUs, 1,000 steps | ${big.engine.events.toLocaleString('en-US')} | ${f(big.engine.wallS)} s | ${(modelEventsPerS / 1e6).toFixed(2)} M |`,
+    '',
+    'Run time against GPUs and nodes (resnet50, home nodes at 100 km, 300 steps, one thread):',
+    '',
+    '| GPUs | nodes | events | time (s) | events/s |',
+    '| ---: | ---: | ---: | ---: | ---: |',
+    ...scaling.map((s) => `| ${s.gpus} | ${s.nodes.toLocaleString('en-US')} | ${s.events.toLocaleString('en-US')} | ${f(s.wallS, 3)} | ${(s.eventsPerS / 1e6).toFixed(2)} M |`),
+    '',
+    `Sweep of ${sweep.length} scenarios (1,000 GPUs × 10,000 nodes × ${DEFAULT_RINGS_KM.length} rings (${DEFAULT_RINGS_KM.join(', ')} km) × 3 models, ${SWEEP_STEPS.toLocaleString('en-US')} steps each, ${sweepEvents.toLocaleString('en-US')} events): ` +
+      `**${f(sweepWallS)} s** with ${threads} worker threads, ${f(sweepOneThreadS)} s in one thread.`,
+    '',
+  ].join('\n');
+  return { markdown, json };
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const { markdown, json } = await runSimBench();
+  const dir = fileURLToPath(new URL('./results/', import.meta.url));
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(`${dir}sim.md`, markdown);
+  writeFileSync(`${dir}sim.json`, JSON.stringify(json, null, 2) + '\n');
+  console.log(markdown);
+}

@@ -1,0 +1,284 @@
+// `edgeshard sim` and `edgeshard sim report`: the I/O shell around the simulator. Reads scenario and trace files,
+// applies presets, overrides and sweeps, runs (in worker threads for sweeps), and writes tables, JSON, CSV, SVG
+// and the HTML report.
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import type { Command } from '../cli/command.ts';
+import { UsageError, intSetting, stringSetting, type Settings } from '../cli/options.ts';
+import { lineChartSvg } from './chart.ts';
+import { formatDuration, resultsCsv, resultsJson, resultsTable } from './format.ts';
+import { JOB_PRESETS, SOURCE_PRESETS, presetScenario } from './presets.ts';
+import { ProgressBar } from './progress.ts';
+import { DEFAULT_REPORT_OPTIONS, buildReportHtml, planReport, type ReportOptions } from './report.ts';
+import { ScenarioError, expandSweep, parseSweepAxis, parseValue, resolveScenario, withOverride, type SweepAxis } from './scenario.ts';
+import type { SimResult } from './simulate.ts';
+import { SweepError, runScenarios } from './sweep.ts';
+import { TraceError, parseTrace } from './trace.ts';
+
+function readJsonFile(path: string, what: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new UsageError(`${what} ${path}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new UsageError(`${what} ${path}: not valid JSON (${(err as Error).message})`);
+  }
+}
+
+function writeOutput(path: string, text: string): void {
+  mkdirSync(dirname(resolve(path)), { recursive: true });
+  writeFileSync(path, text);
+}
+
+/** Splits "a=1;b=2" (semicolons between entries, so values may hold commas). */
+function entries(text: string | undefined): string[] {
+  return text ? text.split(';').map((s) => s.trim()).filter((s) => s !== '') : [];
+}
+
+function numberList(name: string, text: string, integer = false): number[] {
+  const xs = text.split(',').map((s) => s.trim()).filter((s) => s !== '').map(Number);
+  if (xs.length === 0 || xs.some((x) => !Number.isFinite(x) || x < 0 || (integer && !Number.isInteger(x)))) {
+    throw new UsageError(`--${name} "${text}": expected a comma-separated list of ${integer ? 'whole ' : ''}numbers ≥ 0`);
+  }
+  return xs;
+}
+
+/** Builds the base scenario from --scenario or the presets, then applies the shorthand flags and --set. */
+export function baseScenario(settings: Settings): unknown {
+  const file = stringSetting(settings, 'scenario');
+  let sc: unknown;
+  if (file) {
+    if (settings.job !== undefined || settings.source !== undefined) {
+      throw new UsageError('--scenario and --job/--source are alternatives: use --set to change a scenario file');
+    }
+    sc = readJsonFile(file, 'scenario');
+  } else {
+    const job = stringSetting(settings, 'job') ?? 'resnet50';
+    const source = stringSetting(settings, 'source') ?? 'edge-home';
+    if (!JOB_PRESETS[job]) throw new UsageError(`--job "${job}": unknown (known: ${Object.keys(JOB_PRESETS).join(', ')})`);
+    if (!SOURCE_PRESETS[source]) throw new UsageError(`--source "${source}": unknown (known: ${Object.keys(SOURCE_PRESETS).join(', ')})`);
+    sc = presetScenario(job, source);
+  }
+  const set = (path: string, value: unknown) => {
+    try {
+      sc = withOverride(sc, path, value);
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+  };
+  if (stringSetting(settings, 'ring')) {
+    const km = numberList('ring', stringSetting(settings, 'ring')!)[0]!;
+    set('source.placement', { ringKm: km });
+    if (!file) set('name', `${String((sc as { name: string }).name)} @ ${km} km`);
+  }
+  if (stringSetting(settings, 'gpus')) set('job.gpus', intSetting(settings, 'gpus', 1, 1_000_000));
+  if (stringSetting(settings, 'nodes')) set('source.nodes', intSetting(settings, 'nodes', 1, 10_000_000));
+  if (stringSetting(settings, 'seed')) set('seed', intSetting(settings, 'seed', 0, 2 ** 32 - 1));
+  if (stringSetting(settings, 'steps')) set('simulation.steps', intSetting(settings, 'steps', 1, 10_000_000));
+  for (const e of entries(stringSetting(settings, 'set'))) {
+    const eq = e.indexOf('=');
+    if (eq <= 0) throw new UsageError(`--set "${e}": expected PATH=VALUE (for example job.gpus=64)`);
+    set(e.slice(0, eq).trim(), parseValue(e.slice(eq + 1).trim()));
+  }
+  const trace = stringSetting(settings, 'trace');
+  if (trace) {
+    let text: string;
+    try {
+      text = readFileSync(trace, 'utf8');
+    } catch (err) {
+      throw new UsageError(`trace ${trace}: ${(err as Error).message}`);
+    }
+    try {
+      set('source.trace', parseTrace(text, trace));
+    } catch (err) {
+      if (err instanceof TraceError) throw new UsageError(err.message);
+      throw err;
+    }
+  }
+  return sc;
+}
+
+/** Validates every scenario up front, so a bad value fails before minutes of simulation. */
+function validateAll(points: { scenario: unknown }[]): void {
+  for (const p of points) {
+    try {
+      resolveScenario(p.scenario);
+    } catch (err) {
+      if (err instanceof ScenarioError) {
+        const name = (p.scenario as { name?: unknown })?.name;
+        throw new UsageError(`invalid scenario${points.length > 1 && typeof name === 'string' ? ` "${name}"` : ''}: ${err.message}`);
+      }
+      throw err;
+    }
+  }
+}
+
+async function runWithProgress(label: string, scenarios: unknown[], threads: number | undefined): Promise<SimResult[]> {
+  const bar = new ProgressBar(label);
+  try {
+    return await runScenarios(scenarios, { ...(threads !== undefined ? { threads } : {}), onProgress: (d, t) => bar.update(d, t) });
+  } catch (err) {
+    if (err instanceof SweepError) throw new Error(`scenario ${err.index + 1}: ${err.message}`);
+    throw err;
+  } finally {
+    bar.finish();
+  }
+}
+
+function sweepChart(results: SimResult[], points: Record<string, unknown>[], axes: SweepAxis[], metric: string): string {
+  const [xAxis, seriesAxis] = axes;
+  if (!xAxis) throw new UsageError('--chart needs a --sweep (its first parameter is the x axis)');
+  const xs = points.map((p) => Number(p[xAxis.path]));
+  if (xs.some((x) => !Number.isFinite(x))) throw new UsageError(`--chart: the swept values of ${xAxis.path} must be numbers to plot`);
+  const y = (r: SimResult) =>
+    metric === 'utilization' ? r.utilization : metric === 'time-to-train' ? r.timeToTrainS / 3600 : r.stepTimeS;
+  const groups = new Map<string, [number, number][]>();
+  results.forEach((r, i) => {
+    const key = seriesAxis ? `${seriesAxis.path.split('.').pop()}=${JSON.stringify(points[i]![seriesAxis.path])}` : results[0]!.name.replace(/ \[.*\]$/, '');
+    if (!groups.has(key)) groups.set(key, []);
+    groups.get(key)!.push([xs[i]!, y(r)]);
+  });
+  const positive = xs.every((x) => x > 0);
+  const spread = Math.max(...xs) / Math.min(...xs);
+  return lineChartSvg({
+    title: `${metric} against ${xAxis.path}`,
+    xLabel: xAxis.path,
+    yLabel: metric === 'utilization' ? 'GPU utilization' : metric === 'time-to-train' ? 'time to train (hours)' : 'step time (s)',
+    xLog: positive && spread >= 50,
+    yLog: metric !== 'utilization' && results.every((r) => y(r) > 0),
+    ...(metric === 'utilization' ? { yMin: 0, yMax: 1, hLines: [{ y: 0.9, label: '90% busy' }], yTickFormat: (v: number) => `${Math.round(v * 100)}%` } : {}),
+    series: [...groups.entries()].map(([name, pts]) => ({ name, points: pts })),
+  });
+}
+
+export const simCommand: Command = {
+  spec: {
+    name: 'sim',
+    usage: 'edgeshard sim [--scenario FILE | --job NAME --source NAME] [--ring KM] [--set PATH=V;...] [--sweep PATH=V1,V2;...] [--format table|json|csv] [--out FILE] [--chart FILE.svg]',
+    summary:
+      'Simulates a data-parallel training job fed from HPC storage or from the edge network, and reports GPU utilization, ' +
+      'stall, step, epoch and training time, bytes and cost. Sweeps run in worker threads. See docs/simulator.md.',
+    options: [
+      { name: 'scenario', type: 'string', description: 'scenario JSON file (instead of --job/--source presets)' },
+      { name: 'job', type: 'string', description: `job preset: ${Object.keys(JOB_PRESETS).join(', ')} (default resnet50)` },
+      { name: 'source', type: 'string', description: `source preset: ${Object.keys(SOURCE_PRESETS).join(', ')} (default edge-home)` },
+      { name: 'ring', type: 'string', description: 'put the edge nodes at this distance, km' },
+      { name: 'gpus', type: 'string', description: 'number of GPUs' },
+      { name: 'nodes', type: 'string', description: 'number of edge nodes' },
+      { name: 'seed', type: 'string', description: 'random seed (same seed, same result)' },
+      { name: 'steps', type: 'string', description: 'training steps to simulate before extrapolating' },
+      { name: 'set', type: 'string', description: 'overrides, e.g. "job.batchPerGpu=128;source.uplink=datacenter"' },
+      { name: 'sweep', type: 'string', description: 'sweep axes, e.g. "source.placement.ringKm=1,10,100;job.gpus=8,64"' },
+      { name: 'trace', type: 'string', description: 'measured per-node RTT and throughput (CSV or JSON) in place of the model' },
+      { name: 'format', type: 'string', default: 'table', description: 'table, json or csv' },
+      { name: 'out', type: 'string', description: 'write results to this file instead of stdout' },
+      { name: 'chart', type: 'string', description: 'write an SVG chart of the sweep (x: first swept parameter)' },
+      { name: 'chart-metric', type: 'string', default: 'utilization', description: 'utilization, time-to-train or step-time' },
+      { name: 'threads', type: 'string', description: 'worker threads for sweeps (default: number of cores)' },
+      { name: 'list', type: 'boolean', description: 'list the presets and exit' },
+    ],
+  },
+  async run(settings) {
+    if (settings.list) {
+      console.log('job presets:');
+      for (const [k, v] of Object.entries(JOB_PRESETS)) console.log(`  ${k.padEnd(16)}${v.summary}`);
+      console.log('source presets:');
+      for (const [k, v] of Object.entries(SOURCE_PRESETS)) console.log(`  ${k.padEnd(16)}${v.summary}`);
+      return 0;
+    }
+    const format = stringSetting(settings, 'format') ?? 'table';
+    if (!['table', 'json', 'csv'].includes(format)) throw new UsageError(`--format "${format}": expected table, json or csv`);
+    const metric = stringSetting(settings, 'chart-metric') ?? 'utilization';
+    if (!['utilization', 'time-to-train', 'step-time'].includes(metric)) {
+      throw new UsageError(`--chart-metric "${metric}": expected utilization, time-to-train or step-time`);
+    }
+    const threads = stringSetting(settings, 'threads') ? intSetting(settings, 'threads', 0, 256) : undefined;
+    const base = baseScenario(settings);
+    let axes: SweepAxis[];
+    try {
+      axes = entries(stringSetting(settings, 'sweep')).map(parseSweepAxis);
+    } catch (err) {
+      throw new UsageError(`--sweep: ${(err as Error).message}`);
+    }
+    const points = expandSweep(base, axes);
+    if (points.length > 100_000) throw new UsageError(`--sweep expands to ${points.length} scenarios; at most 100,000`);
+    validateAll(points);
+    const results = await runWithProgress('sim', points.map((p) => p.scenario), threads);
+
+    const text = format === 'json' ? resultsJson(results) : format === 'csv' ? resultsCsv(results) : resultsTable(results) + '\n';
+    const out = stringSetting(settings, 'out');
+    if (out) {
+      writeOutput(out, text);
+      console.error(`wrote ${results.length} result${results.length === 1 ? '' : 's'} to ${out}`);
+    } else process.stdout.write(text);
+    const chart = stringSetting(settings, 'chart');
+    if (chart) {
+      writeOutput(chart, sweepChart(results, points.map((p) => p.point), axes, metric));
+      console.error(`wrote chart to ${chart}`);
+    }
+    if (format === 'table' && results.some((r) => r.extrapolated)) {
+      const r = results[0]!;
+      console.error(`note: ${r.simulatedSteps} of ${r.totalSteps} steps simulated; times to train are extrapolated from the steady state (${formatDuration(r.stepTimeS)} per step in the first scenario).`);
+    }
+    return 0;
+  },
+};
+
+export const simReportCommand: Command = {
+  spec: {
+    name: 'sim report',
+    usage: 'edgeshard sim report [--out report.html] [--models a,b] [--rings 1,10,100] [--uplinks 10,30,100] [--nodes N] [--gpus N]',
+    summary:
+      'Runs the grid that tests the claim (each model size against HPC storage and edge nodes at each distance ring, and a sweep of ' +
+      'uplink bandwidth) and writes one HTML page: where the edge keeps GPUs at least 90% busy, and where it falls apart.',
+    options: [
+      { name: 'out', type: 'string', default: 'sim-report.html', description: 'HTML file to write' },
+      { name: 'models', type: 'string', default: DEFAULT_REPORT_OPTIONS.models.join(','), description: 'job presets to compare' },
+      { name: 'rings', type: 'string', default: DEFAULT_REPORT_OPTIONS.ringsKm.join(','), description: 'distance rings, km' },
+      { name: 'uplinks', type: 'string', default: DEFAULT_REPORT_OPTIONS.uplinksMbps.join(','), description: 'median home uplinks to sweep, Mbit/s' },
+      { name: 'uplink-ring', type: 'string', default: String(DEFAULT_REPORT_OPTIONS.uplinkRingKm), description: 'distance for the uplink sweep, km' },
+      { name: 'nodes', type: 'string', default: String(DEFAULT_REPORT_OPTIONS.nodes), description: 'edge nodes per scenario' },
+      { name: 'gpus', type: 'string', description: 'GPUs for every model (default: each preset\'s own)' },
+      { name: 'steps', type: 'string', default: String(DEFAULT_REPORT_OPTIONS.steps), description: 'steps simulated per scenario' },
+      { name: 'seed', type: 'string', default: '1', description: 'random seed' },
+      { name: 'threads', type: 'string', description: 'worker threads (default: number of cores)' },
+      { name: 'json', type: 'string', description: 'also write the raw results as JSON to this file' },
+    ],
+  },
+  async run(settings) {
+    const models = (stringSetting(settings, 'models') ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+    for (const m of models) if (!JOB_PRESETS[m]) throw new UsageError(`--models: unknown preset "${m}" (known: ${Object.keys(JOB_PRESETS).join(', ')})`);
+    if (models.length === 0) throw new UsageError('--models: give at least one job preset');
+    const options: ReportOptions = {
+      models,
+      ringsKm: numberList('rings', stringSetting(settings, 'rings') ?? ''),
+      uplinksMbps: numberList('uplinks', stringSetting(settings, 'uplinks') ?? '').map((x) => {
+        if (x <= 0) throw new UsageError('--uplinks: bandwidths must be above 0');
+        return x;
+      }),
+      uplinkRingKm: numberList('uplink-ring', stringSetting(settings, 'uplink-ring') ?? '')[0]!,
+      nodes: intSetting(settings, 'nodes', 1, 10_000_000),
+      steps: intSetting(settings, 'steps', 2, 1_000_000),
+      seed: intSetting(settings, 'seed', 0, 2 ** 32 - 1),
+      ...(stringSetting(settings, 'gpus') ? { gpus: intSetting(settings, 'gpus', 1, 1_000_000) } : {}),
+    };
+    if (options.ringsKm.some((r) => r <= 0)) throw new UsageError('--rings: distances must be above 0 km (the chart has a log axis)');
+    const plan = planReport(options);
+    validateAll(plan.scenarios.map((scenario) => ({ scenario })));
+    const threads = stringSetting(settings, 'threads') ? intSetting(settings, 'threads', 0, 256) : undefined;
+    const results = await runWithProgress('report', plan.scenarios, threads);
+    const out = stringSetting(settings, 'out') ?? 'sim-report.html';
+    const command =
+      `edgeshard sim report --models ${options.models.join(',')} --rings ${options.ringsKm.join(',')} --uplinks ${options.uplinksMbps.join(',')} ` +
+      `--uplink-ring ${options.uplinkRingKm} --nodes ${options.nodes} --steps ${options.steps} --seed ${options.seed}${options.gpus ? ` --gpus ${options.gpus}` : ''}`;
+    writeOutput(out, buildReportHtml(plan, results, { generatedAt: new Date().toISOString(), command }));
+    const json = stringSetting(settings, 'json');
+    if (json) writeOutput(json, resultsJson(results));
+    console.log(`wrote ${out} (${results.length} scenarios)`);
+    return 0;
+  },
+};

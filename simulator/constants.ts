@@ -1,0 +1,210 @@
+// Every physical constant and default figure the simulator uses, in one place, each with where it comes from.
+// Units are SI throughout the simulator: seconds, bytes, bytes per second, kilometres, FLOP/s.
+// Figures marked ASSUMPTION are not measurements: they are defaults an analyst is expected to sweep.
+
+// ---------------------------------------------------------------------------------------------------------------
+// Light in fibre
+// ---------------------------------------------------------------------------------------------------------------
+
+/** Speed of light in vacuum, km/s. Exact by the SI definition of the metre (BIPM, SI Brochure, 9th ed., 2019). */
+export const SPEED_OF_LIGHT_KM_PER_S = 299_792.458;
+
+/**
+ * Group index of standard single-mode fibre (ITU-T G.652.D class) at 1550 nm: 1.4682, and 1.4676 at 1310 nm
+ * (Corning SMF-28 Ultra product information sheet, "effective group index of refraction"). Light in fibre moves at
+ * c / 1.468, about 204,000 km/s.
+ */
+export const FIBER_GROUP_INDEX = 1.4682;
+
+/** One-way propagation delay per km of fibre: n / c = 4.897 µs/km. */
+export const FIBER_DELAY_S_PER_KM = FIBER_GROUP_INDEX / SPEED_OF_LIGHT_KM_PER_S;
+
+/** Mean Earth radius, km (IUGG value R1 = 6371.0088 km; Moritz, "Geodetic Reference System 1980"). */
+export const EARTH_MEAN_RADIUS_KM = 6371.0088;
+
+/**
+ * Route inflation: fibre path length over great-circle distance, including the detours of real routes and
+ * peering. Calibrated in this repository on RIPE Atlas country-pair RTTs (simulator/validation/rtt-calibration.ts,
+ * results in docs/simulator.md): a Theil-Sen fit of rtt_avg = access + 2 · d · inflation · n/c over the 270 pairs
+ * of small European countries gives 1.646 (and 1.136 when fitted to rtt_min, the best probe pair). The literature
+ * agrees in order of magnitude: Singla et al., "The Internet at the Speed of Light" (HotNets 2014) find typical
+ * RTTs about 3× the c-latency of the great-circle path, i.e. about 2× fibre-speed latency (3 / 1.47), part of which
+ * is access delay rather than path length.
+ */
+export const ROUTE_INFLATION_CALIBRATED = 1.65;
+
+/**
+ * Intercept of the same fit: the distance-independent part of the average RTT between two RIPE Atlas probes in
+ * small European countries, 30 ms. It lumps together both ends' access links, queueing (bufferbloat) on a minority
+ * of probes, and the distance between probes and country centroids, so it overstates one home link; the model
+ * uses HOME_ACCESS_RTT_S instead and this figure is the pessimistic bound for sensitivity checks.
+ */
+export const ACCESS_RTT_CALIBRATED_S = 0.030;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Access links
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * Round trip added by a residential access link (last mile plus home router), seconds. The FCC "Measuring
+ * Broadband America" fixed reports give median idle latencies to nearby test servers of roughly 10 ms (fibre)
+ * to 15-25 ms (cable, DSL); those servers are themselves some distance away, so 10 ms is a middle value.
+ */
+export const HOME_ACCESS_RTT_S = 0.010;
+
+/**
+ * Round trip inside a data centre (a few switch hops), seconds. Alizadeh et al., "Data Center TCP" (SIGCOMM 2010)
+ * report intra-datacentre RTTs of 100-250 µs without queueing.
+ */
+export const DATACENTER_ACCESS_RTT_S = 0.0002;
+
+/**
+ * Residential upload bandwidth, bytes/s: log-normal with a 30 Mbit/s median and a wide spread (σ = 1.0 in log
+ * space, so the middle 68% spans about 11-80 Mbit/s). ASSUMPTION, order of magnitude from Ookla's Speedtest Global
+ * Index (2024 global median fixed-broadband upload in the tens of Mbit/s) and the mix of asymmetric cable/DSL
+ * plans (about 10-35 Mbit/s up) with symmetric fibre (300 Mbit/s and more).
+ */
+export const HOME_UPLINK_MEDIAN_BPS = 30e6 / 8;
+export const HOME_UPLINK_SIGMA = 1.0;
+
+/**
+ * Data-centre or colocation node uplink, bytes/s: log-normal, median 1 Gbit/s, σ = 0.5. ASSUMPTION: common
+ * server ports are 1 and 10 Gbit/s, and a node shares its port with other tenants.
+ */
+export const DATACENTER_UPLINK_MEDIAN_BPS = 1e9 / 8;
+export const DATACENTER_UPLINK_SIGMA = 0.5;
+
+/** Packet loss rate on residential paths. ASSUMPTION (FCC MBA reports typical loss rates well below 1%). */
+export const HOME_LOSS_RATE = 1e-4;
+/** Packet loss rate on data-centre-to-data-centre paths. ASSUMPTION. */
+export const DATACENTER_LOSS_RATE = 1e-5;
+
+// ---------------------------------------------------------------------------------------------------------------
+// TCP and HTTP
+// ---------------------------------------------------------------------------------------------------------------
+
+/** TCP maximum segment size on a 1500-byte MTU path: 1500 − 20 (IPv4) − 20 (TCP) − 12 (timestamps option). */
+export const TCP_MSS_BYTES = 1448;
+
+/** Initial congestion window, segments (RFC 6928, "Increasing TCP's Initial Window", 2013). */
+export const TCP_INITIAL_WINDOW_SEGMENTS = 10;
+
+/**
+ * Largest window a default Linux sender keeps in flight: net.ipv4.tcp_wmem max = 4 MiB (Linux
+ * Documentation/networking/ip-sysctl.rst; tcp_rmem max is 6 MiB, so the sender's buffer is the tighter bound).
+ */
+export const TCP_MAX_WINDOW_BYTES = 4 * 1024 * 1024;
+
+/**
+ * The constant in the Mathis formula, rate = (MSS / RTT) · C / sqrt(p), for periodic loss and an ACK per segment:
+ * C = sqrt(3/2) ≈ 1.22 (Mathis, Semke, Mahdavi, Ott, "The Macroscopic Behavior of the TCP Congestion Avoidance
+ * Algorithm", ACM CCR 27(3), 1997).
+ */
+export const MATHIS_C = Math.sqrt(3 / 2);
+
+/** Minimum retransmission timeout, seconds (RFC 6298 recommends 1 s; Linux uses TCP_RTO_MIN = 200 ms). */
+export const TCP_MIN_RTO_S = 0.2;
+
+/** Round trips to open a TCP connection before data can be sent (three-way handshake, RFC 9293). */
+export const TCP_HANDSHAKE_RTTS = 1;
+
+/** Round trips of a full TLS 1.3 handshake (RFC 8446 §2). */
+export const TLS13_HANDSHAKE_RTTS = 1;
+
+/** Time an edge node takes to start answering a range request from its cache. ASSUMPTION: one NVMe read plus HTTP. */
+export const EDGE_SERVER_TIME_S = 0.0002;
+
+// ---------------------------------------------------------------------------------------------------------------
+// HPC storage
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * Local NVMe read bandwidth per GPU host, bytes/s: 4 U.2 drives (the NVIDIA DGX A100 datasheet lists 4 × 3.84 TB
+ * NVMe for data), each about 7 GB/s sequential read on PCIe 4.0 (Samsung PM1733 and Solidigm D7-P5510 datasheets:
+ * up to 7,000 MB/s). Striped: 4 × 7 = 28 GB/s, rounded down to 25 GB/s for RAID and filesystem overhead.
+ */
+export const NVME_HOST_READ_BPS = 25e9;
+
+/** NVMe read latency per request, seconds: about 80-100 µs for a 4 KiB random read in the same datasheets. */
+export const NVME_READ_LATENCY_S = 0.0001;
+
+/** InfiniBand HDR link rate, bytes/s: 200 Gbit/s per port (NVIDIA ConnectX-6 and Quantum HDR datasheets). */
+export const IB_HDR_LINK_BPS = 200e9 / 8;
+
+/** One-way InfiniBand latency through NIC and switch, seconds: under 1 µs (ConnectX-6 datasheet: 0.6 µs). */
+export const IB_LATENCY_S = 0.6e-6;
+
+/**
+ * Parallel-filesystem bandwidth one client host reaches, bytes/s. ASSUMPTION: half an HDR port (12.5 GB/s), a
+ * common single-client Lustre figure for large sequential reads.
+ */
+export const PFS_PER_CLIENT_BPS = 12.5e9;
+
+/**
+ * Aggregate parallel-filesystem read bandwidth, bytes/s: two DDN AI400X2 appliances at about 90 GB/s read each
+ * (DDN AI400X2 datasheet). An example mid-size system, not a ceiling: large centres have TB/s.
+ */
+export const PFS_AGGREGATE_BPS = 180e9;
+
+/** Per-request latency of a parallel filesystem (metadata lookup plus read RPC). ASSUMPTION: 0.5 ms under load. */
+export const PFS_REQUEST_LATENCY_S = 0.0005;
+
+// ---------------------------------------------------------------------------------------------------------------
+// GPUs and training
+// ---------------------------------------------------------------------------------------------------------------
+
+/** Dense BF16 peak, FLOP/s: A100 SXM 312 TFLOPS (NVIDIA A100 datasheet), H100 SXM 989 TFLOPS (H100 datasheet). */
+export const GPU_PEAK_FLOPS: Record<string, number> = {
+  A100: 312e12,
+  H100: 989e12,
+  V100: 125e12, // Tensor Core FP16 peak, NVIDIA V100 datasheet (SXM2)
+};
+
+/**
+ * Model FLOPs utilization: achieved over peak. Chowdhery et al., "PaLM" (2022) report 46.2% for PaLM 540B;
+ * 40% is a typical well-tuned large-scale figure. ASSUMPTION for the default.
+ */
+export const DEFAULT_MFU = 0.4;
+
+/**
+ * Training FLOPs per parameter per token: about 6 (2 forward, 4 backward; Kaplan et al., "Scaling Laws for Neural
+ * Language Models", 2020, C ≈ 6NT).
+ */
+export const TRAINING_FLOPS_PER_PARAM_PER_TOKEN = 6;
+
+/**
+ * Measured ResNet-50 training throughput, images/s per V100 in FP16 with TensorFlow: 2,940 images/s on a node of
+ * 4 V100s (Dell EMC "Ready Solutions for AI: Deep Learning with NVIDIA" reference guide v1.0, Table 7), so 735 per
+ * GPU. The same table gives the dataset's mean image size: 1,448,283,629,516 bytes / 12,811,670 files.
+ */
+export const RESNET50_V100_IMAGES_PER_S = 2940 / 4;
+export const IMAGENET_MEAN_IMAGE_BYTES = 1_448_283_629_516 / 12_811_670;
+/** ImageNet-1k (ILSVRC 2012) training set: 1,281,167 images (Russakovsky et al., IJCV 2015). */
+export const IMAGENET_TRAIN_IMAGES = 1_281_167;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Prices (USD)
+// ---------------------------------------------------------------------------------------------------------------
+
+/** Cloud GPU-hour: AWS p4d.24xlarge on-demand, us-east-1, $32.77/h for 8 × A100 (AWS EC2 pricing, 2024). */
+export const CLOUD_GPU_HOUR_USD = 32.7726 / 8;
+
+/** Cloud egress to the internet: AWS data transfer out, first 10 TB/month tier, $0.09/GB (AWS EC2 pricing). */
+export const CLOUD_EGRESS_USD_PER_GB = 0.09;
+
+/** Edgeshard bandwidth at a token-subsidized price. ASSUMPTION: a scenario parameter, not a market price. */
+export const TOKEN_BANDWIDTH_USD_PER_GB = 0.01;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Churn
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * Mean session length of a residential node, seconds. ASSUMPTION: 4 hours. Stutzbach and Rejaie, "Understanding
+ * Churn in Peer-to-Peer Networks" (IMC 2006) measured median sessions of minutes to an hour for unpaid file-sharing
+ * peers; nodes paid to stay online should stay longer, so sweep this.
+ */
+export const HOME_MEAN_SESSION_S = 4 * 3600;
+
+/** Time a client waits on a stalled transfer before failing over to another node. ASSUMPTION: 2 s read timeout. */
+export const FAILOVER_TIMEOUT_S = 2;

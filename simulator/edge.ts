@@ -1,0 +1,354 @@
+// The edge network as a data source: nodes at distance rings or coordinates, each with an uplink drawn from a
+// distribution, serving shard ranges over HTTP/TCP. A fetch may be split into parallel ranges from several nodes;
+// a node can miss its cache (it fills from the origin while serving, cut-through), and can leave mid-transfer
+// (the client notices after a read timeout and fetches the rest of the range from another node with a Range
+// request, so bytes already received are kept).
+import { TCP_MIN_RTO_S, DATACENTER_ACCESS_RTT_S } from './constants.ts';
+import type { Engine, Rng } from './engine.ts';
+import { LogHistogram } from './histogram.ts';
+import { LinkPool } from './links.ts';
+import { connectionSetupS, greatCircleKm, pathRttS, slowStartDataTimeS, tcpSteadyRateBps } from './network.ts';
+import type { ResolvedEdge, ResolvedJob } from './scenario.ts';
+import type { DataSource } from './training.ts';
+
+/** Static per-node properties, drawn once per run. */
+export interface NodeTable {
+  n: number;
+  /** Great-circle distance to the GPU site, km (NaN when a trace gives the RTT directly). */
+  distanceKm: Float64Array;
+  rttS: Float64Array;
+  /** Uplink capacity offered to the network, bytes/s. */
+  uplinkBps: Float64Array;
+  /** Steady rate of one TCP flow from this node: min(uplink, window/RTT, Mathis), bytes/s. */
+  flowCapBps: Float64Array;
+  lossRate: Float64Array;
+  accessRttS: Float64Array;
+  meanSessionS: Float64Array;
+}
+
+/** Draws the node population. Pure given the generator: the same seed gives the same nodes. */
+export function buildNodes(spec: ResolvedEdge, rng: Rng): NodeTable {
+  const n = spec.nodes;
+  const t: NodeTable = {
+    n,
+    distanceKm: new Float64Array(n),
+    rttS: new Float64Array(n),
+    uplinkBps: new Float64Array(n),
+    flowCapBps: new Float64Array(n),
+    lossRate: new Float64Array(n),
+    accessRttS: new Float64Array(n),
+    meanSessionS: new Float64Array(n),
+  };
+  const classWeights = spec.classes.map((c) => c.weight);
+  const rings = spec.placement.kind === 'rings' ? spec.placement.rings : [];
+  const ringWeights = rings.map((r) => r.weight);
+  for (let i = 0; i < n; i++) {
+    const c = spec.classes[pickWeighted(classWeights, rng)]!;
+    t.lossRate[i] = c.lossRate;
+    t.accessRttS[i] = c.accessRttS;
+    t.meanSessionS[i] = c.meanSessionS;
+    const row = spec.trace ? spec.trace[n === spec.trace.length ? i : rng.int(spec.trace.length)]! : null;
+    if (row) {
+      // Measured values replace the model: the probe's RTT and the throughput one transfer actually got.
+      t.distanceKm[i] = row.distanceKm ?? NaN;
+      t.rttS[i] = row.rttS;
+      t.uplinkBps[i] = row.throughputBps * spec.bandwidthShare;
+      t.flowCapBps[i] = t.uplinkBps[i]!;
+      if (row.lossRate !== undefined) t.lossRate[i] = row.lossRate;
+      continue;
+    }
+    let km: number;
+    if (spec.placement.kind === 'rings') {
+      km = rings[pickWeighted(ringWeights, rng)]!.km;
+    } else {
+      const pts = spec.placement.points;
+      const p = pts[n === pts.length ? i : rng.int(pts.length)]!;
+      km = greatCircleKm(spec.placement.site.lat, spec.placement.site.lon, p.lat, p.lon);
+    }
+    t.distanceKm[i] = km;
+    const rtt = pathRttS(km, spec.routeInflation, c.accessRttS + spec.clientAccessRttS);
+    t.rttS[i] = rtt;
+    const up = c.uplink.dist === 'fixed' ? c.uplink.bps : rng.lognormal(c.uplink.medianBps, c.uplink.sigma);
+    t.uplinkBps[i] = up * spec.bandwidthShare;
+    t.flowCapBps[i] = tcpSteadyRateBps({
+      linkBps: t.uplinkBps[i]!,
+      rttS: rtt,
+      lossRate: c.lossRate,
+      mssBytes: spec.mssBytes,
+      maxWindowBytes: spec.maxWindowBytes,
+    });
+  }
+  return t;
+}
+
+function pickWeighted(weights: number[], rng: Rng): number {
+  if (weights.length === 1) return 0;
+  let total = 0;
+  for (const w of weights) total += w;
+  let x = rng.float() * total;
+  for (let i = 0; i < weights.length; i++) {
+    x -= weights[i]!;
+    if (x < 0) return i;
+  }
+  return weights.length - 1;
+}
+
+export interface EdgeStats {
+  ranges: number;
+  failovers: number;
+  cacheMisses: number;
+  originBytes: number;
+  newConnections: number;
+  slowStarts: number;
+  /** Bytes nodes finished sending (whole ranges, plus the part of a range sent before its node left). */
+  bytesServed: number;
+  /** Bytes received for fetches not yet complete (so bytesServed = delivered + this). */
+  bytesInProgress: number;
+  rangeTime: { mean: number; p50: number; p99: number; max: number };
+  siteIngressUtilization: number;
+  busiestNodeUtilization: number;
+  meanNodeRttS: number;
+  meanFlowCapBps: number;
+  aggregateUplinkBps: number;
+}
+
+const MAX_RANGES = 64; // a (worker, slot) pair is packed into one int: worker * 64 + slot
+
+export class EdgeNetwork implements DataSource {
+  readonly nodes: NodeTable;
+  private readonly links: LinkPool;
+  private readonly nicBase: number;
+  private readonly ingress: number;
+  private readonly originLink: number;
+  private readonly k: number;
+  private readonly W: number;
+  private readonly kDone: number;
+  private readonly kFail: number;
+  private readonly rng: Rng;
+
+  // Per worker
+  private readonly pending: Int32Array;
+  private readonly fetchBytes: Float64Array;
+  private readonly progress: Float64Array;
+  // Per (worker, slot): the connection the slot last used (node, and when its last transfer ended). A client keeps
+  // one kept-alive connection per parallel range; a Map per worker of every node ever used cost more than the
+  // rest of the model together and changes nothing when nodes are drawn from thousands.
+  private readonly connNode: Int32Array;
+  private readonly connEnd: Float64Array;
+  // Per (worker, slot)
+  private readonly slotNode: Int32Array;
+  private readonly slotBytes: Float64Array;
+  private readonly slotStart: Float64Array;
+  // Per node
+  private readonly downUntil: Float64Array;
+
+  private readonly hist = new LogHistogram();
+  private readonly s = { ranges: 0, failovers: 0, cacheMisses: 0, originBytes: 0, newConnections: 0, slowStarts: 0, bytesServed: 0 };
+
+  constructor(
+    private readonly engine: Engine,
+    private readonly spec: ResolvedEdge,
+    private readonly job: ResolvedJob,
+    private readonly deliver: (worker: number, bytes: number) => void,
+    placementRng: Rng,
+    transferRng: Rng,
+  ) {
+    this.rng = transferRng;
+    this.nodes = buildNodes(spec, placementRng);
+    const n = this.nodes.n;
+    this.links = new LinkPool(n + job.hosts + 2);
+    for (let i = 0; i < n; i++) this.links.add(this.nodes.uplinkBps[i]!, '');
+    this.nicBase = n;
+    for (let h = 0; h < job.hosts; h++) this.links.add(spec.hostNicBps, `host-nic-${h}`);
+    this.ingress = this.links.add(spec.siteIngressBps, 'site-ingress');
+    this.originLink = this.links.add(spec.origin.egressBps, 'origin-egress');
+    this.k = spec.parallelRanges;
+    if (this.k > MAX_RANGES) throw new Error(`at most ${MAX_RANGES} parallel ranges`);
+    this.W = job.workersPerGpu;
+    const workers = job.gpus * this.W;
+    if (workers * MAX_RANGES > 2 ** 31 - 1) throw new Error(`too many loader workers (${workers}) for the event payload`);
+    this.pending = new Int32Array(workers);
+    this.fetchBytes = new Float64Array(workers);
+    this.progress = new Float64Array(workers);
+    this.connNode = new Int32Array(workers * this.k).fill(-1);
+    this.connEnd = new Float64Array(workers * this.k);
+    this.slotNode = new Int32Array(workers * this.k).fill(-1);
+    this.slotBytes = new Float64Array(workers * this.k);
+    this.slotStart = new Float64Array(workers * this.k);
+    this.downUntil = new Float64Array(n);
+    this.kDone = engine.register((ws, bytes) => this.onRangeDone(ws, bytes));
+    this.kFail = engine.register((ws, remaining) => this.onRangeFailed(ws, remaining));
+  }
+
+  fetch(worker: number, bytes: number): void {
+    const k = this.k;
+    this.pending[worker] = k;
+    this.fetchBytes[worker] = bytes;
+    this.progress[worker] = 0;
+    if (this.spec.selection !== 'sticky') for (let j = 0; j < k; j++) this.slotNode[worker * k + j] = -1;
+    const per = bytes / k;
+    for (let j = 0; j < k; j++) this.startRange(worker, j, per);
+  }
+
+  /** A random online node not already serving another range of this worker's fetch. */
+  private randomNode(worker: number, slot: number): number {
+    const k = this.k;
+    const base = worker * k;
+    const now = this.engine.now;
+    const n = this.nodes.n;
+    let node = 0;
+    for (let tries = 0; tries < 32; tries++) {
+      node = this.rng.int(n);
+      if (this.downUntil[node]! > now && tries < 31) continue;
+      let dup = false;
+      for (let j = 0; j < k; j++) if (j !== slot && this.slotNode[base + j] === node) dup = true;
+      if (!dup) break;
+    }
+    return node;
+  }
+
+  private pickNode(worker: number, slot: number, bytes: number): number {
+    const si = worker * this.k + slot;
+    const now = this.engine.now;
+    let node: number;
+    if (this.spec.selection === 'sticky') {
+      const cur = this.slotNode[si]!;
+      node = cur >= 0 && this.downUntil[cur]! <= now ? cur : this.randomNode(worker, slot);
+    } else if (this.spec.selection === 'random') {
+      node = this.randomNode(worker, slot);
+    } else {
+      // Power of two choices (Mitzenmacher 2001): of two random nodes, take the one expected to finish first,
+      // judging by its queue and the throughput a probe would report. Keeps most of the benefit of full
+      // knowledge at the cost of two samples.
+      const a = this.randomNode(worker, slot);
+      const b = this.randomNode(worker, slot);
+      node = this.expectedFinish(b, bytes, now) < this.expectedFinish(a, bytes, now) ? b : a;
+    }
+    this.slotNode[si] = node;
+    return node;
+  }
+
+  private expectedFinish(node: number, bytes: number, now: number): number {
+    const free = this.links.freeAt[node]!;
+    return Math.max(free, now) + bytes / this.nodes.flowCapBps[node]! + 3 * this.nodes.rttS[node]!;
+  }
+
+  private startRange(worker: number, slot: number, bytes: number): void {
+    const spec = this.spec;
+    const now = this.engine.now;
+    const node = this.pickNode(worker, slot, bytes);
+    const nodes = this.nodes;
+    const rtt = nodes.rttS[node]!;
+    const base = worker * this.k;
+    let lastEnd = -1;
+    for (let j = 0; j < this.k; j++) {
+      if (this.connNode[base + j] === node) {
+        lastEnd = this.connEnd[base + j]!;
+        this.connNode[base + j] = -1; // the connection moves to this slot below
+        break;
+      }
+    }
+    const newConn = lastEnd < 0;
+    // Linux restarts slow start on a connection idle for longer than its RTO (RFC 5681 §4.1, tcp_slow_start_after_idle).
+    const rto = Math.max(TCP_MIN_RTO_S, 2 * rtt);
+    const slowStart = newConn || (spec.slowStartAfterIdle && now - lastEnd > rto);
+    if (newConn) this.s.newConnections++;
+    if (slowStart) this.s.slowStarts++;
+
+    let rate = nodes.flowCapBps[node]!;
+    let originDelay = 0;
+    const miss = spec.cacheHitRatio < 1 && this.rng.float() >= spec.cacheHitRatio;
+    if (miss) {
+      // Cut-through fill: the node asks the origin (kept-alive connection, one round trip) and relays as bytes come.
+      originDelay = pathRttS(spec.origin.distanceKm, spec.routeInflation, nodes.accessRttS[node]! + DATACENTER_ACCESS_RTT_S);
+      rate = Math.min(rate, spec.origin.fillBps);
+      this.s.cacheMisses++;
+      this.s.originBytes += bytes;
+    }
+    const t0 = now + connectionSetupS(rtt, newConn) + rtt + spec.serverTimeS + originDelay;
+    const dataTime = slowStart ? slowStartDataTimeS(bytes, rtt, rate, spec.initialWindowBytes) : bytes / rate;
+    let end = t0 + dataTime;
+    const host = Math.floor(Math.floor(worker / this.W) / this.job.gpusPerHost);
+    end = Math.max(end, this.links.reserve(node, t0, bytes));
+    end = Math.max(end, this.links.reserve(this.ingress, t0, bytes));
+    end = Math.max(end, this.links.reserve(this.nicBase + host, t0, bytes));
+    if (miss) end = Math.max(end, this.links.reserve(this.originLink, t0, bytes));
+
+    const ws = worker * MAX_RANGES + slot;
+    const si = worker * this.k + slot;
+    this.slotBytes[si] = bytes;
+    this.slotStart[si] = now;
+    this.s.ranges++;
+
+    const session = nodes.meanSessionS[node]!;
+    if (spec.churn.enabled && session < Infinity) {
+      // Sessions are exponential, so the node's remaining time online is exponential too, whatever its age.
+      const leaveAt = now + this.rng.exponential(session);
+      if (leaveAt < end) {
+        const sent = leaveAt <= t0 ? 0 : (bytes * (leaveAt - t0)) / (end - t0);
+        // Offline for about a session's length (ASSUMPTION), so other workers stop picking it too.
+        this.downUntil[node] = leaveAt + this.rng.exponential(session);
+        this.connNode[si] = -1;
+        this.engine.at(leaveAt + spec.churn.failoverTimeoutS, this.kFail, ws, bytes - sent);
+        return;
+      }
+    }
+    this.connNode[si] = node;
+    this.connEnd[si] = end;
+    this.engine.at(end, this.kDone, ws, bytes);
+  }
+
+  private onRangeDone(ws: number, bytes: number): void {
+    const worker = Math.floor(ws / MAX_RANGES);
+    const slot = ws - worker * MAX_RANGES;
+    this.hist.add(this.engine.now - this.slotStart[worker * this.k + slot]!);
+    this.s.bytesServed += bytes;
+    this.progress[worker]! += bytes;
+    if (--this.pending[worker]! === 0) {
+      const total = this.fetchBytes[worker]!;
+      this.progress[worker] = 0;
+      this.deliver(worker, total);
+    }
+  }
+
+  private onRangeFailed(ws: number, remaining: number): void {
+    const worker = Math.floor(ws / MAX_RANGES);
+    const slot = ws - worker * MAX_RANGES;
+    const si = worker * this.k + slot;
+    const sent = this.slotBytes[si]! - remaining;
+    this.s.bytesServed += sent;
+    this.progress[worker]! += sent;
+    this.s.failovers++;
+    this.slotNode[si] = -1; // pick another node
+    if (remaining > 0) this.startRange(worker, slot, remaining);
+    else this.onRangeDone(ws, 0);
+  }
+
+  report(horizonS: number): EdgeStats {
+    const n = this.nodes.n;
+    let busiest = 0;
+    let rttSum = 0;
+    let capSum = 0;
+    let upSum = 0;
+    for (let i = 0; i < n; i++) {
+      const u = this.links.utilization(i, horizonS);
+      if (u > busiest) busiest = u;
+      rttSum += this.nodes.rttS[i]!;
+      capSum += this.nodes.flowCapBps[i]!;
+      upSum += this.nodes.uplinkBps[i]!;
+    }
+    let inProgress = 0;
+    for (let w = 0; w < this.progress.length; w++) inProgress += this.progress[w]!;
+    const h = this.hist;
+    return {
+      ...this.s,
+      bytesInProgress: inProgress,
+      rangeTime: { mean: h.mean, p50: h.quantile(0.5), p99: h.quantile(0.99), max: h.count ? h.max : NaN },
+      siteIngressUtilization: this.links.utilization(this.ingress, horizonS),
+      busiestNodeUtilization: busiest,
+      meanNodeRttS: rttSum / n,
+      meanFlowCapBps: capSum / n,
+      aggregateUplinkBps: upSum,
+    };
+  }
+}

@@ -1,0 +1,113 @@
+// Named starting points: training jobs (a small CNN, a 1B and a 70B language model) and data sources (HPC
+// storage, edge networks of home or data-centre nodes). A preset is plain scenario JSON, so anything in it can be
+// overridden or swept like a scenario file.
+import { IMAGENET_MEAN_IMAGE_BYTES, IMAGENET_TRAIN_IMAGES, RESNET50_V100_IMAGES_PER_S } from './constants.ts';
+
+export interface JobPreset {
+  summary: string;
+  job: Record<string, unknown>;
+}
+
+export const JOB_PRESETS: Record<string, JobPreset> = {
+  resnet50: {
+    summary: 'small CNN: ResNet-50 on ImageNet-1k, 90 epochs, 8 GPUs, measured V100 throughput (735 images/s per GPU)',
+    job: {
+      gpus: 8,
+      gpusPerHost: 8,
+      gpu: 'V100',
+      model: { samplesPerSecondPerGpu: RESNET50_V100_IMAGES_PER_S },
+      sampleBytes: Math.round(IMAGENET_MEAN_IMAGE_BYTES),
+      batchPerGpu: 256,
+      workersPerGpu: 8,
+      prefetchPerWorker: 2,
+      epochs: 90,
+      datasetSamples: IMAGENET_TRAIN_IMAGES,
+      shardBytes: '64MiB',
+    },
+  },
+  'llm-1b': {
+    summary: '1B-parameter language model, 20B tokens (Chinchilla-optimal), 2,048-token samples, 64 A100s',
+    job: {
+      gpus: 64,
+      gpusPerHost: 8,
+      gpu: 'A100',
+      model: { params: 1e9, tokensPerSample: 2048 },
+      // Pre-tokenized, 4 bytes per token id (uint32). ASSUMPTION: raw UTF-8 text is also about 4 bytes per token.
+      sampleBytes: 2048 * 4,
+      batchPerGpu: 8,
+      workersPerGpu: 4,
+      prefetchPerWorker: 2,
+      epochs: 1,
+      datasetSamples: Math.round(20e9 / 2048),
+      shardBytes: '64MiB',
+    },
+  },
+  'llm-70b': {
+    summary: '70B-parameter language model, 1.4T tokens (Chinchilla-optimal), 4,096-token samples, 1,024 A100s',
+    job: {
+      gpus: 1024,
+      gpusPerHost: 8,
+      gpu: 'A100',
+      model: { params: 70e9, tokensPerSample: 4096 },
+      sampleBytes: 4096 * 4,
+      batchPerGpu: 1,
+      workersPerGpu: 2,
+      prefetchPerWorker: 2,
+      epochs: 1,
+      datasetSamples: Math.round(1.4e12 / 4096),
+      shardBytes: '64MiB',
+    },
+  },
+};
+
+export interface SourcePreset {
+  summary: string;
+  source: Record<string, unknown>;
+}
+
+const EDGE_COMMON = {
+  kind: 'edge',
+  nodes: 1000,
+  parallelRanges: 4,
+  selection: 'best-of-2',
+  cacheHitRatio: 0.95,
+  churn: { enabled: true },
+};
+
+export const SOURCE_PRESETS: Record<string, SourcePreset> = {
+  'hpc-nvme': { summary: 'HPC baseline: shards on each host\'s local NVMe (25 GB/s per host)', source: { kind: 'hpc', storage: 'nvme' } },
+  'hpc-lustre': {
+    summary: 'HPC baseline: parallel filesystem over InfiniBand HDR (12.5 GB/s per host, 180 GB/s aggregate)',
+    source: { kind: 'hpc', storage: 'parallel-fs', fabric: 'infiniband' },
+  },
+  'hpc-roce': {
+    summary: 'HPC baseline: parallel filesystem over RoCE (same bandwidths as hpc-lustre)',
+    source: { kind: 'hpc', storage: 'parallel-fs', fabric: 'roce' },
+  },
+  'edge-home': {
+    summary: 'edge network: 1,000 home nodes (30 Mbit/s median uplink), 4 parallel ranges, 95% cache hits, churn',
+    source: { ...EDGE_COMMON, uplink: 'home', placement: { ringKm: 100 } },
+  },
+  'edge-datacenter': {
+    summary: 'edge network: 1,000 data-centre nodes (1 Gbit/s median uplink), 4 parallel ranges, 95% cache hits',
+    source: { ...EDGE_COMMON, uplink: 'datacenter', placement: { ringKm: 100 } },
+  },
+};
+
+/** Distance rings the issue asks about, plus one intercontinental ring. */
+export const DEFAULT_RINGS_KM = [1, 10, 100, 1000, 5000];
+
+/** Builds scenario JSON from a job preset and a source preset, with an optional ring distance for edge sources. */
+export function presetScenario(jobName: string, sourceName: string, ringKm?: number): Record<string, unknown> {
+  const job = JOB_PRESETS[jobName];
+  if (!job) throw new Error(`unknown job preset "${jobName}" (known: ${Object.keys(JOB_PRESETS).join(', ')})`);
+  const src = SOURCE_PRESETS[sourceName];
+  if (!src) throw new Error(`unknown source preset "${sourceName}" (known: ${Object.keys(SOURCE_PRESETS).join(', ')})`);
+  const source = structuredClone(src.source);
+  if (ringKm !== undefined) {
+    if (source.kind !== 'edge') throw new Error(`a ring distance only applies to edge sources, not "${sourceName}"`);
+    source.placement = { ringKm };
+  }
+  const where = ringKm !== undefined ? `${sourceName} @ ${ringKm} km` : sourceName;
+  return { name: `${jobName} / ${where}`, seed: 1, job: structuredClone(job.job), source };
+}

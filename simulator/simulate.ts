@@ -1,0 +1,201 @@
+// One scenario, start to finish: build the engine, the job and its data source, run the simulated window, then
+// turn the measured steady state into the figures analysts read (utilization, stall, step, epoch and training
+// time, bytes, cost), after checking that bytes and time add up.
+import { EdgeNetwork, type EdgeStats } from './edge.ts';
+import { Engine } from './engine.ts';
+import { resolveScenario, type ResolvedScenario } from './scenario.ts';
+import { HpcStorage, type StorageStats } from './storage.ts';
+import { TrainingJob } from './training.ts';
+
+export interface SimResult {
+  name: string;
+  source: string;
+  gpus: number;
+  nodes: number | null;
+  distanceKm: number | null;
+  computeStepS: number;
+  computeBasis: string;
+  /** Fraction of steady-state time the GPUs compute (the rest they wait for data). Never above 1. */
+  utilization: number;
+  stallFraction: number;
+  /** Utilization over the whole simulated window, including the initial pipeline fill. */
+  windowUtilization: number;
+  stepTimeS: number;
+  stepTimeP99S: number;
+  fillTimeS: number;
+  epochTimeS: number;
+  timeToTrainS: number;
+  simulatedSteps: number;
+  totalSteps: number;
+  /** True when time to train is extrapolated from the simulated window's steady state. */
+  extrapolated: boolean;
+  bytes: {
+    perStepPerGpu: number;
+    perEpoch: number;
+    training: number;
+    originFillTraining: number;
+    simDelivered: number;
+    simConsumed: number;
+  };
+  /** Data rate the GPUs need at full speed, bytes/s for the whole job. */
+  demandBps: number;
+  cost: {
+    gpuHours: number;
+    gpuUsd: number;
+    idleGpuUsd: number;
+    /** Bandwidth for the bytes that crossed the network, at the token-subsidized price and at a cloud egress price. */
+    bandwidthTokenUsd: number;
+    bandwidthCloudUsd: number;
+  };
+  checks: { bytesConserved: boolean; utilizationInRange: boolean; linksWithinCapacity: boolean };
+  engine: { events: number; wallS: number; eventsPerS: number };
+  storage?: StorageStats;
+  edge?: EdgeStats;
+}
+
+/** Runs a scenario given as unresolved JSON (validated here) or already resolved. */
+export function simulate(input: unknown): SimResult {
+  const sc = isResolved(input) ? input : resolveScenario(input);
+  return simulateResolved(sc);
+}
+
+function isResolved(x: unknown): x is ResolvedScenario {
+  return typeof x === 'object' && x !== null && 'job' in x && typeof (x as ResolvedScenario).job?.computeStepS === 'number';
+}
+
+export function simulateResolved(sc: ResolvedScenario): SimResult {
+  const wallStart = performance.now();
+  const { job } = sc;
+  const steps = sc.sim.steps;
+  const engine = new Engine(sc.seed, 4096);
+  // Separate streams, so that changing one part of a scenario does not reshuffle the draws of another.
+  const placementRng = engine.rng.fork(1);
+  const transferRng = engine.rng.fork(2);
+  const training = new TrainingJob(engine, job, steps);
+  const deliver = (w: number, b: number) => training.deliver(w, b);
+
+  let storage: HpcStorage | null = null;
+  let edge: EdgeNetwork | null = null;
+  if (sc.source.kind === 'hpc') storage = new HpcStorage(engine, sc.source, job, deliver);
+  else edge = new EdgeNetwork(engine, sc.source, job, deliver, placementRng, transferRng);
+  training.start((storage ?? edge)!);
+  engine.run({ maxEvents: sc.sim.maxEvents });
+
+  const st = training.stats;
+  if (st.stepsDone < steps) {
+    throw new Error(
+      engine.eventsProcessed >= sc.sim.maxEvents
+        ? `${sc.name}: stopped after simulation.maxEvents = ${sc.sim.maxEvents} events at step ${st.stepsDone} of ${steps}`
+        : `${sc.name}: the simulation stalled at step ${st.stepsDone} of ${steps} with no events left (a model bug)`,
+    );
+  }
+  const wallS = (performance.now() - wallStart) / 1000;
+
+  // Steady state: step-to-step intervals after the warm-up (the last step has no successor, so it is left out).
+  const starts = st.stepStarts;
+  const warm = sc.sim.warmupSteps;
+  let stepTimeS: number;
+  let p99: number;
+  if (steps - 1 - warm >= 1) {
+    const n = steps - 1 - warm;
+    stepTimeS = (starts[steps - 1]! - starts[warm]!) / n;
+    // The loaders' buffers, filled while the first batch was awaited, can drain during the window and make a
+    // data-bound job look faster than its supply. When the job waited for data and fewer bytes arrived than were
+    // consumed, the sustainable step time is the consumption over the supply rate. (A compute-bound job is left
+    // alone: its buffers are full and only fluctuate by a shard.)
+    const consumedInWindow = n * job.gpus * job.batchBytes;
+    const deliveredInWindow = st.deliveredAtStepStart[steps - 1]! - st.deliveredAtStepStart[warm]!;
+    if (stepTimeS > job.computeStepS * 1.001 && deliveredInWindow > 0 && deliveredInWindow < consumedInWindow) {
+      stepTimeS *= consumedInWindow / deliveredInWindow;
+    }
+    const d: number[] = [];
+    for (let i = warm; i < steps - 1; i++) d.push(starts[i + 1]! - starts[i]!);
+    d.sort((a, b) => a - b);
+    p99 = d[Math.min(d.length - 1, Math.floor(0.99 * d.length))]!;
+  } else {
+    stepTimeS = (st.lastStepEndS - st.firstStepStartS) / steps;
+    p99 = stepTimeS;
+  }
+  stepTimeS = Math.max(stepTimeS, job.computeStepS); // guards rounding: a step never takes less than its compute
+  const utilization = job.computeStepS / stepTimeS;
+  const windowUtilization = st.computeS / st.lastStepEndS;
+  const fill = st.firstStepStartS;
+  const extrapolated = steps < job.totalSteps;
+  const timeToTrainS = extrapolated ? fill + job.totalSteps * stepTimeS : st.lastStepEndS;
+  const epochTimeS = job.stepsPerEpoch * stepTimeS;
+
+  const perStepPerGpu = job.batchBytes;
+  const training_ = job.totalSteps * job.gpus * perStepPerGpu;
+  const edgeStats = edge?.report(st.lastStepEndS);
+  const storageStats = storage?.report(st.lastStepEndS);
+  const originShare = edgeStats && edgeStats.bytesServed > 0 ? edgeStats.originBytes / edgeStats.bytesServed : 0;
+  const networkBytes = edge ? training_ : 0;
+
+  // Conservation: every byte consumed was delivered, every byte delivered was served, nothing above capacity.
+  const eps = 1e-6 * Math.max(1, st.bytesDelivered);
+  let bytesConserved = st.bytesConsumed <= st.bytesDelivered + eps && st.bytesDelivered <= st.bytesRequested + eps;
+  bytesConserved &&= Math.abs(st.bytesConsumed - steps * job.gpus * job.batchBytes) <= eps;
+  if (edgeStats) bytesConserved &&= Math.abs(edgeStats.bytesServed - (st.bytesDelivered + edgeStats.bytesInProgress)) <= eps;
+  if (storageStats) bytesConserved &&= Math.abs(storageStats.bytesRead - st.bytesDelivered) <= eps;
+  const utilizationInRange = utilization > 0 && utilization <= 1 + 1e-9 && windowUtilization <= 1 + 1e-9;
+  const linkUtils = edgeStats
+    ? [edgeStats.siteIngressUtilization, edgeStats.busiestNodeUtilization]
+    : [storageStats!.hostLinkUtilization, storageStats!.aggregateUtilization];
+  const linksWithinCapacity = linkUtils.every((u) => u <= 1 + 1e-9);
+  if (!bytesConserved || !utilizationInRange || !linksWithinCapacity) {
+    throw new Error(
+      `${sc.name}: internal check failed (a model bug, please report): bytes conserved ${bytesConserved}, ` +
+        `utilization ${utilization} / ${windowUtilization}, link utilizations ${linkUtils.join(', ')}`,
+    );
+  }
+
+  const gpuHours = (job.gpus * timeToTrainS) / 3600;
+  const src = sc.source;
+  const distances = edge ? edge.nodes.distanceKm : null;
+  let distanceKm: number | null = null;
+  if (distances && src.kind === 'edge') {
+    let sum = 0;
+    for (let i = 0; i < distances.length; i++) sum += distances[i]!;
+    distanceKm = Number.isNaN(sum) ? null : sum / distances.length;
+  }
+  return {
+    name: sc.name,
+    source: src.kind === 'hpc' ? `hpc-${src.storage}` : 'edge',
+    gpus: job.gpus,
+    nodes: src.kind === 'edge' ? src.nodes : null,
+    distanceKm,
+    computeStepS: job.computeStepS,
+    computeBasis: job.computeBasis,
+    utilization,
+    stallFraction: 1 - utilization,
+    windowUtilization,
+    stepTimeS,
+    stepTimeP99S: p99,
+    fillTimeS: fill,
+    epochTimeS,
+    timeToTrainS,
+    simulatedSteps: steps,
+    totalSteps: job.totalSteps,
+    extrapolated,
+    bytes: {
+      perStepPerGpu,
+      perEpoch: job.stepsPerEpoch * job.gpus * perStepPerGpu,
+      training: training_,
+      originFillTraining: training_ * originShare,
+      simDelivered: st.bytesDelivered,
+      simConsumed: st.bytesConsumed,
+    },
+    demandBps: (job.gpus * job.batchBytes) / job.computeStepS,
+    cost: {
+      gpuHours,
+      gpuUsd: gpuHours * sc.prices.gpuHourUsd,
+      idleGpuUsd: gpuHours * (1 - utilization) * sc.prices.gpuHourUsd,
+      bandwidthTokenUsd: (networkBytes / 1e9) * sc.prices.tokenUsdPerGB,
+      bandwidthCloudUsd: (networkBytes / 1e9) * sc.prices.cloudUsdPerGB,
+    },
+    checks: { bytesConserved, utilizationInRange, linksWithinCapacity },
+    engine: { events: engine.eventsProcessed, wallS, eventsPerS: engine.eventsProcessed / Math.max(wallS, 1e-9) },
+    ...(storageStats ? { storage: storageStats } : {}),
+    ...(edgeStats ? { edge: edgeStats } : {}),
+  };
+}
