@@ -1,0 +1,353 @@
+// The gateway's routing core: which edge nodes should serve this shard to this client. Pure functions only (no I/O,
+// no clock, no randomness): the same inputs always give the same ranking, which is what makes the choice testable
+// and keeps one shard on the same few nodes.
+//
+// The formula (also in docs/routing.md):
+//
+//   eligible    node.healthy && node.freeBytesPerSecond > minFreeBytesPerSecond
+//   d_i         great-circle (haversine) distance client → node i, km
+//   rtt_i       (ACCESS_RTT_MS + 2 · d_i · ROUTE_INFLATION · FIBER_DELAY_MS_PER_KM) · f_i
+//               f_i = node's probe-derived rttFactor clamped to [RTT_FACTOR_MIN, RTT_FACTOR_MAX] (1 when unprobed)
+//   util_i      1 − free_i / capacity_i, clamped to [0, 1] (0 when the capacity is unknown)
+//   cost_i      rtt_i · (1 + loadWeight · util_i) · (1 + scoreWeight · (1 − score_i))
+//   near set S  the `nearest` (default 6) lowest-cost nodes with cost_i ≤ cost_best · slackFactor + slackMs
+//   weight w_i  (1 / cost_i) · (heldShardWeight if node i's Bloom filter says it holds the shard, else 1)
+//   u_i         uniform in (0, 1) from a 32-bit hash of (shardId, nodeId)
+//   order in S  by the weighted rendezvous score  −w_i / ln(u_i), highest first
+//               (computed as the equivalent key cost_i · (−ln u_i) / held_i, lowest first)
+//   fallbacks   after S, the next-lowest-cost eligible nodes, until `count` (default 3) are returned
+//
+// Why rendezvous (highest-random-weight) hashing inside S: every client near the same place sees the same S, and for
+// a given shard the same node wins, so the shard is fetched from the origin once and then served from that node's
+// cache; different shards hash to different winners, so S shares the load. If a node leaves S, only the shards it
+// was winning move (each to its runner-up); the others keep their node and their cache hits. The weighted form
+// (Schindelhauer & Schomaker, "Weighted distributed hash tables", SPAA 2005) makes node i win with probability
+// w_i / Σw, so a cheaper node takes proportionally more shards without a separate load-balancing step.
+//
+// When the client's location is unknown, distance is dropped (every node is "next door": rtt_i = ACCESS_RTT_MS) and
+// S is every eligible node within the cost slack, so the choice rests on load, score and rendezvous alone.
+
+/** A registered edge node as routing sees it. The registry owns these objects and mutates load fields in place. */
+export interface RoutableNode {
+  id: string;
+  url: string;
+  lat: number;
+  lon: number;
+  healthy: boolean;
+  /** Upload capacity, bytes/s; Number.MAX_SAFE_INTEGER when the node did not announce a limit. */
+  uploadBytesPerSecond: number;
+  freeBytesPerSecond: number;
+  activeConnections: number;
+  /** 0..1 from active probes; 0.5 is neutral. */
+  score: number;
+  /** Measured over predicted RTT from gateway probes; 1 until probed. */
+  rttFactor: number;
+  /** The node's Bloom cache summary: false positives possible, no false negatives. */
+  holdsShard?: (shardId: string) => boolean;
+}
+
+export interface GeoPoint {
+  lat: number;
+  lon: number;
+}
+
+export interface RankedCandidate<N extends RoutableNode = RoutableNode> {
+  node: N;
+  /** Absent when the client's location is unknown. */
+  distanceKm?: number;
+  estimatedRttMs?: number;
+  cost: number;
+  /** Whether the node's Bloom summary says it holds the shard. */
+  holdsShard: boolean;
+  /** 'rendezvous': picked by hashing among the near set; 'fallback': the next lowest cost after it. */
+  reason: 'rendezvous' | 'fallback';
+}
+
+export interface RankOptions {
+  /** How many candidates to return: a primary and fallbacks. */
+  count?: number;
+  /** Size cap of the near set that rendezvous hashing chooses among. */
+  nearest?: number;
+  /** A node is in the near set only if cost ≤ best cost · slackFactor + slackMs. */
+  slackFactor?: number;
+  slackMs?: number;
+  /** Nodes need strictly more spare upload than this, bytes/s. */
+  minFreeBytesPerSecond?: number;
+  /** A fully loaded node costs (1 + loadWeight) times its RTT. */
+  loadWeight?: number;
+  /** A node with probe score 0 costs (1 + scoreWeight) times its RTT. */
+  scoreWeight?: number;
+  /** Rendezvous weight multiplier for nodes whose Bloom filter says they hold the shard. */
+  heldShardWeight?: number;
+}
+
+export const DEFAULT_RANK_OPTIONS: Readonly<Required<RankOptions>> = Object.freeze({
+  count: 3,
+  nearest: 6,
+  slackFactor: 1.5,
+  slackMs: 0,
+  minFreeBytesPerSecond: 0,
+  loadWeight: 1,
+  scoreWeight: 1,
+  // A hit saves an origin fill, worth far more than a few ms of RTT; 4× makes a holder win most (not all) of the
+  // time, so a Bloom false positive (≈1%) or a stale summary cannot pin a shard to one node for good.
+  heldShardWeight: 4,
+});
+
+// ---- constants of the latency model ---------------------------------------------------------------------------
+
+/** Mean Earth radius, km (IUGG R1 = 6371.0088 km; Moritz, "Geodetic Reference System 1980"). */
+export const EARTH_RADIUS_KM = 6371.0088;
+
+/**
+ * One-way delay of light in fibre, ms per km: group index ≈ 1.468 for standard single-mode fibre (ITU-T G.652,
+ * Corning SMF-28 data sheet) over c = 299,792.458 km/s gives 4.9 µs/km.
+ */
+export const FIBER_DELAY_MS_PER_KM = 1.4682 / 299_792.458 * 1000;
+
+/**
+ * Fibre route length over great-circle distance. 1.65 is this repository's fit on RIPE Atlas country-pair RTTs
+ * (simulator/validation/rtt-calibration.ts: Theil-Sen, rtt = access + 2·d·inflation·n/c, small European countries);
+ * Singla et al., "The Internet at the Speed of Light" (HotNets 2014) find RTTs ≈ 3× c-latency, ≈ 2× fibre latency.
+ */
+export const ROUTE_INFLATION = 1.65;
+
+/**
+ * Distance-independent part of an RTT: the access links at both ends. FCC "Measuring Broadband America" reports
+ * median idle latency of about 10 ms on fibre to 15–25 ms on cable/DSL to nearby servers; edge nodes sit on home or
+ * small-business links, so 10 ms. It also sets how much load matters at short range (see docs/routing.md).
+ */
+export const ACCESS_RTT_MS = 10;
+
+/** Clamp of the probe correction: one odd probe must not send a node to the other side of the planet or next door. */
+export const RTT_FACTOR_MIN = 0.5;
+export const RTT_FACTOR_MAX = 5;
+
+/** EWMA weight of one probe in the rttFactor: ≈ the last 3 probes dominate, one outlier moves it by 30%. */
+export const RTT_FACTOR_EWMA_WEIGHT = 0.3;
+
+// ---- geometry and latency -------------------------------------------------------------------------------------
+
+const DEG = Math.PI / 180;
+
+/** Great-circle distance, km (haversine: numerically stable for short distances, unlike the spherical law of cosines). */
+export function haversineKm(a: GeoPoint, b: GeoPoint): number {
+  const dLat = (b.lat - a.lat) * DEG;
+  const dLon = (b.lon - a.lon) * DEG;
+  const s1 = Math.sin(dLat / 2);
+  const s2 = Math.sin(dLon / 2);
+  const h = s1 * s1 + Math.cos(a.lat * DEG) * Math.cos(b.lat * DEG) * s2 * s2;
+  return 2 * EARTH_RADIUS_KM * Math.asin(Math.sqrt(Math.min(1, h)));
+}
+
+export function clampRttFactor(f: number): number {
+  if (!Number.isFinite(f)) return 1;
+  return f < RTT_FACTOR_MIN ? RTT_FACTOR_MIN : f > RTT_FACTOR_MAX ? RTT_FACTOR_MAX : f;
+}
+
+/** Predicted round trip to a node `distanceKm` away, ms. */
+export function estimateRttMs(distanceKm: number, rttFactor = 1): number {
+  return (ACCESS_RTT_MS + 2 * distanceKm * ROUTE_INFLATION * FIBER_DELAY_MS_PER_KM) * clampRttFactor(rttFactor);
+}
+
+/** Exponentially weighted moving average: `weight` of the new sample, 1 − weight of the history. */
+export function ewma(previous: number, sample: number, weight: number): number {
+  return (1 - weight) * previous + weight * sample;
+}
+
+/**
+ * A node's new rttFactor after the gateway measured `measuredRttMs` to it: measured / predicted for the
+ * gateway-to-node distance, clamped, then smoothed into the previous factor. The excess the gateway sees is mostly
+ * the node's own access link and service time (a slow DSL line, a busy disk), which every client pays too, so it
+ * carries over to client-to-node estimates. A probe's TTFB on a kept-alive connection is one RTT plus service time.
+ * An invalid measurement leaves the factor unchanged.
+ */
+export function rttCorrection(measuredRttMs: number, gatewayToNodeKm: number, previousFactor = 1, weight = RTT_FACTOR_EWMA_WEIGHT): number {
+  const previous = clampRttFactor(previousFactor);
+  if (!(measuredRttMs > 0) || !Number.isFinite(measuredRttMs) || !(gatewayToNodeKm >= 0)) return previous;
+  const sample = clampRttFactor(measuredRttMs / estimateRttMs(gatewayToNodeKm, 1));
+  return clampRttFactor(ewma(previous, sample, weight));
+}
+
+// ---- cost -----------------------------------------------------------------------------------------------------
+
+/** True when routing may send a client to this node at all. */
+export function isEligible(node: RoutableNode, minFreeBytesPerSecond: number): boolean {
+  return node.healthy && node.freeBytesPerSecond > minFreeBytesPerSecond;
+}
+
+/** Share of the node's upload in use, 0..1; 0 when the capacity is unknown or unlimited. */
+export function utilisation(node: RoutableNode): number {
+  const cap = node.uploadBytesPerSecond;
+  if (!(cap > 0) || cap >= Number.MAX_SAFE_INTEGER) return 0;
+  const u = 1 - node.freeBytesPerSecond / cap;
+  return u > 0 ? (u < 1 ? u : 1) : 0;
+}
+
+/** Multiplier ≥ 1 applied to a node's RTT for its load and probe score. Its minimum, 1, is what the index assumes. */
+export function costMultiplier(node: RoutableNode, loadWeight: number, scoreWeight: number): number {
+  const score = Number.isFinite(node.score) ? (node.score < 0 ? 0 : node.score > 1 ? 1 : node.score) : 0.5;
+  return (1 + loadWeight * utilisation(node)) * (1 + scoreWeight * (1 - score));
+}
+
+// ---- rendezvous hashing ---------------------------------------------------------------------------------------
+
+/** 32-bit FNV-1a over UTF-16 code units: fast, deterministic, no allocation. */
+export function fnv1a32(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return h >>> 0;
+}
+
+/** MurmurHash3's finaliser: FNV-1a's low bits mix poorly, this spreads every input bit over the output. */
+export function fmix32(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+export function stringHash32(s: string): number {
+  return fmix32(fnv1a32(s));
+}
+
+/** u(shard, node) uniform in (0, 1), never 0 or 1, so ln(u) is finite and negative. */
+export function rendezvousUniform(shardHash: number, nodeHash: number): number {
+  return (fmix32((shardHash ^ nodeHash) >>> 0) + 0.5) / 4294967296;
+}
+
+/**
+ * Weighted rendezvous key: lower wins. Equals 1 / score for score = −w / ln(u) with w = held / cost, so sorting by
+ * it ascending is sorting by the classical weighted HRW score descending, without a division per node.
+ */
+export function rendezvousKey(cost: number, held: number, u: number): number {
+  return (cost * -Math.log(u)) / held;
+}
+
+// ---- ranking --------------------------------------------------------------------------------------------------
+
+interface Scored<N extends RoutableNode> {
+  node: N;
+  distanceKm: number | undefined;
+  rttMs: number;
+  cost: number;
+  key: number;
+  held: boolean;
+}
+
+function byCost<N extends RoutableNode>(a: Scored<N>, b: Scored<N>): number {
+  return a.cost - b.cost || (a.node.id < b.node.id ? -1 : a.node.id > b.node.id ? 1 : 0);
+}
+
+function byKey<N extends RoutableNode>(a: Scored<N>, b: Scored<N>): number {
+  return a.key - b.key || (a.node.id < b.node.id ? -1 : a.node.id > b.node.id ? 1 : 0);
+}
+
+/** Keeps the `k` lowest items of `into` sorted under `cmp` (insertion: k is small, n may be large). */
+function insertLowest<T>(into: T[], item: T, k: number, cmp: (a: T, b: T) => number): void {
+  if (into.length === k) {
+    if (cmp(item, into[k - 1]!) >= 0) return;
+    into.pop();
+  }
+  let i = into.length;
+  into.push(item);
+  while (i > 0 && cmp(into[i - 1]!, item) > 0) {
+    into[i] = into[i - 1]!;
+    i--;
+  }
+  into[i] = item;
+}
+
+export function resolveRankOptions(opts: RankOptions = {}): Required<RankOptions> {
+  const o = { ...DEFAULT_RANK_OPTIONS, ...opts };
+  if (!(Number.isInteger(o.count) && o.count >= 1)) throw new RangeError('count must be an integer ≥ 1');
+  if (!(Number.isInteger(o.nearest) && o.nearest >= 1)) throw new RangeError('nearest must be an integer ≥ 1');
+  if (!(o.slackFactor >= 1) || !(o.slackMs >= 0)) throw new RangeError('slackFactor must be ≥ 1 and slackMs ≥ 0');
+  // Negative weights would let a multiplier fall below 1 and break the lower bound the spatial index prunes with.
+  if (!(o.loadWeight >= 0) || !(o.scoreWeight >= 0)) throw new RangeError('loadWeight and scoreWeight must be ≥ 0');
+  if (!(o.heldShardWeight >= 1)) throw new RangeError('heldShardWeight must be ≥ 1');
+  return o;
+}
+
+/**
+ * Ranks `candidates` for serving `shardId` to a client at `client` (null: location unknown). Returns up to
+ * `count` candidates, primary first. Pure and deterministic; see the file header for the formula.
+ */
+export function rankNodes<N extends RoutableNode>(
+  candidates: Iterable<N>,
+  client: GeoPoint | null,
+  shardId: string,
+  options: RankOptions = {},
+): RankedCandidate<N>[] {
+  const o = resolveRankOptions(options);
+  const shardHash = stringHash32(shardId);
+  const score = (node: N): Scored<N> => {
+    const distanceKm = client ? haversineKm(client, node) : undefined;
+    const rttMs = distanceKm === undefined ? ACCESS_RTT_MS : estimateRttMs(distanceKm, node.rttFactor);
+    const cost = rttMs * costMultiplier(node, o.loadWeight, o.scoreWeight);
+    return { node, distanceKm, rttMs, cost, key: 0, held: false };
+  };
+
+  let near: Scored<N>[];
+  let fallbacks: Scored<N>[];
+  if (client) {
+    // Only the lowest max(nearest, count) costs can appear in the answer: the near set is a prefix of the cost order
+    // and the fallbacks are the entries right after it.
+    const keep = Math.max(o.nearest, o.count);
+    const lowest: Scored<N>[] = [];
+    for (const node of candidates) if (isEligible(node, o.minFreeBytesPerSecond)) insertLowest(lowest, score(node), keep, byCost);
+    if (lowest.length === 0) return [];
+    const limit = lowest[0]!.cost * o.slackFactor + o.slackMs;
+    let n = 0;
+    while (n < lowest.length && n < o.nearest && lowest[n]!.cost <= limit) n++;
+    near = lowest.slice(0, n);
+    fallbacks = lowest.slice(n);
+  } else {
+    // No distance: every eligible node within the cost slack competes, so shards spread over the whole network.
+    const all: Scored<N>[] = [];
+    let best = Infinity;
+    for (const node of candidates) {
+      if (!isEligible(node, o.minFreeBytesPerSecond)) continue;
+      const s = score(node);
+      if (s.cost < best) best = s.cost;
+      all.push(s);
+    }
+    if (all.length === 0) return [];
+    const limit = best * o.slackFactor + o.slackMs;
+    near = [];
+    fallbacks = [];
+    for (const s of all) {
+      if (s.cost <= limit) near.push(s);
+      else insertLowest(fallbacks, s, o.count, byCost);
+    }
+  }
+
+  for (const s of near) {
+    s.held = s.node.holdsShard?.(shardId) ?? false;
+    s.key = rendezvousKey(s.cost, s.held ? o.heldShardWeight : 1, rendezvousUniform(shardHash, stringHash32(s.node.id)));
+  }
+  const winners: Scored<N>[] = [];
+  for (const s of near) insertLowest(winners, s, o.count, byKey);
+
+  const out: RankedCandidate<N>[] = [];
+  const emit = (s: Scored<N>, reason: RankedCandidate['reason']): void => {
+    const c: RankedCandidate<N> = { node: s.node, cost: s.cost, holdsShard: s.held, reason };
+    if (s.distanceKm !== undefined) {
+      c.distanceKm = s.distanceKm;
+      c.estimatedRttMs = s.rttMs;
+    }
+    out.push(c);
+  };
+  for (const s of winners) emit(s, 'rendezvous');
+  for (const s of fallbacks) {
+    if (out.length >= o.count) break;
+    s.held = s.node.holdsShard?.(shardId) ?? false;
+    emit(s, 'fallback');
+  }
+  return out;
+}

@@ -1,0 +1,333 @@
+// The gateway's HTTP shell. Trainers ask it for shards; it locates the client, picks nodes (routing.ts), signs a
+// ticket for each and redirects (or returns a ranked list). Nodes register over WebSocket on the same port.
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { readFile, writeFile, mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { Agent, request } from 'undici';
+import { createLogger, type Logger } from '../protocol/log.ts';
+import { generateTicketKey, ticketKeyFromPem, ticketKeyToPem, type TicketKey } from '../protocol/tickets.ts';
+import { REGISTRY_PATH } from '../protocol/registry-messages.ts';
+import { isSha256Hex } from '../protocol/hash.ts';
+import { decodeRequestPath } from '../protocol/paths.ts';
+import type { ShardEntry } from '../protocol/manifest.ts';
+import type { GatewayConfig } from './config.ts';
+import { DatasetCatalog, type Dataset } from './datasets.ts';
+import { NodeRegistry, type GeoPoint, type NodeRecord } from './registry.ts';
+import { TicketIssuer } from './ticket-issuer.ts';
+import { Prober } from './probes.ts';
+import { createGatewayMetrics, type GatewayMetrics } from './metrics.ts';
+import { GeoIp } from './geoip.ts';
+import { resolveClientLocation } from './client-location.ts';
+import { ClientRateLimiter } from './rate-limit.ts';
+import { NodeRouter } from './router.ts';
+
+export interface Gateway {
+  url: string;
+  server: Server;
+  registry: NodeRegistry;
+  catalog: DatasetCatalog;
+  metrics: GatewayMetrics;
+  ticketKey: TicketKey;
+  prober: Prober;
+  close(): Promise<void>;
+}
+
+type Route = 'redirect' | 'route' | 'manifest' | 'nodes' | 'admin' | 'metrics' | 'healthz' | 'invalid';
+
+async function loadOrCreateTicketKey(file: string | null): Promise<TicketKey> {
+  if (!file) return generateTicketKey();
+  const pem = await readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT') return null;
+    throw err;
+  });
+  if (pem !== null) return ticketKeyFromPem(pem);
+  const key = generateTicketKey();
+  await mkdir(dirname(file), { recursive: true });
+  await writeFile(file, ticketKeyToPem(key), { mode: 0o600, flag: 'wx' });
+  return key;
+}
+
+export async function startGateway(config: GatewayConfig, deps: { logger?: Logger; geoip?: GeoIp } = {}): Promise<Gateway> {
+  const log = deps.logger ?? createLogger(config.logLevel, 'gateway');
+  const metrics = createGatewayMetrics({ defaultMetrics: true });
+  const geoip = deps.geoip ?? (await GeoIp.open());
+  const catalog = new DatasetCatalog(config.originUrl);
+  for (const name of config.datasets) {
+    const ds = await catalog.load(name);
+    log.info({ dataset: name, shards: ds.manifest.shards.length, id: ds.id }, 'dataset loaded');
+  }
+  const ticketKey = await loadOrCreateTicketKey(config.ticketKeyFile);
+  const issuer = new TicketIssuer({ key: ticketKey, validitySeconds: config.ticketValiditySeconds });
+  const limiter = new ClientRateLimiter({ ratePerSecond: config.rateLimitPerSecond, burst: config.rateLimitBurst });
+  const originAgent = new Agent({ connections: 16, headersTimeout: 30_000, bodyTimeout: 30_000 });
+
+  const registry = new NodeRegistry({
+    gatewayId: config.gatewayId ?? `gateway@${config.host}:${config.port}`,
+    ticketKeys: [{ keyId: ticketKey.keyId, publicKey: ticketKey.publicKeyB64 }],
+    heartbeatMs: config.heartbeatMs,
+    locate: (ip) => geoip.lookup(ip),
+    manifests: () => catalog.manifestPaths(),
+    logger: log,
+    events: {
+      nodeUp: () => metrics.nodeChange('up'),
+      nodeDown: () => metrics.nodeChange('down'),
+    },
+  });
+  const router = new NodeRouter(registry);
+  metrics.setNodeCounts(() => {
+    const up = registry.healthyCount;
+    return { up, down: registry.nodes.size - up };
+  });
+  const prober = new Prober(() => registry.nodes.values(), {
+    catalog,
+    issuer,
+    intervalMs: config.probeIntervalMs,
+    onResult(node, r, change) {
+      metrics.probe(r.ok, r.ttfbMs !== undefined ? r.ttfbMs / 1000 : undefined);
+      if (r.ok && config.location && r.ttfbMs !== undefined) router.recordProbeRtt(node, config.location, r.ttfbMs);
+      if (change) log.info({ node: node.id, from: change.from.toFixed(2), to: change.to.toFixed(2), reason: change.reason }, 'node score changed');
+    },
+  });
+  prober.start();
+
+  // ---- responses ---------------------------------------------------------------------------------------
+
+  const json = (res: ServerResponse, route: Route, status: number, body: unknown, extra: Record<string, string> = {}): void => {
+    const text = JSON.stringify(body);
+    res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store', ...extra });
+    res.end(text);
+    metrics.request(route, status);
+  };
+  const fail = (res: ServerResponse, route: Route, status: number, error: string, extra: Record<string, string> = {}): void => json(res, route, status, { error }, extra);
+
+  const ticketedUrl = (node: NodeRecord, shard: ShardEntry): string => `${node.url}/shard/${shard.sha256}?ticket=${issuer.issue(node.id, shard.sha256)}`;
+
+  function choose(client: GeoPoint | null, shard: ShardEntry, count: number) {
+    const picks = router.route(client, shard.sha256, count);
+    return picks.map((p) => ({
+      node: p.node.id,
+      url: ticketedUrl(p.node, shard),
+      ...(p.distanceKm !== undefined ? { distanceKm: Math.round(p.distanceKm * 10) / 10 } : {}),
+      ...(p.estimatedRttMs !== undefined ? { estimatedRttMs: Math.round(p.estimatedRttMs * 100) / 100 } : {}),
+      distance: p.distanceKm,
+    }));
+  }
+
+  function locate(req: IncomingMessage, near: string | null): { location: GeoPoint | null; ip: string } | { error: string } {
+    const r = resolveClientLocation(
+      { remoteAddress: req.socket.remoteAddress ?? '', xForwardedFor: req.headers['x-forwarded-for'] as string | undefined, nearParam: near ?? undefined },
+      { trustedProxies: config.trustedProxies, geoip },
+    );
+    return r;
+  }
+
+  async function proxyFromOrigin(res: ServerResponse, ds: Dataset, shard: ShardEntry): Promise<void> {
+    const upstream = await request(catalog.originUrlFor(ds, shard), { dispatcher: originAgent });
+    if (upstream.statusCode !== 200) {
+      upstream.body.resume();
+      return fail(res, 'redirect', 502, `origin answered ${upstream.statusCode}`);
+    }
+    res.writeHead(200, { 'content-length': String(shard.size), 'content-type': 'application/octet-stream', etag: `"${shard.sha256}"`, 'x-edgeshard-fallback': 'origin-proxy' });
+    for await (const chunk of upstream.body) {
+      if (!res.write(chunk)) await new Promise((r) => res.once('drain', r));
+    }
+    res.end();
+    metrics.request('redirect', 200);
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = req.url ?? '/';
+    if (url.length > config.maxUrlBytes) return fail(res, 'invalid', 414, `URL longer than ${config.maxUrlBytes} bytes`);
+    if (req.method !== 'GET' && req.method !== 'HEAD' && req.method !== 'POST') return fail(res, 'invalid', 405, 'method not allowed', { allow: 'GET, HEAD, POST' });
+    let parsed: URL;
+    try {
+      parsed = new URL(url, 'http://gateway');
+    } catch {
+      return fail(res, 'invalid', 400, 'malformed request target');
+    }
+    const path = parsed.pathname;
+
+    if (path === '/metrics') {
+      const text = await metrics.registry.metrics();
+      res.writeHead(200, { 'content-type': metrics.registry.contentType });
+      res.end(text);
+      return metrics.request('metrics', 200);
+    }
+    if (path === '/healthz') return json(res, 'healthz', 200, { ok: true, nodesUp: registry.healthyCount, datasets: catalog.all().map((d) => d.name) });
+
+    const clientIp = req.socket.remoteAddress ?? 'unknown';
+    const verdict = limiter.check(clientIp, Date.now());
+    if (!verdict.ok) {
+      metrics.rateLimited();
+      return fail(res, 'invalid', 429, 'too many requests from this client', { 'retry-after': String(verdict.retryAfterSeconds) });
+    }
+
+    if (path === '/v1/nodes') {
+      // What operators look at: every node, its state, load, score and why the score last moved.
+      const nodes = [...registry.nodes.values()].map((n) => ({
+        id: n.id,
+        url: n.url,
+        healthy: n.healthy,
+        ...(n.downReason ? { downReason: n.downReason } : {}),
+        location: { lat: n.lat, lon: n.lon, source: n.locationSource },
+        load: { activeConnections: n.activeConnections, bytesPerSecond: Math.round(n.bytesPerSecond), freeBytesPerSecond: n.freeBytesPerSecond === Number.MAX_SAFE_INTEGER ? null : n.freeBytesPerSecond },
+        score: Math.round(n.score * 1000) / 1000,
+        rttFactor: Math.round(n.rttFactor * 100) / 100,
+        cachedShards: n.bloom?.count ?? 0,
+        version: n.version,
+        lastSeenMsAgo: Date.now() - n.lastSeen,
+        probes: prober.history.get(n.id)?.probes.slice(-5) ?? [],
+        scoreChanges: prober.history.get(n.id)?.scoreChanges.slice(-5) ?? [],
+      }));
+      return json(res, 'nodes', 200, { nodes });
+    }
+
+    if (path.startsWith('/v1/admin/')) return admin(req, res, path);
+
+    if (path === '/v1/route') {
+      const dsName = parsed.searchParams.get('dataset') ?? '';
+      const shardId = parsed.searchParams.get('shard') ?? '';
+      const ds = catalog.get(dsName);
+      if (!ds) return fail(res, 'route', 404, `unknown dataset "${dsName.slice(0, 100)}"`);
+      const shard = catalog.shard(ds, shardId);
+      if (!shard) return fail(res, 'route', 404, `dataset ${ds.name} has no shard "${shardId.slice(0, 200)}" (give its sha256 or its path)`);
+      const count = Math.min(16, Math.max(1, Number(parsed.searchParams.get('count') ?? config.candidates) || config.candidates));
+      const where = locate(req, parsed.searchParams.get('near'));
+      if ('error' in where) return fail(res, 'route', 400, where.error);
+      const candidates = choose(where.location, shard, count);
+      metrics.decision(candidates.length > 0 ? 'node' : config.fallback === 'off' ? 'no-node' : 'origin-fallback', candidates[0]?.distance);
+      return json(res, 'route', 200, {
+        dataset: ds.name,
+        shard,
+        client: where.location ? { ...where.location } : null,
+        candidates: candidates.map(({ distance: _d, ...c }) => c),
+        origin: config.fallback === 'off' ? null : catalog.originUrlFor(ds, shard),
+      });
+    }
+
+    if (path.startsWith('/d/')) {
+      const rest = path.slice(3);
+      const slash = rest.indexOf('/');
+      const dsName = slash < 0 ? rest : rest.slice(0, slash);
+      const ds = catalog.get(decodeURIComponent(dsName));
+      if (!ds) return fail(res, 'redirect', 404, `unknown dataset "${dsName.slice(0, 100)}"`);
+      const shardPath = slash < 0 ? '' : rest.slice(slash + 1);
+      if (shardPath === 'manifest.json') {
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(ds.json), etag: `"${ds.id}"`, 'cache-control': 'public, max-age=60' });
+        res.end(req.method === 'HEAD' ? undefined : ds.json);
+        return metrics.request('manifest', 200);
+      }
+      const decoded = decodeRequestPath(shardPath);
+      if ('error' in decoded) return fail(res, 'redirect', 400, `bad shard path: ${decoded.error}`);
+      const shard = isSha256Hex(decoded.path) ? ds.bySha.get(decoded.path) : ds.byPath.get(decoded.path);
+      if (!shard) return fail(res, 'redirect', 404, `dataset ${ds.name} has no shard "${decoded.path.slice(0, 200)}"`);
+      const where = locate(req, parsed.searchParams.get('near'));
+      if ('error' in where) return fail(res, 'redirect', 400, where.error);
+      const [primary] = choose(where.location, shard, 1);
+      if (primary) {
+        metrics.decision('node', primary.distance);
+        res.writeHead(302, { location: primary.url, 'cache-control': 'no-store', 'content-length': '0' });
+        res.end();
+        return metrics.request('redirect', 302);
+      }
+      if (config.fallback === 'off') {
+        metrics.decision('no-node');
+        return fail(res, 'redirect', 503, 'no healthy node can serve this shard now; retry later', { 'retry-after': '5' });
+      }
+      metrics.decision('origin-fallback');
+      log.info({ dataset: ds.name, shard: shard.path }, 'no node available; falling back to the origin');
+      if (config.fallback === 'redirect') {
+        res.writeHead(302, { location: catalog.originUrlFor(ds, shard), 'cache-control': 'no-store', 'x-edgeshard-fallback': 'origin', 'content-length': '0' });
+        res.end();
+        return metrics.request('redirect', 302);
+      }
+      return proxyFromOrigin(res, ds, shard);
+    }
+    return fail(res, 'invalid', 404, 'not found: try /d/<dataset>/<path>, /d/<dataset>/manifest.json, /v1/route, /v1/nodes, /metrics');
+  }
+
+  /** Operator commands: warm a region before a training run, or purge. Bearer-token protected. */
+  async function admin(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
+    if (!config.adminToken) return fail(res, 'admin', 404, 'admin API is off; start the gateway with --admin-token');
+    if (req.headers.authorization !== `Bearer ${config.adminToken}`) return fail(res, 'admin', 401, 'missing or wrong bearer token');
+    if (req.method !== 'POST') return fail(res, 'admin', 405, 'use POST', { allow: 'POST' });
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const c of req) {
+      size += (c as Buffer).length;
+      if (size > 1 << 20) return fail(res, 'admin', 413, 'request body larger than 1 MiB');
+      chunks.push(c as Buffer);
+    }
+    let body: { dataset?: string; near?: string; radiusKm?: number; nodes?: string[]; shards?: string[] };
+    try {
+      body = JSON.parse(Buffer.concat(chunks).toString() || '{}');
+    } catch {
+      return fail(res, 'admin', 400, 'body must be JSON');
+    }
+    const ds = catalog.get(body.dataset ?? '');
+    if (!ds) return fail(res, 'admin', 400, 'body.dataset must name a served dataset');
+    const shards = body.shards ?? ds.manifest.shards.map((s) => s.sha256);
+    if (!shards.every((s) => ds.bySha.has(s))) return fail(res, 'admin', 400, 'body.shards must be sha256 ids of the dataset');
+    let targets = [...registry.nodes.values()].filter((n) => n.healthy);
+    if (body.nodes) targets = targets.filter((n) => body.nodes!.includes(n.id));
+    if (body.near) {
+      const where = resolveClientLocation({ remoteAddress: '', nearParam: body.near }, { trustedProxies: [], geoip });
+      if ('error' in where || !where.location) return fail(res, 'admin', 400, 'error' in where ? where.error : 'near must be lat,lon');
+      const radius = body.radiusKm ?? 500;
+      targets = targets.filter((n) => router.distanceKm(where.location!, n) <= radius);
+    }
+    const type = path === '/v1/admin/prefetch' ? 'prefetch' : path === '/v1/admin/purge' ? 'purge' : null;
+    if (!type) return fail(res, 'admin', 404, 'admin commands: /v1/admin/prefetch, /v1/admin/purge');
+    const results = await Promise.all(targets.map(async (n) => ({ node: n.id, ...(await registry.command(n.id, { type, shards })) })));
+    return json(res, 'admin', 200, { command: type, dataset: ds.name, shards: shards.length, results });
+  }
+
+  const server = createServer({ maxHeaderSize: config.maxHeaderBytes }, (req, res) => {
+    handle(req, res).catch((err: Error) => {
+      log.error({ err: err.message, url: req.url }, 'request failed');
+      if (!res.headersSent) fail(res, 'invalid', 500, 'internal error');
+      else res.destroy();
+    });
+  });
+  server.on('upgrade', (req, socket, head) => {
+    if (new URL(req.url ?? '/', 'http://gateway').pathname !== REGISTRY_PATH) {
+      socket.end('HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n');
+      return;
+    }
+    registry.handleUpgrade(req, socket, head);
+  });
+  server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
+    if (!socket.writable) return socket.destroy();
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
+    socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : 'Bad Request'}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.port, config.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const bound = server.address() as AddressInfo;
+  const url = `http://${bound.address === '0.0.0.0' ? '127.0.0.1' : bound.address}:${bound.port}`;
+
+  return {
+    url,
+    server,
+    registry,
+    catalog,
+    metrics,
+    ticketKey,
+    prober,
+    async close() {
+      await prober.close();
+      await registry.close();
+      await new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      });
+      await originAgent.close().catch(() => {});
+    },
+  };
+}

@@ -1,0 +1,153 @@
+// The registry protocol with real WebSockets: identity proof, refusals, missed heartbeats, reconnects, commands.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { Wallet } from 'ethers';
+import { join } from 'node:path';
+import { startOrigin, type OriginServer } from '../dataset/origin-server.ts';
+import { writeSampleDataset } from '../dataset/sample.ts';
+import { startGateway, type Gateway } from '../gateway/server.ts';
+import { defaultGatewayConfig } from '../gateway/config.ts';
+import { GeoIp } from '../gateway/geoip.ts';
+import { startEdgeNode } from '../edge-node/server.ts';
+import { defaultNodeConfig } from '../edge-node/config.ts';
+import { registryWsUrl } from '../edge-node/registry-client.ts';
+import { signChallenge } from '../protocol/identity.ts';
+import { BloomFilter } from '../protocol/bloom.ts';
+import type { Manifest } from '../protocol/manifest.ts';
+import { tempDir, sleep } from './helpers/net.ts';
+
+async function until(what: string, cond: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+/** A hand-driven node: lets a test send exactly what it wants. */
+function rawNode(gatewayUrl: string) {
+  const ws = new WebSocket(registryWsUrl(gatewayUrl));
+  const inbox: any[] = [];
+  ws.on('message', (d: Buffer) => inbox.push(JSON.parse(d.toString())));
+  const closed = new Promise<{ code: number; reason: string }>((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+  const next = async (type: string) => {
+    await until(`a ${type} message`, () => inbox.some((m) => m.type === type), 5000);
+    return inbox.find((m) => m.type === type);
+  };
+  return { ws, inbox, closed, next, send: (m: unknown) => ws.send(typeof m === 'string' ? m : JSON.stringify(m)) };
+}
+
+describe('node registry', () => {
+  let tmp: { dir: string; cleanup: () => Promise<void> };
+  let origin: OriginServer;
+  let gw: Gateway;
+  let geoip: GeoIp;
+  let manifest: Manifest;
+  const config = () => defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], heartbeatMs: 200, ticketKeyFile: join(tmp.dir, 'ticket.pem') });
+
+  beforeAll(async () => {
+    tmp = await tempDir();
+    ({ manifest } = await writeSampleDataset(join(tmp.dir, 'origin', 'sample'), { shards: 3, shardSize: 64 * 1024 }));
+    origin = await startOrigin(join(tmp.dir, 'origin'));
+    geoip = await GeoIp.open();
+    gw = await startGateway(config(), { geoip });
+  });
+  afterAll(async () => {
+    await gw.close();
+    await origin.close();
+    await tmp.cleanup();
+  });
+
+  const hello = async (wallet: Wallet, challenge: { gatewayId: string; nonce: string }, url = 'http://127.0.0.1:9999') => ({
+    type: 'hello',
+    address: wallet.address.toLowerCase(),
+    signature: await signChallenge(wallet, challenge.gatewayId, challenge.nonce, url),
+    url,
+    location: { lat: 52.52, lon: 13.4 },
+    capacity: { uploadBytesPerSecond: 25e6, cacheBytes: 1e9 },
+    version: 'test',
+  });
+  const heartbeat = () => ({ type: 'heartbeat', load: { activeConnections: 0, bytesPerSecond: 0, freeBytesPerSecond: 25e6 }, cache: new BloomFilter(1024, 4).summary(), manifests: [] });
+
+  it('registers a node that proves its key, and marks it down after missed heartbeats', async () => {
+    const wallet = new Wallet(Wallet.createRandom().privateKey);
+    const n = rawNode(gw.url);
+    const challenge = await n.next('challenge');
+    expect(challenge.ticketKeys[0].keyId).toBe(gw.ticketKey.keyId);
+    n.send(await hello(wallet, challenge));
+    const welcome = await n.next('welcome');
+    expect(welcome.manifests).toEqual(['sample/manifest.json']);
+    n.send(heartbeat());
+    const id = wallet.address.toLowerCase();
+    await until('registered', () => gw.registry.nodes.get(id)?.healthy === true);
+    // Silence: no heartbeats. Three missed 200 ms beats mark it down, well within a few seconds.
+    const silentSince = Date.now();
+    await until('marked down', () => gw.registry.nodes.get(id)?.healthy === false, 3000);
+    expect(Date.now() - silentSince).toBeLessThan(2000);
+    expect(gw.registry.nodes.get(id)?.downReason).toMatch(/no heartbeat|disconnected/);
+    n.ws.terminate();
+  });
+
+  it('refuses a signature from another key, a hello that never comes in order, and garbage', async () => {
+    const n = rawNode(gw.url);
+    const challenge = await n.next('challenge');
+    const msg = await hello(new Wallet(Wallet.createRandom().privateKey), challenge);
+    msg.address = new Wallet(Wallet.createRandom().privateKey).address.toLowerCase(); // claims someone else's address
+    n.send(msg);
+    expect((await n.next('error')).reason).toMatch(/signature does not match/);
+    expect((await n.closed).code).toBe(4000);
+
+    const g = rawNode(gw.url);
+    await g.next('challenge');
+    g.send('{"type": "heartbeat"');
+    expect((await g.next('error')).reason).toMatch(/not JSON/);
+
+    const h = rawNode(gw.url);
+    await h.next('challenge');
+    h.send(heartbeat());
+    expect((await h.next('error')).reason).toMatch(/hello first/);
+  });
+
+  it('pushes prefetch and purge commands to real nodes, which warm and drop their caches', async () => {
+    const node = await startEdgeNode(defaultNodeConfig({ originUrl: origin.url, open: false, gateways: [gw.url], location: { lat: 48.1, lon: 11.6 } }));
+    try {
+      await until('node registered', () => gw.registry.nodes.get(node.address)?.healthy === true);
+      await until('manifest loaded', () => node.manifests.shardCount === manifest.shards.length);
+      const before = origin.requests();
+      const res = await gw.registry.command(node.address, { type: 'prefetch', shards: manifest.shards.map((s) => s.sha256) });
+      expect(res).toMatchObject({ ok: true, detail: expect.stringContaining('3 of 3') });
+      expect(origin.requests() - before).toBe(3);
+      // The next heartbeat's Bloom summary tells the gateway what the node now holds.
+      await until('bloom shows the shards', () => manifest.shards.every((s) => gw.registry.nodes.get(node.address)!.holdsShard(s.sha256)), 3000);
+      const purged = await gw.registry.command(node.address, { type: 'purge', shards: [manifest.shards[0]!.sha256] });
+      expect(purged.ok).toBe(true);
+      expect(node.memory.get(`sha256:${manifest.shards[0]!.sha256}`)).toBeUndefined();
+    } finally {
+      await node.close();
+    }
+  });
+
+  it('nodes come back with jittered backoff when the gateway restarts, and register with every replica', async () => {
+    const node = await startEdgeNode(defaultNodeConfig({ originUrl: origin.url, open: false, gateways: [gw.url], location: { lat: 40.4, lon: -3.7 } }));
+    const port = Number(new URL(gw.url).port);
+    try {
+      await until('registered', () => gw.registry.nodes.get(node.address)?.healthy === true);
+      await gw.close();
+      await sleep(300);
+      gw = await startGateway({ ...config(), port }, { geoip });
+      await until('re-registered after the restart', () => gw.registry.nodes.get(node.address)?.healthy === true, 10_000);
+      // A second replica with the same ticket key: the node connects to both.
+      const replica = await startGateway(config(), { geoip });
+      const both = await startEdgeNode(defaultNodeConfig({ originUrl: origin.url, open: false, gateways: [gw.url, replica.url], location: { lat: 59.3, lon: 18.1 } }));
+      try {
+        await until('registered with both replicas', () => gw.registry.nodes.has(both.address) && replica.registry.nodes.has(both.address));
+        expect(replica.ticketKey.keyId).toBe(gw.ticketKey.keyId);
+      } finally {
+        await both.close();
+        await replica.close();
+      }
+    } finally {
+      await node.close();
+    }
+  });
+});
