@@ -26,6 +26,11 @@ export class NodeRouter {
     this.index.upsert(node);
   }
 
+  /** Re-reads a node whose fields changed outside a registry event (a probe moved its score). */
+  refresh(node: NodeRecord): void {
+    this.index.upsert(node);
+  }
+
   distanceKm(a: GeoPoint, b: GeoPoint): number {
     return haversineKm(a, b);
   }

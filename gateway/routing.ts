@@ -126,6 +126,9 @@ export const RTT_FACTOR_MAX = 5;
 /** EWMA weight of one probe in the rttFactor: ≈ the last 3 probes dominate, one outlier moves it by 30%. */
 export const RTT_FACTOR_EWMA_WEIGHT = 0.3;
 
+/** Round-trip ms per km of great-circle distance: 2 · ROUTE_INFLATION · FIBER_DELAY_MS_PER_KM ≈ 0.0162. */
+export const RTT_MS_PER_KM = 2 * ROUTE_INFLATION * FIBER_DELAY_MS_PER_KM;
+
 // ---- geometry and latency -------------------------------------------------------------------------------------
 
 const DEG = Math.PI / 180;
@@ -147,7 +150,15 @@ export function clampRttFactor(f: number): number {
 
 /** Predicted round trip to a node `distanceKm` away, ms. */
 export function estimateRttMs(distanceKm: number, rttFactor = 1): number {
-  return (ACCESS_RTT_MS + 2 * distanceKm * ROUTE_INFLATION * FIBER_DELAY_MS_PER_KM) * clampRttFactor(rttFactor);
+  return (ACCESS_RTT_MS + distanceKm * RTT_MS_PER_KM) * clampRttFactor(rttFactor);
+}
+
+/**
+ * Inverse of estimateRttMs: the distance at which a node with `rttFactor` reaches `rttMs`; negative when even
+ * distance 0 is slower. The spatial index uses it to turn a cost to beat into a search radius.
+ */
+export function distanceForRttKm(rttMs: number, rttFactor: number): number {
+  return (rttMs / clampRttFactor(rttFactor) - ACCESS_RTT_MS) / RTT_MS_PER_KM;
 }
 
 /** Exponentially weighted moving average: `weight` of the new sample, 1 − weight of the history. */
@@ -184,10 +195,15 @@ export function utilisation(node: RoutableNode): number {
   return u > 0 ? (u < 1 ? u : 1) : 0;
 }
 
+/** The probe score clamped to 0..1; neutral 0.5 when not a number. */
+export function clampedScore(node: RoutableNode): number {
+  const s = node.score;
+  return Number.isFinite(s) ? (s < 0 ? 0 : s > 1 ? 1 : s) : 0.5;
+}
+
 /** Multiplier ≥ 1 applied to a node's RTT for its load and probe score. Its minimum, 1, is what the index assumes. */
 export function costMultiplier(node: RoutableNode, loadWeight: number, scoreWeight: number): number {
-  const score = Number.isFinite(node.score) ? (node.score < 0 ? 0 : node.score > 1 ? 1 : node.score) : 0.5;
-  return (1 + loadWeight * utilisation(node)) * (1 + scoreWeight * (1 - score));
+  return (1 + loadWeight * utilisation(node)) * (1 + scoreWeight * (1 - clampedScore(node)));
 }
 
 // ---- rendezvous hashing ---------------------------------------------------------------------------------------

@@ -87,6 +87,7 @@ export async function startGateway(config: GatewayConfig, deps: { logger?: Logge
     onResult(node, r, change) {
       metrics.probe(r.ok, r.ttfbMs !== undefined ? r.ttfbMs / 1000 : undefined);
       if (r.ok && config.location && r.ttfbMs !== undefined) router.recordProbeRtt(node, config.location, r.ttfbMs);
+      else router.refresh(node);
       if (change) log.info({ node: node.id, from: change.from.toFixed(2), to: change.to.toFixed(2), reason: change.reason }, 'node score changed');
     },
   });

@@ -1,0 +1,328 @@
+import { describe, expect, it } from 'vitest';
+import {
+  ACCESS_RTT_MS,
+  DEFAULT_RANK_OPTIONS,
+  RTT_FACTOR_MAX,
+  RTT_FACTOR_MIN,
+  costMultiplier,
+  estimateRttMs,
+  ewma,
+  haversineKm,
+  rankNodes,
+  rttCorrection,
+  type GeoPoint,
+  type RoutableNode,
+} from '../gateway/routing.ts';
+import { NodeIndex, route } from '../gateway/node-index.ts';
+import { mulberry32 } from '../bench/routing.ts';
+
+const PARIS = { lat: 48.857, lon: 2.352 };
+const LONDON = { lat: 51.507, lon: -0.128 };
+const NEW_YORK = { lat: 40.713, lon: -74.006 };
+
+function node(id: string, at: GeoPoint, extra: Partial<RoutableNode> = {}): RoutableNode {
+  return {
+    id,
+    url: `https://${id}.example`,
+    lat: at.lat,
+    lon: at.lon,
+    healthy: true,
+    uploadBytesPerSecond: 1_000_000,
+    freeBytesPerSecond: 1_000_000,
+    activeConnections: 0,
+    score: 1,
+    rttFactor: 1,
+    ...extra,
+  };
+}
+
+describe('latency model', () => {
+  it('haversine gives known great-circle distances', () => {
+    expect(haversineKm(PARIS, LONDON)).toBeCloseTo(343.5, 0);
+    expect(haversineKm(LONDON, NEW_YORK)).toBeGreaterThan(5560);
+    expect(haversineKm(LONDON, NEW_YORK)).toBeLessThan(5580);
+    // Across the antimeridian: 0.2° of longitude at the equator, not 359.8°.
+    expect(haversineKm({ lat: 0, lon: 179.9 }, { lat: 0, lon: -179.9 })).toBeCloseTo(22.24, 1);
+    expect(haversineKm(PARIS, PARIS)).toBe(0);
+  });
+
+  it('estimates RTT as access + 2·d·inflation·4.9 µs/km, scaled by the probe factor', () => {
+    expect(estimateRttMs(0)).toBe(ACCESS_RTT_MS);
+    // 1000 km: 2 · 1000 · 1.65 · 0.004897 ms ≈ 16.2 ms on top of the access RTT.
+    expect(estimateRttMs(1000) - ACCESS_RTT_MS).toBeCloseTo(16.16, 1);
+    expect(estimateRttMs(1000, 2)).toBeCloseTo(2 * estimateRttMs(1000), 9);
+    // The factor is clamped: one bad probe cannot make a node look 100× further or nearer.
+    expect(estimateRttMs(1000, 100)).toBeCloseTo(RTT_FACTOR_MAX * estimateRttMs(1000), 9);
+    expect(estimateRttMs(1000, 0.01)).toBeCloseTo(RTT_FACTOR_MIN * estimateRttMs(1000), 9);
+    expect(estimateRttMs(1000, Number.NaN)).toBe(estimateRttMs(1000));
+  });
+
+  it('turns a probe RTT into a smoothed, clamped factor', () => {
+    const predicted = estimateRttMs(500, 1);
+    // A measurement twice the prediction moves a neutral factor by the EWMA weight towards 2.
+    expect(rttCorrection(2 * predicted, 500, 1, 0.3)).toBeCloseTo(1.3, 9);
+    expect(rttCorrection(predicted, 500, 1.6, 0.5)).toBeCloseTo(1.3, 9);
+    // Repeated probes converge on the ratio.
+    let f = 1;
+    for (let i = 0; i < 50; i++) f = rttCorrection(3 * predicted, 500, f);
+    expect(f).toBeCloseTo(3, 3);
+    // An absurd measurement is clamped before smoothing; invalid ones leave the factor alone.
+    expect(rttCorrection(1e9, 500, 1, 1)).toBe(RTT_FACTOR_MAX);
+    expect(rttCorrection(-5, 500, 1.7)).toBe(1.7);
+    expect(rttCorrection(Number.NaN, 500, 1.7)).toBe(1.7);
+    expect(ewma(10, 20, 0.25)).toBe(12.5);
+  });
+
+  it('penalises load and a poor probe score multiplicatively', () => {
+    const idle = node('a', PARIS);
+    const busy = node('b', PARIS, { freeBytesPerSecond: 250_000 });
+    const poor = node('c', PARIS, { score: 0 });
+    expect(costMultiplier(idle, 1, 1)).toBe(1);
+    expect(costMultiplier(busy, 1, 1)).toBeCloseTo(1.75, 9);
+    expect(costMultiplier(poor, 1, 1)).toBe(2);
+    // Unknown (unlimited) capacity counts as idle.
+    expect(costMultiplier(node('d', PARIS, { uploadBytesPerSecond: Number.MAX_SAFE_INTEGER, freeBytesPerSecond: Number.MAX_SAFE_INTEGER }), 1, 1)).toBe(1);
+  });
+});
+
+describe('rankNodes', () => {
+  it('excludes unhealthy nodes and nodes without spare bandwidth', () => {
+    const nodes = [
+      node('down', PARIS, { healthy: false }),
+      node('full', PARIS, { freeBytesPerSecond: 0 }),
+      node('ok', LONDON),
+    ];
+    const ranked = rankNodes(nodes, PARIS, 'shard');
+    expect(ranked.map((r) => r.node.id)).toEqual(['ok']);
+    expect(rankNodes(nodes, PARIS, 'shard', { minFreeBytesPerSecond: 2_000_000 })).toEqual([]);
+    expect(rankNodes([], PARIS, 'shard')).toEqual([]);
+  });
+
+  it('returns the primary and fallbacks with distance, RTT, cost and reason', () => {
+    const nodes = [node('paris', PARIS), node('london', LONDON), node('nyc', NEW_YORK)];
+    const ranked = rankNodes(nodes, PARIS, 'shard-1');
+    expect(ranked).toHaveLength(3);
+    // London (≈ 15.6 ms) is beyond the slack of Paris (10 ms · 1.5 = 15 ms): Paris alone is the near set, and the
+    // others follow as fallbacks in cost order.
+    expect(ranked[0]!.node.id).toBe('paris');
+    expect(ranked[0]!.reason).toBe('rendezvous');
+    expect(ranked[0]!.distanceKm).toBe(0);
+    expect(ranked[0]!.estimatedRttMs).toBe(ACCESS_RTT_MS);
+    expect(ranked.slice(1).map((r) => [r.node.id, r.reason])).toEqual([
+      ['london', 'fallback'],
+      ['nyc', 'fallback'],
+    ]);
+    expect(ranked[1]!.distanceKm).toBeCloseTo(343.5, 0);
+    expect(ranked[2]!.cost).toBeGreaterThan(ranked[1]!.cost);
+  });
+
+  it('a far node is never preferred to an equally loaded near one, but a loaded near one can lose', () => {
+    const near = node('near', PARIS);
+    const far = node('far', NEW_YORK);
+    expect(rankNodes([far, near], PARIS, 's', { count: 1 })[0]!.node.id).toBe('near');
+    const saturatedNear = node('near', PARIS, { freeBytesPerSecond: 1, score: 0 });
+    const idleLondon = node('london', LONDON);
+    // near: 10 ms · 2 · 2 = 40 ms; London: ≈ 15.6 ms.
+    expect(rankNodes([saturatedNear, idleLondon], PARIS, 's', { count: 1 })[0]!.node.id).toBe('london');
+  });
+
+  it('maps a shard to the same node every time, and different shards across the near set', () => {
+    // Eight identical nodes in one city: all in the near set, so rendezvous alone decides.
+    const nodes = Array.from({ length: 8 }, (_, i) => node(`n${i}`, { lat: PARIS.lat + i * 1e-4, lon: PARIS.lon }));
+    const winners = new Map<string, number>();
+    for (let s = 0; s < 3000; s++) {
+      const shard = `shard-${s}`;
+      const first = rankNodes(nodes, PARIS, shard, { nearest: 8 })[0]!.node.id;
+      expect(rankNodes([...nodes].reverse(), PARIS, shard, { nearest: 8 })[0]!.node.id).toBe(first);
+      winners.set(first, (winners.get(first) ?? 0) + 1);
+    }
+    // Equal weights: each node wins about 1/8 of the shards (375 ± a generous 25%).
+    expect(winners.size).toBe(8);
+    for (const count of winners.values()) {
+      expect(count).toBeGreaterThan(280);
+      expect(count).toBeLessThan(470);
+    }
+  });
+
+  it('gives a cheaper node proportionally more shards (weighted rendezvous)', () => {
+    const cheap = node('cheap', PARIS);
+    const dear = node('dear', PARIS, { score: 0.5 }); // cost × 1.5, weight ÷ 1.5
+    let cheapWins = 0;
+    const shards = 4000;
+    for (let s = 0; s < shards; s++) if (rankNodes([cheap, dear], PARIS, `s${s}`)[0]!.node.id === 'cheap') cheapWins++;
+    // P(cheap) = w_cheap / (w_cheap + w_dear) = 1 / (1 + 1/1.5) = 0.6.
+    expect(cheapWins / shards).toBeGreaterThan(0.56);
+    expect(cheapWins / shards).toBeLessThan(0.64);
+  });
+
+  it('moves only the shards of a node that leaves', () => {
+    const nodes = Array.from({ length: 6 }, (_, i) => node(`n${i}`, { lat: PARIS.lat, lon: PARIS.lon + i * 1e-4 }));
+    const before = new Map<string, string>();
+    for (let s = 0; s < 2000; s++) before.set(`s${s}`, rankNodes(nodes, PARIS, `s${s}`)[0]!.node.id);
+    const remaining = nodes.filter((n) => n.id !== 'n3');
+    let moved = 0;
+    for (const [shard, owner] of before) {
+      const now = rankNodes(remaining, PARIS, shard)[0]!.node.id;
+      if (owner === 'n3') {
+        moved++;
+        expect(now).not.toBe('n3');
+      } else expect(now).toBe(owner);
+    }
+    expect(moved).toBeGreaterThan(200);
+  });
+
+  it('prefers nodes whose Bloom filter says they hold the shard', () => {
+    const nodes = Array.from({ length: 6 }, (_, i) => node(`n${i}`, PARIS));
+    const holder = nodes[4]!;
+    holder.holdsShard = (id) => id.startsWith('held');
+    let wins = 0;
+    for (let s = 0; s < 1000; s++) {
+      const top = rankNodes(nodes, PARIS, `held-${s}`)[0]!;
+      if (top.node === holder) {
+        wins++;
+        expect(top.holdsShard).toBe(true);
+      }
+    }
+    // Weight 4 against five nodes of weight 1: P = 4/9 ≈ 0.44, versus 1/6 without the preference.
+    expect(wins).toBeGreaterThan(370);
+    expect(wins).toBeLessThan(520);
+  });
+
+  it('without a client location, ranks by load, score and rendezvous only', () => {
+    const nodes = [node('tokyo', { lat: 35.68, lon: 139.77 }), node('paris', PARIS), node('loaded', LONDON, { freeBytesPerSecond: 10_000, score: 0.2 })];
+    const ranked = rankNodes(nodes, null, 'shard');
+    expect(ranked.map((r) => r.node.id).sort()).toEqual(['loaded', 'paris', 'tokyo']);
+    for (const r of ranked) {
+      expect(r.distanceKm).toBeUndefined();
+      expect(r.estimatedRttMs).toBeUndefined();
+    }
+    // The loaded node is outside the slack of the idle ones: it can only be a fallback.
+    expect(ranked[2]!.node.id).toBe('loaded');
+    expect(ranked[2]!.reason).toBe('fallback');
+    // Distance plays no part: both idle nodes win some shards.
+    const firsts = new Set<string>();
+    for (let s = 0; s < 50; s++) firsts.add(rankNodes(nodes, null, `s${s}`)[0]!.node.id);
+    expect([...firsts].sort()).toEqual(['paris', 'tokyo']);
+  });
+
+  it('rejects nonsensical options', () => {
+    expect(() => rankNodes([], PARIS, 's', { count: 0 })).toThrow(RangeError);
+    expect(() => rankNodes([], PARIS, 's', { loadWeight: -1 })).toThrow(RangeError);
+    expect(() => rankNodes([], PARIS, 's', { slackFactor: 0.5 })).toThrow(RangeError);
+    expect(DEFAULT_RANK_OPTIONS.count).toBe(3);
+  });
+});
+
+describe('NodeIndex', () => {
+  function bruteNearest(nodes: RoutableNode[], at: GeoPoint): RoutableNode {
+    return nodes.filter((n) => n.healthy).sort((a, b) => haversineKm(at, a) - haversineKm(at, b))[0]!;
+  }
+
+  it('finds the nearest node across the antimeridian', () => {
+    const index = new NodeIndex();
+    const across = node('across', { lat: 0, lon: -179.9 });
+    index.upsert(across);
+    index.upsert(node('same-side', { lat: 0, lon: 175 }));
+    const [hit] = index.nearest({ lat: 0, lon: 179.9 }, 1);
+    expect(hit!.node.id).toBe('across');
+    expect(hit!.distanceKm).toBeCloseTo(22.24, 1);
+  });
+
+  it('finds the nearest node over a pole', () => {
+    const index = new NodeIndex();
+    index.upsert(node('far-side', { lat: 89.5, lon: 180 }));
+    index.upsert(node('same-meridian', { lat: 85, lon: 0 }));
+    // 0.5° + 0.5° over the pole beats 4.5° down the same meridian.
+    expect(index.nearest({ lat: 89.5, lon: 0 }, 1)[0]!.node.id).toBe('far-side');
+    index.upsert(node('south-pole', { lat: -90, lon: 0 }));
+    expect(index.nearest({ lat: -89.9, lon: 123 }, 1)[0]!.node.id).toBe('south-pole');
+  });
+
+  it('never misses the nearest node just across a cell border', () => {
+    const index = new NodeIndex({ cellDegrees: 2 });
+    // Client just inside cell [48, 50) × [2, 4); one node just across the border, one further inside the cell.
+    index.upsert(node('across-border', { lat: 49.999, lon: 2.5 }));
+    index.upsert(node('same-cell', { lat: 48.0, lon: 3.9 }));
+    expect(index.nearest({ lat: 49.99, lon: 2.5 }, 1)[0]!.node.id).toBe('across-border');
+    index.upsert(node('across-lon-border', { lat: 49.0, lon: 1.999 }));
+    expect(index.nearest({ lat: 49.0, lon: 2.001 }, 1)[0]!.node.id).toBe('across-lon-border');
+  });
+
+  it('matches a brute-force nearest search on random points, including unhealthy nodes and filters', () => {
+    const rnd = mulberry32(7);
+    const nodes = Array.from({ length: 300 }, (_, i) => node(`n${i}`, { lat: Math.asin(2 * rnd() - 1) / (Math.PI / 180), lon: rnd() * 360 - 180 }, { healthy: rnd() > 0.1 }));
+    const index = new NodeIndex();
+    for (const n of nodes) index.upsert(n);
+    for (let q = 0; q < 200; q++) {
+      const at = { lat: rnd() * 180 - 90, lon: rnd() * 360 - 180 };
+      expect(index.nearest(at, 1)[0]!.node.id).toBe(bruteNearest(nodes, at).id);
+      const even = (n: RoutableNode): boolean => Number(n.id.slice(1)) % 2 === 0;
+      expect(index.nearest(at, 1, even)[0]!.node.id).toBe(bruteNearest(nodes.filter(even), at).id);
+    }
+  });
+
+  it('applies upsert, remove, health and location changes', () => {
+    const index = new NodeIndex();
+    const a = node('a', PARIS);
+    const b = node('b', LONDON);
+    index.upsert(a);
+    index.upsert(b);
+    expect(index.size).toBe(2);
+    expect(index.nearest(PARIS, 1)[0]!.node.id).toBe('a');
+    index.setHealthy('a', false);
+    expect(index.nearest(PARIS, 1)[0]!.node.id).toBe('b');
+    index.setHealthy('a', true);
+    index.updateLocation('a', NEW_YORK);
+    expect(index.nearest(PARIS, 1)[0]!.node.id).toBe('b');
+    expect(index.nearest(NEW_YORK, 1)[0]!.node.id).toBe('a');
+    expect(index.remove('a')).toBe(true);
+    expect(index.remove('a')).toBe(false);
+    expect(index.nearest(NEW_YORK, 5).map((r) => r.node.id)).toEqual(['b']);
+    expect(index.get('b')).toBe(b);
+    index.setRttFactor('b', 0.5);
+    expect(index.lowestRttFactor()).toBeLessThanOrEqual(0.5);
+  });
+
+  it('route() equals rankNodes over every node (property test, 200 seeded worlds)', () => {
+    for (let seed = 1; seed <= 200; seed++) {
+      const rnd = mulberry32(seed);
+      const count = 1 + Math.floor(rnd() * 600);
+      const clustered = rnd() < 0.7;
+      const centres = Array.from({ length: 12 }, () => ({ lat: rnd() * 160 - 80, lon: rnd() * 360 - 180 }));
+      const nodes: RoutableNode[] = [];
+      for (let i = 0; i < count; i++) {
+        const c = centres[i % centres.length]!;
+        const at = clustered
+          ? { lat: Math.max(-90, Math.min(90, c.lat + (rnd() - 0.5) * 4)), lon: ((c.lon + (rnd() - 0.5) * 6 + 540) % 360) - 180 }
+          : { lat: rnd() * 180 - 90, lon: rnd() * 360 - 180 };
+        const capacity = 1e6 + rnd() * 1e8;
+        const n = node(`0x${seed}-${i}`, at, {
+          healthy: rnd() > 0.1,
+          uploadBytesPerSecond: capacity,
+          freeBytesPerSecond: rnd() < 0.1 ? 0 : rnd() * capacity,
+          score: rnd(),
+          rttFactor: rnd() < 0.3 ? 1 : 0.4 + rnd() * 3,
+        });
+        if (rnd() < 0.3) n.holdsShard = (s) => s.charCodeAt(s.length - 1) % 2 === 0;
+        nodes.push(n);
+      }
+      const index = new NodeIndex({ cellDegrees: [1, 2, 5][seed % 3]! });
+      for (const n of nodes) index.upsert(n);
+      // Load changes after indexing, as heartbeats make them, announced by upsert.
+      for (const n of nodes.slice(0, 20)) {
+        n.freeBytesPerSecond = rnd() * n.uploadBytesPerSecond;
+        index.upsert(n);
+      }
+      const options = { count: 1 + Math.floor(rnd() * 5), nearest: 1 + Math.floor(rnd() * 8), minFreeBytesPerSecond: rnd() < 0.5 ? 0 : 1e6 };
+      for (let q = 0; q < 5; q++) {
+        const client = { lat: rnd() * 180 - 90, lon: rnd() * 360 - 180 };
+        const shard = `shard-${seed}-${q}`;
+        const expected = rankNodes(nodes, client, shard, options);
+        const actual = route(index, client, shard, options);
+        expect(actual.map((r) => r.node.id), `seed ${seed} query ${q}`).toEqual(expected.map((r) => r.node.id));
+        expect(actual.map((r) => r.cost)).toEqual(expected.map((r) => r.cost));
+      }
+      expect(route(index, null, 'x', options).map((r) => r.node.id)).toEqual(rankNodes(nodes, null, 'x', options).map((r) => r.node.id));
+    }
+  });
+});
