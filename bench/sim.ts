@@ -15,6 +15,7 @@ import { runScenarios } from '../simulator/sweep.ts';
 const HOLD_QUEUE = 10_000;
 const HOLD_OPS = 200_000;
 const SWEEP_STEPS = 2000;
+const MODEL_RUNS = 7;
 
 /** The classic "hold" workload: a queue of 10,000 pending events; each step pops the earliest and pushes one later. */
 function holdModel(q: EventQueue, rng: Rng, ops: number): void {
@@ -42,10 +43,15 @@ export async function runSimBench(): Promise<{ markdown: string; json: unknown }
   const meanMs = task.result && 'latency' in task.result ? (task.result.latency.mean as number) : NaN;
   const engineEventsPerS = HOLD_OPS / (meanMs / 1000);
 
-  // 2. Whole model, one thread: the data-hungriest preset, so every event does real work.
+  // 2. Whole model, one thread: the data-hungriest preset, so every event does real work. Median of MODEL_RUNS
+  // runs after a warm-up run (the VM is noisy; one run can be off by 2×).
   simulate(edgeScenario('resnet50', 64, 1000, 100, 50)); // JIT warm-up
-  const big = simulate(edgeScenario('resnet50', 1000, 10_000, 100, 1000));
+  simulate(edgeScenario('resnet50', 1000, 10_000, 100, 1000));
+  const runs = Array.from({ length: MODEL_RUNS }, () => simulate(edgeScenario('resnet50', 1000, 10_000, 100, 1000)));
+  runs.sort((a, b) => a.engine.eventsPerS - b.engine.eventsPerS);
+  const big = runs[runs.length >> 1]!;
   const modelEventsPerS = big.engine.eventsPerS;
+  const modelRange = [runs[0]!.engine.eventsPerS, runs[runs.length - 1]!.engine.eventsPerS];
 
   // 3. Growth with GPUs and nodes (resnet50 on home nodes at 100 km, 300 steps, one thread).
   const scaling: { gpus: number; nodes: number; events: number; wallS: number; eventsPerS: number }[] = [];
@@ -71,7 +77,7 @@ export async function runSimBench(): Promise<{ markdown: string; json: unknown }
   const json = {
     machine: { cpu, cores: availableParallelism(), node: process.version },
     engine: { workload: task.name, meanMs, eventsPerS: engineEventsPerS },
-    model: { scenario: big.name, gpus: 1000, nodes: 10_000, steps: 1000, events: big.engine.events, wallS: big.engine.wallS, eventsPerS: modelEventsPerS },
+    model: { scenario: big.name, gpus: 1000, nodes: 10_000, steps: 1000, events: big.engine.events, wallS: big.engine.wallS, eventsPerS: modelEventsPerS, runs: MODEL_RUNS, eventsPerSRange: modelRange },
     scaling,
     sweep: { scenarios: sweep.length, threads, wallS: sweepWallS, oneThreadWallS: sweepOneThreadS, events: sweepEvents },
   };
@@ -84,7 +90,7 @@ export async function runSimBench(): Promise<{ markdown: string; json: unknown }
     '| what | events | time | events/s |',
     '| --- | ---: | ---: | ---: |',
     `| engine core: ${task.name} (tinybench mean) | ${HOLD_OPS.toLocaleString('en-US')} | ${f(meanMs, 1)} ms | ${(engineEventsPerS / 1e6).toFixed(1)} M |`,
-    `| whole model: resnet50 on 10,000 home nodes at 100 km, 1,000 GPUs, 1,000 steps | ${big.engine.events.toLocaleString('en-US')} | ${f(big.engine.wallS)} s | ${(modelEventsPerS / 1e6).toFixed(2)} M |`,
+    `| whole model: resnet50 on 10,000 home nodes at 100 km, 1,000 GPUs, 1,000 steps (median of ${MODEL_RUNS} runs; range ${(modelRange[0]! / 1e6).toFixed(2)}–${(modelRange[1]! / 1e6).toFixed(2)} M) | ${big.engine.events.toLocaleString('en-US')} | ${f(big.engine.wallS)} s | ${(modelEventsPerS / 1e6).toFixed(2)} M |`,
     '',
     'Run time against GPUs and nodes (resnet50, home nodes at 100 km, 300 steps, one thread):',
     '',

@@ -13,7 +13,7 @@ import { DEFAULT_REPORT_OPTIONS, buildReportHtml, planReport, type ReportOptions
 import { ScenarioError, expandSweep, parseSweepAxis, parseValue, resolveScenario, withOverride, type SweepAxis } from './scenario.ts';
 import type { SimResult } from './simulate.ts';
 import { SweepError, runScenarios } from './sweep.ts';
-import { TraceError, parseTrace } from './trace.ts';
+import { TraceError, parseTraceDetailed } from './trace.ts';
 
 function readJsonFile(path: string, what: string): unknown {
   let text: string;
@@ -93,11 +93,25 @@ export function baseScenario(settings: Settings): unknown {
       throw new UsageError(`trace ${trace}: ${(err as Error).message}`);
     }
     try {
-      set('source.trace', parseTrace(text, trace));
+      const parsed = parseTraceDetailed(text, trace);
+      set('source.trace', parsed.rows);
+      if (parsed.format === 'gateway') {
+        console.error(`trace ${trace}: gateway /v1/nodes response, ${parsed.rows.length} node${parsed.rows.length === 1 ? '' : 's'} used`);
+        for (const s of parsed.skipped) console.error(`  skipped ${s.node}: ${s.reason}`);
+      }
     } catch (err) {
       if (err instanceof TraceError) throw new UsageError(err.message);
       throw err;
     }
+  }
+  const site = stringSetting(settings, 'site');
+  if (site) {
+    const [lat, lon] = site.split(',').map((x) => Number(x.trim()));
+    if (site.split(',').length !== 2 || !Number.isFinite(lat) || !Number.isFinite(lon) || Math.abs(lat!) > 90 || Math.abs(lon!) > 180) {
+      throw new UsageError(`--site "${site}": expected LAT,LON in degrees, e.g. 52.37,4.90`);
+    }
+    if (!trace) throw new UsageError('--site goes with --trace (it turns the trace\'s node locations into distances)');
+    set('source.placement', { site: { lat, lon } });
   }
   return sc;
 }
@@ -173,7 +187,8 @@ export const simCommand: Command = {
       { name: 'steps', type: 'string', description: 'training steps to simulate before extrapolating' },
       { name: 'set', type: 'string', description: 'overrides, e.g. "job.batchPerGpu=128;source.uplink=datacenter"' },
       { name: 'sweep', type: 'string', description: 'sweep axes, e.g. "source.placement.ringKm=1,10,100;job.gpus=8,64"' },
-      { name: 'trace', type: 'string', description: 'measured per-node RTT and throughput (CSV or JSON) in place of the model' },
+      { name: 'trace', type: 'string', description: 'measured per-node RTT and throughput in place of the model: CSV, JSON, or the gateway\'s GET /v1/nodes response' },
+      { name: 'site', type: 'string', description: 'with --trace: the GPU site as LAT,LON, for distances to the trace\'s node locations' },
       { name: 'format', type: 'string', default: 'table', description: 'table, json or csv' },
       { name: 'out', type: 'string', description: 'write results to this file instead of stdout' },
       { name: 'chart', type: 'string', description: 'write an SVG chart of the sweep (x: first swept parameter)' },

@@ -24,6 +24,8 @@ export interface NodeTable {
   lossRate: Float64Array;
   accessRttS: Float64Array;
   meanSessionS: Float64Array;
+  /** Probability that a request to this node fails outright (measured, from a trace; 0 otherwise). */
+  failureRate: Float64Array;
 }
 
 /** Draws the node population. Pure given the generator: the same seed gives the same nodes. */
@@ -38,6 +40,7 @@ export function buildNodes(spec: ResolvedEdge, rng: Rng): NodeTable {
     lossRate: new Float64Array(n),
     accessRttS: new Float64Array(n),
     meanSessionS: new Float64Array(n),
+    failureRate: new Float64Array(n),
   };
   const classWeights = spec.classes.map((c) => c.weight);
   const rings = spec.placement.kind === 'rings' ? spec.placement.rings : [];
@@ -50,7 +53,12 @@ export function buildNodes(spec: ResolvedEdge, rng: Rng): NodeTable {
     const row = spec.trace ? spec.trace[n === spec.trace.length ? i : rng.int(spec.trace.length)]! : null;
     if (row) {
       // Measured values replace the model: the probe's RTT and the throughput one transfer actually got.
-      t.distanceKm[i] = row.distanceKm ?? NaN;
+      t.distanceKm[i] =
+        row.distanceKm ??
+        (row.lat !== undefined && row.lon !== undefined && spec.placement.kind === 'coordinates'
+          ? greatCircleKm(spec.placement.site.lat, spec.placement.site.lon, row.lat, row.lon)
+          : NaN);
+      if (row.failureRate !== undefined) t.failureRate[i] = row.failureRate;
       t.rttS[i] = row.rttS;
       t.uplinkBps[i] = row.throughputBps * spec.bandwidthShare;
       t.flowCapBps[i] = t.uplinkBps[i]!;
@@ -95,6 +103,8 @@ function pickWeighted(weights: number[], rng: Rng): number {
 
 export interface EdgeStats {
   ranges: number;
+  /** Requests that failed outright (trace failure rates); each is also a failover. */
+  failedRequests: number;
   failovers: number;
   cacheMisses: number;
   originBytes: number;
@@ -113,6 +123,9 @@ export interface EdgeStats {
 }
 
 const MAX_RANGES = 64; // a (worker, slot) pair is packed into one int: worker * 64 + slot
+const SEL_RANDOM = 0;
+const SEL_STICKY = 1;
+const SEL_BEST_OF_2 = 2;
 
 export class EdgeNetwork implements DataSource {
   readonly nodes: NodeTable;
@@ -124,10 +137,29 @@ export class EdgeNetwork implements DataSource {
   private readonly W: number;
   private readonly kDone: number;
   private readonly kFail: number;
+  private readonly failoverTimeoutS: number;
+  private readonly churn: boolean;
   private readonly rng: Rng;
+  private readonly selection: number;
+
+  // Hot-path copies of the node table's columns and the link pool's state (one property load instead of two).
+  private readonly nRtt: Float64Array;
+  private readonly nFlowCap: Float64Array;
+  private readonly nAccessRtt: Float64Array;
+  private readonly nSession: Float64Array;
+  private readonly nFailure: Float64Array;
+  private readonly linkFreeAt: Float64Array;
+  /**
+   * Per node, the slow-start plan at its steady rate (see slowStartDataTimeS): the rounds until a window per RTT
+   * reaches the rate, and the bytes they carry; -1 bytes when the initial window already covers the
+   * bandwidth-delay product. Computed once with the same expressions, so the data times are bit-identical.
+   */
+  private readonly ssRounds: Float64Array;
+  private readonly ssBytes: Float64Array;
 
   // Per worker
   private readonly pending: Int32Array;
+  private readonly hostOf: Int32Array;
   private readonly fetchBytes: Float64Array;
   private readonly progress: Float64Array;
   // Per (worker, slot): the connection the slot last used (node, and when its last transfer ended). A client keeps
@@ -143,7 +175,7 @@ export class EdgeNetwork implements DataSource {
   private readonly downUntil: Float64Array;
 
   private readonly hist = new LogHistogram();
-  private readonly s = { ranges: 0, failovers: 0, cacheMisses: 0, originBytes: 0, newConnections: 0, slowStarts: 0, bytesServed: 0 };
+  private readonly s = { ranges: 0, failedRequests: 0, failovers: 0, cacheMisses: 0, originBytes: 0, newConnections: 0, slowStarts: 0, bytesServed: 0 };
 
   constructor(
     private readonly engine: Engine,
@@ -154,20 +186,43 @@ export class EdgeNetwork implements DataSource {
     transferRng: Rng,
   ) {
     this.rng = transferRng;
+    this.selection = spec.selection === 'sticky' ? SEL_STICKY : spec.selection === 'random' ? SEL_RANDOM : SEL_BEST_OF_2;
     this.nodes = buildNodes(spec, placementRng);
     const n = this.nodes.n;
+    this.nRtt = this.nodes.rttS;
+    this.nFlowCap = this.nodes.flowCapBps;
+    this.nAccessRtt = this.nodes.accessRttS;
+    this.nSession = this.nodes.meanSessionS;
+    this.nFailure = this.nodes.failureRate;
+    this.ssRounds = new Float64Array(n);
+    this.ssBytes = new Float64Array(n);
+    const iw = spec.initialWindowBytes;
+    for (let i = 0; i < n; i++) {
+      const rttS = this.nRtt[i]!;
+      const bdp = this.nFlowCap[i]! * rttS;
+      if (!(rttS > 0) || iw >= bdp) {
+        this.ssBytes[i] = -1;
+      } else {
+        const rounds = Math.ceil(Math.log2(bdp / iw));
+        this.ssRounds[i] = rounds;
+        this.ssBytes[i] = iw * (2 ** rounds - 1);
+      }
+    }
     this.links = new LinkPool(n + job.hosts + 2);
     for (let i = 0; i < n; i++) this.links.add(this.nodes.uplinkBps[i]!, '');
     this.nicBase = n;
     for (let h = 0; h < job.hosts; h++) this.links.add(spec.hostNicBps, `host-nic-${h}`);
     this.ingress = this.links.add(spec.siteIngressBps, 'site-ingress');
     this.originLink = this.links.add(spec.origin.egressBps, 'origin-egress');
+    this.linkFreeAt = this.links.freeAt;
     this.k = spec.parallelRanges;
     if (this.k > MAX_RANGES) throw new Error(`at most ${MAX_RANGES} parallel ranges`);
     this.W = job.workersPerGpu;
     const workers = job.gpus * this.W;
     if (workers * MAX_RANGES > 2 ** 31 - 1) throw new Error(`too many loader workers (${workers}) for the event payload`);
     this.pending = new Int32Array(workers);
+    this.hostOf = new Int32Array(workers);
+    for (let w = 0; w < workers; w++) this.hostOf[w] = Math.floor(Math.floor(w / this.W) / job.gpusPerHost);
     this.fetchBytes = new Float64Array(workers);
     this.progress = new Float64Array(workers);
     this.connNode = new Int32Array(workers * this.k).fill(-1);
@@ -178,6 +233,8 @@ export class EdgeNetwork implements DataSource {
     this.downUntil = new Float64Array(n);
     this.kDone = engine.register((ws, bytes) => this.onRangeDone(ws, bytes));
     this.kFail = engine.register((ws, remaining) => this.onRangeFailed(ws, remaining));
+    this.failoverTimeoutS = spec.churn.failoverTimeoutS;
+    this.churn = spec.churn.enabled;
   }
 
   fetch(worker: number, bytes: number): void {
@@ -185,7 +242,7 @@ export class EdgeNetwork implements DataSource {
     this.pending[worker] = k;
     this.fetchBytes[worker] = bytes;
     this.progress[worker] = 0;
-    if (this.spec.selection !== 'sticky') for (let j = 0; j < k; j++) this.slotNode[worker * k + j] = -1;
+    if (this.selection !== SEL_STICKY) for (let j = 0; j < k; j++) this.slotNode[worker * k + j] = -1;
     const per = bytes / k;
     for (let j = 0; j < k; j++) this.startRange(worker, j, per);
   }
@@ -211,10 +268,10 @@ export class EdgeNetwork implements DataSource {
     const si = worker * this.k + slot;
     const now = this.engine.now;
     let node: number;
-    if (this.spec.selection === 'sticky') {
+    if (this.selection === SEL_STICKY) {
       const cur = this.slotNode[si]!;
       node = cur >= 0 && this.downUntil[cur]! <= now ? cur : this.randomNode(worker, slot);
-    } else if (this.spec.selection === 'random') {
+    } else if (this.selection === SEL_RANDOM) {
       node = this.randomNode(worker, slot);
     } else {
       // Power of two choices (Mitzenmacher 2001): of two random nodes, take the one expected to finish first,
@@ -229,71 +286,89 @@ export class EdgeNetwork implements DataSource {
   }
 
   private expectedFinish(node: number, bytes: number, now: number): number {
-    const free = this.links.freeAt[node]!;
-    return Math.max(free, now) + bytes / this.nodes.flowCapBps[node]! + 3 * this.nodes.rttS[node]!;
+    const free = this.linkFreeAt[node]!;
+    return Math.max(free, now) + bytes / this.nFlowCap[node]! + 3 * this.nRtt[node]!;
   }
 
   private startRange(worker: number, slot: number, bytes: number): void {
     const spec = this.spec;
     const now = this.engine.now;
     const node = this.pickNode(worker, slot, bytes);
-    const nodes = this.nodes;
-    const rtt = nodes.rttS[node]!;
-    const base = worker * this.k;
+    const rtt = this.nRtt[node]!;
+    const k = this.k;
+    const base = worker * k;
+    const connNode = this.connNode;
+    const ws = worker * MAX_RANGES + slot;
+    const si = base + slot;
+    // A measured failure rate (a trace's failed probes): the request fails outright, as a failed probe did (refused,
+    // reset, timed out, wrong bytes). The client gives up after the failover timeout and asks another node for
+    // the whole range. No draw when the rate is 0, so scenarios without one keep their random streams.
+    const failure = this.nFailure[node]!;
+    if (failure > 0 && this.churn && this.rng.float() < failure) {
+      for (let j = 0; j < k; j++) if (connNode[base + j] === node) connNode[base + j] = -1;
+      this.s.failedRequests++;
+      this.slotBytes[si] = bytes;
+      this.slotStart[si] = now;
+      this.engine.at(now + this.failoverTimeoutS, this.kFail, ws, bytes);
+      return;
+    }
     let lastEnd = -1;
-    for (let j = 0; j < this.k; j++) {
-      if (this.connNode[base + j] === node) {
+    for (let j = 0; j < k; j++) {
+      if (connNode[base + j] === node) {
         lastEnd = this.connEnd[base + j]!;
-        this.connNode[base + j] = -1; // the connection moves to this slot below
+        connNode[base + j] = -1; // the connection moves to this slot below
         break;
       }
     }
     const newConn = lastEnd < 0;
     // Linux restarts slow start on a connection idle for longer than its RTO (RFC 5681 §4.1, tcp_slow_start_after_idle).
-    const rto = Math.max(TCP_MIN_RTO_S, 2 * rtt);
-    const slowStart = newConn || (spec.slowStartAfterIdle && now - lastEnd > rto);
+    const slowStart = newConn || (spec.slowStartAfterIdle && now - lastEnd > Math.max(TCP_MIN_RTO_S, 2 * rtt));
     if (newConn) this.s.newConnections++;
     if (slowStart) this.s.slowStarts++;
 
-    let rate = nodes.flowCapBps[node]!;
     let originDelay = 0;
+    let dataTime: number;
     const miss = spec.cacheHitRatio < 1 && this.rng.float() >= spec.cacheHitRatio;
     if (miss) {
       // Cut-through fill: the node asks the origin (kept-alive connection, one round trip) and relays as bytes come.
-      originDelay = pathRttS(spec.origin.distanceKm, spec.routeInflation, nodes.accessRttS[node]! + DATACENTER_ACCESS_RTT_S);
-      rate = Math.min(rate, spec.origin.fillBps);
+      originDelay = pathRttS(spec.origin.distanceKm, spec.routeInflation, this.nAccessRtt[node]! + DATACENTER_ACCESS_RTT_S);
+      const rate = Math.min(this.nFlowCap[node]!, spec.origin.fillBps);
       this.s.cacheMisses++;
       this.s.originBytes += bytes;
+      dataTime = slowStart ? slowStartDataTimeS(bytes, rtt, rate, spec.initialWindowBytes) : bytes / rate;
+    } else {
+      const rate = this.nFlowCap[node]!;
+      const ssBytes = this.ssBytes[node]!;
+      if (!slowStart || ssBytes < 0) dataTime = bytes / rate; // (bytes > 0 here, so slowStartDataTimeS would agree)
+      else if (bytes > ssBytes) dataTime = this.ssRounds[node]! * rtt + (bytes - ssBytes) / rate;
+      else dataTime = slowStartDataTimeS(bytes, rtt, rate, spec.initialWindowBytes);
     }
     const t0 = now + connectionSetupS(rtt, newConn) + rtt + spec.serverTimeS + originDelay;
-    const dataTime = slowStart ? slowStartDataTimeS(bytes, rtt, rate, spec.initialWindowBytes) : bytes / rate;
     let end = t0 + dataTime;
-    const host = Math.floor(Math.floor(worker / this.W) / this.job.gpusPerHost);
-    end = Math.max(end, this.links.reserve(node, t0, bytes));
-    end = Math.max(end, this.links.reserve(this.ingress, t0, bytes));
-    end = Math.max(end, this.links.reserve(this.nicBase + host, t0, bytes));
-    if (miss) end = Math.max(end, this.links.reserve(this.originLink, t0, bytes));
+    const links = this.links;
+    end = Math.max(end, links.reserve(node, t0, bytes));
+    end = Math.max(end, links.reserve(this.ingress, t0, bytes));
+    end = Math.max(end, links.reserve(this.nicBase + this.hostOf[worker]!, t0, bytes));
+    if (miss) end = Math.max(end, links.reserve(this.originLink, t0, bytes));
 
-    const ws = worker * MAX_RANGES + slot;
-    const si = worker * this.k + slot;
     this.slotBytes[si] = bytes;
     this.slotStart[si] = now;
     this.s.ranges++;
 
-    const session = nodes.meanSessionS[node]!;
-    if (spec.churn.enabled && session < Infinity) {
+    const session = this.nSession[node]!;
+    if (this.churn && session < Infinity) {
       // Sessions are exponential, so the node's remaining time online is exponential too, whatever its age.
       const leaveAt = now + this.rng.exponential(session);
       if (leaveAt < end) {
         const sent = leaveAt <= t0 ? 0 : (bytes * (leaveAt - t0)) / (end - t0);
         // Offline for about a session's length (ASSUMPTION), so other workers stop picking it too.
         this.downUntil[node] = leaveAt + this.rng.exponential(session);
-        this.connNode[si] = -1;
-        this.engine.at(leaveAt + spec.churn.failoverTimeoutS, this.kFail, ws, bytes - sent);
+        connNode[si] = -1;
+        this.engine.at(leaveAt + this.failoverTimeoutS, this.kFail, ws, bytes - sent);
         return;
       }
     }
-    this.connNode[si] = node;
+    connNode[si] = node;
     this.connEnd[si] = end;
     this.engine.at(end, this.kDone, ws, bytes);
   }

@@ -93,6 +93,10 @@ export interface TraceRow {
   throughputBps: number;
   lossRate?: number;
   distanceKm?: number;
+  /** Fraction of requests to this node that fail outright (from failed probes), 0..1. */
+  failureRate?: number;
+  lat?: number;
+  lon?: number;
 }
 
 export interface ResolvedEdge {
@@ -390,7 +394,7 @@ function resolveTrace(v: unknown): TraceRow[] {
   const rows = arr('source.trace', v);
   return rows.map((r, i) => {
     const p = `source.trace[${i}]`;
-    const o = obj(p, r, ['node', 'rttMs', 'throughputBps', 'throughputMbps', 'lossRate', 'distanceKm']);
+    const o = obj(p, r, ['node', 'rttMs', 'throughputBps', 'throughputMbps', 'lossRate', 'distanceKm', 'failureRate', 'lat', 'lon']);
     if ((o.throughputBps === undefined) === (o.throughputMbps === undefined)) {
       throw new ScenarioError(p, 'give exactly one of throughputBps (bytes/s) or throughputMbps (Mbit/s)');
     }
@@ -403,6 +407,12 @@ function resolveTrace(v: unknown): TraceRow[] {
     };
     if (o.lossRate !== undefined) row.lossRate = num(`${p}.lossRate`, o.lossRate, { min: 0, max: 0.5 });
     if (o.distanceKm !== undefined) row.distanceKm = num(`${p}.distanceKm`, o.distanceKm, { min: 0 });
+    if (o.failureRate !== undefined) row.failureRate = num(`${p}.failureRate`, o.failureRate, { min: 0, max: 0.99 }); // at 1 every retry fails
+    if ((o.lat === undefined) !== (o.lon === undefined)) throw new ScenarioError(p, 'give both lat and lon, or neither');
+    if (o.lat !== undefined) {
+      row.lat = num(`${p}.lat`, o.lat, { min: -90, max: 90 });
+      row.lon = num(`${p}.lon`, o.lon, { min: -180, max: 180 });
+    }
     return row;
   });
 }
@@ -424,6 +434,8 @@ function resolveEdge(s: Obj): ResolvedEdge {
   } else {
     const p = obj('source.placement', s.placement, ['ringKm', 'rings', 'site', 'coordinates']);
     const given = ['ringKm', 'rings', 'coordinates'].filter((k) => p[k] !== undefined);
+    // With a trace, the site alone is enough: it turns the trace's node locations into distances.
+    if (trace && given.length === 0 && p.site !== undefined) given.push('coordinates');
     if (given.length !== 1) throw new ScenarioError('source.placement', 'give exactly one of ringKm, rings or coordinates (with site)');
     if (p.ringKm !== undefined) {
       placement = { kind: 'rings', rings: [{ km: num('source.placement.ringKm', p.ringKm, { min: 0, max: 20_040 }), weight: 1 }] };
@@ -445,7 +457,7 @@ function resolveEdge(s: Obj): ResolvedEdge {
       placement = {
         kind: 'coordinates',
         site: latlon('source.placement.site', p.site),
-        points: arr('source.placement.coordinates', p.coordinates).map((c, i) => latlon(`source.placement.coordinates[${i}]`, c)),
+        points: (p.coordinates === undefined && trace ? [] : arr('source.placement.coordinates', p.coordinates)).map((c, i) => latlon(`source.placement.coordinates[${i}]`, c)),
       };
     }
   }

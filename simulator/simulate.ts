@@ -5,7 +5,7 @@ import { EdgeNetwork, type EdgeStats } from './edge.ts';
 import { Engine } from './engine.ts';
 import { resolveScenario, type ResolvedScenario } from './scenario.ts';
 import { HpcStorage, type StorageStats } from './storage.ts';
-import { TrainingJob } from './training.ts';
+import { TrainingJob, type TrainingStats } from './training.ts';
 
 export interface SimResult {
   name: string;
@@ -63,7 +63,11 @@ function isResolved(x: unknown): x is ResolvedScenario {
   return typeof x === 'object' && x !== null && 'job' in x && typeof (x as ResolvedScenario).job?.computeStepS === 'number';
 }
 
-export function simulateResolved(sc: ResolvedScenario): SimResult {
+/**
+ * `observe`, if given, sees the training job's raw statistics (every step's start time) after the run; tests use
+ * it to pin a scenario's trajectory exactly.
+ */
+export function simulateResolved(sc: ResolvedScenario, observe?: (stats: TrainingStats) => void): SimResult {
   const wallStart = performance.now();
   const { job } = sc;
   const steps = sc.sim.steps;
@@ -90,6 +94,7 @@ export function simulateResolved(sc: ResolvedScenario): SimResult {
     );
   }
   const wallS = (performance.now() - wallStart) / 1000;
+  observe?.(st);
 
   // Steady state: step-to-step intervals after the warm-up (the last step has no successor, so it is left out).
   const starts = st.stepStarts;

@@ -6,7 +6,12 @@
 //   throughput_bps  | throughputBps     measured transfer throughput, bytes/s  }
 //   loss_rate | lossRate        measured loss rate, 0..1 (optional)
 //   distance_km | distanceKm    distance to the GPU site, km (optional, for reports)
+//   failure_rate | failureRate  fraction of requests to the node that fail outright, 0..1 (optional)
+//   lat, lon                    the node's location, degrees (optional; with source.placement.site gives the distance)
 // The result is the `source.trace` array of a scenario; validation of values happens there, with row numbers.
+//
+// The gateway's `GET /v1/nodes` response ({ nodes: [{ id, url, healthy, location, probes: [...] }] }) is also
+// accepted as it is, and mapped per node by `gatewayNodesToTrace` (see there and docs/simulator.md).
 
 export class TraceError extends Error {}
 
@@ -17,11 +22,13 @@ const ALIASES: Record<string, string> = {
   throughput_bps: 'throughputBps', throughputbps: 'throughputBps',
   loss_rate: 'lossRate', lossrate: 'lossRate', loss: 'lossRate',
   distance_km: 'distanceKm', distancekm: 'distanceKm',
+  failure_rate: 'failureRate', failurerate: 'failureRate',
+  lat: 'lat', latitude: 'lat', lon: 'lon', longitude: 'lon',
 };
 
 function canonicalKey(where: string, key: string): string {
   const k = ALIASES[key.trim().toLowerCase()];
-  if (!k) throw new TraceError(`${where}: unknown field "${key}" (expected node, rtt_ms, throughput_mbps or throughput_bps, loss_rate, distance_km)`);
+  if (!k) throw new TraceError(`${where}: unknown field "${key}" (expected node, rtt_ms, throughput_mbps or throughput_bps, loss_rate, distance_km, failure_rate, lat, lon)`);
   return k;
 }
 
@@ -61,12 +68,40 @@ function splitCsvLine(line: string): string[] {
   return out;
 }
 
+export interface ParsedTrace {
+  format: 'csv' | 'json' | 'jsonl' | 'gateway';
+  rows: Record<string, unknown>[];
+  /** Gateway format only: nodes left out, with the reason (unhealthy, or no successful probe). */
+  skipped: { node: string; reason: string }[];
+}
+
 /** Parses a trace file's text; `name` is used in error messages. */
 export function parseTrace(text: string, name: string): Record<string, unknown>[] {
+  return parseTraceDetailed(text, name).rows;
+}
+
+/** Like parseTrace, and says which format it detected and which gateway nodes it left out. */
+export function parseTraceDetailed(text: string, name: string): ParsedTrace {
   const trimmed = text.trim();
   if (trimmed === '') throw new TraceError(`${name}: the trace is empty`);
+  // The gateway's /v1/nodes response: one JSON object with a `nodes` array (JSON lines have one object per line,
+  // so a whole-text parse of those fails or yields an object without `nodes`).
+  if (trimmed.startsWith('{')) {
+    let whole: unknown;
+    try {
+      whole = JSON.parse(trimmed);
+    } catch {
+      whole = undefined;
+    }
+    if (typeof whole === 'object' && whole !== null && 'nodes' in whole) {
+      const { rows, skipped } = gatewayNodesToTrace(whole, name);
+      return { format: 'gateway', rows, skipped };
+    }
+  }
   let rows: Record<string, unknown>[];
+  let format: ParsedTrace['format'];
   if (trimmed.startsWith('[')) {
+    format = 'json';
     let parsed: unknown;
     try {
       parsed = JSON.parse(trimmed);
@@ -79,6 +114,7 @@ export function parseTrace(text: string, name: string): Record<string, unknown>[
       return toRow(`${name} record ${i + 1}`, r as Record<string, unknown>);
     });
   } else if (trimmed.startsWith('{')) {
+    format = 'jsonl';
     rows = trimmed.split(/\r?\n/).filter((l) => l.trim() !== '').map((line, i) => {
       let r: unknown;
       try {
@@ -90,6 +126,7 @@ export function parseTrace(text: string, name: string): Record<string, unknown>[
       return toRow(`${name} line ${i + 1}`, r as Record<string, unknown>);
     });
   } else {
+    format = 'csv';
     const lines = trimmed.split(/\r?\n/).filter((l) => l.trim() !== '' && !l.startsWith('#'));
     const header = splitCsvLine(lines[0]!).map((h) => h.trim());
     header.forEach((h) => canonicalKey(`${name} header`, h));
@@ -102,5 +139,98 @@ export function parseTrace(text: string, name: string): Record<string, unknown>[
     });
   }
   if (rows.length === 0) throw new TraceError(`${name}: no rows`);
-  return rows;
+  return { format, rows, skipped: [] };
+}
+
+// ---- the gateway's GET /v1/nodes ------------------------------------------------------------------------------
+
+/**
+ * Round trips in one probe's time to first byte. The gateway's prober (gateway/probes.ts) starts its clock before
+ * `request()` and stops it at the first body chunk, through an undici Agent whose idle connections close after
+ * undici's default keep-alive timeout of 4 s, while probes of one node are `--probe-interval` apart (default 30 s).
+ * So every probe opens a new connection: TCP handshake (1 RTT), then request and response (1 RTT), plus the node's
+ * time to start sending; with https, TLS 1.3 adds one more round trip. The server time stays in (it is small for a
+ * cached shard), which makes the RTT a little high: conservative for the edge.
+ */
+export const PROBE_TTFB_RTTS_HTTP = 2;
+export const PROBE_TTFB_RTTS_HTTPS = 3;
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+const isObj = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
+const finite = (x: unknown): x is number => typeof x === 'number' && Number.isFinite(x);
+
+/**
+ * Maps the gateway's `GET /v1/nodes` response to trace rows, one per node:
+ *   rtt_ms          median time to first byte of the node's successful probes ÷ 2 (http) or 3 (https): see above
+ *   throughput_bps  median bytesPerSecond of the successful probes (bytes/s, whole-transfer average)
+ *   failure_rate    failed probes ÷ all probes listed for the node
+ *   lat, lon        location.lat, location.lon
+ * Nodes the gateway marks unhealthy are left out (it routes nothing to them), and so are nodes without a
+ * successful probe (there is no RTT or throughput to use); both are reported in `skipped`. Fields the simulator
+ * does not use (load, score, rttFactor, scoreChanges, ...) are ignored, since this is an API response, not a
+ * file written for the simulator; the fields it does use are checked.
+ */
+export function gatewayNodesToTrace(doc: unknown, name: string): { rows: Record<string, unknown>[]; skipped: { node: string; reason: string }[] } {
+  if (!isObj(doc) || !Array.isArray(doc.nodes)) throw new TraceError(`${name}: expected the gateway's /v1/nodes response, { "nodes": [...] }`);
+  const rows: Record<string, unknown>[] = [];
+  const skipped: { node: string; reason: string }[] = [];
+  doc.nodes.forEach((n, i) => {
+    const where = `${name} nodes[${i}]`;
+    if (!isObj(n)) throw new TraceError(`${where}: expected an object`);
+    if (typeof n.id !== 'string' || n.id === '') throw new TraceError(`${where}.id: expected a string`);
+    const probes = n.probes ?? [];
+    if (!Array.isArray(probes)) throw new TraceError(`${where}.probes: expected an array`);
+    if (n.healthy === false) {
+      skipped.push({ node: n.id, reason: 'unhealthy (the gateway does not route to it)' });
+      return;
+    }
+    const ttfb: number[] = [];
+    const bps: number[] = [];
+    let failed = 0;
+    probes.forEach((p, j) => {
+      const pw = `${where}.probes[${j}]`;
+      if (!isObj(p) || typeof p.ok !== 'boolean') throw new TraceError(`${pw}: expected a probe result with a boolean "ok"`);
+      if (!p.ok) {
+        failed++;
+        return;
+      }
+      if (p.ttfbMs !== undefined) {
+        if (!finite(p.ttfbMs) || p.ttfbMs < 0) throw new TraceError(`${pw}.ttfbMs: expected a number ≥ 0, got ${JSON.stringify(p.ttfbMs)}`);
+        if (p.ttfbMs > 0) ttfb.push(p.ttfbMs);
+      }
+      if (p.bytesPerSecond !== undefined) {
+        if (!finite(p.bytesPerSecond) || p.bytesPerSecond < 0) throw new TraceError(`${pw}.bytesPerSecond: expected a number ≥ 0, got ${JSON.stringify(p.bytesPerSecond)}`);
+        if (p.bytesPerSecond > 0) bps.push(p.bytesPerSecond);
+      }
+    });
+    if (ttfb.length === 0 || bps.length === 0) {
+      skipped.push({ node: n.id, reason: probes.length === 0 ? 'no probes yet' : `no successful probe (${failed} of ${probes.length} failed)` });
+      return;
+    }
+    let rtts = PROBE_TTFB_RTTS_HTTP;
+    if (typeof n.url === 'string' && n.url.toLowerCase().startsWith('https:')) rtts = PROBE_TTFB_RTTS_HTTPS;
+    const row: Record<string, unknown> = {
+      node: n.id,
+      rttMs: median(ttfb) / rtts,
+      throughputBps: median(bps),
+      failureRate: failed / probes.length,
+    };
+    const loc = n.location;
+    if (isObj(loc) && finite(loc.lat) && finite(loc.lon)) {
+      row.lat = loc.lat;
+      row.lon = loc.lon;
+    }
+    rows.push(row);
+  });
+  if (rows.length === 0) {
+    throw new TraceError(
+      `${name}: no usable node in the gateway's response (${doc.nodes.length} listed${skipped.length ? `; ${skipped.map((s) => `${s.node}: ${s.reason}`).join('; ')}` : ''})`,
+    );
+  }
+  return { rows, skipped };
 }
