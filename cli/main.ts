@@ -7,6 +7,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
   demo: { summary: 'run a whole local network on a built-in sample dataset (what `npm start` runs)', load: async () => (await import('./demo.ts')).demoCommand },
   node: { summary: 'run an edge node: a verified pull-through shard cache', load: async () => (await import('../edge-node/cli.ts')).nodeCommand },
   gateway: { summary: 'run a gateway: node registry, geo-aware routing, signed tickets', load: async () => (await import('../gateway/cli.ts')).gatewayCommand },
+  fetch: { summary: 'download a dataset through a gateway: parallel, verified, resumable, with node failover', load: async () => (await import('../client/cli.ts')).fetchCommand },
   origin: { summary: 'serve a dataset directory over HTTP as an origin', load: async () => (await import('../dataset/origin-cli.ts')).originCommand },
   'dataset pack': { summary: 'hash a directory of shards and write its manifest', load: async () => (await import('../dataset/cli.ts')).packCommand },
   'dataset sample': { summary: 'write the built-in deterministic sample dataset', load: async () => (await import('../dataset/cli.ts')).sampleCommand },

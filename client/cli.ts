@@ -1,0 +1,129 @@
+// `edgeshard fetch GATEWAY DATASET --out DIR`: the trainer's download command. Settings in, a summary out;
+// the work is fetchDataset's. Exit status: 0 every shard verified, 1 any failed, 2 bad usage, 130 interrupted.
+import type { Command } from '../cli/command.ts';
+import { UsageError, intSetting, stringSetting, type Settings } from '../cli/options.ts';
+import { formatBytes, parseSize } from '../protocol/units.ts';
+import type { LatLon } from './gateway-client.ts';
+import { fetchDataset, FETCH_DEFAULTS, type FetchOptions, type FetchReport } from './fetch.ts';
+import { InterruptedError } from './http.ts';
+import { formatDuration, formatRate, startProgressRenderer, type ProgressRenderer } from './progress.ts';
+
+export const EXIT_INTERRUPTED = 130;
+
+export function parseNear(text: string): LatLon {
+  const m = /^\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*$/.exec(text);
+  const lat = Number(m?.[1]);
+  const lon = Number(m?.[2]);
+  if (!m || !(lat >= -90 && lat <= 90) || !(lon >= -180 && lon <= 180)) {
+    throw new UsageError(`--near "${text}": expected LAT,LON in degrees, e.g. 52.52,13.40`);
+  }
+  return { lat, lon };
+}
+
+/** Checks every setting and turns them into fetch options (everything but the signal and callbacks). */
+export function fetchOptionsFromSettings(settings: Settings, positionals: string[]): FetchOptions {
+  const [gateway, dataset, extra] = positionals;
+  if (!gateway || !dataset || extra !== undefined) throw new UsageError(`expected GATEWAY and DATASET\nusage: ${fetchCommand.spec.usage}`);
+  try {
+    const url = new URL(gateway);
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error();
+  } catch {
+    throw new UsageError(`gateway "${gateway}": expected an http(s) URL, e.g. http://gateway.example.org:8443`);
+  }
+  const outDir = stringSetting(settings, 'out');
+  if (!outDir) throw new UsageError('--out DIR is required: where the verified shards go');
+  let splitThreshold: number;
+  try {
+    splitThreshold = parseSize(String(settings['split-threshold']), '--split-threshold');
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const near = stringSetting(settings, 'near');
+  return {
+    gateway,
+    dataset,
+    outDir,
+    parallel: intSetting(settings, 'parallel', 1, 1024),
+    splitThreshold,
+    splitParts: intSetting(settings, 'split-parts', 1, 64),
+    stallTimeoutMs: intSetting(settings, 'stall-timeout', 100, 3_600_000),
+    retries: intSetting(settings, 'retries', 0, 100),
+    ...(near ? { near: parseNear(near) } : {}),
+  };
+}
+
+/** The lines printed at the end: a one-line verdict, then one line per failed shard. */
+export function summaryLines(report: FetchReport, outDir: string): string[] {
+  const total = report.results.length;
+  const verified = report.downloaded + report.skipped;
+  const seconds = report.elapsedMs / 1000;
+  const moved = `${formatBytes(report.bytesFetched)} in ${formatDuration(seconds)} (${formatRate(seconds > 0 ? report.bytesFetched / seconds : 0)})`;
+  const detail = `${report.downloaded} downloaded, ${report.skipped} already complete`;
+  const lines: string[] = [];
+  if (report.failed === 0 && !report.interrupted) {
+    lines.push(`${report.manifest.name}: all ${total} shards verified in ${outDir} (${detail}); fetched ${moved}`);
+  } else if (report.interrupted) {
+    lines.push(`${report.manifest.name}: interrupted with ${verified} of ${total} shards verified (${detail}, ${report.failed} failed); fetched ${moved}. Run the same command again to resume.`);
+  } else {
+    lines.push(`${report.manifest.name}: ${report.failed} of ${total} shards FAILED, ${verified} verified (${detail}); fetched ${moved}`);
+  }
+  for (const r of report.results) {
+    if (r.status === 'failed') lines.push(`  failed ${r.shard.path}: ${r.error ?? 'unknown error'}`);
+  }
+  return lines;
+}
+
+export const fetchCommand: Command = {
+  spec: {
+    name: 'fetch',
+    usage: 'edgeshard fetch GATEWAY DATASET --out DIR [--parallel 8] [--split-threshold 64MiB] [--split-parts 4] [--stall-timeout 15000] [--near LAT,LON] [--retries 3]',
+    summary:
+      'Downloads every shard of DATASET through the gateway into DIR, verifying each sha256. Fails over between nodes on errors and stalls, resumes .partial files after a crash or Ctrl-C, and splits large shards into parallel ranges. Exit status: 0 all verified, 1 some failed, 2 bad usage, 130 interrupted.',
+    positionals: true,
+    options: [
+      { name: 'out', type: 'string', description: 'directory for the shards (created if missing)' },
+      { name: 'parallel', type: 'string', default: String(FETCH_DEFAULTS.parallel), description: 'shards downloaded at once' },
+      { name: 'split-threshold', type: 'string', default: '64MiB', description: 'shards larger than this are fetched as parallel ranges' },
+      { name: 'split-parts', type: 'string', default: String(FETCH_DEFAULTS.splitParts), description: 'ranges per split shard (spread over different nodes)' },
+      { name: 'stall-timeout', type: 'string', default: String(FETCH_DEFAULTS.stallTimeoutMs), description: 'ms without a byte before failing over to the next node' },
+      { name: 'near', type: 'string', description: 'LAT,LON to route from (default: the gateway locates you by IP)' },
+      { name: 'retries', type: 'string', default: String(FETCH_DEFAULTS.retries), description: 'fresh routes per shard once its candidates are used up (and retries per gateway call)' },
+    ],
+  },
+  async run(settings, positionals) {
+    const options = fetchOptionsFromSettings(settings, positionals);
+    const controller = new AbortController();
+    let interrupts = 0;
+    const onSigint = (): void => {
+      interrupts++;
+      if (interrupts > 1) process.exit(EXIT_INTERRUPTED); // a second Ctrl-C: the user does not want to wait
+      process.stderr.write('\ninterrupted: stopping; .partial files are kept for resume (Ctrl-C again to quit now)\n');
+      controller.abort(new InterruptedError());
+    };
+    process.on('SIGINT', onSigint);
+    // Set once the manifest is known (onStart); stopped before the summary so the two never interleave.
+    const display: { renderer?: ProgressRenderer } = {};
+    try {
+      const report = await fetchDataset({
+        ...options,
+        signal: controller.signal,
+        onStart: (_manifest, progress) => {
+          display.renderer = startProgressRenderer(progress);
+        },
+      });
+      display.renderer?.stop();
+      for (const line of summaryLines(report, options.outDir)) console.log(line);
+      if (report.interrupted) return EXIT_INTERRUPTED;
+      return report.failed > 0 ? 1 : 0;
+    } catch (err) {
+      display.renderer?.stop();
+      if (controller.signal.aborted) {
+        console.error('interrupted before the download started');
+        return EXIT_INTERRUPTED;
+      }
+      throw err;
+    } finally {
+      process.off('SIGINT', onSigint);
+    }
+  },
+};

@@ -1,0 +1,173 @@
+// One shard, start to finish, into DIR/<path>.partial: resume what is there, fail over between sources, hash as
+// bytes arrive, and rename to the final name only after the sha256 matches the manifest. A failed verification
+// throws the bytes away and starts over once, trying the nodes that sent them last.
+import { createHash, type Hash } from 'node:crypto';
+import { open, rename, mkdir, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import type { Dispatcher } from 'undici';
+import type { ShardEntry } from '../protocol/manifest.ts';
+import type { ShardSources, Source, SourceCursor, FailureKind } from './sources.ts';
+import { LocalIoError, TransferFailure, transferRange } from './transfer.ts';
+
+export const PARTIAL_SUFFIX = '.partial';
+
+/** How bytes move, for the progress display: everything is relative to the bytes this shard needs. */
+export interface ProgressSink {
+  /** Bytes received from the network and written. */
+  received(bytes: number): void;
+  /** Bytes found already on disk (a resumed partial). */
+  resumed(bytes: number): void;
+  /** Bytes thrown away (a failed verification, a server that ignored Range). */
+  discarded(bytes: number): void;
+}
+
+export interface DownloadContext {
+  dispatcher: Dispatcher;
+  stallTimeoutMs: number;
+  signal?: AbortSignal;
+  progress?: ProgressSink;
+}
+
+export interface ShardDownload {
+  /** Bytes received over the network for this shard in this run. */
+  bytesFetched: number;
+  /** Bytes that were already in the partial file and kept. */
+  resumedBytes: number;
+  /** Ids of the sources that sent bytes, in order. */
+  servedBy: string[];
+  /** One line per failed attempt, e.g. "0xab…: stalled: no bytes for 15000 ms". */
+  failures: string[];
+}
+
+export class ShardDownloadError extends Error {
+  constructor(
+    readonly shard: ShardEntry,
+    reason: string,
+    readonly failures: string[],
+  ) {
+    super(reason);
+    this.name = 'ShardDownloadError';
+  }
+}
+
+/** Opens a file for positional reads and writes, creating it when missing (never truncating). */
+export async function openReadWrite(path: string): Promise<FileHandle> {
+  try {
+    return await open(path, 'r+');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    return await open(path, 'w+');
+  }
+}
+
+/** Feeds bytes [0, length) of an open file into `hash`: the prefix of a resumed partial. */
+export async function hashPrefix(fh: FileHandle, length: number, hash: Hash): Promise<void> {
+  const buf = Buffer.allocUnsafe(Math.min(length, 1 << 20) || 1);
+  for (let pos = 0; pos < length; ) {
+    const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, length - pos), pos);
+    if (bytesRead === 0) throw new Error(`partial file shorter than expected at byte ${pos}`);
+    hash.update(buf.subarray(0, bytesRead));
+    pos += bytesRead;
+  }
+}
+
+/** The message for a shard that ran out of sources: the last few reasons are what the trainer needs to see. */
+export function noSourceMessage(failures: string[], routeError: Error | null): string {
+  const recent = failures.slice(-3).join('; ');
+  const gateway = routeError ? `; gateway: ${routeError.message}` : '';
+  return failures.length === 0
+    ? `no source to download from${gateway}`
+    : `every source failed (${failures.length} attempt${failures.length === 1 ? '' : 's'}): ${recent}${gateway}`;
+}
+
+/** Downloads `shard` sequentially to `finalPath` (verified), using the sources' candidates in turn. */
+export async function downloadShard(shard: ShardEntry, finalPath: string, sources: ShardSources, ctx: DownloadContext): Promise<ShardDownload> {
+  const partialPath = finalPath + PARTIAL_SUFFIX;
+  await mkdir(dirname(finalPath), { recursive: true });
+  const fh = await openReadWrite(partialPath);
+  const result: ShardDownload = { bytesFetched: 0, resumedBytes: 0, servedBy: [], failures: [] };
+  try {
+    let have = (await fh.stat()).size;
+    let hash = createHash('sha256');
+    if (have > shard.size) {
+      await fh.truncate(0);
+      have = 0;
+    } else if (have > 0) {
+      await hashPrefix(fh, have, hash);
+      result.resumedBytes = have;
+      ctx.progress?.resumed(have);
+    }
+    const contributors = new Set<string>();
+    let verificationFailed = false;
+    let cursor: SourceCursor = sources.cursor();
+    let source: Source | null = have === shard.size ? null : await sources.next(cursor);
+
+    const startOver = async (): Promise<void> => {
+      await fh.truncate(0);
+      ctx.progress?.discarded(have);
+      have = 0;
+      hash = createHash('sha256');
+    };
+
+    for (;;) {
+      if (have === shard.size) {
+        const digest = hash.digest('hex');
+        if (digest === shard.sha256) {
+          // Durable before visible: after a crash the final name holds the verified bytes or nothing.
+          await fh.sync();
+          await fh.close().catch(() => {});
+          await rename(partialPath, finalPath);
+          return result;
+        }
+        const failure = `sha256 mismatch: got ${digest.slice(0, 12)}…, want ${shard.sha256.slice(0, 12)}…${contributors.size ? ` (bytes from ${[...contributors].join(', ')})` : ' (bytes from an earlier run)'}`;
+        result.failures.push(failure);
+        if (verificationFailed) throw new ShardDownloadError(shard, `${failure}, twice`, result.failures);
+        verificationFailed = true;
+        for (const id of contributors) if (id !== 'origin') sources.suspects.add(id);
+        contributors.clear();
+        await startOver();
+        cursor = sources.cursor();
+        source = await sources.next(cursor);
+        continue;
+      }
+      if (!source) throw new ShardDownloadError(shard, noSourceMessage(result.failures, sources.routeError), result.failures);
+
+      let kind: FailureKind;
+      try {
+        await transferRange(
+          {
+            source,
+            from: have,
+            to: shard.size - 1,
+            size: shard.size,
+            onWholeBody: 'restart',
+            restart: startOver,
+            write: async (chunk, position) => {
+              await fh.write(chunk, 0, chunk.length, position);
+              hash.update(chunk);
+              have = position + chunk.length;
+              result.bytesFetched += chunk.length;
+              ctx.progress?.received(chunk.length);
+              if (!contributors.has(source!.id)) {
+                contributors.add(source!.id);
+                result.servedBy.push(source!.id);
+              }
+            },
+          },
+          ctx,
+        );
+        continue; // complete: verify at the top of the loop
+      } catch (err) {
+        if (!(err instanceof TransferFailure)) throw err;
+        result.failures.push(`${source.id}: ${err.message}`);
+        kind = err.kind;
+      }
+      source = await sources.next(cursor, source, kind);
+    }
+  } catch (err) {
+    if (err instanceof LocalIoError) throw new ShardDownloadError(shard, `writing ${partialPath}: ${err.message}`, result.failures);
+    throw err;
+  } finally {
+    await fh.close().catch(() => {});
+  }
+}

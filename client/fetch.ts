@@ -1,0 +1,208 @@
+// `edgeshard fetch` without the terminal: the manifest from the gateway, then every shard with `parallel`
+// workers, each shard sequential or split, verified, renamed into place. One result per shard says what happened.
+import { stat, mkdir, realpath } from 'node:fs/promises';
+import { dirname, isAbsolute, relative, resolve, sep } from 'node:path';
+import type { Dispatcher } from 'undici';
+import type { Manifest, ShardEntry } from '../protocol/manifest.ts';
+import { sha256File } from '../protocol/hash.ts';
+import { unsafePathReason } from '../protocol/paths.ts';
+import { GatewayClient, type LatLon } from './gateway-client.ts';
+import { ShardSources } from './sources.ts';
+import { downloadShard, PARTIAL_SUFFIX, ShardDownloadError, type ShardDownload } from './download.ts';
+import { downloadShardSplit, STATE_SUFFIX } from './split.ts';
+import { createClientAgent, InterruptedError, abortedReason } from './http.ts';
+import { ProgressTracker } from './progress.ts';
+
+export const FETCH_DEFAULTS = {
+  parallel: 8,
+  splitThreshold: 64 * 1024 * 1024,
+  splitParts: 4,
+  stallTimeoutMs: 15_000,
+  retries: 3,
+} as const;
+
+export interface ShardFetchOptions {
+  /** Shards larger than this are fetched as `splitParts` parallel ranges. */
+  splitThreshold?: number;
+  splitParts?: number;
+  /** No byte for this long aborts the attempt and fails over. */
+  stallTimeoutMs?: number;
+  /** Fresh routes per shard after the first, and retries of each gateway call. */
+  retries?: number;
+}
+
+export interface FetchOptions extends ShardFetchOptions {
+  gateway: string;
+  dataset: string;
+  outDir: string;
+  /** Shards downloaded at once. */
+  parallel?: number;
+  near?: LatLon;
+  signal?: AbortSignal;
+  /** Called once the manifest is known, with the tracker the CLI renders. */
+  onStart?: (manifest: Manifest, progress: ProgressTracker) => void;
+  onShardDone?: (result: ShardResult) => void;
+  /** Bring your own pool (tests, the loader); otherwise one is made and closed here. */
+  dispatcher?: Dispatcher;
+  /** Base of the gateway's retry backoff (tests shorten it). */
+  gatewayBackoffMs?: number;
+}
+
+export type ShardStatus = 'downloaded' | 'skipped' | 'failed' | 'interrupted';
+
+export interface ShardResult {
+  shard: ShardEntry;
+  /** Where the verified file is (or would be). */
+  file: string;
+  status: ShardStatus;
+  bytesFetched: number;
+  resumedBytes: number;
+  servedBy: string[];
+  /** Why it failed (status "failed"), in one line. */
+  error?: string;
+  /** Every failed attempt, including ones a later attempt recovered from. */
+  failures: string[];
+}
+
+export interface FetchReport {
+  manifest: Manifest;
+  results: ShardResult[];
+  downloaded: number;
+  skipped: number;
+  failed: number;
+  interrupted: boolean;
+  bytesFetched: number;
+  elapsedMs: number;
+}
+
+/** The absolute path for a manifest path under `outDir`; throws when it could land anywhere else. */
+export function shardFilePath(outDir: string, shardPath: string): string {
+  const reason = unsafePathReason(shardPath);
+  if (reason) throw new Error(`refusing shard path ${JSON.stringify(shardPath)}: ${reason}`);
+  const root = resolve(outDir);
+  const file = resolve(root, shardPath);
+  const rel = relative(root, file);
+  if (rel === '' || rel.startsWith('..') || isAbsolute(rel)) throw new Error(`refusing shard path ${JSON.stringify(shardPath)}: resolves outside ${root}`);
+  return file;
+}
+
+/** Our working files sit next to the final ones; a manifest that names one of them as a shard would collide. */
+export function checkNoWorkingFileCollisions(manifest: Manifest): void {
+  const paths = new Set(manifest.shards.map((s) => s.path));
+  for (const p of paths) {
+    for (const suffix of [PARTIAL_SUFFIX, PARTIAL_SUFFIX + STATE_SUFFIX]) {
+      if (paths.has(p + suffix)) throw new Error(`manifest lists both ${JSON.stringify(p)} and ${JSON.stringify(p + suffix)}; the second would collide with the download of the first`);
+    }
+  }
+}
+
+/** True when `file` exists with the shard's size and sha256 (hashing it: a same-size file may still be wrong). */
+export async function isComplete(file: string, shard: ShardEntry): Promise<boolean> {
+  const info = await stat(file).catch(() => null);
+  if (!info?.isFile() || info.size !== shard.size) return false;
+  return (await sha256File(file)).sha256 === shard.sha256;
+}
+
+export interface ShardFetchEnv extends ShardFetchOptions {
+  gateway: GatewayClient;
+  dataset: string;
+  outDir: string;
+  dispatcher: Dispatcher;
+  signal?: AbortSignal;
+  progress?: ProgressTracker;
+}
+
+/** One shard into `outDir`: skipped when already complete, else downloaded and verified. Never throws for the shard's own failures. */
+export async function fetchShard(shard: ShardEntry, env: ShardFetchEnv): Promise<ShardResult> {
+  const result: ShardResult = { shard, file: '', status: 'failed', bytesFetched: 0, resumedBytes: 0, servedBy: [], failures: [] };
+  try {
+    result.file = shardFilePath(env.outDir, shard.path);
+    await mkdir(dirname(result.file), { recursive: true });
+    // A symlinked directory inside --out could still point elsewhere: check where the directory really is.
+    const [realRoot, realParent] = await Promise.all([realpath(env.outDir), realpath(dirname(result.file))]);
+    if (realParent !== realRoot && !realParent.startsWith(realRoot + sep)) throw new Error(`refusing ${shard.path}: its directory resolves to ${realParent}, outside ${realRoot}`);
+    if (await isComplete(result.file, shard)) {
+      env.progress?.resumed(shard.size);
+      result.status = 'skipped';
+      return result;
+    }
+    const retries = env.retries ?? FETCH_DEFAULTS.retries;
+    const parts = env.splitParts ?? FETCH_DEFAULTS.splitParts;
+    const split = shard.size > (env.splitThreshold ?? FETCH_DEFAULTS.splitThreshold) && parts > 1;
+    const sources = new ShardSources({ fetchRoute: () => env.gateway.route(env.dataset, shard, Math.max(3, split ? parts : 1)), refreshes: retries });
+    await sources.start();
+    const ctx = {
+      dispatcher: env.dispatcher,
+      stallTimeoutMs: env.stallTimeoutMs ?? FETCH_DEFAULTS.stallTimeoutMs,
+      ...(env.signal ? { signal: env.signal } : {}),
+      ...(env.progress ? { progress: env.progress } : {}),
+    };
+    const done: ShardDownload = split
+      ? await downloadShardSplit(shard, result.file, sources, { ...ctx, parts })
+      : await downloadShard(shard, result.file, sources, ctx);
+    Object.assign(result, { status: 'downloaded', bytesFetched: done.bytesFetched, resumedBytes: done.resumedBytes, servedBy: done.servedBy, failures: done.failures });
+    return result;
+  } catch (err) {
+    if (abortedReason(env.signal) || err instanceof InterruptedError) {
+      result.status = 'interrupted';
+      result.error = 'interrupted';
+      return result;
+    }
+    result.error = (err as Error).message;
+    if (err instanceof ShardDownloadError) result.failures = err.failures;
+    return result;
+  }
+}
+
+export async function fetchDataset(opts: FetchOptions): Promise<FetchReport> {
+  const started = Date.now();
+  const stallTimeoutMs = opts.stallTimeoutMs ?? FETCH_DEFAULTS.stallTimeoutMs;
+  const parallel = Math.max(1, opts.parallel ?? FETCH_DEFAULTS.parallel);
+  const ownDispatcher = opts.dispatcher ? null : createClientAgent({ connections: parallel * (opts.splitParts ?? FETCH_DEFAULTS.splitParts) + 2, stallTimeoutMs });
+  const dispatcher = opts.dispatcher ?? ownDispatcher!;
+  try {
+    const gateway = new GatewayClient({
+      gateway: opts.gateway,
+      dispatcher,
+      retries: opts.retries ?? FETCH_DEFAULTS.retries,
+      ...(opts.gatewayBackoffMs !== undefined ? { backoffBaseMs: opts.gatewayBackoffMs } : {}),
+      ...(opts.near ? { near: opts.near } : {}),
+      ...(opts.signal ? { signal: opts.signal } : {}),
+    });
+    const manifest = await gateway.manifest(opts.dataset);
+    checkNoWorkingFileCollisions(manifest);
+    await mkdir(opts.outDir, { recursive: true });
+    const progress = new ProgressTracker(manifest.totalBytes, manifest.shards.length);
+    opts.onStart?.(manifest, progress);
+
+    const results: ShardResult[] = new Array(manifest.shards.length);
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      for (let i = next++; i < manifest.shards.length; i = next++) {
+        const shard = manifest.shards[i]!;
+        const result = opts.signal?.aborted
+          ? { shard, file: '', status: 'interrupted' as const, bytesFetched: 0, resumedBytes: 0, servedBy: [], failures: [], error: 'interrupted' }
+          : await fetchShard(shard, { ...opts, gateway, dispatcher, progress });
+        if (result.status !== 'interrupted') progress.shardFinished(result.status !== 'failed');
+        results[i] = result;
+        opts.onShardDone?.(result);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(parallel, manifest.shards.length) }, worker));
+
+    const count = (s: ShardStatus): number => results.filter((r) => r.status === s).length;
+    return {
+      manifest,
+      results,
+      downloaded: count('downloaded'),
+      skipped: count('skipped'),
+      failed: count('failed'),
+      interrupted: count('interrupted') > 0,
+      bytesFetched: results.reduce((sum, r) => sum + r.bytesFetched, 0),
+      elapsedMs: Date.now() - started,
+    };
+  } finally {
+    // After an interrupt nothing in flight is wanted; otherwise let keep-alive sockets close politely.
+    if (ownDispatcher) await (opts.signal?.aborted ? ownDispatcher.destroy() : ownDispatcher.close()).catch(() => {});
+  }
+}

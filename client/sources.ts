@@ -1,0 +1,137 @@
+// Where the bytes of one shard may come from, in the order the trainer should try them: the route's candidates
+// best first, then a fresh route (tickets expire; nodes come and go), and only when the gateway has nothing better
+// the origin. Several cursors (the ranges of a split shard) share one ShardSources, so a refresh asked for by one
+// range is reused by the others instead of each asking the gateway again.
+import type { ShardRoute } from './gateway-client.ts';
+
+export interface Source {
+  kind: 'node' | 'origin';
+  /** Node id (address) or "origin". */
+  id: string;
+  url: string;
+}
+
+/** Why the last attempt at a source failed; decides what to try next. */
+export type FailureKind =
+  | 'forbidden' // 403: the ticket expired, so every URL of this route is suspect
+  | 'unavailable' // 404, 5xx, connection error, stall
+  | 'bad-data'; // wrong length, bad Content-Range, or bytes that failed verification
+
+/** One consumer's position: which route generation it is on and which sources it has tried there. */
+export interface SourceCursor {
+  generation: number;
+  tried: Set<string>;
+  usedOrigin: boolean;
+  /** Index into the candidates this cursor starts from, so split ranges spread over different nodes. */
+  preferred: number;
+}
+
+export interface ShardSourcesOptions {
+  fetchRoute: () => Promise<ShardRoute>;
+  /** Fresh routes allowed after the first, for this shard. */
+  refreshes: number;
+}
+
+export class ShardSources {
+  #route: ShardRoute | null = null;
+  #generation = 0;
+  #refreshesLeft: number;
+  #pending: Promise<void> | null = null;
+  /** Nodes that sent bytes we could not use: tried last from now on. */
+  readonly suspects = new Set<string>();
+  /** The last gateway error, for the failure summary when we run out of sources. */
+  routeError: Error | null = null;
+
+  constructor(private readonly opts: ShardSourcesOptions) {
+    this.#refreshesLeft = opts.refreshes;
+  }
+
+  get route(): ShardRoute | null {
+    return this.#route;
+  }
+
+  /** Fetches the first route. Throws when the gateway cannot route the shard at all. */
+  async start(): Promise<void> {
+    this.#route = await this.opts.fetchRoute();
+    this.#generation = 1;
+  }
+
+  cursor(preferred = 0): SourceCursor {
+    return { generation: this.#generation, tried: new Set(), usedOrigin: false, preferred };
+  }
+
+  /** Candidates in the order to try: the gateway's ranking, suspects moved last. */
+  ordered(): Source[] {
+    const nodes = (this.#route?.candidates ?? []).map((c): Source => ({ kind: 'node', id: c.node, url: c.url }));
+    return [...nodes.filter((n) => !this.suspects.has(n.id)), ...nodes.filter((n) => this.suspects.has(n.id))];
+  }
+
+  /**
+   * The next source for this cursor after `failure` at `failed` (both absent for the first pick), or null when
+   * nothing is left. Moves the cursor.
+   */
+  async next(cursor: SourceCursor, failed?: Source, failure?: FailureKind): Promise<Source | null> {
+    if (failed && failure === 'bad-data' && failed.kind === 'node') this.suspects.add(failed.id);
+    if (failed?.kind === 'origin') cursor.usedOrigin = true;
+    if (failure === 'forbidden' && failed?.kind === 'node') await this.#moveToFreshRoute(cursor);
+    for (;;) {
+      if (cursor.generation !== this.#generation) {
+        cursor.generation = this.#generation;
+        cursor.tried.clear();
+      }
+      const pick = this.#untried(cursor);
+      if (pick) {
+        cursor.tried.add(pick.url);
+        return pick;
+      }
+      if (!(await this.#moveToFreshRoute(cursor))) break;
+    }
+    const origin = this.#route?.origin;
+    if (origin && !cursor.usedOrigin) {
+      cursor.usedOrigin = true;
+      return { kind: 'origin', id: 'origin', url: origin };
+    }
+    return null;
+  }
+
+  #untried(cursor: SourceCursor): Source | null {
+    const list = this.ordered();
+    if (list.length === 0) return null;
+    // Suspects are only tried once everything else on the list was.
+    const clean = list.filter((s) => !this.suspects.has(s.id));
+    const rotated = (xs: Source[]): Source[] => {
+      const at = cursor.preferred % Math.max(1, xs.length);
+      return [...xs.slice(at), ...xs.slice(0, at)];
+    };
+    for (const s of [...rotated(clean), ...list.filter((s) => this.suspects.has(s.id))]) {
+      if (!cursor.tried.has(s.url)) return s;
+    }
+    return null;
+  }
+
+  /** Makes a newer generation available to the cursor (reusing another cursor's refresh); false when out of refreshes. */
+  async #moveToFreshRoute(cursor: SourceCursor): Promise<boolean> {
+    if (this.#generation > cursor.generation) return true;
+    if (this.#pending) {
+      await this.#pending;
+      return this.#generation > cursor.generation;
+    }
+    if (this.#refreshesLeft <= 0) return false;
+    this.#refreshesLeft--;
+    this.#pending = this.opts
+      .fetchRoute()
+      .then((route) => {
+        this.#route = route;
+        this.#generation++;
+      })
+      .catch((err: unknown) => {
+        // A gateway that cannot answer now leaves us with what we have (and the origin).
+        this.routeError = err as Error;
+      })
+      .finally(() => {
+        this.#pending = null;
+      });
+    await this.#pending;
+    return this.#generation > cursor.generation;
+  }
+}
