@@ -16,6 +16,9 @@ import { signTicket } from '../protocol/tickets.ts';
 import { sha256Hex } from '../protocol/hash.ts';
 import type { Manifest } from '../protocol/manifest.ts';
 import { tempDir, sleep } from './helpers/net.ts';
+import { fetchShard } from '../client/fetch.ts';
+import { GatewayClient } from '../client/gateway-client.ts';
+import { createClientAgent } from '../client/http.ts';
 
 const run = promisify(execFile);
 
@@ -141,6 +144,30 @@ describe('gateway, nodes and clients on loopback', () => {
     expect(metrics).toMatch(/edgeshard_gateway_nodes\{state="up"\} 3/);
     expect(metrics).toMatch(/edgeshard_gateway_probes_total\{result="ok"\} [3-9]/);
     expect(metrics).toContain('edgeshard_gateway_route_distance_km_bucket');
+  });
+
+  it('resumes a shard killed mid-transfer on another node, with correct bytes', async () => {
+    const shard = manifest.shards[5]!;
+    const paris = nodes.paris;
+    // Warm Paris so the transfer is pure serving, then slow it so the test can cut it mid-shard.
+    await (await request(`${paris.url}/shard/${shard.sha256}?ticket=${signTicket({ shard: shard.sha256, node: paris.address, expiresAt: Math.floor(Date.now() / 1000) + 60 }, gw.ticketKey)}`)).body.arrayBuffer();
+    paris.limiter.setRate(256 * 1024);
+    const dispatcher = createClientAgent({ stallTimeoutMs: 5000 });
+    const gateway = new GatewayClient({ gateway: gw.url, dispatcher, near: { lat: 48.85, lon: 2.35 } });
+    const outDir = join(tmp.dir, 'trainer');
+    const pending = fetchShard(shard, { gateway, dataset: 'sample', outDir, dispatcher, stallTimeoutMs: 5000 });
+    await sleep(400); // about 100 KiB of 256 KiB sent
+    paris.server.closeAllConnections(); // the node's connections die mid-transfer
+    const result = await pending;
+    paris.limiter.setRate(0);
+    await dispatcher.close();
+    expect(result.status).toBe('downloaded');
+    // Paris died after part of the shard; the next node served only the rest (Range), so no byte came twice.
+    expect(result.failures[0]).toMatch(new RegExp(`^${paris.address}: .*after \\d+ bytes`));
+    expect(result.servedBy[0]).toBe(paris.address);
+    expect(result.servedBy.at(-1)).not.toBe(paris.address);
+    expect(result.bytesFetched).toBe(shard.size);
+    expect(sha256Hex(await readFile(result.file))).toBe(shard.sha256);
   });
 
   it('routes around a node that dies, and takes it back when it returns', async () => {
