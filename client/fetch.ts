@@ -1,5 +1,6 @@
 // `edgeshard fetch` without the terminal: the manifest from the gateway, then every shard with `parallel`
 // workers, each shard sequential or split, verified, renamed into place. One result per shard says what happened.
+import { setMaxListeners } from 'node:events';
 import { stat, mkdir, realpath } from 'node:fs/promises';
 import { dirname, isAbsolute, relative, resolve, sep } from 'node:path';
 import type { Dispatcher } from 'undici';
@@ -160,6 +161,8 @@ export async function fetchDataset(opts: FetchOptions): Promise<FetchReport> {
   const parallel = Math.max(1, opts.parallel ?? FETCH_DEFAULTS.parallel);
   const ownDispatcher = opts.dispatcher ? null : createClientAgent({ connections: parallel * (opts.splitParts ?? FETCH_DEFAULTS.splitParts) + 2, stallTimeoutMs });
   const dispatcher = opts.dispatcher ?? ownDispatcher!;
+  // Every parallel shard and split range listens on the one stop signal: that is by design, not a leak.
+  if (opts.signal) setMaxListeners(0, opts.signal);
   try {
     const gateway = new GatewayClient({
       gateway: opts.gateway,
