@@ -9,6 +9,17 @@ export interface MemoryObject {
   body: Buffer;
   /** Flat [name, value, name, value...] head for a full 200 response, as http.ServerResponse.writeHead takes it. */
   fullHead: string[];
+  /**
+   * ms since the epoch after which the object must be revalidated (Infinity for hash-addressed shards).
+   * Computed once at insert so a hit does not parse Cache-Control again.
+   */
+  freshUntil: number;
+  /**
+   * The 206 head of the last range served from this object. Data loaders read the same ranges of a shard
+   * (headers, index blocks) over and over, so the next request for that range reuses it instead of
+   * formatting Content-Range and Content-Length again.
+   */
+  lastRange: { start: number; end: number; head: string[] } | undefined;
 }
 
 /** Response headers every cached object carries (200 and 206 alike). */
@@ -34,10 +45,11 @@ export class MemoryStore {
     return this.lru.get(key);
   }
 
-  set(meta: EntryMeta, body: Buffer, entityHead: string[]): boolean {
+  /** `freshUntil`: ms since the epoch when the object goes stale (Infinity for hash-addressed shards). */
+  set(meta: EntryMeta, body: Buffer, entityHead: string[], freshUntil: number): boolean {
     if (body.length > this.maxObjectBytes) return false;
     const fullHead = ['content-length', String(body.length), ...entityHead];
-    return this.lru.set(meta.key, { meta, body, fullHead }, body.length).stored;
+    return this.lru.set(meta.key, { meta, body, fullHead, freshUntil, lastRange: undefined }, body.length).stored;
   }
 
   keys(): IterableIterator<string> {

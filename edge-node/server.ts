@@ -10,7 +10,7 @@ import { decodeRequestPath } from '../protocol/paths.ts';
 import { createLogger, type Logger } from '../protocol/log.ts';
 import type { EdgeNodeConfig } from './config.ts';
 import { DiskStore, type DiskStoreFs } from './disk-store.ts';
-import { MemoryStore, entityHeaders } from './memory-store.ts';
+import { MemoryStore, entityHeaders, type MemoryObject } from './memory-store.ts';
 import { ManifestIndex } from './manifest-index.ts';
 import { Filler, OriginError, type Fill, type FillRequest } from './fill.ts';
 import { createEdgeMetrics, type EdgeMetrics } from './metrics.ts';
@@ -56,6 +56,29 @@ interface Target {
   /** Hash-addressed (by URL or through a manifest): immutable, verified. */
   immutable: boolean;
   originPath: string;
+}
+
+/**
+ * A Target whose FillRequest (the percent-encoded origin URL) is built on first use. Memory and disk hits,
+ * the bulk of the traffic, never fill, and encoding the path segment by segment was ~1% of a 4 KiB hit.
+ */
+class CacheTarget implements Target {
+  #fill: FillRequest | undefined;
+  constructor(
+    readonly route: Route,
+    readonly key: string,
+    readonly immutable: boolean,
+    readonly originPath: string,
+    private readonly originBase: string,
+    private readonly known: { sha256: string; size: number } | undefined,
+  ) {}
+
+  get fill(): FillRequest {
+    if (this.#fill) return this.#fill;
+    const url = `${this.originBase}/${encodeOriginPath(this.originPath)}`;
+    this.#fill = this.known ? { key: this.key, url, expectedSha256: this.known.sha256, expectedSize: this.known.size } : { key: this.key, url };
+    return this.#fill;
+  }
 }
 
 const TEXT = 'text/plain; charset=utf-8';
@@ -123,13 +146,21 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
 
   const entityHeadFor = (meta: EntryMeta): string[] => entityHeaders(meta, meta.key.startsWith('sha256:'), config.pathTtlSeconds);
 
+  /** When a stored object stops being fresh (ms since the epoch): never for hash-addressed shards. */
+  const freshUntil = (meta: EntryMeta): number => {
+    if (meta.key.startsWith('sha256:')) return Infinity;
+    const m = /max-age=(\d+)/.exec(meta.cacheControl ?? '');
+    const ttl = m ? Number(m[1]) : config.pathTtlSeconds;
+    return meta.storedAt + ttl * 1000;
+  };
+
   const filler = new Filler({
     dispatcher,
     store: disk,
     events,
     memoryMaxObjectBytes: config.memoryMaxObjectBytes,
     onCommitted(_entry, body, meta) {
-      if (body) memory.set(meta, body, entityHeadFor(meta));
+      if (body) memory.set(meta, body, entityHeadFor(meta), freshUntil(meta));
       reportCacheBytes();
       if (meta.key.endsWith('manifest.json') && body) learnManifest(body, meta.key.slice('path:'.length));
     },
@@ -160,16 +191,8 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   const originBase = config.originUrl;
   const targetFor = (originPath: string, route: Route): Target => {
     const known = manifests.byOriginPath(originPath);
-    if (known) {
-      return {
-        route,
-        key: `sha256:${known.sha256}`,
-        immutable: true,
-        originPath,
-        fill: { key: `sha256:${known.sha256}`, url: `${originBase}/${encodeOriginPath(originPath)}`, expectedSha256: known.sha256, expectedSize: known.size },
-      };
-    }
-    return { route, key: `path:${originPath}`, immutable: false, originPath, fill: { key: `path:${originPath}`, url: `${originBase}/${encodeOriginPath(originPath)}` } };
+    if (known) return new CacheTarget(route, `sha256:${known.sha256}`, true, originPath, originBase, known);
+    return new CacheTarget(route, `path:${originPath}`, false, originPath, originBase, undefined);
   };
 
   // ---- responses -------------------------------------------------------------------------------------
@@ -279,35 +302,50 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     return sent;
   }
 
-  function respondFromMemory(req: IncomingMessage, res: ServerResponse, target: Target, obj: { meta: EntryMeta; body: Buffer; fullHead: string[] }, started: number, cacheState: string): void {
+  function respondFromMemory(req: IncomingMessage, res: ServerResponse, target: Target, obj: MemoryObject, started: number, cacheState: string): void {
+    // req.headers is built lazily by Node on first access; read it once.
     const h = req.headers;
+    const range = h.range;
+    const conditional = h['if-none-match'] !== undefined || h['if-modified-since'] !== undefined || h['if-match'] !== undefined || h['if-unmodified-since'] !== undefined;
     // Fast path: a plain GET of a whole object, the bulk of a data loader's traffic.
-    if (h.range === undefined && h['if-none-match'] === undefined && h['if-modified-since'] === undefined && h['if-match'] === undefined && h['if-unmodified-since'] === undefined) {
+    if (range === undefined && !conditional) {
       res.writeHead(200, cacheState === 'HIT' ? obj.fullHead : [...obj.fullHead, 'x-edgeshard-cache', cacheState]);
-      if (req.method === 'HEAD') {
-        res.end();
-        finishWith(res, target.route, 200, started, 0);
-      } else if (limiter.unlimited) {
-        res.end(obj.body);
-        finishWith(res, target.route, 200, started, obj.body.length);
-      } else {
-        void sendBuffer(res, target, obj.body, 200, started);
-      }
+      sendMemoryBody(req, res, target, obj.body, 200, started);
       return;
+    }
+    // Fast path: one byte range, no preconditions (a data loader reading a slice of a shard). The 206 head of the
+    // last range served from this object is kept on it, so a repeated range costs no header formatting.
+    if (range !== undefined && !conditional && h['if-range'] === undefined && cacheState === 'HIT') {
+      const r = parseRange(range, obj.meta.size);
+      if (r.kind === 'partial') {
+        let cached = obj.lastRange;
+        if (cached === undefined || cached.start !== r.start || cached.end !== r.end) {
+          const head = ['content-length', String(r.end - r.start + 1), 'content-range', `bytes ${r.start}-${r.end}/${obj.meta.size}`, ...obj.fullHead.slice(2)];
+          cached = obj.lastRange = { start: r.start, end: r.end, head };
+        }
+        res.writeHead(206, cached.head);
+        sendMemoryBody(req, res, target, obj.body.subarray(r.start, r.end + 1), 206, started);
+        return;
+      }
+      // unsatisfiable, malformed, several ranges: the general path below answers them.
     }
     const entityHead = obj.fullHead.slice(2);
     const plan = negotiate(req, res, target, obj.meta, started, entityHead);
     if (!plan) return;
     res.writeHead(plan.status, plan.head);
-    const body = plan.status === 200 ? obj.body : obj.body.subarray(plan.start, plan.end + 1);
+    sendMemoryBody(req, res, target, plan.status === 200 ? obj.body : obj.body.subarray(plan.start, plan.end + 1), plan.status, started);
+  }
+
+  /** Sends a body held in memory after writeHead: one res.end (head and body leave in one writev) unless capped. */
+  function sendMemoryBody(req: IncomingMessage, res: ServerResponse, target: Target, body: Buffer, status: number, started: number): void {
     if (req.method === 'HEAD') {
       res.end();
-      finishWith(res, target.route, plan.status, started, 0);
+      finishWith(res, target.route, status, started, 0);
     } else if (limiter.unlimited) {
       res.end(body);
-      finishWith(res, target.route, plan.status, started, body.length);
+      finishWith(res, target.route, status, started, body.length);
     } else {
-      void sendBuffer(res, target, body, plan.status, started);
+      void sendBuffer(res, target, body, status, started);
     }
   }
 
@@ -346,7 +384,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       if (entry.meta.size <= memory.maxObjectBytes && plan.status === 200 && req.method === 'GET') {
         const body = await handle.readFile();
         if (body.length === entry.meta.size) {
-          memory.set(entry.meta, body, entityHead);
+          memory.set(entry.meta, body, entityHead, freshUntil(entry.meta));
           res.writeHead(200, plan.head);
           if (limiter.unlimited) {
             res.end(body);
@@ -443,20 +481,25 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     }
   }
 
-  const isFresh = (meta: EntryMeta): boolean => {
-    if (meta.key.startsWith('sha256:')) return true;
-    const m = /max-age=(\d+)/.exec(meta.cacheControl ?? '');
-    const ttl = m ? Number(m[1]) : config.pathTtlSeconds;
-    return Date.now() - meta.storedAt < ttl * 1000;
-  };
+  const isFresh = (meta: EntryMeta): boolean => Date.now() < freshUntil(meta);
 
-  async function serveCached(req: IncomingMessage, res: ServerResponse, target: Target, started: number): Promise<void> {
+  /**
+   * Memory hits are answered synchronously and return undefined; everything else returns the promise of the
+   * async path. Keeping the hit path out of async functions saves two promises and their microtask turns per
+   * request, which is measurable at tens of thousands of small responses a second.
+   */
+  function serveCached(req: IncomingMessage, res: ServerResponse, target: Target, started: number): Promise<void> | undefined {
     const mem = memory.get(target.key);
-    if (mem && isFresh(mem.meta)) {
+    // freshUntil is Infinity for shards, so only path-addressed objects read the clock.
+    if (mem && (mem.freshUntil === Infinity || Date.now() < mem.freshUntil)) {
       events.cacheLookup?.('memory-hit');
       respondFromMemory(req, res, target, mem, started, 'HIT');
-      return;
+      return undefined;
     }
+    return serveFromStores(req, res, target, started, mem);
+  }
+
+  async function serveFromStores(req: IncomingMessage, res: ServerResponse, target: Target, started: number, mem: MemoryObject | undefined): Promise<void> {
     let entry = disk?.get(target.key);
     if (entry && !disk!.isVerified(target.key) && !(await disk!.verify(target.key))) entry = undefined;
     if (entry && isFresh(entry.meta)) {
@@ -482,7 +525,8 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
 
   // ---- routing ---------------------------------------------------------------------------------------
 
-  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  /** Routes one request. Returns a promise only when the answer needs async work (see serveCached). */
+  function handle(req: IncomingMessage, res: ServerResponse): Promise<void> | void {
     const started = performance.now();
     const url = req.url ?? '/';
     if (url.length > config.maxUrlBytes) return sendText(res, 'invalid', 414, `URL longer than ${config.maxUrlBytes} bytes`, started);
@@ -491,12 +535,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     const pathname = q < 0 ? url : url.slice(0, q);
     if (pathname.charCodeAt(0) !== 47 /* / */) return sendText(res, 'invalid', 400, 'request target must be an absolute path', started);
 
-    if (pathname === '/metrics') {
-      const text = await metrics.registry.metrics();
-      res.writeHead(200, ['content-type', metrics.registry.contentType, 'cache-control', 'no-store']);
-      res.end(text);
-      return finishWith(res, 'metrics', 200, started, text.length);
-    }
+    if (pathname === '/metrics') return serveMetrics(res, started);
     if (pathname === '/healthz') {
       const body = JSON.stringify({ ok: true, manifests: manifests.manifestCount, shards: manifests.shardCount, memoryBytes: memory.usedBytes, diskBytes: disk?.usedBytes ?? 0 });
       res.writeHead(200, ['content-type', 'application/json', 'cache-control', 'no-store']);
@@ -520,15 +559,32 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       const refusal = tickets.check(ticketFromUrl(url), target.immutable ? target.fill.expectedSha256 : undefined);
       if (refusal) return sendText(res, target.route, 403, `forbidden: ${refusal}`, started);
     }
-    await serveCached(req, res, target, started);
+    return serveCached(req, res, target, started);
   }
 
+  async function serveMetrics(res: ServerResponse, started: number): Promise<void> {
+    const text = await metrics.registry.metrics();
+    res.writeHead(200, ['content-type', metrics.registry.contentType, 'cache-control', 'no-store']);
+    res.end(text);
+    finishWith(res, 'metrics', 200, started, text.length);
+  }
+
+  const failed = (req: IncomingMessage, res: ServerResponse, err: Error): void => {
+    log.error({ err: err.message, stack: err.stack, url: req.url }, 'request failed');
+    if (!res.headersSent) sendText(res, 'invalid', 500, 'internal error', performance.now());
+    else res.destroy();
+  };
+
   const server = createServer({ maxHeaderSize: config.maxHeaderBytes, keepAliveTimeout: 5_000 }, (req, res) => {
-    handle(req, res).catch((err: Error) => {
-      log.error({ err: err.message, stack: err.stack, url: req.url }, 'request failed');
-      if (!res.headersSent) sendText(res, 'invalid', 500, 'internal error', performance.now());
-      else res.destroy();
-    });
+    let pending: Promise<void> | void;
+    try {
+      pending = handle(req, res);
+    } catch (err) {
+      failed(req, res, err as Error);
+      return;
+    }
+    // Only the async paths get a rejection handler (and its closure); memory hits return undefined.
+    if (pending) pending.catch((err: Error) => failed(req, res, err));
   });
   server.maxConnections = config.maxConnections;
   let activeConnections = 0;

@@ -1,0 +1,145 @@
+// Small helpers shared by the benchmark sections: the run header, markdown tables, statistics, processes.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { cpus, loadavg, release } from 'node:os';
+
+/** What every result file starts with: when, which commit, which machine. */
+export interface RunHeader {
+  dateUtc: string;
+  commit: string;
+  /** True when the working tree had uncommitted changes: the figures are for commit + those changes. */
+  dirty: boolean;
+  node: string;
+  cpu: string;
+  cpus: number;
+  kernel: string;
+  /** 1/5/15-minute load averages when the run started: above ~0.5 on this 2-CPU box, something else was running. */
+  loadAverage: number[];
+}
+
+export function runHeader(repoRoot: string): RunHeader {
+  const git = (...args: string[]): string => {
+    try {
+      return execFileSync('git', args, { cwd: repoRoot, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    } catch {
+      return '';
+    }
+  };
+  return {
+    dateUtc: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
+    commit: git('rev-parse', '--short=12', 'HEAD') || 'unknown',
+    dirty: git('status', '--porcelain', '--untracked-files=no') !== '',
+    node: process.version,
+    cpu: cpus()[0]?.model ?? 'unknown',
+    cpus: cpus().length,
+    kernel: release(),
+    loadAverage: loadavg().map((l) => Number(l.toFixed(2))),
+  };
+}
+
+export function headerMarkdown(title: string, h: RunHeader): string {
+  return [
+    `# ${title}`,
+    '',
+    `Measured ${h.dateUtc} at commit \`${h.commit}\`${h.dirty ? ' (with uncommitted changes)' : ''}; ` +
+      `Node ${h.node}, ${h.cpus} × ${h.cpu}, Linux ${h.kernel}. Load average at the start: ${h.loadAverage.join(' / ')} (1/5/15 min).`,
+    '',
+  ].join('\n');
+}
+
+/** A markdown table; numbers are right-aligned when the header says so with a leading '>'. */
+export function mdTable(headers: string[], rows: (string | number)[][]): string {
+  const names = headers.map((h) => h.replace(/^>/, ''));
+  const align = headers.map((h) => (h.startsWith('>') ? '---:' : '---'));
+  return [`| ${names.join(' | ')} |`, `|${align.join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
+}
+
+export function median(xs: number[]): number {
+  if (xs.length === 0) return Number.NaN;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+/** 12345.6 → "12,346"; keeps `digits` decimals for small values. */
+export function fmt(n: number, digits = 0): string {
+  if (!Number.isFinite(n)) return 'n/a';
+  return n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+export function commandExists(cmd: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${cmd}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Polls `url` until it answers (any status) or `timeoutMs` passes. */
+export async function waitForHttp(url: string, timeoutMs: number, child?: ChildProcess): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (child && child.exitCode !== null) throw new Error(`${url}: the process exited with ${child.exitCode} before answering`);
+    try {
+      const r = await fetch(url);
+      await r.arrayBuffer();
+      return;
+    } catch {
+      if (Date.now() > deadline) throw new Error(`${url} did not answer within ${timeoutMs} ms`);
+      await sleep(100);
+    }
+  }
+}
+
+/** Starts a long-running child in its own process group (so it and its children can be stopped together). */
+export function startChild(cmd: string, args: string[], opts: { env?: NodeJS.ProcessEnv; cwd?: string } = {}): ChildProcess {
+  return spawn(cmd, args, { ...opts, detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+/** TERM to the child's process group, KILL after `graceMs`; resolves when it has exited. */
+export async function stopChild(child: ChildProcess, graceMs = 5000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  try {
+    process.kill(-child.pid, 'SIGTERM');
+  } catch {
+    return;
+  }
+  const timer = setTimeout(() => {
+    try {
+      process.kill(-child.pid!, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }, graceMs);
+  await exited;
+  clearTimeout(timer);
+}
+
+/** VmHWM (peak resident set) and VmRSS of a process in bytes, or null when it is gone. */
+export function memoryOf(pid: number): { hwm: number; rss: number } | null {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    const kb = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? Number.NaN) * 1024;
+    return { hwm: kb('VmHWM'), rss: kb('VmRSS') };
+  } catch {
+    return null;
+  }
+}
+
+export const MiB = 1024 * 1024;
