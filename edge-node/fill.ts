@@ -50,7 +50,10 @@ export interface FillerOptions {
   memoryMaxObjectBytes: number;
   /** Pause the origin body when this many bytes are queued for the disk. */
   maxPendingDiskBytes?: number;
-  onCommitted?(entry: DiskEntry | null, body: Buffer | null, meta: EntryMeta): void;
+  /** The bytes are complete and verified; `body` is the whole object when it is small enough for memory. */
+  onVerified?(body: Buffer | null, meta: EntryMeta): void;
+  /** The disk commit finished (entry null: not cached on disk). */
+  onCommitted?(entry: DiskEntry | null, meta: EntryMeta): void;
 }
 
 interface Chunk {
@@ -78,6 +81,8 @@ export class Fill extends EventEmitter {
   private diskFailed = false;
   private readHandle: FileHandle | undefined;
   private readers = 0;
+  /** Set when the Filler stops handing this fill out; the read handle may close once no reader needs it. */
+  private retired = false;
   private resolveReady!: (h: FillHead) => void;
   private rejectReady!: (e: Error) => void;
   private resolveFinished!: () => void;
@@ -215,8 +220,15 @@ export class Fill extends EventEmitter {
     return lo;
   }
 
+  /** Called by the Filler when the fill leaves its table: no new reader can attach after this. */
+  _retire(): void {
+    this.retired = true;
+    this.maybeClose();
+  }
+
   private maybeClose(): void {
-    if (this.readers > 0 || (this.state !== 'done' && this.state !== 'failed')) return;
+    // A request may still coalesce onto a finished fill until it is retired, so the handle stays open until then.
+    if (this.readers > 0 || !this.retired) return;
     const h = this.readHandle;
     this.readHandle = undefined;
     if (h) void h.close().catch(() => {});
@@ -231,6 +243,8 @@ function header(headers: Record<string, string | string[] | undefined>, name: st
 /** Starts and tracks fills; concurrent requests for one key share one fill. */
 export class Filler {
   private readonly active = new Map<string, Fill>();
+  /** Whole fill runs, including the disk commit after clients were released: what shutdown waits for. */
+  private readonly runs = new Set<Promise<void>>();
   private readonly maxPendingDiskBytes: number;
 
   constructor(private readonly opts: FillerOptions) {
@@ -252,15 +266,18 @@ export class Filler {
     if (running) return { fill: running, coalesced: true };
     const fill = new Fill(req.key);
     this.active.set(req.key, fill);
-    void this.run(fill, req).finally(() => {
+    const run: Promise<void> = this.run(fill, req).finally(() => {
       if (this.active.get(req.key) === fill) this.active.delete(req.key);
+      fill._retire();
+      this.runs.delete(run);
     });
+    this.runs.add(run);
     return { fill, coalesced: false };
   }
 
   /** Waits for running fills to end (graceful shutdown). */
   async drain(): Promise<void> {
-    await Promise.all([...this.active.values()].map((f) => f.finished));
+    await Promise.all([...this.runs]);
   }
 
   private async run(fill: Fill, req: FillRequest): Promise<void> {
@@ -395,6 +412,9 @@ export class Filler {
       ...(head.contentType ? { contentType: head.contentType } : {}),
       ...(head.cacheControl ? { cacheControl: head.cacheControl } : {}),
     };
+    // Verified: clients get their last byte now; the fsync and rename below need not hold them up.
+    this.opts.onVerified?.(fill.received <= this.opts.memoryMaxObjectBytes ? fill.wholeBody() : null, meta);
+    fill._finish(digest);
     let entry: DiskEntry | null = null;
     const w = writer as DiskWriter | null;
     if (w) {
@@ -405,9 +425,7 @@ export class Filler {
         await w.abort().catch(() => {});
       }
     }
-    const body2 = fill.received <= this.opts.memoryMaxObjectBytes ? fill.wholeBody() : null;
-    this.opts.onCommitted?.(entry, body2, meta);
-    fill._finish(digest);
+    this.opts.onCommitted?.(entry, meta);
     finish('ok');
   }
 }

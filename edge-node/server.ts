@@ -159,11 +159,11 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     store: disk,
     events,
     memoryMaxObjectBytes: config.memoryMaxObjectBytes,
-    onCommitted(_entry, body, meta) {
+    onVerified(body, meta) {
       if (body) memory.set(meta, body, entityHeadFor(meta), freshUntil(meta));
-      reportCacheBytes();
       if (meta.key.endsWith('manifest.json') && body) learnManifest(body, meta.key.slice('path:'.length));
     },
+    onCommitted: () => reportCacheBytes(),
   });
 
   function learnManifest(body: Buffer, originPath: string): string | null {
