@@ -51,7 +51,7 @@ export interface FillerOptions {
   /** Pause the origin body when this many bytes are queued for the disk. */
   maxPendingDiskBytes?: number;
   /** The bytes are complete and verified; `body` is the whole object when it is small enough for memory. */
-  onVerified?(body: Buffer | null, meta: EntryMeta): void;
+  onVerified?(body: Buffer[] | null, meta: EntryMeta): void;
   /** The disk commit finished (entry null: not cached on disk). */
   onCommitted?(entry: DiskEntry | null, meta: EntryMeta): void;
 }
@@ -151,10 +151,10 @@ export class Fill extends EventEmitter {
     this.maybeClose();
   }
 
-  /** The whole body, when every chunk is still in memory (small objects). */
-  wholeBody(): Buffer | null {
+  /** The body's chunks, when every chunk is still in memory (small objects); not copied. */
+  bodyChunks(): Buffer[] | null {
     if (this.chunks.some((c) => c.buf === null)) return null;
-    return Buffer.concat(this.chunks.map((c) => c.buf!), this.received);
+    return this.chunks.map((c) => c.buf!);
   }
 
   /**
@@ -413,7 +413,7 @@ export class Filler {
       ...(head.cacheControl ? { cacheControl: head.cacheControl } : {}),
     };
     // Verified: clients get their last byte now; the fsync and rename below need not hold them up.
-    this.opts.onVerified?.(fill.received <= this.opts.memoryMaxObjectBytes ? fill.wholeBody() : null, meta);
+    this.opts.onVerified?.(fill.received <= this.opts.memoryMaxObjectBytes ? fill.bodyChunks() : null, meta);
     fill._finish(digest);
     let entry: DiskEntry | null = null;
     const w = writer as DiskWriter | null;

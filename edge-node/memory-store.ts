@@ -6,7 +6,10 @@ import type { EntryMeta } from './store-types.ts';
 
 export interface MemoryObject {
   meta: EntryMeta;
+  /** The whole body. Objects from a fill arrive as chunks and are joined on their first hit (see `get`). */
   body: Buffer;
+  /** The fill's chunks, until the first hit joins them into `body`. */
+  parts: Buffer[] | undefined;
   /** Flat [name, value, name, value...] head for a full 200 response, as http.ServerResponse.writeHead takes it. */
   fullHead: string[];
   /**
@@ -31,6 +34,8 @@ export function entityHeaders(meta: EntryMeta, immutable: boolean, pathTtlSecond
   return h;
 }
 
+const EMPTY = Buffer.alloc(0);
+
 export class MemoryStore {
   private readonly lru: ByteLru<MemoryObject>;
 
@@ -42,14 +47,26 @@ export class MemoryStore {
   }
 
   get(key: string): MemoryObject | undefined {
-    return this.lru.get(key);
+    const obj = this.lru.get(key);
+    if (obj?.parts) {
+      obj.body = Buffer.concat(obj.parts, obj.meta.size);
+      obj.parts = undefined;
+    }
+    return obj;
   }
 
-  /** `freshUntil`: ms since the epoch when the object goes stale (Infinity for hash-addressed shards). */
-  set(meta: EntryMeta, body: Buffer, entityHead: string[], freshUntil: number): boolean {
-    if (body.length > this.maxObjectBytes) return false;
-    const fullHead = ['content-length', String(body.length), ...entityHead];
-    return this.lru.set(meta.key, { meta, body, fullHead, freshUntil, lastRange: undefined }, body.length).stored;
+  /**
+   * `body` may be the fill's chunk list: joining it into one Buffer is deferred to the first hit, because on a
+   * cold fill the copy (a fresh multi-MiB allocation, page-faulted in) was the largest single cost, and many
+   * filled objects are next read from a different tier or not at all.
+   * `freshUntil`: ms since the epoch when the object goes stale (Infinity for hash-addressed shards).
+   */
+  set(meta: EntryMeta, body: Buffer | Buffer[], entityHead: string[], freshUntil: number): boolean {
+    if (meta.size > this.maxObjectBytes) return false;
+    const fullHead = ['content-length', String(meta.size), ...entityHead];
+    const whole = Buffer.isBuffer(body) ? body : body.length === 1 ? body[0]! : undefined;
+    const obj: MemoryObject = { meta, body: whole ?? EMPTY, parts: whole ? undefined : (body as Buffer[]), fullHead, freshUntil, lastRange: undefined };
+    return this.lru.set(meta.key, obj, meta.size).stored;
   }
 
   keys(): IterableIterator<string> {

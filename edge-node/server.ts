@@ -161,7 +161,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     memoryMaxObjectBytes: config.memoryMaxObjectBytes,
     onVerified(body, meta) {
       if (body) memory.set(meta, body, entityHeadFor(meta), freshUntil(meta));
-      if (meta.key.endsWith('manifest.json') && body) learnManifest(body, meta.key.slice('path:'.length));
+      if (meta.key.endsWith('manifest.json') && body) learnManifest(Buffer.concat(body), meta.key.slice('path:'.length));
     },
     onCommitted: () => reportCacheBytes(),
   });

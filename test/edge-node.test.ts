@@ -240,6 +240,8 @@ describe('edge node against a real origin', () => {
     for (const s of manifest.shards) expect(sha256Hex((await get(`${node.url}/shard/${s.sha256}`)).body), s.path).toBe(s.sha256);
     // Exactly the two damaged shards came from the origin again.
     expect(origin.requests() - before).toBe(2);
+    // The disk commit (fsync, rename) finishes just after the client's last byte, which only waits for the hash.
+    for (let i = 0; i < 100 && node.disk!.entryCount < manifest.shards.length; i++) await sleep(20);
     expect(node.disk!.entryCount).toBe(manifest.shards.length);
   });
 
