@@ -1,9 +1,12 @@
-// `npm run bench [-- --only edge,micro,cold,sim]`: runs the benchmark sections and writes bench/results/.
+// `npm run bench [-- --only edge,micro,cold,routing,gateway,sim]`: runs the benchmark sections and writes bench/results/.
 //
 //   micro  tinybench micro-benchmarks of the request path's pure functions       → results/micro.{md,json}
 //   edge   the node against nginx/Varnish/Node via ../shared/bench/anchor.sh,    → results/edge.{md,json},
 //          with target ratios, PASS/MISS and the node's peak RSS under that load     results/edge-anchor.md
 //   cold   cold-fill throughput through the node vs directly from the origin     → results/cold.{md,json}
+//   routing  one routing decision over 10, 1,000 and 10,000 nodes (tinybench)     → results/routing.{md,json}
+//   gateway  redirects/s under wrk beside the node's 4 KiB rate, and `edgeshard    → results/gateway.{md,json}
+//            fetch` of ~1 GiB through three nodes against the loopback ceiling
 //   sim    the simulator's benchmark, when bench/sim.ts exists                   → results/sim.{md,json}
 //
 // Every file starts with the date, commit and machine. results/summary.md strings together the newest markdown of
@@ -15,8 +18,10 @@ import { headerMarkdown, runHeader, type RunHeader } from './lib.ts';
 import { runMicroBench } from './micro.ts';
 import { runEdgeAnchor } from './edge-anchor.ts';
 import { runColdFill } from './cold-fill.ts';
+import { runRoutingBench } from './routing.ts';
+import { runGatewayBench } from './gateway.ts';
 
-const SECTIONS = ['micro', 'edge', 'cold', 'sim'] as const;
+const SECTIONS = ['micro', 'edge', 'cold', 'routing', 'gateway', 'sim'] as const;
 type Section = (typeof SECTIONS)[number];
 
 const benchDir = dirname(fileURLToPath(import.meta.url));
@@ -71,6 +76,16 @@ async function main(): Promise<void> {
     console.error('== cold fill');
     const r = await runColdFill(repoRoot);
     write('cold', 'Cold-fill throughput', header, r.markdown, r.json);
+  }
+  if (sections.includes('routing')) {
+    console.error('== routing decisions');
+    const r = await runRoutingBench();
+    write('routing', 'Routing decision time', header, r.markdown, r.json);
+  }
+  if (sections.includes('gateway')) {
+    console.error('== gateway redirects and fetch (a few minutes)');
+    const r = await runGatewayBench(repoRoot);
+    write('gateway', 'Gateway redirects and trainer fetch', header, r.markdown, r.json);
   }
   if (sections.includes('sim')) {
     console.error('== simulator');
