@@ -127,6 +127,32 @@ describe('node registry', () => {
     }
   });
 
+  it('lets an operator warm a region through the admin API, with a bearer token', async () => {
+    const admin = await startGateway({ ...config(), adminToken: 'sekrit' }, { geoip });
+    const near = await startEdgeNode(defaultNodeConfig({ originUrl: origin.url, open: false, gateways: [admin.url], location: { lat: 48.85, lon: 2.35 } }));
+    const far = await startEdgeNode(defaultNodeConfig({ originUrl: origin.url, open: false, gateways: [admin.url], location: { lat: 35.68, lon: 139.69 } }));
+    try {
+      await until('both registered', () => admin.registry.healthyCount === 2);
+      await until('manifests loaded', () => near.manifests.shardCount === manifest.shards.length && far.manifests.shardCount === manifest.shards.length);
+      const post = (body: unknown, token?: string) =>
+        fetch(`${admin.url}/v1/admin/prefetch`, { method: 'POST', body: JSON.stringify(body), headers: token ? { authorization: `Bearer ${token}` } : {} });
+      expect((await post({ dataset: 'sample' })).status).toBe(401);
+      expect((await post({ dataset: 'sample' }, 'wrong')).status).toBe(401);
+      expect((await post({ dataset: 'nope' }, 'sekrit')).status).toBe(400);
+      const res = await post({ dataset: 'sample', near: '48.8,2.3', radiusKm: 500 }, 'sekrit');
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as { results: { node: string; ok: boolean }[] };
+      // Only the node within 500 km of Paris was warmed.
+      expect(body.results).toEqual([expect.objectContaining({ node: near.address, ok: true })]);
+      expect(manifest.shards.every((s) => near.memory.get(`sha256:${s.sha256}`) !== undefined)).toBe(true);
+      expect(manifest.shards.some((s) => far.memory.get(`sha256:${s.sha256}`) !== undefined)).toBe(false);
+    } finally {
+      await near.close();
+      await far.close();
+      await admin.close();
+    }
+  });
+
   it('nodes come back with jittered backoff when the gateway restarts, and register with every replica', async () => {
     const node = await startEdgeNode(defaultNodeConfig({ originUrl: origin.url, open: false, gateways: [gw.url], location: { lat: 40.4, lon: -3.7 } }));
     const port = Number(new URL(gw.url).port);
