@@ -4,8 +4,8 @@ import { createServer, type Server } from 'node:http';
 import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { AddressInfo } from 'node:net';
 import { decodeRequestPath } from '../protocol/paths.ts';
+import { listen, localUrl } from '../protocol/listen.ts';
 
 export interface OriginServer {
   server: Server;
@@ -48,14 +48,10 @@ export async function startOrigin(root: string, port = 0, host = '127.0.0.1'): P
     stream.on('error', () => res.destroy());
     stream.pipe(res);
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => resolve());
-  });
-  const { port: bound } = server.address() as AddressInfo;
+  const url = localUrl(await listen(server, port, host));
   return {
     server,
-    url: `http://${host}:${bound}`,
+    url,
     requests: () => requests,
     close: () =>
       new Promise<void>((resolve) => {

@@ -2,12 +2,13 @@
 // HTTP semantics (conditionals, ranges), the upload cap and the limits. Decisions live in the modules it calls.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { open } from 'node:fs/promises';
-import type { AddressInfo, Socket } from 'node:net';
+import type { Socket } from 'node:net';
 import { Agent, type Dispatcher } from 'undici';
 import { isSha256Hex } from '../protocol/hash.ts';
 import { parseManifest } from '../protocol/manifest.ts';
 import { decodeRequestPath } from '../protocol/paths.ts';
 import { createLogger, type Logger } from '../protocol/log.ts';
+import { listen, localUrl } from '../protocol/listen.ts';
 import type { EdgeNodeConfig } from './config.ts';
 import { DiskStore, type DiskStoreFs } from './disk-store.ts';
 import { MemoryStore, entityHeaders, type MemoryObject } from './memory-store.ts';
@@ -608,16 +609,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   metrics.setGaugeSource(() => ({ activeConnections, fillsInFlight: filler.inFlight }));
   reportCacheBytes();
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(config.port, config.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const bound = server.address() as AddressInfo;
-  const host = bound.family === 'IPv6' ? `[${bound.address}]` : bound.address;
-  const url = `http://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${bound.port}`;
+  const url = localUrl(await listen(server, config.port, config.host));
 
   for (const m of config.manifests) {
     try {

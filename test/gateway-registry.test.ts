@@ -14,15 +14,8 @@ import { registryWsUrl } from '../edge-node/registry-client.ts';
 import { signChallenge } from '../protocol/identity.ts';
 import { BloomFilter } from '../protocol/bloom.ts';
 import type { Manifest } from '../protocol/manifest.ts';
-import { tempDir, sleep } from './helpers/net.ts';
+import { tempDir, sleep, until } from './helpers/net.ts';
 
-async function until(what: string, cond: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 /** A hand-driven node: lets a test send exactly what it wants. */
 function rawNode(gatewayUrl: string) {

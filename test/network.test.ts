@@ -15,7 +15,7 @@ import { GeoIp } from '../gateway/geoip.ts';
 import { signTicket } from '../protocol/tickets.ts';
 import { sha256Hex } from '../protocol/hash.ts';
 import type { Manifest } from '../protocol/manifest.ts';
-import { tempDir, sleep } from './helpers/net.ts';
+import { tempDir, sleep, until } from './helpers/net.ts';
 import { fetchShard } from '../client/fetch.ts';
 import { GatewayClient } from '../client/gateway-client.ts';
 import { createClientAgent } from '../client/http.ts';
@@ -28,13 +28,6 @@ const PLACES = {
   tokyo: { lat: 35.6762, lon: 139.6503 },
 };
 
-async function until(what: string, cond: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(25);
-  }
-}
 
 async function getJson(url: string): Promise<{ status: number; body: any }> {
   const res = await request(url);
