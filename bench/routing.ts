@@ -141,9 +141,11 @@ export async function runRoutingBench(opts: { timeMs?: number } = {}): Promise<{
   const work = syntheticWorkload(4096);
   const sizes = [10, 1_000, 10_000];
   let sink = 0; // keeps results alive so the optimiser cannot drop the calls
+  let largest = new NodeIndex();
   for (const n of sizes) {
     const index = new NodeIndex();
     for (const node of syntheticNodes(n)) index.upsert(node);
+    largest = index;
     let i = 0;
     bench.add(`route, ${n} nodes`, () => {
       const k = i++ & 4095;
@@ -183,8 +185,35 @@ export async function runRoutingBench(opts: { timeMs?: number } = {}): Promise<{
     const nodes = Number(/(\d+) nodes/.exec(t.name)?.[1] ?? 0);
     return { case: t.name, nodes, samples: r.latency.samplesCount, p50Us: r.latency.p50 * 1000, p99Us: r.latency.p99 * 1000, meanUs: r.latency.mean * 1000 };
   });
+  {
+    // The cost of each decision without the machine's noise: every one of the 4,096 (client, shard) pairs timed in
+    // PASSES sequential passes, its fastest pass kept. A preemption or GC pause hits a random pass of a random pair,
+    // so the minimum drops it, while a pair that is slow every time (a client far from every node) stays slow. The
+    // percentiles are then over pairs, i.e. over clients and shards.
+    const PASSES = 7;
+    const best = new Float64Array(4096).fill(Infinity);
+    for (let pass = 0; pass < PASSES; pass++) {
+      for (let k = 0; k < 4096; k++) {
+        const t0 = process.hrtime.bigint();
+        sink += route(largest, work.clients[k]!, work.shards[k]!).length;
+        const us = Number(process.hrtime.bigint() - t0) / 1000;
+        if (us < best[k]!) best[k] = us;
+      }
+    }
+    const sorted = [...best].sort((a, b) => a - b);
+    rows.splice(3, 0, {
+      case: `route, 10000 nodes, per-pair best of ${PASSES} passes`,
+      nodes: 10_000,
+      samples: 4096,
+      p50Us: sorted[2047]!,
+      p99Us: sorted[Math.ceil(0.99 * 4096) - 1]!,
+      meanUs: sorted.reduce((a, b) => a + b, 0) / 4096,
+    });
+  }
   const target = rows.find((r) => r.case === 'route, 10000 nodes');
   const meets = target !== undefined && target.p99Us < 50;
+  const intrinsic = rows.find((r) => r.case.startsWith('route, 10000 nodes, per-pair'));
+  const noise = rows.find((r) => r.case.startsWith('noise floor'));
   const fmt = (x: number): string => (x < 10 ? x.toFixed(2) : x.toFixed(1));
   const markdown = [
     '## Routing decision time',
@@ -195,7 +224,8 @@ export async function runRoutingBench(opts: { timeMs?: number } = {}): Promise<{
     '| --- | ---: | ---: | ---: | ---: |',
     ...rows.map((r) => `| ${r.case} | ${r.samples} | ${fmt(r.p50Us)} | ${fmt(r.p99Us)} | ${fmt(r.meanUs)} |`),
     '',
-    `Target p99 < 50 µs at 10,000 nodes: ${target ? `${fmt(target.p99Us)} µs, ${meets ? 'met' : 'NOT met'}` : 'not measured'}.`,
+    `Target p99 < 50 µs at 10,000 nodes: ${target ? `${fmt(target.p99Us)} µs, ${meets ? 'met' : 'NOT met'}` : 'not measured'}` +
+      ` (noise floor p99 in the same run: ${noise ? fmt(noise.p99Us) : '?'} µs; per-pair best-of-passes p99, the decision's own cost: ${intrinsic ? fmt(intrinsic.p99Us) : '?'} µs).`,
     `Machine: ${cpus().length} cores, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')} at the end of the run (other processes inflate the tail; compare with the noise-floor row).`,
     '',
   ].join('\n');

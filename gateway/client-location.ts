@@ -39,9 +39,11 @@ const DECIMAL = /^[+-]?(?:\d+(?:\.\d*)?|\.\d+)$/;
 /** Parses `lat,lon` (decimal degrees). Returns null when malformed or out of range. */
 export function parseNear(raw: string): GeoPoint | null {
   if (raw.length > 64) return null;
-  const parts = raw.split(',');
-  if (parts.length !== 2) return null;
-  const [a, b] = parts.map((p) => p.trim()) as [string, string];
+  // Split at the one comma by index: this runs on every redirect, and split + map allocate an array and a closure.
+  const comma = raw.indexOf(',');
+  if (comma < 0 || raw.indexOf(',', comma + 1) >= 0) return null;
+  const a = raw.slice(0, comma).trim();
+  const b = raw.slice(comma + 1).trim();
   if (!DECIMAL.test(a) || !DECIMAL.test(b)) return null;
   const lat = Number(a);
   const lon = Number(b);

@@ -33,6 +33,13 @@ export class ClientRateLimiter {
   private readonly buckets = new Map<string, Bucket>();
   /** Checks since the last sweep: idle-bucket sweeping is amortised over requests, no timer needed. */
   private checksSinceSweep = 0;
+  /**
+   * The most recently checked key and its bucket, already last in the Map's LRU order. Consecutive requests from
+   * one client (a trainer fetching shard after shard) then skip the Map's delete and re-insert, which is most of a
+   * check's cost. Cleared whenever a bucket may have been dropped.
+   */
+  private lastKey: string | undefined;
+  private lastBucket: Bucket | undefined;
 
   constructor(opts: RateLimitOptions) {
     if (!(opts.ratePerSecond > 0) || !Number.isFinite(opts.ratePerSecond)) throw new RangeError('ratePerSecond must be a positive number');
@@ -52,9 +59,13 @@ export class ClientRateLimiter {
   /** Takes one token from `clientKey`'s bucket at time `nowMs`, or says how long until one is available. */
   check(clientKey: string, nowMs: number): RateLimitVerdict {
     if (++this.checksSinceSweep >= this.maxClients) this.sweep(nowMs);
-    let b = this.buckets.get(clientKey);
+    let b = clientKey === this.lastKey ? this.lastBucket : this.buckets.get(clientKey);
     if (b) {
-      this.buckets.delete(clientKey); // re-inserted below: Map order is insertion order, so this keeps LRU order
+      if (clientKey !== this.lastKey) {
+        // Re-inserted: Map order is insertion order, so this keeps LRU order.
+        this.buckets.delete(clientKey);
+        this.buckets.set(clientKey, b);
+      }
       // A clock that steps back must not mint or destroy tokens.
       const elapsed = nowMs > b.at ? nowMs - b.at : 0;
       b.tokens = Math.min(this.burst, b.tokens + (elapsed / 1000) * this.rate);
@@ -65,8 +76,10 @@ export class ClientRateLimiter {
         if (!oldest.done) this.buckets.delete(oldest.value);
       }
       b = { tokens: this.burst, at: nowMs };
+      this.buckets.set(clientKey, b);
     }
-    this.buckets.set(clientKey, b);
+    this.lastKey = clientKey;
+    this.lastBucket = b;
     if (b.tokens >= 1) {
       b.tokens -= 1;
       return ALLOWED;
@@ -77,6 +90,7 @@ export class ClientRateLimiter {
   /** Drops buckets that have refilled to full by `nowMs` (they are indistinguishable from new ones). */
   sweep(nowMs: number): number {
     this.checksSinceSweep = 0;
+    this.lastKey = this.lastBucket = undefined;
     let dropped = 0;
     for (const [key, b] of this.buckets) {
       const elapsed = nowMs > b.at ? nowMs - b.at : 0;

@@ -1,23 +1,31 @@
 // Glue between the registry and the routing core: keeps the spatial index in step with membership, health and
 // probe corrections, and answers "which nodes for this shard and this client".
 import { NodeIndex, route } from './node-index.ts';
-import { haversineKm, rttCorrection, type GeoPoint, type RankedCandidate, type RankOptions } from './routing.ts';
+import { haversineKm, resolveRankOptions, rttCorrection, type GeoPoint, type RankedCandidate, type RankOptions, type ResolvedRankOptions } from './routing.ts';
 import type { NodeRecord, NodeRegistry } from './registry.ts';
 
 export class NodeRouter {
   private readonly index = new NodeIndex<NodeRecord>();
+  /** Resolved options per candidate count: resolved once, not copied and validated on every decision. */
+  private readonly optionsByCount: ResolvedRankOptions[] = [];
 
   constructor(
     registry: NodeRegistry,
     private readonly rankOptions: RankOptions = {},
   ) {
     for (const node of registry.nodes.values()) this.index.upsert(node);
-    // Load fields are read live from the shared records; the index only needs to hear about location and health.
+    // Every registry event (heartbeats included) refreshes the index's snapshot of location, health and load, which
+    // it prunes and orders with; final costs read the live records.
     registry.onChange((node) => this.index.upsert(node));
   }
 
   route(client: GeoPoint | null, shardId: string, count: number): RankedCandidate<NodeRecord>[] {
-    return route(this.index, client, shardId, { ...this.rankOptions, count });
+    let o = this.optionsByCount[count];
+    if (!o) {
+      o = resolveRankOptions({ ...this.rankOptions, count });
+      if (count <= 64) this.optionsByCount[count] = o;
+    }
+    return route(this.index, client, shardId, o);
   }
 
   /** Folds a probe's TTFB from the gateway into the node's RTT correction. */

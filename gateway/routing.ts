@@ -25,7 +25,9 @@
 // w_i / Σw, so a cheaper node takes proportionally more shards without a separate load-balancing step.
 //
 // When the client's location is unknown, distance is dropped (every node is "next door": rtt_i = ACCESS_RTT_MS) and
-// S is every eligible node within the cost slack, so the choice rests on load, score and rendezvous alone.
+// S is capped at `unknownNearest` (default 32) instead of `nearest`, so the choice rests on load, score and
+// rendezvous alone, spread over the 32 least-loaded nodes. (Before, S was every node within the slack: an O(n)
+// rendezvous per decision, 1–15 ms at 10,000 nodes, hit by every client GeoIP cannot place.)
 
 /** A registered edge node as routing sees it. The registry owns these objects and mutates load fields in place. */
 export interface RoutableNode {
@@ -68,6 +70,11 @@ export interface RankOptions {
   count?: number;
   /** Size cap of the near set that rendezvous hashing chooses among. */
   nearest?: number;
+  /**
+   * The same cap when the client's location is unknown. Without distance most of the network is within the cost
+   * slack; the cap bounds the work per decision (the index keeps these few ready) and still spreads shards widely.
+   */
+  unknownNearest?: number;
   /** A node is in the near set only if cost ≤ best cost · slackFactor + slackMs. */
   slackFactor?: number;
   slackMs?: number;
@@ -84,6 +91,7 @@ export interface RankOptions {
 export const DEFAULT_RANK_OPTIONS: Readonly<Required<RankOptions>> = Object.freeze({
   count: 3,
   nearest: 6,
+  unknownNearest: 32,
   slackFactor: 1.5,
   slackMs: 0,
   minFreeBytesPerSecond: 0,
@@ -247,13 +255,16 @@ export function rendezvousKey(cost: number, held: number, u: number): number {
 
 // ---- ranking --------------------------------------------------------------------------------------------------
 
-interface Scored<N extends RoutableNode> {
+/** One candidate during ranking. Exported for the spatial index, which builds these from its own search. */
+export interface Scored<N extends RoutableNode> {
   node: N;
   distanceKm: number | undefined;
   rttMs: number;
   cost: number;
   key: number;
   held: boolean;
+  /** stringHash32(node.id), when the caller has it cached (the index does); computed here otherwise. */
+  idHash?: number | undefined;
 }
 
 function byCost<N extends RoutableNode>(a: Scored<N>, b: Scored<N>): number {
@@ -279,15 +290,42 @@ function insertLowest<T>(into: T[], item: T, k: number, cmp: (a: T, b: T) => num
   into[i] = item;
 }
 
-export function resolveRankOptions(opts: RankOptions = {}): Required<RankOptions> {
+export type ResolvedRankOptions = Readonly<Required<RankOptions>>;
+
+// Options resolved by resolveRankOptions (frozen, so they cannot change after validation). The router resolves its
+// options once and passes the same object on every decision; without this every decision would copy and validate
+// them three times (route, the index search, the ranking).
+const resolved = new WeakSet<object>();
+let resolvedDefaults: ResolvedRankOptions | undefined;
+
+export function resolveRankOptions(opts?: RankOptions): ResolvedRankOptions {
+  // No options (the common call) would otherwise copy, validate and register a new object per decision.
+  if (opts === undefined) return (resolvedDefaults ??= resolveRankOptions(DEFAULT_RANK_OPTIONS));
+  if (resolved.has(opts)) return opts as ResolvedRankOptions;
   const o = { ...DEFAULT_RANK_OPTIONS, ...opts };
   if (!(Number.isInteger(o.count) && o.count >= 1)) throw new RangeError('count must be an integer ≥ 1');
   if (!(Number.isInteger(o.nearest) && o.nearest >= 1)) throw new RangeError('nearest must be an integer ≥ 1');
+  if (!(Number.isInteger(o.unknownNearest) && o.unknownNearest >= 1)) throw new RangeError('unknownNearest must be an integer ≥ 1');
   if (!(o.slackFactor >= 1) || !(o.slackMs >= 0)) throw new RangeError('slackFactor must be ≥ 1 and slackMs ≥ 0');
   // Negative weights would let a multiplier fall below 1 and break the lower bound the spatial index prunes with.
   if (!(o.loadWeight >= 0) || !(o.scoreWeight >= 0)) throw new RangeError('loadWeight and scoreWeight must be ≥ 0');
   if (!(o.heldShardWeight >= 1)) throw new RangeError('heldShardWeight must be ≥ 1');
+  Object.freeze(o);
+  resolved.add(o);
   return o;
+}
+
+/** How many lowest-cost nodes can appear in an answer: the near set is a prefix of the cost order, then fallbacks. */
+export function candidatesNeeded(o: ResolvedRankOptions, located: boolean): number {
+  return Math.max(located ? o.nearest : o.unknownNearest, o.count);
+}
+
+/** Scores one node for a client (null: location unknown). A plain function, not a closure: this runs per node. */
+function scoreNode<N extends RoutableNode>(node: N, client: GeoPoint | null, o: ResolvedRankOptions): Scored<N> {
+  const distanceKm = client ? haversineKm(client, node) : undefined;
+  const rttMs = distanceKm === undefined ? ACCESS_RTT_MS : estimateRttMs(distanceKm, node.rttFactor);
+  const cost = rttMs * costMultiplier(node, o.loadWeight, o.scoreWeight);
+  return { node, distanceKm, rttMs, cost, key: 0, held: false, idHash: undefined };
 }
 
 /**
@@ -298,72 +336,52 @@ export function rankNodes<N extends RoutableNode>(
   candidates: Iterable<N>,
   client: GeoPoint | null,
   shardId: string,
-  options: RankOptions = {},
+  options?: RankOptions,
 ): RankedCandidate<N>[] {
   const o = resolveRankOptions(options);
-  const shardHash = stringHash32(shardId);
-  const score = (node: N): Scored<N> => {
-    const distanceKm = client ? haversineKm(client, node) : undefined;
-    const rttMs = distanceKm === undefined ? ACCESS_RTT_MS : estimateRttMs(distanceKm, node.rttFactor);
-    const cost = rttMs * costMultiplier(node, o.loadWeight, o.scoreWeight);
-    return { node, distanceKm, rttMs, cost, key: 0, held: false };
-  };
+  // Only the lowest max(nearest, count) costs can appear in the answer: the near set is a prefix of the cost order
+  // and the fallbacks are the entries right after it. Without a location the same holds with unknownNearest.
+  const keep = candidatesNeeded(o, client !== null);
+  const lowest: Scored<N>[] = [];
+  for (const node of candidates) if (isEligible(node, o.minFreeBytesPerSecond)) insertLowest(lowest, scoreNode(node, client, o), keep, byCost);
+  return rankLowest(lowest, client !== null, shardId, o);
+}
 
-  let near: Scored<N>[];
-  let fallbacks: Scored<N>[];
-  if (client) {
-    // Only the lowest max(nearest, count) costs can appear in the answer: the near set is a prefix of the cost order
-    // and the fallbacks are the entries right after it.
-    const keep = Math.max(o.nearest, o.count);
-    const lowest: Scored<N>[] = [];
-    for (const node of candidates) if (isEligible(node, o.minFreeBytesPerSecond)) insertLowest(lowest, score(node), keep, byCost);
-    if (lowest.length === 0) return [];
-    const limit = lowest[0]!.cost * o.slackFactor + o.slackMs;
-    let n = 0;
-    while (n < lowest.length && n < o.nearest && lowest[n]!.cost <= limit) n++;
-    near = lowest.slice(0, n);
-    fallbacks = lowest.slice(n);
-  } else {
-    // No distance: every eligible node within the cost slack competes, so shards spread over the whole network.
-    const all: Scored<N>[] = [];
-    let best = Infinity;
-    for (const node of candidates) {
-      if (!isEligible(node, o.minFreeBytesPerSecond)) continue;
-      const s = score(node);
-      if (s.cost < best) best = s.cost;
-      all.push(s);
-    }
-    if (all.length === 0) return [];
-    const limit = best * o.slackFactor + o.slackMs;
-    near = [];
-    fallbacks = [];
-    for (const s of all) {
-      if (s.cost <= limit) near.push(s);
-      else insertLowest(fallbacks, s, o.count, byCost);
-    }
-  }
-
-  for (const s of near) {
-    s.held = s.node.holdsShard?.(shardId) ?? false;
-    s.key = rendezvousKey(s.cost, s.held ? o.heldShardWeight : 1, rendezvousUniform(shardHash, stringHash32(s.node.id)));
-  }
-  const winners: Scored<N>[] = [];
-  for (const s of near) insertLowest(winners, s, o.count, byKey);
-
+/**
+ * The second half of rankNodes, shared with the spatial index's route(): `lowest` holds the lowest-cost eligible
+ * candidates in (cost, id) order, at least candidatesNeeded(o, located) of them when that many exist.
+ */
+export function rankLowest<N extends RoutableNode>(lowest: Scored<N>[], located: boolean, shardId: string, o: ResolvedRankOptions): RankedCandidate<N>[] {
   const out: RankedCandidate<N>[] = [];
-  const emit = (s: Scored<N>, reason: RankedCandidate['reason']): void => {
-    const c: RankedCandidate<N> = { node: s.node, cost: s.cost, holdsShard: s.held, reason };
-    if (s.distanceKm !== undefined) {
-      c.distanceKm = s.distanceKm;
-      c.estimatedRttMs = s.rttMs;
-    }
-    out.push(c);
-  };
-  for (const s of winners) emit(s, 'rendezvous');
-  for (const s of fallbacks) {
-    if (out.length >= o.count) break;
+  if (lowest.length === 0) return out;
+  const cap = located ? o.nearest : o.unknownNearest;
+  const limit = lowest[0]!.cost * o.slackFactor + o.slackMs;
+  let n = 0;
+  while (n < lowest.length && n < cap && lowest[n]!.cost <= limit) n++;
+
+  const shardHash = stringHash32(shardId);
+  const winners: Scored<N>[] = [];
+  for (let i = 0; i < n; i++) {
+    const s = lowest[i]!;
     s.held = s.node.holdsShard?.(shardId) ?? false;
-    emit(s, 'fallback');
+    const idHash = s.idHash ?? stringHash32(s.node.id);
+    s.key = rendezvousKey(s.cost, s.held ? o.heldShardWeight : 1, rendezvousUniform(shardHash, idHash));
+    insertLowest(winners, s, o.count, byKey);
+  }
+  for (const s of winners) out.push(candidate(s, 'rendezvous'));
+  for (let i = n; i < lowest.length && out.length < o.count; i++) {
+    const s = lowest[i]!;
+    s.held = s.node.holdsShard?.(shardId) ?? false;
+    out.push(candidate(s, 'fallback'));
   }
   return out;
+}
+
+function candidate<N extends RoutableNode>(s: Scored<N>, reason: RankedCandidate['reason']): RankedCandidate<N> {
+  const c: RankedCandidate<N> = { node: s.node, cost: s.cost, holdsShard: s.held, reason };
+  if (s.distanceKm !== undefined) {
+    c.distanceKm = s.distanceKm;
+    c.estimatedRttMs = s.rttMs;
+  }
+  return c;
 }

@@ -18,7 +18,7 @@ import { TicketIssuer } from './ticket-issuer.ts';
 import { Prober } from './probes.ts';
 import { createGatewayMetrics, type GatewayMetrics } from './metrics.ts';
 import { GeoIp } from './geoip.ts';
-import { clientAddress, resolveClientLocation, TrustedProxies } from './client-location.ts';
+import { clientAddress, NEAR_ERROR, parseNear, resolveClientLocation, TrustedProxies } from './client-location.ts';
 import { ClientRateLimiter } from './rate-limit.ts';
 import { NodeRouter } from './router.ts';
 
@@ -34,6 +34,24 @@ export interface Gateway {
 }
 
 type Route = 'redirect' | 'route' | 'manifest' | 'nodes' | 'admin' | 'metrics' | 'healthz' | 'invalid';
+
+/**
+ * The first value of `name` in a raw query string, exactly as `new URLSearchParams(query).get(name)` returns it.
+ * A query without '%' or '+' (what clients send for near=lat,lon) needs no decoding, so it is split by hand: the
+ * parser object and its entry list are a measurable share of a redirect. Anything else goes to URLSearchParams.
+ */
+export function queryValue(query: string, name: string): string | null {
+  if (query.includes('%') || query.includes('+')) return new URLSearchParams(query).get(name);
+  for (let start = 0; start < query.length; ) {
+    let end = query.indexOf('&', start);
+    if (end < 0) end = query.length;
+    let eq = query.indexOf('=', start);
+    if (eq < 0 || eq > end) eq = end;
+    if (eq - start === name.length && query.startsWith(name, start)) return eq < end ? query.slice(eq + 1, end) : '';
+    start = end + 1;
+  }
+  return null;
+}
 
 async function loadOrCreateTicketKey(file: string | null): Promise<TicketKey> {
   if (!file) return generateTicketKey();
@@ -103,7 +121,7 @@ export async function startGateway(config: GatewayConfig, deps: { logger?: Logge
   };
   const fail = (res: ServerResponse, route: Route, status: number, error: string, extra: Record<string, string> = {}): void => json(res, route, status, { error }, extra);
 
-  const ticketedUrl = (node: NodeRecord, shard: ShardEntry): string => `${node.url}/shard/${shard.sha256}?ticket=${issuer.issue(node.id, shard.sha256)}`;
+  const ticketedUrl = (node: NodeRecord, shard: ShardEntry): string => issuer.ticketedUrl(node.id, node.url, shard.sha256);
 
   function choose(client: GeoPoint | null, shard: ShardEntry, count: number) {
     const picks = router.route(client, shard.sha256, count);
@@ -116,11 +134,18 @@ export async function startGateway(config: GatewayConfig, deps: { logger?: Logge
     }));
   }
 
-  function locate(req: IncomingMessage, near: string | null): { location: GeoPoint | null; ip: string } | { error: string } {
-    return resolveClientLocation(
-      { remoteAddress: req.socket.remoteAddress ?? '', xForwardedFor: req.headers['x-forwarded-for'], nearParam: near ?? undefined },
-      { trustedProxies, geoip },
-    );
+  /**
+   * The client's location: `near` when given (400 when malformed), else GeoIP of its address. The same rules as
+   * resolveClientLocation, applied to the address handle() already resolved for the rate limit, so a request walks
+   * X-Forwarded-For once, not twice.
+   */
+  function locate(ip: string, near: string | null): { location: GeoPoint | null } | { error: string } {
+    if (near !== null) {
+      const at = parseNear(near);
+      return at ? { location: at } : { error: NEAR_ERROR };
+    }
+    const found = ip ? geoip.lookup(ip) : null;
+    return { location: found ? { lat: found.lat, lon: found.lon } : null };
   }
 
   async function proxyFromOrigin(res: ServerResponse, ds: Dataset, shard: ShardEntry): Promise<void> {
@@ -137,7 +162,18 @@ export async function startGateway(config: GatewayConfig, deps: { logger?: Logge
     metrics.request('redirect', 200);
   }
 
-  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async function serveMetrics(res: ServerResponse): Promise<void> {
+    const text = await metrics.registry.metrics();
+    res.writeHead(200, { 'content-type': metrics.registry.contentType });
+    res.end(text);
+    metrics.request('metrics', 200);
+  }
+
+  /**
+   * One request. Synchronous on the redirect path (no promise per request); the paths that wait (metrics, admin,
+   * origin proxy) return their promise. A throw or a rejection becomes a 500 in the server callback.
+   */
+  function handle(req: IncomingMessage, res: ServerResponse): Promise<void> | void {
     const url = req.url ?? '/';
     if (url.length > config.maxUrlBytes) return fail(res, 'invalid', 414, `URL longer than ${config.maxUrlBytes} bytes`);
     if (req.method !== 'GET' && req.method !== 'HEAD' && req.method !== 'POST') return fail(res, 'invalid', 405, 'method not allowed', { allow: 'GET, HEAD, POST' });
@@ -145,19 +181,14 @@ export async function startGateway(config: GatewayConfig, deps: { logger?: Logge
     // Split by hand: a WHATWG URL per request is a measurable share of a redirect's cost.
     const q = url.indexOf('?');
     const path = q < 0 ? url : url.slice(0, q);
-    const query = new URLSearchParams(q < 0 ? '' : url.slice(q + 1));
+    const query = q < 0 ? '' : url.slice(q + 1);
 
-    if (path === '/metrics') {
-      const text = await metrics.registry.metrics();
-      res.writeHead(200, { 'content-type': metrics.registry.contentType });
-      res.end(text);
-      return metrics.request('metrics', 200);
-    }
+    if (path === '/metrics') return serveMetrics(res);
     if (path === '/healthz') return json(res, 'healthz', 200, { ok: true, nodesUp: registry.healthyCount, datasets: catalog.all().map((d) => d.name) });
 
     // Behind a trusted proxy the TCP peer is the proxy: limit the client named in X-Forwarded-For instead.
-    const clientIp = clientAddress({ remoteAddress: req.socket.remoteAddress ?? '', xForwardedFor: req.headers['x-forwarded-for'] }, trustedProxies) || 'unknown';
-    const verdict = limiter.check(clientIp, Date.now());
+    const ip = clientAddress({ remoteAddress: req.socket.remoteAddress ?? '', xForwardedFor: req.headers['x-forwarded-for'] }, trustedProxies);
+    const verdict = limiter.check(ip || 'unknown', Date.now());
     if (!verdict.ok) {
       metrics.rateLimited();
       return fail(res, 'invalid', 429, 'too many requests from this client', { 'retry-after': String(verdict.retryAfterSeconds) });
@@ -186,14 +217,15 @@ export async function startGateway(config: GatewayConfig, deps: { logger?: Logge
     if (path.startsWith('/v1/admin/')) return admin(req, res, path);
 
     if (path === '/v1/route') {
-      const dsName = query.get('dataset') ?? '';
-      const shardId = query.get('shard') ?? '';
+      const params = new URLSearchParams(query);
+      const dsName = params.get('dataset') ?? '';
+      const shardId = params.get('shard') ?? '';
       const ds = catalog.get(dsName);
       if (!ds) return fail(res, 'route', 404, `unknown dataset "${dsName.slice(0, 100)}"`);
       const shard = catalog.shard(ds, shardId);
       if (!shard) return fail(res, 'route', 404, `dataset ${ds.name} has no shard "${shardId.slice(0, 200)}" (give its sha256 or its path)`);
-      const count = Math.min(16, Math.max(1, Number(query.get('count') ?? config.candidates) || config.candidates));
-      const where = locate(req, query.get('near'));
+      const count = Math.min(16, Math.max(1, Number(params.get('count') ?? config.candidates) || config.candidates));
+      const where = locate(ip, params.get('near'));
       if ('error' in where) return fail(res, 'route', 400, where.error);
       const candidates = choose(where.location, shard, count);
       metrics.decision(candidates.length > 0 ? 'node' : config.fallback === 'off' ? 'no-node' : 'origin-fallback', candidates[0]?.distance);
@@ -210,7 +242,7 @@ export async function startGateway(config: GatewayConfig, deps: { logger?: Logge
       const rest = path.slice(3);
       const slash = rest.indexOf('/');
       const dsName = slash < 0 ? rest : rest.slice(0, slash);
-      const ds = catalog.get(decodeURIComponent(dsName));
+      const ds = catalog.get(dsName.includes('%') ? decodeURIComponent(dsName) : dsName);
       if (!ds) return fail(res, 'redirect', 404, `unknown dataset "${dsName.slice(0, 100)}"`);
       const shardPath = slash < 0 ? '' : rest.slice(slash + 1);
       if (shardPath === 'manifest.json') {
@@ -222,12 +254,16 @@ export async function startGateway(config: GatewayConfig, deps: { logger?: Logge
       if ('error' in decoded) return fail(res, 'redirect', 400, `bad shard path: ${decoded.error}`);
       const shard = isSha256Hex(decoded.path) ? ds.bySha.get(decoded.path) : ds.byPath.get(decoded.path);
       if (!shard) return fail(res, 'redirect', 404, `dataset ${ds.name} has no shard "${decoded.path.slice(0, 200)}"`);
-      const where = locate(req, query.get('near'));
+      const where = locate(ip, queryValue(query, 'near'));
       if ('error' in where) return fail(res, 'redirect', 400, where.error);
-      const [primary] = choose(where.location, shard, 1);
+      // Only the primary is needed: route it directly rather than through choose(), which builds every field of
+      // the /v1/route answer.
+      const primary = router.route(where.location, shard.sha256, 1)[0];
       if (primary) {
-        metrics.decision('node', primary.distance);
-        res.writeHead(302, { location: primary.url, 'cache-control': 'no-store', 'content-length': '0' });
+        metrics.decision('node', primary.distanceKm);
+        // A flat header array goes straight to the wire; an object goes through setHeader's per-header validation
+        // and bookkeeping first.
+        res.writeHead(302, ['location', ticketedUrl(primary.node, shard), 'cache-control', 'no-store', 'content-length', '0']);
         res.end();
         return metrics.request('redirect', 302);
       }
@@ -283,12 +319,19 @@ export async function startGateway(config: GatewayConfig, deps: { logger?: Logge
     return json(res, 'admin', 200, { command: type, dataset: ds.name, shards: shards.length, results });
   }
 
+  const failed = (req: IncomingMessage, res: ServerResponse, err: Error): void => {
+    log.error({ err: err.message, url: req.url }, 'request failed');
+    if (!res.headersSent) fail(res, 'invalid', 500, 'internal error');
+    else res.destroy();
+  };
   const server = createServer({ maxHeaderSize: config.maxHeaderBytes }, (req, res) => {
-    handle(req, res).catch((err: Error) => {
-      log.error({ err: err.message, url: req.url }, 'request failed');
-      if (!res.headersSent) fail(res, 'invalid', 500, 'internal error');
-      else res.destroy();
-    });
+    let pending: Promise<void> | void;
+    try {
+      pending = handle(req, res);
+    } catch (err) {
+      return failed(req, res, err as Error);
+    }
+    if (pending) pending.catch((err: Error) => failed(req, res, err));
   });
   server.on('upgrade', (req, socket, head) => {
     if (new URL(req.url ?? '/', 'http://gateway').pathname !== REGISTRY_PATH) {

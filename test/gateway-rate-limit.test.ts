@@ -60,6 +60,23 @@ describe('ClientRateLimiter', () => {
     expect(limiter.check('active', 0).ok).toBe(true); // forgotten: starts with a full bucket
   });
 
+  it('keeps LRU order when one client checks many times in a row', () => {
+    const limiter = new ClientRateLimiter({ ratePerSecond: 1, burst: 3, maxClients: 2 });
+    limiter.check('a', 0);
+    limiter.check('b', 0);
+    limiter.check('b', 0); // consecutive: the fast path, 'b' stays the most recent
+    limiter.check('a', 0);
+    limiter.check('a', 0);
+    limiter.check('c', 0); // evicts 'b', the least recently seen
+    expect(limiter.check('a', 0).ok).toBe(false); // three taken: debt kept
+    expect(limiter.check('b', 0).ok).toBe(true);
+    limiter.check('b', 0);
+    expect(limiter.check('b', 0).ok).toBe(true); // fresh bucket: three tokens
+    expect(limiter.check('b', 0).ok).toBe(false);
+    expect(limiter.sweep(10_000)).toBeGreaterThan(0); // clears the fast path too
+    expect(limiter.check('b', 10_000).ok).toBe(true);
+  });
+
   it('sweeps buckets that have refilled', () => {
     const limiter = new ClientRateLimiter({ ratePerSecond: 1, burst: 5 });
     limiter.check('a', 0);

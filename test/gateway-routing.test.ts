@@ -325,4 +325,74 @@ describe('NodeIndex', () => {
       expect(route(index, null, 'x', options).map((r) => r.node.id)).toEqual(rankNodes(nodes, null, 'x', options).map((r) => r.node.id));
     }
   });
+
+  it('stays exact under heartbeats, health, moves and removals, with default and other weights', () => {
+    // Exercises what the index maintains incrementally: each cell's order by load, the index-wide key floor and
+    // the cached unknown-location candidates, against brute force after every batch of changes.
+    for (let seed = 1; seed <= 30; seed++) {
+      const rnd = mulberry32(1000 + seed);
+      const centres = Array.from({ length: 4 }, () => ({ lat: rnd() * 140 - 70, lon: rnd() * 360 - 180 }));
+      const nodes: RoutableNode[] = [];
+      const index = new NodeIndex({ cellDegrees: [1, 2, 5][seed % 3]! });
+      const options = seed % 2 === 0 ? { count: 3 } : { count: 2, nearest: 4, unknownNearest: 5, loadWeight: 0.3, scoreWeight: 2.5 };
+      let next = 0;
+      const add = (): void => {
+        const c = centres[Math.floor(rnd() * centres.length)]!;
+        const capacity = 1e6 + rnd() * 1e8;
+        const n = node(`n${seed}-${next++}`, { lat: Math.max(-90, Math.min(90, c.lat + (rnd() - 0.5) * 8)), lon: ((c.lon + (rnd() - 0.5) * 10 + 540) % 360) - 180 }, {
+          uploadBytesPerSecond: rnd() < 0.3 ? Number.MAX_SAFE_INTEGER : capacity,
+          freeBytesPerSecond: rnd() * capacity,
+          score: rnd() < 0.3 ? 0.5 : rnd(), // many exact ties in cost, as unprobed nodes of unknown capacity have
+          rttFactor: rnd() < 0.5 ? 1 : 0.5 + rnd() * 2,
+        });
+        if (n.uploadBytesPerSecond === Number.MAX_SAFE_INTEGER) n.freeBytesPerSecond = Number.MAX_SAFE_INTEGER;
+        nodes.push(n);
+        index.upsert(n);
+      };
+      for (let i = 0; i < 150; i++) add();
+      for (let round = 0; round < 25; round++) {
+        for (let k = 0; k < 15; k++) {
+          const r = rnd();
+          const n = nodes[Math.floor(rnd() * nodes.length)]!;
+          if (r < 0.6) {
+            n.freeBytesPerSecond = n.uploadBytesPerSecond === Number.MAX_SAFE_INTEGER ? n.freeBytesPerSecond : rnd() < 0.1 ? 0 : rnd() * n.uploadBytesPerSecond;
+            n.score = rnd();
+            index.upsert(n);
+          } else if (r < 0.7) index.setHealthy(n.id, !n.healthy);
+          else if (r < 0.8) index.setRttFactor(n.id, 0.5 + rnd() * 3);
+          else if (r < 0.87) index.updateLocation(n.id, { lat: rnd() * 160 - 80, lon: rnd() * 360 - 180 });
+          else if (r < 0.95) {
+            index.remove(n.id);
+            nodes.splice(nodes.indexOf(n), 1);
+          } else add();
+        }
+        const shard = `s-${seed}-${round}`;
+        const client = rnd() < 0.8 ? { lat: centres[round % 4]!.lat + (rnd() - 0.5) * 20, lon: centres[round % 4]!.lon } : { lat: rnd() * 180 - 90, lon: rnd() * 360 - 180 };
+        const where = `seed ${seed} round ${round}`;
+        const expected = rankNodes(nodes, client, shard, options);
+        const actual = route(index, client, shard, options);
+        expect(actual.map((r) => [r.node.id, r.cost]), where).toEqual(expected.map((r) => [r.node.id, r.cost]));
+        const unknown = route(index, null, shard, options);
+        expect(unknown.map((r) => [r.node.id, r.cost, r.reason]), `${where}, unknown location`).toEqual(rankNodes(nodes, null, shard, options).map((r) => [r.node.id, r.cost, r.reason]));
+      }
+    }
+  });
+
+  it('without a location, spreads shards over the unknownNearest cheapest nodes only', () => {
+    const nodes = Array.from({ length: 100 }, (_, i) => node(`n${String(i).padStart(3, '0')}`, { lat: 0, lon: i }, { freeBytesPerSecond: 1_000_000 - i * 1000 }));
+    const index = new NodeIndex();
+    for (const n of nodes) index.upsert(n);
+    const winners = new Set<string>();
+    for (let s = 0; s < 500; s++) winners.add(route(index, null, `s${s}`, { unknownNearest: 8 })[0]!.node.id);
+    // The eight least loaded are n000..n007; all of them win some shards, nobody else wins any.
+    expect([...winners].sort()).toEqual(nodes.slice(0, 8).map((n) => n.id));
+    // A node that becomes the least loaded joins at once (the cached set is invalidated by its upsert).
+    nodes[50]!.freeBytesPerSecond = 1_000_000;
+    nodes[50]!.uploadBytesPerSecond = Number.MAX_SAFE_INTEGER;
+    index.upsert(nodes[50]!);
+    const after = new Set<string>();
+    for (let s = 0; s < 500; s++) after.add(route(index, null, `s${s}`, { unknownNearest: 8 })[0]!.node.id);
+    expect(after.has('n050')).toBe(true);
+    expect(after.has('n007')).toBe(false);
+  });
 });

@@ -97,3 +97,11 @@ describe('gateway without nodes', () => {
     await gw.close();
   });
 });
+
+describe('queryValue', () => {
+  it('returns what URLSearchParams.get returns', async () => {
+    const { queryValue } = await import('../gateway/server.ts');
+    const queries = ['', 'near=1,2', 'a=1&near=3,4&near=5,6', 'near', 'near=', 'nearby=1&near=2', '&&near=7,8&', 'x=1', 'near=1%2C2', 'near=a+b', 'ne%61r=9', '=near&near=1=2', 'near&near=1'];
+    for (const q of queries) expect(queryValue(q, 'near'), q).toBe(new URLSearchParams(q).get('near'));
+  });
+});
