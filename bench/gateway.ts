@@ -90,15 +90,28 @@ interface Network {
 
 /** Origin, gateway and three ticket-checking nodes, each a process of its own. */
 async function startNetwork(repoRoot: string, work: string, dataRoot: string): Promise<Network> {
+  // Everything started so far, so that a failure half-way stops it instead of leaving servers behind.
+  const started: ChildProcess[] = [];
+  try {
+    return await startNetworkProcesses(repoRoot, work, dataRoot, started);
+  } catch (err) {
+    await Promise.all(started.map((c) => stopChild(c)));
+    throw err;
+  }
+}
+
+async function startNetworkProcesses(repoRoot: string, work: string, dataRoot: string, started: ChildProcess[]): Promise<Network> {
   const cli = CLI(repoRoot);
   const [originPort, gwPort] = [await freePort(), await freePort()];
   const origin = startChild(...pinned(1, 'node', [cli, 'origin', dataRoot, '--port', String(originPort)]));
+  started.push(origin);
   const originUrl = `http://127.0.0.1:${originPort}`;
   await waitForHttp(`${originUrl}/sample/manifest.json`, 20_000, origin);
   const gateway = startChild(
     ...pinned(1, 'node', [cli, 'gateway', '--origin', originUrl, '--dataset', 'sample', '--port', String(gwPort), '--host', '127.0.0.1',
       '--rate-limit', '1000000', '--rate-burst', '1000000', '--probe-interval', '0', '--ticket-key', join(work, 'ticket.pem'), '--log-level', 'error']),
   );
+  started.push(gateway);
   const gatewayUrl = `http://127.0.0.1:${gwPort}`;
   await waitForHttp(`${gatewayUrl}/healthz`, 30_000, gateway);
   const places = [[48.85, 2.35], [50.11, 8.68], [52.37, 4.9]] as const;
@@ -110,6 +123,7 @@ async function startNetwork(repoRoot: string, work: string, dataRoot: string): P
         '--lat', String(lat), '--lon', String(lon), '--cache-dir', join(work, `cache-${i}`), '--cache-size', '4GiB', '--memory-cache', '1GiB',
         '--key-file', join(work, `node-${i}.json`), '--log-level', 'error'])),
     );
+    started.push(nodes.at(-1)!);
   }
   const deadline = Date.now() + 30_000;
   for (;;) {
