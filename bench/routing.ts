@@ -4,6 +4,7 @@
 // iteration routes the next of 4,096 pre-drawn (client city, shard) pairs, so caches see a realistic mix.
 //
 //   node bin/run-ts.js bench/routing.ts     → prints and writes bench/results/routing.md
+import { mulberry32 } from '../client/loader.ts';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -56,17 +57,6 @@ export const CITIES: ReadonlyArray<readonly [string, number, number]> = [
   ['Anchorage', 61.218, -149.9], ['Reykjavik', 64.147, -21.943], ['Suva', -18.124, 178.45], ['Nuuk', 64.181, -51.694],
 ];
 
-/** Mulberry32: a small seeded PRNG, so every run benchmarks the same world. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function jitter(rnd: () => number, p: GeoPoint, km: number): GeoPoint {
   // Gaussian-ish offset (sum of uniforms) of about `km` per axis: a metro area's spread.

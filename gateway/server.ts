@@ -3,9 +3,9 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import type { AddressInfo } from 'node:net';
 import { Agent, request } from 'undici';
 import { createLogger, type Logger } from '../protocol/log.ts';
+import { listen, localUrl } from '../protocol/listen.ts';
 import { generateTicketKey, ticketKeyFromPem, ticketKeyToPem, type TicketKey } from '../protocol/tickets.ts';
 import { REGISTRY_PATH } from '../protocol/registry-messages.ts';
 import { isSha256Hex } from '../protocol/hash.ts';
@@ -345,15 +345,7 @@ export async function startGateway(config: GatewayConfig, deps: { logger?: Logge
     const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
     socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : 'Bad Request'}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(config.port, config.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const bound = server.address() as AddressInfo;
-  const url = `http://${bound.address === '0.0.0.0' ? '127.0.0.1' : bound.address}:${bound.port}`;
+  const url = localUrl(await listen(server, config.port, config.host));
 
   return {
     url,
