@@ -4,6 +4,9 @@ import { NodeIndex, route } from './node-index.ts';
 import { haversineKm, resolveRankOptions, rttCorrection, type GeoPoint, type RankedCandidate, type RankOptions, type ResolvedRankOptions } from './routing.ts';
 import type { NodeRecord, NodeRegistry } from './registry.ts';
 
+/** Round trips in a probe's time to first byte on a fresh plain-HTTP connection (see recordProbeRtt). */
+export const PROBE_ROUND_TRIPS = 2;
+
 export class NodeRouter {
   private readonly index = new NodeIndex<NodeRecord>();
   /** Resolved options per candidate count: resolved once, not copied and validated on every decision. */
@@ -28,9 +31,13 @@ export class NodeRouter {
     return route(this.index, client, shardId, o);
   }
 
-  /** Folds a probe's TTFB from the gateway into the node's RTT correction. */
+  /**
+   * Folds a probe's TTFB from the gateway into the node's RTT correction. Probes run far apart (30 s by default)
+   * and the prober's connections idle out after 4 s, so each probe opens a fresh TCP connection: its TTFB is about
+   * two round trips (handshake, then request and first byte), plus a little server time.
+   */
   recordProbeRtt(node: NodeRecord, gateway: GeoPoint, ttfbMs: number): void {
-    node.rttFactor = rttCorrection(ttfbMs, haversineKm(gateway, node), node.rttFactor);
+    node.rttFactor = rttCorrection(ttfbMs / PROBE_ROUND_TRIPS, haversineKm(gateway, node), node.rttFactor);
     this.index.upsert(node);
   }
 

@@ -396,3 +396,23 @@ describe('NodeIndex', () => {
     expect(after.has('n007')).toBe(false);
   });
 });
+
+describe('probe RTT corrections', () => {
+  it('reads a fresh-connection TTFB as two round trips and converges on the measured/predicted ratio', async () => {
+    const { NodeRouter, PROBE_ROUND_TRIPS } = await import('../gateway/router.ts');
+    const { estimateRttMs, haversineKm } = await import('../gateway/routing.ts');
+    const listeners: ((n: never) => void)[] = [];
+    const registry = { nodes: new Map(), onChange: (l: (n: never) => void) => listeners.push(l) };
+    const router = new NodeRouter(registry as never);
+    const gatewayAt = { lat: 50, lon: 8 };
+    const node = { id: 'n', url: 'http://n', lat: 48, lon: 2, healthy: true, uploadBytesPerSecond: 1e9, freeBytesPerSecond: 1e9, activeConnections: 0, score: 0.5, rttFactor: 1, holdsShard: () => false };
+    const predicted = estimateRttMs(haversineKm(gatewayAt, node), 1);
+    // A TTFB of exactly two predicted round trips means the model was right: the factor stays at 1.
+    router.recordProbeRtt(node as never, gatewayAt, PROBE_ROUND_TRIPS * predicted);
+    expect(node.rttFactor).toBeCloseTo(1, 6);
+    // A path twice as slow as predicted: repeated probes pull the factor to 2.
+    for (let i = 0; i < 30; i++) router.recordProbeRtt(node as never, gatewayAt, PROBE_ROUND_TRIPS * 2 * predicted);
+    expect(node.rttFactor).toBeGreaterThan(1.95);
+    expect(node.rttFactor).toBeLessThan(2.05);
+  });
+});
