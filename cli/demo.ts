@@ -5,6 +5,7 @@
 import { join } from 'node:path';
 import { rm } from 'node:fs/promises';
 import type { Command } from './command.ts';
+import { stopSignal } from './signals.ts';
 import { intSetting, stringSetting } from './options.ts';
 import { writeSampleDataset } from '../dataset/sample.ts';
 import { startOrigin } from '../dataset/origin-server.ts';
@@ -99,10 +100,7 @@ export const demoCommand: Command = {
 
       if (settings['keep-running']) {
         console.log('running; Ctrl-C stops');
-        await new Promise<void>((resolve) => {
-          process.once('SIGINT', resolve);
-          process.once('SIGTERM', resolve);
-        });
+        await stopSignal();
       }
       return 0;
     } finally {

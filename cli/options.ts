@@ -126,3 +126,16 @@ export function stringSetting(settings: Settings, name: string): string | undefi
   const v = settings[name];
   return typeof v === 'string' && v !== '' ? v : undefined;
 }
+
+/** `--lat` and `--lon` together as a point, or null when neither is set. */
+export function locationSetting(settings: Settings): { lat: number; lon: number } | null {
+  const lat = stringSetting(settings, 'lat');
+  const lon = stringSetting(settings, 'lon');
+  if (lat === undefined && lon === undefined) return null;
+  const la = Number(lat);
+  const lo = Number(lon);
+  if (lat === undefined || lon === undefined || !(la >= -90 && la <= 90) || !(lo >= -180 && lo <= 180)) {
+    throw new UsageError('--lat and --lon go together: latitude -90..90 and longitude -180..180 in degrees');
+  }
+  return { lat: la, lon: lo };
+}

@@ -1,4 +1,5 @@
 import type { Command } from '../cli/command.ts';
+import { stopSignal } from '../cli/signals.ts';
 import { UsageError, intSetting, stringSetting } from '../cli/options.ts';
 import { startOrigin } from './origin-server.ts';
 
@@ -18,10 +19,7 @@ export const originCommand: Command = {
     if (!dir) throw new UsageError('expected the dataset directory\nusage: ' + this.spec.usage);
     const origin = await startOrigin(dir, intSetting(settings, 'port', 0, 65535), stringSetting(settings, 'host'));
     console.log(`origin serving ${dir} at ${origin.url}`);
-    await new Promise<void>((resolve) => {
-      process.once('SIGINT', resolve);
-      process.once('SIGTERM', resolve);
-    });
+    await stopSignal();
     await origin.close();
     return 0;
   },

@@ -1,4 +1,5 @@
 import type { Command } from '../cli/command.ts';
+import { stopSignal } from '../cli/signals.ts';
 import { createLogger } from '../protocol/log.ts';
 import { formatBytes } from '../protocol/units.ts';
 import { NODE_OPTIONS, nodeConfigFromSettings } from './config.ts';
@@ -23,10 +24,7 @@ export const nodeCommand: Command = {
         `disk ${config.cacheDir ? `${config.cacheDir} ${formatBytes(config.cacheBytes)}` : 'off'}, memory ${formatBytes(config.memoryBytes)}, ` +
         `upload cap ${config.maxUploadBytesPerSecond ? `${((config.maxUploadBytesPerSecond * 8) / 1e6).toFixed(0)} Mbit/s` : 'none'}`,
     );
-    await new Promise<void>((resolve) => {
-      process.once('SIGINT', resolve);
-      process.once('SIGTERM', resolve);
-    });
+    await stopSignal();
     logger.info('shutting down: draining in-flight responses');
     await node.close();
     return 0;

@@ -1,7 +1,7 @@
 // Settings for `edgeshard node`, turned from strings (flags, env, config file) into a checked options object.
 import { cpus } from 'node:os';
 import { parseRate, parseSize } from '../protocol/units.ts';
-import { intSetting, stringSetting, UsageError, type OptionSpec, type Settings } from '../cli/options.ts';
+import { intSetting, locationSetting, stringSetting, UsageError, type OptionSpec, type Settings } from '../cli/options.ts';
 
 export interface EdgeNodeConfig {
   originUrl: string;
@@ -115,24 +115,14 @@ export function nodeConfigFromSettings(s: Settings): EdgeNodeConfig {
       }
     }),
     publicUrl: stringSetting(s, 'public-url') ?? null,
-    location: locationFrom(s),
+    location: locationSetting(s),
     keyFile: stringSetting(s, 'key-file') ?? null,
   };
 }
 
 const list = (v: string | undefined): string[] => (v ?? '').split(',').map((x) => x.trim()).filter(Boolean);
 
-function locationFrom(s: Settings): { lat: number; lon: number } | null {
-  const lat = stringSetting(s, 'lat');
-  const lon = stringSetting(s, 'lon');
-  if (lat === undefined && lon === undefined) return null;
-  const la = Number(lat);
-  const lo = Number(lon);
-  if (lat === undefined || lon === undefined || !(la >= -90 && la <= 90) || !(lo >= -180 && lo <= 180)) {
-    throw new UsageError('--lat and --lon go together: latitude -90..90 and longitude -180..180 in degrees');
-  }
-  return { lat: la, lon: lo };
-}
+
 
 /** Defaults for library use and tests: everything the CLI would pick, overridable. */
 export function defaultNodeConfig(overrides: Partial<EdgeNodeConfig> & { originUrl: string }): EdgeNodeConfig {

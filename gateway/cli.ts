@@ -1,4 +1,5 @@
 import type { Command } from '../cli/command.ts';
+import { stopSignal } from '../cli/signals.ts';
 import { createLogger } from '../protocol/log.ts';
 import { GATEWAY_OPTIONS, gatewayConfigFromSettings } from './config.ts';
 import { startGateway } from './server.ts';
@@ -19,10 +20,7 @@ export const gatewayCommand: Command = {
     const logger = createLogger(config.logLevel, 'gateway');
     const gw = await startGateway(config, { logger });
     console.log(`gateway on ${gw.url}, datasets ${config.datasets.join(', ')}, ticket key ${gw.ticketKey.keyId} (public ${gw.ticketKey.publicKeyB64})`);
-    await new Promise<void>((resolve) => {
-      process.once('SIGINT', resolve);
-      process.once('SIGTERM', resolve);
-    });
+    await stopSignal();
     await gw.close();
     return 0;
   },

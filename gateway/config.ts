@@ -1,5 +1,5 @@
 // Settings for `edgeshard gateway`, from flags, env and config file into a checked options object.
-import { intSetting, stringSetting, UsageError, type OptionSpec, type Settings } from '../cli/options.ts';
+import { intSetting, locationSetting, stringSetting, UsageError, type OptionSpec, type Settings } from '../cli/options.ts';
 
 export type FallbackMode = 'redirect' | 'proxy' | 'off';
 
@@ -62,15 +62,7 @@ export function gatewayConfigFromSettings(s: Settings): GatewayConfig {
   if (datasets.length === 0) throw new UsageError('--dataset is required: the names of the datasets to serve, comma-separated');
   const fallback = stringSetting(s, 'fallback') ?? 'redirect';
   if (fallback !== 'redirect' && fallback !== 'proxy' && fallback !== 'off') throw new UsageError(`--fallback "${fallback}": use redirect, proxy or off`);
-  const lat = stringSetting(s, 'lat');
-  const lon = stringSetting(s, 'lon');
-  let location: { lat: number; lon: number } | null = null;
-  if (lat !== undefined || lon !== undefined) {
-    const la = Number(lat);
-    const lo = Number(lon);
-    if (!(la >= -90 && la <= 90) || !(lo >= -180 && lo <= 180)) throw new UsageError('--lat and --lon go together: -90..90 and -180..180');
-    location = { lat: la, lon: lo };
-  }
+  const location = locationSetting(s);
   return {
     host: stringSetting(s, 'host') ?? '0.0.0.0',
     port: intSetting(s, 'port', 0, 65535),

@@ -5,7 +5,7 @@ import { promisify } from 'node:util';
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'undici';
-import { parseCommand, type CommandSpec } from '../cli/options.ts';
+import { locationSetting, parseCommand, type CommandSpec } from '../cli/options.ts';
 import { startOrigin } from '../dataset/origin-server.ts';
 import { writeSampleDataset } from '../dataset/sample.ts';
 import { parseManifest, manifestId } from '../protocol/manifest.ts';
@@ -39,6 +39,16 @@ describe('option precedence', () => {
     expect(() => parseCommand(spec, [], env)).toThrow(/unknown setting "colour"/);
     expect(() => parseCommand(spec, ['--nope'], {})).toThrow(/nope/);
     await cleanup();
+  });
+});
+
+describe('location settings', () => {
+  it('takes --lat and --lon together, in range, or neither', () => {
+    expect(locationSetting({})).toBeNull();
+    expect(locationSetting({ lat: '48.85', lon: '2.35' })).toEqual({ lat: 48.85, lon: 2.35 });
+    expect(() => locationSetting({ lat: '48.85' })).toThrow(/go together/);
+    expect(() => locationSetting({ lat: '91', lon: '0' })).toThrow(/-90\.\.90/);
+    expect(() => locationSetting({ lat: 'north', lon: '0' })).toThrow(/go together/);
   });
 });
 
