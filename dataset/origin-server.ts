@@ -5,7 +5,7 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { decodeRequestPath } from '../protocol/paths.ts';
-import { listen, localUrl } from '../protocol/listen.ts';
+import { closeNow, listen, localUrl } from '../protocol/listen.ts';
 
 export interface OriginServer {
   server: Server;
@@ -53,10 +53,6 @@ export async function startOrigin(root: string, port = 0, host = '127.0.0.1'): P
     server,
     url,
     requests: () => requests,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
+    close: () => closeNow(server),
   };
 }

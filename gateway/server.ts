@@ -5,7 +5,7 @@ import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { Agent, request } from 'undici';
 import { createLogger, type Logger } from '../protocol/log.ts';
-import { listen, localUrl } from '../protocol/listen.ts';
+import { closeNow, listen, localUrl } from '../protocol/listen.ts';
 import { generateTicketKey, ticketKeyFromPem, ticketKeyToPem, type TicketKey } from '../protocol/tickets.ts';
 import { REGISTRY_PATH } from '../protocol/registry-messages.ts';
 import { isSha256Hex } from '../protocol/hash.ts';
@@ -358,10 +358,7 @@ export async function startGateway(config: GatewayConfig, deps: { logger?: Logge
     async close() {
       await prober.close();
       await registry.close();
-      await new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      });
+      await closeNow(server);
       await originAgent.close().catch(() => {});
     },
   };

@@ -17,3 +17,11 @@ export function localUrl(address: AddressInfo): string {
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   return `http://${host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host}:${address.port}`;
 }
+
+/** Stops a server now: drops every connection, idle or busy, and resolves once it has closed (tests, demos). */
+export function closeNow(server: Server): Promise<void> {
+  return new Promise((resolve) => {
+    server.closeAllConnections();
+    server.close(() => resolve());
+  });
+}

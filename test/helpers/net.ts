@@ -1,7 +1,7 @@
 // Helpers for tests that talk real HTTP on 127.0.0.1.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect } from 'node:net';
-import type { AddressInfo } from 'node:net';
+import { closeNow, listen, localUrl } from '../../protocol/listen.ts';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,18 +20,8 @@ export async function startScriptedOrigin(
     requests.push(req.url ?? '');
     void Promise.resolve(handler(req, res)).catch(() => res.destroy());
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as AddressInfo;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    server,
-    requests,
-    close: () =>
-      new Promise<void>((r) => {
-        server.closeAllConnections();
-        server.close(() => r());
-      }),
-  };
+  const url = localUrl(await listen(server, 0, '127.0.0.1'));
+  return { url, server, requests, close: () => closeNow(server) };
 }
 
 /** Sends raw bytes (for request targets that fetch/undici would normalise) and returns the raw response. */

@@ -2,7 +2,7 @@
 // /d/ redirect) and nothing else: no registry, no geo, no signed tickets. For the client's tests and for trying
 // `edgeshard fetch` against hand-started nodes; production uses `edgeshard gateway`.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { closeNow, listen, localUrl } from '../../protocol/listen.ts';
 import type { Manifest, ShardEntry } from '../../protocol/manifest.ts';
 import type { RouteCandidate } from '../../client/gateway-client.ts';
 
@@ -80,16 +80,6 @@ export async function startStaticGateway(opts: StaticGatewayOptions): Promise<St
     if (!first) return json(res, 404, { error: `no shard "${path}"` });
     res.writeHead(302, { location: first.url, 'content-length': '0' }).end();
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as AddressInfo;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    server,
-    requests,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
+  const url = localUrl(await listen(server, 0, '127.0.0.1'));
+  return { url, server, requests, close: () => closeNow(server) };
 }
