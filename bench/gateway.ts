@@ -89,7 +89,7 @@ interface Network {
 }
 
 /** Origin, gateway and three ticket-checking nodes, each a process of its own. */
-async function startNetwork(repoRoot: string, work: string, dataRoot: string): Promise<Network> {
+export async function startNetwork(repoRoot: string, work: string, dataRoot: string): Promise<Network> {
   // Everything started so far, so that a failure half-way stops it instead of leaving servers behind.
   const started: ChildProcess[] = [];
   try {
@@ -145,7 +145,7 @@ async function startNetworkProcesses(repoRoot: string, work: string, dataRoot: s
   };
 }
 
-function writeRandomDataset(root: string, shards: number, size: number): void {
+export function writeRandomDataset(root: string, shards: number, size: number): void {
   const dir = join(root, 'sample', 'train');
   mkdirSync(dir, { recursive: true });
   const buf = Buffer.allocUnsafe(size);
@@ -185,6 +185,35 @@ async function loopbackBytesPerSecond(seconds: number): Promise<number> {
   const rate = Number(await nextLine());
   child.kill();
   return rate;
+}
+
+/**
+ * What one client core can do with the fetched bytes at best, measured pinned where the client runs: sha256 of
+ * `shards` × 16 MiB, and writing the same amount as 16 MiB files with an fsync each into `dir` (the --out disk).
+ */
+async function clientCeilings(dir: string, shards: number): Promise<{ sha256BytesPerSecond: number; diskBytesPerSecond: number }> {
+  const script = `
+    const { createHash, randomFillSync } = require('node:crypto');
+    const fs = require('node:fs');
+    const buf = randomFillSync(Buffer.allocUnsafe(16 << 20));
+    const n = Number(process.argv[1]);
+    let t = performance.now();
+    for (let i = 0; i < n; i++) createHash('sha256').update(buf).digest();
+    const sha = (n * buf.length) / ((performance.now() - t) / 1000);
+    t = performance.now();
+    for (let i = 0; i < n; i++) {
+      const f = process.argv[2] + '/ceiling-' + i;
+      const fd = fs.openSync(f, 'w');
+      fs.writeSync(fd, buf);
+      fs.fsyncSync(fd);
+      fs.closeSync(fd);
+    }
+    const disk = (n * buf.length) / ((performance.now() - t) / 1000);
+    for (let i = 0; i < n; i++) fs.rmSync(process.argv[2] + '/ceiling-' + i);
+    console.log(JSON.stringify({ sha256BytesPerSecond: sha, diskBytesPerSecond: disk }));`;
+  const [cmd, args] = pinned(0, 'node', ['-e', script, String(shards), dir]);
+  const { stdout } = await run(cmd, args);
+  return JSON.parse(stdout) as { sha256BytesPerSecond: number; diskBytesPerSecond: number };
 }
 
 export async function runGatewayBench(repoRoot: string, opts: { reps?: number; seconds?: number; fetchShards?: number; parts?: ('redirects' | 'fetch')[] } = {}): Promise<{ markdown: string; json: unknown }> {
@@ -295,6 +324,28 @@ export async function runGatewayBench(repoRoot: string, opts: { reps?: number; s
           rmSync(shm, { recursive: true, force: true });
         }
       }
+      // The named peer: curl -L through the gateway (8 at a time, as --parallel 8), then sha256sum -c, pinned like us.
+      const curl: { label: string; seconds: number; bytesPerSecond: number }[] = [];
+      if (commandExists('curl') && commandExists('sha256sum') && commandExists('xargs')) {
+        const manifest = JSON.parse(readFileSync(join(dataRoot, 'sample', 'manifest.json'), 'utf8')) as { shards: { path: string; sha256: string }[] };
+        const out = join(work, 'out-curl');
+        const list = join(work, 'curl-paths.txt');
+        const sums = join(work, 'curl.sha256');
+        writeFileSync(list, manifest.shards.map((sh) => sh.path).join('\n') + '\n');
+        writeFileSync(sums, manifest.shards.map((sh) => `${sh.sha256}  ${sh.path}`).join('\n') + '\n');
+        const script = `cd "$1" && xargs -P 8 -I{} curl -sSfL --create-dirs -o {} "$2/d/sample/{}?near=50,5" < "$3" && sha256sum --quiet -c "$4"`;
+        for (let i = 0; i < reps; i++) {
+          rmSync(out, { recursive: true, force: true });
+          mkdirSync(out, { recursive: true });
+          const t0 = performance.now();
+          const [cmd, args] = pinned(0, 'bash', ['-c', script, 'curl-peer', out, net.gatewayUrl, list, sums]);
+          await run(cmd, args, { maxBuffer: 1 << 24 });
+          const secs = (performance.now() - t0) / 1000;
+          curl.push({ label: 'curl -L + sha256sum', seconds: secs, bytesPerSecond: totalBytes / secs });
+        }
+        rmSync(out, { recursive: true, force: true });
+      }
+      const ceilings = await clientCeilings(work, shards);
       const loop: number[] = [];
       for (let i = 0; i < reps; i++) loop.push(await loopbackBytesPerSecond(2));
       const warmMedian = median(warm.map((w) => w.bytesPerSecond));
@@ -311,14 +362,23 @@ export async function runGatewayBench(repoRoot: string, opts: { reps?: number; s
           [cold.label, fmt(cold.seconds, 2), fmt(cold.bytesPerSecond / 1e6)],
           ...warm.map((w, i) => [`warm ${i + 1}`, fmt(w.seconds, 2), fmt(w.bytesPerSecond / 1e6)]),
           ...warmShm.map((w, i) => [`warm ${i + 1}, --out on tmpfs (no disk, fsync free)`, fmt(w.seconds, 2), fmt(w.bytesPerSecond / 1e6)]),
+          ...curl.map((c, i) => [`peer: curl -L ×8 + sha256sum -c, run ${i + 1}`, fmt(c.seconds, 2), fmt(c.bytesPerSecond / 1e6)]),
           ['loopback ceiling (median)', '', fmt(loopMedian / 1e6)],
+          ['one core: sha256 of the same bytes', '', fmt(ceilings.sha256BytesPerSecond / 1e6)],
+          ['one core: write + fsync of 16 MiB files into --out\'s disk', '', fmt(ceilings.diskBytesPerSecond / 1e6)],
         ]),
         '',
         `Warm fetch: **${fmt(warmMedian / 1e6)} MB/s = ${fmt(ratio * 100)}% of loopback** (target ≥ 80%: ${ratio >= 0.8 ? 'PASS' : 'MISS'})` +
-          (warmShm.length ? `; into tmpfs ${fmt(median(warmShm.map((w) => w.bytesPerSecond)) / 1e6)} MB/s = ${fmt((median(warmShm.map((w) => w.bytesPerSecond)) / loopMedian) * 100)}% of loopback.` : '.'),
+          (warmShm.length ? `; into tmpfs ${fmt(median(warmShm.map((w) => w.bytesPerSecond)) / 1e6)} MB/s = ${fmt((median(warmShm.map((w) => w.bytesPerSecond)) / loopMedian) * 100)}% of loopback.` : '.') +
+          (curl.length ? ` Against the peer in the same run (curl, then sha256sum): **${fmt(warmMedian / median(curl.map((c) => c.bytesPerSecond)), 2)}×**.` : ''),
+        '',
+        'What bounds it on this machine, measured in the same run: the client gets one core, and every byte is hashed there ' +
+          `(sha256 alone: ${fmt(ceilings.sha256BytesPerSecond / 1e6)} MB/s = ${fmt((ceilings.sha256BytesPerSecond / loopMedian) * 100)}% of loopback) ` +
+          `and written to --out (16 MiB files written and fsynced, nothing else: ${fmt(ceilings.diskBytesPerSecond / 1e6)} MB/s = ${fmt((ceilings.diskBytesPerSecond / loopMedian) * 100)}% of loopback), ` +
+          `while the loopback figure moves bytes between two cores and does neither. ${ceilings.diskBytesPerSecond < 0.8 * loopMedian ? 'The disk alone keeps any download to --out below the 80 % target here.' : ''}`,
         '',
       );
-      json.fetch = { totalBytes, cold, warm, warmShm, loopbackBytesPerSecond: loop, ratio, target: ratio >= 0.8 ? 'PASS' : 'MISS' };
+      json.fetch = { totalBytes, cold, warm, warmShm, curl, ceilings, loopbackBytesPerSecond: loop, ratio, target: ratio >= 0.8 ? 'PASS' : 'MISS' };
     } finally {
       await net.stop();
     }
