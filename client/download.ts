@@ -8,6 +8,7 @@ import type { Dispatcher } from 'undici';
 import type { ShardEntry } from '../protocol/manifest.ts';
 import type { ShardSources, Source, SourceCursor, FailureKind } from './sources.ts';
 import { LocalIoError, TransferFailure, transferRange } from './transfer.ts';
+import { BatchedFileWriter } from './batched-writer.ts';
 
 export const PARTIAL_SUFFIX = '.partial';
 
@@ -81,9 +82,6 @@ export function noSourceMessage(failures: string[], routeError: Error | null): s
 }
 
 /** Downloads `shard` sequentially to `finalPath` (verified), using the sources' candidates in turn. */
-/** Bytes gathered before one write (see `flush`). */
-const WRITE_BATCH_BYTES = 4 * 1024 * 1024;
-
 export async function downloadShard(shard: ShardEntry, finalPath: string, sources: ShardSources, ctx: DownloadContext): Promise<ShardDownload> {
   const partialPath = finalPath + PARTIAL_SUFFIX;
   await mkdir(dirname(finalPath), { recursive: true });
@@ -105,39 +103,27 @@ export async function downloadShard(shard: ShardEntry, finalPath: string, source
     let cursor: SourceCursor = sources.cursor();
     let source: Source | null = have === shard.size ? null : await sources.next(cursor);
 
-    // Received bytes are gathered into batches and written with one positional writev each, instead of a thread-pool
-    // round trip per 64 KiB chunk (which kept a single client well below what the network delivered). `have` and the
-    // hash always describe the same prefix of the file: both advance when a batch is written.
-    let pending: Buffer[] = [];
-    let pendingBytes = 0;
+    // The hash covers every byte accepted by the writer (`writer.position`), hashed as it arrives while it is still
+    // in the CPU's cache. Before the next attempt, and before verifying, the writer is flushed, so the file then
+    // holds exactly the hashed prefix; a local write error ends the download (a later run re-hashes what is on disk).
+    const writer = new BatchedFileWriter(fh, have);
     const flush = async (): Promise<void> => {
-      if (pendingBytes === 0) return;
-      const bufs = pending;
-      const n = pendingBytes;
-      pending = [];
-      pendingBytes = 0;
-      let written: number;
       try {
-        ({ bytesWritten: written } = await fh.writev(bufs, have));
+        await writer.flush();
       } catch (err) {
         throw new LocalIoError(err as Error);
       }
-      if (written !== n) throw new LocalIoError(new Error(`short write: ${written} of ${n} bytes`));
-      for (const b of bufs) hash.update(b);
-      have += n;
     };
 
     const startOver = async (): Promise<void> => {
-      ctx.progress?.discarded(have + pendingBytes);
-      pending = [];
-      pendingBytes = 0;
+      ctx.progress?.discarded(writer.position);
+      await writer.reset(0);
       await fh.truncate(0);
-      have = 0;
       hash = createHash('sha256');
     };
 
     for (;;) {
-      if (have === shard.size) {
+      if (writer.position === shard.size) {
         const digest = hash.digest('hex');
         if (digest === shard.sha256) {
           // Durable before visible: after a crash the final name holds the verified bytes or nothing.
@@ -164,16 +150,15 @@ export async function downloadShard(shard: ShardEntry, finalPath: string, source
         await transferRange(
           {
             source,
-            from: have,
+            from: writer.position,
             to: shard.size - 1,
             size: shard.size,
             onWholeBody: 'restart',
             restart: startOver,
             write: async (chunk, position) => {
-              if (position !== have + pendingBytes) throw new LocalIoError(new Error(`out-of-order write at ${position}, expected ${have + pendingBytes}`));
-              pending.push(chunk);
-              pendingBytes += chunk.length;
-              if (pendingBytes >= WRITE_BATCH_BYTES) await flush();
+              if (position !== writer.position) throw new LocalIoError(new Error(`out-of-order write at ${position}, expected ${writer.position}`));
+              hash.update(chunk);
+              await writer.push(chunk);
               result.bytesFetched += chunk.length;
               ctx.progress?.received(chunk.length);
               if (!contributors.has(source!.id)) {

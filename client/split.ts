@@ -8,6 +8,7 @@ import type { ShardEntry } from '../protocol/manifest.ts';
 import { sha256File } from '../protocol/hash.ts';
 import type { ShardSources, FailureKind, Source } from './sources.ts';
 import { LocalIoError, TransferFailure, transferRange } from './transfer.ts';
+import { BatchedFileWriter } from './batched-writer.ts';
 import { PARTIAL_SUFFIX, ShardDownloadError, noSourceMessage, openReadWrite, type DownloadContext, type ShardDownload } from './download.ts';
 
 export const STATE_SUFFIX = '.state';
@@ -136,7 +137,16 @@ export async function downloadShardSplit(
   /** One range with failover: resumes inside the range from where the last source stopped. */
   async function fetchRange(range: ByteRange, index: number, contributors: Set<string>): Promise<void> {
     const cursor = sources.cursor(index);
-    let position = range.start;
+    // Bytes are written in batches; before the next source is asked, the batch is flushed, so the range resumes
+    // exactly after what is in the file.
+    const writer = new BatchedFileWriter(fh, range.start);
+    const flush = async (): Promise<void> => {
+      try {
+        await writer.flush();
+      } catch (err) {
+        throw new LocalIoError(err as Error);
+      }
+    };
     let source: Source | null = await sources.next(cursor);
     for (;;) {
       if (!source) throw new ShardDownloadError(shard, `bytes ${range.start}-${range.end}: ${noSourceMessage(result.failures, sources.routeError)}`, result.failures);
@@ -146,13 +156,13 @@ export async function downloadShardSplit(
         await transferRange(
           {
             source: from,
-            from: position,
+            from: writer.position,
             to: range.end,
             size: shard.size,
             onWholeBody: 'skip',
             write: async (chunk, at) => {
-              await fh.write(chunk, 0, chunk.length, at);
-              position = at + chunk.length;
+              if (at !== writer.position) throw new Error(`out-of-order write at ${at}, expected ${writer.position}`);
+              await writer.push(chunk);
               result.bytesFetched += chunk.length;
               ctx.progress?.received(chunk.length);
               if (!contributors.has(from.id)) {
@@ -163,9 +173,14 @@ export async function downloadShardSplit(
           },
           ctx,
         );
+        await flush();
         return;
       } catch (err) {
-        if (!(err instanceof TransferFailure)) throw err;
+        if (!(err instanceof TransferFailure)) {
+          if (!(err instanceof LocalIoError)) await flush().catch(() => {});
+          throw err;
+        }
+        await flush();
         result.failures.push(`${source.id} (bytes ${range.start}-${range.end}): ${err.message}`);
         kind = err.kind;
       }
