@@ -1,9 +1,11 @@
 // Section "cold": cold-fill throughput. N MiB of shards the node has never seen are fetched through it from a local
-// origin (each one is a miss: origin fetch, sha-less path fill, disk write + fsync, copy into the memory tier,
-// streamed to the client as it arrives), and the same shards are fetched directly from the origin by the same client
-// in the same run. The ratio node/direct is the cost of the pull-through path.
+// origin (each one is a miss: origin fetch, sha256 while streaming, the disk tier's copy written behind the client,
+// chunks handed to the memory tier, streamed to the client as they arrive), and the same shards are fetched directly
+// from the origin by the same client in the same run. The ratio node/direct is the cost of the pull-through path.
+// A bare Node pass-through proxy (bench/bare-proxy.ts) runs the same pass: the ratio any Node proxy reaches here.
+import { execFileSync, type ChildProcess } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
@@ -12,6 +14,13 @@ import { commandExists, fmt, freePort, median, MiB, mdTable, startChild, stopChi
 
 const SHARD_BYTES = 4 * MiB;
 const CONCURRENCY = 8;
+/**
+ * Shards fetched through each freshly started server before the measured pass, and not counted: the measured pass
+ * should see a process whose JIT has warmed up, as a long-running node's has, not one that just started (V8's
+ * compiler threads were 9 % of the node's CPU in a pass without it).
+ */
+const WARMUP_SHARDS = 8;
+const GiB = 1024 * MiB;
 
 interface Pass {
   seconds: number;
@@ -19,13 +28,33 @@ interface Pass {
   mbPerSecond: number;
 }
 
+/** A pass through a server process, with that process's CPU time (all its threads) during the pass. */
+interface ServerPass extends Pass {
+  serverCpuSeconds: number;
+  /** Server CPU seconds per GiB moved: comparable across runs even when the box is busy. */
+  serverCpuSecondsPerGiB: number;
+}
+
 export interface ColdResult {
   origin: string;
   shards: number;
   shardBytes: number;
   concurrency: number;
-  reps: { direct: Pass; cold: Pass; warm: Pass; misses: number; coldMemoryOnly: Pass }[];
-  median: { directMBps: number; coldMBps: number; warmMBps: number; coldVsDirect: number; coldMemoryOnlyMBps: number; coldMemoryOnlyVsDirect: number };
+  warmupShards: number;
+  reps: { direct: Pass; cold: ServerPass; warm: Pass; misses: number; coldMemoryOnly: ServerPass; bareProxy: ServerPass }[];
+  median: {
+    directMBps: number;
+    coldMBps: number;
+    warmMBps: number;
+    coldVsDirect: number;
+    coldMemoryOnlyMBps: number;
+    coldMemoryOnlyVsDirect: number;
+    bareProxyMBps: number;
+    bareProxyVsDirect: number;
+    coldCpuSecondsPerGiB: number;
+    coldMemoryOnlyCpuSecondsPerGiB: number;
+    bareProxyCpuSecondsPerGiB: number;
+  };
 }
 
 export async function runColdFill(repoRoot: string): Promise<{ markdown: string; json: ColdResult }> {
@@ -43,21 +72,37 @@ export async function runColdFill(repoRoot: string): Promise<{ markdown: string;
     writeFileSync(join(dataDir, path), buf);
     paths.push(path);
   }
+  // Warm-up shards get a fresh name per rep, so every server warms up on misses too.
+  const warmupPaths = (rep: number, server: string): string[] => {
+    const dir = join(dataDir, 'warmup', `${server}-${rep}`);
+    mkdirSync(dir, { recursive: true });
+    return Array.from({ length: WARMUP_SHARDS }, (_, i) => {
+      randomFillSync(buf);
+      const path = `warmup/${server}-${rep}/shard-${i}.bin`;
+      writeFileSync(join(dataDir, path), buf);
+      return path;
+    });
+  };
 
   const origin = await startStaticOrigin(scratch, dataDir);
   const client = new Agent({ connections: CONCURRENCY, pipelining: 1 });
   const results: ColdResult['reps'] = [];
   try {
     for (let rep = 0; rep < reps; rep++) {
+      // The client warms up too (its first pass ever would otherwise be the direct one).
+      await fetchAll(origin.url, warmupPaths(rep, 'direct'), client);
       const direct = await fetchAll(origin.url, paths, client);
       // A fresh node and an empty cache directory every rep, so every shard is a cold fill.
-      const withDisk = await throughNode(repoRoot, origin.url, paths, client, scratch, join(scratch, `cache-${rep}`));
+      const withDisk = await throughNode(repoRoot, origin.url, paths, warmupPaths(rep, 'disk'), client, scratch, join(scratch, `cache-${rep}`));
       // The same without the disk tier: separates the node's own cost from the disk's write + fsync.
-      const memoryOnly = await throughNode(repoRoot, origin.url, paths, client, scratch, 'none');
-      results.push({ direct, cold: withDisk.cold, warm: withDisk.warm, misses: withDisk.misses, coldMemoryOnly: memoryOnly.cold });
+      const memoryOnly = await throughNode(repoRoot, origin.url, paths, warmupPaths(rep, 'memory'), client, scratch, 'none');
+      const bare = await throughBareProxy(repoRoot, origin.url, paths, warmupPaths(rep, 'bare'), client);
+      results.push({ direct, cold: withDisk.cold, warm: withDisk.warm, misses: withDisk.misses, coldMemoryOnly: memoryOnly.cold, bareProxy: bare });
       console.error(
         `  cold-fill rep ${rep + 1}: direct ${fmt(direct.mbPerSecond)} MB/s; through the node: cold ${fmt(withDisk.cold.mbPerSecond)} MB/s ` +
-          `(${withDisk.misses} misses), warm ${fmt(withDisk.warm.mbPerSecond)} MB/s, cold without disk tier ${fmt(memoryOnly.cold.mbPerSecond)} MB/s`,
+          `(${withDisk.misses} misses, ${withDisk.cold.serverCpuSecondsPerGiB.toFixed(2)} CPU s/GiB), warm ${fmt(withDisk.warm.mbPerSecond)} MB/s, ` +
+          `cold without disk tier ${fmt(memoryOnly.cold.mbPerSecond)} MB/s (${memoryOnly.cold.serverCpuSecondsPerGiB.toFixed(2)} CPU s/GiB); ` +
+          `bare Node proxy ${fmt(bare.mbPerSecond)} MB/s (${bare.serverCpuSecondsPerGiB.toFixed(2)} CPU s/GiB)`,
       );
     }
   } finally {
@@ -73,51 +118,103 @@ export async function runColdFill(repoRoot: string): Promise<{ markdown: string;
     coldVsDirect: median(results.map((r) => r.cold.mbPerSecond / r.direct.mbPerSecond)),
     coldMemoryOnlyMBps: median(results.map((r) => r.coldMemoryOnly.mbPerSecond)),
     coldMemoryOnlyVsDirect: median(results.map((r) => r.coldMemoryOnly.mbPerSecond / r.direct.mbPerSecond)),
+    bareProxyMBps: median(results.map((r) => r.bareProxy.mbPerSecond)),
+    bareProxyVsDirect: median(results.map((r) => r.bareProxy.mbPerSecond / r.direct.mbPerSecond)),
+    coldCpuSecondsPerGiB: median(results.map((r) => r.cold.serverCpuSecondsPerGiB)),
+    coldMemoryOnlyCpuSecondsPerGiB: median(results.map((r) => r.coldMemoryOnly.serverCpuSecondsPerGiB)),
+    bareProxyCpuSecondsPerGiB: median(results.map((r) => r.bareProxy.serverCpuSecondsPerGiB)),
   };
-  const json: ColdResult = { origin: origin.kind, shards, shardBytes: SHARD_BYTES, concurrency: CONCURRENCY, reps: results, median: med };
+  const json: ColdResult = {
+    origin: origin.kind,
+    shards,
+    shardBytes: SHARD_BYTES,
+    concurrency: CONCURRENCY,
+    warmupShards: WARMUP_SHARDS,
+    reps: results,
+    median: med,
+  };
+  const cpu = (p: ServerPass): string => p.serverCpuSecondsPerGiB.toFixed(2);
   const markdown = [
     '## Cold fill',
     '',
     `${shards} shards × ${SHARD_BYTES / MiB} MiB = ${fmt((shards * SHARD_BYTES) / MiB)} MiB of random data, served by ${origin.kind} on 127.0.0.1. ` +
       `A client with ${CONCURRENCY} keep-alive connections (undici) fetches every shard directly from the origin, then through a ` +
-      'freshly started node with an empty cache (every request a miss: origin fetch, disk write + fsync (after the response), chunks handed to the memory tier, ' +
-      `streamed to the client as it arrives), then once more through the now warm node; then cold again through a node started ` +
-      `with \`--cache-dir none\` (memory tier only). ${reps} reps, medians; nothing pinned. MB/s = 10^6 B/s.`,
+      'freshly started node with an empty cache (every request a miss: origin fetch, sha256 while streaming, the disk copy written behind the client ' +
+      'and committed (fsync, rename) after the response, chunks handed to the memory tier, streamed to the client as they arrive), then once more ' +
+      'through the now warm node; then cold again through a node started with `--cache-dir none` (memory tier only), and through a bare Node ' +
+      'pass-through proxy (`bench/bare-proxy.ts`: undici to node:http, no hash, no cache), which is what any Node proxy reaches on this box. ' +
+      `Each server, and the client before its direct pass, first fetches ${WARMUP_SHARDS} other shards, not counted, so every pass measures warmed-up processes. ` +
+      `CPU s/GiB is the server process's CPU time (all threads, /proc) during the cold pass per GiB moved; it holds steadier than MB/s ` +
+      `when other work shares the machine. ${reps} reps, medians; nothing pinned. MB/s = 10^6 B/s.`,
     '',
     mdTable(
-      ['rep', '>direct MB/s', '>cold through node MB/s', '>cold / direct', '>warm through node MB/s', '>cold, no disk tier, MB/s', '>no disk / direct', '>misses counted'],
+      [
+        'rep',
+        '>direct MB/s',
+        '>cold through node MB/s',
+        '>cold / direct',
+        '>node CPU s/GiB',
+        '>warm through node MB/s',
+        '>cold, no disk tier, MB/s',
+        '>no disk / direct',
+        '>no disk CPU s/GiB',
+        '>bare Node proxy MB/s',
+        '>bare / direct',
+        '>bare CPU s/GiB',
+        '>misses counted',
+      ],
       [
         ...results.map((r, i) => [
           String(i + 1),
           fmt(r.direct.mbPerSecond),
           fmt(r.cold.mbPerSecond),
           `${(r.cold.mbPerSecond / r.direct.mbPerSecond).toFixed(2)}x`,
+          cpu(r.cold),
           fmt(r.warm.mbPerSecond),
           fmt(r.coldMemoryOnly.mbPerSecond),
           `${(r.coldMemoryOnly.mbPerSecond / r.direct.mbPerSecond).toFixed(2)}x`,
+          cpu(r.coldMemoryOnly),
+          fmt(r.bareProxy.mbPerSecond),
+          `${(r.bareProxy.mbPerSecond / r.direct.mbPerSecond).toFixed(2)}x`,
+          cpu(r.bareProxy),
           String(r.misses),
         ]),
-        ['**median**', `**${fmt(med.directMBps)}**`, `**${fmt(med.coldMBps)}**`, `**${med.coldVsDirect.toFixed(2)}x**`, `**${fmt(med.warmMBps)}**`, `**${fmt(med.coldMemoryOnlyMBps)}**`, `**${med.coldMemoryOnlyVsDirect.toFixed(2)}x**`, ''],
+        [
+          '**median**',
+          `**${fmt(med.directMBps)}**`,
+          `**${fmt(med.coldMBps)}**`,
+          `**${med.coldVsDirect.toFixed(2)}x**`,
+          `**${med.coldCpuSecondsPerGiB.toFixed(2)}**`,
+          `**${fmt(med.warmMBps)}**`,
+          `**${fmt(med.coldMemoryOnlyMBps)}**`,
+          `**${med.coldMemoryOnlyVsDirect.toFixed(2)}x**`,
+          `**${med.coldMemoryOnlyCpuSecondsPerGiB.toFixed(2)}**`,
+          `**${fmt(med.bareProxyMBps)}**`,
+          `**${med.bareProxyVsDirect.toFixed(2)}x**`,
+          `**${med.bareProxyCpuSecondsPerGiB.toFixed(2)}**`,
+          '',
+        ],
       ],
     ),
     '',
-    'A fill streams to the client while it writes the disk tier; the last byte waits only for the sha256 check, and the ' +
-      'fsync and rename of the disk copy follow it. Sustained cold fills are still bounded by the disk in the long run: ' +
-      '`dd bs=4M count=1 conv=fsync` on this VM wrote 80–170 MB/s.',
+    'No client byte waits for the disk: the disk copy trails the client in 1 MiB writev batches, the last byte waits only for the ' +
+      'sha256 check, and at most two commits (fsync, rename) run at once. The node is CPU-bound here: compare its CPU s/GiB with the ' +
+      "bare proxy's, and see docs/benchmarks.md for where the node's CPU goes.",
     '',
   ].join('\n');
   return { markdown, json };
 }
 
-/** Starts a node (own process, empty cache), fetches every path cold and then warm, stops it. */
+/** Starts a node (own process, empty cache), warms it up, fetches every path cold and then warm, stops it. */
 async function throughNode(
   repoRoot: string,
   originUrl: string,
   paths: string[],
+  warmup: string[],
   client: Agent,
   scratch: string,
   cacheDir: string,
-): Promise<{ cold: Pass; warm: Pass; misses: number }> {
+): Promise<{ cold: ServerPass; warm: Pass; misses: number }> {
   const port = await freePort();
   const node = startChild(process.execPath, [
     join(repoRoot, 'bin/edgeshard.js'), 'node', '--port', String(port), '--origin', originUrl, '--host', '127.0.0.1',
@@ -125,16 +222,51 @@ async function throughNode(
     '--key-file', join(scratch, 'node-key.json'),
   ]);
   const nodeUrl = `http://127.0.0.1:${port}`;
+  const misses = async (): Promise<number> => {
+    const metrics = await (await fetch(`${nodeUrl}/metrics`)).text();
+    return Number(/edgeshard_node_cache_requests_total\{outcome="miss"\} (\d+)/.exec(metrics)?.[1] ?? Number.NaN);
+  };
   try {
     await waitForHttp(`${nodeUrl}/healthz`, 30_000, node);
-    const cold = await fetchAll(nodeUrl, paths, client);
+    await fetchAll(nodeUrl, warmup, client);
+    const missesBefore = await misses();
+    const cold = await measured(node, () => fetchAll(nodeUrl, paths, client));
+    const missesCold = (await misses()) - missesBefore;
     const warm = await fetchAll(nodeUrl, paths, client);
-    const metrics = await (await fetch(`${nodeUrl}/metrics`)).text();
-    const misses = Number(/edgeshard_node_cache_requests_total\{outcome="miss"\} (\d+)/.exec(metrics)?.[1] ?? Number.NaN);
-    return { cold, warm, misses };
+    return { cold, warm, misses: missesCold };
   } finally {
     await stopChild(node);
   }
+}
+
+/** The same cold pass through bench/bare-proxy.ts. */
+async function throughBareProxy(repoRoot: string, originUrl: string, paths: string[], warmup: string[], client: Agent): Promise<ServerPass> {
+  const port = await freePort();
+  const proxy = startChild(process.execPath, [join(repoRoot, 'bin/run-ts.js'), join(repoRoot, 'bench/bare-proxy.ts'), originUrl, String(port)]);
+  const url = `http://127.0.0.1:${port}`;
+  try {
+    await waitForHttp(`${url}/healthz`, 30_000, proxy);
+    await fetchAll(url, warmup, client);
+    return await measured(proxy, () => fetchAll(url, paths, client));
+  } finally {
+    await stopChild(proxy);
+  }
+}
+
+let clockTicks: number | undefined;
+/** CPU seconds (user + system, all threads) a process has used so far. */
+function cpuSecondsOf(pid: number): number {
+  clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+  // Fields after the command name, which is in parentheses and may contain spaces: utime and stime are the 12th and 13th.
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / clockTicks;
+}
+
+async function measured(server: ChildProcess, pass: () => Promise<Pass>): Promise<ServerPass> {
+  const before = cpuSecondsOf(server.pid!);
+  const p = await pass();
+  const serverCpuSeconds = cpuSecondsOf(server.pid!) - before;
+  return { ...p, serverCpuSeconds, serverCpuSecondsPerGiB: serverCpuSeconds / (p.bytes / GiB) };
 }
 
 /** Fetches every path once with CONCURRENCY requests in flight; checks each body's size. */

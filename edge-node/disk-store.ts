@@ -24,6 +24,8 @@ import type { DiskEntry, DiskWriter, EntryMeta, StoreEvents } from './store-type
 /** The part of a file handle the writer needs. Node's `FileHandle` satisfies it. */
 export interface WritableFileHandle {
   write(buffer: Uint8Array, offset: number, length: number, position: number): Promise<{ bytesWritten: number }>;
+  /** Several buffers in one system call; without it the writer writes them one by one. */
+  writev?(buffers: readonly Uint8Array[], position: number): Promise<{ bytesWritten: number }>;
   sync(): Promise<void>;
   close(): Promise<void>;
 }
@@ -43,6 +45,12 @@ export interface DiskStoreOptions {
   maxBytes: number;
   events?: StoreEvents;
   fs?: DiskStoreFs;
+  /**
+   * Commits (fsync, metadata, rename, directory fsync) running at once; the others wait their turn. An fsync holds
+   * one of libuv's four pool threads for as long as the disk takes, and the fills' writes, the opens of new fills and
+   * disk hits need the rest. Default 2.
+   */
+  maxConcurrentCommits?: number;
 }
 
 /** Thrown when an object cannot be cached because it is larger than the whole cache. Serve it uncached. */
@@ -90,16 +98,19 @@ export class DiskStore {
   private readonly idLocks = new Map<string, Promise<unknown>>();
   private tmpCounter = 0;
   private readonly tmpPrefix = `${process.pid}-${randomBytes(4).toString('hex')}`;
+  private readonly commitSlots: Slots;
 
   private constructor(
     readonly dir: string,
     maxBytes: number,
     events: StoreEvents,
     fs: DiskStoreFs,
+    maxConcurrentCommits: number,
   ) {
     this.index = new ByteLru<IndexRecord>(maxBytes);
     this.events = events;
     this.fs = fs;
+    this.commitSlots = new Slots(maxConcurrentCommits);
     this.objectsDir = path.join(dir, 'objects');
     this.tmpDir = path.join(dir, 'tmp');
   }
@@ -113,7 +124,11 @@ export class DiskStore {
     if (!Number.isFinite(opts.maxBytes) || opts.maxBytes < 0) {
       throw new RangeError(`DiskStore maxBytes must be a number >= 0, got ${opts.maxBytes}`);
     }
-    const store = new DiskStore(path.resolve(dir), opts.maxBytes, opts.events ?? {}, opts.fs ?? nodeFs);
+    const commits = opts.maxConcurrentCommits ?? 2;
+    if (!Number.isSafeInteger(commits) || commits < 1) {
+      throw new RangeError(`DiskStore maxConcurrentCommits must be an integer >= 1, got ${opts.maxConcurrentCommits}`);
+    }
+    const store = new DiskStore(path.resolve(dir), opts.maxBytes, opts.events ?? {}, opts.fs ?? nodeFs, commits);
     await store.recover();
     return store;
   }
@@ -216,6 +231,7 @@ export class DiskStore {
     return new DiskStoreWriter(
       {
         maxBytes: () => this.index.maxBytes,
+        commitSlot: (task) => this.commitSlots.run(task),
         install: (tmpDataPath, meta) => this.install(key, tmpDataPath, meta),
         reportWriteFailure: (err) => this.reportWriteFailure(key, err),
       },
@@ -479,6 +495,8 @@ type WriterState = 'open' | 'failed' | 'committing' | 'committed' | 'aborted';
 /** What a writer needs from its store, bound to the writer's key. */
 interface WriterHooks {
   maxBytes(): number;
+  /** Runs the fsync-heavy part of a commit when a commit slot is free. */
+  commitSlot<T>(task: () => Promise<T>): Promise<T>;
   install(tmpDataPath: string, meta: EntryMeta): Promise<DiskEntry>;
   reportWriteFailure(err: unknown): void;
 }
@@ -498,17 +516,20 @@ class DiskStoreWriter implements DiskWriter {
     private readonly handle: WritableFileHandle,
   ) {}
 
-  write(chunk: Uint8Array): Promise<void> {
+  write(data: Uint8Array | readonly Uint8Array[]): Promise<void> {
+    const chunks = data instanceof Uint8Array ? [data] : data;
+    let length = 0;
+    for (const c of chunks) length += c.byteLength;
     const write = this.lastWrite.then(async () => {
       if (this.state !== 'open') throw new Error(`disk writer for ${this.key} is ${this.state}; cannot write`);
-      if (this.bytesWritten + chunk.byteLength > this.hooks.maxBytes()) {
+      if (this.bytesWritten + length > this.hooks.maxBytes()) {
         // Refuse early: writing on would only fill the disk with an object commit must reject.
         await this.fail();
-        throw new ObjectTooLargeError(this.key, this.bytesWritten + chunk.byteLength, this.hooks.maxBytes());
+        throw new ObjectTooLargeError(this.key, this.bytesWritten + length, this.hooks.maxBytes());
       }
       try {
-        await writeFully(this.handle, chunk, this.bytesWritten);
-        this.bytesWritten += chunk.byteLength;
+        await writeAll(this.handle, chunks, length, this.bytesWritten);
+        this.bytesWritten += length;
       } catch (err) {
         this.hooks.reportWriteFailure(err);
         await this.fail();
@@ -533,10 +554,12 @@ class DiskStoreWriter implements DiskWriter {
       }
       if (meta.size > this.hooks.maxBytes()) throw new ObjectTooLargeError(this.key, meta.size, this.hooks.maxBytes());
       try {
-        await this.handle.sync();
-        this.handleClosed = true;
-        await this.handle.close();
-        const entry = await this.hooks.install(this.tmpPath, meta);
+        const entry = await this.hooks.commitSlot(async () => {
+          await this.handle.sync();
+          this.handleClosed = true;
+          await this.handle.close();
+          return this.hooks.install(this.tmpPath, meta);
+        });
         this.state = 'committed';
         this.tmpRemoved = true; // renamed into place
         return entry;
@@ -571,6 +594,27 @@ class DiskStoreWriter implements DiskWriter {
     if (!this.tmpRemoved) {
       this.tmpRemoved = true;
       await unlinkIfPresent(this.tmpPath).catch(() => {});
+    }
+  }
+}
+
+/** At most `limit` tasks at a time; the others start in call order as slots free up. */
+class Slots {
+  private running = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(private readonly limit: number) {}
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.running >= this.limit) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.running++;
+    try {
+      return await task();
+    } finally {
+      // Hand the slot straight to the next waiter, so a newcomer cannot overtake it.
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.running--;
     }
   }
 }
@@ -613,6 +657,22 @@ function checkEntryMeta(meta: EntryMeta): string | undefined {
   if (meta.contentType !== undefined && typeof meta.contentType !== 'string') return 'contentType must be a string';
   if (meta.cacheControl !== undefined && typeof meta.cacheControl !== 'string') return 'cacheControl must be a string';
   return undefined;
+}
+
+/** Writes `chunks` (`length` bytes in all) at `position`: one writev when the handle has it, then whatever it left. */
+async function writeAll(handle: WritableFileHandle, chunks: readonly Uint8Array[], length: number, position: number): Promise<void> {
+  let done = 0;
+  if (chunks.length > 1 && handle.writev) {
+    done = (await handle.writev(chunks, position)).bytesWritten;
+    if (done === length) return;
+  }
+  // A short writev (rare on regular files, but allowed) or no writev: finish chunk by chunk.
+  let start = 0;
+  for (const c of chunks) {
+    const end = start + c.byteLength;
+    if (end > done) await writeFully(handle, c.subarray(Math.max(0, done - start)), position + Math.max(start, done));
+    start = end;
+  }
 }
 
 async function writeFully(handle: WritableFileHandle, bytes: Uint8Array, position: number): Promise<void> {

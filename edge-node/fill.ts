@@ -1,7 +1,9 @@
 // Origin fills: one origin request per missing object, however many clients ask for it at once (coalescing).
-// The body is hashed and written to a temp file as it arrives, and every attached client streams from the fill
-// while it goes on, so the first byte never waits for the whole shard. A hash or size mismatch fails the fill:
-// nothing is cached and clients that were mid-stream see their transfer aborted.
+// The body is hashed as it arrives and every attached client streams from the fill while it goes on, so the first
+// byte never waits for the whole shard. A copy for the disk tier follows behind the clients (DiskCopy): its file is
+// opened while the body already flows and it writes what arrived in batches, so no client byte waits for the disk.
+// A hash or size mismatch fails the fill: nothing is cached and clients that were mid-stream see their transfer
+// aborted.
 import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import { EventEmitter } from 'node:events';
@@ -58,11 +60,19 @@ export interface FillerOptions {
 
 interface Chunk {
   offset: number;
+  length: number;
   /** null once the bytes are safely on disk and memory no longer needs them. */
   buf: Buffer | null;
 }
 
 const READ_SLICE = 256 * 1024;
+/**
+ * The disk copy writes once this much has arrived (or the body ended): one writev per MiB instead of a thread-pool
+ * write per 64 KiB socket read. The bytes are in memory until written anyway.
+ */
+const DISK_BATCH_MIN_BYTES = 1024 * 1024;
+/** writev(2) takes at most IOV_MAX (1024 on Linux) buffers per call. */
+const DISK_BATCH_MAX_CHUNKS = 1024;
 
 export class Fill extends EventEmitter {
   readonly key: string;
@@ -76,8 +86,10 @@ export class Fill extends EventEmitter {
   readonly finished: Promise<void>;
 
   private chunks: Chunk[] = [];
-  /** Bytes durably written to the temp file; below this offset, released chunks are read back from disk. */
+  /** Bytes written to the temp file; below this offset, released chunks are read back from disk. */
   private diskBytes = 0;
+  /** Chunks before this index have been released (their bytes are only on disk). */
+  private released = 0;
   private diskFailed = false;
   private readHandle: FileHandle | undefined;
   private readers = 0;
@@ -108,19 +120,32 @@ export class Fill extends EventEmitter {
   }
 
   _data(buf: Buffer): void {
-    this.chunks.push({ offset: this.received, buf });
+    this.chunks.push({ offset: this.received, length: buf.length, buf });
     this.received += buf.length;
     this.emit('progress');
   }
 
+  get _chunkCount(): number {
+    return this.chunks.length;
+  }
+
+  /** The buffers of chunks [from, from + count): the disk copy writes them, so none is released yet. */
+  _chunkBuffers(from: number, count: number): Buffer[] {
+    const out: Buffer[] = [];
+    for (let i = from; i < from + count; i++) out.push(this.chunks[i]!.buf!);
+    return out;
+  }
+
+  /** `keepInMemory`: the object is small enough to stay in memory while it fills; release nothing yet. */
   _diskProgress(bytes: number, keepInMemory: boolean): void {
     this.diskBytes = bytes;
     if (keepInMemory || this.diskFailed || !this.readHandle) return;
     // Release chunks that are fully on disk: memory stays bounded while slow clients read the file.
-    for (const c of this.chunks) {
-      if (c.buf === null) continue;
-      if (c.offset + c.buf.length > bytes) break;
+    while (this.released < this.chunks.length) {
+      const c = this.chunks[this.released]!;
+      if (c.offset + c.length > bytes) break;
       c.buf = null;
+      this.released++;
     }
   }
 
@@ -153,7 +178,7 @@ export class Fill extends EventEmitter {
 
   /** The body's chunks, when every chunk is still in memory (small objects); not copied. */
   bodyChunks(): Buffer[] | null {
-    if (this.chunks.some((c) => c.buf === null)) return null;
+    if (this.released > 0) return null;
     return this.chunks.map((c) => c.buf!);
   }
 
@@ -183,7 +208,9 @@ export class Fill extends EventEmitter {
           await new Promise<void>((resolve) => this.once('progress', resolve));
           continue;
         }
-        const slice = await this.slice(pos, last);
+        const chunk = this.chunks[this.chunkIndex(pos)]!;
+        // In memory: a view, no promise. Released: read back from the temp file.
+        const slice = chunk.buf ? chunk.buf.subarray(pos - chunk.offset, Math.min(chunk.length, last - chunk.offset + 1)) : await this.readBack(pos, last);
         pos += slice.length;
         yield slice;
       }
@@ -193,15 +220,8 @@ export class Fill extends EventEmitter {
     }
   }
 
-  private async slice(pos: number, last: number): Promise<Buffer> {
-    const idx = this.chunkIndex(pos);
-    const chunk = this.chunks[idx]!;
-    if (chunk.buf) {
-      const from = pos - chunk.offset;
-      const to = Math.min(chunk.buf.length, last - chunk.offset + 1);
-      return chunk.buf.subarray(from, to);
-    }
-    // Released chunk: its bytes are in the temp file (still readable through our handle even after the rename).
+  private async readBack(pos: number, last: number): Promise<Buffer> {
+    // The temp file stays readable through our handle even after the rename (or an abort's unlink).
     const len = Math.min(READ_SLICE, last - pos + 1, this.diskBytes - pos);
     const buf = Buffer.allocUnsafe(len);
     const { bytesRead } = await this.readHandle!.read(buf, 0, len, pos);
@@ -323,79 +343,52 @@ export class Filler {
     };
 
     const keepInMemory = size !== undefined && size <= this.opts.memoryMaxObjectBytes;
-    let writer: DiskWriter | null = null;
     const store = this.opts.store;
-    if (store && (size === undefined || size <= store.maxBytes)) {
-      try {
-        writer = await store.createWriter(req.key);
-        fill._setReadHandle(await open(writer.tmpPath, 'r'));
-      } catch (err) {
-        events?.writeFailed?.(req.key, err as NodeJS.ErrnoException);
-        if (writer) await writer.abort().catch(() => {});
-        writer = null;
-      }
-    }
-    if (!writer) fill._diskFailed();
+    const maxLag = this.maxPendingDiskBytes;
+    const copy =
+      store && (size === undefined || size <= store.maxBytes)
+        ? new DiskCopy(fill, store, req.key, keepInMemory, Math.min(DISK_BATCH_MIN_BYTES, Math.floor(maxLag / 2)), events)
+        : null;
+    if (!copy) fill._diskFailed();
+    // Clients get the head now; the disk copy opens its temp file meanwhile and catches up from memory.
     fill._head(head);
 
     const hash = createHash('sha256');
-    let diskQueue: Promise<void> = Promise.resolve();
-    let pendingDisk = 0;
-    let diskWritten = 0;
-    const writeToDisk = (buf: Buffer): void => {
-      if (!writer) return;
-      pendingDisk += buf.length;
-      if (pendingDisk > this.maxPendingDiskBytes) body.pause();
-      const w = writer;
-      diskQueue = diskQueue.then(async () => {
-        if (!writer) return;
-        try {
-          await w.write(buf);
-          diskWritten += buf.length;
-          fill._diskProgress(diskWritten, keepInMemory);
-        } catch (err) {
-          // A full or failing disk degrades to serving without caching; the fill itself goes on from memory.
-          events?.writeFailed?.(req.key, err as NodeJS.ErrnoException);
-          fill._diskFailed();
-          writer = null;
-          await w.abort().catch(() => {});
-        } finally {
-          pendingDisk -= buf.length;
-          if (pendingDisk <= this.maxPendingDiskBytes / 2 && body.isPaused()) body.resume();
-        }
-      });
-    };
-
+    // Memory stays bounded when the disk is slower than the origin: the body waits for the copy.
+    copy?.onWritten(() => {
+      if (body.isPaused() && copy.lagBytes <= maxLag / 2) body.resume();
+    });
     try {
       await new Promise<void>((resolve, reject) => {
         body.on('data', (buf: Buffer) => {
           hash.update(buf);
           fill._data(buf);
-          writeToDisk(buf);
+          if (copy) {
+            copy.kick();
+            if (copy.lagBytes > maxLag) body.pause();
+          }
           if (size !== undefined && fill.received > size) body.destroy(new Error('origin sent more bytes than Content-Length'));
         });
         body.once('end', resolve);
         body.once('error', reject);
       });
     } catch (err) {
-      await diskQueue;
-      await (writer as DiskWriter | null)?.abort().catch(() => {});
+      await copy?.abort();
       const e = err as Error & { code?: string };
       fill._fail(new OriginError(`origin failed mid-transfer after ${fill.received} bytes: ${e.code ?? e.message}`, 502, 'origin-error'));
       finish('origin-error', e.code ?? e.message);
       return;
     }
-    await diskQueue;
 
     const digest = hash.digest('hex');
     if (size !== undefined && fill.received !== size) {
-      await (writer as DiskWriter | null)?.abort().catch(() => {});
+      await copy?.abort();
       fill._fail(new OriginError(`origin sent ${fill.received} of ${size} bytes`, 502, 'size-mismatch'));
       finish('size-mismatch');
       return;
     }
     if (req.expectedSha256 && digest !== req.expectedSha256) {
-      await (writer as DiskWriter | null)?.abort().catch(() => {});
+      await copy?.abort();
       events?.integrityFailure?.(req.key, req.expectedSha256, digest);
       fill._fail(new OriginError(`integrity failure: origin bytes hash to ${digest}, expected ${req.expectedSha256}`, 502, 'integrity'));
       finish('integrity');
@@ -412,20 +405,132 @@ export class Filler {
       ...(head.contentType ? { contentType: head.contentType } : {}),
       ...(head.cacheControl ? { cacheControl: head.cacheControl } : {}),
     };
-    // Verified: clients get their last byte now; the fsync and rename below need not hold them up.
+    // Verified: clients get their last byte now. The disk copy's last writes, fsync and rename need not hold them up.
     this.opts.onVerified?.(fill.received <= this.opts.memoryMaxObjectBytes ? fill.bodyChunks() : null, meta);
     fill._finish(digest);
     let entry: DiskEntry | null = null;
-    const w = writer as DiskWriter | null;
-    if (w) {
+    const writer = copy ? await copy.complete() : null;
+    if (writer) {
       try {
-        entry = await w.commit(meta);
+        entry = await writer.commit(meta);
       } catch (err) {
         events?.writeFailed?.(req.key, err as NodeJS.ErrnoException);
-        await w.abort().catch(() => {});
+        await writer.abort().catch(() => {});
       }
     }
     this.opts.onCommitted?.(entry, meta);
     finish('ok');
+  }
+}
+
+/**
+ * A fill's copy on the disk tier. It trails the clients: it creates its writer while the body already flows, then
+ * writes the chunks that arrived since its last write in one writev once `batchBytes` are waiting (or the body
+ * ended). A failing disk (ENOSPC) drops the copy and the fill goes on from memory.
+ */
+class DiskCopy {
+  /** Bytes on disk. */
+  private written = 0;
+  /** Index of the fill's first chunk not yet written. */
+  private next = 0;
+  private writer: DiskWriter | null = null;
+  private failed = false;
+  private ended = false;
+  private wake: (() => void) | undefined;
+  private afterWrite: (() => void) | undefined;
+  private readonly done: Promise<void>;
+
+  constructor(
+    private readonly fill: Fill,
+    private readonly store: FillStore,
+    private readonly key: string,
+    private readonly keepInMemory: boolean,
+    private readonly batchBytes: number,
+    private readonly events: EdgeEvents | undefined,
+  ) {
+    this.done = this.run();
+  }
+
+  /** Bytes received but not yet on disk (0 once the copy failed: nothing waits for it then). */
+  get lagBytes(): number {
+    return this.failed ? 0 : this.fill.received - this.written;
+  }
+
+  /** Called after every write (and when the copy fails). */
+  onWritten(fn: () => void): void {
+    this.afterWrite = fn;
+  }
+
+  /** New bytes arrived. */
+  kick(): void {
+    if (this.wake && (this.ended || this.fill.received - this.written >= this.batchBytes)) {
+      const wake = this.wake;
+      this.wake = undefined;
+      wake();
+    }
+  }
+
+  /**
+   * The body ended and verified: writes the rest and hands over the writer to commit (null if the disk failed). The
+   * fill's chunks are released once all of them are in the file, so a commit queued behind slow fsyncs holds a file
+   * handle, not the object's bytes.
+   */
+  async complete(): Promise<DiskWriter | null> {
+    this.ended = true;
+    this.kick();
+    await this.done;
+    if (this.failed) return null;
+    this.fill._diskProgress(this.written, false);
+    return this.writer;
+  }
+
+  /** The fill failed: drops the temp file once the copy has stopped. */
+  async abort(): Promise<void> {
+    this.ended = true;
+    this.failed = true;
+    this.kick();
+    await this.done;
+    await this.writer?.abort().catch(() => {});
+  }
+
+  private async run(): Promise<void> {
+    try {
+      this.writer = await this.store.createWriter(this.key);
+      // Readers of released chunks read them back through this handle, even after the rename.
+      this.fill._setReadHandle(await open(this.writer.tmpPath, 'r'));
+    } catch (err) {
+      await this.writer?.abort().catch(() => {});
+      this.drop(err);
+      return;
+    }
+    for (;;) {
+      if (this.failed) return;
+      const count = Math.min(this.fill._chunkCount - this.next, DISK_BATCH_MAX_CHUNKS);
+      if (count === 0 && this.ended) return;
+      if (count === 0 || (!this.ended && this.fill.received - this.written < this.batchBytes)) {
+        await new Promise<void>((resolve) => (this.wake = resolve));
+        continue;
+      }
+      const buffers = this.fill._chunkBuffers(this.next, count);
+      try {
+        await this.writer.write(buffers);
+      } catch (err) {
+        // The writer has already removed its temp file.
+        this.drop(err);
+        return;
+      }
+      for (const b of buffers) this.written += b.length;
+      this.next += count;
+      this.fill._diskProgress(this.written, this.keepInMemory);
+      this.afterWrite?.();
+    }
+  }
+
+  /** A full or failing disk degrades to serving without caching; the fill itself goes on from memory. */
+  private drop(err: unknown): void {
+    if (!this.failed) this.events?.writeFailed?.(this.key, err as NodeJS.ErrnoException);
+    this.failed = true;
+    this.fill._diskFailed();
+    this.afterWrite?.();
   }
 }

@@ -27,8 +27,11 @@ export interface DiskEntry {
 export interface DiskWriter {
   /** The temp file being written; readers may open it while the fill goes on. */
   readonly tmpPath: string;
-  /** Appends a chunk. Rejects with the fs error (for example code ENOSPC); the writer is then unusable. */
-  write(chunk: Uint8Array): Promise<void>;
+  /**
+   * Appends a chunk, or several in one system call (writev). Rejects with the fs error (for example code ENOSPC);
+   * the writer is then unusable.
+   */
+  write(data: Uint8Array | readonly Uint8Array[]): Promise<void>;
   /** fsyncs, writes the metadata, renames into place and evicts older entries to stay in budget. */
   commit(meta: EntryMeta): Promise<DiskEntry>;
   /** Removes the temp file. Safe to call twice and after a failed write. */

@@ -166,6 +166,87 @@ describe('DiskStore writes', () => {
     expect(await fsp.readFile(entry.dataPath)).toEqual(body);
   });
 
+  it('writes several chunks with one writev, in order, and finishes a short writev chunk by chunk', async () => {
+    const calls: string[] = [];
+    let shortBy = 0;
+    const fs: DiskStoreFs = {
+      async open(file, flags) {
+        const real = await fsp.open(file, flags);
+        return {
+          write: (buffer, offset, length, position) => {
+            calls.push(`write ${length}`);
+            return real.write(buffer, offset, length, position);
+          },
+          writev: async (buffers, position) => {
+            calls.push(`writev ${buffers.length}`);
+            if (shortBy === 0) return real.writev(buffers, position);
+            // A short writev: only part of the last buffer lands.
+            const total = buffers.reduce((n, b) => n + b.byteLength, 0);
+            const joined = Buffer.concat(buffers).subarray(0, total - shortBy);
+            return real.write(joined, 0, joined.length, position);
+          },
+          sync: () => real.sync(),
+          close: () => real.close(),
+        };
+      },
+    };
+    const store = await DiskStore.open(dir, { maxBytes: 1 << 20, fs });
+    const body = bytes(40_000, 5);
+    const writer = await store.createWriter('k');
+    await writer.write([body.subarray(0, 10_000), body.subarray(10_000, 20_000)]);
+    shortBy = 3000;
+    await writer.write([body.subarray(20_000, 30_000), body.subarray(30_000)]);
+    const entry = await writer.commit(metaFor('k', body));
+    expect(await fsp.readFile(entry.dataPath)).toEqual(body);
+    // The short writev wrote 17,000 of 20,000 bytes; the last 3,000 followed in one write.
+    expect(calls.filter((c) => !c.startsWith('write ') || c === 'write 3000')).toEqual(['writev 2', 'writev 2', 'write 3000']);
+  });
+
+  it('refuses a batch that would make the object larger than the cache', async () => {
+    const store = await DiskStore.open(dir, { maxBytes: 1000 });
+    const writer = await store.createWriter('k');
+    await expect(writer.write([bytes(600), bytes(600)])).rejects.toBeInstanceOf(ObjectTooLargeError);
+    expect(await exists(writer.tmpPath)).toBe(false);
+  });
+
+  it('runs at most maxConcurrentCommits commits at once, the rest in call order', async () => {
+    let syncing = 0;
+    let mostSyncing = 0;
+    const order: string[] = [];
+    let releaseSyncs!: () => void;
+    const syncsReleased = new Promise<void>((r) => (releaseSyncs = r));
+    const fs: DiskStoreFs = {
+      async open(file, flags) {
+        const real = await fsp.open(file, flags);
+        return {
+          write: (buffer, offset, length, position) => real.write(buffer, offset, length, position),
+          sync: async () => {
+            syncing++;
+            mostSyncing = Math.max(mostSyncing, syncing);
+            await syncsReleased;
+            syncing--;
+            return real.sync();
+          },
+          close: () => real.close(),
+        };
+      },
+    };
+    const store = await DiskStore.open(dir, { maxBytes: 1 << 20, fs, maxConcurrentCommits: 2 });
+    const keys = ['a', 'b', 'c', 'd'];
+    const writers = await Promise.all(keys.map((k) => store.createWriter(k)));
+    await Promise.all(writers.map((w, i) => w.write(bytes(100, i))));
+    const commits = writers.map((w, i) => w.commit(metaFor(keys[i]!, bytes(100, i))).then(() => order.push(keys[i]!)));
+    await vi.waitFor(() => expect(syncing).toBe(2));
+    await new Promise((r) => setTimeout(r, 50));
+    expect(syncing).toBe(2); // c and d wait for a slot
+    releaseSyncs();
+    await Promise.all(commits);
+    expect(mostSyncing).toBe(2);
+    expect(order.slice(0, 2).sort()).toEqual(['a', 'b']);
+    expect(store.entryCount).toBe(4);
+    await expect(DiskStore.open(dir, { maxBytes: 1 << 20, maxConcurrentCommits: 0 })).rejects.toThrow(/maxConcurrentCommits must be an integer >= 1, got 0/);
+  });
+
   it('rejects a commit whose metadata does not describe what was written', async () => {
     const store = await DiskStore.open(dir, { maxBytes: 1 << 20 });
     const wrongSize = await store.createWriter('k');

@@ -1,0 +1,219 @@
+// Origin fills (edge-node/fill.ts) against a real origin on 127.0.0.1 and a real DiskStore whose file handles the
+// tests can stall or fail: the disk copy trails the clients, and no client byte waits for the disk.
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { Agent } from 'undici';
+import { Filler, type Fill } from '../edge-node/fill.ts';
+import { DiskStore, type DiskStoreFs, type WritableFileHandle } from '../edge-node/disk-store.ts';
+import { deterministicBytes } from '../dataset/sample.ts';
+import { sha256Hex } from '../protocol/hash.ts';
+import { startScriptedOrigin, tempDir, sleep, until } from './helpers/net.ts';
+
+const MiB = 1024 * 1024;
+
+/** A real filesystem whose data writes (write and writev) wait while `held`, opens while `openHeld`, fsyncs while `syncHeld`; writes can be made to fail. */
+function gatedFs(): DiskStoreFs & { held: boolean; release(): void; failWith?: string; opens: number; writes: number; openHeld: boolean; syncHeld: boolean } {
+  let wake: (() => void) | undefined;
+  let opened: (() => void) | undefined;
+  let synced: (() => void) | undefined;
+  const state = {
+    held: false,
+    openHeld: false,
+    syncHeld: false,
+    opens: 0,
+    writes: 0,
+    failWith: undefined as string | undefined,
+    release() {
+      state.held = false;
+      state.openHeld = false;
+      state.syncHeld = false;
+      wake?.();
+      opened?.();
+      synced?.();
+    },
+    async open(file: string, flags: 'wx'): Promise<WritableFileHandle> {
+      state.opens++;
+      if (state.openHeld) await new Promise<void>((r) => (opened = r));
+      const real = await fsp.open(file, flags);
+      const gate = async (): Promise<void> => {
+        state.writes++;
+        if (state.held) await new Promise<void>((r) => (wake = r));
+        if (state.failWith) throw Object.assign(new Error(`${state.failWith}: injected, write '${file}'`), { code: state.failWith });
+      };
+      // Metadata files (.meta.tmp) are written at commit; only the data writes are gated.
+      const isData = !file.endsWith('.meta.tmp');
+      return {
+        write: async (buffer, offset, length, position) => {
+          if (isData) await gate();
+          return real.write(buffer, offset, length, position);
+        },
+        writev: async (buffers, position) => {
+          if (isData) await gate();
+          return real.writev(buffers, position);
+        },
+        sync: async () => {
+          if (state.syncHeld) await new Promise<void>((r) => (synced = r));
+          return real.sync();
+        },
+        close: () => real.close(),
+      };
+    },
+  };
+  return state;
+}
+
+// Buffers are compared with .equals(): vitest's deep equality walks megabytes byte by byte, for seconds.
+async function readAll(fill: Fill): Promise<Buffer> {
+  await fill.ready;
+  const chunks: Buffer[] = [];
+  for await (const c of fill.read(0, fill.head!.size! - 1)) chunks.push(Buffer.from(c));
+  return Buffer.concat(chunks);
+}
+
+/** Resolves with what `p` resolved to, or 'pending' if it has not settled after `ms`. */
+async function within<T>(p: Promise<T>, ms: number): Promise<T | 'pending'> {
+  return Promise.race([p, sleep(ms).then(() => 'pending' as const)]);
+}
+
+describe('Filler with a disk tier', () => {
+  let tmp: { dir: string; cleanup: () => Promise<void> };
+  const agent = new Agent({ connections: 4 });
+  const closers: (() => Promise<void>)[] = [];
+
+  beforeEach(async () => {
+    tmp = await tempDir('edgeshard-fill-');
+  });
+  afterEach(async () => {
+    for (const c of closers.splice(0)) await c();
+    await tmp.cleanup();
+  });
+
+  /** An origin serving `body` at /obj (in 64 KiB writes, like a socket would), and a Filler over a gated DiskStore. */
+  async function setup(body: Buffer, opts: { memoryMaxObjectBytes?: number; maxPendingDiskBytes?: number } = {}) {
+    const origin = await startScriptedOrigin(async (_req, res) => {
+      res.writeHead(200, { 'content-length': body.length });
+      for (let off = 0; off < body.length; off += 64 * 1024) {
+        if (!res.write(body.subarray(off, off + 64 * 1024))) await new Promise((r) => res.once('drain', r));
+      }
+      res.end();
+    });
+    closers.push(() => origin.close());
+    const fs = gatedFs();
+    // A failing test must not leave the disk stalled: the drain below would wait for it.
+    closers.unshift(async () => fs.release());
+    const writeFailed: string[] = [];
+    const store = await DiskStore.open(join(tmp.dir, 'cache'), { maxBytes: 1 << 30, fs, events: { writeFailed: (_k, e) => writeFailed.push(e.code ?? '') } });
+    const filler = new Filler({
+      dispatcher: agent,
+      store,
+      memoryMaxObjectBytes: opts.memoryMaxObjectBytes ?? 16 * MiB,
+      ...(opts.maxPendingDiskBytes !== undefined ? { maxPendingDiskBytes: opts.maxPendingDiskBytes } : {}),
+      events: { writeFailed: (_k, e) => writeFailed.push(e.code ?? '') },
+    });
+    closers.push(() => filler.drain());
+    return { url: `${origin.url}/obj`, fs, store, filler, writeFailed, origin };
+  }
+
+  it('delivers every byte and finishes the fill while the disk copy is still stalled; commits after', async () => {
+    const body = deterministicBytes('stalled-disk', 3 * MiB + 123);
+    const { url, fs, store, filler } = await setup(body);
+    fs.held = true;
+    const { fill } = filler.fill({ key: 'sha256:x', url, expectedSha256: sha256Hex(body), expectedSize: body.length });
+    const got = await within(readAll(fill), 5000);
+    expect(got).not.toBe('pending');
+    expect((got as Buffer).equals(body)).toBe(true);
+    expect(fill.state).toBe('done');
+    expect(store.has('sha256:x')).toBe(false); // not committed while the disk is stalled
+    fs.release();
+    await filler.drain();
+    expect((await fsp.readFile(store.get('sha256:x')!.dataPath)).equals(body)).toBe(true);
+  });
+
+  it('answers with the head and streams while creating the temp file is stalled', async () => {
+    const body = deterministicBytes('stalled-open', 2 * MiB);
+    const { url, fs, store, filler } = await setup(body);
+    fs.openHeld = true;
+    const { fill } = filler.fill({ key: 'path:obj', url });
+    expect(await within(fill.ready, 5000)).not.toBe('pending');
+    const got = await within(readAll(fill), 5000);
+    expect(got).not.toBe('pending');
+    expect((got as Buffer).equals(body)).toBe(true);
+    fs.release();
+    await filler.drain();
+    expect((await fsp.readFile(store.get('path:obj')!.dataPath)).equals(body)).toBe(true);
+  });
+
+  it('drops its own copy of the bytes once they are in the temp file, while the commit still waits on fsync', async () => {
+    const body = deterministicBytes('slow-fsync', 2 * MiB + 7);
+    const { url, fs, store, filler } = await setup(body);
+    fs.syncHeld = true;
+    const { fill } = filler.fill({ key: 'path:obj', url });
+    expect((await readAll(fill)).equals(body)).toBe(true);
+    await until('the fill to release its chunks', () => fill.bodyChunks() === null);
+    expect(store.has('path:obj')).toBe(false); // still committing
+    // A reader that coalesces onto the finished fill now reads the bytes back from the temp file.
+    expect((await readAll(fill)).equals(body)).toBe(true);
+    fs.release();
+    await filler.drain();
+    expect((await fsp.readFile(store.get('path:obj')!.dataPath)).equals(body)).toBe(true);
+  });
+
+  it('writes the disk copy in batches, not one write per socket read', async () => {
+    const body = deterministicBytes('batched', 4 * MiB);
+    const { url, fs, store, filler } = await setup(body);
+    const { fill } = filler.fill({ key: 'path:obj', url });
+    expect((await readAll(fill)).equals(body)).toBe(true);
+    await filler.drain();
+    expect((await fsp.readFile(store.get('path:obj')!.dataPath)).equals(body)).toBe(true);
+    // 4 MiB arrives in 64+ reads; the copy writes once per MiB that has arrived (plus the rest at the end).
+    expect(fs.writes).toBeGreaterThanOrEqual(1);
+    expect(fs.writes).toBeLessThanOrEqual(8);
+  });
+
+  it('pauses the origin while the disk lags behind a large object, then finishes it from disk and memory', async () => {
+    const body = deterministicBytes('large', 6 * MiB);
+    const { url, fs, store, filler } = await setup(body, { memoryMaxObjectBytes: 0, maxPendingDiskBytes: MiB });
+    fs.held = true;
+    const { fill } = filler.fill({ key: 'path:large', url });
+    await fill.ready;
+    await until('the fill to stall on the disk', () => fill.received > MiB);
+    await sleep(200);
+    // Paused: no more than the lag limit and what was already in flight when it paused.
+    expect(fill.received).toBeLessThanOrEqual(MiB + 256 * 1024);
+    fs.release();
+    expect((await readAll(fill)).equals(body)).toBe(true);
+    await filler.drain();
+    expect((await fsp.readFile(store.get('path:large')!.dataPath)).equals(body)).toBe(true);
+  });
+
+  it('ENOSPC on a batched write: every byte is still served, nothing is cached, no temp file is left', async () => {
+    const body = deterministicBytes('enospc', 3 * MiB);
+    const { url, fs, store, filler, writeFailed } = await setup(body, { memoryMaxObjectBytes: 0 });
+    fs.failWith = 'ENOSPC';
+    const { fill } = filler.fill({ key: 'path:obj', url });
+    expect((await readAll(fill)).equals(body)).toBe(true);
+    await filler.drain();
+    expect(store.has('path:obj')).toBe(false);
+    expect(writeFailed).toContain('ENOSPC');
+    expect(await fsp.readdir(join(tmp.dir, 'cache', 'tmp'))).toEqual([]);
+  });
+
+  it('never completes a shard whose bytes do not match, and leaves nothing on disk, even with the copy lagging', async () => {
+    const body = deterministicBytes('lying', 2 * MiB);
+    const { url, fs, store, filler } = await setup(body);
+    fs.held = true;
+    const { fill } = filler.fill({ key: 'sha256:y', url, expectedSha256: sha256Hex(Buffer.from('something else')), expectedSize: body.length });
+    await fill.ready;
+    let got = 0;
+    const reading = (async () => {
+      for await (const c of fill.read(0, body.length - 1)) got += c.length;
+    })();
+    await expect(reading).rejects.toThrow(/integrity failure/);
+    expect(got).toBeLessThan(body.length); // the last byte was held back
+    fs.release();
+    await filler.drain();
+    expect(store.has('sha256:y')).toBe(false);
+    expect(await fsp.readdir(join(tmp.dir, 'cache', 'tmp'))).toEqual([]);
+  });
+});
