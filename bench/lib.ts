@@ -136,7 +136,9 @@ export function memoryOf(pid: number): { hwm: number; rss: number } | null {
   try {
     const status = readFileSync(`/proc/${pid}/status`, 'utf8');
     const kb = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? Number.NaN) * 1024;
-    return { hwm: kb('VmHWM'), rss: kb('VmRSS') };
+    const m = { hwm: kb('VmHWM'), rss: kb('VmRSS') };
+    // An exited process not yet reaped (a zombie) has no Vm* lines: no sample, rather than a NaN that sticks in a max.
+    return Number.isFinite(m.hwm) && Number.isFinite(m.rss) ? m : null;
   } catch {
     return null;
   }

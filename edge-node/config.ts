@@ -36,6 +36,8 @@ export interface EdgeNodeConfig {
   location: { lat: number; lon: number } | null;
   /** The node's Ethereum key file (created with mode 0600 on first start). null: an ephemeral key (tests). */
   keyFile: string | null;
+  /** Answer plain GET/HEAD memory hits of small objects in front of node:http (edge-node/fast-path.ts). */
+  fastPath: boolean;
 }
 
 export const NODE_OPTIONS: OptionSpec[] = [
@@ -63,6 +65,12 @@ export const NODE_OPTIONS: OptionSpec[] = [
   { name: 'key-file', type: 'string', default: './.edgeshard/node-key.json', description: "the node's Ethereum key (created 0600 on first start)" },
   { name: 'open', type: 'boolean', default: false, description: 'serve without gateway tickets (local use only)' },
   { name: 'trust-key', type: 'string', description: 'comma-separated gateway ticket public keys (base64) to pin' },
+  {
+    name: 'no-fast-path',
+    type: 'boolean',
+    default: false,
+    description: 'serve every request through node:http, without the fast path for small memory hits (for A/B measurement, or as an escape hatch)',
+  },
 ];
 
 function wrap<T>(f: () => T): T {
@@ -117,6 +125,7 @@ export function nodeConfigFromSettings(s: Settings): EdgeNodeConfig {
     publicUrl: stringSetting(s, 'public-url') ?? null,
     location: locationSetting(s),
     keyFile: stringSetting(s, 'key-file') ?? null,
+    fastPath: s['no-fast-path'] !== true,
   };
 }
 
@@ -150,6 +159,7 @@ export function defaultNodeConfig(overrides: Partial<EdgeNodeConfig> & { originU
     publicUrl: null,
     location: null,
     keyFile: null,
+    fastPath: true,
     ...overrides,
     originUrl: overrides.originUrl.replace(/\/$/, ''),
   };

@@ -21,6 +21,7 @@ import { parseRange, evaluateConditional, evaluateIfRange } from './http-semanti
 import { BandwidthLimiter } from './bandwidth-limiter.ts';
 import { TicketGate, ticketFromUrl } from './ticket-gate.ts';
 import { RegistryClient, type NodeControl } from './registry-client.ts';
+import { installFastPath, type FastHit, type FastPath } from './fast-path.ts';
 import { BloomFilter, type BloomSummary } from '../protocol/bloom.ts';
 import { loadOrCreateNodeKey } from '../protocol/identity.ts';
 import { Wallet } from 'ethers';
@@ -44,6 +45,8 @@ export interface EdgeNode {
   /** What the gateway registry client drives: load, cache summary, prefetch, purge. */
   control: NodeControl;
   registryClients: RegistryClient[];
+  /** The fast path in front of node:http for small memory hits; null with `fastPath: false` (--no-fast-path). */
+  fastPath: FastPath | null;
   /** Stops accepting, drains in-flight responses up to the grace period, closes the stores. */
   close(): Promise<void>;
 }
@@ -73,6 +76,11 @@ class CacheTarget implements Target {
     private readonly originBase: string,
     private readonly known: { sha256: string; size: number } | undefined,
   ) {}
+
+  /** The shard's sha256 when a manifest names it (what a ticket must be for). */
+  get sha256(): string | undefined {
+    return this.known?.sha256;
+  }
 
   get fill(): FillRequest {
     if (this.#fill) return this.#fill;
@@ -190,7 +198,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   }
 
   const originBase = config.originUrl;
-  const targetFor = (originPath: string, route: Route): Target => {
+  const targetFor = (originPath: string, route: Route): CacheTarget => {
     const known = manifests.byOriginPath(originPath);
     if (known) return new CacheTarget(route, `sha256:${known.sha256}`, true, originPath, originBase, known);
     return new CacheTarget(route, `path:${originPath}`, false, originPath, originBase, undefined);
@@ -198,11 +206,12 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
 
   // ---- responses -------------------------------------------------------------------------------------
 
-  const finishWith = (res: ServerResponse, route: Route, status: number, started: number, bodyBytes: number): void => {
+  const recordResponse = (route: string, status: number, started: number, bodyBytes: number): void => {
     servedBytes += bodyBytes;
     events.response?.(route, status, bodyBytes);
     events.firstByte?.(route, (performance.now() - started) / 1000);
   };
+  const finishWith = (_res: ServerResponse, route: Route, status: number, started: number, bodyBytes: number): void => recordResponse(route, status, started, bodyBytes);
 
   const sendText = (res: ServerResponse, route: Route, status: number, text: string, started: number, extra: string[] = []): void => {
     if (res.headersSent) {
@@ -492,6 +501,8 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   }
 
   const isFresh = (meta: EntryMeta): boolean => Date.now() < freshUntil(meta);
+  // freshUntil is Infinity for shards, so only path-addressed objects read the clock.
+  const isFreshHit = (mem: MemoryObject | undefined): mem is MemoryObject => mem !== undefined && (mem.freshUntil === Infinity || Date.now() < mem.freshUntil);
 
   /**
    * Memory hits are answered synchronously and return undefined; everything else returns the promise of the
@@ -500,8 +511,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
    */
   function serveCached(req: IncomingMessage, res: ServerResponse, target: Target, started: number): Promise<void> | undefined {
     const mem = memory.get(target.key);
-    // freshUntil is Infinity for shards, so only path-addressed objects read the clock.
-    if (mem && (mem.freshUntil === Infinity || Date.now() < mem.freshUntil)) {
+    if (isFreshHit(mem)) {
       events.cacheLookup?.('memory-hit');
       respondFromMemory(req, res, target, mem, started, 'HIT');
       return undefined;
@@ -535,6 +545,20 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
 
   // ---- routing ---------------------------------------------------------------------------------------
 
+  /** The cached object a path names (/shard/<sha256> or an origin path), or the error answer for it. */
+  const resolveTarget = (pathname: string): CacheTarget | { route: Route; status: number; text: string } => {
+    if (pathname.startsWith('/shard/')) {
+      const sha = pathname.slice(7);
+      if (!isSha256Hex(sha)) return { route: 'invalid', status: 400, text: 'shard id must be a sha256: 64 lowercase hex characters' };
+      const known = manifests.bySha256(sha);
+      if (!known) return { route: 'shard', status: 404, text: 'unknown shard: no manifest this node has seen lists this sha256' };
+      return targetFor(known.originPath, 'shard');
+    }
+    const decoded = decodeRequestPath(pathname.slice(1));
+    if ('error' in decoded) return { route: 'invalid', status: 400, text: `bad path: ${decoded.error}` };
+    return targetFor(decoded.path, 'path');
+  };
+
   /** Routes one request. Returns a promise only when the answer needs async work (see serveCached). */
   function handle(req: IncomingMessage, res: ServerResponse): Promise<void> | void {
     const started = performance.now();
@@ -553,18 +577,8 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       return finishWith(res, 'healthz', 200, started, body.length);
     }
 
-    let target: Target;
-    if (pathname.startsWith('/shard/')) {
-      const sha = pathname.slice(7);
-      if (!isSha256Hex(sha)) return sendText(res, 'invalid', 400, 'shard id must be a sha256: 64 lowercase hex characters', started);
-      const known = manifests.bySha256(sha);
-      if (!known) return sendText(res, 'shard', 404, 'unknown shard: no manifest this node has seen lists this sha256', started);
-      target = targetFor(known.originPath, 'shard');
-    } else {
-      const decoded = decodeRequestPath(pathname.slice(1));
-      if ('error' in decoded) return sendText(res, 'invalid', 400, `bad path: ${decoded.error}`, started);
-      target = targetFor(decoded.path, 'path');
-    }
+    const target = resolveTarget(pathname);
+    if (!(target instanceof CacheTarget)) return sendText(res, target.route, target.status, target.text, started);
     if (!tickets.open) {
       const refusal = tickets.check(ticketFromUrl(url), target.immutable ? target.fill.expectedSha256 : undefined);
       if (refusal) return sendText(res, target.route, 403, `forbidden: ${refusal}`, started);
@@ -615,6 +629,32 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     events.response?.('invalid', status, 0);
     socket.end(`HTTP/1.1 ${status} ${text}\r\ncontent-type: text/plain\r\ncontent-length: ${text.length + 1}\r\nconnection: close\r\n\r\n${text}\n`);
   });
+  // The fast path answers what handle() would answer with a fresh memory hit and no cap, and nothing else.
+  const fastPath = config.fastPath
+    ? installFastPath(
+        server,
+        {
+          lookup(url): FastHit | undefined {
+            if (!limiter.unlimited) return undefined;
+            const q = url.indexOf('?');
+            const pathname = q < 0 ? url : url.slice(0, q);
+            if (pathname === '/metrics' || pathname === '/healthz') return undefined;
+            const target = resolveTarget(pathname);
+            if (!(target instanceof CacheTarget)) return undefined;
+            // Only a ticket verified before: verifying (and refusing) is the ordinary path's work.
+            if (!tickets.open && !tickets.alreadyVerified(ticketFromUrl(url), target.sha256)) return undefined;
+            const mem = memory.get(target.key);
+            return isFreshHit(mem) ? { obj: mem, route: target.route } : undefined;
+          },
+          served(route, status, bodyBytes, started) {
+            events.cacheLookup?.('memory-hit');
+            recordResponse(route, status, started, bodyBytes);
+          },
+        },
+        { maxHeaderBytes: config.maxHeaderBytes, maxUrlBytes: config.maxUrlBytes },
+      )
+    : null;
+  if (config.fastPath && !fastPath) log.warn(`fast path unavailable on Node ${process.version}: every request goes through node:http`);
   metrics.setGaugeSource(() => ({ activeConnections, fillsInFlight: filler.inFlight }));
   reportCacheBytes();
 
@@ -698,6 +738,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       for (const c of registryClients) c.stop();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
+      fastPath?.closeIdle();
       const deadline = new Promise<void>((resolve) => setTimeout(resolve, config.shutdownGraceMs).unref());
       await Promise.race([Promise.all([closed, filler.drain()]), deadline]);
       server.closeAllConnections();
@@ -706,5 +747,5 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       await dispatcher.close().catch(() => {});
     })());
 
-  return { url, server, metrics, manifests, limiter, memory, disk, loadManifest, address, tickets, control, registryClients, close };
+  return { url, server, metrics, manifests, limiter, memory, disk, loadManifest, address, tickets, control, registryClients, fastPath, close };
 }

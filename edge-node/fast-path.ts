@@ -1,0 +1,326 @@
+// The fast path: answers the hot subset of HTTP/1.1 (a plain GET or HEAD of a small object held in the memory
+// tier) straight from the socket's bytes, and hands everything else to the node's ordinary node:http server.
+//
+// Why: for a 4 KiB memory hit, node:http's own machinery (parser callbacks, IncomingMessage, ServerResponse,
+// header validation, nextTick uncork) costs more CPU than the rest of the request. Here a hit is one strict parse
+// (request-head.ts), one lookup through the node's own routing, and one corked write of a response head cached per
+// object (rebuilt once a second, for the Date) plus the body Buffer as it is.
+//
+// The first request it does not answer (a Range, a miss, /metrics, anything unusual or malformed) hands the whole
+// connection to node:http for good: unanswered bytes go back with socket.unshift() and node:http's own connection
+// listener takes the socket over, so every other behaviour (errors, 414/431, ranges, fills, timeouts) is node:http's.
+import type { Server } from 'node:http';
+import type { Socket } from 'node:net';
+import type { MemoryObject } from './memory-store.ts';
+import { evaluateConditional } from './http-semantics.ts';
+import { INCOMPLETE, SLOW, parseRequestHead, type HeadLimits, type RequestHead } from './request-head.ts';
+
+/**
+ * Largest body answered here. Above it the body's transfer, not the per-request work, is the cost, so larger
+ * objects keep the ordinary path and whatever it does for them.
+ */
+export const FAST_PATH_MAX_BODY = 256 * 1024;
+
+/** A memory-tier object to answer with, and the route label its metrics go under. */
+export interface FastHit {
+  obj: MemoryObject;
+  route: string;
+}
+
+export interface FastPathHooks {
+  /**
+   * The fresh memory-tier object that answers `target` (GET or HEAD) exactly as the ordinary path would, or
+   * undefined to leave the request to node:http. The caller applies routing, the ticket check (without
+   * verifying anything new) and the upload cap here.
+   */
+  lookup(target: string): FastHit | undefined;
+  /** A response went out: the ordinary path's bookkeeping (metrics, served bytes). `started` is performance.now(). */
+  served(route: string, status: number, bodyBytes: number, started: number): void;
+}
+
+export interface FastPath {
+  /** Shutdown: destroys idle fast-path connections now; the others close after their current response. */
+  closeIdle(): void;
+  /** Connections the fast path holds now (not yet handed to node:http). */
+  readonly connections: number;
+  /** Responses the fast path has sent (tests and A/B checks; /metrics counts them with the rest). */
+  readonly answered: number;
+}
+
+/** What node:http adds to keepAliveTimeout when it arms an idle keep-alive socket's timeout (fewer ECONNRESETs). */
+const KEEP_ALIVE_TIMEOUT_BUFFER_MS = 1000;
+/** What node:http would refuse in a header value (`checkInvalidHeaderChar`); such an object takes the slow path. */
+const INVALID_HEADER_CHAR = /[^\t\x20-\x7e\x80-\xff]/;
+
+/**
+ * Takes over `server`'s connections: each new socket is read by the fast path until a request it does not
+ * answer, then given to node:http's own connection listener. The server keeps listening, counting and limiting
+ * connections, and closing as before. Returns null, changing nothing, if this Node's http server is not built
+ * the way the hand-over relies on.
+ */
+export function installFastPath(server: Server, hooks: FastPathHooks, limits: HeadLimits): FastPath | null {
+  // node:http answers a connection through the 'connection' listener its constructor registers. Swap it for ours and
+  // call it at hand-over: unlike emitting 'connection' again, this leaves other listeners (connection counting)
+  // seeing each socket once, and node:http's connection tracking (headersTimeout, closeIdleConnections) intact.
+  const nodeListener = server.listeners('connection').find((l) => l.name === 'connectionListener') as ((socket: Socket) => void) | undefined;
+  if (!nodeListener) return null;
+  server.removeListener('connection', nodeListener);
+  const shell = new Shell(server, hooks, limits, (socket) => nodeListener.call(server, socket));
+  server.on('connection', (socket: Socket) => {
+    new FastConnection(socket, shell);
+  });
+  return shell;
+}
+
+class Shell implements FastPath {
+  readonly open = new Set<FastConnection>();
+  draining = false;
+  answered = 0;
+  private second = -1;
+  private date = '';
+  /** 200 keep-alive heads by object, for the current second only (they carry its Date). */
+  private heads = new Map<MemoryObject, Buffer>();
+
+  constructor(
+    readonly server: Server,
+    readonly hooks: FastPathHooks,
+    readonly limits: HeadLimits,
+    readonly handToNode: (socket: Socket) => void,
+  ) {}
+
+  get connections(): number {
+    return this.open.size;
+  }
+
+  closeIdle(): void {
+    this.draining = true;
+    for (const c of this.open) c.closeIfIdle();
+  }
+
+  /** The response head for `obj`, or undefined when node:http would refuse one of its header values. */
+  head(obj: MemoryObject, status: 200 | 304, close: boolean): Buffer | undefined {
+    const now = Date.now();
+    const second = Math.floor(now / 1000);
+    if (second !== this.second) {
+      this.second = second;
+      this.date = new Date(second * 1000).toUTCString();
+      this.heads = new Map();
+    }
+    const hot = status === 200 && !close;
+    if (hot) {
+      const cached = this.heads.get(obj);
+      if (cached !== undefined) return cached;
+    }
+    const built = buildHead(status, status === 200 ? obj.fullHead : obj.fullHead.slice(2), this.date, close, this.server.keepAliveTimeout);
+    if (hot && built !== undefined) this.heads.set(obj, built);
+    return built;
+  }
+}
+
+/**
+ * The bytes node:http sends for `res.writeHead(status, pairs)` on a keep-alive (or closing) HTTP/1.1 response:
+ * the pairs in order, then Date, Connection and Keep-Alive as it adds them (`_storeHeader`).
+ */
+export function buildHead(status: 200 | 304, pairs: readonly string[], date: string, close: boolean, keepAliveTimeoutMs: number): Buffer | undefined {
+  let s = status === 200 ? 'HTTP/1.1 200 OK\r\n' : 'HTTP/1.1 304 Not Modified\r\n';
+  for (let i = 0; i < pairs.length; i += 2) {
+    const value = pairs[i + 1];
+    if (typeof value !== 'string' || INVALID_HEADER_CHAR.test(value)) return undefined;
+    s += `${pairs[i]}: ${value}\r\n`;
+  }
+  s += `Date: ${date}\r\n`;
+  if (close) s += 'Connection: close\r\n';
+  else {
+    s += 'Connection: keep-alive\r\n';
+    if (keepAliveTimeoutMs) s += `Keep-Alive: timeout=${Math.floor(keepAliveTimeoutMs / 1000)}\r\n`;
+  }
+  return Buffer.from(`${s}\r\n`, 'latin1');
+}
+
+class FastConnection {
+  /** Bytes not answered yet: an incomplete head, or requests held back until the socket drains. */
+  private pending: Buffer | undefined = undefined;
+  /** `pending` is an incomplete head (as opposed to requests held back by backpressure). */
+  private partial = false;
+  /** Paused until 'drain': a slow reader must not make the node buffer responses without bound. */
+  private waiting = false;
+  /** The client sent FIN. */
+  private ended = false;
+  private answered = false;
+
+  constructor(
+    private readonly socket: Socket,
+    private readonly shell: Shell,
+  ) {
+    shell.open.add(this);
+    socket.on('data', this.onData);
+    socket.on('end', this.onEnd);
+    socket.on('timeout', this.onTimeout);
+    socket.on('error', this.onError);
+    socket.on('close', this.onClose);
+    // node:http gives a fresh connection headersTimeout to send its first request.
+    socket.setTimeout(shell.server.headersTimeout);
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    const pending = this.pending;
+    if (pending === undefined) {
+      this.run(chunk, false);
+      return;
+    }
+    this.pending = undefined;
+    this.run(Buffer.concat([pending, chunk]), this.partial);
+  };
+
+  private readonly onEnd = (): void => {
+    this.ended = true;
+    // node:http (httpAllowHalfOpen false) ends its side once the requests it has are answered. An incomplete head
+    // at EOF is dropped here, where node:http would answer 400: no client is left to read a useful answer.
+    if (!this.waiting) this.socket.end();
+  };
+
+  private readonly onTimeout = (): void => {
+    this.socket.destroy();
+  };
+
+  // Resets and the like: the socket closes by itself; node:http ignores them the same way on an idle socket.
+  private readonly onError = (): void => {};
+
+  private readonly onClose = (): void => {
+    this.shell.open.delete(this);
+  };
+
+  private readonly onDrain = (): void => {
+    this.waiting = false;
+    const pending = this.pending;
+    if (pending !== undefined && !this.partial) {
+      this.pending = undefined;
+      if (this.run(pending, false) !== 'open' || this.waiting) return;
+    }
+    if (this.ended) this.socket.end();
+    else this.socket.resume();
+  };
+
+  closeIfIdle(): void {
+    if (this.pending !== undefined || this.waiting) return; // it closes after the response it owes (draining)
+    if (this.socket.writableLength === 0) this.socket.destroy();
+    else this.socket.destroySoon();
+  }
+
+  /** Answers the requests in `buf` in order until one is not the fast path's; returns what became of the socket. */
+  private run(buf: Buffer, startsPartial: boolean): 'open' | 'handed-over' | 'closing' {
+    const socket = this.socket;
+    const shell = this.shell;
+    let off = 0;
+    let corked = false;
+    let outcome: 'open' | 'handed-over' | 'closing' = 'open';
+    while (off < buf.length) {
+      const head = parseRequestHead(buf, off, shell.limits);
+      if (head === INCOMPLETE) {
+        // One chunk boundary inside a head is common (pipelining, a large read split); a head still incomplete
+        // after the next chunk is a slow or odd client, and node:http's header timeouts are the right tool.
+        if (startsPartial && off === 0) outcome = 'handed-over';
+        else {
+          this.pending = buf.subarray(off);
+          this.partial = true;
+        }
+        break;
+      }
+      if (head === SLOW) {
+        outcome = 'handed-over';
+        break;
+      }
+      const started = performance.now();
+      const hit = shell.hooks.lookup(head.target);
+      if (hit === undefined || hit.obj.meta.size > FAST_PATH_MAX_BODY) {
+        outcome = 'handed-over';
+        break;
+      }
+      if (!corked) {
+        socket.cork();
+        corked = true;
+      }
+      if (!this.respond(head, hit, started)) {
+        outcome = 'handed-over';
+        break;
+      }
+      off = head.next;
+      if (head.close || shell.draining) {
+        outcome = 'closing';
+        break;
+      }
+      if (socket.writableNeedDrain && off < buf.length) {
+        // Answer the rest once the socket drains; meanwhile stop reading, so the client's requests wait in TCP.
+        this.pending = buf.subarray(off);
+        this.partial = false;
+        this.waitForDrain();
+        break;
+      }
+    }
+    if (corked) socket.uncork();
+    if (outcome === 'handed-over') {
+      this.handOver(buf.subarray(off));
+    } else if (outcome === 'closing') {
+      // As node:http after a `Connection: close` response: end once written, then destroy. Errors stay handled.
+      socket.off('data', this.onData);
+      socket.off('end', this.onEnd);
+      socket.destroySoon();
+    } else if (!this.waiting && socket.writableNeedDrain) {
+      this.waitForDrain();
+    }
+    return outcome;
+  }
+
+  /** Writes one response (corked by the caller); false when it cannot be built and node:http must answer. */
+  private respond(head: RequestHead, hit: FastHit, started: number): boolean {
+    const obj = hit.obj;
+    let status: 200 | 304 = 200;
+    if (head.ifNoneMatch !== undefined && evaluateConditional({ method: head.method, ifNoneMatch: head.ifNoneMatch }, obj.meta) === 'not-modified') status = 304;
+    const close = head.close || this.shell.draining;
+    const bytes = this.shell.head(obj, status, close);
+    if (bytes === undefined) return false;
+    const socket = this.socket;
+    socket.write(bytes);
+    let sent = 0;
+    if (status === 200 && head.method === 'GET') {
+      // A filled object may still be the fill's chunks: write them as they are, as the ordinary path does.
+      const parts = obj.parts;
+      if (parts === undefined) socket.write(obj.body);
+      else for (const part of parts) socket.write(part);
+      sent = obj.meta.size;
+    }
+    if (!this.answered) {
+      // As node:http after a response: an idle keep-alive socket is closed after keepAliveTimeout (+1 s).
+      this.answered = true;
+      const ms = this.shell.server.keepAliveTimeout;
+      socket.setTimeout(ms ? ms + KEEP_ALIVE_TIMEOUT_BUFFER_MS : 0);
+    }
+    this.shell.answered++;
+    this.shell.hooks.served(hit.route, status, sent, started);
+    return true;
+  }
+
+  private waitForDrain(): void {
+    this.waiting = true;
+    this.socket.pause();
+    this.socket.once('drain', this.onDrain);
+  }
+
+  /** Gives the socket, and the bytes not answered yet, to node:http for the rest of the connection. */
+  private handOver(rest: Buffer): void {
+    const socket = this.socket;
+    socket.off('data', this.onData);
+    socket.off('end', this.onEnd);
+    socket.off('timeout', this.onTimeout);
+    socket.off('error', this.onError);
+    socket.off('close', this.onClose);
+    socket.off('drain', this.onDrain);
+    socket.setTimeout(0);
+    this.shell.open.delete(this);
+    // Paused, the unshifted bytes wait in the socket's buffer until node:http's listeners are in place.
+    socket.pause();
+    if (rest.length > 0) socket.unshift(rest);
+    this.shell.handToNode(socket);
+    socket.resume();
+  }
+}
