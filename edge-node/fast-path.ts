@@ -1,23 +1,26 @@
-// The fast path: answers the hot subset of HTTP/1.1 (a plain GET or HEAD of a small object held in the memory
-// tier) straight from the socket's bytes, and hands everything else to the node's ordinary node:http server.
+// The fast path: answers the hot subset of HTTP/1.1 (a GET or HEAD of a fresh memory-tier object whose answer is
+// small: a whole small object, one byte range of any object, a 304) straight from the socket's bytes, and hands
+// everything else to the node's ordinary node:http server.
 //
-// Why: for a 4 KiB memory hit, node:http's own machinery (parser callbacks, IncomingMessage, ServerResponse,
-// header validation, nextTick uncork) costs more CPU than the rest of the request. Here a hit is one strict parse
-// (request-head.ts), one lookup through the node's own routing, and one corked write of a response head cached per
-// object (rebuilt once a second, for the Date) plus the body Buffer as it is.
+// Why: for a 4 KiB memory hit or a 64 KiB range, node:http's own machinery (parser callbacks, IncomingMessage,
+// ServerResponse, header validation, nextTick uncork) costs more CPU than the rest of the request. Here a hit is one
+// strict parse (request-head.ts), one lookup through the node's own routing, and one corked write of a response
+// head cached per object (rebuilt once a second, for the Date) plus the body Buffer (or a slice of it) as it is.
 //
-// The first request it does not answer (a Range, a miss, /metrics, anything unusual or malformed) hands the whole
-// connection to node:http for good: unanswered bytes go back with socket.unshift() and node:http's own connection
-// listener takes the socket over, so every other behaviour (errors, 414/431, ranges, fills, timeouts) is node:http's.
+// The first request it does not answer (a miss, /metrics, a 416, several ranges, anything unusual or malformed)
+// hands the whole connection to node:http for good: unanswered bytes go back with socket.unshift() and node:http's
+// own connection listener takes the socket over, so every other behaviour (errors, 414/431, fills, timeouts) is
+// node:http's.
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
-import type { MemoryObject } from './memory-store.ts';
-import { evaluateConditional } from './http-semantics.ts';
+import { bodyOf, rangeHeadOf, type MemoryObject } from './memory-store.ts';
+import { evaluateConditional, evaluateIfRange, parseRange } from './http-semantics.ts';
 import { INCOMPLETE, SLOW, parseRequestHead, type HeadLimits, type RequestHead } from './request-head.ts';
 
 /**
- * Largest body answered here. Above it the body's transfer, not the per-request work, is the cost, so larger
- * objects keep the ordinary path and whatever it does for them.
+ * Largest body answered here: a whole object, or one range of an object of any size the memory tier holds. Above
+ * it the body's transfer, not the per-request work, is the cost, so larger answers keep the ordinary path and
+ * whatever it does for them.
  */
 export const FAST_PATH_MAX_BODY = 256 * 1024;
 
@@ -29,9 +32,9 @@ export interface FastHit {
 
 export interface FastPathHooks {
   /**
-   * The fresh memory-tier object that answers `target` (GET or HEAD) exactly as the ordinary path would, or
-   * undefined to leave the request to node:http. The caller applies routing, the ticket check (without
-   * verifying anything new) and the upload cap here.
+   * The fresh memory-tier object that answers `target` (GET or HEAD) exactly as the ordinary path would, of any
+   * size, or undefined to leave the request to node:http. The caller applies routing, the ticket check (without
+   * verifying anything new) and the upload cap here; the fast path applies FAST_PATH_MAX_BODY to the answer.
    */
   lookup(target: string): FastHit | undefined;
   /** A response went out: the ordinary path's bookkeeping (metrics, served bytes). `started` is performance.now(). */
@@ -80,6 +83,8 @@ class Shell implements FastPath {
   private date = '';
   /** 200 keep-alive heads by object, for the current second only (they carry its Date). */
   private heads = new Map<MemoryObject, Buffer>();
+  /** 206 keep-alive heads by object, for the current second only: the last range's `rangeHeadOf` pairs and bytes. */
+  private rangeHeads = new Map<MemoryObject, { pairs: readonly string[]; bytes: Buffer }>();
 
   constructor(
     readonly server: Server,
@@ -97,32 +102,51 @@ class Shell implements FastPath {
     for (const c of this.open) c.closeIfIdle();
   }
 
-  /** The response head for `obj`, or undefined when node:http would refuse one of its header values. */
-  head(obj: MemoryObject, status: 200 | 304, close: boolean): Buffer | undefined {
+  /**
+   * The response head for `obj` (for a 206, `pairs` are its `rangeHeadOf` head), or undefined when node:http would
+   * refuse one of its header values.
+   */
+  head(obj: MemoryObject, status: FastStatus, pairs: readonly string[], close: boolean): Buffer | undefined {
     const now = Date.now();
     const second = Math.floor(now / 1000);
     if (second !== this.second) {
       this.second = second;
       this.date = new Date(second * 1000).toUTCString();
       this.heads = new Map();
+      this.rangeHeads = new Map();
     }
-    const hot = status === 200 && !close;
-    if (hot) {
+    if (close || status === 304) return buildHead(status, pairs, this.date, close, this.server.keepAliveTimeout);
+    if (status === 200) {
       const cached = this.heads.get(obj);
       if (cached !== undefined) return cached;
+      const built = buildHead(200, pairs, this.date, false, this.server.keepAliveTimeout);
+      if (built !== undefined) this.heads.set(obj, built);
+      return built;
     }
-    const built = buildHead(status, status === 200 ? obj.fullHead : obj.fullHead.slice(2), this.date, close, this.server.keepAliveTimeout);
-    if (hot && built !== undefined) this.heads.set(obj, built);
+    // rangeHeadOf returns the same array while the same range repeats, so identity says the bytes are still right.
+    const cached = this.rangeHeads.get(obj);
+    if (cached !== undefined && cached.pairs === pairs) return cached.bytes;
+    const built = buildHead(206, pairs, this.date, false, this.server.keepAliveTimeout);
+    if (built !== undefined) this.rangeHeads.set(obj, { pairs, bytes: built });
     return built;
   }
 }
+
+/** The statuses the fast path answers with. */
+export type FastStatus = 200 | 206 | 304;
+
+const STATUS_LINES: Record<FastStatus, string> = {
+  200: 'HTTP/1.1 200 OK\r\n',
+  206: 'HTTP/1.1 206 Partial Content\r\n',
+  304: 'HTTP/1.1 304 Not Modified\r\n',
+};
 
 /**
  * The bytes node:http sends for `res.writeHead(status, pairs)` on a keep-alive (or closing) HTTP/1.1 response:
  * the pairs in order, then Date, Connection and Keep-Alive as it adds them (`_storeHeader`).
  */
-export function buildHead(status: 200 | 304, pairs: readonly string[], date: string, close: boolean, keepAliveTimeoutMs: number): Buffer | undefined {
-  let s = status === 200 ? 'HTTP/1.1 200 OK\r\n' : 'HTTP/1.1 304 Not Modified\r\n';
+export function buildHead(status: FastStatus, pairs: readonly string[], date: string, close: boolean, keepAliveTimeoutMs: number): Buffer | undefined {
+  let s = STATUS_LINES[status];
   for (let i = 0; i < pairs.length; i += 2) {
     const value = pairs[i + 1];
     if (typeof value !== 'string' || INVALID_HEADER_CHAR.test(value)) return undefined;
@@ -232,7 +256,7 @@ class FastConnection {
       }
       const started = performance.now();
       const hit = shell.hooks.lookup(head.target);
-      if (hit === undefined || hit.obj.meta.size > FAST_PATH_MAX_BODY) {
+      if (hit === undefined) {
         outcome = 'handed-over';
         break;
       }
@@ -271,23 +295,45 @@ class FastConnection {
     return outcome;
   }
 
-  /** Writes one response (corked by the caller); false when it cannot be built and node:http must answer. */
+  /**
+   * Writes one response (corked by the caller); false, having written nothing, when node:http must answer: a 416,
+   * a Range the ordinary path answers with the whole body (several ranges, another unit, malformed), an answer
+   * larger than FAST_PATH_MAX_BODY, or a head node:http would refuse.
+   */
   private respond(head: RequestHead, hit: FastHit, started: number): boolean {
     const obj = hit.obj;
-    let status: 200 | 304 = 200;
-    if (head.ifNoneMatch !== undefined && evaluateConditional({ method: head.method, ifNoneMatch: head.ifNoneMatch }, obj.meta) === 'not-modified') status = 304;
+    const size = obj.meta.size;
+    // The ordinary path's order (server.ts `negotiate`): preconditions, then If-Range, then Range.
+    let status: FastStatus = 200;
+    let start = 0;
+    let end = size - 1;
+    if (head.ifNoneMatch !== undefined && evaluateConditional({ method: head.method, ifNoneMatch: head.ifNoneMatch }, obj.meta) === 'not-modified') {
+      status = 304;
+    } else if (head.range !== undefined && (head.ifRange === undefined || evaluateIfRange(head.ifRange, obj.meta))) {
+      const range = parseRange(head.range, size);
+      if (range.kind !== 'partial') return false;
+      status = 206;
+      start = range.start;
+      end = range.end;
+    }
+    if (status !== 304 && end - start + 1 > FAST_PATH_MAX_BODY) return false;
+    const pairs = status === 200 ? obj.fullHead : status === 206 ? rangeHeadOf(obj, start, end) : obj.fullHead.slice(2);
     const close = head.close || this.shell.draining;
-    const bytes = this.shell.head(obj, status, close);
+    const bytes = this.shell.head(obj, status, pairs, close);
     if (bytes === undefined) return false;
     const socket = this.socket;
     socket.write(bytes);
     let sent = 0;
-    if (status === 200 && head.method === 'GET') {
+    if (head.method === 'GET' && status === 200) {
       // A filled object may still be the fill's chunks: write them as they are, as the ordinary path does.
       const parts = obj.parts;
       if (parts === undefined) socket.write(obj.body);
       else for (const part of parts) socket.write(part);
-      sent = obj.meta.size;
+      sent = size;
+    } else if (head.method === 'GET' && status === 206) {
+      // bodyOf joins the fill's chunks once, as the ordinary path does for a range.
+      socket.write(bodyOf(obj).subarray(start, end + 1));
+      sent = end - start + 1;
     }
     if (!this.answered) {
       // As node:http after a response: an idle keep-alive socket is closed after keepAliveTimeout (+1 s).

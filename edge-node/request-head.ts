@@ -1,9 +1,10 @@
 // A strict parser for the HTTP/1.1 request heads the fast path answers itself (fast-path.ts). Pure, no I/O.
 //
 // It accepts only the plain case: `GET|HEAD SP origin-form SP HTTP/1.1`, well-formed header lines, one Host, no
-// body and no header that changes what a cached 200 would be (Range, most conditionals, Expect, Upgrade).
-// Everything else, including every request node:http would refuse, is reported as SLOW and goes to node:http
-// untouched, so being strict here can cost speed but never correctness.
+// body, at most one each of If-None-Match, Range and If-Range (handed on as they are, for fast-path.ts to evaluate),
+// and no other header that changes the answer (the other conditionals, Expect, Upgrade). Everything else, including
+// every request node:http would refuse, is reported as SLOW and goes to node:http untouched, so being strict here
+// can cost speed but never correctness.
 
 /** The parsed head of a request the fast path may answer. */
 export interface RequestHead {
@@ -12,8 +13,12 @@ export interface RequestHead {
   target: string;
   /** `Connection: close`: answer, then close. */
   close: boolean;
-  /** The If-None-Match field value, if any (the only conditional the fast path evaluates). */
+  /** The If-None-Match field value, if any (the only precondition the fast path evaluates). */
   ifNoneMatch: string | undefined;
+  /** The Range field value, if any, not interpreted here. */
+  range: string | undefined;
+  /** The If-Range field value, if any, not interpreted here. */
+  ifRange: string | undefined;
   /** Offset just past the head's final CRLF CRLF: where the next pipelined request starts. */
   next: number;
 }
@@ -97,6 +102,8 @@ export function parseRequestHead(buf: Buffer, start: number, limits: HeadLimits)
   let hosts = 0;
   let close = false;
   let ifNoneMatch: string | undefined;
+  let range: string | undefined;
+  let ifRange: string | undefined;
   let lines = 0;
   while (i < end + 2) {
     if (++lines > MAX_HEADER_LINES) return SLOW;
@@ -125,7 +132,11 @@ export function parseRequestHead(buf: Buffer, start: number, limits: HeadLimits)
         if (nameIs(buf, nameStart, 4, 'host')) hosts++;
         break;
       case 5:
-        if (nameIs(buf, nameStart, 5, 'range')) return SLOW;
+        // A repeated Range or If-Range reaches node:http's handler joined with ", ": leave that to it.
+        if (nameIs(buf, nameStart, 5, 'range')) {
+          if (range !== undefined) return SLOW;
+          range = buf.toString('latin1', valueStart, valueEnd);
+        }
         break;
       case 6:
         if (nameIs(buf, nameStart, 6, 'expect')) return SLOW;
@@ -134,7 +145,10 @@ export function parseRequestHead(buf: Buffer, start: number, limits: HeadLimits)
         if (nameIs(buf, nameStart, 7, 'upgrade')) return SLOW;
         break;
       case 8:
-        if (nameIs(buf, nameStart, 8, 'if-range') || nameIs(buf, nameStart, 8, 'if-match')) return SLOW;
+        if (nameIs(buf, nameStart, 8, 'if-range')) {
+          if (ifRange !== undefined) return SLOW;
+          ifRange = buf.toString('latin1', valueStart, valueEnd);
+        } else if (nameIs(buf, nameStart, 8, 'if-match')) return SLOW;
         break;
       case 10:
         if (nameIs(buf, nameStart, 10, 'connection')) {
@@ -162,7 +176,7 @@ export function parseRequestHead(buf: Buffer, start: number, limits: HeadLimits)
   }
   // node:http answers a missing Host with 400; several Hosts are left to it as well.
   if (hosts !== 1) return SLOW;
-  return { method, target: buf.toString('latin1', targetStart, targetEnd), close, ifNoneMatch, next };
+  return { method, target: buf.toString('latin1', targetStart, targetEnd), close, ifNoneMatch, range, ifRange, next };
 }
 
 /** Whether an incomplete head still starts like one the fast path answers ("GET /" or "HEAD /"). */

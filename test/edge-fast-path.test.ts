@@ -190,9 +190,21 @@ describe('edge node fast path', () => {
     const shard = small[1]!;
     const byPath = `/sample/${shard.path}`;
     const unlisted = '/sample/manifest.json';
-    for (const n of [fast, slow]) await warm(n, unlisted);
+    const large = `/big/${big.path}`;
+    for (const n of [fast, slow]) await warm(n, unlisted, large);
     const etag = `"${shard.sha256}"`;
-    const cases: { req: string; bodyless?: boolean }[] = [
+    const s = `/shard/${shard.sha256}`;
+    const head = (target: string, extra = ''): string => `HEAD ${target} HTTP/1.1\r\nHost: edge\r\n${extra}\r\n`;
+    const validators = async (target: string): Promise<{ etag: string; lastModified: string }> => {
+      const r = await request(`${fast.url}${target}`, { method: 'HEAD' });
+      await r.body.dump();
+      return { etag: String(r.headers.etag), lastModified: String(r.headers['last-modified']) };
+    };
+    const shardLm = (await validators(s)).lastModified;
+    const bigV = await validators(large);
+    expect(big.size).toBeGreaterThan(FAST_PATH_MAX_BODY);
+    // `fast: false`: the fast path must hand these over (node:http answers them on both nodes).
+    const cases: { req: string; bodyless?: boolean; fast?: boolean }[] = [
       { req: get(`/shard/${shard.sha256}`) },
       { req: get(byPath) },
       { req: get(unlisted) },
@@ -205,8 +217,55 @@ describe('edge node fast path', () => {
       { req: `HEAD /shard/${shard.sha256} HTTP/1.1\r\nHost: edge\r\nIf-None-Match: ${etag}\r\n\r\n`, bodyless: true },
       { req: get(byPath, 'User-Agent: test\r\nAccept: */*\r\nConnection: keep-alive\r\n') },
       { req: get(byPath, 'Connection: close\r\n') },
+      // Single ranges: first, middle, suffix, open-ended, clamped, whole-body suffix, OWS the Range grammar allows.
+      { req: get(s, 'Range: bytes=0-99\r\n') },
+      { req: get(s, 'Range: bytes=1000-1999\r\n') },
+      { req: get(s, 'Range: bytes=-100\r\n') },
+      { req: get(s, 'Range: bytes=4000-\r\n') },
+      { req: get(s, 'Range: bytes=4095-99999999999999999999\r\n') },
+      { req: get(s, 'Range: bytes=-1000000\r\n') },
+      { req: get(s, 'range:  BYTES= 0-0 \r\n') },
+      { req: get(byPath, 'Range: bytes=10-19\r\n') },
+      { req: get(unlisted, 'Range: bytes=0-9\r\n') },
+      { req: get(s, 'Range: bytes=0-99\r\nConnection: close\r\n') },
+      { req: head(s, 'Range: bytes=0-99\r\n'), bodyless: true },
+      // Ranges of an object larger than a whole answer the fast path sends; the range itself is small.
+      { req: get(large, 'Range: bytes=100000-165535\r\n') },
+      { req: get(large, 'Range: bytes=-1\r\n') },
+      { req: get(large, `Range: bytes=${big.size - FAST_PATH_MAX_BODY}-\r\n`) },
+      { req: head(large, 'Range: bytes=0-65535\r\n'), bodyless: true },
+      { req: get(large, `If-None-Match: ${bigV.etag}\r\n`) },
+      // If-Range: a match honours the Range; anything else sends the whole (small) object as 200.
+      { req: get(s, `Range: bytes=0-99\r\nIf-Range: ${etag}\r\n`) },
+      { req: get(s, 'Range: bytes=0-99\r\nIf-Range: "other"\r\n') },
+      { req: get(s, `Range: bytes=0-99\r\nIf-Range: W/${etag}\r\n`) },
+      { req: get(s, `Range: bytes=0-99\r\nIf-Range: ${shardLm}\r\n`) },
+      { req: get(s, 'Range: bytes=0-99\r\nIf-Range: Tue, 24 Nov 2020 10:00:00 GMT\r\n') },
+      { req: get(s, 'Range: bytes=0-99\r\nIf-Range:\r\n') },
+      { req: get(s, `If-Range: ${etag}\r\n`) },
+      { req: get(large, `Range: bytes=0-99\r\nIf-Range: ${bigV.etag}\r\n`) },
+      // Preconditions come first: a matching If-None-Match is a 304 whatever the Range; a failing one lets it through.
+      { req: get(s, `Range: bytes=0-99\r\nIf-None-Match: ${etag}\r\n`) },
+      { req: get(s, 'Range: bytes=0-99\r\nIf-None-Match: "other"\r\n') },
+      { req: head(s, `Range: bytes=0-99\r\nIf-None-Match: ${etag}\r\n`), bodyless: true },
+      // Handed over: 416s, several ranges, other units, malformed sets, repeated fields, answers above the limit.
+      { req: get(s, 'Range: bytes=4096-\r\n'), fast: false },
+      { req: get(s, 'Range: bytes=-0\r\n'), fast: false },
+      { req: get(large, `Range: bytes=${big.size}-${big.size + 10}\r\n`), fast: false },
+      { req: get(s, 'Range: bytes=0-1,5-9\r\n'), fast: false },
+      { req: get(s, 'Range: bytes=0-1,\r\n') },
+      { req: get(s, 'Range: items=0-1\r\n'), fast: false },
+      { req: get(s, 'Range: bytes=abc\r\n'), fast: false },
+      { req: get(s, 'Range: bytes=5-3\r\n'), fast: false },
+      { req: get(s, 'Range:\r\n'), fast: false },
+      { req: get(s, 'Range: bytes=0-1\r\nRange: bytes=5-9\r\n'), fast: false },
+      { req: get(s, 'Range: bytes=0-1\r\nIf-Modified-Since: Tue, 24 Nov 2020 10:00:00 GMT\r\n'), fast: false },
+      { req: get(large), fast: false },
+      { req: get(large, `Range: bytes=${big.size - FAST_PATH_MAX_BODY - 1}-\r\n`), fast: false },
+      { req: get(large, 'Range: bytes=0-99\r\nIf-Range: "other"\r\n'), fast: false },
     ];
-    for (const { req, bodyless } of cases) {
+    const fastStatuses = new Set<number>();
+    for (const { req, bodyless, fast: answersFast = true } of cases) {
       const answered = fast.fastPath!.answered;
       const results = [];
       for (const n of [fast, slow]) {
@@ -217,12 +276,15 @@ describe('edge node fast path', () => {
         else c.close();
       }
       const [a, b] = results as [RawResponse, RawResponse];
-      expect(fast.fastPath!.answered, `the fast path answered ${JSON.stringify(req)}`).toBe(answered + 1);
+      expect(fast.fastPath!.answered, `the fast path ${answersFast ? 'answered' : 'handed over'} ${JSON.stringify(req)}`).toBe(answered + (answersFast ? 1 : 0));
+      if (answersFast) fastStatuses.add(a.status);
       expect(a.status, req).toBe(b.status);
       expect(withoutDate(a.lines), req).toEqual(withoutDate(b.lines));
       expect(a.lines.filter((l) => l.startsWith('Date: ')), req).toHaveLength(1);
       expect(a.body.equals(b.body), req).toBe(true);
     }
+    // The cases cover every status the fast path sends, and the handed-over ones the node's 416 and 200.
+    expect([...fastStatuses].sort()).toEqual([200, 206, 304]);
   });
 
   it('answers pipelined requests in order, handing over at the first one it does not answer', async () => {
@@ -235,6 +297,7 @@ describe('edge node fast path', () => {
         `HEAD /shard/${b.sha256} HTTP/1.1\r\nHost: edge\r\n\r\n` +
         get(`/shard/${b.sha256}`) +
         get(`/shard/${c.sha256}`, 'Range: bytes=10-19\r\n') +
+        get(`/shard/${c.sha256}`, 'Range: bytes=0-1,10-19\r\n') +
         get(`/shard/${d.sha256}`) +
         get('/metrics'),
     );
@@ -242,11 +305,12 @@ describe('edge node fast path', () => {
     const r2 = await client.read(true);
     const r3 = await client.read();
     const r4 = await client.read();
+    const multi = await client.read();
     const r5 = await client.read();
     const r6 = await client.read();
-    expect([r1.status, r2.status, r3.status, r4.status, r5.status, r6.status]).toEqual([200, 200, 200, 206, 200, 200]);
-    // The first three came from the fast path; from the Range on, node:http has the connection.
-    expect(node.fastPath!.answered).toBe(3);
+    expect([r1.status, r2.status, r3.status, r4.status, multi.status, r5.status, r6.status]).toEqual([200, 200, 200, 206, 200, 200, 200]);
+    // The first four came from the fast path; from the multi-range on, node:http has the connection.
+    expect(node.fastPath!.answered).toBe(4);
     expect(client.unread).toBe(0);
     const bodies = await Promise.all([a, b, c, d].map(async (s) => Buffer.from(await (await request(`${node.url}/shard/${s.sha256}`)).body.arrayBuffer())));
     expect(r1.body.equals(bodies[0]!)).toBe(true);
@@ -254,6 +318,7 @@ describe('edge node fast path', () => {
     expect(r3.body.equals(bodies[1]!)).toBe(true);
     expect(r4.body.equals(bodies[2]!.subarray(10, 20))).toBe(true);
     expect(r4.headers['content-range']).toBe(`bytes 10-19/${c.size}`);
+    expect(multi.body.equals(bodies[2]!)).toBe(true);
     expect(r5.body.equals(bodies[3]!)).toBe(true);
     expect(r6.body.toString()).toContain('edgeshard_node_requests_total');
   });
@@ -286,7 +351,7 @@ describe('edge node fast path', () => {
     expect((await bytewise.read()).body.equals(r.body)).toBe(true);
   });
 
-  it('hands a keep-alive connection over mid-way: fast GET, then a Range, then more on the same socket', async () => {
+  it('hands a keep-alive connection over mid-way: fast GET and Range, then a 416, then more on the same socket', async () => {
     const node = await startNode();
     await warm(node);
     const shard = small[0]!;
@@ -294,17 +359,57 @@ describe('edge node fast path', () => {
     client.send(get(`/shard/${shard.sha256}`));
     const whole = await client.read();
     expect(whole.status).toBe(200);
-    expect(node.fastPath!.connections).toBe(1);
     client.send(get(`/shard/${shard.sha256}`, 'Range: bytes=-100\r\n'));
     const part = await client.read();
     expect(part.status).toBe(206);
     expect(part.body.equals(whole.body.subarray(-100))).toBe(true);
+    expect(node.fastPath!.connections).toBe(1);
+    expect(node.fastPath!.answered).toBe(2);
+    client.send(get(`/shard/${shard.sha256}`, `Range: bytes=${shard.size}-\r\n`));
+    const unsatisfiable = await client.read();
+    expect(unsatisfiable.status).toBe(416);
+    expect(unsatisfiable.headers['content-range']).toBe(`bytes */${shard.size}`);
     expect(node.fastPath!.connections).toBe(0);
-    client.send(get(`/shard/${shard.sha256}`));
+    client.send(get(`/shard/${shard.sha256}`, 'Range: bytes=-100\r\n'));
     const again = await client.read();
-    expect(again.status).toBe(200);
-    expect(again.body.equals(whole.body)).toBe(true);
-    expect(node.fastPath!.answered).toBe(1);
+    expect(again.status).toBe(206);
+    expect(again.body.equals(part.body)).toBe(true);
+    client.send(get(`/shard/${shard.sha256}`));
+    expect((await client.read()).body.equals(whole.body)).toBe(true);
+    expect(node.fastPath!.answered).toBe(2);
+  });
+
+  it('answers pipelined range requests in order, on small and large objects, mixed with whole GETs and HEADs', async () => {
+    const node = await startNode();
+    await warm(node, `/big/${big.path}`);
+    const bigBody = Buffer.from(await (await request(`${node.url}/big/${big.path}`)).body.arrayBuffer());
+    const bodies = await Promise.all(small.map(async (s) => Buffer.from(await (await request(`${node.url}/shard/${s.sha256}`)).body.arrayBuffer())));
+    const held = node.fastPath!.connections; // undici's idle keep-alive connections
+    const client = await open(node);
+    // [request, expected status, expected body, bodyless]
+    const plan: [string, number, Buffer, boolean][] = [];
+    for (let i = 0; i < 40; i++) {
+      const k = i % small.length;
+      const s = small[k]!;
+      const a = (i * 97) % s.size;
+      const b = Math.min(s.size - 1, a + 17 * i);
+      plan.push([get(`/shard/${s.sha256}`, `Range: bytes=${a}-${b}\r\n`), 206, bodies[k]!.subarray(a, b + 1), false]);
+      const off = (i * 6151) % (big.size - 65536);
+      plan.push([get(`/big/${big.path}`, `Range: bytes=${off}-${off + 65535}\r\n`), 206, bigBody.subarray(off, off + 65536), false]);
+      if (i % 5 === 0) plan.push([get(`/shard/${s.sha256}`), 200, bodies[k]!, false]);
+      if (i % 7 === 0) plan.push([`HEAD /big/${big.path} HTTP/1.1\r\nHost: edge\r\nRange: bytes=-${i + 1}\r\n\r\n`, 206, Buffer.alloc(0), true]);
+      if (i % 9 === 0) plan.push([get(`/shard/${s.sha256}`, 'Range: bytes=-7\r\n'), 206, bodies[k]!.subarray(-7), false]);
+    }
+    const answered = node.fastPath!.answered;
+    client.send(plan.map(([req]) => req).join(''));
+    for (const [req, status, body, bodyless] of plan) {
+      const r = await client.read(bodyless);
+      expect(r.status, req).toBe(status);
+      expect(r.body.equals(body), req).toBe(true);
+    }
+    expect(client.unread).toBe(0);
+    expect(node.fastPath!.answered - answered).toBe(plan.length);
+    expect(node.fastPath!.connections).toBe(held + 1);
   });
 
   it('leaves malformed requests, oversized heads and long URLs to node:http (400, 431, 414), also mid-connection', async () => {
@@ -466,17 +571,29 @@ describe('edge node fast path', () => {
     for (let i = 0; i < 5; i++) client.send(get(`/shard/${shard.sha256}`));
     client.send(`HEAD /shard/${shard.sha256} HTTP/1.1\r\nHost: edge\r\n\r\n`);
     client.send(get(`/shard/${shard.sha256}`, `If-None-Match: "${shard.sha256}"\r\n`));
+    client.send(get(`/shard/${shard.sha256}`, 'Range: bytes=0-99\r\n'));
+    client.send(get(`/shard/${shard.sha256}`, 'Range: bytes=-1000\r\n'));
+    client.send(`HEAD /shard/${shard.sha256} HTTP/1.1\r\nHost: edge\r\nRange: bytes=0-99\r\n\r\n`);
+    client.send(get(`/sample/${shard.path}`, 'Range: bytes=5-\r\n'));
     for (let i = 0; i < 5; i++) await client.read();
     await client.read(true);
     expect((await client.read()).status).toBe(304);
-    expect(node.fastPath!.answered).toBe(7);
+    expect((await client.read()).body.length).toBe(100);
+    expect((await client.read()).body.length).toBe(1000);
+    expect((await client.read(true)).status).toBe(206);
+    expect((await client.read()).body.length).toBe(shard.size - 5);
+    expect(node.fastPath!.answered).toBe(11);
     const after = await metricsText(node);
     const delta = (series: string): number => metricValue(after, series) - metricValue(before, series);
     expect(delta('edgeshard_node_requests_total{route="shard",status="200"}')).toBe(6);
     expect(delta('edgeshard_node_requests_total{route="shard",status="304"}')).toBe(1);
-    expect(delta('edgeshard_node_bytes_served_total{route="shard"}')).toBe(5 * shard.size);
-    expect(delta('edgeshard_node_cache_requests_total{outcome="memory-hit"}')).toBe(7);
-    expect(delta('edgeshard_node_time_to_first_byte_seconds_count{route="shard"}')).toBe(7);
+    expect(delta('edgeshard_node_requests_total{route="shard",status="206"}')).toBe(3);
+    expect(delta('edgeshard_node_requests_total{route="path",status="206"}')).toBe(1);
+    // A range counts its own length; HEAD and 304 count nothing.
+    expect(delta('edgeshard_node_bytes_served_total{route="shard"}')).toBe(5 * shard.size + 100 + 1000);
+    expect(delta('edgeshard_node_bytes_served_total{route="path"}')).toBe(shard.size - 5);
+    expect(delta('edgeshard_node_cache_requests_total{outcome="memory-hit"}')).toBe(11);
+    expect(delta('edgeshard_node_time_to_first_byte_seconds_count{route="shard"}')).toBe(10);
     expect(metricValue(after, 'edgeshard_node_active_connections')).toBeGreaterThanOrEqual(1);
   });
 
@@ -488,12 +605,24 @@ describe('edge node fast path', () => {
     c1.send(get(`/big/${big.path}`));
     expect((await c1.read()).body.length).toBe(big.size);
     expect(bigNode.fastPath!.answered).toBe(0);
+    // A small range of it is the fast path's; a range above the limit is not.
+    const c1r = await open(bigNode);
+    c1r.send(get(`/big/${big.path}`, 'Range: bytes=1-65536\r\n'));
+    expect((await c1r.read()).body.length).toBe(65536);
+    expect(bigNode.fastPath!.answered).toBe(1);
+    c1r.send(get(`/big/${big.path}`, 'Range: bytes=0-\r\n'));
+    expect((await c1r.read()).body.length).toBe(big.size);
+    expect(bigNode.fastPath!.answered).toBe(1);
+    expect(bigNode.fastPath!.connections).toBe(0);
 
     const capped = await startNode({ maxUploadBytesPerSecond: 50_000_000 });
     await warm(capped);
     const c2 = await open(capped);
     c2.send(get(`/shard/${small[0]!.sha256}`));
     expect((await c2.read()).status).toBe(200);
+    const c2r = await open(capped);
+    c2r.send(get(`/shard/${small[0]!.sha256}`, 'Range: bytes=0-9\r\n'));
+    expect((await c2r.read()).status).toBe(206);
     expect(capped.fastPath!.answered).toBe(0);
 
     // An origin that says max-age=0: every hit must be revalidated, so none may come from the fast path.
