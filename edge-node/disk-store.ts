@@ -75,8 +75,8 @@ export interface ScrubResult {
 }
 
 interface IndexRecord {
-  /** Handed out by `get` as is, so lookups allocate nothing. */
-  readonly entry: DiskEntry;
+  /** Handed out by `get` as is, so lookups allocate nothing. Replaced whole when `refresh` renews the metadata. */
+  entry: DiskEntry;
   readonly metaPath: string;
   /** The bytes are known to match meta.sha256 (or there is no hash to check them against). */
   verified: boolean;
@@ -239,6 +239,36 @@ export class DiskStore {
       tmpPath,
       handle,
     );
+  }
+
+  /**
+   * Replaces the metadata of a stored object whose bytes did not change: a revalidation renewed its freshness. The
+   * index serves the new metadata at once; the file is rewritten (temp file, fsync, rename over the old one) so the
+   * renewal survives a restart. False when the key is gone or now holds other bytes (size or sha256 differ).
+   */
+  async refresh(meta: EntryMeta): Promise<boolean> {
+    const record = this.index.peek(meta.key);
+    if (record === undefined || record.entry.meta.size !== meta.size || record.entry.meta.sha256 !== meta.sha256) return false;
+    const invalid = checkEntryMeta(meta);
+    if (invalid !== undefined) throw new Error(`refresh ${meta.key}: invalid metadata: ${invalid}`);
+    const entry: DiskEntry = Object.freeze({ meta: Object.freeze({ ...meta }), dataPath: record.entry.dataPath });
+    record.entry = entry;
+    const id = path.basename(entry.dataPath);
+    return this.withIdLock(id, async () => {
+      // Replaced, removed or refreshed again while queued: those write (or remove) the file themselves.
+      if (this.index.peek(meta.key) !== record || record.entry !== entry) return false;
+      const metaTmpPath = this.newTmpPath(id, META_SUFFIX);
+      try {
+        await this.writeFileDurably(metaTmpPath, JSON.stringify(entry.meta));
+        await fsp.rename(metaTmpPath, record.metaPath);
+      } catch (err) {
+        await unlinkIfPresent(metaTmpPath).catch(() => {});
+        this.reportWriteFailure(meta.key, err);
+        throw err;
+      }
+      await syncDir(path.dirname(record.metaPath));
+      return true;
+    });
   }
 
   // ---- commit ----------------------------------------------------------------------------------
@@ -641,6 +671,8 @@ export function parseEntryMeta(text: string): EntryMeta | string {
   if (v.sha256 !== undefined) meta.sha256 = v.sha256 as string;
   if (v.contentType !== undefined) meta.contentType = v.contentType as string;
   if (v.cacheControl !== undefined) meta.cacheControl = v.cacheControl as string;
+  if (v.originEtag !== undefined) meta.originEtag = v.originEtag as string;
+  if (v.originLastModified !== undefined) meta.originLastModified = v.originLastModified as string;
   return checkEntryMeta(meta) ?? meta;
 }
 
@@ -656,6 +688,8 @@ function checkEntryMeta(meta: EntryMeta): string | undefined {
   }
   if (meta.contentType !== undefined && typeof meta.contentType !== 'string') return 'contentType must be a string';
   if (meta.cacheControl !== undefined && typeof meta.cacheControl !== 'string') return 'cacheControl must be a string';
+  if (meta.originEtag !== undefined && typeof meta.originEtag !== 'string') return 'originEtag must be a string';
+  if (meta.originLastModified !== undefined && typeof meta.originLastModified !== 'string') return 'originLastModified must be a string';
   return undefined;
 }
 

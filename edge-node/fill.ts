@@ -4,12 +4,14 @@
 // opened while the body already flows and it writes what arrived in batches, so no client byte waits for the disk.
 // A hash or size mismatch fails the fill: nothing is cached and clients that were mid-stream see their transfer
 // aborted.
+// A fill for a stale copy that the origin gave validators is a conditional request (revalidation): a 304 keeps the
+// cached bytes (`onNotModified` renews them) and a 200 is an ordinary fill that replaces them.
 import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import { EventEmitter } from 'node:events';
 import type { Dispatcher } from 'undici';
 import type { DiskEntry, DiskWriter, EntryMeta } from './store-types.ts';
-import type { EdgeEvents, FillOutcome } from './events.ts';
+import type { EdgeEvents, FillOutcome, RevalidationOutcome } from './events.ts';
 
 export interface FillRequest {
   key: string;
@@ -17,15 +19,57 @@ export interface FillRequest {
   /** Set for hash-addressed shards: the body must hash to this or the fill fails. */
   expectedSha256?: string;
   expectedSize?: number;
+  /** The stale copy's validators from the origin: the request is conditional, and may end in a 304. */
+  validators?: Validators;
+}
+
+/** Validators the origin sent with a cached copy (never ones the edge made up, like its sha256 ETag). */
+export interface Validators {
+  /** Sent as If-None-Match. */
+  etag?: string;
+  /** Sent as If-Modified-Since. */
+  lastModified?: string;
+}
+
+/** The origin's validators for a cached copy; undefined when it sent none, and the copy can only be refetched. */
+export function validatorsOf(meta: EntryMeta): Validators | undefined {
+  if (meta.originEtag === undefined && meta.originLastModified === undefined) return undefined;
+  return {
+    ...(meta.originEtag !== undefined ? { etag: meta.originEtag } : {}),
+    ...(meta.originLastModified !== undefined ? { lastModified: meta.originLastModified } : {}),
+  };
+}
+
+/** Whether `meta` describes the copy that a conditional request with `sent` asked about. */
+export function hasValidators(meta: EntryMeta, sent: Validators): boolean {
+  return meta.originEtag === sent.etag && meta.originLastModified === sent.lastModified;
+}
+
+/**
+ * The metadata of a copy after the origin answered 304 to its revalidation: the same bytes, fresh from `now`, with
+ * the headers the 304 carried replacing the stored ones (RFC 9111 §4.3.4), so a new max-age applies.
+ */
+export function renewedMeta(meta: EntryMeta, head: FillHead, now: number): EntryMeta {
+  return {
+    ...meta,
+    storedAt: now,
+    ...(head.cacheControl !== undefined ? { cacheControl: head.cacheControl } : {}),
+    ...(head.originEtag !== undefined ? { originEtag: head.originEtag } : {}),
+    ...(head.originLastModified !== undefined ? { originLastModified: head.originLastModified, lastModified: head.originLastModified } : {}),
+  };
 }
 
 /** What the origin said before the body: enough for the edge to send its own response head. */
 export interface FillHead {
   size: number | undefined;
+  /** The origin's Last-Modified, or the fill time. */
   lastModified: string;
   contentType?: string;
   cacheControl?: string;
   originEtag?: string;
+  originLastModified?: string;
+  /** The origin answered 304 to a revalidation: no body follows, and the cached copy was renewed. */
+  notModified?: boolean;
 }
 
 /** The origin refused or failed before sending a body; the server maps it to 404/502/504. */
@@ -56,6 +100,12 @@ export interface FillerOptions {
   onVerified?(body: Buffer[] | null, meta: EntryMeta): void;
   /** The disk commit finished (entry null: not cached on disk). */
   onCommitted?(entry: DiskEntry | null, meta: EntryMeta): void;
+  /**
+   * The origin answered 304 to a revalidation: the copy carrying `sent` is current. Runs before waiting clients
+   * resume, so they (and later requests) find it renewed; the fill's run, and so `drain`, waits for the promise
+   * (the metadata write).
+   */
+  onNotModified?(key: string, sent: Validators, head: FillHead): Promise<void> | void;
 }
 
 interface Chunk {
@@ -79,7 +129,7 @@ export class Fill extends EventEmitter {
   head: FillHead | undefined;
   /** Bytes received from the origin so far, all readable. */
   received = 0;
-  state: 'waiting' | 'streaming' | 'done' | 'failed' = 'waiting';
+  state: 'waiting' | 'streaming' | 'done' | 'failed' | 'not-modified' = 'waiting';
   error: Error | undefined;
   sha256: string | undefined;
   readonly ready: Promise<FillHead>;
@@ -117,6 +167,16 @@ export class Fill extends EventEmitter {
     this.head = head;
     this.state = 'streaming';
     this.resolveReady(head);
+  }
+
+  /** The origin answered 304: `ready` resolves with a head that says so, and no body follows. */
+  _notModified(head: FillHead): void {
+    this.head = head;
+    this.state = 'not-modified';
+    this.resolveReady(head);
+    this.emit('progress');
+    this.resolveFinished();
+    this.maybeClose();
   }
 
   _data(buf: Buffer): void {
@@ -166,7 +226,7 @@ export class Fill extends EventEmitter {
   }
 
   _fail(err: Error): void {
-    if (this.state === 'done' || this.state === 'failed') return;
+    if (this.state === 'done' || this.state === 'failed' || this.state === 'not-modified') return;
     const wasWaiting = this.state === 'waiting';
     this.state = 'failed';
     this.error = err;
@@ -192,6 +252,7 @@ export class Fill extends EventEmitter {
       let pos = start;
       while (pos <= end) {
         if (this.state === 'failed') throw this.error ?? new Error('fill failed');
+        if (this.state === 'not-modified') throw new Error('the origin answered 304 Not Modified: the fill has no body');
         if (pos >= this.received) {
           if (this.state === 'done') {
             if (pos <= end) throw new Error(`fill ended at ${this.received} bytes before offset ${pos}`);
@@ -260,6 +321,18 @@ function header(headers: Record<string, string | string[] | undefined>, name: st
   return Array.isArray(v) ? v[0] : v;
 }
 
+/** The headers a 200 and a 304 both carry that the cache keeps: freshness and the origin's validators. */
+function originHeaders(headers: Record<string, string | string[] | undefined>): Pick<FillHead, 'cacheControl' | 'originEtag' | 'originLastModified'> {
+  const cacheControl = header(headers, 'cache-control');
+  const etag = header(headers, 'etag');
+  const lastModified = header(headers, 'last-modified');
+  return {
+    ...(cacheControl ? { cacheControl } : {}),
+    ...(etag ? { originEtag: etag } : {}),
+    ...(lastModified ? { originLastModified: lastModified } : {}),
+  };
+}
+
 /** Starts and tracks fills; concurrent requests for one key share one fill. */
 export class Filler {
   private readonly active = new Map<string, Fill>();
@@ -306,26 +379,49 @@ export class Filler {
     events?.fillStarted?.(req.key);
     const finish = (outcome: FillOutcome, detail?: string): void =>
       events?.fillFinished?.(req.key, outcome, fill.received, (performance.now() - started) / 1000, detail);
+    const sent = req.validators;
+    const revalidated = (outcome: RevalidationOutcome): void => {
+      if (sent) events?.revalidated?.(req.key, outcome);
+    };
 
     let response: Dispatcher.ResponseData;
     try {
       const url = new URL(req.url);
-      response = await this.opts.dispatcher.request({ origin: url.origin, path: url.pathname + url.search, method: 'GET' });
+      const conditional = sent
+        ? { headers: { ...(sent.etag !== undefined ? { 'if-none-match': sent.etag } : {}), ...(sent.lastModified !== undefined ? { 'if-modified-since': sent.lastModified } : {}) } }
+        : {};
+      response = await this.opts.dispatcher.request({ origin: url.origin, path: url.pathname + url.search, method: 'GET', ...conditional });
     } catch (err) {
       const e = err as Error & { code?: string };
       const timeout = e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_CONNECT_TIMEOUT';
+      revalidated('error');
       fill._fail(new OriginError(`origin ${timeout ? 'timed out' : 'unreachable'}: ${e.code ?? e.message}`, timeout ? 504 : 502, 'origin-error'));
       finish('origin-error', e.code ?? e.message);
       return;
     }
     const { statusCode, headers, body } = response;
+    if (statusCode === 304 && sent) {
+      body.resume();
+      const head: FillHead = { size: undefined, lastModified: header(headers, 'last-modified') ?? new Date().toUTCString(), notModified: true, ...originHeaders(headers) };
+      revalidated('not-modified');
+      // Out of the table first: a request that finds the copy gone after all must start a new, unconditional fill.
+      if (this.active.get(req.key) === fill) this.active.delete(req.key);
+      const persisted = this.opts.onNotModified?.(req.key, sent, head);
+      fill._notModified(head);
+      // The hook reports its own failures (a metadata write that failed only costs another revalidation later).
+      await Promise.resolve(persisted).catch(() => {});
+      finish('not-modified');
+      return;
+    }
     if (statusCode !== 200) {
       body.resume();
       const status = statusCode === 404 ? 404 : 502;
+      revalidated('error');
       fill._fail(new OriginError(`origin answered ${statusCode}`, status, 'origin-status'));
       finish('origin-status', String(statusCode));
       return;
     }
+    revalidated('modified');
     const lengthHeader = header(headers, 'content-length');
     const size = lengthHeader !== undefined ? Number(lengthHeader) : req.expectedSize;
     if (req.expectedSize !== undefined && size !== req.expectedSize) {
@@ -338,8 +434,7 @@ export class Filler {
       size,
       lastModified: header(headers, 'last-modified') ?? new Date().toUTCString(),
       ...(header(headers, 'content-type') ? { contentType: header(headers, 'content-type')! } : {}),
-      ...(header(headers, 'cache-control') ? { cacheControl: header(headers, 'cache-control')! } : {}),
-      ...(header(headers, 'etag') ? { originEtag: header(headers, 'etag')! } : {}),
+      ...originHeaders(headers),
     };
 
     const keepInMemory = size !== undefined && size <= this.opts.memoryMaxObjectBytes;
@@ -404,6 +499,8 @@ export class Filler {
       storedAt: Date.now(),
       ...(head.contentType ? { contentType: head.contentType } : {}),
       ...(head.cacheControl ? { cacheControl: head.cacheControl } : {}),
+      ...(head.originEtag ? { originEtag: head.originEtag } : {}),
+      ...(head.originLastModified ? { originLastModified: head.originLastModified } : {}),
     };
     // Verified: clients get their last byte now. The disk copy's last writes, fsync and rename need not hold them up.
     this.opts.onVerified?.(fill.received <= this.opts.memoryMaxObjectBytes ? fill.bodyChunks() : null, meta);
@@ -413,8 +510,8 @@ export class Filler {
     if (writer) {
       try {
         entry = await writer.commit(meta);
-      } catch (err) {
-        events?.writeFailed?.(req.key, err as NodeJS.ErrnoException);
+      } catch {
+        // The store reports its own write failures (once); here the copy is only given up.
         await writer.abort().catch(() => {});
       }
     }
@@ -500,7 +597,7 @@ class DiskCopy {
       this.fill._setReadHandle(await open(this.writer.tmpPath, 'r'));
     } catch (err) {
       await this.writer?.abort().catch(() => {});
-      this.drop(err);
+      this.drop();
       return;
     }
     for (;;) {
@@ -516,7 +613,7 @@ class DiskCopy {
         await this.writer.write(buffers);
       } catch (err) {
         // The writer has already removed its temp file.
-        this.drop(err);
+        this.drop();
         return;
       }
       for (const b of buffers) this.written += b.length;
@@ -527,8 +624,8 @@ class DiskCopy {
   }
 
   /** A full or failing disk degrades to serving without caching; the fill itself goes on from memory. */
-  private drop(err: unknown): void {
-    if (!this.failed) this.events?.writeFailed?.(this.key, err as NodeJS.ErrnoException);
+  /** The store has already reported the failure (counting it here too would count each failure twice). */
+  private drop(): void {
     this.failed = true;
     this.fill._diskFailed();
     this.afterWrite?.();

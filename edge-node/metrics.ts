@@ -106,11 +106,12 @@ export function createEdgeMetrics(opts: { defaultMetrics?: boolean } = {}): Edge
   const pendingCache = new PendingCounts();
   new Counter({ name: 'edgeshard_node_requests_total', help: 'HTTP responses by route and status', labelNames: ['route', 'status'], registers: [registry], collect() { pendingRequests.flushInto(this); } });
   new Counter({ name: 'edgeshard_node_bytes_served_total', help: 'response body bytes sent, by route', labelNames: ['route'], registers: [registry], collect() { pendingBytes.flushInto(this); } });
-  new Counter({ name: 'edgeshard_node_cache_requests_total', help: 'cache lookups by outcome (memory-hit, disk-hit, miss, coalesced, stale)', labelNames: ['outcome'], registers: [registry], collect() { pendingCache.flushInto(this); } });
+  new Counter({ name: 'edgeshard_node_cache_requests_total', help: 'cache lookups by outcome (memory-hit, disk-hit, miss, coalesced, stale, revalidated)', labelNames: ['outcome'], registers: [registry], collect() { pendingCache.flushInto(this); } });
   const fills = new Counter({ name: 'edgeshard_node_origin_fills_total', help: 'origin fills by outcome', labelNames: ['outcome'], registers: [registry] });
   const fillBytes = new Counter({ name: 'edgeshard_node_origin_bytes_total', help: 'bytes received from the origin', registers: [registry] });
   const fillSeconds = new Histogram({ name: 'edgeshard_node_origin_fill_seconds', help: 'origin fill duration (request to last byte)', buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers: [registry] });
   const ttfb = new RouteHistogram('edgeshard_node_time_to_first_byte_seconds', 'request start to first response byte, by route', [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registry);
+  const revalidations = new Counter({ name: 'edgeshard_node_revalidations_total', help: 'conditional origin requests for stale path objects, by outcome (not-modified, modified, error)', labelNames: ['outcome'], registers: [registry] });
   const integrity = new Counter({ name: 'edgeshard_node_integrity_failures_total', help: 'fills whose bytes did not match the expected sha256', registers: [registry] });
   const cacheBytes = new Gauge({ name: 'edgeshard_node_cache_bytes', help: 'bytes held by each cache tier', labelNames: ['tier'], registers: [registry] });
   const cacheLimit = new Gauge({ name: 'edgeshard_node_cache_limit_bytes', help: 'byte budget of each cache tier', labelNames: ['tier'], registers: [registry] });
@@ -138,6 +139,9 @@ export function createEdgeMetrics(opts: { defaultMetrics?: boolean } = {}): Edge
       fills.labels(outcome).inc();
       fillBytes.inc(bytes);
       if (outcome === 'ok') fillSeconds.observe(seconds);
+    },
+    revalidated(_key, outcome) {
+      revalidations.labels(outcome).inc();
     },
     integrityFailure() {
       integrity.inc();

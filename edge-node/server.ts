@@ -11,13 +11,13 @@ import { createLogger, type Logger } from '../protocol/log.ts';
 import { listen, localUrl } from '../protocol/listen.ts';
 import type { EdgeNodeConfig } from './config.ts';
 import { DiskStore, type DiskStoreFs } from './disk-store.ts';
-import { MemoryStore, bodyOf, entityHeaders, type MemoryObject } from './memory-store.ts';
+import { MemoryStore, bodyOf, entityHeaders, rangeHeadOf, type MemoryObject } from './memory-store.ts';
 import { ManifestIndex } from './manifest-index.ts';
-import { Filler, OriginError, type Fill, type FillRequest } from './fill.ts';
+import { Filler, OriginError, hasValidators, renewedMeta, validatorsOf, type Fill, type FillRequest } from './fill.ts';
 import { createEdgeMetrics, type EdgeMetrics } from './metrics.ts';
 import type { EdgeEvents } from './events.ts';
 import type { DiskEntry, EntryMeta } from './store-types.ts';
-import { parseRange, evaluateConditional, evaluateIfRange } from './http-semantics.ts';
+import { parseRange, evaluateConditional, evaluateIfRange, contentRange, contentRangeUnsatisfied } from './http-semantics.ts';
 import { BandwidthLimiter } from './bandwidth-limiter.ts';
 import { TicketGate, ticketFromUrl } from './ticket-gate.ts';
 import { RegistryClient, type NodeControl } from './registry-client.ts';
@@ -126,6 +126,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     fillFinished(key, outcome, bytes, seconds, detail) {
       metrics.events.fillFinished?.(key, outcome, bytes, seconds, detail);
       if (outcome === 'ok') log.info({ key, bytes, seconds }, 'fill done');
+      else if (outcome === 'not-modified') log.debug({ key, seconds }, 'revalidated: origin answered 304');
       else log.warn({ key, outcome, bytes, detail }, 'fill failed');
     },
   };
@@ -173,6 +174,22 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       if (meta.key.endsWith('manifest.json') && body) learnManifest(Buffer.concat(body), meta.key.slice('path:'.length));
     },
     onCommitted: () => reportCacheBytes(),
+    onNotModified(key, sent, head) {
+      // Renew the copies the 304 speaks for (those carrying the validators sent), in memory at once and on disk
+      // durably, so the renewal survives a restart.
+      const now = Date.now();
+      const mem = memory.get(key);
+      if (mem && hasValidators(mem.meta, sent)) {
+        const meta = renewedMeta(mem.meta, head, now);
+        memory.set(meta, mem.parts ?? mem.body, entityHeadFor(meta), freshUntil(meta));
+      }
+      const entry = disk?.get(key);
+      if (!disk || !entry || !hasValidators(entry.meta, sent)) return;
+      return disk.refresh(renewedMeta(entry.meta, head, now)).then(
+        () => {},
+        (err: Error) => log.warn({ key, err: err.message }, 'could not persist a revalidation; the copy will be revalidated again after a restart'),
+      );
+    },
   });
 
   function learnManifest(body: Buffer, originPath: string): string | null {
@@ -260,7 +277,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     if (rangeHeader !== undefined && (h['if-range'] === undefined || evaluateIfRange(h['if-range'], meta))) {
       const range = parseRange(rangeHeader, meta.size);
       if (range.kind === 'unsatisfiable') {
-        sendText(res, target.route, 416, 'range not satisfiable', started, ['content-range', `bytes */${meta.size}`]);
+        sendText(res, target.route, 416, 'range not satisfiable', started, ['content-range', contentRangeUnsatisfied(meta.size)]);
         return null;
       }
       if (range.kind === 'partial') {
@@ -268,7 +285,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
           status: 206,
           start: range.start,
           end: range.end,
-          head: ['content-length', String(range.end - range.start + 1), 'content-range', `bytes ${range.start}-${range.end}/${meta.size}`, ...entityHead],
+          head: ['content-length', String(range.end - range.start + 1), 'content-range', contentRange(range.start, range.end, meta.size), ...entityHead],
         };
       }
     }
@@ -336,12 +353,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     if (range !== undefined && !conditional && h['if-range'] === undefined && cacheState === 'HIT') {
       const r = parseRange(range, obj.meta.size);
       if (r.kind === 'partial') {
-        let cached = obj.lastRange;
-        if (cached === undefined || cached.start !== r.start || cached.end !== r.end) {
-          const head = ['content-length', String(r.end - r.start + 1), 'content-range', `bytes ${r.start}-${r.end}/${obj.meta.size}`, ...obj.fullHead.slice(2)];
-          cached = obj.lastRange = { start: r.start, end: r.end, head };
-        }
-        res.writeHead(206, cached.head);
+        res.writeHead(206, rangeHeadOf(obj, r.start, r.end));
         sendMemoryBody(req, res, target, bodyOf(obj).subarray(r.start, r.end + 1), 206, started);
         return;
       }
@@ -387,8 +399,11 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     return ac;
   }
 
-  /** Returns false when the file vanished (evicted between lookup and open): the caller treats it as a miss. */
-  async function respondFromDisk(req: IncomingMessage, res: ServerResponse, target: Target, entry: DiskEntry, started: number): Promise<boolean> {
+  /**
+   * Returns false when the file vanished (evicted between lookup and open): the caller treats it as a miss.
+   * `cacheState` (STALE, REVALIDATED) goes out as x-edgeshard-cache; a plain disk hit sends none.
+   */
+  async function respondFromDisk(req: IncomingMessage, res: ServerResponse, target: Target, entry: DiskEntry, started: number, cacheState?: string): Promise<boolean> {
     let handle;
     try {
       handle = await open(entry.dataPath, 'r');
@@ -397,7 +412,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     }
     try {
       const entityHead = entityHeadFor(entry.meta);
-      const plan = negotiate(req, res, target, entry.meta, started, entityHead);
+      const plan = negotiate(req, res, target, entry.meta, started, cacheState ? [...entityHead, 'x-edgeshard-cache', cacheState] : entityHead);
       if (!plan) return true;
       // Promote small hot objects to the memory tier on a full read.
       if (entry.meta.size <= memory.maxObjectBytes && plan.status === 200 && req.method === 'GET') {
@@ -441,6 +456,13 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     } catch (err) {
       const e = err as OriginError;
       sendText(res, target.route, e.status ?? 502, e.message, started);
+      return;
+    }
+    if (head.notModified) {
+      // Joined a revalidation without a copy of its own (it vanished): serve the renewed one if it is still there.
+      if (!(await respondRenewed(req, res, target, undefined, undefined, started))) {
+        sendText(res, target.route, 502, 'origin answered 304 Not Modified but the cached copy was evicted meanwhile; retry', started);
+      }
       return;
     }
     const size = head.size ?? target.fill.expectedSize;
@@ -527,20 +549,46 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       if (await respondFromDisk(req, res, target, entry, started)) return;
     }
     const stale = mem ?? entry;
-    const { fill, coalesced } = filler.fill(target.fill);
+    // A stale copy with the origin's validators is revalidated (a conditional request; concurrent requests share
+    // it), one without is refetched whole.
+    const validators = stale && validatorsOf(stale.meta);
+    const { fill, coalesced } = filler.fill(validators ? { ...target.fill, validators } : target.fill);
     if (stale) {
-      // stale-if-error: the origin is asked again; if it fails before sending a body, the old copy is served.
+      // stale-if-error: if the origin fails before sending a body, the old copy is served.
+      let head;
       try {
-        await fill.ready;
+        head = await fill.ready;
       } catch {
         events.cacheLookup?.('stale');
         if (mem) respondFromMemory(req, res, target, mem, started, 'STALE');
-        else if (!(await respondFromDisk(req, res, target, entry!, started))) sendText(res, target.route, 502, 'origin failed and the stale copy is gone', started);
+        else if (!(await respondFromDisk(req, res, target, entry!, started, 'STALE'))) sendText(res, target.route, 502, 'origin failed and the stale copy is gone', started);
+        return;
+      }
+      if (head.notModified) {
+        events.cacheLookup?.('revalidated');
+        if (await respondRenewed(req, res, target, mem, entry, started)) return;
+        // Evicted while the origin was asked: fetch it whole (the 304's fill has left the table, so this one is new).
+        await respondFromFill(req, res, target, filler.fill(target.fill).fill, started);
         return;
       }
     }
     events.cacheLookup?.(coalesced ? 'coalesced' : 'miss');
     await respondFromFill(req, res, target, fill, started);
+  }
+
+  /**
+   * After a 304: serves the copy the revalidation renewed (memory tier, then disk tier), else the stale copy this
+   * request found, still good since the origin confirmed it. False when every copy is gone.
+   */
+  async function respondRenewed(req: IncomingMessage, res: ServerResponse, target: Target, mem: MemoryObject | undefined, entry: DiskEntry | undefined, started: number): Promise<boolean> {
+    const inMemory = memory.get(target.key) ?? mem;
+    if (inMemory) {
+      respondFromMemory(req, res, target, inMemory, started, 'REVALIDATED');
+      return true;
+    }
+    const onDisk = disk?.get(target.key);
+    if (onDisk && (await respondFromDisk(req, res, target, onDisk, started, 'REVALIDATED'))) return true;
+    return entry !== undefined && entry !== onDisk && (await respondFromDisk(req, res, target, entry, started, 'REVALIDATED'));
   }
 
   // ---- routing ---------------------------------------------------------------------------------------

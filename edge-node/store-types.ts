@@ -7,13 +7,17 @@ export interface EntryMeta {
   size: number;
   /** sha256 of the body when known (always for "sha256:" keys; verified during the fill). */
   sha256?: string;
-  /** Strong ETag, quoted, e.g. "\"<sha256>\"" or the origin's ETag. */
+  /** Strong ETag, quoted, that clients see. Fills set "\"<sha256>\"" of the body, never the origin's (see originEtag). */
   etag: string;
   /** HTTP date from the origin's Last-Modified, or the fill time. */
   lastModified: string;
   contentType?: string;
   cacheControl?: string;
-  /** When the fill finished, ms since the epoch. */
+  /** The origin's own ETag, as it sent it: what a revalidation sends as If-None-Match. */
+  originEtag?: string;
+  /** The origin's own Last-Modified, as it sent it: what a revalidation sends as If-Modified-Since. */
+  originLastModified?: string;
+  /** When the fill finished or a revalidation last confirmed the bytes (freshness counts from here), ms since the epoch. */
   storedAt: number;
 }
 

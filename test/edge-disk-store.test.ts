@@ -456,6 +456,25 @@ describe('DiskStore restart', () => {
     expect(second.isVerified('path:nohash')).toBe(true);
   });
 
+  it('refresh renews the metadata of unchanged bytes at once and durably, and refuses other bytes', async () => {
+    const body = bytes(2000, 4);
+    const store = await DiskStore.open(dir, { maxBytes: 1 << 20 });
+    const old = (await fill(store, 'path:r.bin', body, { storedAt: 1000, cacheControl: 'max-age=0', originEtag: '"o1"' })).meta;
+    const renewed = { ...old, storedAt: 5000, cacheControl: 'max-age=60', originLastModified: 'Wed, 26 Nov 2025 05:00:00 GMT' };
+    const done = store.refresh(renewed);
+    expect(store.get('path:r.bin')!.meta).toEqual(renewed); // before the file write finishes
+    expect(await done).toBe(true);
+    expect(await store.refresh({ ...renewed, sha256: sha256Hex(bytes(2000, 5)) })).toBe(false);
+    expect(await store.refresh({ ...renewed, key: 'path:missing' })).toBe(false);
+    expect(await listFiles(path.join(dir, 'tmp'))).toEqual([]);
+
+    const events = recordEvents();
+    const reopened = await DiskStore.open(dir, { maxBytes: 1 << 20, events: events.events });
+    expect(events.dropped).toEqual([]);
+    expect(reopened.get('path:r.bin')!.meta).toEqual(renewed);
+    expect(await reopened.verify('path:r.bin')).toBe(true);
+  });
+
   it('restores LRU order from file access times', async () => {
     const first = await DiskStore.open(dir, { maxBytes: 1 << 20 });
     for (const key of ['a', 'b', 'c', 'd']) await fill(first, key, bytes(100));

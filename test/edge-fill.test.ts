@@ -4,7 +4,8 @@ import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Agent } from 'undici';
-import { Filler, type Fill } from '../edge-node/fill.ts';
+import { Filler, hasValidators, renewedMeta, validatorsOf, type Fill } from '../edge-node/fill.ts';
+import type { EntryMeta } from '../edge-node/store-types.ts';
 import { DiskStore, type DiskStoreFs, type WritableFileHandle } from '../edge-node/disk-store.ts';
 import { deterministicBytes } from '../dataset/sample.ts';
 import { sha256Hex } from '../protocol/hash.ts';
@@ -215,5 +216,34 @@ describe('Filler with a disk tier', () => {
     await filler.drain();
     expect(store.has('sha256:y')).toBe(false);
     expect(await fsp.readdir(join(tmp.dir, 'cache', 'tmp'))).toEqual([]);
+  });
+});
+
+describe('revalidation metadata', () => {
+  const meta: EntryMeta = {
+    key: 'path:a.bin',
+    size: 3,
+    sha256: sha256Hex(Buffer.from('abc')),
+    etag: `"${sha256Hex(Buffer.from('abc'))}"`,
+    lastModified: 'Mon, 24 Nov 2025 10:00:00 GMT',
+    cacheControl: 'max-age=0',
+    originEtag: 'W/"o1"',
+    originLastModified: 'Mon, 24 Nov 2025 10:00:00 GMT',
+    storedAt: 1000,
+  };
+
+  it('revalidates only with validators the origin sent, never the edge sha256 ETag', () => {
+    expect(validatorsOf(meta)).toEqual({ etag: 'W/"o1"', lastModified: 'Mon, 24 Nov 2025 10:00:00 GMT' });
+    expect(validatorsOf({ ...meta, originEtag: undefined })).toEqual({ lastModified: 'Mon, 24 Nov 2025 10:00:00 GMT' });
+    expect(validatorsOf({ ...meta, originEtag: undefined, originLastModified: undefined })).toBeUndefined();
+    expect(hasValidators(meta, { etag: 'W/"o1"', lastModified: 'Mon, 24 Nov 2025 10:00:00 GMT' })).toBe(true);
+    expect(hasValidators(meta, { etag: 'W/"o0"', lastModified: 'Mon, 24 Nov 2025 10:00:00 GMT' })).toBe(false);
+  });
+
+  it('renews from the 304: fresh from now, its headers replace the stored ones, the bytes stay', () => {
+    const head = { size: undefined, lastModified: 'x', notModified: true, cacheControl: 'max-age=60', originEtag: 'W/"o2"' };
+    expect(renewedMeta(meta, head, 5000)).toEqual({ ...meta, storedAt: 5000, cacheControl: 'max-age=60', originEtag: 'W/"o2"' });
+    // A bare 304 keeps the stored headers and only moves the clock.
+    expect(renewedMeta(meta, { size: undefined, lastModified: 'x', notModified: true }, 5000)).toEqual({ ...meta, storedAt: 5000 });
   });
 });

@@ -9,7 +9,7 @@ import { startOrigin, type OriginServer } from '../dataset/origin-server.ts';
 import { writeSampleDataset, deterministicBytes } from '../dataset/sample.ts';
 import { sha256Hex } from '../protocol/hash.ts';
 import { buildManifest, type Manifest } from '../protocol/manifest.ts';
-import { rawHttp, startScriptedOrigin, statusOf, tempDir, sleep } from './helpers/net.ts';
+import { rawHttp, startScriptedOrigin, statusOf, tempDir, sleep, until } from './helpers/net.ts';
 
 async function get(url: string, headers: Record<string, string> = {}, method: 'GET' | 'HEAD' = 'GET') {
   const res = await request(url, { headers, method });
@@ -415,16 +415,25 @@ describe('edge node on a full disk', () => {
       mounted ? {} : { diskFs: { open: enospc } },
     );
     try {
-      // The first shard fits; the second fills the disk mid-write; all must be served intact.
-      for (const s of manifest.shards) {
+      // The first shard fits; the second fills the disk mid-write; all must be served intact. The disk copy trails
+      // the client, so each shard's copy is let finish (stored or failed) before the next one starts: otherwise two
+      // 400 kB copies could share the 512 KiB disk and both fail.
+      const failures = async (): Promise<number> => {
+        const m = /edgeshard_node_cache_write_failures_total\{code="ENOSPC"\} (\d+)/.exec(await node.metrics.registry.metrics());
+        return m ? Number(m[1]) : 0;
+      };
+      for (const [i, s] of manifest.shards.entries()) {
         const r = await get(`${node.url}/shard/${s.sha256}`);
         expect(r.status).toBe(200);
         expect(sha256Hex(r.body)).toBe(s.sha256);
+        await until(`shard ${i}'s disk copy to be stored or to fail`, async () => node.disk!.entryCount + (await failures()) >= i + 1);
       }
       const text = await node.metrics.registry.metrics();
       expect(text).toMatch(/edgeshard_node_cache_write_failures_total\{code="ENOSPC"\} [1-9]/);
       expect(node.disk!.entryCount).toBeGreaterThanOrEqual(1);
       expect(node.disk!.entryCount).toBeLessThan(manifest.shards.length);
+      // Each shard that could not be stored is counted once, not once per layer that saw the failure.
+      expect(await failures()).toBe(manifest.shards.length - node.disk!.entryCount);
       // Still serving after the failures.
       expect((await get(`${node.url}/healthz`)).status).toBe(200);
     } finally {
