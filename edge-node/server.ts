@@ -228,7 +228,6 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     events.response?.(route, status, bodyBytes);
     events.firstByte?.(route, (performance.now() - started) / 1000);
   };
-  const finishWith = (_res: ServerResponse, route: Route, status: number, started: number, bodyBytes: number): void => recordResponse(route, status, started, bodyBytes);
 
   const sendText = (res: ServerResponse, route: Route, status: number, text: string, started: number, extra: string[] = []): void => {
     if (res.headersSent) {
@@ -238,7 +237,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     const body = `${text}\n`;
     res.writeHead(status, ['content-type', TEXT, 'content-length', String(Buffer.byteLength(body)), 'cache-control', 'no-store', ...extra]);
     res.end(body);
-    finishWith(res, route, status, started, 0);
+    recordResponse(route, status, started, 0);
   };
 
   /** Common part of every cached response: conditionals and range; returns what to send, or null if answered. */
@@ -265,7 +264,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       if (verdict === 'not-modified') {
         res.writeHead(304, entityHead);
         res.end();
-        finishWith(res, target.route, 304, started, 0);
+        recordResponse(target.route, 304, started, 0);
         return null;
       }
       if (verdict === 'precondition-failed') {
@@ -342,7 +341,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
         res.cork();
         for (const part of obj.parts) res.write(part);
         res.end();
-        finishWith(res, target.route, 200, started, obj.meta.size);
+        recordResponse(target.route, 200, started, obj.meta.size);
         return;
       }
       sendMemoryBody(req, res, target, bodyOf(obj), 200, started);
@@ -371,10 +370,10 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   function sendMemoryBody(req: IncomingMessage, res: ServerResponse, target: Target, body: Buffer, status: number, started: number): void {
     if (req.method === 'HEAD') {
       res.end();
-      finishWith(res, target.route, status, started, 0);
+      recordResponse(target.route, status, started, 0);
     } else if (limiter.unlimited) {
       res.end(body);
-      finishWith(res, target.route, status, started, body.length);
+      recordResponse(target.route, status, started, body.length);
     } else {
       void sendBuffer(res, target, body, status, started);
     }
@@ -385,7 +384,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     try {
       await writeLimited(res, body, ac.signal);
       res.end();
-      finishWith(res, target.route, status, started, body.length);
+      recordResponse(target.route, status, started, body.length);
     } catch {
       res.destroy();
     }
@@ -422,7 +421,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
           res.writeHead(200, plan.head);
           if (limiter.unlimited) {
             res.end(body);
-            finishWith(res, target.route, 200, started, body.length);
+            recordResponse(target.route, 200, started, body.length);
           } else await sendBuffer(res, target, body, 200, started);
           return true;
         }
@@ -430,7 +429,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       res.writeHead(plan.status, plan.head);
       if (req.method === 'HEAD') {
         res.end();
-        finishWith(res, target.route, plan.status, started, 0);
+        recordResponse(target.route, plan.status, started, 0);
         return true;
       }
       const ac = abortOnClose(res);
@@ -438,7 +437,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       try {
         const sent = await streamBody(res, stream as AsyncIterable<Buffer>, ac.signal);
         res.end();
-        finishWith(res, target.route, plan.status, started, sent);
+        recordResponse(target.route, plan.status, started, sent);
       } catch {
         stream.destroy();
         res.destroy();
@@ -485,7 +484,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     res.writeHead(plan.status, plan.head);
     if (req.method === 'HEAD' || plan.end < plan.start) {
       res.end();
-      finishWith(res, target.route, plan.status, started, 0);
+      recordResponse(target.route, plan.status, started, 0);
       return;
     }
     const ac = abortOnClose(res);
@@ -493,7 +492,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       const end = size === undefined ? Number.MAX_SAFE_INTEGER : plan.end;
       const sent = await streamBody(res, readFill(fill, plan.start, end, size === undefined), ac.signal);
       res.end();
-      finishWith(res, target.route, plan.status, started, sent);
+      recordResponse(target.route, plan.status, started, sent);
     } catch (err) {
       // Headers are out, so the only honest signal left is an aborted transfer: never a complete-looking body.
       log.debug({ key: target.key, err: (err as Error).message }, 'aborting response');
@@ -622,7 +621,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       const body = JSON.stringify({ ok: true, manifests: manifests.manifestCount, shards: manifests.shardCount, memoryBytes: memory.usedBytes, diskBytes: disk?.usedBytes ?? 0 });
       res.writeHead(200, ['content-type', 'application/json', 'cache-control', 'no-store']);
       res.end(body);
-      return finishWith(res, 'healthz', 200, started, body.length);
+      return recordResponse('healthz', 200, started, body.length);
     }
 
     const target = resolveTarget(pathname);
@@ -638,7 +637,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     const text = await metrics.registry.metrics();
     res.writeHead(200, ['content-type', metrics.registry.contentType, 'cache-control', 'no-store']);
     res.end(text);
-    finishWith(res, 'metrics', 200, started, text.length);
+    recordResponse('metrics', 200, started, text.length);
   }
 
   const failed = (req: IncomingMessage, res: ServerResponse, err: Error): void => {
