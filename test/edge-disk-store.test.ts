@@ -169,27 +169,20 @@ describe('DiskStore writes', () => {
   it('writes several chunks with one writev, in order, and finishes a short writev chunk by chunk', async () => {
     const calls: string[] = [];
     let shortBy = 0;
-    const fs: DiskStoreFs = {
-      async open(file, flags) {
-        const real = await fsp.open(file, flags);
-        return {
-          write: (buffer, offset, length, position) => {
-            calls.push(`write ${length}`);
-            return real.write(buffer, offset, length, position);
-          },
-          writev: async (buffers, position) => {
-            calls.push(`writev ${buffers.length}`);
-            if (shortBy === 0) return real.writev(buffers, position);
-            // A short writev: only part of the last buffer lands.
-            const total = buffers.reduce((n, b) => n + b.byteLength, 0);
-            const joined = Buffer.concat(buffers).subarray(0, total - shortBy);
-            return real.write(joined, 0, joined.length, position);
-          },
-          sync: () => real.sync(),
-          close: () => real.close(),
-        };
+    const fs = wrappedFs((real) => ({
+      write: (buffer, offset, length, position) => {
+        calls.push(`write ${length}`);
+        return real.write(buffer, offset, length, position);
       },
-    };
+      writev: async (buffers, position) => {
+        calls.push(`writev ${buffers.length}`);
+        if (shortBy === 0) return real.writev(buffers, position);
+        // A short writev: only part of the last buffer lands.
+        const total = buffers.reduce((n, b) => n + b.byteLength, 0);
+        const joined = Buffer.concat(buffers).subarray(0, total - shortBy);
+        return real.write(joined, 0, joined.length, position);
+      },
+    }));
     const store = await DiskStore.open(dir, { maxBytes: 1 << 20, fs });
     const body = bytes(40_000, 5);
     const writer = await store.createWriter('k');
@@ -215,22 +208,15 @@ describe('DiskStore writes', () => {
     const order: string[] = [];
     let releaseSyncs!: () => void;
     const syncsReleased = new Promise<void>((r) => (releaseSyncs = r));
-    const fs: DiskStoreFs = {
-      async open(file, flags) {
-        const real = await fsp.open(file, flags);
-        return {
-          write: (buffer, offset, length, position) => real.write(buffer, offset, length, position),
-          sync: async () => {
-            syncing++;
-            mostSyncing = Math.max(mostSyncing, syncing);
-            await syncsReleased;
-            syncing--;
-            return real.sync();
-          },
-          close: () => real.close(),
-        };
+    const fs = wrappedFs((real) => ({
+      sync: async () => {
+        syncing++;
+        mostSyncing = Math.max(mostSyncing, syncing);
+        await syncsReleased;
+        syncing--;
+        return real.sync();
       },
-    };
+    }));
     const store = await DiskStore.open(dir, { maxBytes: 1 << 20, fs, maxConcurrentCommits: 2 });
     const keys = ['a', 'b', 'c', 'd'];
     const writers = await Promise.all(keys.map((k) => store.createWriter(k)));
@@ -370,23 +356,18 @@ describe('DiskStore eviction', () => {
     const gateReached = new Promise<void>((resolve) => (reachedGate = resolve));
     let openGate!: () => void;
     const gate = new Promise<void>((resolve) => (openGate = resolve));
-    const fs: DiskStoreFs = {
-      async open(file, flags) {
-        const real = await fsp.open(file, flags);
-        const gated = gateArmed && path.basename(file).startsWith(sha256Hex('k')) && file.endsWith('.meta.tmp');
-        return {
-          write: (buffer, offset, length, position) => real.write(buffer, offset, length, position),
-          sync: async () => {
-            if (gated) {
-              reachedGate();
-              await gate;
-            }
-            await real.sync();
-          },
-          close: () => real.close(),
-        };
-      },
-    };
+    const fs = wrappedFs((real, file) => {
+      const gated = gateArmed && path.basename(file).startsWith(sha256Hex('k')) && file.endsWith('.meta.tmp');
+      return {
+        sync: async () => {
+          if (gated) {
+            reachedGate();
+            await gate;
+          }
+          await real.sync();
+        },
+      };
+    });
     const events = recordEvents();
     const store = await DiskStore.open(dir, { maxBytes: 10_000, events: events.events, fs });
     await fill(store, 'k', bytes(4000, 1));
@@ -670,6 +651,24 @@ function tryMountTmpfs(target: string): boolean {
  * An fs whose writes fail with `code` once `limit` bytes have been written in total, like a disk
  * that fills up. Opens and the rest pass through to the real filesystem.
  */
+/**
+ * A DiskStoreFs over real files in which `override` replaces some methods of each opened handle; the others pass
+ * through to the real file (no writev unless the override gives one, so writes go one by one as with a plain fs).
+ */
+function wrappedFs(override: (real: fsp.FileHandle, file: string) => Partial<WritableFileHandle>): DiskStoreFs {
+  return {
+    async open(file, flags) {
+      const real = await fsp.open(file, flags);
+      return {
+        write: (buffer, offset, length, position) => real.write(buffer, offset, length, position),
+        sync: () => real.sync(),
+        close: () => real.close(),
+        ...override(real, file),
+      };
+    },
+  };
+}
+
 function fillingFs(limit: number, code: string): DiskStoreFs & { written: number; limit: number } {
   const state = {
     written: 0,
@@ -769,18 +768,11 @@ describe('DiskStore disk failures', () => {
 
   it('EIO on fsync at commit: the commit rejects and nothing is indexed', async () => {
     const events = recordEvents();
-    const fs: DiskStoreFs = {
-      async open(file, flags) {
-        const real = await fsp.open(file, flags);
-        return {
-          write: (buffer, offset, length, position) => real.write(buffer, offset, length, position),
-          sync: async () => {
-            throw Object.assign(new Error('EIO: injected i/o error, fsync'), { code: 'EIO' });
-          },
-          close: () => real.close(),
-        };
+    const fs = wrappedFs(() => ({
+      sync: async () => {
+        throw Object.assign(new Error('EIO: injected i/o error, fsync'), { code: 'EIO' });
       },
-    };
+    }));
     const store = await DiskStore.open(dir, { maxBytes: 1 << 20, events: events.events, fs });
     const writer = await store.createWriter('k');
     await writer.write(bytes(100));
