@@ -3,14 +3,14 @@
 // chunks handed to the memory tier, streamed to the client as they arrive), and the same shards are fetched directly
 // from the origin by the same client in the same run. The ratio node/direct is the cost of the pull-through path.
 // A bare Node pass-through proxy (bench/bare-proxy.ts) runs the same pass: the ratio any Node proxy reaches here.
-import { execFileSync, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { startOrigin } from '../dataset/origin-server.ts';
-import { commandExists, fmt, freePort, median, MiB, mdTable, startChild, stopChild, waitForHttp } from './lib.ts';
+import { commandExists, fmt, freePort, median, MiB, mdTable, processCpuSeconds, startChild, stopChild, waitForHttp } from './lib.ts';
 
 const SHARD_BYTES = 4 * MiB;
 const CONCURRENCY = 8;
@@ -253,19 +253,10 @@ async function throughBareProxy(repoRoot: string, originUrl: string, paths: stri
   }
 }
 
-let clockTicks: number | undefined;
-/** CPU seconds (user + system, all threads) a process has used so far. */
-function cpuSecondsOf(pid: number): number {
-  clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-  // Fields after the command name, which is in parentheses and may contain spaces: utime and stime are the 12th and 13th.
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / clockTicks;
-}
-
 async function measured(server: ChildProcess, pass: () => Promise<Pass>): Promise<ServerPass> {
-  const before = cpuSecondsOf(server.pid!);
+  const before = processCpuSeconds(server.pid);
   const p = await pass();
-  const serverCpuSeconds = cpuSecondsOf(server.pid!) - before;
+  const serverCpuSeconds = processCpuSeconds(server.pid) - before;
   return { ...p, serverCpuSeconds, serverCpuSecondsPerGiB: serverCpuSeconds / (p.bytes / GiB) };
 }
 

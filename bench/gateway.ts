@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
 import { packDataset } from '../dataset/pack.ts';
-import { commandExists, fmt, freePort, median, mdTable, MiB, sleep, startChild, stopChild, waitForHttp } from './lib.ts';
+import { commandExists, fmt, freePort, median, mdTable, MiB, processCpuSeconds, sleep, startChild, stopChild, waitForHttp } from './lib.ts';
 
 const run = promisify(execFile);
 
@@ -25,16 +25,6 @@ interface WrkResult {
   cpuUsPerRequest?: number;
   /** Server CPU time over wall time during the run: below 1, the server was not the bottleneck (or was starved). */
   cpuShare?: number;
-}
-
-/** utime + stime of a process, seconds (Linux /proc; NaN elsewhere). */
-function cpuSeconds(pid: number | undefined): number {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100; // clock ticks; USER_HZ is 100 on Linux
-  } catch {
-    return Number.NaN;
-  }
 }
 
 function parseWrk(out: string): WrkResult {
@@ -70,9 +60,9 @@ async function wrk(url: string, script: string, conns: number, seconds: number, 
   const [cmd, args] = pinned(0, 'wrk', ['-t1', `-c${conns}`, `-d${seconds}s`, '--timeout', '10s', '--latency', '-s', script, url]);
   // The server's CPU time per response is what its code costs, whatever else the shared machine runs meanwhile
   // (req/s is not: a server that gets half a core serves half as much). taskset execs, so the pid is the server's.
-  const cpu0 = cpuSeconds(server?.pid);
+  const cpu0 = processCpuSeconds(server?.pid);
   const { stdout } = await run(cmd, args, { maxBuffer: 1 << 24 });
-  const cpu1 = cpuSeconds(server?.pid);
+  const cpu1 = processCpuSeconds(server?.pid);
   const r = parseWrk(stdout);
   return { ...r, cpuUsPerRequest: ((cpu1 - cpu0) * 1e6) / (r.rps * seconds), cpuShare: (cpu1 - cpu0) / seconds };
 }

@@ -145,3 +145,16 @@ export function memoryOf(pid: number): { hwm: number; rss: number } | null {
 }
 
 export const MiB = 1024 * 1024;
+
+let clockTicks: number | undefined;
+/** CPU seconds (user + system, all threads) a process has used so far; NaN where /proc cannot tell (not Linux, exited). */
+export function processCpuSeconds(pid: number | undefined): number {
+  try {
+    clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+    // Fields after the command name, which is in parentheses and may contain spaces: utime and stime are the 12th and 13th.
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / clockTicks;
+  } catch {
+    return Number.NaN;
+  }
+}
