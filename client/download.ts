@@ -81,6 +81,15 @@ export function noSourceMessage(failures: string[], routeError: Error | null): s
     : `every source failed (${failures.length} attempt${failures.length === 1 ? '' : 's'}): ${recent}${gateway}`;
 }
 
+/** Flushes `writer`; a failure is ours (the local disk), never a source's, so it is not failed over. */
+export async function flushLocal(writer: BatchedFileWriter): Promise<void> {
+  try {
+    await writer.flush();
+  } catch (err) {
+    throw new LocalIoError(err as Error);
+  }
+}
+
 /** Downloads `shard` sequentially to `finalPath` (verified), using the sources' candidates in turn. */
 export async function downloadShard(shard: ShardEntry, finalPath: string, sources: ShardSources, ctx: DownloadContext): Promise<ShardDownload> {
   const partialPath = finalPath + PARTIAL_SUFFIX;
@@ -107,13 +116,7 @@ export async function downloadShard(shard: ShardEntry, finalPath: string, source
     // in the CPU's cache. Before the next attempt, and before verifying, the writer is flushed, so the file then
     // holds exactly the hashed prefix; a local write error ends the download (a later run re-hashes what is on disk).
     const writer = new BatchedFileWriter(fh, have);
-    const flush = async (): Promise<void> => {
-      try {
-        await writer.flush();
-      } catch (err) {
-        throw new LocalIoError(err as Error);
-      }
-    };
+    const flush = (): Promise<void> => flushLocal(writer);
 
     const startOver = async (): Promise<void> => {
       ctx.progress?.discarded(writer.position);

@@ -9,7 +9,7 @@ import { sha256File } from '../protocol/hash.ts';
 import type { ShardSources, FailureKind, Source } from './sources.ts';
 import { LocalIoError, TransferFailure, transferRange } from './transfer.ts';
 import { BatchedFileWriter } from './batched-writer.ts';
-import { PARTIAL_SUFFIX, ShardDownloadError, noSourceMessage, openReadWrite, type DownloadContext, type ShardDownload } from './download.ts';
+import { PARTIAL_SUFFIX, ShardDownloadError, flushLocal, noSourceMessage, openReadWrite, type DownloadContext, type ShardDownload } from './download.ts';
 
 export const STATE_SUFFIX = '.state';
 const STATE_FORMAT = 'edgeshard-split/1';
@@ -140,13 +140,7 @@ export async function downloadShardSplit(
     // Bytes are written in batches; before the next source is asked, the batch is flushed, so the range resumes
     // exactly after what is in the file.
     const writer = new BatchedFileWriter(fh, range.start);
-    const flush = async (): Promise<void> => {
-      try {
-        await writer.flush();
-      } catch (err) {
-        throw new LocalIoError(err as Error);
-      }
-    };
+    const flush = (): Promise<void> => flushLocal(writer);
     let source: Source | null = await sources.next(cursor);
     for (;;) {
       if (!source) throw new ShardDownloadError(shard, `bytes ${range.start}-${range.end}: ${noSourceMessage(result.failures, sources.routeError)}`, result.failures);
