@@ -90,20 +90,72 @@ export interface ErrorSummary {
   p90AbsRelError: number;
   /** Mean of (predicted − measured) / measured: positive means the model overestimates. */
   meanRelBias: number;
+  /** Median of (predicted − measured) / measured: robust to the heavy tail of slow probes. */
+  medianRelBias: number;
   medianAbsErrorMs: number;
 }
 
 export function errorSummary(fit: Pick<RttFit, 'inflation' | 'accessRttMs'>, obs: RttObservation[]): ErrorSummary {
+  return errorSummaryOf((d) => predictRttMs(fit, d), obs);
+}
+
+/** The same summary for any predictor of RTT (ms) from distance (km), e.g. the simulator's own node RTT. */
+export function errorSummaryOf(predictMs: (distanceKm: number) => number, obs: RttObservation[]): ErrorSummary {
   if (obs.length === 0) throw new Error('errorSummary: no observations');
-  const rel = obs.map((o) => (predictRttMs(fit, o.distanceKm) - o.rttMs) / o.rttMs);
+  const pred = obs.map((o) => predictMs(o.distanceKm));
+  const rel = obs.map((o, i) => (pred[i]! - o.rttMs) / o.rttMs);
   const abs = rel.map(Math.abs).sort((x, y) => x - y);
-  const absMs = obs.map((o) => Math.abs(predictRttMs(fit, o.distanceKm) - o.rttMs)).sort((x, y) => x - y);
+  const absMs = obs.map((o, i) => Math.abs(pred[i]! - o.rttMs)).sort((x, y) => x - y);
   const q = (xs: number[], p: number) => xs[Math.min(xs.length - 1, Math.floor(p * xs.length))]!;
   return {
     n: obs.length,
     medianAbsRelError: q(abs, 0.5),
     p90AbsRelError: q(abs, 0.9),
     meanRelBias: rel.reduce((s, x) => s + x, 0) / rel.length,
+    medianRelBias: q([...rel].sort((x, y) => x - y), 0.5),
     medianAbsErrorMs: q(absMs, 0.5),
   };
+}
+
+/**
+ * Which half of the countries a country code falls in (FNV-1a hash of the code, even or odd). The fit uses pairs
+ * of two "fit" countries and the error is reported on pairs of two "held-out" countries, so no held-out pair shares
+ * a country, and so a probe population, with the fit.
+ */
+export function countryHalf(code: string): 'fit' | 'held-out' {
+  let h = 2166136261;
+  for (let i = 0; i < code.length; i++) {
+    h ^= code.charCodeAt(i);
+    h = Math.imul(h, 16777619) >>> 0;
+  }
+  return h % 2 === 0 ? 'fit' : 'held-out';
+}
+
+export function splitByCountry<T extends RttObservation>(obs: T[]): { fit: T[]; heldOut: T[] } {
+  const fit: T[] = [];
+  const heldOut: T[] = [];
+  for (const o of obs) {
+    const a = countryHalf(o.a);
+    if (a !== countryHalf(o.b)) continue; // mixed pairs belong to neither side
+    (a === 'fit' ? fit : heldOut).push(o);
+  }
+  return { fit, heldOut };
+}
+
+/** Distance rings (km) in which the model's error is reported: the simulator's rings fall in the first four. */
+export const ERROR_RINGS_KM: [number, number][] = [[0, 300], [300, 1000], [1000, 3000], [3000, 8000], [8000, 20_100]];
+
+export interface RingError extends ErrorSummary {
+  fromKm: number;
+  toKm: number;
+}
+
+/** The error summary per distance ring (rings without observations are left out). */
+export function ringErrors(predictMs: (distanceKm: number) => number, obs: RttObservation[], rings = ERROR_RINGS_KM): RingError[] {
+  const out: RingError[] = [];
+  for (const [fromKm, toKm] of rings) {
+    const o = obs.filter((x) => x.distanceKm >= fromKm && x.distanceKm < toKm);
+    if (o.length) out.push({ fromKm, toKm, ...errorSummaryOf(predictMs, o) });
+  }
+  return out;
 }

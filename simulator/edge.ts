@@ -8,7 +8,7 @@ import type { Engine, Rng } from './engine.ts';
 import { LogHistogram } from './histogram.ts';
 import { LinkPool } from './links.ts';
 import { connectionSetupS, greatCircleKm, pathRttS, slowStartDataTimeS, tcpSteadyRateBps } from './network.ts';
-import type { ResolvedEdge, ResolvedJob } from './scenario.ts';
+import type { NodeClass, ResolvedEdge, ResolvedJob } from './scenario.ts';
 import type { DataSource } from './training.ts';
 
 /** Static per-node properties, drawn once per run. */
@@ -26,6 +26,11 @@ export interface NodeTable {
   meanSessionS: Float64Array;
   /** Probability that a request to this node fails outright (measured, from a trace; 0 otherwise). */
   failureRate: Float64Array;
+}
+
+/** Round trip between the GPU site and a node of class `c` at `km` on the map, as the model runs it. */
+export function modelNodeRttS(spec: ResolvedEdge, c: NodeClass, km: number): number {
+  return pathRttS(km, spec.routeInflation, c.accessRttS + spec.clientAccessRttS);
 }
 
 /** Draws the node population. Pure given the generator: the same seed gives the same nodes. */
@@ -74,7 +79,7 @@ export function buildNodes(spec: ResolvedEdge, rng: Rng): NodeTable {
       km = greatCircleKm(spec.placement.site.lat, spec.placement.site.lon, p.lat, p.lon);
     }
     t.distanceKm[i] = km;
-    const rtt = pathRttS(km, spec.routeInflation, c.accessRttS + spec.clientAccessRttS);
+    const rtt = modelNodeRttS(spec, c, km);
     t.rttS[i] = rtt;
     const up = c.uplink.dist === 'fixed' ? c.uplink.bps : rng.lognormal(c.uplink.medianBps, c.uplink.sigma);
     t.uplinkBps[i] = up * spec.bandwidthShare;
