@@ -132,6 +132,8 @@ export class Fill extends EventEmitter {
   state: 'waiting' | 'streaming' | 'done' | 'failed' | 'not-modified' = 'waiting';
   error: Error | undefined;
   sha256: string | undefined;
+  /** Requests (and prefetches) handed this fill, the first included: how many share its one origin request. */
+  joined = 0;
   readonly ready: Promise<FillHead>;
   readonly finished: Promise<void>;
 
@@ -348,6 +350,13 @@ export class Filler {
     return this.active.size;
   }
 
+  /** Requests attached to fills whose origin has not answered yet: clients waiting on the origin right now. */
+  get waitingRequests(): number {
+    let n = 0;
+    for (const f of this.active.values()) if (f.state === 'waiting') n += f.joined;
+    return n;
+  }
+
   /** The running fill for `key`, if any. */
   peek(key: string): Fill | undefined {
     return this.active.get(key);
@@ -356,8 +365,12 @@ export class Filler {
   /** Returns the running fill for the key, or starts one. `coalesced` says whether it was already running. */
   fill(req: FillRequest): { fill: Fill; coalesced: boolean } {
     const running = this.active.get(req.key);
-    if (running) return { fill: running, coalesced: true };
+    if (running) {
+      running.joined++;
+      return { fill: running, coalesced: true };
+    }
     const fill = new Fill(req.key);
+    fill.joined = 1;
     this.active.set(req.key, fill);
     const run: Promise<void> = this.run(fill, req).finally(() => {
       if (this.active.get(req.key) === fill) this.active.delete(req.key);

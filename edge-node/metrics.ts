@@ -90,11 +90,19 @@ class RouteHistogram {
   }
 }
 
+/** What the scrape-time gauges read from the running node. */
+export interface GaugeSample {
+  activeConnections: number;
+  fillsInFlight: number;
+  /** Requests waiting for the origin to answer a fill (a thundering herd shows here before it shows anywhere else). */
+  requestsWaitingOnOrigin: number;
+}
+
 export interface EdgeMetrics {
   registry: Registry;
   events: EdgeEvents;
   /** Gauges sampled at scrape time. */
-  setGaugeSource(source: () => { activeConnections: number; fillsInFlight: number }): void;
+  setGaugeSource(source: () => GaugeSample): void;
 }
 
 export function createEdgeMetrics(opts: { defaultMetrics?: boolean } = {}): EdgeMetrics {
@@ -120,9 +128,10 @@ export function createEdgeMetrics(opts: { defaultMetrics?: boolean } = {}): Edge
   const writeFailures = new Counter({ name: 'edgeshard_node_cache_write_failures_total', help: 'disk cache writes that failed (ENOSPC, EIO...); the response was served without caching', labelNames: ['code'], registers: [registry] });
   const bwWaits = new Counter({ name: 'edgeshard_node_bandwidth_cap_waits_total', help: 'times a response waited for the upload cap', registers: [registry] });
   const bwWaitSeconds = new Counter({ name: 'edgeshard_node_bandwidth_cap_wait_seconds_total', help: 'time responses spent waiting for the upload cap', registers: [registry] });
-  let gaugeSource: (() => { activeConnections: number; fillsInFlight: number }) | undefined;
+  let gaugeSource: (() => GaugeSample) | undefined;
   new Gauge({ name: 'edgeshard_node_active_connections', help: 'open client connections', registers: [registry], collect() { if (gaugeSource) this.set(gaugeSource().activeConnections); } });
   new Gauge({ name: 'edgeshard_node_fills_in_flight', help: 'origin fills running now', registers: [registry], collect() { if (gaugeSource) this.set(gaugeSource().fillsInFlight); } });
+  new Gauge({ name: 'edgeshard_node_requests_waiting_on_origin', help: 'requests attached to origin fills whose origin has not answered yet', registers: [registry], collect() { if (gaugeSource) this.set(gaugeSource().requestsWaitingOnOrigin); } });
 
   // Cells of the pending counts, found by route, then status (a number, so no key string is built per request).
   const requestCells = new Map<string, Map<number, CountCell>>();

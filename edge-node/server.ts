@@ -702,7 +702,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       )
     : null;
   if (config.fastPath && !fastPath) log.warn(`fast path unavailable on Node ${process.version}: every request goes through node:http`);
-  metrics.setGaugeSource(() => ({ activeConnections, fillsInFlight: filler.inFlight }));
+  metrics.setGaugeSource(() => ({ activeConnections, fillsInFlight: filler.inFlight, requestsWaitingOnOrigin: filler.waitingRequests }));
   reportCacheBytes();
 
   const url = localUrl(await listen(server, config.port, config.host));

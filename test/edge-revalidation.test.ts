@@ -193,10 +193,14 @@ describe('edge node revalidating stale path objects', () => {
     const origin = await startOrigin(V1);
     const node = await startNode(origin.url);
     await get(`${node.url}/obj.bin`);
+    // The first fill must have left the table, or the next requests would join it instead of a revalidation.
+    await until('the first fill ended', async () => (await metricValue(node, 'edgeshard_node_fills_in_flight')) === 0);
     let release!: () => void;
     origin.hold = new Promise<void>((r) => (release = r));
     const pending = Array.from({ length: 20 }, () => get(`${node.url}/obj.bin`));
-    await until('the origin saw the revalidation', () => origin.seen.length === 2);
+    // Held until every request has joined the revalidation: one released earlier would find a renewed copy (a HIT).
+    await until('all 20 requests wait on the revalidation', async () => (await metricValue(node, 'edgeshard_node_requests_waiting_on_origin')) === 20);
+    expect(origin.seen).toHaveLength(2);
     release();
     const responses = await Promise.all(pending);
     for (const r of responses) {
