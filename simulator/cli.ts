@@ -6,6 +6,7 @@ import { dirname, resolve } from 'node:path';
 import type { Command } from '../cli/command.ts';
 import { UsageError, intSetting, stringSetting, type Settings } from '../cli/options.ts';
 import { lineChartSvg } from './chart.ts';
+import { DEFAULT_GPU_CLASS, GPU_PEAK_FLOPS } from './constants.ts';
 import { formatDuration, resultsCsv, resultsJson, resultsTable } from './format.ts';
 import { JOB_PRESETS, SOURCE_PRESETS, presetScenario } from './presets.ts';
 import { ProgressBar } from './progress.ts';
@@ -47,6 +48,12 @@ function numberList(name: string, text: string, integer = false): number[] {
   return xs;
 }
 
+function gpuClassSetting(settings: Settings): string {
+  const g = stringSetting(settings, 'gpu')!;
+  if (!GPU_PEAK_FLOPS[g]) throw new UsageError(`--gpu "${g}": unknown GPU class (known: ${Object.keys(GPU_PEAK_FLOPS).join(', ')})`);
+  return g;
+}
+
 /** Builds the base scenario from --scenario or the presets, then applies the shorthand flags and --set. */
 export function baseScenario(settings: Settings): unknown {
   const file = stringSetting(settings, 'scenario');
@@ -76,6 +83,7 @@ export function baseScenario(settings: Settings): unknown {
     if (!file) set('name', `${String((sc as { name: string }).name)} @ ${km} km`);
   }
   if (stringSetting(settings, 'gpus')) set('job.gpus', intSetting(settings, 'gpus', 1, 1_000_000));
+  if (stringSetting(settings, 'gpu')) set('job.gpu', gpuClassSetting(settings));
   if (stringSetting(settings, 'nodes')) set('source.nodes', intSetting(settings, 'nodes', 1, 10_000_000));
   if (stringSetting(settings, 'seed')) set('seed', intSetting(settings, 'seed', 0, 2 ** 32 - 1));
   if (stringSetting(settings, 'steps')) set('simulation.steps', intSetting(settings, 'steps', 1, 10_000_000));
@@ -182,6 +190,7 @@ export const simCommand: Command = {
       { name: 'source', type: 'string', description: `source preset: ${Object.keys(SOURCE_PRESETS).join(', ')} (default edge-home)` },
       { name: 'ring', type: 'string', description: 'put the edge nodes at this distance, km' },
       { name: 'gpus', type: 'string', description: 'number of GPUs' },
+      { name: 'gpu', type: 'string', description: `GPU class: ${Object.keys(GPU_PEAK_FLOPS).join(', ')} (default ${DEFAULT_GPU_CLASS})` },
       { name: 'nodes', type: 'string', description: 'number of edge nodes' },
       { name: 'seed', type: 'string', description: 'random seed (same seed, same result)' },
       { name: 'steps', type: 'string', description: 'training steps to simulate before extrapolating' },
@@ -258,6 +267,7 @@ export const simReportCommand: Command = {
       { name: 'uplink-ring', type: 'string', default: String(DEFAULT_REPORT_OPTIONS.uplinkRingKm), description: 'distance for the uplink sweep, km' },
       { name: 'nodes', type: 'string', default: String(DEFAULT_REPORT_OPTIONS.nodes), description: 'edge nodes per scenario' },
       { name: 'gpus', type: 'string', description: 'GPUs for every model (default: each preset\'s own)' },
+      { name: 'gpu', type: 'string', default: DEFAULT_GPU_CLASS, description: `GPU class of every model, so that all comparisons are on one class: ${Object.keys(GPU_PEAK_FLOPS).join(', ')}` },
       { name: 'steps', type: 'string', default: String(DEFAULT_REPORT_OPTIONS.steps), description: 'steps simulated per scenario' },
       { name: 'seed', type: 'string', default: '1', description: 'random seed' },
       { name: 'threads', type: 'string', description: 'worker threads (default: number of cores)' },
@@ -280,6 +290,7 @@ export const simReportCommand: Command = {
       steps: intSetting(settings, 'steps', 2, 1_000_000),
       seed: intSetting(settings, 'seed', 0, 2 ** 32 - 1),
       ...(stringSetting(settings, 'gpus') ? { gpus: intSetting(settings, 'gpus', 1, 1_000_000) } : {}),
+      gpu: stringSetting(settings, 'gpu') ? gpuClassSetting(settings) : DEFAULT_GPU_CLASS,
     };
     if (options.ringsKm.some((r) => r <= 0)) throw new UsageError('--rings: distances must be above 0 km (the chart has a log axis)');
     const plan = planReport(options);
@@ -289,7 +300,7 @@ export const simReportCommand: Command = {
     const out = stringSetting(settings, 'out') ?? 'sim-report.html';
     const command =
       `edgeshard sim report --models ${options.models.join(',')} --rings ${options.ringsKm.join(',')} --uplinks ${options.uplinksMbps.join(',')} ` +
-      `--uplink-ring ${options.uplinkRingKm} --nodes ${options.nodes} --steps ${options.steps} --seed ${options.seed}${options.gpus ? ` --gpus ${options.gpus}` : ''}`;
+      `--uplink-ring ${options.uplinkRingKm} --nodes ${options.nodes} --steps ${options.steps} --seed ${options.seed} --gpu ${options.gpu}${options.gpus ? ` --gpus ${options.gpus}` : ''}`;
     writeOutput(out, buildReportHtml(plan, results, { generatedAt: new Date().toISOString(), command }));
     const json = stringSetting(settings, 'json');
     if (json) writeOutput(json, resultsJson(results));

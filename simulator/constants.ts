@@ -155,7 +155,10 @@ export const PFS_REQUEST_LATENCY_S = 0.0005;
 // GPUs and training
 // ---------------------------------------------------------------------------------------------------------------
 
-/** Dense BF16 peak, FLOP/s: A100 SXM 312 TFLOPS (NVIDIA A100 datasheet), H100 SXM 989 TFLOPS (H100 datasheet). */
+/**
+ * Dense tensor-core peak, FLOP/s: A100 SXM 312 TFLOPS BF16 (NVIDIA A100 datasheet), H100 SXM 989 TFLOPS BF16
+ * (H100 datasheet), V100 SXM2 125 TFLOPS FP16 (V100 datasheet; no BF16).
+ */
 export const GPU_PEAK_FLOPS: Record<string, number> = {
   A100: 312e12,
   H100: 989e12,
@@ -168,6 +171,17 @@ export const GPU_PEAK_FLOPS: Record<string, number> = {
  */
 export const DEFAULT_MFU = 0.4;
 
+/** GPU class the presets and the report use unless told otherwise: the current generation. */
+export const DEFAULT_GPU_CLASS = 'H100';
+
+/**
+ * Bytes to store one token id: the smallest unsigned integer that holds every id of the vocabulary (uint16 up to
+ * 65,536 ids, as GPT-2's 50,257 or Llama 2's 32,000; uint32 beyond, as Llama 3's 128,256).
+ */
+export function tokenBytes(vocabSize: number): number {
+  return vocabSize <= 256 ? 1 : vocabSize <= 65_536 ? 2 : 4;
+}
+
 /**
  * Training FLOPs per parameter per token: about 6 (2 forward, 4 backward; Kaplan et al., "Scaling Laws for Neural
  * Language Models", 2020, C ≈ 6NT).
@@ -177,10 +191,28 @@ export const TRAINING_FLOPS_PER_PARAM_PER_TOKEN = 6;
 /**
  * Measured ResNet-50 training throughput, images/s per V100 in FP16 with TensorFlow: 2,940 images/s on a node of
  * 4 V100s (Dell EMC "Ready Solutions for AI: Deep Learning with NVIDIA" reference guide v1.0, Table 7), so 735 per
- * GPU. The same table gives the dataset's mean image size: 1,448,283,629,516 bytes / 12,811,670 files.
+ * GPU. Used by the validation against that table's disk throughput; the job presets use RESNET50_IMAGES_PER_S.
+ * The same table gives the dataset's mean image size: 1,448,283,629,516 bytes / 12,811,670 files.
  */
 export const RESNET50_V100_IMAGES_PER_S = 2940 / 4;
 export const IMAGENET_MEAN_IMAGE_BYTES = 1_448_283_629_516 / 12_811_670;
+
+/**
+ * ResNet-50 v1.5 training throughput per GPU, images/s, mixed precision, one code base for every class so that
+ * the classes compare. V100 and A100: NVIDIA DeepLearningExamples, MxNet/Classification/RN50v1.5/README.md,
+ * "Training performance" (mxnet-20.12-py3 NGC container, total images/s with data loading, 8 GPUs): DGX-1 8 × V100
+ * 16 GB 10,723 images/s (1,340 per GPU), DGX A100 8 × A100 80 GB 16,925 images/s (2,116 per GPU). H100: no figure
+ * from the same code; DERIVED as the A100 figure × 1.9, the mean per-accelerator speed-up of H100 over A100 across
+ * the eight MLPerf Training v2.1 workloads (NVIDIA, reported by EE Times, "Nvidia Shows Off Hopper MLPerf Training
+ * Benchmarks", Nov 2022). Likely low: NVIDIA's MLPerf Training v3.0 8 × H100 ResNet-50 run (3.0-2053, 13.5 min to
+ * 75.9% top-1) implies more, so the H100 demand (and so the edge's difficulty) is if anything understated.
+ */
+export const RESNET50_IMAGES_PER_S: Record<string, number> = {
+  V100: 10_723 / 8,
+  A100: 16_925 / 8,
+  H100: (16_925 / 8) * 1.9,
+};
+
 /** ImageNet-1k (ILSVRC 2012) training set: 1,281,167 images (Russakovsky et al., IJCV 2015). */
 export const IMAGENET_TRAIN_IMAGES = 1_281_167;
 

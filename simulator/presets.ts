@@ -1,7 +1,7 @@
 // Named starting points: training jobs (a small CNN, a 1B and a 70B language model) and data sources (HPC
 // storage, edge networks of home or data-centre nodes). A preset is plain scenario JSON, so anything in it can be
 // overridden or swept like a scenario file.
-import { IMAGENET_MEAN_IMAGE_BYTES, IMAGENET_TRAIN_IMAGES, RESNET50_V100_IMAGES_PER_S } from './constants.ts';
+import { DEFAULT_GPU_CLASS, IMAGENET_MEAN_IMAGE_BYTES, IMAGENET_TRAIN_IMAGES, RESNET50_IMAGES_PER_S } from './constants.ts';
 
 export interface JobPreset {
   summary: string;
@@ -10,12 +10,13 @@ export interface JobPreset {
 
 export const JOB_PRESETS: Record<string, JobPreset> = {
   resnet50: {
-    summary: 'small CNN: ResNet-50 on ImageNet-1k, 90 epochs, 8 GPUs, measured V100 throughput (735 images/s per GPU)',
+    summary: 'small CNN: ResNet-50 v1.5 (25.6M parameters) on ImageNet-1k, 90 epochs, 8 GPUs, measured images/s per GPU class',
     job: {
       gpus: 8,
       gpusPerHost: 8,
-      gpu: 'V100',
-      model: { samplesPerSecondPerGpu: RESNET50_V100_IMAGES_PER_S },
+      gpu: DEFAULT_GPU_CLASS,
+      // He et al. 2016: 25.6M parameters (they size the gradients for multi-site sync).
+      model: { samplesPerSecondByGpu: RESNET50_IMAGES_PER_S, params: 25.6e6 },
       sampleBytes: Math.round(IMAGENET_MEAN_IMAGE_BYTES),
       batchPerGpu: 256,
       workersPerGpu: 8,
@@ -26,14 +27,13 @@ export const JOB_PRESETS: Record<string, JobPreset> = {
     },
   },
   'llm-1b': {
-    summary: '1B-parameter language model, 20B tokens (Chinchilla-optimal), 2,048-token samples, 64 A100s',
+    summary: '1B-parameter language model, 20B tokens (Chinchilla-optimal), 2,048-token samples of 16-bit ids (50,257-token GPT-2 vocabulary), 64 GPUs',
     job: {
       gpus: 64,
       gpusPerHost: 8,
-      gpu: 'A100',
-      model: { params: 1e9, tokensPerSample: 2048 },
-      // Pre-tokenized, 4 bytes per token id (uint32). ASSUMPTION: raw UTF-8 text is also about 4 bytes per token.
-      sampleBytes: 2048 * 4,
+      gpu: DEFAULT_GPU_CLASS,
+      // Pre-tokenized; the sample size follows from the vocabulary (uint16 ids).
+      model: { params: 1e9, tokensPerSample: 2048, vocabSize: 50_257 },
       batchPerGpu: 8,
       workersPerGpu: 4,
       prefetchPerWorker: 2,
@@ -43,13 +43,12 @@ export const JOB_PRESETS: Record<string, JobPreset> = {
     },
   },
   'llm-70b': {
-    summary: '70B-parameter language model, 1.4T tokens (Chinchilla-optimal), 4,096-token samples, 1,024 A100s',
+    summary: '70B-parameter language model, 1.4T tokens (Chinchilla-optimal), 4,096-token samples of 16-bit ids (32,000-token Llama 2 vocabulary), 1,024 GPUs',
     job: {
       gpus: 1024,
       gpusPerHost: 8,
-      gpu: 'A100',
-      model: { params: 70e9, tokensPerSample: 4096 },
-      sampleBytes: 4096 * 4,
+      gpu: DEFAULT_GPU_CLASS,
+      model: { params: 70e9, tokensPerSample: 4096, vocabSize: 32_000 },
       batchPerGpu: 1,
       workersPerGpu: 2,
       prefetchPerWorker: 2,

@@ -4,6 +4,7 @@
 // with the verdict, two charts and the tables behind them. Planning and rendering are pure; the CLI runs the grid.
 import { lineChartSvg, escapeXml } from './chart.ts';
 import { formatBytesSI, formatDuration, formatRate, formatUsd } from './format.ts';
+import { DEFAULT_GPU_CLASS } from './constants.ts';
 import { JOB_PRESETS, presetScenario } from './presets.ts';
 import type { SimResult } from './simulate.ts';
 import { withOverride } from './scenario.ts';
@@ -21,6 +22,8 @@ export interface ReportOptions {
   seed: number;
   /** Override every model's GPU count (keeps the preset's otherwise). */
   gpus?: number;
+  /** GPU class of every model, so that every comparison is on one class. */
+  gpu: string;
 }
 
 export const DEFAULT_REPORT_OPTIONS: ReportOptions = {
@@ -31,6 +34,7 @@ export const DEFAULT_REPORT_OPTIONS: ReportOptions = {
   nodes: 1000,
   steps: 200,
   seed: 1,
+  gpu: DEFAULT_GPU_CLASS,
 };
 
 export type PlanEntry =
@@ -51,6 +55,7 @@ export function planReport(options: ReportOptions): ReportPlan {
     let s = withOverride(sc, 'seed', options.seed);
     s = withOverride(s, 'simulation', { steps: options.steps });
     if (options.gpus !== undefined) s = withOverride(s, 'job.gpus', options.gpus);
+    s = withOverride(s, 'job.gpu', options.gpu);
     if (e.kind !== 'hpc') s = withOverride(s, 'source.nodes', options.nodes);
     entries.push(e);
     scenarios.push(s);

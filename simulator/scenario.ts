@@ -10,6 +10,7 @@ import {
   DATACENTER_LOSS_RATE,
   DATACENTER_UPLINK_MEDIAN_BPS,
   DATACENTER_UPLINK_SIGMA,
+  DEFAULT_GPU_CLASS,
   DEFAULT_MFU,
   FAILOVER_TIMEOUT_S,
   GPU_PEAK_FLOPS,
@@ -30,6 +31,7 @@ import {
   TOKEN_BANDWIDTH_USD_PER_GB,
   TRAINING_FLOPS_PER_PARAM_PER_TOKEN,
   EDGE_SERVER_TIME_S,
+  tokenBytes,
   DATACENTER_ACCESS_RTT_S as SITE_ACCESS_RTT_S,
 } from './constants.ts';
 
@@ -44,6 +46,10 @@ export class ScenarioError extends Error {
 // ---------------------------------------------------------------------------------------------------------------
 
 export interface ResolvedJob {
+  /** GPU class name (V100, A100, H100), or null when the peak was given as a number. */
+  gpuClass: string | null;
+  /** Model parameters, when given (they size the gradients). */
+  params: number | null;
   gpus: number;
   gpusPerHost: number;
   hosts: number;
@@ -258,27 +264,36 @@ function resolveJob(v: unknown): ResolvedJob {
     throw new ScenarioError('job.gpusPerHost', `${gpus} GPUs do not divide into hosts of ${gpusPerHost}`);
   }
   let peak: number;
+  let gpuClass: string | null = null;
   if (typeof j.gpu === 'string') {
     const p = GPU_PEAK_FLOPS[j.gpu];
     if (p === undefined) throw new ScenarioError('job.gpu', `unknown GPU ${describe(j.gpu)} (known: ${Object.keys(GPU_PEAK_FLOPS).join(', ')}; or give peak FLOP/s as a number)`);
     peak = p;
+    gpuClass = j.gpu;
   } else {
-    peak = optNum('job.gpu', j.gpu, GPU_PEAK_FLOPS.A100!, { above: 0 });
+    peak = optNum('job.gpu', j.gpu, GPU_PEAK_FLOPS[DEFAULT_GPU_CLASS]!, { above: 0 });
+    if (j.gpu === undefined) gpuClass = DEFAULT_GPU_CLASS;
   }
   const mfu = optNum('job.mfu', j.mfu, DEFAULT_MFU, { above: 0, max: 1 });
   const batchPerGpu = num('job.batchPerGpu', j.batchPerGpu, { integer: true, min: 1, max: 1e7 });
-  const sampleBytes = size('job.sampleBytes', j.sampleBytes, { above: 0, max: 2 ** 40 });
 
-  const m = obj('job.model', j.model, ['params', 'tokensPerSample', 'flopsPerSample', 'samplesPerSecondPerGpu', 'stepTimeS']);
+  const m = obj('job.model', j.model, ['params', 'tokensPerSample', 'vocabSize', 'flopsPerSample', 'samplesPerSecondPerGpu', 'samplesPerSecondByGpu', 'stepTimeS']);
   const forms = [
-    m.params !== undefined || m.tokensPerSample !== undefined,
+    m.tokensPerSample !== undefined,
     m.flopsPerSample !== undefined,
     m.samplesPerSecondPerGpu !== undefined,
+    m.samplesPerSecondByGpu !== undefined,
     m.stepTimeS !== undefined,
   ].filter(Boolean).length;
   if (forms !== 1) {
-    throw new ScenarioError('job.model', 'give exactly one of {params, tokensPerSample}, {flopsPerSample}, {samplesPerSecondPerGpu} or {stepTimeS}');
+    throw new ScenarioError('job.model', 'give exactly one of {params, tokensPerSample}, {flopsPerSample}, {samplesPerSecondPerGpu}, {samplesPerSecondByGpu} or {stepTimeS}');
   }
+  // Pre-tokenized text: a sample is its tokens, each stored in the smallest integer that holds the vocabulary.
+  let sampleBytes: number;
+  if (j.sampleBytes !== undefined) sampleBytes = size('job.sampleBytes', j.sampleBytes, { above: 0, max: 2 ** 40 });
+  else if (m.tokensPerSample !== undefined && m.vocabSize !== undefined) {
+    sampleBytes = num('job.model.tokensPerSample', m.tokensPerSample, { integer: true, min: 1 }) * tokenBytes(num('job.model.vocabSize', m.vocabSize, { integer: true, min: 2 }));
+  } else throw new ScenarioError('job.sampleBytes', 'expected a size (e.g. "110kB"), or job.model.tokensPerSample with job.model.vocabSize');
   let computeStepS: number;
   let computeBasis: string;
   if (m.stepTimeS !== undefined) {
@@ -288,12 +303,21 @@ function resolveJob(v: unknown): ResolvedJob {
     const sps = num('job.model.samplesPerSecondPerGpu', m.samplesPerSecondPerGpu, { above: 0 });
     computeStepS = batchPerGpu / sps;
     computeBasis = `measured ${sps} samples/s per GPU`;
+  } else if (m.samplesPerSecondByGpu !== undefined) {
+    const by = obj('job.model.samplesPerSecondByGpu', m.samplesPerSecondByGpu, Object.keys(GPU_PEAK_FLOPS));
+    if (gpuClass === null || by[gpuClass] === undefined) {
+      throw new ScenarioError('job.gpu', `this model has measured rates for ${Object.keys(by).join(', ')}; set job.gpu to one of them`);
+    }
+    const sps = num(`job.model.samplesPerSecondByGpu.${gpuClass}`, by[gpuClass], { above: 0 });
+    computeStepS = batchPerGpu / sps;
+    computeBasis = `${Math.round(sps).toLocaleString('en-US')} samples/s per ${gpuClass}`;
   } else {
     let flopsPerSample: number;
     if (m.flopsPerSample !== undefined) {
       flopsPerSample = num('job.model.flopsPerSample', m.flopsPerSample, { above: 0 });
       computeBasis = `${flopsPerSample.toExponential(3)} FLOP/sample`;
     } else {
+      if (m.params === undefined) throw new ScenarioError('job.model.params', 'tokensPerSample needs params (6 · params · tokens FLOPs per sample)');
       const params = num('job.model.params', m.params, { above: 0 });
       const tokens = num('job.model.tokensPerSample', m.tokensPerSample, { integer: true, min: 1 });
       flopsPerSample = TRAINING_FLOPS_PER_PARAM_PER_TOKEN * params * tokens;
@@ -314,6 +338,8 @@ function resolveJob(v: unknown): ResolvedJob {
   }
   const stepsPerEpoch = Math.ceil(datasetSamples / (gpus * batchPerGpu));
   return {
+    gpuClass,
+    params: m.params === undefined ? null : num('job.model.params', m.params, { above: 0 }),
     gpus,
     gpusPerHost,
     hosts: gpus / gpusPerHost,

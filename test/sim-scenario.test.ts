@@ -21,10 +21,24 @@ describe('scenario validation', () => {
   });
 
   it('derives compute time from parameters and tokens: 6 · N · T · batch / (peak · MFU)', () => {
-    // 6 · 1e9 · 2048 · 8 / (312e12 · 0.4) = 9.8304e13 / 1.248e14 = 0.787692 s
-    expect(resolveScenario(good()).job.computeStepS).toBeCloseTo(0.787692, 6);
-    // measured throughput: 256 / 735 images/s
-    expect(resolveScenario(presetScenario('resnet50', 'hpc-nvme')).job.computeStepS).toBeCloseTo(256 / 735, 9);
+    // 6 · 1e9 · 2048 · 8 / (312e12 · 0.4) = 9.8304e13 / 1.248e14 = 0.787692 s on an A100
+    expect(resolveScenario(withOverride(good(), 'job.gpu', 'A100')).job.computeStepS).toBeCloseTo(0.787692, 6);
+    // and on the default H100: 9.8304e13 / (989e12 · 0.4) = 0.248493 s
+    expect(resolveScenario(good()).job.computeStepS).toBeCloseTo(0.248493, 6);
+    // measured throughput per class: 256 / (10,723 / 8) images/s on a V100, 256 / (16,925 / 8 · 1.9) on an H100
+    const resnet = (gpu: string) => resolveScenario(withOverride(presetScenario('resnet50', 'hpc-nvme'), 'job.gpu', gpu)).job.computeStepS;
+    expect(resnet('V100')).toBeCloseTo(256 / (10_723 / 8), 9);
+    expect(resnet('H100')).toBeCloseTo(256 / ((16_925 / 8) * 1.9), 9);
+    expect(() => resolveScenario(withOverride(presetScenario('resnet50', 'hpc-nvme'), 'job.gpu', 5e14))).toThrow(/job\.gpu: this model has measured rates for V100, A100, H100/);
+  });
+
+  it('stores token ids in the smallest integer that holds the vocabulary', () => {
+    // 2,048 tokens of a 50,257-token vocabulary: uint16, 4,096 bytes; a 128,256-token vocabulary needs uint32.
+    expect(resolveScenario(good()).job.sampleBytes).toBe(4096);
+    expect(resolveScenario(withOverride(good(), 'job.model.vocabSize', 128_256)).job.sampleBytes).toBe(8192);
+    expect(resolveScenario(withOverride(good(), 'job.model.vocabSize', 65_536)).job.sampleBytes).toBe(4096);
+    expect(resolveScenario(withOverride(good(), 'job.sampleBytes', '8KiB')).job.sampleBytes).toBe(8192);
+    expect(errorOf(withOverride(good(), 'job.model.vocabSize', undefined))).toMatch(/job\.sampleBytes: expected a size/);
   });
 
   it('parses friendly units', () => {
