@@ -99,7 +99,7 @@ async function startNetworkProcesses(repoRoot: string, work: string, dataRoot: s
   await waitForHttp(`${originUrl}/sample/manifest.json`, 20_000, origin);
   const gateway = startChild(
     ...pinned(1, 'node', [cli, 'gateway', '--origin', originUrl, '--dataset', 'sample', '--port', String(gwPort), '--host', '127.0.0.1',
-      '--rate-limit', '1000000', '--rate-burst', '1000000', '--probe-interval', '0', '--ticket-key', join(work, 'ticket.pem'), '--log-level', 'error']),
+      '--rate-limit', '1000000', '--rate-burst', '1000000', '--probe-interval', '0', '--ticket-key', join(work, 'ticket.pem'), '--log-level', 'error', '--allow-private-nodes']),
   );
   started.push(gateway);
   const gatewayUrl = `http://127.0.0.1:${gwPort}`;

@@ -43,7 +43,7 @@ export const demoCommand: Command = {
     console.log(`sample dataset: ${manifest.shards.length} shards, ${formatBytes(manifest.totalBytes)}, manifest ${id.slice(0, 16)}…`);
 
     const origin = await startOrigin(join(dir, 'origin'));
-    const gateway = await startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], ticketKeyFile: join(dir, 'gateway-ticket-key.pem') }));
+    const gateway = await startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], ticketKeyFile: join(dir, 'gateway-ticket-key.pem'), allowPrivateNodes: true }));
     const nodes: EdgeNode[] = [];
     const stopAll = async (): Promise<void> => {
       for (const n of nodes) await n.close();

@@ -1,6 +1,7 @@
 // Settings for `edgeshard node`, turned from strings (flags, env, config file) into a checked options object.
 import { cpus } from 'node:os';
 import { parseRate, parseSize } from '../protocol/units.ts';
+import { parseNodeUrl } from '../protocol/node-url.ts';
 import { intSetting, locationSetting, stringSetting, UsageError, type OptionSpec, type Settings } from '../cli/options.ts';
 
 export interface EdgeNodeConfig {
@@ -73,6 +74,14 @@ export const NODE_OPTIONS: OptionSpec[] = [
   },
 ];
 
+/** --public-url as gateways will accept it: an origin (scheme://host[:port]), normalised the way they normalise it. */
+function publicUrlSetting(raw: string | undefined): string | null {
+  if (raw === undefined) return null;
+  const checked = parseNodeUrl(raw);
+  if (!checked.ok) throw new UsageError(`--public-url "${raw}": ${checked.reason}`);
+  return checked.url;
+}
+
 function wrap<T>(f: () => T): T {
   try {
     return f();
@@ -122,7 +131,7 @@ export function nodeConfigFromSettings(s: Settings): EdgeNodeConfig {
         throw new UsageError(`--gateway "${g}": not a URL; expected e.g. http://gateway.example.org:8443`);
       }
     }),
-    publicUrl: stringSetting(s, 'public-url') ?? null,
+    publicUrl: publicUrlSetting(stringSetting(s, 'public-url')),
     location: locationSetting(s),
     keyFile: stringSetting(s, 'key-file') ?? null,
     fastPath: s['no-fast-path'] !== true,

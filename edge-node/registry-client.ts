@@ -66,6 +66,8 @@ export class RegistryClient {
   /** True between a welcome and the connection closing. */
   registered = false;
   lastError: string | undefined;
+  /** The gateway's last decision about this node (quarantine, release, a location it did not believe). */
+  lastNotice: { kind: string; reason: string; untilMs?: number } | undefined;
 
   constructor(private readonly opts: RegistryClientOptions) {}
 
@@ -127,6 +129,14 @@ export class RegistryClient {
           void run
             .then((r) => send({ type: 'ack', id: msg.id, ok: r.ok, detail: r.detail }))
             .catch((err: Error) => send({ type: 'ack', id: msg.id, ok: false, detail: err.message }));
+          break;
+        }
+        case 'notice': {
+          const { type: _t, ...notice } = msg;
+          this.lastNotice = notice;
+          // warn for everything but a release: the operator has something to fix.
+          const level = msg.kind === 'released' ? 'info' : 'warn';
+          logger[level]({ gateway: this.opts.gatewayUrl, kind: msg.kind, reason: msg.reason, ...(msg.untilMs ? { until: new Date(msg.untilMs).toISOString() } : {}) }, `gateway notice: ${msg.kind}`);
           break;
         }
         case 'error':

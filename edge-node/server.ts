@@ -23,7 +23,7 @@ import { TicketGate, ticketFromUrl } from './ticket-gate.ts';
 import { RegistryClient, type NodeControl } from './registry-client.ts';
 import { installFastPath, type FastHit, type FastPath } from './fast-path.ts';
 import { BloomFilter, type BloomSummary } from '../protocol/bloom.ts';
-import { loadOrCreateNodeKey } from '../protocol/identity.ts';
+import { IDENTITY_PATH, PROOF_GATEWAY_ID, PROOF_NONCE, loadOrCreateNodeKey, signUrlProof } from '../protocol/identity.ts';
 import { Wallet } from 'ethers';
 import { createRequire } from 'node:module';
 
@@ -617,6 +617,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     if (pathname.charCodeAt(0) !== 47 /* / */) return sendText(res, 'invalid', 400, 'request target must be an absolute path', started);
 
     if (pathname === '/metrics') return serveMetrics(res, started);
+    if (pathname === IDENTITY_PATH) return serveIdentity(res, q < 0 ? '' : url.slice(q + 1), started);
     if (pathname === '/healthz') {
       const body = JSON.stringify({ ok: true, manifests: manifests.manifestCount, shards: manifests.shardCount, memoryBytes: memory.usedBytes, diskBytes: disk?.usedBytes ?? 0 });
       res.writeHead(200, ['content-type', 'application/json', 'cache-control', 'no-store']);
@@ -631,6 +632,25 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       if (refusal) return sendText(res, target.route, 403, `forbidden: ${refusal}`, started);
     }
     return serveCached(req, res, target, started);
+  }
+
+  /**
+   * A gateway's URL challenge: sign (gateway id, nonce, this node's public URL) with the node key, proving that the
+   * key answers at that URL. The URL is the node's own, never one from the request, so the answer is useless at
+   * any other URL.
+   */
+  async function serveIdentity(res: ServerResponse, query: string, started: number): Promise<void> {
+    const params = new URLSearchParams(query);
+    const gateway = params.get('gateway') ?? '';
+    const nonce = params.get('nonce') ?? '';
+    if (!PROOF_GATEWAY_ID.test(gateway) || !PROOF_NONCE.test(nonce)) {
+      return sendText(res, 'invalid', 400, 'identity challenge needs gateway (printable, ≤128 characters) and nonce (32–128 hex digits)', started);
+    }
+    const publicUrl = config.publicUrl ?? url;
+    const body = JSON.stringify({ address, url: publicUrl, signature: await signUrlProof(wallet, gateway, nonce, publicUrl) });
+    res.writeHead(200, ['content-type', 'application/json', 'content-length', String(Buffer.byteLength(body)), 'cache-control', 'no-store']);
+    res.end(body);
+    recordResponse('healthz', 200, started, body.length);
   }
 
   async function serveMetrics(res: ServerResponse, started: number): Promise<void> {
@@ -685,7 +705,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
             if (!limiter.unlimited) return undefined;
             const q = url.indexOf('?');
             const pathname = q < 0 ? url : url.slice(0, q);
-            if (pathname === '/metrics' || pathname === '/healthz') return undefined;
+            if (pathname === '/metrics' || pathname === '/healthz' || pathname === IDENTITY_PATH) return undefined;
             const target = resolveTarget(pathname);
             if (!(target instanceof CacheTarget)) return undefined;
             // Only a ticket verified before: verifying (and refusing) is the ordinary path's work.

@@ -1,5 +1,6 @@
 // Settings for `edgeshard gateway`, from flags, env and config file into a checked options object.
 import { intSetting, locationSetting, stringSetting, UsageError, type OptionSpec, type Settings } from '../cli/options.ts';
+import { ALL_NODE_CHECKS, type NodeChecks } from './registry.ts';
 
 export type FallbackMode = 'redirect' | 'proxy' | 'off';
 
@@ -25,6 +26,12 @@ export interface GatewayConfig {
   location: { lat: number; lon: number } | null;
   gatewayId: string | null;
   logLevel: string;
+  /** Accept nodes at loopback, private, link-local and other non-public addresses (a private network, tests, the demo). */
+  allowPrivateNodes: boolean;
+  /** Reports from this many client networks quarantine a node without a confirming probe. */
+  reportQuorum: number;
+  /** The checks on what nodes claim; all on unless a test switches one off to show its attack. Not a flag. */
+  nodeChecks: NodeChecks;
 }
 
 export const GATEWAY_OPTIONS: OptionSpec[] = [
@@ -48,6 +55,13 @@ export const GATEWAY_OPTIONS: OptionSpec[] = [
   { name: 'lon', type: 'string', description: "the gateway's longitude" },
   { name: 'id', type: 'string', description: 'gateway id in node challenges (default: host:port)' },
   { name: 'log-level', type: 'string', default: 'warn', description: 'silent, error, warn, info, debug' },
+  {
+    name: 'allow-private-nodes',
+    type: 'boolean',
+    default: false,
+    description: 'accept nodes whose URL is at a loopback, private, link-local or other non-public address (a private network or a local test; never on the open internet)',
+  },
+  { name: 'report-quorum', type: 'string', default: '3', description: 'client networks (/24, /48) whose bad-bytes reports quarantine a node without a confirming probe' },
 ];
 
 export function gatewayConfigFromSettings(s: Settings): GatewayConfig {
@@ -83,6 +97,9 @@ export function gatewayConfigFromSettings(s: Settings): GatewayConfig {
     location,
     gatewayId: stringSetting(s, 'id') ?? null,
     logLevel: stringSetting(s, 'log-level') ?? 'warn',
+    allowPrivateNodes: s['allow-private-nodes'] === true,
+    reportQuorum: intSetting(s, 'report-quorum', 1, 1000),
+    nodeChecks: ALL_NODE_CHECKS,
   };
 }
 
@@ -105,6 +122,9 @@ export function defaultGatewayConfig(overrides: Partial<GatewayConfig> & { origi
     location: null,
     gatewayId: null,
     logLevel: 'silent',
+    allowPrivateNodes: false,
+    reportQuorum: 3,
+    nodeChecks: ALL_NODE_CHECKS,
     ...overrides,
     originUrl: overrides.originUrl.replace(/\/$/, ''),
   };

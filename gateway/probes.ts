@@ -1,8 +1,12 @@
 // Active probes: the gateway fetches a random shard from each node as an ordinary client would (with a ticket),
 // verifies the bytes, and records time to first byte and throughput. Results move the node's score, and every
-// change keeps its reason so operators can see why a node is ranked where it is.
+// change keeps its reason so operators can see why a node is ranked where it is. Requests go only through the
+// pinned dispatcher (verified node origins, checked addresses); failures are reported as categories, the raw
+// error only to the admin (probe-failure.ts).
 import { createHash } from 'node:crypto';
-import { Agent, request } from 'undici';
+import { request, type Dispatcher } from 'undici';
+import { connectRttMs } from './pinned-dispatcher.ts';
+import { failureCategory, type FailureCategory } from './probe-failure.ts';
 import type { NodeRecord } from './registry.ts';
 import type { DatasetCatalog } from './datasets.ts';
 import type { TicketIssuer } from './ticket-issuer.ts';
@@ -15,7 +19,18 @@ export interface ProbeResult {
   shard: string;
   ttfbMs?: number;
   bytesPerSecond?: number;
-  error?: string;
+  /** The node's x-edgeshard-cache header: MISS means the node filled from the origin during the probe. */
+  cache?: string;
+  /** One TCP handshake to the node just before the probe, ms. */
+  connectRttMs?: number;
+  /**
+   * The round trip this probe measured, ms: half the TTFB on a fresh connection (handshake, then request), or the
+   * handshake alone when the node was cold, so an origin fill never counts as the node's RTT.
+   */
+  rttMs?: number;
+  failure?: FailureCategory;
+  /** The raw error (admin only: it would make /v1/nodes a port scanner). */
+  detail?: string;
 }
 
 export interface ScoreChange {
@@ -25,6 +40,9 @@ export interface ScoreChange {
   reason: string;
 }
 
+/** Round trips in a probe's time to first byte on a fresh plain-HTTP connection: the handshake, then the request. */
+export const PROBE_ROUND_TRIPS = 2;
+
 /** How much one probe moves the score (EWMA weight). */
 const SCORE_WEIGHT = 0.3;
 /** TTFB at which a probe still earns full marks; beyond it the quality falls off. */
@@ -33,7 +51,7 @@ const GOOD_TTFB_MS = 100;
 /** Quality of one probe in [0, 1]: 0 for a failure, else falling with TTFB beyond GOOD_TTFB_MS. Pure. */
 export function probeQuality(r: ProbeResult): number {
   if (!r.ok) return 0;
-  const ttfb = r.ttfbMs ?? 0;
+  const ttfb = r.cache === 'MISS' ? 0 : (r.ttfbMs ?? 0); // a cold probe's TTFB is the origin's, not the node's
   return ttfb <= GOOD_TTFB_MS ? 1 : Math.max(0.1, GOOD_TTFB_MS / ttfb);
 }
 
@@ -44,8 +62,11 @@ export function nextScore(score: number, r: ProbeResult): number {
 export interface ProberOptions {
   catalog: DatasetCatalog;
   issuer: TicketIssuer;
+  /** The pinned dispatcher's agent: only verified node origins are reachable through it. */
+  dispatcher: Dispatcher;
   intervalMs: number;
-  timeoutMs?: number;
+  /** Which nodes a round probes (default: the healthy ones). */
+  due?: (node: NodeRecord) => boolean;
   /** Shards larger than this are not used for probes (a probe must stay cheap for the node). */
   maxProbeBytes?: number;
   onResult?(node: NodeRecord, r: ProbeResult, change: ScoreChange | null): void;
@@ -54,17 +75,13 @@ export interface ProberOptions {
 
 export class Prober {
   private timer: NodeJS.Timeout | null = null;
-  private readonly dispatcher: Agent;
   readonly history = new Map<string, { probes: ProbeResult[]; scoreChanges: ScoreChange[] }>();
   private running = false;
 
   constructor(
     private readonly nodes: () => Iterable<NodeRecord>,
     private readonly opts: ProberOptions,
-  ) {
-    const timeout = opts.timeoutMs ?? 10_000;
-    this.dispatcher = new Agent({ connections: 4, headersTimeout: timeout, bodyTimeout: timeout });
-  }
+  ) {}
 
   start(): void {
     if (this.opts.intervalMs <= 0) return;
@@ -88,20 +105,24 @@ export class Prober {
     if (this.running) return; // a slow round must not pile up behind itself
     this.running = true;
     try {
-      await Promise.all([...this.nodes()].filter((n) => n.healthy).map((n) => this.probe(n)));
+      const due = this.opts.due ?? ((n: NodeRecord) => n.healthy);
+      await Promise.all([...this.nodes()].filter(due).map((n) => this.probe(n)));
     } finally {
       this.running = false;
     }
   }
 
-  async probe(node: NodeRecord): Promise<ProbeResult | null> {
-    const shard = this.pickShard(node);
+  /** Probes `node` with `shard` (a client's report names one) or a shard of its choosing. */
+  async probe(node: NodeRecord, shard: ShardEntry | null = this.pickShard(node)): Promise<ProbeResult | null> {
     if (!shard) return null;
-    const started = performance.now();
     const result: ProbeResult = { node: node.id, at: Date.now(), ok: false, shard: shard.sha256 };
+    const port = Number(new URL(node.url).port) || (node.url.startsWith('https:') ? 443 : 80);
+    const handshake = await connectRttMs(node.address, port);
+    if (handshake !== null) result.connectRttMs = handshake;
+    const started = performance.now();
     try {
       const ticket = this.opts.issuer.issue(node.id, shard.sha256);
-      const res = await request(`${node.url}/shard/${shard.sha256}?ticket=${ticket}`, { dispatcher: this.dispatcher });
+      const res = await request(`${node.url}/shard/${shard.sha256}?ticket=${ticket}`, { dispatcher: this.opts.dispatcher });
       const hash = createHash('sha256');
       let bytes = 0;
       let ttfb: number | undefined;
@@ -111,16 +132,27 @@ export class Prober {
         bytes += (chunk as Buffer).length;
       }
       const seconds = (performance.now() - started) / 1000;
-      if (res.statusCode !== 200) result.error = `status ${res.statusCode}`;
-      else if (bytes !== shard.size) result.error = `short body: ${bytes} of ${shard.size} bytes`;
-      else if (hash.digest('hex') !== shard.sha256) result.error = 'bad bytes: sha256 mismatch';
-      else {
+      const cache = res.headers['x-edgeshard-cache'];
+      if (typeof cache === 'string') result.cache = cache;
+      if (res.statusCode !== 200) {
+        result.failure = 'bad-status';
+        result.detail = `status ${res.statusCode}`;
+      } else if (bytes !== shard.size) {
+        result.failure = 'wrong-bytes';
+        result.detail = `short body: ${bytes} of ${shard.size} bytes`;
+      } else if (hash.digest('hex') !== shard.sha256) {
+        result.failure = 'wrong-bytes';
+        result.detail = 'sha256 mismatch';
+      } else {
         result.ok = true;
         result.ttfbMs = ttfb ?? seconds * 1000;
         result.bytesPerSecond = bytes / Math.max(seconds, 1e-6);
+        const rtt = result.cache === 'MISS' ? handshake : result.ttfbMs / PROBE_ROUND_TRIPS;
+        if (rtt !== null) result.rttMs = rtt;
       }
     } catch (err) {
-      result.error = (err as Error & { code?: string }).code ?? (err as Error).message;
+      result.failure = failureCategory(err);
+      result.detail = (err as Error & { code?: string }).code ?? (err as Error).message;
     }
     this.record(node, result);
     return result;
@@ -137,7 +169,7 @@ export class Prober {
     if (Math.abs(node.score - before) >= 0.01) {
       const reason = r.ok
         ? `probe ok: ttfb ${r.ttfbMs!.toFixed(1)} ms, ${(r.bytesPerSecond! / 1e6).toFixed(1)} MB/s`
-        : `probe failed: ${r.error}`;
+        : `probe failed: ${r.failure}`;
       change = { at: r.at, from: before, to: node.score, reason };
       h.scoreChanges.push(change);
       if (h.scoreChanges.length > 20) h.scoreChanges.shift();
@@ -147,6 +179,5 @@ export class Prober {
 
   async close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
-    await this.dispatcher.close().catch(() => {});
   }
 }

@@ -1,6 +1,9 @@
 // The node registry: edge nodes connect over WebSocket, prove their Ethereum identity by signing a challenge,
 // announce where they are and what they can give, and send heartbeats with their load and a Bloom summary of their
-// cache. A node that misses heartbeats is marked down and routed around. Each gateway replica keeps its own
+// cache. Nothing a node says about itself is taken on its word: before welcome, the gateway checks that the same key
+// answers at the announced URL (node-verifier.ts); its location, cache summary and capacity are believed only as
+// far as the gateway's measurements allow (node-claims.ts); a node caught serving wrong bytes is quarantined
+// (quarantine.ts). A node that misses heartbeats is marked down and routed around. Each gateway replica keeps its own
 // registry from the connections it holds (nodes connect to every replica); nothing is shared between replicas.
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
@@ -11,12 +14,17 @@ import { recoverChallengeSigner } from '../protocol/identity.ts';
 import {
   MAX_MESSAGE_BYTES,
   parseNodeMessage,
-  type Capacity,
   type GatewayMessage,
   type Load,
+  type NodeMessage,
   type TicketKeyAnnouncement,
 } from '../protocol/registry-messages.ts';
+import { parseNodeUrl } from '../protocol/node-url.ts';
 import type { Logger } from '../protocol/log.ts';
+import type { NoticeKind } from '../protocol/registry-messages.ts';
+import type { Admission } from './node-verifier.ts';
+import { QuarantineBook, type QuarantineEntry, type QuarantinePolicy } from './quarantine.ts';
+import { UNKNOWN_CAPACITY, effectiveCapacity, implausibleLocation, implausibleSummary, spareCapacity } from './node-claims.ts';
 
 export interface GeoPoint {
   lat: number;
@@ -27,16 +35,32 @@ export interface GeoPoint {
 export interface NodeRecord {
   /** The node's Ethereum address, lowercase: its identity. */
   id: string;
+  /** The node's origin (scheme://host[:port]), proved by the node at registration. */
   url: string;
+  /** The address the gateway checked and connects to for this URL (shown to admins only). */
+  address: string;
+  /** NaN when unlocated (a claim the gateway did not believe and GeoIP could not replace). */
   lat: number;
   lon: number;
-  locationSource: 'announced' | 'geoip';
+  locationSource: 'announced' | 'geoip' | 'unlocated';
+  /** Why an announced location was not believed. */
+  locationNote?: string;
+  /** What the node announced, kept to re-check it against later measurements. */
+  claimedLocation?: GeoPoint;
+  /** Lowest round trip the gateway measured to the node, ms (TCP handshakes and warm probes). */
+  minRttMs: number | null;
   healthy: boolean;
   uploadBytesPerSecond: number;
   freeBytesPerSecond: number;
   activeConnections: number;
   bytesPerSecond: number;
   cacheBytes: number;
+  /** The upload cap the node announced (0: none); it may only lower the measured capacity. */
+  announcedUploadBytesPerSecond: number;
+  /** Best probe throughput among recent probes, bytes/s; null until probed. */
+  measuredBytesPerSecond: number | null;
+  /** Bytes this gateway sent clients to the node for (redirects and primaries), a load floor the node cannot hide. */
+  sentBytes: number;
   version: string;
   /** 0..1, from active probes; starts neutral. */
   score: number;
@@ -47,9 +71,28 @@ export interface NodeRecord {
   manifests: string[];
   bloom: BloomFilter | null;
   holdsShard: (shardId: string) => boolean;
+  /** Why the node's cache summary earns no affinity, when it does not. */
+  summaryNote?: string;
   /** Why the node is down, when it is. */
   downReason?: string;
+  quarantine?: QuarantineEntry;
 }
+
+/** The defences that check a node's claims. All on in production; tests switch one off to show its attack work. */
+export interface NodeChecks {
+  /** The node must answer a challenge at its URL with its key; two nodes cannot share a URL. */
+  urlProof: boolean;
+  /** A claimed location that the measured RTT rules out is not believed. */
+  location: boolean;
+  /** A Bloom summary that matches nearly everything earns no affinity. */
+  cacheSummary: boolean;
+  /** Capacity from probe throughput; load at least what this gateway sent. */
+  measuredCapacity: boolean;
+  /** Wrong bytes take a node out of rotation. */
+  quarantine: boolean;
+}
+
+export const ALL_NODE_CHECKS: Readonly<NodeChecks> = Object.freeze({ urlProof: true, location: true, cacheSummary: true, measuredCapacity: true, quarantine: true });
 
 export interface RegistryEvents {
   nodeUp?(node: NodeRecord): void;
@@ -71,6 +114,16 @@ export interface RegistryOptions {
   events?: RegistryEvents;
   /** Removes a down node from the table after this long (it may come back and re-register). */
   forgetAfterMs?: number;
+  /** Checks the announced URL before welcome (node-verifier.ts). Without it the URL is taken as announced. */
+  admit?(id: string, url: string): Promise<Admission>;
+  /** Called when a node is forgotten (the verifier's address pin can go). */
+  forgotten?(node: NodeRecord): void;
+  /** Where the gateway is: the origin of the RTT bound on claimed locations (no check without it). */
+  gatewayLocation?: GeoPoint | null;
+  checks?: NodeChecks;
+  quarantinePolicy?: QuarantinePolicy;
+  /** Clock for quarantine back-offs (tests advance it). */
+  now?: () => number;
 }
 
 const HELLO_TIMEOUT_MS = 10_000;
@@ -82,8 +135,16 @@ export class NodeRegistry {
   private readonly sweeper: NodeJS.Timeout;
   private readonly pendingAcks = new Map<string, (ack: { ok: boolean; detail?: string }) => void>();
   private readonly listeners = new Set<(node: NodeRecord, change: 'up' | 'down' | 'update') => void>();
+  /** URLs held by connected nodes or by registrations being checked: two keys cannot share one. */
+  private readonly urlHolders = new Map<string, string>();
+  private readonly quarantines: QuarantineBook;
+  readonly checks: NodeChecks;
+  private readonly now: () => number;
 
   constructor(private readonly opts: RegistryOptions) {
+    this.checks = opts.checks ?? ALL_NODE_CHECKS;
+    this.quarantines = new QuarantineBook(opts.quarantinePolicy);
+    this.now = opts.now ?? Date.now;
     this.wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES });
     this.wss.on('connection', (ws, req) => this.onConnection(ws, req));
     const sweepEvery = Math.max(100, Math.floor(opts.heartbeatMs / 2));
@@ -127,6 +188,7 @@ export class NodeRegistry {
     const remote = req.socket.remoteAddress ?? '';
     const nonce = randomBytes(16).toString('hex');
     let node: NodeRecord | null = null;
+    let admitting = false;
     const helloTimer = setTimeout(() => this.refuse(ws, 'no hello within 10 s', remote), HELLO_TIMEOUT_MS);
     helloTimer.unref();
     // ws-level pings find dead TCP connections that heartbeats alone would only catch later.
@@ -150,18 +212,16 @@ export class NodeRegistry {
         return;
       }
       if (!node) {
+        if (admitting) return this.refuse(ws, `${msg.type} before welcome; wait for the gateway to check the node's URL`, remote);
         if (msg.type !== 'hello') return this.refuse(ws, 'expected hello first', remote);
         clearTimeout(helloTimer);
         const signer = recoverChallengeSigner(this.opts.gatewayId, nonce, msg.url, msg.signature);
         if (!signer || signer !== msg.address.toLowerCase()) return this.refuse(ws, 'challenge signature does not match the announced address', remote);
-        const location = msg.location ?? this.locateNode(msg.url, remote);
-        if (!location) return this.refuse(ws, `could not locate node ${msg.url} by GeoIP; start it with --lat and --lon`, remote);
-        node = this.register(signer, msg.url, location, !!msg.location, msg.capacity, msg.version);
-        const previous = this.sockets.get(signer);
-        if (previous && previous !== ws) previous.close(4001, 'replaced by a newer connection');
-        this.sockets.set(signer, ws);
-        this.send(ws, { type: 'welcome', heartbeatMs: this.opts.heartbeatMs, manifests: this.opts.manifests() });
-        this.opts.logger.info({ node: signer, url: msg.url, lat: location.lat, lon: location.lon }, 'node registered');
+        admitting = true;
+        void this.admit(ws, signer, msg, remote).then((n) => {
+          admitting = false;
+          node = n;
+        });
         return;
       }
       if (msg.type === 'heartbeat') {
@@ -178,33 +238,106 @@ export class NodeRegistry {
       clearInterval(pinger);
       if (node && this.sockets.get(node.id) === ws) {
         this.sockets.delete(node.id);
+        if (this.urlHolders.get(node.url) === node.id) this.urlHolders.delete(node.url);
         this.markDown(node, 'disconnected');
       }
     });
     ws.on('error', () => ws.terminate());
   }
 
-  private locateNode(url: string, remote: string): GeoPoint | null {
-    const host = new URL(url).hostname.replace(/^\[|\]$/g, '');
-    return this.opts.locate(host) ?? this.opts.locate(remote.replace(/^::ffff:/, ''));
+  /**
+   * Checks a node whose key is proved: its URL (unique, a plain origin at an allowed address, answered by the same
+   * key) and then its location. Registers and welcomes it, or refuses with the reason. Null when refused.
+   */
+  private async admit(ws: WebSocket, id: string, hello: Extract<NodeMessage, { type: 'hello' }>, remote: string): Promise<NodeRecord | null> {
+    let url = hello.url;
+    let address = remote.replace(/^::ffff:/, '');
+    let rttMs: number | null = null;
+    if (this.opts.admit) {
+      const parsed = parseNodeUrl(hello.url);
+      if (!parsed.ok) {
+        this.refuse(ws, parsed.reason, remote);
+        return null;
+      }
+      url = parsed.url;
+      if (this.checks.urlProof) {
+        const holder = this.urlHolders.get(url);
+        if (holder && holder !== id) {
+          this.refuse(ws, `url ${url} is already registered by node ${holder}; each node needs its own URL`, remote);
+          return null;
+        }
+        this.urlHolders.set(url, id);
+      }
+      const admission = await this.opts.admit(id, url);
+      if (!admission.ok || ws.readyState !== ws.OPEN) {
+        if (this.urlHolders.get(url) === id && this.sockets.get(id) === undefined) this.urlHolders.delete(url);
+        if (!admission.ok) this.refuse(ws, admission.reason, remote);
+        return null;
+      }
+      address = admission.address;
+      rttMs = admission.rttMs;
+    }
+    const located = this.locate(hello.location, address, rttMs);
+    if (!located) {
+      if (this.urlHolders.get(url) === id) this.urlHolders.delete(url);
+      this.refuse(ws, `could not locate node ${url} by GeoIP; start it with --lat and --lon`, remote);
+      return null;
+    }
+    const node = this.register(id, url, address, located, hello, rttMs);
+    const previous = this.sockets.get(id);
+    if (previous && previous !== ws) previous.close(4001, 'replaced by a newer connection');
+    this.sockets.set(id, ws);
+    this.send(ws, { type: 'welcome', heartbeatMs: this.opts.heartbeatMs, manifests: this.opts.manifests() });
+    if (node.locationNote) this.notify(node, 'location-disbelieved', node.locationNote);
+    if (node.quarantine) this.notify(node, 'quarantined', node.quarantine.reason, node.quarantine.until);
+    this.opts.logger.info({ node: id, url, lat: node.lat, lon: node.lon, source: node.locationSource }, 'node registered');
+    return node;
   }
 
-  private register(id: string, url: string, loc: GeoPoint, announced: boolean, capacity: Capacity, version: string): NodeRecord {
+  /**
+   * Where routing puts the node: its announced location, unless the gateway's RTT to it rules that out; then GeoIP
+   * of its address; else unlocated (NaN: never routed to a located client). Null when it announced nothing and GeoIP
+   * cannot place it (refused, as before).
+   */
+  private locate(claimed: GeoPoint | undefined, address: string, rttMs: number | null): { lat: number; lon: number; source: NodeRecord['locationSource']; note?: string } | null {
+    const geo = (): GeoPoint | null => this.opts.locate(address);
+    if (!claimed) {
+      const g = geo();
+      return g ? { lat: g.lat, lon: g.lon, source: 'geoip' } : null;
+    }
+    const note = this.locationDoubt(claimed, rttMs);
+    if (!note) return { lat: claimed.lat, lon: claimed.lon, source: 'announced' };
+    const g = geo();
+    return g ? { lat: g.lat, lon: g.lon, source: 'geoip', note } : { lat: NaN, lon: NaN, source: 'unlocated', note };
+  }
+
+  private locationDoubt(claimed: GeoPoint, rttMs: number | null): string | null {
+    const gw = this.opts.gatewayLocation;
+    if (!this.checks.location || !gw || rttMs === null) return null;
+    return implausibleLocation(gw, claimed, rttMs);
+  }
+
+  private register(id: string, url: string, address: string, loc: { lat: number; lon: number; source: NodeRecord['locationSource']; note?: string }, hello: Extract<NodeMessage, { type: 'hello' }>, rttMs: number | null): NodeRecord {
     const now = Date.now();
     const existing = this.nodes.get(id);
     const node: NodeRecord = existing ?? {
       id,
       url,
+      address,
       lat: loc.lat,
       lon: loc.lon,
-      locationSource: announced ? 'announced' : 'geoip',
+      locationSource: loc.source,
+      minRttMs: null,
       healthy: true,
       uploadBytesPerSecond: 0,
       freeBytesPerSecond: 0,
       activeConnections: 0,
       bytesPerSecond: 0,
       cacheBytes: 0,
-      version,
+      announcedUploadBytesPerSecond: 0,
+      measuredBytesPerSecond: null,
+      sentBytes: 0,
+      version: hello.version,
       score: 0.5,
       rttFactor: 1,
       lastSeen: now,
@@ -213,46 +346,154 @@ export class NodeRegistry {
       bloom: null,
       holdsShard: () => false,
     };
+    if (existing && existing.url !== url) existing.measuredBytesPerSecond = null; // another place: measure again
     node.url = url;
+    node.address = address;
     node.lat = loc.lat;
     node.lon = loc.lon;
-    node.locationSource = announced ? 'announced' : 'geoip';
-    node.version = version;
-    node.cacheBytes = capacity.cacheBytes;
-    // Unlimited upload (0) is reported as "unknown capacity": routing treats it as plenty.
-    node.uploadBytesPerSecond = capacity.uploadBytesPerSecond || Number.MAX_SAFE_INTEGER;
+    node.locationSource = loc.source;
+    if (loc.note) node.locationNote = loc.note;
+    else delete node.locationNote;
+    if (hello.location) node.claimedLocation = hello.location;
+    else delete node.claimedLocation;
+    if (rttMs !== null) node.minRttMs = Math.min(rttMs, node.minRttMs ?? Infinity);
+    node.version = hello.version;
+    node.cacheBytes = hello.capacity.cacheBytes;
+    node.announcedUploadBytesPerSecond = hello.capacity.uploadBytesPerSecond;
+    this.applyCapacity(node);
     node.freeBytesPerSecond = node.uploadBytesPerSecond;
     node.lastSeen = now;
     node.connectedAt = now;
-    node.healthy = true;
-    delete node.downReason;
+    const q = this.quarantines.get(id);
+    if (q) node.quarantine = q;
+    node.healthy = !q;
+    if (q) node.downReason = `quarantined: ${q.reason}`;
+    else delete node.downReason;
     this.nodes.set(id, node);
-    this.opts.events?.nodeUp?.(node);
-    this.emit(node, 'up');
+    if (node.healthy) {
+      this.opts.events?.nodeUp?.(node);
+      this.emit(node, 'up');
+    } else this.emit(node, 'down');
     return node;
   }
 
+  /** Upload capacity as routing uses it (node-claims.ts), or as announced with the check off. */
+  private applyCapacity(node: NodeRecord): void {
+    // Unlimited upload (0) with the check off is "unknown capacity": routing treats it as plenty.
+    node.uploadBytesPerSecond = this.checks.measuredCapacity
+      ? effectiveCapacity(node.announcedUploadBytesPerSecond, node.measuredBytesPerSecond)
+      : node.announcedUploadBytesPerSecond || UNKNOWN_CAPACITY;
+  }
+
+  private lastSent = new Map<string, { at: number; bytes: number }>();
+
   private applyHeartbeat(node: NodeRecord, load: Load, cache: { bits: number; hashes: number; count: number; data: string }, manifests: string[]): void {
-    node.lastSeen = Date.now();
+    const now = Date.now();
+    node.lastSeen = now;
     node.activeConnections = load.activeConnections;
     node.bytesPerSecond = load.bytesPerSecond;
-    node.freeBytesPerSecond = node.uploadBytesPerSecond === Number.MAX_SAFE_INTEGER ? Number.MAX_SAFE_INTEGER : load.freeBytesPerSecond;
     node.manifests = manifests;
+    if (this.checks.measuredCapacity) {
+      const last = this.lastSent.get(node.id);
+      const sentRate = last && now > last.at ? ((node.sentBytes - last.bytes) * 1000) / (now - last.at) : 0;
+      this.lastSent.set(node.id, { at: now, bytes: node.sentBytes });
+      node.freeBytesPerSecond = spareCapacity(node.uploadBytesPerSecond, node.announcedUploadBytesPerSecond, load, sentRate);
+    } else {
+      node.freeBytesPerSecond = node.uploadBytesPerSecond === UNKNOWN_CAPACITY ? UNKNOWN_CAPACITY : load.freeBytesPerSecond;
+    }
     try {
       const bloom = BloomFilter.fromSummary(cache);
       node.bloom = bloom;
-      node.holdsShard = (id) => bloom.has(id);
+      const doubt = this.checks.cacheSummary ? implausibleSummary(bloom) : null;
+      if (doubt) {
+        node.holdsShard = () => false;
+        if (node.summaryNote === undefined) this.notify(node, 'summary-ignored', doubt);
+        node.summaryNote = doubt;
+      } else {
+        node.holdsShard = (id) => bloom.has(id);
+        delete node.summaryNote;
+      }
     } catch {
       node.bloom = null;
       node.holdsShard = () => false;
     }
-    if (!node.healthy) {
+    if (!node.healthy && !node.quarantine) {
       node.healthy = true;
       delete node.downReason;
       this.opts.events?.nodeUp?.(node);
       this.emit(node, 'up');
       this.opts.logger.info({ node: node.id }, 'node back up');
     } else this.emit(node, 'update');
+  }
+
+  // ---- measurements and quarantine (the prober and client reports call these) ----------------------------
+
+  /** A round trip the gateway measured to the node: may rule out its claimed location. */
+  observeRtt(node: NodeRecord, rttMs: number): void {
+    if (!(rttMs > 0)) return;
+    node.minRttMs = Math.min(rttMs, node.minRttMs ?? Infinity);
+    if (node.locationSource !== 'announced' || !node.claimedLocation) return;
+    const note = this.locationDoubt(node.claimedLocation, node.minRttMs);
+    if (!note) return;
+    const located = this.locate(node.claimedLocation, node.address, node.minRttMs);
+    node.lat = located?.lat ?? NaN;
+    node.lon = located?.lon ?? NaN;
+    node.locationSource = located?.source ?? 'unlocated';
+    node.locationNote = note;
+    this.notify(node, 'location-disbelieved', note);
+    this.opts.logger.warn({ node: node.id, reason: note }, 'node location not believed');
+    this.emit(node, 'update');
+  }
+
+  /** A probe's throughput: capacity is the best of the recent ones (lowered by what the node announced). */
+  observeThroughput(node: NodeRecord, bytesPerSecond: number, recent: number[]): void {
+    if (!(bytesPerSecond > 0)) return;
+    node.measuredBytesPerSecond = Math.max(bytesPerSecond, ...recent.filter((b) => b > 0));
+    this.applyCapacity(node);
+    this.emit(node, 'update');
+  }
+
+  /** Takes a node out of rotation for wrong bytes, tells its operator, and logs it. No-op with the check off. */
+  quarantine(id: string, reason: string): QuarantineEntry | null {
+    const node = this.nodes.get(id);
+    if (!node || !this.checks.quarantine) return null;
+    const entry = this.quarantines.add([id, node.url], reason, this.now());
+    node.quarantine = entry;
+    if (node.healthy) this.markDown(node, `quarantined: ${reason}`);
+    else node.downReason = `quarantined: ${reason}`;
+    this.notify(node, 'quarantined', `${reason}; offence ${entry.offences}, no traffic until a probe passes after ${new Date(entry.until).toISOString()}`, entry.until);
+    return entry;
+  }
+
+  /** True when a quarantined node's back-off is over and a probe may release it. */
+  recheckDue(node: NodeRecord): boolean {
+    return node.quarantine !== undefined && this.sockets.has(node.id) && this.quarantines.due(node.id, this.now());
+  }
+
+  /** A quarantined node's recheck could not reach it: wait another back-off. */
+  postponeRecheck(node: NodeRecord): void {
+    this.quarantines.postpone(node.id, this.now());
+  }
+
+  /** A quarantined node passed its recheck probe: back in rotation. */
+  release(id: string): void {
+    const node = this.nodes.get(id);
+    if (!node?.quarantine) return;
+    this.quarantines.release(id);
+    delete node.quarantine;
+    delete node.downReason;
+    this.notify(node, 'released', 'a probe got the right bytes again; back in rotation');
+    this.opts.logger.info({ node: id }, 'node released from quarantine');
+    if (this.sockets.has(id) && Date.now() - node.lastSeen <= this.opts.heartbeatMs * (this.opts.missedHeartbeats ?? 3)) {
+      node.healthy = true;
+      this.opts.events?.nodeUp?.(node);
+      this.emit(node, 'up');
+    }
+  }
+
+  private notify(node: NodeRecord, kind: NoticeKind, reason: string, untilMs?: number): void {
+    const ws = this.sockets.get(node.id);
+    if (ws) this.send(ws, { type: 'notice', kind, reason: reason.slice(0, 1000), ...(untilMs !== undefined ? { untilMs } : {}) });
   }
 
   private markDown(node: NodeRecord, reason: string): void {
@@ -274,6 +515,8 @@ export class NodeRegistry {
         this.sockets.get(node.id)?.terminate();
       } else if (!node.healthy && now - node.lastSeen > forget) {
         this.nodes.delete(node.id);
+        this.lastSent.delete(node.id);
+        this.opts.forgotten?.(node);
       }
     }
   }

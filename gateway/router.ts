@@ -4,9 +4,6 @@ import { NodeIndex, route } from './node-index.ts';
 import { haversineKm, resolveRankOptions, rttCorrection, type GeoPoint, type RankedCandidate, type RankOptions, type ResolvedRankOptions } from './routing.ts';
 import type { NodeRecord, NodeRegistry } from './registry.ts';
 
-/** Round trips in a probe's time to first byte on a fresh plain-HTTP connection (see recordProbeRtt). */
-export const PROBE_ROUND_TRIPS = 2;
-
 export class NodeRouter {
   private readonly index = new NodeIndex<NodeRecord>();
   /** Resolved options per candidate count: resolved once, not copied and validated on every decision. */
@@ -32,12 +29,12 @@ export class NodeRouter {
   }
 
   /**
-   * Folds a probe's TTFB from the gateway into the node's RTT correction. Probes run far apart (30 s by default)
-   * and the prober's connections idle out after 4 s, so each probe opens a fresh TCP connection: its TTFB is about
-   * two round trips (handshake, then request and first byte), plus a little server time.
+   * Folds a round trip a probe measured (probes.ts: half a fresh connection's TTFB, or the TCP handshake when the
+   * node was cold) into the node's RTT correction.
    */
-  recordProbeRtt(node: NodeRecord, gateway: GeoPoint, ttfbMs: number): void {
-    node.rttFactor = rttCorrection(ttfbMs / PROBE_ROUND_TRIPS, haversineKm(gateway, node), node.rttFactor);
+  recordProbeRtt(node: NodeRecord, gateway: GeoPoint, rttMs: number): void {
+    if (!Number.isFinite(node.lat)) return; // unlocated: no distance to correct against
+    node.rttFactor = rttCorrection(rttMs, haversineKm(gateway, node), node.rttFactor);
     this.index.upsert(node);
   }
 

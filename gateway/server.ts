@@ -1,5 +1,6 @@
 // The gateway's HTTP shell. Trainers ask it for shards; it locates the client, picks nodes (routing.ts), signs a
 // ticket for each and redirects (or returns a ranked list). Nodes register over WebSocket on the same port.
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
@@ -21,6 +22,11 @@ import { GeoIp } from './geoip.ts';
 import { clientAddress, NEAR_ERROR, parseNear, resolveClientLocation, TrustedProxies } from './client-location.ts';
 import { ClientRateLimiter } from './rate-limit.ts';
 import { NodeRouter } from './router.ts';
+import { PinnedDispatcher } from './pinned-dispatcher.ts';
+import { NodeVerifier } from './node-verifier.ts';
+import type { ResolveOptions } from './node-address.ts';
+import { ReportDesk, parseReport } from './reports.ts';
+import type { ProbeResult } from './probes.ts';
 
 export interface Gateway {
   url: string;
@@ -30,10 +36,34 @@ export interface Gateway {
   metrics: GatewayMetrics;
   ticketKey: TicketKey;
   prober: Prober;
+  /** Settles when every verification probe that client reports started so far has finished (tests wait on it). */
+  reportProbes(): Promise<void>;
   close(): Promise<void>;
 }
 
-type Route = 'redirect' | 'route' | 'manifest' | 'nodes' | 'admin' | 'metrics' | 'healthz' | 'invalid';
+export interface GatewayDeps {
+  logger?: Logger;
+  geoip?: GeoIp;
+  /** Clock for quarantine back-offs and report windows (tests advance it). */
+  now?: () => number;
+  /** DNS for node hostnames (tests serve a name that resolves to a private address). */
+  lookup?: ResolveOptions['lookup'];
+}
+
+type Route = 'redirect' | 'route' | 'manifest' | 'nodes' | 'admin' | 'reports' | 'metrics' | 'healthz' | 'invalid';
+
+/** Bearer-token check in constant time: both sides hashed first, so neither length nor content leaks by timing. */
+export function bearerMatches(header: string | undefined, token: string): boolean {
+  const given = createHash('sha256').update(header ?? '').digest();
+  const wanted = createHash('sha256').update(`Bearer ${token}`).digest();
+  return timingSafeEqual(given, wanted);
+}
+
+/** What /v1/nodes shows of a probe: the failure's category for everyone, the raw error only with the admin token. */
+function publicProbe(p: ProbeResult, admin: boolean): Record<string, unknown> {
+  const { detail, connectRttMs: _c, ...rest } = p;
+  return admin && detail ? { ...rest, detail } : rest;
+}
 
 /**
  * The first value of `name` in a raw query string, exactly as `new URLSearchParams(query).get(name)` returns it.
@@ -66,7 +96,7 @@ async function loadOrCreateTicketKey(file: string | null): Promise<TicketKey> {
   return key;
 }
 
-export async function startGateway(config: GatewayConfig, deps: { logger?: Logger; geoip?: GeoIp } = {}): Promise<Gateway> {
+export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}): Promise<Gateway> {
   const log = deps.logger ?? createLogger(config.logLevel, 'gateway');
   const metrics = createGatewayMetrics({ defaultMetrics: true });
   const geoip = deps.geoip ?? (await GeoIp.open());
@@ -81,8 +111,20 @@ export async function startGateway(config: GatewayConfig, deps: { logger?: Logge
   const trustedProxies = new TrustedProxies(config.trustedProxies);
   const originAgent = new Agent({ connections: 16, headersTimeout: 30_000, bodyTimeout: 30_000 });
 
+  const gatewayId = config.gatewayId ?? `gateway@${config.host}:${config.port}`;
+  const now = deps.now ?? Date.now;
+  // Every request the gateway makes to a node goes through this: verified origins only, at their checked address.
+  const nodeDispatcher = new PinnedDispatcher({ timeoutMs: 10_000 });
+  const verifier = new NodeVerifier({
+    gatewayId,
+    allowPrivate: config.allowPrivateNodes,
+    urlProof: config.nodeChecks.urlProof,
+    dispatcher: nodeDispatcher,
+    ...(deps.lookup ? { lookup: deps.lookup } : {}),
+  });
+  if (config.allowPrivateNodes) log.warn('accepting nodes at private and loopback addresses (--allow-private-nodes): for private networks and tests only');
   const registry = new NodeRegistry({
-    gatewayId: config.gatewayId ?? `gateway@${config.host}:${config.port}`,
+    gatewayId,
     ticketKeys: [{ keyId: ticketKey.keyId, publicKey: ticketKey.publicKeyB64 }],
     heartbeatMs: config.heartbeatMs,
     locate: (ip) => geoip.lookup(ip),
@@ -92,6 +134,13 @@ export async function startGateway(config: GatewayConfig, deps: { logger?: Logge
       nodeUp: () => metrics.nodeChange('up'),
       nodeDown: () => metrics.nodeChange('down'),
     },
+    admit: (id, url) => verifier.admit(id, url),
+    forgotten: (node) => {
+      if (![...registry.nodes.values()].some((n) => n.url === node.url)) nodeDispatcher.unpin(node.url);
+    },
+    gatewayLocation: config.location,
+    checks: config.nodeChecks,
+    now,
   });
   const router = new NodeRouter(registry);
   metrics.setNodeCounts(() => {
@@ -101,10 +150,25 @@ export async function startGateway(config: GatewayConfig, deps: { logger?: Logge
   const prober = new Prober(() => registry.nodes.values(), {
     catalog,
     issuer,
+    dispatcher: nodeDispatcher.agent,
     intervalMs: config.probeIntervalMs,
+    // Healthy nodes, and quarantined ones whose back-off is over (a passing probe releases them).
+    due: (n) => n.healthy || registry.recheckDue(n),
     onResult(node, r, change) {
       metrics.probe(r.ok, r.ttfbMs !== undefined ? r.ttfbMs / 1000 : undefined);
-      if (r.ok && config.location && r.ttfbMs !== undefined) router.recordProbeRtt(node, config.location, r.ttfbMs);
+      if (r.failure === 'wrong-bytes') {
+        const q = registry.quarantine(node.id, `a probe of shard ${r.shard.slice(0, 12)}… got wrong bytes (${r.detail ?? 'mismatch'})`);
+        if (q) log.warn({ node: node.id, url: node.url, offences: q.offences, until: new Date(q.until).toISOString(), detail: r.detail }, 'node quarantined: wrong bytes');
+      } else if (node.quarantine) {
+        if (r.ok) registry.release(node.id);
+        else registry.postponeRecheck(node);
+      }
+      if (r.connectRttMs !== undefined) registry.observeRtt(node, r.connectRttMs);
+      if (r.ok && r.rttMs !== undefined) registry.observeRtt(node, r.rttMs);
+      if (r.ok && r.bytesPerSecond !== undefined) {
+        registry.observeThroughput(node, r.bytesPerSecond, (prober.history.get(node.id)?.probes ?? []).map((p) => p.bytesPerSecond ?? 0));
+      }
+      if (r.ok && config.location && r.rttMs !== undefined) router.recordProbeRtt(node, config.location, r.rttMs);
       else router.refresh(node);
       if (change) log.info({ node: node.id, from: change.from.toFixed(2), to: change.to.toFixed(2), reason: change.reason }, 'node score changed');
     },
@@ -122,6 +186,55 @@ export async function startGateway(config: GatewayConfig, deps: { logger?: Logge
   const fail = (res: ServerResponse, route: Route, status: number, error: string, extra: Record<string, string> = {}): void => json(res, route, status, { error }, extra);
 
   const ticketedUrl = (node: NodeRecord, shard: ShardEntry): string => issuer.ticketedUrl(node.id, node.url, shard.sha256);
+
+  // ---- client reports of bad bytes ------------------------------------------------------------------------
+
+  const reportDesk = new ReportDesk({
+    keys: new Map([[ticketKey.keyId, ticketKey.publicKey]]),
+    quorum: config.reportQuorum,
+    windowMs: 10 * 60_000,
+    graceSeconds: 300,
+  });
+  // Reports are rare and each may cost a probe: a few per minute per client.
+  const reportLimiter = new ClientRateLimiter({ ratePerSecond: 0.1, burst: 5 });
+  const reportProbes = new Map<string, Promise<void>>();
+
+  async function report(req: IncomingMessage, res: ServerResponse, ip: string): Promise<void> {
+    if (req.method !== 'POST') return fail(res, 'reports', 405, 'use POST with a JSON body', { allow: 'POST' });
+    const verdict = reportLimiter.check(ip || 'unknown', now());
+    if (!verdict.ok) return fail(res, 'reports', 429, 'too many reports from this client', { 'retry-after': String(verdict.retryAfterSeconds) });
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const c of req) {
+      size += (c as Buffer).length;
+      if (size > 4096) return fail(res, 'reports', 413, 'a report is at most 4 KiB of JSON');
+      chunks.push(c as Buffer);
+    }
+    const parsed = parseReport(Buffer.concat(chunks).toString());
+    if (!parsed.ok) return fail(res, 'reports', 400, parsed.reason);
+    const accepted = reportDesk.accept(parsed.report, ip, now());
+    if (!accepted.ok) return fail(res, 'reports', 400, accepted.reason);
+    const node = registry.nodes.get(accepted.node);
+    if (!node) return fail(res, 'reports', 400, 'the ticket names a node this gateway does not know (any more)');
+    log.info({ node: node.id, shard: accepted.shard, chunk: parsed.report.chunk, client: ip, reporters: accepted.reporters }, 'client reported bad bytes');
+    if (node.quarantine) return json(res, 'reports', 202, { accepted: true, node: node.id, action: 'already-quarantined' });
+    if (accepted.corroborated) {
+      registry.quarantine(node.id, `clients in ${accepted.reporters} networks reported wrong bytes (shard ${accepted.shard.slice(0, 12)}…)`);
+      reportDesk.reset(node.id);
+      return json(res, 'reports', 202, { accepted: true, node: node.id, action: 'quarantined' });
+    }
+    // One verification probe per node and shard at a time, whatever the number of reports.
+    const key = `${node.id}/${accepted.shard}`;
+    const shard = catalog.all().map((d) => d.bySha.get(accepted.shard)).find((s) => s !== undefined);
+    if (shard && !reportProbes.has(key)) {
+      const probing = prober.probe(node, shard).then(
+        () => void reportProbes.delete(key),
+        () => void reportProbes.delete(key),
+      );
+      reportProbes.set(key, probing);
+    }
+    return json(res, 'reports', 202, { accepted: true, node: node.id, action: shard ? 'verifying' : 'recorded', reporters: accepted.reporters });
+  }
 
   function choose(client: GeoPoint | null, shard: ShardEntry, count: number) {
     const picks = router.route(client, shard.sha256, count);
@@ -195,24 +308,37 @@ export async function startGateway(config: GatewayConfig, deps: { logger?: Logge
     }
 
     if (path === '/v1/nodes') {
-      // What operators look at: every node, its state, load, score and why the score last moved.
+      // What operators look at: every node, its state, load, score and why the score last moved. Probe failures are
+      // categories; raw errors and checked addresses only with the admin token (else this is a scanner's oracle).
+      const admin = config.adminToken !== null && bearerMatches(req.headers.authorization, config.adminToken);
       const nodes = [...registry.nodes.values()].map((n) => ({
         id: n.id,
         url: n.url,
+        ...(admin ? { address: n.address } : {}),
         healthy: n.healthy,
         ...(n.downReason ? { downReason: n.downReason } : {}),
-        location: { lat: n.lat, lon: n.lon, source: n.locationSource },
-        load: { activeConnections: n.activeConnections, bytesPerSecond: Math.round(n.bytesPerSecond), freeBytesPerSecond: n.freeBytesPerSecond === Number.MAX_SAFE_INTEGER ? null : n.freeBytesPerSecond },
+        ...(n.quarantine ? { quarantine: { reason: n.quarantine.reason, since: new Date(n.quarantine.since).toISOString(), until: new Date(n.quarantine.until).toISOString(), offences: n.quarantine.offences } } : {}),
+        location: { lat: Number.isFinite(n.lat) ? n.lat : null, lon: Number.isFinite(n.lon) ? n.lon : null, source: n.locationSource, ...(n.locationNote ? { note: n.locationNote } : {}) },
+        load: { activeConnections: n.activeConnections, bytesPerSecond: Math.round(n.bytesPerSecond), freeBytesPerSecond: n.freeBytesPerSecond === Number.MAX_SAFE_INTEGER ? null : Math.round(n.freeBytesPerSecond) },
+        capacity: {
+          bytesPerSecond: n.uploadBytesPerSecond === Number.MAX_SAFE_INTEGER ? null : Math.round(n.uploadBytesPerSecond),
+          announced: n.announcedUploadBytesPerSecond || null,
+          measured: n.measuredBytesPerSecond === null ? null : Math.round(n.measuredBytesPerSecond),
+        },
         score: Math.round(n.score * 1000) / 1000,
         rttFactor: Math.round(n.rttFactor * 100) / 100,
+        minRttMs: n.minRttMs === null ? null : Math.round(n.minRttMs * 1000) / 1000,
         cachedShards: n.bloom?.count ?? 0,
+        ...(n.summaryNote ? { summaryNote: n.summaryNote } : {}),
         version: n.version,
         lastSeenMsAgo: Date.now() - n.lastSeen,
-        probes: prober.history.get(n.id)?.probes.slice(-5) ?? [],
+        probes: (prober.history.get(n.id)?.probes.slice(-5) ?? []).map((p) => publicProbe(p, admin)),
         scoreChanges: prober.history.get(n.id)?.scoreChanges.slice(-5) ?? [],
       }));
       return json(res, 'nodes', 200, { nodes });
     }
+
+    if (path === '/v1/reports') return report(req, res, ip);
 
     if (path.startsWith('/v1/admin/')) return admin(req, res, path);
 
@@ -228,6 +354,8 @@ export async function startGateway(config: GatewayConfig, deps: { logger?: Logge
       const where = locate(ip, params.get('near'));
       if ('error' in where) return fail(res, 'route', 400, where.error);
       const candidates = choose(where.location, shard, count);
+      const first = candidates[0] ? registry.nodes.get(candidates[0].node) : undefined;
+      if (first) first.sentBytes += shard.size;
       metrics.decision(candidates.length > 0 ? 'node' : config.fallback === 'off' ? 'no-node' : 'origin-fallback', candidates[0]?.distance);
       return json(res, 'route', 200, {
         dataset: ds.name,
@@ -242,7 +370,15 @@ export async function startGateway(config: GatewayConfig, deps: { logger?: Logge
       const rest = path.slice(3);
       const slash = rest.indexOf('/');
       const dsName = slash < 0 ? rest : rest.slice(0, slash);
-      const ds = catalog.get(dsName.includes('%') ? decodeURIComponent(dsName) : dsName);
+      let name = dsName;
+      if (dsName.includes('%')) {
+        try {
+          name = decodeURIComponent(dsName);
+        } catch {
+          return fail(res, 'redirect', 400, `bad dataset name "${dsName.slice(0, 100)}": malformed percent-encoding`);
+        }
+      }
+      const ds = catalog.get(name);
       if (!ds) return fail(res, 'redirect', 404, `unknown dataset "${dsName.slice(0, 100)}"`);
       const shardPath = slash < 0 ? '' : rest.slice(slash + 1);
       if (shardPath === 'manifest.json') {
@@ -261,6 +397,7 @@ export async function startGateway(config: GatewayConfig, deps: { logger?: Logge
       const primary = router.route(where.location, shard.sha256, 1)[0];
       if (primary) {
         metrics.decision('node', primary.distanceKm);
+        primary.node.sentBytes += shard.size; // the load this gateway itself sends there (node-claims.ts)
         // A flat header array goes straight to the wire; an object goes through setHeader's per-header validation
         // and bookkeeping first.
         res.writeHead(302, ['location', ticketedUrl(primary.node, shard), 'cache-control', 'no-store', 'content-length', '0']);
@@ -280,13 +417,13 @@ export async function startGateway(config: GatewayConfig, deps: { logger?: Logge
       }
       return proxyFromOrigin(res, ds, shard);
     }
-    return fail(res, 'invalid', 404, 'not found: try /d/<dataset>/<path>, /d/<dataset>/manifest.json, /v1/route, /v1/nodes, /metrics');
+    return fail(res, 'invalid', 404, 'not found: try /d/<dataset>/<path>, /d/<dataset>/manifest.json, /v1/route, /v1/nodes, /v1/reports, /metrics');
   }
 
   /** Operator commands: warm a region before a training run, or purge. Bearer-token protected. */
   async function admin(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
     if (!config.adminToken) return fail(res, 'admin', 404, 'admin API is off; start the gateway with --admin-token');
-    if (req.headers.authorization !== `Bearer ${config.adminToken}`) return fail(res, 'admin', 401, 'missing or wrong bearer token');
+    if (!bearerMatches(req.headers.authorization, config.adminToken)) return fail(res, 'admin', 401, 'missing or wrong bearer token');
     if (req.method !== 'POST') return fail(res, 'admin', 405, 'use POST', { allow: 'POST' });
     const chunks: Buffer[] = [];
     let size = 0;
@@ -355,9 +492,13 @@ export async function startGateway(config: GatewayConfig, deps: { logger?: Logge
     metrics,
     ticketKey,
     prober,
+    async reportProbes() {
+      while (reportProbes.size > 0) await Promise.all([...reportProbes.values()]);
+    },
     async close() {
       await prober.close();
       await registry.close();
+      await nodeDispatcher.close();
       await closeNow(server);
       await originAgent.close().catch(() => {});
     },

@@ -68,6 +68,18 @@ export class BloomFilter {
     return this.positions(id, (w, m) => (this.words[w]! & m) !== 0);
   }
 
+  /** Share of bits set, 0..1. A filter's false-positive rate is about fillRatio() ** hashes. */
+  fillRatio(): number {
+    let set = 0;
+    for (let w of this.words) {
+      // popcount (Hacker's Delight 5-2)
+      w = w - ((w >>> 1) & 0x55555555);
+      w = (w & 0x33333333) + ((w >>> 2) & 0x33333333);
+      set += (Math.imul((w + (w >>> 4)) & 0x0f0f0f0f, 0x01010101) >>> 24);
+    }
+    return set / this.bits;
+  }
+
   summary(): BloomSummary {
     return { bits: this.bits, hashes: this.hashes, count: this.count, data: Buffer.from(this.words.buffer).toString('base64') };
   }

@@ -45,3 +45,31 @@ export function recoverChallengeSigner(gatewayId: string, nonce: string, nodeUrl
     return null;
   }
 }
+
+/** Where a node answers a gateway's URL challenge (GET, query `gateway` and `nonce`; JSON answer). */
+export const IDENTITY_PATH = '/.well-known/edgeshard/identity';
+
+/**
+ * The exact text a node signs at IDENTITY_PATH: proves that whoever answers at `nodeUrl` holds the key. A different
+ * first line from challengeText, so a signature fetched from a node's public identity route can never be replayed
+ * as a registration (and the other way round). The node signs its own configured URL, never one the caller names.
+ */
+export function urlProofText(gatewayId: string, nonce: string, nodeUrl: string): string {
+  return `edgeshard node url proof\ngateway: ${gatewayId}\nnonce: ${nonce}\nurl: ${nodeUrl}`;
+}
+
+export async function signUrlProof(wallet: Wallet, gatewayId: string, nonce: string, nodeUrl: string): Promise<string> {
+  return wallet.signMessage(urlProofText(gatewayId, nonce, nodeUrl));
+}
+
+export function recoverUrlProofSigner(gatewayId: string, nonce: string, nodeUrl: string, signature: string): string | null {
+  try {
+    return verifyMessage(urlProofText(gatewayId, nonce, nodeUrl), signature).toLowerCase();
+  } catch {
+    return null;
+  }
+}
+
+/** The URL-proof query fields a node accepts: a hex nonce and a printable gateway id (no newline can be injected). */
+export const PROOF_NONCE = /^[0-9a-f]{32,128}$/;
+export const PROOF_GATEWAY_ID = /^[\x21-\x7e]{1,128}$/;

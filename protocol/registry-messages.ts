@@ -7,6 +7,10 @@
 //   node → gateway   heartbeat   { load, cache, manifests }
 //   gateway → node   prefetch    { id, shards }    purge { id, shards }    manifests { paths }
 //   node → gateway   ack         { id, ok, detail }
+//   gateway → node   notice      { kind, reason, untilMs? }   what the gateway decided about this node, and why
+//
+// Between hello and welcome the gateway checks the announced URL: it connects there and asks for a signature over
+// a fresh nonce at IDENTITY_PATH (protocol/identity.ts), so a node is only welcomed at a URL it really answers.
 import type { BloomSummary } from './bloom.ts';
 
 export const REGISTRY_PATH = '/v1/nodes/connect';
@@ -34,7 +38,12 @@ export type GatewayMessage =
   | { type: 'error'; reason: string }
   | { type: 'prefetch'; id: string; shards: string[] }
   | { type: 'purge'; id: string; shards: string[] }
-  | { type: 'manifests'; paths: string[] };
+  | { type: 'manifests'; paths: string[] }
+  | { type: 'notice'; kind: NoticeKind; reason: string; untilMs?: number };
+
+/** Decisions a gateway tells a node's operator about (the node logs them). */
+export const NOTICE_KINDS = ['quarantined', 'released', 'location-disbelieved', 'summary-ignored'] as const;
+export type NoticeKind = (typeof NOTICE_KINDS)[number];
 
 export type NodeMessage =
   | {
@@ -161,6 +170,11 @@ export function parseGatewayMessage(data: string | Buffer): GatewayMessage {
       return { type: m.type, id: str(m.id, 'id', 64), shards: hexList(m.shards, 'shards') };
     case 'manifests':
       return { type: 'manifests', paths: strList(m.paths, 'paths') };
+    case 'notice': {
+      const kind = NOTICE_KINDS.find((k) => k === m.kind);
+      if (!kind) throw new MessageError('notice.kind is not one this node knows');
+      return { type: 'notice', kind, reason: str(m.reason, 'reason', 1000), ...(m.untilMs !== undefined ? { untilMs: num(m.untilMs, 'untilMs') } : {}) };
+    }
     default:
       throw new MessageError(`unknown message type "${String(m.type).slice(0, 40)}"`);
   }

@@ -15,6 +15,7 @@ import { signChallenge } from '../protocol/identity.ts';
 import { BloomFilter } from '../protocol/bloom.ts';
 import type { Manifest } from '../protocol/manifest.ts';
 import { tempDir, sleep, until } from './helpers/net.ts';
+import { startIdentityServer } from './helpers/scripted-node.ts';
 
 
 /** A hand-driven node: lets a test send exactly what it wants. */
@@ -36,7 +37,7 @@ describe('node registry', () => {
   let gw: Gateway;
   let geoip: GeoIp;
   let manifest: Manifest;
-  const config = () => defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], heartbeatMs: 200, ticketKeyFile: join(tmp.dir, 'ticket.pem') });
+  const config = () => defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], heartbeatMs: 200, ticketKeyFile: join(tmp.dir, 'ticket.pem'), allowPrivateNodes: true });
 
   beforeAll(async () => {
     tmp = await tempDir();
@@ -64,10 +65,11 @@ describe('node registry', () => {
 
   it('registers a node that proves its key, and marks it down after missed heartbeats', async () => {
     const wallet = new Wallet(Wallet.createRandom().privateKey);
+    const identity = await startIdentityServer(wallet);
     const n = rawNode(gw.url);
     const challenge = await n.next('challenge');
     expect(challenge.ticketKeys[0].keyId).toBe(gw.ticketKey.keyId);
-    n.send(await hello(wallet, challenge));
+    n.send(await hello(wallet, challenge, identity.url));
     const welcome = await n.next('welcome');
     expect(welcome.manifests).toEqual(['sample/manifest.json']);
     n.send(heartbeat());
@@ -79,6 +81,7 @@ describe('node registry', () => {
     expect(Date.now() - silentSince).toBeLessThan(2000);
     expect(gw.registry.nodes.get(id)?.downReason).toMatch(/no heartbeat|disconnected/);
     n.ws.terminate();
+    await identity.close();
   });
 
   it('refuses a signature from another key, a hello that never comes in order, and garbage', async () => {

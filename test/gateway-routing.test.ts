@@ -398,8 +398,8 @@ describe('NodeIndex', () => {
 });
 
 describe('probe RTT corrections', () => {
-  it('reads a fresh-connection TTFB as two round trips and converges on the measured/predicted ratio', async () => {
-    const { NodeRouter, PROBE_ROUND_TRIPS } = await import('../gateway/router.ts');
+  it('converges on the measured/predicted RTT ratio, and ignores unlocated nodes', async () => {
+    const { NodeRouter } = await import('../gateway/router.ts');
     const { estimateRttMs, haversineKm } = await import('../gateway/routing.ts');
     const listeners: ((n: never) => void)[] = [];
     const registry = { nodes: new Map(), onChange: (l: (n: never) => void) => listeners.push(l) };
@@ -407,12 +407,15 @@ describe('probe RTT corrections', () => {
     const gatewayAt = { lat: 50, lon: 8 };
     const node = { id: 'n', url: 'http://n', lat: 48, lon: 2, healthy: true, uploadBytesPerSecond: 1e9, freeBytesPerSecond: 1e9, activeConnections: 0, score: 0.5, rttFactor: 1, holdsShard: () => false };
     const predicted = estimateRttMs(haversineKm(gatewayAt, node), 1);
-    // A TTFB of exactly two predicted round trips means the model was right: the factor stays at 1.
-    router.recordProbeRtt(node as never, gatewayAt, PROBE_ROUND_TRIPS * predicted);
+    // A round trip of exactly the prediction means the model was right: the factor stays at 1.
+    router.recordProbeRtt(node as never, gatewayAt, predicted);
     expect(node.rttFactor).toBeCloseTo(1, 6);
     // A path twice as slow as predicted: repeated probes pull the factor to 2.
-    for (let i = 0; i < 30; i++) router.recordProbeRtt(node as never, gatewayAt, PROBE_ROUND_TRIPS * 2 * predicted);
+    for (let i = 0; i < 30; i++) router.recordProbeRtt(node as never, gatewayAt, 2 * predicted);
     expect(node.rttFactor).toBeGreaterThan(1.95);
     expect(node.rttFactor).toBeLessThan(2.05);
+    const unlocated = { ...node, lat: NaN, lon: NaN, rttFactor: 1 };
+    router.recordProbeRtt(unlocated as never, gatewayAt, 50 * predicted);
+    expect(unlocated.rttFactor).toBe(1);
   });
 });
