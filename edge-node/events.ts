@@ -14,7 +14,11 @@ export interface EdgeEvents extends StoreEvents {
   fillFinished?(key: string, outcome: FillOutcome, bytes: number, seconds: number, detail?: string): void;
   integrityFailure?(key: string, expected: string, actual: string): void;
   revalidated?(key: string, outcome: RevalidationOutcome): void;
+  /** A response that was sent whole. `bodyBytes` is what its body carried. */
   response?(route: string, status: number, bodyBytes: number): void;
+  /** A response cut off after its head went out (client gone, fill failed): `bodyBytes` were sent before. */
+  aborted?(route: string, bodyBytes: number): void;
+  /** Request start to the response head leaving (the first byte), measured when the head is written. */
   firstByte?(route: string, seconds: number): void;
   bandwidthWait?(ms: number): void;
   cacheBytes?(usedBytes: number, maxBytes: number, tier: 'memory' | 'disk'): void;

@@ -1,6 +1,7 @@
 // Prometheus metrics for one edge node: an EdgeEvents implementation backed by its own prom-client Registry.
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { EdgeEvents } from './events.ts';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectProcessMetrics } from '../protocol/process-metrics.ts';
+import type { EdgeEvents, FillOutcome, RevalidationOutcome } from './events.ts';
 
 // Why the request-path metrics below do not call prom-client per request: its inc() and observe() hash the label
 // set on every call, even through a cached labels() child (~0.3 µs each, three calls per request). At ~30k small
@@ -90,6 +91,9 @@ class RouteHistogram {
   }
 }
 
+const FILL_OUTCOMES: readonly FillOutcome[] = ['ok', 'not-modified', 'integrity', 'size-mismatch', 'origin-error', 'origin-status', 'aborted'];
+const REVALIDATION_OUTCOMES: readonly RevalidationOutcome[] = ['not-modified', 'modified', 'error'];
+
 /** What the scrape-time gauges read from the running node. */
 export interface GaugeSample {
   activeConnections: number;
@@ -107,7 +111,7 @@ export interface EdgeMetrics {
 
 export function createEdgeMetrics(opts: { defaultMetrics?: boolean } = {}): EdgeMetrics {
   const registry = new Registry();
-  if (opts.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: 'edgeshard_node_' });
+  if (opts.defaultMetrics) collectProcessMetrics(registry, 'edgeshard_node_');
 
   const pendingRequests = new PendingCounts();
   const pendingBytes = new PendingCounts();
@@ -115,6 +119,7 @@ export function createEdgeMetrics(opts: { defaultMetrics?: boolean } = {}): Edge
   new Counter({ name: 'edgeshard_node_requests_total', help: 'HTTP responses by route and status', labelNames: ['route', 'status'], registers: [registry], collect() { pendingRequests.flushInto(this); } });
   new Counter({ name: 'edgeshard_node_bytes_served_total', help: 'response body bytes sent, by route', labelNames: ['route'], registers: [registry], collect() { pendingBytes.flushInto(this); } });
   new Counter({ name: 'edgeshard_node_cache_requests_total', help: 'cache lookups by outcome (memory-hit, disk-hit, miss, coalesced, stale, revalidated)', labelNames: ['outcome'], registers: [registry], collect() { pendingCache.flushInto(this); } });
+  const aborted = new Counter({ name: 'edgeshard_node_aborted_responses_total', help: 'responses cut off after their head was sent (client went away, fill failed), by route', labelNames: ['route'], registers: [registry] });
   const fills = new Counter({ name: 'edgeshard_node_origin_fills_total', help: 'origin fills by outcome', labelNames: ['outcome'], registers: [registry] });
   const fillBytes = new Counter({ name: 'edgeshard_node_origin_bytes_total', help: 'bytes received from the origin', registers: [registry] });
   const fillSeconds = new Histogram({ name: 'edgeshard_node_origin_fill_seconds', help: 'origin fill duration (request to last byte)', buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60], registers: [registry] });
@@ -128,6 +133,13 @@ export function createEdgeMetrics(opts: { defaultMetrics?: boolean } = {}): Edge
   const writeFailures = new Counter({ name: 'edgeshard_node_cache_write_failures_total', help: 'disk cache writes that failed (ENOSPC, EIO...); the response was served without caching', labelNames: ['code'], registers: [registry] });
   const bwWaits = new Counter({ name: 'edgeshard_node_bandwidth_cap_waits_total', help: 'times a response waited for the upload cap', registers: [registry] });
   const bwWaitSeconds = new Counter({ name: 'edgeshard_node_bandwidth_cap_wait_seconds_total', help: 'time responses spent waiting for the upload cap', registers: [registry] });
+  // Failure counters start at 0 for the label values a dashboard asks about, so a panel shows 0 rather than
+  // "No data" before the first failure.
+  for (const route of ['shard', 'path']) aborted.labels(route).inc(0);
+  for (const o of FILL_OUTCOMES) fills.labels(o).inc(0);
+  for (const o of REVALIDATION_OUTCOMES) revalidations.labels(o).inc(0);
+  for (const code of ['ENOSPC', 'EIO']) writeFailures.labels(code).inc(0);
+  for (const reason of ['sha256 mismatch', 'size mismatch']) dropped.labels(reason).inc(0);
   let gaugeSource: (() => GaugeSample) | undefined;
   new Gauge({ name: 'edgeshard_node_active_connections', help: 'open client connections', registers: [registry], collect() { if (gaugeSource) this.set(gaugeSource().activeConnections); } });
   new Gauge({ name: 'edgeshard_node_fills_in_flight', help: 'origin fills running now', registers: [registry], collect() { if (gaugeSource) this.set(gaugeSource().fillsInFlight); } });
@@ -161,6 +173,14 @@ export function createEdgeMetrics(opts: { defaultMetrics?: boolean } = {}): Edge
       let c = byStatus.get(status);
       if (!c) byStatus.set(status, (c = pendingRequests.cell({ route, status: String(status) })));
       c.n++;
+      if (bodyBytes > 0) {
+        let b = bytesCells.get(route);
+        if (!b) bytesCells.set(route, (b = pendingBytes.cell({ route })));
+        b.n += bodyBytes;
+      }
+    },
+    aborted(route, bodyBytes) {
+      aborted.labels(route).inc();
       if (bodyBytes > 0) {
         let b = bytesCells.get(route);
         if (!b) bytesCells.set(route, (b = pendingBytes.cell({ route })));

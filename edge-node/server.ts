@@ -19,6 +19,7 @@ import type { EdgeEvents } from './events.ts';
 import type { DiskEntry, EntryMeta } from './store-types.ts';
 import { parseRange, evaluateConditional, evaluateIfRange, contentRange, contentRangeUnsatisfied } from './http-semantics.ts';
 import { BandwidthLimiter } from './bandwidth-limiter.ts';
+import { UploadRate } from './upload-rate.ts';
 import { TicketGate, ticketFromUrl } from './ticket-gate.ts';
 import { RegistryClient, type NodeControl } from './registry-client.ts';
 import { installFastPath, type FastHit, type FastPath } from './fast-path.ts';
@@ -223,11 +224,46 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
 
   // ---- responses -------------------------------------------------------------------------------------
 
+  /** A response written in one go (head and body together): its first byte leaves now. */
   const recordResponse = (route: string, status: number, started: number, bodyBytes: number): void => {
     servedBytes += bodyBytes;
     events.response?.(route, status, bodyBytes);
     events.firstByte?.(route, (performance.now() - started) / 1000);
   };
+
+  /**
+   * A streamed body: bytes count (for the heartbeat's load and the metrics) as they are written, not when the
+   * response ends, so a node busy with long transfers at its cap reports that load while it lasts; the first
+   * write records the time to first byte.
+   */
+  class BodyMeter {
+    bytes = 0;
+    private headRecorded = false;
+    constructor(
+      readonly route: string,
+      private readonly started: number,
+    ) {}
+
+    wrote(n: number): void {
+      if (!this.headRecorded) this.recordHead();
+      this.bytes += n;
+      servedBytes += n;
+    }
+
+    finished(status: number): void {
+      if (!this.headRecorded) this.recordHead();
+      events.response?.(this.route, status, this.bytes);
+    }
+
+    aborted(): void {
+      events.aborted?.(this.route, this.bytes);
+    }
+
+    private recordHead(): void {
+      this.headRecorded = true;
+      events.firstByte?.(this.route, (performance.now() - this.started) / 1000);
+    }
+  }
 
   const sendText = (res: ServerResponse, route: Route, status: number, text: string, started: number, extra: string[] = []): void => {
     if (res.headersSent) {
@@ -292,11 +328,13 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   };
 
   /** Writes a body through the upload cap with backpressure. Rejects if the client goes away. */
-  async function writeLimited(res: ServerResponse, buf: Buffer, signal: AbortSignal): Promise<void> {
+  async function writeLimited(res: ServerResponse, buf: Buffer, signal: AbortSignal, meter: BodyMeter): Promise<void> {
     for (let off = 0; off < buf.length; off += LIMITED_SLICE) {
       const slice = buf.subarray(off, Math.min(buf.length, off + LIMITED_SLICE));
       await limiter.acquire(slice.length, signal);
-      if (!res.write(slice)) await waitDrain(res, signal);
+      const flowing = res.write(slice);
+      meter.wrote(slice.length);
+      if (!flowing) await waitDrain(res, signal);
     }
   }
 
@@ -314,18 +352,17 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     });
   }
 
-  async function streamBody(res: ServerResponse, chunks: AsyncIterable<Buffer>, signal: AbortSignal): Promise<number> {
-    let sent = 0;
+  async function streamBody(res: ServerResponse, chunks: AsyncIterable<Buffer>, signal: AbortSignal, meter: BodyMeter): Promise<void> {
     for await (const chunk of chunks) {
       if (signal.aborted) throw new Error('client went away');
       if (limiter.unlimited) {
-        if (!res.write(chunk)) await waitDrain(res, signal);
+        const flowing = res.write(chunk);
+        meter.wrote(chunk.length);
+        if (!flowing) await waitDrain(res, signal);
       } else {
-        await writeLimited(res, chunk, signal);
+        await writeLimited(res, chunk, signal, meter);
       }
-      sent += chunk.length;
     }
-    return sent;
   }
 
   function respondFromMemory(req: IncomingMessage, res: ServerResponse, target: Target, obj: MemoryObject, started: number, cacheState: string): void {
@@ -381,11 +418,13 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
 
   async function sendBuffer(res: ServerResponse, target: Target, body: Buffer, status: number, started: number): Promise<void> {
     const ac = abortOnClose(res);
+    const meter = new BodyMeter(target.route, started);
     try {
-      await writeLimited(res, body, ac.signal);
+      await writeLimited(res, body, ac.signal, meter);
       res.end();
-      recordResponse(target.route, status, started, body.length);
+      meter.finished(status);
     } catch {
+      meter.aborted();
       res.destroy();
     }
   }
@@ -434,11 +473,13 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       }
       const ac = abortOnClose(res);
       const stream = handle.createReadStream({ start: plan.start, end: plan.end, highWaterMark: DISK_READ_CHUNK, autoClose: false });
+      const meter = new BodyMeter(target.route, started);
       try {
-        const sent = await streamBody(res, stream as AsyncIterable<Buffer>, ac.signal);
+        await streamBody(res, stream as AsyncIterable<Buffer>, ac.signal, meter);
         res.end();
-        recordResponse(target.route, plan.status, started, sent);
+        meter.finished(plan.status);
       } catch {
+        meter.aborted();
         stream.destroy();
         res.destroy();
       }
@@ -488,15 +529,16 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       return;
     }
     const ac = abortOnClose(res);
+    const meter = new BodyMeter(target.route, started);
     try {
       const end = size === undefined ? Number.MAX_SAFE_INTEGER : plan.end;
-      const sent = await streamBody(res, readFill(fill, plan.start, end, size === undefined), ac.signal);
+      await streamBody(res, readFill(fill, plan.start, end, size === undefined), ac.signal, meter);
       res.end();
-      recordResponse(target.route, plan.status, started, sent);
+      meter.finished(plan.status);
     } catch (err) {
       // Headers are out, so the only honest signal left is an aborted transfer: never a complete-looking body.
       log.debug({ key: target.key, err: (err as Error).message }, 'aborting response');
-      events.response?.(target.route, 0, 0);
+      meter.aborted();
       res.destroy();
     }
   }
@@ -743,16 +785,15 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     for (const key of memory.keys()) if (key.startsWith('sha256:')) ids.add(key.slice(7));
     return [...ids];
   };
-  let lastLoadSample = { at: performance.now(), bytes: 0 };
+  const uploadRate = new UploadRate();
+  uploadRate.sample(performance.now(), servedBytes);
   const control: NodeControl = {
     publicUrl: config.publicUrl ?? url,
     ...(config.location ? { location: config.location } : {}),
     version: VERSION,
     capacity: () => ({ uploadBytesPerSecond: config.maxUploadBytesPerSecond, cacheBytes: config.cacheDir ? config.cacheBytes : config.memoryBytes }),
     load() {
-      const now = performance.now();
-      const rate = ((servedBytes - lastLoadSample.bytes) / Math.max(now - lastLoadSample.at, 1)) * 1000;
-      lastLoadSample = { at: now, bytes: servedBytes };
+      const rate = uploadRate.sample(performance.now(), servedBytes);
       const cap = config.maxUploadBytesPerSecond;
       return { activeConnections, bytesPerSecond: rate, freeBytesPerSecond: cap ? Math.max(0, cap - rate) : 0 };
     },

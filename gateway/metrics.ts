@@ -1,5 +1,6 @@
 // Prometheus metrics for one gateway: routing decisions, distances, fallbacks, node membership and probes.
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectProcessMetrics } from '../protocol/process-metrics.ts';
 
 export interface GatewayMetrics {
   registry: Registry;
@@ -18,7 +19,7 @@ interface Pending {
 
 export function createGatewayMetrics(opts: { defaultMetrics?: boolean } = {}): GatewayMetrics {
   const registry = new Registry();
-  if (opts.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: 'edgeshard_gateway_' });
+  if (opts.defaultMetrics) collectProcessMetrics(registry, 'edgeshard_gateway_');
   // The per-request counters count in plain numbers and hand the totals to prom-client when it collects (a scrape,
   // or .get()): prom-client's inc() hashes and validates the label set on every call, a visible share of a redirect
   // at 20,000/s. What a scrape shows is the same.
@@ -55,6 +56,11 @@ export function createGatewayMetrics(opts: { defaultMetrics?: boolean } = {}): G
   const changes = new Counter({ name: 'edgeshard_gateway_node_changes_total', help: 'node membership changes', labelNames: ['change'], registers: [registry] });
   const probes = new Counter({ name: 'edgeshard_gateway_probes_total', help: 'active probes by result', labelNames: ['result'], registers: [registry] });
   const probeTtfb = new Histogram({ name: 'edgeshard_gateway_probe_ttfb_seconds', help: 'time to first byte of successful probes', buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers: [registry] });
+  // Start at 0 the label values a dashboard asks about, so a panel shows 0 rather than "No data" before the first
+  // event of its kind.
+  for (const o of ['node', 'origin-fallback', 'no-node']) decisions.labels(o).inc(0);
+  for (const c of ['up', 'down']) changes.labels(c).inc(0);
+  for (const r of ['ok', 'failed']) probes.labels(r).inc(0);
   let counts: (() => { up: number; down: number }) | undefined;
   new Gauge({ name: 'edgeshard_gateway_nodes', help: 'registered nodes by state', labelNames: ['state'], registers: [registry], collect() { if (counts) { const c = counts(); this.labels('up').set(c.up); this.labels('down').set(c.down); } } });
 

@@ -269,7 +269,7 @@ class CostSearch<N extends RoutableNode> implements Search<N> {
       const worst = this.worst;
       // Sorted by p: once this entry's best case loses, every later one does too.
       if (worst !== Infinity && keyFloor(data[o + P_OFFSET]!, exponent) * cellRtt * (1 - PRUNE_MARGIN) > worst) return;
-      if (!(data[o + 6]! > minFree)) continue;
+      if (!(data[o + 6]! >= minFree)) continue;
       if (worst !== Infinity) {
         // The cost formula with the chord (never longer than the arc) for the distance, from the packed snapshot
         // alone: no pointer chase into the node object for the many nodes it rules out.
@@ -282,7 +282,7 @@ class CostSearch<N extends RoutableNode> implements Search<N> {
       }
       const e = entries[i]!;
       const node = e.node;
-      if (!node.healthy || !(node.freeBytesPerSecond > minFree)) continue;
+      if (!node.healthy || !(node.freeBytesPerSecond >= minFree)) continue;
       // Exactly as rankNodes computes it, so both agree to the last bit.
       const distanceKm = haversineKm(this.client, node);
       const rttMs = estimateRttMs(distanceKm, node.rttFactor);

@@ -4,11 +4,13 @@
 //
 // The formula (also in docs/routing.md):
 //
-//   eligible    node.healthy && node.freeBytesPerSecond > minFreeBytesPerSecond
+//   eligible    node.healthy && node.freeBytesPerSecond ≥ minFreeBytesPerSecond (default 0: a node serving at its
+//               cap is healthy and stays eligible; load ranks it, and the origin is the last resort)
 //   d_i         great-circle (haversine) distance client → node i, km
 //   rtt_i       (ACCESS_RTT_MS + 2 · d_i · ROUTE_INFLATION · FIBER_DELAY_MS_PER_KM) · f_i
 //               f_i = node's probe-derived rttFactor clamped to [RTT_FACTOR_MIN, RTT_FACTOR_MAX] (1 when unprobed)
-//   util_i      1 − free_i / capacity_i, clamped to [0, 1] (0 when the capacity is unknown)
+//   util_i      max(1 − free_i / capacity_i clamped to [0, 1] (0 when the capacity is unknown),
+//                   conns_i / (conns_i + CONNECTIONS_AT_HALF_LOAD))
 //   cost_i      rtt_i · (1 + loadWeight · util_i) · (1 + scoreWeight · (1 − score_i))
 //   near set S  the `nearest` (default 6) lowest-cost nodes with cost_i ≤ cost_best · slackFactor + slackMs
 //   weight w_i  (1 / cost_i) · (heldShardWeight if node i's Bloom filter says it holds the shard, else 1)
@@ -78,7 +80,7 @@ export interface RankOptions {
   /** A node is in the near set only if cost ≤ best cost · slackFactor + slackMs. */
   slackFactor?: number;
   slackMs?: number;
-  /** Nodes need strictly more spare upload than this, bytes/s. */
+  /** Nodes need at least this much spare upload, bytes/s; 0 keeps a node at its cap eligible (ranked by load). */
   minFreeBytesPerSecond?: number;
   /** A fully loaded node costs (1 + loadWeight) times its RTT. */
   loadWeight?: number;
@@ -190,17 +192,29 @@ export function rttCorrection(measuredRttMs: number, gatewayToNodeKm: number, pr
 
 // ---- cost -----------------------------------------------------------------------------------------------------
 
-/** True when routing may send a client to this node at all. */
+/**
+ * True when routing may send a client to this node at all. A node serving at its upload cap is healthy: it stays
+ * eligible (its load makes it rank lower), so clients are sent to the origin only when no healthy node is left.
+ */
 export function isEligible(node: RoutableNode, minFreeBytesPerSecond: number): boolean {
-  return node.healthy && node.freeBytesPerSecond > minFreeBytesPerSecond;
+  return node.healthy && node.freeBytesPerSecond >= minFreeBytesPerSecond;
 }
 
-/** Share of the node's upload in use, 0..1; 0 when the capacity is unknown or unlimited. */
+/**
+ * Open connections at which a node counts as half loaded. A node without an upload cap reports no spare bandwidth,
+ * and a capped one reports its rate smoothed over seconds; the connection count is what it is serving right now.
+ */
+export const CONNECTIONS_AT_HALF_LOAD = 32;
+
+/** How loaded the node is, 0..1: its share of upload in use, or its open connections, whichever is higher. */
 export function utilisation(node: RoutableNode): number {
+  const conns = node.activeConnections > 0 ? node.activeConnections : 0;
+  const byConnections = conns / (conns + CONNECTIONS_AT_HALF_LOAD);
   const cap = node.uploadBytesPerSecond;
-  if (!(cap > 0) || cap >= Number.MAX_SAFE_INTEGER) return 0;
+  if (!(cap > 0) || cap >= Number.MAX_SAFE_INTEGER) return byConnections;
   const u = 1 - node.freeBytesPerSecond / cap;
-  return u > 0 ? (u < 1 ? u : 1) : 0;
+  const byBandwidth = u > 0 ? (u < 1 ? u : 1) : 0;
+  return byBandwidth > byConnections ? byBandwidth : byConnections;
 }
 
 /** The probe score clamped to 0..1; neutral 0.5 when not a number. */

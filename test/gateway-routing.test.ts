@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   ACCESS_RTT_MS,
+  CONNECTIONS_AT_HALF_LOAD,
   DEFAULT_RANK_OPTIONS,
   RTT_FACTOR_MAX,
   RTT_FACTOR_MIN,
@@ -11,6 +12,7 @@ import {
   rankNodes,
   rttCorrection,
   type GeoPoint,
+  utilisation,
   type RoutableNode,
 } from '../gateway/routing.ts';
 import { NodeIndex, route } from '../gateway/node-index.ts';
@@ -83,17 +85,32 @@ describe('latency model', () => {
     // Unknown (unlimited) capacity counts as idle.
     expect(costMultiplier(node('d', PARIS, { uploadBytesPerSecond: Number.MAX_SAFE_INTEGER, freeBytesPerSecond: Number.MAX_SAFE_INTEGER }), 1, 1)).toBe(1);
   });
+
+  it('counts open connections as load, for nodes with and without an upload cap', () => {
+    const uncapped = { uploadBytesPerSecond: Number.MAX_SAFE_INTEGER, freeBytesPerSecond: Number.MAX_SAFE_INTEGER };
+    expect(utilisation(node('u0', PARIS, uncapped))).toBe(0);
+    expect(utilisation(node('u32', PARIS, { ...uncapped, activeConnections: CONNECTIONS_AT_HALF_LOAD }))).toBe(0.5);
+    // A capped node reports the higher of its bandwidth share and its connection share.
+    expect(utilisation(node('c', PARIS, { freeBytesPerSecond: 750_000, activeConnections: CONNECTIONS_AT_HALF_LOAD }))).toBe(0.5);
+    expect(utilisation(node('c', PARIS, { freeBytesPerSecond: 0, activeConnections: 1 }))).toBe(1);
+    // With equal distance, the node with fewer open connections ranks first.
+    const ranked = rankNodes([node('busy', PARIS, { activeConnections: 40 }), node('quiet', PARIS, { activeConnections: 2 })], PARIS, 'shard', { nearest: 1 });
+    expect(ranked[0]!.node.id).toBe('quiet');
+  });
 });
 
 describe('rankNodes', () => {
-  it('excludes unhealthy nodes and nodes without spare bandwidth', () => {
+  it('excludes unhealthy nodes; a node at its upload cap stays eligible, ranked after one with spare bandwidth', () => {
     const nodes = [
       node('down', PARIS, { healthy: false }),
       node('full', PARIS, { freeBytesPerSecond: 0 }),
       node('ok', LONDON),
     ];
     const ranked = rankNodes(nodes, PARIS, 'shard');
-    expect(ranked.map((r) => r.node.id)).toEqual(['ok']);
+    expect(ranked.map((r) => r.node.id).sort()).toEqual(['full', 'ok']);
+    expect(ranked.find((r) => r.node.id === 'full')!.cost).toBeGreaterThan(ranked.find((r) => r.node.id === 'ok')!.cost);
+    // An operator can still ask for headroom: then the full node is left out.
+    expect(rankNodes(nodes, PARIS, 'shard', { minFreeBytesPerSecond: 1 }).map((r) => r.node.id)).toEqual(['ok']);
     expect(rankNodes(nodes, PARIS, 'shard', { minFreeBytesPerSecond: 2_000_000 })).toEqual([]);
     expect(rankNodes([], PARIS, 'shard')).toEqual([]);
   });
