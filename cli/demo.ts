@@ -1,12 +1,16 @@
 // `edgeshard demo` (what `npm start` runs): the whole network on 127.0.0.1 with the built-in sample dataset and no
-// setup. An origin, a gateway, three edge nodes announced in Paris, New York and Tokyo, then a trainer near Paris
-// who fetches the dataset through the gateway (cold, then warm), and a data loader that streams it in a seeded
-// shuffle. Every shard is verified against the manifest; the output says where each came from.
+// setup, up until Ctrl-C. An origin, a gateway, three edge nodes announced in Paris, New York and Tokyo, on fixed
+// ports that grafana/prometheus.yml scrapes; then a trainer near Brussels fetches the dataset through the gateway
+// (cold, then warm) and a data loader streams it in a seeded shuffle; then it prints what to try next and waits.
+//
+// Each run starts clean: the nodes' caches and the trainer's directory are wiped first, so "cold" always means
+// cold. `--keep-cache` keeps the caches of the last run, and the first fetch then says "warm".
 import { join } from 'node:path';
 import { rm } from 'node:fs/promises';
 import type { Command } from './command.ts';
 import { stopSignal } from './signals.ts';
-import { intSetting, stringSetting } from './options.ts';
+import { intSetting, stringSetting, UsageError, type Settings } from './options.ts';
+import { describeListenError } from './listen-errors.ts';
 import { writeSampleDataset } from '../dataset/sample.ts';
 import { startOrigin } from '../dataset/origin-server.ts';
 import { startEdgeNode, type EdgeNode } from '../edge-node/server.ts';
@@ -24,38 +28,78 @@ const PLACES = [
 ];
 const TRAINER = { lat: 50.85, lon: 4.35 }; // Brussels
 
+/** The demo's default ports: grafana/prometheus.yml scrapes the gateway and the three nodes on these. */
+export const DEMO_PORTS = { origin: 8000, gateway: 8443, node: 8080 } as const;
+
+/** The line printed once everything is closed; tests wait for it. */
+export const SHUTDOWN_LINE = 'demo stopped: nodes, gateway and origin closed';
+
+function port(settings: Settings, name: string): number {
+  return intSetting(settings, name, 0, 65535);
+}
+
+/** Binds with an error that names the flag to change, rather than a bare EADDRINUSE. */
+async function bound<T>(flag: string, value: number, start: () => Promise<T>): Promise<T> {
+  try {
+    return await start();
+  } catch (err) {
+    const explained = describeListenError(err, flag, value);
+    if (explained) throw new UsageError(explained);
+    throw err;
+  }
+}
+
 export const demoCommand: Command = {
   spec: {
     name: 'demo',
-    usage: 'edgeshard demo [--dir .edgeshard/demo] [--shards 16] [--keep-running]',
+    usage: 'edgeshard demo [--dir .edgeshard/demo] [--shards 16] [--gateway-port 8443] [--node-port 8080] [--origin-port 8000] [--keep-cache]',
     summary:
-      'Runs an origin, a gateway and three edge nodes on 127.0.0.1 with the built-in sample dataset, then fetches it as a trainer near Brussels ' +
-      '(cold, then warm) and streams it through the data-loader library; every shard is verified.',
+      'Runs an origin, a gateway and three edge nodes on 127.0.0.1 with the built-in sample dataset, fetches it as a trainer near Brussels ' +
+      '(cold, then warm) and streams it through the data-loader library (every shard verified), then keeps the network up until Ctrl-C. ' +
+      'The nodes listen on --node-port and the next two ports; port 0 picks free ports. Each run starts with empty caches unless --keep-cache.',
     options: [
       { name: 'dir', type: 'string', default: '.edgeshard/demo', description: 'working directory for the sample data, caches and downloads' },
       { name: 'shards', type: 'string', default: '16', description: 'shards in the sample dataset' },
-      { name: 'keep-running', type: 'boolean', default: false, description: 'keep the network up after the demo (Ctrl-C stops)' },
+      { name: 'gateway-port', type: 'string', default: String(DEMO_PORTS.gateway), description: 'gateway port (status page, /d/, /metrics); 0 = any free port' },
+      { name: 'node-port', type: 'string', default: String(DEMO_PORTS.node), description: 'first node port; the others take the next two; 0 = any free ports' },
+      { name: 'origin-port', type: 'string', default: String(DEMO_PORTS.origin), description: 'origin port; 0 = any free port' },
+      { name: 'keep-cache', type: 'boolean', default: false, description: "keep the nodes' caches from the last run (the first fetch is then warm)" },
     ],
   },
   async run(settings) {
+    // Listen for Ctrl-C from the start, so an interrupt during start-up also shuts down cleanly.
+    let stopRequested = false;
+    const stop = stopSignal().then(() => {
+      stopRequested = true;
+    });
     const dir = stringSetting(settings, 'dir') ?? '.edgeshard/demo';
+    const ports = { gateway: port(settings, 'gateway-port'), node: port(settings, 'node-port'), origin: port(settings, 'origin-port') };
+    if (ports.node > 65535 - (PLACES.length - 1)) throw new UsageError(`--node-port ${ports.node}: the nodes need it and the next ${PLACES.length - 1} ports; use at most ${65535 - (PLACES.length - 1)}`);
+    const keepCache = settings['keep-cache'] === true;
+    if (!keepCache) for (let i = 0; i < PLACES.length; i++) await rm(join(dir, `node-${i}`, 'cache'), { recursive: true, force: true });
+
     const { manifest, id } = await writeSampleDataset(join(dir, 'origin', 'sample'), { shards: intSetting(settings, 'shards', 1, 10_000) });
     console.log(`sample dataset: ${manifest.shards.length} shards, ${formatBytes(manifest.totalBytes)}, manifest ${id.slice(0, 16)}…`);
 
-    const origin = await startOrigin(join(dir, 'origin'));
-    const gateway = await startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], ticketKeyFile: join(dir, 'gateway-ticket-key.pem'), allowPrivateNodes: true }));
-    const nodes: EdgeNode[] = [];
+    const closers: (() => Promise<void>)[] = [];
     const stopAll = async (): Promise<void> => {
-      for (const n of nodes) await n.close();
-      await gateway.close();
-      await origin.close();
+      for (const close of closers.reverse()) await close().catch(() => {});
     };
     try {
+      const origin = await bound('--origin-port', ports.origin, () => startOrigin(join(dir, 'origin'), ports.origin));
+      closers.push(() => origin.close());
+      const gateway = await bound('--gateway-port', ports.gateway, () =>
+        startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], port: ports.gateway, ticketKeyFile: join(dir, 'gateway-ticket-key.pem'), allowPrivateNodes: true })),
+      );
+      closers.push(() => gateway.close());
+      const nodes: EdgeNode[] = [];
       for (const [i, place] of PLACES.entries()) {
-        nodes.push(
-          await startEdgeNode(
+        const nodePort = ports.node === 0 ? 0 : ports.node + i;
+        const node = await bound('--node-port', nodePort, () =>
+          startEdgeNode(
             defaultNodeConfig({
               originUrl: origin.url,
+              port: nodePort,
               open: false,
               gateways: [gateway.url],
               location: { lat: place.lat, lon: place.lon },
@@ -64,18 +108,23 @@ export const demoCommand: Command = {
             }),
           ),
         );
+        nodes.push(node);
+        closers.push(() => node.close());
       }
       const deadline = Date.now() + 15_000;
       while (gateway.registry.healthyCount < PLACES.length || nodes.some((n) => n.manifests.shardCount < manifest.shards.length)) {
+        if (stopRequested) return 0;
         if (Date.now() > deadline) throw new Error('nodes did not register with the gateway within 15 s');
         await new Promise((r) => setTimeout(r, 50));
       }
-      console.log(`origin   ${origin.url}\ngateway  ${gateway.url}   (try: curl -L ${gateway.url}/d/sample/${manifest.shards[0]!.path}?near=48.85,2.35 -o shard.bin)`);
-      for (const [i, n] of nodes.entries()) console.log(`node     ${n.url}  ${PLACES[i]!.name.padEnd(9)} ${n.address}  (metrics: ${n.url}/metrics)`);
+      console.log(`origin   ${origin.url}\ngateway  ${gateway.url}`);
+      for (const [i, n] of nodes.entries()) console.log(`node     ${n.url}  ${PLACES[i]!.name.padEnd(9)} ${n.address}`);
 
       const nameOf = (address: string): string => PLACES[nodes.findIndex((n) => n.address === address || address.startsWith(n.url))]?.name ?? address;
       const out = join(dir, 'trainer');
-      for (const pass of ['cold', 'warm'] as const) {
+      const warmAtStart = nodes.some((n) => (n.disk?.usedBytes ?? 0) > 0);
+      for (const pass of [warmAtStart ? 'warm: caches kept from the last run' : 'cold', 'warm'] as const) {
+        if (stopRequested) break;
         await rm(out, { recursive: true, force: true });
         const originBefore = origin.requests();
         const report = await fetchDataset({ gateway: gateway.url, dataset: 'sample', outDir: out, near: TRAINER, parallel: 4 });
@@ -88,23 +137,38 @@ export const demoCommand: Command = {
         if (report.failed > 0) return 1;
       }
 
-      const ds = await openDataset({ gateway: gateway.url, dataset: 'sample', near: TRAINER });
-      let seen = 0;
-      const order: string[] = [];
-      for await (const { shard } of ds.shards({ order: 'shuffle', seed: 42, prefetch: 4 })) {
-        seen++;
-        if (order.length < 4) order.push(shard.path.split('/').pop()!);
+      if (!stopRequested) {
+        const ds = await openDataset({ gateway: gateway.url, dataset: 'sample', near: TRAINER });
+        let seen = 0;
+        const order: string[] = [];
+        for await (const { shard } of ds.shards({ order: 'shuffle', seed: 42, prefetch: 4 })) {
+          seen++;
+          if (order.length < 4) order.push(shard.path.split('/').pop()!);
+        }
+        await ds.close();
+        console.log(`data loader: ${seen} verified shards in seeded-shuffle order (seed 42: ${order.join(', ')}, …)`);
       }
-      await ds.close();
-      console.log(`data loader: ${seen} verified shards in seeded-shuffle order (seed 42: ${order.join(', ')}, …)`);
 
-      if (settings['keep-running']) {
-        console.log('running; Ctrl-C stops');
-        await stopSignal();
+      if (!stopRequested) {
+        const first = manifest.shards[0]!.path;
+        console.log(
+          [
+            '',
+            'The network stays up until Ctrl-C. Try:',
+            `  curl -L '${gateway.url}/d/sample/${first}?near=48.85,2.35' -o shard.bin`,
+            `  npx edgeshard fetch ${gateway.url} sample --out ./sample-copy`,
+            `  status page  ${gateway.url}/`,
+            `  metrics      ${gateway.url}/metrics  ${nodes.map((n) => `${n.url}/metrics`).join('  ')}`,
+            `  prometheus --config.file=grafana/prometheus.yml   (scrapes these ports when they are the defaults)`,
+          ].join('\n'),
+        );
+        await stop;
       }
       return 0;
     } finally {
+      if (stopRequested) console.log('stopping…');
       await stopAll();
+      console.log(SHUTDOWN_LINE);
     }
   },
 };

@@ -1,0 +1,33 @@
+// Turns a failed bind or a failed file operation into a sentence that names the option the user can change.
+// Node's own text ("listen EADDRINUSE: address already in use 0.0.0.0:8080") names neither.
+
+/** For an error from listen(): which flag to change and how; undefined when it is not a bind error. */
+export function describeListenError(err: unknown, flag: string, port: number, host?: string): string | undefined {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  const where = `${host ?? ''}${host ? ':' : ''}${port}`;
+  if (code === 'EADDRINUSE') return `${flag} ${port}: address ${where} is already in use (another edgeshard, or another program); choose another port with ${flag}, or 0 for any free one`;
+  if (code === 'EACCES') return `${flag} ${port}: not allowed to listen on ${where} (ports below 1024 need root or CAP_NET_BIND_SERVICE); choose a port of 1024 or above with ${flag}`;
+  if (code === 'EADDRNOTAVAIL') return `${flag}: address ${where} is not an address of this machine; check --host`;
+  return undefined;
+}
+
+/** For an error from a file or directory an option names (EACCES, ENOTDIR, EROFS...): which flag, and what to do. */
+export function describePathError(err: unknown, flag: string, path: string): string | undefined {
+  const e = err as NodeJS.ErrnoException | undefined;
+  const at = e?.path && e.path !== path ? ` (at ${e.path})` : '';
+  switch (e?.code) {
+    case 'EACCES':
+    case 'EPERM':
+      return `${flag} ${path}: permission denied${at}; give the user running edgeshard write access, or choose another path with ${flag}`;
+    case 'ENOTDIR':
+      return `${flag} ${path}: a part of this path is a file, not a directory${at}; choose a directory path with ${flag}`;
+    case 'EISDIR':
+      return `${flag} ${path}: is a directory; ${flag} names a file`;
+    case 'EROFS':
+      return `${flag} ${path}: the filesystem is read-only${at}; choose a writable path with ${flag}`;
+    case 'ENOSPC':
+      return `${flag} ${path}: no space left on the device${at}`;
+    default:
+      return undefined;
+  }
+}

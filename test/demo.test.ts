@@ -1,0 +1,90 @@
+// `npm start` (edgeshard demo) as a person runs it: the network comes up, fetches the sample, says what to try
+// next and stays up (its gateway answers) until SIGINT, then says it stopped and exits 0. Ports are 0 (free ports)
+// so parallel test runs do not collide; the default ports are checked against grafana/prometheus.yml.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { DEMO_PORTS, SHUTDOWN_LINE } from '../cli/demo.ts';
+import { tempDir, until } from './helpers/net.ts';
+
+const ROOT = join(import.meta.dirname, '..');
+
+interface Run {
+  child: ChildProcess;
+  out: () => string;
+  exited: Promise<number | null>;
+}
+
+function startDemo(dir: string, extra: string[] = []): Run {
+  const child = spawn(process.execPath, ['bin/edgeshard.js', 'demo', '--dir', dir, '--shards', '4', '--gateway-port', '0', '--node-port', '0', '--origin-port', '0', ...extra], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let text = '';
+  child.stdout!.on('data', (c: Buffer) => (text += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (text += c.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  return { child, out: () => text, exited };
+}
+
+async function stopDemo(run: Run): Promise<number | null> {
+  run.child.kill('SIGINT');
+  const code = await run.exited;
+  expect(run.out()).toContain(SHUTDOWN_LINE);
+  return code;
+}
+
+describe('edgeshard demo (npm start)', () => {
+  let tmp: { dir: string; cleanup: () => Promise<void> };
+  const runs: Run[] = [];
+  beforeAll(async () => {
+    tmp = await tempDir();
+  });
+  afterAll(async () => {
+    // A failed assertion must not leave a network running.
+    for (const r of runs) if (r.child.exitCode === null && r.child.signalCode === null) r.child.kill('SIGKILL');
+    await tmp.cleanup();
+  });
+
+  it('stays up until Ctrl-C with a "what next", shuts down saying so; a rerun starts clean, --keep-cache starts warm', async () => {
+    const dir = join(tmp.dir, 'demo');
+    const first = startDemo(dir);
+    runs.push(first);
+    await until('the demo to be up', () => first.out().includes('stays up until Ctrl-C') || first.child.exitCode !== null, 120_000);
+    const text = first.out();
+    expect(text).toMatch(/fetch \(cold\): 4 shards verified, 0 failed/);
+    expect(text).toMatch(/fetch \(warm\): 4 shards verified, 0 failed.*origin requests 0/);
+    const gateway = /^gateway {2}(http:\/\/\S+)/m.exec(text)![1]!;
+    expect(text).toContain(`curl -L '${gateway}/d/sample/`);
+    expect(text).toContain(`npx edgeshard fetch ${gateway} sample --out`);
+    expect(text).toContain(`status page  ${gateway}/`);
+    expect(text).toContain(`${gateway}/metrics`);
+    // Still up after the demo: the line it suggests works.
+    const res = await fetch(`${gateway}/healthz`);
+    expect(((await res.json()) as { nodesUp: number }).nodesUp).toBe(3);
+    expect(first.out()).not.toContain(SHUTDOWN_LINE);
+    expect(await stopDemo(first)).toBe(0);
+    await expect(fetch(`${gateway}/healthz`)).rejects.toThrow();
+
+    // A rerun on the same directory wipes the caches, so "cold" is cold (the origin is asked again).
+    const second = startDemo(dir);
+    runs.push(second);
+    await until('the rerun to fetch', () => /fetch \(cold\).*\n/.test(second.out()) || second.child.exitCode !== null, 120_000);
+    expect(second.out()).toMatch(/fetch \(cold\): 4 shards verified, 0 failed.*origin requests [1-9]/);
+    // SIGINT before the demo is through still shuts down cleanly.
+    expect(await stopDemo(second)).toBe(0);
+
+    const third = startDemo(dir, ['--keep-cache']);
+    runs.push(third);
+    await until('the warm rerun to fetch', () => /fetch \(warm: caches kept from the last run\).*\n/.test(third.out()) || third.child.exitCode !== null, 120_000);
+    expect(third.out()).toMatch(/fetch \(warm: caches kept from the last run\): 4 shards verified, 0 failed.*origin requests 0/);
+    expect(await stopDemo(third)).toBe(0);
+  }, 400_000);
+
+  it('uses default ports that grafana/prometheus.yml scrapes', () => {
+    const yml = readFileSync(join(ROOT, 'grafana', 'prometheus.yml'), 'utf8');
+    expect(yml).toContain(`127.0.0.1:${DEMO_PORTS.gateway}`);
+    for (let i = 0; i < 3; i++) expect(yml).toContain(`127.0.0.1:${DEMO_PORTS.node + i}`);
+  });
+});
