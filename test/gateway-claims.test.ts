@@ -1,0 +1,201 @@
+// What a node says about itself (location, cache summary, capacity) is believed only as far as the gateway's own
+// measurements allow. Each lie runs against a gateway with the check off (it pays) and on (it does not).
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { request } from 'undici';
+import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { Wallet } from 'ethers';
+import { startOrigin, type OriginServer } from '../dataset/origin-server.ts';
+import { writeSampleDataset } from '../dataset/sample.ts';
+import { startEdgeNode, type EdgeNode } from '../edge-node/server.ts';
+import { defaultNodeConfig } from '../edge-node/config.ts';
+import { startGateway, type Gateway } from '../gateway/server.ts';
+import { defaultGatewayConfig, type GatewayConfig } from '../gateway/config.ts';
+import { ALL_NODE_CHECKS } from '../gateway/registry.ts';
+import { GeoIp } from '../gateway/geoip.ts';
+import { UNKNOWN_CAPACITY, effectiveCapacity, implausibleLocation, implausibleSummary, minRttMsForKm, spareCapacity } from '../gateway/node-claims.ts';
+import { haversineKm } from '../gateway/routing.ts';
+import { BloomFilter } from '../protocol/bloom.ts';
+import type { Manifest } from '../protocol/manifest.ts';
+import { startScriptedOrigin, tempDir, until } from './helpers/net.ts';
+import { allOnesSummary, startScriptedNode, type ScriptedNode } from './helpers/scripted-node.ts';
+
+const PARIS = { lat: 48.8566, lon: 2.3522 };
+const TOKYO = { lat: 35.6762, lon: 139.6503 };
+
+describe('claims against measurements: pure parts', () => {
+  it('bounds a claimed location by light in fibre: farther than the RTT allows is refused, nearer never is', () => {
+    const km = haversineKm(PARIS, TOKYO);
+    expect(minRttMsForKm(km)).toBeGreaterThan(95); // 9,700 km there and back at ≈204 km/ms
+    expect(implausibleLocation(PARIS, TOKYO, 0.2)).toMatch(/9\d{3} km from the gateway.*needs 9\d\.\d ms.*0\.20 ms/);
+    expect(implausibleLocation(PARIS, TOKYO, 120)).toBeNull();
+    // A node really in Tokyo that claims Paris cannot be caught this way: any RTT is enough for distance 0.
+    expect(implausibleLocation(PARIS, PARIS, 250)).toBeNull();
+  });
+
+  it('ignores a summary that matches nearly everything, and believes an honest one', () => {
+    expect(implausibleSummary(BloomFilter.fromSummary(allOnesSummary()))).toMatch(/100\.0% of its 1024 bits are set/);
+    const honest = BloomFilter.forCapacity(20_000, 0.01);
+    for (let i = 0; i < 10_000; i++) honest.add(i.toString(16).padStart(64, '0'));
+    expect(implausibleSummary(honest)).toBeNull();
+    // Half the bits with one hash function: matches half of all shards.
+    const half = new BloomFilter(64, 1, Buffer.from([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]));
+    expect(half.fillRatio()).toBe(0.5);
+    expect(implausibleSummary(half)).toMatch(/50\.0% of all shards/);
+  });
+
+  it('takes capacity from measurements, lowered but never raised by the announced figure, and load at least what the gateway sent', () => {
+    expect(effectiveCapacity(0, null)).toBe(UNKNOWN_CAPACITY);
+    expect(effectiveCapacity(0, 5e6)).toBe(5e6);
+    expect(effectiveCapacity(1e9, 5e6)).toBe(5e6); // announcing more does not help
+    expect(effectiveCapacity(1e6, 5e6)).toBe(1e6); // announcing less is believed
+    expect(effectiveCapacity(1e6, null)).toBe(1e6);
+    const idle = { bytesPerSecond: 0, freeBytesPerSecond: 0 };
+    expect(spareCapacity(5e6, 0, idle, 0)).toBe(5e6);
+    expect(spareCapacity(5e6, 0, idle, 4e6)).toBe(1e6); // says it is idle; the gateway sent it 4 MB/s
+    expect(spareCapacity(5e6, 0, idle, 9e6)).toBe(0);
+    expect(spareCapacity(5e6, 5e6, { bytesPerSecond: 0, freeBytesPerSecond: 2e6 }, 0)).toBe(2e6);
+    expect(spareCapacity(UNKNOWN_CAPACITY, 0, idle, 9e6)).toBe(UNKNOWN_CAPACITY);
+  });
+});
+
+describe('claims on loopback', () => {
+  let tmp: { dir: string; cleanup: () => Promise<void> };
+  let origin: OriginServer;
+  let manifest: Manifest;
+  let geoip: GeoIp;
+  const gateways: Gateway[] = [];
+  const nodes: { close(): Promise<void> }[] = [];
+  const bytes = new Map<string, Buffer>();
+
+  const gateway = async (over: Partial<GatewayConfig> = {}): Promise<Gateway> => {
+    const gw = await startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], heartbeatMs: 200, allowPrivateNodes: true, ...over }), { geoip });
+    gateways.push(gw);
+    return gw;
+  };
+  const edgeNode = async (gws: Gateway[], over: Partial<Parameters<typeof defaultNodeConfig>[0]> = {}): Promise<EdgeNode> => {
+    const node = await startEdgeNode(defaultNodeConfig({ originUrl: origin.url, open: false, gateways: gws.map((g) => g.url), location: PARIS, cacheDir: null, ...over }));
+    nodes.push(node);
+    await until('node registered', () => gws.every((g) => g.registry.nodes.get(node.address)?.healthy === true));
+    return node;
+  };
+  const scripted = async (gw: Gateway, opts: Omit<Parameters<typeof startScriptedNode>[0], 'gatewayUrl'>): Promise<ScriptedNode> => {
+    const n = await startScriptedNode({ gatewayUrl: gw.url, ...opts });
+    nodes.push(n);
+    await until('scripted node registered and beating', () => gw.registry.nodes.get(n.address)?.bloom != null);
+    return n;
+  };
+  const primaryCount = async (gw: Gateway, node: string, near: { lat: number; lon: number }): Promise<number> => {
+    let n = 0;
+    for (const s of manifest.shards) {
+      const body = (await (await request(`${gw.url}/v1/route?dataset=sample&shard=${s.sha256}&near=${near.lat},${near.lon}&count=1`)).body.json()) as { candidates: { node: string }[] };
+      if (body.candidates[0]?.node === node) n++;
+    }
+    return n;
+  };
+  const view = async (gw: Gateway, id: string) => (((await (await request(`${gw.url}/v1/nodes`)).body.json()) as { nodes: any[] }).nodes.find((n) => n.id === id));
+
+  beforeAll(async () => {
+    tmp = await tempDir();
+    ({ manifest } = await writeSampleDataset(join(tmp.dir, 'origin', 'sample'), { shards: 16, shardSize: 4096 }));
+    for (const s of manifest.shards) bytes.set(s.sha256, await readFile(join(tmp.dir, 'origin', 'sample', s.path)));
+    origin = await startOrigin(join(tmp.dir, 'origin'));
+    geoip = await GeoIp.open();
+  });
+  afterAll(async () => {
+    for (const n of nodes) await n.close();
+    for (const g of gateways) await g.close();
+    await origin?.close();
+    await tmp?.cleanup();
+  });
+
+  it('location: a node in the gateway\'s room claiming Tokyo takes Tokyo\'s clients, unless the RTT bound is checked', async () => {
+    const trusting = await gateway({ location: PARIS, nodeChecks: { ...ALL_NODE_CHECKS, location: false } });
+    const checking = await gateway({ location: PARIS });
+    const honest = await edgeNode([trusting, checking]);
+    const wallet = new Wallet(Wallet.createRandom().privateKey);
+    const liars = [];
+    for (const gw of [trusting, checking]) liars.push(await scripted(gw, { wallet, location: TOKYO }));
+    const id = wallet.address.toLowerCase();
+
+    expect(await primaryCount(trusting, id, TOKYO)).toBe(manifest.shards.length);
+
+    const seen = await view(checking, id);
+    expect(seen.location).toMatchObject({ lat: null, lon: null, source: 'unlocated', note: expect.stringMatching(/light in fibre needs 9\d\.\d ms/) });
+    expect((await liars[1]!.next('notice')).kind).toBe('location-disbelieved');
+    expect(await primaryCount(checking, honest.address, TOKYO)).toBe(manifest.shards.length);
+    // An honest claim next to the gateway stands.
+    expect((await view(checking, honest.address)).location).toMatchObject({ lat: PARIS.lat, lon: PARIS.lon, source: 'announced' });
+  });
+
+  it('summary: an all-ones Bloom filter wins the affinity for every shard, unless its fill is checked', async () => {
+    const trusting = await gateway({ nodeChecks: { ...ALL_NODE_CHECKS, cacheSummary: false } });
+    const checking = await gateway();
+    await edgeNode([trusting, checking]);
+    const wallet = new Wallet(Wallet.createRandom().privateKey);
+    const liars = [];
+    for (const gw of [trusting, checking]) liars.push(await scripted(gw, { wallet, location: PARIS, summary: () => allOnesSummary() }));
+    const id = wallet.address.toLowerCase();
+    expect(manifest.shards.every((s) => trusting.registry.nodes.get(id)!.holdsShard(s.sha256))).toBe(true);
+    expect(manifest.shards.some((s) => checking.registry.nodes.get(id)!.holdsShard(s.sha256))).toBe(false);
+    expect((await view(checking, id)).summaryNote).toMatch(/cache summary ignored/);
+    expect((await liars[1]!.next('notice')).kind).toBe('summary-ignored');
+    // Same ids, same places: the only difference is the affinity, and it wins the liar shards.
+    expect(await primaryCount(trusting, id, PARIS)).toBeGreaterThan(await primaryCount(checking, id, PARIS));
+  });
+
+  it('capacity: a node announcing unlimited upload and no load stays "idle" under any traffic, unless capacity is measured', async () => {
+    const trusting = await gateway({ nodeChecks: { ...ALL_NODE_CHECKS, measuredCapacity: false } });
+    const checking = await gateway();
+    const wallet = new Wallet(Wallet.createRandom().privateKey);
+    // Right bytes, slowly: about 40 KB/s per request.
+    const slow = (sha: string, _req: unknown, res: import('node:http').ServerResponse) => void setTimeout(() => res.writeHead(200).end(bytes.get(sha)), 100);
+    for (const gw of [trusting, checking]) await scripted(gw, { wallet, location: PARIS, capacity: { uploadBytesPerSecond: 0, cacheBytes: 1e9 }, serve: slow });
+    const id = wallet.address.toLowerCase();
+    for (const gw of [trusting, checking]) expect((await gw.prober.probe(gw.registry.nodes.get(id)!))?.ok).toBe(true);
+    const redirect = async (gw: Gateway): Promise<void> => {
+      for (const s of manifest.shards) await (await request(`${gw.url}/d/sample/${s.path}?near=48.85,2.35`)).body.text();
+    };
+    // On: the probe measured it; redirects this gateway sent count as load the node cannot hide.
+    const measured = (await view(checking, id)).capacity;
+    expect(measured.measured).toBeGreaterThan(0);
+    expect(measured.bytesPerSecond).toBe(measured.measured);
+    await until('full by the gateway\'s own count', async () => {
+      await redirect(checking);
+      return (await view(checking, id)).load.freeBytesPerSecond === 0;
+    });
+    // Off: unlimited, and idle, whatever was sent.
+    await redirect(trusting);
+    const beat = trusting.registry.nodes.get(id)!.lastSeen;
+    await until('a heartbeat after the redirects', () => trusting.registry.nodes.get(id)!.lastSeen > beat);
+    expect((await view(trusting, id)).capacity.bytesPerSecond).toBeNull();
+    expect((await view(trusting, id)).load.freeBytesPerSecond).toBeNull();
+  });
+
+  it('a cold probe does not count the origin fill as the node\'s RTT', async () => {
+    // An origin that takes 300 ms for every shard: a cold node's TTFB is mostly that.
+    const slowOrigin = await startScriptedOrigin(async (req, res) => {
+      const path = (req.url ?? '').replace(/^\/sample\//, '');
+      const file = await readFile(join(tmp.dir, 'origin', 'sample', decodeURIComponent(path))).catch(() => null);
+      if (!file) return void res.writeHead(404).end();
+      if (!path.endsWith('manifest.json')) await new Promise((r) => setTimeout(r, 300));
+      res.writeHead(200, { 'content-length': file.length }).end(file);
+    });
+    try {
+      const gw = await gateway({ location: PARIS });
+      const node = await edgeNode([gw], { originUrl: slowOrigin.url });
+      await until('manifest loaded', () => node.manifests.shardCount === manifest.shards.length);
+      const record = gw.registry.nodes.get(node.address)!;
+      const cold = (await gw.prober.probe(record, manifest.shards[0]!))!;
+      expect(cold).toMatchObject({ ok: true, cache: 'MISS' });
+      expect(cold.ttfbMs).toBeGreaterThanOrEqual(300);
+      expect(cold.rttMs).toBe(cold.connectRttMs); // one TCP handshake, not the fill
+      const warm = (await gw.prober.probe(record, manifest.shards[0]!))!;
+      expect(warm.cache).toBeUndefined();
+      expect(warm.rttMs).toBe(warm.ttfbMs! / 2);
+      expect(record.rttFactor).toBeLessThan(1.5); // 300 ms against a predicted 10 ms would have pushed it up
+    } finally {
+      await slowOrigin.close();
+    }
+  });
+});
