@@ -154,7 +154,10 @@ describe('bad nodes on loopback', () => {
     await (await request(url)).body.arrayBuffer(); // cached in memory, and the next heartbeat says so
     await until('summary shows the shard', () => gw.registry.nodes.get(node.address)!.holdsShard(shard.sha256));
     const obj = node.memory.get(`sha256:${shard.sha256}`)!;
-    const flip = (): void => void (bodyOf(obj)[100] ^= 0xff);
+    const flip = (): void => {
+      const body = bodyOf(obj);
+      body[100] = body[100]! ^ 0xff;
+    };
 
     flip();
     const record = gw.registry.nodes.get(node.address)!;
