@@ -6,7 +6,9 @@ import { dirname, resolve } from 'node:path';
 import type { Command } from '../cli/command.ts';
 import { UsageError, intSetting, stringSetting, type Settings } from '../cli/options.ts';
 import { lineChartSvg } from './chart.ts';
-import { DEFAULT_GPU_CLASS, GPU_PEAK_FLOPS } from './constants.ts';
+import { DEFAULT_GPU_CLASS, GPU_PEAK_FLOPS, LOADER_HOST_MEMORY_BUDGET_BYTES } from './constants.ts';
+import { describeSettings, searchLoader } from './loader-search.ts';
+import { parseSize } from '../protocol/units.ts';
 import { formatDuration, resultsCsv, resultsJson, resultsTable } from './format.ts';
 import { JOB_PRESETS, SOURCE_PRESETS, presetScenario } from './presets.ts';
 import { ProgressBar } from './progress.ts';
@@ -204,6 +206,8 @@ export const simCommand: Command = {
       { name: 'chart-metric', type: 'string', default: 'utilization', description: 'utilization, time-to-train or step-time' },
       { name: 'threads', type: 'string', description: 'worker threads for sweeps (default: number of cores)' },
       { name: 'list', type: 'boolean', description: 'list the presets and exit' },
+      { name: 'best-loader', type: 'boolean', description: 'search the loader settings (workers, prefetch, ranges, shard size) within the host memory budget and print the best beside the scenario\'s own' },
+      { name: 'loader-memory', type: 'string', description: 'with --best-loader: host memory budget for the loaders, e.g. 256GiB (default)' },
     ],
   },
   async run(settings) {
@@ -227,6 +231,27 @@ export const simCommand: Command = {
       axes = entries(stringSetting(settings, 'sweep')).map(parseSweepAxis);
     } catch (err) {
       throw new UsageError(`--sweep: ${(err as Error).message}`);
+    }
+    if (settings['best-loader']) {
+      if (axes.length) throw new UsageError('--best-loader searches one scenario; drop --sweep');
+      validateAll([{ scenario: base }]);
+      const mem = stringSetting(settings, 'loader-memory');
+      let budget = LOADER_HOST_MEMORY_BUDGET_BYTES;
+      if (mem) {
+        try {
+          budget = parseSize(mem, '--loader-memory');
+        } catch (err) {
+          throw new UsageError((err as Error).message);
+        }
+      }
+      // In this thread unless told otherwise: the search runs small batches, and a worker costs ~0.5 s to start.
+      const r = await searchLoader(base, (scs) => runScenarios(scs, { threads: threads ?? 0 }), budget);
+      const edge = r.default.result.source === 'edge';
+      const gib = (b: number) => `${(b / 1024 ** 3).toFixed(1)} GiB`;
+      console.log(`${r.default.result.name}: loader search within ${gib(budget)} of host memory per host (${r.scenariosRun} scenarios)`);
+      console.log(`  default: ${(r.default.result.utilization * 100).toFixed(1)}% with ${describeSettings(r.default.settings, edge)} (${gib(r.default.memoryBytes)} per host)`);
+      console.log(`  best:    ${(r.best.result.utilization * 100).toFixed(1)}% with ${describeSettings(r.best.settings, edge)} (${gib(r.best.memoryBytes)} per host)`);
+      return 0;
     }
     const points = expandSweep(base, axes);
     if (points.length > 100_000) throw new UsageError(`--sweep expands to ${points.length} scenarios; at most 100,000`);

@@ -242,3 +242,14 @@ export const HOME_MEAN_SESSION_S = 4 * 3600;
 
 /** Time a client waits on a stalled transfer before failing over to another node. ASSUMPTION: 2 s read timeout. */
 export const FAILOVER_TIMEOUT_S = 2;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Data loader
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * Host memory the data loaders of one GPU host may hold (prefetched batches and shards in flight), bytes: 256 GiB.
+ * ASSUMPTION: an eighth of a DGX H100's 2 TB of system memory (NVIDIA DGX H100 datasheet), leaving the rest to the
+ * framework, pinned transfer buffers and the page cache. The loader search (loader-search.ts) stays within it.
+ */
+export const LOADER_HOST_MEMORY_BUDGET_BYTES = 256 * 1024 ** 3;

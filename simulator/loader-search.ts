@@ -1,0 +1,114 @@
+// The best loader a trainer could configure, not one loader: searches the data loader's settings (workers per GPU,
+// prefetch depth, parallel ranges per shard, shard size) for the highest utilization within a host memory budget.
+// Pure planning and bookkeeping; the caller runs the scenarios (in worker threads when it likes).
+import { LOADER_HOST_MEMORY_BUDGET_BYTES } from './constants.ts';
+import { resolveScenario, withOverride } from './scenario.ts';
+import type { SimResult } from './simulate.ts';
+
+export interface LoaderSettings {
+  workersPerGpu: number;
+  prefetchPerWorker: number;
+  /** Ranges per shard from distinct nodes (edge sources only; 1 for HPC). */
+  parallelRanges: number;
+  shardBytes: number;
+}
+
+/** The values searched along each axis. */
+export const LOADER_AXES = {
+  workersPerGpu: [2, 4, 8, 16, 32],
+  prefetchPerWorker: [2, 4, 8, 16, 32],
+  parallelRanges: [1, 4, 8, 16],
+  shardBytes: [16, 64, 256].map((m) => m * 1024 * 1024),
+} as const;
+
+/**
+ * Host memory the loaders of one host can hold: each worker keeps up to `prefetch` batches requested ahead of the
+ * GPU plus the shard it is fetching (training.ts), for every worker of every GPU on the host.
+ */
+export function loaderHostMemoryBytes(s: LoaderSettings, job: { gpusPerHost: number; batchBytes: number }): number {
+  return job.gpusPerHost * s.workersPerGpu * (s.prefetchPerWorker * job.batchBytes + s.shardBytes);
+}
+
+export function settingsOf(scenario: unknown): LoaderSettings {
+  const sc = resolveScenario(scenario);
+  return {
+    workersPerGpu: sc.job.workersPerGpu,
+    prefetchPerWorker: sc.job.prefetchPerWorker,
+    parallelRanges: sc.source.kind === 'edge' ? sc.source.parallelRanges : 1,
+    shardBytes: sc.job.shardBytes,
+  };
+}
+
+export function withSettings(scenario: unknown, s: LoaderSettings): unknown {
+  let sc = withOverride(scenario, 'job.workersPerGpu', s.workersPerGpu);
+  sc = withOverride(sc, 'job.prefetchPerWorker', s.prefetchPerWorker);
+  sc = withOverride(sc, 'job.shardBytes', s.shardBytes);
+  if ((scenario as { source?: { kind?: string } }).source?.kind === 'edge') sc = withOverride(sc, 'source.parallelRanges', s.parallelRanges);
+  return sc;
+}
+
+export interface LoaderSearchResult {
+  default: { settings: LoaderSettings; result: SimResult; memoryBytes: number };
+  best: { settings: LoaderSettings; result: SimResult; memoryBytes: number };
+  budgetBytes: number;
+  scenariosRun: number;
+}
+
+/** Better: higher utilization by more than 0.1 point, or the same within 0.1 point with less memory. */
+function better(u: number, mem: number, bestU: number, bestMem: number): boolean {
+  return u > bestU + 0.001 || (Math.abs(u - bestU) <= 0.001 && mem < bestMem);
+}
+
+/**
+ * Coordinate ascent over the four axes (each axis in turn, every value with the others held, keep the best), two
+ * passes, starting from the scenario's own loader. Points over the memory budget are not run. A full grid is 500
+ * points per scenario; this runs about 35, at the risk of missing an optimum that needs two axes to move together
+ * (the second pass catches most of those). A loader already at 100% is not searched.
+ */
+export async function searchLoader(
+  scenario: unknown,
+  run: (scenarios: unknown[]) => Promise<SimResult[]>,
+  budgetBytes = LOADER_HOST_MEMORY_BUDGET_BYTES,
+): Promise<LoaderSearchResult> {
+  const resolved = resolveScenario(scenario);
+  const job = resolved.job;
+  const edge = resolved.source.kind === 'edge';
+  const start = settingsOf(scenario);
+  const [first] = await run([scenario]);
+  const dflt = { settings: start, result: first!, memoryBytes: loaderHostMemoryBytes(start, job) };
+  let best = dflt;
+  let scenariosRun = 1;
+  const seen = new Map<string, SimResult>([[JSON.stringify(start), first!]]);
+  if (first!.utilization < 0.999 || dflt.memoryBytes > budgetBytes) {
+    for (let pass = 0; pass < 2; pass++) {
+      for (const axis of Object.keys(LOADER_AXES) as (keyof LoaderSettings)[]) {
+        if (axis === 'parallelRanges' && !edge) continue;
+        const points: LoaderSettings[] = [];
+        for (const v of LOADER_AXES[axis]) {
+          const s = { ...best.settings, [axis]: v };
+          if (axis === 'parallelRanges' && resolved.source.kind === 'edge' && v > resolved.source.nodes) continue;
+          if (s.shardBytes < job.sampleBytes) continue;
+          if (loaderHostMemoryBytes(s, job) > budgetBytes) continue;
+          if (!seen.has(JSON.stringify(s))) points.push(s);
+        }
+        const results = points.length ? await run(points.map((s) => withSettings(scenario, s))) : [];
+        scenariosRun += points.length;
+        points.forEach((s, i) => seen.set(JSON.stringify(s), results[i]!));
+        for (const v of LOADER_AXES[axis]) {
+          const s = { ...best.settings, [axis]: v };
+          const r = seen.get(JSON.stringify(s));
+          if (!r) continue;
+          const mem = loaderHostMemoryBytes(s, job);
+          if (mem > budgetBytes) continue;
+          // A default over the budget is beaten by any loader within it.
+          if (best.memoryBytes > budgetBytes || better(r.utilization, mem, best.result.utilization, best.memoryBytes)) best = { settings: s, result: r, memoryBytes: mem };
+        }
+      }
+    }
+  }
+  return { default: dflt, best, budgetBytes, scenariosRun };
+}
+
+export function describeSettings(s: LoaderSettings, edge: boolean): string {
+  return `${s.workersPerGpu} workers/GPU, prefetch ${s.prefetchPerWorker}, ${edge ? `${s.parallelRanges} range${s.parallelRanges === 1 ? '' : 's'}/shard, ` : ''}${s.shardBytes / 1024 / 1024} MiB shards`;
+}
