@@ -10,7 +10,7 @@ import { DEFAULT_GPU_CLASS, GPU_PEAK_FLOPS, LOADER_HOST_MEMORY_BUDGET_BYTES } fr
 import { describeSettings, searchLoader } from './loader-search.ts';
 import { parseSize } from '../protocol/units.ts';
 import { formatDuration, resultsCsv, resultsJson, resultsTable } from './format.ts';
-import { JOB_PRESETS, SOURCE_PRESETS, presetScenario } from './presets.ts';
+import { COMPUTE_PRESETS, JOB_PRESETS, SOURCE_PRESETS, presetScenario } from './presets.ts';
 import { ProgressBar } from './progress.ts';
 import { DEFAULT_REPORT_OPTIONS, buildReportHtml, planReport, type ReportOptions } from './report.ts';
 import { ScenarioError, expandSweep, parseSweepAxis, parseValue, resolveScenario, withOverride, type SweepAxis } from './scenario.ts';
@@ -86,6 +86,18 @@ export function baseScenario(settings: Settings): unknown {
   }
   if (stringSetting(settings, 'gpus')) set('job.gpus', intSetting(settings, 'gpus', 1, 1_000_000));
   if (stringSetting(settings, 'gpu')) set('job.gpu', gpuClassSetting(settings));
+  const compute = stringSetting(settings, 'compute');
+  if (compute) {
+    const p = COMPUTE_PRESETS[compute];
+    if (!p) throw new UsageError(`--compute "${compute}": unknown (known: ${Object.keys(COMPUTE_PRESETS).join(', ')})`);
+    set('compute', structuredClone(p.compute));
+  }
+  const scheme = stringSetting(settings, 'scheme');
+  if (scheme) {
+    if (!compute && (sc as { compute?: unknown }).compute === undefined) throw new UsageError('--scheme goes with --compute (or a scenario with a compute section)');
+    if (scheme !== 'allreduce' && scheme !== 'diloco') throw new UsageError(`--scheme "${scheme}": expected allreduce or diloco`);
+    set('compute.scheme', scheme);
+  }
   if (stringSetting(settings, 'nodes')) set('source.nodes', intSetting(settings, 'nodes', 1, 10_000_000));
   if (stringSetting(settings, 'seed')) set('seed', intSetting(settings, 'seed', 0, 2 ** 32 - 1));
   if (stringSetting(settings, 'steps')) set('simulation.steps', intSetting(settings, 'steps', 1, 10_000_000));
@@ -191,6 +203,8 @@ export const simCommand: Command = {
       { name: 'job', type: 'string', description: `job preset: ${Object.keys(JOB_PRESETS).join(', ')} (default resnet50)` },
       { name: 'source', type: 'string', description: `source preset: ${Object.keys(SOURCE_PRESETS).join(', ')} (default edge-home)` },
       { name: 'ring', type: 'string', description: 'put the edge nodes at this distance, km' },
+      { name: 'compute', type: 'string', description: `where the GPUs are, with explicit gradient sync: ${Object.keys(COMPUTE_PRESETS).join(', ')}` },
+      { name: 'scheme', type: 'string', description: 'with --compute: allreduce (every step, default) or diloco (outer sync every compute.innerSteps)' },
       { name: 'gpus', type: 'string', description: 'number of GPUs' },
       { name: 'gpu', type: 'string', description: `GPU class: ${Object.keys(GPU_PEAK_FLOPS).join(', ')} (default ${DEFAULT_GPU_CLASS})` },
       { name: 'nodes', type: 'string', description: 'number of edge nodes' },
@@ -216,6 +230,8 @@ export const simCommand: Command = {
       for (const [k, v] of Object.entries(JOB_PRESETS)) console.log(`  ${k.padEnd(16)}${v.summary}`);
       console.log('source presets:');
       for (const [k, v] of Object.entries(SOURCE_PRESETS)) console.log(`  ${k.padEnd(16)}${v.summary}`);
+      console.log('compute presets:');
+      for (const [k, v] of Object.entries(COMPUTE_PRESETS)) console.log(`  ${k.padEnd(16)}${v.summary}`);
       return 0;
     }
     const format = stringSetting(settings, 'format') ?? 'table';

@@ -253,3 +253,54 @@ export const FAILOVER_TIMEOUT_S = 2;
  * framework, pinned transfer buffers and the page cache. The loader search (loader-search.ts) stays within it.
  */
 export const LOADER_HOST_MEMORY_BUDGET_BYTES = 256 * 1024 ** 3;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Compute at several sites: gradient synchronisation
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * Scale-out bandwidth per GPU inside a site, bytes/s: 400 Gbit/s, one ConnectX-7 NDR InfiniBand port per GPU
+ * (NVIDIA DGX H100 datasheet: 8 × single-port ConnectX-7, 400 Gb/s each).
+ */
+export const SITE_FABRIC_PER_GPU_BPS = 400e9 / 8;
+
+/**
+ * Wide-area capacity of one GPU site towards the others, bytes/s: 100 Gbit/s. ASSUMPTION: one leased 100G
+ * wavelength or cloud interconnect port per site; sweep compute.wan.rate.
+ */
+export const SITE_WAN_BPS = 100e9 / 8;
+
+/**
+ * Parallel TCP streams per site-to-site hop: 64, the most NCCL's socket transport opens per connection (NCCL
+ * environment variables: NCCL_SOCKET_NTHREADS × NCCL_NSOCKS_PERTHREAD must not exceed 64).
+ */
+export const WAN_STREAMS = 64;
+
+/**
+ * Largest TCP window per WAN stream, bytes: 64 MiB, the socket-buffer maximum ESnet's fasterdata "Linux Tuning"
+ * page recommends for hosts on long, fast paths (net.ipv4.tcp_rmem / tcp_wmem max 67108864).
+ */
+export const WAN_MAX_WINDOW_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Share of a training step's compute that is the backward pass, during which gradient buckets can already be
+ * reduced (PyTorch DDP's overlap): 4 of 6 FLOPs per parameter per token (Kaplan et al. 2020).
+ */
+export const BACKWARD_SHARE_OF_COMPUTE = 4 / 6;
+
+/** Bytes per gradient value in mixed-precision training (BF16 gradients, as Megatron-LM and PyTorch AMP keep them). */
+export const GRADIENT_BYTES_PER_PARAM = 2;
+
+/** Bytes per pseudo-gradient value in a DiLoCo outer step (FP32, as the outer optimizer keeps them). */
+export const OUTER_GRADIENT_BYTES_PER_PARAM = 4;
+
+/** Inner steps between DiLoCo outer syncs: H = 500 (Douillard et al., "DiLoCo", 2023, main experiments). */
+export const DILOCO_INNER_STEPS = 500;
+
+/**
+ * Training memory per parameter with mixed-precision Adam, bytes: 16 (BF16 weights and gradients, FP32 master
+ * weights and two Adam moments; Rajbhandari et al., "ZeRO", SC 2020). With GPU_MEMORY_BYTES it sets how many GPUs
+ * one model replica spans by default, which divides each GPU's share of the gradient.
+ */
+export const TRAINING_BYTES_PER_PARAM = 16;
+export const GPU_MEMORY_BYTES = 80e9; // A100 80 GB and H100 SXM 80 GB datasheets

@@ -165,6 +165,7 @@ export class EdgeNetwork implements DataSource {
   // Per worker
   private readonly pending: Int32Array;
   private readonly hostOf: Int32Array;
+  private readonly siteOf: Int32Array;
   private readonly fetchBytes: Float64Array;
   private readonly progress: Float64Array;
   // Per (worker, slot): the connection the slot last used (node, and when its last transfer ended). A client keeps
@@ -189,6 +190,7 @@ export class EdgeNetwork implements DataSource {
     private readonly deliver: (worker: number, bytes: number) => void,
     placementRng: Rng,
     transferRng: Rng,
+    sites = 1,
   ) {
     this.rng = transferRng;
     this.selection = spec.selection === 'sticky' ? SEL_STICKY : spec.selection === 'random' ? SEL_RANDOM : SEL_BEST_OF_2;
@@ -213,11 +215,13 @@ export class EdgeNetwork implements DataSource {
         this.ssBytes[i] = iw * (2 ** rounds - 1);
       }
     }
-    this.links = new LinkPool(n + job.hosts + 2);
+    this.links = new LinkPool(n + job.hosts + sites + 1);
     for (let i = 0; i < n; i++) this.links.add(this.nodes.uplinkBps[i]!, '');
     this.nicBase = n;
     for (let h = 0; h < job.hosts; h++) this.links.add(spec.hostNicBps, `host-nic-${h}`);
+    // One internet ingress per GPU site; the nodes sit at the same distances from each site.
     this.ingress = this.links.add(spec.siteIngressBps, 'site-ingress');
+    for (let i = 1; i < sites; i++) this.links.add(spec.siteIngressBps, `site-ingress-${i + 1}`);
     this.originLink = this.links.add(spec.origin.egressBps, 'origin-egress');
     this.linkFreeAt = this.links.freeAt;
     this.k = spec.parallelRanges;
@@ -228,6 +232,9 @@ export class EdgeNetwork implements DataSource {
     this.pending = new Int32Array(workers);
     this.hostOf = new Int32Array(workers);
     for (let w = 0; w < workers; w++) this.hostOf[w] = Math.floor(Math.floor(w / this.W) / job.gpusPerHost);
+    this.siteOf = new Int32Array(workers);
+    const hostsPerSite = job.hosts / sites;
+    for (let w = 0; w < workers; w++) this.siteOf[w] = Math.floor(this.hostOf[w]! / hostsPerSite);
     this.fetchBytes = new Float64Array(workers);
     this.progress = new Float64Array(workers);
     this.connNode = new Int32Array(workers * this.k).fill(-1);
@@ -352,7 +359,7 @@ export class EdgeNetwork implements DataSource {
     let end = t0 + dataTime;
     const links = this.links;
     end = Math.max(end, links.reserve(node, t0, bytes));
-    end = Math.max(end, links.reserve(this.ingress, t0, bytes));
+    end = Math.max(end, links.reserve(this.ingress + this.siteOf[worker]!, t0, bytes));
     end = Math.max(end, links.reserve(this.nicBase + this.hostOf[worker]!, t0, bytes));
     if (miss) end = Math.max(end, links.reserve(this.originLink, t0, bytes));
 
@@ -424,7 +431,7 @@ export class EdgeNetwork implements DataSource {
       ...this.s,
       bytesInProgress: inProgress,
       rangeTime: { mean: h.mean, p50: h.quantile(0.5), p99: h.quantile(0.99), max: h.count ? h.max : NaN },
-      siteIngressUtilization: this.links.utilization(this.ingress, horizonS),
+      siteIngressUtilization: Math.max(...Array.from({ length: this.originLink - this.ingress }, (_, i) => this.links.utilization(this.ingress + i, horizonS))),
       busiestNodeUtilization: busiest,
       meanNodeRttS: rttSum / n,
       meanFlowCapBps: capSum / n,

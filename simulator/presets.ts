@@ -27,9 +27,9 @@ export const JOB_PRESETS: Record<string, JobPreset> = {
     },
   },
   'llm-1b': {
-    summary: '1B-parameter language model, 20B tokens (Chinchilla-optimal), 2,048-token samples of 16-bit ids (50,257-token GPT-2 vocabulary), 64 GPUs',
+    summary: '1B-parameter language model, 20B tokens (Chinchilla-optimal), 2,048-token samples of 16-bit ids (50,257-token GPT-2 vocabulary), 48 GPUs',
     job: {
-      gpus: 64,
+      gpus: 48, // divisible by 3 sites of 8-GPU hosts
       gpusPerHost: 8,
       gpu: DEFAULT_GPU_CLASS,
       // Pre-tokenized; the sample size follows from the vocabulary (uint16 ids).
@@ -43,9 +43,9 @@ export const JOB_PRESETS: Record<string, JobPreset> = {
     },
   },
   'llm-70b': {
-    summary: '70B-parameter language model, 1.4T tokens (Chinchilla-optimal), 4,096-token samples of 16-bit ids (32,000-token Llama 2 vocabulary), 1,024 GPUs',
+    summary: '70B-parameter language model, 1.4T tokens (Chinchilla-optimal), 4,096-token samples of 16-bit ids (32,000-token Llama 2 vocabulary), 1,536 GPUs',
     job: {
-      gpus: 1024,
+      gpus: 1536, // divisible by 3 sites of 8-GPU hosts
       gpusPerHost: 8,
       gpu: DEFAULT_GPU_CLASS,
       model: { params: 70e9, tokensPerSample: 4096, vocabSize: 32_000 },
@@ -90,6 +90,30 @@ export const SOURCE_PRESETS: Record<string, SourcePreset> = {
   'edge-datacenter': {
     summary: 'edge network: 1,000 data-centre nodes (1 Gbit/s median uplink), 4 parallel ranges, 95% cache hits',
     source: { ...EDGE_COMMON, uplink: 'datacenter', placement: { ringKm: 100 } },
+  },
+};
+
+export interface ComputePreset {
+  summary: string;
+  compute: Record<string, unknown>;
+}
+
+const FRANKFURT = { name: 'Frankfurt', lat: 50.11, lon: 8.68 };
+
+/**
+ * Where the GPUs are: the same job at one site, spread over three sites of one continent, or over three
+ * continents. Each is the scenario's `compute` section; the scheme (all-reduce or DiLoCo), compression and overlap
+ * are set on top (compute.scheme, compute.compression, compute.overlap).
+ */
+export const COMPUTE_PRESETS: Record<string, ComputePreset> = {
+  'one-site': { summary: 'every GPU at one site (Frankfurt): the centralised HPC baseline', compute: { sites: [FRANKFURT] } },
+  'one-continent': {
+    summary: 'GPUs split evenly over Frankfurt, Paris and Stockholm, 100 Gbit/s WAN per site',
+    compute: { sites: [FRANKFURT, { name: 'Paris', lat: 48.86, lon: 2.35 }, { name: 'Stockholm', lat: 59.33, lon: 18.07 }] },
+  },
+  'three-continents': {
+    summary: 'GPUs split evenly over Ashburn (Virginia), Frankfurt and Tokyo, 100 Gbit/s WAN per site',
+    compute: { sites: [{ name: 'Ashburn', lat: 39.04, lon: -77.49 }, FRANKFURT, { name: 'Tokyo', lat: 35.68, lon: 139.69 }] },
   },
 };
 

@@ -2,6 +2,8 @@
 // into a resolved form in SI units that the model runs on. Every bad value is reported with its path, its value
 // and what was expected; unknown keys are errors too, because a misspelled key silently ignored is a wrong answer.
 import { parseRate, parseSize } from '../protocol/units.ts';
+import { greatCircleKm } from './network.ts';
+import type { ResolvedCompute } from './sync.ts';
 import {
   HOME_ACCESS_RTT_S,
   CLOUD_EGRESS_USD_PER_GB,
@@ -32,6 +34,16 @@ import {
   TRAINING_FLOPS_PER_PARAM_PER_TOKEN,
   EDGE_SERVER_TIME_S,
   tokenBytes,
+  BACKWARD_SHARE_OF_COMPUTE,
+  DILOCO_INNER_STEPS,
+  GPU_MEMORY_BYTES,
+  GRADIENT_BYTES_PER_PARAM,
+  OUTER_GRADIENT_BYTES_PER_PARAM,
+  SITE_FABRIC_PER_GPU_BPS,
+  SITE_WAN_BPS,
+  TRAINING_BYTES_PER_PARAM,
+  WAN_MAX_WINDOW_BYTES,
+  WAN_STREAMS,
   DATACENTER_ACCESS_RTT_S as SITE_ACCESS_RTT_S,
 } from './constants.ts';
 
@@ -136,6 +148,8 @@ export interface ResolvedScenario {
   seed: number;
   job: ResolvedJob;
   source: ResolvedHpc | ResolvedEdge;
+  /** GPUs at one or more sites with explicit gradient sync; null: one site, the all-reduce inside the compute time. */
+  compute: ResolvedCompute | null;
   sim: { steps: number; warmupSteps: number; maxEvents: number };
   prices: { gpuHourUsd: number; tokenUsdPerGB: number; cloudUsdPerGB: number };
 }
@@ -545,7 +559,88 @@ function resolveEdge(s: Obj): ResolvedEdge {
   };
 }
 
-const TOP_KEYS = ['name', 'seed', 'job', 'source', 'simulation', 'prices', 'description'];
+const COMPUTE_KEYS = ['sites', 'scheme', 'innerSteps', 'compression', 'overlap', 'modelParallel', 'gradientBytesPerParam', 'outerBytesPerParam', 'fabricPerGpu', 'wan'];
+
+/** Nearest-neighbour tour from the first site: the ring order, and each hop's great-circle km. */
+function ringHops(points: { lat: number; lon: number }[]): number[] {
+  const left = points.slice(1);
+  let cur = points[0]!;
+  const hops: number[] = [];
+  while (left.length) {
+    let bi = 0;
+    for (let i = 1; i < left.length; i++) if (greatCircleKm(cur.lat, cur.lon, left[i]!.lat, left[i]!.lon) < greatCircleKm(cur.lat, cur.lon, left[bi]!.lat, left[bi]!.lon)) bi = i;
+    const next = left.splice(bi, 1)[0]!;
+    hops.push(greatCircleKm(cur.lat, cur.lon, next.lat, next.lon));
+    cur = next;
+  }
+  if (points.length > 1) hops.push(greatCircleKm(cur.lat, cur.lon, points[0]!.lat, points[0]!.lon));
+  return hops;
+}
+
+function resolveCompute(v: unknown, job: ResolvedJob): ResolvedCompute {
+  const c = obj('compute', v, COMPUTE_KEYS);
+  if (job.params === null) throw new ScenarioError('job.model.params', 'gradient synchronisation needs the parameter count (it sizes the gradients)');
+  let sites: ResolvedCompute['sites'];
+  let ringHopKm: number[];
+  if (c.sites === undefined) {
+    sites = [{ name: 'site-1', lat: null, lon: null }];
+    ringHopKm = [];
+  } else if (Array.isArray(c.sites)) {
+    sites = arr('compute.sites', c.sites).map((x, i) => {
+      const o = obj(`compute.sites[${i}]`, x, ['name', 'lat', 'lon']);
+      return {
+        name: o.name === undefined ? `site-${i + 1}` : String(o.name),
+        lat: num(`compute.sites[${i}].lat`, o.lat, { min: -90, max: 90 }),
+        lon: num(`compute.sites[${i}].lon`, o.lon, { min: -180, max: 180 }),
+      };
+    });
+    ringHopKm = ringHops(sites.map((x) => ({ lat: x.lat!, lon: x.lon! })));
+  } else {
+    const o = obj('compute.sites', c.sites, ['count', 'spacingKm']);
+    const count = num('compute.sites.count', o.count, { integer: true, min: 1, max: 1000 });
+    const spacing = count > 1 ? num('compute.sites.spacingKm', o.spacingKm, { min: 0, max: 20_040 }) : 0;
+    sites = Array.from({ length: count }, (_, i) => ({ name: `site-${i + 1}`, lat: null, lon: null }));
+    ringHopKm = count > 1 ? Array.from({ length: count }, () => spacing) : [];
+  }
+  const S = sites.length;
+  if (job.gpus % S !== 0 || (job.gpus / S) % job.gpusPerHost !== 0) {
+    throw new ScenarioError('compute.sites', `${job.gpus} GPUs do not divide into ${S} sites of whole hosts (${job.gpusPerHost} GPUs each)`);
+  }
+  // Default: as many GPUs per replica as its training state needs (16 bytes per parameter in 80 GB), up to a host.
+  const needed = Math.ceil((job.params * TRAINING_BYTES_PER_PARAM) / GPU_MEMORY_BYTES);
+  let mpDefault = 1;
+  while (mpDefault < needed && mpDefault < job.gpusPerHost) mpDefault *= 2;
+  const modelParallel = optNum('compute.modelParallel', c.modelParallel, Math.min(mpDefault, job.gpusPerHost), { integer: true, min: 1, max: job.gpus / S });
+  const compression = str('compute.compression', c.compression, ['none', '8bit'] as const, 'none');
+  const scheme = str('compute.scheme', c.scheme, ['allreduce', 'diloco'] as const, 'allreduce');
+  const grad = optNum('compute.gradientBytesPerParam', c.gradientBytesPerParam, GRADIENT_BYTES_PER_PARAM, { above: 0, max: 8 });
+  const outer = optNum('compute.outerBytesPerParam', c.outerBytesPerParam, OUTER_GRADIENT_BYTES_PER_PARAM, { above: 0, max: 8 });
+  const wan = c.wan === undefined ? {} : obj('compute.wan', c.wan, ['rate', 'streams', 'maxWindowBytes', 'lossRate', 'congestionControl', 'routeInflation']);
+  return {
+    sites,
+    ringHopKm,
+    scheme,
+    innerSteps: scheme === 'diloco' ? optNum('compute.innerSteps', c.innerSteps, DILOCO_INNER_STEPS, { integer: true, min: 1, max: 1e6 }) : 1,
+    compression,
+    overlap: bool('compute.overlap', c.overlap, true),
+    modelParallel,
+    // 8-bit compression sends one byte per value (plus a scale per block, negligible) between sites and inside them.
+    gradientBytesPerParam: compression === '8bit' ? Math.min(1, grad) : grad,
+    outerBytesPerParam: compression === '8bit' ? Math.min(1, outer) : outer,
+    fabricPerGpuBps: c.fabricPerGpu === undefined ? SITE_FABRIC_PER_GPU_BPS : rate('compute.fabricPerGpu', c.fabricPerGpu),
+    wan: {
+      bps: wan.rate === undefined ? SITE_WAN_BPS : rate('compute.wan.rate', wan.rate),
+      streams: optNum('compute.wan.streams', wan.streams, WAN_STREAMS, { integer: true, min: 1, max: 4096 }),
+      maxWindowBytes: wan.maxWindowBytes === undefined ? WAN_MAX_WINDOW_BYTES : size('compute.wan.maxWindowBytes', wan.maxWindowBytes, { min: TCP_MSS_BYTES }),
+      lossRate: optNum('compute.wan.lossRate', wan.lossRate, DATACENTER_LOSS_RATE, { min: 0, max: 0.5 }),
+      congestionControl: str('compute.wan.congestionControl', wan.congestionControl, ['bbr', 'reno'] as const, 'bbr'),
+      routeInflation: optNum('compute.wan.routeInflation', wan.routeInflation, ROUTE_INFLATION_CALIBRATED, { min: 1, max: 20 }),
+    },
+    backwardShare: BACKWARD_SHARE_OF_COMPUTE,
+  };
+}
+
+const TOP_KEYS = ['name', 'seed', 'job', 'source', 'compute', 'simulation', 'prices', 'description'];
 
 /** Checks a scenario and converts it to SI units. Throws ScenarioError naming the first bad field. */
 export function resolveScenario(input: unknown): ResolvedScenario {
@@ -562,18 +657,28 @@ export function resolveScenario(input: unknown): ResolvedScenario {
   if (source.kind === 'edge' && source.parallelRanges > source.nodes) {
     throw new ScenarioError('source.parallelRanges', `${source.parallelRanges} parallel ranges need at least as many nodes (have ${source.nodes})`);
   }
+  const compute = s.compute === undefined ? null : resolveCompute(s.compute, job);
   const sim = s.simulation === undefined ? {} : obj('simulation', s.simulation, ['steps', 'warmupSteps', 'maxEvents']);
-  const steps = Math.min(job.totalSteps, optNum('simulation.steps', sim.steps, 300, { integer: true, min: 1, max: 10_000_000 }));
-  const warmupSteps = Math.min(
+  let steps = Math.min(job.totalSteps, optNum('simulation.steps', sim.steps, 300, { integer: true, min: 1, max: 10_000_000 }));
+  let warmupSteps = Math.min(
     steps - 1,
     optNum('simulation.warmupSteps', sim.warmupSteps, Math.ceil(steps / 10), { integer: true, min: 0 }),
   );
+  // A periodic outer sync needs the measured window to hold whole periods: warm up to a period boundary and run
+  // at least two periods past it (when the training is that long).
+  if (compute && compute.scheme === 'diloco' && compute.sites.length > 1) {
+    const P = compute.innerSteps;
+    warmupSteps = Math.ceil(warmupSteps / P) * P;
+    steps = Math.min(job.totalSteps, Math.max(steps, warmupSteps + 2 * P + 1));
+    warmupSteps = Math.min(warmupSteps, steps - 1);
+  }
   const prices = s.prices === undefined ? {} : obj('prices', s.prices, ['gpuHourUsd', 'tokenUsdPerGB', 'cloudUsdPerGB']);
   return {
     name,
     seed,
     job,
     source,
+    compute,
     sim: { steps, warmupSteps, maxEvents: optNum('simulation.maxEvents', sim.maxEvents, 2e9, { integer: true, min: 1 }) },
     prices: {
       gpuHourUsd: optNum('prices.gpuHourUsd', prices.gpuHourUsd, CLOUD_GPU_HOUR_USD, { min: 0 }),

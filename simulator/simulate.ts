@@ -5,6 +5,7 @@ import { EdgeNetwork, type EdgeStats } from './edge.ts';
 import { Engine } from './engine.ts';
 import { resolveScenario, type ResolvedScenario } from './scenario.ts';
 import { HpcStorage, type StorageStats } from './storage.ts';
+import { StepSync, type SyncTimes } from './sync.ts';
 import { TrainingJob, type TrainingStats } from './training.ts';
 
 export interface SimResult {
@@ -51,6 +52,17 @@ export interface SimResult {
   engine: { events: number; wallS: number; eventsPerS: number };
   storage?: StorageStats;
   edge?: EdgeStats;
+  /** Gradient synchronisation, when the scenario has a `compute` section. */
+  sync?: SyncTimes & {
+    scheme: 'allreduce' | 'diloco';
+    sites: number;
+    modelParallel: number;
+    compression: 'none' | '8bit';
+    overlap: boolean;
+    /** Mean seconds per step waited for sync in the steady-state window. */
+    exposedPerStepS: number;
+    outerSyncs: number;
+  };
 }
 
 /** Runs a scenario given as unresolved JSON (validated here) or already resolved. */
@@ -75,13 +87,15 @@ export function simulateResolved(sc: ResolvedScenario, observe?: (stats: Trainin
   // Separate streams, so that changing one part of a scenario does not reshuffle the draws of another.
   const placementRng = engine.rng.fork(1);
   const transferRng = engine.rng.fork(2);
-  const training = new TrainingJob(engine, job, steps);
+  const sync = sc.compute ? new StepSync(sc.compute, { gpus: job.gpus, params: job.params! }, job.computeStepS) : null;
+  const sites = sc.compute?.sites.length ?? 1;
+  const training = new TrainingJob(engine, job, steps, sync);
   const deliver = (w: number, b: number) => training.deliver(w, b);
 
   let storage: HpcStorage | null = null;
   let edge: EdgeNetwork | null = null;
-  if (sc.source.kind === 'hpc') storage = new HpcStorage(engine, sc.source, job, deliver);
-  else edge = new EdgeNetwork(engine, sc.source, job, deliver, placementRng, transferRng);
+  if (sc.source.kind === 'hpc') storage = new HpcStorage(engine, sc.source, job, deliver, sites);
+  else edge = new EdgeNetwork(engine, sc.source, job, deliver, placementRng, transferRng, sites);
   training.start((storage ?? edge)!);
   engine.run({ maxEvents: sc.sim.maxEvents });
 
@@ -101,20 +115,26 @@ export function simulateResolved(sc: ResolvedScenario, observe?: (stats: Trainin
   const warm = sc.sim.warmupSteps;
   let stepTimeS: number;
   let p99: number;
-  if (steps - 1 - warm >= 1) {
-    const n = steps - 1 - warm;
-    stepTimeS = (starts[steps - 1]! - starts[warm]!) / n;
+  // With a periodic outer sync the window holds whole periods (the resolver made room for two).
+  const period = sync ? sync.times.periodSteps : 1;
+  const windowSteps = Math.floor((steps - 1 - warm) / period) * period;
+  if (windowSteps >= 1) {
+    const n = windowSteps;
+    const last = warm + n;
+    stepTimeS = (starts[last]! - starts[warm]!) / n;
     // The loaders' buffers, filled while the first batch was awaited, can drain during the window and make a
     // data-bound job look faster than its supply. When the job waited for data and fewer bytes arrived than were
     // consumed, the sustainable step time is the consumption over the supply rate. (A compute-bound job is left
     // alone: its buffers are full and only fluctuate by a shard.)
     const consumedInWindow = n * job.gpus * job.batchBytes;
-    const deliveredInWindow = st.deliveredAtStepStart[steps - 1]! - st.deliveredAtStepStart[warm]!;
-    if (stepTimeS > job.computeStepS * 1.001 && deliveredInWindow > 0 && deliveredInWindow < consumedInWindow) {
-      stepTimeS *= consumedInWindow / deliveredInWindow;
+    const deliveredInWindow = st.deliveredAtStepStart[last]! - st.deliveredAtStepStart[warm]!;
+    // Waiting for gradient sync is not waiting for data: only time beyond compute + sync counts as a data stall.
+    const syncPerStep = sync ? (st.syncAtStepStart[last]! - st.syncAtStepStart[warm]!) / n : 0;
+    if (stepTimeS > (job.computeStepS + syncPerStep) * 1.001 && deliveredInWindow > 0 && deliveredInWindow < consumedInWindow) {
+      stepTimeS = syncPerStep + (stepTimeS - syncPerStep) * (consumedInWindow / deliveredInWindow);
     }
     const d: number[] = [];
-    for (let i = warm; i < steps - 1; i++) d.push(starts[i + 1]! - starts[i]!);
+    for (let i = warm; i < last; i++) d.push(starts[i + 1]! - starts[i]!);
     d.sort((a, b) => a - b);
     p99 = d[Math.min(d.length - 1, Math.floor(0.99 * d.length))]!;
   } else {
@@ -202,5 +222,19 @@ export function simulateResolved(sc: ResolvedScenario, observe?: (stats: Trainin
     engine: { events: engine.eventsProcessed, wallS, eventsPerS: engine.eventsProcessed / Math.max(wallS, 1e-9) },
     ...(storageStats ? { storage: storageStats } : {}),
     ...(edgeStats ? { edge: edgeStats } : {}),
+    ...(sync && sc.compute
+      ? {
+          sync: {
+            ...sync.times,
+            scheme: sc.compute.scheme,
+            sites: sc.compute.sites.length,
+            modelParallel: sc.compute.modelParallel,
+            compression: sc.compute.compression,
+            overlap: sc.compute.overlap,
+            exposedPerStepS: windowSteps >= 1 ? (st.syncAtStepStart[warm + windowSteps]! - st.syncAtStepStart[warm]!) / windowSteps : sync.stats.exposedS / steps,
+            outerSyncs: sync.stats.outerSyncs,
+          },
+        }
+      : {}),
   };
 }

@@ -28,10 +28,13 @@ export class HpcStorage implements DataSource {
     private readonly spec: ResolvedHpc,
     private readonly job: ResolvedJob,
     private readonly deliver: (worker: number, bytes: number) => void,
+    private readonly sites = 1,
   ) {
-    this.links = new LinkPool(job.hosts + 1);
+    // One filesystem per GPU site, each with the aggregate bandwidth.
+    this.links = new LinkPool(job.hosts + sites);
     for (let h = 0; h < job.hosts; h++) this.links.add(spec.perHostBps, `host-${h}`);
     this.aggregate = this.links.add(spec.aggregateBps, 'filesystem');
+    for (let i = 1; i < sites; i++) this.links.add(spec.aggregateBps, `filesystem-${i + 1}`);
     this.startedAt = new Float64Array(job.gpus * job.workersPerGpu);
     this.kDone = engine.register((w, bytes) => this.onDone(w, bytes));
   }
@@ -41,7 +44,7 @@ export class HpcStorage implements DataSource {
     const host = Math.floor(Math.floor(worker / this.job.workersPerGpu) / this.job.gpusPerHost);
     const t0 = now + this.spec.requestLatencyS;
     const endHost = this.links.reserve(host, t0, bytes);
-    const endAgg = this.links.reserve(this.aggregate, t0, bytes);
+    const endAgg = this.links.reserve(this.aggregate + Math.floor(host / (this.job.hosts / this.sites)), t0, bytes);
     this.startedAt[worker] = now;
     this.engine.at(Math.max(endHost, endAgg), this.kDone, worker, bytes);
   }
@@ -59,6 +62,8 @@ export class HpcStorage implements DataSource {
   report(horizonS: number): StorageStats {
     let hostMax = 0;
     for (let h = 0; h < this.job.hosts; h++) hostMax = Math.max(hostMax, this.links.utilization(h, horizonS));
-    return { ...this.stats, hostLinkUtilization: hostMax, aggregateUtilization: this.links.utilization(this.aggregate, horizonS) };
+    let aggMax = 0;
+    for (let i = 0; i < this.sites; i++) aggMax = Math.max(aggMax, this.links.utilization(this.aggregate + i, horizonS));
+    return { ...this.stats, hostLinkUtilization: hostMax, aggregateUtilization: aggMax };
   }
 }

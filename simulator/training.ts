@@ -11,6 +11,7 @@
 // loader sets the pace, which is why every GPU's loader is simulated instead of one representative.
 import type { Engine } from './engine.ts';
 import type { ResolvedJob } from './scenario.ts';
+import type { StepSync } from './sync.ts';
 
 /** Where shards come from. A source calls `deliver(worker, bytes)` once per fetch, when all its bytes are in. */
 export interface DataSource {
@@ -26,6 +27,8 @@ export interface TrainingStats {
   stepStarts: Float64Array;
   /** Bytes delivered to loaders by the start of each step (for the steady-state estimate). */
   deliveredAtStepStart: Float64Array;
+  /** Seconds waited for gradient sync before the start of each step (0 without explicit sync). */
+  syncAtStepStart: Float64Array;
   /** Total time GPUs waited for data between steps (after the first step started). */
   stallS: number;
   computeS: number;
@@ -67,7 +70,11 @@ export class TrainingJob {
   private readonly kStepEnd: number;
   private source: DataSource | null = null;
 
-  constructor(private readonly engine: Engine, private readonly job: ResolvedJob, steps: number) {
+  /**
+   * `sync`, if given, adds the gradient synchronisation a step waits for after its compute (sync.ts); without it
+   * the all-reduce is taken to be inside computeStepS.
+   */
+  constructor(private readonly engine: Engine, private readonly job: ResolvedJob, steps: number, private readonly sync: StepSync | null = null) {
     this.W = job.workersPerGpu;
     this.workers = job.gpus * this.W;
     this.P = job.prefetchPerWorker;
@@ -94,6 +101,7 @@ export class TrainingJob {
       lastStepEndS: 0,
       stepStarts: new Float64Array(steps + 1),
       deliveredAtStepStart: new Float64Array(steps + 1),
+      syncAtStepStart: new Float64Array(steps + 1),
       stallS: 0,
       computeS: 0,
       bytesRequested: 0,
@@ -208,6 +216,7 @@ export class TrainingJob {
     else this.stats.stallS += now - this.lastStepEnd;
     this.stats.stepStarts[s] = now;
     this.stats.deliveredAtStepStart[s] = this.stats.bytesDelivered;
+    if (this.sync) this.stats.syncAtStepStart[s] = this.sync.stats.exposedS;
     // Each GPU takes its batch from the loader queue at the start of the step, freeing a prefetch slot.
     const local = s % this.W;
     for (let g = 0; g < this.job.gpus; g++) {
@@ -216,7 +225,8 @@ export class TrainingJob {
       this.stats.bytesConsumed += this.batchBytes;
       this.pump(w);
     }
-    this.engine.schedule(this.job.computeStepS, this.kStepEnd, 0, 0);
+    if (this.sync === null) this.engine.schedule(this.job.computeStepS, this.kStepEnd, 0, 0);
+    else this.engine.schedule(this.job.computeStepS + this.sync.afterCompute(s, now + this.job.computeStepS), this.kStepEnd, 0, 0);
   }
 
   private onStepEnd(): void {
