@@ -19,6 +19,12 @@ export interface ProbeResult {
   shard: string;
   ttfbMs?: number;
   bytesPerSecond?: number;
+  /**
+   * Bytes received (the shard's size). bytesPerSecond averages them over the whole probe, TTFB and slow start
+   * included, so a small shard reads far below the node's rate; with ttfbMs and rttMs the simulator's trace
+   * input corrects for that (simulator/trace.ts).
+   */
+  bytes?: number;
   /** The node's x-edgeshard-cache header: MISS means the node filled from the origin during the probe. */
   cache?: string;
   /** One TCP handshake to the node just before the probe, ms. */
@@ -147,6 +153,7 @@ export class Prober {
         result.ok = true;
         result.ttfbMs = ttfb ?? seconds * 1000;
         result.bytesPerSecond = bytes / Math.max(seconds, 1e-6);
+        result.bytes = bytes;
         const rtt = result.cache === 'MISS' ? handshake : result.ttfbMs / PROBE_ROUND_TRIPS;
         if (rtt !== null) result.rttMs = rtt;
       }

@@ -120,6 +120,7 @@ export function baseScenario(settings: Settings): unknown {
       if (parsed.format === 'gateway') {
         console.error(`trace ${trace}: gateway /v1/nodes response, ${parsed.rows.length} node${parsed.rows.length === 1 ? '' : 's'} used`);
         for (const s of parsed.skipped) console.error(`  skipped ${s.node}: ${s.reason}`);
+        for (const s of parsed.notes) console.error(`  note ${s.node}: ${s.reason}`);
       }
     } catch (err) {
       if (err instanceof TraceError) throw new UsageError(err.message);

@@ -109,6 +109,8 @@ export interface TraceRow {
   rttS: number;
   /** Measured throughput of one transfer from this node, bytes/s. */
   throughputBps: number;
+  /** What throughputBps is: a steady per-flow rate, a lower bound, or a whole-transfer average (trace.ts). */
+  throughputBasis: 'steady' | 'lower-bound' | 'whole-transfer';
   lossRate?: number;
   distanceKm?: number;
   /** Fraction of requests to this node that fail outright (from failed probes), 0..1. */
@@ -434,7 +436,7 @@ function resolveTrace(v: unknown): TraceRow[] {
   const rows = arr('source.trace', v);
   return rows.map((r, i) => {
     const p = `source.trace[${i}]`;
-    const o = obj(p, r, ['node', 'rttMs', 'throughputBps', 'throughputMbps', 'lossRate', 'distanceKm', 'failureRate', 'lat', 'lon']);
+    const o = obj(p, r, ['node', 'rttMs', 'throughputBps', 'throughputMbps', 'throughputBasis', 'lossRate', 'distanceKm', 'failureRate', 'lat', 'lon']);
     if ((o.throughputBps === undefined) === (o.throughputMbps === undefined)) {
       throw new ScenarioError(p, 'give exactly one of throughputBps (bytes/s) or throughputMbps (Mbit/s)');
     }
@@ -444,6 +446,7 @@ function resolveTrace(v: unknown): TraceRow[] {
       node: o.node === undefined ? `trace-${i}` : String(o.node),
       rttS: num(`${p}.rttMs`, o.rttMs, { above: 0, max: 60_000 }) / 1000,
       throughputBps,
+      throughputBasis: str(`${p}.throughputBasis`, o.throughputBasis, ['steady', 'lower-bound', 'whole-transfer'] as const, 'steady'),
     };
     if (o.lossRate !== undefined) row.lossRate = num(`${p}.lossRate`, o.lossRate, { min: 0, max: 0.5 });
     if (o.distanceKm !== undefined) row.distanceKm = num(`${p}.distanceKm`, o.distanceKm, { min: 0 });

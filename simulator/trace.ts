@@ -4,6 +4,9 @@
 //   rtt_ms | rttMs              measured round trip, milliseconds (required)
 //   throughput_mbps | throughputMbps    measured transfer throughput, Mbit/s   } exactly one
 //   throughput_bps  | throughputBps     measured transfer throughput, bytes/s  }
+//   throughput_basis | throughputBasis  what the throughput is (optional, default steady): steady (one flow's rate
+//                               out of slow start), lower-bound (the node is at least this fast), whole-transfer
+//                               (an average over a transfer including its TTFB and slow start)
 //   loss_rate | lossRate        measured loss rate, 0..1 (optional)
 //   distance_km | distanceKm    distance to the GPU site, km (optional, for reports)
 //   failure_rate | failureRate  fraction of requests to the node that fail outright, 0..1 (optional)
@@ -13,7 +16,46 @@
 // The gateway's `GET /v1/nodes` response ({ nodes: [{ id, url, healthy, location, probes: [...] }] }) is also
 // accepted as it is, and mapped per node by `gatewayNodesToTrace` (see there and docs/simulator.md).
 
+import { TCP_INITIAL_WINDOW_SEGMENTS, TCP_MSS_BYTES } from './constants.ts';
+import { slowStartDataTimeS } from './network.ts';
+
 export class TraceError extends Error {}
+
+/** What a trace row's throughput is: see THROUGHPUT_BASES. */
+export type ThroughputBasis = 'steady' | 'lower-bound' | 'whole-transfer';
+export const THROUGHPUT_BASES: ThroughputBasis[] = ['steady', 'lower-bound', 'whole-transfer'];
+
+/**
+ * The steady per-flow rate a probe implies. A probe of `bytes` on a fresh connection takes its TTFB, then
+ * delivers the bytes in slow start (the window doubling each RTT from the initial window) until a window per RTT
+ * reaches the path's rate. Its whole-transfer average (bytesPerSecond) is therefore far below the rate for a small
+ * shard. Inverting the slow-start time (network.ts slowStartDataTimeS) for the rate gives the steady rate when the
+ * transfer got out of slow start at that rate ("steady"); when it did not, the probe cannot tell the rate, only
+ * that it is at least the data phase's average ("lower-bound").
+ */
+export function steadyRateFromProbe(
+  p: { bytes: number; ttfbS: number; bytesPerSecond: number; rttS: number },
+  initialWindowBytes = TCP_INITIAL_WINDOW_SEGMENTS * TCP_MSS_BYTES,
+): { rateBps: number; basis: 'steady' | 'lower-bound' } {
+  const total = p.bytes / p.bytesPerSecond;
+  const data = total - p.ttfbS;
+  const floor = p.bytes / Math.max(data, 1e-9);
+  if (!(data > 0) || !(p.rttS > 0)) return { rateBps: floor, basis: 'lower-bound' };
+  const time = (r: number) => slowStartDataTimeS(p.bytes, p.rttS, r, initialWindowBytes);
+  let hi = 1e13;
+  if (time(hi) > data) return { rateBps: floor, basis: 'lower-bound' }; // faster than slow start allows: RTT overstated
+  let lo = floor;
+  for (let i = 0; i < 100 && hi / lo > 1 + 1e-9; i++) {
+    const mid = Math.sqrt(lo * hi);
+    if (time(mid) > data) lo = mid;
+    else hi = mid;
+  }
+  const rate = Math.sqrt(lo * hi);
+  // Out of slow start: the window reached the bandwidth-delay product before the last byte.
+  const bdp = rate * p.rttS;
+  const ssBytes = initialWindowBytes >= bdp ? 0 : initialWindowBytes * (2 ** Math.ceil(Math.log2(bdp / initialWindowBytes)) - 1);
+  return p.bytes > ssBytes ? { rateBps: rate, basis: 'steady' } : { rateBps: floor, basis: 'lower-bound' };
+}
 
 const ALIASES: Record<string, string> = {
   node: 'node', node_id: 'node', nodeid: 'node',
@@ -24,11 +66,12 @@ const ALIASES: Record<string, string> = {
   distance_km: 'distanceKm', distancekm: 'distanceKm',
   failure_rate: 'failureRate', failurerate: 'failureRate',
   lat: 'lat', latitude: 'lat', lon: 'lon', longitude: 'lon',
+  throughput_basis: 'throughputBasis', throughputbasis: 'throughputBasis',
 };
 
 function canonicalKey(where: string, key: string): string {
   const k = ALIASES[key.trim().toLowerCase()];
-  if (!k) throw new TraceError(`${where}: unknown field "${key}" (expected node, rtt_ms, throughput_mbps or throughput_bps, loss_rate, distance_km, failure_rate, lat, lon)`);
+  if (!k) throw new TraceError(`${where}: unknown field "${key}" (expected node, rtt_ms, throughput_mbps or throughput_bps, throughput_basis, loss_rate, distance_km, failure_rate, lat, lon)`);
   return k;
 }
 
@@ -39,6 +82,12 @@ function toRow(where: string, rec: Record<string, unknown>): Record<string, unkn
     if (raw === '' || raw === null || raw === undefined) continue;
     if (k === 'node') {
       out.node = String(raw);
+      continue;
+    }
+    if (k === 'throughputBasis') {
+      const b = String(raw).trim();
+      if (!(THROUGHPUT_BASES as string[]).includes(b)) throw new TraceError(`${where}: throughput_basis "${b}" (expected ${THROUGHPUT_BASES.join(', ')})`);
+      out.throughputBasis = b;
       continue;
     }
     const n = typeof raw === 'number' ? raw : Number(String(raw).trim());
@@ -73,6 +122,8 @@ export interface ParsedTrace {
   rows: Record<string, unknown>[];
   /** Gateway format only: nodes left out, with the reason (unhealthy, or no successful probe). */
   skipped: { node: string; reason: string }[];
+  /** Gateway format only: nodes kept whose throughput is not a steady rate, and why. */
+  notes: { node: string; reason: string }[];
 }
 
 /** Parses a trace file's text; `name` is used in error messages. */
@@ -94,8 +145,8 @@ export function parseTraceDetailed(text: string, name: string): ParsedTrace {
       whole = undefined;
     }
     if (typeof whole === 'object' && whole !== null && 'nodes' in whole) {
-      const { rows, skipped } = gatewayNodesToTrace(whole, name);
-      return { format: 'gateway', rows, skipped };
+      const { rows, skipped, notes } = gatewayNodesToTrace(whole, name);
+      return { format: 'gateway', rows, skipped, notes };
     }
   }
   let rows: Record<string, unknown>[];
@@ -139,7 +190,7 @@ export function parseTraceDetailed(text: string, name: string): ParsedTrace {
     });
   }
   if (rows.length === 0) throw new TraceError(`${name}: no rows`);
-  return { format, rows, skipped: [] };
+  return { format, rows, skipped: [], notes: [] };
 }
 
 // ---- the gateway's GET /v1/nodes ------------------------------------------------------------------------------
@@ -166,8 +217,10 @@ const finite = (x: unknown): x is number => typeof x === 'number' && Number.isFi
 
 /**
  * Maps the gateway's `GET /v1/nodes` response to trace rows, one per node:
- *   rtt_ms          median time to first byte of the node's successful probes ÷ 2 (http) or 3 (https): see above
- *   throughput_bps  median bytesPerSecond of the successful probes (bytes/s, whole-transfer average)
+ *   rtt_ms          median of the successful probes' rttMs (the gateway's), or of their TTFB ÷ 2 (http) or 3 (https)
+ *   throughput_bps  median steady rate of the probes that left slow start (steadyRateFromProbe); without one, the
+ *                   best lower bound (throughput_basis lower-bound); for records without `bytes` (older gateways),
+ *                   the median whole-transfer bytesPerSecond (throughput_basis whole-transfer)
  *   failure_rate    failed probes ÷ all probes listed for the node
  *   lat, lon        location.lat, location.lon
  * Nodes the gateway marks unhealthy are left out (it routes nothing to them), and so are nodes without a
@@ -175,10 +228,14 @@ const finite = (x: unknown): x is number => typeof x === 'number' && Number.isFi
  * does not use (load, score, rttFactor, scoreChanges, ...) are ignored, since this is an API response, not a
  * file written for the simulator; the fields it does use are checked.
  */
-export function gatewayNodesToTrace(doc: unknown, name: string): { rows: Record<string, unknown>[]; skipped: { node: string; reason: string }[] } {
+export function gatewayNodesToTrace(
+  doc: unknown,
+  name: string,
+): { rows: Record<string, unknown>[]; skipped: { node: string; reason: string }[]; notes: { node: string; reason: string }[] } {
   if (!isObj(doc) || !Array.isArray(doc.nodes)) throw new TraceError(`${name}: expected the gateway's /v1/nodes response, { "nodes": [...] }`);
   const rows: Record<string, unknown>[] = [];
   const skipped: { node: string; reason: string }[] = [];
+  const notes: { node: string; reason: string }[] = [];
   doc.nodes.forEach((n, i) => {
     const where = `${name} nodes[${i}]`;
     if (!isObj(n)) throw new TraceError(`${where}: expected an object`);
@@ -189,9 +246,14 @@ export function gatewayNodesToTrace(doc: unknown, name: string): { rows: Record<
       skipped.push({ node: n.id, reason: 'unhealthy (the gateway does not route to it)' });
       return;
     }
-    const ttfb: number[] = [];
-    const bps: number[] = [];
+    const rtt: number[] = [];
+    const steady: number[] = [];
+    const bounds: number[] = [];
+    const averages: number[] = [];
+    let largest = 0;
     let failed = 0;
+    let rtts = PROBE_TTFB_RTTS_HTTP;
+    if (typeof n.url === 'string' && n.url.toLowerCase().startsWith('https:')) rtts = PROBE_TTFB_RTTS_HTTPS;
     probes.forEach((p, j) => {
       const pw = `${where}.probes[${j}]`;
       if (!isObj(p) || typeof p.ok !== 'boolean') throw new TraceError(`${pw}: expected a probe result with a boolean "ok"`);
@@ -199,25 +261,41 @@ export function gatewayNodesToTrace(doc: unknown, name: string): { rows: Record<
         failed++;
         return;
       }
-      if (p.ttfbMs !== undefined) {
-        if (!finite(p.ttfbMs) || p.ttfbMs < 0) throw new TraceError(`${pw}.ttfbMs: expected a number ≥ 0, got ${JSON.stringify(p.ttfbMs)}`);
-        if (p.ttfbMs > 0) ttfb.push(p.ttfbMs);
+      for (const f of ['ttfbMs', 'bytesPerSecond', 'rttMs', 'bytes'] as const) {
+        if (p[f] !== undefined && (!finite(p[f]) || (p[f] as number) < 0)) throw new TraceError(`${pw}.${f}: expected a number ≥ 0, got ${JSON.stringify(p[f])}`);
       }
-      if (p.bytesPerSecond !== undefined) {
-        if (!finite(p.bytesPerSecond) || p.bytesPerSecond < 0) throw new TraceError(`${pw}.bytesPerSecond: expected a number ≥ 0, got ${JSON.stringify(p.bytesPerSecond)}`);
-        if (p.bytesPerSecond > 0) bps.push(p.bytesPerSecond);
-      }
+      const t = p.ttfbMs as number | undefined;
+      const bps = p.bytesPerSecond as number | undefined;
+      // The gateway's own RTT for the probe when it gives one (it leaves origin fills out), else TTFB ÷ round trips.
+      const r = finite(p.rttMs) && p.rttMs > 0 ? p.rttMs : t !== undefined && t > 0 ? t / rtts : undefined;
+      if (r !== undefined) rtt.push(r);
+      if (bps === undefined || bps <= 0) return;
+      if (finite(p.bytes) && p.bytes > 0 && t !== undefined && r !== undefined) {
+        largest = Math.max(largest, p.bytes);
+        const est = steadyRateFromProbe({ bytes: p.bytes, ttfbS: t / 1000, bytesPerSecond: bps, rttS: r / 1000 });
+        (est.basis === 'steady' ? steady : bounds).push(est.rateBps);
+      } else averages.push(bps);
     });
-    if (ttfb.length === 0 || bps.length === 0) {
+    if (rtt.length === 0 || steady.length + bounds.length + averages.length === 0) {
       skipped.push({ node: n.id, reason: probes.length === 0 ? 'no probes yet' : `no successful probe (${failed} of ${probes.length} failed)` });
       return;
     }
-    let rtts = PROBE_TTFB_RTTS_HTTP;
-    if (typeof n.url === 'string' && n.url.toLowerCase().startsWith('https:')) rtts = PROBE_TTFB_RTTS_HTTPS;
+    // Only probes that left slow start measure the rate; without one, the best lower bound is all there is.
+    const [throughputBps, throughputBasis] =
+      steady.length > 0 ? [median(steady), 'steady'] : bounds.length > 0 ? [Math.max(...bounds), 'lower-bound'] : [median(averages), 'whole-transfer'];
+    if (throughputBasis !== 'steady') {
+      notes.push({
+        node: n.id,
+        reason: throughputBasis === 'lower-bound'
+          ? `throughput is a lower bound: its probes (largest ${largest.toLocaleString('en-US')} B) never left slow start`
+          : 'throughput is a whole-transfer average (the probes do not give their size), low for small shards',
+      });
+    }
     const row: Record<string, unknown> = {
       node: n.id,
-      rttMs: median(ttfb) / rtts,
-      throughputBps: median(bps),
+      rttMs: median(rtt),
+      throughputBps,
+      throughputBasis,
       failureRate: failed / probes.length,
     };
     const loc = n.location;
@@ -232,5 +310,5 @@ export function gatewayNodesToTrace(doc: unknown, name: string): { rows: Record<
       `${name}: no usable node in the gateway's response (${doc.nodes.length} listed${skipped.length ? `; ${skipped.map((s) => `${s.node}: ${s.reason}`).join('; ')}` : ''})`,
     );
   }
-  return { rows, skipped };
+  return { rows, skipped, notes };
 }

@@ -7,10 +7,10 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { main } from '../cli/main.ts';
 import { buildNodes } from '../simulator/edge.ts';
 import { Rng } from '../simulator/engine.ts';
-import { greatCircleKm } from '../simulator/network.ts';
+import { greatCircleKm, slowStartDataTimeS } from '../simulator/network.ts';
 import { resolveScenario, type ResolvedEdge } from '../simulator/scenario.ts';
 import { simulate } from '../simulator/simulate.ts';
-import { TraceError, gatewayNodesToTrace, parseTrace, parseTraceDetailed } from '../simulator/trace.ts';
+import { TraceError, gatewayNodesToTrace, parseTrace, parseTraceDetailed, steadyRateFromProbe } from '../simulator/trace.ts';
 
 const FIXTURE = new URL('./fixtures/sim/gateway-nodes.json', import.meta.url).pathname;
 const A = '0x1f3a9c0e2d4b5a6978c1d2e3f4a5b6c7d8e9f0a1';
@@ -23,16 +23,47 @@ describe('gateway /v1/nodes as a trace', () => {
     expect(t.rows).toEqual([
       // http: TTFB on a new connection is 2 RTTs. Median of 24.1, 22.0, 30.5, 23.3, 25.0 is 24.1 → 12.05 ms;
       // median of 4.0, 3.5, 5.0, 4.2, 3.9 MB/s is 4.0 MB/s; no failures.
-      { node: A, rttMs: 24.1 / 2, throughputBps: 4_000_000, failureRate: 0, lat: 50.11, lon: 8.68 },
+      // The fixture's probes do not give their size (as gateways before `bytes` was recorded), so the throughput
+      // is a whole-transfer average and says so.
+      { node: A, rttMs: 24.1 / 2, throughputBps: 4_000_000, throughputBasis: 'whole-transfer', failureRate: 0, lat: 50.11, lon: 8.68 },
       // https: 3 RTTs (TCP, TLS 1.3, request). Successful TTFBs 60, 66, 63, 90 → median (63 + 66) / 2 = 64.5 → 21.5 ms;
       // throughputs 1.0, 1.2, 0.8, 1.1 MB/s → 1.05 MB/s; 1 of 5 probes failed.
-      { node: B, rttMs: 64.5 / 3, throughputBps: 1_050_000, failureRate: 0.2, lat: 51.51, lon: -0.13 },
+      { node: B, rttMs: 64.5 / 3, throughputBps: 1_050_000, throughputBasis: 'whole-transfer', failureRate: 0.2, lat: 51.51, lon: -0.13 },
     ]);
+    expect(t.notes.map((n) => n.node)).toEqual([A, B]);
     expect(t.skipped.map((s) => s.reason)).toEqual([
       'no successful probe (3 of 3 failed)',
       'unhealthy (the gateway does not route to it)',
       'no probes yet',
     ]);
+  });
+
+  it('corrects a probe for its size: only probes that left slow start give the rate (issue #12: 4 KiB vs 16 MiB)', () => {
+    // Two nodes on one machine (loopback: RTT 0.2 ms, 250 MB/s), probed as the gateway does: TTFB is 2 RTTs on a new
+    // connection, then the shard in slow start from a 10-segment window. The whole-transfer averages differ by
+    // orders of magnitude (a 4 KiB probe is almost all TTFB); the corrected rates do not.
+    const rtt = 0.0002, rate = 250e6, iw = 10 * 1448;
+    const probe = (bytes: number) => {
+      const ttfb = 2 * rtt;
+      const total = ttfb + slowStartDataTimeS(bytes, rtt, rate, iw);
+      return { ok: true, ttfbMs: ttfb * 1000, rttMs: rtt * 1000, bytes, bytesPerSecond: bytes / total };
+    };
+    const small = probe(4096), big = probe(16 * 1024 * 1024);
+    expect(small.bytesPerSecond).toBeLessThan(12e6);
+    expect(big.bytesPerSecond).toBeGreaterThan(240e6);
+    const est = steadyRateFromProbe({ bytes: big.bytes, ttfbS: big.ttfbMs / 1000, bytesPerSecond: big.bytesPerSecond, rttS: rtt });
+    expect(est.basis).toBe('steady');
+    expect(est.rateBps / rate).toBeCloseTo(1, 6);
+    expect(steadyRateFromProbe({ bytes: 4096, ttfbS: small.ttfbMs / 1000, bytesPerSecond: small.bytesPerSecond, rttS: rtt }).basis).toBe('lower-bound');
+    const doc = { nodes: [
+      { id: 'small-probes', url: 'http://127.0.0.1:1', healthy: true, probes: [small, small, small] },
+      { id: 'big-probes', url: 'http://127.0.0.1:2', healthy: true, probes: [big, small, big] },
+    ] };
+    const t = gatewayNodesToTrace(doc, 'n.json');
+    expect(t.rows[0]).toMatchObject({ node: 'small-probes', throughputBasis: 'lower-bound' });
+    expect(t.rows[1]).toMatchObject({ node: 'big-probes', throughputBasis: 'steady' });
+    expect((t.rows[1]!.throughputBps as number) / rate).toBeCloseTo(1, 6);
+    expect(t.notes).toEqual([{ node: 'small-probes', reason: 'throughput is a lower bound: its probes (largest 4,096 B) never left slow start' }]);
   });
 
   it('keeps the other formats: a one-line JSON-lines file is not mistaken for the gateway response', () => {
