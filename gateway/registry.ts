@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
-import { BloomFilter } from '../protocol/bloom.ts';
+import { BloomFilter, type BloomSummary } from '../protocol/bloom.ts';
 import { recoverChallengeSigner } from '../protocol/identity.ts';
 import {
   MAX_MESSAGE_BYTES,
@@ -47,7 +47,7 @@ export interface NodeRecord {
   locationNote?: string;
   /** What the node announced, kept to re-check it against later measurements. */
   claimedLocation?: GeoPoint;
-  /** Lowest round trip the gateway measured to the node, ms (TCP handshakes and warm probes). */
+  /** Lowest TCP handshake time the gateway measured to the node, ms: one round trip, never shortened by the node. */
   minRttMs: number | null;
   healthy: boolean;
   uploadBytesPerSecond: number;
@@ -386,8 +386,9 @@ export class NodeRegistry {
   }
 
   private lastSent = new Map<string, { at: number; bytes: number }>();
+  private lastSummary = new Map<string, string>();
 
-  private applyHeartbeat(node: NodeRecord, load: Load, cache: { bits: number; hashes: number; count: number; data: string }, manifests: string[]): void {
+  private applyHeartbeat(node: NodeRecord, load: Load, cache: BloomSummary, manifests: string[]): void {
     const now = Date.now();
     node.lastSeen = now;
     node.activeConnections = load.activeConnections;
@@ -401,22 +402,7 @@ export class NodeRegistry {
     } else {
       node.freeBytesPerSecond = node.uploadBytesPerSecond === UNKNOWN_CAPACITY ? UNKNOWN_CAPACITY : load.freeBytesPerSecond;
     }
-    try {
-      const bloom = BloomFilter.fromSummary(cache);
-      node.bloom = bloom;
-      const doubt = this.checks.cacheSummary ? implausibleSummary(bloom) : null;
-      if (doubt) {
-        node.holdsShard = () => false;
-        if (node.summaryNote === undefined) this.notify(node, 'summary-ignored', doubt);
-        node.summaryNote = doubt;
-      } else {
-        node.holdsShard = (id) => bloom.has(id);
-        delete node.summaryNote;
-      }
-    } catch {
-      node.bloom = null;
-      node.holdsShard = () => false;
-    }
+    this.applySummary(node, cache);
     if (!node.healthy && !node.quarantine) {
       node.healthy = true;
       delete node.downReason;
@@ -424,6 +410,35 @@ export class NodeRegistry {
       this.emit(node, 'up');
       this.opts.logger.info({ node: node.id }, 'node back up');
     } else this.emit(node, 'update');
+  }
+
+  /** The node's cache summary, and whether it earns affinity (node-claims.ts). */
+  private applySummary(node: NodeRecord, cache: BloomSummary): void {
+    // An unchanged summary (most heartbeats) keeps its filter and verdict: no base64 decode, no popcount.
+    if (node.bloom && cache.data === this.lastSummary.get(node.id) && cache.bits === node.bloom.bits && cache.hashes === node.bloom.hashes) {
+      node.bloom.count = cache.count;
+      return;
+    }
+    let bloom: BloomFilter;
+    try {
+      bloom = BloomFilter.fromSummary(cache);
+    } catch {
+      node.bloom = null;
+      node.holdsShard = () => false;
+      this.lastSummary.delete(node.id);
+      return;
+    }
+    this.lastSummary.set(node.id, cache.data);
+    node.bloom = bloom;
+    const doubt = this.checks.cacheSummary ? implausibleSummary(bloom) : null;
+    if (doubt) {
+      node.holdsShard = () => false;
+      if (node.summaryNote === undefined) this.notify(node, 'summary-ignored', doubt);
+      node.summaryNote = doubt;
+    } else {
+      node.holdsShard = (id) => bloom.has(id);
+      delete node.summaryNote;
+    }
   }
 
   // ---- measurements and quarantine (the prober and client reports call these) ----------------------------
@@ -516,6 +531,7 @@ export class NodeRegistry {
       } else if (!node.healthy && now - node.lastSeen > forget) {
         this.nodes.delete(node.id);
         this.lastSent.delete(node.id);
+        this.lastSummary.delete(node.id);
         this.opts.forgotten?.(node);
       }
     }

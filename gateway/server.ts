@@ -163,8 +163,8 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
         if (r.ok) registry.release(node.id);
         else registry.postponeRecheck(node);
       }
+      // Only a handshake bounds the location: half a TTFB on a kept-alive connection can be less than one RTT.
       if (r.connectRttMs !== undefined) registry.observeRtt(node, r.connectRttMs);
-      if (r.ok && r.rttMs !== undefined) registry.observeRtt(node, r.rttMs);
       if (r.ok && r.bytesPerSecond !== undefined) {
         registry.observeThroughput(node, r.bytesPerSecond, (prober.history.get(node.id)?.probes ?? []).map((p) => p.bytesPerSecond ?? 0));
       }
