@@ -154,7 +154,8 @@ export class Prober {
         result.ttfbMs = ttfb ?? seconds * 1000;
         result.bytesPerSecond = bytes / Math.max(seconds, 1e-6);
         result.bytes = bytes;
-        const rtt = result.cache === 'MISS' ? handshake : result.ttfbMs / PROBE_ROUND_TRIPS;
+        const trips = node.url.startsWith('https:') ? PROBE_ROUND_TRIPS + 1 : PROBE_ROUND_TRIPS; // TLS 1.3: one more
+        const rtt = result.cache === 'MISS' ? handshake : result.ttfbMs / trips;
         if (rtt !== null) result.rttMs = rtt;
       }
     } catch (err) {
