@@ -1,4 +1,4 @@
-// A minimal static origin: serves a dataset directory over HTTP (GET/HEAD, whole files, Last-Modified).
+// A minimal static origin: serves a dataset directory over HTTP (GET/HEAD, whole files, Last-Modified, ETag).
 // Real deployments point edge nodes at S3, nginx or any HTTP server; this one makes `npm start` and tests self-contained.
 import { createServer, type Server } from 'node:http';
 import { createReadStream } from 'node:fs';
@@ -38,6 +38,8 @@ export async function startOrigin(root: string, port = 0, host = '127.0.0.1'): P
     res.writeHead(200, {
       'content-length': info.size,
       'last-modified': info.mtime.toUTCString(),
+      // As nginx makes it: mtime and size in hex. Edge nodes pass it on to clients as the validator.
+      etag: `"${Math.floor(info.mtimeMs / 1000).toString(16)}-${info.size.toString(16)}"`,
       'content-type': decoded.path.endsWith('.json') ? 'application/json' : 'application/octet-stream',
     });
     if (req.method === 'HEAD') {

@@ -125,8 +125,8 @@ export function reprDigest(sha256Hex: string): string {
 export interface CacheStatusFacts {
   /** Answered from the store without asking the origin. */
   hit?: boolean;
-  /** Why the origin was asked: `uri-miss`, `vary-miss`, `miss`, `request` (the client said so), `stale`. */
-  fwd?: 'uri-miss' | 'vary-miss' | 'miss' | 'request' | 'stale' | 'bypass';
+  /** Why the origin was asked: nothing stored, another variant stored, the client said so, stale, an unsafe method. */
+  fwd?: 'uri-miss' | 'vary-miss' | 'miss' | 'request' | 'stale' | 'method' | 'bypass';
   fwdStatus?: number;
   /** The answer was stored. */
   stored?: boolean;

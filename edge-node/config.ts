@@ -20,8 +20,16 @@ export interface EdgeNodeConfig {
   maxHeaderBytes: number;
   originTimeoutMs: number;
   originConnections: number;
-  /** Freshness of objects cached by origin path when the origin sends no max-age. Hash-addressed shards never go stale. */
-  pathTtlSeconds: number;
+  /**
+   * Operator override (`--path-ttl`, like nginx's proxy_cache_valid): the freshness lifetime of an object cached by
+   * origin path whose origin answer carries no explicit freshness (no s-maxage, max-age or Expires), in place of the
+   * RFC 9111 heuristic. null (the default): off. Hash-addressed shards never go stale.
+   */
+  pathTtlSeconds: number | null;
+  /** Stream unsafe methods (POST, PUT, DELETE, ...) on origin paths to the origin and invalidate (RFC 9111 §4.4); otherwise 405. */
+  forwardUnsafe: boolean;
+  /** Largest request body forwarded with --forward-unsafe (413 beyond). */
+  maxRequestBodyBytes: number;
   shutdownGraceMs: number;
   manifests: string[];
   logLevel: string;
@@ -54,7 +62,14 @@ export const NODE_OPTIONS: OptionSpec[] = [
   { name: 'manifest', type: 'string', description: 'comma-separated origin paths of manifests to load at start, e.g. sample/manifest.json' },
   { name: 'origin-timeout', type: 'string', default: '30000', description: 'ms to wait for origin headers, and for each stalled body read' },
   { name: 'origin-connections', type: 'string', default: '32', description: 'keep-alive connections to the origin' },
-  { name: 'path-ttl', type: 'string', default: '3600', description: 'seconds an object cached by path stays fresh when the origin sends no max-age' },
+  {
+    name: 'path-ttl',
+    type: 'string',
+    description:
+      'operator override, off by default (like nginx proxy_cache_valid): seconds an object cached by path stays fresh when the origin sends no s-maxage, max-age or Expires, in place of the RFC 9111 heuristic (10% of its age since Last-Modified, at most a day)',
+  },
+  { name: 'forward-unsafe', type: 'boolean', default: false, description: 'pass POST, PUT, DELETE, PATCH to the origin and invalidate what they change (default: 405, read-only)' },
+  { name: 'max-request-body', type: 'string', default: '64MiB', description: 'largest request body passed on with --forward-unsafe (413 beyond)' },
   { name: 'max-url', type: 'string', default: '8192', description: 'longest request URL in bytes (414 beyond)' },
   { name: 'max-header-size', type: 'string', default: '16384', description: 'largest request header block in bytes (431 beyond)' },
   { name: 'shutdown-grace', type: 'string', default: '10000', description: 'ms to drain in-flight responses on SIGTERM' },
@@ -118,7 +133,9 @@ export function nodeConfigFromSettings(s: Settings): EdgeNodeConfig {
     maxHeaderBytes: intSetting(s, 'max-header-size', 1024, 1 << 20),
     originTimeoutMs: intSetting(s, 'origin-timeout', 100, 3_600_000),
     originConnections: intSetting(s, 'origin-connections', 1, 4096),
-    pathTtlSeconds: intSetting(s, 'path-ttl', 0, 10 * 365 * 86400),
+    pathTtlSeconds: stringSetting(s, 'path-ttl') === undefined ? null : intSetting(s, 'path-ttl', 0, 10 * 365 * 86400),
+    forwardUnsafe: s['forward-unsafe'] === true,
+    maxRequestBodyBytes: wrap(() => parseSize(String(s['max-request-body']), '--max-request-body')),
     shutdownGraceMs: intSetting(s, 'shutdown-grace', 0, 3_600_000),
     manifests: (stringSetting(s, 'manifest') ?? '').split(',').map((m) => m.trim()).filter(Boolean),
     logLevel: stringSetting(s, 'log-level') ?? 'warn',
@@ -157,7 +174,9 @@ export function defaultNodeConfig(overrides: Partial<EdgeNodeConfig> & { originU
     maxHeaderBytes: 16384,
     originTimeoutMs: 30_000,
     originConnections: Math.max(8, cpus().length * 8),
-    pathTtlSeconds: 3600,
+    pathTtlSeconds: null,
+    forwardUnsafe: false,
+    maxRequestBodyBytes: 64 * 1024 * 1024,
     shutdownGraceMs: 10_000,
     manifests: [],
     logLevel: 'silent',

@@ -673,6 +673,9 @@ export function parseEntryMeta(text: string): EntryMeta | string {
   if (v.cacheControl !== undefined) meta.cacheControl = v.cacheControl as string;
   if (v.originEtag !== undefined) meta.originEtag = v.originEtag as string;
   if (v.originLastModified !== undefined) meta.originLastModified = v.originLastModified as string;
+  if (v.status !== undefined) meta.status = v.status as number;
+  if (v.headers !== undefined) meta.headers = v.headers as string[];
+  if (v.initialAge !== undefined) meta.initialAge = v.initialAge as number;
   return checkEntryMeta(meta) ?? meta;
 }
 
@@ -690,6 +693,11 @@ function checkEntryMeta(meta: EntryMeta): string | undefined {
   if (meta.cacheControl !== undefined && typeof meta.cacheControl !== 'string') return 'cacheControl must be a string';
   if (meta.originEtag !== undefined && typeof meta.originEtag !== 'string') return 'originEtag must be a string';
   if (meta.originLastModified !== undefined && typeof meta.originLastModified !== 'string') return 'originLastModified must be a string';
+  if (meta.status !== undefined && (!Number.isInteger(meta.status) || meta.status < 200 || meta.status > 599)) return 'status must be an integer from 200 to 599';
+  if (meta.headers !== undefined && (!Array.isArray(meta.headers) || meta.headers.length % 2 !== 0 || !meta.headers.every((h) => typeof h === 'string'))) {
+    return 'headers must be a flat list of name/value strings';
+  }
+  if (meta.initialAge !== undefined && (typeof meta.initialAge !== 'number' || !Number.isFinite(meta.initialAge) || meta.initialAge < 0)) return 'initialAge must be a number >= 0';
   return undefined;
 }
 

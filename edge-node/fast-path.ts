@@ -13,7 +13,7 @@
 // node:http's.
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
-import { bodyOf, rangeHeadOf, type MemoryObject } from './memory-store.ts';
+import { bodyOf, hitHeadOf, rangeHeadOf, type MemoryObject } from './memory-store.ts';
 import { evaluateConditional, evaluateIfRange, parseRange } from './http-semantics.ts';
 import { INCOMPLETE, SLOW, parseRequestHead, type HeadLimits, type RequestHead } from './request-head.ts';
 
@@ -28,6 +28,8 @@ export const FAST_PATH_MAX_BODY = 256 * 1024;
 export interface FastHit {
   obj: MemoryObject;
   route: string;
+  /** The node's clock at the lookup (ms): the Age of a path object counts by it. */
+  now: number;
 }
 
 export interface FastPathHooks {
@@ -81,8 +83,8 @@ class Shell implements FastPath {
   answered = 0;
   private second = -1;
   private date = '';
-  /** 200 keep-alive heads by object, for the current second only (they carry its Date). */
-  private heads = new Map<MemoryObject, Buffer>();
+  /** 200 keep-alive heads by object, for the current second only (they carry its Date), with the pairs they show. */
+  private heads = new Map<MemoryObject, { pairs: readonly string[]; bytes: Buffer }>();
   /** 206 keep-alive heads by object, for the current second only: the last range's `rangeHeadOf` pairs and bytes. */
   private rangeHeads = new Map<MemoryObject, { pairs: readonly string[]; bytes: Buffer }>();
 
@@ -117,10 +119,11 @@ class Shell implements FastPath {
     }
     if (close || status === 304) return buildHead(status, pairs, this.date, close, this.server.keepAliveTimeout);
     if (status === 200) {
+      // hitHeadOf returns the same array until a path object's Age changes, so identity says the bytes are right.
       const cached = this.heads.get(obj);
-      if (cached !== undefined) return cached;
+      if (cached !== undefined && cached.pairs === pairs) return cached.bytes;
       const built = buildHead(200, pairs, this.date, false, this.server.keepAliveTimeout);
-      if (built !== undefined) this.heads.set(obj, built);
+      if (built !== undefined) this.heads.set(obj, { pairs, bytes: built });
       return built;
     }
     // rangeHeadOf returns the same array while the same range repeats, so identity says the bytes are still right.
@@ -317,7 +320,7 @@ class FastConnection {
       end = range.end;
     }
     if (status !== 304 && end - start + 1 > FAST_PATH_MAX_BODY) return false;
-    const pairs = status === 200 ? obj.fullHead : status === 206 ? rangeHeadOf(obj, start, end) : obj.fullHead.slice(2);
+    const pairs = status === 200 ? hitHeadOf(obj, hit.now) : status === 206 ? rangeHeadOf(obj, start, end, hit.now) : hitHeadOf(obj, hit.now).slice(2);
     const close = head.close || this.shell.draining;
     const bytes = this.shell.head(obj, status, pairs, close);
     if (bytes === undefined) return false;

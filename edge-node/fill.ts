@@ -12,6 +12,8 @@ import { EventEmitter } from 'node:events';
 import type { Dispatcher } from 'undici';
 import type { DiskEntry, DiskWriter, EntryMeta } from './store-types.ts';
 import type { EdgeEvents, FillOutcome, RevalidationOutcome } from './events.ts';
+import { endToEndResponseHeaders, updatedOn304 } from './cache-headers.ts';
+import { initialAge } from './cache-policy.ts';
 
 export interface FillRequest {
   key: string;
@@ -21,6 +23,13 @@ export interface FillRequest {
   expectedSize?: number;
   /** The stale copy's validators from the origin: the request is conditional, and may end in a 304. */
   validators?: Validators;
+  /** Path mode (HTTP cache): end-to-end request fields forwarded to the origin (cache-headers.ts). */
+  headers?: Record<string, string | string[]>;
+  /**
+   * Path mode (HTTP cache): whatever final status the origin answers is the answer, streamed to clients like a 200
+   * (a 404 stays a 404), instead of becoming the node's own 404/502.
+   */
+  anyStatus?: boolean;
 }
 
 /** Validators the origin sent with a cached copy (never ones the edge made up, like its sha256 ETag). */
@@ -53,6 +62,15 @@ export function renewedMeta(meta: EntryMeta, head: FillHead, now: number): Entry
   return {
     ...meta,
     storedAt: now,
+    // Path objects keep the origin's fields: the 304's replace and join them (RFC 9111 §3.2), and its Date and Age
+    // give the renewed age.
+    ...(meta.headers !== undefined
+      ? {
+          headers: updatedOn304(meta.headers, head.originHeaders),
+          initialAge: initialAge(head.originHeaders, head.requestTime, head.responseTime),
+          ...(head.originEtag !== undefined ? { etag: head.originEtag } : {}),
+        }
+      : {}),
     ...(head.cacheControl !== undefined ? { cacheControl: head.cacheControl } : {}),
     ...(head.originEtag !== undefined ? { originEtag: head.originEtag } : {}),
     ...(head.originLastModified !== undefined ? { originLastModified: head.originLastModified, lastModified: head.originLastModified } : {}),
@@ -70,6 +88,15 @@ export interface FillHead {
   originLastModified?: string;
   /** The origin answered 304 to a revalidation: no body follows, and the cached copy was renewed. */
   notModified?: boolean;
+  /** The answer is being stored (FillerOptions.storeKey said where). */
+  stored?: boolean;
+  /** The origin's status (200 unless the request was `anyStatus`). */
+  status: number;
+  /** The origin's response fields as undici gives them (lowercase names), for the cache policy. */
+  originHeaders: Record<string, string | string[] | undefined>;
+  /** When the origin request was sent and when its head arrived (ms, the Filler's clock): RFC 9111 §4.2.3. */
+  requestTime: number;
+  responseTime: number;
 }
 
 /** The origin refused or failed before sending a body; the server maps it to 404/502/504. */
@@ -96,10 +123,23 @@ export interface FillerOptions {
   memoryMaxObjectBytes: number;
   /** Pause the origin body when this many bytes are queued for the disk. */
   maxPendingDiskBytes?: number;
-  /** The bytes are complete and verified; `body` is the whole object when it is small enough for memory. */
-  onVerified?(body: Buffer[] | null, meta: EntryMeta): void;
+  /**
+   * The bytes are complete and verified; `body` is the whole object when it is small enough for memory. `stored`:
+   * the answer may be kept (false when `storeKey` said not to).
+   */
+  onVerified?(body: Buffer[] | null, meta: EntryMeta, stored: boolean): void;
   /** The disk commit finished (entry null: not cached on disk). */
   onCommitted?(entry: DiskEntry | null, meta: EntryMeta): void;
+  /**
+   * Where the answer is stored (its key, which may name a variant of `req.key`), or null not to store it. Called
+   * once the head arrived; without it every answer is stored under `req.key`. `onVerified` still runs for an answer
+   * that is not stored, with `stored` false.
+   */
+  storeKey?(req: FillRequest, head: FillHead): string | null;
+  /** The clock for requestTime, responseTime and storedAt (tests inject one); Date.now by default. */
+  now?: () => number;
+  /** `anyStatus` fills: the largest body of a 4xx/5xx answer passed on (a larger one fails the fill with 502). */
+  maxErrorBodyBytes?: number;
   /**
    * The origin answered 304 to a revalidation: the copy carrying `sent` is current. Runs before waiting clients
    * resume, so they (and later requests) find it renewed; the fill's run, and so `drain`, waits for the promise
@@ -126,6 +166,8 @@ const DISK_BATCH_MAX_CHUNKS = 1024;
 
 export class Fill extends EventEmitter {
   readonly key: string;
+  /** What started the fill (its forwarded request fields decide whether a joining request may share the answer). */
+  readonly request: FillRequest;
   head: FillHead | undefined;
   /** Bytes received from the origin so far, all readable. */
   received = 0;
@@ -151,9 +193,10 @@ export class Fill extends EventEmitter {
   private rejectReady!: (e: Error) => void;
   private resolveFinished!: () => void;
 
-  constructor(key: string) {
+  constructor(request: FillRequest) {
     super();
-    this.key = key;
+    this.key = request.key;
+    this.request = request;
     this.setMaxListeners(0);
     this.ready = new Promise((res, rej) => {
       this.resolveReady = res;
@@ -335,15 +378,22 @@ function originHeaders(headers: Record<string, string | string[] | undefined>): 
   };
 }
 
+/** What a path-mode answer stores beyond the bytes: the origin's end-to-end fields and its initial age. */
+function pathMetaOf(headers: Record<string, string | string[] | undefined>, requestTime: number, responseTime: number): Pick<EntryMeta, 'headers' | 'initialAge'> {
+  return { headers: endToEndResponseHeaders(headers), initialAge: initialAge(headers, requestTime, responseTime) };
+}
+
 /** Starts and tracks fills; concurrent requests for one key share one fill. */
 export class Filler {
   private readonly active = new Map<string, Fill>();
   /** Whole fill runs, including the disk commit after clients were released: what shutdown waits for. */
   private readonly runs = new Set<Promise<void>>();
   private readonly maxPendingDiskBytes: number;
+  private readonly now: () => number;
 
   constructor(private readonly opts: FillerOptions) {
     this.maxPendingDiskBytes = opts.maxPendingDiskBytes ?? 16 * 1024 * 1024;
+    this.now = opts.now ?? Date.now;
   }
 
   get inFlight(): number {
@@ -369,7 +419,7 @@ export class Filler {
       running.joined++;
       return { fill: running, coalesced: true };
     }
-    const fill = new Fill(req.key);
+    const fill = new Fill(req);
     fill.joined = 1;
     this.active.set(req.key, fill);
     const run: Promise<void> = this.run(fill, req).finally(() => {
@@ -398,12 +448,12 @@ export class Filler {
     };
 
     let response: Dispatcher.ResponseData;
+    const requestTime = this.now();
     try {
       const url = new URL(req.url);
-      const conditional = sent
-        ? { headers: { ...(sent.etag !== undefined ? { 'if-none-match': sent.etag } : {}), ...(sent.lastModified !== undefined ? { 'if-modified-since': sent.lastModified } : {}) } }
-        : {};
-      response = await this.opts.dispatcher.request({ origin: url.origin, path: url.pathname + url.search, method: 'GET', ...conditional });
+      const conditional = sent ? { ...(sent.etag !== undefined ? { 'if-none-match': sent.etag } : {}), ...(sent.lastModified !== undefined ? { 'if-modified-since': sent.lastModified } : {}) } : undefined;
+      const headers = req.headers || conditional ? { headers: { ...req.headers, ...conditional } } : {};
+      response = await this.opts.dispatcher.request({ origin: url.origin, path: url.pathname + url.search, method: 'GET', ...headers });
     } catch (err) {
       const e = err as Error & { code?: string };
       const timeout = e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_CONNECT_TIMEOUT';
@@ -413,9 +463,11 @@ export class Filler {
       return;
     }
     const { statusCode, headers, body } = response;
+    const responseTime = this.now();
+    const times = { status: statusCode, originHeaders: headers, requestTime, responseTime };
     if (statusCode === 304 && sent) {
       body.resume();
-      const head: FillHead = { size: undefined, lastModified: header(headers, 'last-modified') ?? new Date().toUTCString(), notModified: true, ...originHeaders(headers) };
+      const head: FillHead = { size: undefined, lastModified: header(headers, 'last-modified') ?? new Date().toUTCString(), notModified: true, ...originHeaders(headers), ...times };
       revalidated('not-modified');
       // Out of the table first: a request that finds the copy gone after all must start a new, unconditional fill.
       if (this.active.get(req.key) === fill) this.active.delete(req.key);
@@ -426,7 +478,8 @@ export class Filler {
       finish('not-modified');
       return;
     }
-    if (statusCode !== 200) {
+    const passStatus = req.anyStatus === true && statusCode >= 200 && statusCode !== 206 && statusCode !== 304;
+    if (statusCode !== 200 && !passStatus) {
       body.resume();
       const status = statusCode === 404 ? 404 : 502;
       revalidated('error');
@@ -434,9 +487,18 @@ export class Filler {
       finish('origin-status', String(statusCode));
       return;
     }
-    revalidated('modified');
+    // A 5xx to a revalidation says nothing about the object: an error, not a new version.
+    revalidated(statusCode >= 500 ? 'error' : 'modified');
     const lengthHeader = header(headers, 'content-length');
     const size = lengthHeader !== undefined ? Number(lengthHeader) : req.expectedSize;
+    // An error page is passed on whole or not at all: a huge one is more likely a misbehaving origin than an answer.
+    const maxBody = statusCode >= 400 ? (this.opts.maxErrorBodyBytes ?? 1024 * 1024) : Infinity;
+    if (size !== undefined && size > maxBody) {
+      body.destroy();
+      fill._fail(new OriginError(`origin answered ${statusCode} with a ${size}-byte body; the node passes error bodies up to ${maxBody} bytes`, 502, 'origin-status'));
+      finish('origin-status', String(statusCode));
+      return;
+    }
     if (req.expectedSize !== undefined && size !== req.expectedSize) {
       body.destroy();
       fill._fail(new OriginError(`origin sent ${size} bytes for a shard the manifest lists as ${req.expectedSize}`, 502, 'size-mismatch'));
@@ -448,14 +510,17 @@ export class Filler {
       lastModified: header(headers, 'last-modified') ?? new Date().toUTCString(),
       ...(header(headers, 'content-type') ? { contentType: header(headers, 'content-type')! } : {}),
       ...originHeaders(headers),
+      ...times,
     };
+    const storeKey = this.opts.storeKey ? this.opts.storeKey(req, head) : req.key;
+    head.stored = storeKey !== null;
 
     const keepInMemory = size !== undefined && size <= this.opts.memoryMaxObjectBytes;
     const store = this.opts.store;
     const maxLag = this.maxPendingDiskBytes;
     const copy =
-      store && (size === undefined || size <= store.maxBytes)
-        ? new DiskCopy(fill, store, req.key, keepInMemory, Math.min(DISK_BATCH_MIN_BYTES, Math.floor(maxLag / 2)), events)
+      store && storeKey !== null && (size === undefined || size <= store.maxBytes)
+        ? new DiskCopy(fill, store, storeKey, keepInMemory, Math.min(DISK_BATCH_MIN_BYTES, Math.floor(maxLag / 2)), events)
         : null;
     if (!copy) fill._diskFailed();
     // Clients get the head now; the disk copy opens its temp file meanwhile and catches up from memory.
@@ -476,6 +541,7 @@ export class Filler {
             if (copy.lagBytes > maxLag) body.pause();
           }
           if (size !== undefined && fill.received > size) body.destroy(new Error('origin sent more bytes than Content-Length'));
+          else if (fill.received > maxBody) body.destroy(new Error(`origin's ${statusCode} body exceeds the ${maxBody}-byte limit for error bodies`));
         });
         body.once('end', resolve);
         body.once('error', reject);
@@ -504,19 +570,22 @@ export class Filler {
     }
 
     const meta: EntryMeta = {
-      key: req.key,
+      key: storeKey ?? req.key,
       size: fill.received,
       sha256: digest,
-      etag: `"${digest}"`,
-      lastModified: head.lastModified,
-      storedAt: Date.now(),
+      // Path mode: clients see (and send back) the origin's validators, none when it sent none.
+      etag: req.anyStatus ? (head.originEtag ?? '') : `"${digest}"`,
+      lastModified: req.anyStatus ? (head.originLastModified ?? '') : head.lastModified,
+      storedAt: responseTime,
       ...(head.contentType ? { contentType: head.contentType } : {}),
       ...(head.cacheControl ? { cacheControl: head.cacheControl } : {}),
       ...(head.originEtag ? { originEtag: head.originEtag } : {}),
       ...(head.originLastModified ? { originLastModified: head.originLastModified } : {}),
+      ...(statusCode !== 200 ? { status: statusCode } : {}),
+      ...(req.anyStatus ? pathMetaOf(headers, requestTime, responseTime) : {}),
     };
     // Verified: clients get their last byte now. The disk copy's last writes, fsync and rename need not hold them up.
-    this.opts.onVerified?.(fill.received <= this.opts.memoryMaxObjectBytes ? fill.bodyChunks() : null, meta);
+    this.opts.onVerified?.(fill.received <= this.opts.memoryMaxObjectBytes ? fill.bodyChunks() : null, meta, storeKey !== null);
     fill._finish(digest);
     let entry: DiskEntry | null = null;
     const writer = copy ? await copy.complete() : null;

@@ -3,6 +3,8 @@
 // second, building header objects per request is a measurable share of the work.
 import { ByteLru } from './lru.ts';
 import { contentRange } from './http-semantics.ts';
+import { ageHeaderValue, currentAge } from './cache-policy.ts';
+import { cacheStatus, reprDigest } from './cache-headers.ts';
 import type { EntryMeta } from './store-types.ts';
 
 export interface MemoryObject {
@@ -23,27 +25,75 @@ export interface MemoryObject {
    * (headers, index blocks) over and over, so the next request for that range reuses it instead of
    * formatting Content-Range and Content-Length again.
    */
-  lastRange: { start: number; end: number; head: string[] } | undefined;
+  lastRange: { start: number; end: number; second: number; head: string[] } | undefined;
+  /**
+   * Objects cached by origin path: the full 200 head with Age and Cache-Status for the current second (RFC 9111 §4:
+   * a stored answer carries its Age). Undefined for hash-addressed shards, whose hit head is `fullHead` itself.
+   */
+  hit: { second: number; head: string[] } | undefined;
 }
 
-/** Response headers every cached object carries (200 and 206 alike). */
-export function entityHeaders(meta: EntryMeta, immutable: boolean, pathTtlSeconds: number): string[] {
-  const h = ['etag', meta.etag, 'last-modified', meta.lastModified, 'accept-ranges', 'bytes', 'content-type', meta.contentType ?? 'application/octet-stream'];
-  // A hash-addressed shard can never change, so clients and downstream caches may keep it forever.
-  const cacheControl = immutable ? 'public, max-age=31536000, immutable' : (meta.cacheControl ?? `public, max-age=${pathTtlSeconds}`);
-  h.push('cache-control', cacheControl);
+/**
+ * Response headers every answer from a stored hash-addressed shard carries (200 and 206 alike). It can never change,
+ * so clients and downstream caches may keep it forever. (Path objects carry the origin's: pathEntityHeaders.)
+ */
+export function shardEntityHeaders(meta: EntryMeta): string[] {
+  return [
+    'etag', meta.etag,
+    'last-modified', meta.lastModified,
+    'accept-ranges', 'bytes',
+    'content-type', meta.contentType ?? 'application/octet-stream',
+    'cache-control', 'public, max-age=31536000, immutable',
+    ...(meta.sha256 !== undefined ? ['repr-digest', reprDigest(meta.sha256)] : []),
+  ];
+}
+
+/** Whether `meta` is an object cached by origin path with the origin's own fields (an HTTP cache entry). */
+export function isPathEntry(meta: EntryMeta): boolean {
+  return meta.headers !== undefined;
+}
+
+/**
+ * The fields every answer from a stored path object carries: the origin's end-to-end fields as stored (its ETag,
+ * Last-Modified, Content-Type, Content-Encoding, metadata), the node's Accept-Ranges for a 200 (it serves ranges
+ * from the whole stored object, whatever the origin does) and the body's Repr-Digest (RFC 9530).
+ */
+export function pathEntityHeaders(meta: EntryMeta): string[] {
+  const stored = meta.headers ?? [];
+  const h: string[] = [];
+  for (let i = 0; i < stored.length; i += 2) if (stored[i] !== 'accept-ranges') h.push(stored[i]!, stored[i + 1]!);
+  if ((meta.status ?? 200) === 200) h.push('accept-ranges', 'bytes');
+  if (meta.sha256 !== undefined) h.push('repr-digest', reprDigest(meta.sha256));
   return h;
+}
+
+/** Age and Cache-Status of a hit on a stored path object at second `second` (ms since the epoch / 1000). */
+function hitFields(obj: MemoryObject, second: number): string[] {
+  const now = second * 1000;
+  const age = currentAge(obj.meta.initialAge ?? 0, obj.meta.storedAt, now);
+  return ['age', ageHeaderValue(age), 'cache-status', cacheStatus({ hit: true, ttl: (obj.freshUntil - now) / 1000 })];
+}
+
+/** The 200 head of a plain hit: `fullHead`, plus Age and Cache-Status for a path object (rebuilt once a second). */
+export function hitHeadOf(obj: MemoryObject, now: number): string[] {
+  if (obj.hit === undefined) return obj.fullHead;
+  const second = Math.floor(now / 1000);
+  if (obj.hit.second !== second) obj.hit = { second, head: [...obj.fullHead, ...hitFields(obj, second)] };
+  return obj.hit.head;
 }
 
 /**
  * The 206 head for bytes start..end (inclusive) of `obj`, as the ordinary path and the fast path both write it. The
  * last one is kept on the object (`lastRange`), so a repeated range returns the same array.
  */
-export function rangeHeadOf(obj: MemoryObject, start: number, end: number): string[] {
+export function rangeHeadOf(obj: MemoryObject, start: number, end: number, now: number): string[] {
   let cached = obj.lastRange;
-  if (cached === undefined || cached.start !== start || cached.end !== end) {
+  // Path objects carry their Age: their range head is rebuilt once a second.
+  const second = obj.hit === undefined ? 0 : Math.floor(now / 1000);
+  if (cached === undefined || cached.start !== start || cached.end !== end || cached.second !== second) {
     const head = ['content-length', String(end - start + 1), 'content-range', contentRange(start, end, obj.meta.size), ...obj.fullHead.slice(2)];
-    cached = obj.lastRange = { start, end, head };
+    if (obj.hit !== undefined) head.push(...hitFields(obj, second));
+    cached = obj.lastRange = { start, end, second, head };
   }
   return cached.head;
 }
@@ -84,7 +134,8 @@ export class MemoryStore {
     if (meta.size > this.maxObjectBytes) return false;
     const fullHead = ['content-length', String(meta.size), ...entityHead];
     const whole = Buffer.isBuffer(body) ? body : body.length === 1 ? body[0]! : undefined;
-    const obj: MemoryObject = { meta, body: whole ?? EMPTY, parts: whole ? undefined : (body as Buffer[]), fullHead, freshUntil, lastRange: undefined };
+    const hit = isPathEntry(meta) ? { second: -1, head: fullHead } : undefined;
+    const obj: MemoryObject = { meta, body: whole ?? EMPTY, parts: whole ? undefined : (body as Buffer[]), fullHead, freshUntil, lastRange: undefined, hit };
     return this.lru.set(meta.key, obj, meta.size).stored;
   }
 

@@ -2,7 +2,7 @@
 //
 // It accepts only the plain case: `GET|HEAD SP origin-form SP HTTP/1.1`, well-formed header lines, one Host, no
 // body, at most one each of If-None-Match, Range and If-Range (handed on as they are, for fast-path.ts to evaluate),
-// and no other header that changes the answer (the other conditionals, Expect, Upgrade). Everything else, including
+// and no other header that changes the answer (the other conditionals, Expect, Upgrade, Cache-Control, Pragma). Everything else, including
 // every request node:http would refuse, is reported as SLOW and goes to node:http untouched, so being strict here
 // can cost speed but never correctness.
 
@@ -139,7 +139,8 @@ export function parseRequestHead(buf: Buffer, start: number, limits: HeadLimits)
         }
         break;
       case 6:
-        if (nameIs(buf, nameStart, 6, 'expect')) return SLOW;
+        // Pragma and Cache-Control can forbid a stored answer (RFC 9111 §5.2.1): the ordinary path weighs them.
+        if (nameIs(buf, nameStart, 6, 'expect') || nameIs(buf, nameStart, 6, 'pragma')) return SLOW;
         break;
       case 7:
         if (nameIs(buf, nameStart, 7, 'upgrade')) return SLOW;
@@ -160,7 +161,7 @@ export function parseRequestHead(buf: Buffer, start: number, limits: HeadLimits)
         if (nameIs(buf, nameStart, 13, 'if-none-match')) {
           if (ifNoneMatch !== undefined) return SLOW;
           ifNoneMatch = buf.toString('latin1', valueStart, valueEnd);
-        }
+        } else if (nameIs(buf, nameStart, 13, 'cache-control')) return SLOW;
         break;
       case 14:
         // A body, even an empty one announced as such, is unusual for GET: let node:http deal with it.

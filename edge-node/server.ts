@@ -2,6 +2,7 @@
 // HTTP semantics (conditionals, ranges), the upload cap and the limits. Decisions live in the modules it calls.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { open } from 'node:fs/promises';
+import { Readable } from 'node:stream';
 import type { Socket } from 'node:net';
 import { Agent, type Dispatcher } from 'undici';
 import { isSha256Hex } from '../protocol/hash.ts';
@@ -11,9 +12,28 @@ import { createLogger, type Logger } from '../protocol/log.ts';
 import { listen, localUrl } from '../protocol/listen.ts';
 import type { EdgeNodeConfig } from './config.ts';
 import { DiskStore, type DiskStoreFs } from './disk-store.ts';
-import { MemoryStore, bodyOf, entityHeaders, rangeHeadOf, type MemoryObject } from './memory-store.ts';
+import { MemoryStore, bodyOf, hitHeadOf, isPathEntry, pathEntityHeaders, rangeHeadOf, shardEntityHeaders, type MemoryObject } from './memory-store.ts';
 import { ManifestIndex } from './manifest-index.ts';
-import { Filler, OriginError, hasValidators, renewedMeta, validatorsOf, type Fill, type FillRequest } from './fill.ts';
+import { Filler, OriginError, hasValidators, renewedMeta, validatorsOf, type Fill, type FillHead, type FillRequest } from './fill.ts';
+import {
+  DEFAULT_FRESHNESS,
+  ageHeaderValue,
+  cacheControlOf,
+  currentAge,
+  freshUntil as freshUntilOf,
+  freshnessLifetime,
+  initialAge,
+  invalidationTargets,
+  isStaleIfErrorStatus,
+  reuse,
+  staleOnError,
+  storability,
+  variantSelector,
+  varyFields,
+  type StoredFreshness,
+} from './cache-policy.ts';
+import { cacheStatus, endToEndResponseHeaders, flatToMap, forwardedRequestHeaders, reprDigest, type CacheStatusFacts } from './cache-headers.ts';
+import { sha256Hex } from '../protocol/hash.ts';
 import { createEdgeMetrics, type EdgeMetrics } from './metrics.ts';
 import type { EdgeEvents } from './events.ts';
 import type { DiskEntry, EntryMeta } from './store-types.ts';
@@ -105,6 +125,8 @@ export interface EdgeNodeDeps {
   metrics?: EdgeMetrics;
   /** How the disk tier creates files; tests inject failures (ENOSPC) where no small filesystem can be mounted. */
   diskFs?: DiskStoreFs;
+  /** The clock freshness and Age count by (ms since the epoch); tests inject one. Date.now by default. */
+  now?: () => number;
 }
 
 export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps = {}): Promise<EdgeNode> {
@@ -155,14 +177,74 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     if (disk) events.cacheBytes?.(disk.usedBytes, disk.maxBytes, 'disk');
   };
 
-  const entityHeadFor = (meta: EntryMeta): string[] => entityHeaders(meta, meta.key.startsWith('sha256:'), config.pathTtlSeconds);
+  const now = deps.now ?? Date.now;
+  const entityHeadFor = (meta: EntryMeta): string[] => (isPathEntry(meta) ? pathEntityHeaders(meta) : shardEntityHeaders(meta));
 
-  /** When a stored object stops being fresh (ms since the epoch): never for hash-addressed shards. */
+  const freshnessOptions = { ...DEFAULT_FRESHNESS, overrideSeconds: config.pathTtlSeconds };
+  /** What RFC 9111 needs to know about a stored path object to decide whether it may answer a request. */
+  const storedFreshness = (meta: EntryMeta): StoredFreshness => {
+    const headers = flatToMap(meta.headers ?? []);
+    return {
+      lifetime: freshnessLifetime({ status: meta.status ?? 200, headers }, meta.storedAt, freshnessOptions).seconds,
+      initialAge: meta.initialAge ?? 0,
+      responseTime: meta.storedAt,
+      cc: cacheControlOf(headers),
+    };
+  };
+
+  /**
+   * When a stored object stops being fresh (ms since the epoch): never for hash-addressed shards; for a path object
+   * as RFC 9111 §4.2 says (no-cache: never fresh, it is revalidated on every use). Path entries stored before the
+   * node kept origin fields are never fresh: they are refetched.
+   */
   const freshUntil = (meta: EntryMeta): number => {
     if (meta.key.startsWith('sha256:')) return Infinity;
-    const m = /max-age=(\d+)/.exec(meta.cacheControl ?? '');
-    const ttl = m ? Number(m[1]) : config.pathTtlSeconds;
-    return meta.storedAt + ttl * 1000;
+    if (!isPathEntry(meta)) return -Infinity;
+    const f = storedFreshness(meta);
+    return f.cc.noCache ? -Infinity : freshUntilOf(f);
+  };
+
+  // ---- variants (RFC 9111 §4.1) ----------------------------------------------------------------------
+  // An answer with Vary is stored under its path's key plus the request's values of the fields it varies on; the
+  // index says, per path, which fields its stored answers vary on. The variant part follows a NUL, which a decoded
+  // request path never holds (protocol/paths.ts), so no path can name another path's variant.
+  const varyIndex = new Map<string, string[]>();
+  const primaryKeyOf = (key: string): string => {
+    const nul = key.indexOf('\0');
+    return nul < 0 ? key : key.slice(0, nul);
+  };
+  const variantKey = (primary: string, fields: readonly string[], forwarded: Record<string, string | string[]>): string =>
+    `${primary}\0${sha256Hex(variantSelector(fields, forwarded))}`;
+  /** The key of the stored answer that would serve a request with these forwarded fields. */
+  const storageKeyFor = (primary: string, forwarded: () => Record<string, string | string[]>): string => {
+    const fields = varyIndex.get(primary);
+    return fields === undefined ? primary : variantKey(primary, fields, forwarded());
+  };
+  for (const key of disk?.keys() ?? []) {
+    const meta = key.includes('\0') ? disk!.get(key)?.meta : undefined;
+    const fields = meta && varyFields(flatToMap(meta.headers ?? []));
+    if (Array.isArray(fields) && fields.length > 0) varyIndex.set(primaryKeyOf(key), fields);
+  }
+
+  /**
+   * Where a path fill's answer is stored, or null: only answers a shared cache may store (cache-policy.ts), and a
+   * 5xx answering a revalidation never replaces the stale copy it was asked about (stale-if-error may still serve it).
+   */
+  const pathStoreKey = (req: FillRequest, head: FillHead): string | null => {
+    if (req.validators !== undefined && isStaleIfErrorStatus(head.status)) return null;
+    const verdict = storability({ method: 'GET', headers: req.headers ?? {} }, { status: head.status, headers: head.originHeaders });
+    if (!verdict.store) {
+      log.debug({ key: req.key, reason: verdict.reason }, 'origin answer not stored');
+      return null;
+    }
+    const primary = primaryKeyOf(req.key);
+    const fields = varyFields(head.originHeaders) as string[];
+    if (fields.length === 0) {
+      varyIndex.delete(primary);
+      return primary;
+    }
+    varyIndex.set(primary, fields);
+    return variantKey(primary, fields, req.headers ?? {});
   };
 
   const filler = new Filler({
@@ -170,23 +252,25 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     store: disk,
     events,
     memoryMaxObjectBytes: config.memoryMaxObjectBytes,
-    onVerified(body, meta) {
-      if (body) memory.set(meta, body, entityHeadFor(meta), freshUntil(meta));
+    now,
+    storeKey: (req, head) => (req.anyStatus ? pathStoreKey(req, head) : req.key),
+    onVerified(body, meta, stored) {
+      if (body && stored) memory.set(meta, body, entityHeadFor(meta), freshUntil(meta));
       if (meta.key.endsWith('manifest.json') && body) learnManifest(Buffer.concat(body), meta.key.slice('path:'.length));
     },
     onCommitted: () => reportCacheBytes(),
     onNotModified(key, sent, head) {
       // Renew the copies the 304 speaks for (those carrying the validators sent), in memory at once and on disk
       // durably, so the renewal survives a restart.
-      const now = Date.now();
+      const renewedAt = head.responseTime;
       const mem = memory.get(key);
       if (mem && hasValidators(mem.meta, sent)) {
-        const meta = renewedMeta(mem.meta, head, now);
+        const meta = renewedMeta(mem.meta, head, renewedAt);
         memory.set(meta, mem.parts ?? mem.body, entityHeadFor(meta), freshUntil(meta));
       }
       const entry = disk?.get(key);
       if (!disk || !entry || !hasValidators(entry.meta, sent)) return;
-      return disk.refresh(renewedMeta(entry.meta, head, now)).then(
+      return disk.refresh(renewedMeta(entry.meta, head, renewedAt)).then(
         () => {},
         (err: Error) => log.warn({ key, err: err.message }, 'could not persist a revalidation; the copy will be revalidated again after a restart'),
       );
@@ -365,14 +449,25 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     }
   }
 
-  function respondFromMemory(req: IncomingMessage, res: ServerResponse, target: Target, obj: MemoryObject, started: number, cacheState: string): void {
+  /**
+   * Answers from a memory-tier object. `extra`: fields saying how the answer came about (x-edgeshard-cache, and for
+   * a path object Age and Cache-Status); none for a plain hit, whose head is prebuilt (hitHeadOf).
+   */
+  function respondFromMemory(req: IncomingMessage, res: ServerResponse, target: Target, obj: MemoryObject, started: number, extra?: string[]): void {
     // req.headers is built lazily by Node on first access; read it once.
     const h = req.headers;
     const range = h.range;
     const conditional = h['if-none-match'] !== undefined || h['if-modified-since'] !== undefined || h['if-match'] !== undefined || h['if-unmodified-since'] !== undefined;
+    const status = obj.meta.status ?? 200;
+    if (status !== 200) {
+      // A stored negative answer (404, 410, ...) is replayed as it is: preconditions and Range apply to 200s only.
+      res.writeHead(status, extra === undefined ? hitHeadOf(obj, now()) : [...obj.fullHead, ...extra]);
+      sendMemoryBody(req, res, target, bodyOf(obj), status, started);
+      return;
+    }
     // Fast path: a plain GET of a whole object, the bulk of a data loader's traffic.
     if (range === undefined && !conditional) {
-      res.writeHead(200, cacheState === 'HIT' ? obj.fullHead : [...obj.fullHead, 'x-edgeshard-cache', cacheState]);
+      res.writeHead(200, extra === undefined ? hitHeadOf(obj, now()) : [...obj.fullHead, ...extra]);
       if (obj.parts && limiter.unlimited && req.method !== 'HEAD') {
         // Still the fill's chunks: write them as they are, corked into one writev, with no copy.
         res.cork();
@@ -386,16 +481,16 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     }
     // Fast path: one byte range, no preconditions (a data loader reading a slice of a shard). The 206 head of the
     // last range served from this object is kept on it, so a repeated range costs no header formatting.
-    if (range !== undefined && !conditional && h['if-range'] === undefined && cacheState === 'HIT') {
+    if (range !== undefined && !conditional && h['if-range'] === undefined && extra === undefined) {
       const r = parseRange(range, obj.meta.size);
       if (r.kind === 'partial') {
-        res.writeHead(206, rangeHeadOf(obj, r.start, r.end));
+        res.writeHead(206, rangeHeadOf(obj, r.start, r.end, now()));
         sendMemoryBody(req, res, target, bodyOf(obj).subarray(r.start, r.end + 1), 206, started);
         return;
       }
       // unsatisfiable, malformed, several ranges: the general path below answers them.
     }
-    const entityHead = obj.fullHead.slice(2);
+    const entityHead = extra === undefined ? hitHeadOf(obj, now()).slice(2) : [...obj.fullHead.slice(2), ...extra];
     const plan = negotiate(req, res, target, obj.meta, started, entityHead);
     if (!plan) return;
     res.writeHead(plan.status, plan.head);
@@ -439,9 +534,9 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
 
   /**
    * Returns false when the file vanished (evicted between lookup and open): the caller treats it as a miss.
-   * `cacheState` (STALE, REVALIDATED) goes out as x-edgeshard-cache; a plain disk hit sends none.
+   * `extra` as for respondFromMemory; a plain hit on a path object gets its Age and Cache-Status here.
    */
-  async function respondFromDisk(req: IncomingMessage, res: ServerResponse, target: Target, entry: DiskEntry, started: number, cacheState?: string): Promise<boolean> {
+  async function respondFromDisk(req: IncomingMessage, res: ServerResponse, target: Target, entry: DiskEntry, started: number, extra?: string[]): Promise<boolean> {
     let handle;
     try {
       handle = await open(entry.dataPath, 'r');
@@ -449,11 +544,17 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       return false;
     }
     try {
-      const entityHead = entityHeadFor(entry.meta);
-      const plan = negotiate(req, res, target, entry.meta, started, cacheState ? [...entityHead, 'x-edgeshard-cache', cacheState] : entityHead);
+      const meta = entry.meta;
+      const entityHead = entityHeadFor(meta);
+      const added = extra ?? (isPathEntry(meta) ? pathHitFields(meta, { hit: true, ttl: (freshUntil(meta) - now()) / 1000 }) : []);
+      const status = meta.status ?? 200;
+      const plan =
+        status === 200
+          ? negotiate(req, res, target, meta, started, [...entityHead, ...added])
+          : { status, start: 0, end: meta.size - 1, head: ['content-length', String(meta.size), ...entityHead, ...added] };
       if (!plan) return true;
       // Promote small hot objects to the memory tier on a full read.
-      if (entry.meta.size <= memory.maxObjectBytes && plan.status === 200 && req.method === 'GET') {
+      if (entry.meta.size <= memory.maxObjectBytes && status === 200 && plan.status === 200 && req.method === 'GET') {
         const body = await handle.readFile();
         if (body.length === entry.meta.size) {
           memory.set(entry.meta, body, entityHead, freshUntil(entry.meta));
@@ -489,6 +590,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     }
   }
 
+  /** Answers a hash-addressed shard from its fill (path objects: respondFromPathFill). */
   async function respondFromFill(req: IncomingMessage, res: ServerResponse, target: Target, fill: Fill, started: number): Promise<void> {
     let head;
     try {
@@ -498,28 +600,22 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       sendText(res, target.route, e.status ?? 502, e.message, started);
       return;
     }
-    if (head.notModified) {
-      // Joined a revalidation without a copy of its own (it vanished): serve the renewed one if it is still there.
-      if (!(await respondRenewed(req, res, target, undefined, undefined, started))) {
-        sendText(res, target.route, 502, 'origin answered 304 Not Modified but the cached copy was evicted meanwhile; retry', started);
-      }
-      return;
-    }
     const size = head.size ?? target.fill.expectedSize;
     const entityHead = [
       'last-modified', head.lastModified,
       'accept-ranges', 'bytes',
       'content-type', head.contentType ?? 'application/octet-stream',
-      'cache-control', target.immutable ? 'public, max-age=31536000, immutable' : (head.cacheControl ?? `public, max-age=${config.pathTtlSeconds}`),
+      'cache-control', 'public, max-age=31536000, immutable',
       'x-edgeshard-cache', 'MISS',
-      ...(target.immutable ? ['etag', `"${target.fill.expectedSha256}"`] : []),
+      'etag', `"${target.fill.expectedSha256}"`,
+      'repr-digest', reprDigest(target.fill.expectedSha256!),
     ];
     let plan: { status: 200 | 206; start: number; end: number; head: string[] } | null;
     if (size === undefined) {
       // Chunked origin response of unknown length: stream it whole (Range may be ignored, RFC 9110 §14.2).
       plan = { status: 200, start: 0, end: Number.MAX_SAFE_INTEGER, head: entityHead };
     } else {
-      plan = negotiate(req, res, target, { etag: target.immutable ? `"${target.fill.expectedSha256}"` : '', lastModified: head.lastModified, size }, started, entityHead);
+      plan = negotiate(req, res, target, { etag: `"${target.fill.expectedSha256}"`, lastModified: head.lastModified, size }, started, entityHead);
       if (!plan) return;
     }
     res.writeHead(plan.status, plan.head);
@@ -563,9 +659,8 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     }
   }
 
-  const isFresh = (meta: EntryMeta): boolean => Date.now() < freshUntil(meta);
   // freshUntil is Infinity for shards, so only path-addressed objects read the clock.
-  const isFreshHit = (mem: MemoryObject | undefined): mem is MemoryObject => mem !== undefined && (mem.freshUntil === Infinity || Date.now() < mem.freshUntil);
+  const isFreshHit = (mem: MemoryObject | undefined): mem is MemoryObject => mem !== undefined && (mem.freshUntil === Infinity || now() < mem.freshUntil);
 
   /**
    * Memory hits are answered synchronously and return undefined; everything else returns the promise of the
@@ -573,63 +668,313 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
    * request, which is measurable at tens of thousands of small responses a second.
    */
   function serveCached(req: IncomingMessage, res: ServerResponse, target: Target, started: number): Promise<void> | undefined {
+    if (!target.immutable) return servePath(req, res, target, started);
     const mem = memory.get(target.key);
-    if (isFreshHit(mem)) {
+    if (mem !== undefined) {
       events.cacheLookup?.('memory-hit');
-      respondFromMemory(req, res, target, mem, started, 'HIT');
+      respondFromMemory(req, res, target, mem, started);
       return undefined;
     }
-    return serveFromStores(req, res, target, started, mem);
+    return serveShardFromStores(req, res, target, started);
   }
 
-  async function serveFromStores(req: IncomingMessage, res: ServerResponse, target: Target, started: number, mem: MemoryObject | undefined): Promise<void> {
+  /** A hash-addressed shard never goes stale: the disk tier, else one coalesced, verified fill. */
+  async function serveShardFromStores(req: IncomingMessage, res: ServerResponse, target: Target, started: number): Promise<void> {
     let entry = disk?.get(target.key);
     if (entry && !disk!.isVerified(target.key) && !(await disk!.verify(target.key))) entry = undefined;
-    if (entry && isFresh(entry.meta)) {
+    if (entry) {
       events.cacheLookup?.('disk-hit');
       if (await respondFromDisk(req, res, target, entry, started)) return;
     }
-    const stale = mem ?? entry;
-    // A stale copy with the origin's validators is revalidated (a conditional request; concurrent requests share
-    // it), one without is refetched whole.
-    const validators = stale && validatorsOf(stale.meta);
-    const { fill, coalesced } = filler.fill(validators ? { ...target.fill, validators } : target.fill);
-    if (stale) {
-      // stale-if-error: if the origin fails before sending a body, the old copy is served.
-      let head;
-      try {
-        head = await fill.ready;
-      } catch {
-        events.cacheLookup?.('stale');
-        if (mem) respondFromMemory(req, res, target, mem, started, 'STALE');
-        else if (!(await respondFromDisk(req, res, target, entry!, started, 'STALE'))) sendText(res, target.route, 502, 'origin failed and the stale copy is gone', started);
-        return;
-      }
-      if (head.notModified) {
-        events.cacheLookup?.('revalidated');
-        if (await respondRenewed(req, res, target, mem, entry, started)) return;
-        // Evicted while the origin was asked: fetch it whole (the 304's fill has left the table, so this one is new).
-        await respondFromFill(req, res, target, filler.fill(target.fill).fill, started);
-        return;
-      }
-    }
+    const { fill, coalesced } = filler.fill(target.fill);
     events.cacheLookup?.(coalesced ? 'coalesced' : 'miss');
     await respondFromFill(req, res, target, fill, started);
+  }
+
+  // ---- path mode: a shared HTTP cache in front of the origin (RFC 9111; decisions in cache-policy.ts) ----
+
+  /** Age and Cache-Status of an answer from a stored path object, and x-edgeshard-cache when `label` is given. */
+  function pathHitFields(meta: EntryMeta, facts: CacheStatusFacts, label?: string): string[] {
+    const age = ageHeaderValue(currentAge(meta.initialAge ?? 0, meta.storedAt, now()));
+    return ['age', age, 'cache-status', cacheStatus(facts), ...(label !== undefined ? ['x-edgeshard-cache', label] : [])];
+  }
+
+  /** Remaining freshness of a stored path object in seconds (negative: stale), for Cache-Status `ttl`. */
+  const ttlOf = (meta: EntryMeta): number => {
+    const f = storedFreshness(meta);
+    return f.lifetime - currentAge(f.initialAge, f.responseTime, now());
+  };
+
+  function servePath(req: IncomingMessage, res: ServerResponse, target: Target, started: number): Promise<void> | undefined {
+    const h = req.headers;
+    let forwarded: Record<string, string | string[]> | undefined;
+    const key = storageKeyFor(target.key, () => (forwarded ??= forwardedRequestHeaders(h)));
+    const mem = memory.get(key);
+    // The common case stays synchronous: a fresh memory hit for a request without Cache-Control or Pragma.
+    if (mem !== undefined && h['cache-control'] === undefined && h.pragma === undefined && now() < mem.freshUntil) {
+      events.cacheLookup?.('memory-hit');
+      respondFromMemory(req, res, target, mem, started);
+      return undefined;
+    }
+    return servePathFromStores(req, res, target, key, (forwarded ??= forwardedRequestHeaders(h)), mem, started);
+  }
+
+  /** Serves a stored copy (memory first); false when both are gone. */
+  async function respondFromStored(
+    req: IncomingMessage,
+    res: ServerResponse,
+    target: Target,
+    mem: MemoryObject | undefined,
+    entry: DiskEntry | undefined,
+    started: number,
+    extra?: string[],
+  ): Promise<boolean> {
+    if (mem) {
+      respondFromMemory(req, res, target, mem, started, extra);
+      return true;
+    }
+    return entry !== undefined && (await respondFromDisk(req, res, target, entry, started, extra));
+  }
+
+  async function servePathFromStores(
+    req: IncomingMessage,
+    res: ServerResponse,
+    target: Target,
+    key: string,
+    forwarded: Record<string, string | string[]>,
+    mem: MemoryObject | undefined,
+    started: number,
+  ): Promise<void> {
+    const h = req.headers;
+    let entry = disk?.get(key);
+    // Stored before the node kept the origin's fields: refetched, never served without them.
+    if (entry && !isPathEntry(entry.meta)) entry = undefined;
+    if (entry && !disk!.isVerified(key) && !(await disk!.verify(key))) entry = undefined;
+    const stored = mem?.meta ?? entry?.meta;
+    let fwd: CacheStatusFacts['fwd'] = 'miss';
+    if (stored !== undefined) {
+      const decision = reuse(storedFreshness(stored), h, now());
+      if (decision === 'fresh' || decision === 'stale' || decision === 'stale-while-revalidate') {
+        const stale = decision !== 'fresh';
+        if (decision === 'stale-while-revalidate') revalidateInBackground(target, key, stored, forwarded);
+        events.cacheLookup?.(stale ? 'stale' : mem ? 'memory-hit' : 'disk-hit');
+        const extra = stale ? pathHitFields(stored, { hit: true, ttl: ttlOf(stored), detail: decision }, 'STALE') : undefined;
+        if (await respondFromStored(req, res, target, mem, entry, started, extra)) return;
+      } else if (decision === 'only-if-cached') {
+        return sendText(res, target.route, 504, 'the request said only-if-cached and the stored answer would need revalidation', started, [
+          'cache-status',
+          cacheStatus({ fwd: 'request', detail: 'only-if-cached' }),
+        ]);
+      }
+      fwd = now() < freshUntil(stored) ? 'request' : 'stale';
+    } else if (cacheControlOf(h).onlyIfCached) {
+      return sendText(res, target.route, 504, 'the request said only-if-cached and nothing is stored for it', started, ['cache-status', cacheStatus({ fwd: 'miss', detail: 'only-if-cached' })]);
+    } else if (varyIndex.has(target.key)) fwd = 'vary-miss';
+
+    const validators = stored && validatorsOf(stored);
+    const request: FillRequest = { ...target.fill, key, headers: forwarded, anyStatus: true, ...(validators ? { validators } : {}) };
+    const { fill, coalesced } = filler.fill(request);
+    let head: FillHead;
+    try {
+      head = await fill.ready;
+    } catch (err) {
+      const e = err as OriginError;
+      // A disconnected cache may serve stale unless the origin forbade it (RFC 9111 §4.2.4), within stale-if-error.
+      const failure = e.outcome === 'origin-error' ? 'unreachable' : 'error-status';
+      if (stored && staleOnError(storedFreshness(stored), h, now(), failure)) {
+        events.cacheLookup?.('stale');
+        if (await respondFromStored(req, res, target, mem, entry, started, pathHitFields(stored, { fwd: 'stale', detail: e.message }, 'STALE'))) return;
+      }
+      return sendText(res, target.route, e.status ?? 502, e.message, started, ['cache-status', cacheStatus({ fwd, detail: e.message })]);
+    }
+    if (head.notModified) {
+      events.cacheLookup?.('revalidated');
+      if (await respondRenewed(req, res, target, key, mem, entry, started)) return;
+      // Evicted while the origin was asked: fetch it whole (the 304's fill has left the table, so this one is new).
+      const { validators: _, ...whole } = request;
+      return respondFromPathFill(req, res, target, filler.fill(whole).fill, started, { fwd: 'miss' });
+    }
+    if (stored && isStaleIfErrorStatus(head.status) && staleOnError(storedFreshness(stored), h, now(), 'error-status')) {
+      events.cacheLookup?.('stale');
+      const extra = pathHitFields(stored, { fwd: 'stale', fwdStatus: head.status, detail: `origin answered ${head.status}; stale-if-error` }, 'STALE');
+      if (await respondFromStored(req, res, target, mem, entry, started, extra)) return;
+    }
+    if (coalesced && !shareable(fill.request, head, forwarded)) {
+      // Not an answer this request may share (private, no-store, Authorization, another variant): its own request.
+      const { validators: _, ...own } = request;
+      events.cacheLookup?.('miss');
+      return respondFromPathFill(req, res, target, filler.fill({ ...own, key: `${key}\0own:${++ownFills}` }).fill, started, { fwd });
+    }
+    events.cacheLookup?.(coalesced ? 'coalesced' : 'miss');
+    await respondFromPathFill(req, res, target, fill, started, { fwd, collapsed: coalesced });
+  }
+
+  /** Requests that could not share a running fill get one of their own, under a key no one else asks for. */
+  let ownFills = 0;
+
+  /**
+   * Whether a request with the forwarded fields `mine` may be answered with what the origin said to the request
+   * that started the fill: only an answer a shared cache could have stored and then served to it (§3, §4.1).
+   */
+  function shareable(started: FillRequest, head: FillHead, mine: Record<string, string | string[]>): boolean {
+    const theirs = started.headers ?? {};
+    if (!storability({ method: 'GET', headers: theirs }, { status: head.status, headers: head.originHeaders }).store) return false;
+    const fields = varyFields(head.originHeaders);
+    return Array.isArray(fields) && variantSelector(fields, theirs) === variantSelector(fields, mine);
+  }
+
+  /** stale-while-revalidate: the origin is asked in the background; the fill renews or replaces the stored answer. */
+  function revalidateInBackground(target: Target, key: string, stored: EntryMeta, forwarded: Record<string, string | string[]>): void {
+    const validators = validatorsOf(stored);
+    filler.fill({ ...target.fill, key, headers: forwarded, anyStatus: true, ...(validators ? { validators } : {}) });
   }
 
   /**
    * After a 304: serves the copy the revalidation renewed (memory tier, then disk tier), else the stale copy this
    * request found, still good since the origin confirmed it. False when every copy is gone.
    */
-  async function respondRenewed(req: IncomingMessage, res: ServerResponse, target: Target, mem: MemoryObject | undefined, entry: DiskEntry | undefined, started: number): Promise<boolean> {
-    const inMemory = memory.get(target.key) ?? mem;
+  async function respondRenewed(
+    req: IncomingMessage,
+    res: ServerResponse,
+    target: Target,
+    key: string,
+    mem: MemoryObject | undefined,
+    entry: DiskEntry | undefined,
+    started: number,
+  ): Promise<boolean> {
+    const revalidated = (meta: EntryMeta): string[] => pathHitFields(meta, { fwd: 'stale', fwdStatus: 304, ttl: ttlOf(meta) }, 'REVALIDATED');
+    const inMemory = memory.get(key) ?? mem;
     if (inMemory) {
-      respondFromMemory(req, res, target, inMemory, started, 'REVALIDATED');
+      respondFromMemory(req, res, target, inMemory, started, revalidated(inMemory.meta));
       return true;
     }
-    const onDisk = disk?.get(target.key);
-    if (onDisk && (await respondFromDisk(req, res, target, onDisk, started, 'REVALIDATED'))) return true;
-    return entry !== undefined && entry !== onDisk && (await respondFromDisk(req, res, target, entry, started, 'REVALIDATED'));
+    const onDisk = disk?.get(key);
+    if (onDisk && (await respondFromDisk(req, res, target, onDisk, started, revalidated(onDisk.meta)))) return true;
+    return entry !== undefined && entry !== onDisk && (await respondFromDisk(req, res, target, entry, started, revalidated(entry.meta)));
+  }
+
+  /** Answers with what the origin is sending: its status and end-to-end fields, whatever the status. */
+  async function respondFromPathFill(req: IncomingMessage, res: ServerResponse, target: Target, fill: Fill, started: number, facts: CacheStatusFacts): Promise<void> {
+    let head: FillHead;
+    try {
+      head = await fill.ready;
+    } catch (err) {
+      const e = err as OriginError;
+      sendText(res, target.route, e.status ?? 502, e.message, started, ['cache-status', cacheStatus({ ...facts, detail: e.message })]);
+      return;
+    }
+    if (head.notModified) {
+      // Joined a revalidation without a copy of its own (it vanished): serve the renewed one if it is still there.
+      if (!(await respondRenewed(req, res, target, fill.key, undefined, undefined, started))) {
+        sendText(res, target.route, 502, 'origin answered 304 Not Modified but the cached copy was evicted meanwhile; retry', started);
+      }
+      return;
+    }
+    const status = head.status;
+    const size = head.size;
+    const passed = endToEndResponseHeaders(head.originHeaders);
+    const entityHead: string[] = [];
+    for (let i = 0; i < passed.length; i += 2) if (passed[i] !== 'accept-ranges') entityHead.push(passed[i]!, passed[i + 1]!);
+    if (status === 200) entityHead.push('accept-ranges', 'bytes');
+    // An Age the origin (or a cache before it) sent goes on, corrected for the trip (§4.2.3); none of our own on a miss.
+    if (head.originHeaders.age !== undefined) {
+      const age = initialAge(head.originHeaders, head.requestTime, head.responseTime);
+      entityHead.push('age', ageHeaderValue(currentAge(age, head.responseTime, now())));
+    }
+    entityHead.push('cache-status', cacheStatus({ ...facts, fwdStatus: status, ...(head.stored ? { stored: true } : {}) }), 'x-edgeshard-cache', 'MISS');
+    let plan: { status: number; start: number; end: number; head: string[] } | null;
+    if (status === 200 && size !== undefined) {
+      plan = negotiate(req, res, target, { etag: head.originEtag ?? '', lastModified: head.originLastModified ?? '', size }, started, entityHead);
+      if (!plan) return;
+    } else if (size === undefined) {
+      // Unknown length (chunked): stream it whole (Range may be ignored, RFC 9110 §14.2).
+      plan = { status, start: 0, end: Number.MAX_SAFE_INTEGER, head: entityHead };
+    } else {
+      const bodyless = status === 204 || status === 304;
+      plan = { status, start: 0, end: size - 1, head: bodyless ? entityHead : ['content-length', String(size), ...entityHead] };
+    }
+    res.writeHead(plan.status, plan.head);
+    if (req.method === 'HEAD' || plan.end < plan.start) {
+      res.end();
+      recordResponse(target.route, plan.status, started, 0);
+      return;
+    }
+    const ac = abortOnClose(res);
+    const meter = new BodyMeter(target.route, started);
+    try {
+      await streamBody(res, readFill(fill, plan.start, plan.end, size === undefined), ac.signal, meter);
+      res.end();
+      meter.finished(plan.status);
+    } catch (err) {
+      // Headers are out, so the only honest signal left is an aborted transfer: never a complete-looking body.
+      log.debug({ key: target.key, err: (err as Error).message }, 'aborting response');
+      meter.aborted();
+      res.destroy();
+    }
+  }
+
+  /**
+   * --forward-unsafe: streams an unsafe request (POST, PUT, DELETE, PATCH, ...) to the origin with its body (up to
+   * --max-request-body) and its answer back; a non-error answer invalidates what it may have changed (§4.4).
+   */
+  async function forwardUnsafe(req: IncomingMessage, res: ServerResponse, target: CacheTarget, started: number): Promise<void> {
+    const limit = config.maxRequestBodyBytes;
+    const declared = req.headers['content-length'];
+    const tooLarge = `request body larger than --max-request-body (${limit} bytes)`;
+    if (declared !== undefined && Number(declared) > limit) return sendText(res, target.route, 413, tooLarge, started, ['connection', 'close']);
+    const url = new URL(target.fill.url);
+    let bodyTooLarge = false;
+    async function* limited(): AsyncGenerator<Buffer> {
+      let seen = 0;
+      for await (const chunk of req as AsyncIterable<Buffer>) {
+        seen += chunk.length;
+        if (seen > limit) {
+          bodyTooLarge = true;
+          throw new Error(tooLarge);
+        }
+        yield chunk;
+      }
+    }
+    const hasBody = declared !== undefined ? Number(declared) > 0 : req.headers['transfer-encoding'] !== undefined;
+    let response: Dispatcher.ResponseData;
+    try {
+      response = await dispatcher.request({
+        origin: url.origin,
+        path: url.pathname + url.search,
+        method: req.method as Dispatcher.HttpMethod,
+        headers: forwardedRequestHeaders(req.headers, true),
+        ...(hasBody ? { body: Readable.from(limited()) } : {}),
+      });
+    } catch (err) {
+      if (bodyTooLarge) return sendText(res, target.route, 413, tooLarge, started, ['connection', 'close']);
+      const e = err as Error & { code?: string };
+      const timeout = e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_CONNECT_TIMEOUT';
+      const text = `origin ${timeout ? 'timed out' : 'unreachable'}: ${e.code ?? e.message}`;
+      return sendText(res, target.route, timeout ? 504 : 502, text, started, ['cache-status', cacheStatus({ fwd: 'method', detail: text })]);
+    }
+    const targets = invalidationTargets(url.href, response.statusCode, response.headers, originBase);
+    for (const path of targets) await invalidate(`path:${path}`);
+    res.writeHead(response.statusCode, [...endToEndResponseHeaders(response.headers), 'cache-status', cacheStatus({ fwd: 'method', fwdStatus: response.statusCode })]);
+    const ac = abortOnClose(res);
+    const meter = new BodyMeter(target.route, started);
+    try {
+      await streamBody(res, response.body as AsyncIterable<Buffer>, ac.signal, meter);
+      res.end();
+      meter.finished(response.statusCode);
+    } catch {
+      meter.aborted();
+      response.body.destroy();
+      res.destroy();
+    }
+  }
+
+  /** Drops every stored answer for a path: the object and all its variants, in both tiers. */
+  async function invalidate(primary: string): Promise<void> {
+    const doomed = (key: string): boolean => key === primary || key.startsWith(`${primary}\0`);
+    for (const key of [...memory.keys()]) if (doomed(key)) memory.delete(key);
+    for (const key of [...(disk?.keys() ?? [])]) if (doomed(key)) await disk!.delete(key);
+    varyIndex.delete(primary);
+    reportCacheBytes();
   }
 
   // ---- routing ---------------------------------------------------------------------------------------
@@ -653,7 +998,10 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     const started = performance.now();
     const url = req.url ?? '/';
     if (url.length > config.maxUrlBytes) return sendText(res, 'invalid', 414, `URL longer than ${config.maxUrlBytes} bytes`, started);
-    if (req.method !== 'GET' && req.method !== 'HEAD') return sendText(res, 'invalid', 405, 'only GET and HEAD are supported', started, ['allow', 'GET, HEAD']);
+    const unsafe = req.method !== 'GET' && req.method !== 'HEAD';
+    if (unsafe && !(config.forwardUnsafe && req.method !== 'CONNECT' && req.method !== 'TRACE')) {
+      return sendText(res, 'invalid', 405, 'only GET and HEAD are supported (start the node with --forward-unsafe to pass other methods to the origin)', started, ['allow', 'GET, HEAD']);
+    }
     const q = url.indexOf('?');
     const pathname = q < 0 ? url : url.slice(0, q);
     if (pathname.charCodeAt(0) !== 47 /* / */) return sendText(res, 'invalid', 400, 'request target must be an absolute path', started);
@@ -672,6 +1020,11 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     if (!tickets.open) {
       const refusal = tickets.check(ticketFromUrl(url), target.immutable ? target.fill.expectedSha256 : undefined);
       if (refusal) return sendText(res, target.route, 403, `forbidden: ${refusal}`, started);
+    }
+    if (unsafe) {
+      // Hash-addressed shards are immutable: nothing to write, and nothing to invalidate.
+      if (target.immutable) return sendText(res, target.route, 405, 'a hash-addressed shard is immutable: only GET and HEAD', started, ['allow', 'GET, HEAD']);
+      return forwardUnsafe(req, res, target, started);
     }
     return serveCached(req, res, target, started);
   }
@@ -753,7 +1106,9 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
             // Only a ticket verified before: verifying (and refusing) is the ordinary path's work.
             if (!tickets.open && !tickets.alreadyVerified(ticketFromUrl(url), target.sha256)) return undefined;
             const mem = memory.get(target.key);
-            return isFreshHit(mem) ? { obj: mem, route: target.route } : undefined;
+            // Path objects: a stored negative answer, or a path whose answers vary, is the ordinary path's.
+            if (!isFreshHit(mem) || (mem.meta.status !== undefined && mem.meta.status !== 200) || varyIndex.has(target.key)) return undefined;
+            return { obj: mem, route: target.route, now: now() };
           },
           served(route, status, bodyBytes, started) {
             events.cacheLookup?.('memory-hit');

@@ -19,6 +19,15 @@ export interface EntryMeta {
   originLastModified?: string;
   /** When the fill finished or a revalidation last confirmed the bytes (freshness counts from here), ms since the epoch. */
   storedAt: number;
+  /** Objects cached by origin path: the origin's status (absent: 200). */
+  status?: number;
+  /**
+   * Objects cached by origin path: the origin's end-to-end response fields as a flat [name, value, ...] list
+   * (cache-headers.ts), passed through to clients. Absent for hash-addressed shards and older entries.
+   */
+  headers?: string[];
+  /** Objects cached by origin path: how old the answer already was when it arrived (RFC 9111 §4.2.3), seconds. */
+  initialAge?: number;
 }
 
 export interface DiskEntry {

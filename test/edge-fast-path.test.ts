@@ -5,7 +5,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { startEdgeNode, type EdgeNode } from '../edge-node/server.ts';
+import { startEdgeNode, type EdgeNode, type EdgeNodeDeps } from '../edge-node/server.ts';
 import { defaultNodeConfig, nodeConfigFromSettings, NODE_OPTIONS, type EdgeNodeConfig } from '../edge-node/config.ts';
 import { FAST_PATH_MAX_BODY } from '../edge-node/fast-path.ts';
 import { startOrigin, type OriginServer } from '../dataset/origin-server.ts';
@@ -143,8 +143,9 @@ describe('edge node fast path', () => {
   const nodes: EdgeNode[] = [];
   const clients: RawClient[] = [];
 
-  const startNode = async (over: Partial<EdgeNodeConfig> = {}): Promise<EdgeNode> => {
-    const node = await startEdgeNode(defaultNodeConfig({ originUrl: origin.url, manifests: ['sample/manifest.json'], ...over }));
+  const startNode = async (over: Partial<EdgeNodeConfig> = {}, deps: EdgeNodeDeps = {}): Promise<EdgeNode> => {
+    // The origin sends no freshness for path objects: --path-ttl makes them fresh, as an operator (and the bench) would.
+    const node = await startEdgeNode(defaultNodeConfig({ originUrl: origin.url, manifests: ['sample/manifest.json'], pathTtlSeconds: 3600, ...over }), deps);
     nodes.push(node);
     return node;
   };
@@ -184,8 +185,10 @@ describe('edge node fast path', () => {
   });
 
   it('answers exactly what node:http answers, apart from Date (differential, fast path on and off)', async () => {
-    const fast = await startNode();
-    const slow = await startNode({ fastPath: false });
+    // One stopped clock for both nodes: path objects carry Age, which must not tick between the two answers.
+    const clock = { now: () => Date.UTC(2026, 0, 10, 12, 0, 0) };
+    const fast = await startNode({}, clock);
+    const slow = await startNode({ fastPath: false }, clock);
     expect(slow.fastPath).toBeNull();
     const shard = small[1]!;
     const byPath = `/sample/${shard.path}`;

@@ -241,9 +241,10 @@ describe('revalidation metadata', () => {
   });
 
   it('renews from the 304: fresh from now, its headers replace the stored ones, the bytes stay', () => {
-    const head = { size: undefined, lastModified: 'x', notModified: true, cacheControl: 'max-age=60', originEtag: 'W/"o2"' };
+    const times = { status: 304, originHeaders: {}, requestTime: 5000, responseTime: 5000 };
+    const head = { size: undefined, lastModified: 'x', notModified: true, cacheControl: 'max-age=60', originEtag: 'W/"o2"', ...times };
     expect(renewedMeta(meta, head, 5000)).toEqual({ ...meta, storedAt: 5000, cacheControl: 'max-age=60', originEtag: 'W/"o2"' });
     // A bare 304 keeps the stored headers and only moves the clock.
-    expect(renewedMeta(meta, { size: undefined, lastModified: 'x', notModified: true }, 5000)).toEqual({ ...meta, storedAt: 5000 });
+    expect(renewedMeta(meta, { size: undefined, lastModified: 'x', notModified: true, ...times }, 5000)).toEqual({ ...meta, storedAt: 5000 });
   });
 });

@@ -353,34 +353,42 @@ describe('edge node against misbehaving origins', () => {
     await origin.close();
   });
 
-  it('maps origin failures to 502/504 and serves a stale copy when the origin errors', async () => {
+  it("passes the origin's 5xx through, serves stale when the origin cannot be reached, and says 502/504 for its own failures", async () => {
     let mode: 'ok' | 'error' | 'hang' = 'ok';
     const origin = await startScriptedOrigin(async (req, res) => {
-      if (mode === 'ok') res.writeHead(200, { 'content-length': 5 }).end('hello');
-      else if (mode === 'error') res.writeHead(500).end('boom');
+      if (mode === 'ok') res.writeHead(200, { 'content-length': 5, 'cache-control': 'max-age=0' }).end('hello');
+      else if (mode === 'error') res.writeHead(500, { 'content-type': 'text/plain', 'x-origin': 'yes' }).end('boom');
       else await sleep(2000);
     });
-    const node = await startEdgeNode(defaultNodeConfig({ originUrl: origin.url, pathTtlSeconds: 0, originTimeoutMs: 300 }));
+    const node = await startEdgeNode(defaultNodeConfig({ originUrl: origin.url, originTimeoutMs: 300 }));
     nodes.push(node);
     expect((await get(`${node.url}/x.txt`)).body.toString()).toBe('hello');
+    // The origin's own error is its answer: status, fields and body as it sent them (no stale-if-error allows hiding it).
     mode = 'error';
+    const passed = await get(`${node.url}/x.txt`);
+    expect(passed.status).toBe(500);
+    expect(passed.body.toString()).toBe('boom');
+    expect(passed.headers['x-origin']).toBe('yes');
+    expect((await get(`${node.url}/never-cached.txt`)).status).toBe(500);
+    // No answer at all: a disconnected cache may serve what it has (RFC 9111 §4.2.4), and says so.
+    mode = 'hang';
     const stale = await get(`${node.url}/x.txt`);
     expect(stale.status).toBe(200);
     expect(stale.body.toString()).toBe('hello');
     expect(stale.headers['x-edgeshard-cache']).toBe('STALE');
-    expect((await get(`${node.url}/never-cached.txt`)).status).toBe(502);
-    mode = 'hang';
-    expect((await get(`${node.url}/slow.txt`)).status).toBe(504);
+    expect(stale.headers['cache-status']).toMatch(/^edgeshard; fwd=stale; detail="origin timed out/);
+    const slow = await get(`${node.url}/slow.txt`);
+    expect(slow.status).toBe(504);
+    expect(slow.headers['cache-status']).toMatch(/^edgeshard; fwd=miss; detail="origin timed out/);
     await origin.close();
     const dead = await startEdgeNode(defaultNodeConfig({ originUrl: 'http://127.0.0.1:9', originTimeoutMs: 300 }));
     nodes.push(dead);
     const r = await get(`${dead.url}/x.txt`);
     expect(r.status).toBe(502);
     expect(r.body.toString()).toContain('origin unreachable');
+    expect(r.headers['cache-status']).toMatch(/detail="origin unreachable/);
   });
-});
 
-describe('edge node on a full disk', () => {
   it('serves correct bytes without caching when the disk is full (ENOSPC), logs and counts it, never crashes', async () => {
     const tmp = await tempDir();
     const { manifest } = await writeSampleDataset(join(tmp.dir, 'origin', 'sample'), { shards: 3, shardSize: 400_000 });

@@ -3,11 +3,12 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { startEdgeNode, type EdgeNode } from '../edge-node/server.ts';
+import { startEdgeNode, type EdgeNode, type EdgeNodeDeps } from '../edge-node/server.ts';
 import { defaultNodeConfig, type EdgeNodeConfig } from '../edge-node/config.ts';
 import { deterministicBytes } from '../dataset/sample.ts';
 import { sha256Hex } from '../protocol/hash.ts';
-import { sleep, startScriptedOrigin, tempDir, until } from './helpers/net.ts';
+import { formatHttpDate } from '../edge-node/http-semantics.ts';
+import { startScriptedOrigin, tempDir, until } from './helpers/net.ts';
 
 async function get(url: string) {
   const res = await request(url);
@@ -39,6 +40,8 @@ async function revalidatingOrigin(first: Version) {
     notModifiedCacheControl: 'public, max-age=3600' as string | undefined,
     failing: false,
     hold: undefined as Promise<void> | undefined,
+    /** The clock its Date header shows (the node's, when a test injects one); node:http's own Date otherwise. */
+    now: undefined as (() => number) | undefined,
     seen: [] as { ifNoneMatch?: string; ifModifiedSince?: string }[],
     bodyBytes: 0,
   };
@@ -49,7 +52,11 @@ async function revalidatingOrigin(first: Version) {
     if (state.hold) await state.hold;
     if (state.failing) return void res.writeHead(500).end('boom');
     const v = state.current;
-    const validators = { ...(v.etag ? { etag: v.etag } : {}), ...(v.lastModified ? { 'last-modified': v.lastModified } : {}) };
+    const validators = {
+      ...(v.etag ? { etag: v.etag } : {}),
+      ...(v.lastModified ? { 'last-modified': v.lastModified } : {}),
+      ...(state.now ? { date: formatHttpDate(state.now()) } : {}),
+    };
     const unchanged = ifNoneMatch !== undefined ? ifNoneMatch === v.etag : ifModifiedSince !== undefined && ifModifiedSince === v.lastModified;
     if (unchanged) {
       res.writeHead(304, { ...validators, ...(state.notModifiedCacheControl ? { 'cache-control': state.notModifiedCacheControl } : {}) }).end();
@@ -76,8 +83,8 @@ describe('edge node revalidating stale path objects', () => {
     await Promise.all(nodes.splice(0).map((n) => n.close()));
     await Promise.all(closers.splice(0).map((c) => c()));
   });
-  const startNode = async (originUrl: string, over: Partial<EdgeNodeConfig> = {}): Promise<EdgeNode> => {
-    const node = await startEdgeNode(defaultNodeConfig({ originUrl, ...over }));
+  const startNode = async (originUrl: string, over: Partial<EdgeNodeConfig> = {}, deps: EdgeNodeDeps = {}): Promise<EdgeNode> => {
+    const node = await startEdgeNode(defaultNodeConfig({ originUrl, ...over }), deps);
     nodes.push(node);
     return node;
   };
@@ -98,9 +105,12 @@ describe('edge node revalidating stale path objects', () => {
     expect(second.status).toBe(200);
     expect(second.body.equals(V1.body)).toBe(true);
     expect(second.headers['x-edgeshard-cache']).toBe('REVALIDATED');
-    // The 304's Cache-Control replaces the stored one; the ETag clients see is still the edge's own.
+    // The 304's Cache-Control replaces the stored one; clients see the origin's own ETag, and the hash as Repr-Digest.
     expect(second.headers['cache-control']).toBe('public, max-age=3600');
-    expect(second.headers.etag).toBe(`"${sha256Hex(V1.body)}"`);
+    expect(second.headers.etag).toBe('"origin-v1"');
+    expect(second.headers['repr-digest']).toBe(`sha-256=:${Buffer.from(sha256Hex(V1.body), 'hex').toString('base64')}:`);
+    // ttl: 3600 less the age, under a second (the trip and the origin's whole-second Date).
+    expect(second.headers['cache-status']).toMatch(/^edgeshard; fwd=stale; fwd-status=304; ttl=(3600|3599)$/);
     expect(origin.seen).toEqual([{}, { ifNoneMatch: '"origin-v1"', ifModifiedSince: V1.lastModified }]);
     expect(origin.bodyBytes).toBe(V1.body.length);
     expect(await metricValue(node, 'edgeshard_node_origin_bytes_total')).toBe(V1.body.length);
@@ -117,10 +127,12 @@ describe('edge node revalidating stale path objects', () => {
   it('a 304 without Cache-Control renews freshness from the revalidation, by the stored max-age', async () => {
     const origin = await startOrigin({ ...V1, cacheControl: 'public, max-age=1' });
     origin.notModifiedCacheControl = undefined;
-    const node = await startNode(origin.url);
+    let clock = Date.now();
+    origin.now = () => clock;
+    const node = await startNode(origin.url, {}, { now: () => clock });
     await get(`${node.url}/obj.bin`);
     expect((await get(`${node.url}/obj.bin`)).headers['x-edgeshard-cache']).toBeUndefined(); // a fresh hit
-    await sleep(1100);
+    clock += 1100;
     const second = await get(`${node.url}/obj.bin`);
     expect(second.headers['x-edgeshard-cache']).toBe('REVALIDATED');
     expect(second.headers['cache-control']).toBe('public, max-age=1');
@@ -213,8 +225,8 @@ describe('edge node revalidating stale path objects', () => {
     expect(await metricValue(node, 'edgeshard_node_cache_requests_total', 'outcome="revalidated"')).toBe(20);
   });
 
-  it('serves the stale copy when the origin fails the revalidation (stale-if-error), and counts it', async () => {
-    const origin = await startOrigin(V1);
+  it('serves the stale copy when the origin answers 500 to the revalidation within stale-if-error, and counts it', async () => {
+    const origin = await startOrigin({ ...V1, cacheControl: 'public, max-age=0, stale-if-error=600' });
     const tmp = await tempDir();
     closers.push(tmp.cleanup);
     const node = await startNode(origin.url, { cacheDir: tmp.dir });
