@@ -16,6 +16,10 @@ export interface EdgeNodeConfig {
   /** Upload cap in bytes per second shared by all responses; 0 = unlimited. */
   maxUploadBytesPerSecond: number;
   maxConnections: number;
+  /** Connections one client address (an IPv6 /64) may hold at once; the rest are refused with 503. */
+  maxConnectionsPerClient: number;
+  /** ms a client has to send a complete request head, from the connection's start or the head's first byte (408). */
+  headersTimeoutMs: number;
   maxUrlBytes: number;
   maxHeaderBytes: number;
   originTimeoutMs: number;
@@ -57,6 +61,12 @@ export const NODE_OPTIONS: OptionSpec[] = [
   { name: 'memory-max-object', type: 'string', default: '16MiB', description: 'largest object kept in the memory tier' },
   { name: 'max-upload', type: 'string', default: 'unlimited', description: 'upload cap shared by all responses, e.g. 200Mbps, 50MB/s' },
   { name: 'max-connections', type: 'string', default: '1024', description: 'simultaneous client connections' },
+  {
+    name: 'max-connections-per-client',
+    type: 'string',
+    description: 'simultaneous connections from one client address (IPv6: one /64); default max(32, max-connections/16)',
+  },
+  { name: 'header-timeout', type: 'string', default: '10000', description: 'ms a client has to send a request head (408 after)' },
   { name: 'port', type: 'string', default: '8080', description: 'TCP port' },
   { name: 'host', type: 'string', default: '0.0.0.0', description: 'address to listen on (all interfaces by default)' },
   { name: 'manifest', type: 'string', description: 'comma-separated origin paths of manifests to load at start, e.g. sample/manifest.json' },
@@ -119,6 +129,7 @@ export function nodeConfigFromSettings(s: Settings): EdgeNodeConfig {
   }
   const cacheDir = stringSetting(s, 'cache-dir') ?? 'none';
   const memoryBytes = wrap(() => parseSize(String(s['memory-cache']), '--memory-cache'));
+  const maxConnections = intSetting(s, 'max-connections', 1, 1_000_000);
   return {
     originUrl: originUrl.href.replace(/\/$/, ''),
     host: stringSetting(s, 'host') ?? '0.0.0.0',
@@ -128,7 +139,9 @@ export function nodeConfigFromSettings(s: Settings): EdgeNodeConfig {
     memoryBytes,
     memoryMaxObjectBytes: Math.min(memoryBytes, wrap(() => parseSize(String(s['memory-max-object']), '--memory-max-object'))),
     maxUploadBytesPerSecond: wrap(() => parseRate(String(s['max-upload']), '--max-upload')),
-    maxConnections: intSetting(s, 'max-connections', 1, 1_000_000),
+    maxConnections,
+    maxConnectionsPerClient: s['max-connections-per-client'] === undefined ? defaultPerClientShare(maxConnections) : intSetting(s, 'max-connections-per-client', 1, maxConnections),
+    headersTimeoutMs: intSetting(s, 'header-timeout', 100, 300_000),
     maxUrlBytes: intSetting(s, 'max-url', 64, 1 << 20),
     maxHeaderBytes: intSetting(s, 'max-header-size', 1024, 1 << 20),
     originTimeoutMs: intSetting(s, 'origin-timeout', 100, 3_600_000),
@@ -155,6 +168,14 @@ export function nodeConfigFromSettings(s: Settings): EdgeNodeConfig {
   };
 }
 
+/**
+ * One address's default share of the connection limit: a sixteenth, so a single host cannot hold the node, but at
+ * least 32, what one trainer's client opens to a node for parallel and split downloads.
+ */
+export function defaultPerClientShare(maxConnections: number): number {
+  return Math.min(maxConnections, Math.max(32, Math.ceil(maxConnections / 16)));
+}
+
 const list = (v: string | undefined): string[] => (v ?? '').split(',').map((x) => x.trim()).filter(Boolean);
 
 
@@ -170,6 +191,8 @@ export function defaultNodeConfig(overrides: Partial<EdgeNodeConfig> & { originU
     memoryMaxObjectBytes: 16 * 1024 * 1024,
     maxUploadBytesPerSecond: 0,
     maxConnections: 1024,
+    maxConnectionsPerClient: defaultPerClientShare(overrides.maxConnections ?? 1024),
+    headersTimeoutMs: 10_000,
     maxUrlBytes: 8192,
     maxHeaderBytes: 16384,
     originTimeoutMs: 30_000,

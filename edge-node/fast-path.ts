@@ -56,6 +56,16 @@ export interface FastPath {
 const KEEP_ALIVE_TIMEOUT_BUFFER_MS = 1000;
 /** What node:http would refuse in a header value (`checkInvalidHeaderChar`); such an object takes the slow path. */
 const INVALID_HEADER_CHAR = /[^\t\x20-\x7e\x80-\xff]/;
+/** node:http's own answers (`_http_server.js`) when no 'clientError' listener answers. */
+const BAD_REQUEST = 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n';
+const REQUEST_TIMEOUT = 'HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n';
+const noop = (): void => {};
+
+/** Whether `buf[from..]` holds anything but CR and LF: node:http's parser skips those after a closing request. */
+function hasDataAfterClose(buf: Buffer, from: number): boolean {
+  for (let i = from; i < buf.length; i++) if (buf[i] !== 0x0d && buf[i] !== 0x0a) return true;
+  return false;
+}
 
 /**
  * Takes over `server`'s connections: each new socket is read by the fast path until a request it does not
@@ -174,6 +184,12 @@ class FastConnection {
   /** The client sent FIN. */
   private ended = false;
   private answered = false;
+  /**
+   * Runs while a request head is due: from the connection's start, and from the first byte of each later head. On
+   * expiry the client gets node:http's answer to a headersTimeout (408): a slow-loris client cannot hold the
+   * connection longer here than node:http would let it.
+   */
+  private headDeadline: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly socket: Socket,
@@ -185,9 +201,27 @@ class FastConnection {
     socket.on('timeout', this.onTimeout);
     socket.on('error', this.onError);
     socket.on('close', this.onClose);
-    // node:http gives a fresh connection headersTimeout to send its first request.
-    socket.setTimeout(shell.server.headersTimeout);
+    // node:http gives a fresh connection headersTimeout, counted from the connection's start, to send its first head.
+    this.armHeadDeadline();
   }
+
+  private armHeadDeadline(): void {
+    const ms = this.shell.server.headersTimeout;
+    if (ms > 0 && this.headDeadline === undefined) {
+      this.headDeadline = setTimeout(this.onHeadTimeout, ms);
+      this.headDeadline.unref();
+    }
+  }
+
+  private clearHeadDeadline(): void {
+    if (this.headDeadline !== undefined) clearTimeout(this.headDeadline);
+    this.headDeadline = undefined;
+  }
+
+  private readonly onHeadTimeout = (): void => {
+    this.headDeadline = undefined;
+    this.clientError('ERR_HTTP_REQUEST_TIMEOUT', 'request head not received within headersTimeout');
+  };
 
   private readonly onData = (chunk: Buffer): void => {
     const pending = this.pending;
@@ -201,11 +235,16 @@ class FastConnection {
 
   private readonly onEnd = (): void => {
     this.ended = true;
-    // node:http (httpAllowHalfOpen false) ends its side once the requests it has are answered. An incomplete head
-    // at EOF is dropped here, where node:http would answer 400: no client is left to read a useful answer.
+    // An incomplete head at EOF: node:http's parser fails (HPE_INVALID_EOF_STATE) and the client gets its 400.
+    if (this.pending !== undefined && this.partial) {
+      this.clientError('HPE_INVALID_EOF_STATE', 'connection ended inside a request head');
+      return;
+    }
+    // node:http (httpAllowHalfOpen false) ends its side once the requests it has are answered.
     if (!this.waiting) this.socket.end();
   };
 
+  // An idle keep-alive connection (armed after the first answer): closed silently, as node:http does.
   private readonly onTimeout = (): void => {
     this.socket.destroy();
   };
@@ -214,6 +253,7 @@ class FastConnection {
   private readonly onError = (): void => {};
 
   private readonly onClose = (): void => {
+    this.clearHeadDeadline();
     this.shell.open.delete(this);
   };
 
@@ -241,6 +281,7 @@ class FastConnection {
     let off = 0;
     let corked = false;
     let outcome: 'open' | 'handed-over' | 'closing' = 'open';
+    let clientClosed = false;
     while (off < buf.length) {
       const head = parseRequestHead(buf, off, shell.limits);
       if (head === INCOMPLETE) {
@@ -250,6 +291,7 @@ class FastConnection {
         else {
           this.pending = buf.subarray(off);
           this.partial = true;
+          this.armHeadDeadline();
         }
         break;
       }
@@ -272,7 +314,9 @@ class FastConnection {
         break;
       }
       off = head.next;
+      this.clearHeadDeadline();
       if (head.close || shell.draining) {
+        clientClosed = head.close;
         outcome = 'closing';
         break;
       }
@@ -288,9 +332,16 @@ class FastConnection {
     if (outcome === 'handed-over') {
       this.handOver(buf.subarray(off));
     } else if (outcome === 'closing') {
+      if (clientClosed && hasDataAfterClose(buf, off)) {
+        // node:http's parser refuses bytes after a `Connection: close` request (HPE_CLOSED_CONNECTION): its 400
+        // follows the response.
+        this.clientError('HPE_CLOSED_CONNECTION', 'data after Connection: close');
+        return outcome;
+      }
       // As node:http after a `Connection: close` response: end once written, then destroy. Errors stay handled.
       socket.off('data', this.onData);
       socket.off('end', this.onEnd);
+      this.clearHeadDeadline();
       socket.destroySoon();
     } else if (!this.waiting && socket.writableNeedDrain) {
       this.waitForDrain();
@@ -355,8 +406,8 @@ class FastConnection {
     this.socket.once('drain', this.onDrain);
   }
 
-  /** Gives the socket, and the bytes not answered yet, to node:http for the rest of the connection. */
-  private handOver(rest: Buffer): void {
+  /** Takes the fast path's listeners and timers off the socket: node:http or the 'clientError' answer owns it now. */
+  private detach(): void {
     const socket = this.socket;
     socket.off('data', this.onData);
     socket.off('end', this.onEnd);
@@ -365,7 +416,29 @@ class FastConnection {
     socket.off('close', this.onClose);
     socket.off('drain', this.onDrain);
     socket.setTimeout(0);
+    this.clearHeadDeadline();
     this.shell.open.delete(this);
+  }
+
+  /**
+   * Answers as node:http answers a request its parser refuses or a head that timed out: through the server's
+   * 'clientError' listeners (the node's own 400/408), else node:http's default answer, then closes.
+   */
+  private clientError(code: string, message: string): void {
+    this.detach();
+    const socket = this.socket;
+    socket.on('error', noop);
+    const err = Object.assign(new Error(message), { code });
+    if (!this.shell.server.emit('clientError', err, socket)) {
+      if (socket.writable) socket.write(code === 'ERR_HTTP_REQUEST_TIMEOUT' ? REQUEST_TIMEOUT : BAD_REQUEST);
+      socket.destroy(err);
+    }
+  }
+
+  /** Gives the socket, and the bytes not answered yet, to node:http for the rest of the connection. */
+  private handOver(rest: Buffer): void {
+    const socket = this.socket;
+    this.detach();
     // Paused, the unshifted bytes wait in the socket's buffer until node:http's listeners are in place.
     socket.pause();
     if (rest.length > 0) socket.unshift(rest);

@@ -74,7 +74,12 @@ function nameIs(buf: Buffer, start: number, len: number, name: string): boolean 
  */
 export function parseRequestHead(buf: Buffer, start: number, limits: HeadLimits): RequestHead | typeof INCOMPLETE | typeof SLOW {
   const end = buf.indexOf(CRLFCRLF, start);
-  if (end < 0) return buf.length - start >= limits.maxHeaderBytes ? SLOW : couldBeFast(buf, start) ? INCOMPLETE : SLOW;
+  if (end < 0) {
+    if (buf.length - start >= limits.maxHeaderBytes || !couldBeFast(buf, start)) return SLOW;
+    // A bare LF (`\n` line ends, or CRLF then LF) can never become the CRLF CRLF waited for here: node:http answers
+    // such a head at once (400), so waiting would hang the client until a timeout.
+    return hasBareLf(buf, start) ? SLOW : INCOMPLETE;
+  }
   const next = end + 4;
   if (next - start >= limits.maxHeaderBytes) return SLOW;
 
@@ -153,6 +158,9 @@ export function parseRequestHead(buf: Buffer, start: number, limits: HeadLimits)
         break;
       case 10:
         if (nameIs(buf, nameStart, 10, 'connection')) {
+          // node:http does not read `close<TAB>` as close (its parser trims spaces only): let it decide.
+          const tab = buf.indexOf(HTAB, nameStart + 11);
+          if (tab >= 0 && tab < i - 2) return SLOW;
           if (nameIs(buf, valueStart, valueEnd - valueStart, 'close')) close = true;
           else if (!nameIs(buf, valueStart, valueEnd - valueStart, 'keep-alive')) return SLOW;
         }
@@ -178,6 +186,12 @@ export function parseRequestHead(buf: Buffer, start: number, limits: HeadLimits)
   // node:http answers a missing Host with 400; several Hosts are left to it as well.
   if (hosts !== 1) return SLOW;
   return { method, target: buf.toString('latin1', targetStart, targetEnd), close, ifNoneMatch, range, ifRange, next };
+}
+
+/** Whether buf[start..] holds an LF not preceded by a CR. */
+function hasBareLf(buf: Buffer, start: number): boolean {
+  for (let i = buf.indexOf(LF, start); i >= 0; i = buf.indexOf(LF, i + 1)) if (i === start || buf[i - 1] !== CR) return true;
+  return false;
 }
 
 /** Whether an incomplete head still starts like one the fast path answers ("GET /" or "HEAD /"). */

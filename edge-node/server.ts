@@ -10,6 +10,7 @@ import { parseManifest } from '../protocol/manifest.ts';
 import { decodeRequestPath } from '../protocol/paths.ts';
 import { createLogger, type Logger } from '../protocol/log.ts';
 import { listen, localUrl } from '../protocol/listen.ts';
+import { clientErrorResponse, clientErrorStatus, headerTimeouts } from '../protocol/client-errors.ts';
 import type { EdgeNodeConfig } from './config.ts';
 import { DiskStore, type DiskStoreFs } from './disk-store.ts';
 import { MemoryStore, bodyOf, hitHeadOf, isPathEntry, pathEntityHeaders, rangeHeadOf, shardEntityHeaders, type MemoryObject } from './memory-store.ts';
@@ -1061,7 +1062,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     else res.destroy();
   };
 
-  const server = createServer({ maxHeaderSize: config.maxHeaderBytes, keepAliveTimeout: 5_000 }, (req, res) => {
+  const server = createServer({ maxHeaderSize: config.maxHeaderBytes, keepAliveTimeout: 5_000, ...headerTimeouts(config.headersTimeoutMs) }, (req, res) => {
     let pending: Promise<void> | void;
     try {
       pending = handle(req, res);
@@ -1086,10 +1087,10 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
     // Malformed request lines or headers never reach the handler; answer them here and close.
     if (!socket.writable) return socket.destroy();
-    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
-    const text = status === 431 ? 'request headers too large' : 'malformed request';
-    events.response?.('invalid', status, 0);
-    socket.end(`HTTP/1.1 ${status} ${text}\r\ncontent-type: text/plain\r\ncontent-length: ${text.length + 1}\r\nconnection: close\r\n\r\n${text}\n`);
+    events.response?.('invalid', clientErrorStatus(err), 0);
+    // Closed once written: a client that never reads or closes (a slow-loris) must not keep a half-open socket.
+    socket.end(clientErrorResponse(err, config.headersTimeoutMs));
+    socket.destroySoon();
   });
   // The fast path answers what handle() would answer with a fresh memory hit and no cap, and nothing else.
   const fastPath = config.fastPath

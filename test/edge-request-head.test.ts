@@ -55,6 +55,10 @@ describe('parseRequestHead', () => {
     expect(parse('POST /a HTTP/1.1\r\n')).toBe(SLOW);
     expect(parse('GEt')).toBe(SLOW);
     expect(parse('\r\nGET /')).toBe(SLOW);
+    // A bare LF can never become the CRLF CRLF awaited: node:http answers 400 at once, so must the fast path.
+    expect(parse('GET /x HTTP/1.1\nHost: x\n\n')).toBe(SLOW);
+    expect(parse('GET /x HTTP/1.1\r\nHost: x\r\n\n')).toBe(SLOW);
+    expect(parse('GET /x HTTP/1.1\nHo')).toBe(SLOW);
     expect(parse(`GET /a HTTP/1.1\r\nx: ${'a'.repeat(200)}`, 0, { maxHeaderBytes: 100, maxUrlBytes: 50 })).toBe(SLOW);
   });
 
@@ -112,6 +116,8 @@ describe('parseRequestHead', () => {
       'Upgrade: websocket',
       'Connection: Upgrade',
       'Connection: close, foo',
+      'Connection: close\t',
+      'Connection:\tclose',
       'If-None-Match: "a"\r\nIf-None-Match: "b"',
     ]) {
       expect(parse(`GET / HTTP/1.1\r\nHost: x\r\n${h}\r\n\r\n`), h).toBe(SLOW);
