@@ -64,7 +64,7 @@ export const NODE_OPTIONS: OptionSpec[] = [
   {
     name: 'max-connections-per-client',
     type: 'string',
-    description: 'simultaneous connections from one client address (IPv6: one /64); default max(32, max-connections/16)',
+    description: 'simultaneous connections from one client address (IPv6: one /64); default max(64, max-connections/8)',
   },
   { name: 'header-timeout', type: 'string', default: '10000', description: 'ms a client has to send a request head (408 after)' },
   { name: 'port', type: 'string', default: '8080', description: 'TCP port' },
@@ -169,11 +169,11 @@ export function nodeConfigFromSettings(s: Settings): EdgeNodeConfig {
 }
 
 /**
- * One address's default share of the connection limit: a sixteenth, so a single host cannot hold the node, but at
- * least 32, what one trainer's client opens to a node for parallel and split downloads.
+ * One address's default share of the connection limit: an eighth, so a single host cannot hold the node, but at
+ * least 64: a trainer's client opens up to 32 to a node for parallel and split downloads, a load generator 64.
  */
 export function defaultPerClientShare(maxConnections: number): number {
-  return Math.min(maxConnections, Math.max(32, Math.ceil(maxConnections / 16)));
+  return Math.min(maxConnections, Math.max(64, Math.ceil(maxConnections / 8)));
 }
 
 const list = (v: string | undefined): string[] => (v ?? '').split(',').map((x) => x.trim()).filter(Boolean);

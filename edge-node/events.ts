@@ -22,4 +22,8 @@ export interface EdgeEvents extends StoreEvents {
   firstByte?(route: string, seconds: number): void;
   bandwidthWait?(ms: number): void;
   cacheBytes?(usedBytes: number, maxBytes: number, tier: 'memory' | 'disk'): void;
+  /** A connection was refused: its address already held its share of the connection limit. */
+  connectionRefused?(reason: 'per-client'): void;
+  /** The node became saturated (nearly every connection it may hold is taken), or stopped being so. */
+  saturation?(saturated: boolean): void;
 }

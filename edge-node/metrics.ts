@@ -133,6 +133,8 @@ export function createEdgeMetrics(opts: { defaultMetrics?: boolean } = {}): Edge
   const writeFailures = new Counter({ name: 'edgeshard_node_cache_write_failures_total', help: 'disk cache writes that failed (ENOSPC, EIO...); the response was served without caching', labelNames: ['code'], registers: [registry] });
   const bwWaits = new Counter({ name: 'edgeshard_node_bandwidth_cap_waits_total', help: 'times a response waited for the upload cap', registers: [registry] });
   const bwWaitSeconds = new Counter({ name: 'edgeshard_node_bandwidth_cap_wait_seconds_total', help: 'time responses spent waiting for the upload cap', registers: [registry] });
+  const refused = new Counter({ name: 'edgeshard_node_connections_refused_total', help: 'connections refused with 503 because their address held its share (--max-connections-per-client)', labelNames: ['reason'], registers: [registry] });
+  const saturated = new Gauge({ name: 'edgeshard_node_saturated', help: '1 while the node holds nearly all the connections it may (and tells its gateways so)', registers: [registry] });
   // Failure counters start at 0 for the label values a dashboard asks about, so a panel shows 0 rather than
   // "No data" before the first failure.
   for (const route of ['shard', 'path']) aborted.labels(route).inc(0);
@@ -206,6 +208,12 @@ export function createEdgeMetrics(opts: { defaultMetrics?: boolean } = {}): Edge
     },
     writeFailed(_key, err) {
       writeFailures.labels(err.code ?? 'unknown').inc();
+    },
+    connectionRefused(reason) {
+      refused.labels(reason).inc();
+    },
+    saturation(on) {
+      saturated.set(on ? 1 : 0);
     },
   };
   return { registry, events, setGaugeSource: (s) => (gaugeSource = s) };

@@ -60,6 +60,8 @@ export function registryWsUrl(gatewayUrl: string): string {
 export class RegistryClient {
   private ws: WebSocket | null = null;
   private heartbeat: NodeJS.Timeout | null = null;
+  /** Sends one heartbeat now; set while registered. */
+  private beat: (() => void) | null = null;
   private reconnectTimer: NodeJS.Timeout | null = null;
   private attempt = 0;
   private stopped = false;
@@ -114,6 +116,7 @@ export class RegistryClient {
           logger.info({ gateway: this.opts.gatewayUrl }, 'registered with gateway');
           for (const path of msg.manifests) this.loadManifest(path);
           const beat = (): void => send({ type: 'heartbeat', load: node.load(), cache: node.cacheSummary(), manifests: node.manifestIds() });
+          this.beat = beat;
           beat();
           if (this.heartbeat) clearInterval(this.heartbeat);
           this.heartbeat = setInterval(beat, msg.heartbeatMs);
@@ -156,8 +159,14 @@ export class RegistryClient {
     this.opts.node.loadManifest(path).catch((err: Error) => this.opts.logger.warn({ path, err: err.message }, 'could not load manifest the gateway asked for'));
   }
 
+  /** Sends a heartbeat now rather than at the next tick: the node's load changed in a way routing must hear soon. */
+  beatNow(): void {
+    if (this.registered) this.beat?.();
+  }
+
   private scheduleReconnect(): void {
     this.registered = false;
+    this.beat = null;
     if (this.heartbeat) clearInterval(this.heartbeat);
     this.heartbeat = null;
     if (this.stopped) return;

@@ -11,6 +11,8 @@ import { decodeRequestPath } from '../protocol/paths.ts';
 import { createLogger, type Logger } from '../protocol/log.ts';
 import { listen, localUrl } from '../protocol/listen.ts';
 import { clientErrorResponse, clientErrorStatus, headerTimeouts } from '../protocol/client-errors.ts';
+import { shareConnections } from '../protocol/connection-share.ts';
+import { Saturation } from './saturation.ts';
 import type { EdgeNodeConfig } from './config.ts';
 import { DiskStore, type DiskStoreFs } from './disk-store.ts';
 import { MemoryStore, bodyOf, hitHeadOf, isPathEntry, pathEntityHeaders, rangeHeadOf, shardEntityHeaders, type MemoryObject } from './memory-store.ts';
@@ -1076,12 +1078,23 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   server.maxConnections = config.maxConnections;
   let activeConnections = 0;
   const sockets = new Set<Socket>();
+  // Filled once listening; a saturation change before that has no gateway to tell.
+  const registryClients: RegistryClient[] = [];
+  const saturation = new Saturation(config.maxConnections);
+  const countConnections = (): void => {
+    if (!saturation.update(activeConnections)) return;
+    events.saturation?.(saturation.saturated);
+    log.warn({ activeConnections, maxConnections: config.maxConnections }, saturation.saturated ? 'saturated: telling gateways to route new clients elsewhere' : 'no longer saturated');
+    for (const c of registryClients) c.beatNow();
+  };
   server.on('connection', (socket: Socket) => {
     activeConnections++;
     sockets.add(socket);
+    countConnections();
     socket.once('close', () => {
       activeConnections--;
       sockets.delete(socket);
+      countConnections();
     });
   });
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
@@ -1120,6 +1133,14 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       )
     : null;
   if (config.fastPath && !fastPath) log.warn(`fast path unavailable on Node ${process.version}: every request goes through node:http`);
+  // Last, so every listener above sees admitted connections only.
+  shareConnections(server, {
+    perClient: config.maxConnectionsPerClient,
+    onRefused(address) {
+      events.connectionRefused?.('per-client');
+      log.debug({ address, perClient: config.maxConnectionsPerClient }, 'connection refused: its address holds its share');
+    },
+  });
   metrics.setGaugeSource(() => ({ activeConnections, fillsInFlight: filler.inFlight, requestsWaitingOnOrigin: filler.waitingRequests }));
   reportCacheBytes();
 
@@ -1151,7 +1172,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     load() {
       const rate = uploadRate.sample(performance.now(), servedBytes);
       const cap = config.maxUploadBytesPerSecond;
-      return { activeConnections, bytesPerSecond: rate, freeBytesPerSecond: cap ? Math.max(0, cap - rate) : 0 };
+      return { activeConnections, bytesPerSecond: rate, freeBytesPerSecond: cap ? Math.max(0, cap - rate) : 0, ...(saturation.saturated ? { saturated: true } : {}) };
     },
     cacheSummary(): BloomSummary {
       const ids = cachedShardIds();
@@ -1193,7 +1214,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     },
     trustTicketKeys: (_gatewayId, keys) => tickets.trustGatewayKeys(keys),
   };
-  const registryClients = config.gateways.map((gatewayUrl) => new RegistryClient({ gatewayUrl, wallet, node: control, logger: log }));
+  registryClients.push(...config.gateways.map((gatewayUrl) => new RegistryClient({ gatewayUrl, wallet, node: control, logger: log })));
   for (const c of registryClients) c.start();
 
   let closing: Promise<void> | undefined;

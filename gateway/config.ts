@@ -21,6 +21,12 @@ export interface GatewayConfig {
   candidates: number;
   maxUrlBytes: number;
   maxHeaderBytes: number;
+  /** Simultaneous client connections (WebSockets of nodes included). */
+  maxConnections: number;
+  /** Connections one client address (an IPv6 /64) may hold; trusted proxies are exempt. 503 beyond. */
+  maxConnectionsPerClient: number;
+  /** ms a client has to send a complete request head (408 after). */
+  headersTimeoutMs: number;
   adminToken: string | null;
   /** Where the gateway itself is, for turning probe RTTs into per-node corrections. */
   location: { lat: number; lon: number } | null;
@@ -50,6 +56,9 @@ export const GATEWAY_OPTIONS: OptionSpec[] = [
   { name: 'candidates', type: 'string', default: '3', description: 'nodes returned by /v1/route (primary plus fallbacks)' },
   { name: 'max-url', type: 'string', default: '4096', description: 'longest request URL in bytes' },
   { name: 'max-header-size', type: 'string', default: '16384', description: 'largest request header block in bytes' },
+  { name: 'max-connections', type: 'string', default: '4096', description: 'simultaneous client connections' },
+  { name: 'max-connections-per-client', type: 'string', default: '128', description: 'simultaneous connections from one client address (IPv6: one /64); trusted proxies are exempt' },
+  { name: 'header-timeout', type: 'string', default: '10000', description: 'ms a client has to send a request head (408 after)' },
   { name: 'admin-token', type: 'string', description: 'bearer token for POST /v1/admin/* (prefetch, purge); admin API off without it' },
   { name: 'lat', type: 'string', description: "the gateway's latitude (for probe RTT corrections)" },
   { name: 'lon', type: 'string', description: "the gateway's longitude" },
@@ -93,6 +102,9 @@ export function gatewayConfigFromSettings(s: Settings): GatewayConfig {
     candidates: intSetting(s, 'candidates', 1, 16),
     maxUrlBytes: intSetting(s, 'max-url', 256, 1 << 20),
     maxHeaderBytes: intSetting(s, 'max-header-size', 1024, 1 << 20),
+    maxConnections: intSetting(s, 'max-connections', 1, 1_000_000),
+    maxConnectionsPerClient: intSetting(s, 'max-connections-per-client', 1, 1_000_000),
+    headersTimeoutMs: intSetting(s, 'header-timeout', 100, 300_000),
     adminToken: stringSetting(s, 'admin-token') ?? null,
     location,
     gatewayId: stringSetting(s, 'id') ?? null,
@@ -118,6 +130,9 @@ export function defaultGatewayConfig(overrides: Partial<GatewayConfig> & { origi
     candidates: 3,
     maxUrlBytes: 4096,
     maxHeaderBytes: 16384,
+    maxConnections: 4096,
+    maxConnectionsPerClient: 128,
+    headersTimeoutMs: 10_000,
     adminToken: null,
     location: null,
     gatewayId: null,

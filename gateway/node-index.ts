@@ -33,6 +33,7 @@ import {
   EARTH_RADIUS_KM,
   RTT_FACTOR_MAX,
   RTT_FACTOR_MIN,
+  SATURATED_PENALTY,
   type GeoPoint,
   type RankedCandidate,
   type RankOptions,
@@ -87,9 +88,9 @@ interface Entry<N extends RoutableNode> {
 const CELL_STRIDE = 8;
 const P_OFFSET = 7;
 
-/** The sort key of a node: its rttFactor times its load and score multiplier at weights 1, from the snapshot. */
-function sortKey(rttFactor: number, util: number, unscore: number): number {
-  return rttFactor * (1 + util) * (1 + unscore);
+/** The sort key of a node: its rttFactor times its load, score and saturation multiplier at weights 1, from the snapshot. */
+function sortKey(rttFactor: number, util: number, unscore: number, saturated: boolean | undefined): number {
+  return rttFactor * (1 + util) * (1 + unscore) * (saturated === true ? SATURATED_PENALTY : 1);
 }
 
 /**
@@ -179,7 +180,7 @@ const RTT_BUCKET_COUNT = Math.ceil((RTT_FACTOR_MAX - RTT_FACTOR_MIN) * BUCKETS_P
 function rttBucket(f: number): number {
   return Math.floor((clampRttFactor(f) - RTT_FACTOR_MIN) * BUCKETS_PER_UNIT);
 }
-/** p ≤ RTT_FACTOR_MAX · 2 · 2; anything above (never, but cheap to be safe) shares the last bucket. */
+/** p ≤ RTT_FACTOR_MAX · 2 · 2 unless saturated; anything above (saturated nodes) shares the last bucket, whose floor stays a lower bound. */
 const P_BUCKET_COUNT = Math.ceil((4 * RTT_FACTOR_MAX - RTT_FACTOR_MIN) * BUCKETS_PER_UNIT) + 1;
 function pBucket(p: number): number {
   return Math.max(0, Math.min(P_BUCKET_COUNT - 1, Math.floor((p - RTT_FACTOR_MIN) * BUCKETS_PER_UNIT)));
@@ -482,7 +483,7 @@ export class NodeIndex<N extends RoutableNode = RoutableNode> {
         slot: -1,
         unknownGen: 0,
       };
-      entry.p = sortKey(entry.rttFactor, utilisation(node), 1 - clampedScore(node));
+      entry.p = sortKey(entry.rttFactor, utilisation(node), 1 - clampedScore(node), node.saturated);
       entry.pBucket = pBucket(entry.p);
       this.entries.set(node.id, entry);
       this.rttBucketCounts[entry.rttBucket]!++;
@@ -499,7 +500,7 @@ export class NodeIndex<N extends RoutableNode = RoutableNode> {
       this.rttBucketCounts[bucket]!++;
       e.rttBucket = bucket;
     }
-    e.p = sortKey(e.rttFactor, utilisation(node), 1 - clampedScore(node));
+    e.p = sortKey(e.rttFactor, utilisation(node), 1 - clampedScore(node), node.saturated);
     const pb = pBucket(e.p);
     if (pb !== e.pBucket) {
       this.pBucketCounts[e.pBucket]!--;

@@ -54,6 +54,8 @@ export interface NodeRecord {
   freeBytesPerSecond: number;
   activeConnections: number;
   bytesPerSecond: number;
+  /** The node's last heartbeat said it is saturated (see protocol/registry-messages.ts Load). */
+  saturated: boolean;
   cacheBytes: number;
   /** The upload cap the node announced (0: none); it may only lower the measured capacity. */
   announcedUploadBytesPerSecond: number;
@@ -333,6 +335,7 @@ export class NodeRegistry {
       freeBytesPerSecond: 0,
       activeConnections: 0,
       bytesPerSecond: 0,
+      saturated: false,
       cacheBytes: 0,
       announcedUploadBytesPerSecond: 0,
       measuredBytesPerSecond: null,
@@ -393,6 +396,7 @@ export class NodeRegistry {
     node.lastSeen = now;
     node.activeConnections = load.activeConnections;
     node.bytesPerSecond = load.bytesPerSecond;
+    node.saturated = load.saturated === true;
     node.manifests = manifests;
     if (this.checks.measuredCapacity) {
       const last = this.lastSent.get(node.id);

@@ -11,7 +11,8 @@
 //               f_i = node's probe-derived rttFactor clamped to [RTT_FACTOR_MIN, RTT_FACTOR_MAX] (1 when unprobed)
 //   util_i      max(1 − free_i / capacity_i clamped to [0, 1] (0 when the capacity is unknown),
 //                   conns_i / (conns_i + CONNECTIONS_AT_HALF_LOAD))
-//   cost_i      rtt_i · (1 + loadWeight · util_i) · (1 + scoreWeight · (1 − score_i))
+//   cost_i      rtt_i · (1 + loadWeight · util_i) · (1 + scoreWeight · (1 − score_i)) · (SATURATED_PENALTY if the
+//               node says it is saturated, else 1)
 //   near set S  the `nearest` (default 6) lowest-cost nodes with cost_i ≤ cost_best · slackFactor + slackMs
 //   weight w_i  (1 / cost_i) · (heldShardWeight if node i's Bloom filter says it holds the shard, else 1)
 //   u_i         uniform in (0, 1) from a 32-bit hash of (shardId, nodeId)
@@ -46,6 +47,8 @@ export interface RoutableNode {
   score: number;
   /** Measured over predicted RTT from gateway probes; 1 until probed. */
   rttFactor: number;
+  /** The node says it holds nearly all the connections it may (heartbeat `load.saturated`): a last resort only. */
+  saturated?: boolean;
   /** The node's Bloom cache summary: false positives possible, no false negatives. */
   holdsShard?: (shardId: string) => boolean;
 }
@@ -223,9 +226,16 @@ export function clampedScore(node: RoutableNode): number {
   return Number.isFinite(s) ? (s < 0 ? 0 : s > 1 ? 1 : s) : 0.5;
 }
 
-/** Multiplier ≥ 1 applied to a node's RTT for its load and probe score. Its minimum, 1, is what the index assumes. */
+/**
+ * Cost multiplier of a saturated node. A node next door then costs what an unsaturated one about 60,000 km away
+ * costs (100 · 10 ms against 10 ms + 0.0162 ms/km), so any unsaturated node wins, yet a saturated node still beats
+ * the origin fallback: it stays healthy and routable when every node is saturated.
+ */
+export const SATURATED_PENALTY = 100;
+
+/** Multiplier ≥ 1 applied to a node's RTT for its load, probe score and saturation. Its minimum, 1, is what the index assumes. */
 export function costMultiplier(node: RoutableNode, loadWeight: number, scoreWeight: number): number {
-  return (1 + loadWeight * utilisation(node)) * (1 + scoreWeight * (1 - clampedScore(node)));
+  return (1 + loadWeight * utilisation(node)) * (1 + scoreWeight * (1 - clampedScore(node))) * (node.saturated === true ? SATURATED_PENALTY : 1);
 }
 
 // ---- rendezvous hashing ---------------------------------------------------------------------------------------

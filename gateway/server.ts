@@ -7,6 +7,8 @@ import { dirname } from 'node:path';
 import { Agent, request } from 'undici';
 import { createLogger, type Logger } from '../protocol/log.ts';
 import { closeNow, listen, localUrl } from '../protocol/listen.ts';
+import { clientErrorResponse, headerTimeouts } from '../protocol/client-errors.ts';
+import { shareConnections } from '../protocol/connection-share.ts';
 import { generateTicketKey, ticketKeyFromPem, ticketKeyToPem, type TicketKey } from '../protocol/tickets.ts';
 import { REGISTRY_PATH } from '../protocol/registry-messages.ts';
 import { isSha256Hex } from '../protocol/hash.ts';
@@ -18,7 +20,7 @@ import { NodeRegistry, type GeoPoint, type NodeRecord } from './registry.ts';
 import { TicketIssuer } from './ticket-issuer.ts';
 import { Prober } from './probes.ts';
 import { createGatewayMetrics, type GatewayMetrics } from './metrics.ts';
-import { GeoIp } from './geoip.ts';
+import { GeoIp, normalizeIp } from './geoip.ts';
 import { clientAddress, NEAR_ERROR, parseNear, resolveClientLocation, TrustedProxies } from './client-location.ts';
 import { ClientRateLimiter } from './rate-limit.ts';
 import { NodeRouter } from './router.ts';
@@ -296,16 +298,17 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     const path = q < 0 ? url : url.slice(0, q);
     const query = q < 0 ? '' : url.slice(q + 1);
 
-    if (path === '/metrics') return serveMetrics(res);
-    if (path === '/healthz') return json(res, 'healthz', 200, { ok: true, nodesUp: registry.healthyCount, datasets: catalog.all().map((d) => d.name) });
-
-    // Behind a trusted proxy the TCP peer is the proxy: limit the client named in X-Forwarded-For instead.
+    // Behind a trusted proxy the TCP peer is the proxy: limit the client named in X-Forwarded-For instead. /metrics
+    // and /healthz are limited like the rest: rendering metrics costs far more than a redirect.
     const ip = clientAddress({ remoteAddress: req.socket.remoteAddress ?? '', xForwardedFor: req.headers['x-forwarded-for'] }, trustedProxies);
     const verdict = limiter.check(ip || 'unknown', Date.now());
     if (!verdict.ok) {
       metrics.rateLimited();
       return fail(res, 'invalid', 429, 'too many requests from this client', { 'retry-after': String(verdict.retryAfterSeconds) });
     }
+
+    if (path === '/metrics') return serveMetrics(res);
+    if (path === '/healthz') return json(res, 'healthz', 200, { ok: true, nodesUp: registry.healthyCount, datasets: catalog.all().map((d) => d.name) });
 
     if (path === '/v1/nodes') {
       // What operators look at: every node, its state, load, score and why the score last moved. Probe failures are
@@ -316,6 +319,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
         url: n.url,
         ...(admin ? { address: n.address } : {}),
         healthy: n.healthy,
+        saturated: n.saturated,
         ...(n.downReason ? { downReason: n.downReason } : {}),
         ...(n.quarantine ? { quarantine: { reason: n.quarantine.reason, since: new Date(n.quarantine.since).toISOString(), until: new Date(n.quarantine.until).toISOString(), offences: n.quarantine.offences } } : {}),
         location: { lat: Number.isFinite(n.lat) ? n.lat : null, lon: Number.isFinite(n.lon) ? n.lon : null, source: n.locationSource, ...(n.locationNote ? { note: n.locationNote } : {}) },
@@ -461,7 +465,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     if (!res.headersSent) fail(res, 'invalid', 500, 'internal error');
     else res.destroy();
   };
-  const server = createServer({ maxHeaderSize: config.maxHeaderBytes }, (req, res) => {
+  const server = createServer({ maxHeaderSize: config.maxHeaderBytes, ...headerTimeouts(config.headersTimeoutMs) }, (req, res) => {
     let pending: Promise<void> | void;
     try {
       pending = handle(req, res);
@@ -479,8 +483,18 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   });
   server.on('clientError', (err: NodeJS.ErrnoException, socket) => {
     if (!socket.writable) return socket.destroy();
-    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
-    socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : 'Bad Request'}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
+    // Closed once written: a client that never reads or closes (a slow-loris) must not keep a half-open socket.
+    socket.end(clientErrorResponse(err, config.headersTimeoutMs), () => socket.destroy());
+  });
+  server.maxConnections = config.maxConnections;
+  // Last, after node:http's own listener: a trusted proxy carries many clients, so it is exempt.
+  shareConnections(server, {
+    perClient: config.maxConnectionsPerClient,
+    exempt: (address) => {
+      const ip = normalizeIp(address);
+      return ip !== null && trustedProxies.has(ip);
+    },
+    onRefused: (address) => log.debug({ address, perClient: config.maxConnectionsPerClient }, 'connection refused: its address holds its share'),
   });
   const url = localUrl(await listen(server, config.port, config.host));
 

@@ -30,6 +30,11 @@ export interface Load {
   activeConnections: number;
   bytesPerSecond: number;
   freeBytesPerSecond: number;
+  /**
+   * The node holds nearly all the connections it may: route new clients elsewhere. Sent at once when it changes.
+   * Optional: nodes from before it send none, which reads as false.
+   */
+  saturated?: boolean;
 }
 
 export type GatewayMessage =
@@ -128,6 +133,7 @@ export function parseNodeMessage(data: string | Buffer): NodeMessage {
           activeConnections: num(load.activeConnections, 'load.activeConnections'),
           bytesPerSecond: num(load.bytesPerSecond, 'load.bytesPerSecond'),
           freeBytesPerSecond: num(load.freeBytesPerSecond, 'load.freeBytesPerSecond'),
+          ...(load.saturated === true ? { saturated: true } : {}),
         },
         cache: {
           bits: num(cache.bits, 'cache.bits', 64, 1 << 27),

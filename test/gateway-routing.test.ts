@@ -143,6 +143,21 @@ describe('rankNodes', () => {
     expect(rankNodes([saturatedNear, idleLondon], PARIS, 's', { count: 1 })[0]!.node.id).toBe('london');
   });
 
+  it('sends new clients to a saturated node only when every node is saturated, never to the origin instead', () => {
+    const near = node('near', PARIS, { saturated: true });
+    const far = node('far', NEW_YORK);
+    expect(rankNodes([near, far], PARIS, 's', { count: 1 })[0]!.node.id).toBe('far');
+    // Still ranked (healthy, routable) as a fallback, and the primary once every node is saturated.
+    expect(rankNodes([near, far], PARIS, 's').map((c) => c.node.id)).toEqual(['far', 'near']);
+    far.saturated = true;
+    expect(rankNodes([near, far], PARIS, 's', { count: 1 })[0]!.node.id).toBe('near');
+    const index = new NodeIndex();
+    for (const n of [near, far]) index.upsert(n);
+    far.saturated = false;
+    index.upsert(far);
+    expect(route(index, PARIS, 's', { count: 1 })[0]!.node.id).toBe('far');
+  });
+
   it('maps a shard to the same node every time, and different shards across the near set', () => {
     // Eight identical nodes in one city: all in the near set, so rendezvous alone decides.
     const nodes = Array.from({ length: 8 }, (_, i) => node(`n${i}`, { lat: PARIS.lat + i * 1e-4, lon: PARIS.lon }));
@@ -319,15 +334,17 @@ describe('NodeIndex', () => {
           freeBytesPerSecond: rnd() < 0.1 ? 0 : rnd() * capacity,
           score: rnd(),
           rttFactor: rnd() < 0.3 ? 1 : 0.4 + rnd() * 3,
+          saturated: rnd() < 0.1,
         });
         if (rnd() < 0.3) n.holdsShard = (s) => s.charCodeAt(s.length - 1) % 2 === 0;
         nodes.push(n);
       }
       const index = new NodeIndex({ cellDegrees: [1, 2, 5][seed % 3]! });
       for (const n of nodes) index.upsert(n);
-      // Load changes after indexing, as heartbeats make them, announced by upsert.
+      // Load and saturation changes after indexing, as heartbeats make them, announced by upsert.
       for (const n of nodes.slice(0, 20)) {
         n.freeBytesPerSecond = rnd() * n.uploadBytesPerSecond;
+        n.saturated = rnd() < 0.3;
         index.upsert(n);
       }
       const options = { count: 1 + Math.floor(rnd() * 5), nearest: 1 + Math.floor(rnd() * 8), minFreeBytesPerSecond: rnd() < 0.5 ? 0 : 1e6 };
