@@ -190,7 +190,7 @@ describe('a saturated node', () => {
     ({ manifest } = await writeSampleDataset(join(tmp.dir, 'origin', 'sample'), { shards: 2, shardSize: 4096 }));
     origin = await startOrigin(join(tmp.dir, 'origin'));
     // Heartbeats a minute apart: only the node's prompt report of a change can move routing within this test.
-    gw = await startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], heartbeatMs: 60_000 }), { geoip: await GeoIp.open() });
+    gw = await startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], heartbeatMs: 60_000, allowPrivateNodes: true }), { geoip: await GeoIp.open() });
     const start = (location: { lat: number; lon: number }) =>
       startEdgeNode(defaultNodeConfig({ originUrl: origin.url, gateways: [gw.url], location, maxConnections: 40, maxConnectionsPerClient: 10, headersTimeoutMs: 120_000 }));
     paris = await start({ lat: 48.8566, lon: 2.3522 });
