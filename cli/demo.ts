@@ -10,7 +10,7 @@ import { rm } from 'node:fs/promises';
 import type { Command } from './command.ts';
 import { stopSignal } from './signals.ts';
 import { intSetting, stringSetting, UsageError, type Settings } from './options.ts';
-import { describeListenError } from './listen-errors.ts';
+import { describeListenError } from './start-errors.ts';
 import { writeSampleDataset } from '../dataset/sample.ts';
 import { startOrigin } from '../dataset/origin-server.ts';
 import { startEdgeNode, type EdgeNode } from '../edge-node/server.ts';

@@ -1,6 +1,9 @@
 // `edgeshard <command>`: the one CLI for operators, trainers and analysts.
 import type { Command } from './command.ts';
-import { parseCommand, helpText, UsageError } from './options.ts';
+import { createRequire } from 'node:module';
+import { didYouMean, parseCommand, helpText, UsageError } from './options.ts';
+
+const VERSION = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
 
 // Loaded lazily so that `edgeshard sim` does not pay for the edge node's imports, and vice versa.
 const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
@@ -23,7 +26,7 @@ function usage(): string {
     'commands:',
     ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}${c.summary}`),
     '',
-    'Run "edgeshard <command> --help" for its options.',
+    'Run "edgeshard <command> --help" for its options, "edgeshard --version" for the version.',
   ].join('\n');
 }
 
@@ -33,17 +36,24 @@ export async function main(argv: string[]): Promise<number> {
     console.log(usage());
     return first ? 0 : 2;
   }
+  if (first === '--version' || first === '-V' || first === 'version') {
+    console.log(`edgeshard ${VERSION}`);
+    return 0;
+  }
   const twoWord = second !== undefined ? `${first} ${second}` : '';
   const name = COMMANDS[twoWord] ? twoWord : first;
   const entry = COMMANDS[name];
   if (!entry) {
-    console.error(`edgeshard: unknown command "${first}"\n\n${usage()}`);
+    const commands = Object.keys(COMMANDS).filter((c) => !c.includes(' '));
+    const hint = didYouMean(first.replace(/^-+/, ''), commands).replace('--', '');
+    console.error(`edgeshard: unknown command "${first}"${hint}\n\n${usage()}`);
     return 2;
   }
   const command = await entry.load();
   const rest = argv.slice(name.split(' ').length);
   try {
-    const { settings, positionals, help } = parseCommand(command.spec, rest);
+    const { settings, positionals, help, warnings } = parseCommand(command.spec, rest);
+    for (const w of warnings) console.error(`edgeshard ${name}: ${w}`);
     if (help) {
       console.log(helpText(command.spec));
       return 0;

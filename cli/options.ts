@@ -1,13 +1,16 @@
 // One way to read settings for every subcommand. Precedence, highest first:
 //   1. command-line flag        --cache-size 50GB
-//   2. environment variable     EDGESHARD_CACHE_SIZE=50GB
-//   3. config file (JSON)       --config node.json  {"cache-size": "50GB"}  (or EDGESHARD_CONFIG)
+//   2. environment variable     EDGESHARD_NODE_CACHE_SIZE=50GB   (EDGESHARD_<COMMAND>_<OPTION>)
+//   3. config file (JSON)       --config node.json  {"cache-size": "50GB"}  (or EDGESHARD_NODE_CONFIG)
 //   4. the built-in default
+// Environment variables carry the command's name, so one exported for `fetch` (EDGESHARD_FETCH_OUT) cannot change
+// what `sim report` does: each command reads only its own.
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
+import { closest, distance } from 'fastest-levenshtein';
 
 export interface OptionSpec {
-  /** Flag name without dashes, e.g. "cache-size". Its env var is EDGESHARD_CACHE_SIZE. */
+  /** Flag name without dashes, e.g. "cache-size". Its env var for `edgeshard node` is EDGESHARD_NODE_CACHE_SIZE. */
   name: string;
   type: 'string' | 'boolean';
   default?: string | boolean;
@@ -28,8 +31,38 @@ export class UsageError extends Error {}
 
 export type Settings = Record<string, string | boolean | undefined>;
 
-export function envName(option: string): string {
-  return `EDGESHARD_${option.replace(/-/g, '_').toUpperCase()}`;
+/** The environment variable for `option` of `command`: EDGESHARD_<COMMAND>_<OPTION>, e.g. EDGESHARD_SIM_REPORT_OUT. */
+export function envName(command: string, option: string): string {
+  return `EDGESHARD_${command}_${option}`.replace(/[^A-Za-z0-9]+/g, '_').toUpperCase();
+}
+
+/** The spelling before environment variables were per command: still recognised, to say what replaced it. */
+function unscopedEnvName(option: string): string {
+  return `EDGESHARD_${option}`.replace(/[^A-Za-z0-9]+/g, '_').toUpperCase();
+}
+
+/** " (did you mean --cache-size?)" when a known option is a typo away from what was typed, else "". */
+export function didYouMean(typed: string, known: string[]): string {
+  if (known.length === 0) return '';
+  const best = closest(typed, known);
+  const close = distance(typed, best) <= Math.max(2, Math.floor(best.length / 3)) || best.startsWith(typed) || typed.startsWith(best);
+  return close ? ` (did you mean --${best}?)` : '';
+}
+
+/** node:util's parseArgs errors, as one line that names the option and what to do. */
+function usageErrorFrom(err: NodeJS.ErrnoException, spec: CommandSpec, all: OptionSpec[]): UsageError {
+  const more = `run "edgeshard ${spec.name} --help" for the options`;
+  const quoted = /'(-[^' ]*)/.exec(err.message)?.[1] ?? '';
+  const name = quoted.replace(/^-+/, '').split('=')[0]!;
+  if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+    return new UsageError(`unknown option ${quoted.startsWith('--') ? `--${name}` : quoted}${didYouMean(name, all.map((o) => o.name))}; ${more}`);
+  }
+  if (err.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') {
+    const option = all.find((o) => o.name === name || o.short === name);
+    if (option?.type === 'boolean') return new UsageError(`--${option.name} is a switch and takes no value; ${more}`);
+    if (option) return new UsageError(`--${option.name} needs a value; ${more}`);
+  }
+  return new UsageError(`${err.message.replace(/'/g, '"')}; ${more}`);
 }
 
 const CONFIG_OPTION: OptionSpec = { name: 'config', type: 'string', description: 'JSON file with settings (keys are flag names)' };
@@ -51,8 +84,8 @@ export function helpText(spec: CommandSpec): string {
     'options:',
     ...lines,
     '',
-    'Every option can also be set as an environment variable (EDGESHARD_<NAME>, e.g. ' +
-      `${envName(spec.options[0]?.name ?? 'port')}) or in the --config JSON file.`,
+    `Every option can also be set as an environment variable named for this command (${envName(spec.name, 'x').slice(0, -1)}<OPTION>, ` +
+      `e.g. ${envName(spec.name, spec.options[0]?.name ?? 'config')}) or in the --config JSON file.`,
     'Precedence: flag, then environment, then config file, then default.',
   ].join('\n');
 }
@@ -61,7 +94,7 @@ export function parseCommand(
   spec: CommandSpec,
   argv: string[],
   env: NodeJS.ProcessEnv = process.env,
-): { settings: Settings; positionals: string[]; help: boolean } {
+): { settings: Settings; positionals: string[]; help: boolean; warnings: string[] } {
   const all = [...spec.options, CONFIG_OPTION, HELP_OPTION];
   let parsed;
   try {
@@ -72,14 +105,14 @@ export function parseCommand(
       options: Object.fromEntries(all.map((o) => [o.name, { type: o.type, ...(o.short ? { short: o.short } : {}) }])),
     });
   } catch (err) {
-    throw new UsageError(`${(err as Error).message}\nrun "edgeshard ${spec.name} --help" for the options`);
+    throw usageErrorFrom(err as NodeJS.ErrnoException, spec, all);
   }
-  if (parsed.values.help) return { settings: {}, positionals: [], help: true };
+  if (parsed.values.help) return { settings: {}, positionals: [], help: true, warnings: [] };
   if (!spec.positionals && parsed.positionals.length > 0) {
     throw new UsageError(`unexpected argument "${parsed.positionals[0]}"\nusage: ${spec.usage}`);
   }
 
-  const configPath = (parsed.values.config as string | undefined) ?? env[envName('config')];
+  const configPath = (parsed.values.config as string | undefined) ?? env[envName(spec.name, 'config')];
   let fileSettings: Record<string, unknown> = {};
   if (configPath) {
     try {
@@ -92,15 +125,22 @@ export function parseCommand(
     }
     for (const key of Object.keys(fileSettings)) {
       if (!spec.options.some((o) => o.name === key)) {
-        throw new UsageError(`config file ${configPath}: unknown setting "${key}" for "edgeshard ${spec.name}"`);
+        throw new UsageError(`config file ${configPath}: unknown setting "${key}" for "edgeshard ${spec.name}"${didYouMean(key, spec.options.map((o) => o.name)).replace('--', '"').replace('?', '"?')}`);
       }
     }
   }
 
   const settings: Settings = {};
+  const warnings: string[] = [];
+  for (const o of [...spec.options, CONFIG_OPTION]) {
+    const old = unscopedEnvName(o.name);
+    if (env[old] !== undefined && env[envName(spec.name, o.name)] === undefined) {
+      warnings.push(`ignoring ${old}: environment variables are per command now; for "edgeshard ${spec.name}" set ${envName(spec.name, o.name)}`);
+    }
+  }
   for (const o of spec.options) {
     const fromFlag = parsed.values[o.name] as string | boolean | undefined;
-    const fromEnv = env[envName(o.name)];
+    const fromEnv = env[envName(spec.name, o.name)];
     const fromFile = fileSettings[o.name];
     let value: string | boolean | undefined;
     if (fromFlag !== undefined) value = fromFlag;
@@ -109,7 +149,7 @@ export function parseCommand(
     else value = o.default;
     settings[o.name] = value;
   }
-  return { settings, positionals: parsed.positionals, help: false };
+  return { settings, positionals: parsed.positionals, help: false, warnings };
 }
 
 /** Reads a numeric setting, with an error that names the option. */

@@ -63,7 +63,12 @@ export function summaryLines(report: FetchReport, outDir: string): string[] {
   if (report.failed === 0 && !report.interrupted) {
     lines.push(`${report.manifest.name}: all ${total} shards verified in ${outDir} (${detail}); fetched ${moved}`);
   } else if (report.interrupted) {
-    lines.push(`${report.manifest.name}: interrupted with ${verified} of ${total} shards verified (${detail}, ${report.failed} failed); fetched ${moved}. Run the same command again to resume.`);
+    // What arrived counts, finished or not: the unfinished part waits in .partial files for the rerun.
+    const received = `${formatBytes(report.bytesReceived)} in ${formatDuration(seconds)} (${formatRate(seconds > 0 ? report.bytesReceived / seconds : 0)})`;
+    lines.push(
+      `${report.manifest.name}: interrupted with ${verified} of ${total} shards verified (${detail}, ${report.failed} failed); received ${received}; ` +
+        `${formatBytes(report.partialBytes)} kept in .partial files in ${outDir}. Run the same command again to resume.`,
+    );
   } else {
     lines.push(`${report.manifest.name}: ${report.failed} of ${total} shards FAILED, ${verified} verified (${detail}); fetched ${moved}`);
   }

@@ -72,7 +72,12 @@ export interface FetchReport {
   skipped: number;
   failed: number;
   interrupted: boolean;
+  /** Bytes of the shards that finished in this run. */
   bytesFetched: number;
+  /** Every byte received in this run, finished shards or not. */
+  bytesReceived: number;
+  /** Bytes kept in .partial files of shards not verified yet (an interrupt or a failure): a rerun resumes them. */
+  partialBytes: number;
   elapsedMs: number;
 }
 
@@ -194,6 +199,7 @@ export async function fetchDataset(opts: FetchOptions): Promise<FetchReport> {
     await Promise.all(Array.from({ length: Math.min(parallel, manifest.shards.length) }, worker));
 
     const count = (s: ShardStatus): number => results.filter((r) => r.status === s).length;
+    const completeBytes = results.reduce((sum, r) => sum + (r.status === 'downloaded' || r.status === 'skipped' ? r.shard.size : 0), 0);
     return {
       manifest,
       results,
@@ -202,6 +208,8 @@ export async function fetchDataset(opts: FetchOptions): Promise<FetchReport> {
       failed: count('failed'),
       interrupted: count('interrupted') > 0,
       bytesFetched: results.reduce((sum, r) => sum + r.bytesFetched, 0),
+      bytesReceived: progress.receivedBytes,
+      partialBytes: Math.max(0, progress.doneBytes - completeBytes),
       elapsedMs: Date.now() - started,
     };
   } finally {

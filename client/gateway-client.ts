@@ -168,12 +168,27 @@ export class GatewayClient {
         if (err instanceof GatewayError) throw err;
         const interrupted = abortedReason(signal);
         if (interrupted) throw interrupted;
+        const plainHttp = speaksPlainHttp(err, this.base);
+        // Retrying cannot help: the URL's scheme is wrong.
+        if (plainHttp) throw new GatewayError(`gateway ${this.base}: ${plainHttp}`);
         lastError = new GatewayError(`gateway ${this.base}: ${what}: ${(err as Error).message}`);
       }
       if (attempt < retries) await abortableSleep(waitMs ?? backoffDelayMs(attempt, backoffBaseMs, backoffMaxMs), signal);
     }
     throw new GatewayError(`${lastError?.message ?? 'failed'} (after ${retries + 1} attempts)`, lastError?.status);
   }
+}
+
+/**
+ * An https:// URL answered by a plain-HTTP server fails in OpenSSL with "wrong version number" (the HTTP reply is
+ * not a TLS record). Says what to do instead of quoting OpenSSL; undefined for any other error.
+ */
+export function speaksPlainHttp(err: unknown, base: string): string | undefined {
+  const e = err as Error & { code?: string; cause?: { code?: string; message?: string } };
+  const text = `${e.code ?? ''} ${e.message ?? ''} ${e.cause?.code ?? ''} ${e.cause?.message ?? ''}`;
+  if (!base.startsWith('https:') || !/WRONG_VERSION_NUMBER|wrong version number|packet length too long/i.test(text)) return undefined;
+  const http = base.replace(/^https:/, 'http:');
+  return `the server there speaks plain HTTP, not TLS; use ${http}, or serve the gateway through a TLS proxy for https (docs/operators.md)`;
 }
 
 /** The gateway's `{ "error": "…" }`, or the start of a non-JSON body, as a suffix for messages. */

@@ -1,5 +1,7 @@
 import type { Command } from '../cli/command.ts';
 import { stopSignal } from '../cli/signals.ts';
+import { UsageError } from '../cli/options.ts';
+import { describeStartError } from '../cli/start-errors.ts';
 import { createLogger } from '../protocol/log.ts';
 import { formatBytes } from '../protocol/units.ts';
 import { NODE_OPTIONS, nodeConfigFromSettings } from './config.ts';
@@ -18,7 +20,17 @@ export const nodeCommand: Command = {
   async run(settings) {
     const config = nodeConfigFromSettings(settings);
     const logger = createLogger(config.logLevel, 'edge-node');
-    const node = await startEdgeNode(config, { logger });
+    let node;
+    try {
+      node = await startEdgeNode(config, { logger });
+    } catch (err) {
+      const explained = describeStartError(err, { flag: '--port', value: config.port, host: config.host }, [
+        { flag: '--cache-dir', path: config.cacheDir },
+        { flag: '--key-file', path: config.keyFile },
+      ]);
+      if (explained) throw new UsageError(explained);
+      throw err;
+    }
     console.log(
       `edge node on ${node.url} (listening on ${config.host}:${new URL(node.url).port}), origin ${config.originUrl}, ` +
         `disk ${config.cacheDir ? `${config.cacheDir} ${formatBytes(config.cacheBytes)}` : 'off'}, memory ${formatBytes(config.memoryBytes)}, ` +

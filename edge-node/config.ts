@@ -1,6 +1,6 @@
 // Settings for `edgeshard node`, turned from strings (flags, env, config file) into a checked options object.
 import { cpus } from 'node:os';
-import { parseRate, parseSize } from '../protocol/units.ts';
+import { parseRate, parseSize, RATE_UNITS_HELP, SIZE_UNITS_HELP } from '../protocol/units.ts';
 import { parseNodeUrl } from '../protocol/node-url.ts';
 import { intSetting, locationSetting, stringSetting, UsageError, type OptionSpec, type Settings } from '../cli/options.ts';
 
@@ -56,10 +56,10 @@ export interface EdgeNodeConfig {
 export const NODE_OPTIONS: OptionSpec[] = [
   { name: 'origin', type: 'string', description: 'origin base URL to pull shards from (required), e.g. https://data.example.org/datasets' },
   { name: 'cache-dir', type: 'string', default: './.edgeshard/cache', description: 'directory for the disk cache ("none" for memory only)' },
-  { name: 'cache-size', type: 'string', default: '10GB', description: 'disk cache budget (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)' },
+  { name: 'cache-size', type: 'string', default: '10GB', description: `disk cache budget, e.g. 50GB (${SIZE_UNITS_HELP})` },
   { name: 'memory-cache', type: 'string', default: '256MiB', description: 'memory tier budget for hot objects' },
   { name: 'memory-max-object', type: 'string', default: '16MiB', description: 'largest object kept in the memory tier' },
-  { name: 'max-upload', type: 'string', default: 'unlimited', description: 'upload cap shared by all responses, e.g. 200Mbps, 50MB/s' },
+  { name: 'max-upload', type: 'string', default: 'unlimited', description: `upload cap shared by all responses, e.g. 200Mbps or 50MB/s (${RATE_UNITS_HELP})` },
   { name: 'max-connections', type: 'string', default: '1024', description: 'simultaneous client connections' },
   {
     name: 'max-connections-per-client',

@@ -1,5 +1,7 @@
 import type { Command } from '../cli/command.ts';
 import { stopSignal } from '../cli/signals.ts';
+import { UsageError } from '../cli/options.ts';
+import { describeStartError } from '../cli/start-errors.ts';
 import { createLogger } from '../protocol/log.ts';
 import { GATEWAY_OPTIONS, gatewayConfigFromSettings } from './config.ts';
 import { startGateway } from './server.ts';
@@ -18,8 +20,18 @@ export const gatewayCommand: Command = {
   async run(settings) {
     const config = gatewayConfigFromSettings(settings);
     const logger = createLogger(config.logLevel, 'gateway');
-    const gw = await startGateway(config, { logger });
+    let gw;
+    try {
+      gw = await startGateway(config, { logger });
+    } catch (err) {
+      const explained = describeStartError(err, { flag: '--port', value: config.port, host: config.host }, [{ flag: '--ticket-key', path: config.ticketKeyFile }]);
+      if (explained) throw new UsageError(explained);
+      throw err;
+    }
     console.log(`gateway on ${gw.url}, datasets ${config.datasets.join(', ')}, ticket key ${gw.ticketKey.keyId} (public ${gw.ticketKey.publicKeyB64})`);
+    for (const w of gw.datasets.waiting) {
+      console.log(`waiting for the origin: could not read ${w.url} (${w.lastError}); retrying with backoff (see /healthz)`);
+    }
     await stopSignal();
     await gw.close();
     return 0;

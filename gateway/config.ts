@@ -14,6 +14,8 @@ export interface GatewayConfig {
   ticketValiditySeconds: number;
   heartbeatMs: number;
   probeIntervalMs: number;
+  /** Re-read each dataset's manifest from the origin this often (ms); 0 never. */
+  manifestRefreshMs: number;
   fallback: FallbackMode;
   trustedProxies: string[];
   rateLimitPerSecond: number;
@@ -48,6 +50,7 @@ export const GATEWAY_OPTIONS: OptionSpec[] = [
   { name: 'ticket-key', type: 'string', default: './.edgeshard/gateway-ticket-key.pem', description: 'Ed25519 ticket key (PEM); created on first start; share it between replicas' },
   { name: 'ticket-ttl', type: 'string', default: '600', description: 'seconds a ticket stays valid' },
   { name: 'heartbeat', type: 'string', default: '1000', description: 'ms between node heartbeats; 3 missed = down' },
+  { name: 'manifest-refresh', type: 'string', default: '60', description: "seconds between re-reads of each dataset's manifest from the origin, so a new version is served without a restart (0 = never)" },
   { name: 'probe-interval', type: 'string', default: '30000', description: 'ms between active probes of each node (0 = off)' },
   { name: 'fallback', type: 'string', default: 'redirect', description: 'when no node can serve: redirect (to the origin), proxy (stream it), off (503)' },
   { name: 'trusted-proxies', type: 'string', default: '', description: 'comma-separated IPs/CIDRs whose X-Forwarded-For is believed' },
@@ -95,6 +98,7 @@ export function gatewayConfigFromSettings(s: Settings): GatewayConfig {
     ticketValiditySeconds: intSetting(s, 'ticket-ttl', 10, 86_400),
     heartbeatMs: intSetting(s, 'heartbeat', 100, 600_000),
     probeIntervalMs: intSetting(s, 'probe-interval', 0, 86_400_000),
+    manifestRefreshMs: intSetting(s, 'manifest-refresh', 0, 86_400) * 1000,
     fallback,
     trustedProxies: (stringSetting(s, 'trusted-proxies') ?? '').split(',').map((p) => p.trim()).filter(Boolean),
     rateLimitPerSecond: intSetting(s, 'rate-limit', 1, 1_000_000),
@@ -123,6 +127,7 @@ export function defaultGatewayConfig(overrides: Partial<GatewayConfig> & { origi
     ticketValiditySeconds: 600,
     heartbeatMs: 1000,
     probeIntervalMs: 0,
+    manifestRefreshMs: 60_000,
     fallback: 'redirect',
     trustedProxies: [],
     rateLimitPerSecond: 1_000_000,

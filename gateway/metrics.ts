@@ -10,6 +10,10 @@ export interface GatewayMetrics {
   nodeChange(change: 'up' | 'down'): void;
   probe(ok: boolean, ttfbSeconds?: number): void;
   setNodeCounts(source: () => { up: number; down: number }): void;
+  /** A manifest read from the origin: `ok` or failed. */
+  manifestLoad(ok: boolean): void;
+  /** Configured datasets with no manifest loaded yet (the origin has not answered for them). */
+  setDatasetsWaiting(source: () => number): void;
 }
 
 interface Pending {
@@ -61,6 +65,10 @@ export function createGatewayMetrics(opts: { defaultMetrics?: boolean } = {}): G
   for (const o of ['node', 'origin-fallback', 'no-node']) decisions.labels(o).inc(0);
   for (const c of ['up', 'down']) changes.labels(c).inc(0);
   for (const r of ['ok', 'failed']) probes.labels(r).inc(0);
+  const manifestLoads = new Counter({ name: 'edgeshard_gateway_manifest_loads_total', help: 'manifest reads from the origin by result (ok, failed); failed ones are retried with backoff', labelNames: ['result'], registers: [registry] });
+  for (const r of ['ok', 'failed']) manifestLoads.labels(r).inc(0);
+  let waiting: (() => number) | undefined;
+  new Gauge({ name: 'edgeshard_gateway_datasets_waiting', help: 'configured datasets whose manifest has not loaded yet (origin unreachable or failing)', registers: [registry], collect() { this.set(waiting ? waiting() : 0); } });
   let counts: (() => { up: number; down: number }) | undefined;
   new Gauge({ name: 'edgeshard_gateway_nodes', help: 'registered nodes by state', labelNames: ['state'], registers: [registry], collect() { if (counts) { const c = counts(); this.labels('up').set(c.up); this.labels('down').set(c.down); } } });
 
@@ -87,5 +95,7 @@ export function createGatewayMetrics(opts: { defaultMetrics?: boolean } = {}): G
       if (ok && ttfb !== undefined) probeTtfb.observe(ttfb);
     },
     setNodeCounts: (s) => (counts = s),
+    manifestLoad: (ok) => manifestLoads.labels(ok ? 'ok' : 'failed').inc(),
+    setDatasetsWaiting: (s) => (waiting = s),
   };
 }

@@ -16,6 +16,7 @@ import { decodeRequestPath } from '../protocol/paths.ts';
 import type { ShardEntry } from '../protocol/manifest.ts';
 import type { GatewayConfig } from './config.ts';
 import { DatasetCatalog, type Dataset } from './datasets.ts';
+import { DatasetLoader } from './dataset-loader.ts';
 import { NodeRegistry, type GeoPoint, type NodeRecord } from './registry.ts';
 import { TicketIssuer } from './ticket-issuer.ts';
 import { Prober } from './probes.ts';
@@ -35,6 +36,8 @@ export interface Gateway {
   server: Server;
   registry: NodeRegistry;
   catalog: DatasetCatalog;
+  /** Which configured datasets are loaded, and the origin URL and error of those that are not. */
+  datasets: DatasetLoader;
   metrics: GatewayMetrics;
   ticketKey: TicketKey;
   prober: Prober;
@@ -103,10 +106,22 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   const metrics = createGatewayMetrics({ defaultMetrics: true });
   const geoip = deps.geoip ?? (await GeoIp.open());
   const catalog = new DatasetCatalog(config.originUrl);
-  for (const name of config.datasets) {
-    const ds = await catalog.load(name);
-    log.info({ dataset: name, shards: ds.manifest.shards.length, id: ds.id }, 'dataset loaded');
-  }
+  // Set below, once the registry exists: a manifest that loads late, or changes, is pushed to connected nodes.
+  let announceManifests: (() => void) | undefined;
+  const loader = new DatasetLoader(catalog, config.datasets, {
+    refreshMs: config.manifestRefreshMs,
+    onLoaded(ds, previousId) {
+      metrics.manifestLoad(true);
+      log.info({ dataset: ds.name, shards: ds.manifest.shards.length, id: ds.id, ...(previousId ? { previousId } : {}) }, previousId ? 'dataset changed at the origin: serving the new manifest' : 'dataset loaded');
+      announceManifests?.();
+    },
+    onFailed(state, retryInMs) {
+      metrics.manifestLoad(false);
+      log.warn({ dataset: state.name, url: state.url, err: state.lastError, failures: state.failures, retryInMs }, state.loaded ? 'could not re-read the manifest; serving the version loaded before' : 'could not load the manifest; retrying');
+    },
+  });
+  metrics.setDatasetsWaiting(() => loader.waiting.length);
+  await loader.start();
   const ticketKey = await loadOrCreateTicketKey(config.ticketKeyFile);
   const issuer = new TicketIssuer({ key: ticketKey, validitySeconds: config.ticketValiditySeconds });
   const limiter = new ClientRateLimiter({ ratePerSecond: config.rateLimitPerSecond, burst: config.rateLimitBurst });
@@ -149,6 +164,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     const up = registry.healthyCount;
     return { up, down: registry.nodes.size - up };
   });
+  announceManifests = () => registry.broadcastManifests(catalog.manifestPaths());
   const prober = new Prober(() => registry.nodes.values(), {
     catalog,
     issuer,
@@ -277,6 +293,15 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     metrics.request('redirect', 200);
   }
 
+  /** 404 for a dataset the gateway does not serve; 503 for one it serves but could not load from the origin yet. */
+  function unknownDataset(res: ServerResponse, route: Route, name: string): void {
+    const waiting = loader.stateOf(name);
+    if (waiting && !waiting.loaded) {
+      return fail(res, route, 503, `dataset "${name}" is not loaded yet: the gateway could not read ${waiting.url} (${waiting.lastError ?? 'not tried yet'}); it keeps retrying`, { 'retry-after': '5' });
+    }
+    return fail(res, route, 404, `unknown dataset "${name.slice(0, 100)}"`);
+  }
+
   async function serveMetrics(res: ServerResponse): Promise<void> {
     const text = await metrics.registry.metrics();
     res.writeHead(200, { 'content-type': metrics.registry.contentType });
@@ -308,7 +333,12 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     }
 
     if (path === '/metrics') return serveMetrics(res);
-    if (path === '/healthz') return json(res, 'healthz', 200, { ok: true, nodesUp: registry.healthyCount, datasets: catalog.all().map((d) => d.name) });
+    if (path === '/healthz') {
+      // 503 until every configured dataset has a manifest: a load balancer keeps trainers away meanwhile, and the
+      // body says which origin URL the gateway is waiting for.
+      const waiting = loader.waiting.map((w) => ({ dataset: w.name, url: w.url, error: w.lastError ?? 'not loaded yet', failures: w.failures }));
+      return json(res, 'healthz', waiting.length ? 503 : 200, { ok: waiting.length === 0, nodesUp: registry.healthyCount, datasets: catalog.all().map((d) => d.name), ...(waiting.length ? { waiting } : {}) });
+    }
 
     if (path === '/v1/nodes') {
       // What operators look at: every node, its state, load, score and why the score last moved. Probe failures are
@@ -351,7 +381,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       const dsName = params.get('dataset') ?? '';
       const shardId = params.get('shard') ?? '';
       const ds = catalog.get(dsName);
-      if (!ds) return fail(res, 'route', 404, `unknown dataset "${dsName.slice(0, 100)}"`);
+      if (!ds) return unknownDataset(res, 'route', dsName);
       const shard = catalog.shard(ds, shardId);
       if (!shard) return fail(res, 'route', 404, `dataset ${ds.name} has no shard "${shardId.slice(0, 200)}" (give its sha256 or its path)`);
       const count = Math.min(16, Math.max(1, Number(params.get('count') ?? config.candidates) || config.candidates));
@@ -383,7 +413,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
         }
       }
       const ds = catalog.get(name);
-      if (!ds) return fail(res, 'redirect', 404, `unknown dataset "${dsName.slice(0, 100)}"`);
+      if (!ds) return unknownDataset(res, 'redirect', dsName);
       const shardPath = slash < 0 ? '' : rest.slice(slash + 1);
       if (shardPath === 'manifest.json') {
         res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(ds.json), etag: `"${ds.id}"`, 'cache-control': 'public, max-age=60' });
@@ -503,6 +533,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     server,
     registry,
     catalog,
+    datasets: loader,
     metrics,
     ticketKey,
     prober,
@@ -510,6 +541,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       while (reportProbes.size > 0) await Promise.all([...reportProbes.values()]);
     },
     async close() {
+      loader.close();
       await prober.close();
       await registry.close();
       await nodeDispatcher.close();

@@ -1,13 +1,19 @@
 // Human units for sizes and rates, as operators type them on the command line.
 // Sizes use powers of 1024 for the binary forms (KiB, MiB, ...) and powers of 1000 for KB, MB, ...,
 // as disks and `df -H` do. Rates are bits per second (network convention) unless the unit ends in "B/s".
+// Units are case-insensitive ("200mbps" is 200Mbps): the bit forms end in "bps" or "bit" and the byte forms in
+// "B/s", so case never decides between bits and bytes. A bare K, M, G or T is refused: "50G" could mean 50GB or
+// 50GiB (7 % apart), so the message asks which.
 
 const SIZE_UNITS: Record<string, number> = {
   b: 1,
   kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12,
   kib: 1024, mib: 1024 ** 2, gib: 1024 ** 3, tib: 1024 ** 4,
-  k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4,
 };
+
+/** What the help lists, and the error repeats. */
+export const SIZE_UNITS_HELP = 'units, any case: B, KB, MB, GB, TB (powers of 1000), KiB, MiB, GiB, TiB (powers of 1024)';
+export const RATE_UNITS_HELP = 'units, any case: bps, Kbps, Mbps, Gbps (bits/s), B/s, KB/s, MB/s, GB/s, KiB/s, MiB/s, GiB/s (bytes/s), or unlimited';
 
 const RATE_UNITS: Record<string, number> = {
   // bits per second, converted to bytes per second
@@ -25,8 +31,12 @@ export function parseSize(text: string, what = 'size'): number {
   const m = NUMBER_AND_UNIT.exec(text);
   const unit = (m?.[2] ?? '').toLowerCase() || 'b';
   const factor = SIZE_UNITS[unit];
+  if (m && /^[kmgt]$/.test(unit)) {
+    const u = unit.toUpperCase();
+    throw new Error(`${what} "${text}": say ${m[1]}${u}B (powers of 1000) or ${m[1]}${u}iB (powers of 1024)`);
+  }
   if (!m || factor === undefined) {
-    throw new Error(`${what} "${text}": expected a number with a unit such as 512MiB, 50GB or 1TB (units: B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)`);
+    throw new Error(`${what} "${text}": expected a number with a unit such as 512MiB, 50GB or 1TB (${SIZE_UNITS_HELP})`);
   }
   return Math.floor(Number(m[1]) * factor);
 }
@@ -40,7 +50,7 @@ export function parseRate(text: string, what = 'rate'): number {
   const unit = (m?.[2] ?? '').toLowerCase();
   const factor = RATE_UNITS[unit];
   if (!m || factor === undefined) {
-    throw new Error(`${what} "${text}": expected a rate such as 200Mbps, 1Gbps or 50MB/s (or "unlimited")`);
+    throw new Error(`${what} "${text}": expected a rate such as 200Mbps, 1Gbps or 50MB/s (${RATE_UNITS_HELP})`);
   }
   return Number(m[1]) * factor;
 }

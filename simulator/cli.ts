@@ -80,6 +80,13 @@ export function baseScenario(settings: Settings): unknown {
     }
   };
   if (stringSetting(settings, 'ring')) {
+    // Checked here, in the user's words: the scenario validator would only name a key they never wrote.
+    const kind = (sc as { source?: { kind?: unknown } }).source?.kind;
+    if (kind !== 'edge') {
+      const edgeSources = Object.entries(SOURCE_PRESETS).filter(([, p]) => p.source.kind === 'edge').map(([name]) => name);
+      const what = file ? `the source in ${file}` : `--source ${stringSetting(settings, 'source') ?? 'edge-home'}`;
+      throw new UsageError(`--ring places edge nodes at a distance, but ${what} is ${String(kind)} storage with no nodes to place; use --ring with an edge source (${edgeSources.join(', ')})`);
+    }
     const km = numberList('ring', stringSetting(settings, 'ring')!)[0]!;
     set('source.placement', { ringKm: km });
     if (!file) set('name', `${String((sc as { name: string }).name)} @ ${km} km`);

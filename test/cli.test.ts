@@ -30,7 +30,7 @@ describe('option precedence', () => {
     const { dir, cleanup } = await tempDir();
     const config = join(dir, 'c.json');
     await writeFile(config, JSON.stringify({ 'cache-size': '1GB', port: '1', verbose: true }));
-    const env = { EDGESHARD_PORT: '2', EDGESHARD_CONFIG: config };
+    const env = { EDGESHARD_T_PORT: '2', EDGESHARD_T_CONFIG: config };
     const { settings } = parseCommand(spec, ['--port', '3'], env);
     expect(settings).toEqual({ 'cache-size': '1GB', port: '3', verbose: true });
     expect(parseCommand(spec, [], env).settings.port).toBe('2');
@@ -91,7 +91,7 @@ describe('edgeshard CLI', () => {
     const config = join(dir, 'node.json');
     await writeFile(config, JSON.stringify({ 'cache-dir': join(dir, 'cache'), 'max-upload': '4MB/s', open: true, 'key-file': join(dir, 'key.json') }));
     const child = spawn('node', [CLI, 'node', '--port', '0', '--host', '127.0.0.1', '--config', config, '--manifest', 'sample/manifest.json'], {
-      env: { ...process.env, EDGESHARD_ORIGIN: origin.url },
+      env: { ...process.env, EDGESHARD_NODE_ORIGIN: origin.url },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     try {

@@ -209,7 +209,7 @@ describe('CLI pieces', () => {
       const { settings, positionals } = parseCommand(fetchCommand.spec, argv, env);
       return fetchOptionsFromSettings(settings, positionals);
     };
-    expect(parse(['http://gw:1', 'ds', '--out', 'o', '--near', '1,2'], { EDGESHARD_PARALLEL: '3' })).toEqual({
+    expect(parse(['http://gw:1', 'ds', '--out', 'o', '--near', '1,2'], { EDGESHARD_FETCH_PARALLEL: '3' })).toEqual({
       gateway: 'http://gw:1',
       dataset: 'ds',
       outDir: 'o',
@@ -242,11 +242,31 @@ describe('CLI pieces', () => {
         failed: 1,
         interrupted: false,
         bytesFetched: 1000,
+        bytesReceived: 1000,
+        partialBytes: 0,
         elapsedMs: 1000,
       },
       'out',
     );
     expect(lines[0]).toContain('1 of 2 shards FAILED');
     expect(lines[1]).toBe(`  failed ${manifest.shards[0]!.path}: every source failed`);
+    // Interrupted before any shard finished: what arrived and what waits in .partial files, not "0 B".
+    const [interrupted] = summaryLines(
+      {
+        manifest,
+        results: manifest.shards.map((s) => ({ shard: s, file: '', status: 'interrupted' as const, bytesFetched: 0, resumedBytes: 0, servedBy: [], failures: [] })),
+        downloaded: 0,
+        skipped: 0,
+        failed: 0,
+        interrupted: true,
+        bytesFetched: 0,
+        bytesReceived: 23_907_532,
+        partialBytes: 23_907_532,
+        elapsedMs: 2000,
+      },
+      'out',
+    );
+    expect(interrupted).toContain('received 22.8 MiB');
+    expect(interrupted).toContain('22.8 MiB kept in .partial files in out');
   });
 });

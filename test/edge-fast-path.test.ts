@@ -685,11 +685,11 @@ describe('edge node fast path', () => {
     expect(node.fastPath!.answered).toBe(1);
   });
 
-  it('is switched off by --no-fast-path (flag or EDGESHARD_NO_FAST_PATH)', () => {
+  it('is switched off by --no-fast-path (flag or EDGESHARD_NODE_NO_FAST_PATH)', () => {
     const spec = { name: 'node', usage: '', summary: '', options: NODE_OPTIONS };
     const settings = (argv: string[], env: NodeJS.ProcessEnv = {}) => nodeConfigFromSettings(parseCommand(spec, ['--origin', 'http://o', ...argv], env).settings);
     expect(settings([]).fastPath).toBe(true);
     expect(settings(['--no-fast-path']).fastPath).toBe(false);
-    expect(settings([], { EDGESHARD_NO_FAST_PATH: '1' }).fastPath).toBe(false);
+    expect(settings([], { EDGESHARD_NODE_NO_FAST_PATH: '1' }).fastPath).toBe(false);
   });
 });

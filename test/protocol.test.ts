@@ -12,11 +12,16 @@ describe('units', () => {
     expect(parseSize('4096')).toBe(4096);
     expect(() => parseSize('50XB', '--cache-size')).toThrow(/--cache-size "50XB".*units/);
     expect(() => parseSize('-1GB')).toThrow();
+    // Case-insensitive, as the help says; a bare G is refused with the two forms it could mean.
+    expect(parseSize('50gb')).toBe(50e9);
+    expect(() => parseSize('50G', '--cache-size')).toThrow('--cache-size "50G": say 50GB (powers of 1000) or 50GiB (powers of 1024)');
   });
   it('parses rates as bits per second unless given in bytes', () => {
     expect(parseRate('200Mbps')).toBe(25e6);
     expect(parseRate('1Gbps')).toBe(125e6);
     expect(parseRate('50MB/s')).toBe(50e6);
+    expect(parseRate('200mbps')).toBe(25e6);
+    expect(() => parseRate('200', '--max-upload')).toThrow(/--max-upload "200".*Mbps/);
     expect(parseRate('unlimited')).toBe(0);
     expect(() => parseRate('fast')).toThrow(/200Mbps/);
   });

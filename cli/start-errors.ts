@@ -1,5 +1,7 @@
 // Turns a failed bind or a failed file operation into a sentence that names the option the user can change.
-// Node's own text ("listen EADDRINUSE: address already in use 0.0.0.0:8080") names neither.
+// Node's own text ("listen EADDRINUSE: address already in use 0.0.0.0:8080", "EACCES: permission denied, mkdir
+// '/var/cache/edgeshard'") names neither.
+import { resolve, sep } from 'node:path';
 
 /** For an error from listen(): which flag to change and how; undefined when it is not a bind error. */
 export function describeListenError(err: unknown, flag: string, port: number, host?: string): string | undefined {
@@ -30,4 +32,26 @@ export function describePathError(err: unknown, flag: string, path: string): str
     default:
       return undefined;
   }
+}
+
+/**
+ * For an error thrown while a server starts: the sentence naming the option behind it (the port, or whichever
+ * path option holds the failing path), or undefined when none is to blame.
+ */
+export function describeStartError(
+  err: unknown,
+  port: { flag: string; value: number; host?: string },
+  paths: { flag: string; path: string | null | undefined }[],
+): string | undefined {
+  const e = err as NodeJS.ErrnoException | undefined;
+  if (e?.syscall === 'listen' || e?.code === 'EADDRINUSE') return describeListenError(err, port.flag, port.value, port.host);
+  if (typeof e?.path !== 'string') return undefined;
+  const failing = resolve(e.path);
+  for (const { flag, path } of paths) {
+    if (!path) continue;
+    const p = resolve(path);
+    // The path itself, something under it (a cache subdirectory), or a parent it needed (mkdir -p).
+    if (failing === p || failing.startsWith(p + sep) || p.startsWith(failing + sep)) return describePathError(err, flag, path);
+  }
+  return undefined;
 }
