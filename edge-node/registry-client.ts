@@ -11,6 +11,7 @@ import {
   parseGatewayMessage,
   type Capacity,
   type Load,
+  type NodeStats,
   type NodeMessage,
   type TicketKeyAnnouncement,
 } from '../protocol/registry-messages.ts';
@@ -24,6 +25,8 @@ export interface NodeControl {
   version: string;
   capacity(): Capacity;
   load(): Load;
+  /** Totals for operators (bytes served, cache hits), sent with each heartbeat. */
+  stats?(): NodeStats;
   cacheSummary(): BloomSummary;
   manifestIds(): string[];
   loadManifest(originPath: string): Promise<string>;
@@ -115,7 +118,7 @@ export class RegistryClient {
           delete this.lastError;
           logger.info({ gateway: this.opts.gatewayUrl }, 'registered with gateway');
           for (const path of msg.manifests) this.loadManifest(path);
-          const beat = (): void => send({ type: 'heartbeat', load: node.load(), cache: node.cacheSummary(), manifests: node.manifestIds() });
+          const beat = (): void => send({ type: 'heartbeat', load: node.load(), cache: node.cacheSummary(), manifests: node.manifestIds(), ...(node.stats ? { stats: node.stats() } : {}) });
           this.beat = beat;
           beat();
           if (this.heartbeat) clearInterval(this.heartbeat);

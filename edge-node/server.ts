@@ -135,8 +135,15 @@ export interface EdgeNodeDeps {
 export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps = {}): Promise<EdgeNode> {
   const log = deps.logger ?? createLogger(config.logLevel, 'edge-node');
   const metrics = deps.metrics ?? createEdgeMetrics({ defaultMetrics: true });
+  // Totals for the heartbeat's stats (the gateway's status page): hits are answers from a cached copy.
+  const lookups = { hits: 0, all: 0 };
   const events: EdgeEvents = {
     ...metrics.events,
+    cacheLookup(outcome) {
+      metrics.events.cacheLookup?.(outcome);
+      lookups.all++;
+      if (outcome === 'memory-hit' || outcome === 'disk-hit' || outcome === 'revalidated' || outcome === 'stale') lookups.hits++;
+    },
     writeFailed(key, err) {
       metrics.events.writeFailed?.(key, err);
       log.warn({ key, code: err.code, err: err.message }, 'cache write failed; serving without caching');
@@ -1174,6 +1181,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       const cap = config.maxUploadBytesPerSecond;
       return { activeConnections, bytesPerSecond: rate, freeBytesPerSecond: cap ? Math.max(0, cap - rate) : 0, ...(saturation.saturated ? { saturated: true } : {}) };
     },
+    stats: () => ({ servedBytes, cacheHits: lookups.hits, cacheLookups: lookups.all }),
     cacheSummary(): BloomSummary {
       const ids = cachedShardIds();
       const bloom = BloomFilter.forCapacity(Math.max(1024, ids.length * 2), 0.01);

@@ -16,6 +16,7 @@ import {
   parseNodeMessage,
   type GatewayMessage,
   type Load,
+  type NodeStats,
   type NodeMessage,
   type TicketKeyAnnouncement,
 } from '../protocol/registry-messages.ts';
@@ -78,6 +79,8 @@ export interface NodeRecord {
   /** Why the node is down, when it is. */
   downReason?: string;
   quarantine?: QuarantineEntry;
+  /** The node's own totals from its last heartbeat (bytes served, cache hits): shown to operators, not trusted. */
+  stats?: NodeStats;
 }
 
 /** The defences that check a node's claims. All on in production; tests switch one off to show its attack work. */
@@ -228,6 +231,7 @@ export class NodeRegistry {
       }
       if (msg.type === 'heartbeat') {
         this.applyHeartbeat(node, msg.load, msg.cache, msg.manifests);
+        if (msg.stats) node.stats = msg.stats;
       } else if (msg.type === 'ack') {
         this.pendingAcks.get(msg.id)?.({ ok: msg.ok, ...(msg.detail ? { detail: msg.detail } : {}) });
         this.pendingAcks.delete(msg.id);

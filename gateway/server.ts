@@ -17,6 +17,7 @@ import type { ShardEntry } from '../protocol/manifest.ts';
 import type { GatewayConfig } from './config.ts';
 import { DatasetCatalog, type Dataset } from './datasets.ts';
 import { DatasetLoader } from './dataset-loader.ts';
+import { loadStatusPage, STATUS_PAGE_CSP } from './status-page.ts';
 import { NodeRegistry, type GeoPoint, type NodeRecord } from './registry.ts';
 import { TicketIssuer } from './ticket-issuer.ts';
 import { Prober } from './probes.ts';
@@ -55,7 +56,7 @@ export interface GatewayDeps {
   lookup?: ResolveOptions['lookup'];
 }
 
-type Route = 'redirect' | 'route' | 'manifest' | 'nodes' | 'admin' | 'reports' | 'metrics' | 'healthz' | 'invalid';
+type Route = 'redirect' | 'route' | 'manifest' | 'nodes' | 'admin' | 'reports' | 'metrics' | 'healthz' | 'status' | 'invalid';
 
 /** Bearer-token check in constant time: both sides hashed first, so neither length nor content leaks by timing. */
 export function bearerMatches(header: string | undefined, token: string): boolean {
@@ -106,6 +107,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   const metrics = createGatewayMetrics({ defaultMetrics: true });
   const geoip = deps.geoip ?? (await GeoIp.open());
   const catalog = new DatasetCatalog(config.originUrl);
+  const statusPage = await loadStatusPage();
   // Set below, once the registry exists: a manifest that loads late, or changes, is pushed to connected nodes.
   let announceManifests: (() => void) | undefined;
   const loader = new DatasetLoader(catalog, config.datasets, {
@@ -340,6 +342,20 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       return json(res, 'healthz', waiting.length ? 503 : 200, { ok: waiting.length === 0, nodesUp: registry.healthyCount, datasets: catalog.all().map((d) => d.name), ...(waiting.length ? { waiting } : {}) });
     }
 
+    if (statusPage.has(path) && (req.method === 'GET' || req.method === 'HEAD')) {
+      const asset = statusPage.get(path)!;
+      res.writeHead(200, { 'content-type': asset.contentType, 'content-length': asset.body.length, 'cache-control': 'no-cache', 'content-security-policy': STATUS_PAGE_CSP, 'x-content-type-options': 'nosniff' });
+      res.end(req.method === 'HEAD' ? undefined : asset.body);
+      return metrics.request('status', 200);
+    }
+    if (path === '/v1/whereami') {
+      // Where the gateway places the caller (the status page's "you" marker): ?near= first, else GeoIP.
+      const near = queryValue(query, 'near');
+      const where = locate(ip, near);
+      if ('error' in where) return fail(res, 'status', 400, where.error);
+      return json(res, 'status', 200, { location: where.location, source: where.location ? (near !== null ? 'near' : 'geoip') : null });
+    }
+
     if (path === '/v1/nodes') {
       // What operators look at: every node, its state, load, score and why the score last moved. Probe failures are
       // categories; raw errors and checked addresses only with the admin token (else this is a scanner's oracle).
@@ -363,6 +379,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
         rttFactor: Math.round(n.rttFactor * 100) / 100,
         minRttMs: n.minRttMs === null ? null : Math.round(n.minRttMs * 1000) / 1000,
         cachedShards: n.bloom?.count ?? 0,
+        ...(n.stats ? { served: { bytes: n.stats.servedBytes, hitRatio: n.stats.cacheLookups > 0 ? Math.round((n.stats.cacheHits / n.stats.cacheLookups) * 1000) / 1000 : null } } : {}),
         ...(n.summaryNote ? { summaryNote: n.summaryNote } : {}),
         version: n.version,
         lastSeenMsAgo: Date.now() - n.lastSeen,
@@ -451,7 +468,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       }
       return proxyFromOrigin(res, ds, shard);
     }
-    return fail(res, 'invalid', 404, 'not found: try /d/<dataset>/<path>, /d/<dataset>/manifest.json, /v1/route, /v1/nodes, /v1/reports, /metrics');
+    return fail(res, 'invalid', 404, 'not found: try / (status page), /d/<dataset>/<path>, /d/<dataset>/manifest.json, /v1/route, /v1/nodes, /v1/reports, /metrics');
   }
 
   /** Operator commands: warm a region before a training run, or purge. Bearer-token protected. */

@@ -37,6 +37,13 @@ export interface Load {
   saturated?: boolean;
 }
 
+/** Running totals a node reports for operators (the status page): self-reported, so shown, never routed on. */
+export interface NodeStats {
+  servedBytes: number;
+  cacheHits: number;
+  cacheLookups: number;
+}
+
 export type GatewayMessage =
   | { type: 'challenge'; nonce: string; gatewayId: string; ticketKeys: TicketKeyAnnouncement[] }
   | { type: 'welcome'; heartbeatMs: number; manifests: string[] }
@@ -60,7 +67,7 @@ export type NodeMessage =
       capacity: Capacity;
       version: string;
     }
-  | { type: 'heartbeat'; load: Load; cache: BloomSummary; manifests: string[] }
+  | { type: 'heartbeat'; load: Load; cache: BloomSummary; manifests: string[]; stats?: NodeStats }
   | { type: 'ack'; id: string; ok: boolean; detail?: string };
 
 class MessageError extends Error {}
@@ -142,6 +149,9 @@ export function parseNodeMessage(data: string | Buffer): NodeMessage {
           data: str(cache.data, 'cache.data', MAX_MESSAGE_BYTES),
         },
         manifests: strList(m.manifests ?? [], 'manifests'),
+        ...(isObj(m.stats)
+          ? { stats: { servedBytes: num(m.stats.servedBytes, 'stats.servedBytes'), cacheHits: num(m.stats.cacheHits, 'stats.cacheHits'), cacheLookups: num(m.stats.cacheLookups, 'stats.cacheLookups') } }
+          : {}),
       };
     }
     case 'ack':

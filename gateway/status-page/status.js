@@ -1,0 +1,114 @@
+// The gateway's status page: draws the land from world-atlas with d3-geo once, then every 2 s reads the gateway's
+// JSON API (same origin only) and redraws the nodes and the table. No framework and no build step.
+'use strict';
+
+const WIDTH = 960;
+const HEIGHT = 480;
+const REFRESH_MS = 2000;
+const SVG = 'http://www.w3.org/2000/svg';
+
+const projection = d3.geoNaturalEarth1().fitSize([WIDTH, HEIGHT], { type: 'Sphere' });
+const path = d3.geoPath(projection);
+// Kept on window so a test can place a coordinate exactly as the map does.
+window.statusProjection = projection;
+
+/** `?near=lat,lon` in the page's URL says where the viewer is (the gateway's GeoIP cannot place a loopback visitor). */
+const near = new URLSearchParams(location.search).get('near');
+
+function el(name, attrs, text) {
+  const e = name === 'tr' || name === 'td' ? document.createElement(name) : document.createElementNS(SVG, name);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
+  if (text !== undefined) e.textContent = text;
+  return e;
+}
+
+function bytes(n) {
+  if (n === null || n === undefined) return '–';
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let i = 0;
+  while (n >= 1024 && i < units.length - 1) {
+    n /= 1024;
+    i++;
+  }
+  return `${i === 0 ? n : n.toFixed(1)} ${units[i]}`;
+}
+
+async function drawLand() {
+  const topo = await (await fetch('/status/vendor/land-110m.json')).json();
+  const land = document.getElementById('land');
+  land.append(el('path', { class: 'graticule', d: path(d3.geoGraticule10()) }));
+  land.append(el('path', { class: 'land', d: path(topojson.feature(topo, topo.objects.land)) }));
+}
+
+function drawMarkers(nodes, viewer) {
+  const g = document.getElementById('markers');
+  g.replaceChildren();
+  for (const n of nodes) {
+    const { lat, lon } = n.location;
+    if (lat === null || lon === null) continue;
+    const [x, y] = projection([lon, lat]);
+    const healthy = n.healthy && !n.quarantine;
+    const dot = el('circle', { class: `node ${healthy ? 'healthy' : 'down'}`, cx: x.toFixed(2), cy: y.toFixed(2), r: 6, 'data-node': n.id, 'data-lat': lat, 'data-lon': lon });
+    dot.append(el('title', {}, `${n.url} (${healthy ? 'healthy' : n.downReason || 'down'})`));
+    g.append(dot, el('text', { class: 'label', x: (x + 9).toFixed(2), y: (y + 4).toFixed(2) }, new URL(n.url).host));
+  }
+  const note = document.getElementById('viewer-note');
+  if (viewer && viewer.location) {
+    const [x, y] = projection([viewer.location.lon, viewer.location.lat]);
+    g.append(el('circle', { class: 'viewer', cx: x.toFixed(2), cy: y.toFixed(2), r: 5, 'data-lat': viewer.location.lat, 'data-lon': viewer.location.lon }));
+    note.textContent = `(${viewer.source === 'near' ? 'from ?near=' : 'located by the gateway from your address'})`;
+  } else {
+    note.textContent = '(not placed: the gateway cannot locate your address; add ?near=lat,lon to this page’s URL)';
+  }
+}
+
+function drawTable(nodes) {
+  const body = document.querySelector('#nodes tbody');
+  body.replaceChildren();
+  for (const n of nodes) {
+    const healthy = n.healthy && !n.quarantine;
+    const change = n.scoreChanges && n.scoreChanges.length ? n.scoreChanges[n.scoreChanges.length - 1] : null;
+    const served = n.served || {};
+    const tr = el('tr', { 'data-node': n.id });
+    const cells = [
+      ['id', `${n.id.slice(0, 10)}…`],
+      ['url', n.url],
+      [`health ${healthy ? 'healthy' : 'down'}`, healthy ? (n.saturated ? 'healthy, saturated' : 'healthy') : `down: ${n.quarantine ? n.quarantine.reason : n.downReason || 'unknown'}`],
+      ['num score', n.score.toFixed(3)],
+      ['reason', change ? `${change.from.toFixed(2)} → ${change.to.toFixed(2)}: ${change.reason}` : 'not probed yet'],
+      ['num served', bytes(served.bytes)],
+      ['num hit-ratio', served.hitRatio === null || served.hitRatio === undefined ? '–' : `${(served.hitRatio * 100).toFixed(1)} %`],
+      ['num rate', `${bytes(n.load.bytesPerSecond)}/s`],
+      ['num connections', String(n.load.activeConnections)],
+      ['num cached', String(n.cachedShards)],
+    ];
+    for (const [cls, text] of cells) tr.append(el('td', { class: cls }, text));
+    body.append(tr);
+  }
+}
+
+async function refresh() {
+  try {
+    const [nodesRes, health, viewer] = await Promise.all([
+      fetch('/v1/nodes').then((r) => r.json()),
+      fetch('/healthz').then((r) => r.json()),
+      fetch(`/v1/whereami${near ? `?near=${encodeURIComponent(near)}` : ''}`).then((r) => r.json()),
+    ]);
+    const nodes = nodesRes.nodes || [];
+    drawMarkers(nodes, viewer);
+    drawTable(nodes);
+    const up = nodes.filter((n) => n.healthy && !n.quarantine).length;
+    const waiting = (health.waiting || []).map((w) => `${w.dataset} waiting for ${w.url}: ${w.error}`);
+    document.getElementById('summary').textContent =
+      `${up} of ${nodes.length} nodes healthy · datasets: ${(health.datasets || []).join(', ') || 'none loaded'}` + (waiting.length ? ` · ${waiting.join('; ')}` : '');
+    document.getElementById('updated').textContent = `updated ${new Date().toLocaleTimeString()}`;
+  } catch (err) {
+    document.getElementById('updated').textContent = `could not reach the gateway: ${err.message}; retrying`;
+  }
+}
+
+drawLand().catch((err) => {
+  document.getElementById('summary').textContent = `map unavailable: ${err.message}`;
+});
+refresh();
+setInterval(refresh, REFRESH_MS);
