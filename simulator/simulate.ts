@@ -21,6 +21,11 @@ export interface SimResult {
   stallFraction: number;
   /** Utilization over the whole simulated window, including the initial pipeline fill. */
   windowUtilization: number;
+  /**
+   * |utilization over the second half of the steady-state window − over all of it|: what a start-up transient
+   * left in the window could still change. simulate() runs longer until it is at most 0.01 (one point).
+   */
+  steadyDrift: number;
   stepTimeS: number;
   stepTimeP99S: number;
   fillTimeS: number;
@@ -65,10 +70,23 @@ export interface SimResult {
   };
 }
 
-/** Runs a scenario given as unresolved JSON (validated here) or already resolved. */
+/** Largest change a start-up transient may still make to utilization: one point. */
+export const STEADY_TOLERANCE = 0.01;
+
+/**
+ * Runs a scenario given as unresolved JSON (validated here) or already resolved. When the steady-state window
+ * still moves by more than STEADY_TOLERANCE (steadyDrift), runs again with twice the steps, up to three times
+ * (8× the steps) or the whole training; the result says how many steps it took and what drift is left.
+ */
 export function simulate(input: unknown): SimResult {
-  const sc = isResolved(input) ? input : resolveScenario(input);
-  return simulateResolved(sc);
+  let sc = isResolved(input) ? input : resolveScenario(input);
+  let r = simulateResolved(sc);
+  for (let i = 0; i < 3 && r.steadyDrift > STEADY_TOLERANCE && sc.sim.steps < sc.job.totalSteps; i++) {
+    const steps = Math.min(sc.job.totalSteps, sc.sim.steps * 2);
+    sc = { ...sc, sim: { ...sc.sim, steps, warmupSteps: Math.min(steps - 1, sc.sim.warmupSteps * 2) } };
+    r = simulateResolved(sc);
+  }
+  return r;
 }
 
 function isResolved(x: unknown): x is ResolvedScenario {
@@ -118,21 +136,31 @@ export function simulateResolved(sc: ResolvedScenario, observe?: (stats: Trainin
   // With a periodic outer sync the window holds whole periods (the resolver made room for two).
   const period = sync ? sync.times.periodSteps : 1;
   const windowSteps = Math.floor((steps - 1 - warm) / period) * period;
+  // Mean step time over steps [from, from + n): the loaders' buffers, filled while the first batch was awaited, can
+  // drain during the window and make a data-bound job look faster than its supply. When the job waited for data
+  // and fewer bytes arrived than were consumed, the sustainable step time is the consumption over the supply rate.
+  // (A compute-bound job is left alone: its buffers are full and only fluctuate by a shard.) Waiting for gradient
+  // sync is not waiting for data: only time beyond compute + sync counts as a data stall.
+  const meanStepS = (from: number, n: number): number => {
+    const last = from + n;
+    let t = (starts[last]! - starts[from]!) / n;
+    const consumed = n * job.gpus * job.batchBytes;
+    const delivered = st.deliveredAtStepStart[last]! - st.deliveredAtStepStart[from]!;
+    const syncPerStep = sync ? (st.syncAtStepStart[last]! - st.syncAtStepStart[from]!) / n : 0;
+    if (t > (job.computeStepS + syncPerStep) * 1.001 && delivered > 0 && delivered < consumed) {
+      t = syncPerStep + (t - syncPerStep) * (consumed / delivered);
+    }
+    return Math.max(t, job.computeStepS);
+  };
+  // Steady-state check: the second half of the window against the whole window. A start-up transient still in
+  // the window shows as a difference; simulate() then runs longer.
+  let steadyDrift = 0;
   if (windowSteps >= 1) {
     const n = windowSteps;
     const last = warm + n;
-    stepTimeS = (starts[last]! - starts[warm]!) / n;
-    // The loaders' buffers, filled while the first batch was awaited, can drain during the window and make a
-    // data-bound job look faster than its supply. When the job waited for data and fewer bytes arrived than were
-    // consumed, the sustainable step time is the consumption over the supply rate. (A compute-bound job is left
-    // alone: its buffers are full and only fluctuate by a shard.)
-    const consumedInWindow = n * job.gpus * job.batchBytes;
-    const deliveredInWindow = st.deliveredAtStepStart[last]! - st.deliveredAtStepStart[warm]!;
-    // Waiting for gradient sync is not waiting for data: only time beyond compute + sync counts as a data stall.
-    const syncPerStep = sync ? (st.syncAtStepStart[last]! - st.syncAtStepStart[warm]!) / n : 0;
-    if (stepTimeS > (job.computeStepS + syncPerStep) * 1.001 && deliveredInWindow > 0 && deliveredInWindow < consumedInWindow) {
-      stepTimeS = syncPerStep + (stepTimeS - syncPerStep) * (consumedInWindow / deliveredInWindow);
-    }
+    stepTimeS = meanStepS(warm, n);
+    const half = Math.floor(n / 2 / period) * period;
+    if (half >= 1) steadyDrift = Math.abs(job.computeStepS / meanStepS(last - half, half) - job.computeStepS / stepTimeS);
     const d: number[] = [];
     for (let i = warm; i < last; i++) d.push(starts[i + 1]! - starts[i]!);
     d.sort((a, b) => a - b);
@@ -194,6 +222,7 @@ export function simulateResolved(sc: ResolvedScenario, observe?: (stats: Trainin
     utilization,
     stallFraction: 1 - utilization,
     windowUtilization,
+    steadyDrift,
     stepTimeS,
     stepTimeP99S: p99,
     fillTimeS: fill,
