@@ -12,7 +12,7 @@ import { parseSize } from '../protocol/units.ts';
 import { formatDuration, resultsCsv, resultsJson, resultsTable } from './format.ts';
 import { COMPUTE_PRESETS, JOB_PRESETS, SOURCE_PRESETS, presetScenario } from './presets.ts';
 import { ProgressBar } from './progress.ts';
-import { DEFAULT_REPORT_OPTIONS, buildReportHtml, planReport, type ReportOptions } from './report.ts';
+import { DEFAULT_REPORT_OPTIONS, buildReportHtml, collectReport, reportJson, type ReportOptions } from './report.ts';
 import { ScenarioError, expandSweep, parseSweepAxis, parseValue, resolveScenario, withOverride, type SweepAxis } from './scenario.ts';
 import type { SimResult } from './simulate.ts';
 import { SweepError, runScenarios } from './sweep.ts';
@@ -304,56 +304,71 @@ export const simCommand: Command = {
 export const simReportCommand: Command = {
   spec: {
     name: 'sim report',
-    usage: 'edgeshard sim report [--out report.html] [--models a,b] [--rings 1,10,100] [--uplinks 10,30,100] [--nodes N] [--gpus N]',
+    usage: 'edgeshard sim report [--out report.html] [--gpu H100] [--models a,b] [--rings 1,10,100] [--seeds 1,2,3] [--sync-models a,b] [--site-spacings 10,1000] [--nodes N] [--gpus N]',
     summary:
-      'Runs the grid that tests the claim (each model size against HPC storage and edge nodes at each distance ring, and a sweep of ' +
-      'uplink bandwidth) and writes one HTML page: where the edge keeps GPUs at least 90% busy, and where it falls apart.',
+      'Answers the claim on one page, on one GPU class: (1) data delivery from edge nodes at each distance, with the best loader ' +
+      'found within a host memory budget beside the default one, against local NVMe; (2) gradient sync between GPU sites at each ' +
+      'distance (all-reduce and DiLoCo, with and without 8-bit compression) against one site. Names the dominant term at each distance.',
     options: [
       { name: 'out', type: 'string', default: 'sim-report.html', description: 'HTML file to write' },
-      { name: 'models', type: 'string', default: DEFAULT_REPORT_OPTIONS.models.join(','), description: 'job presets to compare' },
-      { name: 'rings', type: 'string', default: DEFAULT_REPORT_OPTIONS.ringsKm.join(','), description: 'distance rings, km' },
-      { name: 'uplinks', type: 'string', default: DEFAULT_REPORT_OPTIONS.uplinksMbps.join(','), description: 'median home uplinks to sweep, Mbit/s' },
-      { name: 'uplink-ring', type: 'string', default: String(DEFAULT_REPORT_OPTIONS.uplinkRingKm), description: 'distance for the uplink sweep, km' },
+      { name: 'gpu', type: 'string', default: DEFAULT_GPU_CLASS, description: `GPU class of every model, so that all comparisons are on one class: ${Object.keys(GPU_PEAK_FLOPS).join(', ')}` },
+      { name: 'models', type: 'string', default: DEFAULT_REPORT_OPTIONS.models.join(','), description: 'job presets for the data-delivery question' },
+      { name: 'rings', type: 'string', default: DEFAULT_REPORT_OPTIONS.ringsKm.join(','), description: 'distance rings of the edge nodes, km' },
+      { name: 'seeds', type: 'string', default: DEFAULT_REPORT_OPTIONS.seeds.join(','), description: 'seeds per data-delivery point (median and range shown)' },
+      { name: 'sync-models', type: 'string', default: DEFAULT_REPORT_OPTIONS.syncModels.join(','), description: 'job presets for the gradient-sync question' },
+      { name: 'site-spacings', type: 'string', default: DEFAULT_REPORT_OPTIONS.siteSpacingsKm.join(','), description: 'distances between neighbouring GPU sites, km' },
       { name: 'nodes', type: 'string', default: String(DEFAULT_REPORT_OPTIONS.nodes), description: 'edge nodes per scenario' },
       { name: 'gpus', type: 'string', description: 'GPUs for every model (default: each preset\'s own)' },
-      { name: 'gpu', type: 'string', default: DEFAULT_GPU_CLASS, description: `GPU class of every model, so that all comparisons are on one class: ${Object.keys(GPU_PEAK_FLOPS).join(', ')}` },
-      { name: 'steps', type: 'string', default: String(DEFAULT_REPORT_OPTIONS.steps), description: 'steps simulated per scenario' },
-      { name: 'seed', type: 'string', default: '1', description: 'random seed' },
-      { name: 'threads', type: 'string', description: 'worker threads (default: number of cores)' },
+      { name: 'steps', type: 'string', default: String(DEFAULT_REPORT_OPTIONS.steps), description: 'steps simulated per scenario (more when not yet steady)' },
+      { name: 'threads', type: 'string', description: 'worker threads for the gradient-sync batch (default: number of cores; the loader search runs in this thread)' },
       { name: 'json', type: 'string', description: 'also write the raw results as JSON to this file' },
     ],
   },
   async run(settings) {
-    const models = (stringSetting(settings, 'models') ?? '').split(',').map((s) => s.trim()).filter(Boolean);
-    for (const m of models) if (!JOB_PRESETS[m]) throw new UsageError(`--models: unknown preset "${m}" (known: ${Object.keys(JOB_PRESETS).join(', ')})`);
+    const list = (name: string) => (stringSetting(settings, name) ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+    const models = list('models');
+    const syncModels = list('sync-models');
+    for (const m of [...models, ...syncModels]) if (!JOB_PRESETS[m]) throw new UsageError(`unknown job preset "${m}" (known: ${Object.keys(JOB_PRESETS).join(', ')})`);
     if (models.length === 0) throw new UsageError('--models: give at least one job preset');
     const options: ReportOptions = {
       models,
+      syncModels,
       ringsKm: numberList('rings', stringSetting(settings, 'rings') ?? ''),
-      uplinksMbps: numberList('uplinks', stringSetting(settings, 'uplinks') ?? '').map((x) => {
-        if (x <= 0) throw new UsageError('--uplinks: bandwidths must be above 0');
-        return x;
-      }),
-      uplinkRingKm: numberList('uplink-ring', stringSetting(settings, 'uplink-ring') ?? '')[0]!,
+      siteSpacingsKm: numberList('site-spacings', stringSetting(settings, 'site-spacings') ?? ''),
+      seeds: numberList('seeds', stringSetting(settings, 'seeds') ?? '', true),
       nodes: intSetting(settings, 'nodes', 1, 10_000_000),
       steps: intSetting(settings, 'steps', 2, 1_000_000),
-      seed: intSetting(settings, 'seed', 0, 2 ** 32 - 1),
       ...(stringSetting(settings, 'gpus') ? { gpus: intSetting(settings, 'gpus', 1, 1_000_000) } : {}),
       gpu: stringSetting(settings, 'gpu') ? gpuClassSetting(settings) : DEFAULT_GPU_CLASS,
     };
-    if (options.ringsKm.some((r) => r <= 0)) throw new UsageError('--rings: distances must be above 0 km (the chart has a log axis)');
-    const plan = planReport(options);
-    validateAll(plan.scenarios.map((scenario) => ({ scenario })));
+    if (options.ringsKm.some((r) => r <= 0) || options.siteSpacingsKm.some((r) => r <= 0)) throw new UsageError('--rings and --site-spacings: distances must be above 0 km (the charts have log axes)');
     const threads = stringSetting(settings, 'threads') ? intSetting(settings, 'threads', 0, 256) : undefined;
-    const results = await runWithProgress('report', plan.scenarios, threads);
+    const started = performance.now();
+    const bar = new ProgressBar('report');
+    let collected;
+    try {
+      // Loader searches run small batches one after another: in this thread (a worker costs ~0.5 s to start).
+      collected = await collectReport(
+        options,
+        (scs) => runScenarios(scs, { threads: scs.length > 8 ? (threads ?? undefined) : 0 }),
+        (d, t) => bar.update(d, t),
+      );
+    } catch (err) {
+      if (err instanceof SweepError) throw new Error(`scenario ${err.index + 1}: ${err.message}`);
+      if (err instanceof ScenarioError) throw new UsageError(err.message);
+      throw err;
+    } finally {
+      bar.finish();
+    }
+    const wallS = (performance.now() - started) / 1000;
     const out = stringSetting(settings, 'out') ?? 'sim-report.html';
     const command =
-      `edgeshard sim report --models ${options.models.join(',')} --rings ${options.ringsKm.join(',')} --uplinks ${options.uplinksMbps.join(',')} ` +
-      `--uplink-ring ${options.uplinkRingKm} --nodes ${options.nodes} --steps ${options.steps} --seed ${options.seed} --gpu ${options.gpu}${options.gpus ? ` --gpus ${options.gpus}` : ''}`;
-    writeOutput(out, buildReportHtml(plan, results, { generatedAt: new Date().toISOString(), command }));
+      `edgeshard sim report --gpu ${options.gpu} --models ${options.models.join(',')} --rings ${options.ringsKm.join(',')} --seeds ${options.seeds.join(',')} ` +
+      `--sync-models ${options.syncModels.join(',')} --site-spacings ${options.siteSpacingsKm.join(',')} --nodes ${options.nodes} --steps ${options.steps}${options.gpus ? ` --gpus ${options.gpus}` : ''}`;
+    writeOutput(out, buildReportHtml({ ...collected, generatedAt: new Date().toISOString(), command, wallS }));
     const json = stringSetting(settings, 'json');
-    if (json) writeOutput(json, resultsJson(results));
-    console.log(`wrote ${out} (${results.length} scenarios)`);
+    if (json) writeOutput(json, JSON.stringify(reportJson(collected), null, 2) + '\n');
+    console.log(`wrote ${out} in ${wallS.toFixed(1)} s`);
     return 0;
   },
 };

@@ -26,6 +26,14 @@ export interface SimResult {
    * left in the window could still change. simulate() runs longer until it is at most 0.01 (one point).
    */
   steadyDrift: number;
+  /**
+   * False when the window was fed from the buffer the loaders filled at start-up (it held more than the window
+   * consumed) and the rate they filled it at is below the job's demand: the window then shows a supply the job
+   * cannot keep. simulate() runs longer.
+   */
+  loadersSteady: boolean;
+  /** The rate the loaders filled their buffers at start-up over the job's demand (a supply estimate from the fill). */
+  fillSupplyRatio: number;
   stepTimeS: number;
   stepTimeP99S: number;
   fillTimeS: number;
@@ -75,13 +83,14 @@ export const STEADY_TOLERANCE = 0.01;
 
 /**
  * Runs a scenario given as unresolved JSON (validated here) or already resolved. When the steady-state window
- * still moves by more than STEADY_TOLERANCE (steadyDrift), runs again with twice the steps, up to three times
- * (8× the steps) or the whole training; the result says how many steps it took and what drift is left.
+ * still moves by more than STEADY_TOLERANCE (steadyDrift), or starts before every loader has spent the buffer it
+ * requested at start-up (loadersSteady), runs again with twice the steps and warm-up, up to three times (8× the
+ * steps) or the whole training; the result says how many steps it took, the drift left and whether it got there.
  */
 export function simulate(input: unknown): SimResult {
   let sc = isResolved(input) ? input : resolveScenario(input);
   let r = simulateResolved(sc);
-  for (let i = 0; i < 3 && r.steadyDrift > STEADY_TOLERANCE && sc.sim.steps < sc.job.totalSteps; i++) {
+  for (let i = 0; i < 3 && (r.steadyDrift > STEADY_TOLERANCE || !r.loadersSteady) && sc.sim.steps < sc.job.totalSteps; i++) {
     const steps = Math.min(sc.job.totalSteps, sc.sim.steps * 2);
     sc = { ...sc, sim: { ...sc.sim, steps, warmupSteps: Math.min(steps - 1, sc.sim.warmupSteps * 2) } };
     r = simulateResolved(sc);
@@ -171,6 +180,10 @@ export function simulateResolved(sc: ResolvedScenario, observe?: (stats: Trainin
   }
   stepTimeS = Math.max(stepTimeS, job.computeStepS); // guards rounding: a step never takes less than its compute
   const utilization = job.computeStepS / stepTimeS;
+  const batchAll = job.gpus * job.batchBytes;
+  const fedByStartup = windowSteps >= 1 && st.deliveredAtStepStart[warm]! - warm * batchAll >= windowSteps * batchAll;
+  const fillSupplyBps = st.firstStepStartS > 0 ? st.deliveredAtStepStart[0]! / st.firstStepStartS : Infinity;
+  const loadersSteady = !(fedByStartup && fillSupplyBps < batchAll / job.computeStepS);
   const windowUtilization = st.computeS / st.lastStepEndS;
   const fill = st.firstStepStartS;
   const extrapolated = steps < job.totalSteps;
@@ -223,6 +236,8 @@ export function simulateResolved(sc: ResolvedScenario, observe?: (stats: Trainin
     stallFraction: 1 - utilization,
     windowUtilization,
     steadyDrift,
+    loadersSteady,
+    fillSupplyRatio: fillSupplyBps / (batchAll / job.computeStepS),
     stepTimeS,
     stepTimeP99S: p99,
     fillTimeS: fill,

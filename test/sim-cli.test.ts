@@ -86,23 +86,37 @@ describe('edgeshard sim', () => {
 });
 
 describe('edgeshard sim report', () => {
-  it('writes one HTML page with the verdict, two charts and the tables', async () => {
+  it('writes one page answering both questions on one GPU class: data delivery and gradient sync', async () => {
     const out = join(dir, 'report.html');
-    const code = await main(['sim', 'report', '--models', 'resnet50,llm-1b', '--rings', '1,100,5000', '--uplinks', '10,300', '--nodes', '300', '--steps', '40', '--gpus', '8', '--out', out, '--threads', '2']);
+    const json = join(dir, 'report.json');
+    const code = await main([
+      'sim', 'report', '--gpu', 'A100', '--models', 'resnet50,llm-1b', '--rings', '1,5000', '--seeds', '1,2', '--sync-models', 'llm-1b',
+      '--site-spacings', '100,10000', '--nodes', '200', '--steps', '40', '--out', out, '--json', json, '--threads', '0',
+    ]);
     expect(code).toBe(0);
     const html = readFileSync(out, 'utf8');
-    expect(html.match(/<svg/g)).toHaveLength(2);
-    expect(html).toMatch(/Utilization against distance/i);
-    expect(html).toMatch(/at least 90% busy/);
-    expect(html).toMatch(/<h3>resnet50/);
-    expect(html).toMatch(/<h3>llm-1b/);
-    // 2 models × (2 HPC + 2 node kinds × 3 rings + 2 uplinks) = 20 scenario rows
-    expect(html.match(/<tr><td>/g)).toHaveLength(20);
-  }, 60_000);
+    // two data-delivery charts (home, data-centre) and one gradient-sync chart per sync model
+    expect(html.match(/<svg/g)).toHaveLength(3);
+    expect(html).toMatch(/1\. Data delivery/);
+    expect(html).toMatch(/2\. Gradient sync/);
+    expect(html).toMatch(/runs on <b>A100<\/b>/);
+    expect(html).toMatch(/When the claim holds/);
+    const r = JSON.parse(readFileSync(json, 'utf8'));
+    // 2 models × 2 node classes × 2 rings; 1 model × 4 sync variants × (3 presets + 2 spacings)
+    expect(r.data).toHaveLength(8);
+    expect(r.sync).toHaveLength(20);
+    for (const p of r.data) expect(p.best.med).toBeGreaterThanOrEqual(p.default.med - 0.02);
+    // one site is the baseline; per-step all-reduce across 10,000 km is not
+    const at = (variant: string, where: unknown) => r.sync.find((p: { variant: string; where: unknown }) => p.variant === variant && p.where === where);
+    expect(at('allreduce', 'one-site').utilization).toBeGreaterThan(0.99);
+    expect(at('allreduce', 10000).utilization).toBeLessThan(at('allreduce', 100).utilization);
+    expect(at('diloco', 10000).utilization).toBeGreaterThan(at('allreduce', 10000).utilization);
+    expect(html.match(/<tr><td>/g)).toHaveLength(8 + 20);
+  }, 120_000);
 
   it('rejects unknown models', async () => {
     expect(await main(['sim', 'report', '--models', 'resnet50,bert'])).toBe(2);
-    expect(stderr.join('\n')).toMatch(/unknown preset "bert"/);
+    expect(stderr.join('\n')).toMatch(/unknown job preset "bert"/);
   });
 });
 
