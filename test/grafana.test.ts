@@ -1,7 +1,7 @@
 // The dashboards must query metrics that exist: every metric name in a panel expression is one the edge node or
 // the gateway registers (a renamed metric would otherwise leave an operator's panel silently empty).
 import { describe, expect, it } from 'vitest';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createEdgeMetrics } from '../edge-node/metrics.ts';
 import { createGatewayMetrics } from '../gateway/metrics.ts';
@@ -31,5 +31,17 @@ describe('grafana dashboards', () => {
         for (const name of used) expect(names.has(name), `${panel.title}: ${name}`).toBe(true);
       }
     }
+  });
+});
+
+describe('docker-compose for Prometheus and Grafana', () => {
+  it('mounts the files that exist, and provisions the dashboards folder and a Prometheus data source', () => {
+    const root = join(import.meta.dirname, '..', 'grafana');
+    const compose = readFileSync(join(root, 'docker-compose.yml'), 'utf8');
+    for (const [, local] of compose.matchAll(/- \.\/([\w./-]+):/g)) expect(existsSync(join(root, local!)), local).toBe(true);
+    expect(compose).toContain('./dashboards:/var/lib/grafana/dashboards');
+    expect(readFileSync(join(root, 'provisioning', 'dashboards', 'edgeshard.yml'), 'utf8')).toContain('path: /var/lib/grafana/dashboards');
+    expect(readFileSync(join(root, 'provisioning', 'datasources', 'prometheus.yml'), 'utf8')).toMatch(/type: prometheus[\s\S]*url: http:\/\/127\.0\.0\.1:9090/);
+    expect(compose).toContain('--web.listen-address=127.0.0.1:9090');
   });
 });

@@ -1,0 +1,128 @@
+// Real Prometheus (Debian's prometheus package) against a running gateway and edge node: the shipped scrape config
+// (grafana/prometheus.yml, with the test's ports and a 1 s interval substituted) finds both targets up, and every
+// query of every shipped dashboard panel returns a series (a value, 0 or NaN, never "No data").
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { startEdgeNode, type EdgeNode } from '../edge-node/server.ts';
+import { defaultNodeConfig } from '../edge-node/config.ts';
+import { startGateway, type Gateway } from '../gateway/server.ts';
+import { defaultGatewayConfig } from '../gateway/config.ts';
+import { startOrigin, type OriginServer } from '../dataset/origin-server.ts';
+import { writeSampleDataset } from '../dataset/sample.ts';
+import type { Manifest } from '../protocol/manifest.ts';
+import { tempDir, until } from './helpers/net.ts';
+
+const ROOT = join(import.meta.dirname, '..');
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
+  const { port } = s.address() as { port: number };
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+  return port;
+}
+
+function panelQueries(): { dashboard: string; title: string; expr: string }[] {
+  const out = [];
+  for (const dashboard of ['edge-node.json', 'gateway.json']) {
+    const d = JSON.parse(readFileSync(join(ROOT, 'grafana', 'dashboards', dashboard), 'utf8')) as { panels: { title: string; targets?: { expr: string }[] }[] };
+    for (const p of d.panels) for (const t of p.targets ?? []) out.push({ dashboard, title: p.title, expr: t.expr.replaceAll('$instance', '.+') });
+  }
+  return out;
+}
+
+describe('Prometheus with the shipped scrape config and dashboards', () => {
+  let tmp: { dir: string; cleanup: () => Promise<void> };
+  let origin: OriginServer;
+  let gateway: Gateway;
+  let node: EdgeNode;
+  let manifest: Manifest;
+  let prometheus: ChildProcess | undefined;
+  let promLog = '';
+
+  beforeAll(async () => {
+    tmp = await tempDir();
+    ({ manifest } = await writeSampleDataset(join(tmp.dir, 'origin', 'sample'), { shards: 4, shardSize: 100_000 }));
+    origin = await startOrigin(join(tmp.dir, 'origin'));
+    gateway = await startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], allowPrivateNodes: true, probeIntervalMs: 300 }));
+    node = await startEdgeNode(defaultNodeConfig({ originUrl: origin.url, gateways: [gateway.url], location: { lat: 48.85, lon: 2.35 }, cacheDir: join(tmp.dir, 'cache') }));
+    await until('the node to register', () => gateway.registry.healthyCount === 1 && node.manifests.shardCount === 4, 30_000);
+  }, 60_000);
+
+  afterAll(async () => {
+    if (prometheus && prometheus.exitCode === null) {
+      const exited = new Promise((r) => prometheus!.once('exit', r));
+      prometheus.kill('SIGTERM');
+      await exited;
+    }
+    await node?.close();
+    await gateway?.close();
+    await origin?.close();
+    await tmp?.cleanup();
+  }, 60_000);
+
+  it('scrapes the node and the gateway, and every dashboard panel has data', async () => {
+    // Traffic a trainer makes: every shard through the gateway, twice (a miss, then a hit).
+    for (let pass = 0; pass < 2; pass++) {
+      for (const s of manifest.shards) {
+        const res = await fetch(`${gateway.url}/d/sample/${s.path}?near=50.85,4.35`);
+        expect(res.status).toBe(200);
+        await res.arrayBuffer();
+      }
+    }
+    await until('a probe', async () => /edgeshard_gateway_probe_ttfb_seconds_count [1-9]/.test(await gateway.metrics.registry.metrics()), 30_000);
+
+    const shipped = readFileSync(join(ROOT, 'grafana', 'prometheus.yml'), 'utf8');
+    const nodeHost = new URL(node.url).host;
+    const gatewayHost = new URL(gateway.url).host;
+    const config = shipped
+      .replace('scrape_interval: 15s', 'scrape_interval: 1s')
+      .replace("['127.0.0.1:8080', '127.0.0.1:8081', '127.0.0.1:8082']", `['${nodeHost}']`)
+      .replace("['127.0.0.1:8443']", `['${gatewayHost}']`);
+    expect(config).toContain(nodeHost);
+    expect(config).toContain(gatewayHost);
+    const configFile = join(tmp.dir, 'prometheus.yml');
+    await writeFile(configFile, config);
+    const check = spawnSync('promtool', ['check', 'config', configFile], { encoding: 'utf8' });
+    if (check.error) throw new Error(`promtool not found (${check.error.message}): install Debian's prometheus package (.ci/run does)`);
+    expect(check.status, check.stdout + check.stderr).toBe(0);
+
+    const port = await freePort();
+    const api = `http://127.0.0.1:${port}/api/v1`;
+    prometheus = spawn('prometheus', [`--config.file=${configFile}`, `--storage.tsdb.path=${join(tmp.dir, 'tsdb')}`, `--web.listen-address=127.0.0.1:${port}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+    prometheus.stdout!.on('data', (c: Buffer) => (promLog += c.toString()));
+    prometheus.stderr!.on('data', (c: Buffer) => (promLog += c.toString()));
+    const query = async (q: string): Promise<{ metric: Record<string, string>; value: [number, string] }[]> => {
+      const r = (await (await fetch(`${api}/query?query=${encodeURIComponent(q)}`)).json()) as { status: string; error?: string; data: { result: { metric: Record<string, string>; value: [number, string] }[] } };
+      if (r.status !== 'success') throw new Error(`${q}: ${r.error}`);
+      return r.data.result;
+    };
+
+    await until(
+      'both targets up',
+      async () => {
+        if (prometheus!.exitCode !== null) throw new Error(`prometheus exited: ${promLog.slice(-2000)}`);
+        try {
+          const t = (await (await fetch(`${api}/targets`)).json()) as { data: { activeTargets: { labels: { job: string }; health: string }[] } };
+          return t.data.activeTargets.length === 2 && t.data.activeTargets.every((x) => x.health === 'up');
+        } catch {
+          return false; // not listening yet
+        }
+      },
+      90_000,
+    );
+    expect((await query('up')).map((r) => `${r.metric.job}=${r.value[1]}`).sort()).toEqual(['edgeshard-gateway=1', 'edgeshard-node=1']);
+    // rate() needs two samples in its window: wait for a few scrapes of each.
+    await until('three scrapes of each target', async () => (await query('count_over_time(up[5m]) >= 3')).length === 2, 60_000);
+
+    const empty: string[] = [];
+    for (const { dashboard, title, expr } of panelQueries()) {
+      if ((await query(expr)).length === 0) empty.push(`${dashboard} / ${title}: ${expr}`);
+    }
+    expect(empty).toEqual([]);
+  }, 240_000);
+});
