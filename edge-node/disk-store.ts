@@ -13,6 +13,10 @@
 //
 // The index (which keys exist, their sizes and recency) lives in memory in a ByteLru, so `get` is a
 // synchronous map lookup. It is rebuilt from the metadata files at startup.
+//
+// A full disk: the budget is capped at open to what the filesystem can hold (the objects already there plus its
+// free space, from statfs), and a write that still meets ENOSPC (fills in progress are not in the budget; another
+// program may fill the disk) evicts least recently used objects and tries again, a bounded number of times.
 
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
@@ -36,9 +40,33 @@ export interface WritableFileHandle {
  */
 export interface DiskStoreFs {
   open(path: string, flags: 'wx'): Promise<WritableFileHandle>;
+  /** Free space of the filesystem holding `path` (statfs: blocks available to this user × block size). */
+  freeBytes?(path: string): Promise<number>;
 }
 
-const nodeFs: DiskStoreFs = { open: (p, flags) => fsp.open(p, flags) };
+const nodeFs: DiskStoreFs = { open: (p, flags) => fsp.open(p, flags), freeBytes: statfsFreeBytes };
+
+async function statfsFreeBytes(dir: string): Promise<number> {
+  const s = await fsp.statfs(dir);
+  return s.bavail * s.bsize;
+}
+
+/** Tries of one write against ENOSPC: the first, then after each eviction that freed something. */
+const ENOSPC_TRIES = 4;
+/** Least an ENOSPC eviction frees: a metadata file's write must not evict one object per retry. */
+const MIN_RECLAIM_BYTES = 1 << 20;
+
+/** The budget a store runs with, and where it came from (the node logs and exports it). */
+export interface DiskBudget {
+  /** What the operator asked for (--cache-size). */
+  configuredBytes: number;
+  /** The filesystem's free space when the store opened; null when statfs is unavailable. */
+  freeBytesAtStart: number | null;
+  /** Bytes of objects already in the store at open. */
+  heldBytesAtStart: number;
+  /** The budget in force: min(configured, held + free). */
+  maxBytes: number;
+}
 
 export interface DiskStoreOptions {
   /** Budget for committed objects, in bytes. Fills in progress are not counted. */
@@ -99,6 +127,8 @@ export class DiskStore {
   private tmpCounter = 0;
   private readonly tmpPrefix = `${process.pid}-${randomBytes(4).toString('hex')}`;
   private readonly commitSlots: Slots;
+  /** Set by `open`. */
+  budget!: DiskBudget;
 
   private constructor(
     readonly dir: string,
@@ -128,8 +158,16 @@ export class DiskStore {
     if (!Number.isSafeInteger(commits) || commits < 1) {
       throw new RangeError(`DiskStore maxConcurrentCommits must be an integer >= 1, got ${opts.maxConcurrentCommits}`);
     }
-    const store = new DiskStore(path.resolve(dir), opts.maxBytes, opts.events ?? {}, opts.fs ?? nodeFs, commits);
+    const fs = opts.fs ?? nodeFs;
+    const store = new DiskStore(path.resolve(dir), opts.maxBytes, opts.events ?? {}, fs, commits);
     await store.recover();
+    // Never promise more than the filesystem can hold: with a 10 GB budget on a 64 MiB disk, nothing would ever be
+    // evicted and every write after the first few would fail.
+    const free = await (fs.freeBytes ?? statfsFreeBytes)(store.dir).catch(() => null);
+    const held = store.usedBytes;
+    const maxBytes = free === null ? opts.maxBytes : Math.min(opts.maxBytes, held + free);
+    if (maxBytes < opts.maxBytes) await store.removeEvicted(store.index.setMaxBytes(maxBytes));
+    store.budget = Object.freeze({ configuredBytes: opts.maxBytes, freeBytesAtStart: free, heldBytesAtStart: held, maxBytes });
     return store;
   }
 
@@ -223,7 +261,7 @@ export class DiskStore {
     const tmpPath = this.newTmpPath(sha256Hex(key), '');
     let handle: WritableFileHandle;
     try {
-      handle = await this.fs.open(tmpPath, 'wx');
+      handle = await this.withRoom(key, 0, () => this.fs.open(tmpPath, 'wx'));
     } catch (err) {
       this.reportWriteFailure(key, err);
       throw err;
@@ -231,6 +269,7 @@ export class DiskStore {
     return new DiskStoreWriter(
       {
         maxBytes: () => this.index.maxBytes,
+        withRoom: (bytes, task) => this.withRoom(key, bytes, task),
         commitSlot: (task) => this.commitSlots.run(task),
         install: (tmpDataPath, meta) => this.install(key, tmpDataPath, meta),
         reportWriteFailure: (err) => this.reportWriteFailure(key, err),
@@ -259,7 +298,7 @@ export class DiskStore {
       if (this.index.peek(meta.key) !== record || record.entry !== entry) return false;
       const metaTmpPath = this.newTmpPath(id, META_SUFFIX);
       try {
-        await this.writeFileDurably(metaTmpPath, JSON.stringify(entry.meta));
+        await this.withRoom(meta.key, 0, () => this.writeFileDurably(metaTmpPath, JSON.stringify(entry.meta)));
         await fsp.rename(metaTmpPath, record.metaPath);
       } catch (err) {
         await unlinkIfPresent(metaTmpPath).catch(() => {});
@@ -269,6 +308,42 @@ export class DiskStore {
       await syncDir(path.dirname(record.metaPath));
       return true;
     });
+  }
+
+  // ---- a full disk -----------------------------------------------------------------------------
+
+  /**
+   * Runs `task` (a write of about `bytes`), and when it fails with ENOSPC evicts least recently used objects other
+   * than `key` and runs it again, up to ENOSPC_TRIES times. The last error stands when nothing is left to evict.
+   * Evicting only ever removes whole committed entries (metadata first), so no entry is left half there.
+   */
+  private async withRoom<T>(key: string, bytes: number, task: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await task();
+      } catch (err) {
+        if (!isErrnoException(err) || err.code !== 'ENOSPC' || attempt >= ENOSPC_TRIES) throw err;
+        if ((await this.makeRoom(key, Math.max(bytes, MIN_RECLAIM_BYTES))) === 0) throw err;
+      }
+    }
+  }
+
+  /** Evicts least recently used entries other than `key` until `bytes` are freed; returns the bytes freed. */
+  private async makeRoom(key: string, bytes: number): Promise<number> {
+    const victims: LruEntry<IndexRecord>[] = [];
+    let freed = 0;
+    for (const victim of [...this.index.keys()]) {
+      if (freed >= bytes) break;
+      if (victim === key) continue;
+      const removed = this.index.delete(victim);
+      if (removed === undefined) continue;
+      victims.push(removed);
+      freed += removed.size;
+    }
+    if (victims.length === 0) return 0;
+    await this.removeEvicted(victims);
+    this.events.diskFull?.(freed, victims.length);
+    return freed;
   }
 
   // ---- commit ----------------------------------------------------------------------------------
@@ -296,7 +371,7 @@ export class DiskStore {
       const metaTmpPath = this.newTmpPath(id, META_SUFFIX);
       let touchedLiveFiles = false;
       try {
-        await this.writeFileDurably(metaTmpPath, JSON.stringify(meta));
+        await this.withRoom(key, 0, () => this.writeFileDurably(metaTmpPath, JSON.stringify(meta)));
         // Replacing: take the old entry out of service first, and remove its metadata before the new
         // data lands, so a crash in between leaves data without metadata (dropped at open) rather than
         // new bytes described by old metadata.
@@ -525,6 +600,8 @@ type WriterState = 'open' | 'failed' | 'committing' | 'committed' | 'aborted';
 /** What a writer needs from its store, bound to the writer's key. */
 interface WriterHooks {
   maxBytes(): number;
+  /** Runs a write of `bytes`, evicting old entries and retrying when the disk is full (ENOSPC). */
+  withRoom<T>(bytes: number, task: () => Promise<T>): Promise<T>;
   /** Runs the fsync-heavy part of a commit when a commit slot is free. */
   commitSlot<T>(task: () => Promise<T>): Promise<T>;
   install(tmpDataPath: string, meta: EntryMeta): Promise<DiskEntry>;
@@ -558,7 +635,8 @@ class DiskStoreWriter implements DiskWriter {
         throw new ObjectTooLargeError(this.key, this.bytesWritten + length, this.hooks.maxBytes());
       }
       try {
-        await writeAll(this.handle, chunks, length, this.bytesWritten);
+        // Positional writes: a retry after ENOSPC rewrites the same range, whatever part of it had landed.
+        await this.hooks.withRoom(length, () => writeAll(this.handle, chunks, length, this.bytesWritten));
         this.bytesWritten += length;
       } catch (err) {
         this.hooks.reportWriteFailure(err);

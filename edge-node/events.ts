@@ -2,6 +2,7 @@
 // metrics.ts and the logger subscribe by supplying an implementation. Instance-scoped (not global channels) so
 // several nodes in one process, as in tests and the demo, keep separate figures.
 import type { StoreEvents } from './store-types.ts';
+import type { DiskBudget } from './disk-store.ts';
 
 export type CacheOutcome = 'memory-hit' | 'disk-hit' | 'miss' | 'coalesced' | 'stale' | 'revalidated';
 export type FillOutcome = 'ok' | 'not-modified' | 'integrity' | 'size-mismatch' | 'origin-error' | 'origin-status' | 'aborted';
@@ -22,6 +23,8 @@ export interface EdgeEvents extends StoreEvents {
   firstByte?(route: string, seconds: number): void;
   bandwidthWait?(ms: number): void;
   cacheBytes?(usedBytes: number, maxBytes: number, tier: 'memory' | 'disk'): void;
+  /** The disk tier opened with this budget (capped at what the disk holds). */
+  diskBudget?(budget: DiskBudget): void;
   /** A connection was refused: its address already held its share of the connection limit. */
   connectionRefused?(reason: 'per-client'): void;
   /** The node became saturated (nearly every connection it may hold is taken), or stopped being so. */

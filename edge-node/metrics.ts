@@ -133,6 +133,8 @@ export function createEdgeMetrics(opts: { defaultMetrics?: boolean } = {}): Edge
   const writeFailures = new Counter({ name: 'edgeshard_node_cache_write_failures_total', help: 'disk cache writes that failed (ENOSPC, EIO...); the response was served without caching', labelNames: ['code'], registers: [registry] });
   const bwWaits = new Counter({ name: 'edgeshard_node_bandwidth_cap_waits_total', help: 'times a response waited for the upload cap', registers: [registry] });
   const bwWaitSeconds = new Counter({ name: 'edgeshard_node_bandwidth_cap_wait_seconds_total', help: 'time responses spent waiting for the upload cap', registers: [registry] });
+  const diskFree = new Gauge({ name: 'edgeshard_node_disk_free_at_start_bytes', help: 'free space of the cache filesystem when the node started; the disk budget (cache_limit_bytes) is at most this plus what was cached', registers: [registry] });
+  const diskFull = new Counter({ name: 'edgeshard_node_disk_full_total', help: 'writes that met ENOSPC and were retried after evicting least recently used objects', registers: [registry] });
   const refused = new Counter({ name: 'edgeshard_node_connections_refused_total', help: 'connections refused with 503 because their address held its share (--max-connections-per-client)', labelNames: ['reason'], registers: [registry] });
   const saturated = new Gauge({ name: 'edgeshard_node_saturated', help: '1 while the node holds nearly all the connections it may (and tells its gateways so)', registers: [registry] });
   // Failure counters start at 0 for the label values a dashboard asks about, so a panel shows 0 rather than
@@ -208,6 +210,12 @@ export function createEdgeMetrics(opts: { defaultMetrics?: boolean } = {}): Edge
     },
     writeFailed(_key, err) {
       writeFailures.labels(err.code ?? 'unknown').inc();
+    },
+    diskBudget(budget) {
+      if (budget.freeBytesAtStart !== null) diskFree.set(budget.freeBytesAtStart);
+    },
+    diskFull() {
+      diskFull.inc();
     },
     connectionRefused(reason) {
       refused.labels(reason).inc();

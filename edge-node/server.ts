@@ -148,6 +148,10 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       metrics.events.writeFailed?.(key, err);
       log.warn({ key, code: err.code, err: err.message }, 'cache write failed; serving without caching');
     },
+    diskFull(freedBytes, evictedObjects) {
+      metrics.events.diskFull?.(freedBytes, evictedObjects);
+      log.warn({ freedBytes, evictedObjects }, 'disk full (ENOSPC): evicted least recently used objects and retried the write');
+    },
     dropped(file, reason) {
       metrics.events.dropped?.(file, reason);
       log.warn({ file, reason }, 'dropped cache file');
@@ -172,6 +176,16 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   }
   let servedBytes = 0;
   const disk = config.cacheDir ? await DiskStore.open(config.cacheDir, { maxBytes: config.cacheBytes, events, ...(deps.diskFs ? { fs: deps.diskFs } : {}) }) : null;
+  if (disk) {
+    const { configuredBytes, freeBytesAtStart, heldBytesAtStart, maxBytes } = disk.budget;
+    events.diskBudget?.(disk.budget);
+    if (maxBytes < configuredBytes) {
+      log.warn(
+        { dir: disk.dir, configuredBytes, freeBytesAtStart, heldBytesAtStart, maxBytes },
+        `disk cache budget is ${maxBytes} bytes, not --cache-size ${configuredBytes}: that is all the disk holds (${freeBytesAtStart} bytes free at start + ${heldBytesAtStart} already cached); free space or lower --cache-size`,
+      );
+    } else log.info({ dir: disk.dir, configuredBytes, freeBytesAtStart, maxBytes }, 'disk cache budget');
+  }
   const memory = new MemoryStore(config.memoryBytes, config.memoryMaxObjectBytes);
   const manifests = new ManifestIndex();
   const limiter = new BandwidthLimiter({ bytesPerSecond: config.maxUploadBytesPerSecond, onWait: (ms: number) => events.bandwidthWait?.(ms) });

@@ -56,4 +56,6 @@ export interface StoreEvents {
   evicted?(key: string, size: number): void;
   dropped?(file: string, reason: string): void;
   writeFailed?(key: string, err: NodeJS.ErrnoException): void;
+  /** The disk was full (ENOSPC): least recently used objects were evicted to make room, and the write retried. */
+  diskFull?(freedBytes: number, evictedObjects: number): void;
 }
