@@ -231,3 +231,26 @@ describe('a saturated node', () => {
     expect(await primary()).toBe(paris.address);
   });
 });
+
+describe('gateway /metrics and /healthz', () => {
+  it('are rate-limited per client like every other path (429 once the burst is spent)', async () => {
+    const tmp = await tempDir();
+    await writeSampleDataset(join(tmp.dir, 'origin', 'sample'), { shards: 1, shardSize: 1024 });
+    const origin = await startOrigin(join(tmp.dir, 'origin'));
+    const gw = await startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], rateLimitPerSecond: 0.001, rateLimitBurst: 2 }), { geoip: await GeoIp.open() });
+    try {
+      const statuses: number[] = [];
+      for (const path of ['/metrics', '/healthz', '/metrics', '/healthz']) {
+        const res = await request(`${gw.url}${path}`);
+        await res.body.dump();
+        statuses.push(res.statusCode);
+      }
+      // One token per 1,000 s: the burst of 2 is all this client gets during the test.
+      expect(statuses).toEqual([200, 200, 429, 429]);
+    } finally {
+      await gw.close();
+      await origin.close();
+      await tmp.cleanup();
+    }
+  });
+});
