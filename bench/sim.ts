@@ -8,8 +8,9 @@ import { fileURLToPath } from 'node:url';
 import { Bench } from 'tinybench';
 import { EventQueue, Rng } from '../simulator/engine.ts';
 import { DEFAULT_RINGS_KM, presetScenario } from '../simulator/presets.ts';
-import { withOverride } from '../simulator/scenario.ts';
-import { simulate } from '../simulator/simulate.ts';
+import { DEFAULT_REPORT_OPTIONS, collectReport } from '../simulator/report.ts';
+import { resolveScenario, withOverride } from '../simulator/scenario.ts';
+import { simulate, simulateResolved } from '../simulator/simulate.ts';
 import { runScenarios } from '../simulator/sweep.ts';
 
 const HOLD_QUEUE = 10_000;
@@ -73,6 +74,21 @@ export async function runSimBench(): Promise<{ markdown: string; json: unknown }
   const sweepOneThreadS = (performance.now() - t) / 1000;
   const sweepEvents = sweepResults.reduce((s, r) => s + r.engine.events, 0);
 
+  // 5. Frontier scale (issue #12): 100,000 GPUs over 10 sites (all-reduce every step between sites 1,000 km apart),
+  // 100,000 home edge nodes at 1,000 km, 1,000 steps of llm-70b, one thread, exactly the steps asked for.
+  let frontier = withOverride(presetScenario('llm-70b', 'edge-home', 1000), 'job.gpus', 100_000);
+  frontier = withOverride(frontier, 'source.nodes', 100_000);
+  frontier = withOverride(frontier, 'compute', { sites: { count: 10, spacingKm: 1000 } });
+  frontier = withOverride(frontier, 'simulation', { steps: 1000 });
+  t = performance.now();
+  const fr = simulateResolved(resolveScenario(frontier));
+  const frontierWallS = (performance.now() - t) / 1000;
+
+  // 6. The default report, in one thread (loader searches run their batches in this thread in the CLI too).
+  t = performance.now();
+  await collectReport(DEFAULT_REPORT_OPTIONS, async (scs) => scs.map((sc) => simulate(sc)));
+  const reportWallS = (performance.now() - t) / 1000;
+
   const cpu = cpus()[0]?.model ?? 'unknown CPU';
   const json = {
     machine: { cpu, cores: availableParallelism(), node: process.version },
@@ -80,6 +96,8 @@ export async function runSimBench(): Promise<{ markdown: string; json: unknown }
     model: { scenario: big.name, gpus: 1000, nodes: 10_000, steps: 1000, events: big.engine.events, wallS: big.engine.wallS, eventsPerS: modelEventsPerS, runs: MODEL_RUNS, eventsPerSRange: modelRange },
     scaling,
     sweep: { scenarios: sweep.length, threads, wallS: sweepWallS, oneThreadWallS: sweepOneThreadS, events: sweepEvents },
+    frontier: { gpus: 100_000, sites: 10, nodes: 100_000, steps: 1000, wallS: frontierWallS, events: fr.engine.events, utilization: fr.utilization },
+    report: { wallS: reportWallS },
   };
   const f = (x: number, d = 2) => x.toFixed(d);
   const markdown = [
@@ -100,6 +118,10 @@ export async function runSimBench(): Promise<{ markdown: string; json: unknown }
     '',
     `Sweep of ${sweep.length} scenarios (1,000 GPUs × 10,000 nodes × ${DEFAULT_RINGS_KM.length} rings (${DEFAULT_RINGS_KM.join(', ')} km) × 3 models, ${SWEEP_STEPS.toLocaleString('en-US')} steps each, ${sweepEvents.toLocaleString('en-US')} events): ` +
       `**${f(sweepWallS)} s** with ${threads} worker threads, ${f(sweepOneThreadS)} s in one thread.`,
+    '',
+    `Frontier scale: llm-70b on 100,000 GPUs over 10 sites (all-reduce between sites 1,000 km apart), 100,000 home nodes at 1,000 km, 1,000 steps, one thread: **${f(frontierWallS, 1)} s** (${fr.engine.events.toLocaleString('en-US')} events; target < 60 s).`,
+    '',
+    `Default report (\`edgeshard sim report\`, loader searches and seeds included), one thread: **${f(reportWallS, 1)} s** (target < 30 s).`,
     '',
   ].join('\n');
   return { markdown, json };

@@ -14,7 +14,7 @@ import { COMPUTE_PRESETS, JOB_PRESETS, SOURCE_PRESETS, presetScenario } from './
 import { ProgressBar } from './progress.ts';
 import { DEFAULT_REPORT_OPTIONS, buildReportHtml, collectReport, reportJson, type ReportOptions } from './report.ts';
 import { ScenarioError, expandSweep, parseSweepAxis, parseValue, resolveScenario, withOverride, type SweepAxis } from './scenario.ts';
-import type { SimResult } from './simulate.ts';
+import { simulateResolved, type SimResult } from './simulate.ts';
 import { SweepError, runScenarios } from './sweep.ts';
 import { TraceError, parseTraceDetailed } from './trace.ts';
 
@@ -269,12 +269,16 @@ export const simCommand: Command = {
         }
       }
       // In this thread unless told otherwise: the search runs small batches, and a worker costs ~0.5 s to start.
-      const r = await searchLoader(base, (scs) => runScenarios(scs, { threads: threads ?? 0 }), budget);
+      const compare = async (scs: unknown[]) => scs.map((sc) => simulateResolved(resolveScenario(sc)));
+      const r = await searchLoader(base, (scs) => runScenarios(scs, { threads: threads ?? 0 }), budget, compare);
       const edge = r.default.result.source === 'edge';
       const gib = (b: number) => `${(b / 1024 ** 3).toFixed(1)} GiB`;
       console.log(`${r.default.result.name}: loader search within ${gib(budget)} of host memory per host (${r.scenariosRun} scenarios)`);
       console.log(`  default: ${(r.default.result.utilization * 100).toFixed(1)}% with ${describeSettings(r.default.settings, edge)} (${gib(r.default.memoryBytes)} per host)`);
       console.log(`  best:    ${(r.best.result.utilization * 100).toFixed(1)}% with ${describeSettings(r.best.settings, edge)} (${gib(r.best.memoryBytes)} per host)`);
+      for (const [k, x] of [['default', r.default.result], ['best', r.best.result]] as const) {
+        if (x.steadyDrift > 0.01 || !x.loadersSteady) console.log(`  (${k}: not steady after ${x.simulatedSteps} steps: the second half of the window differs by ${(x.steadyDrift * 100).toFixed(1)} points)`);
+      }
       return 0;
     }
     const points = expandSweep(base, axes);

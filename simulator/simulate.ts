@@ -27,8 +27,8 @@ export interface SimResult {
    */
   steadyDrift: number;
   /**
-   * False when the window was fed from the buffer the loaders filled at start-up (it held more than the window
-   * consumed) and the rate they filled it at is below the job's demand: the window then shows a supply the job
+   * False when the window was fed from the buffer the loaders filled at start-up (it held at least half of what the
+   * window consumed) and the rate they filled it at is below the job's demand: the window then shows a supply the job
    * cannot keep. simulate() runs longer.
    */
   loadersSteady: boolean;
@@ -181,7 +181,8 @@ export function simulateResolved(sc: ResolvedScenario, observe?: (stats: Trainin
   stepTimeS = Math.max(stepTimeS, job.computeStepS); // guards rounding: a step never takes less than its compute
   const utilization = job.computeStepS / stepTimeS;
   const batchAll = job.gpus * job.batchBytes;
-  const fedByStartup = windowSteps >= 1 && st.deliveredAtStepStart[warm]! - warm * batchAll >= windowSteps * batchAll;
+  // Fed by start-up: what was buffered when the window opened covers at least half of what the window consumed.
+  const fedByStartup = windowSteps >= 1 && st.deliveredAtStepStart[warm]! - warm * batchAll >= 0.5 * windowSteps * batchAll;
   const fillSupplyBps = st.firstStepStartS > 0 ? st.deliveredAtStepStart[0]! / st.firstStepStartS : Infinity;
   const loadersSteady = !(fedByStartup && fillSupplyBps < batchAll / job.computeStepS);
   const windowUtilization = st.computeS / st.lastStepEndS;
