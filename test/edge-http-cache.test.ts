@@ -8,7 +8,8 @@ import { startEdgeNode, type EdgeNode } from '../edge-node/server.ts';
 import { defaultNodeConfig, type EdgeNodeConfig } from '../edge-node/config.ts';
 import { formatHttpDate } from '../edge-node/http-semantics.ts';
 import { sha256Hex } from '../protocol/hash.ts';
-import { rawHttp, startScriptedOrigin, statusOf, until } from './helpers/net.ts';
+import { rawHttp, startScriptedOrigin, statusOf, tempDir, until } from './helpers/net.ts';
+import { parseEntryMeta } from '../edge-node/disk-store.ts';
 
 const T0 = Date.UTC(2026, 0, 10, 12, 0, 0);
 
@@ -423,5 +424,37 @@ describe('edge node as a shared HTTP cache (path mode)', () => {
     await get('/a', { 'cache-control': 'no-cache' });
     expect(node.fastPath!.answered).toBe(before + 1);
     expect(count('/a')).toBe(2);
+  });
+
+  it('keeps the origin fields, the Age and the Vary variants of stored answers across a restart (disk tier)', async () => {
+    const tmp = await tempDir();
+    closers.push(tmp.cleanup);
+    // No memory tier: every hit after the restart is the disk tier's.
+    const config = { cacheDir: tmp.dir, memoryMaxObjectBytes: 0 };
+    const first = await setup((s) => ({ headers: { 'cache-control': 'max-age=600', vary: 'accept-language', 'x-meta': 'kept' }, body: `lang=${String(s.headers['accept-language'])}` }), config);
+    await first.get('/v', { 'accept-language': 'de' });
+    await first.get('/v', { 'accept-language': 'fr' });
+    await until('both variants are on disk', () => [...first.node.disk!.keys()].filter((k) => k.startsWith('path:v\0')).length === 2);
+    await closers.pop()!(); // the first node and its origin (the last closer pushed)
+
+    const again = await setup(() => ({ status: 500, body: 'the origin must not be asked' }), config);
+    again.advance(100);
+    for (const lang of ['de', 'fr']) {
+      const r = await again.get('/v', { 'accept-language': lang });
+      expect(r.body.toString()).toBe(`lang=${lang}`);
+      expect(r.headers['x-meta']).toBe('kept');
+      expect(r.headers.age).toBe('100');
+    }
+    expect(again.env.seen).toHaveLength(0);
+    // A language no variant was stored for still goes to the origin.
+    expect((await again.get('/v', { 'accept-language': 'es' })).status).toBe(500);
+  });
+
+  it('refuses malformed path metadata on disk with a reason', () => {
+    const good = { key: 'path:a', size: 1, etag: '', lastModified: '', storedAt: T0, status: 404, headers: ['x-a', '1'], initialAge: 3 };
+    expect(parseEntryMeta(JSON.stringify(good))).toEqual(good);
+    expect(parseEntryMeta(JSON.stringify({ ...good, headers: ['x-a'] }))).toBe('headers must be a flat list of name/value strings');
+    expect(parseEntryMeta(JSON.stringify({ ...good, status: 99 }))).toBe('status must be an integer from 200 to 599');
+    expect(parseEntryMeta(JSON.stringify({ ...good, initialAge: -1 }))).toBe('initialAge must be a number >= 0');
   });
 });
