@@ -47,6 +47,7 @@ import { TicketGate, ticketFromUrl } from './ticket-gate.ts';
 import { RegistryClient, type NodeControl } from './registry-client.ts';
 import { installFastPath, type FastHit, type FastPath } from './fast-path.ts';
 import { BloomFilter, type BloomSummary } from '../protocol/bloom.ts';
+import { SignatureBudget } from './identity-budget.ts';
 import { IDENTITY_PATH, PROOF_GATEWAY_ID, PROOF_NONCE, loadOrCreateNodeKey, signUrlProof } from '../protocol/identity.ts';
 import { Wallet } from 'ethers';
 import { createRequire } from 'node:module';
@@ -1058,12 +1059,16 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
    * key answers at that URL. The URL is the node's own, never one from the request, so the answer is useless at
    * any other URL.
    */
+  const identityBudget = new SignatureBudget();
   async function serveIdentity(res: ServerResponse, query: string, started: number): Promise<void> {
     const params = new URLSearchParams(query);
     const gateway = params.get('gateway') ?? '';
     const nonce = params.get('nonce') ?? '';
     if (!PROOF_GATEWAY_ID.test(gateway) || !PROOF_NONCE.test(nonce)) {
       return sendText(res, 'invalid', 400, 'identity challenge needs gateway (printable, ≤128 characters) and nonce (32–128 hex digits)', started);
+    }
+    if (!identityBudget.take(performance.now())) {
+      return sendText(res, 'invalid', 503, 'identity challenges are rate-limited; retry in a second', started, ['retry-after', '1']);
     }
     const publicUrl = config.publicUrl ?? url;
     const body = JSON.stringify({ address, url: publicUrl, signature: await signUrlProof(wallet, gateway, nonce, publicUrl) });

@@ -263,3 +263,19 @@ describe('the node\'s identity route', () => {
     }
   });
 });
+
+describe('the identity route\'s signature budget', () => {
+  it('signs a burst, then as many per second as the rate, whatever the demand', async () => {
+    const { SignatureBudget } = await import('../edge-node/identity-budget.ts');
+    const budget = new SignatureBudget(10, 20);
+    let granted = 0;
+    for (let i = 0; i < 100; i++) if (budget.take(0)) granted++;
+    expect(granted).toBe(20);
+    // One second later: ten more, not a hundred.
+    granted = 0;
+    for (let i = 0; i < 100; i++) if (budget.take(1000)) granted++;
+    expect(granted).toBe(10);
+    // A clock that steps back mints nothing.
+    expect(budget.take(500)).toBe(false);
+  });
+});
