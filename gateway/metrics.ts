@@ -9,6 +9,12 @@ export interface GatewayMetrics {
   rateLimited(): void;
   nodeChange(change: 'up' | 'down'): void;
   probe(ok: boolean, ttfbSeconds?: number): void;
+  /** A node taken out of rotation for wrong bytes (by a probe or by client reports). */
+  quarantined(by: 'probe' | 'reports'): void;
+  /** A client's bad-bytes report: accepted (202), refused (400: bad ticket or body) or limited (429). */
+  report(outcome: 'accepted' | 'refused' | 'limited'): void;
+  /** A registration refused before welcome (bad URL or address, failed URL proof, …). */
+  registrationRefused(): void;
   setNodeCounts(source: () => { up: number; down: number }): void;
   /** A manifest read from the origin: `ok` or failed. */
   manifestLoad(ok: boolean): void;
@@ -60,6 +66,9 @@ export function createGatewayMetrics(opts: { defaultMetrics?: boolean } = {}): G
   const changes = new Counter({ name: 'edgeshard_gateway_node_changes_total', help: 'node membership changes', labelNames: ['change'], registers: [registry] });
   const probes = new Counter({ name: 'edgeshard_gateway_probes_total', help: 'active probes by result', labelNames: ['result'], registers: [registry] });
   const probeTtfb = new Histogram({ name: 'edgeshard_gateway_probe_ttfb_seconds', help: 'time to first byte of successful probes', buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers: [registry] });
+  const quarantines = new Counter({ name: 'edgeshard_gateway_quarantines_total', help: 'nodes taken out of rotation for wrong bytes, by what found them (probe, reports)', labelNames: ['by'], registers: [registry] });
+  const reports = new Counter({ name: 'edgeshard_gateway_reports_total', help: 'client bad-bytes reports by outcome (accepted, refused, limited)', labelNames: ['outcome'], registers: [registry] });
+  const refusals = new Counter({ name: 'edgeshard_gateway_registrations_refused_total', help: 'node registrations refused before welcome', registers: [registry] });
   // Start at 0 the label values a dashboard asks about, so a panel shows 0 rather than "No data" before the first
   // event of its kind.
   for (const o of ['node', 'origin-fallback', 'no-node']) decisions.labels(o).inc(0);
@@ -69,6 +78,8 @@ export function createGatewayMetrics(opts: { defaultMetrics?: boolean } = {}): G
   for (const r of ['ok', 'failed']) manifestLoads.labels(r).inc(0);
   let waiting: (() => number) | undefined;
   new Gauge({ name: 'edgeshard_gateway_datasets_waiting', help: 'configured datasets whose manifest has not loaded yet (origin unreachable or failing)', registers: [registry], collect() { this.set(waiting ? waiting() : 0); } });
+  for (const b of ['probe', 'reports']) quarantines.labels(b).inc(0);
+  for (const o of ['accepted', 'refused', 'limited']) reports.labels(o).inc(0);
   let counts: (() => { up: number; down: number }) | undefined;
   new Gauge({ name: 'edgeshard_gateway_nodes', help: 'registered nodes by state', labelNames: ['state'], registers: [registry], collect() { if (counts) { const c = counts(); this.labels('up').set(c.up); this.labels('down').set(c.down); } } });
 
@@ -94,6 +105,9 @@ export function createGatewayMetrics(opts: { defaultMetrics?: boolean } = {}): G
       probes.labels(ok ? 'ok' : 'failed').inc();
       if (ok && ttfb !== undefined) probeTtfb.observe(ttfb);
     },
+    quarantined: (by) => quarantines.labels(by).inc(),
+    report: (outcome) => reports.labels(outcome).inc(),
+    registrationRefused: () => refusals.inc(),
     setNodeCounts: (s) => (counts = s),
     manifestLoad: (ok) => manifestLoads.labels(ok ? 'ok' : 'failed').inc(),
     setDatasetsWaiting: (s) => (waiting = s),

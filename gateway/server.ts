@@ -152,6 +152,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     events: {
       nodeUp: () => metrics.nodeChange('up'),
       nodeDown: () => metrics.nodeChange('down'),
+      rejected: () => metrics.registrationRefused(),
     },
     admit: (id, url) => verifier.admit(id, url),
     forgotten: (node) => {
@@ -178,7 +179,10 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       metrics.probe(r.ok, r.ttfbMs !== undefined ? r.ttfbMs / 1000 : undefined);
       if (r.failure === 'wrong-bytes') {
         const q = registry.quarantine(node.id, `a probe of shard ${r.shard.slice(0, 12)}… got wrong bytes (${r.detail ?? 'mismatch'})`);
-        if (q) log.warn({ node: node.id, url: node.url, offences: q.offences, until: new Date(q.until).toISOString(), detail: r.detail }, 'node quarantined: wrong bytes');
+        if (q) {
+          metrics.quarantined('probe');
+          log.warn({ node: node.id, url: node.url, offences: q.offences, until: new Date(q.until).toISOString(), detail: r.detail }, 'node quarantined: wrong bytes');
+        }
       } else if (node.quarantine) {
         if (r.ok) registry.release(node.id);
         else registry.postponeRecheck(node);
@@ -222,7 +226,10 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   async function report(req: IncomingMessage, res: ServerResponse, ip: string): Promise<void> {
     if (req.method !== 'POST') return fail(res, 'reports', 405, 'use POST with a JSON body', { allow: 'POST' });
     const verdict = reportLimiter.check(ip || 'unknown', now());
-    if (!verdict.ok) return fail(res, 'reports', 429, 'too many reports from this client', { 'retry-after': String(verdict.retryAfterSeconds) });
+    if (!verdict.ok) {
+      metrics.report('limited');
+      return fail(res, 'reports', 429, 'too many reports from this client', { 'retry-after': String(verdict.retryAfterSeconds) });
+    }
     const chunks: Buffer[] = [];
     let size = 0;
     for await (const c of req) {
@@ -231,14 +238,17 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       chunks.push(c as Buffer);
     }
     const parsed = parseReport(Buffer.concat(chunks).toString());
-    if (!parsed.ok) return fail(res, 'reports', 400, parsed.reason);
-    const accepted = reportDesk.accept(parsed.report, ip, now());
-    if (!accepted.ok) return fail(res, 'reports', 400, accepted.reason);
-    const node = registry.nodes.get(accepted.node);
-    if (!node) return fail(res, 'reports', 400, 'the ticket names a node this gateway does not know (any more)');
+    const accepted = parsed.ok ? reportDesk.accept(parsed.report, ip, now()) : parsed;
+    const node = accepted.ok ? registry.nodes.get(accepted.node) : undefined;
+    if (!parsed.ok || !accepted.ok || !node) {
+      metrics.report('refused');
+      return fail(res, 'reports', 400, !accepted.ok ? accepted.reason : 'the ticket names a node this gateway does not know (any more)');
+    }
+    metrics.report('accepted');
     log.info({ node: node.id, shard: accepted.shard, chunk: parsed.report.chunk, client: ip, reporters: accepted.reporters }, 'client reported bad bytes');
     if (node.quarantine) return json(res, 'reports', 202, { accepted: true, node: node.id, action: 'already-quarantined' });
     if (accepted.corroborated) {
+      metrics.quarantined('reports');
       registry.quarantine(node.id, `clients in ${accepted.reporters} networks reported wrong bytes (shard ${accepted.shard.slice(0, 12)}…)`);
       reportDesk.reset(node.id);
       return json(res, 'reports', 202, { accepted: true, node: node.id, action: 'quarantined' });

@@ -144,6 +144,8 @@ describe('bad nodes on loopback', () => {
     expect(on.quarantine).toMatchObject({ offences: 1, reason: expect.stringMatching(/got wrong bytes/) });
     expect(on.downReason).toMatch(/^quarantined: /);
     expect(await primaryCount(checking, id)).toBe(0);
+    expect(await checking.metrics.registry.metrics()).toMatch(/edgeshard_gateway_quarantines_total\{by="probe"\} 1/);
+    expect(await trusting.metrics.registry.metrics()).toMatch(/edgeshard_gateway_quarantines_total\{by="probe"\} 0/);
   });
 
   it('quarantines a real node that serves a corrupted cached shard, tells its operator, releases it after the back-off once a probe passes, and doubles the back-off for a repeat', async () => {
@@ -267,5 +269,9 @@ describe('bad nodes on loopback', () => {
     await gw.reportProbes();
     expect(statuses).toEqual([202, 202, 202, 202, 202, 429]);
     expect(gw.registry.nodes.get(node.address)!.healthy).toBe(true);
+    const metrics = await gw.metrics.registry.metrics();
+    expect(metrics).toMatch(/edgeshard_gateway_reports_total\{outcome="refused"\} 6/);
+    expect(metrics).toMatch(/edgeshard_gateway_reports_total\{outcome="accepted"\} 6/);
+    expect(metrics).toMatch(/edgeshard_gateway_reports_total\{outcome="limited"\} 1/);
   });
 });

@@ -222,6 +222,7 @@ describe('registration on loopback', () => {
       const c = await scriptedNode({ gatewayUrl: strict.url, url: `http://localhost:${internalPort}`, location: PARIS });
       expect((await c.next('error')).reason).toMatch(/localhost resolves to .* loopback address/);
       expect(internal.requests.length).toBe(before);
+      expect(await strict.metrics.registry.metrics()).toMatch(/edgeshard_gateway_registrations_refused_total 3/);
       // With private nodes allowed but the URL proof on, the internal service gets one identity request and the
       // registrant learns only a category.
       const d = await scriptedNode({ gatewayUrl: checking.url, url: internal.url, location: PARIS });
