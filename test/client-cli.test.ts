@@ -12,7 +12,8 @@ import { sha256Hex } from '../protocol/hash.ts';
 import type { Manifest } from '../protocol/manifest.ts';
 import { sendBytes } from './helpers/byte-server.ts';
 import { startStaticGateway, type StaticGateway } from './helpers/static-gateway.ts';
-import { sleep, startScriptedOrigin, tempDir } from './helpers/net.ts';
+import { peerHasReadAll, startScriptedOrigin, tempDir, until } from './helpers/net.ts';
+import type { Socket } from 'node:net';
 
 const CLI = join(import.meta.dirname, '..', 'bin', 'edgeshard.js');
 
@@ -93,11 +94,13 @@ describe('edgeshard fetch', () => {
     const bytes = await readFile(join(tmp.dir, 'origin', 'sample', s.path));
     const half = s.size / 2;
     let resumeRange: string | undefined;
+    let firstRun: Socket | undefined;
     const node = await startScriptedOrigin((req, res) => {
       if (req.headers.range === undefined) {
         // First run: half the shard, then the node hangs (as if the trainer's network dropped).
         res.writeHead(200, { 'content-length': s.size });
         res.write(bytes.subarray(0, half));
+        firstRun = res.socket!;
         return;
       }
       resumeRange = req.headers.range;
@@ -108,7 +111,8 @@ describe('edgeshard fetch', () => {
     const out = join(tmp.dir, 'interrupt');
     const partial = join(out, s.path + '.partial');
     const { child, done } = start([gw.url, 'sample', '--out', out, '--stall-timeout', '60000']);
-    for (let i = 0; i < 200 && (await stat(partial).catch(() => null))?.size !== half; i++) await sleep(25);
+    // The CLI keeps received bytes in memory until a batch fills or it stops: interrupt it once it has read them.
+    await until('the CLI read the first half', async () => firstRun !== undefined && (await peerHasReadAll(firstRun)), 20_000);
     child.kill('SIGINT');
     const interrupted = await done;
     expect(interrupted.code).toBe(130);
@@ -116,7 +120,7 @@ describe('edgeshard fetch', () => {
     expect((await stat(partial)).size).toBe(half);
     expect(existsSync(join(out, s.path))).toBe(false);
 
-    const resumed = await runCli([gw.url, 'sample', '--out', out, '--stall-timeout', '3000']);
+    const resumed = await runCli([gw.url, 'sample', '--out', out, '--stall-timeout', '20000']);
     await gw.close();
     await node.close();
     expect(resumed.code).toBe(0);

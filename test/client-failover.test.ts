@@ -14,7 +14,8 @@ import { GatewayClient } from '../client/gateway-client.ts';
 import { createClientAgent } from '../client/http.ts';
 import { sendBytes } from './helpers/byte-server.ts';
 import { startStaticGateway, type StaticGatewayOptions } from './helpers/static-gateway.ts';
-import { startScriptedOrigin, tempDir } from './helpers/net.ts';
+import { startScriptedOrigin, tempDir, until } from './helpers/net.ts';
+import type { ProgressTracker } from '../client/progress.ts';
 
 const SIZE = 200_000;
 const bytes = deterministicBytes('failover', SIZE);
@@ -63,14 +64,18 @@ const run = (gateway: string, outDir: string, over: Record<string, unknown> = {}
 describe('failover between nodes', () => {
   it('resumes from the partial on the next node via Range when a node dies mid-transfer', async () => {
     const half = SIZE / 2;
-    const dying = await node((_req, res) => {
+    let progress: ProgressTracker | undefined;
+    const dying = await node(async (_req, res) => {
       res.writeHead(200, { 'content-length': SIZE });
-      res.write(bytes.subarray(0, half), () => setTimeout(() => res.destroy(), 50));
+      res.write(bytes.subarray(0, half));
+      // Dies once the client has written the half it was sent: bytes still unread when a connection dies are lost.
+      await until('the client wrote the first half', () => progress?.receivedBytes === half);
+      res.destroy();
     });
     const good = await goodNode();
     const gw = await gatewayFor([dying, good]);
     const out = newOut();
-    const report = await run(gw.url, out);
+    const report = await run(gw.url, out, { onStart: (_m: Manifest, p: ProgressTracker) => (progress = p) });
     const r = report.results[0]!;
     expect(r.status).toBe('downloaded');
     expect(r.servedBy).toEqual(['n0', 'n1']);
@@ -89,11 +94,11 @@ describe('failover between nodes', () => {
     const gw = await gatewayFor([stalled, good]);
     const out = newOut();
     const started = Date.now();
-    const report = await run(gw.url, out, { stallTimeoutMs: 400 });
+    const report = await run(gw.url, out, { stallTimeoutMs: 1000 });
     const r = report.results[0]!;
     expect(r.status).toBe('downloaded');
-    expect(Date.now() - started).toBeGreaterThanOrEqual(400);
-    expect(r.failures).toEqual(['n0: stalled: no bytes for 400 ms']);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1000);
+    expect(r.failures).toEqual(['n0: stalled: no bytes for 1000 ms']);
     expect(r.servedBy).toEqual(['n1']);
     expect(sha256Hex(await readFile(join(out, shard.path)))).toBe(shard.sha256);
   });
@@ -185,17 +190,28 @@ describe('split download failover', () => {
     const big = deterministicBytes('split', 400_000);
     const bigShard: ShardEntry = { path: 'big.bin', size: big.length, sha256: sha256Hex(big) };
     const bigManifest = buildManifest('one', '1', [bigShard]);
-    const dying = await node((req, res) => {
+    let progress: ProgressTracker | undefined;
+    let died!: () => void;
+    const dead = new Promise<void>((r) => (died = r));
+    const dying = await node(async (req, res) => {
       const m = /bytes=(\d+)-(\d*)/.exec(req.headers.range ?? '')!;
       const start = Number(m[1]);
       const end = m[2] ? Number(m[2]) : big.length - 1;
       res.writeHead(206, { 'content-length': end - start + 1, 'content-range': `bytes ${start}-${end}/${big.length}` });
-      res.write(big.subarray(start, start + 10_000), () => setTimeout(() => res.destroy(), 20));
+      res.write(big.subarray(start, start + 10_000));
+      // Dies once the client has written what it was sent (the other range is held until then, so all the client
+      // has received is from here).
+      await until('the client wrote the first 10 000 bytes', () => progress?.receivedBytes === 10_000);
+      res.destroy();
+      died();
     });
-    const good = await node((req, res) => sendBytes(req, res, big));
+    const good = await node(async (req, res) => {
+      if (req.headers.range === 'bytes=200000-') await dead;
+      sendBytes(req, res, big);
+    });
     const gw = await gatewayFor([dying, good], { datasets: { one: { manifest: bigManifest } } });
     const out = newOut();
-    const report = await run(gw.url, out, { splitThreshold: 100_000, splitParts: 2 });
+    const report = await run(gw.url, out, { splitThreshold: 100_000, splitParts: 2, onStart: (_m: Manifest, p: ProgressTracker) => (progress = p) });
     expect(report.results[0]!.status).toBe('downloaded');
     // Range 0 started on n0 (died after 10 000 bytes) and resumed on n1; range 1 went to n1 directly.
     expect(dying.ranges).toEqual(['bytes=0-199999']);

@@ -34,7 +34,7 @@ describe('fetch through a gateway and real edge nodes', () => {
   let manifest: Manifest;
   let nodes: EdgeNode[];
   let gateway: StaticGateway;
-  const fetchOpts = () => ({ gateway: gateway.url, dataset: 'sample', stallTimeoutMs: 3000, gatewayBackoffMs: 10 });
+  const fetchOpts = () => ({ gateway: gateway.url, dataset: 'sample', stallTimeoutMs: 10_000, gatewayBackoffMs: 10 });
 
   beforeAll(async () => {
     tmp = await tempDir('edgeshard-client-');

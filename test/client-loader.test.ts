@@ -12,7 +12,7 @@ import type { Manifest } from '../protocol/manifest.ts';
 import { openDataset, shuffledOrder, ShardLoadError } from '../client/loader.ts';
 import { sendBytes } from './helpers/byte-server.ts';
 import { startStaticGateway, type StaticGateway } from './helpers/static-gateway.ts';
-import { sleep, startScriptedOrigin, tempDir } from './helpers/net.ts';
+import { startScriptedOrigin, tempDir, until } from './helpers/net.ts';
 
 const SHARDS = 10;
 
@@ -27,6 +27,8 @@ describe('openDataset', () => {
   let countingGateway: StaticGateway;
   let inFlight = 0;
   let maxInFlight = 0;
+  /** While set, the counting node holds every request, so the ones a consumer's loader sends ahead pile up. */
+  let hold: Promise<void> | undefined;
 
   beforeAll(async () => {
     tmp = await tempDir('edgeshard-loader-test-');
@@ -38,7 +40,7 @@ describe('openDataset', () => {
     counting = await startScriptedOrigin(async (req, res) => {
       inFlight++;
       maxInFlight = Math.max(maxInFlight, inFlight);
-      await sleep(40);
+      await hold;
       inFlight--;
       sendBytes(req, res, bySha.get(/\/shard\/([0-9a-f]{64})/.exec(req.url ?? '')?.[1] ?? '')!);
     });
@@ -80,12 +82,19 @@ describe('openDataset', () => {
   it('keeps at most `prefetch` downloads in flight ahead of a slow consumer', async () => {
     for (const prefetch of [1, 3]) {
       maxInFlight = 0;
+      let release!: () => void;
+      hold = new Promise<void>((r) => (release = r));
       const ds = await openDataset({ gateway: countingGateway.url, dataset: 'sample' });
+      const shards = ds.shards({ order: 'shuffle', seed: 1, prefetch })[Symbol.asyncIterator]();
+      // The consumer asks for its first shard and the node answers nothing: the loader's downloads pile up to the bound.
+      const first = shards.next();
+      await until(`${prefetch} downloads in flight`, () => inFlight === prefetch);
+      release();
+      hold = undefined;
       let yielded = 0;
-      for await (const { shard, data } of ds.shards({ order: 'shuffle', seed: 1, prefetch })) {
-        expect(sha256Hex(data)).toBe(shard.sha256);
+      for (let r = await first; !r.done; r = await shards.next()) {
+        expect(sha256Hex(r.value.data)).toBe(r.value.shard.sha256);
         yielded++;
-        await sleep(60); // the consumer is the bottleneck, so downloads pile up to the prefetch bound
       }
       await ds.close();
       expect(yielded).toBe(SHARDS);

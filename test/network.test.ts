@@ -15,10 +15,11 @@ import { GeoIp } from '../gateway/geoip.ts';
 import { signTicket } from '../protocol/tickets.ts';
 import { sha256Hex } from '../protocol/hash.ts';
 import type { Manifest } from '../protocol/manifest.ts';
-import { tempDir, sleep, until } from './helpers/net.ts';
+import { tempDir, until } from './helpers/net.ts';
 import { fetchShard } from '../client/fetch.ts';
 import { GatewayClient } from '../client/gateway-client.ts';
 import { createClientAgent } from '../client/http.ts';
+import { ProgressTracker } from '../client/progress.ts';
 
 const run = promisify(execFile);
 
@@ -148,10 +149,15 @@ describe('gateway, nodes and clients on loopback', () => {
     const dispatcher = createClientAgent({ stallTimeoutMs: 5000 });
     const gateway = new GatewayClient({ gateway: gw.url, dispatcher, near: { lat: 48.85, lon: 2.35 } });
     const outDir = join(tmp.dir, 'trainer');
-    const pending = fetchShard(shard, { gateway, dataset: 'sample', outDir, dispatcher, stallTimeoutMs: 5000 });
-    await sleep(400); // about 100 KiB of 256 KiB sent
-    paris.server.closeAllConnections(); // the node's connections die mid-transfer
-    const result = await pending;
+    // The node's connections die mid-transfer: as soon as the client has written its first bytes from Paris, which
+    // cannot have sent the whole shard by then (the cap holds back all but its first 64 KiB burst).
+    const progress = new ProgressTracker(shard.size, 1);
+    const received = progress.received.bind(progress);
+    progress.received = (bytes) => {
+      received(bytes);
+      if (progress.receivedBytes === bytes) paris.server.closeAllConnections();
+    };
+    const result = await fetchShard(shard, { gateway, dataset: 'sample', outDir, dispatcher, stallTimeoutMs: 5000, progress });
     paris.limiter.setRate(0);
     await dispatcher.close();
     expect(result.status).toBe('downloaded');
@@ -169,11 +175,11 @@ describe('gateway, nodes and clients on loopback', () => {
     const killed = nodes.newYork;
     const address = killed.address;
     await killed.close();
-    await until('gateway marks the node down', () => gw.registry.nodes.get(address)?.healthy === false, 5000);
+    await until('gateway marks the node down', () => gw.registry.nodes.get(address)?.healthy === false);
     const r = await getJson(`${gw.url}/v1/route?dataset=sample&shard=${shard.sha256}&near=${near}`);
     expect(r.body.candidates.map((c: { node: string }) => c.node)).not.toContain(address);
     expect(r.body.candidates).toHaveLength(2);
     nodes.newYork = await startNode('newYork', [gw.url]);
-    await until('replacement node registered', () => gw.registry.healthyCount === 3, 5000);
+    await until('replacement node registered', () => gw.registry.healthyCount === 3);
   });
 });

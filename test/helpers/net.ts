@@ -1,8 +1,8 @@
 // Helpers for tests that talk real HTTP on 127.0.0.1.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { closeNow, listen, localUrl } from '../../protocol/listen.ts';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -57,4 +57,32 @@ export async function until(what: string, cond: () => boolean | Promise<boolean>
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await sleep(20);
   }
+}
+
+/** "127.0.0.1:8080" as /proc/net/tcp spells it: the IPv4 address as a little-endian hex word, then the port. */
+function procTcpAddress(ip: string, port: number): string {
+  const word = ip.split('.').map((b) => Number(b).toString(16).padStart(2, '0').toUpperCase()).reverse().join('');
+  return `${word}:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+}
+
+/**
+ * Whether the process at the other end of `socket` (an IPv4 loopback connection, possibly in a child process) has
+ * read every byte `socket` sent: nothing unacknowledged on our side, nothing unread in the peer's receive queue.
+ * Read from /proc/net/tcp (Linux); for tests that must act only once a child has taken bytes in, such as a SIGINT
+ * that has to find them received.
+ */
+export async function peerHasReadAll(socket: Socket): Promise<boolean> {
+  const ours = procTcpAddress(socket.localAddress!.replace(/^::ffff:/, ''), socket.localPort!);
+  const theirs = procTcpAddress(socket.remoteAddress!.replace(/^::ffff:/, ''), socket.remotePort!);
+  const queues = new Map<string, { tx: number; rx: number }>();
+  for (const line of (await readFile('/proc/net/tcp', 'latin1')).split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 5) continue;
+    const [tx, rx] = f[4]!.split(':').map((h) => parseInt(h, 16));
+    queues.set(`${f[1]} ${f[2]}`, { tx: tx!, rx: rx! });
+  }
+  const sent = queues.get(`${ours} ${theirs}`);
+  const received = queues.get(`${theirs} ${ours}`);
+  if (!sent || !received) throw new Error(`connection ${ours} -> ${theirs} not found in /proc/net/tcp`);
+  return socket.writableLength === 0 && sent.tx === 0 && received.rx === 0;
 }
