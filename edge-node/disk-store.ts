@@ -145,6 +145,11 @@ export class DiskStore {
     this.tmpDir = path.join(dir, 'tmp');
   }
 
+  /** Commits queued for a slot (beyond `maxConcurrentCommits`): a backlog of fsyncs shows here. */
+  get commitsWaiting(): number {
+    return this.commitSlots.waiting.length;
+  }
+
   /**
    * Opens (creating if needed) the store in `dir` and rebuilds the index from disk: partial fills and
    * inconsistent files are removed (reported through `events.dropped`), and if the cache is over
@@ -709,7 +714,7 @@ class DiskStoreWriter implements DiskWriter {
 /** At most `limit` tasks at a time; the others start in call order as slots free up. */
 class Slots {
   private running = 0;
-  private readonly waiting: (() => void)[] = [];
+  readonly waiting: (() => void)[] = [];
 
   constructor(private readonly limit: number) {}
 

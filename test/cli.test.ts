@@ -105,11 +105,10 @@ describe('edgeshard CLI', () => {
         child.once('exit', (code) => reject(new Error(`node exited early with ${code}`)));
       });
       const shard = manifest.shards[0]!;
-      // 2 MB at 4 MB/s takes about half a second: SIGTERM lands mid-response, which must still complete.
-      const pending = request(`${url}/shard/${shard.sha256}`).then(async (r) => Buffer.from(await r.body.arrayBuffer()));
-      await new Promise((r) => setTimeout(r, 150));
+      // 2 MB at 4 MB/s takes about half a second: SIGTERM lands once the response has started, and it must complete.
+      const response = await request(`${url}/shard/${shard.sha256}`);
       child.kill('SIGTERM');
-      const body = await pending;
+      const body = Buffer.from(await response.body.arrayBuffer());
       expect(sha256Hex(body)).toBe(shard.sha256);
       const code = await new Promise<number | null>((resolve) => (child.exitCode !== null ? resolve(child.exitCode) : child.once('exit', resolve)));
       expect(code).toBe(0);

@@ -351,13 +351,14 @@ describe('throttle', () => {
     expect(received).toHaveLength(2);
   });
 
-  it('holds two concurrent streams to the shared cap in real time', async () => {
+  it('holds two concurrent streams to the shared cap (fake clock: the pacing, not the machine, sets the times)', async () => {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
     const bytesPerSecond = 4 * 1024 * 1024;
     const burstBytes = 64 * 1024;
     const perStream = 1024 * 1024;
-    const limiter = new BandwidthLimiter({ bytesPerSecond, burstBytes });
+    const limiter = new BandwidthLimiter({ bytesPerSecond, burstBytes, now: () => Date.now() });
     const finishedAt: number[] = [];
-    const started = performance.now();
+    const started = Date.now();
 
     async function send(): Promise<number> {
       let received = 0;
@@ -370,32 +371,32 @@ describe('throttle', () => {
       // 4 chunks of 256 KiB, like a file read stream with a large highWaterMark.
       const source = Readable.from(Array.from({ length: 4 }, () => Buffer.alloc(perStream / 4, 1)));
       await pipeline(source, throttle(limiter, { sliceBytes: 32 * 1024 }), sink);
-      finishedAt.push(performance.now() - started);
+      finishedAt.push(Date.now() - started);
       return received;
     }
 
-    const [a, b] = await Promise.all([send(), send()]);
-    const elapsedMs = performance.now() - started;
+    const both = Promise.all([send(), send()]);
+    await vi.runAllTimersAsync();
+    const [a, b] = await both;
+    const elapsedMs = Date.now() - started;
     expect(a + b).toBe(2 * perStream);
 
     // The burst and the slice granted on the emptied bucket go for free; the rest is paced at the cap.
     const pacedBytes = 2 * perStream - burstBytes - 32 * 1024;
     const expectedMs = (pacedBytes / bytesPerSecond) * 1000;
-    expect(elapsedMs).toBeGreaterThan(expectedMs * 0.8);
-    expect(elapsedMs).toBeLessThan(expectedMs * 1.2);
-    const rate = (2 * perStream) / (elapsedMs / 1000);
-    expect(rate).toBeGreaterThan(bytesPerSecond * 0.8);
-    expect(rate).toBeLessThan(bytesPerSecond * 1.2);
+    // Timers fire on whole milliseconds: within a few ms of the exact figure.
+    expect(Math.abs(elapsedMs - expectedMs)).toBeLessThanOrEqual(5);
     // Fair sharing: the first stream doesn't finish long before the second.
-    expect(Math.min(...finishedAt)).toBeGreaterThan(elapsedMs * 0.8);
+    expect(Math.min(...finishedAt)).toBeGreaterThan(elapsedMs * 0.9);
     expect(limiter.waits).toBeGreaterThan(0);
   });
 
   it('aborting one waiting stream does not stall the others sharing the limiter', async () => {
     const bytesPerSecond = 512 * 1024;
     const sliceBytes = 16 * 1024;
-    const limiter = new BandwidthLimiter({ bytesPerSecond, burstBytes: sliceBytes });
-    const started = performance.now();
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    const limiter = new BandwidthLimiter({ bytesPerSecond, burstBytes: sliceBytes, now: () => Date.now() });
+    const started = Date.now();
     // A big download whose client goes away: it always has one slice reserved in the queue.
     const doomed = throttle(limiter, { sliceBytes });
     doomed.on('data', () => {});
@@ -412,17 +413,21 @@ describe('throttle', () => {
         },
       }),
     );
-    await new Promise((r) => setTimeout(r, 5));
+    // No time passes until both streams wait in the queue.
+    for (let turns = 0; limiter.queued < 2 && turns < 1000; turns++) await new Promise((r) => setImmediate(r));
     expect(limiter.queued).toBe(2);
     doomed.destroy();
-    const guard = new Promise((_, reject) => setTimeout(() => reject(new Error('survivor stalled')), 2000));
-    await Promise.race([survivor, guard]);
-    const elapsedMs = performance.now() - started;
+    let survived = false;
+    void survivor.then(() => (survived = true));
+    // A survivor left waiting behind the dead stream would leave timers pending with nothing to finish.
+    await vi.runAllTimersAsync();
+    expect(survived).toBe(true);
+    const elapsedMs = Date.now() - started;
     expect(got).toBe(64 * 1024);
     // After the abort the survivor pays only for what was really sent ahead of it: the doomed stream's
     // second slice and its own first three, 64 KiB = 125 ms. Sharing with a live stream would take ~250 ms.
-    expect(elapsedMs).toBeGreaterThan(100);
-    expect(elapsedMs).toBeLessThan(200);
+    expect(elapsedMs).toBeGreaterThanOrEqual(120);
+    expect(elapsedMs).toBeLessThanOrEqual(130);
     expect(limiter.queued).toBe(0);
   });
 });

@@ -13,6 +13,7 @@ vi.mock(import('../protocol/hash.ts'), async (importOriginal) => {
 import { sha256File, sha256Hex } from '../protocol/hash.ts';
 import { DiskStore, ObjectTooLargeError, type DiskStoreFs, type WritableFileHandle } from '../edge-node/disk-store.ts';
 import type { EntryMeta, StoreEvents } from '../edge-node/store-types.ts';
+import { until } from './helpers/net.ts';
 
 const sha256FileSpy = vi.mocked(sha256File);
 
@@ -222,9 +223,8 @@ describe('DiskStore writes', () => {
     const writers = await Promise.all(keys.map((k) => store.createWriter(k)));
     await Promise.all(writers.map((w, i) => w.write(bytes(100, i))));
     const commits = writers.map((w, i) => w.commit(metaFor(keys[i]!, bytes(100, i))).then(() => order.push(keys[i]!)));
-    await vi.waitFor(() => expect(syncing).toBe(2));
-    await new Promise((r) => setTimeout(r, 50));
-    expect(syncing).toBe(2); // c and d wait for a slot
+    await until('c and d queued for a commit slot', () => store.commitsWaiting === 2);
+    expect(syncing).toBe(2); // a and b hold the slots
     releaseSyncs();
     await Promise.all(commits);
     expect(mostSyncing).toBe(2);
@@ -379,7 +379,8 @@ describe('DiskStore eviction', () => {
     const committing = replacement.commit(metaFor('k', bytes(1000, 3)));
     await gateReached;
     const fillingY = fill(store, 'y', bytes(6000, 4)); // evicts the old k (oldest)
-    await vi.waitFor(() => expect(events.evicted).toEqual([{ key: 'k', size: 4000 }]));
+    await until('the old k evicted', () => events.evicted.length > 0);
+    expect(events.evicted).toEqual([{ key: 'k', size: 4000 }]);
     openGate();
     await Promise.all([committing, fillingY]);
 

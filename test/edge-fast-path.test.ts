@@ -13,7 +13,7 @@ import { writeSampleDataset } from '../dataset/sample.ts';
 import { generateTicketKey, signTicket } from '../protocol/tickets.ts';
 import { parseCommand } from '../cli/options.ts';
 import type { Manifest } from '../protocol/manifest.ts';
-import { startScriptedOrigin, tempDir, sleep, until } from './helpers/net.ts';
+import { startScriptedOrigin, tempDir, until } from './helpers/net.ts';
 
 interface RawResponse {
   status: number;
@@ -59,7 +59,7 @@ class RawClient {
   }
 
   /** Reads one response; `bodyless` for answers to HEAD (the head carries a Content-Length, the body is empty). */
-  async read(bodyless = false, timeoutMs = 5000): Promise<RawResponse> {
+  async read(bodyless = false, timeoutMs = 10_000): Promise<RawResponse> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const r = this.tryParse(bodyless);
@@ -111,7 +111,27 @@ class RawClient {
   }
 }
 
-async function closedWithin(c: RawClient, ms: number): Promise<void> {
+/**
+ * The node's end of the client connection `c` (matched by port), or undefined before it is accepted. node:http's
+ * `connection` event gives the server side of every connection; `track` collects them from the start of a test.
+ */
+function track(node: EdgeNode): (c: RawClient) => Socket | undefined {
+  const seen: Socket[] = [];
+  node.server.on('connection', (s: Socket) => seen.push(s));
+  return (c) => seen.find((s) => s.remotePort === c.socket.localPort);
+}
+
+/** Waits, one event-loop turn at a time, until the node's end of `c` has read `bytes` bytes in all. */
+async function nodeHasRead(serverSide: (c: RawClient) => Socket | undefined, c: RawClient, bytes: number): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while ((serverSide(c)?.bytesRead ?? 0) < bytes) {
+    if (Date.now() > deadline) throw new Error(`the node read ${serverSide(c)?.bytesRead ?? 0} of ${bytes} bytes`);
+    await new Promise((r) => setImmediate(r));
+  }
+}
+
+/** Waits for the node to close `c`; the bound only turns a connection left open into a clear failure. */
+async function closedWithin(c: RawClient, ms = 10_000): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`connection still open after ${ms} ms`)), ms)));
   try {
@@ -275,7 +295,7 @@ describe('edge node fast path', () => {
         const c = await open(n);
         c.send(req);
         results.push(await c.read(bodyless));
-        if (/Connection: close/.test(req)) await closedWithin(c, 1000); // both close after a Connection: close answer
+        if (/Connection: close/.test(req)) await closedWithin(c); // both close after a Connection: close answer
         else c.close();
       }
       const [a, b] = results as [RawResponse, RawResponse];
@@ -332,9 +352,10 @@ describe('edge node fast path', () => {
     const shard = small[2]!;
     const req = get(`/shard/${shard.sha256}`, 'User-Agent: split-test\r\n');
 
+    const serverSide = track(node);
     const two = await open(node);
     two.send(req.slice(0, 20));
-    await sleep(50);
+    await nodeHasRead(serverSide, two, 20); // the first part arrives alone
     two.send(req.slice(20));
     const r = await two.read();
     expect(r.status).toBe(200);
@@ -342,9 +363,9 @@ describe('edge node fast path', () => {
     expect(node.fastPath!.answered).toBe(1);
 
     const bytewise = await open(node);
-    for (const ch of req) {
-      bytewise.send(ch);
-      await sleep(2);
+    for (let i = 0; i < req.length; i++) {
+      bytewise.send(req[i]!);
+      await nodeHasRead(serverSide, bytewise, i + 1); // one byte per read
     }
     const r2 = await bytewise.read();
     expect(r2.status).toBe(200);
@@ -449,7 +470,7 @@ describe('edge node fast path', () => {
       c.socket.end();
       expect((await c.read()).body.length, `fastPath ${fastPath}`).toBe(small[0]!.size);
       expect((await c.read()).body.length, `fastPath ${fastPath}`).toBe(small[1]!.size);
-      await closedWithin(c, 1000);
+      await closedWithin(c);
       expect(node.fastPath?.answered ?? 0).toBe(fastPath ? 2 : 0);
     }
   });
@@ -467,7 +488,7 @@ describe('edge node fast path', () => {
     expect(node.fastPath!.connections).toBe(2);
     const third = await open(node);
     third.send(req);
-    await closedWithin(third, 1000);
+    await closedWithin(third);
     expect(third.unread).toBe(0);
     held[0]!.close();
     await until('a slot is free', async () => metricValue(await metricsText(node), 'edgeshard_node_active_connections') === 1);
@@ -487,24 +508,23 @@ describe('edge node fast path', () => {
       const answeredAt = performance.now();
       expect(r.headers['keep-alive']).toBe('timeout=0');
       await client.closed;
+      // Not before the timeout and its 1 s allowance (timers never fire early); that it closes at all is the wait above.
       const idle = client.closedAt! - answeredAt;
       expect(idle, `fastPath ${fastPath}`).toBeGreaterThan(1000);
-      expect(idle, `fastPath ${fastPath}`).toBeLessThan(3000);
       expect(node.fastPath?.answered ?? 0).toBe(fastPath ? 1 : 0);
     }
   });
 
   it('drains on close (SIGTERM) promptly with an idle fast-path keep-alive connection open', async () => {
-    const node = await startNode({ shutdownGraceMs: 10_000 });
+    // A grace longer than the test's timeout: a close that waited for the idle connection instead of closing it
+    // at once, as node:http closes its idle ones, fails the test.
+    const node = await startNode({ shutdownGraceMs: 120_000 });
     await warm(node);
     const idle = await open(node);
     idle.send(get(`/shard/${small[0]!.sha256}`));
     expect((await idle.read()).status).toBe(200);
     expect(node.fastPath!.connections).toBe(1);
-    const t0 = performance.now();
     await node.close();
-    // Well under the 10 s grace: the idle connection was closed at once, as node:http closes its idle ones.
-    expect(performance.now() - t0).toBeLessThan(2000);
     await idle.closed;
     nodes.splice(nodes.indexOf(node), 1);
   });
@@ -512,6 +532,7 @@ describe('edge node fast path', () => {
   it('finishes what a busy fast-path connection owes on close, marked Connection: close', async () => {
     const node = await startNode();
     await warm(node);
+    const serverSide = track(node);
     const client = await open(node);
     client.send(get(`/shard/${small[0]!.sha256}`));
     expect((await client.read()).status).toBe(200);
@@ -520,16 +541,17 @@ describe('edge node fast path', () => {
     client.socket.pause();
     const n = 3000;
     client.send(Array.from({ length: n }, () => get(`/shard/${small[1]!.sha256}`)).join(''));
-    await until('the node has answered what the socket buffers take', () => node.fastPath!.answered > 1);
-    await sleep(200);
+    await until('the node is held back by backpressure', () => serverSide(client)?.writableNeedDrain === true);
     expect(node.fastPath!.answered).toBeLessThan(n);
     const closing = node.close();
     client.socket.resume();
     const last: RawResponse[] = [];
+    // Read until the node closes the connection (read throws then), however long the answers take.
     for (;;) {
       try {
-        last.push(await client.read(false, 3000));
-      } catch {
+        last.push(await client.read());
+      } catch (err) {
+        if (client.closedAt === undefined) throw err;
         break;
       }
     }
@@ -544,17 +566,15 @@ describe('edge node fast path', () => {
   it('holds a slow reader back instead of buffering responses without bound', async () => {
     const node = await startNode();
     await warm(node);
-    let serverSide: Socket | undefined;
-    node.server.on('connection', (s: Socket) => (serverSide = s));
+    const serverSide = track(node);
     const client = await open(node);
     client.socket.pause();
     const n = 3000; // 3000 × 4 KiB = 12 MiB of responses asked for at once, none read yet
     const shard = small[3]!;
     client.send(Array.from({ length: n }, () => get(`/shard/${shard.sha256}`)).join(''));
-    await sleep(300);
-    expect(serverSide).toBeDefined();
+    await until('the node is held back by backpressure', () => serverSide(client)?.writableNeedDrain === true);
     // Buffered in the node: at most about a socket high-water mark plus one batch, not 12 MiB.
-    expect(serverSide!.writableLength).toBeLessThan(1024 * 1024);
+    expect(serverSide(client)!.writableLength).toBeLessThan(1024 * 1024);
     expect(node.fastPath!.answered).toBeLessThan(n);
     client.socket.resume();
     for (let i = 0; i < n; i++) {

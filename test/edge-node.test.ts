@@ -9,7 +9,7 @@ import { startOrigin, type OriginServer } from '../dataset/origin-server.ts';
 import { writeSampleDataset, deterministicBytes } from '../dataset/sample.ts';
 import { sha256Hex } from '../protocol/hash.ts';
 import { buildManifest, type Manifest } from '../protocol/manifest.ts';
-import { rawHttp, startScriptedOrigin, statusOf, tempDir, sleep, until } from './helpers/net.ts';
+import { rawHttp, startScriptedOrigin, statusOf, tempDir, until } from './helpers/net.ts';
 
 async function get(url: string, headers: Record<string, string> = {}, method: 'GET' | 'HEAD' = 'GET') {
   const res = await request(url, { headers, method });
@@ -241,19 +241,19 @@ describe('edge node against a real origin', () => {
     // Exactly the two damaged shards came from the origin again.
     expect(origin.requests() - before).toBe(2);
     // The disk commit (fsync, rename) finishes just after the client's last byte, which only waits for the hash.
-    for (let i = 0; i < 100 && node.disk!.entryCount < manifest.shards.length; i++) await sleep(20);
-    expect(node.disk!.entryCount).toBe(manifest.shards.length);
+    await until('the refetched shards committed to disk', () => node.disk!.entryCount === manifest.shards.length);
   });
 
   it('drains in-flight responses on close and then refuses new connections', async () => {
     const node = await startNode({ maxUploadBytesPerSecond: 1_000_000 });
     const shard = manifest.shards[4]!;
     await get(`${node.url}/shard/${shard.sha256}`); // warm
-    const inFlight = get(`${node.url}/shard/${shard.sha256}`);
-    await sleep(50);
+    // Close once the response has started (its head is here), so it is in flight and not yet refused.
+    const inFlight = await request(`${node.url}/shard/${shard.sha256}`);
     const closing = node.close();
-    const res = await inFlight;
-    expect(sha256Hex(res.body)).toBe(shard.sha256);
+    const body = Buffer.from(await inFlight.body.arrayBuffer());
+    expect(inFlight.statusCode).toBe(200);
+    expect(sha256Hex(body)).toBe(shard.sha256);
     await closing;
     await expect(request(`${node.url}/healthz`)).rejects.toThrow();
   });
@@ -304,9 +304,8 @@ describe('edge node against misbehaving origins', () => {
       calls++;
       res.writeHead(200, { 'content-length': size });
       if (calls === 1) {
-        res.write(good.subarray(0, size / 2));
-        await sleep(50);
-        res.socket?.destroy();
+        // The half is sent before the connection dies: a socket's queued bytes go out ahead of its FIN.
+        res.write(good.subarray(0, size / 2), () => res.socket?.destroy());
       } else res.end(good);
     });
     const node = await startEdgeNode(defaultNodeConfig({ originUrl: origin.url, manifests: ['manifest.json'] }));
@@ -358,9 +357,10 @@ describe('edge node against misbehaving origins', () => {
     const origin = await startScriptedOrigin(async (req, res) => {
       if (mode === 'ok') res.writeHead(200, { 'content-length': 5, 'cache-control': 'max-age=0' }).end('hello');
       else if (mode === 'error') res.writeHead(500, { 'content-type': 'text/plain', 'x-origin': 'yes' }).end('boom');
-      else await sleep(2000);
+      else await new Promise(() => {}); // hangs until the origin is closed
     });
-    const node = await startEdgeNode(defaultNodeConfig({ originUrl: origin.url, originTimeoutMs: 300 }));
+    // An origin timeout well above a busy machine's pauses: only the origin that hangs on purpose reaches it.
+    const node = await startEdgeNode(defaultNodeConfig({ originUrl: origin.url, originTimeoutMs: 2000 }));
     nodes.push(node);
     expect((await get(`${node.url}/x.txt`)).body.toString()).toBe('hello');
     // The origin's own error is its answer: status, fields and body as it sent them (no stale-if-error allows hiding it).

@@ -25,7 +25,7 @@ function rawNode(gatewayUrl: string) {
   ws.on('message', (d: Buffer) => inbox.push(JSON.parse(d.toString())));
   const closed = new Promise<{ code: number; reason: string }>((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
   const next = async (type: string) => {
-    await until(`a ${type} message`, () => inbox.some((m) => m.type === type), 5000);
+    await until(`a ${type} message`, () => inbox.some((m) => m.type === type));
     return inbox.find((m) => m.type === type);
   };
   return { ws, inbox, closed, next, send: (m: unknown) => ws.send(typeof m === 'string' ? m : JSON.stringify(m)) };
@@ -75,11 +75,11 @@ describe('node registry', () => {
     n.send(heartbeat());
     const id = wallet.address.toLowerCase();
     await until('registered', () => gw.registry.nodes.get(id)?.healthy === true);
-    // Silence: no heartbeats. Three missed 200 ms beats mark it down, well within a few seconds.
-    const silentSince = Date.now();
-    await until('marked down', () => gw.registry.nodes.get(id)?.healthy === false, 3000);
-    expect(Date.now() - silentSince).toBeLessThan(2000);
-    expect(gw.registry.nodes.get(id)?.downReason).toMatch(/no heartbeat|disconnected/);
+    // Silence: no heartbeats. Three missed 200 ms beats mark it down, and the reason says so.
+    await until('marked down', () => gw.registry.nodes.get(id)?.healthy === false);
+    const reason = gw.registry.nodes.get(id)?.downReason ?? '';
+    expect(reason).toMatch(/^no heartbeat for \d+ ms$/);
+    expect(Number(/(\d+) ms/.exec(reason)![1])).toBeGreaterThan(600);
     n.ws.terminate();
     await identity.close();
   });
@@ -114,7 +114,7 @@ describe('node registry', () => {
       expect(res).toMatchObject({ ok: true, detail: expect.stringContaining('3 of 3') });
       expect(origin.requests() - before).toBe(3);
       // The next heartbeat's Bloom summary tells the gateway what the node now holds.
-      await until('bloom shows the shards', () => manifest.shards.every((s) => gw.registry.nodes.get(node.address)!.holdsShard(s.sha256)), 3000);
+      await until('bloom shows the shards', () => manifest.shards.every((s) => gw.registry.nodes.get(node.address)!.holdsShard(s.sha256)));
       const purged = await gw.registry.command(node.address, { type: 'purge', shards: [manifest.shards[0]!.sha256] });
       expect(purged.ok).toBe(true);
       expect(node.memory.get(`sha256:${manifest.shards[0]!.sha256}`)).toBeUndefined();
