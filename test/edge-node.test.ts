@@ -206,10 +206,10 @@ describe('edge node against a real origin', () => {
     const seconds = (performance.now() - t0) / 1000;
     const bytes = results.reduce((n, r) => n + r.body.length, 0);
     results.forEach((r, i) => expect(sha256Hex(r.body)).toBe(manifest.shards[i]!.sha256));
-    // 900 kB at 2 MB/s: about 0.45 s, minus the initial burst allowance.
+    // 900 kB at 2 MB/s: about 0.45 s, minus the initial burst allowance. Only the ceiling is asserted: a busy
+    // machine can make the transfer slower, never faster (the limiter's pacing itself is tested on a fake clock).
     const rate = bytes / seconds;
     expect(rate).toBeLessThan(cap * 1.35);
-    expect(rate).toBeGreaterThan(cap * 0.5);
     expect(await metricValue(node, 'edgeshard_node_bandwidth_cap_waits_total')).toBeGreaterThan(0);
   });
 
