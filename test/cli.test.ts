@@ -52,7 +52,8 @@ describe('location settings', () => {
   });
 });
 
-describe('edgeshard CLI', () => {
+// Each child process starts tsx: seconds apiece on a loaded machine, so these tests get a larger budget.
+describe('edgeshard CLI', { timeout: 120_000 }, () => {
   it('prints help for each command and exits 2 on bad usage with a clear message', async () => {
     const top = await run('node', [CLI, '--help']);
     expect(top.stdout).toContain('dataset pack');

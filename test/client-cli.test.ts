@@ -34,7 +34,8 @@ function start(args: string[]): { child: ChildProcess; done: Promise<Exit> } {
 }
 const runCli = (args: string[]): Promise<Exit> => start(args).done;
 
-describe('edgeshard fetch', () => {
+// Each child process starts tsx: seconds apiece on a loaded machine, so these tests get a larger budget.
+describe('edgeshard fetch', { timeout: 120_000 }, () => {
   let tmp: { dir: string; cleanup: () => Promise<void> };
   let origin: OriginServer;
   let manifest: Manifest;
