@@ -22,7 +22,7 @@ export const nodeCommand: Command = {
     const logger = createLogger(config.logLevel, 'edge-node');
     let node;
     try {
-      node = await startEdgeNode(config, { logger });
+      node = await startEdgeNode(config, { logger, onRegistered: (gw) => console.log(`registered with gateway ${gw}`) });
     } catch (err) {
       const explained = describeStartError(err, { flag: '--port', value: config.port, host: config.host }, [
         { flag: '--cache-dir', path: config.cacheDir },
@@ -31,14 +31,19 @@ export const nodeCommand: Command = {
       if (explained) throw new UsageError(explained);
       throw err;
     }
+    // What an operator checks first: who the node is, what it kept from its last run, where it reports.
     console.log(
-      `edge node on ${node.url} (listening on ${config.host}:${new URL(node.url).port}), origin ${config.originUrl}, ` +
-        `disk ${config.cacheDir ? `${config.cacheDir} ${formatBytes(config.cacheBytes)}` : 'off'}, memory ${formatBytes(config.memoryBytes)}, ` +
-        `upload cap ${config.maxUploadBytesPerSecond ? `${((config.maxUploadBytesPerSecond * 8) / 1e6).toFixed(0)} Mbit/s` : 'none'}`,
+      [
+        `edge node ${node.address} on ${node.url} (listening on ${config.host}:${new URL(node.url).port}), origin ${config.originUrl}`,
+        `  cache: ${node.disk ? `restored ${node.disk.entryCount} objects, ${formatBytes(node.disk.usedBytes)} of ${formatBytes(config.cacheBytes)} in ${config.cacheDir}` : 'disk tier off (--cache-dir none)'}; memory tier ${formatBytes(config.memoryBytes)}`,
+        `  upload cap ${config.maxUploadBytesPerSecond ? `${((config.maxUploadBytesPerSecond * 8) / 1e6).toFixed(0)} Mbit/s` : 'none'}; ` +
+          `tickets ${config.open ? 'not required (--open)' : 'required'}; gateways ${config.gateways.length ? `${config.gateways.join(', ')} (registering…)` : 'none'}`,
+      ].join('\n'),
     );
     await stopSignal();
-    logger.info('shutting down: draining in-flight responses');
+    console.log('stopping: draining in-flight responses');
     await node.close();
+    console.log('stopped');
     return 0;
   },
 };

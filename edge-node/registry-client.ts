@@ -44,6 +44,8 @@ export interface RegistryClientOptions {
   minBackoffMs?: number;
   maxBackoffMs?: number;
   random?: () => number;
+  /** Each successful registration (the first, and every one after a reconnect). */
+  onRegistered?(gatewayUrl: string): void;
 }
 
 /** Full-jitter exponential backoff (Brooker, "Exponential Backoff And Jitter", AWS Architecture Blog, 2015). */
@@ -117,6 +119,7 @@ export class RegistryClient {
           this.attempt = 0;
           delete this.lastError;
           logger.info({ gateway: this.opts.gatewayUrl }, 'registered with gateway');
+          this.opts.onRegistered?.(this.opts.gatewayUrl);
           for (const path of msg.manifests) this.loadManifest(path);
           const beat = (): void => send({ type: 'heartbeat', load: node.load(), cache: node.cacheSummary(), manifests: node.manifestIds(), ...(node.stats ? { stats: node.stats() } : {}) });
           this.beat = beat;

@@ -131,6 +131,8 @@ export interface EdgeNodeDeps {
   diskFs?: DiskStoreFs;
   /** The clock freshness and Age count by (ms since the epoch); tests inject one. Date.now by default. */
   now?: () => number;
+  /** Called on each registration with a gateway (the CLI says so on its console). */
+  onRegistered?(gatewayUrl: string): void;
 }
 
 export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps = {}): Promise<EdgeNode> {
@@ -1241,7 +1243,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     },
     trustTicketKeys: (_gatewayId, keys) => tickets.trustGatewayKeys(keys),
   };
-  registryClients.push(...config.gateways.map((gatewayUrl) => new RegistryClient({ gatewayUrl, wallet, node: control, logger: log })));
+  registryClients.push(...config.gateways.map((gatewayUrl) => new RegistryClient({ gatewayUrl, wallet, node: control, logger: log, ...(deps.onRegistered ? { onRegistered: deps.onRegistered } : {}) })));
   for (const c of registryClients) c.start();
 
   let closing: Promise<void> | undefined;

@@ -100,7 +100,8 @@ describe('edgeshard CLI', { timeout: 120_000 }, () => {
         let out = '';
         child.stdout.on('data', (d: Buffer) => {
           out += d.toString();
-          const m = /edge node on (http:\/\/[^ ]+)/.exec(out);
+          // The start lines name the node's address, where it listens and the cache it restored.
+          const m = /edge node 0x[0-9a-f]{40} on (http:\/\/[^ ]+)[^\n]*\n {2}cache: restored 0 objects/.exec(out);
           if (m) resolve(m[1]!);
         });
         child.once('exit', (code) => reject(new Error(`node exited early with ${code}`)));
