@@ -89,7 +89,7 @@ export const demoCommand: Command = {
       const origin = await bound('--origin-port', ports.origin, () => startOrigin(join(dir, 'origin'), ports.origin));
       closers.push(() => origin.close());
       const gateway = await bound('--gateway-port', ports.gateway, () =>
-        startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], port: ports.gateway, ticketKeyFile: join(dir, 'gateway-ticket-key.pem'), allowPrivateNodes: true, probeIntervalMs: 5000 })),
+        startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], port: ports.gateway, ticketKeyFile: join(dir, 'gateway-ticket-key.pem'), allowPrivateNodes: true })),
       );
       closers.push(() => gateway.close());
       const nodes: EdgeNode[] = [];
@@ -150,6 +150,9 @@ export const demoCommand: Command = {
       }
 
       if (!stopRequested) {
+        // One round of the gateway's active probes, after the counts above (a probe of a cold node is an origin
+        // fill): the status page then shows each node's score and why it moved.
+        await gateway.prober.probeAll();
         const first = manifest.shards[0]!.path;
         console.log(
           [
