@@ -112,10 +112,12 @@ export async function runEdgeAnchor(repoRoot: string): Promise<{ markdown: strin
   const originHits = /^origin_requests_during_measurement=(-?\d+)/m.exec(env);
   const cells = cellsOf(rows);
   const verdicts = verdictsOf(cells);
+  // What the committed results name: no path of the machine that ran them (repository-relative, or a variable).
+  const portable = (text: string): string => text.replaceAll(`${repoRoot}/`, '').replaceAll(cacheDir, '$CACHE_DIR').replaceAll(outDir, '$OUT');
   const json: EdgeResult = {
-    anchorSh: found.path,
-    outDir,
-    command,
+    anchorSh: process.env.ANCHOR_SH ? '$ANCHOR_SH' : '../shared/bench/anchor.sh',
+    outDir: '$OUT',
+    command: portable(command),
     originRequestsDuringMeasurement: originHits ? Number(originHits[1]) : null,
     cells,
     verdicts,
