@@ -7,7 +7,7 @@ import { Bench } from 'tinybench';
 import { parseRange, evaluateConditional, evaluateIfRange } from '../edge-node/http-semantics.ts';
 import { ByteLru } from '../edge-node/lru.ts';
 import { ManifestIndex } from '../edge-node/manifest-index.ts';
-import { MANIFEST_FORMAT, type Manifest } from '../protocol/manifest.ts';
+import { MANIFEST_FORMAT_V1, type Manifest } from '../protocol/manifest.ts';
 import { decodeRequestPath } from '../protocol/paths.ts';
 import { sha256Hex } from '../protocol/hash.ts';
 import { fmt, mdTable } from './lib.ts';
@@ -49,7 +49,7 @@ export async function runMicroBench(): Promise<{ markdown: string; json: { batch
 
   // A manifest of 10,000 shards: lookups by hash (/shard/<sha256>) and by origin path (/<path>).
   const shards = Array.from({ length: 10_000 }, (_, i) => ({ path: `train/shard-${String(i).padStart(6, '0')}.tar`, size: 1 << 20, sha256: sha256Hex(`shard-${i}`) }));
-  const manifest: Manifest = { format: MANIFEST_FORMAT, name: 'bench', version: '1', shards, totalBytes: shards.length << 20 };
+  const manifest: Manifest = { format: MANIFEST_FORMAT_V1, name: 'bench', version: '1', shards, totalBytes: shards.length << 20 };
   const index = new ManifestIndex();
   index.add(manifest, 'bench/manifest.json');
   const shaKeys = shards.map((s) => s.sha256);

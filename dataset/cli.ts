@@ -1,19 +1,22 @@
 import type { Command } from '../cli/command.ts';
 import { UsageError, stringSetting, intSetting } from '../cli/options.ts';
-import { formatBytes } from '../protocol/units.ts';
+import { formatBytes, parseSize } from '../protocol/units.ts';
 import { packDataset } from './pack.ts';
+import { isValidChunkSize } from '../protocol/chunks.ts';
 import { writeSampleDataset } from './sample.ts';
 
 export const packCommand: Command = {
   spec: {
     name: 'dataset pack',
-    usage: 'edgeshard dataset pack DIR --name NAME [--version V] [--out FILE]',
-    summary: 'Hashes every file under DIR (tar, MDS or Parquet shards; any files) and writes the manifest: per shard its path, size and sha256. Prints the manifest id (sha256 of its canonical JSON).',
+    usage: 'edgeshard dataset pack DIR --name NAME [--version V] [--out FILE] [--chunk-size 1MiB|none]',
+    summary:
+      'Hashes every file under DIR (tar, MDS or Parquet shards; any files) and writes the manifest: per shard its path, size, sha256 and the Merkle root of its chunk hashes, plus one chunk list per shard in .chunks/ next to the manifest (docs/verified-chunks.md). Prints the manifest id (sha256 of its canonical JSON).',
     positionals: true,
     options: [
       { name: 'name', type: 'string', description: 'dataset name' },
       { name: 'version', type: 'string', default: '1', description: 'dataset version' },
       { name: 'out', type: 'string', description: 'manifest path (default DIR/manifest.json)' },
+      { name: 'chunk-size', type: 'string', default: '1MiB', description: 'bytes per verified chunk, a power of two from 64KiB to 64MiB; "none" writes a format 1 manifest without chunk hashes' },
     ],
   },
   async run(settings, positionals) {
@@ -21,8 +24,19 @@ export const packCommand: Command = {
     if (!dir || extra) throw new UsageError('expected exactly one directory\nusage: ' + this.spec.usage);
     const name = stringSetting(settings, 'name');
     if (!name) throw new UsageError('--name is required');
+    const chunkText = stringSetting(settings, 'chunk-size') ?? '1MiB';
+    let chunkSize: number | null;
+    try {
+      chunkSize = chunkText === 'none' ? null : parseSize(chunkText, '--chunk-size');
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+    if (chunkSize !== null && !isValidChunkSize(chunkSize)) {
+      throw new UsageError(`--chunk-size ${chunkText}: use a power of two from 64KiB to 64MiB (e.g. 1MiB), or "none"`);
+    }
     const { manifest, id, path } = await packDataset(dir, {
       name,
+      chunkSize,
       version: stringSetting(settings, 'version') ?? '1',
       ...(stringSetting(settings, 'out') ? { out: stringSetting(settings, 'out')! } : {}),
     });

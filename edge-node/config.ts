@@ -51,6 +51,11 @@ export interface EdgeNodeConfig {
   keyFile: string | null;
   /** Answer plain GET/HEAD memory hits of small objects in front of node:http (edge-node/fast-path.ts). */
   fastPath: boolean;
+  /**
+   * Hands clients a fill's bytes as they arrive, before their chunk (or whole) hash is checked: the behaviour before
+   * verified chunks. For tests that show the attack it stops, and for measuring verification's cost; no CLI flag.
+   */
+  releaseUnverified?: boolean;
 }
 
 export const NODE_OPTIONS: OptionSpec[] = [

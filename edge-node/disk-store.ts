@@ -22,6 +22,7 @@ import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { isSha256Hex, sha256File, sha256Hex } from '../protocol/hash.ts';
+import { chunkCount, isValidChunkSize, parseChunkList } from '../protocol/chunks.ts';
 import { ByteLru, type LruEntry } from './lru.ts';
 import type { DiskEntry, DiskWriter, EntryMeta, StoreEvents } from './store-types.ts';
 
@@ -106,8 +107,13 @@ interface IndexRecord {
   /** Handed out by `get` as is, so lookups allocate nothing. Replaced whole when `refresh` renews the metadata. */
   entry: DiskEntry;
   readonly metaPath: string;
-  /** The bytes are known to match meta.sha256 (or there is no hash to check them against). */
+  /**
+   * The bytes are known to match meta.sha256 (or there is no hash to check them against), or the entry has chunk
+   * hashes and is verified chunk by chunk as it is read instead (`chunksVerified`).
+   */
   verified: boolean;
+  /** For entries with chunk hashes: 1 for each chunk verified in this process (filled here or read and checked). */
+  chunksVerified: Uint8Array | undefined;
   /** The hashing run in progress, shared by concurrent `verify` calls. */
   verifying: Promise<boolean> | undefined;
 }
@@ -211,6 +217,22 @@ export class DiskStore {
    */
   isVerified(key: string): boolean {
     return this.index.peek(key)?.verified ?? false;
+  }
+
+  /**
+   * For an entry with chunk hashes: one byte per chunk, 1 once that chunk was verified in this process. The reader
+   * that checks a chunk sets its byte; a replaced entry gets a new array.
+   */
+  chunkChecks(key: string): Uint8Array | undefined {
+    return this.index.peek(key)?.chunksVerified;
+  }
+
+  /** Drops an entry whose bytes a reader found wrong (`reason` is logged through the `dropped` event). */
+  async reject(key: string, reason: string): Promise<void> {
+    const removed = this.index.delete(key);
+    if (removed === undefined) return;
+    this.events.dropped?.(removed.value.entry.dataPath, reason);
+    await this.removeFiles(removed.key, removed.value);
   }
 
   /**
@@ -369,6 +391,7 @@ export class DiskStore {
       entry: Object.freeze({ meta: Object.freeze({ ...meta }), dataPath }),
       metaPath,
       verified: true, // the fill hashed these bytes as they streamed in
+      chunksVerified: meta.chunkSize !== undefined ? new Uint8Array(chunkCount(meta.size, meta.chunkSize)).fill(1) : undefined,
       verifying: undefined,
     };
 
@@ -490,8 +513,10 @@ export class DiskStore {
     const record: IndexRecord = {
       entry: Object.freeze({ meta: Object.freeze(meta), dataPath }),
       metaPath,
-      // Bytes can rot or be tampered with while we were down; anything with a hash gets re-checked.
-      verified: meta.sha256 === undefined,
+      // Bytes can rot or be tampered with while we were down; anything with a hash gets re-checked: whole before its
+      // first use, or chunk by chunk as it is read.
+      verified: meta.sha256 === undefined || meta.chunkSize !== undefined,
+      chunksVerified: meta.chunkSize !== undefined ? new Uint8Array(chunkCount(meta.size, meta.chunkSize)) : undefined,
       verifying: undefined,
     };
     // atime is the best trace of use we have (relatime still updates it at least daily).
@@ -759,6 +784,9 @@ export function parseEntryMeta(text: string): EntryMeta | string {
   if (v.status !== undefined) meta.status = v.status as number;
   if (v.headers !== undefined) meta.headers = v.headers as string[];
   if (v.initialAge !== undefined) meta.initialAge = v.initialAge as number;
+  if (v.chunkSize !== undefined) meta.chunkSize = v.chunkSize as number;
+  if (v.chunkRoot !== undefined) meta.chunkRoot = v.chunkRoot as string;
+  if (v.chunkHashes !== undefined) meta.chunkHashes = v.chunkHashes as string;
   return checkEntryMeta(meta) ?? meta;
 }
 
@@ -781,6 +809,16 @@ function checkEntryMeta(meta: EntryMeta): string | undefined {
     return 'headers must be a flat list of name/value strings';
   }
   if (meta.initialAge !== undefined && (typeof meta.initialAge !== 'number' || !Number.isFinite(meta.initialAge) || meta.initialAge < 0)) return 'initialAge must be a number >= 0';
+  if (meta.chunkSize !== undefined || meta.chunkRoot !== undefined || meta.chunkHashes !== undefined) {
+    if (!isValidChunkSize(meta.chunkSize)) return 'chunkSize must be a power of two from 64 KiB to 64 MiB';
+    if (typeof meta.chunkRoot !== 'string' || !isSha256Hex(meta.chunkRoot)) return 'chunkRoot must be 64 lowercase hex characters';
+    if (typeof meta.chunkHashes !== 'string') return 'chunkHashes must be a base64 string';
+    try {
+      parseChunkList(Buffer.from(meta.chunkHashes, 'base64'), meta.size, meta.chunkSize, meta.chunkRoot);
+    } catch (err) {
+      return `chunkHashes: ${(err as Error).message}`;
+    }
+  }
   return undefined;
 }
 

@@ -13,7 +13,10 @@ export interface EdgeEvents extends StoreEvents {
   cacheLookup?(outcome: CacheOutcome): void;
   fillStarted?(key: string): void;
   fillFinished?(key: string, outcome: FillOutcome, bytes: number, seconds: number, detail?: string): void;
-  integrityFailure?(key: string, expected: string, actual: string): void;
+  /** Bytes that did not match their hash (`chunk`: the chunk's index, when a chunk hash caught it). */
+  integrityFailure?(key: string, expected: string, actual: string, chunk?: number): void;
+  /** A shard's chunk list could not be had or did not match its root: its fill falls back to the whole hash. */
+  chunkListUnavailable?(key: string, reason: string): void;
   revalidated?(key: string, outcome: RevalidationOutcome): void;
   /** A response that was sent whole. `bodyBytes` is what its body carried. */
   response?(route: string, status: number, bodyBytes: number): void;

@@ -2,6 +2,9 @@
 // The body is hashed as it arrives and every attached client streams from the fill while it goes on, so the first
 // byte never waits for the whole shard. A copy for the disk tier follows behind the clients (DiskCopy): its file is
 // opened while the body already flows and it writes what arrived in batches, so no client byte waits for the disk.
+// Nothing unverified reaches a client (docs/verified-chunks.md): a shard whose manifest gives chunk hashes is released
+// chunk by chunk as each chunk matches its leaf hash; a shard known only by its whole sha256 is released once that
+// matches; an object with no known hash streams as it arrives, its last byte held back until the body is complete.
 // A hash or size mismatch fails the fill: nothing is cached and clients that were mid-stream see their transfer
 // aborted.
 // A fill for a stale copy that the origin gave validators is a conditional request (revalidation): a 304 keeps the
@@ -10,6 +13,7 @@ import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import { EventEmitter } from 'node:events';
 import type { Dispatcher } from 'undici';
+import { ChunkVerifier, type ChunkMismatch } from '../protocol/chunks.ts';
 import type { DiskEntry, DiskWriter, EntryMeta } from './store-types.ts';
 import type { EdgeEvents, FillOutcome, RevalidationOutcome } from './events.ts';
 import { endToEndResponseHeaders, updatedOn304 } from './cache-headers.ts';
@@ -30,6 +34,26 @@ export interface FillRequest {
    * (a 404 stays a 404), instead of becoming the node's own 404/502.
    */
   anyStatus?: boolean;
+  /** Set when the shard's manifest has chunk hashes: chunks are released as each one verifies. */
+  chunks?: FillChunks;
+}
+
+export interface FillChunks {
+  chunkSize: number;
+  chunkRoot: string;
+  /** The shard's leaf hashes, checked against its root; asked for when the fill starts. */
+  loadLeaves(): Promise<Buffer[]>;
+}
+
+/** What a fill may hand to clients before it is done (see the header comment). */
+export type ReleasePolicy = 'chunks' | 'whole' | 'stream';
+
+/** A chunk of the origin's body did not match its leaf hash. */
+export class ChunkIntegrityError extends Error {
+  constructor(readonly mismatch: ChunkMismatch) {
+    super(`integrity failure: chunk ${mismatch.index} hashes to ${mismatch.actual}, expected ${mismatch.expected}`);
+    this.name = 'ChunkIntegrityError';
+  }
 }
 
 /** Validators the origin sent with a cached copy (never ones the edge made up, like its sha256 ETag). */
@@ -121,6 +145,8 @@ export interface FillerOptions {
   events?: EdgeEvents;
   /** Objects up to this size are kept whole in memory during the fill and handed to the memory tier. */
   memoryMaxObjectBytes: number;
+  /** Release bytes before they are verified (the behaviour before verified chunks; tests and measurements only). */
+  releaseUnverified?: boolean;
   /** Pause the origin body when this many bytes are queued for the disk. */
   maxPendingDiskBytes?: number;
   /**
@@ -169,8 +195,12 @@ export class Fill extends EventEmitter {
   /** What started the fill (its forwarded request fields decide whether a joining request may share the answer). */
   readonly request: FillRequest;
   head: FillHead | undefined;
-  /** Bytes received from the origin so far, all readable. */
+  /** Bytes received from the origin so far. */
   received = 0;
+  /** What clients may read before the fill is done; set by the Filler before the head. */
+  policy: ReleasePolicy = 'stream';
+  /** Under the 'chunks' policy: bytes [0, verified) matched their chunk hashes. */
+  private verified = 0;
   state: 'waiting' | 'streaming' | 'done' | 'failed' | 'not-modified' = 'waiting';
   error: Error | undefined;
   sha256: string | undefined;
@@ -254,6 +284,29 @@ export class Fill extends EventEmitter {
     }
   }
 
+  /** Bytes [0, end) verified (chunk policy). */
+  _verified(end: number): void {
+    if (end <= this.verified) return;
+    this.verified = end;
+    this.emit('progress');
+  }
+
+  /** The chunk hashes could not be had: fall back to releasing nothing before the whole hash is checked. */
+  _wholeOnly(): void {
+    if (this.policy === 'chunks') this.policy = 'whole';
+  }
+
+  /** Bytes a reader may have now: all once done, else what the policy allows. */
+  private get releasable(): number {
+    if (this.state === 'done') return this.received;
+    if (this.policy === 'whole') return 0;
+    const size = this.head?.size;
+    // The object's last byte always waits for the end (and its whole hash, when known), so a failed fill always
+    // shows as a short, aborted transfer.
+    const limit = size === undefined ? this.received : Math.min(this.received, size - 1);
+    return this.policy === 'chunks' ? Math.min(limit, this.verified) : limit;
+  }
+
   _diskFailed(): void {
     this.diskFailed = true;
   }
@@ -298,7 +351,8 @@ export class Fill extends EventEmitter {
       while (pos <= end) {
         if (this.state === 'failed') throw this.error ?? new Error('fill failed');
         if (this.state === 'not-modified') throw new Error('the origin answered 304 Not Modified: the fill has no body');
-        if (pos >= this.received) {
+        const releasable = this.releasable;
+        if (pos >= releasable) {
           if (this.state === 'done') {
             if (pos <= end) throw new Error(`fill ended at ${this.received} bytes before offset ${pos}`);
             return;
@@ -306,14 +360,7 @@ export class Fill extends EventEmitter {
           await new Promise<void>((resolve) => this.once('progress', resolve));
           continue;
         }
-        // A client must not see a complete body before the hash is checked: the object's last byte is held
-        // back until the fill is verified, so a failed fill always shows as a short, aborted transfer.
-        let last = Math.min(end, this.received - 1);
-        if (this.state !== 'done' && last === (this.head?.size ?? -1) - 1) last--;
-        if (last < pos) {
-          await new Promise<void>((resolve) => this.once('progress', resolve));
-          continue;
-        }
+        const last = Math.min(end, releasable - 1);
         const chunk = this.chunks[this.chunkIndex(pos)]!;
         // In memory: a view, no promise. Released: read back from the temp file.
         const slice = chunk.buf ? chunk.buf.subarray(pos - chunk.offset, Math.min(chunk.length, last - chunk.offset + 1)) : await this.readBack(pos, last);
@@ -436,6 +483,12 @@ export class Filler {
     await Promise.all([...this.runs]);
   }
 
+  private failIntegrity(fill: Fill, req: FillRequest, mismatch: ChunkMismatch, finish: (outcome: FillOutcome, detail?: string) => void): void {
+    this.opts.events?.integrityFailure?.(req.key, mismatch.expected, mismatch.actual, mismatch.index);
+    fill._fail(new OriginError(`integrity failure: chunk ${mismatch.index} of the origin's bytes hashes to ${mismatch.actual}, expected ${mismatch.expected}`, 502, 'integrity'));
+    finish('integrity', `chunk ${mismatch.index}`);
+  }
+
   private async run(fill: Fill, req: FillRequest): Promise<void> {
     const { events } = this.opts;
     const started = performance.now();
@@ -523,6 +576,29 @@ export class Filler {
         ? new DiskCopy(fill, store, storeKey, keepInMemory, Math.min(DISK_BATCH_MIN_BYTES, Math.floor(maxLag / 2)), events)
         : null;
     if (!copy) fill._diskFailed();
+    // Chunk hashes verify the body as it arrives; their list is asked for now, alongside the body.
+    const verifier = req.chunks && size !== undefined ? new ChunkVerifier(size, req.chunks.chunkSize) : null;
+    fill.policy = this.opts.releaseUnverified ? 'stream' : verifier ? 'chunks' : req.expectedSha256 ? 'whole' : 'stream';
+    const failChunk = (): void => {
+      if (verifier?.mismatch) body.destroy(new ChunkIntegrityError(verifier.mismatch));
+    };
+    const leavesSettled = verifier
+      ? req.chunks!.loadLeaves().then(
+          (leaves) => {
+            verifier.expect(leaves);
+            fill._verified(verifier.verifiedEnd);
+            failChunk();
+            return leaves;
+          },
+          (err: Error) => {
+            // Without the list, the whole sha256 still protects clients: they wait for it instead.
+            events?.chunkListUnavailable?.(req.key, err.message);
+            fill._wholeOnly();
+            fill._verified(0);
+            return null;
+          },
+        )
+      : null;
     // Clients get the head now; the disk copy opens its temp file meanwhile and catches up from memory.
     fill._head(head);
 
@@ -535,7 +611,11 @@ export class Filler {
       await new Promise<void>((resolve, reject) => {
         body.on('data', (buf: Buffer) => {
           hash.update(buf);
-          fill._data(buf);
+          if (verifier && fill.received + buf.length <= verifier.size) {
+            fill._data(buf);
+            if (!verifier.update(buf)) return failChunk();
+            fill._verified(verifier.verifiedEnd);
+          } else fill._data(buf);
           if (copy) {
             copy.kick();
             if (copy.lagBytes > maxLag) body.pause();
@@ -548,10 +628,17 @@ export class Filler {
       });
     } catch (err) {
       await copy?.abort();
+      if (err instanceof ChunkIntegrityError) return this.failIntegrity(fill, req, err.mismatch, finish);
       const e = err as Error & { code?: string };
       fill._fail(new OriginError(`origin failed mid-transfer after ${fill.received} bytes: ${e.code ?? e.message}`, 502, 'origin-error'));
       finish('origin-error', e.code ?? e.message);
       return;
+    }
+    // The body may have outrun the chunk list: the last chunks are checked once it is here.
+    const leaves = leavesSettled ? await leavesSettled : null;
+    if (verifier?.mismatch) {
+      await copy?.abort();
+      return this.failIntegrity(fill, req, verifier.mismatch, finish);
     }
 
     const digest = hash.digest('hex');
@@ -583,6 +670,8 @@ export class Filler {
       ...(head.originLastModified ? { originLastModified: head.originLastModified } : {}),
       ...(statusCode !== 200 ? { status: statusCode } : {}),
       ...(req.anyStatus ? pathMetaOf(headers, requestTime, responseTime) : {}),
+      // Kept with the copy, so reads from disk verify chunk by chunk (after a restart too).
+      ...(leaves && verifier ? { chunkSize: verifier.chunkSize, chunkRoot: req.chunks!.chunkRoot, chunkHashes: Buffer.concat(leaves).toString('base64') } : {}),
     };
     // Verified: clients get their last byte now. The disk copy's last writes, fsync and rename need not hold them up.
     this.opts.onVerified?.(fill.received <= this.opts.memoryMaxObjectBytes ? fill.bodyChunks() : null, meta, storeKey !== null);

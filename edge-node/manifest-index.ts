@@ -1,13 +1,16 @@
 // Which shard hashes the node knows, and where each lives at the origin. Learned from manifests the node has
 // seen: preloaded with --manifest, or passing through the cache (any valid manifest.json it proxies).
 import { posix } from 'node:path';
-import { manifestId, type Manifest } from '../protocol/manifest.ts';
+import { manifestId, shardChunks, type Manifest, type ShardChunks } from '../protocol/manifest.ts';
+import { CHUNK_LIST_DIR } from '../protocol/chunks.ts';
 
 export interface KnownShard {
   sha256: string;
   size: number;
   /** Path at the origin, relative to the origin's root: the manifest's directory plus the shard's path. */
   originPath: string;
+  /** Set when the manifest has chunk hashes: the chunk size, the root, and where the chunk list is at the origin. */
+  chunks?: ShardChunks & { listPath: string };
 }
 
 export class ManifestIndex {
@@ -20,7 +23,13 @@ export class ManifestIndex {
     const dir = posix.dirname(manifestPath);
     const prefix = dir === '.' ? '' : `${dir}/`;
     for (const s of manifest.shards) {
-      const known: KnownShard = { sha256: s.sha256, size: s.size, originPath: prefix + s.path };
+      const chunks = shardChunks(manifest, s);
+      const known: KnownShard = {
+        sha256: s.sha256,
+        size: s.size,
+        originPath: prefix + s.path,
+        ...(chunks ? { chunks: { ...chunks, listPath: `${prefix}${CHUNK_LIST_DIR}/${s.sha256}` } } : {}),
+      };
       this.bySha.set(s.sha256, known);
       this.byPath.set(known.originPath, known);
     }

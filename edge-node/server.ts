@@ -6,6 +6,7 @@ import { Readable } from 'node:stream';
 import type { Socket } from 'node:net';
 import { Agent, type Dispatcher } from 'undici';
 import { isSha256Hex } from '../protocol/hash.ts';
+import { leafHash } from '../protocol/chunks.ts';
 import { parseManifest } from '../protocol/manifest.ts';
 import { decodeRequestPath } from '../protocol/paths.ts';
 import { createLogger, type Logger } from '../protocol/log.ts';
@@ -16,8 +17,8 @@ import { Saturation } from './saturation.ts';
 import type { EdgeNodeConfig } from './config.ts';
 import { DiskStore, type DiskStoreFs } from './disk-store.ts';
 import { MemoryStore, bodyOf, hitHeadOf, isPathEntry, pathEntityHeaders, rangeHeadOf, shardEntityHeaders, type MemoryObject } from './memory-store.ts';
-import { ManifestIndex } from './manifest-index.ts';
-import { Filler, OriginError, hasValidators, renewedMeta, validatorsOf, type Fill, type FillHead, type FillRequest } from './fill.ts';
+import { ManifestIndex, type KnownShard } from './manifest-index.ts';
+import { ChunkIntegrityError, Filler, OriginError, hasValidators, renewedMeta, validatorsOf, type Fill, type FillHead, type FillRequest } from './fill.ts';
 import {
   DEFAULT_FRESHNESS,
   ageHeaderValue,
@@ -37,6 +38,8 @@ import {
 } from './cache-policy.ts';
 import { cacheStatus, endToEndResponseHeaders, flatToMap, forwardedRequestHeaders, reprDigest, type CacheStatusFacts } from './cache-headers.ts';
 import { sha256Hex } from '../protocol/hash.ts';
+import { ChunkLists } from './chunk-lists.ts';
+import { readVerified, type VerifiedReadSource } from './verified-read.ts';
 import { createEdgeMetrics, type EdgeMetrics } from './metrics.ts';
 import type { EdgeEvents } from './events.ts';
 import type { DiskEntry, EntryMeta } from './store-types.ts';
@@ -76,7 +79,7 @@ export interface EdgeNode {
   close(): Promise<void>;
 }
 
-type Route = 'shard' | 'path' | 'metrics' | 'healthz' | 'invalid';
+type Route = 'shard' | 'path' | 'chunks' | 'metrics' | 'healthz' | 'invalid';
 
 interface Target {
   route: Route;
@@ -99,7 +102,8 @@ class CacheTarget implements Target {
     readonly immutable: boolean,
     readonly originPath: string,
     private readonly originBase: string,
-    private readonly known: { sha256: string; size: number } | undefined,
+    private readonly known: KnownShard | undefined,
+    private readonly chunkLists: ChunkLists,
   ) {}
 
   /** The shard's sha256 when a manifest names it (what a ticket must be for). */
@@ -110,12 +114,31 @@ class CacheTarget implements Target {
   get fill(): FillRequest {
     if (this.#fill) return this.#fill;
     const url = `${this.originBase}/${encodeOriginPath(this.originPath)}`;
-    this.#fill = this.known ? { key: this.key, url, expectedSha256: this.known.sha256, expectedSize: this.known.size } : { key: this.key, url };
+    const known = this.known;
+    if (!known) this.#fill = { key: this.key, url };
+    else {
+      const { chunks } = known;
+      const lists = this.chunkLists;
+      this.#fill = {
+        key: this.key,
+        url,
+        expectedSha256: known.sha256,
+        expectedSize: known.size,
+        ...(chunks ? { chunks: { chunkSize: chunks.chunkSize, chunkRoot: chunks.chunkRoot, loadLeaves: () => lists.get({ sha256: known.sha256, size: known.size, chunks }) } } : {}),
+      };
+    }
     return this.#fill;
   }
 }
 
 const TEXT = 'text/plain; charset=utf-8';
+
+/** `first` (already read from `rest`), then the rest. */
+async function* prepend(first: IteratorResult<Buffer>, rest: AsyncIterator<Buffer>): AsyncGenerator<Buffer> {
+  if (first.done) return;
+  yield first.value;
+  for (let r = await rest.next(); !r.done; r = await rest.next()) yield r.value;
+}
 /** Largest slice written per limiter grant, so one 16 MiB chunk cannot take the whole budget at once. */
 const LIMITED_SLICE = 64 * 1024;
 const DISK_READ_CHUNK = 1 << 20;
@@ -159,9 +182,12 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       metrics.events.dropped?.(file, reason);
       log.warn({ file, reason }, 'dropped cache file');
     },
-    integrityFailure(key, expected, actual) {
-      metrics.events.integrityFailure?.(key, expected, actual);
-      log.error({ key, expected, actual }, 'integrity failure: origin bytes do not match the shard hash; not cached');
+    integrityFailure(key, expected, actual, chunk) {
+      metrics.events.integrityFailure?.(key, expected, actual, chunk);
+      log.error({ key, expected, actual, ...(chunk !== undefined ? { chunk } : {}) }, 'integrity failure: bytes do not match the shard hash; not served, not cached');
+    },
+    chunkListUnavailable(key, reason) {
+      log.warn({ key, reason }, 'no chunk list for this shard; clients wait for the whole sha256 instead of verified chunks');
     },
     fillFinished(key, outcome, bytes, seconds, detail) {
       metrics.events.fillFinished?.(key, outcome, bytes, seconds, detail);
@@ -199,6 +225,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     connectTimeout: Math.min(config.originTimeoutMs, 10_000),
     keepAliveTimeout: 30_000,
   });
+  const chunkLists = new ChunkLists({ dispatcher, originUrl: config.originUrl });
   const reportCacheBytes = (): void => {
     events.cacheBytes?.(memory.usedBytes, memory.maxBytes, 'memory');
     if (disk) events.cacheBytes?.(disk.usedBytes, disk.maxBytes, 'disk');
@@ -279,6 +306,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     store: disk,
     events,
     memoryMaxObjectBytes: config.memoryMaxObjectBytes,
+    ...(config.releaseUnverified ? { releaseUnverified: true } : {}),
     now,
     storeKey: (req, head) => (req.anyStatus ? pathStoreKey(req, head) : req.key),
     onVerified(body, meta, stored) {
@@ -329,8 +357,8 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   const originBase = config.originUrl;
   const targetFor = (originPath: string, route: Route): CacheTarget => {
     const known = manifests.byOriginPath(originPath);
-    if (known) return new CacheTarget(route, `sha256:${known.sha256}`, true, originPath, originBase, known);
-    return new CacheTarget(route, `path:${originPath}`, false, originPath, originBase, undefined);
+    if (known) return new CacheTarget(route, `sha256:${known.sha256}`, true, originPath, originBase, known, chunkLists);
+    return new CacheTarget(route, `path:${originPath}`, false, originPath, originBase, undefined, chunkLists);
   };
 
   // ---- responses -------------------------------------------------------------------------------------
@@ -560,7 +588,8 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   }
 
   /**
-   * Returns false when the file vanished (evicted between lookup and open): the caller treats it as a miss.
+   * Returns false when the file vanished (evicted between lookup and open), or when its first chunk failed its hash
+   * (the copy is dropped): the caller treats both as a miss. A later chunk that fails aborts the transfer.
    * `extra` as for respondFromMemory; a plain hit on a path object gets its Age and Cache-Status here.
    */
   async function respondFromDisk(req: IncomingMessage, res: ServerResponse, target: Target, entry: DiskEntry, started: number, extra?: string[]): Promise<boolean> {
@@ -571,6 +600,8 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       return false;
     }
     try {
+      const chunked = chunkSourceOf(entry, handle);
+      if (chunked === 'gone') return false;
       const meta = entry.meta;
       const entityHead = entityHeadFor(meta);
       const added = extra ?? (isPathEntry(meta) ? pathHitFields(meta, { hit: true, ttl: (freshUntil(meta) - now()) / 1000 }) : []);
@@ -584,6 +615,11 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       if (entry.meta.size <= memory.maxObjectBytes && status === 200 && plan.status === 200 && req.method === 'GET') {
         const body = await handle.readFile();
         if (body.length === entry.meta.size) {
+          const bad = chunked && firstBadChunk(chunked, body);
+          if (bad) {
+            await rejectDiskCopy(entry, bad);
+            return false;
+          }
           memory.set(entry.meta, body, entityHead, freshUntil(entry.meta));
           res.writeHead(200, plan.head);
           if (limiter.unlimited) {
@@ -593,28 +629,79 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
           return true;
         }
       }
-      res.writeHead(plan.status, plan.head);
       if (req.method === 'HEAD') {
+        res.writeHead(plan.status, plan.head);
         res.end();
         recordResponse(target.route, plan.status, started, 0);
         return true;
       }
+      let body: AsyncIterable<Buffer>;
+      let stream: { destroy(): void } | undefined;
+      if (chunked) {
+        // The first chunk is checked before the head goes out: a copy bad from the start is refetched, not aborted.
+        const reader = readVerified(chunked, plan.start, plan.end);
+        let first: IteratorResult<Buffer>;
+        try {
+          first = await reader.next();
+        } catch (err) {
+          if (!(err instanceof ChunkIntegrityError)) throw err;
+          await rejectDiskCopy(entry, err);
+          return false;
+        }
+        body = prepend(first, reader);
+      } else {
+        const s = handle.createReadStream({ start: plan.start, end: plan.end, highWaterMark: DISK_READ_CHUNK, autoClose: false });
+        stream = s;
+        body = s as AsyncIterable<Buffer>;
+      }
+      res.writeHead(plan.status, plan.head);
       const ac = abortOnClose(res);
-      const stream = handle.createReadStream({ start: plan.start, end: plan.end, highWaterMark: DISK_READ_CHUNK, autoClose: false });
       const meter = new BodyMeter(target.route, started);
       try {
-        await streamBody(res, stream as AsyncIterable<Buffer>, ac.signal, meter);
+        await streamBody(res, body, ac.signal, meter);
         res.end();
         meter.finished(plan.status);
-      } catch {
+      } catch (err) {
         meter.aborted();
-        stream.destroy();
+        stream?.destroy();
         res.destroy();
+        if (err instanceof ChunkIntegrityError) await rejectDiskCopy(entry, err);
       }
       return true;
     } finally {
       await handle.close().catch(() => {});
     }
+  }
+
+  /** How to verify a disk copy as it is read: per chunk (null: it has no chunk hashes), or 'gone' if evicted. */
+  function chunkSourceOf(entry: DiskEntry, handle: VerifiedReadSource['handle']): VerifiedReadSource | null | 'gone' {
+    const { meta } = entry;
+    if (meta.chunkSize === undefined || meta.chunkRoot === undefined || meta.chunkHashes === undefined) return null;
+    const checks = disk?.chunkChecks(meta.key);
+    if (!checks) return 'gone';
+    const hashes = meta.chunkHashes;
+    // Checked against the root when the metadata was loaded; decoded once per list and kept.
+    const leaves = chunkLists.remember(meta.size, { chunkSize: meta.chunkSize, chunkRoot: meta.chunkRoot }, () => Buffer.from(hashes, 'base64'));
+    return { handle, size: meta.size, chunkSize: meta.chunkSize, leaves, checks };
+  }
+
+  /** The first chunk of a whole body read from disk that fails its hash (chunks already checked are skipped). */
+  function firstBadChunk(src: VerifiedReadSource, body: Buffer): ChunkIntegrityError | null {
+    for (let i = 0; i < src.leaves.length; i++) {
+      if (src.checks[i] === 1) continue;
+      const actual = leafHash(body.subarray(i * src.chunkSize, Math.min(body.length, (i + 1) * src.chunkSize)));
+      if (!actual.equals(src.leaves[i]!)) return new ChunkIntegrityError({ index: i, expected: src.leaves[i]!.toString('hex'), actual: actual.toString('hex') });
+      src.checks[i] = 1;
+    }
+    return null;
+  }
+
+  /** A disk copy failed a chunk hash: counted, dropped, never served again. */
+  async function rejectDiskCopy(entry: DiskEntry, err: ChunkIntegrityError): Promise<void> {
+    const { index, expected, actual } = err.mismatch;
+    events.integrityFailure?.(entry.meta.key, expected, actual, index);
+    memory.delete(entry.meta.key);
+    await disk?.reject(entry.meta.key, `chunk ${index} on disk hashes to ${actual}, expected ${expected}`);
   }
 
   /** Answers a hash-addressed shard from its fill (path objects: respondFromPathFill). */
@@ -645,17 +732,29 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       plan = negotiate(req, res, target, { etag: `"${target.fill.expectedSha256}"`, lastModified: head.lastModified, size }, started, entityHead);
       if (!plan) return;
     }
-    res.writeHead(plan.status, plan.head);
     if (req.method === 'HEAD' || plan.end < plan.start) {
+      res.writeHead(plan.status, plan.head);
       res.end();
       recordResponse(target.route, plan.status, started, 0);
       return;
     }
+    // The head goes out with the first verified bytes: a fill that fails before any byte may be released (a bad
+    // first chunk, or a shard that waits for its whole hash) is a clean 502, not an aborted transfer.
+    const end = size === undefined ? Number.MAX_SAFE_INTEGER : plan.end;
+    const reader = readFill(fill, plan.start, end, size === undefined);
+    let first: IteratorResult<Buffer>;
+    try {
+      first = await reader.next();
+    } catch (err) {
+      const e = err as OriginError;
+      sendText(res, target.route, e.status ?? 502, e.message, started);
+      return;
+    }
+    res.writeHead(plan.status, plan.head);
     const ac = abortOnClose(res);
     const meter = new BodyMeter(target.route, started);
     try {
-      const end = size === undefined ? Number.MAX_SAFE_INTEGER : plan.end;
-      await streamBody(res, readFill(fill, plan.start, end, size === undefined), ac.signal, meter);
+      await streamBody(res, prepend(first, reader), ac.signal, meter);
       res.end();
       meter.finished(plan.status);
     } catch (err) {
@@ -1042,6 +1141,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       return recordResponse('healthz', 200, started, body.length);
     }
 
+    if (pathname.startsWith('/chunks/')) return serveChunkList(res, url, pathname.slice(8), started);
     const target = resolveTarget(pathname);
     if (!(target instanceof CacheTarget)) return sendText(res, target.route, target.status, target.text, started);
     if (!tickets.open) {
@@ -1077,6 +1177,31 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     res.writeHead(200, ['content-type', 'application/json', 'content-length', String(Buffer.byteLength(body)), 'cache-control', 'no-store']);
     res.end(body);
     recordResponse('healthz', 200, started, body.length);
+  }
+
+  /**
+   * GET /chunks/<sha256>?ticket=…: the shard's chunk list (its leaf hashes, 32 bytes each), for clients that verify
+   * chunks as they arrive. The same ticket as for the shard; the client checks the list against the manifest's root.
+   */
+  async function serveChunkList(res: ServerResponse, url: string, sha: string, started: number): Promise<void> {
+    if (!isSha256Hex(sha)) return sendText(res, 'invalid', 400, 'shard id must be a sha256: 64 lowercase hex characters', started);
+    const known = manifests.bySha256(sha);
+    if (!known) return sendText(res, 'chunks', 404, 'unknown shard: no manifest this node has seen lists this sha256', started);
+    if (!known.chunks) return sendText(res, 'chunks', 404, 'this shard\'s manifest has no chunk hashes (format 1)', started);
+    if (!tickets.open) {
+      const refusal = tickets.check(ticketFromUrl(url), sha);
+      if (refusal) return sendText(res, 'chunks', 403, `forbidden: ${refusal}`, started);
+    }
+    let leaves: Buffer[];
+    try {
+      leaves = await chunkLists.get({ sha256: known.sha256, size: known.size, chunks: known.chunks });
+    } catch (err) {
+      return sendText(res, 'chunks', 502, (err as Error).message, started);
+    }
+    const body = Buffer.concat(leaves);
+    res.writeHead(200, ['content-type', 'application/octet-stream', 'content-length', String(body.length), 'cache-control', 'public, max-age=31536000, immutable', 'etag', `"${known.chunks.chunkRoot}"`]);
+    res.end(body);
+    recordResponse('chunks', 200, started, body.length);
   }
 
   async function serveMetrics(res: ServerResponse, started: number): Promise<void> {

@@ -17,6 +17,12 @@ export interface EntryMeta {
   originEtag?: string;
   /** The origin's own Last-Modified, as it sent it: what a revalidation sends as If-Modified-Since. */
   originLastModified?: string;
+  /** Bytes per verified chunk, when the shard's manifest gave chunk hashes: disk reads verify chunk by chunk. */
+  chunkSize?: number;
+  /** The Merkle root of the chunk hashes (hex), as the manifest gave it. */
+  chunkRoot?: string;
+  /** The chunk leaf hashes, concatenated, base64 (checked against chunkRoot when loaded). */
+  chunkHashes?: string;
   /** When the fill finished or a revalidation last confirmed the bytes (freshness counts from here), ms since the epoch. */
   storedAt: number;
   /** Objects cached by origin path: the origin's status (absent: 200). */

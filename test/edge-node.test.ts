@@ -9,6 +9,7 @@ import { startOrigin, type OriginServer } from '../dataset/origin-server.ts';
 import { writeSampleDataset, deterministicBytes } from '../dataset/sample.ts';
 import { sha256Hex } from '../protocol/hash.ts';
 import { buildManifest, type Manifest } from '../protocol/manifest.ts';
+import { chunkedDataset } from './helpers/chunked.ts';
 import { rawHttp, startScriptedOrigin, statusOf, tempDir, until } from './helpers/net.ts';
 
 async function get(url: string, headers: Record<string, string> = {}, method: 'GET' | 'HEAD' = 'GET') {
@@ -321,24 +322,29 @@ describe('edge node against misbehaving origins', () => {
     await origin.close();
   });
 
-  it('makes exactly one origin request for 50 concurrent misses and streams before the fill ends', async () => {
+  it('makes exactly one origin request for 50 concurrent misses and streams verified chunks before the fill ends', async () => {
+    // Chunk hashes let the first 64 KiB chunk out as soon as it is verified, while the origin holds the rest.
+    const chunked = chunkedDataset('bad', [{ path: 'a.bin', body: good }], 64 * 1024);
     let release!: () => void;
     const released = new Promise<void>((r) => (release = r));
     const origin = await startScriptedOrigin(async (req, res) => {
-      if (serveManifest(req, res)) return;
+      if (req.url === '/manifest.json') return void res.writeHead(200).end(JSON.stringify(chunked.manifest));
+      const list = chunked.lists.get((req.url ?? '').slice(1));
+      if (list) return void res.writeHead(200, { 'content-length': list.length }).end(list);
       res.writeHead(200, { 'content-length': size });
-      res.write(good.subarray(0, 1024));
+      res.write(good.subarray(0, 64 * 1024));
       await released; // the rest waits until the test has seen the first bytes
-      res.end(good.subarray(1024));
+      res.end(good.subarray(64 * 1024));
     });
     const node = await startEdgeNode(defaultNodeConfig({ originUrl: origin.url, manifests: ['manifest.json'] }));
     nodes.push(node);
     const url = `${node.url}/shard/${manifest.shards[0]!.sha256}`;
     const responses = await Promise.all(Array.from({ length: 50 }, () => request(url)));
-    // Every client has its head and can read the first bytes while the origin is still holding the rest.
+    // Every client has its head and can read the first chunk while the origin is still holding the rest.
     const iterator = responses[0]!.body[Symbol.asyncIterator]();
     const firstChunk = (await iterator.next()).value as Buffer;
     expect(firstChunk.length).toBeGreaterThan(0);
+    expect(firstChunk.equals(good.subarray(0, firstChunk.length))).toBe(true);
     release();
     const readRest = async (): Promise<Buffer> => {
       const chunks = [firstChunk];

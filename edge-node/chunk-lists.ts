@@ -1,0 +1,109 @@
+// The chunk lists (leaf hashes) of the shards this node serves: fetched from the origin next to the manifest
+// (.chunks/<sha256>), checked against the manifest's root, kept in memory (32 bytes per MiB of shard), and shared by
+// concurrent fills. A list is only as good as its root: a wrong one is refused, never used.
+import type { Dispatcher } from 'undici';
+import { LEAF_BYTES, chunkCount, parseChunkList, singleChunkList } from '../protocol/chunks.ts';
+import type { ShardChunks } from '../protocol/manifest.ts';
+import { ByteLru } from './lru.ts';
+
+export interface ChunkListShard {
+  sha256: string;
+  size: number;
+  chunks: ShardChunks & { listPath: string };
+}
+
+export interface ChunkListsOptions {
+  dispatcher: Dispatcher;
+  /** The origin's base URL; lists are at `<originUrl>/<listPath>`. */
+  originUrl: string;
+  /** Memory for lists (default 64 MiB: the lists of 2 TiB of shards at 1 MiB chunks). */
+  maxBytes?: number;
+}
+
+export class ChunkLists {
+  private readonly lists: ByteLru<Buffer[]>;
+  private readonly pending = new Map<string, Promise<Buffer[]>>();
+
+  constructor(private readonly opts: ChunkListsOptions) {
+    this.lists = new ByteLru(opts.maxBytes ?? 64 * 1024 * 1024);
+  }
+
+  /** The list if it is in memory now. */
+  peek(shard: ChunkListShard): Buffer[] | undefined {
+    return this.lists.get(this.keyOf(shard));
+  }
+
+  /** The shard's leaf hashes, verified against its root; rejects with a message saying why they could not be had. */
+  get(shard: ChunkListShard): Promise<Buffer[]> {
+    // A shard of one chunk needs no list: its root is its only leaf.
+    let single: Buffer[] | null;
+    try {
+      single = singleChunkList(shard.size, shard.chunks);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+    if (single) return Promise.resolve(single);
+    const key = this.keyOf(shard);
+    const have = this.lists.get(key);
+    if (have) return Promise.resolve(have);
+    let running = this.pending.get(key);
+    if (!running) {
+      running = this.fetch(shard).then(
+        (leaves) => {
+          this.pending.delete(key);
+          this.lists.set(key, leaves, leaves.length * 32 + 64);
+          return leaves;
+        },
+        (err: Error) => {
+          this.pending.delete(key);
+          throw err;
+        },
+      );
+      this.pending.set(key, running);
+    }
+    return running;
+  }
+
+  /**
+   * A list found elsewhere (a disk copy's metadata), decoded by `list()` only when it is not in memory yet; checked
+   * like a fetched one. Throws if it does not match the root.
+   */
+  remember(size: number, chunks: ShardChunks, list: () => Uint8Array): Buffer[] {
+    const key = this.keyOf({ size, chunks });
+    const have = this.lists.get(key);
+    if (have) return have;
+    const leaves = parseChunkList(list(), size, chunks.chunkSize, chunks.chunkRoot);
+    this.lists.set(key, leaves, leaves.length * 32 + 64);
+    return leaves;
+  }
+
+  private keyOf(shard: { size: number; chunks: ShardChunks }): string {
+    // The root names the list; size and chunk size fix how it is cut.
+    return `${shard.chunks.chunkRoot}:${shard.chunks.chunkSize}:${shard.size}`;
+  }
+
+  private async fetch(shard: ChunkListShard): Promise<Buffer[]> {
+    const base = new URL(this.opts.originUrl);
+    const path = `${base.pathname.replace(/\/$/, '')}/${shard.chunks.listPath.split('/').map(encodeURIComponent).join('/')}`;
+    let statusCode: number;
+    let bytes: Buffer;
+    try {
+      const res = await this.opts.dispatcher.request({ origin: base.origin, path, method: 'GET' });
+      statusCode = res.statusCode;
+      const expected = chunkCount(shard.size, shard.chunks.chunkSize) * LEAF_BYTES;
+      if (Number(res.headers['content-length'] ?? 0) > expected) {
+        res.body.destroy();
+        throw new Error(`${String(res.headers['content-length'])} bytes, more than the ${expected} its shard needs`);
+      }
+      bytes = Buffer.from(await res.body.arrayBuffer());
+    } catch (err) {
+      throw new Error(`chunk list ${shard.chunks.listPath}: ${(err as Error & { code?: string }).code ?? (err as Error).message}`);
+    }
+    if (statusCode !== 200) throw new Error(`chunk list ${shard.chunks.listPath}: origin answered ${statusCode}`);
+    try {
+      return parseChunkList(bytes, shard.size, shard.chunks.chunkSize, shard.chunks.chunkRoot);
+    } catch (err) {
+      throw new Error(`chunk list ${shard.chunks.listPath}: ${(err as Error).message}`);
+    }
+  }
+}

@@ -1,0 +1,53 @@
+// Reads a range of a disk copy that has chunk hashes, checking every chunk that has not been checked in this process
+// before any of its bytes leave: a file that rotted or was altered on disk is caught at the first chunk it spoils,
+// and a range costs the hashing of the chunks it touches, not of the whole file.
+import type { FileHandle } from 'node:fs/promises';
+import { chunkBounds, leafHash } from '../protocol/chunks.ts';
+import { ChunkIntegrityError } from './fill.ts';
+
+export interface VerifiedReadSource {
+  handle: FileHandle;
+  size: number;
+  chunkSize: number;
+  leaves: readonly Buffer[];
+  /** One byte per chunk: 1 once verified in this process (set here). */
+  checks: Uint8Array;
+}
+
+/** Largest read of already verified bytes at once. */
+const SLICE = 1 << 20;
+
+/** Yields bytes [start, end] (inclusive); throws ChunkIntegrityError at the first chunk that does not match. */
+export async function* readVerified(src: VerifiedReadSource, start: number, end: number): AsyncGenerator<Buffer> {
+  const first = Math.floor(start / src.chunkSize);
+  const last = Math.floor(end / src.chunkSize);
+  for (let i = first; i <= last; i++) {
+    const chunk = chunkBounds(i, src.size, src.chunkSize);
+    const from = Math.max(start, chunk.start);
+    const to = Math.min(end + 1, chunk.end);
+    if (src.checks[i] === 1) {
+      for (let pos = from; pos < to; ) {
+        const buf = await readExactly(src.handle, pos, Math.min(SLICE, to - pos));
+        pos += buf.length;
+        yield buf;
+      }
+      continue;
+    }
+    const whole = await readExactly(src.handle, chunk.start, chunk.end - chunk.start);
+    const actual = leafHash(whole);
+    const expected = src.leaves[i]!;
+    if (!actual.equals(expected)) throw new ChunkIntegrityError({ index: i, expected: expected.toString('hex'), actual: actual.toString('hex') });
+    src.checks[i] = 1;
+    yield whole.subarray(from - chunk.start, to - chunk.start);
+  }
+}
+
+async function readExactly(handle: FileHandle, position: number, length: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(length);
+  for (let off = 0; off < length; ) {
+    const { bytesRead } = await handle.read(buf, off, length - off, position + off);
+    if (bytesRead === 0) throw new Error(`cache file ended at byte ${position + off}, before ${position + length}`);
+    off += bytesRead;
+  }
+  return buf;
+}
