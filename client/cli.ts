@@ -75,6 +75,12 @@ export function summaryLines(report: FetchReport, outDir: string): string[] {
   for (const r of report.results) {
     if (r.status === 'failed') lines.push(`  failed ${r.shard.path}: ${r.error ?? 'unknown error'}`);
   }
+  // The evidence against nodes that sent bad chunks (also in each result's `mismatches`, and reported to the gateway).
+  for (const r of report.results) {
+    for (const m of r.mismatches) {
+      lines.push(`  bad chunk ${m.chunk} of ${r.shard.path} from ${m.node} (${m.url}): received ${m.received}, expected ${m.expected}; node abandoned for this shard`);
+    }
+  }
   return lines;
 }
 

@@ -9,6 +9,8 @@ import type { ShardEntry } from '../protocol/manifest.ts';
 import type { ShardSources, Source, SourceCursor, FailureKind } from './sources.ts';
 import { LocalIoError, TransferFailure, transferRange } from './transfer.ts';
 import { BatchedFileWriter } from './batched-writer.ts';
+import { ChunkGate, ChunkMismatchError, ChunkMismatchFailure, evidenceOf, type ChunkEvidence, type ShardLeaves } from './chunk-gate.ts';
+import { leafHash } from '../protocol/chunks.ts';
 
 export const PARTIAL_SUFFIX = '.partial';
 
@@ -27,6 +29,10 @@ export interface DownloadContext {
   stallTimeoutMs: number;
   signal?: AbortSignal;
   progress?: ProgressSink;
+  /** The shard's verified leaf hashes: every chunk is checked as it arrives. Null or absent: only the whole file is. */
+  leaves?: ShardLeaves | null;
+  /** A node sent a chunk that failed its hash (it is already banned for this shard): the caller reports it. */
+  onChunkMismatch?: (evidence: ChunkEvidence, source: Source) => void;
 }
 
 export interface ShardDownload {
@@ -38,6 +44,8 @@ export interface ShardDownload {
   servedBy: string[];
   /** One line per failed attempt, e.g. "0xab…: stalled: no bytes for 15000 ms". */
   failures: string[];
+  /** Every chunk that failed its hash: which node sent it, and the expected and received leaf hashes. */
+  mismatches: ChunkEvidence[];
 }
 
 export class ShardDownloadError extends Error {
@@ -72,6 +80,45 @@ export async function hashPrefix(fh: FileHandle, length: number, hash: Hash): Pr
   }
 }
 
+/**
+ * Keeps the verified whole chunks of a resumed partial's first `length` bytes (a chunk from an earlier run may be
+ * bad), feeding them into `hash`; returns how many bytes were kept.
+ */
+export async function verifiedPrefix(fh: FileHandle, length: number, size: number, leaves: ShardLeaves, hash: Hash): Promise<number> {
+  const { chunkSize } = leaves;
+  let kept = 0;
+  for (let i = 0; kept < length; i++) {
+    const end = Math.min(size, kept + chunkSize);
+    if (end > length) break; // an incomplete last chunk cannot be checked: fetched again
+    const buf = Buffer.allocUnsafe(end - kept);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, kept);
+    if (bytesRead !== buf.length || !leafHash(buf).equals(leaves.leaves[i]!)) break;
+    hash.update(buf);
+    kept = end;
+  }
+  return kept;
+}
+
+/**
+ * A source's bad chunk: kept as evidence, the node banned for this shard, the caller told (to report it). The bytes
+ * of that chunk were never written.
+ */
+export function noteChunkMismatch(err: ChunkMismatchFailure, source: Source, sources: ShardSources, result: ShardDownload, ctx: DownloadContext): void {
+  result.mismatches.push(err.evidence);
+  if (source.kind === 'node') sources.banned.add(source.id);
+  ctx.onChunkMismatch?.(err.evidence, source);
+}
+
+/** Passes a source's bytes through the gate; a bad chunk becomes the source's failure, with the evidence. */
+export function gated(gate: ChunkGate, chunk: Buffer, source: Source, shard: ShardEntry): Buffer[] {
+  try {
+    return gate.push(chunk);
+  } catch (err) {
+    if (err instanceof ChunkMismatchError) throw new ChunkMismatchFailure(evidenceOf(source, shard, err.mismatch));
+    throw err;
+  }
+}
+
 /** The message for a shard that ran out of sources: the last few reasons are what the trainer needs to see. */
 export function noSourceMessage(failures: string[], routeError: Error | null): string {
   const recent = failures.slice(-3).join('; ');
@@ -95,7 +142,8 @@ export async function downloadShard(shard: ShardEntry, finalPath: string, source
   const partialPath = finalPath + PARTIAL_SUFFIX;
   await mkdir(dirname(finalPath), { recursive: true });
   const fh = await openReadWrite(partialPath);
-  const result: ShardDownload = { bytesFetched: 0, resumedBytes: 0, servedBy: [], failures: [] };
+  const result: ShardDownload = { bytesFetched: 0, resumedBytes: 0, servedBy: [], failures: [], mismatches: [] };
+  const leaves = ctx.leaves ?? null;
   try {
     let have = (await fh.stat()).size;
     let hash = createHash('sha256');
@@ -103,7 +151,12 @@ export async function downloadShard(shard: ShardEntry, finalPath: string, source
       await fh.truncate(0);
       have = 0;
     } else if (have > 0) {
-      await hashPrefix(fh, have, hash);
+      if (leaves) {
+        // Only whole verified chunks are kept; the gate then starts on a chunk boundary.
+        const kept = await verifiedPrefix(fh, have, shard.size, leaves, hash);
+        if (kept < have) await fh.truncate(kept);
+        have = kept;
+      } else await hashPrefix(fh, have, hash);
       result.resumedBytes = have;
       ctx.progress?.resumed(have);
     }
@@ -149,7 +202,10 @@ export async function downloadShard(shard: ShardEntry, finalPath: string, source
       if (!source) throw new ShardDownloadError(shard, noSourceMessage(result.failures, sources.routeError), result.failures);
 
       let kind: FailureKind;
+      // Bytes wait in the gate until their chunk is verified; only then are they hashed and written.
+      let gate = new ChunkGate(shard.size, leaves, writer.position);
       try {
+        const from = source;
         await transferRange(
           {
             source,
@@ -157,11 +213,16 @@ export async function downloadShard(shard: ShardEntry, finalPath: string, source
             to: shard.size - 1,
             size: shard.size,
             onWholeBody: 'restart',
-            restart: startOver,
+            restart: async () => {
+              await startOver();
+              gate = new ChunkGate(shard.size, leaves, 0);
+            },
             write: async (chunk, position) => {
-              if (position !== writer.position) throw new LocalIoError(new Error(`out-of-order write at ${position}, expected ${writer.position}`));
-              hash.update(chunk);
-              await writer.push(chunk);
+              if (position !== gate.next) throw new LocalIoError(new Error(`out-of-order write at ${position}, expected ${gate.next}`));
+              for (const verified of gated(gate, chunk, from, shard)) {
+                hash.update(verified);
+                await writer.push(verified);
+              }
               result.bytesFetched += chunk.length;
               ctx.progress?.received(chunk.length);
               if (!contributors.has(source!.id)) {
@@ -182,6 +243,10 @@ export async function downloadShard(shard: ShardEntry, finalPath: string, source
         }
         await flush();
         result.failures.push(`${source.id}: ${err.message}`);
+        if (err instanceof ChunkMismatchFailure) {
+          ctx.progress?.discarded(gate.next - writer.position);
+          noteChunkMismatch(err, source, sources, result, ctx);
+        }
         kind = err.kind;
       }
       source = await sources.next(cursor, source, kind);

@@ -4,7 +4,7 @@ import { setMaxListeners } from 'node:events';
 import { stat, mkdir, realpath } from 'node:fs/promises';
 import { dirname, isAbsolute, relative, resolve, sep } from 'node:path';
 import type { Dispatcher } from 'undici';
-import type { Manifest, ShardEntry } from '../protocol/manifest.ts';
+import { shardChunks, type Manifest, type ShardEntry } from '../protocol/manifest.ts';
 import { sha256File } from '../protocol/hash.ts';
 import { unsafePathReason } from '../protocol/paths.ts';
 import { GatewayClient, type LatLon } from './gateway-client.ts';
@@ -12,6 +12,7 @@ import { ShardSources } from './sources.ts';
 import { downloadShard, PARTIAL_SUFFIX, ShardDownloadError, type ShardDownload } from './download.ts';
 import { downloadShardSplit, STATE_SUFFIX } from './split.ts';
 import { createClientAgent, InterruptedError, abortedReason } from './http.ts';
+import { fetchShardLeaves, ticketOf, type ChunkEvidence } from './chunk-gate.ts';
 import { ProgressTracker } from './progress.ts';
 
 export const FETCH_DEFAULTS = {
@@ -63,6 +64,8 @@ export interface ShardResult {
   error?: string;
   /** Every failed attempt, including ones a later attempt recovered from. */
   failures: string[];
+  /** Chunks that failed their hash: the node that sent each, the chunk, the expected and received leaf hashes. */
+  mismatches: ChunkEvidence[];
 }
 
 export interface FetchReport {
@@ -116,11 +119,13 @@ export interface ShardFetchEnv extends ShardFetchOptions {
   dispatcher: Dispatcher;
   signal?: AbortSignal;
   progress?: ProgressTracker;
+  /** The manifest's chunk size (format 2): shards are verified chunk by chunk as they arrive. */
+  chunkSize?: number;
 }
 
 /** One shard into `outDir`: skipped when already complete, else downloaded and verified. Never throws for the shard's own failures. */
 export async function fetchShard(shard: ShardEntry, env: ShardFetchEnv): Promise<ShardResult> {
-  const result: ShardResult = { shard, file: '', status: 'failed', bytesFetched: 0, resumedBytes: 0, servedBy: [], failures: [] };
+  const result: ShardResult = { shard, file: '', status: 'failed', bytesFetched: 0, resumedBytes: 0, servedBy: [], failures: [], mismatches: [] };
   try {
     result.file = shardFilePath(env.outDir, shard.path);
     await mkdir(dirname(result.file), { recursive: true });
@@ -137,9 +142,21 @@ export async function fetchShard(shard: ShardEntry, env: ShardFetchEnv): Promise
     const split = shard.size > (env.splitThreshold ?? FETCH_DEFAULTS.splitThreshold) && parts > 1;
     const sources = new ShardSources({ fetchRoute: () => env.gateway.route(env.dataset, shard, Math.max(3, split ? parts : 1)), refreshes: retries });
     await sources.start();
+    const stallTimeoutMs = env.stallTimeoutMs ?? FETCH_DEFAULTS.stallTimeoutMs;
+    const chunks = shardChunks({ chunkSize: env.chunkSize }, shard);
+    const leaves = chunks
+      ? await fetchShardLeaves(shard, chunks, sources.ordered(), { dispatcher: env.dispatcher, timeoutMs: stallTimeoutMs, ...(env.signal ? { signal: env.signal } : {}) })
+      : null;
     const ctx = {
       dispatcher: env.dispatcher,
-      stallTimeoutMs: env.stallTimeoutMs ?? FETCH_DEFAULTS.stallTimeoutMs,
+      stallTimeoutMs,
+      leaves,
+      onChunkMismatch: (evidence: ChunkEvidence, source: { kind: string; url: string }) => {
+        result.mismatches.push(evidence);
+        // Best effort, never awaited: the gateway may take the node out of rotation; the download goes on.
+        const ticket = ticketOf(source.url);
+        if (source.kind === 'node' && ticket) void env.gateway.report({ ticket, shard: shard.sha256, chunk: evidence.chunk, kind: 'hash-mismatch' });
+      },
       ...(env.signal ? { signal: env.signal } : {}),
       ...(env.progress ? { progress: env.progress } : {}),
     };
@@ -189,8 +206,8 @@ export async function fetchDataset(opts: FetchOptions): Promise<FetchReport> {
       for (let i = next++; i < manifest.shards.length; i = next++) {
         const shard = manifest.shards[i]!;
         const result = opts.signal?.aborted
-          ? { shard, file: '', status: 'interrupted' as const, bytesFetched: 0, resumedBytes: 0, servedBy: [], failures: [], error: 'interrupted' }
-          : await fetchShard(shard, { ...opts, gateway, dispatcher, progress });
+          ? { shard, file: '', status: 'interrupted' as const, bytesFetched: 0, resumedBytes: 0, servedBy: [], failures: [], mismatches: [], error: 'interrupted' }
+          : await fetchShard(shard, { ...opts, gateway, dispatcher, progress, ...(manifest.chunkSize !== undefined ? { chunkSize: manifest.chunkSize } : {}) });
         if (result.status !== 'interrupted') progress.shardFinished(result.status !== 'failed');
         results[i] = result;
         opts.onShardDone?.(result);

@@ -146,6 +146,23 @@ export class GatewayClient {
     return parseRouteResponse(json, shard);
   }
 
+  /**
+   * Tells the gateway that a node sent a chunk that failed its hash (POST /v1/reports). Best effort: one attempt,
+   * never throws, and a gateway without the endpoint (404) is fine. The download never waits for it.
+   */
+  report(report: { ticket: string; shard: string; chunk: number | null; kind: 'hash-mismatch' }): Promise<void> {
+    return request(`${this.base}/v1/reports`, {
+      dispatcher: this.#opts.dispatcher,
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(report),
+      signal: AbortSignal.timeout(10_000),
+    }).then(
+      (res) => res.body.dump().catch(() => {}),
+      () => {},
+    );
+  }
+
   /** GET with retries; returns the 200 body as text. */
   async #get(path: string, what: string): Promise<string> {
     const { retries, backoffBaseMs, backoffMaxMs, maxRetryAfterMs, dispatcher, signal } = this.#opts;

@@ -39,6 +39,8 @@ export class ShardSources {
   #pending: Promise<void> | null = null;
   /** Nodes that sent bytes we could not use: tried last from now on. */
   readonly suspects = new Set<string>();
+  /** Nodes that sent a chunk that failed its hash: never asked again for this shard. */
+  readonly banned = new Set<string>();
   /** The last gateway error, for the failure summary when we run out of sources. */
   routeError: Error | null = null;
 
@@ -62,7 +64,7 @@ export class ShardSources {
 
   /** Candidates in the order to try: the gateway's ranking, suspects moved last. */
   ordered(): Source[] {
-    const nodes = (this.#route?.candidates ?? []).map((c): Source => ({ kind: 'node', id: c.node, url: c.url }));
+    const nodes = (this.#route?.candidates ?? []).filter((c) => !this.banned.has(c.node)).map((c): Source => ({ kind: 'node', id: c.node, url: c.url }));
     return [...nodes.filter((n) => !this.suspects.has(n.id)), ...nodes.filter((n) => this.suspects.has(n.id))];
   }
 

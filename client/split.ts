@@ -9,7 +9,8 @@ import { sha256File } from '../protocol/hash.ts';
 import type { ShardSources, FailureKind, Source } from './sources.ts';
 import { LocalIoError, TransferFailure, transferRange } from './transfer.ts';
 import { BatchedFileWriter } from './batched-writer.ts';
-import { PARTIAL_SUFFIX, ShardDownloadError, flushLocal, noSourceMessage, openReadWrite, type DownloadContext, type ShardDownload } from './download.ts';
+import { PARTIAL_SUFFIX, ShardDownloadError, flushLocal, gated, noSourceMessage, noteChunkMismatch, openReadWrite, type DownloadContext, type ShardDownload } from './download.ts';
+import { ChunkGate, ChunkMismatchFailure } from './chunk-gate.ts';
 
 export const STATE_SUFFIX = '.state';
 const STATE_FORMAT = 'edgeshard-split/1';
@@ -20,13 +21,17 @@ export interface ByteRange {
   end: number;
 }
 
-/** Splits `size` bytes into `parts` contiguous ranges of nearly equal length (never an empty one). */
-export function planRanges(size: number, parts: number): ByteRange[] {
-  const n = Math.max(1, Math.min(parts, size));
+/**
+ * Splits `size` bytes into `parts` contiguous ranges of nearly equal length (never an empty one), each starting on a
+ * multiple of `align` (the chunk size, so every range verifies chunk by chunk on its own).
+ */
+export function planRanges(size: number, parts: number, align = 1): ByteRange[] {
+  const units = Math.ceil(size / align);
+  const n = Math.max(1, Math.min(parts, units));
   const ranges: ByteRange[] = [];
   for (let i = 0; i < n; i++) {
-    const start = Math.floor((size * i) / n);
-    const end = Math.floor((size * (i + 1)) / n) - 1;
+    const start = Math.floor((units * i) / n) * align;
+    const end = Math.min(size, Math.floor((units * (i + 1)) / n) * align) - 1;
     ranges.push({ start, end });
   }
   return ranges;
@@ -68,8 +73,9 @@ export async function downloadShardSplit(
   const partialPath = finalPath + PARTIAL_SUFFIX;
   const statePath = partialPath + STATE_SUFFIX;
   await mkdir(dirname(finalPath), { recursive: true });
-  const ranges = planRanges(shard.size, ctx.parts);
-  const result: ShardDownload = { bytesFetched: 0, resumedBytes: 0, servedBy: [], failures: [] };
+  const leaves = ctx.leaves ?? null;
+  const ranges = planRanges(shard.size, ctx.parts, leaves?.chunkSize ?? 1);
+  const result: ShardDownload = { bytesFetched: 0, resumedBytes: 0, servedBy: [], failures: [], mismatches: [] };
   const fh = await openReadWrite(partialPath);
   // State writes are chained so two ranges finishing together cannot interleave their files.
   let stateWrites: Promise<void> = Promise.resolve();
@@ -145,6 +151,8 @@ export async function downloadShardSplit(
     for (;;) {
       if (!source) throw new ShardDownloadError(shard, `bytes ${range.start}-${range.end}: ${noSourceMessage(result.failures, sources.routeError)}`, result.failures);
       let kind: FailureKind;
+      // A range starts on a chunk boundary and resumes after its last verified chunk, so a gate fits every attempt.
+      const gate = new ChunkGate(shard.size, leaves, writer.position);
       try {
         const from = source;
         await transferRange(
@@ -155,8 +163,8 @@ export async function downloadShardSplit(
             size: shard.size,
             onWholeBody: 'skip',
             write: async (chunk, at) => {
-              if (at !== writer.position) throw new Error(`out-of-order write at ${at}, expected ${writer.position}`);
-              await writer.push(chunk);
+              if (at !== gate.next) throw new Error(`out-of-order write at ${at}, expected ${gate.next}`);
+              for (const verified of gated(gate, chunk, from, shard)) await writer.push(verified);
               result.bytesFetched += chunk.length;
               ctx.progress?.received(chunk.length);
               if (!contributors.has(from.id)) {
@@ -176,6 +184,10 @@ export async function downloadShardSplit(
         }
         await flush();
         result.failures.push(`${source.id} (bytes ${range.start}-${range.end}): ${err.message}`);
+        if (err instanceof ChunkMismatchFailure) {
+          ctx.progress?.discarded(gate.next - writer.position);
+          noteChunkMismatch(err, source, sources, result, ctx);
+        }
         kind = err.kind;
       }
       source = await sources.next(cursor, source, kind);

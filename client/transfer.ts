@@ -163,6 +163,8 @@ export async function transferRange(t: RangeTransfer, opts: TransferOptions): Pr
       try {
         await t.write(chunk, position);
       } catch (err) {
+        // A chunk that failed its hash is the source's fault; anything else here is our disk's.
+        if (err instanceof TransferFailure || err instanceof LocalIoError) throw err;
         throw new LocalIoError(err as Error);
       }
       position += chunk.length;

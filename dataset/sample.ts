@@ -11,6 +11,8 @@ export interface SampleOptions {
   shardSize?: number;
   seed?: string;
   name?: string;
+  /** Bytes per verified chunk (default 1 MiB, as `dataset pack`); null: a format 1 manifest. */
+  chunkSize?: number | null;
 }
 
 export function deterministicBytes(seed: string, size: number): Buffer {
@@ -35,6 +37,6 @@ export async function writeSampleDataset(dir: string, opts: SampleOptions = {}):
     if (existing?.size === shardSize) continue;
     await writeFile(file, deterministicBytes(`${seed}/${i}`, shardSize));
   }
-  const { manifest, id } = await packDataset(dir, { name: opts.name ?? 'sample', version: '1' });
+  const { manifest, id } = await packDataset(dir, { name: opts.name ?? 'sample', version: '1', ...(opts.chunkSize !== undefined ? { chunkSize: opts.chunkSize } : {}) });
   return { manifest, id };
 }

@@ -10,6 +10,7 @@ import { startOrigin } from '../dataset/origin-server.ts';
 import { writeSampleDataset } from '../dataset/sample.ts';
 import { parseManifest, manifestId } from '../protocol/manifest.ts';
 import { sha256Hex } from '../protocol/hash.ts';
+import { leafHash } from '../protocol/chunks.ts';
 import { tempDir } from './helpers/net.ts';
 
 const run = promisify(execFile);
@@ -74,10 +75,12 @@ describe('edgeshard CLI', { timeout: 120_000 }, () => {
     await writeFile(join(dir, 'ds', 'b.parquet'), 'beta');
     const { stdout } = await run('node', [CLI, 'dataset', 'pack', join(dir, 'ds'), '--name', 'tiny']);
     const manifest = parseManifest(await readFile(join(dir, 'ds', 'manifest.json'), 'utf8'));
+    // One chunk each: the Merkle root of a one-chunk shard is its only leaf hash.
     expect(manifest.shards).toEqual([
-      { path: 'b.parquet', size: 4, sha256: sha256Hex('beta') },
-      { path: 'train/a.tar', size: 5, sha256: sha256Hex('alpha') },
+      { path: 'b.parquet', size: 4, sha256: sha256Hex('beta'), chunkRoot: leafHash(Buffer.from('beta')).toString('hex') },
+      { path: 'train/a.tar', size: 5, sha256: sha256Hex('alpha'), chunkRoot: leafHash(Buffer.from('alpha')).toString('hex') },
     ]);
+    expect(manifest.chunkSize).toBe(1024 * 1024);
     expect(stdout).toContain(manifestId(manifest));
     // Packing again (the manifest is now in the directory) gives the same manifest.
     await run('node', [CLI, 'dataset', 'pack', join(dir, 'ds'), '--name', 'tiny']);

@@ -234,8 +234,17 @@ describe('CLI pieces', () => {
       {
         manifest,
         results: [
-          { shard, file: '', status: 'downloaded', bytesFetched: 1000, resumedBytes: 0, servedBy: ['0xa'], failures: [] },
-          { shard: manifest.shards[0]!, file: '', status: 'failed', bytesFetched: 0, resumedBytes: 0, servedBy: [], failures: [], error: 'every source failed' },
+          {
+            shard,
+            file: '',
+            status: 'downloaded',
+            bytesFetched: 1000,
+            resumedBytes: 0,
+            servedBy: ['0xa'],
+            failures: [],
+            mismatches: [{ node: '0xb', url: 'http://n/shard/x', shard: shard.sha256, chunk: 3, expected: 'e'.repeat(64), received: 'f'.repeat(64) }],
+          },
+          { shard: manifest.shards[0]!, file: '', status: 'failed', bytesFetched: 0, resumedBytes: 0, servedBy: [], failures: [], mismatches: [], error: 'every source failed' },
         ],
         downloaded: 1,
         skipped: 0,
@@ -250,11 +259,12 @@ describe('CLI pieces', () => {
     );
     expect(lines[0]).toContain('1 of 2 shards FAILED');
     expect(lines[1]).toBe(`  failed ${manifest.shards[0]!.path}: every source failed`);
+    expect(lines[2]).toBe(`  bad chunk 3 of ${shard.path} from 0xb (http://n/shard/x): received ${'f'.repeat(64)}, expected ${'e'.repeat(64)}; node abandoned for this shard`);
     // Interrupted before any shard finished: what arrived and what waits in .partial files, not "0 B".
     const [interrupted] = summaryLines(
       {
         manifest,
-        results: manifest.shards.map((s) => ({ shard: s, file: '', status: 'interrupted' as const, bytesFetched: 0, resumedBytes: 0, servedBy: [], failures: [] })),
+        results: manifest.shards.map((s) => ({ shard: s, file: '', status: 'interrupted' as const, bytesFetched: 0, resumedBytes: 0, servedBy: [], failures: [], mismatches: [] })),
         downloaded: 0,
         skipped: 0,
         failed: 0,

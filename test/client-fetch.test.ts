@@ -38,7 +38,8 @@ describe('fetch through a gateway and real edge nodes', () => {
 
   beforeAll(async () => {
     tmp = await tempDir('edgeshard-client-');
-    ({ manifest } = await writeSampleDataset(join(tmp.dir, 'origin', 'sample'), { shards: 6, shardSize: 256 * 1024 }));
+    // 64 KiB chunks: four per shard, so resumes and split ranges fall on chunk boundaries.
+    ({ manifest } = await writeSampleDataset(join(tmp.dir, 'origin', 'sample'), { shards: 6, shardSize: 256 * 1024, chunkSize: 64 * 1024 }));
     origin = await startOrigin(join(tmp.dir, 'origin'));
     nodes = await Promise.all([0, 1, 2].map(() => startEdgeNode(defaultNodeConfig({ originUrl: origin.url, manifests: ['sample/manifest.json'] }))));
     gateway = await startStaticGateway({

@@ -1,0 +1,197 @@
+// The client verifies every chunk as it arrives (sequential, split, resume), pins a bad chunk on the node that sent
+// it, abandons that node for the shard, fails over, reports it to the gateway, and keeps the evidence.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { readFile, mkdir, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { join, dirname } from 'node:path';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { fetchDataset } from '../client/fetch.ts';
+import { ChunkGate, chunkListUrl, ChunkMismatchError } from '../client/chunk-gate.ts';
+import { planRanges } from '../client/split.ts';
+import { deterministicBytes } from '../dataset/sample.ts';
+import { sha256Hex } from '../protocol/hash.ts';
+import { buildManifest } from '../protocol/manifest.ts';
+import { leafHash, leafHashesOf } from '../protocol/chunks.ts';
+import { sendBytes } from './helpers/byte-server.ts';
+import { chunkedDataset } from './helpers/chunked.ts';
+import { startStaticGateway } from './helpers/static-gateway.ts';
+import { startScriptedOrigin, tempDir, until } from './helpers/net.ts';
+
+const CHUNK = 64 * 1024;
+const SIZE = 4 * CHUNK;
+const bytes = deterministicBytes('client-chunks', SIZE);
+const { manifest, lists } = chunkedDataset('one', [{ path: 'train/only.bin', body: bytes }], CHUNK);
+const shard = manifest.shards[0]!;
+const list = lists.get(`.chunks/${shard.sha256}`)!;
+const leaves = leafHashesOf(bytes, CHUNK);
+
+function flipped(...at: number[]): Buffer {
+  const b = Buffer.from(bytes);
+  for (const i of at) b[i] = b[i]! ^ 1;
+  return b;
+}
+
+const closers: Array<() => Promise<void>> = [];
+let tmp: { dir: string; cleanup: () => Promise<void> };
+let outCounter = 0;
+const newOut = (): string => join(tmp.dir, `out${++outCounter}`);
+beforeAll(async () => {
+  tmp = await tempDir('edgeshard-chunks-');
+});
+afterEach(async () => {
+  await Promise.all(closers.splice(0).map((c) => c()));
+});
+afterAll(async () => {
+  await tmp.cleanup();
+});
+
+/** A node serving `body` for the shard (whatever it is) and the true chunk list; records the Range of each shard request. */
+async function node(body: Buffer) {
+  const ranges: Array<string | undefined> = [];
+  const n = await startScriptedOrigin((req: IncomingMessage, res: ServerResponse) => {
+    if ((req.url ?? '').startsWith('/chunks/')) return void res.writeHead(200, { 'content-length': list.length }).end(list);
+    ranges.push(req.headers.range);
+    sendBytes(req, res, body);
+  });
+  closers.push(n.close);
+  return Object.assign(n, { ranges });
+}
+
+/** A static gateway for `nodes` (n0, n1, …) that records report bodies (or answers them 404, as an older gateway). */
+async function gatewayFor(nodes: { url: string }[], opts: { reports?: boolean; m?: typeof manifest } = {}) {
+  const reports: unknown[] = [];
+  const gw = await startStaticGateway({
+    datasets: { one: { manifest: opts.m ?? manifest } },
+    nodes: nodes.map((n, i) => ({ id: `n${i}`, url: n.url })),
+    intercept: (req, res) => {
+      if (req.url !== '/v1/reports' || opts.reports === false) return false;
+      let text = '';
+      req.on('data', (c: Buffer) => (text += c.toString()));
+      req.on('end', () => {
+        reports.push({ method: req.method, type: req.headers['content-type'], body: JSON.parse(text) });
+        res.writeHead(202).end();
+      });
+      return true;
+    },
+  });
+  closers.push(gw.close);
+  return Object.assign(gw, { reports });
+}
+
+const run = (gateway: string, outDir: string, over: Record<string, unknown> = {}) =>
+  fetchDataset({ gateway, dataset: 'one', outDir, stallTimeoutMs: 10_000, gatewayBackoffMs: 10, retries: 1, ...over });
+
+describe('client chunk verification', () => {
+  it('sequential: keeps the verified chunks before a bad one, abandons the node, resumes on the next, and reports it', async () => {
+    const bad = flipped(2 * CHUNK + 9);
+    const liar = await node(bad);
+    const good = await node(bytes);
+    const gw = await gatewayFor([liar, good]);
+    const out = newOut();
+    const report = await run(gw.url, out);
+    const r = report.results[0]!;
+    expect(r.status).toBe('downloaded');
+    expect(sha256Hex(await readFile(join(out, shard.path)))).toBe(shard.sha256);
+    // Chunks 0 and 1 from the liar were verified and kept: the honest node sent only chunks 2 and 3.
+    expect(good.ranges).toEqual([`bytes=${2 * CHUNK}-`]);
+    expect(liar.ranges).toHaveLength(1);
+    expect(r.servedBy).toEqual(['n0', 'n1']);
+    expect(r.mismatches).toEqual([
+      {
+        node: 'n0',
+        url: `${liar.url}/shard/${shard.sha256}`,
+        shard: shard.sha256,
+        chunk: 2,
+        expected: leaves[2]!.toString('hex'),
+        received: leafHash(bad.subarray(2 * CHUNK, 3 * CHUNK)).toString('hex'),
+      },
+    ]);
+    expect(r.failures[0]).toMatch(/^n0: chunk 2 failed its hash/);
+    await until('the report reached the gateway', () => gw.reports.length === 1);
+    const sent = gw.reports[0] as { method: string; type: string; body: { ticket: string } };
+    expect(sent.method).toBe('POST');
+    expect(sent.type).toBe('application/json');
+    expect(sent.body).toEqual({ ticket: expect.stringMatching(/^t\d+$/), shard: shard.sha256, chunk: 2, kind: 'hash-mismatch' });
+  });
+
+  it('split: no wrong range is accepted; the bad range fails over to an honest node and the file verifies', async () => {
+    // The liar flips a byte in chunk 1 (first range) and chunk 3 (second range).
+    const liar = await node(flipped(CHUNK + 1, 3 * CHUNK + 1));
+    const good = await node(bytes);
+    const gw = await gatewayFor([liar, good]);
+    const out = newOut();
+    const report = await run(gw.url, out, { splitThreshold: 1024, splitParts: 2, parallel: 1 });
+    const r = report.results[0]!;
+    expect(r.status).toBe('downloaded');
+    expect(sha256Hex(await readFile(join(out, shard.path)))).toBe(shard.sha256);
+    expect(r.mismatches.map((m) => [m.node, m.chunk])).toEqual([['n0', 1]]);
+    // Range 0 (chunks 0-1) started on n0 and resumed on n1 after the verified chunk 0; range 1 went to n1.
+    expect(liar.ranges).toEqual([`bytes=0-${2 * CHUNK - 1}`]);
+    expect(good.ranges.sort()).toEqual([`bytes=${2 * CHUNK}-`, `bytes=${CHUNK}-${2 * CHUNK - 1}`].sort());
+    await until('the report reached the gateway', () => gw.reports.length === 1);
+    expect((gw.reports[0] as { body: unknown }).body).toMatchObject({ shard: shard.sha256, chunk: 1, kind: 'hash-mismatch' });
+  });
+
+  it('split with a format 1 manifest: the bad range is only caught at the end and no node or chunk can be named', async () => {
+    const v1 = buildManifest('one', '1', [{ path: shard.path, size: SIZE, sha256: shard.sha256 }]);
+    const liar = await node(flipped(CHUNK + 1));
+    const good = await node(bytes);
+    const gw = await gatewayFor([liar, good], { m: v1 });
+    const out = newOut();
+    const report = await run(gw.url, out, { splitThreshold: 1024, splitParts: 2, parallel: 1 });
+    const r = report.results[0]!;
+    // Both nodes sent a range, so both become suspects and the whole shard starts over (here it fails twice).
+    expect(r.failures[0]).toMatch(/^sha256 mismatch: .*ranges from n0, n1|^sha256 mismatch: .*ranges from n1, n0/);
+    expect(r.mismatches).toEqual([]);
+    expect(gw.reports).toEqual([]);
+  });
+
+  it('resume: keeps only the verified whole chunks of a .partial and asks for the rest', async () => {
+    const good = await node(bytes);
+    const gw = await gatewayFor([good], { reports: false });
+    const out = newOut();
+    const partial = join(out, shard.path + '.partial');
+    await mkdir(dirname(partial), { recursive: true });
+    // An earlier run left chunk 0 right, chunk 1 damaged and half of chunk 2.
+    await writeFile(partial, flipped(CHUNK + 5).subarray(0, 2 * CHUNK + CHUNK / 2));
+    const report = await run(gw.url, out);
+    const r = report.results[0]!;
+    expect(r.status).toBe('downloaded');
+    expect(r.resumedBytes).toBe(CHUNK);
+    expect(good.ranges).toEqual([`bytes=${CHUNK}-`]);
+    expect(sha256Hex(await readFile(join(out, shard.path)))).toBe(shard.sha256);
+    expect(existsSync(partial)).toBe(false);
+  });
+
+  it('a report to a gateway without the endpoint (404) changes nothing', async () => {
+    const liar = await node(flipped(5));
+    const good = await node(bytes);
+    const gw = await gatewayFor([liar, good], { reports: false });
+    const report = await run(gw.url, newOut());
+    expect(report.results[0]!.status).toBe('downloaded');
+    expect(report.results[0]!.mismatches.map((m) => m.chunk)).toEqual([0]);
+    await until('the report was tried', () => gw.requests.includes('/v1/reports'));
+  });
+});
+
+describe('chunk gate and range plan', () => {
+  it('hands bytes on only once their chunk verifies, and refuses a bad chunk', () => {
+    const gate = new ChunkGate(SIZE, { chunkSize: CHUNK, leaves }, 0);
+    expect(gate.push(bytes.subarray(0, 1000))).toEqual([]);
+    const out = gate.push(bytes.subarray(1000, CHUNK + 10));
+    expect(Buffer.concat(out).equals(bytes.subarray(0, CHUNK))).toBe(true);
+    const bad = flipped(CHUNK + 20);
+    expect(() => gate.push(bad.subarray(CHUNK + 10, 2 * CHUNK))).toThrow(ChunkMismatchError);
+    expect(() => new ChunkGate(SIZE, { chunkSize: CHUNK, leaves }, 5)).toThrow(/boundary/);
+  });
+
+  it('plans split ranges on chunk boundaries', () => {
+    expect(planRanges(SIZE, 2, CHUNK)).toEqual([
+      { start: 0, end: 2 * CHUNK - 1 },
+      { start: 2 * CHUNK, end: SIZE - 1 },
+    ]);
+    expect(planRanges(SIZE + 5, 3, CHUNK).map((r) => r.start % CHUNK)).toEqual([0, 0, 0]);
+    expect(planRanges(100, 4, CHUNK)).toEqual([{ start: 0, end: 99 }]);
+    expect(chunkListUrl(`http://n/shard/${shard.sha256}?ticket=x`, shard.sha256)).toBe(`http://n/chunks/${shard.sha256}?ticket=x`);
+  });
+});
