@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { startOrigin } from '../dataset/origin-server.ts';
+import { packDataset } from '../dataset/pack.ts';
 import { commandExists, fmt, freePort, median, MiB, mdTable, processCpuSeconds, startChild, stopChild, waitForHttp } from './lib.ts';
 
 const SHARD_BYTES = 4 * MiB;
@@ -41,7 +42,7 @@ export interface ColdResult {
   shardBytes: number;
   concurrency: number;
   warmupShards: number;
-  reps: { direct: Pass; cold: ServerPass; warm: Pass; misses: number; coldMemoryOnly: ServerPass; bareProxy: ServerPass }[];
+  reps: { direct: Pass; cold: ServerPass; warm: Pass; misses: number; coldByPath: ServerPass; coldMemoryOnly: ServerPass; bareProxy: ServerPass }[];
   median: {
     directMBps: number;
     coldMBps: number;
@@ -52,6 +53,9 @@ export interface ColdResult {
     bareProxyMBps: number;
     bareProxyVsDirect: number;
     coldCpuSecondsPerGiB: number;
+    coldByPathMBps: number;
+    coldByPathVsDirect: number;
+    coldByPathCpuSecondsPerGiB: number;
     coldMemoryOnlyCpuSecondsPerGiB: number;
     bareProxyCpuSecondsPerGiB: number;
   };
@@ -84,6 +88,20 @@ export async function runColdFill(repoRoot: string): Promise<{ markdown: string;
     });
   };
 
+  // The shards as a dataset (format 2, 1 MiB chunks): the main cold pass fetches them by hash, each chunk verified
+  // before it is released, as a trainer's shards are; a second pass fetches the same bytes by origin path (no hash
+  // known: only the fill's own sha256, the node's work before verified chunks).
+  const { manifest } = await packDataset(join(dataDir, 'cold'), { name: 'cold' });
+  const shaOf = new Map(manifest.shards.map((s) => [`cold/${s.path}`, s.sha256]));
+  const byHash = (list: string[], prefix = 'cold/', sha = shaOf): string[] => list.map((p) => `shard/${sha.get(p.startsWith(prefix) ? p : prefix + p)!}`);
+  const packedWarmup = async (rep: number, server: string): Promise<{ manifestPath: string; shards: string[] }> => {
+    const list = warmupPaths(rep, server);
+    const dir = `warmup/${server}-${rep}`;
+    const packed = await packDataset(join(dataDir, dir), { name: 'warmup' });
+    const sha = new Map(packed.manifest.shards.map((s) => [`${dir}/${s.path}`, s.sha256]));
+    return { manifestPath: `${dir}/manifest.json`, shards: byHash(list, `${dir}/`, sha) };
+  };
+
   const origin = await startStaticOrigin(scratch, dataDir);
   const client = new Agent({ connections: CONCURRENCY, pipelining: 1 });
   const results: ColdResult['reps'] = [];
@@ -93,14 +111,20 @@ export async function runColdFill(repoRoot: string): Promise<{ markdown: string;
       await fetchAll(origin.url, warmupPaths(rep, 'direct'), client);
       const direct = await fetchAll(origin.url, paths, client);
       // A fresh node and an empty cache directory every rep, so every shard is a cold fill.
-      const withDisk = await throughNode(repoRoot, origin.url, paths, warmupPaths(rep, 'disk'), client, scratch, join(scratch, `cache-${rep}`));
+      const warmup = await packedWarmup(rep, 'disk');
+      const withDisk = await throughNode(repoRoot, origin.url, byHash(paths), warmup.shards, client, scratch, join(scratch, `cache-${rep}`), [
+        'cold/manifest.json',
+        warmup.manifestPath,
+      ]);
+      const byPath = await throughNode(repoRoot, origin.url, paths, warmupPaths(rep, 'path'), client, scratch, join(scratch, `cache-path-${rep}`));
       // The same without the disk tier: separates the node's own cost from the disk's write + fsync.
       const memoryOnly = await throughNode(repoRoot, origin.url, paths, warmupPaths(rep, 'memory'), client, scratch, 'none');
       const bare = await throughBareProxy(repoRoot, origin.url, paths, warmupPaths(rep, 'bare'), client);
-      results.push({ direct, cold: withDisk.cold, warm: withDisk.warm, misses: withDisk.misses, coldMemoryOnly: memoryOnly.cold, bareProxy: bare });
+      results.push({ direct, cold: withDisk.cold, warm: withDisk.warm, misses: withDisk.misses, coldByPath: byPath.cold, coldMemoryOnly: memoryOnly.cold, bareProxy: bare });
       console.error(
         `  cold-fill rep ${rep + 1}: direct ${fmt(direct.mbPerSecond)} MB/s; through the node: cold ${fmt(withDisk.cold.mbPerSecond)} MB/s ` +
           `(${withDisk.misses} misses, ${withDisk.cold.serverCpuSecondsPerGiB.toFixed(2)} CPU s/GiB), warm ${fmt(withDisk.warm.mbPerSecond)} MB/s, ` +
+          `by path ${fmt(byPath.cold.mbPerSecond)} MB/s (${byPath.cold.serverCpuSecondsPerGiB.toFixed(2)} CPU s/GiB), ` +
           `cold without disk tier ${fmt(memoryOnly.cold.mbPerSecond)} MB/s (${memoryOnly.cold.serverCpuSecondsPerGiB.toFixed(2)} CPU s/GiB); ` +
           `bare Node proxy ${fmt(bare.mbPerSecond)} MB/s (${bare.serverCpuSecondsPerGiB.toFixed(2)} CPU s/GiB)`,
       );
@@ -121,6 +145,9 @@ export async function runColdFill(repoRoot: string): Promise<{ markdown: string;
     bareProxyMBps: median(results.map((r) => r.bareProxy.mbPerSecond)),
     bareProxyVsDirect: median(results.map((r) => r.bareProxy.mbPerSecond / r.direct.mbPerSecond)),
     coldCpuSecondsPerGiB: median(results.map((r) => r.cold.serverCpuSecondsPerGiB)),
+    coldByPathMBps: median(results.map((r) => r.coldByPath.mbPerSecond)),
+    coldByPathVsDirect: median(results.map((r) => r.coldByPath.mbPerSecond / r.direct.mbPerSecond)),
+    coldByPathCpuSecondsPerGiB: median(results.map((r) => r.coldByPath.serverCpuSecondsPerGiB)),
     coldMemoryOnlyCpuSecondsPerGiB: median(results.map((r) => r.coldMemoryOnly.serverCpuSecondsPerGiB)),
     bareProxyCpuSecondsPerGiB: median(results.map((r) => r.bareProxy.serverCpuSecondsPerGiB)),
   };
@@ -139,9 +166,11 @@ export async function runColdFill(repoRoot: string): Promise<{ markdown: string;
     '',
     `${shards} shards × ${SHARD_BYTES / MiB} MiB = ${fmt((shards * SHARD_BYTES) / MiB)} MiB of random data, served by ${origin.kind} on 127.0.0.1. ` +
       `A client with ${CONCURRENCY} keep-alive connections (undici) fetches every shard directly from the origin, then through a ` +
-      'freshly started node with an empty cache (every request a miss: origin fetch, sha256 while streaming, the disk copy written behind the client ' +
-      'and committed (fsync, rename) after the response, chunks handed to the memory tier, streamed to the client as they arrive), then once more ' +
-      'through the now warm node; then cold again through a node started with `--cache-dir none` (memory tier only), and through a bare Node ' +
+      'freshly started node with an empty cache, by hash (`/shard/<sha256>`, a format 2 manifest with 1 MiB chunks; every request a miss: origin fetch, ' +
+      'the chunk list fetched alongside, every chunk hashed and released only once verified, sha256 of the whole shard, the disk copy written behind the client ' +
+      'and committed (fsync, rename) after the response, chunks handed to the memory tier), then once more ' +
+      'through the now warm node; then cold again through a fresh node by origin path (no hash known: bytes streamed as they arrive, only the ' +
+      "fill's own sha256: the node's work before verified chunks), through a node started with `--cache-dir none` (memory tier only, by path), and through a bare Node " +
       'pass-through proxy (`bench/bare-proxy.ts`: undici to node:http, no hash, no cache), which is what any Node proxy reaches on this box. ' +
       `Each server, and the client before its direct pass, first fetches ${WARMUP_SHARDS} other shards, not counted, so every pass measures warmed-up processes. ` +
       `CPU s/GiB is the server process's CPU time (all threads, /proc) during the cold pass per GiB moved; it holds steadier than MB/s ` +
@@ -155,6 +184,9 @@ export async function runColdFill(repoRoot: string): Promise<{ markdown: string;
         '>cold / direct',
         '>node CPU s/GiB',
         '>warm through node MB/s',
+        '>cold by path MB/s',
+        '>by path / direct',
+        '>by path CPU s/GiB',
         '>cold, no disk tier, MB/s',
         '>no disk / direct',
         '>no disk CPU s/GiB',
@@ -171,6 +203,9 @@ export async function runColdFill(repoRoot: string): Promise<{ markdown: string;
           `${(r.cold.mbPerSecond / r.direct.mbPerSecond).toFixed(2)}x`,
           cpu(r.cold),
           fmt(r.warm.mbPerSecond),
+          fmt(r.coldByPath.mbPerSecond),
+          `${(r.coldByPath.mbPerSecond / r.direct.mbPerSecond).toFixed(2)}x`,
+          cpu(r.coldByPath),
           fmt(r.coldMemoryOnly.mbPerSecond),
           `${(r.coldMemoryOnly.mbPerSecond / r.direct.mbPerSecond).toFixed(2)}x`,
           cpu(r.coldMemoryOnly),
@@ -186,6 +221,9 @@ export async function runColdFill(repoRoot: string): Promise<{ markdown: string;
           `**${med.coldVsDirect.toFixed(2)}x**`,
           `**${med.coldCpuSecondsPerGiB.toFixed(2)}**`,
           `**${fmt(med.warmMBps)}**`,
+          `**${fmt(med.coldByPathMBps)}**`,
+          `**${med.coldByPathVsDirect.toFixed(2)}x**`,
+          `**${med.coldByPathCpuSecondsPerGiB.toFixed(2)}**`,
           `**${fmt(med.coldMemoryOnlyMBps)}**`,
           `**${med.coldMemoryOnlyVsDirect.toFixed(2)}x**`,
           `**${med.coldMemoryOnlyCpuSecondsPerGiB.toFixed(2)}**`,
@@ -214,12 +252,14 @@ async function throughNode(
   client: Agent,
   scratch: string,
   cacheDir: string,
+  manifests: string[] = [],
 ): Promise<{ cold: ServerPass; warm: Pass; misses: number }> {
   const port = await freePort();
   const node = startChild(process.execPath, [
     join(repoRoot, 'bin/edgeshard.js'), 'node', '--port', String(port), '--origin', originUrl, '--host', '127.0.0.1',
     '--cache-dir', cacheDir, '--memory-cache', '1GiB', '--memory-max-object', '16MiB', '--log-level', 'silent', '--open',
     '--key-file', join(scratch, 'node-key.json'),
+    ...(manifests.length ? ['--manifest', manifests.join(',')] : []),
   ]);
   const nodeUrl = `http://127.0.0.1:${port}`;
   const misses = async (): Promise<number> => {
