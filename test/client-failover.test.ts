@@ -106,7 +106,10 @@ describe('failover between nodes', () => {
   it('throws away wrong bytes, never shows them under the final name, and refetches from a good node', async () => {
     const out = newOut();
     const finalPath = join(out, shard.path);
-    const liar = await node((req, res) => sendBytes(req, res, deterministicBytes('not the shard', SIZE)));
+    // The wrong bytes are made before any request: made in the handler, they took 250-500 ms on a loaded machine and
+    // tripped the 400 ms stall timeout before the liar sent a byte.
+    const lie = deterministicBytes('not the shard', SIZE);
+    const liar = await node((req, res) => sendBytes(req, res, lie));
     let finalExistedWhenGoodNodeAsked: boolean | null = null;
     const good = await node((req, res) => {
       finalExistedWhenGoodNodeAsked = existsSync(finalPath);
@@ -123,9 +126,10 @@ describe('failover between nodes', () => {
   });
 
   it('gives up after a second verification failure, leaving no file under the final name', async () => {
+    const [lie1, lie2] = [deterministicBytes('lie 1', SIZE), deterministicBytes('lie 2', SIZE)];
     const liars = [
-      await node((req, res) => sendBytes(req, res, deterministicBytes('lie 1', SIZE))),
-      await node((req, res) => sendBytes(req, res, deterministicBytes('lie 2', SIZE))),
+      await node((req, res) => sendBytes(req, res, lie1)),
+      await node((req, res) => sendBytes(req, res, lie2)),
     ];
     const gw = await gatewayFor(liars);
     const out = newOut();
