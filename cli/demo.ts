@@ -7,10 +7,10 @@
 // cold. `--keep-cache` keeps the caches of the last run, and the first fetch then says "warm".
 import { join } from 'node:path';
 import { rm } from 'node:fs/promises';
-import type { Command } from './command.ts';
-import { stopSignal } from './signals.ts';
-import { intSetting, stringSetting, UsageError, type Settings } from './options.ts';
-import { describeListenError } from './start-errors.ts';
+import type { Command } from '../protocol/cli/command.ts';
+import { stopSignal } from '../protocol/cli/signals.ts';
+import { intSetting, stringSetting, UsageError, type Settings } from '../protocol/cli/options.ts';
+import { describeListenError } from '../protocol/cli/start-errors.ts';
 import { writeSampleDataset } from '../dataset/sample.ts';
 import { startOrigin } from '../dataset/origin-server.ts';
 import { startEdgeNode, type EdgeNode } from '../edge-node/server.ts';

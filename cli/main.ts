@@ -1,7 +1,7 @@
 // `edgeshard <command>`: the one CLI for operators, trainers and analysts.
-import type { Command } from './command.ts';
+import type { Command } from '../protocol/cli/command.ts';
 import { createRequire } from 'node:module';
-import { didYouMean, parseCommand, helpText, UsageError } from './options.ts';
+import { didYouMean, parseCommand, helpText, UsageError } from '../protocol/cli/options.ts';
 
 const VERSION = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
 

@@ -1,7 +1,7 @@
 // `edgeshard fetch GATEWAY DATASET --out DIR`: the trainer's download command. Settings in, a summary out;
 // the work is fetchDataset's. Exit status: 0 every shard verified, 1 any failed, 2 bad usage, 130 interrupted.
-import type { Command } from '../cli/command.ts';
-import { UsageError, intSetting, stringSetting, type Settings } from '../cli/options.ts';
+import type { Command } from '../protocol/cli/command.ts';
+import { UsageError, intSetting, stringSetting, type Settings } from '../protocol/cli/options.ts';
 import { formatBytes, parseSize } from '../protocol/units.ts';
 import type { LatLon } from './gateway-client.ts';
 import { fetchDataset, FETCH_DEFAULTS, type FetchOptions, type FetchReport } from './fetch.ts';

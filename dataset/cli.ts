@@ -1,5 +1,5 @@
-import type { Command } from '../cli/command.ts';
-import { UsageError, stringSetting, intSetting } from '../cli/options.ts';
+import type { Command } from '../protocol/cli/command.ts';
+import { UsageError, stringSetting, intSetting } from '../protocol/cli/options.ts';
 import { formatBytes, parseSize } from '../protocol/units.ts';
 import { packDataset } from './pack.ts';
 import { isValidChunkSize } from '../protocol/chunks.ts';

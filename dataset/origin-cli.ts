@@ -1,6 +1,6 @@
-import type { Command } from '../cli/command.ts';
-import { stopSignal } from '../cli/signals.ts';
-import { UsageError, intSetting, stringSetting } from '../cli/options.ts';
+import type { Command } from '../protocol/cli/command.ts';
+import { stopSignal } from '../protocol/cli/signals.ts';
+import { UsageError, intSetting, stringSetting } from '../protocol/cli/options.ts';
 import { startOrigin } from './origin-server.ts';
 
 export const originCommand: Command = {

@@ -1,7 +1,7 @@
-import type { Command } from '../cli/command.ts';
-import { stopSignal } from '../cli/signals.ts';
-import { UsageError } from '../cli/options.ts';
-import { describeStartError } from '../cli/start-errors.ts';
+import type { Command } from '../protocol/cli/command.ts';
+import { stopSignal } from '../protocol/cli/signals.ts';
+import { UsageError } from '../protocol/cli/options.ts';
+import { describeStartError } from '../protocol/cli/start-errors.ts';
 import { createLogger } from '../protocol/log.ts';
 import { formatBytes } from '../protocol/units.ts';
 import { NODE_OPTIONS, nodeConfigFromSettings } from './config.ts';

@@ -2,7 +2,7 @@
 import { cpus } from 'node:os';
 import { parseRate, parseSize, RATE_UNITS_HELP, SIZE_UNITS_HELP } from '../protocol/units.ts';
 import { parseNodeUrl } from '../protocol/node-url.ts';
-import { intSetting, locationSetting, stringSetting, UsageError, type OptionSpec, type Settings } from '../cli/options.ts';
+import { intSetting, locationSetting, stringSetting, UsageError, type OptionSpec, type Settings } from '../protocol/cli/options.ts';
 
 export interface EdgeNodeConfig {
   originUrl: string;

@@ -1,5 +1,5 @@
 // Settings for `edgeshard gateway`, from flags, env and config file into a checked options object.
-import { intSetting, locationSetting, stringSetting, UsageError, type OptionSpec, type Settings } from '../cli/options.ts';
+import { intSetting, locationSetting, stringSetting, UsageError, type OptionSpec, type Settings } from '../protocol/cli/options.ts';
 import { ALL_NODE_CHECKS, type NodeChecks } from './registry.ts';
 
 export type FallbackMode = 'redirect' | 'proxy' | 'off';

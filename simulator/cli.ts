@@ -3,8 +3,8 @@
 // and the HTML report.
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import type { Command } from '../cli/command.ts';
-import { UsageError, intSetting, stringSetting, type Settings } from '../cli/options.ts';
+import type { Command } from '../protocol/cli/command.ts';
+import { UsageError, intSetting, stringSetting, type Settings } from '../protocol/cli/options.ts';
 import { lineChartSvg } from './chart.ts';
 import { DEFAULT_GPU_CLASS, GPU_PEAK_FLOPS, LOADER_HOST_MEMORY_BUDGET_BYTES } from './constants.ts';
 import { describeSettings, searchLoader } from './loader-search.ts';

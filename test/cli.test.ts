@@ -5,7 +5,7 @@ import { promisify } from 'node:util';
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { request } from 'undici';
-import { locationSetting, parseCommand, type CommandSpec } from '../cli/options.ts';
+import { locationSetting, parseCommand, type CommandSpec } from '../protocol/cli/options.ts';
 import { startOrigin } from '../dataset/origin-server.ts';
 import { writeSampleDataset } from '../dataset/sample.ts';
 import { parseManifest, manifestId } from '../protocol/manifest.ts';

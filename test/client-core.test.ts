@@ -10,7 +10,7 @@ import { checkNoWorkingFileCollisions, shardFilePath } from '../client/fetch.ts'
 import { ShardSources } from '../client/sources.ts';
 import { buildManifest, type ShardEntry } from '../protocol/manifest.ts';
 import { fetchCommand, fetchOptionsFromSettings, parseNear, summaryLines } from '../client/cli.ts';
-import { parseCommand } from '../cli/options.ts';
+import { parseCommand } from '../protocol/cli/options.ts';
 
 const shard: ShardEntry = { path: 'train/a.bin', size: 1000, sha256: 'a'.repeat(64) };
 

@@ -11,7 +11,7 @@ import { FAST_PATH_MAX_BODY } from '../edge-node/fast-path.ts';
 import { startOrigin, type OriginServer } from '../dataset/origin-server.ts';
 import { writeSampleDataset } from '../dataset/sample.ts';
 import { generateTicketKey, signTicket } from '../protocol/tickets.ts';
-import { parseCommand } from '../cli/options.ts';
+import { parseCommand } from '../protocol/cli/options.ts';
 import type { Manifest } from '../protocol/manifest.ts';
 import { startScriptedOrigin, tempDir, until } from './helpers/net.ts';
 

@@ -1,3 +1,4 @@
+// Part of protocol/cli/, below every part: each part's cli.ts imports it, so imports point down.
 // One way to read settings for every subcommand. Precedence, highest first:
 //   1. command-line flag        --cache-size 50GB
 //   2. environment variable     EDGESHARD_NODE_CACHE_SIZE=50GB   (EDGESHARD_<COMMAND>_<OPTION>)
