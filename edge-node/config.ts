@@ -20,6 +20,8 @@ export interface EdgeNodeConfig {
   maxConnectionsPerClient: number;
   /** ms a client has to send a complete request head, from the connection's start or the head's first byte (408). */
   headersTimeoutMs: number;
+  /** /metrics and /healthz requests per second per client address (429 beyond a burst of 10× this). */
+  statusRateLimitPerSecond: number;
   maxUrlBytes: number;
   maxHeaderBytes: number;
   originTimeoutMs: number;
@@ -72,6 +74,7 @@ export const NODE_OPTIONS: OptionSpec[] = [
     description: 'simultaneous connections from one client address (IPv6: one /64); default max(64, max-connections/8)',
   },
   { name: 'header-timeout', type: 'string', default: '10000', description: 'ms a client has to send a request head (408 after)' },
+  { name: 'status-rate-limit', type: 'string', default: '10', description: '/metrics and /healthz requests per second per client address, burst 10x (429 beyond)' },
   { name: 'port', type: 'string', default: '8080', description: 'TCP port' },
   { name: 'host', type: 'string', default: '0.0.0.0', description: 'address to listen on (all interfaces by default)' },
   { name: 'manifest', type: 'string', description: 'comma-separated origin paths of manifests to load at start, e.g. sample/manifest.json' },
@@ -147,6 +150,7 @@ export function nodeConfigFromSettings(s: Settings): EdgeNodeConfig {
     maxConnections,
     maxConnectionsPerClient: s['max-connections-per-client'] === undefined ? defaultPerClientShare(maxConnections) : intSetting(s, 'max-connections-per-client', 1, maxConnections),
     headersTimeoutMs: intSetting(s, 'header-timeout', 100, 300_000),
+    statusRateLimitPerSecond: intSetting(s, 'status-rate-limit', 1, 1_000_000),
     maxUrlBytes: intSetting(s, 'max-url', 64, 1 << 20),
     maxHeaderBytes: intSetting(s, 'max-header-size', 1024, 1 << 20),
     originTimeoutMs: intSetting(s, 'origin-timeout', 100, 3_600_000),
@@ -198,6 +202,7 @@ export function defaultNodeConfig(overrides: Partial<EdgeNodeConfig> & { originU
     maxConnections: 1024,
     maxConnectionsPerClient: defaultPerClientShare(overrides.maxConnections ?? 1024),
     headersTimeoutMs: 10_000,
+    statusRateLimitPerSecond: 10,
     maxUrlBytes: 8192,
     maxHeaderBytes: 16384,
     originTimeoutMs: 30_000,

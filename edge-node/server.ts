@@ -12,7 +12,8 @@ import { decodeRequestPath } from '../protocol/paths.ts';
 import { createLogger, type Logger } from '../protocol/log.ts';
 import { listen, localUrl } from '../protocol/listen.ts';
 import { clientErrorResponse, clientErrorStatus, headerTimeouts } from '../protocol/client-errors.ts';
-import { shareConnections } from '../protocol/connection-share.ts';
+import { clientKey, shareConnections } from '../protocol/connection-share.ts';
+import { ClientRateLimiter } from '../protocol/rate-limit.ts';
 import { Saturation } from './saturation.ts';
 import type { EdgeNodeConfig } from './config.ts';
 import { DiskStore, type DiskStoreFs } from './disk-store.ts';
@@ -218,6 +219,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   const memory = new MemoryStore(config.memoryBytes, config.memoryMaxObjectBytes);
   const manifests = new ManifestIndex();
   const limiter = new BandwidthLimiter({ bytesPerSecond: config.maxUploadBytesPerSecond, onWait: (ms: number) => events.bandwidthWait?.(ms) });
+  const statusLimiter = new ClientRateLimiter({ ratePerSecond: config.statusRateLimitPerSecond, burst: Math.max(1, Math.ceil(10 * config.statusRateLimitPerSecond)), maxClients: 10_000 });
   const dispatcher: Dispatcher = new Agent({
     connections: config.originConnections,
     headersTimeout: config.originTimeoutMs,
@@ -1132,6 +1134,12 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     const pathname = q < 0 ? url : url.slice(0, q);
     if (pathname.charCodeAt(0) !== 47 /* / */) return sendText(res, 'invalid', 400, 'request target must be an absolute path', started);
 
+    if (pathname === '/metrics' || pathname === '/healthz') {
+      // Free to anyone who reaches the node (no ticket), and rendering metrics costs far more than a hit: limited
+      // per client address.
+      const verdict = statusLimiter.check(clientKey(req.socket.remoteAddress ?? ''), Date.now());
+      if (!verdict.ok) return sendText(res, 'invalid', 429, `too many ${pathname} requests from this address; retry after ${verdict.retryAfterSeconds} s`, started, ['retry-after', String(verdict.retryAfterSeconds)]);
+    }
     if (pathname === '/metrics') return serveMetrics(res, started);
     if (pathname === IDENTITY_PATH) return serveIdentity(res, q < 0 ? '' : url.slice(q + 1), started);
     if (pathname === '/healthz') {

@@ -24,7 +24,7 @@ import { Prober } from './probes.ts';
 import { createGatewayMetrics, type GatewayMetrics } from './metrics.ts';
 import { GeoIp, normalizeIp } from './geoip.ts';
 import { clientAddress, NEAR_ERROR, parseNear, resolveClientLocation, TrustedProxies } from './client-location.ts';
-import { ClientRateLimiter } from './rate-limit.ts';
+import { ClientRateLimiter } from '../protocol/rate-limit.ts';
 import { NodeRouter } from './router.ts';
 import { PinnedDispatcher } from './pinned-dispatcher.ts';
 import { NodeVerifier } from './node-verifier.ts';

@@ -3,7 +3,7 @@
 // routes new clients elsewhere. Attackers connect from other loopback addresses (127.0.0.2...), the client from
 // 127.0.0.3. Each attack is also run with the defence switched off, to show it works there.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Agent, request } from 'undici';
+import { request } from 'undici';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { startEdgeNode, type EdgeNode } from '../edge-node/server.ts';
@@ -56,19 +56,25 @@ class SlowLoris {
   }
 }
 
-/** A GET from another loopback address, on a fresh connection: its status (0 if refused) and latency. */
-async function getFrom(url: string, from: string): Promise<{ status: number; ms: number; error?: string }> {
-  const agent = new Agent({ connect: { localAddress: from }, connections: 1 });
-  const started = performance.now();
-  try {
-    const res = await request(url, { dispatcher: agent, headersTimeout: 10_000, bodyTimeout: 10_000 });
-    await res.body.dump();
-    return { status: res.statusCode, ms: performance.now() - started };
-  } catch (err) {
-    return { status: 0, ms: performance.now() - started, error: (err as Error).message };
-  } finally {
-    await agent.close().catch(() => {});
-  }
+/**
+ * A GET from another loopback address on a fresh connection (`Connection: close`): its status (0 if refused or
+ * unanswered) and the time to the whole answer. Raw, because undici's Agent does not bind `localAddress`.
+ */
+function getFrom(url: string, from: string): Promise<{ status: number; ms: number }> {
+  const { hostname, port, pathname } = new URL(url);
+  return new Promise((resolve) => {
+    const started = performance.now();
+    const s = connect({ host: hostname, port: Number(port), localAddress: from });
+    let text = '';
+    const timer = setTimeout(() => s.destroy(), 10_000);
+    s.on('connect', () => s.write(`GET ${pathname} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`));
+    s.on('data', (d: Buffer) => (text += d.toString('latin1')));
+    s.on('error', () => {});
+    s.on('close', () => {
+      clearTimeout(timer);
+      resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0), ms: performance.now() - started });
+    });
+  });
 }
 
 async function metric(text: string | Promise<string>, series: string): Promise<number> {
@@ -249,6 +255,26 @@ describe('gateway /metrics and /healthz', () => {
       expect(statuses).toEqual([200, 200, 429, 429]);
     } finally {
       await gw.close();
+      await origin.close();
+      await tmp.cleanup();
+    }
+  });
+});
+
+describe('edge node /metrics and /healthz', () => {
+  it('are rate-limited per client address (429 once the burst is spent); another address is still served', async () => {
+    const tmp = await tempDir();
+    await writeSampleDataset(join(tmp.dir, 'origin', 'sample'), { shards: 1, shardSize: 1024 });
+    const origin = await startOrigin(join(tmp.dir, 'origin'));
+    // One token per 1,000 s and a burst of one: during the test, one request per address.
+    const node = await startEdgeNode(defaultNodeConfig({ originUrl: origin.url, statusRateLimitPerSecond: 0.001 }));
+    try {
+      const statuses: number[] = [];
+      for (const path of ['/metrics', '/healthz', '/metrics', '/healthz']) statuses.push((await getFrom(`${node.url}${path}`, '127.0.0.2')).status);
+      expect(statuses).toEqual([200, 429, 429, 429]);
+      expect((await getFrom(`${node.url}/healthz`, '127.0.0.3')).status).toBe(200);
+    } finally {
+      await node.close();
       await origin.close();
       await tmp.cleanup();
     }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ClientRateLimiter } from '../gateway/rate-limit.ts';
+import { ClientRateLimiter } from '../protocol/rate-limit.ts';
 
 describe('ClientRateLimiter', () => {
   it('allows a burst, then refuses with a Retry-After, then refills at the rate', () => {
