@@ -1,0 +1,63 @@
+// Receipts: a keyed client's signed statement "for this ticket I have received and verified N bytes in total".
+// Cumulative, like a payment channel: the latest receipt supersedes the earlier ones, so a node that stops mid-shard
+// still holds proof of everything delivered so far. Signed by the client's session key (protocol/client-tickets.ts).
+//
+// Layout (286 bytes, then base64url: 382 characters):
+//   [0]         kind = 1 (receipt; a corruption report will be kind 2, so one signature can never pass for the other)
+//   [1..210)    the version-2 ticket, all 209 bytes including the gateway's signature
+//   [210..218)  cumulative verified bytes, uint64 BE
+//   [218..222)  signedAt, unix seconds, uint32 BE
+//   [222..286)  Ed25519 signature by the ticket's session key over [0..222)
+import { sign, verify } from 'node:crypto';
+import { TICKET_V2_LEN, decodeClientTicketBytes, ed25519FromRaw, type ClientTicket, type SessionKey } from './client-tickets.ts';
+
+export const RECEIPT_KIND = 1;
+const TICKET_AT = 1;
+const BYTES_AT = TICKET_AT + TICKET_V2_LEN; // 210
+const SIGNED_AT_AT = BYTES_AT + 8; // 218
+const SIGNED_LEN = SIGNED_AT_AT + 4; // 222
+export const RECEIPT_LEN = SIGNED_LEN + 64; // 286
+export const RECEIPT_TOKEN_LEN = 382;
+
+export interface Receipt {
+  ticket: ClientTicket;
+  /** The ticket's raw bytes, so the gateway signature can be checked. */
+  ticketBytes: Buffer;
+  bytes: bigint;
+  signedAt: number;
+}
+
+export function signReceipt(ticketToken: string, bytes: bigint, signedAt: number, session: SessionKey): string {
+  const ticketBytes = Buffer.from(ticketToken, 'base64url');
+  const ticket = decodeClientTicketBytes(ticketBytes);
+  if (!ticket) throw new Error('a receipt needs a version-2 client ticket');
+  if (ticket.sessionKey !== session.publicHex) throw new Error('this ticket was issued to another session key');
+  if (bytes < 0n || bytes >= 1n << 64n) throw new Error('receipt bytes must fit in uint64');
+  const buf = Buffer.alloc(RECEIPT_LEN);
+  buf[0] = RECEIPT_KIND;
+  ticketBytes.copy(buf, TICKET_AT);
+  buf.writeBigUInt64BE(bytes, BYTES_AT);
+  buf.writeUInt32BE(signedAt >>> 0, SIGNED_AT_AT);
+  sign(null, buf.subarray(0, SIGNED_LEN), session.privateKey).copy(buf, SIGNED_LEN);
+  return buf.toString('base64url');
+}
+
+/** Decodes without checking any signature; null when the token is not a receipt. */
+export function decodeReceipt(token: string): Receipt | null {
+  if (typeof token !== 'string' || token.length !== RECEIPT_TOKEN_LEN) return null;
+  const buf = Buffer.from(token, 'base64url');
+  if (buf.length !== RECEIPT_LEN || buf[0] !== RECEIPT_KIND) return null;
+  const ticketBytes = buf.subarray(TICKET_AT, BYTES_AT);
+  const ticket = decodeClientTicketBytes(ticketBytes);
+  if (!ticket) return null;
+  return { ticket, ticketBytes, bytes: buf.readBigUInt64BE(BYTES_AT), signedAt: buf.readUInt32BE(SIGNED_AT_AT) };
+}
+
+/** Checks only the client's signature: the session key named inside the ticket signed this receipt. */
+export function checkReceiptSignature(token: string): string | null {
+  const buf = Buffer.from(token, 'base64url');
+  const ticket = decodeClientTicketBytes(buf.subarray(TICKET_AT, BYTES_AT));
+  if (buf.length !== RECEIPT_LEN || !ticket) return 'malformed receipt';
+  const key = ed25519FromRaw(Buffer.from(ticket.sessionKey, 'hex'));
+  return verify(null, buf.subarray(0, SIGNED_LEN), key, buf.subarray(SIGNED_LEN)) ? null : 'bad client signature on the receipt';
+}
