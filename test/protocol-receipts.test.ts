@@ -194,4 +194,15 @@ describe('rewards and the Merkle tree', () => {
     const files = new Map([['tree.json', JSON.stringify(tree.dump())]]);
     expect(epochManifest(epoch, files, tree.root, 1n)).toContain(sha256Hex(files.get('tree.json')!));
   });
+  it('reproduces the worked example of docs/proof-of-bandwidth.md, root included', () => {
+    const rewards = computeRewards([
+      { node: '0x' + 'aa'.repeat(20), paidBytes: 3n * GIB, anonymousBytes: 2n * GIB, capacityPoints: 2n, scoreBps: 10_000n },
+      { node: '0x' + 'bb'.repeat(20), paidBytes: GIB, anonymousBytes: 6n * GIB, capacityPoints: 1n, scoreBps: 8_000n },
+    ], { ...DEFAULT_REWARD_PARAMS, epoch: 20_833, anonymousPool: 10n ** 15n, capacityPool: 3n * 10n ** 15n });
+    expect(rewards.map((r) => [r.paid, r.anonymous, r.capacity, r.amount])).toEqual([
+      [2_700_000_000_000_000n, 294_117_647_058_823n, 2_000_000_000_000_000n, 4_994_117_647_058_823n],
+      [720_000_000_000_000n, 705_882_352_941_176n, 1_000_000_000_000_000n, 2_425_882_352_941_176n],
+    ]);
+    expect(rewardTree(rewardLeaves(20_833, rewards)).root).toBe('0xd5051c4b4e0c76fbe91b68eee78841a78deb30da9fcd6de62ffc9f40c4dec5f8');
+  });
 });
