@@ -1,0 +1,137 @@
+// Settling one epoch from its input files to its output files, pure: the settler writes what this returns, and
+// `rewards verify` runs the same function on the published inputs and compares, file by file and node by node.
+import { publicKeyFromB64 } from './tickets.ts';
+import type { SessionAuthorisation } from './client-tickets.ts';
+import { DEFAULT_EXPIRY_GRACE_SECONDS, applyRules, type ReceiptClaim } from './receipt-rules.ts';
+import { computeRewards, epochManifest, jsonLines, rewardLeaves, rewardTree, stableJson, type NodeInputs, type RewardParams } from './epoch.ts';
+
+export interface EpochParamsFile {
+  epoch: number;
+  epochSeconds: number;
+  pricePerGiB: string;
+  feeBps: string;
+  anonymousWeightBps: string;
+  anonymousPool: string;
+  capacityPool: string;
+  /** Gateway ticket keys: key id → raw Ed25519 public key, base64. */
+  gateways: Record<string, string>;
+}
+
+/** The input files by name (see docs/proof-of-bandwidth.md); missing optional files count as empty. */
+export type EpochInputs = Map<string, string>;
+export const INPUT_FILES = ['params.json', 'sessions.jsonl', 'claims.jsonl', 'anonymous.jsonl', 'capacity.jsonl', 'scores.jsonl', 'spent-before.jsonl'] as const;
+
+function lines<T>(name: string, text: string | undefined): T[] {
+  if (!text) return [];
+  return text.split('\n').filter((l) => l.trim() !== '').map((l, i) => {
+    try {
+      return JSON.parse(l) as T;
+    } catch {
+      throw new Error(`${name} line ${i + 1} is not JSON; the epoch's input files are damaged`);
+    }
+  });
+}
+
+function big(name: string, v: unknown): bigint {
+  if (typeof v !== 'string' && typeof v !== 'number') throw new Error(`${name} must be an integer (decimal string)`);
+  try {
+    const b = BigInt(v);
+    if (b < 0n) throw new Error('negative');
+    return b;
+  } catch {
+    throw new Error(`${name} must be a non-negative integer, got ${JSON.stringify(v)}`);
+  }
+}
+
+export interface EpochOutputs {
+  files: Map<string, string>;
+  root: string | null;
+  total: bigint;
+}
+
+export function settleEpoch(inputs: EpochInputs): EpochOutputs {
+  const paramsText = inputs.get('params.json');
+  if (!paramsText) throw new Error('params.json is missing: an epoch cannot be settled without its parameters');
+  const p = JSON.parse(paramsText) as EpochParamsFile;
+  const params: RewardParams = {
+    epoch: p.epoch,
+    pricePerGiB: big('pricePerGiB', p.pricePerGiB),
+    feeBps: big('feeBps', p.feeBps),
+    anonymousWeightBps: big('anonymousWeightBps', p.anonymousWeightBps),
+    anonymousPool: big('anonymousPool', p.anonymousPool),
+    capacityPool: big('capacityPool', p.capacityPool),
+  };
+  const trustedGateways = new Map(Object.entries(p.gateways ?? {}).map(([id, b64]) => [id, publicKeyFromB64(b64)]));
+  const sessions = new Map<string, SessionAuthorisation>();
+  for (const s of lines<SessionAuthorisation>('sessions.jsonl', inputs.get('sessions.jsonl'))) if (s && typeof s.sessionKey === 'string') sessions.set(s.sessionKey, s);
+  const spentTickets = new Map(lines<{ ticketId: string; epoch: number }>('spent-before.jsonl', inputs.get('spent-before.jsonl')).map((s) => [s.ticketId, s.epoch]));
+  const claims = lines<ReceiptClaim>('claims.jsonl', inputs.get('claims.jsonl'));
+  const { accepted, rejected } = applyRules(claims, { epoch: p.epoch, trustedGateways, sessions, spentTickets, expiryGraceSeconds: DEFAULT_EXPIRY_GRACE_SECONDS });
+
+  const perNode = new Map<string, NodeInputs>();
+  const row = (node: string): NodeInputs => {
+    const key = node.toLowerCase();
+    let r = perNode.get(key);
+    if (!r) perNode.set(key, (r = { node: key, paidBytes: 0n, anonymousBytes: 0n, capacityPoints: 0n, scoreBps: 10_000n }));
+    return r;
+  };
+  for (const a of accepted) row(a.node).paidBytes += a.bytes;
+  // Gateway-signed anonymous and capacity records are not built yet (#9); their files carry plain per-node figures.
+  for (const a of lines<{ node: string; bytes: string }>('anonymous.jsonl', inputs.get('anonymous.jsonl'))) row(a.node).anonymousBytes += big('anonymous bytes', a.bytes);
+  for (const c of lines<{ node: string; points: string }>('capacity.jsonl', inputs.get('capacity.jsonl'))) row(c.node).capacityPoints += big('capacity points', c.points);
+  const scores = lines<{ node: string; scoreBps: string }>('scores.jsonl', inputs.get('scores.jsonl'));
+  for (const s of scores) row(s.node).scoreBps = big('scoreBps', s.scoreBps);
+
+  const rewards = computeRewards([...perNode.values()], params);
+  const leaves = rewardLeaves(p.epoch, rewards);
+  const total = rewards.reduce((s, r) => s + r.amount, 0n);
+  const files = new Map<string, string>();
+  files.set('accepted.jsonl', jsonLines(accepted));
+  files.set('rejected.jsonl', jsonLines(rejected));
+  files.set('totals.json', stableJson(rewards));
+  const tree = leaves.length > 0 ? rewardTree(leaves) : null;
+  files.set('tree.json', stableJson(tree ? tree.dump() : null));
+  const spentAfter = [...spentTickets.entries()].map(([ticketId, epoch]) => ({ ticketId, epoch }));
+  for (const a of accepted) spentAfter.push({ ticketId: a.ticketId, epoch: p.epoch });
+  files.set('spent-after.jsonl', jsonLines(spentAfter.sort((a, b) => (a.ticketId < b.ticketId ? -1 : 1))));
+  const root = tree ? tree.root : null;
+  const all = new Map([...INPUT_FILES.filter((n) => inputs.has(n)).map((n) => [n, inputs.get(n)!] as const), ...files]);
+  files.set('manifest.json', epochManifest(p.epoch, all, root ?? '', total));
+  return { files, root, total };
+}
+
+export interface VerifyLine {
+  node: string;
+  published: string | null;
+  recomputed: string | null;
+  matches: boolean;
+  /** Why receipts this node submitted did not count, with how many each. */
+  rejectedReasons: Record<string, number>;
+}
+
+/**
+ * Recomputes an epoch from its published input files and compares each node's amount with the published totals.
+ * `nodes` limits the answer to some nodes (all when empty).
+ */
+export function verifyEpoch(published: Map<string, string>, nodes: string[] = []): { ok: boolean; rootMatches: boolean; lines: VerifyLine[] } {
+  const inputs: EpochInputs = new Map(INPUT_FILES.filter((n) => published.has(n)).map((n) => [n, published.get(n)!]));
+  const recomputed = settleEpoch(inputs);
+  const amounts = (text: string | undefined) => new Map(((text ? JSON.parse(text) : []) as Array<{ node: string; amount: string }>).map((r) => [r.node.toLowerCase(), r.amount]));
+  const pub = amounts(published.get('totals.json'));
+  const rec = amounts(recomputed.files.get('totals.json'));
+  const reasons = new Map<string, Record<string, number>>();
+  for (const r of lines<{ node: string; reason: string }>('rejected.jsonl', recomputed.files.get('rejected.jsonl'))) {
+    const m = reasons.get(r.node.toLowerCase()) ?? {};
+    m[r.reason] = (m[r.reason] ?? 0) + 1;
+    reasons.set(r.node.toLowerCase(), m);
+  }
+  const wanted = nodes.length > 0 ? nodes.map((n) => n.toLowerCase()) : [...new Set([...pub.keys(), ...rec.keys()])].sort();
+  const out = wanted.map((node) => {
+    const published = pub.get(node) ?? null;
+    const again = rec.get(node) ?? null;
+    return { node, published, recomputed: again, matches: published === again, rejectedReasons: reasons.get(node) ?? {} };
+  });
+  const publishedTree = published.get('tree.json');
+  const rootMatches = (publishedTree ? (JSON.parse(publishedTree) as { tree?: string[] } | null)?.tree?.[0] ?? null : null) === recomputed.root;
+  return { ok: rootMatches && out.every((l) => l.matches), rootMatches, lines: out };
+}
