@@ -2,7 +2,7 @@
 // the work is fetchDataset's. Exit status: 0 every shard verified, 1 any failed, 2 bad usage, 130 interrupted.
 import type { Command } from '../protocol/cli/command.ts';
 import { UsageError, intSetting, stringSetting, type Settings } from '../protocol/cli/options.ts';
-import { formatBytes, parseSize } from '../protocol/units.ts';
+import { formatBytes, parseDuration, parseSize } from '../protocol/units.ts';
 import type { LatLon } from './gateway-client.ts';
 import { fetchDataset, FETCH_DEFAULTS, type FetchOptions, type FetchReport } from './fetch.ts';
 import { InterruptedError } from './http.ts';
@@ -24,11 +24,21 @@ export function parseNear(text: string): LatLon {
 export function fetchOptionsFromSettings(settings: Settings, positionals: string[]): FetchOptions {
   const [gateway, dataset, extra] = positionals;
   if (!gateway || !dataset || extra !== undefined) throw new UsageError(`expected GATEWAY and DATASET\nusage: ${fetchCommand.spec.usage}`);
+  // One gateway, or several replicas separated by commas: the client fails over between them.
+  const gateways = gateway.split(',').map((g) => g.trim());
+  for (const g of gateways) {
+    try {
+      const url = new URL(g);
+      if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error();
+    } catch {
+      throw new UsageError(`gateway "${g}": expected an http(s) URL, e.g. http://gateway.example.org:8443 (several replicas: comma-separated)`);
+    }
+  }
+  let gatewayPatienceMs: number;
   try {
-    const url = new URL(gateway);
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error();
-  } catch {
-    throw new UsageError(`gateway "${gateway}": expected an http(s) URL, e.g. http://gateway.example.org:8443`);
+    gatewayPatienceMs = parseDuration(String(settings['gateway-patience']), '--gateway-patience');
+  } catch (err) {
+    throw new UsageError((err as Error).message);
   }
   const outDir = stringSetting(settings, 'out');
   if (!outDir) throw new UsageError('--out DIR is required: where the verified shards go');
@@ -40,7 +50,7 @@ export function fetchOptionsFromSettings(settings: Settings, positionals: string
   }
   const near = stringSetting(settings, 'near');
   return {
-    gateway,
+    gateway: gateways.length === 1 ? gateways[0]! : gateways,
     dataset,
     outDir,
     parallel: intSetting(settings, 'parallel', 1, 1024),
@@ -48,6 +58,7 @@ export function fetchOptionsFromSettings(settings: Settings, positionals: string
     splitParts: intSetting(settings, 'split-parts', 1, 64),
     stallTimeoutMs: intSetting(settings, 'stall-timeout', 100, 3_600_000),
     retries: intSetting(settings, 'retries', 0, 100),
+    gatewayPatienceMs,
     ...(near ? { near: parseNear(near) } : {}),
   };
 }
@@ -87,7 +98,7 @@ export function summaryLines(report: FetchReport, outDir: string): string[] {
 export const fetchCommand: Command = {
   spec: {
     name: 'fetch',
-    usage: 'edgeshard fetch GATEWAY DATASET --out DIR [--parallel 8] [--split-threshold 64MiB] [--split-parts 4] [--stall-timeout 15000] [--near LAT,LON] [--retries 3]',
+    usage: 'edgeshard fetch GATEWAY DATASET --out DIR [--parallel 8] [--split-threshold 64MiB] [--split-parts 4] [--stall-timeout 15000] [--near LAT,LON] [--retries 3] [--gateway-patience 30s]',
     summary:
       'Downloads every shard of DATASET through the gateway into DIR, verifying each sha256. Fails over between nodes on errors and stalls, resumes .partial files after a crash or Ctrl-C, and splits large shards into parallel ranges. Exit status: 0 all verified, 1 some failed, 2 bad usage, 130 interrupted.',
     positionals: true,
@@ -98,7 +109,8 @@ export const fetchCommand: Command = {
       { name: 'split-parts', type: 'string', default: String(FETCH_DEFAULTS.splitParts), description: 'ranges per split shard (spread over different nodes)' },
       { name: 'stall-timeout', type: 'string', default: String(FETCH_DEFAULTS.stallTimeoutMs), description: 'ms without a byte before failing over to the next node' },
       { name: 'near', type: 'string', description: 'LAT,LON to route from (default: the gateway locates you by IP)' },
-      { name: 'retries', type: 'string', default: String(FETCH_DEFAULTS.retries), description: 'fresh routes per shard once its candidates are used up (and retries per gateway call)' },
+      { name: 'retries', type: 'string', default: String(FETCH_DEFAULTS.retries), description: 'fresh routes per shard once its candidates are used up' },
+      { name: 'gateway-patience', type: 'string', default: '30s', description: 'how long each gateway call rides out a gateway that is down or restarting (backoff with jitter, failing over between comma-separated replicas), e.g. 30s, 2m; 0 tries each replica once' },
     ],
   },
   async run(settings, positionals) {

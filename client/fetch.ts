@@ -29,12 +29,15 @@ export interface ShardFetchOptions {
   splitParts?: number;
   /** No byte for this long aborts the attempt and fails over. */
   stallTimeoutMs?: number;
-  /** Fresh routes per shard after the first, and retries of each gateway call. */
+  /** Fresh routes per shard after the first. */
   retries?: number;
+  /** How long each gateway call rides out a gateway that is down or restarting (ms). Default 30 s. */
+  gatewayPatienceMs?: number;
 }
 
 export interface FetchOptions extends ShardFetchOptions {
-  gateway: string;
+  /** The gateway's URL, or several replicas (an array or comma-separated): calls fail over between them. */
+  gateway: string | string[];
   dataset: string;
   outDir: string;
   /** Shards downloaded at once. */
@@ -189,7 +192,7 @@ export async function fetchDataset(opts: FetchOptions): Promise<FetchReport> {
     const gateway = new GatewayClient({
       gateway: opts.gateway,
       dispatcher,
-      retries: opts.retries ?? FETCH_DEFAULTS.retries,
+      ...(opts.gatewayPatienceMs !== undefined ? { patienceMs: opts.gatewayPatienceMs } : {}),
       ...(opts.gatewayBackoffMs !== undefined ? { backoffBaseMs: opts.gatewayBackoffMs } : {}),
       ...(opts.near ? { near: opts.near } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),

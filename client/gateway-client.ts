@@ -1,9 +1,12 @@
 // Talks to a gateway: the dataset manifest and per-shard routes (ranked candidate nodes with ticketed URLs).
-// Answers are untrusted JSON, so each is checked before use; transient failures (connection errors, 5xx, 429)
-// are retried with exponential backoff, and a Retry-After from the gateway wins over our own schedule.
+// Answers are untrusted JSON, so each is checked before use. Transient failures (connection errors, 5xx, 429) are
+// ridden out for the gateway patience (30 s by default: a gateway restart takes seconds), moving on to the next
+// replica when several are given, with full-jitter backoff between rounds (gateway-patience.ts decides), and a
+// Retry-After from the gateway wins over our own schedule.
 import { request, type Dispatcher } from 'undici';
 import { parseManifest, type Manifest, type ShardEntry } from '../protocol/manifest.ts';
 import { abortableSleep, abortedReason } from './http.ts';
+import { nextAttempt, PATIENCE_DEFAULTS } from './gateway-patience.ts';
 
 export interface RouteCandidate {
   node: string;
@@ -37,17 +40,38 @@ export class GatewayError extends Error {
 }
 
 export interface GatewayClientOptions {
-  /** Base URL, e.g. http://gateway.example.org:8443 */
-  gateway: string;
+  /**
+   * Base URL, e.g. http://gateway.example.org:8443, or several replicas (an array, or one string of comma-separated
+   * URLs): each call goes to the one that answered last and fails over to the others.
+   */
+  gateway: string | string[];
   dispatcher: Dispatcher;
-  /** Extra attempts after the first for retryable failures. */
-  retries?: number;
+  /** How long one call keeps retrying transient failures before it fails (ms). Default 30 s; 0 tries each replica once. */
+  patienceMs?: number;
+  /** First backoff ceiling after every replica failed (ms); doubles per round up to `backoffMaxMs`. */
   backoffBaseMs?: number;
   backoffMaxMs?: number;
-  /** Longest Retry-After we wait out; a gateway asking for more fails the call instead of hanging the trainer. */
-  maxRetryAfterMs?: number;
   near?: LatLon;
   signal?: AbortSignal;
+  /** Monotonic clock in ms (tests); performance.now by default. */
+  now?: () => number;
+  random?: () => number;
+}
+
+/** Splits a comma-separated list of gateway URLs (or takes an array) and checks each; throws a GatewayError naming the bad one. */
+export function gatewayBases(gateway: string | string[]): string[] {
+  const list = (Array.isArray(gateway) ? gateway : gateway.split(',')).map((g) => g.trim()).filter((g) => g !== '');
+  if (list.length === 0) throw new GatewayError('no gateway URL given; expected e.g. http://gateway.example.org:8443');
+  return list.map((g) => {
+    let base: URL;
+    try {
+      base = new URL(g);
+    } catch {
+      throw new GatewayError(`gateway "${g}": not a URL; expected e.g. http://gateway.example.org:8443`);
+    }
+    if (base.protocol !== 'http:' && base.protocol !== 'https:') throw new GatewayError(`gateway "${g}": only http and https are supported`);
+    return base.href.replace(/\/+$/, '');
+  });
 }
 
 /** Parses a Retry-After header (delta-seconds or an HTTP date) into milliseconds from `now`; null if absent or bad. */
@@ -57,11 +81,6 @@ export function parseRetryAfter(header: string | string[] | undefined, now = Dat
   if (/^\s*\d+\s*$/.test(value)) return Number(value) * 1000;
   const date = Date.parse(value);
   return Number.isNaN(date) ? null : Math.max(0, date - now);
-}
-
-/** Full-jitter exponential backoff: a random wait up to base·2^attempt, capped. `random` is injectable for tests. */
-export function backoffDelayMs(attempt: number, baseMs: number, maxMs: number, random: () => number = Math.random): number {
-  return Math.round(random() * Math.min(maxMs, baseMs * 2 ** attempt));
 }
 
 function isRetryableStatus(status: number): boolean {
@@ -106,19 +125,17 @@ function isHttpUrl(s: string): boolean {
 }
 
 export class GatewayClient {
+  /** The replicas, as given; `base` is the first. */
+  readonly bases: string[];
   readonly base: string;
-  readonly #opts: Required<Omit<GatewayClientOptions, 'near' | 'signal'>> & Pick<GatewayClientOptions, 'near' | 'signal'>;
+  readonly #opts: GatewayClientOptions & { patienceMs: number; backoffBaseMs: number; backoffMaxMs: number; now: () => number };
+  /** The replica that answered last: calls start there. */
+  #preferred = 0;
 
   constructor(opts: GatewayClientOptions) {
-    let base: URL;
-    try {
-      base = new URL(opts.gateway);
-    } catch {
-      throw new GatewayError(`gateway "${opts.gateway}": not a URL; expected e.g. http://gateway.example.org:8443`);
-    }
-    if (base.protocol !== 'http:' && base.protocol !== 'https:') throw new GatewayError(`gateway "${opts.gateway}": only http and https are supported`);
-    this.base = base.href.replace(/\/+$/, '');
-    this.#opts = { retries: 3, backoffBaseMs: 200, backoffMaxMs: 5_000, maxRetryAfterMs: 60_000, ...opts };
+    this.bases = gatewayBases(opts.gateway);
+    this.base = this.bases[0]!;
+    this.#opts = { ...PATIENCE_DEFAULTS, now: () => performance.now(), ...opts };
   }
 
   async manifest(dataset: string): Promise<Manifest> {
@@ -127,7 +144,7 @@ export class GatewayClient {
     try {
       manifest = parseManifest(text);
     } catch (err) {
-      throw new GatewayError(`gateway ${this.base}: manifest of ${dataset}: ${(err as Error).message}`);
+      throw new GatewayError(`gateway ${this.bases[this.#preferred]}: manifest of ${dataset}: ${(err as Error).message}`);
     }
     return manifest;
   }
@@ -151,7 +168,7 @@ export class GatewayClient {
    * never throws, and a gateway without the endpoint (404) is fine. The download never waits for it.
    */
   report(report: { ticket: string; shard: string; chunk: number | null; kind: 'hash-mismatch' }): Promise<void> {
-    return request(`${this.base}/v1/reports`, {
+    return request(`${this.bases[this.#preferred]}/v1/reports`, {
       dispatcher: this.#opts.dispatcher,
       method: 'POST',
       headers: { 'content-type': 'application/json' },
@@ -163,37 +180,54 @@ export class GatewayClient {
     );
   }
 
-  /** GET with retries; returns the 200 body as text. */
+  /** GET with retries over the replicas for the gateway patience; returns the 200 body as text. */
   async #get(path: string, what: string): Promise<string> {
-    const { retries, backoffBaseMs, backoffMaxMs, maxRetryAfterMs, dispatcher, signal } = this.#opts;
+    const { dispatcher, signal, now, patienceMs, backoffBaseMs, backoffMaxMs, random } = this.#opts;
+    const replicas = this.bases.length;
+    const started = now();
     let lastError: GatewayError | undefined;
-    for (let attempt = 0; attempt <= retries; attempt++) {
+    for (let failures = 0; ; ) {
       const aborted = abortedReason(signal);
       if (aborted) throw aborted;
-      let waitMs: number | null = null;
+      const index = (this.#preferred + failures) % replicas;
+      const base = this.bases[index]!;
+      let retryAfterMs: number | null = null;
       try {
-        const res = await request(`${this.base}${path}`, { dispatcher, method: 'GET', headers: { accept: 'application/json' }, ...(signal ? { signal } : {}) });
+        const res = await request(`${base}${path}`, { dispatcher, method: 'GET', headers: { accept: 'application/json' }, ...(signal ? { signal } : {}) });
         const text = await res.body.text();
-        if (res.statusCode === 200) return text;
-        lastError = new GatewayError(`gateway ${this.base}: ${what}: HTTP ${res.statusCode}${errorDetail(text)}`, res.statusCode);
-        if (!isRetryableStatus(res.statusCode)) throw lastError;
-        waitMs = parseRetryAfter(res.headers['retry-after']);
-        if (waitMs !== null && waitMs > maxRetryAfterMs) {
-          throw new GatewayError(`${lastError.message}; it asks to retry after ${Math.round(waitMs / 1000)} s, longer than we wait`, res.statusCode);
+        if (res.statusCode === 200) {
+          this.#preferred = index;
+          return text;
         }
+        lastError = new GatewayError(`gateway ${base}: ${what}: HTTP ${res.statusCode}${errorDetail(text)}`, res.statusCode);
+        if (!isRetryableStatus(res.statusCode)) throw lastError;
+        retryAfterMs = parseRetryAfter(res.headers['retry-after']);
       } catch (err) {
         if (err instanceof GatewayError) throw err;
         const interrupted = abortedReason(signal);
         if (interrupted) throw interrupted;
-        const plainHttp = speaksPlainHttp(err, this.base);
+        const plainHttp = speaksPlainHttp(err, base);
         // Retrying cannot help: the URL's scheme is wrong.
-        if (plainHttp) throw new GatewayError(`gateway ${this.base}: ${plainHttp}`);
-        lastError = new GatewayError(`gateway ${this.base}: ${what}: ${(err as Error).message}`);
+        if (plainHttp) throw new GatewayError(`gateway ${base}: ${plainHttp}`);
+        lastError = new GatewayError(`gateway ${base}: ${what}: ${(err as Error).message}`);
       }
-      if (attempt < retries) await abortableSleep(waitMs ?? backoffDelayMs(attempt, backoffBaseMs, backoffMaxMs), signal);
+      failures++;
+      const elapsedMs = now() - started;
+      const next = nextAttempt(failures, elapsedMs, retryAfterMs, { patienceMs, replicas, backoffBaseMs, backoffMaxMs, ...(random ? { random } : {}) });
+      if ('giveUp' in next) {
+        const patience = `the gateway patience is ${formatSeconds(patienceMs)}`;
+        if (next.giveUp === 'retry-after') {
+          throw new GatewayError(`${lastError.message}; it asks to retry after ${formatSeconds(retryAfterMs!)}, longer than we wait (${patience})`, lastError.status);
+        }
+        throw new GatewayError(`${lastError.message} (after ${failures} attempt${failures === 1 ? '' : 's'} over ${formatSeconds(elapsedMs)}; ${patience})`, lastError.status);
+      }
+      if (next.waitMs > 0) await abortableSleep(next.waitMs, signal);
     }
-    throw new GatewayError(`${lastError?.message ?? 'failed'} (after ${retries + 1} attempts)`, lastError?.status);
   }
+}
+
+function formatSeconds(ms: number): string {
+  return `${(ms / 1000).toFixed(ms < 10_000 ? 1 : 0)} s`;
 }
 
 /**

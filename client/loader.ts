@@ -24,7 +24,8 @@ export interface LoaderFetchOptions extends ShardFetchOptions {
 }
 
 export interface OpenDatasetOptions {
-  gateway: string;
+  /** The gateway's URL, or several replicas (an array or comma-separated): calls fail over between them. */
+  gateway: string | string[];
   dataset: string;
   near?: LatLon;
   fetchOptions?: LoaderFetchOptions;
@@ -116,7 +117,7 @@ export async function openDataset(opts: OpenDatasetOptions): Promise<Dataset> {
   const gateway = new GatewayClient({
     gateway: opts.gateway,
     dispatcher,
-    retries: f.retries ?? FETCH_DEFAULTS.retries,
+    ...(f.gatewayPatienceMs !== undefined ? { patienceMs: f.gatewayPatienceMs } : {}),
     ...(f.gatewayBackoffMs !== undefined ? { backoffBaseMs: f.gatewayBackoffMs } : {}),
     ...(opts.near ? { near: opts.near } : {}),
   });

@@ -2,6 +2,7 @@
 // heartbeats, and carry out the gateway's commands. Off the data path: serving bytes never waits on this.
 // When a gateway goes away, the node reconnects with jittered exponential backoff, so a restarted gateway is not
 // hit by every node at the same instant.
+import { EventEmitter } from 'node:events';
 import WebSocket from 'ws';
 import type { Wallet } from 'ethers';
 import { signChallenge } from '../protocol/identity.ts';
@@ -40,7 +41,10 @@ export interface RegistryClientOptions {
   wallet: Wallet;
   node: NodeControl;
   logger: Logger;
-  /** Backoff: first retry after about `minBackoffMs`, doubling up to `maxBackoffMs`, with full jitter. */
+  /**
+   * Backoff: first retry after about `minBackoffMs`, doubling up to `maxBackoffMs`, with full jitter. The cap is low
+   * (2 s) so a node is back within a few seconds of its gateway's return; the jitter spreads a fleet's reconnects.
+   */
   minBackoffMs?: number;
   maxBackoffMs?: number;
   random?: () => number;
@@ -49,6 +53,8 @@ export interface RegistryClientOptions {
 }
 
 /** Full-jitter exponential backoff (Brooker, "Exponential Backoff And Jitter", AWS Architecture Blog, 2015). */
+export const RECONNECT_BACKOFF = { minMs: 250, maxMs: 2_000 } as const;
+
 export function backoffDelayMs(attempt: number, minMs: number, maxMs: number, random: () => number = Math.random): number {
   const ceiling = Math.min(maxMs, minMs * 2 ** Math.min(attempt, 30));
   return Math.max(minMs / 2, Math.floor(random() * ceiling));
@@ -62,7 +68,8 @@ export function registryWsUrl(gatewayUrl: string): string {
   return u.href;
 }
 
-export class RegistryClient {
+/** Emits 'registered' on each welcome from its gateway (the first and every one after a reconnect). */
+export class RegistryClient extends EventEmitter {
   private ws: WebSocket | null = null;
   private heartbeat: NodeJS.Timeout | null = null;
   /** Sends one heartbeat now; set while registered. */
@@ -76,7 +83,9 @@ export class RegistryClient {
   /** The gateway's last decision about this node (quarantine, release, a location it did not believe). */
   lastNotice: { kind: string; reason: string; untilMs?: number } | undefined;
 
-  constructor(private readonly opts: RegistryClientOptions) {}
+  constructor(private readonly opts: RegistryClientOptions) {
+    super();
+  }
 
   start(): void {
     this.connect();
@@ -120,6 +129,7 @@ export class RegistryClient {
           delete this.lastError;
           logger.info({ gateway: this.opts.gatewayUrl }, 'registered with gateway');
           this.opts.onRegistered?.(this.opts.gatewayUrl);
+          this.emit('registered');
           for (const path of msg.manifests) this.loadManifest(path);
           const beat = (): void => send({ type: 'heartbeat', load: node.load(), cache: node.cacheSummary(), manifests: node.manifestIds(), ...(node.stats ? { stats: node.stats() } : {}) });
           this.beat = beat;
@@ -176,7 +186,7 @@ export class RegistryClient {
     if (this.heartbeat) clearInterval(this.heartbeat);
     this.heartbeat = null;
     if (this.stopped) return;
-    const delay = backoffDelayMs(this.attempt++, this.opts.minBackoffMs ?? 500, this.opts.maxBackoffMs ?? 30_000, this.opts.random);
+    const delay = backoffDelayMs(this.attempt++, this.opts.minBackoffMs ?? RECONNECT_BACKOFF.minMs, this.opts.maxBackoffMs ?? RECONNECT_BACKOFF.maxMs, this.opts.random);
     this.opts.logger.info({ gateway: this.opts.gatewayUrl, delayMs: delay }, 'reconnecting to gateway');
     this.reconnectTimer = setTimeout(() => this.connect(), delay);
     this.reconnectTimer.unref();

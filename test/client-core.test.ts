@@ -3,7 +3,8 @@
 import { describe, expect, it } from 'vitest';
 import { planRanges, parseSplitState, splitStateJson } from '../client/split.ts';
 import { parseContentRange, rangeHeader } from '../client/transfer.ts';
-import { backoffDelayMs, parseRetryAfter, parseRouteResponse, GatewayError, type ShardRoute } from '../client/gateway-client.ts';
+import { parseRetryAfter, parseRouteResponse, GatewayError, type ShardRoute } from '../client/gateway-client.ts';
+import { backoffDelayMs } from '../client/gateway-patience.ts';
 import { ProgressTracker, RateWindow, etaSeconds, formatDuration, formatProgressLine } from '../client/progress.ts';
 import { shardOrder, shuffledOrder } from '../client/loader.ts';
 import { checkNoWorkingFileCollisions, shardFilePath } from '../client/fetch.ts';
@@ -218,6 +219,7 @@ describe('CLI pieces', () => {
       splitParts: 4,
       stallTimeoutMs: 15_000,
       retries: 3,
+      gatewayPatienceMs: 30_000,
       near: { lat: 1, lon: 2 },
     });
     expect(() => parse(['http://gw:1', 'ds', '--out', 'o', '--split-threshold', '12XB'])).toThrow(/--split-threshold "12XB"/);

@@ -267,7 +267,7 @@ describe('gateway trouble', () => {
         return true;
       },
     });
-    const client = new GatewayClient({ gateway: gw.url, dispatcher: agent, retries: 0 });
+    const client = new GatewayClient({ gateway: gw.url, dispatcher: agent, patienceMs: 0 });
     await expect(client.manifest('notjson')).rejects.toThrow(/manifest of notjson: invalid manifest: not JSON/);
     await expect(client.manifest('invalid')).rejects.toThrow(/totalBytes is 1/);
     await expect(client.manifest('escape')).rejects.toThrow(/"\.\." segment/);
@@ -281,7 +281,7 @@ describe('gateway trouble', () => {
   });
 
   it('says which gateway could not be reached', async () => {
-    await expect(run('http://127.0.0.1:1', newOut(), { retries: 0 })).rejects.toThrow(/^gateway http:\/\/127\.0\.0\.1:1: manifest of one: .*ECONNREFUSED/);
+    await expect(run('http://127.0.0.1:1', newOut(), { retries: 0, gatewayPatienceMs: 0 })).rejects.toThrow(/^gateway http:\/\/127\.0\.0\.1:1: manifest of one: .*ECONNREFUSED/);
   });
 
   it('retries a gateway that is down for a moment', async () => {
