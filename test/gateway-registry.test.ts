@@ -14,7 +14,8 @@ import { registryWsUrl } from '../edge-node/registry-client.ts';
 import { signChallenge } from '../protocol/identity.ts';
 import { BloomFilter } from '../protocol/bloom.ts';
 import type { Manifest } from '../protocol/manifest.ts';
-import { tempDir, sleep, until } from './helpers/net.ts';
+import { tempDir, until } from './helpers/net.ts';
+import { once } from 'node:events';
 import { startIdentityServer } from './helpers/scripted-node.ts';
 
 
@@ -154,10 +155,12 @@ describe('node registry', () => {
     const port = Number(new URL(gw.url).port);
     try {
       await until('registered', () => gw.registry.nodes.get(node.address)?.healthy === true);
+      const reRegistered = once(node.registryClients[0]!, 'registered');
       await gw.close();
-      await sleep(300);
+      await until('the node saw the gateway go', () => !node.registryClients[0]!.registered);
       gw = await startGateway({ ...config(), port }, { geoip });
-      await until('re-registered after the restart', () => gw.registry.nodes.get(node.address)?.healthy === true, 10_000);
+      await reRegistered;
+      await until('re-registered after the restart', () => gw.registry.nodes.get(node.address)?.healthy === true);
       // A second replica with the same ticket key: the node connects to both.
       const replica = await startGateway(config(), { geoip });
       const both = await startEdgeNode(defaultNodeConfig({ originUrl: origin.url, open: false, gateways: [gw.url, replica.url], location: { lat: 59.3, lon: 18.1 } }));
