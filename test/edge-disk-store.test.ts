@@ -223,8 +223,8 @@ describe('DiskStore writes', () => {
     const writers = await Promise.all(keys.map((k) => store.createWriter(k)));
     await Promise.all(writers.map((w, i) => w.write(bytes(100, i))));
     const commits = writers.map((w, i) => w.commit(metaFor(keys[i]!, bytes(100, i))).then(() => order.push(keys[i]!)));
-    await until('c and d queued for a commit slot', () => store.commitsWaiting === 2);
-    expect(syncing).toBe(2); // a and b hold the slots
+    // a and b hold the slots (and reach their fsync), c and d wait for one.
+    await until('a and b syncing, c and d queued for a commit slot', () => syncing === 2 && store.commitsWaiting === 2);
     releaseSyncs();
     await Promise.all(commits);
     expect(mostSyncing).toBe(2);
