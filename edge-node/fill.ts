@@ -602,6 +602,13 @@ export class Filler {
     // Clients get the head now; the disk copy opens its temp file meanwhile and catches up from memory.
     fill._head(head);
 
+    // Clients hear of a failure at once: the disk copy's clean-up waits for its writes in flight, and a slow or stalled
+    // disk must not hold an error back from them (it did: a reader hung until the disk moved).
+    const failThenAbortCopy = async (fail: () => void): Promise<void> => {
+      const aborted = copy?.abort();
+      fail();
+      await aborted;
+    };
     const hash = createHash('sha256');
     // Memory stays bounded when the disk is slower than the origin: the body waits for the copy.
     copy?.onWritten(() => {
@@ -627,33 +634,34 @@ export class Filler {
         body.once('error', reject);
       });
     } catch (err) {
-      await copy?.abort();
-      if (err instanceof ChunkIntegrityError) return this.failIntegrity(fill, req, err.mismatch, finish);
+      if (err instanceof ChunkIntegrityError) return failThenAbortCopy(() => this.failIntegrity(fill, req, err.mismatch, finish));
       const e = err as Error & { code?: string };
-      fill._fail(new OriginError(`origin failed mid-transfer after ${fill.received} bytes: ${e.code ?? e.message}`, 502, 'origin-error'));
-      finish('origin-error', e.code ?? e.message);
-      return;
+      return failThenAbortCopy(() => {
+        fill._fail(new OriginError(`origin failed mid-transfer after ${fill.received} bytes: ${e.code ?? e.message}`, 502, 'origin-error'));
+        finish('origin-error', e.code ?? e.message);
+      });
     }
     // The body may have outrun the chunk list: the last chunks are checked once it is here.
     const leaves = leavesSettled ? await leavesSettled : null;
     if (verifier?.mismatch) {
-      await copy?.abort();
-      return this.failIntegrity(fill, req, verifier.mismatch, finish);
+      const mismatch = verifier.mismatch;
+      return failThenAbortCopy(() => this.failIntegrity(fill, req, mismatch, finish));
     }
 
     const digest = hash.digest('hex');
     if (size !== undefined && fill.received !== size) {
-      await copy?.abort();
-      fill._fail(new OriginError(`origin sent ${fill.received} of ${size} bytes`, 502, 'size-mismatch'));
-      finish('size-mismatch');
-      return;
+      return failThenAbortCopy(() => {
+        fill._fail(new OriginError(`origin sent ${fill.received} of ${size} bytes`, 502, 'size-mismatch'));
+        finish('size-mismatch');
+      });
     }
     if (req.expectedSha256 && digest !== req.expectedSha256) {
-      await copy?.abort();
-      events?.integrityFailure?.(req.key, req.expectedSha256, digest);
-      fill._fail(new OriginError(`integrity failure: origin bytes hash to ${digest}, expected ${req.expectedSha256}`, 502, 'integrity'));
-      finish('integrity');
-      return;
+      const expected = req.expectedSha256;
+      return failThenAbortCopy(() => {
+        events?.integrityFailure?.(req.key, expected, digest);
+        fill._fail(new OriginError(`integrity failure: origin bytes hash to ${digest}, expected ${expected}`, 502, 'integrity'));
+        finish('integrity');
+      });
     }
 
     const meta: EntryMeta = {

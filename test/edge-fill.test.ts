@@ -87,10 +87,11 @@ describe('Filler with a disk tier', () => {
   });
 
   /** An origin serving `body` at /obj (in 64 KiB writes, like a socket would), and a Filler over a gated DiskStore. */
-  async function setup(body: Buffer, opts: { memoryMaxObjectBytes?: number; maxPendingDiskBytes?: number } = {}) {
+  async function setup(body: Buffer, opts: { memoryMaxObjectBytes?: number; maxPendingDiskBytes?: number; beforeLastPiece?: Promise<void> } = {}) {
     const origin = await startScriptedOrigin(async (_req, res) => {
       res.writeHead(200, { 'content-length': body.length });
       for (let off = 0; off < body.length; off += 64 * 1024) {
+        if (off + 64 * 1024 >= body.length && opts.beforeLastPiece) await opts.beforeLastPiece;
         if (!res.write(body.subarray(off, off + 64 * 1024))) await new Promise((r) => res.once('drain', r));
       }
       res.end();
@@ -196,7 +197,10 @@ describe('Filler with a disk tier', () => {
 
   it('never completes a shard whose bytes do not match, and leaves nothing on disk, even with the copy lagging', async () => {
     const body = deterministicBytes('lying', 2 * MiB);
-    const { url, fs, store, filler } = await setup(body);
+    // The origin sends its last piece only once the disk copy has a write in flight, stalled: the failure must
+    // reach the reader while that write is still stuck (it used to wait for the disk, and the reader hung).
+    let sendLastPiece!: () => void;
+    const { url, fs, store, filler } = await setup(body, { beforeLastPiece: new Promise<void>((r) => (sendLastPiece = r)) });
     fs.held = true;
     const { fill } = filler.fill({ key: 'sha256:y', url, expectedSha256: sha256Hex(Buffer.from('something else')), expectedSize: body.length });
     await fill.ready;
@@ -204,8 +208,11 @@ describe('Filler with a disk tier', () => {
     const reading = (async () => {
       for await (const c of fill.read(0, body.length - 1)) got += c.length;
     })();
+    await until('a disk write is in flight and stalled', () => fs.writes >= 1);
+    sendLastPiece();
     await expect(reading).rejects.toThrow(/integrity failure/);
     expect(got).toBeLessThan(body.length); // the last byte was held back
+    expect(fs.held).toBe(true); // the disk never moved
     fs.release();
     await filler.drain();
     expect(store.has('sha256:y')).toBe(false);
