@@ -493,7 +493,27 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     });
   }
 
-  async function streamBody(res: ServerResponse, chunks: AsyncIterable<Buffer>, signal: AbortSignal, meter: BodyMeter): Promise<void> {
+  /**
+   * Streams `body` after the head, ends the response and counts it. On any failure (the client went away, a chunk
+   * failed its hash, the origin cut off) the transfer is aborted: with the head out, an abort is the only honest
+   * signal. Returns the error, for the caller's own clean-up, or null.
+   */
+  async function sendBody(res: ServerResponse, route: Target['route'], started: number, status: number, body: AsyncIterable<Buffer> | Iterable<Buffer>): Promise<Error | null> {
+    const ac = abortOnClose(res);
+    const meter = new BodyMeter(route, started);
+    try {
+      await streamBody(res, body, ac.signal, meter);
+      res.end();
+      meter.finished(status);
+      return null;
+    } catch (err) {
+      meter.aborted();
+      res.destroy();
+      return err as Error;
+    }
+  }
+
+  async function streamBody(res: ServerResponse, chunks: AsyncIterable<Buffer> | Iterable<Buffer>, signal: AbortSignal, meter: BodyMeter): Promise<void> {
     for await (const chunk of chunks) {
       if (signal.aborted) throw new Error('client went away');
       if (limiter.unlimited) {
@@ -564,20 +584,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       res.end(body);
       recordResponse(target.route, status, started, body.length);
     } else {
-      void sendBuffer(res, target, body, status, started);
-    }
-  }
-
-  async function sendBuffer(res: ServerResponse, target: Target, body: Buffer, status: number, started: number): Promise<void> {
-    const ac = abortOnClose(res);
-    const meter = new BodyMeter(target.route, started);
-    try {
-      await writeLimited(res, body, ac.signal, meter);
-      res.end();
-      meter.finished(status);
-    } catch {
-      meter.aborted();
-      res.destroy();
+      void sendBody(res, target.route, started, status, [body]);
     }
   }
 
@@ -627,7 +634,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
           if (limiter.unlimited) {
             res.end(body);
             recordResponse(target.route, 200, started, body.length);
-          } else await sendBuffer(res, target, body, 200, started);
+          } else await sendBody(res, target.route, started, 200, [body]);
           return true;
         }
       }
@@ -657,16 +664,9 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
         body = s as AsyncIterable<Buffer>;
       }
       res.writeHead(plan.status, plan.head);
-      const ac = abortOnClose(res);
-      const meter = new BodyMeter(target.route, started);
-      try {
-        await streamBody(res, body, ac.signal, meter);
-        res.end();
-        meter.finished(plan.status);
-      } catch (err) {
-        meter.aborted();
+      const err = await sendBody(res, target.route, started, plan.status, body);
+      if (err) {
         stream?.destroy();
-        res.destroy();
         if (err instanceof ChunkIntegrityError) await rejectDiskCopy(entry, err);
       }
       return true;
@@ -753,18 +753,8 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       return;
     }
     res.writeHead(plan.status, plan.head);
-    const ac = abortOnClose(res);
-    const meter = new BodyMeter(target.route, started);
-    try {
-      await streamBody(res, prepend(first, reader), ac.signal, meter);
-      res.end();
-      meter.finished(plan.status);
-    } catch (err) {
-      // Headers are out, so the only honest signal left is an aborted transfer: never a complete-looking body.
-      log.debug({ key: target.key, err: (err as Error).message }, 'aborting response');
-      meter.aborted();
-      res.destroy();
-    }
+    const err = await sendBody(res, target.route, started, plan.status, prepend(first, reader));
+    if (err) log.debug({ key: target.key, err: err.message }, 'aborted response');
   }
 
   async function* readFill(fill: Fill, start: number, end: number, untilDone: boolean): AsyncGenerator<Buffer> {
@@ -1027,18 +1017,8 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       recordResponse(target.route, plan.status, started, 0);
       return;
     }
-    const ac = abortOnClose(res);
-    const meter = new BodyMeter(target.route, started);
-    try {
-      await streamBody(res, readFill(fill, plan.start, plan.end, size === undefined), ac.signal, meter);
-      res.end();
-      meter.finished(plan.status);
-    } catch (err) {
-      // Headers are out, so the only honest signal left is an aborted transfer: never a complete-looking body.
-      log.debug({ key: target.key, err: (err as Error).message }, 'aborting response');
-      meter.aborted();
-      res.destroy();
-    }
+    const err = await sendBody(res, target.route, started, plan.status, readFill(fill, plan.start, plan.end, size === undefined));
+    if (err) log.debug({ key: target.key, err: err.message }, 'aborted response');
   }
 
   /**
@@ -1083,17 +1063,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     const targets = invalidationTargets(url.href, response.statusCode, response.headers, originBase);
     for (const path of targets) await invalidate(`path:${path}`);
     res.writeHead(response.statusCode, [...endToEndResponseHeaders(response.headers), 'cache-status', cacheStatus({ fwd: 'method', fwdStatus: response.statusCode })]);
-    const ac = abortOnClose(res);
-    const meter = new BodyMeter(target.route, started);
-    try {
-      await streamBody(res, response.body as AsyncIterable<Buffer>, ac.signal, meter);
-      res.end();
-      meter.finished(response.statusCode);
-    } catch {
-      meter.aborted();
-      response.body.destroy();
-      res.destroy();
-    }
+    if (await sendBody(res, target.route, started, response.statusCode, response.body as AsyncIterable<Buffer>)) response.body.destroy();
   }
 
   /** Drops every stored answer for a path: the object and all its variants, in both tiers. */
