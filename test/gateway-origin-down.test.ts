@@ -2,24 +2,15 @@
 // read and why, answers trainers 503 meanwhile, retries with backoff, and serves once the origin is back. Once
 // loaded, it re-reads the manifest, so a new dataset version is served without a restart.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { startGateway, type Gateway } from '../gateway/server.ts';
 import { defaultGatewayConfig } from '../gateway/config.ts';
 import { retryDelayMs } from '../gateway/dataset-loader.ts';
 import { startOrigin, type OriginServer } from '../dataset/origin-server.ts';
 import { writeSampleDataset } from '../dataset/sample.ts';
-import { tempDir, until } from './helpers/net.ts';
+import { tempDir, until, freePort } from './helpers/net.ts';
 
 /** A loopback port nothing listens on (bound, then released). */
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const { port } = s.address() as { port: number };
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
-
 async function getJson(url: string): Promise<{ status: number; body: Record<string, unknown> }> {
   const res = await fetch(url);
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };

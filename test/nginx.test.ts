@@ -5,7 +5,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { startGateway, type Gateway } from '../gateway/server.ts';
@@ -14,17 +13,9 @@ import WebSocket from 'ws';
 import { REGISTRY_PATH } from '../protocol/registry-messages.ts';
 import { startOrigin, type OriginServer } from '../dataset/origin-server.ts';
 import { writeSampleDataset } from '../dataset/sample.ts';
-import { tempDir, until } from './helpers/net.ts';
+import { tempDir, until, freePort, stopChild } from './helpers/net.ts';
 
 const ROOT = join(import.meta.dirname, '..');
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const { port } = s.address() as { port: number };
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
 
 describe('nginx TLS proxy config', () => {
   let tmp: { dir: string; cleanup: () => Promise<void> };
@@ -41,11 +32,7 @@ describe('nginx TLS proxy config', () => {
   }, 60_000);
 
   afterAll(async () => {
-    if (nginx && nginx.exitCode === null) {
-      const exited = new Promise((r) => nginx!.once('exit', r));
-      nginx.kill('SIGTERM');
-      await exited;
-    }
+    await stopChild(nginx);
     await gateway?.close();
     await origin?.close();
     await tmp?.cleanup();

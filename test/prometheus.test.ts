@@ -5,7 +5,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { startEdgeNode, type EdgeNode } from '../edge-node/server.ts';
 import { defaultNodeConfig } from '../edge-node/config.ts';
@@ -14,17 +13,9 @@ import { defaultGatewayConfig } from '../gateway/config.ts';
 import { startOrigin, type OriginServer } from '../dataset/origin-server.ts';
 import { writeSampleDataset } from '../dataset/sample.ts';
 import type { Manifest } from '../protocol/manifest.ts';
-import { tempDir, until } from './helpers/net.ts';
+import { tempDir, until, freePort, stopChild } from './helpers/net.ts';
 
 const ROOT = join(import.meta.dirname, '..');
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const { port } = s.address() as { port: number };
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
 
 function panelQueries(): { dashboard: string; title: string; expr: string }[] {
   const out = [];
@@ -54,11 +45,7 @@ describe('Prometheus with the shipped scrape config and dashboards', () => {
   }, 60_000);
 
   afterAll(async () => {
-    if (prometheus && prometheus.exitCode === null) {
-      const exited = new Promise((r) => prometheus!.once('exit', r));
-      prometheus.kill('SIGTERM');
-      await exited;
-    }
+    await stopChild(prometheus);
     await node?.close();
     await gateway?.close();
     await origin?.close();

@@ -1,5 +1,6 @@
 // Helpers for tests that talk real HTTP on 127.0.0.1.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { ChildProcess } from 'node:child_process';
 import { connect, type Socket } from 'node:net';
 import { closeNow, listen, localUrl } from '../../protocol/listen.ts';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -85,4 +86,21 @@ export async function peerHasReadAll(socket: Socket): Promise<boolean> {
   const received = queues.get(`${theirs} ${ours}`);
   if (!sent || !received) throw new Error(`connection ${ours} -> ${theirs} not found in /proc/net/tcp`);
   return socket.writableLength === 0 && sent.tx === 0 && received.rx === 0;
+}
+
+/** A port that was free a moment ago, for programs that must be told their port (nginx, Prometheus, a restart). */
+export async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
+  const { port } = s.address() as { port: number };
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+  return port;
+}
+
+/** SIGTERM to a child that is still running, and waits for it to exit. */
+export async function stopChild(child: ChildProcess | undefined): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await exited;
 }
