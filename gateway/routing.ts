@@ -31,6 +31,7 @@
 // S is capped at `unknownNearest` (default 32) instead of `nearest`, so the choice rests on load, score and
 // rendezvous alone, spread over the 32 least-loaded nodes. (Before, S was every node within the slack: an O(n)
 // rendezvous per decision, 1–15 ms at 10,000 nodes, hit by every client GeoIP cannot place.)
+import { EARTH_MEAN_RADIUS_KM, FIBER_DELAY_S_PER_KM, ROUTE_INFLATION_CALIBRATED, haversineKm } from '../protocol/geo.ts';
 
 /** A registered edge node as routing sees it. The registry owns these objects and mutates load fields in place. */
 export interface RoutableNode {
@@ -109,26 +110,25 @@ export const DEFAULT_RANK_OPTIONS: Readonly<Required<RankOptions>> = Object.free
 
 // ---- constants of the latency model ---------------------------------------------------------------------------
 
-/** Mean Earth radius, km (IUGG R1 = 6371.0088 km; Moritz, "Geodetic Reference System 1980"). */
-export const EARTH_RADIUS_KM = 6371.0088;
+/** Mean Earth radius, km (protocol/geo.ts). */
+export const EARTH_RADIUS_KM = EARTH_MEAN_RADIUS_KM;
+
+/** One-way delay of light in fibre, ms per km (4.9 µs/km; protocol/geo.ts gives the source). */
+export const FIBER_DELAY_MS_PER_KM = FIBER_DELAY_S_PER_KM * 1000;
 
 /**
- * One-way delay of light in fibre, ms per km: group index ≈ 1.468 for standard single-mode fibre (ITU-T G.652,
- * Corning SMF-28 data sheet) over c = 299,792.458 km/s gives 4.9 µs/km.
+ * Fibre route length over great-circle distance: the simulator's calibrated 1.738 (protocol/geo.ts, fitted on RIPE
+ * Atlas country-pair RTTs and validated on held-out pairs in docs/simulator.md), so routing and simulation share
+ * one model.
  */
-export const FIBER_DELAY_MS_PER_KM = 1.4682 / 299_792.458 * 1000;
-
-/**
- * Fibre route length over great-circle distance. 1.65 is this repository's fit on RIPE Atlas country-pair RTTs
- * (simulator/validation/rtt-calibration.ts: Theil-Sen, rtt = access + 2·d·inflation·n/c, small European countries);
- * Singla et al., "The Internet at the Speed of Light" (HotNets 2014) find RTTs ≈ 3× c-latency, ≈ 2× fibre latency.
- */
-export const ROUTE_INFLATION = 1.65;
+export const ROUTE_INFLATION = ROUTE_INFLATION_CALIBRATED;
 
 /**
  * Distance-independent part of an RTT: the access links at both ends. FCC "Measuring Broadband America" reports
  * median idle latency of about 10 ms on fibre to 15–25 ms on cable/DSL to nearby servers; edge nodes sit on home or
  * small-business links, so 10 ms. It also sets how much load matters at short range (see docs/routing.md).
+ * Not the calibration's 38.08 ms intercept: that averages loaded and bufferbloated RIPE Atlas probes, and here every
+ * candidate's probes correct it through rttFactor anyway.
  */
 export const ACCESS_RTT_MS = 10;
 
@@ -139,22 +139,12 @@ export const RTT_FACTOR_MAX = 5;
 /** EWMA weight of one probe in the rttFactor: ≈ the last 3 probes dominate, one outlier moves it by 30%. */
 export const RTT_FACTOR_EWMA_WEIGHT = 0.3;
 
-/** Round-trip ms per km of great-circle distance: 2 · ROUTE_INFLATION · FIBER_DELAY_MS_PER_KM ≈ 0.0162. */
+/** Round-trip ms per km of great-circle distance: 2 · ROUTE_INFLATION · FIBER_DELAY_MS_PER_KM ≈ 0.0170. */
 export const RTT_MS_PER_KM = 2 * ROUTE_INFLATION * FIBER_DELAY_MS_PER_KM;
 
 // ---- geometry and latency -------------------------------------------------------------------------------------
 
-const DEG = Math.PI / 180;
-
-/** Great-circle distance, km (haversine: numerically stable for short distances, unlike the spherical law of cosines). */
-export function haversineKm(a: GeoPoint, b: GeoPoint): number {
-  const dLat = (b.lat - a.lat) * DEG;
-  const dLon = (b.lon - a.lon) * DEG;
-  const s1 = Math.sin(dLat / 2);
-  const s2 = Math.sin(dLon / 2);
-  const h = s1 * s1 + Math.cos(a.lat * DEG) * Math.cos(b.lat * DEG) * s2 * s2;
-  return 2 * EARTH_RADIUS_KM * Math.asin(Math.sqrt(Math.min(1, h)));
-}
+export { haversineKm };
 
 export function clampRttFactor(f: number): number {
   if (!Number.isFinite(f)) return 1;
@@ -228,7 +218,7 @@ export function clampedScore(node: RoutableNode): number {
 
 /**
  * Cost multiplier of a saturated node. A node next door then costs what an unsaturated one about 60,000 km away
- * costs (100 · 10 ms against 10 ms + 0.0162 ms/km), so any unsaturated node wins, yet a saturated node still beats
+ * costs (100 · 10 ms against 10 ms + 0.017 ms/km), so any unsaturated node wins, yet a saturated node still beats
  * the origin fallback: it stays healthy and routable when every node is saturated.
  */
 export const SATURATED_PENALTY = 100;

@@ -6,32 +6,15 @@
 // Light in fibre
 // ---------------------------------------------------------------------------------------------------------------
 
-/** Speed of light in vacuum, km/s. Exact by the SI definition of the metre (BIPM, SI Brochure, 9th ed., 2019). */
-export const SPEED_OF_LIGHT_KM_PER_S = 299_792.458;
-
-/**
- * Group index of standard single-mode fibre (ITU-T G.652.D class) at 1550 nm: 1.4682, and 1.4676 at 1310 nm
- * (Corning SMF-28 Ultra product information sheet, "effective group index of refraction"). Light in fibre moves at
- * c / 1.468, about 204,000 km/s.
- */
-export const FIBER_GROUP_INDEX = 1.4682;
-
-/** One-way propagation delay per km of fibre: n / c = 4.897 µs/km. */
-export const FIBER_DELAY_S_PER_KM = FIBER_GROUP_INDEX / SPEED_OF_LIGHT_KM_PER_S;
-
-/** Mean Earth radius, km (IUGG value R1 = 6371.0088 km; Moritz, "Geodetic Reference System 1980"). */
-export const EARTH_MEAN_RADIUS_KM = 6371.0088;
-
-/**
- * Route inflation: fibre path length over great-circle distance, including the detours of real routes and
- * peering. Calibrated in this repository on RIPE Atlas country-pair RTTs (simulator/validation/rtt-calibration.ts,
- * errors per distance ring in docs/simulator.md): a Theil-Sen fit of rtt_avg = intercept + 2 · d · inflation · n/c
- * over the 220 pairs of small countries (area < 100,000 km², so a centroid is near the probes) in the "fit" half of
- * the countries gives 1.738 and an intercept of 38.08 ms. The literature agrees in order of magnitude: Singla et al.,
- * "The Internet at the Speed of Light" (HotNets 2014) find typical RTTs about 3× the c-latency of the great-circle
- * path, i.e. about 2× fibre-speed latency (3 / 1.47). The same fit on rtt_min (the best probe pair) gives 1.474.
- */
-export const ROUTE_INFLATION_CALIBRATED = 1.738;
+// Light in fibre, the Earth's radius and the calibrated route inflation live in protocol/geo.ts, shared with the
+// gateway's routing so both run the same validated model.
+export {
+  SPEED_OF_LIGHT_KM_PER_S,
+  FIBER_GROUP_INDEX,
+  FIBER_DELAY_S_PER_KM,
+  EARTH_MEAN_RADIUS_KM,
+  ROUTE_INFLATION_CALIBRATED,
+} from '../protocol/geo.ts';
 
 /**
  * Intercept of the same fit: the distance-independent part of the average RTT between two RIPE Atlas probes, 38.08 ms.

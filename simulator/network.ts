@@ -1,7 +1,7 @@
 // Network physics as pure functions: distance to delay, TCP throughput bounds, slow start, and the time of one
 // HTTP range request. SI units: seconds, bytes, bytes/s, km. The edge model (edge.ts) composes these.
+import { haversineKm } from '../protocol/geo.ts';
 import {
-  EARTH_MEAN_RADIUS_KM,
   FIBER_DELAY_S_PER_KM,
   MATHIS_C,
   TCP_HANDSHAKE_RTTS,
@@ -10,11 +10,7 @@ import {
 
 /** Great-circle distance between two points given in degrees (haversine formula on a sphere). */
 export function greatCircleKm(lat1: number, lon1: number, lat2: number, lon2: number): number {
-  const rad = Math.PI / 180;
-  const dLat = (lat2 - lat1) * rad;
-  const dLon = (lon2 - lon1) * rad;
-  const h = Math.sin(dLat / 2) ** 2 + Math.cos(lat1 * rad) * Math.cos(lat2 * rad) * Math.sin(dLon / 2) ** 2;
-  return 2 * EARTH_MEAN_RADIUS_KM * Math.asin(Math.min(1, Math.sqrt(h)));
+  return haversineKm({ lat: lat1, lon: lon1 }, { lat: lat2, lon: lon2 });
 }
 
 /** One-way propagation delay over `fiberKm` of fibre. */

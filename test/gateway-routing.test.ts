@@ -50,8 +50,8 @@ describe('latency model', () => {
 
   it('estimates RTT as access + 2·d·inflation·4.9 µs/km, scaled by the probe factor', () => {
     expect(estimateRttMs(0)).toBe(ACCESS_RTT_MS);
-    // 1000 km: 2 · 1000 · 1.65 · 0.004897 ms ≈ 16.2 ms on top of the access RTT.
-    expect(estimateRttMs(1000) - ACCESS_RTT_MS).toBeCloseTo(16.16, 1);
+    // 1000 km: 2 · 1000 · 1.738 · 0.004897 ms ≈ 17.0 ms on top of the access RTT.
+    expect(estimateRttMs(1000) - ACCESS_RTT_MS).toBeCloseTo(17.02, 1);
     expect(estimateRttMs(1000, 2)).toBeCloseTo(2 * estimateRttMs(1000), 9);
     // The factor is clamped: one bad probe cannot make a node look 100× further or nearer.
     expect(estimateRttMs(1000, 100)).toBeCloseTo(RTT_FACTOR_MAX * estimateRttMs(1000), 9);
