@@ -3,6 +3,7 @@
 import { publicKeyFromB64 } from './tickets.ts';
 import type { SessionAuthorisation } from './client-tickets.ts';
 import { DEFAULT_EXPIRY_GRACE_SECONDS, applyRules, type ReceiptClaim } from './receipt-rules.ts';
+import { checkGatewayRecords, figuresFromRecords } from './gateway-records.ts';
 import { computeRewards, epochManifest, jsonLines, rewardLeaves, rewardTree, stableJson, type NodeInputs, type RewardParams } from './epoch.ts';
 
 export interface EpochParamsFile {
@@ -19,7 +20,7 @@ export interface EpochParamsFile {
 
 /** The input files by name (see docs/proof-of-bandwidth.md); missing optional files count as empty. */
 export type EpochInputs = Map<string, string>;
-export const INPUT_FILES = ['params.json', 'sessions.jsonl', 'claims.jsonl', 'anonymous.jsonl', 'capacity.jsonl', 'scores.jsonl', 'spent-before.jsonl'] as const;
+export const INPUT_FILES = ['params.json', 'sessions.jsonl', 'claims.jsonl', 'anonymous.jsonl', 'capacity.jsonl', 'scores.jsonl', 'gateway-records.jsonl', 'spent-before.jsonl'] as const;
 
 function lines<T>(name: string, text: string | undefined): T[] {
   if (!text) return [];
@@ -76,11 +77,19 @@ export function settleEpoch(inputs: EpochInputs): EpochOutputs {
     return r;
   };
   for (const a of accepted) row(a.node).paidBytes += a.bytes;
-  // Gateway-signed anonymous and capacity records are not built yet (#9); their files carry plain per-node figures.
+  // Plain per-node figures (simulations and tests); a settler fed by gateways writes only gateway-records.jsonl.
   for (const a of lines<{ node: string; bytes: string }>('anonymous.jsonl', inputs.get('anonymous.jsonl'))) row(a.node).anonymousBytes += big('anonymous bytes', a.bytes);
   for (const c of lines<{ node: string; points: string }>('capacity.jsonl', inputs.get('capacity.jsonl'))) row(c.node).capacityPoints += big('capacity points', c.points);
   const scores = lines<{ node: string; scoreBps: string }>('scores.jsonl', inputs.get('scores.jsonl'));
   for (const s of scores) row(s.node).scoreBps = big('scoreBps', s.scoreBps);
+  // Gateway-signed records (protocol/gateway-records.ts): only those a trusted gateway key signed for this epoch count.
+  const gatewayRecords = checkGatewayRecords(lines<unknown>('gateway-records.jsonl', inputs.get('gateway-records.jsonl')), trustedGateways, p.epoch);
+  for (const f of figuresFromRecords(gatewayRecords.records)) {
+    const r = row(f.node);
+    r.anonymousBytes += f.anonymousBytes;
+    r.capacityPoints += f.capacityPoints;
+    if (f.scoreBps !== null) r.scoreBps = f.scoreBps;
+  }
 
   const rewards = computeRewards([...perNode.values()], params);
   const leaves = rewardLeaves(p.epoch, rewards);
@@ -88,6 +97,7 @@ export function settleEpoch(inputs: EpochInputs): EpochOutputs {
   const files = new Map<string, string>();
   files.set('accepted.jsonl', jsonLines(accepted));
   files.set('rejected.jsonl', jsonLines(rejected));
+  files.set('rejected-records.jsonl', jsonLines(gatewayRecords.rejected));
   files.set('totals.json', stableJson(rewards));
   const tree = leaves.length > 0 ? rewardTree(leaves) : null;
   files.set('tree.json', stableJson(tree ? tree.dump() : null));
@@ -105,7 +115,7 @@ export interface VerifyLine {
   published: string | null;
   recomputed: string | null;
   matches: boolean;
-  /** Why receipts this node submitted did not count, with how many each. */
+  /** Why receipts this node submitted, and gateway records naming it, did not count, with how many each. */
   rejectedReasons: Record<string, number>;
 }
 
@@ -124,6 +134,13 @@ export function verifyEpoch(published: Map<string, string>, nodes: string[] = []
     const m = reasons.get(r.node.toLowerCase()) ?? {};
     m[r.reason] = (m[r.reason] ?? 0) + 1;
     reasons.set(r.node.toLowerCase(), m);
+  }
+  for (const r of lines<{ record: { node?: unknown }; reason: string }>('rejected-records.jsonl', recomputed.files.get('rejected-records.jsonl'))) {
+    if (typeof r.record?.node !== 'string') continue;
+    const m = reasons.get(r.record.node.toLowerCase()) ?? {};
+    const reason = `gateway record: ${r.reason}`;
+    m[reason] = (m[reason] ?? 0) + 1;
+    reasons.set(r.record.node.toLowerCase(), m);
   }
   const wanted = nodes.length > 0 ? nodes.map((n) => n.toLowerCase()) : [...new Set([...pub.keys(), ...rec.keys()])].sort();
   const out = wanted.map((node) => {
