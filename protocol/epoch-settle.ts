@@ -1,7 +1,7 @@
 // Settling one epoch from its input files to its output files, pure: the settler writes what this returns, and
 // `rewards verify` runs the same function on the published inputs and compares, file by file and node by node.
 import { publicKeyFromB64 } from './tickets.ts';
-import type { SessionAuthorisation } from './client-tickets.ts';
+import { checkSessionAuthorisation, type SessionAuthorisation } from './client-tickets.ts';
 import { DEFAULT_EXPIRY_GRACE_SECONDS, applyRules, type ReceiptClaim } from './receipt-rules.ts';
 import { checkGatewayRecords, figuresFromRecords } from './gateway-records.ts';
 import { computeRewards, epochManifest, jsonLines, rewardLeaves, rewardTree, stableJson, type NodeInputs, type RewardParams } from './epoch.ts';
@@ -44,6 +44,30 @@ function big(name: string, v: unknown): bigint {
   }
 }
 
+/**
+ * Session authorisations by session key. Whoever submits claims can also submit authorisations, so a bogus one must
+ * not displace a genuine one: when a key has several different authorisations, only those that verify count, and of
+ * those the one valid longest (only the client itself can sign an alternative).
+ */
+function sessionsByKey(rows: SessionAuthorisation[]): Map<string, SessionAuthorisation> {
+  const byKey = new Map<string, SessionAuthorisation[]>();
+  for (const s of rows) {
+    if (!s || typeof s.sessionKey !== 'string') continue;
+    const list = byKey.get(s.sessionKey) ?? [];
+    if (!list.some((o) => o.signature === s.signature && o.client === s.client && o.validUntilEpoch === s.validUntilEpoch)) list.push(s);
+    byKey.set(s.sessionKey, list);
+  }
+  const out = new Map<string, SessionAuthorisation>();
+  for (const [key, list] of byKey) {
+    if (list.length === 1) out.set(key, list[0]!);
+    else {
+      const good = list.filter((s) => checkSessionAuthorisation(s) === null).sort((a, b) => b.validUntilEpoch - a.validUntilEpoch);
+      out.set(key, good[0] ?? list[0]!);
+    }
+  }
+  return out;
+}
+
 export interface EpochOutputs {
   files: Map<string, string>;
   root: string | null;
@@ -63,8 +87,7 @@ export function settleEpoch(inputs: EpochInputs): EpochOutputs {
     capacityPool: big('capacityPool', p.capacityPool),
   };
   const trustedGateways = new Map(Object.entries(p.gateways ?? {}).map(([id, b64]) => [id, publicKeyFromB64(b64)]));
-  const sessions = new Map<string, SessionAuthorisation>();
-  for (const s of lines<SessionAuthorisation>('sessions.jsonl', inputs.get('sessions.jsonl'))) if (s && typeof s.sessionKey === 'string') sessions.set(s.sessionKey, s);
+  const sessions = sessionsByKey(lines<SessionAuthorisation>('sessions.jsonl', inputs.get('sessions.jsonl')));
   const spentTickets = new Map(lines<{ ticketId: string; epoch: number }>('spent-before.jsonl', inputs.get('spent-before.jsonl')).map((s) => [s.ticketId, s.epoch]));
   const claims = lines<ReceiptClaim>('claims.jsonl', inputs.get('claims.jsonl'));
   const { accepted, rejected } = applyRules(claims, { epoch: p.epoch, trustedGateways, sessions, spentTickets, expiryGraceSeconds: DEFAULT_EXPIRY_GRACE_SECONDS });
