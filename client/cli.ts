@@ -1,5 +1,5 @@
 // `edgeshard fetch GATEWAY DATASET --out DIR`: the trainer's download command. Settings in, a summary out;
-// the work is fetchDataset's. Exit status: 0 every shard verified, 1 any failed, 2 bad usage, 130 interrupted.
+// the work is fetchDataset's. Exit status: 0 every shard verified, 1 any failed, 2 bad usage, 130 interrupted (SIGINT or SIGTERM).
 import type { Command } from '../protocol/cli/command.ts';
 import { UsageError, intSetting, stringSetting, type Settings } from '../protocol/cli/options.ts';
 import { formatBytes, parseDuration, parseSize } from '../protocol/units.ts';
@@ -117,13 +117,16 @@ export const fetchCommand: Command = {
     const options = fetchOptionsFromSettings(settings, positionals);
     const controller = new AbortController();
     let interrupts = 0;
-    const onSigint = (): void => {
+    // SIGTERM is how job schedulers, `kill` and container runtimes stop a program: it gets the same clean stop as
+    // Ctrl-C (received bytes flushed to .partial files, a summary that counts them), not a silent death.
+    const onStop = (signal: NodeJS.Signals): void => {
       interrupts++;
       if (interrupts > 1) process.exit(EXIT_INTERRUPTED); // a second Ctrl-C: the user does not want to wait
-      process.stderr.write('\ninterrupted: stopping; .partial files are kept for resume (Ctrl-C again to quit now)\n');
+      process.stderr.write(`\ninterrupted (${signal}): stopping; .partial files are kept for resume (Ctrl-C again to quit now)\n`);
       controller.abort(new InterruptedError());
     };
-    process.on('SIGINT', onSigint);
+    process.on('SIGINT', onStop);
+    process.on('SIGTERM', onStop);
     // Set once the manifest is known (onStart); stopped before the summary so the two never interleave.
     const display: { renderer?: ProgressRenderer } = {};
     try {
@@ -146,7 +149,8 @@ export const fetchCommand: Command = {
       }
       throw err;
     } finally {
-      process.off('SIGINT', onSigint);
+      process.off('SIGINT', onStop);
+      process.off('SIGTERM', onStop);
     }
   },
 };
