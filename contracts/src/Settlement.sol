@@ -1,0 +1,279 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.30;
+
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {Escrow} from "./Escrow.sol";
+import {NodeRegistry} from "./NodeRegistry.sol";
+
+/// @notice Per-epoch reward roots and claims. The settler posts (epoch, root, total, sha256 of the epoch's
+/// manifest.json) with the payers' charges; the charges are debited from the escrow and, with a draw on the capacity
+/// pool, must cover the total. During the challenge window anyone can dispute the root by posting a bond; a disputed
+/// epoch pays nothing until the arbiter resolves it (upheld: the bond goes to the treasury; overturned: the bond is
+/// returned, the charges refunded, the draw returned, and the settler may post the epoch again). After the window a
+/// node claims its leaf (epoch, node, amount) with a proof against the root, in the
+/// StandardMerkleTree format from OpenZeppelin's merkle-tree library (double-hashed leaves).
+/// Slashing takes a quorum of gateway signatures (EIP-712) over a failed capacity challenge: evidence the chain
+/// checks itself. A client's word alone never slashes.
+contract Settlement is AccessControl, ReentrancyGuardTransient, EIP712 {
+    using SafeERC20 for IERC20;
+
+    bytes32 public constant SETTLER_ROLE = keccak256("SETTLER_ROLE");
+    bytes32 public constant ARBITER_ROLE = keccak256("ARBITER_ROLE");
+    bytes32 public constant GATEWAY_ROLE = keccak256("GATEWAY_ROLE");
+
+    bytes32 public constant FAILED_CHALLENGE_TYPEHASH = keccak256(
+        "FailedChallenge(address node,uint256 epoch,bytes32 challengeId,bytes32 shard,uint64 rangeStart,uint64 rangeLength,uint8 failure)"
+    );
+
+    enum Status {
+        None,
+        Posted,
+        Disputed,
+        Voided
+    }
+
+    struct Epoch {
+        bytes32 root;
+        // One slot for what every claim reads and writes.
+        uint128 claimed;
+        uint64 challengeEnds;
+        Status status;
+        uint128 total;
+        uint128 capacityDraw;
+        bytes32 manifestSha256;
+        uint256 charged;
+    }
+
+    struct Dispute {
+        address challenger;
+        uint256 bond;
+        bytes32 reason;
+    }
+
+    /// What gateways sign when a node fails a capacity challenge (wrong bytes or missed deadline).
+    struct FailedChallenge {
+        address node;
+        uint256 epoch;
+        bytes32 challengeId;
+        bytes32 shard;
+        uint64 rangeStart;
+        uint64 rangeLength;
+        /// 1 = wrong bytes, 2 = missed the deadline.
+        uint8 failure;
+    }
+
+    IERC20 public immutable token;
+    Escrow public immutable escrow;
+    NodeRegistry public immutable registry;
+    uint64 public immutable challengeWindow;
+    uint256 public immutable disputeBond;
+    uint256 public immutable slashAmount;
+    uint256 public immutable gatewayQuorum;
+    address public immutable treasury;
+
+    uint256 public capacityPool;
+    mapping(uint256 => Epoch) public epochs;
+    mapping(uint256 => Dispute) public disputes;
+    mapping(uint256 => Escrow.Charge[]) internal epochCharges;
+    mapping(uint256 => mapping(address => bool)) public claimed;
+    mapping(bytes32 => bool) public evidenceUsed;
+    mapping(uint256 => bool) public feesSwept;
+
+    event CapacityPoolFunded(address indexed funder, uint256 amount, uint256 pool);
+    event RootPosted(uint256 indexed epoch, bytes32 root, uint256 total, bytes32 manifestSha256, uint256 charged, uint256 capacityDraw, uint64 challengeEnds);
+    event Claimed(uint256 indexed epoch, address indexed node, uint256 amount);
+    event RootDisputed(uint256 indexed epoch, address indexed challenger, uint256 bond, bytes32 reason);
+    event DisputeResolved(uint256 indexed epoch, bool rootUpheld, address challenger, uint256 bond);
+    event EpochVoided(uint256 indexed epoch, uint256 refunded, uint256 capacityReturned);
+    event FeesSwept(uint256 indexed epoch, uint256 amount, address treasury);
+    event NodeSlashedForChallenge(address indexed node, bytes32 indexed evidence, uint256 epoch, bytes32 challengeId, uint256 amount);
+
+    error ZeroRoot();
+    error RootAlreadyPosted(uint256 epoch, Status status);
+    error TotalExceedsFunds(uint256 total, uint256 available);
+    error CapacityPoolTooSmall(uint256 draw, uint256 pool);
+    error EpochNotPosted(uint256 epoch, Status status);
+    error ChallengeWindowOpen(uint256 epoch, uint64 challengeEnds);
+    error ChallengeWindowClosed(uint256 epoch, uint64 challengeEnds);
+    error AlreadyClaimed(uint256 epoch, address node);
+    error InvalidProof(uint256 epoch, address node, uint256 amount);
+    error ClaimsExceedTotal(uint256 epoch, uint256 claimed, uint256 total);
+    error NotDisputed(uint256 epoch);
+    error ZeroAmount();
+    error EvidenceAlreadyUsed(bytes32 evidence);
+    error SignersNotAscending(address signer);
+    error NotAGateway(address signer);
+    error QuorumNotMet(uint256 signers, uint256 quorum);
+    error NothingToSweep(uint256 epoch);
+
+    struct Config {
+        IERC20 token;
+        Escrow escrow;
+        NodeRegistry registry;
+        uint64 challengeWindow;
+        uint256 disputeBond;
+        uint256 slashAmount;
+        uint256 gatewayQuorum;
+        address treasury;
+        address admin;
+    }
+
+    constructor(Config memory c) EIP712("edgeshard-settlement", "1") {
+        require(c.gatewayQuorum > 0, "quorum must be at least one gateway");
+        token = c.token;
+        escrow = c.escrow;
+        registry = c.registry;
+        challengeWindow = c.challengeWindow;
+        disputeBond = c.disputeBond;
+        slashAmount = c.slashAmount;
+        gatewayQuorum = c.gatewayQuorum;
+        treasury = c.treasury;
+        _grantRole(DEFAULT_ADMIN_ROLE, c.admin);
+    }
+
+    /// @notice Adds to the pool that pays capacity (and anonymous-traffic) rewards beside what payers are charged.
+    function fundCapacityPool(uint256 amount) external nonReentrant {
+        if (amount == 0) revert ZeroAmount();
+        capacityPool += amount;
+        emit CapacityPoolFunded(msg.sender, amount, capacityPool);
+        token.safeTransferFrom(msg.sender, address(this), amount);
+    }
+
+    /// @notice Posts an epoch's root. `charges` are the paying clients' debits (from the epoch's accepted receipts);
+    /// `capacityDraw` comes from the capacity pool. The total may not exceed their sum. One root per epoch, unless
+    /// a dispute voided the previous one.
+    function postRoot(uint256 epoch, bytes32 root, uint256 total, bytes32 manifestSha256, Escrow.Charge[] calldata charges, uint256 capacityDraw)
+        external
+        onlyRole(SETTLER_ROLE)
+        nonReentrant
+    {
+        if (root == bytes32(0)) revert ZeroRoot();
+        Epoch storage e = epochs[epoch];
+        if (e.status == Status.Posted || e.status == Status.Disputed) revert RootAlreadyPosted(epoch, e.status);
+        if (capacityDraw > capacityPool) revert CapacityPoolTooSmall(capacityDraw, capacityPool);
+        uint256 wanted;
+        for (uint256 i = 0; i < charges.length; i++) wanted += charges[i].amount;
+        if (total > wanted + capacityDraw) revert TotalExceedsFunds(total, wanted + capacityDraw);
+        capacityPool -= capacityDraw;
+        uint64 ends = uint64(block.timestamp) + challengeWindow;
+        epochs[epoch] = Epoch({
+            root: root,
+            claimed: 0,
+            challengeEnds: ends,
+            status: Status.Posted,
+            total: uint128(total), // total <= wanted + draw, both bounded by token supply
+            capacityDraw: uint128(capacityDraw),
+            manifestSha256: manifestSha256,
+            charged: wanted
+        });
+        delete epochCharges[epoch];
+        for (uint256 i = 0; i < charges.length; i++) epochCharges[epoch].push(charges[i]);
+        emit RootPosted(epoch, root, total, manifestSha256, wanted, capacityDraw, ends);
+        // Reverts with InsufficientEscrow when a payer has less than its charge.
+        if (charges.length > 0) escrow.charge(epoch, charges);
+    }
+
+    /// @notice Pays `amount` to `node` for `epoch` if (epoch, node, amount) is a leaf of the epoch's root.
+    /// Anyone may submit; the tokens always go to `node`.
+    function claim(uint256 epoch, address node, uint256 amount, bytes32[] calldata proof) external nonReentrant {
+        Epoch storage e = epochs[epoch];
+        if (e.status != Status.Posted) revert EpochNotPosted(epoch, e.status);
+        if (block.timestamp < e.challengeEnds) revert ChallengeWindowOpen(epoch, e.challengeEnds);
+        if (claimed[epoch][node]) revert AlreadyClaimed(epoch, node);
+        bytes32 leaf = keccak256(bytes.concat(keccak256(abi.encode(epoch, node, amount))));
+        if (!MerkleProof.verifyCalldata(proof, e.root, leaf)) revert InvalidProof(epoch, node, amount);
+        // A root whose leaves add up to more than its total cannot pay out more than the total.
+        uint256 after_ = uint256(e.claimed) + amount;
+        if (after_ > e.total) revert ClaimsExceedTotal(epoch, after_, e.total);
+        e.claimed = uint128(after_);
+        claimed[epoch][node] = true;
+        emit Claimed(epoch, node, amount);
+        token.safeTransfer(node, amount);
+    }
+
+    /// @notice Disputes a posted root during its challenge window, with a bond of `disputeBond` tokens (approve first).
+    /// `reason` is the hash of the challenger's published evidence (e.g. the output of `edgeshard rewards verify`).
+    function dispute(uint256 epoch, bytes32 reason) external nonReentrant {
+        Epoch storage e = epochs[epoch];
+        if (e.status != Status.Posted) revert EpochNotPosted(epoch, e.status);
+        if (block.timestamp >= e.challengeEnds) revert ChallengeWindowClosed(epoch, e.challengeEnds);
+        e.status = Status.Disputed;
+        disputes[epoch] = Dispute({challenger: msg.sender, bond: disputeBond, reason: reason});
+        emit RootDisputed(epoch, msg.sender, disputeBond, reason);
+        if (disputeBond > 0) token.safeTransferFrom(msg.sender, address(this), disputeBond);
+    }
+
+    /// @notice The arbiter's ruling after recomputing the epoch from its published files (whose sha256 is on chain).
+    function resolveDispute(uint256 epoch, bool rootUpheld) external onlyRole(ARBITER_ROLE) nonReentrant {
+        Epoch storage e = epochs[epoch];
+        if (e.status != Status.Disputed) revert NotDisputed(epoch);
+        Dispute memory d = disputes[epoch];
+        delete disputes[epoch];
+        emit DisputeResolved(epoch, rootUpheld, d.challenger, d.bond);
+        if (rootUpheld) {
+            e.status = Status.Posted;
+            if (d.bond > 0) token.safeTransfer(treasury, d.bond);
+            return;
+        }
+        e.status = Status.Voided;
+        uint256 draw = e.capacityDraw;
+        capacityPool += draw;
+        uint256 refunded = e.charged;
+        emit EpochVoided(epoch, refunded, draw);
+        Escrow.Charge[] memory charges = epochCharges[epoch];
+        delete epochCharges[epoch];
+        if (d.bond > 0) token.safeTransfer(d.challenger, d.bond);
+        if (refunded > 0) {
+            token.forceApprove(address(escrow), refunded);
+            escrow.refund(epoch, charges);
+        }
+    }
+
+    /// @notice After the window, what the payers paid beyond the total (the protocol fee) goes to the treasury.
+    function sweepFees(uint256 epoch) external nonReentrant {
+        Epoch storage e = epochs[epoch];
+        if (e.status != Status.Posted) revert EpochNotPosted(epoch, e.status);
+        if (block.timestamp < e.challengeEnds) revert ChallengeWindowOpen(epoch, e.challengeEnds);
+        uint256 funds = e.charged + e.capacityDraw;
+        if (feesSwept[epoch] || funds <= e.total) revert NothingToSweep(epoch);
+        uint256 fee = funds - e.total;
+        // No dispute can start once the window is closed, so the epoch can no longer be voided and refunded.
+        feesSwept[epoch] = true;
+        emit FeesSwept(epoch, fee, treasury);
+        token.safeTransfer(treasury, fee);
+    }
+
+    /// @notice Slashes a node on a quorum of gateway signatures over a failed capacity challenge. Anyone may submit;
+    /// each piece of evidence slashes once. Signatures must come from distinct GATEWAY_ROLE keys, sorted by address.
+    function slashForFailedChallenge(FailedChallenge calldata c, bytes[] calldata signatures) external nonReentrant {
+        bytes32 digest = failedChallengeDigest(c);
+        if (evidenceUsed[digest]) revert EvidenceAlreadyUsed(digest);
+        address last;
+        for (uint256 i = 0; i < signatures.length; i++) {
+            address signer = ECDSA.recover(digest, signatures[i]);
+            if (signer <= last) revert SignersNotAscending(signer);
+            if (!hasRole(GATEWAY_ROLE, signer)) revert NotAGateway(signer);
+            last = signer;
+        }
+        if (signatures.length < gatewayQuorum) revert QuorumNotMet(signatures.length, gatewayQuorum);
+        evidenceUsed[digest] = true;
+        uint256 taken = registry.slash(c.node, slashAmount, treasury, digest);
+        emit NodeSlashedForChallenge(c.node, digest, c.epoch, c.challengeId, taken);
+    }
+
+    function failedChallengeDigest(FailedChallenge calldata c) public view returns (bytes32) {
+        return _hashTypedDataV4(
+            keccak256(abi.encode(FAILED_CHALLENGE_TYPEHASH, c.node, c.epoch, c.challengeId, c.shard, c.rangeStart, c.rangeLength, c.failure))
+        );
+    }
+
+    function chargesOf(uint256 epoch) external view returns (Escrow.Charge[] memory) {
+        return epochCharges[epoch];
+    }
+}

@@ -1,0 +1,253 @@
+// Settlement on a real EVM (hardhat EDR through ethers v6): roots, claims against a tree built by protocol/epoch.ts,
+// every rejection, disputes, and the escrow and capacity pool that back each root.
+import { MaxUint256, ZeroHash, id } from 'ethers';
+import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { EpochStatus } from '../contracts/handles.ts';
+import { TOKEN, deployFixture, epochTree, expectRevert, mined, type Fixture } from './helpers/chain.ts';
+
+let f: Fixture;
+beforeAll(async () => {
+  f = await deployFixture();
+}, 120_000);
+beforeEach(async () => {
+  await f.reset();
+});
+
+const MANIFEST = id('manifest.json bytes'); // stands in for sha256(manifest.json): any 32 bytes
+
+async function deposit(amount: bigint) {
+  const c = f.as(f.trainer);
+  await mined(c.token.approve(f.file.escrow, amount));
+  await mined(c.escrow.deposit(amount));
+}
+
+/** Posts epoch `epoch` paying nodeA 300 and nodeB 200 from a 600 charge to the trainer (100 is the fee). */
+async function postStandardEpoch(epoch = 7) {
+  const [a, b, trainer] = await Promise.all([f.addr(f.nodeA), f.addr(f.nodeB), f.addr(f.trainer)]);
+  await deposit(1_000n * TOKEN);
+  const t = epochTree(epoch, [
+    [a, 300n * TOKEN],
+    [b, 200n * TOKEN],
+  ]);
+  await mined(f.as(f.settler).settlement.postRoot(BigInt(epoch), t.root, 500n * TOKEN, MANIFEST, [{ payer: trainer, amount: 600n * TOKEN }], 0n));
+  return { ...t, a, b, trainer, epoch: BigInt(epoch) };
+}
+
+describe('settlement: roots', () => {
+  it('records the root, total and manifest hash, and debits the trainer’s escrow by the charge', async () => {
+    const e = await postStandardEpoch();
+    const s = f.as(f.outsider).settlement;
+    const rec = await s.epochs(e.epoch);
+    expect(rec.root).toBe(e.root);
+    expect(rec.total).toBe(500n * TOKEN);
+    expect(rec.manifestSha256).toBe(MANIFEST);
+    expect(rec.status).toBe(EpochStatus.Posted);
+    expect(rec.challengeEnds).toBe(BigInt((await f.chain.now()) + 3_600));
+    expect(await f.as(f.outsider).escrow.chargeable(e.trainer)).toBe(400n * TOKEN);
+    expect(await f.as(f.outsider).token.balanceOf(f.file.settlement)).toBe(600n * TOKEN);
+  });
+
+  it('rejects a root from anyone but the settler', async () => {
+    const trainer = await f.addr(f.trainer);
+    await deposit(10n * TOKEN);
+    const t = epochTree(1, [[await f.addr(f.nodeA), TOKEN]]);
+    for (const who of [f.outsider, f.nodeA, f.admin]) {
+      await expectRevert(f.as(who).settlement.postRoot(1n, t.root, TOKEN, MANIFEST, [{ payer: trainer, amount: TOKEN }], 0n), 'AccessControlUnauthorizedAccount');
+    }
+    expect((await f.as(f.outsider).settlement.epochs(1n)).status).toBe(EpochStatus.None);
+  });
+
+  it('rejects a second root for one epoch', async () => {
+    const e = await postStandardEpoch();
+    const other = epochTree(7, [[e.a, 500n * TOKEN]]);
+    await expectRevert(
+      f.as(f.settler).settlement.postRoot(e.epoch, other.root, 500n * TOKEN, MANIFEST, [{ payer: e.trainer, amount: 400n * TOKEN }], 0n),
+      'RootAlreadyPosted',
+    );
+    expect((await f.as(f.outsider).settlement.epochs(e.epoch)).root).toBe(e.root);
+  });
+
+  it('rejects a total beyond the charges plus the capacity draw', async () => {
+    const trainer = await f.addr(f.trainer);
+    await deposit(1_000n * TOKEN);
+    const t = epochTree(2, [[await f.addr(f.nodeA), 601n * TOKEN]]);
+    const args = await expectRevert(
+      f.as(f.settler).settlement.postRoot(2n, t.root, 601n * TOKEN, MANIFEST, [{ payer: trainer, amount: 600n * TOKEN }], 0n),
+      'TotalExceedsFunds',
+    );
+    expect(args).toEqual([601n * TOKEN, 600n * TOKEN]);
+  });
+
+  it('rejects a charge beyond what the payer holds in escrow (a root whose total exceeds the escrow)', async () => {
+    const trainer = await f.addr(f.trainer);
+    await deposit(100n * TOKEN);
+    const t = epochTree(3, [[await f.addr(f.nodeA), 150n * TOKEN]]);
+    const args = await expectRevert(
+      f.as(f.settler).settlement.postRoot(3n, t.root, 150n * TOKEN, MANIFEST, [{ payer: trainer, amount: 150n * TOKEN }], 0n),
+      'InsufficientEscrow',
+    );
+    expect(args).toEqual([trainer, 150n * TOKEN, 100n * TOKEN]);
+    expect(await f.as(f.outsider).escrow.chargeable(trainer)).toBe(100n * TOKEN);
+  });
+
+  it('pays capacity rewards from the capacity pool, never beyond it', async () => {
+    const s = f.as(f.admin).settlement;
+    await mined(f.as(f.admin).token.approve(f.file.settlement, 50n * TOKEN));
+    await mined(s.fundCapacityPool(50n * TOKEN));
+    const t = epochTree(4, [[await f.addr(f.nodeA), 50n * TOKEN]]);
+    await expectRevert(f.as(f.settler).settlement.postRoot(4n, t.root, 50n * TOKEN, MANIFEST, [], 51n * TOKEN), 'CapacityPoolTooSmall');
+    await mined(f.as(f.settler).settlement.postRoot(4n, t.root, 50n * TOKEN, MANIFEST, [], 50n * TOKEN));
+    expect(await s.capacityPool()).toBe(0n);
+  });
+
+  it('rejects a zero root', async () => {
+    await expectRevert(f.as(f.settler).settlement.postRoot(5n, ZeroHash, 0n, MANIFEST, [], 0n), 'ZeroRoot');
+  });
+});
+
+describe('settlement: claims', () => {
+  it('pays each node its leaf after the window, against a tree built by protocol/epoch.ts', async () => {
+    const e = await postStandardEpoch();
+    await f.chain.advanceTime(3_600);
+    await mined(f.as(f.nodeA).settlement.claim(e.epoch, e.a, 300n * TOKEN, e.proofFor(e.a)));
+    // Anyone may submit a claim; the tokens go to the node named in the leaf.
+    await mined(f.as(f.outsider).settlement.claim(e.epoch, e.b, 200n * TOKEN, e.proofFor(e.b)));
+    const token = f.as(f.outsider).token;
+    expect(await token.balanceOf(e.a)).toBe(100_300n * TOKEN);
+    expect(await token.balanceOf(e.b)).toBe(100_200n * TOKEN);
+    expect((await f.as(f.outsider).settlement.epochs(e.epoch)).claimed).toBe(500n * TOKEN);
+  });
+
+  it('rejects a claim before the challenge window closes', async () => {
+    const e = await postStandardEpoch();
+    await f.chain.advanceTime(3_500);
+    await expectRevert(f.as(f.nodeA).settlement.claim(e.epoch, e.a, 300n * TOKEN, e.proofFor(e.a)), 'ChallengeWindowOpen');
+    await f.chain.advanceTime(100);
+    await mined(f.as(f.nodeA).settlement.claim(e.epoch, e.a, 300n * TOKEN, e.proofFor(e.a)));
+  });
+
+  it('rejects a double claim', async () => {
+    const e = await postStandardEpoch();
+    await f.chain.advanceTime(3_600);
+    await mined(f.as(f.nodeA).settlement.claim(e.epoch, e.a, 300n * TOKEN, e.proofFor(e.a)));
+    await expectRevert(f.as(f.nodeA).settlement.claim(e.epoch, e.a, 300n * TOKEN, e.proofFor(e.a)), 'AlreadyClaimed');
+    expect(await f.as(f.outsider).token.balanceOf(e.a)).toBe(100_300n * TOKEN);
+  });
+
+  it('rejects a wrong proof, a changed amount, another node, another epoch', async () => {
+    const e = await postStandardEpoch();
+    await f.chain.advanceTime(3_600);
+    const s = f.as(f.nodeA).settlement;
+    await expectRevert(s.claim(e.epoch, e.a, 300n * TOKEN, e.proofFor(e.b)), 'InvalidProof');
+    await expectRevert(s.claim(e.epoch, e.a, 301n * TOKEN, e.proofFor(e.a)), 'InvalidProof');
+    await expectRevert(s.claim(e.epoch, await f.addr(f.outsider), 300n * TOKEN, e.proofFor(e.a)), 'InvalidProof');
+    await expectRevert(s.claim(e.epoch, e.a, 300n * TOKEN, []), 'InvalidProof');
+    await expectRevert(s.claim(8n, e.a, 300n * TOKEN, e.proofFor(e.a)), 'EpochNotPosted');
+  });
+
+  it('rejects an unhashed (single-hash) leaf: the second-preimage guard of the double-hashed format', async () => {
+    // An inner node of the tree, presented as a 64-byte "leaf", must not verify: OpenZeppelin's format hashes
+    // leaves twice for that reason. Here: the leaf hash itself cannot be claimed as an amount.
+    const e = await postStandardEpoch();
+    await f.chain.advanceTime(3_600);
+    await expectRevert(f.as(f.nodeA).settlement.claim(e.epoch, e.a, BigInt(e.tree.leafHash([String(e.epoch), e.a.toLowerCase(), (300n * TOKEN).toString()])), e.proofFor(e.a)), 'InvalidProof');
+  });
+
+  it('pays a zero-amount leaf nothing, once', async () => {
+    const [a, trainer] = await Promise.all([f.addr(f.nodeA), f.addr(f.trainer)]);
+    await deposit(TOKEN);
+    const t = epochTree(9, [
+      [a, 0n],
+      [await f.addr(f.nodeB), TOKEN],
+    ]);
+    await mined(f.as(f.settler).settlement.postRoot(9n, t.root, TOKEN, MANIFEST, [{ payer: trainer, amount: TOKEN }], 0n));
+    await f.chain.advanceTime(3_600);
+    await mined(f.as(f.nodeA).settlement.claim(9n, a, 0n, t.proofFor(a)));
+    expect(await f.as(f.outsider).token.balanceOf(a)).toBe(100_000n * TOKEN);
+    await expectRevert(f.as(f.nodeA).settlement.claim(9n, a, 0n, t.proofFor(a)), 'AlreadyClaimed');
+  });
+
+  it('pays a leaf equal to the whole total, and never more than the total even when the leaves sum beyond it', async () => {
+    const [a, b, trainer] = await Promise.all([f.addr(f.nodeA), f.addr(f.nodeB), f.addr(f.trainer)]);
+    await deposit(1_000n * TOKEN);
+    // A bad root whose leaves add up to 1,500 while it is backed by 1,000: the second claim must fail.
+    const t = epochTree(10, [
+      [a, 1_000n * TOKEN],
+      [b, 500n * TOKEN],
+    ]);
+    await mined(f.as(f.settler).settlement.postRoot(10n, t.root, 1_000n * TOKEN, MANIFEST, [{ payer: trainer, amount: 1_000n * TOKEN }], 0n));
+    await f.chain.advanceTime(3_600);
+    await mined(f.as(f.nodeA).settlement.claim(10n, a, 1_000n * TOKEN, t.proofFor(a)));
+    await expectRevert(f.as(f.nodeB).settlement.claim(10n, b, 500n * TOKEN, t.proofFor(b)), 'ClaimsExceedTotal');
+  });
+
+  it('rejects the maximum uint256 amount with a clear error, not an overflow', async () => {
+    const [a, trainer] = await Promise.all([f.addr(f.nodeA), f.addr(f.trainer)]);
+    await deposit(TOKEN);
+    const t = epochTree(11, [[a, MaxUint256]]);
+    await mined(f.as(f.settler).settlement.postRoot(11n, t.root, TOKEN, MANIFEST, [{ payer: trainer, amount: TOKEN }], 0n));
+    await f.chain.advanceTime(3_600);
+    // The proof is valid; the amount is what the contract refuses.
+    await expectRevert(f.as(f.nodeA).settlement.claim(11n, a, MaxUint256, t.proofFor(a)), 'ClaimsExceedTotal');
+  });
+});
+
+describe('settlement: disputes', () => {
+  async function openDispute() {
+    const e = await postStandardEpoch();
+    const c = f.as(f.challenger);
+    await mined(c.token.approve(f.file.settlement, 10n * TOKEN));
+    await mined(c.settlement.dispute(e.epoch, id('verify output: node A overpaid')));
+    return e;
+  }
+
+  it('a disputed epoch pays nothing until resolved; upheld, the bond goes to the treasury and claims open', async () => {
+    const e = await openDispute();
+    await f.chain.advanceTime(3_600);
+    await expectRevert(f.as(f.nodeA).settlement.claim(e.epoch, e.a, 300n * TOKEN, e.proofFor(e.a)), 'EpochNotPosted');
+    await expectRevert(f.as(f.outsider).settlement.resolveDispute(e.epoch, true), 'AccessControlUnauthorizedAccount');
+    await mined(f.as(f.arbiter).settlement.resolveDispute(e.epoch, true));
+    expect(await f.as(f.outsider).token.balanceOf(f.treasury)).toBe(10n * TOKEN);
+    await mined(f.as(f.nodeA).settlement.claim(e.epoch, e.a, 300n * TOKEN, e.proofFor(e.a)));
+  });
+
+  it('overturned, the epoch is voided: bond back, charges refunded to the escrow, and the settler may post again', async () => {
+    const e = await openDispute();
+    const challenger = await f.addr(f.challenger);
+    const before = await f.as(f.outsider).token.balanceOf(challenger);
+    await mined(f.as(f.arbiter).settlement.resolveDispute(e.epoch, false));
+    expect(await f.as(f.outsider).token.balanceOf(challenger)).toBe(before + 10n * TOKEN);
+    expect(await f.as(f.outsider).escrow.chargeable(e.trainer)).toBe(1_000n * TOKEN);
+    expect((await f.as(f.outsider).settlement.epochs(e.epoch)).status).toBe(EpochStatus.Voided);
+    await f.chain.advanceTime(3_600);
+    await expectRevert(f.as(f.nodeA).settlement.claim(e.epoch, e.a, 300n * TOKEN, e.proofFor(e.a)), 'EpochNotPosted');
+    const fixed = epochTree(7, [[e.a, 250n * TOKEN]]);
+    await mined(f.as(f.settler).settlement.postRoot(e.epoch, fixed.root, 250n * TOKEN, MANIFEST, [{ payer: e.trainer, amount: 300n * TOKEN }], 0n));
+    await f.chain.advanceTime(3_600);
+    await mined(f.as(f.nodeA).settlement.claim(e.epoch, e.a, 250n * TOKEN, fixed.proofFor(e.a)));
+  });
+
+  it('rejects a dispute after the window, a second dispute, and a dispute without the bond', async () => {
+    const e = await postStandardEpoch();
+    await expectRevert(f.as(f.challenger).settlement.dispute(e.epoch, ZeroHash), 'ERC20InsufficientAllowance');
+    await mined(f.as(f.challenger).token.approve(f.file.settlement, 20n * TOKEN));
+    await mined(f.as(f.challenger).settlement.dispute(e.epoch, ZeroHash));
+    await expectRevert(f.as(f.challenger).settlement.dispute(e.epoch, ZeroHash), 'EpochNotPosted');
+    await mined(f.as(f.arbiter).settlement.resolveDispute(e.epoch, true));
+    await f.chain.advanceTime(3_600);
+    await expectRevert(f.as(f.challenger).settlement.dispute(e.epoch, ZeroHash), 'ChallengeWindowClosed');
+  });
+
+  it('sweeps the fee (charges beyond the total) to the treasury once, after the window', async () => {
+    const e = await postStandardEpoch();
+    await expectRevert(f.as(f.outsider).settlement.sweepFees(e.epoch), 'ChallengeWindowOpen');
+    await f.chain.advanceTime(3_600);
+    await mined(f.as(f.outsider).settlement.sweepFees(e.epoch));
+    await expectRevert(f.as(f.outsider).settlement.sweepFees(e.epoch), 'NothingToSweep');
+    expect(await f.as(f.outsider).token.balanceOf(f.treasury)).toBe(100n * TOKEN);
+    // What is left covers the claims exactly.
+    await mined(f.as(f.nodeA).settlement.claim(e.epoch, e.a, 300n * TOKEN, e.proofFor(e.a)));
+    await mined(f.as(f.nodeB).settlement.claim(e.epoch, e.b, 200n * TOKEN, e.proofFor(e.b)));
+    expect(await f.as(f.outsider).token.balanceOf(f.file.settlement)).toBe(0n);
+  });
+});
