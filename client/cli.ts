@@ -3,7 +3,7 @@
 import type { Command } from '../protocol/cli/command.ts';
 import { UsageError, intSetting, stringSetting, type Settings } from '../protocol/cli/options.ts';
 import { formatBytes, parseDuration, parseSize } from '../protocol/units.ts';
-import type { LatLon } from './gateway-client.ts';
+import { gatewayRetryLine, type LatLon } from './gateway-client.ts';
 import { fetchDataset, FETCH_DEFAULTS, type FetchOptions, type FetchReport } from './fetch.ts';
 import { InterruptedError } from './http.ts';
 import { formatDuration, formatRate, startProgressRenderer, type ProgressRenderer } from './progress.ts';
@@ -135,6 +135,12 @@ export const fetchCommand: Command = {
         signal: controller.signal,
         onStart: (_manifest, progress) => {
           display.renderer = startProgressRenderer(progress);
+        },
+        // Every retry of a failing gateway on stderr (as curl --retry does): an outage being ridden out is visible.
+        onGatewayRetry: (retry) => {
+          const line = gatewayRetryLine(retry);
+          if (display.renderer) display.renderer.print(line);
+          else process.stderr.write(`${line}\n`);
         },
       });
       display.renderer?.stop();

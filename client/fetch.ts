@@ -7,7 +7,7 @@ import type { Dispatcher } from 'undici';
 import { shardChunks, type Manifest, type ShardEntry } from '../protocol/manifest.ts';
 import { sha256File } from '../protocol/hash.ts';
 import { unsafePathReason } from '../protocol/paths.ts';
-import { GatewayClient, type LatLon } from './gateway-client.ts';
+import { GatewayClient, type GatewayRetry, type LatLon } from './gateway-client.ts';
 import { ShardSources } from './sources.ts';
 import { downloadShard, PARTIAL_SUFFIX, ShardDownloadError, type ShardDownload } from './download.ts';
 import { downloadShardSplit, STATE_SUFFIX } from './split.ts';
@@ -51,6 +51,8 @@ export interface FetchOptions extends ShardFetchOptions {
   dispatcher?: Dispatcher;
   /** Base of the gateway's retry backoff (tests shorten it). */
   gatewayBackoffMs?: number;
+  /** Each failed gateway call that will be retried (the CLI prints it). */
+  onGatewayRetry?: (retry: GatewayRetry) => void;
 }
 
 export type ShardStatus = 'downloaded' | 'skipped' | 'failed' | 'interrupted';
@@ -196,6 +198,7 @@ export async function fetchDataset(opts: FetchOptions): Promise<FetchReport> {
       ...(opts.gatewayBackoffMs !== undefined ? { backoffBaseMs: opts.gatewayBackoffMs } : {}),
       ...(opts.near ? { near: opts.near } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
+      ...(opts.onGatewayRetry ? { onRetry: opts.onGatewayRetry } : {}),
     });
     const manifest = await gateway.manifest(opts.dataset);
     checkNoWorkingFileCollisions(manifest);

@@ -56,6 +56,27 @@ export interface GatewayClientOptions {
   /** Monotonic clock in ms (tests); performance.now by default. */
   now?: () => number;
   random?: () => number;
+  /** Each failed attempt that will be retried: the CLI prints it, so an outage being ridden out is visible. */
+  onRetry?: (retry: GatewayRetry) => void;
+}
+
+/** One failed gateway attempt that the client will retry. */
+export interface GatewayRetry {
+  /** What failed, as the final error would say it (gateway, call, cause). */
+  error: string;
+  /** Failed attempts of this call so far (1-based). */
+  attempt: number;
+  /** How long this call has been failing, by the client's clock (ms). */
+  elapsedMs: number;
+  /** The wait before the next attempt (ms; 0: the next replica at once). */
+  waitMs: number;
+  patienceMs: number;
+}
+
+/** The line the CLI prints for a retry: what failed, how much of the patience is spent, when the next try comes. */
+export function gatewayRetryLine(r: GatewayRetry): string {
+  const next = r.waitMs > 0 ? `retrying in ${formatSeconds(r.waitMs)}` : 'retrying now';
+  return `${r.error}; ${next} (${formatSeconds(r.elapsedMs)} of the ${formatSeconds(r.patienceMs)} gateway patience spent)`;
 }
 
 /** Splits a comma-separated list of gateway URLs (or takes an array) and checks each; throws a GatewayError naming the bad one. */
@@ -182,7 +203,7 @@ export class GatewayClient {
 
   /** GET with retries over the replicas for the gateway patience; returns the 200 body as text. */
   async #get(path: string, what: string): Promise<string> {
-    const { dispatcher, signal, now, patienceMs, backoffBaseMs, backoffMaxMs, random } = this.#opts;
+    const { dispatcher, signal, now, patienceMs, backoffBaseMs, backoffMaxMs, random, onRetry } = this.#opts;
     const replicas = this.bases.length;
     const started = now();
     let lastError: GatewayError | undefined;
@@ -221,6 +242,7 @@ export class GatewayClient {
         }
         throw new GatewayError(`${lastError.message} (after ${failures} attempt${failures === 1 ? '' : 's'} over ${formatSeconds(elapsedMs)}; ${patience})`, lastError.status);
       }
+      onRetry?.({ error: lastError.message, attempt: failures, elapsedMs, waitMs: next.waitMs, patienceMs });
       if (next.waitMs > 0) await abortableSleep(next.waitMs, signal);
     }
   }

@@ -128,11 +128,13 @@ export function formatProgressLine(s: ProgressSnapshot, barWidth = 20): string {
 
 export interface ProgressRenderer {
   stop(): void;
+  /** Prints a line of its own to the stream, above the progress line on a terminal. */
+  print(line: string): void;
 }
 
 /** Redraws the progress line on `stream` every `intervalMs` when it is a TTY; does nothing otherwise. */
 export function startProgressRenderer(tracker: ProgressTracker, stream: NodeJS.WriteStream = process.stderr, intervalMs = 100): ProgressRenderer {
-  if (!stream.isTTY) return { stop() {} };
+  if (!stream.isTTY) return { stop() {}, print: (line) => void stream.write(`${line}\n`) };
   const draw = (): void => {
     const width = stream.columns || 100;
     stream.write(`\r${formatProgressLine(tracker.snapshot()).slice(0, width - 1)}\x1b[K`);
@@ -144,6 +146,10 @@ export function startProgressRenderer(tracker: ProgressTracker, stream: NodeJS.W
     stop() {
       clearInterval(timer);
       stream.write('\r\x1b[K');
+    },
+    print(line) {
+      stream.write(`\r\x1b[K${line}\n`);
+      draw();
     },
   };
 }

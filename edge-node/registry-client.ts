@@ -68,7 +68,10 @@ export function registryWsUrl(gatewayUrl: string): string {
   return u.href;
 }
 
-/** Emits 'registered' on each welcome from its gateway (the first and every one after a reconnect). */
+/**
+ * Emits 'registered' on each welcome from its gateway (the first and every one after a reconnect), and
+ * 'reconnecting' with the delay (ms) chosen each time the connection is lost.
+ */
 export class RegistryClient extends EventEmitter {
   private ws: WebSocket | null = null;
   private heartbeat: NodeJS.Timeout | null = null;
@@ -188,6 +191,7 @@ export class RegistryClient extends EventEmitter {
     if (this.stopped) return;
     const delay = backoffDelayMs(this.attempt++, this.opts.minBackoffMs ?? RECONNECT_BACKOFF.minMs, this.opts.maxBackoffMs ?? RECONNECT_BACKOFF.maxMs, this.opts.random);
     this.opts.logger.info({ gateway: this.opts.gatewayUrl, delayMs: delay }, 'reconnecting to gateway');
+    this.emit('reconnecting', delay);
     this.reconnectTimer = setTimeout(() => this.connect(), delay);
     this.reconnectTimer.unref();
   }

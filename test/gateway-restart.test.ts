@@ -17,6 +17,8 @@ import { defaultNodeConfig } from '../edge-node/config.ts';
 import { backoffDelayMs as reconnectDelayMs, RECONNECT_BACKOFF } from '../edge-node/registry-client.ts';
 import { backoffDelayMs, nextAttempt, PATIENCE_DEFAULTS, type PatienceOptions } from '../client/gateway-patience.ts';
 import { fetchDataset } from '../client/fetch.ts';
+import { GatewayClient, gatewayRetryLine, type GatewayRetry } from '../client/gateway-client.ts';
+import { createClientAgent } from '../client/http.ts';
 import { fetchOptionsFromSettings } from '../client/cli.ts';
 import { parseDuration } from '../protocol/units.ts';
 import { sha256Hex } from '../protocol/hash.ts';
@@ -87,6 +89,16 @@ describe('node reconnect backoff (pure)', () => {
   });
 });
 
+/** How long the test keeps the gateway down, by the client's clock: longer than any restart #8 measured (4.8 s). */
+const RESTART_MS = 5000;
+
+/** The longest a single gateway call has been retrying, from the client's stderr retry lines (0 if none). */
+function longestRetryMs(stderr: string): number {
+  let longest = 0;
+  for (const m of stderr.matchAll(/\((\d+(?:\.\d+)?) s of the \d+(?:\.\d+)? s gateway patience spent\)/g)) longest = Math.max(longest, Number(m[1]) * 1000);
+  return longest;
+}
+
 /** Stands in for a gateway that is down or restarting: accepts connections and resets them, counting route calls. */
 async function resettingServer(port: number): Promise<{ port: number; routeCalls: () => number; close: () => Promise<void> }> {
   let calls = 0;
@@ -101,6 +113,34 @@ async function resettingServer(port: number): Promise<{ port: number; routeCalls
   await once(server, 'listening');
   return { port: (server.address() as { port: number }).port, routeCalls: () => calls, close: () => new Promise((r) => server.close(() => r())) };
 }
+
+describe('the client\'s patience runs on its own clock', () => {
+  it('retries a gateway that turns it away until its clock passes the patience, reporting each retry, then gives up', async () => {
+    const down = await resettingServer(0);
+    const agent = createClientAgent();
+    try {
+      const attempts = async (patienceMs: number): Promise<{ retries: GatewayRetry[]; error: Error }> => {
+        let clock = 0;
+        const retries: GatewayRetry[] = [];
+        // No real waiting (random 0: zero backoff); each failed attempt costs 300 ms of the injected clock.
+        const client = new GatewayClient({ gateway: `http://127.0.0.1:${down.port}`, dispatcher: agent, patienceMs, now: () => clock, random: () => 0, onRetry: (r) => (retries.push(r), (clock += 300)) });
+        const error = await client.manifest('sample').then(() => new Error('no error'), (e: Error) => e);
+        return { retries, error };
+      };
+      const short = await attempts(1400);
+      // Failures at 0, 300, …, 1200 ms are retried; the one at 1500 ms is past the patience.
+      expect(short.retries.map((r) => r.elapsedMs)).toEqual([0, 300, 600, 900, 1200]);
+      expect(short.error.message).toMatch(/after 6 attempts over 1\.5 s; the gateway patience is 1\.4 s\)$/);
+      expect(gatewayRetryLine(short.retries[4]!)).toMatch(/^gateway http:\/\/127\.0\.0\.1:\d+: manifest of sample: .+; retrying now \(1\.2 s of the 1\.4 s gateway patience spent\)$/);
+      const long = await attempts(PATIENCE_DEFAULTS.patienceMs);
+      expect(long.retries.length).toBe(100);
+      expect(long.retries.at(-1)!.elapsedMs).toBe(29_700);
+    } finally {
+      await agent.close();
+      await down.close();
+    }
+  });
+});
 
 describe('a gateway that restarts', { timeout: 120_000 }, () => {
   let tmp: { dir: string; cleanup: () => Promise<void> };
@@ -133,7 +173,9 @@ describe('a gateway that restarts', { timeout: 120_000 }, () => {
   it('edgeshard fetch rides out the restart (exit 0, every shard verified) and the nodes re-register once it is back', async () => {
     const port = Number(new URL(gw.url).port);
     const out = join(tmp.dir, 'out');
-    const child = spawn(process.execPath, [CLI, 'fetch', gw.url, 'sample', '--out', out, '--parallel', '1', '--near', '48.85,2.35'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // EDGESHARD_TEST_PATIENCE runs the same test with a shorter --gateway-patience: with 1.4s (the old value) it fails.
+    const patience = process.env.EDGESHARD_TEST_PATIENCE ? ['--gateway-patience', process.env.EDGESHARD_TEST_PATIENCE] : [];
+    const child = spawn(process.execPath, [CLI, 'fetch', gw.url, 'sample', '--out', out, '--parallel', '1', '--near', '48.85,2.35', ...patience], { stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c) => (stdout += String(c)));
@@ -142,11 +184,17 @@ describe('a gateway that restarts', { timeout: 120_000 }, () => {
     try {
       await until('the first shard verified', () => existsSync(join(out, manifest.shards[0]!.path)), 60_000);
       const reRegistered = nodes.map((n) => once(n.registryClients[0]!, 'registered'));
+      const reconnectDelays: number[][] = nodes.map((n) => {
+        const delays: number[] = [];
+        n.registryClients[0]!.on('reconnecting', (ms: number) => delays.push(ms));
+        return delays;
+      });
       await gw.close();
-      // The outage lasts until the client has been turned away 8 times (seconds of backoff: longer than a restart,
-      // and longer than the 1.4 s of retries the client used to give a gateway, which then failed its shards).
       const down = await resettingServer(port);
-      await until('the client asked the gateway during the outage', () => down.routeCalls() >= 8, 60_000);
+      // The gateway stays down until the client says, by its own clock, that one call has kept retrying for longer
+      // than a restart takes (2.4–4.8 s in #8), so far longer than the 1.4 s it used to give a gateway. A client
+      // with less patience cannot print that line: its call gives up first, the shard fails, the fetch exits 1.
+      await until('the client riding out 5 s of outage, or giving up', () => longestRetryMs(stderr) > RESTART_MS || child.exitCode !== null, 90_000);
       await down.close();
       gw = await startGateway({ ...config(), port }, { geoip });
       // Back in the registry: the nodes' own registration events, not a timer.
@@ -156,6 +204,11 @@ describe('a gateway that restarts', { timeout: 120_000 }, () => {
       expect(code, stderr).toBe(0);
       expect(stdout).toMatch(new RegExp(`^sample: all ${manifest.shards.length} shards verified`));
       for (const s of manifest.shards) expect(sha256Hex(await readFile(join(out, s.path))), s.path).toBe(s.sha256);
+      // Every wait the nodes chose while the gateway was away was within the 2 s cap of the pure schedule above.
+      for (const delays of reconnectDelays) {
+        expect(delays.length).toBeGreaterThan(0);
+        for (const ms of delays) expect(ms).toBeLessThanOrEqual(RECONNECT_BACKOFF.maxMs);
+      }
     } finally {
       child.kill('SIGKILL');
     }
