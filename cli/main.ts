@@ -14,6 +14,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
   origin: { summary: 'serve a dataset directory over HTTP as an origin', load: async () => (await import('../dataset/origin-cli.ts')).originCommand },
   'dataset pack': { summary: 'hash a directory of shards and write its manifest', load: async () => (await import('../dataset/cli.ts')).packCommand },
   'dataset sample': { summary: 'write the built-in deterministic sample dataset', load: async () => (await import('../dataset/cli.ts')).sampleCommand },
+  settler: { summary: 'run the settler: nodes submit signed receipt claims, gateways their records; settles each epoch into published files', load: async () => (await import('../settler/cli.ts')).settlerCommand },
   sim: { summary: 'simulate training fed from HPC storage or the edge network (utilization, time, cost)', load: async () => (await import('../simulator/cli.ts')).simCommand },
   'sim report': { summary: 'write the HTML report: where edge bandwidth keeps GPUs busy and where it falls apart', load: async () => (await import('../simulator/cli.ts')).simReportCommand },
 };

@@ -1,0 +1,134 @@
+// The settler's HTTP shell: routes of protocol/settler-api.ts onto a Settler, plus /metrics and the published epoch
+// files. Bodies are bounded; every error is a JSON {error}.
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Logger } from '../protocol/log.ts';
+import { silentLogger } from '../protocol/log.ts';
+import { closeNow, listen, localUrl } from '../protocol/listen.ts';
+import { MAX_BODY_BYTES, SETTLER_PATHS } from '../protocol/settler-api.ts';
+import { Settler, type SettlerOptions } from './settler.ts';
+import { createSettlerMetrics, type SettlerMetrics } from './metrics.ts';
+
+export interface SettlerServerOptions extends Omit<SettlerOptions, 'metrics'> {
+  host: string;
+  port: number;
+  /** How often the settler looks for epochs whose claim window has passed (ms); 0: only when settleDue() is called. */
+  settleCheckMs: number;
+}
+
+export interface RunningSettler {
+  url: string;
+  settler: Settler;
+  metrics: SettlerMetrics;
+  close(): Promise<void>;
+}
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const declared = Number(req.headers['content-length'] ?? 0);
+  if (declared > MAX_BODY_BYTES) throw new HttpError(413, `request body over ${MAX_BODY_BYTES} bytes; send smaller batches`);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.length;
+    if (size > MAX_BODY_BYTES) throw new HttpError(413, `request body over ${MAX_BODY_BYTES} bytes; send smaller batches`);
+    chunks.push(chunk);
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch {
+    throw new HttpError(400, 'request body is not JSON');
+  }
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body) + '\n';
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+  res.end(text);
+}
+
+export async function startSettler(opts: SettlerServerOptions, deps: { logger?: Logger } = {}): Promise<RunningSettler> {
+  const log = deps.logger ?? opts.logger ?? silentLogger;
+  const metrics = createSettlerMetrics({ defaultMetrics: true });
+  const settler = await Settler.open({ ...opts, logger: log, metrics });
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://settler');
+    const path = url.pathname;
+    if (req.method === 'POST' && path === SETTLER_PATHS.claims) {
+      const a = await settler.submitClaims(await readJson(req));
+      return send(res, a.status, a.body);
+    }
+    if (req.method === 'POST' && path === SETTLER_PATHS.gatewayRecords) {
+      const a = await settler.submitGatewayRecords(await readJson(req));
+      return send(res, a.status, a.body);
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') throw new HttpError(405, `${req.method} is not allowed here`);
+    if (path === SETTLER_PATHS.status) return send(res, 200, settler.status());
+    if (path === SETTLER_PATHS.epochs) return send(res, 200, settler.settledEpochs());
+    if (path === '/healthz') return send(res, 200, { ok: true });
+    if (path === '/metrics') {
+      const text = await metrics.registry.metrics();
+      res.writeHead(200, { 'content-type': metrics.registry.contentType });
+      res.end(text);
+      return;
+    }
+    const m = /^\/v1\/epochs\/(\d{1,10})\/([^/]+)$/.exec(path);
+    if (m) {
+      const body = await settler.epochFile(Number(m[1]), m[2]!);
+      if (!body) throw new HttpError(404, `no published file ${m[2]} for epoch ${m[1]} (GET ${SETTLER_PATHS.epochs} lists settled epochs)`);
+      res.writeHead(200, { 'content-type': m[2]!.endsWith('.json') ? 'application/json' : 'application/x-ndjson', 'content-length': body.length, 'cache-control': 'public, max-age=31536000, immutable' });
+      res.end(req.method === 'HEAD' ? undefined : body);
+      return;
+    }
+    throw new HttpError(404, `no route ${path}`);
+  }
+
+  const server = createServer((req, res) => {
+    handle(req, res).catch((err: unknown) => {
+      const status = err instanceof HttpError ? err.status : 500;
+      if (status === 500) log.error({ err }, 'settler request failed');
+      if (!res.headersSent) send(res, status, { error: (err as Error).message });
+      else res.destroy();
+    });
+  });
+  server.requestTimeout = 60_000;
+  const address = await listen(server, opts.port, opts.host);
+
+  let timer: NodeJS.Timeout | undefined;
+  let closed = false;
+  if (opts.settleCheckMs > 0) {
+    const tick = () => {
+      if (closed) return;
+      settler
+        .settleDue()
+        .catch((err: unknown) => log.error({ err }, 'settling failed; the epoch stays open and is retried'))
+        .finally(() => {
+          if (closed) return;
+          timer = setTimeout(tick, opts.settleCheckMs);
+          timer.unref();
+        });
+    };
+    timer = setTimeout(tick, 0);
+    timer.unref();
+  }
+
+  return {
+    url: localUrl(address),
+    settler,
+    metrics,
+    async close() {
+      closed = true;
+      if (timer) clearTimeout(timer);
+      await closeNow(server);
+      await settler.close();
+    },
+  };
+}
