@@ -6,6 +6,7 @@ import { formatBytes, parseDuration, parseSize } from '../protocol/units.ts';
 import { gatewayRetryLine, type LatLon } from './gateway-client.ts';
 import { fetchDataset, FETCH_DEFAULTS, type FetchOptions, type FetchReport } from './fetch.ts';
 import { InterruptedError } from './http.ts';
+import { SPLIT_PLACEMENTS, type SplitPlacement } from './part-placement.ts';
 import { formatDuration, formatRate, startProgressRenderer, type ProgressRenderer } from './progress.ts';
 
 export const EXIT_INTERRUPTED = 130;
@@ -48,6 +49,10 @@ export function fetchOptionsFromSettings(settings: Settings, positionals: string
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
+  const placement = stringSetting(settings, 'split-placement') ?? 'by-cache';
+  if (!(SPLIT_PLACEMENTS as readonly string[]).includes(placement)) {
+    throw new UsageError(`--split-placement "${placement}": expected one of ${SPLIT_PLACEMENTS.join(', ')}`);
+  }
   const near = stringSetting(settings, 'near');
   return {
     gateway: gateways.length === 1 ? gateways[0]! : gateways,
@@ -56,6 +61,7 @@ export function fetchOptionsFromSettings(settings: Settings, positionals: string
     parallel: intSetting(settings, 'parallel', 1, 1024),
     splitThreshold,
     splitParts: intSetting(settings, 'split-parts', 1, 64),
+    splitPlacement: placement as SplitPlacement,
     stallTimeoutMs: intSetting(settings, 'stall-timeout', 100, 3_600_000),
     retries: intSetting(settings, 'retries', 0, 100),
     gatewayPatienceMs,
@@ -98,7 +104,7 @@ export function summaryLines(report: FetchReport, outDir: string): string[] {
 export const fetchCommand: Command = {
   spec: {
     name: 'fetch',
-    usage: 'edgeshard fetch GATEWAY DATASET --out DIR [--parallel 8] [--split-threshold 64MiB] [--split-parts 4] [--stall-timeout 15000] [--near LAT,LON] [--retries 3] [--gateway-patience 30s]',
+    usage: 'edgeshard fetch GATEWAY DATASET --out DIR [--parallel 8] [--split-threshold 64MiB] [--split-parts 4] [--split-placement by-cache] [--stall-timeout 15000] [--near LAT,LON] [--retries 3] [--gateway-patience 30s]',
     summary:
       'Downloads every shard of DATASET through the gateway into DIR, verifying each sha256. Fails over between nodes on errors and stalls, resumes .partial files after a crash or Ctrl-C, and splits large shards into parallel ranges. Exit status: 0 all verified, 1 some failed, 2 bad usage, 130 interrupted.',
     positionals: true,
@@ -107,6 +113,7 @@ export const fetchCommand: Command = {
       { name: 'parallel', type: 'string', default: String(FETCH_DEFAULTS.parallel), description: 'shards downloaded at once' },
       { name: 'split-threshold', type: 'string', default: '64MiB', description: 'shards larger than this are fetched as parallel ranges' },
       { name: 'split-parts', type: 'string', default: String(FETCH_DEFAULTS.splitParts), description: 'ranges per split shard (spread over different nodes)' },
+      { name: 'split-placement', type: 'string', default: 'by-cache', description: "which nodes a split shard's ranges go to: by-cache spreads them over the nodes that hold the shard and sends a cold shard's to one node, so the origin serves it once; spread uses every candidate (each cold one fills the whole shard)" },
       { name: 'stall-timeout', type: 'string', default: String(FETCH_DEFAULTS.stallTimeoutMs), description: 'ms without a byte before failing over to the next node' },
       { name: 'near', type: 'string', description: 'LAT,LON to route from (default: the gateway locates you by IP)' },
       { name: 'retries', type: 'string', default: String(FETCH_DEFAULTS.retries), description: 'fresh routes per shard once its candidates are used up' },

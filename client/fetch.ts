@@ -9,6 +9,7 @@ import { sha256File } from '../protocol/hash.ts';
 import { unsafePathReason } from '../protocol/paths.ts';
 import { GatewayClient, type GatewayRetry, type LatLon } from './gateway-client.ts';
 import { ShardSources } from './sources.ts';
+import type { SplitPlacement } from './part-placement.ts';
 import { downloadShard, PARTIAL_SUFFIX, ShardDownloadError, type ShardDownload } from './download.ts';
 import { downloadShardSplit, STATE_SUFFIX } from './split.ts';
 import { createClientAgent, InterruptedError, abortedReason } from './http.ts';
@@ -27,6 +28,11 @@ export interface ShardFetchOptions {
   /** Shards larger than this are fetched as `splitParts` parallel ranges. */
   splitThreshold?: number;
   splitParts?: number;
+  /**
+   * Which nodes a split shard's ranges go to: 'by-cache' (default) spreads them over the candidates that hold the
+   * shard and sends a cold one's to the primary alone, so the origin serves it once; 'spread' uses every candidate.
+   */
+  splitPlacement?: SplitPlacement;
   /** No byte for this long aborts the attempt and fails over. */
   stallTimeoutMs?: number;
   /** Fresh routes per shard after the first. */
@@ -145,7 +151,7 @@ export async function fetchShard(shard: ShardEntry, env: ShardFetchEnv): Promise
     const retries = env.retries ?? FETCH_DEFAULTS.retries;
     const parts = env.splitParts ?? FETCH_DEFAULTS.splitParts;
     const split = shard.size > (env.splitThreshold ?? FETCH_DEFAULTS.splitThreshold) && parts > 1;
-    const sources = new ShardSources({ fetchRoute: () => env.gateway.route(env.dataset, shard, Math.max(3, split ? parts : 1)), refreshes: retries });
+    const sources = new ShardSources({ fetchRoute: () => env.gateway.route(env.dataset, shard, Math.max(3, split ? parts : 1)), refreshes: retries, ...(env.splitPlacement ? { placement: env.splitPlacement } : {}) });
     await sources.start();
     const stallTimeoutMs = env.stallTimeoutMs ?? FETCH_DEFAULTS.stallTimeoutMs;
     const chunks = shardChunks({ chunkSize: env.chunkSize }, shard);

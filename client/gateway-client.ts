@@ -13,6 +13,8 @@ export interface RouteCandidate {
   url: string;
   distanceKm?: number;
   estimatedRttMs?: number;
+  /** The gateway says the node's cache summary claims the shard (absent from older gateways: treated as false). */
+  holdsShard?: boolean;
 }
 
 export interface ShardRoute {
@@ -128,6 +130,7 @@ export function parseRouteResponse(value: unknown, expected: ShardEntry): ShardR
     const out: RouteCandidate = { node: typeof cand.node === 'string' ? cand.node : new URL(cand.url).host, url: cand.url };
     if (typeof cand.distanceKm === 'number') out.distanceKm = cand.distanceKm;
     if (typeof cand.estimatedRttMs === 'number') out.estimatedRttMs = cand.estimatedRttMs;
+    if (typeof cand.holdsShard === 'boolean') out.holdsShard = cand.holdsShard;
     return out;
   });
   const origin = v.origin ?? null;

@@ -3,12 +3,15 @@
 // the origin. Several cursors (the ranges of a split shard) share one ShardSources, so a refresh asked for by one
 // range is reused by the others instead of each asking the gateway again.
 import type { ShardRoute } from './gateway-client.ts';
+import { firstChoice, type SplitPlacement } from './part-placement.ts';
 
 export interface Source {
   kind: 'node' | 'origin';
   /** Node id (address) or "origin". */
   id: string;
   url: string;
+  /** The route said the node's cache summary claims the shard. */
+  holdsShard?: boolean;
 }
 
 /** Why the last attempt at a source failed; decides what to try next. */
@@ -22,14 +25,16 @@ export interface SourceCursor {
   generation: number;
   tried: Set<string>;
   usedOrigin: boolean;
-  /** Index into the candidates this cursor starts from, so split ranges spread over different nodes. */
-  preferred: number;
+  /** Which range of a split shard this cursor fetches (0 for a whole shard): where it starts (part-placement.ts). */
+  part: number;
 }
 
 export interface ShardSourcesOptions {
   fetchRoute: () => Promise<ShardRoute>;
   /** Fresh routes allowed after the first, for this shard. */
   refreshes: number;
+  /** How the ranges of a split shard pick their first node; 'by-cache' when absent. */
+  placement?: SplitPlacement;
 }
 
 export class ShardSources {
@@ -58,13 +63,13 @@ export class ShardSources {
     this.#generation = 1;
   }
 
-  cursor(preferred = 0): SourceCursor {
-    return { generation: this.#generation, tried: new Set(), usedOrigin: false, preferred };
+  cursor(part = 0): SourceCursor {
+    return { generation: this.#generation, tried: new Set(), usedOrigin: false, part };
   }
 
   /** Candidates in the order to try: the gateway's ranking, suspects moved last. */
   ordered(): Source[] {
-    const nodes = (this.#route?.candidates ?? []).filter((c) => !this.banned.has(c.node)).map((c): Source => ({ kind: 'node', id: c.node, url: c.url }));
+    const nodes = (this.#route?.candidates ?? []).filter((c) => !this.banned.has(c.node)).map((c): Source => ({ kind: 'node', id: c.node, url: c.url, ...(c.holdsShard ? { holdsShard: true } : {}) }));
     return [...nodes.filter((n) => !this.suspects.has(n.id)), ...nodes.filter((n) => this.suspects.has(n.id))];
   }
 
@@ -101,11 +106,9 @@ export class ShardSources {
     if (list.length === 0) return null;
     // Suspects are only tried once everything else on the list was.
     const clean = list.filter((s) => !this.suspects.has(s.id));
-    const rotated = (xs: Source[]): Source[] => {
-      const at = cursor.preferred % Math.max(1, xs.length);
-      return [...xs.slice(at), ...xs.slice(0, at)];
-    };
-    for (const s of [...rotated(clean), ...list.filter((s) => this.suspects.has(s.id))]) {
+    const at = firstChoice(clean, cursor.part, this.opts.placement ?? 'by-cache');
+    const rotated = [...clean.slice(at), ...clean.slice(0, at)];
+    for (const s of [...rotated, ...list.filter((s) => this.suspects.has(s.id))]) {
       if (!cursor.tried.has(s.url)) return s;
     }
     return null;

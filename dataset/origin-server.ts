@@ -12,11 +12,14 @@ export interface OriginServer {
   url: string;
   /** Requests answered, for tests and the demo's "origin offload" figure. */
   requests: () => number;
+  /** Body bytes read from disk and handed to responses: the origin's egress (tests, the cold split bench). */
+  bytesSent: () => number;
   close(): Promise<void>;
 }
 
 export async function startOrigin(root: string, port = 0, host = '127.0.0.1'): Promise<OriginServer> {
   let requests = 0;
+  let bytesSent = 0;
   const server = createServer(async (req, res) => {
     requests++;
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -48,6 +51,7 @@ export async function startOrigin(root: string, port = 0, host = '127.0.0.1'): P
     }
     const stream = createReadStream(file, { highWaterMark: 1 << 20 });
     stream.on('error', () => res.destroy());
+    stream.on('data', (chunk) => (bytesSent += chunk.length));
     stream.pipe(res);
   });
   const url = localUrl(await listen(server, port, host));
@@ -55,6 +59,7 @@ export async function startOrigin(root: string, port = 0, host = '127.0.0.1'): P
     server,
     url,
     requests: () => requests,
+    bytesSent: () => bytesSent,
     close: () => closeNow(server),
   };
 }

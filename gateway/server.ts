@@ -271,6 +271,8 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     return picks.map((p) => ({
       node: p.node.id,
       url: ticketedUrl(p.node, shard),
+      // The node's own (Bloom) claim: a client spreads a split shard's ranges only over nodes that say they hold it.
+      holdsShard: p.holdsShard,
       ...(p.distanceKm !== undefined ? { distanceKm: Math.round(p.distanceKm * 10) / 10 } : {}),
       ...(p.estimatedRttMs !== undefined ? { estimatedRttMs: Math.round(p.estimatedRttMs * 100) / 100 } : {}),
       distance: p.distanceKm,

@@ -9,6 +9,7 @@ import { ProgressTracker, RateWindow, etaSeconds, formatDuration, formatProgress
 import { shardOrder, shuffledOrder } from '../client/loader.ts';
 import { checkNoWorkingFileCollisions, shardFilePath } from '../client/fetch.ts';
 import { ShardSources } from '../client/sources.ts';
+import { firstChoice } from '../client/part-placement.ts';
 import { buildManifest, type ShardEntry } from '../protocol/manifest.ts';
 import { fetchCommand, fetchOptionsFromSettings, parseNear, summaryLines } from '../client/cli.ts';
 import { parseCommand } from '../protocol/cli/options.ts';
@@ -66,6 +67,9 @@ describe('gateway answers', () => {
     const good = { dataset: 's', shard, candidates: [{ node: '0xa', url: 'http://127.0.0.1:1/shard/x?ticket=1', distanceKm: 3 }], origin: null };
     expect(parseRouteResponse(good, shard).candidates[0]).toEqual({ node: '0xa', url: 'http://127.0.0.1:1/shard/x?ticket=1', distanceKm: 3 });
     expect(() => parseRouteResponse({ ...good, candidates: [], origin: null }, shard)).toThrow(/no candidate nodes and no origin/);
+    // The holder flag is kept when it is a boolean and dropped otherwise (an older gateway sends none).
+    const flagged = (holdsShard: unknown) => parseRouteResponse({ ...good, candidates: [{ ...good.candidates[0], holdsShard }] }, shard).candidates[0]!.holdsShard;
+    expect([flagged(true), flagged(false), flagged('yes')]).toEqual([true, false, undefined]);
     expect(parseRouteResponse({ ...good, candidates: [], origin: 'http://o/a.bin' }, shard).origin).toBe('http://o/a.bin');
     expect(() => parseRouteResponse({ ...good, shard: { ...shard, sha256: 'b'.repeat(64) } }, shard)).toThrow(/not a{64}/);
     expect(() => parseRouteResponse({ ...good, shard: { ...shard, size: 5 } }, shard)).toThrow(/manifest says 1000/);
@@ -176,7 +180,7 @@ describe('source order', () => {
 
   it('asks for a fresh route right away on 403, and tries nodes that sent bad bytes last', async () => {
     let routes = 0;
-    const sources = new ShardSources({ fetchRoute: async () => route(++routes, ['a', 'b', 'c'], null), refreshes: 2 });
+    const sources = new ShardSources({ fetchRoute: async () => route(++routes, ['a', 'b', 'c'], null), refreshes: 2, placement: 'spread' });
     await sources.start();
     const cursor = sources.cursor();
     const a = await sources.next(cursor);
@@ -186,8 +190,42 @@ describe('source order', () => {
     const b = await sources.next(cursor, fresh!, 'bad-data');
     expect(b!.id).toBe('b');
     expect(sources.ordered().map((x) => x.id)).toEqual(['b', 'c', 'a']);
-    // Split ranges start on different nodes.
+    // Split ranges start on different nodes ('spread').
     expect((await sources.next(sources.cursor(1)))!.id).toBe('c');
+  });
+
+  it("sends a cold split shard's ranges to the primary alone and spreads a warm one over its holders", async () => {
+    const routeWith = (held: string[]): ShardRoute => ({
+      dataset: 's',
+      shard,
+      candidates: ['a', 'b', 'c', 'd'].map((id) => ({ node: id, url: `http://${id}/shard?ticket=1`, holdsShard: held.includes(id) })),
+      origin: null,
+    });
+    const firstNodes = async (held: string[], placement?: 'by-cache' | 'spread'): Promise<string[]> => {
+      const sources = new ShardSources({ fetchRoute: async () => routeWith(held), refreshes: 0, ...(placement ? { placement } : {}) });
+      await sources.start();
+      return Promise.all([0, 1, 2, 3].map(async (part) => (await sources.next(sources.cursor(part)))!.id));
+    };
+    expect(await firstNodes([])).toEqual(['a', 'a', 'a', 'a']);
+    // One holder is not enough to split over: the primary, as an unsplit fetch would go (a lone claim wins nothing).
+    expect(await firstNodes(['c'])).toEqual(['a', 'a', 'a', 'a']);
+    expect(await firstNodes(['b', 'd'])).toEqual(['b', 'd', 'b', 'd']);
+    expect(await firstNodes(['a', 'b', 'c', 'd'])).toEqual(['a', 'b', 'c', 'd']);
+    expect(await firstNodes([], 'spread')).toEqual(['a', 'b', 'c', 'd']);
+
+    // A cold shard whose primary fails: every range moves to the same next node, so it too fills once.
+    const sources = new ShardSources({ fetchRoute: async () => routeWith([]), refreshes: 0 });
+    await sources.start();
+    const cursors = [0, 1, 2, 3].map((part) => sources.cursor(part));
+    const next = await Promise.all(cursors.map(async (c) => sources.next(c, (await sources.next(c))!, 'unavailable')));
+    expect(next.map((s) => s!.id)).toEqual(['b', 'b', 'b', 'b']);
+  });
+
+  it('places parts by the pure rule', () => {
+    expect(firstChoice([], 3, 'by-cache')).toBe(0);
+    expect(firstChoice([{}, {}, {}], 4, 'spread')).toBe(1);
+    expect(firstChoice([{ holdsShard: true }, {}, { holdsShard: true }], 1, 'by-cache')).toBe(2);
+    expect(firstChoice([{}, { holdsShard: true }], 1, 'by-cache')).toBe(0);
   });
 
   it('shares one refresh between cursors that run out together', async () => {
@@ -217,6 +255,7 @@ describe('CLI pieces', () => {
       parallel: 3,
       splitThreshold: 64 * 1024 * 1024,
       splitParts: 4,
+      splitPlacement: 'by-cache',
       stallTimeoutMs: 15_000,
       retries: 3,
       gatewayPatienceMs: 30_000,
@@ -224,6 +263,8 @@ describe('CLI pieces', () => {
     });
     expect(() => parse(['http://gw:1', 'ds', '--out', 'o', '--split-threshold', '12XB'])).toThrow(/--split-threshold "12XB"/);
     expect(() => parse(['http://gw:1', 'ds', '--out', 'o', '--parallel', '0'])).toThrow(/--parallel "0"/);
+    expect(parse(['http://gw:1', 'ds', '--out', 'o', '--split-placement', 'spread']).splitPlacement).toBe('spread');
+    expect(() => parse(['http://gw:1', 'ds', '--out', 'o', '--split-placement', 'random'])).toThrow(/--split-placement "random": expected one of by-cache, spread/);
     expect(() => parse(['ftp://gw', 'ds', '--out', 'o'])).toThrow(/http\(s\) URL/);
     expect(() => parse(['http://gw:1', '--out', 'o'])).toThrow(/GATEWAY and DATASET/);
   });

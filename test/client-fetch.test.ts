@@ -116,7 +116,8 @@ describe('fetch through a gateway and real edge nodes', () => {
     const out = join(tmp.dir, 'split');
     const s = manifest.shards[0]!;
     const before = await Promise.all(nodes.map((n) => shardResponses(n, 206)));
-    const report = await fetchDataset({ ...fetchOpts(), outDir: out, splitThreshold: 100_000, splitParts: 2, parallel: 1 });
+    // 'spread': shard 0 is cached on node0 alone by now, and 'by-cache' would send both ranges there.
+    const report = await fetchDataset({ ...fetchOpts(), outDir: out, splitThreshold: 100_000, splitParts: 2, splitPlacement: 'spread', parallel: 1 });
     expect(report.failed).toBe(0);
     const r = report.results[0]!;
     expect(r.servedBy.sort()).toEqual(['node0', 'node1']);
@@ -137,7 +138,7 @@ describe('fetch through a gateway and real edge nodes', () => {
     await mkdir(join(resumeOut, 'train'), { recursive: true });
     await writeFile(join(resumeOut, s.path + '.partial'), partial);
     await writeFile(join(resumeOut, s.path + '.partial.state'), splitStateJson(s, ranges, new Set([0])));
-    const resumed = await fetchDataset({ ...fetchOpts(), outDir: resumeOut, splitThreshold: 100_000, splitParts: 2, parallel: 1 });
+    const resumed = await fetchDataset({ ...fetchOpts(), outDir: resumeOut, splitThreshold: 100_000, splitParts: 2, splitPlacement: 'spread', parallel: 1 });
     const rr = resumed.results[0]!;
     expect(rr.status).toBe('downloaded');
     expect(rr.resumedBytes).toBe(ranges[0]!.end + 1);

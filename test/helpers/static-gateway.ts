@@ -51,6 +51,8 @@ export async function startStaticGateway(opts: StaticGatewayOptions): Promise<St
       url: `${n.url}/shard/${shard.sha256}?ticket=t${++ticketSerial}`,
       distanceKm: 10 * (i + 1),
       estimatedRttMs: i + 1,
+      // The tests' nodes serve every shard they are asked for: they claim it, so split ranges spread over them.
+      holdsShard: true,
     }));
 
   const server = createServer((req, res) => {

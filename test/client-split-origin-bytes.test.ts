@@ -1,0 +1,101 @@
+// Issue #14, origin bytes on a cold split fetch, end to end on loopback: a real gateway, four real edge nodes that
+// register with it and announce their caches, and a real origin that counts the bytes it sends. A split fetch of a
+// cold dataset must cost the origin about one copy (≤ 1.05×); spreading the ranges over every candidate (the
+// behaviour before, `splitPlacement: 'spread'`) makes each cold node fill the whole shard, ~4×. Once several nodes
+// hold a shard, a split fetch still spreads its ranges over them and the origin sends nothing.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
+import { startOrigin, type OriginServer } from '../dataset/origin-server.ts';
+import { writeSampleDataset } from '../dataset/sample.ts';
+import { startEdgeNode, type EdgeNode } from '../edge-node/server.ts';
+import { defaultNodeConfig } from '../edge-node/config.ts';
+import { startGateway, type Gateway } from '../gateway/server.ts';
+import { defaultGatewayConfig } from '../gateway/config.ts';
+import { GeoIp } from '../gateway/geoip.ts';
+import { fetchDataset, type FetchOptions } from '../client/fetch.ts';
+import { sha256Hex } from '../protocol/hash.ts';
+import type { Manifest } from '../protocol/manifest.ts';
+import { tempDir, until } from './helpers/net.ts';
+
+const PARIS = { lat: 48.8566, lon: 2.3522 };
+const SHARD_BYTES = 512 * 1024;
+const SHARDS = 4;
+const PARTS = 4;
+
+describe('origin bytes of a split fetch', () => {
+  let tmp: { dir: string; cleanup: () => Promise<void> };
+  let origin: OriginServer;
+  const manifests: Record<string, Manifest> = {};
+  let gw: Gateway;
+  let nodes: EdgeNode[];
+
+  beforeAll(async () => {
+    tmp = await tempDir();
+    // Two datasets with different bytes, so each starts cold on every node. 64 KiB chunks: 8 per shard, 2 per range.
+    for (const name of ['a', 'b']) {
+      ({ manifest: manifests[name] } = await writeSampleDataset(join(tmp.dir, 'origin', name), { name, seed: `split-origin-${name}`, shards: SHARDS, shardSize: SHARD_BYTES, chunkSize: 64 * 1024 }));
+    }
+    origin = await startOrigin(join(tmp.dir, 'origin'));
+    // No probe timer: a probe's fill would be origin bytes no client asked for.
+    gw = await startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['a', 'b'], heartbeatMs: 200, allowPrivateNodes: true, probeIntervalMs: 0 }), { geoip: await GeoIp.open() });
+    // Four nodes in one city: every one of them is in the near set, so a route for 4 ranges names all four.
+    nodes = await Promise.all([0, 1, 2, 3].map(() => startEdgeNode(defaultNodeConfig({ originUrl: origin.url, open: false, gateways: [gw.url], location: PARIS, cacheDir: null }))));
+    await until('every node in rotation with both manifests loaded', () =>
+      nodes.every((n) => {
+        const record = gw.registry.nodes.get(n.address);
+        return record?.healthy === true && record.manifests.length === 2;
+      }),
+    20_000);
+  });
+  afterAll(async () => {
+    await Promise.all((nodes ?? []).map((n) => n.close()));
+    await gw?.close();
+    await origin?.close();
+    await tmp?.cleanup();
+  });
+
+  const splitFetch = (dataset: string, out: string, extra: Partial<FetchOptions> = {}) =>
+    fetchDataset({ gateway: gw.url, dataset, outDir: join(tmp.dir, out), near: PARIS, splitThreshold: 100_000, splitParts: PARTS, stallTimeoutMs: 20_000, ...extra });
+
+  /** Runs `fetch` and returns its report with the bytes the origin sent meanwhile, over the dataset's size. */
+  async function originRatio<T>(dataset: string, fetch: () => Promise<T>): Promise<{ report: T; ratio: number }> {
+    const before = origin.bytesSent();
+    const report = await fetch();
+    return { report, ratio: (origin.bytesSent() - before) / manifests[dataset]!.totalBytes };
+  }
+
+  async function expectByteExact(dataset: string, out: string): Promise<void> {
+    for (const s of manifests[dataset]!.shards) expect(sha256Hex(await readFile(join(tmp.dir, out, s.path)))).toBe(s.sha256);
+  }
+
+  it('a cold split fetch costs the origin one copy: every range of a cold shard goes to one node, which fills it once', async () => {
+    const { report, ratio } = await originRatio('a', () => splitFetch('a', 'cold'));
+    expect(report.failed).toBe(0);
+    await expectByteExact('a', 'cold');
+    // Measured 1.0005x: one copy, plus the chunk lists the nodes load (32 bytes per 64 KiB chunk).
+    expect(ratio).toBeLessThanOrEqual(1.05);
+    for (const r of report.results) expect(r.servedBy).toHaveLength(1);
+  });
+
+  it('spreading the ranges of a cold shard over every candidate (the old placement) makes each node fill it: about 4x', async () => {
+    const { report, ratio } = await originRatio('b', () => splitFetch('b', 'spread', { splitPlacement: 'spread' }));
+    expect(report.failed).toBe(0);
+    await expectByteExact('b', 'spread');
+    // Measured 4.002x: four whole-shard fills per shard.
+    expect(ratio).toBeGreaterThan(1.05);
+    expect(ratio).toBeGreaterThan(PARTS - 1);
+  });
+
+  it('a warm split fetch still spreads its ranges over several nodes, and the origin sends nothing', async () => {
+    // The 'spread' fetch above left every shard of b on every node: wait for their cache summaries to say so.
+    const shas = manifests.b!.shards.map((s) => s.sha256);
+    await until('every node announces every shard of b', () => nodes.every((n) => shas.every((sha) => gw.registry.nodes.get(n.address)?.holdsShard(sha) === true)), 20_000);
+    const { report, ratio } = await originRatio('b', () => splitFetch('b', 'warm'));
+    expect(report.failed).toBe(0);
+    await expectByteExact('b', 'warm');
+    for (const r of report.results) expect(r.servedBy.length).toBeGreaterThanOrEqual(2);
+    // No shard was filled again (one fill would be 0.25 of the dataset).
+    expect(ratio).toBeLessThan(0.01);
+  });
+});
