@@ -37,7 +37,9 @@ function runFetch(args: string[]): { child: ReturnType<typeof spawn>; done: Prom
 async function partials(dir: string): Promise<Map<string, number>> {
   const found = new Map<string, number>();
   for (const name of await readdir(dir, { recursive: true }).catch(() => [] as string[])) {
-    if (name.endsWith('.partial')) found.set(name.slice(0, -'.partial'.length), (await stat(join(dir, name))).size);
+    // A .partial renamed into place between the listing and the stat is a finished shard, not a partial one.
+    const size = name.endsWith('.partial') ? (await stat(join(dir, name)).catch(() => null))?.size : undefined;
+    if (size !== undefined) found.set(name.slice(0, -'.partial'.length), size);
   }
   return found;
 }
@@ -46,7 +48,7 @@ describe('an interrupted edgeshard fetch', { timeout: 120_000 }, () => {
   const cleanups: (() => Promise<void>)[] = [];
   afterEach(async () => {
     for (const c of cleanups.splice(0).reverse()) await c().catch(() => {});
-  });
+  }, 60_000);
 
   it.each(['SIGINT', 'SIGTERM'] as const)('on %s reports the bytes kept in .partial files, and the rerun resumes from them', async (signal) => {
     const tmp = await tempDir('edgeshard-interrupt-');
@@ -60,7 +62,6 @@ describe('an interrupted edgeshard fetch', { timeout: 120_000 }, () => {
     const release = new Gate();
     const held = new Set(manifest.shards.slice(2).map((s) => `/sample/${s.path}`));
     origin.rule = (path) => (held.has(path) ? { kind: 'pause', afterBytes: HELD_AFTER, until: release.promise } : { kind: 'pass' });
-    cleanups.push(async () => release.open());
 
     const gw = await startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], ticketKeyFile: join(tmp.dir, 'ticket.pem'), allowPrivateNodes: true }), { geoip: await GeoIp.open() });
     cleanups.push(() => gw.close());
@@ -74,6 +75,8 @@ describe('an interrupted edgeshard fetch', { timeout: 120_000 }, () => {
     const args = [gw.url, 'sample', '--out', out, '--parallel', '4', '--near', '48.85,2.35', '--stall-timeout', '60000'];
     const first = runFetch(args);
     cleanups.push(async () => void first.child.kill('SIGKILL'));
+    // First on the way out: the nodes' held fills finish, so nothing waits on them when the nodes close.
+    cleanups.push(async () => release.open());
     // Progress as the fetch itself records it: the two free shards verified, and a batch of each held one on disk.
     await until(
       'two shards verified and a write batch of each held shard in its .partial',

@@ -10,17 +10,26 @@ export type OriginFault =
   | { kind: 'pass' }
   /** Answers with this status at once: an origin that is down behind its load balancer. */
   | { kind: 'fail'; status: number }
-  /** Answers nothing until `until` resolves, then passes the request on. */
+  /** Answers nothing until `until` resolves; then the rule is asked again. */
   | { kind: 'hold'; until: Promise<void> }
   /** Sends the head and the first `afterBytes` bytes of the body, then nothing more until `until` resolves. */
   | { kind: 'pause'; afterBytes: number; until: Promise<void> };
 
+export interface OriginStats {
+  requests: number;
+  /** Requests failed on purpose. */
+  failed: number;
+  /** Requests waiting now, held before their head or paused mid-body, whose requester is still connected. */
+  waiting: number;
+  /** Paths paused mid-body now, with the bytes sent so far. */
+  paused: Map<string, number>;
+}
+
 export interface FaultyOrigin {
   url: string;
-  /** Replace at any time; each request is judged when it arrives. */
+  /** Replace at any time; each request is judged when it arrives, and again after each hold. */
   rule: (path: string) => OriginFault;
-  /** Requests seen, requests failed on purpose, and each path paused mid-body (bytes sent so far). */
-  readonly stats: { requests: number; failed: number; paused: Map<string, number> };
+  readonly stats: OriginStats;
   close(): Promise<void>;
 }
 
@@ -36,19 +45,37 @@ export class Gate {
 const PASSED_HEADERS = ['content-length', 'content-type', 'content-range', 'accept-ranges', 'etag', 'last-modified', 'cache-control', 'expires'];
 
 export async function startFaultyOrigin(upstream: string): Promise<FaultyOrigin> {
-  const stats = { requests: 0, failed: 0, paused: new Map<string, number>() };
+  const stats: OriginStats = { requests: 0, failed: 0, waiting: 0, paused: new Map() };
   const front: FaultyOrigin = { url: '', rule: () => ({ kind: 'pass' }), stats, close: async () => {} };
+
+  /** Waits for `until`, counted in `stats.waiting` while the requester is still there. */
+  async function wait(res: ServerResponse, until: Promise<void>): Promise<void> {
+    let counted = true;
+    stats.waiting++;
+    const uncount = (): void => {
+      if (counted) stats.waiting--;
+      counted = false;
+    };
+    res.once('close', uncount);
+    await until;
+    uncount();
+    res.off('close', uncount);
+  }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = req.url ?? '/';
     stats.requests++;
-    const fault = front.rule(path);
+    let fault = front.rule(path);
+    while (fault.kind === 'hold') {
+      await wait(res, fault.until);
+      if (res.destroyed) return;
+      fault = front.rule(path);
+    }
     if (fault.kind === 'fail') {
       stats.failed++;
       res.writeHead(fault.status, { 'content-type': 'text/plain' }).end('origin failing on purpose\n');
       return;
     }
-    if (fault.kind === 'hold') await fault.until;
     const headers: Record<string, string> = {};
     for (const h of ['range', 'if-none-match', 'if-modified-since']) if (typeof req.headers[h] === 'string') headers[h] = req.headers[h];
     const up = await request(upstream + path, { method: req.method === 'HEAD' ? 'HEAD' : 'GET', headers });
@@ -77,7 +104,7 @@ export async function startFaultyOrigin(upstream: string): Promise<FaultyOrigin>
         await write(head);
         sent += head.length;
         stats.paused.set(path, sent);
-        await fault.until;
+        await wait(res, fault.until);
         stats.paused.delete(path);
       }
       if (res.destroyed) return;
