@@ -69,8 +69,11 @@ export interface NodeRecord {
   score: number;
   /** Measured over predicted RTT from probes; 1 until probed. */
   rttFactor: number;
+  /** When the last heartbeat (or the registration) arrived, by the registry's clock. */
   lastSeen: number;
   connectedAt: number;
+  /** Heartbeats received since the node registered: lets a test wait for the next one without a clock. */
+  heartbeats: number;
   manifests: string[];
   bloom: BloomFilter | null;
   holdsShard: (shardId: string) => boolean;
@@ -127,8 +130,13 @@ export interface RegistryOptions {
   gatewayLocation?: GeoPoint | null;
   checks?: NodeChecks;
   quarantinePolicy?: QuarantinePolicy;
-  /** Clock for quarantine back-offs (tests advance it). */
+  /** Clock for heartbeat deadlines and quarantine back-offs (tests inject one and advance it). */
   now?: () => number;
+  /**
+   * How often the sweeper marks silent nodes down, ms; default half a heartbeat. 0 starts no timer: the owner calls
+   * sweep() (tests with an injected clock, so a busy machine cannot expire a node the test did not mean to).
+   */
+  sweepEveryMs?: number;
 }
 
 const HELLO_TIMEOUT_MS = 10_000;
@@ -137,7 +145,7 @@ export class NodeRegistry {
   readonly nodes = new Map<string, NodeRecord>();
   private readonly sockets = new Map<string, WebSocket>();
   private readonly wss: WebSocketServer;
-  private readonly sweeper: NodeJS.Timeout;
+  private readonly sweeper: NodeJS.Timeout | null;
   private readonly pendingAcks = new Map<string, (ack: { ok: boolean; detail?: string }) => void>();
   private readonly listeners = new Set<(node: NodeRecord, change: 'up' | 'down' | 'update') => void>();
   /** URLs held by connected nodes or by registrations being checked: two keys cannot share one. */
@@ -152,9 +160,9 @@ export class NodeRegistry {
     this.now = opts.now ?? Date.now;
     this.wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES });
     this.wss.on('connection', (ws, req) => this.onConnection(ws, req));
-    const sweepEvery = Math.max(100, Math.floor(opts.heartbeatMs / 2));
-    this.sweeper = setInterval(() => this.sweep(), sweepEvery);
-    this.sweeper.unref();
+    const sweepEvery = opts.sweepEveryMs ?? Math.max(100, Math.floor(opts.heartbeatMs / 2));
+    this.sweeper = sweepEvery > 0 ? setInterval(() => this.sweep(), sweepEvery) : null;
+    this.sweeper?.unref();
   }
 
   /** Subscribes to membership and load changes (the routing index listens). */
@@ -324,7 +332,7 @@ export class NodeRegistry {
   }
 
   private register(id: string, url: string, address: string, loc: { lat: number; lon: number; source: NodeRecord['locationSource']; note?: string }, hello: Extract<NodeMessage, { type: 'hello' }>, rttMs: number | null): NodeRecord {
-    const now = Date.now();
+    const now = this.now();
     const existing = this.nodes.get(id);
     const node: NodeRecord = existing ?? {
       id,
@@ -349,6 +357,7 @@ export class NodeRegistry {
       rttFactor: 1,
       lastSeen: now,
       connectedAt: now,
+      heartbeats: 0,
       manifests: [],
       bloom: null,
       holdsShard: () => false,
@@ -371,6 +380,7 @@ export class NodeRegistry {
     node.freeBytesPerSecond = node.uploadBytesPerSecond;
     node.lastSeen = now;
     node.connectedAt = now;
+    node.heartbeats = 0;
     const q = this.quarantines.get(id);
     if (q) node.quarantine = q;
     node.healthy = !q;
@@ -396,8 +406,9 @@ export class NodeRegistry {
   private lastSummary = new Map<string, string>();
 
   private applyHeartbeat(node: NodeRecord, load: Load, cache: BloomSummary, manifests: string[]): void {
-    const now = Date.now();
+    const now = this.now();
     node.lastSeen = now;
+    node.heartbeats++;
     node.activeConnections = load.activeConnections;
     node.bytesPerSecond = load.bytesPerSecond;
     node.saturated = load.saturated === true;
@@ -507,7 +518,7 @@ export class NodeRegistry {
     delete node.downReason;
     this.notify(node, 'released', 'a probe got the right bytes again; back in rotation');
     this.opts.logger.info({ node: id }, 'node released from quarantine');
-    if (this.sockets.has(id) && Date.now() - node.lastSeen <= this.opts.heartbeatMs * (this.opts.missedHeartbeats ?? 3)) {
+    if (this.sockets.has(id) && this.now() - node.lastSeen <= this.opts.heartbeatMs * (this.opts.missedHeartbeats ?? 3)) {
       node.healthy = true;
       this.opts.events?.nodeUp?.(node);
       this.emit(node, 'up');
@@ -528,8 +539,9 @@ export class NodeRegistry {
     this.opts.logger.warn({ node: node.id, url: node.url, reason }, 'node down');
   }
 
-  private sweep(): void {
-    const now = Date.now();
+  /** Marks nodes silent for longer than the missed heartbeats down, and forgets long-down ones. Runs on a timer unless sweepEveryMs is 0. */
+  sweep(): void {
+    const now = this.now();
     const deadline = this.opts.heartbeatMs * (this.opts.missedHeartbeats ?? 3);
     const forget = this.opts.forgetAfterMs ?? 10 * 60_000;
     for (const node of this.nodes.values()) {
@@ -577,7 +589,7 @@ export class NodeRegistry {
   }
 
   async close(): Promise<void> {
-    clearInterval(this.sweeper);
+    if (this.sweeper) clearInterval(this.sweeper);
     for (const ws of this.sockets.values()) ws.close(1001, 'gateway shutting down');
     for (const ws of this.wss.clients) ws.terminate();
     await new Promise<void>((resolve) => this.wss.close(() => resolve()));

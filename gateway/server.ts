@@ -50,8 +50,10 @@ export interface Gateway {
 export interface GatewayDeps {
   logger?: Logger;
   geoip?: GeoIp;
-  /** Clock for quarantine back-offs and report windows (tests advance it). */
+  /** Clock for heartbeat deadlines, quarantine back-offs and report windows (tests advance it). */
   now?: () => number;
+  /** The registry's sweep period, ms; 0: no timer, the test calls gateway.registry.sweep() (registry.ts). */
+  sweepEveryMs?: number;
   /** DNS for node hostnames (tests serve a name that resolves to a private address). */
   lookup?: ResolveOptions['lookup'];
 }
@@ -161,6 +163,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     gatewayLocation: config.location,
     checks: config.nodeChecks,
     now,
+    ...(deps.sweepEveryMs !== undefined ? { sweepEveryMs: deps.sweepEveryMs } : {}),
   });
   const router = new NodeRouter(registry);
   metrics.setNodeCounts(() => {
@@ -394,7 +397,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
         ...(n.stats ? { served: { bytes: n.stats.servedBytes, hitRatio: n.stats.cacheLookups > 0 ? Math.round((n.stats.cacheHits / n.stats.cacheLookups) * 1000) / 1000 : null } } : {}),
         ...(n.summaryNote ? { summaryNote: n.summaryNote } : {}),
         version: n.version,
-        lastSeenMsAgo: Date.now() - n.lastSeen,
+        lastSeenMsAgo: now() - n.lastSeen,
         probes: (prober.history.get(n.id)?.probes.slice(-5) ?? []).map((p) => publicProbe(p, admin)),
         scoreChanges: prober.history.get(n.id)?.scoreChanges.slice(-5) ?? [],
       }));

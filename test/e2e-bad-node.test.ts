@@ -35,7 +35,7 @@ describe('a node serving wrong bytes, end to end', () => {
     ({ manifest } = await writeSampleDataset(join(tmp.dir, 'origin', 'sample'), { shards: 8, shardSize: 64 * 1024 }));
     origin = await startOrigin(join(tmp.dir, 'origin'));
     // No probe timer: probes run only when a report asks for one, so the report is what catches the liar.
-    gw = await startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], heartbeatMs: 1000, allowPrivateNodes: true, probeIntervalMs: 0 }), { geoip: await GeoIp.open() });
+    gw = await startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], heartbeatMs: 1000, allowPrivateNodes: true, probeIntervalMs: 0 }), { geoip: await GeoIp.open(), sweepEveryMs: 0 });
     honest = await startEdgeNode(defaultNodeConfig({ originUrl: origin.url, open: false, gateways: [gw.url], location: TOKYO, cacheDir: null }));
     // Next to the trainer, so it is the primary for most shards; every byte it sends is wrong.
     liar = await startScriptedNode({ gatewayUrl: gw.url, location: PARIS, serve: (sha, _req, res) => {

@@ -69,7 +69,7 @@ describe('claims on loopback', () => {
   const bytes = new Map<string, Buffer>();
 
   const gateway = async (over: Partial<GatewayConfig> = {}): Promise<Gateway> => {
-    const gw = await startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], heartbeatMs: 200, allowPrivateNodes: true, ...over }), { geoip });
+    const gw = await startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], heartbeatMs: 200, allowPrivateNodes: true, ...over }), { geoip, sweepEveryMs: 0 });
     gateways.push(gw);
     return gw;
   };
@@ -166,8 +166,8 @@ describe('claims on loopback', () => {
     });
     // Off: unlimited, and idle, whatever was sent.
     await redirect(trusting);
-    const beat = trusting.registry.nodes.get(id)!.lastSeen;
-    await until('a heartbeat after the redirects', () => trusting.registry.nodes.get(id)!.lastSeen > beat);
+    const beat = trusting.registry.nodes.get(id)!.heartbeats;
+    await until('a heartbeat after the redirects', () => trusting.registry.nodes.get(id)!.heartbeats > beat);
     expect((await view(trusting, id)).capacity.bytesPerSecond).toBeNull();
     expect((await view(trusting, id)).load.freeBytesPerSecond).toBeNull();
   });

@@ -109,7 +109,7 @@ describe('registration on loopback', () => {
   const scripted: ScriptedNode[] = [];
 
   const gateway = async (over: Partial<GatewayConfig>): Promise<Gateway> => {
-    const gw = await startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], heartbeatMs: 200, ticketKeyFile: join(tmp.dir, 'ticket.pem'), allowPrivateNodes: true, ...over }), { geoip });
+    const gw = await startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], heartbeatMs: 200, ticketKeyFile: join(tmp.dir, 'ticket.pem'), allowPrivateNodes: true, ...over }), { geoip, sweepEveryMs: 0 });
     gateways.push(gw);
     return gw;
   };

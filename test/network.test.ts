@@ -52,7 +52,7 @@ describe('gateway, nodes and clients on loopback', () => {
     ({ manifest } = await writeSampleDataset(join(tmp.dir, 'origin', 'sample'), { shards: 6, shardSize: 256 * 1024 }));
     origin = await startOrigin(join(tmp.dir, 'origin'));
     geoip = await GeoIp.open();
-    gw = await startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], heartbeatMs: 200, ticketKeyFile: join(tmp.dir, 'ticket.pem'), allowPrivateNodes: true }), { geoip });
+    gw = await startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], heartbeatMs: 200, ticketKeyFile: join(tmp.dir, 'ticket.pem'), allowPrivateNodes: true }), { geoip, sweepEveryMs: 0 });
     for (const place of Object.keys(PLACES) as (keyof typeof PLACES)[]) nodes[place] = await startNode(place, [gw.url]);
     await until('three nodes registered', () => gw.registry.healthyCount === 3);
     // Nodes load the manifest the gateway names on welcome.
