@@ -3,6 +3,11 @@
 // chunks handed to the memory tier, streamed to the client as they arrive), and the same shards are fetched directly
 // from the origin by the same client in the same run. The ratio node/direct is the cost of the pull-through path.
 // A bare Node pass-through proxy (bench/bare-proxy.ts) runs the same pass: the ratio any Node proxy reaches here.
+// The anchor is nginx proxy_cache's own cold pass (the edge of ../shared/bench/anchor.sh, a fresh cache directory each
+// rep, so every request is a miss): same origin, same client, same shards, in the same run.
+//
+// COLD_CPU_PROF=<dir> starts every node with `--cpu-prof` into <dir> and skips the warm pass, so each profile holds
+// the node's start, its warm-up shards and the cold pass (bench/results/cold-profile.md reads them).
 import type { ChildProcess } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -11,7 +16,7 @@ import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { startOrigin } from '../dataset/origin-server.ts';
 import { packDataset } from '../dataset/pack.ts';
-import { commandExists, fmt, freePort, median, MiB, mdTable, processCpuSeconds, startChild, stopChild, waitForHttp } from './lib.ts';
+import { commandExists, fmt, freePort, groupCpuSeconds, median, MiB, mdTable, startChild, stopChild, waitForHttp } from './lib.ts';
 
 const SHARD_BYTES = 4 * MiB;
 const CONCURRENCY = 8;
@@ -22,6 +27,7 @@ const CONCURRENCY = 8;
  */
 const WARMUP_SHARDS = 8;
 const GiB = 1024 * MiB;
+const PROFILE_DIR = process.env.COLD_CPU_PROF || undefined;
 
 interface Pass {
   seconds: number;
@@ -42,7 +48,17 @@ export interface ColdResult {
   shardBytes: number;
   concurrency: number;
   warmupShards: number;
-  reps: { direct: Pass; cold: ServerPass; warm: Pass; misses: number; coldByPath: ServerPass; coldMemoryOnly: ServerPass; bareProxy: ServerPass }[];
+  reps: {
+    direct: Pass;
+    cold: ServerPass;
+    warm: Pass;
+    misses: number;
+    coldByPath: ServerPass;
+    coldMemoryOnly: ServerPass;
+    bareProxy: ServerPass;
+    /** nginx proxy_cache, every request a miss; absent when nginx is not installed. */
+    nginxCache?: ServerPass;
+  }[];
   median: {
     directMBps: number;
     coldMBps: number;
@@ -58,6 +74,13 @@ export interface ColdResult {
     coldByPathCpuSecondsPerGiB: number;
     coldMemoryOnlyCpuSecondsPerGiB: number;
     bareProxyCpuSecondsPerGiB: number;
+    nginxCacheMBps: number;
+    nginxCacheCpuSecondsPerGiB: number;
+    /** Per rep, then the median: the node's cold pass (by hash) over nginx's. */
+    coldVsNginx: number;
+    coldCpuVsNginx: number;
+    coldByPathVsNginx: number;
+    coldByPathCpuVsNginx: number;
   };
 }
 
@@ -120,13 +143,24 @@ export async function runColdFill(repoRoot: string): Promise<{ markdown: string;
       // The same without the disk tier: separates the node's own cost from the disk's write + fsync.
       const memoryOnly = await throughNode(repoRoot, origin.url, paths, warmupPaths(rep, 'memory'), client, scratch, 'none');
       const bare = await throughBareProxy(repoRoot, origin.url, paths, warmupPaths(rep, 'bare'), client);
-      results.push({ direct, cold: withDisk.cold, warm: withDisk.warm, misses: withDisk.misses, coldByPath: byPath.cold, coldMemoryOnly: memoryOnly.cold, bareProxy: bare });
+      const nginxCache = origin.kind.startsWith('nginx') ? await throughNginxCache(origin.url, paths, warmupPaths(rep, 'nginx'), client, join(scratch, `nginx-cache-${rep}`)) : undefined;
+      results.push({
+        direct,
+        cold: withDisk.cold,
+        warm: withDisk.warm,
+        misses: withDisk.misses,
+        coldByPath: byPath.cold,
+        coldMemoryOnly: memoryOnly.cold,
+        bareProxy: bare,
+        ...(nginxCache ? { nginxCache } : {}),
+      });
       console.error(
         `  cold-fill rep ${rep + 1}: direct ${fmt(direct.mbPerSecond)} MB/s; through the node: cold ${fmt(withDisk.cold.mbPerSecond)} MB/s ` +
           `(${withDisk.misses} misses, ${withDisk.cold.serverCpuSecondsPerGiB.toFixed(2)} CPU s/GiB), warm ${fmt(withDisk.warm.mbPerSecond)} MB/s, ` +
           `by path ${fmt(byPath.cold.mbPerSecond)} MB/s (${byPath.cold.serverCpuSecondsPerGiB.toFixed(2)} CPU s/GiB), ` +
           `cold without disk tier ${fmt(memoryOnly.cold.mbPerSecond)} MB/s (${memoryOnly.cold.serverCpuSecondsPerGiB.toFixed(2)} CPU s/GiB); ` +
-          `bare Node proxy ${fmt(bare.mbPerSecond)} MB/s (${bare.serverCpuSecondsPerGiB.toFixed(2)} CPU s/GiB)`,
+          `bare Node proxy ${fmt(bare.mbPerSecond)} MB/s (${bare.serverCpuSecondsPerGiB.toFixed(2)} CPU s/GiB)` +
+          (nginxCache ? `; nginx proxy_cache cold ${fmt(nginxCache.mbPerSecond)} MB/s (${nginxCache.serverCpuSecondsPerGiB.toFixed(2)} CPU s/GiB)` : ''),
       );
     }
   } finally {
@@ -150,6 +184,7 @@ export async function runColdFill(repoRoot: string): Promise<{ markdown: string;
     coldByPathCpuSecondsPerGiB: median(results.map((r) => r.coldByPath.serverCpuSecondsPerGiB)),
     coldMemoryOnlyCpuSecondsPerGiB: median(results.map((r) => r.coldMemoryOnly.serverCpuSecondsPerGiB)),
     bareProxyCpuSecondsPerGiB: median(results.map((r) => r.bareProxy.serverCpuSecondsPerGiB)),
+    ...nginxMedians(results),
   };
   const json: ColdResult = {
     origin: origin.kind,
@@ -173,9 +208,10 @@ export async function runColdFill(repoRoot: string): Promise<{ markdown: string;
       "fill's own sha256: the node's work before verified chunks), through a node started with `--cache-dir none` (memory tier only, by path), and through a bare Node " +
       'pass-through proxy (`bench/bare-proxy.ts`: undici to node:http, no hash, no cache), which is what any Node proxy reaches on this box. ' +
       `Each server, and the client before its direct pass, first fetches ${WARMUP_SHARDS} other shards, not counted, so every pass measures warmed-up processes. ` +
-      `CPU s/GiB is the server process's CPU time (all threads, /proc) during the cold pass per GiB moved; it holds steadier than MB/s ` +
+      `CPU s/GiB is the server's CPU time (every thread of every process in its process group, /proc: nginx's master and worker) during the cold pass per GiB moved; it holds steadier than MB/s ` +
       `when other work shares the machine. ${reps} reps, medians; nothing pinned. MB/s = 10^6 B/s.`,
     '',
+    ...anchorTable(results, med),
     mdTable(
       [
         'rep',
@@ -193,6 +229,8 @@ export async function runColdFill(repoRoot: string): Promise<{ markdown: string;
         '>bare Node proxy MB/s',
         '>bare / direct',
         '>bare CPU s/GiB',
+        '>nginx proxy_cache cold MB/s',
+        '>nginx CPU s/GiB',
         '>misses counted',
       ],
       [
@@ -212,6 +250,8 @@ export async function runColdFill(repoRoot: string): Promise<{ markdown: string;
           fmt(r.bareProxy.mbPerSecond),
           `${(r.bareProxy.mbPerSecond / r.direct.mbPerSecond).toFixed(2)}x`,
           cpu(r.bareProxy),
+          r.nginxCache ? fmt(r.nginxCache.mbPerSecond) : 'n/a',
+          r.nginxCache ? cpu(r.nginxCache) : 'n/a',
           String(r.misses),
         ]),
         [
@@ -230,6 +270,8 @@ export async function runColdFill(repoRoot: string): Promise<{ markdown: string;
           `**${fmt(med.bareProxyMBps)}**`,
           `**${med.bareProxyVsDirect.toFixed(2)}x**`,
           `**${med.bareProxyCpuSecondsPerGiB.toFixed(2)}**`,
+          `**${fmt(med.nginxCacheMBps)}**`,
+          `**${med.nginxCacheCpuSecondsPerGiB.toFixed(2)}**`,
           '',
         ],
       ],
@@ -255,7 +297,9 @@ async function throughNode(
   manifests: string[] = [],
 ): Promise<{ cold: ServerPass; warm: Pass; misses: number }> {
   const port = await freePort();
+  const profile = PROFILE_DIR ? ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR, '--cpu-prof-name', `node-${cacheDir === 'none' ? 'memory' : cacheDir.split('/').pop()}.cpuprofile`] : [];
   const node = startChild(process.execPath, [
+    ...profile,
     join(repoRoot, 'bin/edgeshard.js'), 'node', '--port', String(port), '--origin', originUrl, '--host', '127.0.0.1',
     '--cache-dir', cacheDir, '--memory-cache', '1GiB', '--memory-max-object', '16MiB', '--log-level', 'silent', '--open',
     '--key-file', join(scratch, 'node-key.json'),
@@ -272,7 +316,8 @@ async function throughNode(
     const missesBefore = await misses();
     const cold = await measured(node, () => fetchAll(nodeUrl, paths, client));
     const missesCold = (await misses()) - missesBefore;
-    const warm = await fetchAll(nodeUrl, paths, client);
+    // Profiling: the profile should hold the cold pass, not a warm one after it.
+    const warm = PROFILE_DIR ? { seconds: Number.NaN, bytes: 0, mbPerSecond: Number.NaN } : await fetchAll(nodeUrl, paths, client);
     return { cold, warm, misses: missesCold };
   } finally {
     await stopChild(node);
@@ -293,10 +338,104 @@ async function throughBareProxy(repoRoot: string, originUrl: string, paths: stri
   }
 }
 
+/**
+ * The same cold pass through nginx proxy_cache configured as the anchor's edge (../shared/bench/anchor.sh `edge_conf`:
+ * one worker, sendfile, keep-alive upstream, proxy_cache_lock, use_temp_path=off), with an empty cache directory.
+ */
+async function throughNginxCache(originUrl: string, paths: string[], warmup: string[], client: Agent, dir: string): Promise<ServerPass> {
+  const port = await freePort();
+  mkdirSync(join(dir, 'tmp'), { recursive: true });
+  const conf = join(dir, 'nginx.conf');
+  const origin = new URL(originUrl);
+  writeFileSync(
+    conf,
+    `${process.getuid?.() === 0 ? 'user root;\n' : ''}worker_processes 1; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off; sendfile on; tcp_nopush off; tcp_nodelay on; keepalive_timeout 65; keepalive_requests 1000000;
+  types { } default_type application/octet-stream;
+  client_body_temp_path ${dir}/tmp/body; proxy_temp_path ${dir}/tmp/proxy; fastcgi_temp_path ${dir}/tmp/fastcgi;
+  uwsgi_temp_path ${dir}/tmp/uwsgi; scgi_temp_path ${dir}/tmp/scgi;
+  proxy_cache_path ${dir}/cache levels=1:2 keys_zone=cold:16m max_size=4g inactive=7d use_temp_path=off;
+  upstream origin { server ${origin.host}; keepalive 32; }
+  server {
+    listen 127.0.0.1:${port};
+    location = /healthz { return 200 "ok"; }
+    location / {
+      proxy_pass http://origin;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_cache cold;
+      proxy_cache_key $uri;
+      proxy_cache_valid 200 7d;
+      proxy_cache_lock on;
+      add_header X-Cache-Status $upstream_cache_status;
+    }
+  }
+}
+`,
+  );
+  const nginx = startChild('nginx', ['-c', conf]);
+  const url = `http://127.0.0.1:${port}`;
+  try {
+    await waitForHttp(`${url}/healthz`, 10_000, nginx);
+    await fetchAll(url, warmup, client);
+    return await measured(nginx, () => fetchAll(url, paths, client));
+  } finally {
+    await stopChild(nginx);
+  }
+}
+
+/** The anchor's medians, and the node's ratios to it per rep (then their median); NaN without nginx. */
+function nginxMedians(results: ColdResult['reps']): Pick<ColdResult['median'], 'nginxCacheMBps' | 'nginxCacheCpuSecondsPerGiB' | 'coldVsNginx' | 'coldCpuVsNginx' | 'coldByPathVsNginx' | 'coldByPathCpuVsNginx'> {
+  const withNginx = results.filter((r): r is typeof r & { nginxCache: ServerPass } => r.nginxCache !== undefined);
+  const per = (f: (r: (typeof withNginx)[number]) => number): number => median(withNginx.map(f));
+  return {
+    nginxCacheMBps: per((r) => r.nginxCache.mbPerSecond),
+    nginxCacheCpuSecondsPerGiB: per((r) => r.nginxCache.serverCpuSecondsPerGiB),
+    coldVsNginx: per((r) => r.cold.mbPerSecond / r.nginxCache.mbPerSecond),
+    coldCpuVsNginx: per((r) => r.cold.serverCpuSecondsPerGiB / r.nginxCache.serverCpuSecondsPerGiB),
+    coldByPathVsNginx: per((r) => r.coldByPath.mbPerSecond / r.nginxCache.mbPerSecond),
+    coldByPathCpuVsNginx: per((r) => r.coldByPath.serverCpuSecondsPerGiB / r.nginxCache.serverCpuSecondsPerGiB),
+  };
+}
+
+/** Every cold pass against the anchor (medians), with the targets of issue #14. */
+function anchorTable(results: ColdResult['reps'], med: ColdResult['median']): string[] {
+  if (!results.some((r) => r.nginxCache)) return ['nginx is not installed: no anchor row.', ''];
+  const x = (v: number): string => (Number.isFinite(v) ? `${v.toFixed(2)}x` : 'n/a');
+  const ratios = (mb: (r: ColdResult['reps'][number]) => number, cpu: (r: ColdResult['reps'][number]) => number): [string, string] => {
+    const w = results.filter((r) => r.nginxCache);
+    return [x(median(w.map((r) => mb(r) / r.nginxCache!.mbPerSecond))), x(median(w.map((r) => cpu(r) / r.nginxCache!.serverCpuSecondsPerGiB)))];
+  };
+  const row = (name: string, mbps: number, cpu: number, r: [string, string]): string[] => [name, fmt(mbps), x(mbps / med.directMBps), cpu.toFixed(2), ...r];
+  const tp = med.coldVsNginx >= 0.8 ? 'met' : 'missed';
+  const cp = med.coldCpuVsNginx <= 1.5 ? 'met' : 'missed';
+  return [
+    'Against the anchor, nginx `proxy_cache` cold (the edge of `../shared/bench/anchor.sh`: one worker, sendfile, an empty cache ' +
+      'directory each rep, so every request is a miss and nginx writes its cache file as it relays). Ratios to nginx are taken per rep, then the median.',
+    '',
+    mdTable(
+      ['pass (medians)', '>MB/s', '>vs direct', '>server CPU s/GiB', '>MB/s vs nginx', '>CPU s/GiB vs nginx'],
+      [
+        row('nginx proxy_cache, cold (anchor)', med.nginxCacheMBps, med.nginxCacheCpuSecondsPerGiB, ['1.00x', '1.00x']),
+        row('**node, cold by hash** (verified chunks, disk tier)', med.coldMBps, med.coldCpuSecondsPerGiB, ratios((r) => r.cold.mbPerSecond, (r) => r.cold.serverCpuSecondsPerGiB)),
+        row('node, cold by path (disk tier)', med.coldByPathMBps, med.coldByPathCpuSecondsPerGiB, ratios((r) => r.coldByPath.mbPerSecond, (r) => r.coldByPath.serverCpuSecondsPerGiB)),
+        row('node, cold by path, no disk tier', med.coldMemoryOnlyMBps, med.coldMemoryOnlyCpuSecondsPerGiB, ratios((r) => r.coldMemoryOnly.mbPerSecond, (r) => r.coldMemoryOnly.serverCpuSecondsPerGiB)),
+        row('bare Node pass-through proxy', med.bareProxyMBps, med.bareProxyCpuSecondsPerGiB, ratios((r) => r.bareProxy.mbPerSecond, (r) => r.bareProxy.serverCpuSecondsPerGiB)),
+        ['direct from the origin', fmt(med.directMBps), '1.00x', '', '', ''],
+      ],
+    ),
+    '',
+    `Targets (issue #14), node cold by hash against nginx: throughput ≥ 0.8x (${x(med.coldVsNginx)}: ${tp}), CPU s/GiB ≤ 1.5x (${x(med.coldCpuVsNginx)}: ${cp}).`,
+    '',
+  ];
+}
+
 async function measured(server: ChildProcess, pass: () => Promise<Pass>): Promise<ServerPass> {
-  const before = processCpuSeconds(server.pid);
+  const before = groupCpuSeconds(server.pid);
   const p = await pass();
-  const serverCpuSeconds = processCpuSeconds(server.pid) - before;
+  const serverCpuSeconds = groupCpuSeconds(server.pid) - before;
   return { ...p, serverCpuSeconds, serverCpuSecondsPerGiB: serverCpuSeconds / (p.bytes / GiB) };
 }
 

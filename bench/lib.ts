@@ -1,6 +1,6 @@
 // Small helpers shared by the benchmark sections: the run header, markdown tables, statistics, processes.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { cpus, loadavg, release } from 'node:os';
 
@@ -157,4 +157,33 @@ export function processCpuSeconds(pid: number | undefined): number {
   } catch {
     return Number.NaN;
   }
+}
+
+/**
+ * CPU seconds (user + system, all threads) used so far by every live process in process group `pgid`: a server
+ * started by startChild (its own group) with its workers, as nginx's master and worker are. NaN off Linux.
+ */
+export function groupCpuSeconds(pgid: number | undefined): number {
+  if (pgid === undefined) return Number.NaN;
+  let total = 0;
+  let found = false;
+  let pids: string[];
+  try {
+    pids = readdirSync('/proc').filter((d) => /^\d+$/.test(d));
+  } catch {
+    return Number.NaN;
+  }
+  for (const pid of pids) {
+    let fields: string[];
+    try {
+      fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    } catch {
+      continue; // exited meanwhile
+    }
+    // After the command name: state, ppid, pgrp, ... utime (12th), stime (13th).
+    if (Number(fields[2]) !== pgid) continue;
+    found = true;
+    total += processCpuSeconds(Number(pid));
+  }
+  return found ? total : Number.NaN;
 }
