@@ -7,7 +7,8 @@
 // rep, so every request is a miss): same origin, same client, same shards, in the same run.
 //
 // COLD_CPU_PROF=<dir> starts every node with `--cpu-prof` into <dir> and skips the warm pass, so each profile holds
-// the node's start, its warm-up shards and the cold pass (bench/results/cold-profile.md reads them).
+// the node's start, its warm-up shards and the cold pass (bench/profile-summary.ts reads them). COLD_PERF=<dir> runs
+// `perf record -g` on every server (all threads, kernel included) during its measured pass only.
 import type { ChildProcess } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -16,7 +17,7 @@ import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { startOrigin } from '../dataset/origin-server.ts';
 import { packDataset } from '../dataset/pack.ts';
-import { commandExists, fmt, freePort, groupCpuSeconds, median, MiB, mdTable, startChild, stopChild, waitForHttp } from './lib.ts';
+import { commandExists, fmt, freePort, groupCpuSeconds, groupPids, median, MiB, mdTable, startChild, stopChild, waitForHttp } from './lib.ts';
 
 const SHARD_BYTES = 4 * MiB;
 const CONCURRENCY = 8;
@@ -28,6 +29,14 @@ const CONCURRENCY = 8;
 const WARMUP_SHARDS = 8;
 const GiB = 1024 * MiB;
 const PROFILE_DIR = process.env.COLD_CPU_PROF || undefined;
+const PERF_DIR = process.env.COLD_PERF || undefined;
+
+/** perf writes its file on SIGINT. */
+async function stopPerf(perf: ChildProcess): Promise<void> {
+  const exited = new Promise<void>((r) => perf.once('exit', () => r()));
+  if (perf.exitCode === null) perf.kill('SIGINT');
+  await exited;
+}
 
 interface Pass {
   seconds: number;
@@ -286,7 +295,7 @@ export async function runColdFill(repoRoot: string): Promise<{ markdown: string;
 }
 
 /** Starts a node (own process, empty cache), warms it up, fetches every path cold and then warm, stops it. */
-async function throughNode(
+export async function throughNode(
   repoRoot: string,
   originUrl: string,
   paths: string[],
@@ -314,7 +323,7 @@ async function throughNode(
     await waitForHttp(`${nodeUrl}/healthz`, 30_000, node);
     await fetchAll(nodeUrl, warmup, client);
     const missesBefore = await misses();
-    const cold = await measured(node, () => fetchAll(nodeUrl, paths, client));
+    const cold = await measured(node, () => fetchAll(nodeUrl, paths, client), `node-${cacheDir === 'none' ? 'memory' : cacheDir.split('/').pop()}`);
     const missesCold = (await misses()) - missesBefore;
     // Profiling: the profile should hold the cold pass, not a warm one after it.
     const warm = PROFILE_DIR ? { seconds: Number.NaN, bytes: 0, mbPerSecond: Number.NaN } : await fetchAll(nodeUrl, paths, client);
@@ -332,7 +341,7 @@ async function throughBareProxy(repoRoot: string, originUrl: string, paths: stri
   try {
     await waitForHttp(`${url}/healthz`, 30_000, proxy);
     await fetchAll(url, warmup, client);
-    return await measured(proxy, () => fetchAll(url, paths, client));
+    return await measured(proxy, () => fetchAll(url, paths, client), 'bare-proxy');
   } finally {
     await stopChild(proxy);
   }
@@ -342,7 +351,7 @@ async function throughBareProxy(repoRoot: string, originUrl: string, paths: stri
  * The same cold pass through nginx proxy_cache configured as the anchor's edge (../shared/bench/anchor.sh `edge_conf`:
  * one worker, sendfile, keep-alive upstream, proxy_cache_lock, use_temp_path=off), with an empty cache directory.
  */
-async function throughNginxCache(originUrl: string, paths: string[], warmup: string[], client: Agent, dir: string): Promise<ServerPass> {
+export async function throughNginxCache(originUrl: string, paths: string[], warmup: string[], client: Agent, dir: string): Promise<ServerPass> {
   const port = await freePort();
   mkdirSync(join(dir, 'tmp'), { recursive: true });
   const conf = join(dir, 'nginx.conf');
@@ -380,7 +389,7 @@ http {
   try {
     await waitForHttp(`${url}/healthz`, 10_000, nginx);
     await fetchAll(url, warmup, client);
-    return await measured(nginx, () => fetchAll(url, paths, client));
+    return await measured(nginx, () => fetchAll(url, paths, client), `nginx-${dir.split('/').pop()}`);
   } finally {
     await stopChild(nginx);
   }
@@ -432,15 +441,18 @@ function anchorTable(results: ColdResult['reps'], med: ColdResult['median']): st
   ];
 }
 
-async function measured(server: ChildProcess, pass: () => Promise<Pass>): Promise<ServerPass> {
+async function measured(server: ChildProcess, pass: () => Promise<Pass>, label: string): Promise<ServerPass> {
+  // COLD_PERF: `perf record` on every thread of the server for exactly the measured pass (kernel time included).
+  const perf = PERF_DIR ? startChild('perf', ['record', '-q', '-F', '997', '-g', '-p', groupPids(server.pid).join(','), '-o', join(PERF_DIR, `${label}.perf.data`)]) : undefined;
   const before = groupCpuSeconds(server.pid);
   const p = await pass();
   const serverCpuSeconds = groupCpuSeconds(server.pid) - before;
+  if (perf) await stopPerf(perf);
   return { ...p, serverCpuSeconds, serverCpuSecondsPerGiB: serverCpuSeconds / (p.bytes / GiB) };
 }
 
 /** Fetches every path once with CONCURRENCY requests in flight; checks each body's size. */
-async function fetchAll(base: string, paths: string[], dispatcher: Agent): Promise<Pass> {
+export async function fetchAll(base: string, paths: string[], dispatcher: Agent): Promise<Pass> {
   let next = 0;
   let bytes = 0;
   const t0 = performance.now();
@@ -460,7 +472,7 @@ async function fetchAll(base: string, paths: string[], dispatcher: Agent): Promi
 }
 
 /** nginx serving `root` when installed (what an origin would be), else the project's own Node origin. */
-async function startStaticOrigin(scratch: string, root: string): Promise<{ url: string; kind: string; close(): Promise<void> }> {
+export async function startStaticOrigin(scratch: string, root: string): Promise<{ url: string; kind: string; close(): Promise<void> }> {
   if (!commandExists('nginx')) {
     const o = await startOrigin(root);
     return { url: o.url, kind: 'the project\'s Node origin (dataset/origin-server.ts; nginx not installed)', close: () => o.close() };

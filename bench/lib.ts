@@ -164,26 +164,25 @@ export function processCpuSeconds(pid: number | undefined): number {
  * started by startChild (its own group) with its workers, as nginx's master and worker are. NaN off Linux.
  */
 export function groupCpuSeconds(pgid: number | undefined): number {
-  if (pgid === undefined) return Number.NaN;
-  let total = 0;
-  let found = false;
-  let pids: string[];
+  const pids = groupPids(pgid);
+  return pids.length ? pids.reduce((sum, pid) => sum + processCpuSeconds(pid), 0) : Number.NaN;
+}
+
+/** The live processes of process group `pgid` (Linux /proc; none elsewhere). */
+export function groupPids(pgid: number | undefined): number[] {
+  if (pgid === undefined) return [];
+  let entries: string[];
   try {
-    pids = readdirSync('/proc').filter((d) => /^\d+$/.test(d));
+    entries = readdirSync('/proc').filter((d) => /^\d+$/.test(d));
   } catch {
-    return Number.NaN;
+    return [];
   }
-  for (const pid of pids) {
-    let fields: string[];
+  return entries.map(Number).filter((pid) => {
     try {
-      fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      // After the command name (in parentheses, may hold spaces): state, ppid, pgrp.
+      return Number(readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[2]) === pgid;
     } catch {
-      continue; // exited meanwhile
+      return false; // exited meanwhile
     }
-    // After the command name: state, ppid, pgrp, ... utime (12th), stime (13th).
-    if (Number(fields[2]) !== pgid) continue;
-    found = true;
-    total += processCpuSeconds(Number(pid));
-  }
-  return found ? total : Number.NaN;
+  });
 }
