@@ -4,6 +4,7 @@
 // where two runs of the whole cold section differ more than the change does.
 //
 //   flock /tmp/edgeshard-bench.lock node bin/run-ts.js bench/cold-ab.ts /work/main . [reps=4] [MiB=256]
+//   A variant may add node flags after `::`, e.g. `.::--memory-max-object 0` (the same checkout, another setting).
 import { randomFillSync } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -43,8 +44,9 @@ try {
     const nginx = origin.kind.startsWith('nginx') ? await throughNginxCache(origin.url, cold.paths, nginxWarm.paths, client, join(scratch, `nginx-${rep}`)) : null;
     for (const variant of rep % 2 === 0 ? ['A', 'B'] : ['B', 'A']) {
       const warm = await shardSet(`warmup-${variant}-${rep}`, 8);
-      const repo = resolve(variant === 'A' ? repoA : repoB);
-      const r = await throughNode(repo, origin.url, cold.shards, warm.shards, client, scratch, join(scratch, `cache-${variant}-${rep}`), [cold.manifest, warm.manifest]);
+      const [repo, flags] = (variant === 'A' ? repoA : repoB).split('::');
+      const extra = flags ? flags.trim().split(/\s+/) : [];
+      const r = await throughNode(resolve(repo!), origin.url, cold.shards, warm.shards, client, scratch, join(scratch, `cache-${variant}-${rep}`), [cold.manifest, warm.manifest], extra);
       rows.push({ variant, mbps: r.cold.mbPerSecond, cpu: r.cold.serverCpuSecondsPerGiB, nginxMbps: nginx?.mbPerSecond ?? Number.NaN, nginxCpu: nginx?.serverCpuSecondsPerGiB ?? Number.NaN });
       console.error(`  rep ${rep + 1} ${variant}: ${fmt(r.cold.mbPerSecond)} MB/s, ${r.cold.serverCpuSecondsPerGiB.toFixed(2)} CPU s/GiB (nginx ${fmt(nginx?.mbPerSecond ?? Number.NaN)} MB/s, ${(nginx?.serverCpuSecondsPerGiB ?? Number.NaN).toFixed(2)} CPU s/GiB)`);
     }

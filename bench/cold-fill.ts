@@ -304,6 +304,8 @@ export async function throughNode(
   scratch: string,
   cacheDir: string,
   manifests: string[] = [],
+  /** Node flags after the bench's own (a later flag wins): cold-ab.ts compares flag settings this way. */
+  extraArgs: string[] = [],
 ): Promise<{ cold: ServerPass; warm: Pass; misses: number }> {
   const port = await freePort();
   const profile = PROFILE_DIR ? ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR, '--cpu-prof-name', `node-${cacheDir === 'none' ? 'memory' : cacheDir.split('/').pop()}.cpuprofile`] : [];
@@ -313,6 +315,7 @@ export async function throughNode(
     '--cache-dir', cacheDir, '--memory-cache', '1GiB', '--memory-max-object', '16MiB', '--log-level', 'silent', '--open',
     '--key-file', join(scratch, 'node-key.json'),
     ...(manifests.length ? ['--manifest', manifests.join(',')] : []),
+    ...extraArgs,
   ]);
   const nodeUrl = `http://127.0.0.1:${port}`;
   const misses = async (): Promise<number> => {
