@@ -7,14 +7,14 @@ import type { Command } from '../protocol/cli/command.ts';
 import { UsageError, intSetting, stringSetting, type Settings } from '../protocol/cli/options.ts';
 import { lineChartSvg } from './chart.ts';
 import { DEFAULT_GPU_CLASS, GPU_PEAK_FLOPS, LOADER_HOST_MEMORY_BUDGET_BYTES } from './constants.ts';
-import { describeSettings, searchLoader } from './loader-search.ts';
+import { COMPARE_LIMITS, describeSettings, searchLoader } from './loader-search.ts';
 import { parseSize } from '../protocol/units.ts';
 import { formatDuration, resultsCsv, resultsJson, resultsTable } from './format.ts';
 import { COMPUTE_PRESETS, JOB_PRESETS, SOURCE_PRESETS, presetScenario } from './presets.ts';
 import { ProgressBar } from './progress.ts';
 import { DEFAULT_REPORT_OPTIONS, buildReportHtml, collectReport, reportJson, type ReportOptions } from './report.ts';
 import { ScenarioError, expandSweep, parseSweepAxis, parseValue, resolveScenario, withOverride, type SweepAxis } from './scenario.ts';
-import { simulateResolved, type SimResult } from './simulate.ts';
+import { STEADY_TOLERANCE, isSteady, simulate, type SimResult } from './simulate.ts';
 import { SweepError, runScenarios } from './sweep.ts';
 import { TraceError, parseTraceDetailed } from './trace.ts';
 
@@ -269,7 +269,7 @@ export const simCommand: Command = {
         }
       }
       // In this thread unless told otherwise: the search runs small batches, and a worker costs ~0.5 s to start.
-      const compare = async (scs: unknown[]) => scs.map((sc) => simulateResolved(resolveScenario(sc)));
+      const compare = async (scs: unknown[]) => scs.map((sc) => simulate(sc, COMPARE_LIMITS));
       const r = await searchLoader(base, (scs) => runScenarios(scs, { threads: threads ?? 0 }), budget, compare);
       const edge = r.default.result.source === 'edge';
       const gib = (b: number) => `${(b / 1024 ** 3).toFixed(1)} GiB`;
@@ -277,7 +277,8 @@ export const simCommand: Command = {
       console.log(`  default: ${(r.default.result.utilization * 100).toFixed(1)}% with ${describeSettings(r.default.settings, edge)} (${gib(r.default.memoryBytes)} per host)`);
       console.log(`  best:    ${(r.best.result.utilization * 100).toFixed(1)}% with ${describeSettings(r.best.settings, edge)} (${gib(r.best.memoryBytes)} per host)`);
       for (const [k, x] of [['default', r.default.result], ['best', r.best.result]] as const) {
-        if (x.steadyDrift > 0.01 || !x.loadersSteady) console.log(`  (${k}: not steady after ${x.simulatedSteps} steps: the second half of the window differs by ${(x.steadyDrift * 100).toFixed(1)} points)`);
+        if (!isSteady(x)) console.log(`  (${k}: not steady after ${x.simulatedSteps} steps: ${x.loadersSteady ? 'the start-up transient reaches the middle of the run' : 'the loaders still live off their start-up buffer'})`);
+        else if (x.utilizationCi95 > STEADY_TOLERANCE) console.log(`  (${k}: ±${(x.utilizationCi95 * 100).toFixed(1)} points (95 % interval) after ${x.simulatedSteps} steps)`);
       }
       return 0;
     }

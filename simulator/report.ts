@@ -9,9 +9,9 @@
 import { lineChartSvg, escapeXml } from './chart.ts';
 import { DEFAULT_GPU_CLASS, LOADER_HOST_MEMORY_BUDGET_BYTES } from './constants.ts';
 import { formatDuration, formatRate } from './format.ts';
-import { describeSettings, searchLoader, withSettings, type LoaderSearchResult } from './loader-search.ts';
+import { COMPARE_LIMITS, describeSettings, searchLoader, withSettings, type LoaderSearchResult } from './loader-search.ts';
 import { COMPUTE_PRESETS, JOB_PRESETS, presetScenario } from './presets.ts';
-import { simulateResolved, type SimResult } from './simulate.ts';
+import { simulate, type SimResult } from './simulate.ts';
 import { resolveScenario, withOverride } from './scenario.ts';
 
 export interface ReportOptions {
@@ -305,7 +305,7 @@ ${dataRows}
 <table><thead><tr><th>model</th><th>sync</th><th>where</th><th>GPU util</th><th>compute/step</th><th>intra-site all-reduce</th><th>inter-site sync</th><th>longest hop RTT</th><th>waited per step</th><th>dominant term</th></tr></thead><tbody>
 ${syncRows}
 </tbody></table>
-<p style="color:#777;font-size:13px">${o.nodes.toLocaleString('en-US')} edge nodes per scenario, ${o.steps} steps simulated, up to 8× more until steady (where a figure still moves by more than a point between the halves of the window, the JSON's steadyDrift says so and the seed range shows it), extrapolated to the full run. Constants, sources and validation: <code>docs/simulator.md</code>. Generated ${escapeXml(d.generatedAt)} in ${d.wallS.toFixed(1)} s by <code>${escapeXml(d.command)}</code>.</p>
+<p style="color:#777;font-size:13px">${o.nodes.toLocaleString('en-US')} edge nodes per scenario, ${o.steps} steps simulated; the start-up transient is cut out of each window (MSER-5) and a run is repeated with twice the steps until it is, up to 32×, and while its 95 % interval is wider than a point, up to 8× (the JSON's bestCi95 gives the interval left; the seed range shows the spread between networks), then extrapolated to the full run. Constants, sources and validation: <code>docs/simulator.md</code>. Generated ${escapeXml(d.generatedAt)} in ${d.wallS.toFixed(1)} s by <code>${escapeXml(d.command)}</code>.</p>
 </body></html>
 `;
 }
@@ -318,7 +318,7 @@ export async function collectReport(
 ): Promise<Pick<ReportData, 'options' | 'hpc' | 'data' | 'sync'>> {
   // Loader candidates are compared on the requested steps alone; the default and the best then get full runs
   // (longer until steady).
-  const compare = async (scs: unknown[]) => scs.map((s) => simulateResolved(resolveScenario(s)));
+  const compare = async (scs: unknown[]) => scs.map((s) => simulate(s, COMPARE_LIMITS));
   for (const m of [...o.models, ...o.syncModels]) {
     if (!JOB_PRESETS[m]) throw new Error(`unknown model preset "${m}" (known: ${Object.keys(JOB_PRESETS).join(', ')})`);
   }
@@ -379,6 +379,8 @@ export function reportJson(d: Pick<ReportData, 'options' | 'hpc' | 'data' | 'syn
       default: dataUtil(p, 'default'), best: dataUtil(p, 'best'),
       bestSettings: p.bySeed.map((s) => s.best.settings), dominant: dataDominantTerm(bestMedian(p)),
       steps: p.bySeed.map((s) => s.best.result.simulatedSteps),
+      bestCi95: p.bySeed.map((s) => (Number.isNaN(s.best.result.utilizationCi95) ? null : s.best.result.utilizationCi95)),
+      windowStartStep: p.bySeed.map((s) => s.best.result.windowStartStep),
     })),
     sync: d.sync.map((p) => ({ model: p.model, variant: p.variant, where: p.where, utilization: p.result.utilization, dominant: syncDominantTerm(p.result), sync: p.result.sync })),
   };

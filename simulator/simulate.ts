@@ -5,6 +5,7 @@ import { EdgeNetwork, type EdgeStats } from './edge.ts';
 import { Engine } from './engine.ts';
 import { resolveScenario, type ResolvedScenario } from './scenario.ts';
 import { HpcStorage, type StorageStats } from './storage.ts';
+import { CI_BATCHES, MSER_BATCH, batchMeansHalfWidth, mserTruncation } from './steady-state.ts';
 import { StepSync, type SyncTimes } from './sync.ts';
 import { TrainingJob, type TrainingStats } from './training.ts';
 
@@ -22,10 +23,16 @@ export interface SimResult {
   /** Utilization over the whole simulated window, including the initial pipeline fill. */
   windowUtilization: number;
   /**
-   * |utilization over the second half of the steady-state window − over all of it|: what a start-up transient
-   * left in the window could still change. simulate() runs longer until it is at most 0.01 (one point).
+   * |utilization from the warm-up on − utilization from where MSER-5 says the start-up transient ends|: how much the
+   * transient would have moved the figure had the window not been cut there (simulator/steady-state.ts).
    */
   steadyDrift: number;
+  /** True when MSER-5 put the end of the transient at the edge of its search: the run is too short to tell. */
+  transientInWindow: boolean;
+  /** First step of the steady-state window: the warm-up or the end of the transient, whichever is later. */
+  windowStartStep: number;
+  /** 95 % confidence half-width of `utilization` from batch means (noise, not transient); NaN when too short. */
+  utilizationCi95: number;
   /**
    * False when the window was fed from the buffer the loaders filled at start-up (it held at least half of what the
    * window consumed) and the rate they filled it at is below the job's demand: the window then shows a supply the job
@@ -81,16 +88,32 @@ export interface SimResult {
 /** Largest change a start-up transient may still make to utilization: one point. */
 export const STEADY_TOLERANCE = 0.01;
 
+/** Doublings of the steps simulate() may add to get the start-up transient out of the window: up to 32×. */
+export const MAX_STEADY_DOUBLINGS = 5;
+
+/** Steps simulate() may add, at most, only to narrow the noise: 8× the steps asked for. */
+export const MAX_NOISE_FACTOR = 8;
+
+/** Whether the start-up transient is out of the window and the loaders do not live off their start-up buffer. */
+export function isSteady(r: Pick<SimResult, 'transientInWindow' | 'loadersSteady'>): boolean {
+  return !r.transientInWindow && r.loadersSteady;
+}
+
 /**
- * Runs a scenario given as unresolved JSON (validated here) or already resolved. When the steady-state window
- * still moves by more than STEADY_TOLERANCE (steadyDrift), or starts before every loader has spent the buffer it
- * requested at start-up (loadersSteady), runs again with twice the steps and warm-up, up to three times (8× the
- * steps) or the whole training; the result says how many steps it took, the drift left and whether it got there.
+ * Runs a scenario given as unresolved JSON (validated here) or already resolved, then again with twice the steps
+ * and warm-up while it is not steady (isSteady), up to MAX_STEADY_DOUBLINGS times, or while the utilization's 95 %
+ * interval is wider than a point either way, up to MAX_NOISE_FACTOR × the steps asked for; never beyond the whole
+ * training. The result says how many steps it took, whether it is steady, and the interval left. `limits` lowers
+ * both caps (the loader search compares candidates with fewer).
  */
-export function simulate(input: unknown): SimResult {
+export function simulate(input: unknown, limits: { steadyDoublings?: number; noiseFactor?: number } = {}): SimResult {
+  const { steadyDoublings = MAX_STEADY_DOUBLINGS, noiseFactor = MAX_NOISE_FACTOR } = limits;
   let sc = isResolved(input) ? input : resolveScenario(input);
+  const asked = sc.sim.steps;
   let r = simulateResolved(sc);
-  for (let i = 0; i < 3 && (r.steadyDrift > STEADY_TOLERANCE || !r.loadersSteady) && sc.sim.steps < sc.job.totalSteps; i++) {
+  for (let i = 0; i < steadyDoublings && sc.sim.steps < sc.job.totalSteps; i++) {
+    const noisy = r.utilizationCi95 > STEADY_TOLERANCE && sc.sim.steps * 2 <= asked * noiseFactor;
+    if (isSteady(r) && !noisy) break;
     const steps = Math.min(sc.job.totalSteps, sc.sim.steps * 2);
     sc = { ...sc, sim: { ...sc.sim, steps, warmupSteps: Math.min(steps - 1, sc.sim.warmupSteps * 2) } };
     r = simulateResolved(sc);
@@ -161,17 +184,39 @@ export function simulateResolved(sc: ResolvedScenario, observe?: (stats: Trainin
     }
     return Math.max(t, job.computeStepS);
   };
-  // Steady-state check: the second half of the window against the whole window. A start-up transient still in
-  // the window shows as a difference; simulate() then runs longer.
+  // Steady state (simulator/steady-state.ts): MSER-5 on the per-period step durations finds where the start-up
+  // transient ends; the window starts there (never before the warm-up), and batch means over it give the noise.
+  // With a periodic outer sync one observation is one period, so every spike of an outer sync is inside it.
   let steadyDrift = 0;
+  let transientInWindow = false;
+  let ci95 = NaN;
+  let from = warm;
   if (windowSteps >= 1) {
-    const n = windowSteps;
-    const last = warm + n;
-    stepTimeS = meanStepS(warm, n);
-    const half = Math.floor(n / 2 / period) * period;
-    if (half >= 1) steadyDrift = Math.abs(job.computeStepS / meanStepS(last - half, half) - job.computeStepS / stepTimeS);
+    const periods = Math.floor((steps - 1) / period);
+    const perPeriod = new Float64Array(periods);
+    for (let j = 0; j < periods; j++) perPeriod[j] = starts[(j + 1) * period]! - starts[j * period]!;
+    // Two series: how long steps took, and how many bytes arrived per step. Loaders' buffers can hide a supply
+    // still ramping up (step times flat, deliveries rising), so the transient ends where both have settled.
+    const deliveredPerPeriod = new Float64Array(periods);
+    const delivered = st.deliveredAtStepStart;
+    for (let j = 0; j < periods; j++) deliveredPerPeriod[j] = delivered[(j + 1) * period]! - delivered[j * period]!;
+    const cut = Math.max(mserTruncation(perPeriod), mserTruncation(deliveredPerPeriod));
+    // MSER searches the first half; a minimum at its end means the transient may run on past it.
+    transientInWindow = perPeriod.length >= 4 * MSER_BATCH && cut >= Math.floor(perPeriod.length / MSER_BATCH / 2) * MSER_BATCH;
+    from = Math.max(warm, cut * period);
+    const n = Math.floor((steps - 1 - from) / period) * period;
+    stepTimeS = meanStepS(from, n);
+    const fromWarm = meanStepS(warm, windowSteps);
+    steadyDrift = Math.abs(job.computeStepS / Math.max(fromWarm, job.computeStepS) - job.computeStepS / Math.max(stepTimeS, job.computeStepS));
+    // Noise: the same estimator on CI_BATCHES consecutive batches of the window (so lumpy deliveries count too).
+    const batchSteps = Math.floor(n / period / CI_BATCHES) * period;
+    if (batchSteps >= 1) {
+      const batchUtils: number[] = [];
+      for (let j = 0; j < CI_BATCHES; j++) batchUtils.push(job.computeStepS / meanStepS(from + j * batchSteps, batchSteps));
+      ci95 = batchMeansHalfWidth(batchUtils);
+    }
     const d: number[] = [];
-    for (let i = warm; i < last; i++) d.push(starts[i + 1]! - starts[i]!);
+    for (let i = from; i < from + n; i++) d.push(starts[i + 1]! - starts[i]!);
     d.sort((a, b) => a - b);
     p99 = d[Math.min(d.length - 1, Math.floor(0.99 * d.length))]!;
   } else {
@@ -182,7 +227,7 @@ export function simulateResolved(sc: ResolvedScenario, observe?: (stats: Trainin
   const utilization = job.computeStepS / stepTimeS;
   const batchAll = job.gpus * job.batchBytes;
   // Fed by start-up: what was buffered when the window opened covers at least half of what the window consumed.
-  const fedByStartup = windowSteps >= 1 && st.deliveredAtStepStart[warm]! - warm * batchAll >= 0.5 * windowSteps * batchAll;
+  const fedByStartup = windowSteps >= 1 && st.deliveredAtStepStart[from]! - from * batchAll >= 0.5 * (steps - 1 - from) * batchAll;
   const fillSupplyBps = st.firstStepStartS > 0 ? st.deliveredAtStepStart[0]! / st.firstStepStartS : Infinity;
   const loadersSteady = !(fedByStartup && fillSupplyBps < batchAll / job.computeStepS);
   const windowUtilization = st.computeS / st.lastStepEndS;
@@ -237,6 +282,9 @@ export function simulateResolved(sc: ResolvedScenario, observe?: (stats: Trainin
     stallFraction: 1 - utilization,
     windowUtilization,
     steadyDrift,
+    transientInWindow,
+    windowStartStep: from,
+    utilizationCi95: ci95,
     loadersSteady,
     fillSupplyRatio: fillSupplyBps / (batchAll / job.computeStepS),
     stepTimeS,
