@@ -15,6 +15,10 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
   'dataset pack': { summary: 'hash a directory of shards and write its manifest', load: async () => (await import('../dataset/cli.ts')).packCommand },
   'dataset sample': { summary: 'write the built-in deterministic sample dataset', load: async () => (await import('../dataset/cli.ts')).sampleCommand },
   settler: { summary: 'run the settler: nodes submit signed receipt claims, gateways their records; settles each epoch into published files', load: async () => (await import('../settler/cli.ts')).settlerCommand },
+  chain: { summary: 'run a local JSON-RPC dev chain with the token, registry, escrow and settlement contracts deployed', load: async () => (await import('../contracts/cli.ts')).chainCommand },
+  deposit: { summary: 'deposit tokens into the escrow that pays for the bytes a trainer receives', load: async () => (await import('../contracts/cli.ts')).depositCommand },
+  'rewards claim': { summary: "claim a node's reward for a settled epoch on chain", load: async () => (await import('../contracts/cli.ts')).rewardsClaimCommand },
+  'rewards post': { summary: "post a settled epoch's Merkle root on chain (settler)", load: async () => (await import('../contracts/cli.ts')).rewardsPostCommand },
   sim: { summary: 'simulate training fed from HPC storage or the edge network (utilization, time, cost)', load: async () => (await import('../simulator/cli.ts')).simCommand },
   'sim report': { summary: 'write the HTML report: where edge bandwidth keeps GPUs busy and where it falls apart', load: async () => (await import('../simulator/cli.ts')).simReportCommand },
 };

@@ -1,0 +1,198 @@
+// `edgeshard chain`, `edgeshard deposit`, `edgeshard rewards claim` and `edgeshard rewards post`: a local dev chain
+// with the contracts deployed, and the trainer's, node's and settler's transactions against any JSON-RPC EVM chain.
+import { JsonRpcProvider, Wallet, formatUnits, getAddress, parseUnits } from 'ethers';
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import type { Command } from '../protocol/cli/command.ts';
+import { UsageError, intSetting, stringSetting, type OptionSpec, type Settings } from '../protocol/cli/options.ts';
+import { stopSignal } from '../protocol/cli/signals.ts';
+import { startEmbeddedChain } from './chain.ts';
+import { DEFAULT_DEPLOY_PARAMS, TOKEN, deployContracts } from './deploy.ts';
+import { connectContracts, readContractsFile, type Contracts } from './handles.ts';
+import { claimReward, depositToEscrow, postRoot } from './rewards-chain.ts';
+import { managedWallet, readKeyFile } from './wallet.ts';
+
+const require = createRequire(import.meta.url);
+
+const CHAIN_OPTIONS: OptionSpec[] = [
+  { name: 'rpc', type: 'string', default: 'http://127.0.0.1:8545', description: 'JSON-RPC URL of the EVM chain' },
+  { name: 'key-file', type: 'string', description: 'private key file: a node key file ({"privateKey": ...}) or 0x-hex (mode 0600)' },
+  { name: 'contracts', type: 'string', default: '.edgeshard/chain/contracts.json', description: 'contracts JSON file (written by `edgeshard chain`)' },
+];
+
+async function connect(settings: Settings): Promise<{ contracts: Contracts; address: string; close(): void }> {
+  const keyFile = stringSetting(settings, 'key-file');
+  if (!keyFile) throw new UsageError('--key-file is required (the account that signs and pays gas)');
+  const file = await readContractsFile(String(settings.contracts));
+  const provider = new JsonRpcProvider(String(settings.rpc), undefined, { staticNetwork: true, pollingInterval: 250 });
+  const network = await provider.getNetwork().catch((err: Error) => {
+    provider.destroy();
+    throw new Error(`cannot reach the chain at ${String(settings.rpc)}: ${err.message}`);
+  });
+  if (Number(network.chainId) !== file.chainId) {
+    provider.destroy();
+    throw new Error(`the chain at ${String(settings.rpc)} has chain id ${network.chainId}, the contracts file is for ${file.chainId}`);
+  }
+  const signer = managedWallet(await readKeyFile(keyFile), provider);
+  return { contracts: connectContracts(file, signer), address: await signer.getAddress(), close: () => provider.destroy() };
+}
+
+function tokens(amount: bigint): string {
+  return `${formatUnits(amount, 18)} EDGE`;
+}
+
+export const depositCommand: Command = {
+  spec: {
+    name: 'deposit',
+    usage: 'edgeshard deposit AMOUNT --key-file FILE [--rpc URL] [--contracts FILE]',
+    summary: 'Deposits AMOUNT tokens (e.g. 250 or 0.5) into the escrow that pays nodes for the bytes this trainer receives. A withdrawal later waits out the escrow delay.',
+    options: CHAIN_OPTIONS,
+    positionals: true,
+  },
+  async run(settings, positionals) {
+    const [raw] = positionals;
+    if (!raw || positionals.length > 1) throw new UsageError('give one AMOUNT in tokens, e.g. `edgeshard deposit 250`');
+    let amount: bigint;
+    try {
+      amount = parseUnits(raw, 18);
+    } catch {
+      throw new UsageError(`AMOUNT "${raw}" is not a token amount (e.g. 250 or 0.5)`);
+    }
+    const { contracts, address, close } = await connect(settings);
+    try {
+      const { balance } = await depositToEscrow(contracts, address, amount);
+      console.log(`deposited ${tokens(amount)} for ${address}; escrow balance ${tokens(balance)}`);
+      return 0;
+    } finally {
+      close();
+    }
+  },
+};
+
+export const rewardsClaimCommand: Command = {
+  spec: {
+    name: 'rewards claim',
+    usage: 'edgeshard rewards claim EPOCH_DIR --key-file FILE [--node ADDR] [--rpc URL] [--contracts FILE]',
+    summary:
+      "Claims a node's reward for the epoch published in EPOCH_DIR (its tree.json), once the challenge window is over. " +
+      "The node is the key file's address unless --node names another (anyone may send a claim; the tokens go to the node).",
+    options: [...CHAIN_OPTIONS, { name: 'node', type: 'string', description: 'the node address to claim for (default: the key file’s address)' }],
+    positionals: true,
+  },
+  async run(settings, positionals) {
+    const [dir] = positionals;
+    if (!dir || positionals.length > 1) throw new UsageError('give one EPOCH_DIR (the settler’s published epoch directory)');
+    const { contracts, address, close } = await connect(settings);
+    try {
+      const nodeSetting = stringSetting(settings, 'node');
+      let node = address;
+      if (nodeSetting) {
+        try {
+          node = getAddress(nodeSetting);
+        } catch {
+          throw new UsageError(`--node "${nodeSetting}" is not an Ethereum address`);
+        }
+      }
+      const r = await claimReward(contracts, dir, node);
+      console.log(`claimed ${tokens(r.amount)} for ${r.node} in epoch ${r.epoch} (tx ${r.txHash}, ${r.gasUsed} gas); balance ${tokens(await contracts.token.balanceOf(r.node))}`);
+      return 0;
+    } finally {
+      close();
+    }
+  },
+};
+
+export const rewardsPostCommand: Command = {
+  spec: {
+    name: 'rewards post',
+    usage: 'edgeshard rewards post EPOCH_DIR --key-file SETTLER_KEY [--rpc URL] [--contracts FILE]',
+    summary:
+      "Posts the epoch's Merkle root, total and sha256(manifest.json) on chain, with each paying client's charge from accepted.jsonl " +
+      'and the capacity-pool draw. Every file is checked against manifest.json first. Needs the settler role.',
+    options: CHAIN_OPTIONS,
+    positionals: true,
+  },
+  async run(settings, positionals) {
+    const [dir] = positionals;
+    if (!dir || positionals.length > 1) throw new UsageError('give one EPOCH_DIR (the settler’s epoch output directory)');
+    const { contracts, close } = await connect(settings);
+    try {
+      const r = await postRoot(contracts, dir);
+      console.log(
+        `posted epoch ${r.epoch}: root ${r.root}, total ${tokens(r.total)}, manifest sha256 ${r.manifestSha256.slice(2)}; ` +
+          `charged ${r.charges.length} payer(s) ${tokens(r.charges.reduce((s, c) => s + c.amount, 0n))}, capacity pool ${tokens(r.capacityDraw)}; ` +
+          `claimable from ${new Date(Number(r.challengeEnds) * 1000).toISOString()} (tx ${r.txHash}, ${r.gasUsed} gas)`,
+      );
+      return 0;
+    } finally {
+      close();
+    }
+  },
+};
+
+async function writeKey(path: string, privateKey: string): Promise<void> {
+  const wallet = new Wallet(privateKey);
+  await writeFile(path, JSON.stringify({ address: wallet.address, privateKey }, null, 2) + '\n', { mode: 0o600 });
+  await chmod(path, 0o600);
+}
+
+export const chainCommand: Command = {
+  spec: {
+    name: 'chain',
+    usage: 'edgeshard chain [--port 8545] [--out DIR]',
+    summary:
+      'Runs a local JSON-RPC dev chain on 127.0.0.1 (hardhat EDR, in-process) with the token, registry, escrow and settlement ' +
+      'contracts deployed; writes DIR/contracts.json and the dev role keys DIR/keys/<role>.key (public test keys: a dev chain only), ' +
+      'prints the addresses and runs until Ctrl-C. The challenge window is short (--challenge-window seconds) for local runs.',
+    options: [
+      { name: 'port', type: 'string', default: '8545', description: 'JSON-RPC port on 127.0.0.1 (0 picks a free one)' },
+      { name: 'out', type: 'string', default: '.edgeshard/chain', description: 'where contracts.json and keys/ are written' },
+      { name: 'challenge-window', type: 'string', default: '60', description: 'seconds a root can be disputed before nodes claim' },
+    ],
+  },
+  async run(settings) {
+    const port = intSetting(settings, 'port', 0, 65_535);
+    const window = intSetting(settings, 'challenge-window', 0, 365 * 86_400);
+    const out = String(settings.out);
+    const chain = await startEmbeddedChain({ accounts: 6 });
+    const roles = ['admin', 'settler', 'arbiter', 'gateway', 'trainer', 'node'] as const;
+    const [admin, settler, arbiter, gateway, trainer, node] = await Promise.all(chain.wallets.map((w) => w.getAddress()));
+    const { contracts, file } = await deployContracts(chain.wallets[0]!, {
+      ...DEFAULT_DEPLOY_PARAMS,
+      challengeWindowSeconds: window,
+      treasury: admin!,
+      settler: settler!,
+      arbiter: arbiter!,
+      gateways: [gateway!],
+    });
+    // The trainer and node dev accounts start with tokens to deposit and stake.
+    for (const who of [trainer!, node!]) await (await contracts.token.transfer(who, 1_000_000n * TOKEN)).wait();
+    const { JsonRpcServer } = require('hardhat/internal/hardhat-network/jsonrpc/server') as {
+      JsonRpcServer: new (c: { hostname: string; port: number; provider: unknown }) => { listen(): Promise<{ address: string; port: number }>; close(): Promise<void> };
+    };
+    const server = new JsonRpcServer({ hostname: '127.0.0.1', port, provider: chain.eip1193 });
+    const listening = await server.listen();
+    const rpc = `http://127.0.0.1:${listening.port}`;
+    await mkdir(join(out, 'keys'), { recursive: true });
+    const contractsPath = join(out, 'contracts.json');
+    await writeFile(contractsPath, JSON.stringify({ ...file, rpc }, null, 2) + '\n');
+    for (const [i, role] of roles.entries()) await writeKey(join(out, 'keys', `${role}.key`), chain.keys[i]!);
+    console.log(
+      [
+        `dev chain ${rpc} (chain id ${file.chainId}); contracts in ${contractsPath}`,
+        `  token ${file.token}`,
+        `  registry ${file.registry}`,
+        `  escrow ${file.escrow}`,
+        `  settlement ${file.settlement} (challenge window ${window} s)`,
+        ...roles.map((r, i) => `  ${r.padEnd(8)} ${[admin, settler, arbiter, gateway, trainer, node][i]} key ${join(out, 'keys', `${r}.key`)}`),
+        `e.g. edgeshard deposit 100 --rpc ${rpc} --contracts ${contractsPath} --key-file ${join(out, 'keys', 'trainer.key')}`,
+      ].join('\n'),
+    );
+    await stopSignal();
+    await server.close();
+    console.log('stopped');
+    return 0;
+  },
+};
+
