@@ -19,6 +19,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
   deposit: { summary: 'deposit tokens into the escrow that pays for the bytes a trainer receives', load: async () => (await import('../contracts/cli.ts')).depositCommand },
   'rewards claim': { summary: "claim a node's reward for a settled epoch on chain", load: async () => (await import('../contracts/cli.ts')).rewardsClaimCommand },
   'rewards post': { summary: "post a settled epoch's Merkle root on chain (settler)", load: async () => (await import('../contracts/cli.ts')).rewardsPostCommand },
+  'rewards verify': { summary: "recompute an epoch's payouts from its published files and say why each receipt did or did not count", load: async () => (await import('../settler/rewards-verify.ts')).rewardsVerifyCommand },
   sim: { summary: 'simulate training fed from HPC storage or the edge network (utilization, time, cost)', load: async () => (await import('../simulator/cli.ts')).simCommand },
   'sim report': { summary: 'write the HTML report: where edge bandwidth keeps GPUs busy and where it falls apart', load: async () => (await import('../simulator/cli.ts')).simReportCommand },
 };

@@ -2,6 +2,7 @@
 // `rewards verify` runs the same function on the published inputs and compares, file by file and node by node.
 import { publicKeyFromB64 } from './tickets.ts';
 import { checkSessionAuthorisation, type SessionAuthorisation } from './client-tickets.ts';
+import { decodeReceipt } from './receipts.ts';
 import { DEFAULT_EXPIRY_GRACE_SECONDS, applyRules, type ReceiptClaim } from './receipt-rules.ts';
 import { checkGatewayRecords, figuresFromRecords } from './gateway-records.ts';
 import { computeRewards, epochManifest, jsonLines, rewardLeaves, rewardTree, stableJson, type NodeInputs, type RewardParams } from './epoch.ts';
@@ -140,6 +141,10 @@ export interface VerifyLine {
   matches: boolean;
   /** Why receipts this node submitted, and gateway records naming it, did not count, with how many each. */
   rejectedReasons: Record<string, number>;
+  /** Every receipt of this node that did not count: its ticket id and bytes (null when it does not decode) and why. */
+  rejected: Array<{ ticketId: string | null; bytes: string | null; reason: string }>;
+  /** The recomputed figures behind the amount (null when the node earned nothing): what changed, and why. */
+  figures: Record<string, string> | null;
 }
 
 /**
@@ -153,11 +158,18 @@ export function verifyEpoch(published: Map<string, string>, nodes: string[] = []
   const pub = amounts(published.get('totals.json'));
   const rec = amounts(recomputed.files.get('totals.json'));
   const reasons = new Map<string, Record<string, number>>();
-  for (const r of lines<{ node: string; reason: string }>('rejected.jsonl', recomputed.files.get('rejected.jsonl'))) {
-    const m = reasons.get(r.node.toLowerCase()) ?? {};
+  const details = new Map<string, VerifyLine['rejected']>();
+  for (const r of lines<{ node: string; receipt: string; reason: string }>('rejected.jsonl', recomputed.files.get('rejected.jsonl'))) {
+    const node = String(r.node).toLowerCase();
+    const m = reasons.get(node) ?? {};
     m[r.reason] = (m[r.reason] ?? 0) + 1;
-    reasons.set(r.node.toLowerCase(), m);
+    reasons.set(node, m);
+    const receipt = decodeReceipt(r.receipt);
+    const list = details.get(node) ?? [];
+    list.push({ ticketId: receipt?.ticket.id ?? null, bytes: receipt ? receipt.bytes.toString() : null, reason: r.reason });
+    details.set(node, list);
   }
+  const figures = new Map(((JSON.parse(recomputed.files.get('totals.json') ?? '[]') ?? []) as Array<Record<string, string>>).map((r) => [String(r.node).toLowerCase(), r]));
   for (const r of lines<{ record: { node?: unknown }; reason: string }>('rejected-records.jsonl', recomputed.files.get('rejected-records.jsonl'))) {
     if (typeof r.record?.node !== 'string') continue;
     const m = reasons.get(r.record.node.toLowerCase()) ?? {};
@@ -169,7 +181,7 @@ export function verifyEpoch(published: Map<string, string>, nodes: string[] = []
   const out = wanted.map((node) => {
     const published = pub.get(node) ?? null;
     const again = rec.get(node) ?? null;
-    return { node, published, recomputed: again, matches: published === again, rejectedReasons: reasons.get(node) ?? {} };
+    return { node, published, recomputed: again, matches: published === again, rejectedReasons: reasons.get(node) ?? {}, rejected: details.get(node) ?? [], figures: figures.get(node) ?? null };
   });
   const publishedTree = published.get('tree.json');
   const rootMatches = (publishedTree ? (JSON.parse(publishedTree) as { tree?: string[] } | null)?.tree?.[0] ?? null : null) === recomputed.root;
