@@ -56,6 +56,8 @@ export interface GatewayDeps {
   sweepEveryMs?: number;
   /** DNS for node hostnames (tests serve a name that resolves to a private address). */
   lookup?: ResolveOptions['lookup'];
+  /** The round trip measured to a node at admission, ms (tests give one; default: TCP handshakes, node-verifier.ts). */
+  measureRtt?: (address: string, port: number) => Promise<number | null>;
 }
 
 type Route = 'redirect' | 'route' | 'manifest' | 'nodes' | 'admin' | 'reports' | 'metrics' | 'healthz' | 'status' | 'invalid';
@@ -142,6 +144,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     urlProof: config.nodeChecks.urlProof,
     dispatcher: nodeDispatcher,
     ...(deps.lookup ? { lookup: deps.lookup } : {}),
+    ...(deps.measureRtt ? { measureRtt: deps.measureRtt } : {}),
   });
   if (config.allowPrivateNodes) log.warn('accepting nodes at private and loopback addresses (--allow-private-nodes): for private networks and tests only');
   const registry = new NodeRegistry({
