@@ -1,9 +1,11 @@
 // The node's admission check: a request must carry a ticket signed by a gateway this node trusts, unexpired,
 // for this node and this shard. Verifying Ed25519 costs ~95 µs, so verified tickets are remembered: a data loader
 // reuses one ticket for many range requests, and gateways hand the same ticket to every client of a shard
-// within a short window.
+// within a short window. Version-2 tickets (protocol/client-tickets.ts: a keyed client, a byte cap, an epoch) pass the
+// same checks; admit() hands their fields to the caller, which meters the bytes against the client's receipts.
 import type { KeyObject } from 'node:crypto';
 import { publicKeyFromB64, keyIdOf, verifyTicket } from '../protocol/tickets.ts';
+import { TICKET_V2_TOKEN_LEN, checkClientTicketSignature, decodeClientTicketBytes, verifyClientTicket, type ClientTicket } from '../protocol/client-tickets.ts';
 import type { TicketKeyAnnouncement } from '../protocol/registry-messages.ts';
 import { ByteLru } from './lru.ts';
 
@@ -18,9 +20,13 @@ export interface TicketGateOptions {
   now?: () => number;
 }
 
+export type TicketAdmission = { ok: true; client: ClientTicket | null } | { ok: false; reason: string };
+const OPEN: TicketAdmission = { ok: true, client: null };
+const ANONYMOUS: TicketAdmission = OPEN;
+
 export class TicketGate {
   private readonly trusted = new Map<string, KeyObject>();
-  private readonly verified: ByteLru<{ shard: string; expiresAt: number }>;
+  private readonly verified: ByteLru<{ shard: string; expiresAt: number; client: ClientTicket | null }>;
   private readonly pinned: boolean;
 
   constructor(private readonly opts: TicketGateOptions) {
@@ -55,19 +61,49 @@ export class TicketGate {
 
   /** null when the request may proceed, else the reason for a 403. */
   check(token: string | undefined, shardSha256: string | undefined): string | null {
-    if (this.opts.open) return null;
-    if (!token) return 'missing ticket: ask the gateway for this shard (GET /d/<dataset>/<path>), or run the node with --open for local use';
-    if (!shardSha256) return 'this node does not know the shard hash for this path, so no ticket can match it';
+    const verdict = this.admit(token, shardSha256);
+    return verdict.ok ? null : verdict.reason;
+  }
+
+  /**
+   * Whether the request may proceed, and for a version-2 ticket its fields (the caller meters its bytes); else the
+   * reason for a 403.
+   */
+  admit(token: string | undefined, shardSha256: string | undefined): TicketAdmission {
+    if (this.opts.open) return OPEN;
+    if (!token) return { ok: false, reason: 'missing ticket: ask the gateway for this shard (GET /d/<dataset>/<path>), or run the node with --open for local use' };
+    if (!shardSha256) return { ok: false, reason: 'this node does not know the shard hash for this path, so no ticket can match it' };
     const nowSeconds = Math.floor((this.opts.now?.() ?? Date.now()) / 1000);
     const cached = this.verified.get(token);
     if (cached) {
-      if (cached.expiresAt + 30 < nowSeconds) return 'ticket expired';
-      return cached.shard === shardSha256 ? null : 'ticket is for another shard';
+      if (cached.expiresAt + 30 < nowSeconds) return { ok: false, reason: 'ticket expired' };
+      return cached.shard === shardSha256 ? { ok: true, client: cached.client } : { ok: false, reason: 'ticket is for another shard' };
     }
-    const result = verifyTicket(token, { shard: shardSha256, node: this.opts.nodeAddress }, this.trusted, nowSeconds);
-    if (!result.ok) return result.reason;
-    this.verified.set(token, { shard: result.ticket.shard, expiresAt: result.ticket.expiresAt }, 1);
-    return null;
+    const expect = { shard: shardSha256, node: this.opts.nodeAddress };
+    if (token.length === TICKET_V2_TOKEN_LEN) {
+      const result = verifyClientTicket(token, expect, this.trusted, nowSeconds);
+      if (!result.ok) return result;
+      this.verified.set(token, { shard: result.ticket.shard, expiresAt: result.ticket.expiresAt, client: result.ticket }, 1);
+      return { ok: true, client: result.ticket };
+    }
+    const result = verifyTicket(token, expect, this.trusted, nowSeconds);
+    if (!result.ok) return result;
+    this.verified.set(token, { shard: result.ticket.shard, expiresAt: result.ticket.expiresAt, client: null }, 1);
+    return ANONYMOUS;
+  }
+
+  /**
+   * The ticket inside a client's receipt: signed by a gateway this node trusts and naming this node, else the reason
+   * it is not. Expiry is not checked: a client's last receipt may come after the last byte (the settler allows
+   * a grace period, protocol/receipt-rules.ts).
+   */
+  receiptTicket(ticketBytes: Buffer): ClientTicket | string {
+    const cached = this.verified.get(ticketBytes.toString('base64url'));
+    if (cached?.client) return cached.client;
+    const problem = checkClientTicketSignature(ticketBytes, this.trusted);
+    if (problem) return problem;
+    const ticket = decodeClientTicketBytes(ticketBytes)!;
+    return ticket.node === this.opts.nodeAddress ? ticket : 'ticket is for another node';
   }
 
   /**
@@ -78,7 +114,8 @@ export class TicketGate {
     if (this.opts.open) return true;
     if (!token || !shardSha256) return false;
     const cached = this.verified.get(token);
-    if (!cached) return false;
+    // Version-2 tickets never take the fast path: their bytes are metered against receipts on the ordinary path.
+    if (!cached || cached.client) return false;
     const nowSeconds = Math.floor((this.opts.now?.() ?? Date.now()) / 1000);
     return cached.expiresAt + 30 >= nowSeconds && cached.shard === shardSha256;
   }

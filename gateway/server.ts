@@ -19,7 +19,9 @@ import { DatasetCatalog, type Dataset } from './datasets.ts';
 import { DatasetLoader } from './dataset-loader.ts';
 import { loadStatusPage, STATUS_PAGE_CSP } from './status-page.ts';
 import { NodeRegistry, type GeoPoint, type NodeRecord } from './registry.ts';
-import { TicketIssuer } from './ticket-issuer.ts';
+import { TicketIssuer, type TicketClient } from './ticket-issuer.ts';
+import { ClientSessions } from './client-sessions.ts';
+import { SESSION_HEADER } from '../protocol/client-tickets.ts';
 import { Prober } from './probes.ts';
 import { createGatewayMetrics, type GatewayMetrics } from './metrics.ts';
 import { GeoIp, normalizeIp } from './geoip.ts';
@@ -215,7 +217,24 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   };
   const fail = (res: ServerResponse, route: Route, status: number, error: string, extra: Record<string, string> = {}): void => json(res, route, status, { error }, extra);
 
-  const ticketedUrl = (node: NodeRecord, shard: ShardEntry): string => issuer.ticketedUrl(node.id, node.url, shard.sha256);
+  // Anonymous clients share one cached version-1 ticket per node and shard; a keyed client gets its own version 2.
+  const ticketedUrl = (node: NodeRecord, shard: ShardEntry, who: TicketClient | null = null): string =>
+    who ? `${node.url}/shard/${shard.sha256}?ticket=${issuer.issueForClient(node.id, shard.sha256, shard.size, who)}` : issuer.ticketedUrl(node.id, node.url, shard.sha256);
+
+  // ---- keyed clients ----------------------------------------------------------------------------------------
+
+  const sessions = new ClientSessions();
+  /**
+   * The keyed client behind a request (its session header), null for an anonymous one (no header), or why the header
+   * is refused: a client that asked to pay is told, never silently served as anonymous.
+   */
+  function clientOf(req: IncomingMessage): TicketClient | null | { error: string } {
+    const header = req.headers[SESSION_HEADER];
+    if (header === undefined) return null;
+    if (typeof header !== 'string') return { error: `one ${SESSION_HEADER} header at most` };
+    const verdict = sessions.check(header, Math.floor(now() / 1000));
+    return verdict.ok ? { client: verdict.auth.client, sessionKey: verdict.auth.sessionKey } : { error: verdict.reason };
+  }
 
   // ---- client reports of bad bytes ------------------------------------------------------------------------
 
@@ -272,11 +291,11 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     return json(res, 'reports', 202, { accepted: true, node: node.id, action: shard ? 'verifying' : 'recorded', reporters: accepted.reporters });
   }
 
-  function choose(client: GeoPoint | null, shard: ShardEntry, count: number) {
+  function choose(client: GeoPoint | null, shard: ShardEntry, count: number, who: TicketClient | null) {
     const picks = router.route(client, shard.sha256, count);
     return picks.map((p) => ({
       node: p.node.id,
-      url: ticketedUrl(p.node, shard),
+      url: ticketedUrl(p.node, shard, who),
       // The node's own (Bloom) claim: a client spreads a split shard's ranges only over nodes that say they hold it.
       holdsShard: p.holdsShard,
       ...(p.distanceKm !== undefined ? { distanceKm: Math.round(p.distanceKm * 10) / 10 } : {}),
@@ -422,7 +441,9 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       const count = Math.min(16, Math.max(1, Number(params.get('count') ?? config.candidates) || config.candidates));
       const where = locate(ip, params.get('near'));
       if ('error' in where) return fail(res, 'route', 400, where.error);
-      const candidates = choose(where.location, shard, count);
+      const who = clientOf(req);
+      if (who && 'error' in who) return fail(res, 'route', 401, who.error);
+      const candidates = choose(where.location, shard, count, who);
       const first = candidates[0] ? registry.nodes.get(candidates[0].node) : undefined;
       if (first) first.sentBytes += shard.size;
       metrics.decision(candidates.length > 0 ? 'node' : config.fallback === 'off' ? 'no-node' : 'origin-fallback', candidates[0]?.distance);
@@ -461,6 +482,8 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       if (!shard) return fail(res, 'redirect', 404, `dataset ${ds.name} has no shard "${decoded.path.slice(0, 200)}"`);
       const where = locate(ip, queryValue(query, 'near'));
       if ('error' in where) return fail(res, 'redirect', 400, where.error);
+      const who = clientOf(req);
+      if (who && 'error' in who) return fail(res, 'redirect', 401, who.error);
       // Only the primary is needed: route it directly rather than through choose(), which builds every field of
       // the /v1/route answer.
       const primary = router.route(where.location, shard.sha256, 1)[0];
@@ -469,7 +492,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
         primary.node.sentBytes += shard.size; // the load this gateway itself sends there (node-claims.ts)
         // A flat header array goes straight to the wire; an object goes through setHeader's per-header validation
         // and bookkeeping first.
-        res.writeHead(302, ['location', ticketedUrl(primary.node, shard), 'cache-control', 'no-store', 'content-length', '0']);
+        res.writeHead(302, ['location', ticketedUrl(primary.node, shard, who), 'cache-control', 'no-store', 'content-length', '0']);
         res.end();
         return metrics.request('redirect', 302);
       }

@@ -1,7 +1,23 @@
 // Issues tickets, reusing one signed ticket per (node, shard) within a time window: signing costs ~30 µs, which
 // would otherwise bound redirect throughput. A ticket names no client, so sharing it loses nothing; its lifetime
-// is the window plus a fixed validity.
+// is the window plus a fixed validity. Keyed clients get version-2 tickets instead (issueForClient): those name the
+// client, so each is signed for its client and never shared.
 import { signTicket, type TicketKey } from '../protocol/tickets.ts';
+import { epochOf, signClientTicket } from '../protocol/client-tickets.ts';
+
+/**
+ * A version-2 ticket's byte cap: the bytes asked for plus slack for chunks sent again after a failover or a failed
+ * verification (an eighth, at least 4 MiB). Receipts beyond the cap do not pay (protocol/receipt-rules.ts).
+ */
+export function byteCapFor(bytes: number): bigint {
+  return BigInt(bytes) + BigInt(Math.max(4 * 1024 * 1024, Math.ceil(bytes / 8)));
+}
+
+/** Who a version-2 ticket is for: the paying address and its authorised session key. */
+export interface TicketClient {
+  client: string;
+  sessionKey: string;
+}
 
 export interface TicketIssuerOptions {
   key: TicketKey;
@@ -10,6 +26,8 @@ export interface TicketIssuerOptions {
   /** Width of the reuse window in seconds. */
   windowSeconds?: number;
   maxCached?: number;
+  /** Epoch length for version-2 tickets (protocol/client-tickets.ts DEFAULT_EPOCH_SECONDS). */
+  epochSeconds?: number;
   now?: () => number;
 }
 
@@ -44,6 +62,18 @@ export class TicketIssuer {
       c.nodeUrl = nodeUrl;
     }
     return c.url;
+  }
+
+  /**
+   * A version-2 ticket for a keyed client: its address and session key, a byte cap for `bytes` (the shard's size),
+   * the current epoch. Signed per call (~30 µs): it names one client, so it is never shared.
+   */
+  issueForClient(node: string, shard: string, bytes: number, who: TicketClient): string {
+    const nowS = Math.floor((this.opts.now?.() ?? Date.now()) / 1000);
+    return signClientTicket(
+      { shard, node, expiresAt: nowS + this.opts.validitySeconds, epoch: epochOf(nowS, this.opts.epochSeconds), byteCap: byteCapFor(bytes), client: who.client, sessionKey: who.sessionKey },
+      this.opts.key,
+    );
   }
 
   private entry(node: string, shard: string): Cached {

@@ -19,9 +19,9 @@
 //   [93..113)   client address (the paying Ethereum account)
 //   [113..145)  client session public key (raw Ed25519)
 //   [145..209)  gateway Ed25519 signature over [0..145)
-import { createPublicKey, generateKeyPairSync, randomBytes, sign, verify, type KeyObject } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
 import { verifyMessage, type Wallet } from 'ethers';
-import type { TicketKey } from './tickets.ts';
+import { TICKET_HEADER_LEN, readTicketHeader, writeTicketHeader, type TicketKey } from './tickets.ts';
 
 export const TICKET_V2 = 2;
 const SIGNED_LEN = 145;
@@ -30,7 +30,6 @@ export const TICKET_V2_TOKEN_LEN = 279;
 
 const HEX40 = /^0x[0-9a-f]{40}$/;
 const HEX64 = /^[0-9a-f]{64}$/;
-const HEX32 = /^[0-9a-f]{32}$/;
 const ED25519_SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
 
 export interface ClientTicket {
@@ -115,21 +114,14 @@ export interface ClientTicketFields {
 }
 
 export function signClientTicket(fields: ClientTicketFields, key: TicketKey): string {
-  if (!HEX64.test(fields.shard)) throw new Error('ticket shard must be a sha256 hex digest');
-  if (!HEX40.test(fields.node)) throw new Error('ticket node must be a 0x-prefixed lowercase address');
   if (!HEX40.test(fields.client)) throw new Error('ticket client must be a 0x-prefixed lowercase address');
   if (!HEX64.test(fields.sessionKey)) throw new Error('ticket session key must be 32 bytes of hex');
-  if (fields.id !== undefined && !HEX32.test(fields.id)) throw new Error('ticket id must be 16 bytes of hex');
   if (fields.byteCap < 0n || fields.byteCap >= 1n << 64n) throw new Error('ticket byte cap must fit in uint64');
   if (!Number.isInteger(fields.epoch) || fields.epoch < 0 || fields.epoch > 0xffffffff) throw new Error('ticket epoch must fit in uint32');
   const buf = Buffer.alloc(TICKET_V2_LEN);
-  buf[0] = TICKET_V2;
-  buf.writeUInt32BE(fields.expiresAt >>> 0, 1);
-  buf.write(fields.shard, 5, 'hex');
-  buf.write(fields.node.slice(2), 37, 'hex');
-  (fields.id ? Buffer.from(fields.id, 'hex') : randomBytes(16)).copy(buf, 57, 0, 16);
-  buf.write(key.keyId, 73, 'hex');
-  buf.writeUInt32BE(fields.epoch, 81);
+  // Bytes [0..81) are the version-1 layout, written by the same lines (tickets.ts).
+  writeTicketHeader(buf, TICKET_V2, fields, key);
+  buf.writeUInt32BE(fields.epoch, TICKET_HEADER_LEN);
   buf.writeBigUInt64BE(fields.byteCap, 85);
   buf.write(fields.client.slice(2), 93, 'hex');
   buf.write(fields.sessionKey, 113, 'hex');
@@ -142,11 +134,7 @@ export function decodeClientTicketBytes(buf: Buffer): ClientTicket | null {
   if (buf.length !== TICKET_V2_LEN || buf[0] !== TICKET_V2) return null;
   return {
     version: 2,
-    expiresAt: buf.readUInt32BE(1),
-    shard: buf.toString('hex', 5, 37),
-    node: `0x${buf.toString('hex', 37, 57)}`,
-    id: buf.toString('hex', 57, 73),
-    keyId: buf.toString('hex', 73, 81),
+    ...readTicketHeader(buf),
     epoch: buf.readUInt32BE(81),
     byteCap: buf.readBigUInt64BE(85),
     client: `0x${buf.toString('hex', 93, 113)}`,
@@ -167,4 +155,59 @@ export function checkClientTicketSignature(buf: Buffer, trusted: ReadonlyMap<str
   if (!key) return 'ticket signed by a gateway key that is not trusted';
   if (!verify(null, buf.subarray(0, SIGNED_LEN), key, buf.subarray(SIGNED_LEN))) return 'bad ticket signature';
   return null;
+}
+
+/** Default epoch length: one day. An epoch number is floor(unix seconds / epochSeconds). */
+export const DEFAULT_EPOCH_SECONDS = 86_400;
+
+export function epochOf(unixSeconds: number, epochSeconds = DEFAULT_EPOCH_SECONDS): number {
+  return Math.floor(unixSeconds / epochSeconds);
+}
+
+/**
+ * The request header a keyed client sends the gateway on /v1/route and /d/ requests: its session authorisation as
+ * `<client>.<session key hex>.<validUntilEpoch>.<signature>` (about 310 characters). A header rather than an endpoint
+ * that hands out a session id: the gateway stays stateless across replicas, and checks each distinct value once.
+ */
+export const SESSION_HEADER = 'x-edgeshard-session';
+
+export function encodeSessionHeader(auth: SessionAuthorisation): string {
+  return `${auth.client}.${auth.sessionKey}.${auth.validUntilEpoch}.${auth.signature}`;
+}
+
+/** The authorisation a header carries (signature not checked yet), or the reason it does not parse. */
+export function parseSessionHeader(value: string): SessionAuthorisation | { error: string } {
+  const parts = value.trim().split('.');
+  if (parts.length !== 4) return { error: `${SESSION_HEADER} must be <client>.<session key>.<valid until epoch>.<signature>` };
+  const [client, sessionKey, until, signature] = parts as [string, string, string, string];
+  if (!HEX40.test(client)) return { error: `${SESSION_HEADER}: client must be a lowercase 0x address` };
+  if (!HEX64.test(sessionKey)) return { error: `${SESSION_HEADER}: session key must be 32 bytes of lowercase hex` };
+  if (!/^\d{1,10}$/.test(until)) return { error: `${SESSION_HEADER}: valid-until epoch must be a decimal number` };
+  if (!/^0x[0-9a-fA-F]{130}$/.test(signature)) return { error: `${SESSION_HEADER}: signature must be 65 bytes of 0x hex` };
+  return { client, sessionKey, validUntilEpoch: Number(until), signature };
+}
+
+export type ClientTicketCheck = { ok: true; ticket: ClientTicket } | { ok: false; reason: string };
+
+/**
+ * The node's check of a version-2 ticket, with the same rules and reasons as version 1 (tickets.ts verifyTicket):
+ * trusted gateway key, good signature, not expired (with `skewSeconds`), this shard, this node.
+ */
+export function verifyClientTicket(
+  token: string,
+  expect: { shard: string; node: string },
+  trusted: ReadonlyMap<string, KeyObject>,
+  nowSeconds: number,
+  skewSeconds = 30,
+): ClientTicketCheck {
+  const ticket = decodeClientTicket(token);
+  if (!ticket) return { ok: false, reason: 'malformed ticket' };
+  const key = trusted.get(ticket.keyId);
+  if (!key) return { ok: false, reason: 'ticket signed by a key this node does not trust' };
+  const buf = Buffer.from(token, 'base64url');
+  if (!verify(null, buf.subarray(0, SIGNED_LEN), key, buf.subarray(SIGNED_LEN))) return { ok: false, reason: 'bad ticket signature' };
+  if (ticket.expiresAt + skewSeconds < nowSeconds) return { ok: false, reason: 'ticket expired' };
+  if (ticket.shard !== expect.shard) return { ok: false, reason: 'ticket is for another shard' };
+  if (ticket.node !== expect.node) return { ok: false, reason: 'ticket is for another node' };
+  return { ok: true, ticket };
 }

@@ -6,17 +6,26 @@ import { dirname } from 'node:path';
 
 /** Loads the key file, or creates it (0600) on first start. Refuses a key file that others can read. */
 export async function loadOrCreateNodeKey(path: string): Promise<Wallet> {
+  return loadOrCreateKey(path, 'node key');
+}
+
+/** A client's key file (`edgeshard fetch --key-file`): the Ethereum account that pays; same rules as a node's. */
+export async function loadOrCreateClientKey(path: string): Promise<Wallet> {
+  return loadOrCreateKey(path, 'client key');
+}
+
+async function loadOrCreateKey(path: string, what: string): Promise<Wallet> {
   const info = await stat(path).catch(() => null);
   if (info) {
     if ((info.mode & 0o077) !== 0) {
-      throw new Error(`node key ${path} is readable by other users (mode ${(info.mode & 0o777).toString(8)}); run: chmod 600 ${path}`);
+      throw new Error(`${what} ${path} is readable by other users (mode ${(info.mode & 0o777).toString(8)}); run: chmod 600 ${path}`);
     }
     const text = (await readFile(path, 'utf8')).trim();
     try {
       const parsed = JSON.parse(text) as { privateKey?: string };
       return new Wallet(parsed.privateKey ?? '');
     } catch (err) {
-      throw new Error(`node key ${path} is not a valid key file (${(err as Error).message}); move it away to create a new identity`);
+      throw new Error(`${what} ${path} is not a valid key file (${(err as Error).message}); move it away to create a new identity`);
     }
   }
   const wallet = Wallet.createRandom();

@@ -72,16 +72,48 @@ export function publicKeyFromB64(b64: string): KeyObject {
 const HEX40 = /^0x[0-9a-f]{40}$/;
 const HEX64 = /^[0-9a-f]{64}$/;
 
-export function signTicket(fields: { shard: string; node: string; expiresAt: number; id?: string }, key: TicketKey): string {
+/** The fields every ticket version starts with (bytes [0..81)). */
+export interface TicketHeaderFields {
+  shard: string;
+  node: string;
+  expiresAt: number;
+  /** 16 bytes of hex; random when absent. */
+  id?: string;
+}
+
+/** Size of the common header: version, expiry, shard, node, ticket id, gateway key id. */
+export const TICKET_HEADER_LEN = SIGNED_LEN;
+
+/**
+ * Writes the header every ticket version shares into `buf[0..81)`: version 1 signs exactly this, version 2
+ * (client-tickets.ts) appends its client fields after it. One writer, so the two layouts cannot drift apart.
+ */
+export function writeTicketHeader(buf: Buffer, version: number, fields: TicketHeaderFields, key: TicketKey): void {
   if (!HEX64.test(fields.shard)) throw new Error('ticket shard must be a sha256 hex digest');
   if (!HEX40.test(fields.node)) throw new Error('ticket node must be a 0x-prefixed lowercase address');
-  const buf = Buffer.alloc(TOKEN_LEN);
-  buf[0] = VERSION;
+  if (fields.id !== undefined && !/^[0-9a-f]{32}$/.test(fields.id)) throw new Error('ticket id must be 16 bytes of hex');
+  buf[0] = version;
   buf.writeUInt32BE(fields.expiresAt >>> 0, 1);
   buf.write(fields.shard, 5, 'hex');
   buf.write(fields.node.slice(2), 37, 'hex');
   (fields.id ? Buffer.from(fields.id, 'hex') : randomBytes(16)).copy(buf, 57, 0, 16);
   buf.write(key.keyId, 73, 'hex');
+}
+
+/** The common header's fields, read back (no signature check). */
+export function readTicketHeader(buf: Buffer): Ticket {
+  return {
+    expiresAt: buf.readUInt32BE(1),
+    shard: buf.toString('hex', 5, 37),
+    node: `0x${buf.toString('hex', 37, 57)}`,
+    id: buf.toString('hex', 57, 73),
+    keyId: buf.toString('hex', 73, 81),
+  };
+}
+
+export function signTicket(fields: TicketHeaderFields, key: TicketKey): string {
+  const buf = Buffer.alloc(TOKEN_LEN);
+  writeTicketHeader(buf, VERSION, fields, key);
   sign(null, buf.subarray(0, SIGNED_LEN), key.privateKey).copy(buf, SIGNED_LEN);
   return buf.toString('base64url');
 }
@@ -93,13 +125,7 @@ export function decodeTicket(token: string): Ticket | null {
   if (token.length !== 194) return null;
   const buf = Buffer.from(token, 'base64url');
   if (buf.length !== TOKEN_LEN || buf[0] !== VERSION) return null;
-  return {
-    expiresAt: buf.readUInt32BE(1),
-    shard: buf.toString('hex', 5, 37),
-    node: `0x${buf.toString('hex', 37, 57)}`,
-    id: buf.toString('hex', 57, 73),
-    keyId: buf.toString('hex', 73, 81),
-  };
+  return readTicketHeader(buf);
 }
 
 /**

@@ -1,0 +1,181 @@
+// A keyed client's receipts: its identity (the Ethereum key that pays, and an Ed25519 session key that key authorised
+// for this run), and the sender that signs "for this ticket I have received and verified N bytes in total" every
+// `everyBytes`, at the end of each transfer and when it is aborted, and POSTs it to the node that served the bytes
+// (POST <node>/v1/receipts, docs/proof-of-bandwidth.md). Receipts never hold up the download: a node that does not get
+// them in time stops at its unpaid allowance, which is the node's business, and the final ones are awaited briefly
+// at the end of the run.
+import { request, type Dispatcher } from 'undici';
+import type { Wallet } from 'ethers';
+import {
+  SESSION_HEADER,
+  TICKET_V2_TOKEN_LEN,
+  authoriseSession,
+  decodeClientTicket,
+  encodeSessionHeader,
+  epochOf,
+  generateSessionKey,
+  type SessionAuthorisation,
+  type SessionKey,
+} from '../protocol/client-tickets.ts';
+import { loadOrCreateClientKey } from '../protocol/identity.ts';
+import { signReceipt } from '../protocol/receipts.ts';
+import { ticketOf } from './chunk-gate.ts';
+import type { Source } from './sources.ts';
+
+/** 4 MiB: a receipt (286 bytes, one Ed25519 signature ~0.1 ms) per 4 MiB is < 0.01 % of the bytes and of the CPU. */
+export const DEFAULT_RECEIPT_EVERY = 4 * 1024 * 1024;
+
+export interface ClientIdentity {
+  /** The paying account, lowercase 0x. */
+  address: string;
+  session: SessionKey;
+  auth: SessionAuthorisation;
+  /** The x-edgeshard-session header value sent to gateways and nodes. */
+  header: string;
+}
+
+/**
+ * Loads (or creates, 0600) the client's key file and authorises a fresh session key with it, valid through the next
+ * epoch so a run that crosses an epoch boundary keeps paying. The Ethereum key signs once per run, never per receipt.
+ */
+export async function openClientIdentity(keyFile: string, nowSeconds = Math.floor(Date.now() / 1000)): Promise<ClientIdentity> {
+  const wallet: Wallet = await loadOrCreateClientKey(keyFile);
+  const session = generateSessionKey();
+  const auth = await authoriseSession(wallet, session, epochOf(nowSeconds) + 1);
+  return { address: auth.client, session, auth, header: encodeSessionHeader(auth) };
+}
+
+interface TicketState {
+  token: string;
+  /** The node's origin (scheme://host:port), where its receipts go. */
+  nodeOrigin: string;
+  cap: bigint;
+  verified: bigint;
+  /** Bytes of the last receipt signed (and sent or being sent). */
+  signed: bigint;
+  inFlight: Promise<void> | null;
+  /** More bytes were verified while a receipt was in flight: send again when it lands. */
+  again: boolean;
+}
+
+export interface ReceiptSenderOptions {
+  identity: ClientIdentity;
+  dispatcher: Dispatcher;
+  everyBytes?: number;
+  now?: () => number;
+  /** Test hook: a client that receives bytes and never signs (what the node's unpaid allowance is for). */
+  refuseToSign?: boolean;
+}
+
+export interface ReceiptStats {
+  signed: number;
+  delivered: number;
+  /** POSTs that failed or were refused; the message of the last one. */
+  failed: number;
+  lastError: string | null;
+}
+
+export class ReceiptSender {
+  private readonly tickets = new Map<string, TicketState>();
+  private readonly inFlight = new Set<Promise<void>>();
+  readonly stats: ReceiptStats = { signed: 0, delivered: 0, failed: 0, lastError: null };
+  private readonly everyBytes: bigint;
+
+  constructor(private readonly opts: ReceiptSenderOptions) {
+    this.everyBytes = BigInt(Math.max(1, opts.everyBytes ?? DEFAULT_RECEIPT_EVERY));
+  }
+
+  /** The ticket state of a source, or null when it is not a version-2 ticket of a node (anonymous, or the origin). */
+  private stateOf(source: Source): TicketState | null {
+    if (source.kind !== 'node') return null;
+    const token = ticketOf(source.url);
+    if (!token || token.length !== TICKET_V2_TOKEN_LEN) return null;
+    let state = this.tickets.get(token);
+    if (!state) {
+      const ticket = decodeClientTicket(token);
+      if (!ticket || ticket.sessionKey !== this.opts.identity.session.publicHex) return null;
+      state = { token, nodeOrigin: new URL(source.url).origin, cap: ticket.byteCap, verified: 0n, signed: 0n, inFlight: null, again: false };
+      this.tickets.set(token, state);
+    }
+    return state;
+  }
+
+  /** `bytes` more from `source` passed verification; a receipt goes out once `everyBytes` have since the last one. */
+  verified(source: Source, bytes: number): void {
+    const state = this.stateOf(source);
+    if (!state) return;
+    state.verified += BigInt(bytes);
+    if (state.verified - state.signed >= this.everyBytes) this.send(state);
+  }
+
+  /** A transfer from `source` ended (done, failed or aborted): a receipt for everything verified so far. */
+  final(source: Source): void {
+    const state = this.stateOf(source);
+    if (state && state.verified > state.signed) this.send(state);
+  }
+
+  private send(state: TicketState): void {
+    if (this.opts.refuseToSign) return;
+    if (state.inFlight) {
+      state.again = true;
+      return;
+    }
+    // Never more than the cap: the settler would refuse the receipt, and the node too.
+    const bytes = state.verified < state.cap ? state.verified : state.cap;
+    if (bytes <= state.signed) return;
+    const nowSeconds = Math.floor((this.opts.now?.() ?? Date.now()) / 1000);
+    const token = signReceipt(state.token, bytes, nowSeconds, this.opts.identity.session);
+    state.signed = bytes;
+    this.stats.signed++;
+    const posting = this.post(state.nodeOrigin, token).finally(() => {
+      this.inFlight.delete(posting);
+      state.inFlight = null;
+      if (state.again) {
+        state.again = false;
+        if (state.verified > state.signed) this.send(state);
+      }
+    });
+    state.inFlight = posting;
+    this.inFlight.add(posting);
+  }
+
+  private async post(nodeOrigin: string, receipt: string): Promise<void> {
+    try {
+      const res = await request(`${nodeOrigin}/v1/receipts`, {
+        dispatcher: this.opts.dispatcher,
+        method: 'POST',
+        headers: { 'content-type': 'text/plain', [SESSION_HEADER]: this.opts.identity.header },
+        body: `${receipt}\n`,
+        // Not the run's abort signal: the receipts of an interrupted run are the ones a node most needs.
+        signal: AbortSignal.timeout(10_000),
+      });
+      const text = await res.body.text();
+      if (res.statusCode === 200) this.stats.delivered++;
+      else this.failed(`${nodeOrigin}: HTTP ${res.statusCode} ${text.slice(0, 200)}`);
+    } catch (err) {
+      this.failed(`${nodeOrigin}: ${(err as Error).message}`);
+    }
+  }
+
+  private failed(message: string): void {
+    this.stats.failed++;
+    this.stats.lastError = message;
+  }
+
+  /** Sends the final receipt of every ticket and waits (at most `timeoutMs`) for all receipts in flight. */
+  async drain(timeoutMs = 5_000): Promise<void> {
+    for (const state of this.tickets.values()) if (state.verified > state.signed) this.send(state);
+    const deadline = new Promise<void>((resolve) => setTimeout(resolve, timeoutMs).unref());
+    for (;;) {
+      const pending = [...this.inFlight];
+      if (pending.length === 0) return;
+      const done = await Promise.race([Promise.allSettled(pending).then(() => true), deadline.then(() => false)]);
+      if (!done) return;
+    }
+  }
+
+  /** Receipts signed per ticket (bytes), for reports and tests. */
+  receipted(): Map<string, bigint> {
+    return new Map([...this.tickets.values()].map((s) => [s.token, s.signed]));
+  }
+}
