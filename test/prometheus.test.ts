@@ -1,5 +1,5 @@
-// Real Prometheus (Debian's prometheus package) against a running gateway and edge node: the shipped scrape config
-// (grafana/prometheus.yml, with the test's ports and a 1 s interval substituted) finds both targets up, and every
+// Real Prometheus (Debian's prometheus package) against a running gateway, edge node and settler: the shipped scrape
+// config (grafana/prometheus.yml, with the test's ports and a 1 s interval substituted) finds every target up, and every
 // query of every shipped dashboard panel returns a series (a value, 0 or NaN, never "No data").
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -13,13 +13,15 @@ import { defaultGatewayConfig } from '../gateway/config.ts';
 import { startOrigin, type OriginServer } from '../dataset/origin-server.ts';
 import { writeSampleDataset } from '../dataset/sample.ts';
 import type { Manifest } from '../protocol/manifest.ts';
+import { startSettler, type RunningSettler } from '../settler/server.ts';
+import { DEFAULT_REWARD_PARAMS } from '../protocol/epoch.ts';
 import { tempDir, until, freePort, stopChild } from './helpers/net.ts';
 
 const ROOT = join(import.meta.dirname, '..');
 
 function panelQueries(): { dashboard: string; title: string; expr: string }[] {
   const out = [];
-  for (const dashboard of ['edge-node.json', 'gateway.json']) {
+  for (const dashboard of ['edge-node.json', 'gateway.json', 'settler.json']) {
     const d = JSON.parse(readFileSync(join(ROOT, 'grafana', 'dashboards', dashboard), 'utf8')) as { panels: { title: string; targets?: { expr: string }[] }[] };
     for (const p of d.panels) for (const t of p.targets ?? []) out.push({ dashboard, title: p.title, expr: t.expr.replaceAll('$instance', '.+') });
   }
@@ -31,6 +33,7 @@ describe('Prometheus with the shipped scrape config and dashboards', () => {
   let origin: OriginServer;
   let gateway: Gateway;
   let node: EdgeNode;
+  let settler: RunningSettler;
   let manifest: Manifest;
   let prometheus: ChildProcess | undefined;
   let promLog = '';
@@ -42,17 +45,19 @@ describe('Prometheus with the shipped scrape config and dashboards', () => {
     gateway = await startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], allowPrivateNodes: true, probeIntervalMs: 300 }));
     node = await startEdgeNode(defaultNodeConfig({ originUrl: origin.url, gateways: [gateway.url], location: { lat: 48.85, lon: 2.35 }, cacheDir: join(tmp.dir, 'cache') }));
     await until('the node to register', () => gateway.registry.healthyCount === 1 && node.manifests.shardCount === 4, 30_000);
+    settler = await startSettler({ host: '127.0.0.1', port: 0, dir: join(tmp.dir, 'settler'), id: 'settler', epochSeconds: 86_400, claimWindowSeconds: 3600, params: DEFAULT_REWARD_PARAMS, gateways: { [gateway.ticketKey.keyId]: gateway.ticketKey.publicKeyB64 }, settleCheckMs: 0 });
   }, 60_000);
 
   afterAll(async () => {
     await stopChild(prometheus);
+    await settler?.close();
     await node?.close();
     await gateway?.close();
     await origin?.close();
     await tmp?.cleanup();
   }, 60_000);
 
-  it('scrapes the node and the gateway, and every dashboard panel has data', async () => {
+  it('scrapes the node, the gateway and the settler, and every dashboard panel has data', async () => {
     // Traffic a trainer makes: every shard through the gateway, twice (a miss, then a hit).
     for (let pass = 0; pass < 2; pass++) {
       for (const s of manifest.shards) {
@@ -66,12 +71,15 @@ describe('Prometheus with the shipped scrape config and dashboards', () => {
     const shipped = readFileSync(join(ROOT, 'grafana', 'prometheus.yml'), 'utf8');
     const nodeHost = new URL(node.url).host;
     const gatewayHost = new URL(gateway.url).host;
+    const settlerHost = new URL(settler.url).host;
     const config = shipped
       .replace('scrape_interval: 15s', 'scrape_interval: 1s')
       .replace("['127.0.0.1:8080', '127.0.0.1:8081', '127.0.0.1:8082']", `['${nodeHost}']`)
-      .replace("['127.0.0.1:8443']", `['${gatewayHost}']`);
+      .replace("['127.0.0.1:8443']", `['${gatewayHost}']`)
+      .replace("['127.0.0.1:8700']", `['${settlerHost}']`);
     expect(config).toContain(nodeHost);
     expect(config).toContain(gatewayHost);
+    expect(config).toContain(settlerHost);
     const configFile = join(tmp.dir, 'prometheus.yml');
     await writeFile(configFile, config);
     const check = spawnSync('promtool', ['check', 'config', configFile], { encoding: 'utf8' });
@@ -90,21 +98,21 @@ describe('Prometheus with the shipped scrape config and dashboards', () => {
     };
 
     await until(
-      'both targets up',
+      'every target up',
       async () => {
         if (prometheus!.exitCode !== null) throw new Error(`prometheus exited: ${promLog.slice(-2000)}`);
         try {
           const t = (await (await fetch(`${api}/targets`)).json()) as { data: { activeTargets: { labels: { job: string }; health: string }[] } };
-          return t.data.activeTargets.length === 2 && t.data.activeTargets.every((x) => x.health === 'up');
+          return t.data.activeTargets.length === 3 && t.data.activeTargets.every((x) => x.health === 'up');
         } catch {
           return false; // not listening yet
         }
       },
       90_000,
     );
-    expect((await query('up')).map((r) => `${r.metric.job}=${r.value[1]}`).sort()).toEqual(['edgeshard-gateway=1', 'edgeshard-node=1']);
+    expect((await query('up')).map((r) => `${r.metric.job}=${r.value[1]}`).sort()).toEqual(['edgeshard-gateway=1', 'edgeshard-node=1', 'edgeshard-settler=1']);
     // rate() needs two samples in its window: wait for a few scrapes of each.
-    await until('three scrapes of each target', async () => (await query('count_over_time(up[5m]) >= 3')).length === 2, 60_000);
+    await until('three scrapes of each target', async () => (await query('count_over_time(up[5m]) >= 3')).length === 3, 60_000);
 
     const empty: string[] = [];
     for (const { dashboard, title, expr } of panelQueries()) {
