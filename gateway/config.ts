@@ -40,6 +40,16 @@ export interface GatewayConfig {
   reportQuorum: number;
   /** The checks on what nodes claim; all on unless a test switches one off to show its attack. Not a flag. */
   nodeChecks: NodeChecks;
+  /** Mean ms between capacity-challenge rounds (each gap random in [0.5, 1.5] × this); 0 off. */
+  challengeIntervalMs: number;
+  /** Length of a reward epoch in seconds (the settler's epochSeconds). */
+  epochSeconds: number;
+  /** Append-only file of the gateway's signed records for the settler; null keeps them in memory only. */
+  recordSpool: string | null;
+  /** ms between score snapshots and anonymous-traffic records; 0: only when the gateway stops. */
+  recordIntervalMs: number;
+  /** The settler's base URL: records are pushed there. null: they stay in the spool. */
+  settlerUrl: string | null;
 }
 
 export const GATEWAY_OPTIONS: OptionSpec[] = [
@@ -73,6 +83,11 @@ export const GATEWAY_OPTIONS: OptionSpec[] = [
     default: false,
     description: 'accept nodes whose URL is at a loopback, private, link-local or other non-public address (a private network or a local test; never on the open internet)',
   },
+  { name: 'challenge-interval', type: 'string', default: '300000', description: 'mean ms between capacity challenges of each node (random times; 0 = off)' },
+  { name: 'epoch-seconds', type: 'string', default: '86400', description: 'length of a reward epoch in seconds (as the settler\'s)' },
+  { name: 'record-spool', type: 'string', default: './.edgeshard/gateway-records.jsonl', description: "file where the gateway's signed records for the settler (challenges, scores, anonymous traffic) are kept until pushed ('' = memory only)" },
+  { name: 'record-interval', type: 'string', default: '600000', description: 'ms between score snapshots and anonymous-traffic records' },
+  { name: 'settler', type: 'string', description: 'settler base URL to push the signed records to (retried with backoff; without it they stay in --record-spool)' },
   { name: 'report-quorum', type: 'string', default: '3', description: 'client networks (/24, /48) whose bad-bytes reports quarantine a node without a confirming probe' },
 ];
 
@@ -89,6 +104,16 @@ export function gatewayConfigFromSettings(s: Settings): GatewayConfig {
   const fallback = stringSetting(s, 'fallback') ?? 'redirect';
   if (fallback !== 'redirect' && fallback !== 'proxy' && fallback !== 'off') throw new UsageError(`--fallback "${fallback}": use redirect, proxy or off`);
   const location = locationSetting(s);
+  const settler = stringSetting(s, 'settler') ?? null;
+  if (settler !== null) {
+    let u: URL;
+    try {
+      u = new URL(settler);
+    } catch {
+      throw new UsageError(`--settler "${settler}": not a URL`);
+    }
+    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new UsageError(`--settler "${settler}": use an http or https URL`);
+  }
   return {
     host: stringSetting(s, 'host') ?? '0.0.0.0',
     port: intSetting(s, 'port', 0, 65535),
@@ -116,6 +141,11 @@ export function gatewayConfigFromSettings(s: Settings): GatewayConfig {
     allowPrivateNodes: s['allow-private-nodes'] === true,
     reportQuorum: intSetting(s, 'report-quorum', 1, 1000),
     nodeChecks: ALL_NODE_CHECKS,
+    challengeIntervalMs: intSetting(s, 'challenge-interval', 0, 86_400_000),
+    epochSeconds: intSetting(s, 'epoch-seconds', 60, 365 * 86_400),
+    recordSpool: stringSetting(s, 'record-spool') || null,
+    recordIntervalMs: intSetting(s, 'record-interval', 0, 86_400_000),
+    settlerUrl: settler,
   };
 }
 
@@ -145,6 +175,11 @@ export function defaultGatewayConfig(overrides: Partial<GatewayConfig> & { origi
     allowPrivateNodes: false,
     reportQuorum: 3,
     nodeChecks: ALL_NODE_CHECKS,
+    challengeIntervalMs: 0,
+    epochSeconds: 86_400,
+    recordSpool: null,
+    recordIntervalMs: 0,
+    settlerUrl: null,
     ...overrides,
     originUrl: overrides.originUrl.replace(/\/$/, ''),
   };

@@ -13,6 +13,18 @@ export interface GatewayMetrics {
   quarantined(by: 'probe' | 'reports'): void;
   /** A client's bad-bytes report: accepted (202), refused (400: bad ticket or body) or limited (429). */
   report(outcome: 'accepted' | 'refused' | 'limited'): void;
+  /** A capacity challenge sent to a node. */
+  challengeIssued(): void;
+  /** A capacity challenge's outcome: passed, or the failure (wrong-bytes, not-held, timeout, unreachable, bad-status). */
+  challenge(outcome: string, bytesPerSecond: number): void;
+  /** A client's signed corruption report (kind 2): accepted, forged (bad signature or ticket) or refused (malformed). */
+  corruptionReport(outcome: 'accepted' | 'forged' | 'refused'): void;
+  /** A signed record for the settler written to the spool, by type (challenge, score, anonymous). */
+  record(type: string): void;
+  /** A push of records to the settler: ok (records taken or refused by the settler) or failed (retried). */
+  recordPush(result: { ok: true; recorded: number; refused: number } | { ok: false }): void;
+  /** Spooled bytes the settler has not acknowledged yet. */
+  setRecordBacklog(source: () => number): void;
   /** A registration refused before welcome (bad URL or address, failed URL proof, …). */
   registrationRefused(): void;
   setNodeCounts(source: () => { up: number; down: number }): void;
@@ -80,6 +92,20 @@ export function createGatewayMetrics(opts: { defaultMetrics?: boolean } = {}): G
   new Gauge({ name: 'edgeshard_gateway_datasets_waiting', help: 'configured datasets whose manifest has not loaded yet (origin unreachable or failing)', registers: [registry], collect() { this.set(waiting ? waiting() : 0); } });
   for (const b of ['probe', 'reports']) quarantines.labels(b).inc(0);
   for (const o of ['accepted', 'refused', 'limited']) reports.labels(o).inc(0);
+  const challengesIssued = new Counter({ name: 'edgeshard_gateway_challenges_issued_total', help: 'capacity challenges sent to nodes', registers: [registry] });
+  const challenges = new Counter({ name: 'edgeshard_gateway_challenges_total', help: 'capacity challenges by outcome: passed, or why they failed (wrong-bytes, not-held, timeout, unreachable, bad-status)', labelNames: ['outcome'], registers: [registry] });
+  for (const o of ['passed', 'wrong-bytes', 'not-held', 'timeout', 'unreachable', 'bad-status']) challenges.labels(o).inc(0);
+  const challengeRate = new Histogram({ name: 'edgeshard_gateway_challenge_bytes_per_second', help: 'throughput measured by passed capacity challenges', buckets: [1e5, 1e6, 5e6, 1e7, 2.5e7, 5e7, 1e8, 2.5e8, 5e8, 1e9], registers: [registry] });
+  const corruption = new Counter({ name: 'edgeshard_gateway_corruption_reports_total', help: 'signed client corruption reports (kind 2) by outcome: accepted, forged (bad signature or ticket), refused (malformed)', labelNames: ['outcome'], registers: [registry] });
+  for (const o of ['accepted', 'forged', 'refused']) corruption.labels(o).inc(0);
+  const records = new Counter({ name: 'edgeshard_gateway_records_total', help: 'signed records for the settler written to the spool, by type', labelNames: ['type'], registers: [registry] });
+  for (const t of ['challenge', 'score', 'anonymous']) records.labels(t).inc(0);
+  const pushes = new Counter({ name: 'edgeshard_gateway_record_pushes_total', help: 'pushes of records to the settler by result (ok, failed: retried with backoff)', labelNames: ['result'], registers: [registry] });
+  for (const r of ['ok', 'failed']) pushes.labels(r).inc(0);
+  const pushed = new Counter({ name: 'edgeshard_gateway_records_pushed_total', help: 'records the settler answered for, by answer (recorded or duplicate: taken; refused)', labelNames: ['answer'], registers: [registry] });
+  for (const a of ['taken', 'refused']) pushed.labels(a).inc(0);
+  let backlog: (() => number) | undefined;
+  new Gauge({ name: 'edgeshard_gateway_record_backlog_bytes', help: 'spooled record bytes the settler has not acknowledged yet', registers: [registry], collect() { this.set(backlog ? backlog() : 0); } });
   let counts: (() => { up: number; down: number }) | undefined;
   new Gauge({ name: 'edgeshard_gateway_nodes', help: 'registered nodes by state', labelNames: ['state'], registers: [registry], collect() { if (counts) { const c = counts(); this.labels('up').set(c.up); this.labels('down').set(c.down); } } });
 
@@ -107,6 +133,21 @@ export function createGatewayMetrics(opts: { defaultMetrics?: boolean } = {}): G
     },
     quarantined: (by) => quarantines.labels(by).inc(),
     report: (outcome) => reports.labels(outcome).inc(),
+    challengeIssued: () => challengesIssued.inc(),
+    challenge(outcome, bytesPerSecond) {
+      challenges.labels(outcome).inc();
+      if (outcome === 'passed') challengeRate.observe(bytesPerSecond);
+    },
+    corruptionReport: (outcome) => corruption.labels(outcome).inc(),
+    record: (type) => records.labels(type).inc(),
+    recordPush(result) {
+      pushes.labels(result.ok ? 'ok' : 'failed').inc();
+      if (result.ok) {
+        pushed.labels('taken').inc(result.recorded);
+        pushed.labels('refused').inc(result.refused);
+      }
+    },
+    setRecordBacklog: (s) => (backlog = s),
     registrationRefused: () => refusals.inc(),
     setNodeCounts: (s) => (counts = s),
     manifestLoad: (ok) => manifestLoads.labels(ok ? 'ok' : 'failed').inc(),

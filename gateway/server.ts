@@ -33,6 +33,11 @@ import { NodeVerifier } from './node-verifier.ts';
 import type { ResolveOptions } from './node-address.ts';
 import { ReportDesk, parseReport } from './reports.ts';
 import type { ProbeResult } from './probes.ts';
+import { Challenger, type ChallengeOutcome, type ChallengeScheduler } from './challenges.ts';
+import { RecordSpool } from './record-spool.ts';
+import { RecordKeeper } from './record-keeper.ts';
+import { RecordPusher } from './record-pusher.ts';
+import type { GatewayRecord } from '../protocol/gateway-records.ts';
 
 export interface Gateway {
   url: string;
@@ -44,6 +49,13 @@ export interface Gateway {
   metrics: GatewayMetrics;
   ticketKey: TicketKey;
   prober: Prober;
+  challenger: Challenger;
+  /** The signed records for the settler (challenges, score snapshots, anonymous traffic, corruption reports). */
+  spool: RecordSpool;
+  /** Signs score snapshots and anonymous-traffic records now and spools them (also done every --record-interval). */
+  writeRecords(): Promise<void>;
+  /** The pusher to the settler, when --settler is set. */
+  pusher: RecordPusher | null;
   /** Settles when every verification probe that client reports started so far has finished (tests wait on it). */
   reportProbes(): Promise<void>;
   close(): Promise<void>;
@@ -60,6 +72,9 @@ export interface GatewayDeps {
   lookup?: ResolveOptions['lookup'];
   /** The round trip measured to a node at admission, ms (tests give one; default: TCP handshakes, node-verifier.ts). */
   measureRtt?: (address: string, port: number) => Promise<number | null>;
+  /** When capacity-challenge rounds run (tests fire them by hand), and the randomness that picks times, shards and ranges. */
+  challengeScheduler?: ChallengeScheduler;
+  random?: () => number;
 }
 
 type Route = 'redirect' | 'route' | 'manifest' | 'nodes' | 'admin' | 'reports' | 'metrics' | 'healthz' | 'status' | 'invalid';
@@ -131,7 +146,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   metrics.setDatasetsWaiting(() => loader.waiting.length);
   await loader.start();
   const ticketKey = await loadOrCreateTicketKey(config.ticketKeyFile);
-  const issuer = new TicketIssuer({ key: ticketKey, validitySeconds: config.ticketValiditySeconds });
+  const issuer = new TicketIssuer({ key: ticketKey, validitySeconds: config.ticketValiditySeconds, epochSeconds: config.epochSeconds });
   const limiter = new ClientRateLimiter({ ratePerSecond: config.rateLimitPerSecond, burst: config.rateLimitBurst });
   const trustedProxies = new TrustedProxies(config.trustedProxies);
   const originAgent = new Agent({ connections: 16, headersTimeout: 30_000, bodyTimeout: 30_000 });
@@ -207,6 +222,67 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   });
   prober.start();
 
+  // ---- signed records for the settler: capacity challenges, score snapshots, anonymous traffic ---------------
+
+  const spool = await RecordSpool.open(config.recordSpool);
+  metrics.setRecordBacklog(() => spool.backlogBytes);
+  const pusher = config.settlerUrl
+    ? new RecordPusher({ settlerUrl: config.settlerUrl, spool, logger: log, onPush: (r) => metrics.recordPush(r), ...(deps.random ? { random: deps.random } : {}) })
+    : null;
+  const spoolRecords = async (records: GatewayRecord[]): Promise<void> => {
+    for (const r of records) {
+      spool.add(r);
+      metrics.record(r.type);
+    }
+    try {
+      await spool.flush();
+    } catch (err) {
+      log.error({ err: (err as Error).message, spool: spool.file }, 'could not write gateway records to the spool');
+      return;
+    }
+    pusher?.kick();
+  };
+  const keeper = new RecordKeeper({ key: ticketKey, gatewayId, epochSeconds: config.epochSeconds, now });
+  const writeRecords = (): Promise<void> => spoolRecords(keeper.records([...registry.nodes.values()].map((n) => ({ id: n.id, score: n.score }))));
+  const recordTimer = config.recordIntervalMs > 0 ? setInterval(() => void writeRecords(), config.recordIntervalMs) : null;
+  recordTimer?.unref();
+  pusher?.kick(); // what a previous run spooled and did not push
+
+  const challengeResult = ({ node, record, detail }: ChallengeOutcome): void => {
+    metrics.challenge(record.ok ? 'passed' : record.failure!, record.bytesPerSecond);
+    void spoolRecords([record]);
+    const range = `bytes ${record.offset}-${record.offset + record.length - 1} of shard ${record.shard.slice(0, 12)}…`;
+    if (record.failure === 'wrong-bytes') {
+      // The gateway's own check, as strong as a probe's: out of rotation.
+      const q = registry.quarantine(node.id, `a capacity challenge (${range}) got wrong bytes (${detail ?? 'mismatch'})`);
+      if (q) {
+        metrics.quarantined('probe');
+        log.warn({ node: node.id, url: node.url, offences: q.offences, detail }, 'node quarantined: wrong bytes in a capacity challenge');
+      }
+    } else if (record.failure !== 'not-held') {
+      // A cold cache is an honest miss, not bad service: it costs capacity points (the pass ratio), not score.
+      const change = prober.adjustScore(node, record.ok, record.ok ? `challenge passed: ${(record.bytesPerSecond / 1e6).toFixed(1)} MB/s` : `challenge failed: ${record.failure}`, record.at);
+      if (change) log.info({ node: node.id, from: change.from.toFixed(2), to: change.to.toFixed(2), reason: change.reason }, 'node score changed');
+    }
+    log.info({ node: node.id, ok: record.ok, failure: record.failure, range, bytesPerSecond: record.bytesPerSecond, detail }, 'capacity challenge');
+  };
+  const challenger = new Challenger(() => registry.nodes.values(), {
+    catalog,
+    issuer,
+    key: ticketKey,
+    gatewayId,
+    dispatcher: nodeDispatcher.agent,
+    originDispatcher: originAgent,
+    intervalMs: config.challengeIntervalMs,
+    epochSeconds: config.epochSeconds,
+    now,
+    ...(deps.challengeScheduler ? { scheduler: deps.challengeScheduler } : {}),
+    ...(deps.random ? { random: deps.random } : {}),
+    onIssue: () => metrics.challengeIssued(),
+    onResult: challengeResult,
+  });
+  challenger.start();
+
   // ---- responses ---------------------------------------------------------------------------------------
 
   const json = (res: ServerResponse, route: Route, status: number, body: unknown, extra: Record<string, string> = {}): void => {
@@ -223,7 +299,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
 
   // ---- keyed clients ----------------------------------------------------------------------------------------
 
-  const sessions = new ClientSessions();
+  const sessions = new ClientSessions(undefined, config.epochSeconds);
   /**
    * The keyed client behind a request (its session header), null for an anonymous one (no header), or why the header
    * is refused: a client that asked to pay is told, never silently served as anonymous.
@@ -445,7 +521,10 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       if (who && 'error' in who) return fail(res, 'route', 401, who.error);
       const candidates = choose(where.location, shard, count, who);
       const first = candidates[0] ? registry.nodes.get(candidates[0].node) : undefined;
-      if (first) first.sentBytes += shard.size;
+      if (first) {
+        first.sentBytes += shard.size;
+        keeper.sentAnonymous(first.id, shard.size);
+      }
       metrics.decision(candidates.length > 0 ? 'node' : config.fallback === 'off' ? 'no-node' : 'origin-fallback', candidates[0]?.distance);
       return json(res, 'route', 200, {
         dataset: ds.name,
@@ -490,6 +569,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       if (primary) {
         metrics.decision('node', primary.distanceKm);
         primary.node.sentBytes += shard.size; // the load this gateway itself sends there (node-claims.ts)
+        keeper.sentAnonymous(primary.node.id, shard.size); // a version-1 ticket: only this record speaks for the bytes
         // A flat header array goes straight to the wire; an object goes through setHeader's per-header validation
         // and bookkeeping first.
         res.writeHead(302, ['location', ticketedUrl(primary.node, shard, who), 'cache-control', 'no-store', 'content-length', '0']);
@@ -595,12 +675,22 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     metrics,
     ticketKey,
     prober,
+    challenger,
+    spool,
+    writeRecords,
+    pusher,
     async reportProbes() {
       while (reportProbes.size > 0) await Promise.all([...reportProbes.values()]);
     },
     async close() {
       loader.close();
       await prober.close();
+      await challenger.close();
+      if (recordTimer) clearInterval(recordTimer);
+      // The last snapshot and the anonymous bytes counted since the previous one, so a restart loses none.
+      await writeRecords();
+      await pusher?.close();
+      await spool.close();
       await registry.close();
       await nodeDispatcher.close();
       await closeNow(server);
