@@ -21,6 +21,14 @@ export interface PusherOptions {
   onPush?(result: { ok: true; recorded: number; refused: number } | { ok: false; error: string }): void;
 }
 
+/**
+ * A refusal that may pass later: the settler's clock is behind the gateway's and the record's epoch has not started
+ * there yet. Every other refusal (settled epoch, untrusted key, malformed) would be refused again.
+ */
+export function retryableRefusal(reason: string): boolean {
+  return /has not started/.test(reason);
+}
+
 /** Full-jitter exponential backoff: a random wait up to base·2^attempt, capped. Pure, given `random`. */
 export function pushBackoffMs(attempt: number, baseMs: number, maxMs: number, random: () => number = Math.random): number {
   return Math.round(random() * Math.min(maxMs, baseMs * 2 ** Math.min(attempt, 30)));
@@ -79,25 +87,30 @@ export class RecordPusher {
         answer = JSON.parse(text) as GatewayRecordsAnswer;
         if (!Array.isArray(answer.results) || answer.results.length !== batch.records.length) throw new Error('settler answer has no result per record');
       } catch (err) {
-        const error = (err as Error).message;
-        this.opts.onPush?.({ ok: false, error });
-        const wait = pushBackoffMs(this.failures++, this.opts.backoffBaseMs ?? 500, this.opts.backoffMaxMs ?? 60_000, this.opts.random);
-        this.opts.logger.warn({ settler: this.opts.settlerUrl, err: error, retryInMs: wait, backlogBytes: this.opts.spool.backlogBytes }, 'could not push gateway records to the settler; retrying');
-        if (!this.closed) {
-          this.timer = setTimeout(() => {
-            this.timer = null;
-            this.kick();
-          }, wait);
-          this.timer.unref();
-        }
-        return;
+        return this.retryLater((err as Error).message);
       }
-      this.failures = 0;
-      const refused = answer.results.map((r, i) => ({ r, i })).filter(({ r }) => r !== 'recorded' && r !== 'duplicate');
+      // Everything before the first refusal that may pass later is settled either way; from there on it is sent again.
+      const stop = answer.results.findIndex(retryableRefusal);
+      const answered = stop < 0 ? answer.results : answer.results.slice(0, stop);
+      const refused = answered.map((r, i) => ({ r, i })).filter(({ r }) => r !== 'recorded' && r !== 'duplicate');
       for (const { r, i } of refused.slice(0, 5)) this.opts.logger.warn({ record: batch.records[i]?.id, type: batch.records[i]?.type, reason: r }, 'settler refused a gateway record');
-      await this.opts.spool.ack(batch.end);
-      this.opts.onPush?.({ ok: true, recorded: batch.records.length - refused.length, refused: refused.length });
+      if (answered.length > 0) await this.opts.spool.ack(stop < 0 ? batch.end : batch.ends[stop - 1]!);
+      this.opts.onPush?.({ ok: true, recorded: answered.length - refused.length, refused: refused.length });
+      if (stop >= 0) return this.retryLater(`settler: ${answer.results[stop]}`);
+      this.failures = 0;
     }
+  }
+
+  private retryLater(error: string): void {
+    if (!error.startsWith('settler: ')) this.opts.onPush?.({ ok: false, error });
+    const wait = pushBackoffMs(this.failures++, this.opts.backoffBaseMs ?? 500, this.opts.backoffMaxMs ?? 60_000, this.opts.random);
+    this.opts.logger.warn({ settler: this.opts.settlerUrl, err: error, retryInMs: wait, backlogBytes: this.opts.spool.backlogBytes }, 'could not push every gateway record to the settler; retrying');
+    if (this.closed) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.kick();
+    }, wait);
+    this.timer.unref();
   }
 
   async close(): Promise<void> {

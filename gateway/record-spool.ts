@@ -11,6 +11,8 @@ export interface SpoolBatch {
   records: GatewayRecord[];
   /** The cursor to store once the settler has taken these records. */
   end: number;
+  /** The cursor just past each record: to stop part-way through a batch. */
+  ends: number[];
 }
 
 export class RecordSpool {
@@ -84,6 +86,7 @@ export class RecordSpool {
     await this.flushing;
     const text = this.handle ? await this.readFrom(this.acked) : this.memoryFrom(this.acked);
     const records: GatewayRecord[] = [];
+    const ends: number[] = [];
     let end = this.acked;
     for (let at = 0; records.length < max; ) {
       const nl = text.indexOf('\n', at);
@@ -93,12 +96,13 @@ export class RecordSpool {
       at = nl + 1;
       try {
         records.push(JSON.parse(line) as GatewayRecord);
+        ends.push(end);
       } catch {
         // A line this gateway wrote cannot be other than JSON unless the disk changed it: skip it, the settler
         // would refuse it anyway.
       }
     }
-    return { records, end };
+    return { records, end, ends };
   }
 
   /** The settler took everything before `end`: move the cursor (atomically: temp file, then rename). */

@@ -3,8 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { join } from 'node:path';
-import { appendFile, readFile, readdir } from 'node:fs/promises';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { appendFile, readFile, readdir, writeFile } from 'node:fs/promises';
 import { startOrigin, type OriginServer } from '../dataset/origin-server.ts';
 import { writeSampleDataset } from '../dataset/sample.ts';
 import { startGateway, type Gateway } from '../gateway/server.ts';
@@ -13,45 +12,18 @@ import { GeoIp } from '../gateway/geoip.ts';
 import { RecordSpool } from '../gateway/record-spool.ts';
 import { RecordKeeper } from '../gateway/record-keeper.ts';
 import { pushBackoffMs } from '../gateway/record-pusher.ts';
-import { generateTicketKey } from '../protocol/tickets.ts';
-import { checkGatewayRecord, figuresFromRecords, signGatewayRecord, type GatewayRecord } from '../protocol/gateway-records.ts';
-import { parseGatewayRecordsPost } from '../protocol/settler-api.ts';
+import { generateTicketKey, ticketKeyToPem } from '../protocol/tickets.ts';
+import { startSettler } from '../settler/server.ts';
+import { DEFAULT_REWARD_PARAMS } from '../protocol/epoch.ts';
+import { signGatewayRecord, type GatewayRecord } from '../protocol/gateway-records.ts';
 import { BloomFilter } from '../protocol/bloom.ts';
-import type { KeyObject } from 'node:crypto';
 import type { Manifest } from '../protocol/manifest.ts';
-import { startScriptedOrigin, tempDir, until } from './helpers/net.ts';
+import { freePort, tempDir, until } from './helpers/net.ts';
 import { startScriptedNode } from './helpers/scripted-node.ts';
 
 const key = generateTicketKey();
 const node = '0x' + 'aa'.repeat(20);
 const score = (n: number): GatewayRecord => signGatewayRecord({ type: 'score', gateway: 'gw', epoch: 1, at: n, node, scoreBps: n }, key);
-
-/**
- * A settler's records endpoint as protocol/settler-api.ts specifies it, backed by the same checks: answers 503 while
- * `down`, else records each verified record once per id.
- */
-async function recordsSettler(trusted: () => ReadonlyMap<string, KeyObject>) {
-  const held = new Map<string, GatewayRecord>();
-  const state = { posts: 0, down: true };
-  const settler = await startScriptedOrigin(async (req: IncomingMessage, res: ServerResponse) => {
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    if (req.url !== '/v1/gateway-records' || req.method !== 'POST') return void res.writeHead(404).end();
-    state.posts++;
-    if (state.down) return void res.writeHead(503).end('{"error":"starting"}');
-    const parsed = parseGatewayRecordsPost(JSON.parse(Buffer.concat(chunks).toString()));
-    if ('error' in parsed) return void res.writeHead(400).end(JSON.stringify(parsed));
-    const results = parsed.records.map((r) => {
-      const check = checkGatewayRecord(r, trusted());
-      if (!check.ok) return check.reason;
-      if (held.has(check.record.id)) return 'duplicate';
-      held.set(check.record.id, check.record);
-      return 'recorded';
-    });
-    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ results }));
-  });
-  return { ...settler, held, state };
-}
 
 describe('record spool', () => {
   let tmp: { dir: string; cleanup: () => Promise<void> };
@@ -120,7 +92,7 @@ describe('pushing records to the settler', () => {
   const clock = 1_800_000_000_000;
 
   const gateway = async (over: Partial<GatewayConfig>): Promise<Gateway> =>
-    startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], heartbeatMs: 200, allowPrivateNodes: true, ticketKeyFile: join(tmp.dir, 'ticket.pem'), ...over }), { geoip, now: () => clock, random: () => 0.01 });
+    startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], heartbeatMs: 200, allowPrivateNodes: true, ...over }), { geoip, now: () => clock, random: () => 0.01 });
 
   beforeAll(async () => {
     tmp = await tempDir();
@@ -134,14 +106,16 @@ describe('pushing records to the settler', () => {
     await tmp?.cleanup();
   });
 
-  it('retries while the settler fails, and a restarted gateway pushes what it spooled before', async () => {
+  it('retries while the settler is down or behind, and a restarted gateway pushes what it spooled before; the epoch settles with the figures', async () => {
     const spoolFile = join(tmp.dir, 'gw-records.jsonl');
-    // First run: the settler is down (503). The gateway records challenge results and redirects.
-    let trusted: ReadonlyMap<string, KeyObject> = new Map();
-    const settler = await recordsSettler(() => trusted);
-    closers.push(settler);
-    const first = await gateway({ recordSpool: spoolFile, settlerUrl: settler.url });
-    trusted = new Map([[first.ticketKey.keyId, first.ticketKey.publicKey]]);
+    const ticketKeyFile = join(tmp.dir, 'ticket.pem');
+    const ticketKey = generateTicketKey();
+    await writeFile(ticketKeyFile, ticketKeyToPem(ticketKey), { mode: 0o600 });
+    const settlerPort = await freePort();
+    const settlerUrl = `http://127.0.0.1:${settlerPort}`;
+
+    // First run: no settler is listening. The gateway records a challenge and redirects anyway.
+    const first = await gateway({ recordSpool: spoolFile, settlerUrl, ticketKeyFile });
     const filter = BloomFilter.forCapacity(100, 0.01);
     for (const s of manifest.shards) filter.add(s.sha256);
     const n = await startScriptedNode({ gatewayUrl: first.url, location: { lat: 48.8, lon: 2.3 }, summary: () => filter.summary(), serve: (_sha, _req, res) => void res.writeHead(404).end() });
@@ -149,26 +123,48 @@ describe('pushing records to the settler', () => {
     await until('node claims shards', () => first.registry.nodes.get(n.address)?.holdsShard(manifest.shards[0]!.sha256) === true);
     for (const s of manifest.shards) expect((await request(`${first.url}/d/sample/${s.path}`)).statusCode).toBe(302);
     expect((await first.challenger.challenge(first.registry.nodes.get(n.address)!))!.record).toMatchObject({ ok: false, failure: 'bad-status' });
-    await until('the settler refused pushes, retried', () => settler.state.posts >= 3);
+    await until('failed pushes, retried', async () => /edgeshard_gateway_record_pushes_total\{result="failed"\} [2-9]/.test(await first.metrics.registry.metrics()));
     await first.close(); // writes the anonymous bytes and a score snapshot before it stops
-    expect(settler.held.size).toBe(0);
     const reader = await RecordSpool.open(spoolFile);
     const spooled = await reader.all();
     await reader.close();
     expect(spooled.map((r) => r.type).sort()).toEqual(['anonymous', 'challenge', 'score']);
 
-    // Second run, same spool, the settler back: whatever the first did not get through reaches it, once.
-    settler.state.down = false;
-    const second = await gateway({ recordSpool: spoolFile, settlerUrl: settler.url });
+    // The settler comes up with its clock an epoch behind the gateway's: it refuses the records as not started yet.
+    const settlerClock = { now: clock - 86_400_000 };
+    const settler = await startSettler({
+      host: '127.0.0.1',
+      port: settlerPort,
+      dir: join(tmp.dir, 'settler'),
+      id: 'settler-test',
+      epochSeconds: 86_400,
+      claimWindowSeconds: 3600,
+      params: { ...DEFAULT_REWARD_PARAMS, anonymousPool: 10n ** 18n },
+      gateways: { [ticketKey.keyId]: ticketKey.publicKeyB64 },
+      settleCheckMs: 0,
+      now: () => settlerClock.now,
+    });
+    closers.push(settler);
+
+    // Second run, same spool: it keeps retrying what the settler may take later, and drops nothing.
+    const second = await gateway({ recordSpool: spoolFile, settlerUrl, ticketKeyFile });
     closers.push(second);
-    await until('every spooled record at the settler', () => spooled.every((r) => settler.held.has(r.id)));
+    await until('a push answered "not started"', async () => /edgeshard_gateway_record_pushes_total\{result="ok"\} [1-9]/.test(await second.metrics.registry.metrics()));
+    expect(second.spool.backlogBytes).toBeGreaterThan(0);
+    settlerClock.now = clock;
+    await until('the settler took every spooled record', () => second.spool.backlogBytes === 0);
     await second.pusher!.idle();
-    expect(settler.held.size).toBe(spooled.length);
-    expect(second.spool.backlogBytes).toBe(0);
     expect(Number(await readFile(`${spoolFile}.pushed`, 'utf8'))).toBeGreaterThan(0);
-    const figures = figuresFromRecords([...settler.held.values()]).find((f) => f.node === n.address)!;
-    expect(figures.anonymousBytes).toBe(BigInt(manifest.shards.reduce((s, x) => s + x.size, 0)));
-    expect(figures.capacityPoints).toBe(0n);
-    expect(await second.metrics.registry.metrics()).toMatch(/edgeshard_gateway_record_pushes_total\{result="ok"\} [1-9]/);
+
+    // The epoch settles from the records alone.
+    settlerClock.now = (20_834 * 86_400 + 3600) * 1000;
+    expect(await settler.settler.settleDue()).toEqual([20_833]);
+    const totals = (await (await request(`${settler.url}/v1/epochs/20833/totals.json`)).body.json()) as Array<Record<string, string>>;
+    const row = totals.find((t) => t.node === n.address)!;
+    expect(row.anonymousBytes).toBe(String(manifest.shards.reduce((s, x) => s + x.size, 0)));
+    expect(row.capacityPoints).toBe('0');
+    const snapshot = spooled.find((r) => r.type === 'score' && r.node === n.address) as { scoreBps: number };
+    expect(row.scoreBps).toBe(String(snapshot.scoreBps));
+    expect(BigInt(row.anonymous!)).toBeGreaterThan(0n);
   });
 });
