@@ -523,7 +523,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       const first = candidates[0] ? registry.nodes.get(candidates[0].node) : undefined;
       if (first) {
         first.sentBytes += shard.size;
-        keeper.sentAnonymous(first.id, shard.size);
+        if (!who) keeper.sentAnonymous(first.id, shard.size); // keyed clients' bytes are paid by their receipts
       }
       metrics.decision(candidates.length > 0 ? 'node' : config.fallback === 'off' ? 'no-node' : 'origin-fallback', candidates[0]?.distance);
       return json(res, 'route', 200, {
@@ -569,7 +569,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       if (primary) {
         metrics.decision('node', primary.distanceKm);
         primary.node.sentBytes += shard.size; // the load this gateway itself sends there (node-claims.ts)
-        keeper.sentAnonymous(primary.node.id, shard.size); // a version-1 ticket: only this record speaks for the bytes
+        if (!who) keeper.sentAnonymous(primary.node.id, shard.size); // a version-1 ticket: only this record speaks for the bytes
         // A flat header array goes straight to the wire; an object goes through setHeader's per-header validation
         // and bookkeeping first.
         res.writeHead(302, ['location', ticketedUrl(primary.node, shard, who), 'cache-control', 'no-store', 'content-length', '0']);

@@ -13,6 +13,8 @@ import { RecordSpool } from '../gateway/record-spool.ts';
 import { RecordKeeper } from '../gateway/record-keeper.ts';
 import { pushBackoffMs } from '../gateway/record-pusher.ts';
 import { generateTicketKey, ticketKeyToPem } from '../protocol/tickets.ts';
+import { SESSION_HEADER, authoriseSession, decodeClientTicket, encodeSessionHeader, generateSessionKey } from '../protocol/client-tickets.ts';
+import { Wallet } from 'ethers';
 import { startSettler } from '../settler/server.ts';
 import { DEFAULT_REWARD_PARAMS } from '../protocol/epoch.ts';
 import { signGatewayRecord, type GatewayRecord } from '../protocol/gateway-records.ts';
@@ -122,6 +124,12 @@ describe('pushing records to the settler', () => {
     closers.push(n);
     await until('node claims shards', () => first.registry.nodes.get(n.address)?.holdsShard(manifest.shards[0]!.sha256) === true);
     for (const s of manifest.shards) expect((await request(`${first.url}/d/sample/${s.path}`)).statusCode).toBe(302);
+    // A keyed client's redirect gets a version-2 ticket: its receipts pay for those bytes, so they are not anonymous.
+    const wallet = Wallet.createRandom() as unknown as Wallet;
+    const auth = await authoriseSession(wallet, generateSessionKey(), 30_000);
+    const keyed = await request(`${first.url}/d/sample/${manifest.shards[0]!.path}`, { headers: { [SESSION_HEADER]: encodeSessionHeader(auth) } });
+    expect(keyed.statusCode).toBe(302);
+    expect(decodeClientTicket(new URL(keyed.headers.location as string).searchParams.get('ticket')!)?.client).toBe(auth.client);
     expect((await first.challenger.challenge(first.registry.nodes.get(n.address)!))!.record).toMatchObject({ ok: false, failure: 'bad-status' });
     await until('failed pushes, retried', async () => /edgeshard_gateway_record_pushes_total\{result="failed"\} [2-9]/.test(await first.metrics.registry.metrics()));
     await first.close(); // writes the anonymous bytes and a score snapshot before it stops
