@@ -324,6 +324,8 @@ export async function throughNode(
   };
   try {
     await waitForHttp(`${nodeUrl}/healthz`, 30_000, node);
+    // The node listens before its --manifest files are loaded: until then a shard by hash is a 404.
+    if (manifests.length && warmup[0]) await waitForStatus(`${nodeUrl}/${warmup[0]}`, 200, 30_000, client);
     await fetchAll(nodeUrl, warmup, client);
     const missesBefore = await misses();
     const cold = await measured(node, () => fetchAll(nodeUrl, paths, client), `node-${cacheDir === 'none' ? 'memory' : cacheDir.split('/').pop()}`);
@@ -333,6 +335,18 @@ export async function throughNode(
     return { cold, warm, misses: missesCold };
   } finally {
     await stopChild(node);
+  }
+}
+
+/** GETs `url` until it answers `status` (the body is read and dropped), for at most `timeoutMs`. */
+async function waitForStatus(url: string, status: number, timeoutMs: number, dispatcher: Agent): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const { statusCode, body } = await request(url, { dispatcher });
+    await body.dump();
+    if (statusCode === status) return;
+    if (Date.now() > deadline) throw new Error(`${url}: still ${statusCode} after ${timeoutMs} ms (want ${status})`);
+    await new Promise((r) => setTimeout(r, 100));
   }
 }
 
