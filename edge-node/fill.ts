@@ -189,6 +189,20 @@ const READ_SLICE = 256 * 1024;
 const DISK_BATCH_MIN_BYTES = 1024 * 1024;
 /** writev(2) takes at most IOV_MAX (1024 on Linux) buffers per call. */
 const DISK_BATCH_MAX_CHUNKS = 1024;
+/** Hash-addressed shards from this size up enter the memory tier on their first disk hit (admittedOnDiskHit). */
+export const ADMIT_ON_DISK_HIT_BYTES = 1024 * 1024;
+
+/**
+ * Whether a fill that gets a disk copy leaves the object out of the memory tier, for its first disk hit to promote:
+ * true for hash-addressed shards of ADMIT_ON_DISK_HIT_BYTES and more. Keeping every cold shard in memory as well as
+ * in the page cache doubled the fresh memory a cold pass touches, and with it the page faults and the collector's
+ * work (about a fifth of the cold path's CPU, docs/benchmarks.md); a training epoch reads each shard once per
+ * trainer, so it is the second read that says a shard is hot. The chunks are dropped as they reach the disk, as a
+ * large object's are. Smaller shards and path objects (a manifest is learned from its fill's body) are kept as before.
+ */
+export function admittedOnDiskHit(req: FillRequest, size: number): boolean {
+  return req.expectedSha256 !== undefined && size >= ADMIT_ON_DISK_HIT_BYTES;
+}
 
 export class Fill extends EventEmitter {
   readonly key: string;
@@ -568,11 +582,12 @@ export class Filler {
     const storeKey = this.opts.storeKey ? this.opts.storeKey(req, head) : req.key;
     head.stored = storeKey !== null;
 
-    const keepInMemory = size !== undefined && size <= this.opts.memoryMaxObjectBytes;
     const store = this.opts.store;
+    const copied = store !== null && storeKey !== null && (size === undefined || size <= store.maxBytes);
+    const keepInMemory = size !== undefined && size <= this.opts.memoryMaxObjectBytes && (!copied || !admittedOnDiskHit(req, size));
     const maxLag = this.maxPendingDiskBytes;
     const copy =
-      store && storeKey !== null && (size === undefined || size <= store.maxBytes)
+      copied
         ? new DiskCopy(fill, store, storeKey, keepInMemory, Math.min(DISK_BATCH_MIN_BYTES, Math.floor(maxLag / 2)), events)
         : null;
     if (!copy) fill._diskFailed();
@@ -682,7 +697,9 @@ export class Filler {
       ...(leaves && verifier ? { chunkSize: verifier.chunkSize, chunkRoot: req.chunks!.chunkRoot, chunkHashes: Buffer.concat(leaves).toString('base64') } : {}),
     };
     // Verified: clients get their last byte now. The disk copy's last writes, fsync and rename need not hold them up.
-    this.opts.onVerified?.(fill.received <= this.opts.memoryMaxObjectBytes ? fill.bodyChunks() : null, meta, storeKey !== null);
+    // A shard that waits for its first disk hit gets no memory copy, unless its disk copy already failed.
+    const toMemory = keepInMemory || !copy || copy.failed;
+    this.opts.onVerified?.(toMemory && fill.received <= this.opts.memoryMaxObjectBytes ? fill.bodyChunks() : null, meta, storeKey !== null);
     fill._finish(digest);
     let entry: DiskEntry | null = null;
     const writer = copy ? await copy.complete() : null;
@@ -710,7 +727,8 @@ class DiskCopy {
   /** Index of the fill's first chunk not yet written. */
   private next = 0;
   private writer: DiskWriter | null = null;
-  private failed = false;
+  /** The disk gave up (or the fill aborted the copy): the object will not be on disk. */
+  failed = false;
   private ended = false;
   private wake: (() => void) | undefined;
   private afterWrite: (() => void) | undefined;

@@ -87,7 +87,7 @@ describe('Filler with a disk tier', () => {
   });
 
   /** An origin serving `body` at /obj (in 64 KiB writes, like a socket would), and a Filler over a gated DiskStore. */
-  async function setup(body: Buffer, opts: { memoryMaxObjectBytes?: number; maxPendingDiskBytes?: number; beforeLastPiece?: Promise<void> } = {}) {
+  async function setup(body: Buffer, opts: { memoryMaxObjectBytes?: number; maxPendingDiskBytes?: number; beforeLastPiece?: Promise<void>; noDisk?: boolean } = {}) {
     const origin = await startScriptedOrigin(async (_req, res) => {
       res.writeHead(200, { 'content-length': body.length });
       for (let off = 0; off < body.length; off += 64 * 1024) {
@@ -102,15 +102,18 @@ describe('Filler with a disk tier', () => {
     closers.unshift(async () => fs.release());
     const writeFailed: string[] = [];
     const store = await DiskStore.open(join(tmp.dir, 'cache'), { maxBytes: 1 << 30, fs, events: { writeFailed: (_k, e) => writeFailed.push(e.code ?? '') } });
+    /** What each fill handed to the memory tier (null: nothing). */
+    const toMemory = new Map<string, Buffer | null>();
     const filler = new Filler({
       dispatcher: agent,
-      store,
+      store: opts.noDisk ? null : store,
+      onVerified: (chunks, meta) => toMemory.set(meta.key, chunks && Buffer.concat(chunks)),
       memoryMaxObjectBytes: opts.memoryMaxObjectBytes ?? 16 * MiB,
       ...(opts.maxPendingDiskBytes !== undefined ? { maxPendingDiskBytes: opts.maxPendingDiskBytes } : {}),
       events: { writeFailed: (_k, e) => writeFailed.push(e.code ?? '') },
     });
     closers.push(() => filler.drain());
-    return { url: `${origin.url}/obj`, fs, store, filler, writeFailed, origin };
+    return { url: `${origin.url}/obj`, fs, store, filler, writeFailed, origin, toMemory };
   }
 
   it('delivers every byte and finishes the fill while the disk copy is still stalled; commits after', async () => {
@@ -181,6 +184,37 @@ describe('Filler with a disk tier', () => {
     expect((await readAll(fill)).equals(body)).toBe(true);
     await filler.drain();
     expect((await fsp.readFile(store.get('path:large')!.dataPath)).equals(body)).toBe(true);
+  });
+
+  it('leaves a shard of 1 MiB or more out of the memory tier when it goes to disk (its first disk hit promotes it)', async () => {
+    // Without the admission rule every one of these fills hands its body to the memory tier.
+    const large = deterministicBytes('admit-large', 2 * MiB);
+    const d = await setup(large);
+    const { fill } = d.filler.fill({ key: 'sha256:large', url: d.url, expectedSha256: sha256Hex(large), expectedSize: large.length });
+    expect((await readAll(fill)).equals(large)).toBe(true);
+    await d.filler.drain();
+    expect(d.toMemory.get('sha256:large')).toBeNull();
+    expect((await fsp.readFile(d.store.get('sha256:large')!.dataPath)).equals(large)).toBe(true);
+    // The same shard by origin path (a path object, no hash known) is kept in memory as before.
+    const byPath = d.filler.fill({ key: 'path:obj', url: d.url });
+    expect((await readAll(byPath.fill)).equals(large)).toBe(true);
+    await d.filler.drain();
+    expect(d.toMemory.get('path:obj')?.equals(large)).toBe(true);
+  });
+
+  it('keeps a small shard, and any shard without a disk tier, in memory from its fill', async () => {
+    const small = deterministicBytes('admit-small', MiB - 1);
+    const s1 = await setup(small);
+    const a = s1.filler.fill({ key: 'sha256:small', url: s1.url, expectedSha256: sha256Hex(small), expectedSize: small.length });
+    expect((await readAll(a.fill)).equals(small)).toBe(true);
+    await s1.filler.drain();
+    expect(s1.toMemory.get('sha256:small')?.equals(small)).toBe(true);
+    const large = deterministicBytes('admit-nodisk', 2 * MiB);
+    const s2 = await setup(large, { noDisk: true });
+    const b = s2.filler.fill({ key: 'sha256:large', url: s2.url, expectedSha256: sha256Hex(large), expectedSize: large.length });
+    expect((await readAll(b.fill)).equals(large)).toBe(true);
+    await s2.filler.drain();
+    expect(s2.toMemory.get('sha256:large')?.equals(large)).toBe(true);
   });
 
   it('ENOSPC on a batched write: every byte is still served, nothing is cached, no temp file is left', async () => {
