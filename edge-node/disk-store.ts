@@ -23,6 +23,7 @@ import { promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { isSha256Hex, sha256File, sha256Hex } from '../protocol/hash.ts';
 import { chunkCount, isValidChunkSize, parseChunkList } from '../protocol/chunks.ts';
+import { syncDir } from '../protocol/sync-dir.ts';
 import { ByteLru, type LruEntry } from './lru.ts';
 import type { DiskEntry, DiskWriter, EntryMeta, StoreEvents } from './store-types.ts';
 
@@ -854,14 +855,6 @@ async function unlinkIfPresent(file: string): Promise<void> {
   } catch (err) {
     if (!isErrnoException(err) || err.code !== 'ENOENT') throw err;
   }
-}
-
-/** Makes renames in `dir` durable. Best effort: some filesystems refuse to fsync a directory. */
-async function syncDir(dir: string): Promise<void> {
-  const handle = await fsp.open(dir, 'r').catch(() => undefined);
-  if (handle === undefined) return;
-  await handle.sync().catch(() => {});
-  await handle.close().catch(() => {});
 }
 
 function isErrnoException(err: unknown): err is NodeJS.ErrnoException {

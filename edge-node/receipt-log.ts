@@ -9,8 +9,10 @@
 // at most the batch not yet flushed. A torn or corrupt tail (a frame cut short, a bad checksum) is cut off on open and
 // kept beside the log as `<file>.damaged-<offset>` so nothing is thrown away silently; everything before it loads.
 import { open, rename, writeFile, type FileHandle } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { RECEIPT_LEN, decodeReceipt, type Receipt } from '../protocol/receipts.ts';
+import { syncDir } from '../protocol/sync-dir.ts';
 
 const MAGIC = Buffer.from('ESRLOG01');
 const FRAME_HEAD = 8;
@@ -61,10 +63,14 @@ export class ReceiptLog {
   private constructor(
     readonly path: string,
     private fh: FileHandle,
+    private readonly syncDir: (dir: string) => Promise<void>,
   ) {}
 
-  /** Opens (or creates) the log, loads every whole record, and cuts off a damaged tail after copying it aside. */
-  static async open(path: string): Promise<{ log: ReceiptLog; report: ReceiptLogOpenReport }> {
+  /**
+   * Opens (or creates) the log, loads every whole record, and cuts off a damaged tail after copying it aside.
+   * `opts.syncDir` replaces the directory fsync (tests watch it).
+   */
+  static async open(path: string, opts: { syncDir?: (dir: string) => Promise<void> } = {}): Promise<{ log: ReceiptLog; report: ReceiptLogOpenReport }> {
     const fh = await open(path, 'a+');
     try {
       const buf = await fh.readFile();
@@ -84,7 +90,7 @@ export class ReceiptLog {
         await fh.write(MAGIC);
         await fh.datasync();
       }
-      const log = new ReceiptLog(path, fh);
+      const log = new ReceiptLog(path, fh, opts.syncDir ?? syncDir);
       for (const payload of parsed.payloads) log.remember(payload.toString('base64url'));
       log.records = parsed.payloads.length;
       return { log, report: { records: parsed.payloads.length, damagedBytes, damagedCopy } };
@@ -143,7 +149,11 @@ export class ReceiptLog {
     return this.flushing;
   }
 
-  /** Rewrites the log with only the latest receipt per ticket (temp file, fsync, rename), when stale records dominate. */
+  /**
+   * Rewrites the log with only the latest receipt per ticket (temp file, fsync, rename, directory fsync), when stale
+   * records dominate. The directory is synced after the rename: otherwise a crash could bring the old file back and
+   * lose every receipt appended to the new one since.
+   */
   async compact(): Promise<void> {
     await this.flush();
     const body = Buffer.concat([MAGIC, ...this.all().map((h) => frameRecord(Buffer.from(h.token, 'base64url')))]);
@@ -156,6 +166,7 @@ export class ReceiptLog {
       await out.close();
     }
     await rename(tmp, this.path);
+    await this.syncDir(dirname(this.path));
     await this.fh.close();
     this.fh = await open(this.path, 'a+');
     this.records = this.held.size;

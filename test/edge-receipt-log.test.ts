@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { appendFile, readFile, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ReceiptLog, RECEIPT_RECORD_BYTES, parseReceiptLog } from '../edge-node/receipt-log.ts';
@@ -41,6 +42,29 @@ describe('receipt log', () => {
       expect(fourth.log.size).toBe(2);
       expect(fourth.log.get(decodeId(t1))?.receipt.bytes).toBe(200n);
       await fourth.log.close();
+    } finally {
+      await cleanup();
+    }
+  });
+
+  it('syncs the directory after the compaction\'s rename, so receipts appended later cannot vanish in a crash', async () => {
+    const { dir, cleanup } = await tempDir();
+    try {
+      const path = join(dir, 'receipts.log');
+      const synced: { dir: string; renamed: boolean }[] = [];
+      // Records each directory sync and whether the compacted file had already replaced the log by then.
+      const syncDir = async (d: string): Promise<void> => {
+        synced.push({ dir: d, renamed: !existsSync(`${path}.compact`) && (await stat(path)).size === 8 + RECEIPT_RECORD_BYTES });
+      };
+      const { log } = await ReceiptLog.open(path, { syncDir });
+      const t = ticket();
+      log.add(receipt(t, 1n));
+      log.add(receipt(t, 2n));
+      await log.flush();
+      expect(log.staleRecords).toBe(1);
+      await log.compact();
+      expect(synced).toEqual([{ dir, renamed: true }]);
+      await log.close();
     } finally {
       await cleanup();
     }
