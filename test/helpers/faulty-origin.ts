@@ -21,6 +21,8 @@ export interface OriginStats {
   failed: number;
   /** Requests waiting now, held before their head or paused mid-body, whose requester is still connected. */
   waiting: number;
+  /** The same, by path. */
+  waitingPaths: Map<string, number>;
   /** Paths paused mid-body now, with the bytes sent so far. */
   paused: Map<string, number>;
 }
@@ -45,16 +47,21 @@ export class Gate {
 const PASSED_HEADERS = ['content-length', 'content-type', 'content-range', 'accept-ranges', 'etag', 'last-modified', 'cache-control', 'expires'];
 
 export async function startFaultyOrigin(upstream: string): Promise<FaultyOrigin> {
-  const stats: OriginStats = { requests: 0, failed: 0, waiting: 0, paused: new Map() };
+  const stats: OriginStats = { requests: 0, failed: 0, waiting: 0, waitingPaths: new Map(), paused: new Map() };
   const front: FaultyOrigin = { url: '', rule: () => ({ kind: 'pass' }), stats, close: async () => {} };
 
   /** Waits for `until`, counted in `stats.waiting` while the requester is still there. */
-  async function wait(res: ServerResponse, until: Promise<void>): Promise<void> {
+  async function wait(path: string, res: ServerResponse, until: Promise<void>): Promise<void> {
     let counted = true;
     stats.waiting++;
+    stats.waitingPaths.set(path, (stats.waitingPaths.get(path) ?? 0) + 1);
     const uncount = (): void => {
-      if (counted) stats.waiting--;
+      if (!counted) return;
       counted = false;
+      stats.waiting--;
+      const left = stats.waitingPaths.get(path)! - 1;
+      if (left === 0) stats.waitingPaths.delete(path);
+      else stats.waitingPaths.set(path, left);
     };
     res.once('close', uncount);
     await until;
@@ -67,7 +74,7 @@ export async function startFaultyOrigin(upstream: string): Promise<FaultyOrigin>
     stats.requests++;
     let fault = front.rule(path);
     while (fault.kind === 'hold') {
-      await wait(res, fault.until);
+      await wait(path, res, fault.until);
       if (res.destroyed) return;
       fault = front.rule(path);
     }
@@ -104,7 +111,7 @@ export async function startFaultyOrigin(upstream: string): Promise<FaultyOrigin>
         await write(head);
         sent += head.length;
         stats.paused.set(path, sent);
-        await wait(res, fault.until);
+        await wait(path, res, fault.until);
         stats.paused.delete(path);
       }
       if (res.destroyed) return;
