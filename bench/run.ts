@@ -3,7 +3,8 @@
 //   micro  tinybench micro-benchmarks of the request path's pure functions       → results/micro.{md,json}
 //   edge   the node against nginx/Varnish/Node via ../shared/bench/anchor.sh,    → results/edge.{md,json},
 //          with target ratios, PASS/MISS and the node's peak RSS under that load     results/edge-anchor.md
-//   cold   cold-fill throughput through the node vs directly from the origin     → results/cold.{md,json}
+//   cold   cold-fill throughput through the node vs directly from the origin,    → results/cold.{md,json}
+//          and origin bytes of a cold split `edgeshard fetch` (bench/cold-split.ts)
 //   routing  one routing decision over 10, 1,000 and 10,000 nodes (tinybench)     → results/routing.{md,json}
 //   gateway  redirects/s under wrk beside the node's 4 KiB rate, and `edgeshard    → results/gateway.{md,json}
 //            fetch` of ~1 GiB through three nodes against the loopback ceiling
@@ -18,6 +19,7 @@ import { headerMarkdown, runHeader, type RunHeader } from './lib.ts';
 import { runMicroBench } from './micro.ts';
 import { runEdgeAnchor } from './edge-anchor.ts';
 import { runColdFill } from './cold-fill.ts';
+import { runColdSplit } from './cold-split.ts';
 import { runRoutingBench } from './routing.ts';
 import { runGatewayBench } from './gateway.ts';
 
@@ -75,7 +77,10 @@ async function main(): Promise<void> {
   if (sections.includes('cold')) {
     console.error('== cold fill');
     const r = await runColdFill(repoRoot);
-    write('cold', 'Cold-fill throughput', header, r.markdown, r.json);
+    // Origin bytes of a cold split fetch (issue #14): its own sub-bench, appended to the same section.
+    console.error('== cold: origin bytes of a split fetch');
+    const split = await runColdSplit(repoRoot);
+    write('cold', 'Cold-fill throughput', header, `${r.markdown}\n${split.markdown}`, { ...r.json, split: split.json });
   }
   if (sections.includes('routing')) {
     console.error('== routing decisions');
