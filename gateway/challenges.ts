@@ -260,7 +260,7 @@ export class Challenger {
   }
 
   /** The shard's leaf hashes, from the origin (checked against the manifest's root, so the source needs no trust). */
-  private async chunkList(plan: ChallengePlan): Promise<Buffer[]> {
+  async chunkList(plan: Pick<ChallengePlan, 'dataset' | 'shard' | 'chunkSize'>): Promise<Buffer[]> {
     const held = this.leaves.get(plan.shard.sha256);
     if (held) return held;
     const chunks = { chunkSize: plan.chunkSize!, chunkRoot: plan.shard.chunkRoot! };

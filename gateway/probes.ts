@@ -187,13 +187,13 @@ export class Prober {
 
   /**
    * Moves a node's score by a result the prober did not measure itself (a capacity challenge, a client's signed
-   * corruption report), with the same weight as a probe, and keeps the reason beside the probes' own.
+   * corruption report), with the weight of a probe unless told, and keeps the reason beside the probes' own.
    */
-  adjustScore(node: NodeRecord, ok: boolean, reason: string, at: number): ScoreChange | null {
+  adjustScore(node: NodeRecord, ok: boolean, reason: string, at: number, weight = SCORE_WEIGHT): ScoreChange | null {
     let h = this.history.get(node.id);
     if (!h) this.history.set(node.id, (h = { probes: [], scoreChanges: [] }));
     const before = node.score;
-    node.score = (1 - SCORE_WEIGHT) * before + SCORE_WEIGHT * (ok ? 1 : 0);
+    node.score = (1 - weight) * before + weight * (ok ? 1 : 0);
     if (Math.abs(node.score - before) < 0.01) return null;
     const change = { at, from: before, to: node.score, reason };
     h.scoreChanges.push(change);

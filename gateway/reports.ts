@@ -81,16 +81,20 @@ export class ReportDesk {
     if (!decoded) return { ok: false, reason: 'ticket is malformed' };
     const check = verifyTicket(report.ticket, { shard: report.shard, node: decoded.node }, this.opts.keys, Math.floor(nowMs / 1000), this.opts.graceSeconds);
     if (!check.ok) return { ok: false, reason: check.reason === 'ticket signed by a key this node does not trust' ? 'ticket was not signed by this gateway' : check.reason };
-    const node = decoded.node;
+    return { ok: true, node: decoded.node, shard: report.shard, ...this.count(decoded.node, decoded.id, clientIp, nowMs) };
+  }
+
+  /** Counts a checked report (unsigned, or signed: gateway/signed-reports.ts) towards its node's tally. */
+  count(node: string, ticketId: string, clientIp: string, nowMs: number): { reporters: number; corroborated: boolean } {
     let tally = this.tallies.get(node);
     if (!tally || nowMs - tally.since > this.opts.windowMs) this.tallies.set(node, (tally = { since: nowMs, networks: new Set(), tickets: new Set() }));
     const network = reporterNetwork(clientIp);
-    if (!tally.networks.has(network) && !tally.tickets.has(decoded.id)) {
+    if (!tally.networks.has(network) && !tally.tickets.has(ticketId)) {
       tally.networks.add(network);
-      tally.tickets.add(decoded.id);
+      tally.tickets.add(ticketId);
     }
     if (this.tallies.size > 100_000) this.sweep(nowMs);
-    return { ok: true, node, shard: report.shard, reporters: tally.networks.size, corroborated: tally.networks.size >= this.opts.quorum };
+    return { reporters: tally.networks.size, corroborated: tally.networks.size >= this.opts.quorum };
   }
 
   /** After a quarantine the tally starts again. */

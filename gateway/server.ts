@@ -37,7 +37,13 @@ import { Challenger, type ChallengeOutcome, type ChallengeScheduler } from './ch
 import { RecordSpool } from './record-spool.ts';
 import { RecordKeeper } from './record-keeper.ts';
 import { RecordPusher } from './record-pusher.ts';
-import type { GatewayRecord } from '../protocol/gateway-records.ts';
+import { signGatewayRecord, type GatewayRecord } from '../protocol/gateway-records.ts';
+import { checkCorruptionReport } from '../protocol/corruption-reports.ts';
+import { epochOf } from '../protocol/client-tickets.ts';
+import { SignedReportBook, reportedBytesProblem } from './signed-reports.ts';
+
+/** How far one client's signed report moves a node's score (a probe moves it 0.3): one report is weak evidence. */
+const REPORT_SCORE_WEIGHT = 0.1;
 
 export interface Gateway {
   url: string;
@@ -320,6 +326,9 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     windowMs: 10 * 60_000,
     graceSeconds: 300,
   });
+  const gatewayKeys = new Map([[ticketKey.keyId, ticketKey.publicKey]]);
+  // One signed report per ticket, and one score drop per client and node per report window.
+  const signedReports = new SignedReportBook({ windowMs: 10 * 60_000 });
   // Reports are rare and each may cost a probe: a few per minute per client.
   const reportLimiter = new ClientRateLimiter({ ratePerSecond: 0.1, burst: 5 });
   const reportProbes = new Map<string, Promise<void>>();
@@ -338,7 +347,10 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       if (size > 4096) return fail(res, 'reports', 413, 'a report is at most 4 KiB of JSON');
       chunks.push(c as Buffer);
     }
-    const parsed = parseReport(Buffer.concat(chunks).toString());
+    const body = Buffer.concat(chunks).toString();
+    const signed = signedReportToken(body);
+    if (signed !== null) return signedReport(res, signed, ip);
+    const parsed = parseReport(body);
     const accepted = parsed.ok ? reportDesk.accept(parsed.report, ip, now()) : parsed;
     const node = accepted.ok ? registry.nodes.get(accepted.node) : undefined;
     if (!parsed.ok || !accepted.ok || !node) {
@@ -347,16 +359,20 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     }
     metrics.report('accepted');
     log.info({ node: node.id, shard: accepted.shard, chunk: parsed.report.chunk, client: ip, reporters: accepted.reporters }, 'client reported bad bytes');
-    if (node.quarantine) return json(res, 'reports', 202, { accepted: true, node: node.id, action: 'already-quarantined' });
-    if (accepted.corroborated) {
+    return json(res, 'reports', 202, { accepted: true, node: node.id, ...actOnReport(node, accepted.shard, accepted) });
+  }
+
+  /** Quarantine on a quorum of networks, else a verification probe (one per node and shard at a time). */
+  function actOnReport(node: NodeRecord, shardSha: string, tally: { reporters: number; corroborated: boolean }): { action: string; reporters?: number } {
+    if (node.quarantine) return { action: 'already-quarantined' };
+    if (tally.corroborated) {
       metrics.quarantined('reports');
-      registry.quarantine(node.id, `clients in ${accepted.reporters} networks reported wrong bytes (shard ${accepted.shard.slice(0, 12)}…)`);
+      registry.quarantine(node.id, `clients in ${tally.reporters} networks reported wrong bytes (shard ${shardSha.slice(0, 12)}…)`);
       reportDesk.reset(node.id);
-      return json(res, 'reports', 202, { accepted: true, node: node.id, action: 'quarantined' });
+      return { action: 'quarantined' };
     }
-    // One verification probe per node and shard at a time, whatever the number of reports.
-    const key = `${node.id}/${accepted.shard}`;
-    const shard = catalog.all().map((d) => d.bySha.get(accepted.shard)).find((s) => s !== undefined);
+    const key = `${node.id}/${shardSha}`;
+    const shard = catalog.all().map((d) => d.bySha.get(shardSha)).find((s) => s !== undefined);
     if (shard && !reportProbes.has(key)) {
       const probing = prober.probe(node, shard).then(
         () => void reportProbes.delete(key),
@@ -364,7 +380,56 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       );
       reportProbes.set(key, probing);
     }
-    return json(res, 'reports', 202, { accepted: true, node: node.id, action: shard ? 'verifying' : 'recorded', reporters: accepted.reporters });
+    return { action: shard ? 'verifying' : 'recorded', reporters: tally.reporters };
+  }
+
+  /** The token of a signed corruption report body ({"report": "<token>"}), or null for an unsigned report. */
+  function signedReportToken(body: string): string | null {
+    try {
+      const v = JSON.parse(body) as { report?: unknown };
+      return v && typeof v === 'object' && typeof v.report === 'string' ? v.report : null;
+    } catch {
+      return null;
+    }
+  }
+
+  /**
+   * A keyed client's signed corruption report (kind 2): both signatures checked, the range and hash checked against
+   * the manifest, then it lowers the node's score a little (once per client and node per window), counts towards the
+   * quorum like an unsigned report, triggers a verification probe, and is kept as a signed record for the settler.
+   */
+  async function signedReport(res: ServerResponse, token: string, ip: string): Promise<void> {
+    const check = checkCorruptionReport(token, gatewayKeys, Math.floor(now() / 1000), 300);
+    if (!check.ok) {
+      const forged = /signature|not signed by this gateway/.test(check.reason);
+      metrics.corruptionReport(forged ? 'forged' : 'refused');
+      return fail(res, 'reports', forged ? 401 : 400, check.reason);
+    }
+    const { report } = check;
+    const node = registry.nodes.get(report.ticket.node);
+    const ds = catalog.all().find((d) => d.bySha.has(report.ticket.shard));
+    const shard = ds?.bySha.get(report.ticket.shard);
+    const chunkSize = ds?.manifest.chunkSize;
+    const leaves = ds && shard && chunkSize !== undefined && shard.chunkRoot !== undefined ? await challenger.chunkList({ dataset: ds.name, shard, chunkSize }).catch(() => null) : null;
+    const problem = !node ? 'the ticket names a node this gateway does not know (any more)' : reportedBytesProblem(report, shard, chunkSize, leaves);
+    if (problem || !node) {
+      metrics.corruptionReport('refused');
+      return fail(res, 'reports', 400, problem ?? 'unknown node');
+    }
+    metrics.corruptionReport('accepted');
+    const at = now();
+    const effect = signedReports.judge(report, at);
+    if (effect === 'duplicate-ticket') return json(res, 'reports', 202, { accepted: true, node: node.id, action: 'duplicate' });
+    let scoreChange = null;
+    if (effect === 'lower-score') {
+      scoreChange = prober.adjustScore(node, false, `a client's signed report: bytes ${report.offset}-${report.offset + report.length - 1} of shard ${report.ticket.shard.slice(0, 12)}… failed their hash`, at, REPORT_SCORE_WEIGHT);
+    }
+    void spoolRecords([
+      signGatewayRecord({ type: 'report', gateway: gatewayId, epoch: epochOf(Math.floor(at / 1000), config.epochSeconds), at, node: node.id, shard: report.ticket.shard, offset: report.offset, length: report.length, client: report.ticket.client, report: token }, ticketKey),
+    ]);
+    log.info({ node: node.id, shard: report.ticket.shard, offset: report.offset, client: report.ticket.client, address: ip, effect, score: node.score.toFixed(2) }, 'client signed a corruption report');
+    const tally = reportDesk.count(node.id, report.ticket.id, ip, at);
+    return json(res, 'reports', 202, { accepted: true, node: node.id, effect, ...(scoreChange ? { score: Math.round(node.score * 1000) / 1000 } : {}), ...actOnReport(node, report.ticket.shard, tally) });
   }
 
   function choose(client: GeoPoint | null, shard: ShardEntry, count: number, who: TicketClient | null) {

@@ -1,7 +1,9 @@
 // Gateway records: what a gateway itself witnessed, signed with its Ed25519 ticket key, for the settler. Three kinds:
 //   challenge  a capacity challenge: node, shard, byte range, deadline, measured throughput, pass or fail;
 //   score      a snapshot of the gateway's score for a node in an epoch;
-//   anonymous  bytes of shards the gateway sent anonymous (version-1 ticket) clients to a node.
+//   anonymous  bytes of shards the gateway sent anonymous (version-1 ticket) clients to a node;
+//   report     a keyed client's signed corruption report the gateway verified (protocol/corruption-reports.ts),
+//              kept as evidence: it moved the gateway's score, it earns and costs nothing by itself.
 // The settler turns verified records into the per-node figures of an epoch (capacity points, scoreBps, anonymous
 // bytes) with the pure functions below, so anyone holding `gateway-records.jsonl` recomputes the same figures.
 //
@@ -15,7 +17,7 @@ import { canonicalJson } from './manifest.ts';
 import type { TicketKey } from './tickets.ts';
 
 export const RECORD_DOMAIN = 'edgeshard gateway record v1\n';
-export const RECORD_TYPES = ['challenge', 'score', 'anonymous'] as const;
+export const RECORD_TYPES = ['challenge', 'score', 'anonymous', 'report'] as const;
 export type RecordType = (typeof RECORD_TYPES)[number];
 
 /** Why a challenge failed. `not-held`: the node answered from a cold cache (it filled from the origin) for a shard it claimed to hold. */
@@ -66,7 +68,18 @@ export interface AnonymousRecord extends RecordHead {
   redirects: number;
 }
 
-export type GatewayRecordBody = ChallengeRecord | ScoreRecord | AnonymousRecord;
+export interface ReportRecord extends RecordHead {
+  type: 'report';
+  shard: string;
+  offset: number;
+  length: number;
+  /** The paying account that signed (through its session key). */
+  client: string;
+  /** The client's signed report token (kind 2), verifiable by anyone holding the gateway's public key. */
+  report: string;
+}
+
+export type GatewayRecordBody = ChallengeRecord | ScoreRecord | AnonymousRecord | ReportRecord;
 export type GatewayRecord = GatewayRecordBody & { /** Ed25519, base64url. */ signature: string };
 
 /** A record's fields before the gateway stamps them (id and keyId are added when signing). */
@@ -97,6 +110,7 @@ const FIELDS: Record<RecordType, { required: string[]; optional: string[] }> = {
   challenge: { required: [...HEAD_FIELDS, 'shard', 'offset', 'length', 'deadlineMs', 'elapsedMs', 'bytesPerSecond', 'ok'], optional: ['failure'] },
   score: { required: [...HEAD_FIELDS, 'scoreBps'], optional: [] },
   anonymous: { required: [...HEAD_FIELDS, 'bytes', 'redirects'], optional: [] },
+  report: { required: [...HEAD_FIELDS, 'shard', 'offset', 'length', 'client', 'report'], optional: [] },
 };
 
 /** Null when `v` (without its signature) is a well-formed record body, else what is wrong. Pure. */
@@ -125,9 +139,14 @@ export function recordProblem(v: unknown): string | null {
     if (!r.ok && r.bytesPerSecond !== 0) return 'a failed challenge measures no throughput';
   } else if (type === 'score') {
     if (!isUint(r.scoreBps, 10_000)) return 'scoreBps must be an integer 0..10000';
-  } else {
+  } else if (type === 'anonymous') {
     if (typeof r.bytes !== 'string' || !DECIMAL.test(r.bytes)) return 'bytes must be a non-negative decimal string';
     if (!isUint(r.redirects)) return 'redirects must be an integer ≥ 0';
+  } else {
+    if (typeof r.shard !== 'string' || !HEX64.test(r.shard)) return 'shard must be a sha256 hex digest';
+    if (!isUint(r.offset) || !isUint(r.length) || r.length === 0) return 'offset and length must be integers ≥ 0 (length ≥ 1)';
+    if (typeof r.client !== 'string' || !HEX40.test(r.client)) return 'client must be a 0x-prefixed lowercase address';
+    if (typeof r.report !== 'string' || !/^[A-Za-z0-9_-]{435}$/.test(r.report)) return 'report must be a signed corruption report token (435 base64url characters)';
   }
   return null;
 }
