@@ -2,7 +2,6 @@
 // `rewards verify` runs the same function on the published inputs and compares, file by file and node by node.
 import { publicKeyFromB64 } from './tickets.ts';
 import { checkSessionAuthorisation, type SessionAuthorisation } from './client-tickets.ts';
-import { decodeReceipt } from './receipts.ts';
 import { DEFAULT_EXPIRY_GRACE_SECONDS, applyRules, type ReceiptClaim } from './receipt-rules.ts';
 import { checkGatewayRecords, figuresFromRecords } from './gateway-records.ts';
 import { computeRewards, epochManifest, jsonLines, rewardLeaves, rewardTree, stableJson, type NodeInputs, type RewardParams } from './epoch.ts';
@@ -19,19 +18,53 @@ export interface EpochParamsFile {
   gateways: Record<string, string>;
 }
 
+/**
+ * A file too large to hold as one string (an epoch's claims.jsonl may have a million lines): its lines, read on
+ * demand, and the digest and size the manifest records. The settler builds one over a file on disk.
+ */
+export interface LineFile {
+  lines(): Iterable<string>;
+  sha256: string;
+  bytes: number;
+}
+
 /** The input files by name (see docs/proof-of-bandwidth.md); missing optional files count as empty. */
-export type EpochInputs = Map<string, string>;
+export type EpochInputs = Map<string, string | LineFile>;
 export const INPUT_FILES = ['params.json', 'sessions.jsonl', 'claims.jsonl', 'anonymous.jsonl', 'capacity.jsonl', 'scores.jsonl', 'gateway-records.jsonl', 'spent-before.jsonl'] as const;
 
-function lines<T>(name: string, text: string | undefined): T[] {
-  if (!text) return [];
-  return text.split('\n').filter((l) => l.trim() !== '').map((l, i) => {
+/** The non-empty lines of a text, without splitting it into an array first. */
+function* textLines(text: string): Generator<string> {
+  let at = 0;
+  while (at < text.length) {
+    let nl = text.indexOf('\n', at);
+    if (nl < 0) nl = text.length;
+    const line = text.slice(at, nl);
+    at = nl + 1;
+    if (line.trim() !== '') yield line;
+  }
+}
+
+/** Each non-empty line parsed as JSON, lazily; a line that is not JSON is an error naming the file and line. */
+function* rows<T>(name: string, input: string | LineFile | undefined): Generator<T> {
+  if (input === undefined) return;
+  let n = 0;
+  for (const l of typeof input === 'string' ? textLines(input) : input.lines()) {
+    if (l.trim() === '') continue;
+    n++;
     try {
-      return JSON.parse(l) as T;
+      yield JSON.parse(l) as T;
     } catch {
-      throw new Error(`${name} line ${i + 1} is not JSON; the epoch's input files are damaged`);
+      throw new Error(`${name} line ${n} is not JSON; the epoch's input files are damaged`);
     }
-  });
+  }
+}
+
+function lines<T>(name: string, input: string | LineFile | undefined): T[] {
+  return [...rows<T>(name, input)];
+}
+
+function textOf(input: string | LineFile | undefined): string | undefined {
+  return input === undefined || typeof input === 'string' ? input : [...input.lines()].join('\n');
 }
 
 function big(name: string, v: unknown): bigint {
@@ -76,7 +109,7 @@ export interface EpochOutputs {
 }
 
 export function settleEpoch(inputs: EpochInputs): EpochOutputs {
-  const paramsText = inputs.get('params.json');
+  const paramsText = textOf(inputs.get('params.json'));
   if (!paramsText) throw new Error('params.json is missing: an epoch cannot be settled without its parameters');
   const p = JSON.parse(paramsText) as EpochParamsFile;
   const params: RewardParams = {
@@ -89,9 +122,9 @@ export function settleEpoch(inputs: EpochInputs): EpochOutputs {
   };
   const trustedGateways = new Map(Object.entries(p.gateways ?? {}).map(([id, b64]) => [id, publicKeyFromB64(b64)]));
   const sessions = sessionsByKey(lines<SessionAuthorisation>('sessions.jsonl', inputs.get('sessions.jsonl')));
-  const spentTickets = new Map(lines<{ ticketId: string; epoch: number }>('spent-before.jsonl', inputs.get('spent-before.jsonl')).map((s) => [s.ticketId, s.epoch]));
-  const claims = lines<ReceiptClaim>('claims.jsonl', inputs.get('claims.jsonl'));
-  const { accepted, rejected } = applyRules(claims, { epoch: p.epoch, trustedGateways, sessions, spentTickets, expiryGraceSeconds: DEFAULT_EXPIRY_GRACE_SECONDS });
+  const spentTickets = new Map<string, number>();
+  for (const s of rows<{ ticketId: string; epoch: number }>('spent-before.jsonl', inputs.get('spent-before.jsonl'))) spentTickets.set(s.ticketId, s.epoch);
+  const { accepted, rejected } = applyRules(rows<ReceiptClaim>('claims.jsonl', inputs.get('claims.jsonl')), { epoch: p.epoch, trustedGateways, sessions, spentTickets, expiryGraceSeconds: DEFAULT_EXPIRY_GRACE_SECONDS });
 
   const perNode = new Map<string, NodeInputs>();
   const row = (node: string): NodeInputs => {
@@ -119,17 +152,22 @@ export function settleEpoch(inputs: EpochInputs): EpochOutputs {
   const leaves = rewardLeaves(p.epoch, rewards);
   const total = rewards.reduce((s, r) => s + r.amount, 0n);
   const files = new Map<string, string>();
-  files.set('accepted.jsonl', jsonLines(accepted));
+  // Built by hand: every field is hex or digits, and a million lines through JSON.stringify's replacer is slow.
+  let acceptedText = '';
+  for (const a of accepted) acceptedText += `{"claim":${a.claim},"node":"${a.node}","ticketId":"${a.ticketId}","client":"${a.client}","bytes":"${a.bytes}"}\n`;
+  files.set('accepted.jsonl', acceptedText);
   files.set('rejected.jsonl', jsonLines(rejected));
   files.set('rejected-records.jsonl', jsonLines(gatewayRecords.rejected));
   files.set('totals.json', stableJson(rewards));
   const tree = leaves.length > 0 ? rewardTree(leaves) : null;
   files.set('tree.json', stableJson(tree ? tree.dump() : null));
-  const spentAfter = [...spentTickets.entries()].map(([ticketId, epoch]) => ({ ticketId, epoch }));
-  for (const a of accepted) spentAfter.push({ ticketId: a.ticketId, epoch: p.epoch });
-  files.set('spent-after.jsonl', jsonLines(spentAfter.sort((a, b) => (a.ticketId < b.ticketId ? -1 : 1))));
+  for (const a of accepted) spentTickets.set(a.ticketId, p.epoch);
+  const spentIds = [...spentTickets.keys()].sort();
+  let spentText = '';
+  for (const id of spentIds) spentText += `{"ticketId":${JSON.stringify(id)},"epoch":${spentTickets.get(id)}}\n`;
+  files.set('spent-after.jsonl', spentText);
   const root = tree ? tree.root : null;
-  const all = new Map([...INPUT_FILES.filter((n) => inputs.has(n)).map((n) => [n, inputs.get(n)!] as const), ...files]);
+  const all = new Map<string, string | LineFile>([...INPUT_FILES.filter((n) => inputs.has(n)).map((n) => [n, inputs.get(n)!] as const), ...files]);
   files.set('manifest.json', epochManifest(p.epoch, all, root ?? '', total));
   return { files, root, total };
 }
@@ -159,14 +197,13 @@ export function verifyEpoch(published: Map<string, string>, nodes: string[] = []
   const rec = amounts(recomputed.files.get('totals.json'));
   const reasons = new Map<string, Record<string, number>>();
   const details = new Map<string, VerifyLine['rejected']>();
-  for (const r of lines<{ node: string; receipt: string; reason: string }>('rejected.jsonl', recomputed.files.get('rejected.jsonl'))) {
+  for (const r of rows<{ node: string; ticketId: string | null; bytes: string | null; reason: string }>('rejected.jsonl', recomputed.files.get('rejected.jsonl'))) {
     const node = String(r.node).toLowerCase();
     const m = reasons.get(node) ?? {};
     m[r.reason] = (m[r.reason] ?? 0) + 1;
     reasons.set(node, m);
-    const receipt = decodeReceipt(r.receipt);
     const list = details.get(node) ?? [];
-    list.push({ ticketId: receipt?.ticket.id ?? null, bytes: receipt ? receipt.bytes.toString() : null, reason: r.reason });
+    list.push({ ticketId: r.ticketId ?? null, bytes: r.bytes ?? null, reason: r.reason });
     details.set(node, list);
   }
   const figures = new Map(((JSON.parse(recomputed.files.get('totals.json') ?? '[]') ?? []) as Array<Record<string, string>>).map((r) => [String(r.node).toLowerCase(), r]));

@@ -108,7 +108,9 @@ export function jsonLines(rows: readonly unknown[]): string {
 }
 
 /** manifest.json: every file's sha256, the root and the total; sha256(manifest.json) is what the chain records. */
-export function epochManifest(epoch: number, files: ReadonlyMap<string, string>, root: string, total: bigint): string {
-  const entries = [...files.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([name, body]) => ({ name, sha256: sha256Hex(body), bytes: Buffer.byteLength(body) }));
+export function epochManifest(epoch: number, files: ReadonlyMap<string, string | { sha256: string; bytes: number }>, root: string, total: bigint): string {
+  const entries = [...files.entries()]
+    .sort(([a], [b]) => (a < b ? -1 : 1))
+    .map(([name, body]) => (typeof body === 'string' ? { name, sha256: sha256Hex(body), bytes: Buffer.byteLength(body) } : { name, sha256: body.sha256, bytes: body.bytes }));
   return stableJson({ format: 'edgeshard-epoch-v1', epoch, root, total, files: entries });
 }

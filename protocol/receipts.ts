@@ -44,13 +44,25 @@ export function signReceipt(ticketToken: string, bytes: bigint, signedAt: number
 
 /** Decodes without checking any signature; null when the token is not a receipt. */
 export function decodeReceipt(token: string): Receipt | null {
+  return decodeReceiptParts(token)?.receipt ?? null;
+}
+
+/**
+ * decodeReceipt, plus the signed bytes and the client's signature, so a checker verifies them without decoding the
+ * token again (the settler checks a million receipts per epoch).
+ */
+export function decodeReceiptParts(token: string): { receipt: Receipt; signed: Buffer; signature: Buffer } | null {
   if (typeof token !== 'string' || token.length !== RECEIPT_TOKEN_LEN) return null;
   const buf = Buffer.from(token, 'base64url');
   if (buf.length !== RECEIPT_LEN || buf[0] !== RECEIPT_KIND) return null;
   const ticketBytes = buf.subarray(TICKET_AT, BYTES_AT);
   const ticket = decodeClientTicketBytes(ticketBytes);
   if (!ticket) return null;
-  return { ticket, ticketBytes, bytes: buf.readBigUInt64BE(BYTES_AT), signedAt: buf.readUInt32BE(SIGNED_AT_AT) };
+  return {
+    receipt: { ticket, ticketBytes, bytes: buf.readBigUInt64BE(BYTES_AT), signedAt: buf.readUInt32BE(SIGNED_AT_AT) },
+    signed: buf.subarray(0, SIGNED_LEN),
+    signature: buf.subarray(SIGNED_LEN),
+  };
 }
 
 /** Checks only the client's signature: the session key named inside the ticket signed this receipt. */

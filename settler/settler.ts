@@ -8,8 +8,7 @@
 //   <dir>/open/<epoch>/gateway-records.jsonl    gateway records that verified, each id once
 //   <dir>/open/<epoch>/nonces.jsonl             {node, nonce} of accepted batches (replay defence; not published)
 //   <dir>/epochs/<epoch>/...                    the published files (protocol/epoch-settle.ts), manifest.json last
-import { mkdir, readdir, readFile, rename, rm, writeFile, open as openFile } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
+import { mkdir, readdir, readFile, rename, rm, open as openFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import type { Logger } from '../protocol/log.ts';
@@ -18,7 +17,7 @@ import { publicKeyFromB64 } from '../protocol/tickets.ts';
 import { checkSessionAuthorisation, type SessionAuthorisation } from '../protocol/client-tickets.ts';
 import { checkClaim, DEFAULT_EXPIRY_GRACE_SECONDS } from '../protocol/receipt-rules.ts';
 import { checkGatewayRecord } from '../protocol/gateway-records.ts';
-import { settleEpoch, INPUT_FILES, type EpochParamsFile } from '../protocol/epoch-settle.ts';
+import type { EpochParamsFile } from '../protocol/epoch-settle.ts';
 import { sha256Hex, type RewardParams } from '../protocol/epoch.ts';
 import {
   checkClaimBatchSignature,
@@ -30,6 +29,7 @@ import {
   type GatewayRecordsAnswer,
 } from '../protocol/settler-api.ts';
 import { JsonlFile } from './jsonl-file.ts';
+import { settleEpochDir } from './settle-files.ts';
 import type { SettlerMetrics } from './metrics.ts';
 
 export interface SettlerOptions {
@@ -86,6 +86,8 @@ export class Settler {
   private settled: SettledEpoch[] = [];
   /** Ticket ids paid in settled epochs → the epoch that paid them (the last settled epoch's spent-after.jsonl). */
   private spent = new Map<string, number>();
+  /** The same as published (the next epoch's spent-before.jsonl, byte for byte). */
+  private spentText = '';
   private settling: Promise<unknown> = Promise.resolve();
   private readonly now: () => number;
   private readonly log: Logger;
@@ -109,7 +111,7 @@ export class Settler {
     }
     s.settled.sort((a, b) => a.epoch - b.epoch);
     const last = s.settled.at(-1);
-    if (last) s.spent = await s.loadSpent(last.epoch);
+    if (last) await s.loadSpent(last.epoch);
     for (const name of await readdir(join(opts.dir, 'open'))) {
       if (!/^\d+$/.test(name)) continue;
       const epoch = Number(name);
@@ -154,15 +156,16 @@ export class Settler {
     return null;
   }
 
-  private async loadSpent(epoch: number): Promise<Map<string, number>> {
+  private async loadSpent(epoch: number): Promise<void> {
     const text = await readFile(join(this.opts.dir, 'epochs', String(epoch), 'spent-after.jsonl'), 'utf8');
-    const out = new Map<string, number>();
+    const spent = new Map<string, number>();
     for (const line of text.split('\n')) {
       if (!line) continue;
       const r = JSON.parse(line) as { ticketId: string; epoch: number };
-      out.set(r.ticketId, r.epoch);
+      spent.set(r.ticketId, r.epoch);
     }
-    return out;
+    this.spent = spent;
+    this.spentText = text;
   }
 
   private paramsFor(epoch: number): EpochParamsFile {
@@ -385,30 +388,12 @@ export class Settler {
     // Wait for writes in flight, then stop taking more: epochRefusal now answers 409 for this epoch.
     await Promise.all([e.claims.close(), e.sessions.close(), e.records.close(), e.nonces.close()]);
     this.open.delete(epoch);
-    const inputs = new Map<string, string>();
-    for (const name of INPUT_FILES) {
-      if (name === 'spent-before.jsonl') continue;
-      const text = await readFile(join(e.dir, name), 'utf8').catch(() => null);
-      if (text !== null) inputs.set(name, text);
-    }
-    inputs.set('spent-before.jsonl', [...this.spent.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([ticketId, ep]) => JSON.stringify({ ticketId, epoch: ep }) + '\n').join(''));
-    const out = settleEpoch(inputs);
-    const all = new Map([...inputs, ...out.files]);
-    // Write into a temp directory, sync, then rename: a published epoch directory is always whole.
-    const tmp = join(this.opts.dir, 'epochs', `.${epoch}.tmp`);
-    await rm(tmp, { recursive: true, force: true });
-    await mkdir(tmp, { recursive: true });
-    for (const [name, body] of all) if (name !== 'manifest.json') await writeDurably(join(tmp, name), body);
-    await writeDurably(join(tmp, 'manifest.json'), out.files.get('manifest.json')!);
-    const final = join(this.opts.dir, 'epochs', String(epoch));
-    await rm(final, { recursive: true, force: true });
-    await rename(tmp, final);
-    await syncDir(join(this.opts.dir, 'epochs'));
+    const out = await settleEpochDir(e.dir, this.spentText, join(this.opts.dir, 'epochs', String(epoch)));
     await rm(e.dir, { recursive: true, force: true });
     const manifestText = out.files.get('manifest.json')!;
     this.settled.push({ epoch, root: out.root ?? '', total: out.total.toString(), manifestSha256: sha256Hex(manifestText) });
     this.settled.sort((a, b) => a.epoch - b.epoch);
-    this.spent = await this.loadSpent(epoch);
+    await this.loadSpent(epoch);
     const seconds = (performance.now() - started) / 1000;
     this.opts.metrics?.settled(epoch, out, seconds);
     this.log.info({ epoch, root: out.root, total: out.total.toString(), seconds }, 'settled epoch');
@@ -452,16 +437,4 @@ async function writeDurably(path: string, body: string): Promise<void> {
     await fh.close();
   }
   await rename(tmp, path);
-}
-
-async function syncDir(path: string): Promise<void> {
-  if (!existsSync(path)) return;
-  const fh = await openFile(path, 'r');
-  try {
-    await fh.sync();
-  } catch {
-    // Some file systems refuse fsync on a directory; the rename is still atomic.
-  } finally {
-    await fh.close();
-  }
 }

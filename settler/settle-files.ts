@@ -1,0 +1,106 @@
+// The I/O shell around settleEpoch: reads an open epoch's input files from a directory (claims.jsonl streamed line
+// by line, never whole: an epoch may hold a million receipts), and writes the published directory: inputs copied,
+// outputs written, each file synced, manifest.json last, the whole directory renamed into place in one step.
+import { createHash } from 'node:crypto';
+import { closeSync, createReadStream, openSync, readSync } from 'node:fs';
+import { copyFile, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { INPUT_FILES, settleEpoch, type EpochInputs, type EpochOutputs, type LineFile } from '../protocol/epoch-settle.ts';
+
+/** A file's lines, read in 1 MiB chunks each time they are iterated, with its sha256 and size measured up front. */
+export async function lineFile(path: string): Promise<LineFile> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
+  const { size } = await stat(path);
+  return {
+    sha256: hash.digest('hex'),
+    bytes: size,
+    *lines() {
+      const fd = openSync(path, 'r');
+      try {
+        const buf = Buffer.alloc(1 << 20);
+        let carry = '';
+        for (;;) {
+          const n = readSync(fd, buf, 0, buf.length, null);
+          if (n === 0) break;
+          // Lines are ASCII JSON (hex, base64url, digits), but decode safely: cut at the last newline only.
+          const last = buf.lastIndexOf(0x0a, n - 1);
+          if (last < 0) {
+            carry += buf.toString('utf8', 0, n);
+            continue;
+          }
+          const text = carry + buf.toString('utf8', 0, last);
+          carry = buf.toString('utf8', last + 1, n);
+          let at = 0;
+          while (at <= text.length) {
+            let nl = text.indexOf('\n', at);
+            if (nl < 0) nl = text.length;
+            if (nl > at) yield text.slice(at, nl);
+            at = nl + 1;
+          }
+        }
+        if (carry !== '') yield carry;
+      } finally {
+        closeSync(fd);
+      }
+    },
+  };
+}
+
+async function writeSynced(path: string, body: string | Buffer): Promise<void> {
+  const fh = await open(path, 'w');
+  try {
+    await fh.writeFile(body);
+    await fh.datasync();
+  } finally {
+    await fh.close();
+  }
+}
+
+async function syncPath(path: string): Promise<void> {
+  const fh = await open(path, 'r');
+  try {
+    await fh.sync();
+  } catch {
+    // Some file systems refuse fsync on a directory; the rename below is still atomic.
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Settles the epoch whose inputs are in `inputDir` (params.json and the .jsonl files; `spentBefore` is the previous
+ * epoch's spent-after.jsonl) and publishes it as `outDir`. Returns what settleEpoch returned.
+ */
+export async function settleEpochDir(inputDir: string, spentBefore: string, outDir: string): Promise<EpochOutputs> {
+  const inputs: EpochInputs = new Map();
+  const onDisk = new Map<string, string>();
+  for (const name of INPUT_FILES) {
+    if (name === 'spent-before.jsonl') continue;
+    const path = join(inputDir, name);
+    if (!(await stat(path).catch(() => null))) continue;
+    if (name.endsWith('.json')) inputs.set(name, await readFile(path, 'utf8'));
+    else {
+      inputs.set(name, await lineFile(path));
+      onDisk.set(name, path);
+    }
+  }
+  inputs.set('spent-before.jsonl', spentBefore);
+  const out = settleEpoch(inputs);
+  const tmp = join(dirname(outDir), `.${basename(outDir)}.tmp`);
+  await rm(tmp, { recursive: true, force: true });
+  await mkdir(tmp, { recursive: true });
+  for (const [name, input] of inputs) {
+    const path = onDisk.get(name);
+    if (path) {
+      await copyFile(path, join(tmp, name));
+      await syncPath(join(tmp, name));
+    } else await writeSynced(join(tmp, name), input as string);
+  }
+  for (const [name, body] of out.files) if (name !== 'manifest.json') await writeSynced(join(tmp, name), body);
+  await writeSynced(join(tmp, 'manifest.json'), out.files.get('manifest.json')!);
+  await rm(outDir, { recursive: true, force: true });
+  await rename(tmp, outDir);
+  await syncPath(dirname(outDir));
+  return out;
+}
