@@ -1,4 +1,4 @@
-// `npm run bench [-- --only edge,micro,cold,routing,gateway,sim]`: runs the benchmark sections and writes bench/results/.
+// `npm run bench [-- --only edge,micro,cold,routing,gateway,sim,settle]`: runs the benchmark sections and writes bench/results/.
 //
 //   micro  tinybench micro-benchmarks of the request path's pure functions       → results/micro.{md,json}
 //   edge   the node against nginx/Varnish/Node via ../shared/bench/anchor.sh,    → results/edge.{md,json},
@@ -23,7 +23,7 @@ import { runColdSplit } from './cold-split.ts';
 import { runRoutingBench } from './routing.ts';
 import { runGatewayBench } from './gateway.ts';
 
-const SECTIONS = ['micro', 'edge', 'cold', 'routing', 'gateway', 'sim'] as const;
+const SECTIONS = ['micro', 'edge', 'cold', 'routing', 'gateway', 'sim', 'settle'] as const;
 type Section = (typeof SECTIONS)[number];
 
 const benchDir = dirname(fileURLToPath(import.meta.url));
@@ -41,6 +41,21 @@ function selectedSections(argv: string[]): Section[] {
     process.exit(2);
   }
   return wanted as Section[];
+}
+
+/**
+ * The `settle` section has two halves written side by side: the chain's gas and time to a claimable root
+ * (bench/settle-gas.ts, #10) and, once it exists, the settler's receipt and epoch figures (bench/settle.ts, #9).
+ */
+async function runSettle(): Promise<{ markdown: string; json: unknown }> {
+  const { runSettleGasBench } = await import('./settle-gas.ts');
+  const gas = await runSettleGasBench();
+  const path = join(benchDir, 'settle.ts');
+  if (!existsSync(path)) return gas;
+  const mod = (await import(pathToFileURL(path).href)) as { runSettleBench?: () => Promise<{ markdown: string; json: unknown }> };
+  if (typeof mod.runSettleBench !== 'function') return gas;
+  const settler = await mod.runSettleBench();
+  return { markdown: `${settler.markdown}\n${gas.markdown}`, json: { settler: settler.json, chain: gas.json } };
 }
 
 /** The simulator's benchmark is written by another engineer; it is optional until bench/sim.ts exists. */
@@ -96,6 +111,12 @@ async function main(): Promise<void> {
     console.error('== simulator');
     const r = await runSim();
     write('sim', 'Simulator benchmark', header, r.markdown, r.json);
+  }
+
+  if (sections.includes('settle')) {
+    console.error('== settlement: receipts, epochs, gas on the embedded chain (a few minutes)');
+    const r = await runSettle();
+    write('settle', 'Proof of bandwidth settlement', header, r.markdown, r.json);
   }
 
   // The summary: every section's latest result, each under its own date/commit line.

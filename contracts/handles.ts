@@ -60,7 +60,8 @@ export interface EscrowContract extends BaseContract {
 
 export interface EpochRecord {
   root: string;
-  claimed: bigint;
+  /** What is left to claim of the total. */
+  remaining: bigint;
   challengeEnds: bigint;
   status: bigint;
   total: bigint;

@@ -115,7 +115,26 @@ describe('settlement: claims', () => {
     const token = f.as(f.outsider).token;
     expect(await token.balanceOf(e.a)).toBe(100_300n * TOKEN);
     expect(await token.balanceOf(e.b)).toBe(100_200n * TOKEN);
-    expect((await f.as(f.outsider).settlement.epochs(e.epoch)).claimed).toBe(500n * TOKEN);
+    expect((await f.as(f.outsider).settlement.epochs(e.epoch)).remaining).toBe(0n);
+  });
+
+  it('keeps claims per (epoch, node): a claim in epoch 7 blocks neither epoch 8 nor epoch 263 (same bit, next word)', async () => {
+    const [a, trainer] = await Promise.all([f.addr(f.nodeA), f.addr(f.trainer)]);
+    await deposit(30n * TOKEN);
+    const trees = new Map<bigint, ReturnType<typeof epochTree>>();
+    for (const epoch of [7n, 8n, 263n]) {
+      const t = epochTree(Number(epoch), [[a, 10n * TOKEN]]);
+      trees.set(epoch, t);
+      await mined(f.as(f.settler).settlement.postRoot(epoch, t.root, 10n * TOKEN, MANIFEST, [{ payer: trainer, amount: 10n * TOKEN }], 0n));
+    }
+    await f.chain.advanceTime(3_600);
+    const s = f.as(f.nodeA).settlement;
+    await mined(s.claim(7n, a, 10n * TOKEN, trees.get(7n)!.proofFor(a)));
+    expect([await s.claimed(7n, a), await s.claimed(8n, a), await s.claimed(263n, a)]).toEqual([true, false, false]);
+    await mined(s.claim(263n, a, 10n * TOKEN, trees.get(263n)!.proofFor(a)));
+    await mined(s.claim(8n, a, 10n * TOKEN, trees.get(8n)!.proofFor(a)));
+    for (const epoch of [7n, 8n, 263n]) await expectRevert(s.claim(epoch, a, 10n * TOKEN, trees.get(epoch)!.proofFor(a)), 'AlreadyClaimed');
+    expect(await f.as(f.outsider).token.balanceOf(a)).toBe(100_030n * TOKEN);
   });
 
   it('rejects a claim before the challenge window closes', async () => {

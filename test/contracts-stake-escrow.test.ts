@@ -180,6 +180,6 @@ describe('reentrancy through the token', () => {
     const reentryError = await token.reentryError();
     expect(reentryError.slice(0, 10)).toBe(id('ReentrancyGuardReentrantCall()').slice(0, 10));
     expect(await token.balanceOf(a)).toBe(100n * TOKEN);
-    expect((await settlement.epochs(1n)).claimed).toBe(100n * TOKEN);
+    expect((await settlement.epochs(1n)).remaining).toBe(100n * TOKEN);
   });
 });

@@ -40,8 +40,8 @@ contract Settlement is AccessControl, ReentrancyGuardTransient, EIP712 {
 
     struct Epoch {
         bytes32 root;
-        // One slot for what every claim reads and writes.
-        uint128 claimed;
+        // One slot for what every claim reads and writes: what is left to claim, when claims open, the status.
+        uint128 remaining;
         uint64 challengeEnds;
         Status status;
         uint128 total;
@@ -81,7 +81,9 @@ contract Settlement is AccessControl, ReentrancyGuardTransient, EIP712 {
     mapping(uint256 => Epoch) public epochs;
     mapping(uint256 => Dispute) public disputes;
     mapping(uint256 => Escrow.Charge[]) internal epochCharges;
-    mapping(uint256 => mapping(address => bool)) public claimed;
+    /// Per node, a bitmap of the epochs it has claimed (256 epochs a word): a node that claims every epoch writes a
+    /// word that is already non-zero, 5,000 gas instead of 22,100 for a fresh flag per (epoch, node).
+    mapping(address => mapping(uint256 => uint256)) internal claimedEpochs;
     mapping(bytes32 => bool) public evidenceUsed;
     mapping(uint256 => bool) public feesSwept;
 
@@ -103,7 +105,7 @@ contract Settlement is AccessControl, ReentrancyGuardTransient, EIP712 {
     error ChallengeWindowClosed(uint256 epoch, uint64 challengeEnds);
     error AlreadyClaimed(uint256 epoch, address node);
     error InvalidProof(uint256 epoch, address node, uint256 amount);
-    error ClaimsExceedTotal(uint256 epoch, uint256 claimed, uint256 total);
+    error ClaimsExceedTotal(uint256 epoch, uint256 amount, uint256 remaining);
     error NotDisputed(uint256 epoch);
     error ZeroAmount();
     error EvidenceAlreadyUsed(bytes32 evidence);
@@ -164,7 +166,7 @@ contract Settlement is AccessControl, ReentrancyGuardTransient, EIP712 {
         uint64 ends = uint64(block.timestamp) + challengeWindow;
         epochs[epoch] = Epoch({
             root: root,
-            claimed: 0,
+            remaining: uint128(total),
             challengeEnds: ends,
             status: Status.Posted,
             total: uint128(total), // total <= wanted + draw, both bounded by token supply
@@ -185,14 +187,15 @@ contract Settlement is AccessControl, ReentrancyGuardTransient, EIP712 {
         Epoch storage e = epochs[epoch];
         if (e.status != Status.Posted) revert EpochNotPosted(epoch, e.status);
         if (block.timestamp < e.challengeEnds) revert ChallengeWindowOpen(epoch, e.challengeEnds);
-        if (claimed[epoch][node]) revert AlreadyClaimed(epoch, node);
+        uint256 bit = 1 << (epoch & 255);
+        uint256 word = claimedEpochs[node][epoch >> 8];
+        if (word & bit != 0) revert AlreadyClaimed(epoch, node);
         bytes32 leaf = keccak256(bytes.concat(keccak256(abi.encode(epoch, node, amount))));
         if (!MerkleProof.verifyCalldata(proof, e.root, leaf)) revert InvalidProof(epoch, node, amount);
         // A root whose leaves add up to more than its total cannot pay out more than the total.
-        uint256 after_ = uint256(e.claimed) + amount;
-        if (after_ > e.total) revert ClaimsExceedTotal(epoch, after_, e.total);
-        e.claimed = uint128(after_);
-        claimed[epoch][node] = true;
+        if (amount > e.remaining) revert ClaimsExceedTotal(epoch, amount, e.remaining);
+        e.remaining -= uint128(amount);
+        claimedEpochs[node][epoch >> 8] = word | bit;
         emit Claimed(epoch, node, amount);
         token.safeTransfer(node, amount);
     }
@@ -271,6 +274,10 @@ contract Settlement is AccessControl, ReentrancyGuardTransient, EIP712 {
         return _hashTypedDataV4(
             keccak256(abi.encode(FAILED_CHALLENGE_TYPEHASH, c.node, c.epoch, c.challengeId, c.shard, c.rangeStart, c.rangeLength, c.failure))
         );
+    }
+
+    function claimed(uint256 epoch, address node) external view returns (bool) {
+        return claimedEpochs[node][epoch >> 8] & (1 << (epoch & 255)) != 0;
     }
 
     function chargesOf(uint256 epoch) external view returns (Escrow.Charge[] memory) {
