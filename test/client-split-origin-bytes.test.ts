@@ -16,7 +16,9 @@ import { GeoIp } from '../gateway/geoip.ts';
 import { fetchDataset, type FetchOptions } from '../client/fetch.ts';
 import { sha256Hex } from '../protocol/hash.ts';
 import type { Manifest } from '../protocol/manifest.ts';
+import { BloomFilter } from '../protocol/bloom.ts';
 import { tempDir, until } from './helpers/net.ts';
+import { startScriptedNode, type ScriptedNode } from './helpers/scripted-node.ts';
 
 const PARIS = { lat: 48.8566, lon: 2.3522 };
 const SHARD_BYTES = 512 * 1024;
@@ -97,5 +99,58 @@ describe('origin bytes of a split fetch', () => {
     for (const r of report.results) expect(r.servedBy.length).toBeGreaterThanOrEqual(2);
     // No shard was filled again (one fill would be 0.25 of the dataset).
     expect(ratio).toBeLessThan(0.01);
+  });
+});
+
+// A hostile node's cache summary is its own word. Here a node that is a candidate (the last fallback) claims every
+// shard with a precise filter, which passes the gateway's plausibility check (security.md N7). A lone claim must not
+// win it the ranges of a cold split shard: they go to the gateway's primary. (Checked to fail when firstChoice sends
+// the ranges to a lone holder, `holders.length >= 1`: the liar then received all 16 range requests.)
+describe('a node claiming shards it does not hold', () => {
+  const BERLIN = { lat: 52.52, lon: 13.405 };
+  let tmp: { dir: string; cleanup: () => Promise<void> };
+  let origin: OriginServer;
+  let manifest: Manifest;
+  let gw: Gateway;
+  let honest: EdgeNode[];
+  let liar: ScriptedNode;
+
+  beforeAll(async () => {
+    tmp = await tempDir();
+    ({ manifest } = await writeSampleDataset(join(tmp.dir, 'origin', 'c'), { name: 'c', seed: 'split-liar', shards: SHARDS, shardSize: SHARD_BYTES, chunkSize: 64 * 1024 }));
+    origin = await startOrigin(join(tmp.dir, 'origin'));
+    gw = await startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['c'], heartbeatMs: 200, allowPrivateNodes: true, probeIntervalMs: 0 }), { geoip: await GeoIp.open() });
+    honest = await Promise.all([0, 1, 2].map(() => startEdgeNode(defaultNodeConfig({ originUrl: origin.url, open: false, gateways: [gw.url], location: PARIS, cacheDir: null }))));
+    const claims = BloomFilter.forCapacity(1024, 0.01);
+    for (const s of manifest.shards) claims.add(s.sha256);
+    // Far enough from the client to stay out of the near set, so never the primary; still the fourth candidate.
+    liar = await startScriptedNode({ gatewayUrl: gw.url, location: BERLIN, summary: () => claims.summary(), serve: (_sha, _req, res) => void res.writeHead(503).end() });
+    await until('every node in rotation, the honest ones with the manifest loaded, the liar claiming', () =>
+      honest.every((n) => gw.registry.nodes.get(n.address)?.healthy === true && gw.registry.nodes.get(n.address)!.manifests.length === 1) &&
+      manifest.shards.every((s) => gw.registry.nodes.get(liar.address)?.holdsShard(s.sha256) === true),
+    20_000);
+  });
+  afterAll(async () => {
+    await liar?.close();
+    await Promise.all((honest ?? []).map((n) => n.close()));
+    await gw?.close();
+    await origin?.close();
+    await tmp?.cleanup();
+  });
+
+  it('gets none of the ranges of a cold split shard, which the primary fills once', async () => {
+    // The precondition of the attack: the liar is a candidate of every shard's route, and the route says it holds it.
+    for (const s of manifest.shards) {
+      const route = (await (await fetch(`${gw.url}/v1/route?dataset=c&shard=${s.sha256}&count=${PARTS}&near=${PARIS.lat},${PARIS.lon}`)).json()) as { candidates: { node: string; holdsShard: boolean }[] };
+      expect(route.candidates.find((c) => c.node === liar.address)).toMatchObject({ holdsShard: true });
+      expect(route.candidates[0]!.node).not.toBe(liar.address);
+    }
+    const before = origin.bytesSent();
+    const report = await fetchDataset({ gateway: gw.url, dataset: 'c', outDir: join(tmp.dir, 'out'), near: PARIS, splitThreshold: 100_000, splitParts: PARTS, stallTimeoutMs: 20_000 });
+    expect(report.failed).toBe(0);
+    for (const s of manifest.shards) expect(sha256Hex(await readFile(join(tmp.dir, 'out', s.path)))).toBe(s.sha256);
+    expect(liar.http.requests.filter((r) => r.startsWith('/shard/'))).toEqual([]);
+    for (const r of report.results) expect(r.servedBy).toHaveLength(1);
+    expect((origin.bytesSent() - before) / manifest.totalBytes).toBeLessThanOrEqual(1.05);
   });
 });
