@@ -1,26 +1,21 @@
 // What a node says about itself (location, cache summary, capacity) is believed only as far as the gateway's own
 // measurements allow. Each lie runs against a gateway with the check off (it pays) and on (it does not).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { request } from 'undici';
 import { join } from 'node:path';
 import { readFile } from 'node:fs/promises';
 import { Wallet } from 'ethers';
-import { startOrigin, type OriginServer } from '../dataset/origin-server.ts';
-import { writeSampleDataset } from '../dataset/sample.ts';
-import { startEdgeNode, type EdgeNode } from '../edge-node/server.ts';
-import { defaultNodeConfig } from '../edge-node/config.ts';
-import { startGateway, type Gateway, type GatewayDeps } from '../gateway/server.ts';
-import { defaultGatewayConfig, type GatewayConfig } from '../gateway/config.ts';
+import { request } from 'undici';
+import type { EdgeNodeConfig } from '../edge-node/config.ts';
+import type { Gateway, GatewayDeps } from '../gateway/server.ts';
+import type { GatewayConfig } from '../gateway/config.ts';
 import { ALL_NODE_CHECKS } from '../gateway/registry.ts';
-import { GeoIp } from '../gateway/geoip.ts';
 import { UNKNOWN_CAPACITY, effectiveCapacity, implausibleLocation, implausibleSummary, minRttMsForKm, spareCapacity } from '../gateway/node-claims.ts';
 import { haversineKm, rttCorrection } from '../gateway/routing.ts';
 import { BloomFilter } from '../protocol/bloom.ts';
 import type { Manifest } from '../protocol/manifest.ts';
-import { startScriptedOrigin, tempDir, until } from './helpers/net.ts';
-import { allOnesSummary, startScriptedNode, type ScriptedNode } from './helpers/scripted-node.ts';
-
-const PARIS = { lat: 48.8566, lon: 2.3522 };
+import { startScriptedOrigin, until } from './helpers/net.ts';
+import { allOnesSummary, type ScriptedNodeOptions } from './helpers/scripted-node.ts';
+import { PARIS, startGatewayFixture, type GatewayFixture } from './helpers/gateway-fixture.ts';
 const TOKYO = { lat: 35.6762, lon: 139.6503 };
 
 describe('claims against measurements: pure parts', () => {
@@ -60,53 +55,20 @@ describe('claims against measurements: pure parts', () => {
 });
 
 describe('claims on loopback', () => {
-  let tmp: { dir: string; cleanup: () => Promise<void> };
-  let origin: OriginServer;
+  let fx: GatewayFixture;
   let manifest: Manifest;
-  let geoip: GeoIp;
-  const gateways: Gateway[] = [];
-  const nodes: { close(): Promise<void> }[] = [];
-  const bytes = new Map<string, Buffer>();
-
-  const gateway = async (over: Partial<GatewayConfig> = {}, deps: Partial<GatewayDeps> = {}): Promise<Gateway> => {
-    const gw = await startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], heartbeatMs: 200, allowPrivateNodes: true, ...over }), { geoip, sweepEveryMs: 0, ...deps });
-    gateways.push(gw);
-    return gw;
-  };
-  const edgeNode = async (gws: Gateway[], over: Partial<Parameters<typeof defaultNodeConfig>[0]> = {}): Promise<EdgeNode> => {
-    const node = await startEdgeNode(defaultNodeConfig({ originUrl: origin.url, open: false, gateways: gws.map((g) => g.url), location: PARIS, cacheDir: null, ...over }));
-    nodes.push(node);
-    await until('node registered', () => gws.every((g) => g.registry.nodes.get(node.address)?.healthy === true));
-    return node;
-  };
-  const scripted = async (gw: Gateway, opts: Omit<Parameters<typeof startScriptedNode>[0], 'gatewayUrl'>): Promise<ScriptedNode> => {
-    const n = await startScriptedNode({ gatewayUrl: gw.url, ...opts });
-    nodes.push(n);
-    await until('scripted node registered and beating', () => gw.registry.nodes.get(n.address)?.bloom != null);
-    return n;
-  };
-  const primaryCount = async (gw: Gateway, node: string, near: { lat: number; lon: number }): Promise<number> => {
-    let n = 0;
-    for (const s of manifest.shards) {
-      const body = (await (await request(`${gw.url}/v1/route?dataset=sample&shard=${s.sha256}&near=${near.lat},${near.lon}&count=1`)).body.json()) as { candidates: { node: string }[] };
-      if (body.candidates[0]?.node === node) n++;
-    }
-    return n;
-  };
-  const view = async (gw: Gateway, id: string) => (((await (await request(`${gw.url}/v1/nodes`)).body.json()) as { nodes: any[] }).nodes.find((n) => n.id === id));
+  const gateway = (over: Partial<GatewayConfig> = {}, deps: Partial<GatewayDeps> = {}) => fx.gateway(over, deps);
+  const edgeNode = (gws: Gateway[], over: Partial<EdgeNodeConfig> = {}) => fx.edgeNode(gws, over);
+  const scripted = (gw: Gateway, opts: Omit<ScriptedNodeOptions, 'gatewayUrl'>) => fx.scripted(gw, opts);
+  const primaryCount = (gw: Gateway, node: string, near: { lat: number; lon: number }) => fx.primaryCount(gw, node, near);
+  const view = async (gw: Gateway, id: string) => (await fx.nodesView(gw)).find((n) => n.id === id);
 
   beforeAll(async () => {
-    tmp = await tempDir();
-    ({ manifest } = await writeSampleDataset(join(tmp.dir, 'origin', 'sample'), { shards: 16, shardSize: 4096 }));
-    for (const s of manifest.shards) bytes.set(s.sha256, await readFile(join(tmp.dir, 'origin', 'sample', s.path)));
-    origin = await startOrigin(join(tmp.dir, 'origin'));
-    geoip = await GeoIp.open();
+    fx = await startGatewayFixture();
+    manifest = fx.manifest;
   });
   afterAll(async () => {
-    for (const n of nodes) await n.close();
-    for (const g of gateways) await g.close();
-    await origin?.close();
-    await tmp?.cleanup();
+    await fx?.close();
   });
 
   // The round trip each gateway measures is given, not timed: what a loopback handshake takes on a busy machine
@@ -170,7 +132,7 @@ describe('claims on loopback', () => {
     const checking = await gateway();
     const wallet = new Wallet(Wallet.createRandom().privateKey);
     // Right bytes, slowly: about 40 KB/s per request.
-    const slow = (sha: string, _req: unknown, res: import('node:http').ServerResponse) => void setTimeout(() => res.writeHead(200).end(bytes.get(sha)), 100);
+    const slow = (sha: string, _req: unknown, res: import('node:http').ServerResponse) => void setTimeout(() => res.writeHead(200).end(fx.bytes.get(sha)), 100);
     for (const gw of [trusting, checking]) await scripted(gw, { wallet, location: PARIS, capacity: { uploadBytesPerSecond: 0, cacheBytes: 1e9 }, serve: slow });
     const id = wallet.address.toLowerCase();
     for (const gw of [trusting, checking]) expect((await gw.prober.probe(gw.registry.nodes.get(id)!))?.ok).toBe(true);
@@ -198,7 +160,7 @@ describe('claims on loopback', () => {
     // delay: the assertions compare the probe's own recorded figures, whatever they came to.
     const slowOrigin = await startScriptedOrigin(async (req, res) => {
       const path = (req.url ?? '').replace(/^\/sample\//, '');
-      const file = await readFile(join(tmp.dir, 'origin', 'sample', decodeURIComponent(path))).catch(() => null);
+      const file = await readFile(join(fx.originDir, 'sample', decodeURIComponent(path))).catch(() => null);
       if (!file) return void res.writeHead(404).end();
       if (!path.endsWith('manifest.json')) await new Promise((r) => setTimeout(r, 300));
       res.writeHead(200, { 'content-length': file.length }).end(file);

@@ -2,27 +2,20 @@
 // Each attack runs with its defence switched off (it works) and on (it fails). See docs/security.md.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Agent, request } from 'undici';
-import { join } from 'node:path';
-import { readFile } from 'node:fs/promises';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { startOrigin, type OriginServer } from '../dataset/origin-server.ts';
-import { writeSampleDataset } from '../dataset/sample.ts';
-import { startEdgeNode, type EdgeNode } from '../edge-node/server.ts';
-import { defaultNodeConfig } from '../edge-node/config.ts';
+import type { EdgeNode } from '../edge-node/server.ts';
 import { bodyOf } from '../edge-node/memory-store.ts';
-import { startGateway, type Gateway } from '../gateway/server.ts';
-import { defaultGatewayConfig, type GatewayConfig } from '../gateway/config.ts';
+import type { Gateway } from '../gateway/server.ts';
+import type { GatewayConfig } from '../gateway/config.ts';
 import { ALL_NODE_CHECKS } from '../gateway/registry.ts';
-import { GeoIp } from '../gateway/geoip.ts';
 import { quarantineBackoffMs } from '../gateway/quarantine.ts';
 import { parseReport, reporterNetwork } from '../gateway/reports.ts';
 import { signTicket } from '../protocol/tickets.ts';
 import type { Manifest, ShardEntry } from '../protocol/manifest.ts';
-import { tempDir, until } from './helpers/net.ts';
-import { startScriptedNode, type ScriptedNode } from './helpers/scripted-node.ts';
-
-const PARIS = { lat: 48.8566, lon: 2.3522 };
+import { until } from './helpers/net.ts';
+import type { ScriptedNode, ScriptedNodeOptions } from './helpers/scripted-node.ts';
+import { PARIS, startGatewayFixture, type GatewayFixture } from './helpers/gateway-fixture.ts';
 
 describe('quarantine and reports: pure parts', () => {
   it('doubles the back-off with each offence, up to the cap', () => {
@@ -45,52 +38,28 @@ describe('quarantine and reports: pure parts', () => {
 });
 
 describe('bad nodes on loopback', () => {
-  let tmp: { dir: string; cleanup: () => Promise<void> };
-  let origin: OriginServer;
+  let fx: GatewayFixture;
   let manifest: Manifest;
-  let geoip: GeoIp;
   let clock = Date.now();
-  const gateways: Gateway[] = [];
-  const nodes: { close(): Promise<void> }[] = [];
   const agents: Agent[] = [];
-  const bytes = new Map<string, Buffer>();
 
-  const gateway = async (over: Partial<GatewayConfig> = {}): Promise<Gateway> => {
-    const gw = await startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], heartbeatMs: 200, allowPrivateNodes: true, ...over }), { geoip, now: () => clock, sweepEveryMs: 0 });
-    gateways.push(gw);
-    return gw;
-  };
+  const gateway = (over: Partial<GatewayConfig> = {}): Promise<Gateway> => fx.gateway(over, { now: () => clock });
   /** An edge node whose log lines the test can read. */
   const edgeNode = async (gw: Gateway): Promise<{ node: EdgeNode; log: string[] }> => {
     const log: string[] = [];
     const logger = pino({ level: 'info' }, new Writable({ write: (chunk, _e, done) => (log.push(chunk.toString()), done()) }));
-    const node = await startEdgeNode(defaultNodeConfig({ originUrl: origin.url, open: false, gateways: [gw.url], location: PARIS, cacheDir: null }), { logger });
-    nodes.push(node);
-    await until('node registered', () => gw.registry.nodes.get(node.address)?.healthy === true);
-    await until('manifest loaded', () => node.manifests.shardCount === manifest.shards.length);
-    return { node, log };
+    return { node: await fx.edgeNode([gw], {}, { logger }), log };
   };
-  const scripted = async (opts: Parameters<typeof startScriptedNode>[0]): Promise<ScriptedNode> => {
-    const n = await startScriptedNode(opts);
-    nodes.push(n);
-    return n;
-  };
+  const scripted = (gw: Gateway, opts: Omit<ScriptedNodeOptions, 'gatewayUrl'>): Promise<ScriptedNode> => fx.scripted(gw, opts);
   /** A node serving right bytes to `honestTo` addresses and wrong ones to everyone else (all of them: no list). */
   const serving = (honestTo: string[] | 'all' | 'none') => (sha: string, req: import('node:http').IncomingMessage, res: import('node:http').ServerResponse) => {
-    const right = bytes.get(sha)!;
+    const right = fx.bytes.get(sha)!;
     const honest = honestTo === 'all' || (honestTo !== 'none' && honestTo.includes(req.socket.remoteAddress ?? ''));
     const body = honest ? right : Buffer.alloc(right.length, 0x42);
     res.writeHead(200, { 'content-length': body.length }).end(body);
   };
-  const nodesView = async (gw: Gateway) => ((await (await request(`${gw.url}/v1/nodes`)).body.json()) as { nodes: any[] }).nodes;
-  const primaryCount = async (gw: Gateway, node: string): Promise<number> => {
-    let n = 0;
-    for (const s of manifest.shards) {
-      const body = (await (await request(`${gw.url}/v1/route?dataset=sample&shard=${s.sha256}&near=${PARIS.lat},${PARIS.lon}&count=1`)).body.json()) as { candidates: { node: string }[] };
-      if (body.candidates[0]?.node === node) n++;
-    }
-    return n;
-  };
+  const nodesView = (gw: Gateway) => fx.nodesView(gw);
+  const primaryCount = (gw: Gateway, node: string): Promise<number> => fx.primaryCount(gw, node, PARIS);
   const from = (localAddress: string): Agent => {
     const a = new Agent({ localAddress });
     agents.push(a);
@@ -103,18 +72,12 @@ describe('bad nodes on loopback', () => {
   const ticketFor = (gw: Gateway, node: string, shard: ShardEntry, expiresAt = Math.floor(Date.now() / 1000) + 600) => signTicket({ shard: shard.sha256, node, expiresAt }, gw.ticketKey);
 
   beforeAll(async () => {
-    tmp = await tempDir();
-    ({ manifest } = await writeSampleDataset(join(tmp.dir, 'origin', 'sample'), { shards: 16, shardSize: 4096 }));
-    for (const s of manifest.shards) bytes.set(s.sha256, await readFile(join(tmp.dir, 'origin', 'sample', s.path)));
-    origin = await startOrigin(join(tmp.dir, 'origin'));
-    geoip = await GeoIp.open();
+    fx = await startGatewayFixture();
+    manifest = fx.manifest;
   });
   afterAll(async () => {
-    for (const n of nodes) await n.close();
-    for (const g of gateways) await g.close();
     for (const a of agents) await a.close();
-    await origin?.close();
-    await tmp?.cleanup();
+    await fx?.close();
   });
 
   it('garbage: a node serving wrong bytes stays primary while probes only move its score, and is quarantined at once with the defence on', async () => {
@@ -123,7 +86,7 @@ describe('bad nodes on loopback', () => {
     const wallet = (await import('ethers')).Wallet.createRandom();
     for (const gw of [trusting, checking]) {
       await edgeNode(gw);
-      const bad = await scripted({ gatewayUrl: gw.url, wallet: new (await import('ethers')).Wallet(wallet.privateKey), location: PARIS, serve: serving('none') });
+      const bad = await scripted(gw, { wallet: new (await import('ethers')).Wallet(wallet.privateKey), location: PARIS, serve: serving('none') });
       await until('bad node registered', () => gw.registry.nodes.get(bad.address)?.healthy === true);
     }
     const id = wallet.address.toLowerCase();
@@ -216,7 +179,7 @@ describe('bad nodes on loopback', () => {
     expect(gw.registry.nodes.get(honest.address)!.healthy).toBe(true);
 
     // A node serving wrong bytes: the probe confirms the report.
-    const bad = await scripted({ gatewayUrl: gw.url, location: PARIS, serve: serving('none') });
+    const bad = await scripted(gw, { location: PARIS, serve: serving('none') });
     await until('bad node registered', () => gw.registry.nodes.get(bad.address)?.healthy === true);
     expect((await postReport(gw, report(gw, bad.address), '127.0.11.1')).status).toBe(202);
     await gw.reportProbes();
@@ -226,7 +189,7 @@ describe('bad nodes on loopback', () => {
   it('client reports: a node that serves the gateway right and clients wrong is caught by reports from several client networks, not from one', async () => {
     const gw = await gateway();
     // Right bytes to the gateway's probes (they come from 127.0.0.1), wrong to every other address.
-    const sly = await scripted({ gatewayUrl: gw.url, location: PARIS, serve: serving(['127.0.0.1', '::ffff:127.0.0.1']) });
+    const sly = await scripted(gw, { location: PARIS, serve: serving(['127.0.0.1', '::ffff:127.0.0.1']) });
     await until('registered', () => gw.registry.nodes.get(sly.address)?.healthy === true);
     const [a, b, c] = manifest.shards;
     const rep = (s: ShardEntry) => ({ ticket: ticketFor(gw, sly.address, s), shard: s.sha256, chunk: null, kind: 'hash-mismatch' });
