@@ -3,7 +3,7 @@
 // unverified reaches the .partial file and a bad chunk is pinned on the node that sent it (the evidence proof of
 // bandwidth needs, kept in the shard's result and reported to the gateway).
 import { request, type Dispatcher } from 'undici';
-import { ChunkVerifier, parseChunkList, singleChunkList, type ChunkMismatch } from '../protocol/chunks.ts';
+import { CHUNK_LIST_ROUTE, ChunkVerifier, parseChunkList, singleChunkList, type ChunkMismatch } from '../protocol/chunks.ts';
 import type { ShardChunks, ShardEntry } from '../protocol/manifest.ts';
 import type { Source } from './sources.ts';
 import { TransferFailure } from './transfer.ts';
@@ -59,12 +59,15 @@ export function evidenceOf(source: Source, shard: ShardEntry, m: ChunkMismatch):
   return { node: source.id, url: withoutTicket(source.url), shard: shard.sha256, chunk: m.index, expected: m.expected, received: m.actual };
 }
 
-/** The node's chunk list URL for a ticketed shard URL (…/shard/<sha256>?ticket=… → …/chunks/<sha256>?ticket=…). */
+/**
+ * The node's chunk list URL for a ticketed shard URL (…/shard/<sha256>?ticket=… →
+ * …/.well-known/edgeshard/chunks/<sha256>?ticket=…, CHUNK_LIST_ROUTE).
+ */
 export function chunkListUrl(shardUrl: string, sha256: string): string | null {
   const marker = `/shard/${sha256}`;
   const at = shardUrl.indexOf(marker);
   if (at < 0) return null;
-  return `${shardUrl.slice(0, at)}/chunks/${sha256}${shardUrl.slice(at + marker.length)}`;
+  return `${shardUrl.slice(0, at)}${CHUNK_LIST_ROUTE}${sha256}${shardUrl.slice(at + marker.length)}`;
 }
 
 /**

@@ -6,7 +6,7 @@ import { Readable } from 'node:stream';
 import type { Socket } from 'node:net';
 import { Agent, type Dispatcher } from 'undici';
 import { isSha256Hex } from '../protocol/hash.ts';
-import { leafHash } from '../protocol/chunks.ts';
+import { CHUNK_LIST_ROUTE, leafHash } from '../protocol/chunks.ts';
 import { parseManifest } from '../protocol/manifest.ts';
 import { decodeRequestPath } from '../protocol/paths.ts';
 import { createLogger, type Logger } from '../protocol/log.ts';
@@ -1119,7 +1119,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       return recordResponse('healthz', 200, started, body.length);
     }
 
-    if (pathname.startsWith('/chunks/')) return serveChunkList(res, url, pathname.slice(8), started);
+    if (pathname.startsWith(CHUNK_LIST_ROUTE)) return serveChunkList(res, url, pathname.slice(CHUNK_LIST_ROUTE.length), started);
     const target = resolveTarget(pathname);
     if (!(target instanceof CacheTarget)) return sendText(res, target.route, target.status, target.text, started);
     if (!tickets.open) {
@@ -1158,7 +1158,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   }
 
   /**
-   * GET /chunks/<sha256>?ticket=…: the shard's chunk list (its leaf hashes, 32 bytes each), for clients that verify
+   * GET /.well-known/edgeshard/chunks/<sha256>?ticket=… (CHUNK_LIST_ROUTE): the shard's chunk list (its leaf hashes, 32 bytes each), for clients that verify
    * chunks as they arrive. The same ticket as for the shard; the client checks the list against the manifest's root.
    */
   async function serveChunkList(res: ServerResponse, url: string, sha: string, started: number): Promise<void> {

@@ -14,6 +14,12 @@ export const MAX_CHUNK_SIZE = 64 * 1024 * 1024;
 export const LEAF_BYTES = 32;
 /** Where a dataset's chunk lists live at the origin, relative to the manifest's directory: `.chunks/<sha256>`. */
 export const CHUNK_LIST_DIR = '.chunks';
+/**
+ * Where a node serves a shard's chunk list: `<node>/.well-known/edgeshard/chunks/<sha256>?ticket=…`. Under the
+ * prefix edgeshard reserves (as for the identity route), so every origin path, `/chunks/…` included, stays
+ * fetchable by path.
+ */
+export const CHUNK_LIST_ROUTE = '/.well-known/edgeshard/chunks/';
 
 const LEAF_PREFIX = Buffer.from([0]);
 const NODE_PREFIX = Buffer.from([1]);

@@ -14,6 +14,7 @@ import { sendBytes } from './helpers/byte-server.ts';
 import { startStaticGateway, type StaticGateway } from './helpers/static-gateway.ts';
 import { peerHasReadAll, startScriptedOrigin, tempDir, until } from './helpers/net.ts';
 import type { Socket } from 'node:net';
+import { CHUNK_LIST_ROUTE } from '../protocol/chunks.ts';
 
 const CLI = join(import.meta.dirname, '..', 'bin', 'edgeshard.js');
 
@@ -99,7 +100,7 @@ describe('edgeshard fetch', { timeout: 120_000 }, () => {
     let firstRun: Socket | undefined;
     let shardRequests = 0;
     const node = await startScriptedOrigin((req, res) => {
-      if (req.url?.startsWith('/chunks/')) return void res.writeHead(200, { 'content-length': list.length }).end(list);
+      if (req.url?.startsWith(CHUNK_LIST_ROUTE)) return void res.writeHead(200, { 'content-length': list.length }).end(list);
       shardRequests++;
       if (req.headers.range === undefined) {
         // First run: half the shard (its first 64 KiB chunk, verified and written), then the node hangs (as if the

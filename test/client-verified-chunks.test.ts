@@ -11,7 +11,7 @@ import { planRanges } from '../client/split.ts';
 import { deterministicBytes } from '../dataset/sample.ts';
 import { sha256Hex } from '../protocol/hash.ts';
 import { buildManifest } from '../protocol/manifest.ts';
-import { leafHash, leafHashesOf } from '../protocol/chunks.ts';
+import { CHUNK_LIST_ROUTE, leafHash, leafHashesOf } from '../protocol/chunks.ts';
 import { sendBytes } from './helpers/byte-server.ts';
 import { chunkedDataset } from './helpers/chunked.ts';
 import { startStaticGateway } from './helpers/static-gateway.ts';
@@ -49,7 +49,7 @@ afterAll(async () => {
 async function node(body: Buffer) {
   const ranges: Array<string | undefined> = [];
   const n = await startScriptedOrigin((req: IncomingMessage, res: ServerResponse) => {
-    if ((req.url ?? '').startsWith('/chunks/')) return void res.writeHead(200, { 'content-length': list.length }).end(list);
+    if ((req.url ?? '').startsWith(CHUNK_LIST_ROUTE)) return void res.writeHead(200, { 'content-length': list.length }).end(list);
     ranges.push(req.headers.range);
     sendBytes(req, res, body);
   });
@@ -192,6 +192,6 @@ describe('chunk gate and range plan', () => {
     ]);
     expect(planRanges(SIZE + 5, 3, CHUNK).map((r) => r.start % CHUNK)).toEqual([0, 0, 0]);
     expect(planRanges(100, 4, CHUNK)).toEqual([{ start: 0, end: 99 }]);
-    expect(chunkListUrl(`http://n/shard/${shard.sha256}?ticket=x`, shard.sha256)).toBe(`http://n/chunks/${shard.sha256}?ticket=x`);
+    expect(chunkListUrl(`http://n/shard/${shard.sha256}?ticket=x`, shard.sha256)).toBe(`http://n/.well-known/edgeshard/chunks/${shard.sha256}?ticket=x`);
   });
 });

@@ -10,7 +10,7 @@ import { startEdgeNode, type EdgeNode } from '../edge-node/server.ts';
 import { defaultNodeConfig } from '../edge-node/config.ts';
 import { deterministicBytes } from '../dataset/sample.ts';
 import { buildManifest, type Manifest } from '../protocol/manifest.ts';
-import { leafHashesOf } from '../protocol/chunks.ts';
+import { CHUNK_LIST_ROUTE, leafHashesOf } from '../protocol/chunks.ts';
 import { chunkedDataset } from './helpers/chunked.ts';
 import { startScriptedOrigin, tempDir, until } from './helpers/net.ts';
 
@@ -38,6 +38,7 @@ async function originFor(manifest: Manifest, send: (res: ServerResponse) => void
     if (path === 'manifest.json') return void res.writeHead(200).end(JSON.stringify(manifest));
     const list = chunked.lists.get(path);
     if (list) return void res.writeHead(200, { 'content-length': list.length }).end(list);
+    if (path === 'chunks/notes.txt') return void res.writeHead(200, { 'content-length': 12 }).end('origin notes');
     if (path !== 'a.bin') return void res.writeHead(404).end();
     shardRequests++;
     res.writeHead(200, { 'content-length': SIZE });
@@ -135,17 +136,21 @@ describe('verified ranges on a cold node', () => {
     expect(again.body.includes(bad.subarray(2 * CHUNK, 2 * CHUNK + 1024))).toBe(false);
   });
 
-  it('serves good ranges of a chunked shard and its chunk list at /chunks/<sha256>', async () => {
+  it('serves good ranges of a chunked shard and its chunk list at /.well-known/edgeshard/chunks/<sha256>, and origin objects under /chunks/ by path', async () => {
     const origin = await originFor(chunked.manifest, (res) => void res.end(good));
     closers.push(origin.close);
     const node = await nodeFor(origin.url);
     const r = await fetchAll(`${node.url}/shard/${sha}`, { range: `bytes=${CHUNK - 10}-${CHUNK + 9}` });
     expect(r.status).toBe(206);
     expect(r.body.equals(good.subarray(CHUNK - 10, CHUNK + 10))).toBe(true);
-    const list = await fetchAll(`${node.url}/chunks/${sha}`);
+    const list = await fetchAll(`${node.url}${CHUNK_LIST_ROUTE}${sha}`);
     expect(list.status).toBe(200);
     expect(list.body.equals(Buffer.concat(leafHashesOf(good, CHUNK)))).toBe(true);
-    expect((await fetchAll(`${node.url}/chunks/${'0'.repeat(64)}`)).status).toBe(404);
+    expect((await fetchAll(`${node.url}${CHUNK_LIST_ROUTE}${'0'.repeat(64)}`)).status).toBe(404);
+    // The chunk lists live under edgeshard's reserved prefix, so an origin directory named chunks/ is the origin's.
+    const notes = await fetchAll(`${node.url}/chunks/notes.txt`);
+    expect(notes.status).toBe(200);
+    expect(notes.body.toString()).toBe('origin notes');
   });
 
   it('falls back to the whole hash when the chunk list is wrong', async () => {
@@ -160,7 +165,7 @@ describe('verified ranges on a cold node', () => {
     const r = await fetchAll(`${node.url}/shard/${sha}`, { range: 'bytes=0-1023' });
     expect(r.status).toBe(206);
     expect(r.body.equals(good.subarray(0, 1024))).toBe(true);
-    expect((await fetchAll(`${node.url}/chunks/${sha}`)).status).toBe(502);
+    expect((await fetchAll(`${node.url}${CHUNK_LIST_ROUTE}${sha}`)).status).toBe(502);
   });
 
   it('with a format 1 manifest, a range waits for the whole hash (and would not without verification)', async () => {
@@ -183,7 +188,7 @@ describe('verified ranges on a cold node', () => {
     const g = await fetchAll(`${honest.url}/shard/${sha}`, { range: 'bytes=0-1023' });
     expect(g.status).toBe(206);
     expect(g.body.equals(good.subarray(0, 1024))).toBe(true);
-    expect((await fetchAll(`${honest.url}/chunks/${sha}`)).status).toBe(404); // format 1: no chunk list
+    expect((await fetchAll(`${honest.url}${CHUNK_LIST_ROUTE}${sha}`)).status).toBe(404); // format 1: no chunk list
   });
 });
 
