@@ -148,6 +148,8 @@ export class Challenger {
   private readonly leaves = new Map<string, Buffer[]>();
   /** Rounds started (tests wait on it). */
   rounds = 0;
+  /** The last challenges of each node (what /v1/nodes shows operators). */
+  readonly history = new Map<string, ChallengeRecord[]>();
 
   constructor(
     private readonly nodes: () => Iterable<NodeRecord>,
@@ -254,6 +256,10 @@ export class Challenger {
       },
       this.opts.key,
     ) as GatewayRecord & ChallengeRecord;
+    let h = this.history.get(node.id);
+    if (!h) this.history.set(node.id, (h = []));
+    h.push(record);
+    if (h.length > 10) h.shift();
     const outcome: ChallengeOutcome = { node, record, ...(detail ? { detail } : {}) };
     this.opts.onResult?.(outcome);
     return outcome;

@@ -563,6 +563,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
         lastSeenMsAgo: now() - n.lastSeen,
         probes: (prober.history.get(n.id)?.probes.slice(-5) ?? []).map((p) => publicProbe(p, admin)),
         scoreChanges: prober.history.get(n.id)?.scoreChanges.slice(-5) ?? [],
+        challenges: (challenger.history.get(n.id) ?? []).slice(-5).map((c) => ({ at: new Date(c.at).toISOString(), epoch: c.epoch, shard: c.shard, offset: c.offset, length: c.length, ok: c.ok, ...(c.failure ? { failure: c.failure } : {}), bytesPerSecond: c.bytesPerSecond, elapsedMs: c.elapsedMs, deadlineMs: c.deadlineMs })),
       }));
       return json(res, 'nodes', 200, { nodes });
     }

@@ -161,6 +161,9 @@ describe('capacity challenges on loopback', () => {
     expect(await metric(gw, /edgeshard_gateway_challenges_total\{outcome="passed"\} (\d+)/)).toBe(1);
     expect(await metric(gw, /edgeshard_gateway_challenges_issued_total (\d+)/)).toBe(1);
     await until('record spooled', async () => (await gw.spool.all()).some((r) => r.id === outcome.record.id));
+    // Operators see it in /v1/nodes beside the probes.
+    const view = ((await (await request(`${gw.url}/v1/nodes`)).body.json()) as { nodes: Array<{ id: string; challenges: unknown[] }> }).nodes.find((v) => v.id === node.address)!;
+    expect(view.challenges).toEqual([expect.objectContaining({ ok: true, shard: shard.sha256, offset: outcome.record.offset, bytesPerSecond: outcome.record.bytesPerSecond })]);
   });
 
   it('a node claiming every shard but holding none earns capacity points without the byte check, and fails every challenge with it', async () => {
