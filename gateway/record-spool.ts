@@ -2,7 +2,7 @@
 // record per line, appended in batches and fdatasync'ed, plus a cursor file holding the byte offset up to which the
 // settler has acknowledged them. A restart reopens both and loses nothing appended; a torn last line (a crash
 // mid-write) is cut off on open and kept aside in `<spool>.damaged-<offset>`. Without a file (tests, --record-spool
-// ''), records live in memory only.
+// ''), records live in memory only. A spool the settler has taken completely starts empty on the next open.
 import { open, readFile, rename, writeFile, mkdir, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { GatewayRecord } from '../protocol/gateway-records.ts';
@@ -45,12 +45,20 @@ export class RecordSpool {
       await h.sync();
       await h.close();
     }
-    const handle = await open(file, 'a');
-    const spool = new RecordSpool(file, handle);
-    spool.size = whole;
     const cursor = await readFile(`${file}.pushed`, 'utf8').catch(() => '0');
     const at = Number(cursor.trim());
-    spool.acked = Number.isSafeInteger(at) && at >= 0 && at <= whole ? at : 0;
+    let acked = Number.isSafeInteger(at) && at >= 0 && at <= whole ? at : 0;
+    let size = whole;
+    if (acked === whole && whole > 0) {
+      // The settler holds everything: start an empty spool (a crash between the two steps leaves a cursor beyond
+      // the file's end, which reads as 0 above: records are sent again, and the settler keeps each id once).
+      await writeFile(file, '');
+      await writeFile(`${file}.pushed`, '0');
+      acked = size = 0;
+    }
+    const spool = new RecordSpool(file, await open(file, 'a'));
+    spool.size = size;
+    spool.acked = acked;
     return spool;
   }
 

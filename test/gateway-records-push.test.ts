@@ -46,7 +46,16 @@ describe('record spool', () => {
     expect((await again.pending()).records.map((r) => r.at)).toEqual([3, 4, 5]);
     expect((await again.all()).length).toBe(5);
     expect(again.backlogBytes).toBeGreaterThan(0);
+    await again.ack((await again.pending()).end);
     await again.close();
+    // Everything taken: the next open starts an empty file, with nothing left to send.
+    const emptied = await RecordSpool.open(file);
+    expect(await emptied.all()).toEqual([]);
+    expect((await emptied.pending()).records).toEqual([]);
+    emptied.add(score(6));
+    await emptied.flush();
+    expect((await emptied.pending()).records.map((r) => r.at)).toEqual([6]);
+    await emptied.close();
   });
 
   it('cuts a torn last line on open and keeps it aside, so appends continue on a clean end', async () => {
