@@ -100,6 +100,7 @@ describe('pushing records to the settler', () => {
   let manifest: Manifest;
   let geoip: GeoIp;
   const closers: { close(): Promise<void> }[] = [];
+  const shardBytes = new Map<string, Buffer>();
   const clock = 1_800_000_000_000;
 
   const gateway = async (over: Partial<GatewayConfig>): Promise<Gateway> =>
@@ -108,6 +109,7 @@ describe('pushing records to the settler', () => {
   beforeAll(async () => {
     tmp = await tempDir();
     ({ manifest } = await writeSampleDataset(join(tmp.dir, 'origin', 'sample'), { shards: 4, shardSize: 64 * 1024, chunkSize: 64 * 1024 }));
+    for (const s of manifest.shards) shardBytes.set(s.sha256, await readFile(join(tmp.dir, 'origin', 'sample', s.path)));
     origin = await startOrigin(join(tmp.dir, 'origin'));
     geoip = await GeoIp.open();
   });
@@ -140,12 +142,28 @@ describe('pushing records to the settler', () => {
     expect(keyed.statusCode).toBe(302);
     expect(decodeClientTicket(new URL(keyed.headers.location as string).searchParams.get('ticket')!)?.client).toBe(auth.client);
     expect((await first.challenger.challenge(first.registry.nodes.get(n.address)!))!.record).toMatchObject({ ok: false, failure: 'bad-status' });
+    // A node that holds what it claims and answers ranges right passes, and earns the capacity pool.
+    const honest = await startScriptedNode({
+      gatewayUrl: first.url,
+      location: { lat: 48.8, lon: 2.3 },
+      summary: () => filter.summary(),
+      serve: (sha, req, res) => {
+        const all = shardBytes.get(sha)!;
+        const [, a, b] = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '') ?? [];
+        if (a === undefined) return void res.writeHead(200, { 'content-length': all.length }).end(all);
+        res.writeHead(206, { 'content-range': `bytes ${a}-${b}/${all.length}`, 'content-length': Number(b) - Number(a) + 1 }).end(all.subarray(Number(a), Number(b) + 1));
+      },
+    });
+    closers.push(honest);
+    await until('honest node claims shards', () => first.registry.nodes.get(honest.address)?.holdsShard(manifest.shards[0]!.sha256) === true);
+    const passed = (await first.challenger.challenge(first.registry.nodes.get(honest.address)!))!.record;
+    expect(passed).toMatchObject({ ok: true });
     await until('failed pushes, retried', async () => /edgeshard_gateway_record_pushes_total\{result="failed"\} [2-9]/.test(await first.metrics.registry.metrics()));
     await first.close(); // writes the anonymous bytes and a score snapshot before it stops
     const reader = await RecordSpool.open(spoolFile);
     const spooled = await reader.all();
     await reader.close();
-    expect(spooled.map((r) => r.type).sort()).toEqual(['anonymous', 'challenge', 'score']);
+    expect([...new Set(spooled.map((r) => r.type))].sort()).toEqual(['anonymous', 'challenge', 'score']);
 
     // The settler comes up with its clock an epoch behind the gateway's: it refuses the records as not started yet.
     const settlerClock = { now: clock - 86_400_000 };
@@ -156,7 +174,7 @@ describe('pushing records to the settler', () => {
       id: 'settler-test',
       epochSeconds: 86_400,
       claimWindowSeconds: 3600,
-      params: { ...DEFAULT_REWARD_PARAMS, anonymousPool: 10n ** 18n },
+      params: { ...DEFAULT_REWARD_PARAMS, anonymousPool: 10n ** 18n, capacityPool: 10n ** 15n },
       gateways: { [ticketKey.keyId]: ticketKey.publicKeyB64 },
       settleCheckMs: 0,
       now: () => settlerClock.now,
@@ -183,5 +201,10 @@ describe('pushing records to the settler', () => {
     const snapshot = spooled.find((r) => r.type === 'score' && r.node === n.address) as { scoreBps: number };
     expect(row.scoreBps).toBe(String(snapshot.scoreBps));
     expect(BigInt(row.anonymous!)).toBeGreaterThan(0n);
+    // The passed challenge is the only capacity shown: its node takes the whole capacity pool.
+    const honestRow = totals.find((t) => t.node === honest.address)!;
+    expect(honestRow.capacityPoints).toBe(String(Math.floor(Math.min(passed.type === 'challenge' ? passed.bytesPerSecond : 0, 125_000_000) / 1_000_000)));
+    expect(honestRow.capacity).toBe(BigInt(honestRow.capacityPoints!) > 0n ? String(10n ** 15n) : '0');
+    expect(row.capacity).toBe('0');
   });
 });
