@@ -38,15 +38,17 @@ describe('origin bytes of a split fetch', () => {
     for (const name of ['a', 'b']) {
       ({ manifest: manifests[name] } = await writeSampleDataset(join(tmp.dir, 'origin', name), { name, seed: `split-origin-${name}`, shards: SHARDS, shardSize: SHARD_BYTES, chunkSize: 64 * 1024 }));
     }
+    // Format 1: no chunk hashes, so a node releases nothing of a shard before its whole sha256 matched.
+    ({ manifest: manifests.f1 } = await writeSampleDataset(join(tmp.dir, 'origin', 'f1'), { name: 'f1', seed: 'split-origin-f1', shards: SHARDS, shardSize: SHARD_BYTES, chunkSize: null }));
     origin = await startOrigin(join(tmp.dir, 'origin'));
     // No probe timer: a probe's fill would be origin bytes no client asked for.
-    gw = await startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['a', 'b'], heartbeatMs: 200, allowPrivateNodes: true, probeIntervalMs: 0 }), { geoip: await GeoIp.open() });
+    gw = await startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['a', 'b', 'f1'], heartbeatMs: 200, allowPrivateNodes: true, probeIntervalMs: 0 }), { geoip: await GeoIp.open() });
     // Four nodes in one city: every one of them is in the near set, so a route for 4 ranges names all four.
     nodes = await Promise.all([0, 1, 2, 3].map(() => startEdgeNode(defaultNodeConfig({ originUrl: origin.url, open: false, gateways: [gw.url], location: PARIS, cacheDir: null }))));
-    await until('every node in rotation with both manifests loaded', () =>
+    await until('every node in rotation with every manifest loaded', () =>
       nodes.every((n) => {
         const record = gw.registry.nodes.get(n.address);
-        return record?.healthy === true && record.manifests.length === 2;
+        return record?.healthy === true && record.manifests.length === 3;
       }),
     20_000);
   });
@@ -76,6 +78,14 @@ describe('origin bytes of a split fetch', () => {
     expect(report.failed).toBe(0);
     await expectByteExact('a', 'cold');
     // Measured 1.0005x: one copy, plus the chunk lists the nodes load (32 bytes per 64 KiB chunk).
+    expect(ratio).toBeLessThanOrEqual(1.05);
+    for (const r of report.results) expect(r.servedBy).toHaveLength(1);
+  });
+
+  it('the same with a format 1 manifest, whose shards verify only as a whole', async () => {
+    const { report, ratio } = await originRatio('f1', () => splitFetch('f1', 'cold-f1'));
+    expect(report.failed).toBe(0);
+    await expectByteExact('f1', 'cold-f1');
     expect(ratio).toBeLessThanOrEqual(1.05);
     for (const r of report.results) expect(r.servedBy).toHaveLength(1);
   });
