@@ -25,6 +25,8 @@ export interface SourceCursor {
   generation: number;
   tried: Set<string>;
   usedOrigin: boolean;
+  /** The route generation whose origin this cursor tried because that route offered no node (0: none). */
+  originGeneration: number;
   /** Which range of a split shard this cursor fetches (0 for a whole shard): where it starts (part-placement.ts). */
   part: number;
 }
@@ -64,7 +66,7 @@ export class ShardSources {
   }
 
   cursor(part = 0): SourceCursor {
-    return { generation: this.#generation, tried: new Set(), usedOrigin: false, part };
+    return { generation: this.#generation, tried: new Set(), usedOrigin: false, originGeneration: 0, part };
   }
 
   /** Candidates in the order to try: the gateway's ranking, suspects moved last. */
@@ -90,6 +92,15 @@ export class ShardSources {
       if (pick) {
         cursor.tried.add(pick.url);
         return pick;
+      }
+      // A route with no node in it is the gateway sending us to the origin now (it may have just restarted, its nodes
+      // still reconnecting). Take it before asking again: a route asked for at once says the same, and refreshes
+      // spent that way leave none for when the origin fails too (the shard then failed on one origin error).
+      const origin = this.#route?.origin;
+      if (origin && this.ordered().length === 0 && cursor.originGeneration !== this.#generation) {
+        cursor.originGeneration = this.#generation;
+        cursor.usedOrigin = true;
+        return { kind: 'origin', id: 'origin', url: origin };
       }
       if (!(await this.#moveToFreshRoute(cursor))) break;
     }

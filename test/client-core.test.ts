@@ -228,6 +228,32 @@ describe('source order', () => {
     expect(firstChoice([{}, { holdsShard: true }], 1, 'by-cache')).toBe(0);
   });
 
+  it('takes the origin of a route with no node before asking again, and keeps its refreshes for when the origin fails', async () => {
+    // A gateway just restarted: no node has reconnected yet, so every route asked for now is the origin alone; the
+    // nodes are back by the time the origin has answered (here: failed). The chaos story (test/chaos) met this: the
+    // three refreshes went on empty routes in a row, then the origin's one 503 failed the shard.
+    let routes = 0;
+    let originTried = false;
+    const sources = new ShardSources({ fetchRoute: async () => route(++routes, originTried ? ['a'] : []), refreshes: 3 });
+    await sources.start();
+    const cursor = sources.cursor();
+    const first = await sources.next(cursor);
+    expect(first).toEqual({ kind: 'origin', id: 'origin', url: 'http://origin/a.bin' });
+    expect(routes).toBe(1);
+    originTried = true;
+    const next = await sources.next(cursor, first!, 'unavailable');
+    expect(next!.url).toBe('http://a/shard?ticket=2');
+    // Still empty after a refresh: its origin once more, and the refreshes left after that.
+    routes = 0;
+    originTried = false;
+    const again = new ShardSources({ fetchRoute: async () => route(++routes, []), refreshes: 2 });
+    await again.start();
+    const c = again.cursor();
+    const seen: string[] = [];
+    for (let s = await again.next(c); s; s = await again.next(c, s, 'unavailable')) seen.push(`${s.id}@route${routes}`);
+    expect(seen).toEqual(['origin@route1', 'origin@route2', 'origin@route3']);
+  });
+
   it('shares one refresh between cursors that run out together', async () => {
     let routes = 0;
     const sources = new ShardSources({ fetchRoute: async () => route(++routes, ['a']), refreshes: 3 });

@@ -332,7 +332,10 @@ describe('reliability under faults, as one story', { timeout: STORY_DEADLINE_MS 
     console.log(`chaos story in ${((Date.now() - started) / 1000).toFixed(1)} s:\n  ${log.join('\n  ')}`);
 
     // ---- The verdict.
-    expect(fetchExit.code, `${fetchChild.tail(20)}\n${await state()}`).toBe(0);
+    if (fetchExit.code !== 0) {
+      const gatewayView = await fetch(`${gwUrl}/v1/nodes`).then((r) => r.text(), (err: Error) => err.message);
+      expect.fail(`edgeshard fetch exited ${JSON.stringify(fetchExit)}\n${fetchChild.tail(40)}\n${await state()}\n${gateway.tail(40)}\ngateway /v1/nodes: ${gatewayView}`);
+    }
     expect(fetchChild.stdout).toMatch(new RegExp(`^sample: all ${SHARDS} shards verified`));
     for (const s of manifest.shards) expect(sha256Hex(await readFile(join(out, s.path))), s.path).toBe(s.sha256);
     expect((await readdir(out, { recursive: true })).filter((f) => f.endsWith('.partial'))).toEqual([]);
