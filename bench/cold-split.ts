@@ -66,7 +66,8 @@ async function startNetwork(repoRoot: string, work: string, origin: OriginServer
     const deadline = Date.now() + 60_000;
     for (;;) {
       const health = (await (await fetch(`${gatewayUrl}/healthz`)).json()) as { nodesUp: number };
-      const loaded = await Promise.all(nodeUrls.map((u) => fetch(`${u}/healthz`).then((r) => r.json() as Promise<{ manifests: number }>, () => ({ manifests: 0 }))));
+      // Not listening yet, or a 429 from its status rate limit: not up yet.
+      const loaded = await Promise.all(nodeUrls.map((u) => fetch(`${u}/healthz`).then((r) => (r.ok ? (r.json() as Promise<{ manifests: number }>) : { manifests: 0 })).catch(() => ({ manifests: 0 }))));
       if (health.nodesUp === NODES && loaded.every((h) => h.manifests >= 1)) break;
       if (Date.now() > deadline) throw new Error(`network not up within 60 s (gateway counts ${health.nodesUp} nodes; origin answered ${origin.requests() - requestsBefore} requests)`);
       await sleep(200);
