@@ -726,20 +726,8 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       'etag', `"${target.fill.expectedSha256}"`,
       'repr-digest', reprDigest(target.fill.expectedSha256!),
     ];
-    let plan: { status: 200 | 206; start: number; end: number; head: string[] } | null;
-    if (size === undefined) {
-      // Chunked origin response of unknown length: stream it whole (Range may be ignored, RFC 9110 §14.2).
-      plan = { status: 200, start: 0, end: Number.MAX_SAFE_INTEGER, head: entityHead };
-    } else {
-      plan = negotiate(req, res, target, { etag: `"${target.fill.expectedSha256}"`, lastModified: head.lastModified, size }, started, entityHead);
-      if (!plan) return;
-    }
-    if (req.method === 'HEAD' || plan.end < plan.start) {
-      res.writeHead(plan.status, plan.head);
-      res.end();
-      recordResponse(target.route, plan.status, started, 0);
-      return;
-    }
+    const plan = planFromFill(req, res, target, 200, size, { etag: `"${target.fill.expectedSha256}"`, lastModified: head.lastModified }, entityHead, started);
+    if (!plan || sentHeadOnly(req, res, target, plan, started)) return;
     // The head goes out with the first verified bytes: a fill that fails before any byte may be released (a bad
     // first chunk, or a shard that waits for its whole hash) is a clean 502, not an aborted transfer.
     const end = size === undefined ? Number.MAX_SAFE_INTEGER : plan.end;
@@ -755,6 +743,36 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     res.writeHead(plan.status, plan.head);
     const err = await sendBody(res, target.route, started, plan.status, prepend(first, reader));
     if (err) log.debug({ key: target.key, err: err.message }, 'aborted response');
+  }
+
+  /**
+   * What part of a fill to send, with which status: the whole stream when the length is unknown (a chunked origin
+   * answer; Range may be ignored, RFC 9110 §14.2), the negotiated range of a 200, else the whole body with the
+   * origin's status. Null when negotiation has already answered (304, 412, 416).
+   */
+  function planFromFill(
+    req: IncomingMessage,
+    res: ServerResponse,
+    target: Target,
+    status: number,
+    size: number | undefined,
+    validators: { etag: string; lastModified: string },
+    entityHead: string[],
+    started: number,
+  ): { status: number; start: number; end: number; head: string[] } | null {
+    if (size === undefined) return { status, start: 0, end: Number.MAX_SAFE_INTEGER, head: entityHead };
+    if (status === 200) return negotiate(req, res, target, { ...validators, size }, started, entityHead);
+    const bodyless = status === 204 || status === 304;
+    return { status, start: 0, end: size - 1, head: bodyless ? entityHead : ['content-length', String(size), ...entityHead] };
+  }
+
+  /** A HEAD, or nothing to send: the head alone. True when it answered. */
+  function sentHeadOnly(req: IncomingMessage, res: ServerResponse, target: Target, plan: { status: number; start: number; end: number; head: string[] }, started: number): boolean {
+    if (req.method !== 'HEAD' && plan.end >= plan.start) return false;
+    res.writeHead(plan.status, plan.head);
+    res.end();
+    recordResponse(target.route, plan.status, started, 0);
+    return true;
   }
 
   async function* readFill(fill: Fill, start: number, end: number, untilDone: boolean): AsyncGenerator<Buffer> {
@@ -1000,23 +1018,9 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       entityHead.push('age', ageHeaderValue(currentAge(age, head.responseTime, now())));
     }
     entityHead.push('cache-status', cacheStatus({ ...facts, fwdStatus: status, ...(head.stored ? { stored: true } : {}) }), 'x-edgeshard-cache', 'MISS');
-    let plan: { status: number; start: number; end: number; head: string[] } | null;
-    if (status === 200 && size !== undefined) {
-      plan = negotiate(req, res, target, { etag: head.originEtag ?? '', lastModified: head.originLastModified ?? '', size }, started, entityHead);
-      if (!plan) return;
-    } else if (size === undefined) {
-      // Unknown length (chunked): stream it whole (Range may be ignored, RFC 9110 §14.2).
-      plan = { status, start: 0, end: Number.MAX_SAFE_INTEGER, head: entityHead };
-    } else {
-      const bodyless = status === 204 || status === 304;
-      plan = { status, start: 0, end: size - 1, head: bodyless ? entityHead : ['content-length', String(size), ...entityHead] };
-    }
+    const plan = planFromFill(req, res, target, status, size, { etag: head.originEtag ?? '', lastModified: head.originLastModified ?? '' }, entityHead, started);
+    if (!plan || sentHeadOnly(req, res, target, plan, started)) return;
     res.writeHead(plan.status, plan.head);
-    if (req.method === 'HEAD' || plan.end < plan.start) {
-      res.end();
-      recordResponse(target.route, plan.status, started, 0);
-      return;
-    }
     const err = await sendBody(res, target.route, started, plan.status, readFill(fill, plan.start, plan.end, size === undefined));
     if (err) log.debug({ key: target.key, err: err.message }, 'aborted response');
   }

@@ -153,6 +153,36 @@ describe('verified ranges on a cold node', () => {
     expect(notes.body.toString()).toBe('origin notes');
   });
 
+  it('answers HEAD on a cold object from the origin\'s head, before any byte is verified (by hash and by path)', async () => {
+    // The origin sends its head and holds every body until the end of the test: a HEAD that waited for bytes would
+    // hang (bounded by the 10 s signal below).
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const origin = await startScriptedOrigin(async (req, res) => {
+      const path = (req.url ?? '').slice(1);
+      if (path === 'manifest.json') return void res.writeHead(200).end(JSON.stringify(chunked.manifest));
+      const list = chunked.lists.get(path);
+      if (list) return void res.writeHead(200, { 'content-length': list.length }).end(list);
+      if (path !== 'a.bin' && path !== 'unlisted.bin') return void res.writeHead(404).end();
+      res.writeHead(200, { 'content-length': SIZE }).flushHeaders();
+      await held;
+      res.end(good);
+    });
+    closers.push(origin.close);
+    const node = await nodeFor(origin.url);
+    try {
+      for (const target of [`/shard/${sha}`, '/unlisted.bin']) {
+        const r = await request(`${node.url}${target}`, { method: 'HEAD', signal: AbortSignal.timeout(10_000) });
+        await r.body.dump();
+        expect(r.statusCode, target).toBe(200);
+        expect(r.headers['content-length'], target).toBe(String(SIZE));
+        expect(r.headers['x-edgeshard-cache'], target).toBe('MISS');
+      }
+    } finally {
+      release();
+    }
+  });
+
   it('falls back to the whole hash when the chunk list is wrong', async () => {
     const origin = await startScriptedOrigin((req, res) => {
       const path = (req.url ?? '').slice(1);
