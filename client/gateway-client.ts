@@ -3,6 +3,7 @@
 // ridden out for the gateway patience (30 s by default: a gateway restart takes seconds), moving on to the next
 // replica when several are given, with full-jitter backoff between rounds (gateway-patience.ts decides), and a
 // Retry-After from the gateway wins over our own schedule.
+import type { ReportBody } from './signed-report.ts';
 import { request, type Dispatcher } from 'undici';
 import { parseManifest, type Manifest, type ShardEntry } from '../protocol/manifest.ts';
 import { abortableSleep, abortedReason } from './http.ts';
@@ -188,10 +189,11 @@ export class GatewayClient {
   }
 
   /**
-   * Tells the gateway that a node sent a chunk that failed its hash (POST /v1/reports). Best effort: one attempt,
+   * Tells the gateway that a node sent a chunk that failed its hash (POST /v1/reports; signed by a keyed client:
+   * signed-report.ts). Best effort: one attempt,
    * never throws, and a gateway without the endpoint (404) is fine. The download never waits for it.
    */
-  report(report: { ticket: string; shard: string; chunk: number | null; kind: 'hash-mismatch' }): Promise<void> {
+  report(report: ReportBody): Promise<void> {
     return request(`${this.bases[this.#preferred]}/v1/reports`, {
       dispatcher: this.#opts.dispatcher,
       method: 'POST',

@@ -2,7 +2,7 @@
 // checks both signatures and the bytes' claim, lowers the node's score a little and keeps the report as a signed
 // record. A forged report is refused; one client, however many tickets it reports with, cannot quarantine a node.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { request } from 'undici';
+import { Agent, request } from 'undici';
 import { join } from 'node:path';
 import { Wallet } from 'ethers';
 import { startOrigin, type OriginServer } from '../dataset/origin-server.ts';
@@ -13,6 +13,7 @@ import { startGateway, type Gateway } from '../gateway/server.ts';
 import { defaultGatewayConfig } from '../gateway/config.ts';
 import { GeoIp } from '../gateway/geoip.ts';
 import { SignedReportBook, reportedBytesProblem } from '../gateway/signed-reports.ts';
+import { reportBody } from '../client/signed-report.ts';
 import { generateTicketKey } from '../protocol/tickets.ts';
 import { SESSION_HEADER, authoriseSession, encodeSessionHeader, epochOf, generateSessionKey, signClientTicket, type SessionKey } from '../protocol/client-tickets.ts';
 import { CORRUPTION_REPORT_TOKEN_LEN, checkCorruptionReport, decodeCorruptionReport, signCorruptionReport } from '../protocol/corruption-reports.ts';
@@ -164,5 +165,26 @@ describe('signed corruption reports at a real gateway', () => {
     expect(record.quarantine).toBeUndefined();
     expect(record.healthy).toBe(true);
     expect(await corruptionMetric('accepted')).toBe(4);
+  });
+
+  it('the client signs its report when it holds the ticket\'s session key, and sends the unsigned one otherwise', async () => {
+    const shard = manifest.shards[1]!;
+    const otherWallet = Wallet.createRandom() as unknown as Wallet;
+    const otherSession = generateSessionKey();
+    const otherHeader = encodeSessionHeader(await authoriseSession(otherWallet, otherSession, epochOf(Math.floor(Date.now() / 1000)) + 1));
+    const res = await request(`${gw.url}/d/sample/${shard.path}`, { headers: { [SESSION_HEADER]: otherHeader } });
+    const ticket = new URL(res.headers.location as string).searchParams.get('ticket')!;
+    const evidence = { node: node.address, url: '', shard: shard.sha256, chunk: 2, expected: '00'.repeat(32), received: badHash };
+    const now = Math.floor(Date.now() / 1000);
+    const signed = reportBody(ticket, shard, manifest.chunkSize, evidence, otherSession, now);
+    expect('report' in signed && decodeCorruptionReport(signed.report)).toMatchObject({ offset: 2 * CHUNK, length: CHUNK, hashReceived: badHash });
+    expect(reportBody(ticket, shard, manifest.chunkSize, evidence, session, now)).toEqual({ ticket, shard: shard.sha256, chunk: 2, kind: 'hash-mismatch' }); // not its session key
+    expect(reportBody(ticket, shard, manifest.chunkSize, evidence, undefined, now)).toMatchObject({ kind: 'hash-mismatch' });
+    // From another address: the one the tests above used has spent its burst of reports.
+    const elsewhere = new Agent({ localAddress: '127.0.0.5' });
+    const answer = await request(`${gw.url}/v1/reports`, { method: 'POST', body: JSON.stringify(signed), dispatcher: elsewhere });
+    expect(answer.statusCode).toBe(202);
+    expect(await answer.body.json()).toMatchObject({ effect: 'lower-score' }); // another client: its own drop
+    await elsewhere.close();
   });
 });
