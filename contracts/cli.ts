@@ -21,9 +21,10 @@ const CHAIN_OPTIONS: OptionSpec[] = [
   { name: 'contracts', type: 'string', default: '.edgeshard/chain/contracts.json', description: 'contracts JSON file (written by `edgeshard chain`)' },
 ];
 
-async function connect(settings: Settings): Promise<{ contracts: Contracts; address: string; close(): void }> {
-  const keyFile = stringSetting(settings, 'key-file');
-  if (!keyFile) throw new UsageError('--key-file is required (the account that signs and pays gas)');
+/** Connects a signing wallet (behind a NonceManager) to the contracts named by --contracts on the chain at --rpc. */
+export async function connectChain(settings: Settings, keyFlag = 'key-file'): Promise<{ contracts: Contracts; address: string; close(): void }> {
+  const keyFile = stringSetting(settings, keyFlag);
+  if (!keyFile) throw new UsageError(`--${keyFlag} is required (the account that signs and pays gas)`);
   const file = await readContractsFile(String(settings.contracts));
   const provider = new JsonRpcProvider(String(settings.rpc), undefined, { staticNetwork: true, pollingInterval: 250 });
   const network = await provider.getNetwork().catch((err: Error) => {
@@ -59,7 +60,7 @@ export const depositCommand: Command = {
     } catch {
       throw new UsageError(`AMOUNT "${raw}" is not a token amount (e.g. 250 or 0.5)`);
     }
-    const { contracts, address, close } = await connect(settings);
+    const { contracts, address, close } = await connectChain(settings);
     try {
       const { balance } = await depositToEscrow(contracts, address, amount);
       console.log(`deposited ${tokens(amount)} for ${address}; escrow balance ${tokens(balance)}`);
@@ -83,7 +84,7 @@ export const rewardsClaimCommand: Command = {
   async run(settings, positionals) {
     const [dir] = positionals;
     if (!dir || positionals.length > 1) throw new UsageError('give one EPOCH_DIR (the settler’s published epoch directory)');
-    const { contracts, address, close } = await connect(settings);
+    const { contracts, address, close } = await connectChain(settings);
     try {
       const nodeSetting = stringSetting(settings, 'node');
       let node = address;
@@ -116,7 +117,7 @@ export const rewardsPostCommand: Command = {
   async run(settings, positionals) {
     const [dir] = positionals;
     if (!dir || positionals.length > 1) throw new UsageError('give one EPOCH_DIR (the settler’s epoch output directory)');
-    const { contracts, close } = await connect(settings);
+    const { contracts, close } = await connectChain(settings);
     try {
       const r = await postRoot(contracts, dir);
       console.log(

@@ -5,6 +5,9 @@ import { describeStartError } from '../protocol/cli/start-errors.ts';
 import { createLogger } from '../protocol/log.ts';
 import { SETTLER_OPTIONS, settlerConfigFromSettings } from './config.ts';
 import { startSettler } from './server.ts';
+import { join } from 'node:path';
+import { connectChain } from '../contracts/cli.ts';
+import { createRootPoster } from '../contracts/root-poster.ts';
 
 export const settlerCommand: Command = {
   spec: {
@@ -20,9 +23,18 @@ export const settlerCommand: Command = {
   async run(settings) {
     const config = settlerConfigFromSettings(settings);
     const logger = createLogger(config.logLevel, 'settler');
+    // With --post-roots, every settled epoch's root goes on chain; failures are logged and retried at the next start.
+    const chain = settings['post-roots'] === true ? await connectChain(settings, 'chain-key-file') : null;
+    const poster = chain ? createRootPoster(chain.contracts) : null;
+    const postRoot = async (epochDir: string) => {
+      const r = await poster!.post(epochDir);
+      if ('posted' in r) console.log(`epoch ${r.epoch}: root ${r.posted.root} posted on chain (total ${r.posted.total}, claimable from ${new Date(Number(r.posted.challengeEnds) * 1000).toISOString()})`);
+      else if ('failed' in r) logger.error({ epoch: r.epoch, err: r.failed }, 'posting the root on chain failed; it is retried when the settler restarts, or run `edgeshard rewards post`');
+      else logger.info({ epoch: r.epoch, reason: r.skipped }, 'root not posted');
+    };
     let s;
     try {
-      s = await startSettler({ ...config, logger });
+      s = await startSettler({ ...config, logger, ...(poster ? { onSettled: (_epoch: number, dir: string) => postRoot(dir) } : {}) });
     } catch (err) {
       const explained = describeStartError(err, { flag: '--port', value: config.port, host: config.host }, [{ flag: '--dir', path: config.dir }]);
       if (explained) throw new UsageError(explained);
@@ -36,8 +48,13 @@ export const settlerCommand: Command = {
         `  open epochs: ${st.open.map((o) => `${o.epoch} (${o.claims} claims)`).join(', ') || 'none'}; settled: ${st.settled.length}`,
       ].join('\n'),
     );
+    if (chain) {
+      console.log(`  posting roots on chain as ${chain.address} (settlement ${await chain.contracts.settlement.getAddress()})`);
+      for (const e of st.settled) await postRoot(join(config.dir, 'epochs', String(e.epoch)));
+    }
     await stopSignal();
     await s.close();
+    chain?.close();
     return 0;
   },
 };

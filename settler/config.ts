@@ -22,6 +22,10 @@ export const SETTLER_OPTIONS: OptionSpec[] = [
   { name: 'capacity-pool', type: 'string', default: DEFAULT_REWARD_PARAMS.capacityPool.toString(), description: 'shared by capacity-challenge points per epoch, token base units' },
   { name: 'settle-check', type: 'string', default: '5000', description: 'ms between checks for epochs whose claim window has passed' },
   { name: 'log-level', type: 'string', default: 'info', description: 'silent, error, warn, info, debug' },
+  { name: 'post-roots', type: 'boolean', default: false, description: "post each settled epoch's root on chain (needs --rpc, --chain-key-file, --contracts)" },
+  { name: 'rpc', type: 'string', default: 'http://127.0.0.1:8545', description: 'JSON-RPC URL of the chain (with --post-roots)' },
+  { name: 'chain-key-file', type: 'string', description: 'the settler-role key that posts roots (with --post-roots)' },
+  { name: 'contracts', type: 'string', default: '.edgeshard/chain/contracts.json', description: 'contracts JSON file (with --post-roots)' },
 ];
 
 function bigSetting(s: Settings, name: string, max?: bigint): bigint {

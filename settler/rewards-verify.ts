@@ -155,6 +155,8 @@ export const rewardsVerifyCommand: Command = {
       { name: 'all', type: 'boolean', default: false, description: 'check every node of the epoch' },
       { name: 'dir', type: 'string', description: "a settler's directory, its epochs/ directory, or the epoch's own directory (default ./.edgeshard/settler)" },
       { name: 'settler', type: 'string', description: 'fetch the published files from this settler URL instead' },
+      { name: 'contracts', type: 'string', description: 'also check the chain: the root and manifest hash posted for the epoch, and each node’s claim (contracts JSON file)' },
+      { name: 'rpc', type: 'string', default: 'http://127.0.0.1:8545', description: 'JSON-RPC URL of the chain (with --contracts)' },
     ],
     positionals: true,
   },
@@ -171,6 +173,30 @@ export const rewardsVerifyCommand: Command = {
     const published = settler ? await loadEpochFromSettler(settler, epoch) : await loadEpochFromDir(dir ?? './.edgeshard/settler', epoch);
     const report = verifyReport(epoch, published, nodes.map((n) => n.toLowerCase()), !all);
     for (const line of report.lines) console.log(line);
-    return report.ok ? 0 : 1;
+    const contractsFile = stringSetting(settings, 'contracts');
+    if (!contractsFile) return report.ok ? 0 : 1;
+    const chain = await checkOnChain(epoch, published, all ? null : nodes.map((n) => n.toLowerCase()), contractsFile, String(settings.rpc));
+    for (const line of chain.lines) console.log(line);
+    return report.ok && chain.ok ? 0 : 1;
   },
 };
+
+/** The chain's view of the epoch (read only: no key needed). */
+async function checkOnChain(epoch: number, published: PublishedEpoch, nodes: string[] | null, contractsFile: string, rpc: string) {
+  const { JsonRpcProvider } = await import('ethers');
+  const { connectContracts, readContractsFile } = await import('../contracts/handles.ts');
+  const { onChainCheck } = await import('../contracts/onchain-check.ts');
+  const file = await readContractsFile(contractsFile);
+  const provider = new JsonRpcProvider(rpc, undefined, { staticNetwork: true });
+  try {
+    const totals = JSON.parse(published.files.get('totals.json') ?? '[]') as Array<{ node: string; amount: string }>;
+    const amountOf = new Map(totals.filter((t) => BigInt(t.amount) > 0n).map((t) => [t.node.toLowerCase(), t.amount]));
+    const list = (nodes ?? [...amountOf.keys()]).map((node) => ({ node, amount: amountOf.get(node) ?? null }));
+    const manifest = JSON.parse(published.manifestText) as Manifest;
+    return await onChainCheck(connectContracts(file, provider), epoch, manifest.root, sha256Hex(published.manifestText), list);
+  } catch (err) {
+    return { ok: false, lines: [`on chain: cannot check at ${rpc} (${(err as Error).message})`] };
+  } finally {
+    provider.destroy();
+  }
+}

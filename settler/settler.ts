@@ -46,6 +46,8 @@ export interface SettlerOptions {
   now?: () => number;
   logger?: Logger;
   metrics?: SettlerMetrics;
+  /** Called after an epoch's files are published (e.g. to post its root on chain); awaited, so calls never overlap. */
+  onSettled?: (epoch: number, epochDir: string) => Promise<void>;
 }
 
 /** An HTTP-shaped answer: the server sends it as JSON. */
@@ -397,6 +399,7 @@ export class Settler {
     const seconds = (performance.now() - started) / 1000;
     this.opts.metrics?.settled(epoch, out, seconds);
     this.log.info({ epoch, root: out.root, total: out.total.toString(), seconds }, 'settled epoch');
+    await this.opts.onSettled?.(epoch, join(this.opts.dir, 'epochs', String(epoch)));
   }
 
   settledEpochs(): SettledEpoch[] {

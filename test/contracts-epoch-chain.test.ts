@@ -15,6 +15,11 @@ import { settleEpoch } from '../protocol/epoch-settle.ts';
 import { signReceipt } from '../protocol/receipts.ts';
 import { generateTicketKey } from '../protocol/tickets.ts';
 import { TOKEN, deployFixture, mined, type Fixture } from './helpers/chain.ts';
+import { createRootPoster } from '../contracts/root-poster.ts';
+import { signClaimBatch } from '../protocol/settler-api.ts';
+import { startSettler } from '../settler/server.ts';
+import { randomBytes } from 'node:crypto';
+import { request } from 'undici';
 import { tempDir } from './helpers/net.ts';
 
 const run = promisify(execFile);
@@ -77,6 +82,46 @@ describe('an epoch from the settler to the chain, in process', () => {
     await expect(postRoot(f.as(f.settler), dir)).rejects.toThrow(/already on chain/);
   });
 
+  it('the settler posts each settled epoch’s root (--post-roots); a restart finds it on chain and does not post again', async () => {
+    const trainer = new Wallet(f.chain.keys[5]!);
+    const nodeWallet = new Wallet(f.chain.keys[6]!);
+    const node = nodeWallet.address.toLowerCase();
+    await mined(f.as(f.trainer).token.approve(f.file.escrow, 10n * TOKEN));
+    await mined(f.as(f.trainer).escrow.deposit(10n * TOKEN));
+    const poster = createRootPoster(f.as(f.settler));
+    const outcomes: unknown[] = [];
+    const gateway = generateTicketKey();
+    const session = generateSessionKey();
+    const T0 = 1_800_000_000;
+    const epoch = Math.floor(T0 / 86_400);
+    const clock = { now: T0 };
+    const dir = join(tmp.dir, 'settler');
+    const s = await startSettler({
+      host: '127.0.0.1', port: 0, dir, id: 'settler-chain', epochSeconds: 86_400, claimWindowSeconds: 3_600, params: DEFAULT_REWARD_PARAMS,
+      gateways: { [gateway.keyId]: gateway.publicKeyB64 }, settleCheckMs: 0, now: () => clock.now * 1000,
+      onSettled: async (_e, epochDir) => void outcomes.push(await poster.post(epochDir)),
+    });
+    try {
+      const ticket = signClientTicket({ shard: 'ab'.repeat(32), node, expiresAt: T0 + 600, epoch, byteCap: 4n * GIB, client: trainer.address.toLowerCase(), sessionKey: session.publicHex }, gateway);
+      const batch = await signClaimBatch(nodeWallet, { settler: 'settler-chain', epoch, nonce: randomBytes(16).toString('hex'), timestamp: T0, receipts: [signReceipt(ticket, 2n * GIB, T0, session)], sessions: [await authoriseSession(trainer, session, epoch + 1)] });
+      const res = await request(s.url + '/v1/claims', { method: 'POST', body: JSON.stringify(batch), headers: { 'content-type': 'application/json' } });
+      expect(res.statusCode).toBe(200);
+      await res.body.dump();
+      clock.now = (epoch + 1) * 86_400 + 3_600;
+      expect(await s.settler.settleDue()).toEqual([epoch]);
+    } finally {
+      await s.close();
+    }
+    expect(outcomes).toHaveLength(1);
+    expect(outcomes[0]).toMatchObject({ epoch, posted: { total: 2n * RATE } });
+    const rec = await f.as(f.outsider).settlement.epochs(BigInt(epoch));
+    expect(rec.total).toBe(2n * RATE);
+    expect(await poster.post(join(dir, 'epochs', String(epoch)))).toEqual({ epoch, skipped: 'already on chain' });
+    await f.chain.advanceTime(3_600);
+    await claimReward(f.as(f.outsider), join(dir, 'epochs', String(epoch)), node);
+    expect(await f.as(f.outsider).token.balanceOf(nodeWallet.address)).toBe(100_000n * TOKEN + 2n * RATE);
+  });
+
   it('refuses to post an epoch directory whose files no longer match the manifest', async () => {
     const trainer = new Wallet(f.chain.keys[5]!);
     const [a, b] = await Promise.all([f.addr(f.nodeA), f.addr(f.nodeB)]);
@@ -132,6 +177,15 @@ describe('edgeshard chain, deposit, rewards post and rewards claim as child proc
       expect(claimB.stdout).toContain(`balance ${Number(RATE) / 1e18} EDGE`);
       const again = await run('node', [CLI, 'rewards', 'claim', dir, ...common, '--key-file', join(keys, 'node.key')]).catch((e: { code: number; stderr: string }) => e);
       expect((again as { stderr: string }).stderr).toMatch(/already claimed/);
+      const verify = await run('node', [CLI, 'rewards', 'verify', String(EPOCH), '--all', '--dir', dir, ...common]);
+      expect(verify.stdout).toMatch(/on chain: posted; root matches manifest.json; manifest sha256 matches; total \d+, 0 not yet claimed/);
+      expect(verify.stdout).toContain(`node ${nodeA.toLowerCase()}: claimed ${2n * RATE} on chain`);
+      // Another epoch directory whose root is not the one on chain: verify says so and exits 1.
+      const other = join(tmp.dir, 'other');
+      await settledEpochDir(other, new Wallet(devKey(4)), nodeA, nodeB, GIB, GIB);
+      const mismatch = await run('node', [CLI, 'rewards', 'verify', String(EPOCH), '--all', '--dir', other, ...common]).catch((e: { code: number; stdout: string }) => e);
+      expect(mismatch).toMatchObject({ code: 1 });
+      expect((mismatch as { stdout: string }).stdout).toMatch(/root 0x[0-9a-f]{64} DIFFERS from manifest.json/);
     } finally {
       chain.kill('SIGTERM');
       await new Promise((r) => (chain.exitCode !== null ? r(null) : chain.once('exit', r)));
