@@ -1,0 +1,59 @@
+// From a gateway's failed-challenge record (protocol/gateway-records.ts) to the evidence the Settlement contract
+// slashes on (docs/contracts.md): EIP-712 typed data `FailedChallenge`, signed by gateways' Ethereum keys
+// (GATEWAY_ROLE). Only failures the gateway saw with its own eyes count: wrong bytes (anyone can re-check the range
+// against the chunk hashes) and a missed deadline. `not-held` is an honest miss, `unreachable` and `bad-status` may be
+// the network's fault or a restart: none of them slashes. A client's report never does.
+import type { TypedDataDomain, Wallet } from 'ethers';
+import type { ChallengeRecord } from './gateway-records.ts';
+
+export const FAILED_CHALLENGE_TYPES = {
+  FailedChallenge: [
+    { name: 'node', type: 'address' },
+    { name: 'epoch', type: 'uint256' },
+    { name: 'challengeId', type: 'bytes32' },
+    { name: 'shard', type: 'bytes32' },
+    { name: 'rangeStart', type: 'uint64' },
+    { name: 'rangeLength', type: 'uint64' },
+    { name: 'failure', type: 'uint8' },
+  ],
+};
+
+/** The contract's failure codes. */
+export const SLASHABLE_FAILURES = { 'wrong-bytes': 1, timeout: 2 } as const;
+
+export interface FailedChallengeEvidence {
+  node: string;
+  epoch: bigint;
+  /** The record's 16-byte id, left-padded to 32 bytes: the chain's evidence names the record it came from. */
+  challengeId: string;
+  shard: string;
+  rangeStart: bigint;
+  rangeLength: bigint;
+  failure: number;
+}
+
+/** The contract's EIP-712 domain for a Settlement deployment. */
+export function settlementDomain(chainId: number | bigint, settlement: string): TypedDataDomain {
+  return { name: 'edgeshard-settlement', version: '1', chainId, verifyingContract: settlement };
+}
+
+/** The evidence a failed challenge makes, or null when its failure does not slash. Pure. */
+export function failedChallengeEvidence(record: ChallengeRecord): FailedChallengeEvidence | null {
+  if (record.ok || record.failure === undefined) return null;
+  const failure = SLASHABLE_FAILURES[record.failure as keyof typeof SLASHABLE_FAILURES];
+  if (failure === undefined) return null;
+  return {
+    node: record.node,
+    epoch: BigInt(record.epoch),
+    challengeId: '0x' + record.id.padStart(64, '0'),
+    shard: '0x' + record.shard,
+    rangeStart: BigInt(record.offset),
+    rangeLength: BigInt(record.length),
+    failure,
+  };
+}
+
+/** A gateway's signature over the evidence (its Ethereum key, which the contract must know as a gateway). */
+export function signFailedChallenge(wallet: Wallet, domain: TypedDataDomain, evidence: FailedChallengeEvidence): Promise<string> {
+  return wallet.signTypedData(domain, FAILED_CHALLENGE_TYPES, evidence);
+}
