@@ -17,6 +17,8 @@ export interface EdgeEvents extends StoreEvents {
   integrityFailure?(key: string, expected: string, actual: string, chunk?: number): void;
   /** A shard's chunk list could not be had or did not match its root: its fill falls back to the whole hash. */
   chunkListUnavailable?(key: string, reason: string): void;
+  /** A fill stopped reading its origin because its disk copy lagged too far behind (true), or read on (false). */
+  originPaused?(key: string, paused: boolean): void;
   revalidated?(key: string, outcome: RevalidationOutcome): void;
   /** A response that was sent whole. `bodyBytes` is what its body carried. */
   response?(route: string, status: number, bodyBytes: number): void;

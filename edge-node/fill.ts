@@ -627,7 +627,10 @@ export class Filler {
     const hash = createHash('sha256');
     // Memory stays bounded when the disk is slower than the origin: the body waits for the copy.
     copy?.onWritten(() => {
-      if (body.isPaused() && copy.lagBytes <= maxLag / 2) body.resume();
+      if (body.isPaused() && copy.lagBytes <= maxLag / 2) {
+        body.resume();
+        events?.originPaused?.(req.key, false);
+      }
     });
     try {
       await new Promise<void>((resolve, reject) => {
@@ -640,7 +643,10 @@ export class Filler {
           } else fill._data(buf);
           if (copy) {
             copy.kick();
-            if (copy.lagBytes > maxLag) body.pause();
+            if (copy.lagBytes > maxLag && !body.isPaused()) {
+              body.pause();
+              events?.originPaused?.(req.key, true);
+            }
           }
           if (size !== undefined && fill.received > size) body.destroy(new Error('origin sent more bytes than Content-Length'));
           else if (fill.received > maxBody) body.destroy(new Error(`origin's ${statusCode} body exceeds the ${maxBody}-byte limit for error bodies`));

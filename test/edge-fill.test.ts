@@ -9,7 +9,7 @@ import type { EntryMeta } from '../edge-node/store-types.ts';
 import { DiskStore, type DiskStoreFs, type WritableFileHandle } from '../edge-node/disk-store.ts';
 import { deterministicBytes } from '../dataset/sample.ts';
 import { sha256Hex } from '../protocol/hash.ts';
-import { startScriptedOrigin, tempDir, sleep, until } from './helpers/net.ts';
+import { startScriptedOrigin, tempDir, until } from './helpers/net.ts';
 
 const MiB = 1024 * 1024;
 
@@ -101,6 +101,8 @@ describe('Filler with a disk tier', () => {
     // A failing test must not leave the disk stalled: the drain below would wait for it.
     closers.unshift(async () => fs.release());
     const writeFailed: string[] = [];
+    /** Each time a fill stopped (true) or went back to (false) reading its origin for the disk. */
+    const pauses: boolean[] = [];
     const store = await DiskStore.open(join(tmp.dir, 'cache'), { maxBytes: 1 << 30, fs, events: { writeFailed: (_k, e) => writeFailed.push(e.code ?? '') } });
     /** What each fill handed to the memory tier (null: nothing). */
     const toMemory = new Map<string, Buffer | null>();
@@ -110,10 +112,10 @@ describe('Filler with a disk tier', () => {
       onVerified: (chunks, meta) => toMemory.set(meta.key, chunks && Buffer.concat(chunks)),
       memoryMaxObjectBytes: opts.memoryMaxObjectBytes ?? 16 * MiB,
       ...(opts.maxPendingDiskBytes !== undefined ? { maxPendingDiskBytes: opts.maxPendingDiskBytes } : {}),
-      events: { writeFailed: (_k, e) => writeFailed.push(e.code ?? '') },
+      events: { writeFailed: (_k, e) => writeFailed.push(e.code ?? ''), originPaused: (_k, paused) => pauses.push(paused) },
     });
     closers.push(() => filler.drain());
-    return { url: `${origin.url}/obj`, fs, store, filler, writeFailed, origin, toMemory };
+    return { url: `${origin.url}/obj`, fs, store, filler, writeFailed, origin, toMemory, pauses };
   }
 
   it('delivers every byte and finishes the fill while the disk copy is still stalled; commits after', async () => {
@@ -171,15 +173,17 @@ describe('Filler with a disk tier', () => {
 
   it('pauses the origin while the disk lags behind a large object, then finishes it from disk and memory', async () => {
     const body = deterministicBytes('large', 6 * MiB);
-    const { url, fs, store, filler } = await setup(body, { memoryMaxObjectBytes: 0, maxPendingDiskBytes: MiB });
+    const { url, fs, store, filler, pauses } = await setup(body, { memoryMaxObjectBytes: 0, maxPendingDiskBytes: MiB });
     fs.held = true;
     const { fill } = filler.fill({ key: 'path:large', url });
     await fill.ready;
-    await until('the fill to stall on the disk', () => fill.received > MiB);
-    // Only gives a fill that failed to pause the time to overrun: a paused fill passes however long this is.
-    await sleep(200);
+    // The fill says when it stops reading the origin: no timer gives a fill that never pauses time to overrun.
+    await until('the fill to pause the origin for the disk', () => pauses.includes(true));
     // Paused: no more than the lag limit and what was already in flight when it paused.
+    expect(fill.received).toBeGreaterThan(MiB);
     expect(fill.received).toBeLessThanOrEqual(MiB + 256 * 1024);
+    // And it stays paused while the disk is held: no write, so nothing let it read on.
+    expect(pauses).toEqual([true]);
     fs.release();
     expect((await readAll(fill)).equals(body)).toBe(true);
     await filler.drain();
