@@ -24,7 +24,7 @@ export const gatewayCommand: Command = {
     try {
       gw = await startGateway(config, { logger });
     } catch (err) {
-      const explained = describeStartError(err, { flag: '--port', value: config.port, host: config.host }, [{ flag: '--ticket-key', path: config.ticketKeyFile }]);
+      const explained = describeStartError(err, { flag: '--port', value: config.port, host: config.host }, [{ flag: '--ticket-key', path: config.ticketKeyFile }, { flag: '--record-spool', path: config.recordSpool }]);
       if (explained) throw new UsageError(explained);
       throw err;
     }

@@ -22,11 +22,13 @@ export interface PusherOptions {
 }
 
 /**
- * A refusal that may pass later: the settler's clock is behind the gateway's and the record's epoch has not started
- * there yet. Every other refusal (settled epoch, untrusted key, malformed) would be refused again.
+ * A refusal that may pass later: the settler's clock is behind the gateway's (the record's epoch has not started
+ * there yet), or the settler does not trust this gateway's key yet (its operator has to add it; every record of this
+ * gateway shares the key, so they wait together rather than being dropped). Every other refusal (a settled epoch, a
+ * malformed record) would be refused again.
  */
 export function retryableRefusal(reason: string): boolean {
-  return /has not started/.test(reason);
+  return /has not started|not trusted/.test(reason);
 }
 
 /** Full-jitter exponential backoff: a random wait up to base·2^attempt, capped. Pure, given `random`. */

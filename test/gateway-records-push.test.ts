@@ -11,7 +11,7 @@ import { defaultGatewayConfig, type GatewayConfig } from '../gateway/config.ts';
 import { GeoIp } from '../gateway/geoip.ts';
 import { RecordSpool } from '../gateway/record-spool.ts';
 import { RecordKeeper } from '../gateway/record-keeper.ts';
-import { pushBackoffMs } from '../gateway/record-pusher.ts';
+import { pushBackoffMs, retryableRefusal } from '../gateway/record-pusher.ts';
 import { generateTicketKey, ticketKeyToPem } from '../protocol/tickets.ts';
 import { SESSION_HEADER, authoriseSession, decodeClientTicket, encodeSessionHeader, generateSessionKey } from '../protocol/client-tickets.ts';
 import { Wallet } from 'ethers';
@@ -70,6 +70,13 @@ describe('record spool', () => {
     expect((await reopened.all()).map((r) => r.at)).toEqual([1, 3]);
     expect((await readdir(tmp.dir)).filter((f) => f.startsWith('b.jsonl.damaged-'))).toHaveLength(1);
     await reopened.close();
+  });
+
+  it('retries what the settler may take later, and passes what it never will', () => {
+    expect(retryableRefusal('epoch 20834 has not started (the settler is in epoch 20833)')).toBe(true);
+    expect(retryableRefusal('record signed by a gateway key that is not trusted')).toBe(true);
+    expect(retryableRefusal('epoch 20832 is settled; late claims are not paid')).toBe(false);
+    expect(retryableRefusal('malformed record: score record lacks scoreBps')).toBe(false);
   });
 
   it('backs off with full jitter, capped', () => {
