@@ -105,6 +105,7 @@ export const demoCommand: Command = {
               location: { lat: place.lat, lon: place.lon },
               cacheDir: join(dir, `node-${i}`, 'cache'),
               keyFile: join(dir, `node-${i}`, 'node-key.json'),
+              receiptLogFile: join(dir, `node-${i}`, 'receipts.log'),
             }),
           ),
         );

@@ -6,6 +6,7 @@ import { formatBytes, parseDuration, parseSize } from '../protocol/units.ts';
 import { gatewayRetryLine, type LatLon } from './gateway-client.ts';
 import { fetchDataset, FETCH_DEFAULTS, type FetchOptions, type FetchReport } from './fetch.ts';
 import { InterruptedError } from './http.ts';
+import { DEFAULT_RECEIPT_EVERY } from './receipts.ts';
 import { SPLIT_PLACEMENTS, type SplitPlacement } from './part-placement.ts';
 import { formatDuration, formatRate, startProgressRenderer, type ProgressRenderer } from './progress.ts';
 
@@ -54,6 +55,16 @@ export function fetchOptionsFromSettings(settings: Settings, positionals: string
     throw new UsageError(`--split-placement "${placement}": expected one of ${SPLIT_PLACEMENTS.join(', ')}`);
   }
   const near = stringSetting(settings, 'near');
+  const keyFile = stringSetting(settings, 'key-file');
+  let receiptEvery = DEFAULT_RECEIPT_EVERY;
+  if (settings['receipt-every'] !== undefined) {
+    try {
+      receiptEvery = parseSize(String(settings['receipt-every']), '--receipt-every');
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+    if (receiptEvery < 64 * 1024) throw new UsageError('--receipt-every must be at least 64KiB');
+  }
   return {
     gateway: gateways.length === 1 ? gateways[0]! : gateways,
     dataset,
@@ -66,6 +77,7 @@ export function fetchOptionsFromSettings(settings: Settings, positionals: string
     retries: intSetting(settings, 'retries', 0, 100),
     gatewayPatienceMs,
     ...(near ? { near: parseNear(near) } : {}),
+    ...(keyFile ? { keyFile, receiptEvery } : {}),
   };
 }
 
@@ -92,6 +104,10 @@ export function summaryLines(report: FetchReport, outDir: string): string[] {
   for (const r of report.results) {
     if (r.status === 'failed') lines.push(`  failed ${r.shard.path}: ${r.error ?? 'unknown error'}`);
   }
+  if (report.receipts) {
+    const r = report.receipts;
+    lines.push(`  paid as ${r.client}: ${r.signed} receipts signed, ${r.delivered} delivered to nodes${r.failed ? `, ${r.failed} not delivered (last: ${r.lastError})` : ''}`);
+  }
   // The evidence against nodes that sent bad chunks (also in each result's `mismatches`, and reported to the gateway).
   for (const r of report.results) {
     for (const m of r.mismatches) {
@@ -104,7 +120,7 @@ export function summaryLines(report: FetchReport, outDir: string): string[] {
 export const fetchCommand: Command = {
   spec: {
     name: 'fetch',
-    usage: 'edgeshard fetch GATEWAY DATASET --out DIR [--parallel 8] [--split-threshold 64MiB] [--split-parts 4] [--split-placement by-cache] [--stall-timeout 15000] [--near LAT,LON] [--retries 3] [--gateway-patience 30s]',
+    usage: 'edgeshard fetch GATEWAY DATASET --out DIR [--parallel 8] [--split-threshold 64MiB] [--split-parts 4] [--split-placement by-cache] [--stall-timeout 15000] [--near LAT,LON] [--retries 3] [--gateway-patience 30s] [--key-file FILE] [--receipt-every 4MiB]',
     summary:
       'Downloads every shard of DATASET through the gateway into DIR, verifying each sha256. Fails over between nodes on errors and stalls, resumes .partial files after a crash or Ctrl-C, and splits large shards into parallel ranges. Exit status: 0 all verified, 1 some failed, 2 bad usage, 130 interrupted.',
     positionals: true,
@@ -117,6 +133,8 @@ export const fetchCommand: Command = {
       { name: 'stall-timeout', type: 'string', default: String(FETCH_DEFAULTS.stallTimeoutMs), description: 'ms without a byte before failing over to the next node' },
       { name: 'near', type: 'string', description: 'LAT,LON to route from (default: the gateway locates you by IP)' },
       { name: 'retries', type: 'string', default: String(FETCH_DEFAULTS.retries), description: 'fresh routes per shard once its candidates are used up' },
+      { name: 'key-file', type: 'string', description: 'your Ethereum key file (created 0600 on first start): fetch as a paying client with version-2 tickets and signed receipts; without it, anonymous' },
+      { name: 'receipt-every', type: 'string', default: '4MiB', description: 'with --key-file: sign a receipt per ticket every this many verified bytes (and at the end of each transfer)' },
       { name: 'gateway-patience', type: 'string', default: '30s', description: 'how long each gateway call rides out a gateway that is down or restarting (backoff with jitter, failing over between comma-separated replicas), e.g. 30s, 2m; 0 tries each replica once' },
     ],
   },

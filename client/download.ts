@@ -33,6 +33,10 @@ export interface DownloadContext {
   leaves?: ShardLeaves | null;
   /** A node sent a chunk that failed its hash (it is already banned for this shard): the caller reports it. */
   onChunkMismatch?: (evidence: ChunkEvidence, source: Source) => void;
+  /** Bytes from `source` passed verification (a keyed client's receipts count them: client/receipts.ts). */
+  onVerified?: (source: Source, bytes: number) => void;
+  /** A transfer from `source` ended, whether done, failed or interrupted (the final receipt for it). */
+  onTransferEnd?: (source: Source) => void;
 }
 
 export interface ShardDownload {
@@ -219,10 +223,13 @@ export async function downloadShard(shard: ShardEntry, finalPath: string, source
             },
             write: async (chunk, position) => {
               if (position !== gate.next) throw new LocalIoError(new Error(`out-of-order write at ${position}, expected ${gate.next}`));
+              let passed = 0;
               for (const verified of gated(gate, chunk, from, shard)) {
                 hash.update(verified);
                 await writer.push(verified);
+                passed += verified.length;
               }
+              if (passed > 0) ctx.onVerified?.(from, passed);
               result.bytesFetched += chunk.length;
               ctx.progress?.received(chunk.length);
               if (!contributors.has(source!.id)) {
@@ -233,9 +240,11 @@ export async function downloadShard(shard: ShardEntry, finalPath: string, source
           },
           ctx,
         );
+        ctx.onTransferEnd?.(source);
         await flush();
         continue; // complete: verify at the top of the loop
       } catch (err) {
+        ctx.onTransferEnd?.(source);
         // Keep what arrived before the failure or the interruption: the next source, or the next run, resumes after it.
         if (!(err instanceof TransferFailure)) {
           if (!(err instanceof LocalIoError)) await flush().catch(() => {});

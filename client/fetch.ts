@@ -10,11 +10,13 @@ import { unsafePathReason } from '../protocol/paths.ts';
 import { GatewayClient, type GatewayRetry, type LatLon } from './gateway-client.ts';
 import { ShardSources } from './sources.ts';
 import type { SplitPlacement } from './part-placement.ts';
-import { downloadShard, PARTIAL_SUFFIX, ShardDownloadError, type ShardDownload } from './download.ts';
+import { downloadShard, PARTIAL_SUFFIX, ShardDownloadError, type DownloadContext, type ShardDownload } from './download.ts';
 import { downloadShardSplit, STATE_SUFFIX } from './split.ts';
 import { createClientAgent, InterruptedError, abortedReason } from './http.ts';
 import { fetchShardLeaves, ticketOf, type ChunkEvidence } from './chunk-gate.ts';
 import { ProgressTracker } from './progress.ts';
+import { ReceiptSender, openClientIdentity, type ClientIdentity, type ReceiptStats } from './receipts.ts';
+import { SESSION_HEADER } from '../protocol/client-tickets.ts';
 
 export const FETCH_DEFAULTS = {
   parallel: 8,
@@ -39,6 +41,13 @@ export interface ShardFetchOptions {
   retries?: number;
   /** How long each gateway call rides out a gateway that is down or restarting (ms). Default 30 s. */
   gatewayPatienceMs?: number;
+  /**
+   * The client's Ethereum key file (created 0600 on first start): the run is keyed, gets version-2 tickets and
+   * signs receipts for the bytes it verifies. Absent: anonymous, as before.
+   */
+  keyFile?: string;
+  /** A keyed client signs a receipt per ticket every this many verified bytes (default 4 MiB). */
+  receiptEvery?: number;
 }
 
 export interface FetchOptions extends ShardFetchOptions {
@@ -59,6 +68,10 @@ export interface FetchOptions extends ShardFetchOptions {
   gatewayBackoffMs?: number;
   /** Each failed gateway call that will be retried (the CLI prints it). */
   onGatewayRetry?: (retry: GatewayRetry) => void;
+  /** An identity already opened (the loader's, tests'); otherwise `keyFile` opens one. */
+  identity?: ClientIdentity;
+  /** Test hook: a keyed client that never signs a receipt. */
+  refuseToSign?: boolean;
 }
 
 export type ShardStatus = 'downloaded' | 'skipped' | 'failed' | 'interrupted';
@@ -93,6 +106,8 @@ export interface FetchReport {
   /** Bytes kept in .partial files of shards not verified yet (an interrupt or a failure): a rerun resumes them. */
   partialBytes: number;
   elapsedMs: number;
+  /** A keyed run: its paying address and what happened to its receipts. */
+  receipts?: ReceiptStats & { client: string };
 }
 
 /** The absolute path for a manifest path under `outDir`; throws when it could land anywhere else. */
@@ -132,6 +147,8 @@ export interface ShardFetchEnv extends ShardFetchOptions {
   progress?: ProgressTracker;
   /** The manifest's chunk size (format 2): shards are verified chunk by chunk as they arrive. */
   chunkSize?: number;
+  /** A keyed client's receipts for the bytes it verifies. */
+  receipts?: ReceiptSender;
 }
 
 /** One shard into `outDir`: skipped when already complete, else downloaded and verified. Never throws for the shard's own failures. */
@@ -170,6 +187,7 @@ export async function fetchShard(shard: ShardEntry, env: ShardFetchEnv): Promise
       },
       ...(env.signal ? { signal: env.signal } : {}),
       ...(env.progress ? { progress: env.progress } : {}),
+      ...(env.receipts ? receiptHooks(env.receipts) : {}),
     };
     const done: ShardDownload = split
       ? await downloadShardSplit(shard, result.file, sources, { ...ctx, parts })
@@ -188,6 +206,10 @@ export async function fetchShard(shard: ShardEntry, env: ShardFetchEnv): Promise
   }
 }
 
+function receiptHooks(receipts: ReceiptSender): Pick<DownloadContext, 'onVerified' | 'onTransferEnd'> {
+  return { onVerified: (source, bytes) => receipts.verified(source, bytes), onTransferEnd: (source) => receipts.final(source) };
+}
+
 export async function fetchDataset(opts: FetchOptions): Promise<FetchReport> {
   const started = Date.now();
   const stallTimeoutMs = opts.stallTimeoutMs ?? FETCH_DEFAULTS.stallTimeoutMs;
@@ -196,13 +218,17 @@ export async function fetchDataset(opts: FetchOptions): Promise<FetchReport> {
   const dispatcher = opts.dispatcher ?? ownDispatcher!;
   // Every parallel shard and split range listens on the one stop signal: that is by design, not a leak.
   if (opts.signal) setMaxListeners(0, opts.signal);
+  let receipts: ReceiptSender | undefined;
   try {
+    const identity = opts.identity ?? (opts.keyFile ? await openClientIdentity(opts.keyFile) : undefined);
+    if (identity) receipts = new ReceiptSender({ identity, dispatcher, ...(opts.receiptEvery ? { everyBytes: opts.receiptEvery } : {}), ...(opts.refuseToSign ? { refuseToSign: true } : {}) });
     const gateway = new GatewayClient({
       gateway: opts.gateway,
       dispatcher,
       ...(opts.gatewayPatienceMs !== undefined ? { patienceMs: opts.gatewayPatienceMs } : {}),
       ...(opts.gatewayBackoffMs !== undefined ? { backoffBaseMs: opts.gatewayBackoffMs } : {}),
       ...(opts.near ? { near: opts.near } : {}),
+      ...(identity ? { headers: { [SESSION_HEADER]: identity.header } } : {}),
       ...(opts.signal ? { signal: opts.signal } : {}),
       ...(opts.onGatewayRetry ? { onRetry: opts.onGatewayRetry } : {}),
     });
@@ -219,7 +245,7 @@ export async function fetchDataset(opts: FetchOptions): Promise<FetchReport> {
         const shard = manifest.shards[i]!;
         const result = opts.signal?.aborted
           ? { shard, file: '', status: 'interrupted' as const, bytesFetched: 0, resumedBytes: 0, servedBy: [], failures: [], mismatches: [], error: 'interrupted' }
-          : await fetchShard(shard, { ...opts, gateway, dispatcher, progress, ...(manifest.chunkSize !== undefined ? { chunkSize: manifest.chunkSize } : {}) });
+          : await fetchShard(shard, { ...opts, gateway, dispatcher, progress, ...(manifest.chunkSize !== undefined ? { chunkSize: manifest.chunkSize } : {}), ...(receipts ? { receipts } : {}) });
         if (result.status !== 'interrupted') progress.shardFinished(result.status !== 'failed');
         results[i] = result;
         opts.onShardDone?.(result);
@@ -227,6 +253,8 @@ export async function fetchDataset(opts: FetchOptions): Promise<FetchReport> {
     };
     await Promise.all(Array.from({ length: Math.min(parallel, manifest.shards.length) }, worker));
 
+    // The last receipt of every ticket, delivered before the summary (bounded: a dead node does not hold the run).
+    await receipts?.drain();
     const count = (s: ShardStatus): number => results.filter((r) => r.status === s).length;
     const completeBytes = results.reduce((sum, r) => sum + (r.status === 'downloaded' || r.status === 'skipped' ? r.shard.size : 0), 0);
     return {
@@ -240,8 +268,10 @@ export async function fetchDataset(opts: FetchOptions): Promise<FetchReport> {
       bytesReceived: progress.receivedBytes,
       partialBytes: Math.max(0, progress.doneBytes - completeBytes),
       elapsedMs: Date.now() - started,
+      ...(receipts && identity ? { receipts: { ...receipts.stats, client: identity.address } } : {}),
     };
   } finally {
+    await receipts?.drain(2_000);
     // After an interrupt nothing in flight is wanted; otherwise let keep-alive sockets close politely.
     if (ownDispatcher) await (opts.signal?.aborted ? ownDispatcher.destroy() : ownDispatcher.close()).catch(() => {});
   }

@@ -55,6 +55,8 @@ export interface GatewayClientOptions {
   backoffBaseMs?: number;
   backoffMaxMs?: number;
   near?: LatLon;
+  /** Sent with every request: a keyed client's x-edgeshard-session (its routes then carry version-2 tickets). */
+  headers?: Record<string, string>;
   signal?: AbortSignal;
   /** Monotonic clock in ms (tests); performance.now by default. */
   now?: () => number;
@@ -219,7 +221,7 @@ export class GatewayClient {
       const base = this.bases[index]!;
       let retryAfterMs: number | null = null;
       try {
-        const res = await request(`${base}${path}`, { dispatcher, method: 'GET', headers: { accept: 'application/json' }, ...(signal ? { signal } : {}) });
+        const res = await request(`${base}${path}`, { dispatcher, method: 'GET', headers: { accept: 'application/json', ...this.#opts.headers }, ...(signal ? { signal } : {}) });
         const text = await res.body.text();
         if (res.statusCode === 200) {
           this.#preferred = index;

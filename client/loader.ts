@@ -13,6 +13,8 @@ import { sha256Hex } from '../protocol/hash.ts';
 import { GatewayClient, type LatLon } from './gateway-client.ts';
 import { checkNoWorkingFileCollisions, fetchShard, shardFilePath, FETCH_DEFAULTS, type ShardFetchOptions } from './fetch.ts';
 import { createClientAgent, InterruptedError } from './http.ts';
+import { ReceiptSender, openClientIdentity, type ReceiptStats } from './receipts.ts';
+import { SESSION_HEADER } from '../protocol/client-tickets.ts';
 
 export interface LoaderFetchOptions extends ShardFetchOptions {
   /** Keep verified shards here and reuse them in later epochs/runs. Default: a temporary directory, each shard deleted once read. */
@@ -51,6 +53,8 @@ export interface LoadedShard {
 
 export interface Dataset {
   manifest: Manifest;
+  /** A keyed loader (fetchOptions.keyFile): its paying address and receipts so far; undefined when anonymous. */
+  readonly receipts: (ReceiptStats & { client: string }) | undefined;
   shards(opts?: ShardsOptions): AsyncIterable<LoadedShard>;
   /** Closes connections and removes the temporary directory (if no cacheDir was given). */
   close(): Promise<void>;
@@ -114,12 +118,16 @@ export async function openDataset(opts: OpenDatasetOptions): Promise<Dataset> {
   const f = opts.fetchOptions ?? {};
   const ownDispatcher = f.dispatcher ? null : createClientAgent({ stallTimeoutMs: f.stallTimeoutMs ?? FETCH_DEFAULTS.stallTimeoutMs });
   const dispatcher = f.dispatcher ?? ownDispatcher!;
+  // Keyed (fetchOptions.keyFile): version-2 tickets, and receipts for every verified byte, as `edgeshard fetch --key-file`.
+  const identity = f.keyFile ? await openClientIdentity(f.keyFile) : undefined;
+  const receipts = identity ? new ReceiptSender({ identity, dispatcher, ...(f.receiptEvery ? { everyBytes: f.receiptEvery } : {}) }) : undefined;
   const gateway = new GatewayClient({
     gateway: opts.gateway,
     dispatcher,
     ...(f.gatewayPatienceMs !== undefined ? { patienceMs: f.gatewayPatienceMs } : {}),
     ...(f.gatewayBackoffMs !== undefined ? { backoffBaseMs: f.gatewayBackoffMs } : {}),
     ...(opts.near ? { near: opts.near } : {}),
+    ...(identity ? { headers: { [SESSION_HEADER]: identity.header } } : {}),
   });
   let manifest: Manifest;
   try {
@@ -143,7 +151,7 @@ export async function openDataset(opts: OpenDatasetOptions): Promise<Dataset> {
     const cached = persistent ? await readFile(file).catch(() => null) : null;
     if (cached && cached.length === shard.size && sha256Hex(cached) === shard.sha256) return { shard, data: cached };
 
-    const result = await fetchShard(shard, { ...f, gateway, dataset: opts.dataset, outDir: dir, dispatcher, signal, ...(manifest.chunkSize !== undefined ? { chunkSize: manifest.chunkSize } : {}) });
+    const result = await fetchShard(shard, { ...f, gateway, dataset: opts.dataset, outDir: dir, dispatcher, signal, ...(manifest.chunkSize !== undefined ? { chunkSize: manifest.chunkSize } : {}), ...(receipts ? { receipts } : {}) });
     if (result.status === 'interrupted') throw signal.reason instanceof Error ? signal.reason : new InterruptedError();
     if (result.status === 'failed') throw new ShardLoadError(shard, result.error ?? 'download failed');
     const data = await readFile(result.file);
@@ -186,8 +194,12 @@ export async function openDataset(opts: OpenDatasetOptions): Promise<Dataset> {
 
   return {
     manifest,
+    get receipts() {
+      return receipts && identity ? { ...receipts.stats, client: identity.address } : undefined;
+    },
     shards: (sopts: ShardsOptions = {}) => ({ [Symbol.asyncIterator]: () => iterate(sopts) }),
     async close() {
+      await receipts?.drain();
       await ownDispatcher?.close().catch(() => {});
       if (!persistent) await rm(dir, { recursive: true, force: true });
     },

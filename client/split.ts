@@ -164,7 +164,12 @@ export async function downloadShardSplit(
             onWholeBody: 'skip',
             write: async (chunk, at) => {
               if (at !== gate.next) throw new Error(`out-of-order write at ${at}, expected ${gate.next}`);
-              for (const verified of gated(gate, chunk, from, shard)) await writer.push(verified);
+              let passed = 0;
+              for (const verified of gated(gate, chunk, from, shard)) {
+                await writer.push(verified);
+                passed += verified.length;
+              }
+              if (passed > 0) ctx.onVerified?.(from, passed);
               result.bytesFetched += chunk.length;
               ctx.progress?.received(chunk.length);
               if (!contributors.has(from.id)) {
@@ -175,9 +180,11 @@ export async function downloadShardSplit(
           },
           ctx,
         );
+        ctx.onTransferEnd?.(source);
         await flush();
         return;
       } catch (err) {
+        ctx.onTransferEnd?.(source);
         if (!(err instanceof TransferFailure)) {
           if (!(err instanceof LocalIoError)) await flush().catch(() => {});
           throw err;

@@ -27,6 +27,7 @@ export const nodeCommand: Command = {
       const explained = describeStartError(err, { flag: '--port', value: config.port, host: config.host }, [
         { flag: '--cache-dir', path: config.cacheDir },
         { flag: '--key-file', path: config.keyFile },
+        { flag: '--receipt-log', path: config.receiptLogFile },
       ]);
       if (explained) throw new UsageError(explained);
       throw err;
@@ -38,6 +39,7 @@ export const nodeCommand: Command = {
         `  cache: ${node.disk ? `restored ${node.disk.entryCount} objects, ${formatBytes(node.disk.usedBytes)} of ${formatBytes(config.cacheBytes)} in ${config.cacheDir}` : 'disk tier off (--cache-dir none)'}; memory tier ${formatBytes(config.memoryBytes)}`,
         `  upload cap ${config.maxUploadBytesPerSecond ? `${((config.maxUploadBytesPerSecond * 8) / 1e6).toFixed(0)} Mbit/s` : 'none'}; ` +
           `tickets ${config.open ? 'not required (--open)' : 'required'}; gateways ${config.gateways.length ? `${config.gateways.join(', ')} (registering…)` : 'none'}`,
+        `  receipts: ${node.receipts.size} tickets held ${config.receiptLogFile ? `in ${config.receiptLogFile}` : 'in memory only (--receipt-log none)'}; unpaid allowance ${formatBytes(config.unpaidAllowanceBytes)} per keyed ticket`,
       ].join('\n'),
     );
     await stopSignal();

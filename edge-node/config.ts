@@ -51,6 +51,15 @@ export interface EdgeNodeConfig {
   location: { lat: number; lon: number } | null;
   /** The node's Ethereum key file (created with mode 0600 on first start). null: an ephemeral key (tests). */
   keyFile: string | null;
+  /**
+   * The durable log of keyed clients' receipts (edge-node/receipt-log.ts), what the node claims its rewards with.
+   * null: receipts are held in memory only and lost on restart (library use and tests).
+   */
+  receiptLogFile: string | null;
+  /** Bytes a keyed client's ticket may be served beyond its latest receipt (edge-node/unpaid-allowance.ts). */
+  unpaidAllowanceBytes: number;
+  /** How long a response at the allowance waits for the client's next receipt before it is cut off (ms). */
+  receiptWaitMs: number;
   /** Answer plain GET/HEAD memory hits of small objects in front of node:http (edge-node/fast-path.ts). */
   fastPath: boolean;
   /**
@@ -97,6 +106,9 @@ export const NODE_OPTIONS: OptionSpec[] = [
   { name: 'lat', type: 'string', description: 'latitude to announce, overriding GeoIP' },
   { name: 'lon', type: 'string', description: 'longitude to announce, overriding GeoIP' },
   { name: 'key-file', type: 'string', default: './.edgeshard/node-key.json', description: "the node's Ethereum key (created 0600 on first start)" },
+  { name: 'receipt-log', type: 'string', default: './.edgeshard/node-receipts.log', description: 'durable log of keyed clients\' receipts (what the node claims rewards with); "none" keeps them in memory only' },
+  { name: 'unpaid-allowance', type: 'string', default: '16MiB', description: `bytes a keyed client's ticket is served beyond its latest receipt before the node waits for the next one (${SIZE_UNITS_HELP})` },
+  { name: 'receipt-wait', type: 'string', default: '10000', description: 'ms a response at the unpaid allowance waits for a receipt before the node cuts it off (then 402 on that ticket)' },
   { name: 'open', type: 'boolean', default: false, description: 'serve without gateway tickets (local use only)' },
   { name: 'trust-key', type: 'string', description: 'comma-separated gateway ticket public keys (base64) to pin' },
   {
@@ -136,6 +148,7 @@ export function nodeConfigFromSettings(s: Settings): EdgeNodeConfig {
     throw new UsageError(`--origin "${origin}": only http and https origins are supported`);
   }
   const cacheDir = stringSetting(s, 'cache-dir') ?? 'none';
+  const receiptLog = stringSetting(s, 'receipt-log') ?? 'none';
   const memoryBytes = wrap(() => parseSize(String(s['memory-cache']), '--memory-cache'));
   const maxConnections = intSetting(s, 'max-connections', 1, 1_000_000);
   return {
@@ -173,6 +186,9 @@ export function nodeConfigFromSettings(s: Settings): EdgeNodeConfig {
     publicUrl: publicUrlSetting(stringSetting(s, 'public-url')),
     location: locationSetting(s),
     keyFile: stringSetting(s, 'key-file') ?? null,
+    receiptLogFile: receiptLog === 'none' ? null : receiptLog,
+    unpaidAllowanceBytes: wrap(() => parseSize(String(s['unpaid-allowance']), '--unpaid-allowance')),
+    receiptWaitMs: intSetting(s, 'receipt-wait', 0, 3_600_000),
     fastPath: s['no-fast-path'] !== true,
   };
 }
@@ -184,6 +200,13 @@ export function nodeConfigFromSettings(s: Settings): EdgeNodeConfig {
 export function defaultPerClientShare(maxConnections: number): number {
   return Math.min(maxConnections, Math.max(64, Math.ceil(maxConnections / 8)));
 }
+
+/**
+ * 16 MiB: a keyed client signs every 4 MiB of verified bytes (client/receipts.ts), and a split shard has up to four
+ * 1 MiB chunks in flight unverified, so a paying client is at most ~8 MiB behind when its receipt leaves; the rest
+ * keeps the pipe full while the receipt travels. A client that never pays costs the node at most this per ticket.
+ */
+export const DEFAULT_UNPAID_ALLOWANCE = 16 * 1024 * 1024;
 
 const list = (v: string | undefined): string[] => (v ?? '').split(',').map((x) => x.trim()).filter(Boolean);
 
@@ -220,6 +243,9 @@ export function defaultNodeConfig(overrides: Partial<EdgeNodeConfig> & { originU
     publicUrl: null,
     location: null,
     keyFile: null,
+    receiptLogFile: null,
+    unpaidAllowanceBytes: DEFAULT_UNPAID_ALLOWANCE,
+    receiptWaitMs: 10_000,
     fastPath: true,
     ...overrides,
     originUrl: overrides.originUrl.replace(/\/$/, ''),

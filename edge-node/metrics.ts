@@ -2,6 +2,7 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { collectProcessMetrics } from '../protocol/process-metrics.ts';
 import type { EdgeEvents, FillOutcome, RevalidationOutcome } from './events.ts';
+import { REJECTION_LABELS, type RejectionLabel } from './receipt-intake.ts';
 
 // Why the request-path metrics below do not call prom-client per request: its inc() and observe() hash the label
 // set on every call, even through a cached labels() child (~0.3 µs each, three calls per request). At ~30k small
@@ -102,11 +103,31 @@ export interface GaugeSample {
   requestsWaitingOnOrigin: number;
 }
 
+/** What the receipt metrics read from the running node at scrape time. */
+export interface ReceiptSample {
+  /** Tickets whose latest receipt the node holds. */
+  held: number;
+  /** Bytes served on version-2 (keyed, paying) tickets since start. */
+  paidTicketServedBytes: number;
+  /** Bytes those tickets' receipts cover, since start. */
+  receiptedBytes: number;
+  /** Served and not (yet) receipted, over live tickets. */
+  unpaidBytes: number;
+}
+
+export interface ReceiptMetrics {
+  rejected(label: RejectionLabel): void;
+  /** A keyed client over its unpaid allowance: refused a new request (402), or cut off mid-response. */
+  cutoff(where: 'request' | 'stream'): void;
+}
+
 export interface EdgeMetrics {
   registry: Registry;
   events: EdgeEvents;
+  receipts: ReceiptMetrics;
   /** Gauges sampled at scrape time. */
   setGaugeSource(source: () => GaugeSample): void;
+  setReceiptSource(source: () => ReceiptSample): void;
 }
 
 export function createEdgeMetrics(opts: { defaultMetrics?: boolean } = {}): EdgeMetrics {
@@ -148,6 +169,36 @@ export function createEdgeMetrics(opts: { defaultMetrics?: boolean } = {}): Edge
   new Gauge({ name: 'edgeshard_node_active_connections', help: 'open client connections', registers: [registry], collect() { if (gaugeSource) this.set(gaugeSource().activeConnections); } });
   new Gauge({ name: 'edgeshard_node_fills_in_flight', help: 'origin fills running now', registers: [registry], collect() { if (gaugeSource) this.set(gaugeSource().fillsInFlight); } });
   new Gauge({ name: 'edgeshard_node_requests_waiting_on_origin', help: 'requests attached to origin fills whose origin has not answered yet', registers: [registry], collect() { if (gaugeSource) this.set(gaugeSource().requestsWaitingOnOrigin); } });
+
+  let receiptSource: (() => ReceiptSample) | undefined;
+  new Gauge({ name: 'edgeshard_node_receipts_held', help: 'tickets whose latest client receipt the node holds in its receipt log', registers: [registry], collect() { if (receiptSource) this.set(receiptSource().held); } });
+  new Gauge({ name: 'edgeshard_node_unpaid_bytes', help: 'bytes served on keyed tickets and not yet receipted by their clients (live tickets)', registers: [registry], collect() { if (receiptSource) this.set(receiptSource().unpaidBytes); } });
+  // Cumulative figures kept by the node, handed to counters at scrape time as increments.
+  const counted = { served: 0, receipted: 0 };
+  new Counter({
+    name: 'edgeshard_node_paid_ticket_served_bytes_total',
+    help: 'body bytes served on version-2 tickets of keyed (paying) clients',
+    registers: [registry],
+    collect() {
+      const v = receiptSource?.().paidTicketServedBytes ?? 0;
+      if (v > counted.served) this.inc(v - counted.served);
+      counted.served = Math.max(counted.served, v);
+    },
+  });
+  new Counter({
+    name: 'edgeshard_node_receipted_bytes_total',
+    help: 'bytes covered by client receipts the node accepted (the gap to paid_ticket_served_bytes is unpaid work)',
+    registers: [registry],
+    collect() {
+      const v = receiptSource?.().receiptedBytes ?? 0;
+      if (v > counted.receipted) this.inc(v - counted.receipted);
+      counted.receipted = Math.max(counted.receipted, v);
+    },
+  });
+  const rejections = new Counter({ name: 'edgeshard_node_receipt_rejections_total', help: 'client receipts the node refused, by reason', labelNames: ['reason'], registers: [registry] });
+  const cutoffs = new Counter({ name: 'edgeshard_node_unpaid_cutoffs_total', help: 'keyed clients stopped at their unpaid allowance: request (402) or stream (cut mid-response)', labelNames: ['where'], registers: [registry] });
+  for (const r of REJECTION_LABELS) rejections.labels(r).inc(0);
+  for (const w of ['request', 'stream']) cutoffs.labels(w).inc(0);
 
   // Cells of the pending counts, found by route, then status (a number, so no key string is built per request).
   const requestCells = new Map<string, Map<number, CountCell>>();
@@ -224,5 +275,9 @@ export function createEdgeMetrics(opts: { defaultMetrics?: boolean } = {}): Edge
       saturated.set(on ? 1 : 0);
     },
   };
-  return { registry, events, setGaugeSource: (s) => (gaugeSource = s) };
+  const receipts: ReceiptMetrics = {
+    rejected: (label) => rejections.labels(label).inc(),
+    cutoff: (where) => cutoffs.labels(where).inc(),
+  };
+  return { registry, events, receipts, setGaugeSource: (s) => (gaugeSource = s), setReceiptSource: (s) => (receiptSource = s) };
 }

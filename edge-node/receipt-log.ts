@@ -8,11 +8,17 @@
 // Appends are batched: add() buffers, flush() writes the batch with one write and fdatasync. A kill -9 therefore loses
 // at most the batch not yet flushed. A torn or corrupt tail (a frame cut short, a bad checksum) is cut off on open and
 // kept beside the log as `<file>.damaged-<offset>` so nothing is thrown away silently; everything before it loads.
+//
+// A payload starting with `{` is a client's session authorisation as JSON (protocol/client-tickets.ts): the settler
+// needs it beside the receipts its session key signed, so the node keeps the one each client sent with its receipts.
 import { open, rename, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { RECEIPT_LEN, decodeReceipt, type Receipt } from '../protocol/receipts.ts';
 import { syncDir } from '../protocol/sync-dir.ts';
+import type { SessionAuthorisation } from '../protocol/client-tickets.ts';
+
+const SESSION_RECORD = 0x7b; // '{'
 
 const MAGIC = Buffer.from('ESRLOG01');
 const FRAME_HEAD = 8;
@@ -56,15 +62,23 @@ export function frameRecord(payload: Buffer): Buffer {
 
 export class ReceiptLog {
   private readonly held = new Map<string, HeldReceipt>();
+  /** Session authorisations by session key (hex). */
+  private readonly sessionAuths = new Map<string, SessionAuthorisation>();
   private pending: Buffer[] = [];
   private flushing: Promise<void> = Promise.resolve();
   private records = 0;
 
   private constructor(
-    readonly path: string,
-    private fh: FileHandle,
+    /** null: held in memory only (a node run without --receipt-log; nothing survives a restart). */
+    readonly path: string | null,
+    private fh: FileHandle | null,
     private readonly syncDir: (dir: string) => Promise<void>,
   ) {}
+
+  /** A log that keeps nothing on disk: for library use and tests that do not restart the node. */
+  static memory(): ReceiptLog {
+    return new ReceiptLog(null, null, async () => {});
+  }
 
   /**
    * Opens (or creates) the log, loads every whole record, and cuts off a damaged tail after copying it aside.
@@ -91,7 +105,10 @@ export class ReceiptLog {
         await fh.datasync();
       }
       const log = new ReceiptLog(path, fh, opts.syncDir ?? syncDir);
-      for (const payload of parsed.payloads) log.remember(payload.toString('base64url'));
+      for (const payload of parsed.payloads) {
+        if (payload[0] === SESSION_RECORD) log.rememberSession(payload);
+        else log.remember(payload.toString('base64url'));
+      }
       log.records = parsed.payloads.length;
       return { log, report: { records: parsed.payloads.length, damagedBytes, damagedCopy } };
     } catch (err) {
@@ -107,6 +124,38 @@ export class ReceiptLog {
     if (current && current.receipt.bytes >= receipt.bytes) return false;
     this.held.set(receipt.ticket.id, { token, receipt });
     return true;
+  }
+
+  private rememberSession(payload: Buffer): boolean {
+    let auth: SessionAuthorisation;
+    try {
+      auth = JSON.parse(payload.toString('utf8')) as SessionAuthorisation;
+    } catch {
+      return false;
+    }
+    if (typeof auth?.sessionKey !== 'string' || this.sessionAuths.has(auth.sessionKey)) return false;
+    this.sessionAuths.set(auth.sessionKey, auth);
+    return true;
+  }
+
+  /**
+   * Keeps a client's session authorisation (the first one seen per session key); the caller has checked its
+   * signature. Durable with the next flush().
+   */
+  addSession(auth: SessionAuthorisation): boolean {
+    const payload = Buffer.from(JSON.stringify({ client: auth.client, sessionKey: auth.sessionKey, validUntilEpoch: auth.validUntilEpoch, signature: auth.signature }));
+    if (!this.rememberSession(payload)) return false;
+    this.pending.push(frameRecord(payload));
+    return true;
+  }
+
+  /** The authorisation held for a session key, if the client sent one. */
+  session(sessionKey: string): SessionAuthorisation | undefined {
+    return this.sessionAuths.get(sessionKey);
+  }
+
+  sessions(): SessionAuthorisation[] {
+    return [...this.sessionAuths.values()];
   }
 
   /**
@@ -137,49 +186,69 @@ export class ReceiptLog {
 
   /** Writes the pending batch and syncs it. Calls queue behind each other so batches never interleave. */
   flush(): Promise<void> {
-    this.flushing = this.flushing.then(async () => {
-      if (this.pending.length === 0) return;
-      const batch = Buffer.concat(this.pending);
-      const count = this.pending.length;
-      this.pending = [];
-      await this.fh.write(batch);
-      await this.fh.datasync();
-      this.records += count;
+    // A failed batch fails its own callers, not every later flush.
+    this.flushing = this.flushing.catch(() => {}).then(() => this.writePending());
+    return this.flushing;
+  }
+
+  private async writePending(): Promise<void> {
+    if (this.pending.length === 0) return;
+    const parts = this.pending;
+    this.pending = [];
+    if (this.fh) {
+      try {
+        await this.fh.write(Buffer.concat(parts));
+        await this.fh.datasync();
+      } catch (err) {
+        // Kept for the next flush: a full disk delays durability, it does not drop receipts.
+        this.pending = [...parts, ...this.pending];
+        throw err;
+      }
+    }
+    this.records += parts.length;
+  }
+
+  /**
+   * Rewrites the log with only the latest receipt per ticket and the sessions (temp file, fsync, rename, directory
+   * fsync), when stale records dominate. Queued with the flushes: a batch written to the old file while the new one is being renamed
+   * into place would be lost with it.
+   */
+  compact(): Promise<void> {
+    this.flushing = this.flushing.catch(() => {}).then(async () => {
+      await this.writePending();
+      const live = this.held.size + this.sessionAuths.size;
+      if (!this.fh || !this.path) {
+        this.records = live;
+        return;
+      }
+      const sessions = this.sessions().map((a) => frameRecord(Buffer.from(JSON.stringify(a))));
+      const body = Buffer.concat([MAGIC, ...sessions, ...this.all().map((h) => frameRecord(Buffer.from(h.token, 'base64url')))]);
+      const tmp = `${this.path}.compact`;
+      const out = await open(tmp, 'w');
+      try {
+        await out.write(body);
+        await out.sync();
+      } finally {
+        await out.close();
+      }
+      await rename(tmp, this.path);
+      // Otherwise a crash could bring the old file back and lose every receipt appended to the new one since.
+      await this.syncDir(dirname(this.path));
+      await this.fh.close();
+      this.fh = await open(this.path, 'a+');
+      this.records = live;
     });
     return this.flushing;
   }
 
-  /**
-   * Rewrites the log with only the latest receipt per ticket (temp file, fsync, rename, directory fsync), when stale
-   * records dominate. The directory is synced after the rename: otherwise a crash could bring the old file back and
-   * lose every receipt appended to the new one since.
-   */
-  async compact(): Promise<void> {
-    await this.flush();
-    const body = Buffer.concat([MAGIC, ...this.all().map((h) => frameRecord(Buffer.from(h.token, 'base64url')))]);
-    const tmp = `${this.path}.compact`;
-    const out = await open(tmp, 'w');
-    try {
-      await out.write(body);
-      await out.sync();
-    } finally {
-      await out.close();
-    }
-    await rename(tmp, this.path);
-    await this.syncDir(dirname(this.path));
-    await this.fh.close();
-    this.fh = await open(this.path, 'a+');
-    this.records = this.held.size;
-  }
-
   /** Records on disk that a newer receipt for the same ticket has superseded. */
   get staleRecords(): number {
-    return this.records - this.held.size;
+    return this.records - this.held.size - this.sessionAuths.size;
   }
 
   async close(): Promise<void> {
     await this.flush();
-    await this.fh.close();
+    await this.fh?.close();
   }
 }
 

@@ -1,7 +1,8 @@
 // The edge node's HTTP shell: routes a request to the memory tier, the disk tier or an origin fill, and applies
 // HTTP semantics (conditionals, ranges), the upload cap and the limits. Decisions live in the modules it calls.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { open } from 'node:fs/promises';
+import { mkdir, open } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import { Readable } from 'node:stream';
 import type { Socket } from 'node:net';
 import { Agent, type Dispatcher } from 'undici';
@@ -48,6 +49,11 @@ import { parseRange, evaluateConditional, evaluateIfRange, contentRange, content
 import { BandwidthLimiter } from './bandwidth-limiter.ts';
 import { UploadRate } from './upload-rate.ts';
 import { TicketGate, ticketFromUrl } from './ticket-gate.ts';
+import type { ClientTicket } from '../protocol/client-tickets.ts';
+import { ReceiptLog } from './receipt-log.ts';
+import { ReceiptDesk } from './receipt-desk.ts';
+import { parseReceiptBody } from './receipt-intake.ts';
+import { UnpaidAllowance } from './unpaid-allowance.ts';
 import { RegistryClient, type NodeControl } from './registry-client.ts';
 import { installFastPath, type FastHit, type FastPath } from './fast-path.ts';
 import { BloomFilter, type BloomSummary } from '../protocol/bloom.ts';
@@ -71,6 +77,10 @@ export interface EdgeNode {
   /** The node's Ethereum address (lowercase): what tickets name and rewards pay. */
   address: string;
   tickets: TicketGate;
+  /** Keyed clients' latest receipt per ticket (durable with --receipt-log): what the node claims rewards with. */
+  receipts: ReceiptLog;
+  /** Served against receipted bytes per version-2 ticket. */
+  allowance: UnpaidAllowance;
   /** What the gateway registry client drives: load, cache summary, prefetch, purge. */
   control: NodeControl;
   registryClients: RegistryClient[];
@@ -144,6 +154,19 @@ async function* prepend(first: IteratorResult<Buffer>, rest: AsyncIterator<Buffe
 const LIMITED_SLICE = 64 * 1024;
 const DISK_READ_CHUNK = 1 << 20;
 
+/** A receipts POST: 64 receipts of 383 bytes a line fit; anything larger is not a client's batch. */
+const MAX_RECEIPTS_PER_POST = 64;
+const MAX_RECEIPT_BODY = 32 * 1024;
+
+/** Opens the durable receipt log, saying what it found; a damaged tail was kept aside (receipt-log.ts). */
+async function openReceiptLog(path: string, log: Logger): Promise<ReceiptLog> {
+  await mkdir(dirname(path), { recursive: true });
+  const { log: receipts, report } = await ReceiptLog.open(path);
+  if (report.damagedBytes > 0) log.warn({ path, records: report.records, damagedBytes: report.damagedBytes, copy: report.damagedCopy }, 'receipt log had a torn or corrupt tail: cut off and kept aside');
+  else log.info({ path, records: report.records, tickets: receipts.size }, 'receipt log opened');
+  return receipts;
+}
+
 function encodeOriginPath(path: string): string {
   return path.split('/').map(encodeURIComponent).join('/');
 }
@@ -205,6 +228,18 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     log.warn('no --gateway and no --trust-key: no ticket can be valid, so every shard request will get 403; use --open for local use');
   }
   let servedBytes = 0;
+
+  // Keyed clients: their receipts, durable before they count, and the bytes served ahead of them.
+  const receiptLog = config.receiptLogFile ? await openReceiptLog(config.receiptLogFile, log) : ReceiptLog.memory();
+  const allowance = new UnpaidAllowance({ allowanceBytes: config.unpaidAllowanceBytes });
+  for (const held of receiptLog.all()) allowance.receipted(held.receipt.ticket.id, Number(held.receipt.bytes), held.receipt.ticket.expiresAt);
+  const receiptDesk = new ReceiptDesk({ log: receiptLog, allowance, ticketOf: (bytes) => tickets.receiptTicket(bytes), rejected: (label) => metrics.receipts.rejected(label) });
+  metrics.setReceiptSource(() => ({ held: receiptLog.size, paidTicketServedBytes: allowance.servedTotal, receiptedBytes: allowance.receiptedTotal, unpaidBytes: allowance.unpaidBytes }));
+  /** Responses on a version-2 ticket: their body bytes are metered against the client's receipts. */
+  const paidResponses = new WeakMap<ServerResponse, ClientTicket>();
+  /** A body may go out in one write: no upload cap and no receipts to wait for. */
+  const direct = (res: ServerResponse): boolean => limiter.unlimited && !paidResponses.has(res);
+
   const disk = config.cacheDir ? await DiskStore.open(config.cacheDir, { maxBytes: config.cacheBytes, events, ...(deps.diskFs ? { fs: deps.diskFs } : {}) }) : null;
   if (disk) {
     const { configuredBytes, freeBytesAtStart, heldBytesAtStart, maxBytes } = disk.budget;
@@ -479,6 +514,33 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     }
   }
 
+  /**
+   * Writes a body on a keyed client's ticket: as much as its unpaid allowance has room for, then waits for the
+   * client's next receipt; a client that sends none within --receipt-wait is cut off (and refused with 402 after).
+   */
+  async function writePaid(res: ServerResponse, buf: Buffer, signal: AbortSignal, meter: BodyMeter, ticket: ClientTicket): Promise<void> {
+    for (let off = 0; off < buf.length; ) {
+      const room = allowance.headroom(ticket.id);
+      if (room <= 0) {
+        const want = Math.min(LIMITED_SLICE, buf.length - off);
+        if (!(await allowance.waitForHeadroom(ticket.id, want, config.receiptWaitMs, signal))) {
+          if (signal.aborted) throw new Error('client went away');
+          metrics.receipts.cutoff('stream');
+          log.info({ ticket: ticket.id, client: ticket.client, allowance: allowance.allowanceBytes }, 'keyed client over its unpaid allowance sent no receipt: response cut off');
+          throw new Error('unpaid allowance exceeded: no receipt');
+        }
+        continue; // another response on the same ticket may have taken the room first
+      }
+      const slice = buf.subarray(off, off + Math.min(room, buf.length - off));
+      if (!limiter.unlimited) await limiter.acquire(slice.length, signal);
+      allowance.served(ticket.id, slice.length);
+      const flowing = res.write(slice);
+      meter.wrote(slice.length);
+      off += slice.length;
+      if (!flowing) await waitDrain(res, signal);
+    }
+  }
+
   function waitDrain(res: ServerResponse, signal: AbortSignal): Promise<void> {
     return new Promise((resolve, reject) => {
       if (signal.aborted) return reject(new Error('client went away'));
@@ -514,9 +576,12 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   }
 
   async function streamBody(res: ServerResponse, chunks: AsyncIterable<Buffer> | Iterable<Buffer>, signal: AbortSignal, meter: BodyMeter): Promise<void> {
+    const ticket = paidResponses.get(res);
     for await (const chunk of chunks) {
       if (signal.aborted) throw new Error('client went away');
-      if (limiter.unlimited) {
+      if (ticket) {
+        await writePaid(res, chunk, signal, meter, ticket);
+      } else if (limiter.unlimited) {
         const flowing = res.write(chunk);
         meter.wrote(chunk.length);
         if (!flowing) await waitDrain(res, signal);
@@ -545,7 +610,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     // Fast path: a plain GET of a whole object, the bulk of a data loader's traffic.
     if (range === undefined && !conditional) {
       res.writeHead(200, extra === undefined ? hitHeadOf(obj, now()) : [...obj.fullHead, ...extra]);
-      if (obj.parts && limiter.unlimited && req.method !== 'HEAD') {
+      if (obj.parts && direct(res) && req.method !== 'HEAD') {
         // Still the fill's chunks: write them as they are, corked into one writev, with no copy.
         res.cork();
         for (const part of obj.parts) res.write(part);
@@ -580,7 +645,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     if (req.method === 'HEAD') {
       res.end();
       recordResponse(target.route, status, started, 0);
-    } else if (limiter.unlimited) {
+    } else if (direct(res)) {
       res.end(body);
       recordResponse(target.route, status, started, body.length);
     } else {
@@ -631,7 +696,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
           }
           memory.set(entry.meta, body, entityHead, freshUntil(entry.meta));
           res.writeHead(200, plan.head);
-          if (limiter.unlimited) {
+          if (direct(res)) {
             res.end(body);
             recordResponse(target.route, 200, started, body.length);
           } else await sendBody(res, target.route, started, 200, [body]);
@@ -1101,6 +1166,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     const url = req.url ?? '/';
     if (url.length > config.maxUrlBytes) return sendText(res, 'invalid', 414, `URL longer than ${config.maxUrlBytes} bytes`, started);
     const unsafe = req.method !== 'GET' && req.method !== 'HEAD';
+    if (url === '/v1/receipts' || url.startsWith('/v1/receipts?')) return acceptReceipts(req, res, started);
     if (unsafe && !(config.forwardUnsafe && req.method !== 'CONNECT' && req.method !== 'TRACE')) {
       return sendText(res, 'invalid', 405, 'only GET and HEAD are supported (start the node with --forward-unsafe to pass other methods to the origin)', started, ['allow', 'GET, HEAD']);
     }
@@ -1127,8 +1193,17 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     const target = resolveTarget(pathname);
     if (!(target instanceof CacheTarget)) return sendText(res, target.route, target.status, target.text, started);
     if (!tickets.open) {
-      const refusal = tickets.check(ticketFromUrl(url), target.immutable ? target.fill.expectedSha256 : undefined);
-      if (refusal) return sendText(res, target.route, 403, `forbidden: ${refusal}`, started);
+      const admission = tickets.admit(ticketFromUrl(url), target.immutable ? target.fill.expectedSha256 : undefined);
+      if (!admission.ok) return sendText(res, target.route, 403, `forbidden: ${admission.reason}`, started);
+      const ticket = admission.client;
+      if (ticket && req.method === 'GET') {
+        const unpaid = allowance.refusal(ticket.id, ticket.expiresAt);
+        if (unpaid) {
+          metrics.receipts.cutoff('request');
+          return sendText(res, target.route, 402, unpaid, started);
+        }
+        paidResponses.set(res, ticket);
+      }
     }
     if (unsafe) {
       // Hash-addressed shards are immutable: nothing to write, and nothing to invalidate.
@@ -1136,6 +1211,33 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       return forwardUnsafe(req, res, target, started);
     }
     return serveCached(req, res, target, started);
+  }
+
+  /**
+   * POST /v1/receipts: a keyed client's receipts, one base64url receipt per line, with its session authorisation in
+   * the x-edgeshard-session header (optional; kept for the settler). 200 when every receipt was kept or was not newer
+   * than the one held, 400 naming each refused one. Answers only after the batch is on disk.
+   */
+  async function acceptReceipts(req: IncomingMessage, res: ServerResponse, started: number): Promise<void> {
+    if (req.method !== 'POST') return sendText(res, 'invalid', 405, 'receipts are POSTed: one base64url receipt per line', started, ['allow', 'POST']);
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const c of req) {
+      size += (c as Buffer).length;
+      if (size > MAX_RECEIPT_BODY) return sendText(res, 'invalid', 413, `at most ${MAX_RECEIPT_BODY} bytes of receipts per request`, started, ['connection', 'close']);
+      chunks.push(c as Buffer);
+    }
+    const tokens = parseReceiptBody(Buffer.concat(chunks).toString('latin1'), MAX_RECEIPTS_PER_POST);
+    if ('error' in tokens) {
+      metrics.receipts.rejected('malformed');
+      return sendText(res, 'invalid', 400, tokens.error, started);
+    }
+    const session = req.headers['x-edgeshard-session'];
+    const answer = await receiptDesk.accept(tokens, typeof session === 'string' ? session : undefined);
+    const body = JSON.stringify(answer.body);
+    res.writeHead(answer.status, ['content-type', 'application/json', 'content-length', String(Buffer.byteLength(body)), 'cache-control', 'no-store']);
+    res.end(body);
+    recordResponse('receipts', answer.status, started, 0);
   }
 
   /**
@@ -1366,7 +1468,9 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       for (const s of sockets) s.destroy();
       await closed;
       await dispatcher.close().catch(() => {});
+      await receiptDesk.settled();
+      await receiptLog.close().catch((err: Error) => log.error({ err: err.message }, 'could not sync the receipt log on close'));
     })());
 
-  return { url, server, metrics, manifests, limiter, memory, disk, loadManifest, address, tickets, control, registryClients, fastPath, close };
+  return { url, server, metrics, manifests, limiter, memory, disk, loadManifest, address, tickets, receipts: receiptLog, allowance, control, registryClients, fastPath, close };
 }
