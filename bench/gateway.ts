@@ -111,7 +111,7 @@ async function startNetworkProcesses(repoRoot: string, work: string, dataRoot: s
     nodes.push(
       startChild(...pinned(1, 'node', [cli, 'node', '--origin', originUrl, '--gateway', gatewayUrl, '--port', String(port), '--host', '127.0.0.1',
         '--lat', String(lat), '--lon', String(lon), '--cache-dir', join(work, `cache-${i}`), '--cache-size', '4GiB', '--memory-cache', '1GiB',
-        '--key-file', join(work, `node-${i}.json`), '--log-level', 'error'])),
+        '--key-file', join(work, `node-${i}.json`), '--receipt-log', join(work, `receipts-${i}.log`), '--log-level', 'error'])),
     );
     started.push(nodes.at(-1)!);
   }

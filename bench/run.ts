@@ -1,4 +1,4 @@
-// `npm run bench [-- --only edge,micro,cold,routing,gateway,sim,settle]`: runs the benchmark sections and writes bench/results/.
+// `npm run bench [-- --only edge,micro,cold,routing,gateway,sim,settle,receipts]`: runs the benchmark sections and writes bench/results/.
 //
 //   micro  tinybench micro-benchmarks of the request path's pure functions       → results/micro.{md,json}
 //   edge   the node against nginx/Varnish/Node via ../shared/bench/anchor.sh,    → results/edge.{md,json},
@@ -9,6 +9,7 @@
 //   gateway  redirects/s under wrk beside the node's 4 KiB rate, and `edgeshard    → results/gateway.{md,json}
 //            fetch` of ~1 GiB through three nodes against the loopback ceiling
 //   sim    the simulator's benchmark, when bench/sim.ts exists                   → results/sim.{md,json}
+//   receipts  `edgeshard fetch` with receipts (--key-file) against without, same run → results/receipts.{md,json}
 //
 // Every file starts with the date, commit and machine. results/summary.md strings together the newest markdown of
 // every section, so running one section refreshes its part and keeps the others. See docs/benchmarks.md.
@@ -22,8 +23,9 @@ import { runColdFill } from './cold-fill.ts';
 import { runColdSplit } from './cold-split.ts';
 import { runRoutingBench } from './routing.ts';
 import { runGatewayBench } from './gateway.ts';
+import { runReceiptsBench } from './receipts.ts';
 
-const SECTIONS = ['micro', 'edge', 'cold', 'routing', 'gateway', 'sim', 'settle'] as const;
+const SECTIONS = ['micro', 'edge', 'cold', 'routing', 'gateway', 'sim', 'settle', 'receipts'] as const;
 type Section = (typeof SECTIONS)[number];
 
 const benchDir = dirname(fileURLToPath(import.meta.url));
@@ -117,6 +119,12 @@ async function main(): Promise<void> {
     console.error('== settlement: receipts, epochs, gas on the embedded chain (a few minutes)');
     const r = await runSettle();
     write('settle', 'Proof of bandwidth settlement', header, r.markdown, r.json);
+  }
+
+  if (sections.includes('receipts')) {
+    console.error('== fetch with receipts against without (a few minutes)');
+    const r = await runReceiptsBench(repoRoot);
+    write('receipts', 'Receipts: keyed fetch against anonymous', header, r.markdown, r.json);
   }
 
   // The summary: every section's latest result, each under its own date/commit line.
