@@ -1197,7 +1197,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       if (!admission.ok) return sendText(res, target.route, 403, `forbidden: ${admission.reason}`, started);
       const ticket = admission.client;
       if (ticket && req.method === 'GET') {
-        const unpaid = allowance.refusal(ticket.id, ticket.expiresAt);
+        const unpaid = allowance.refusal(ticket.id, ticket.expiresAt, Math.floor(now() / 1000));
         if (unpaid) {
           metrics.receipts.cutoff('request');
           return sendText(res, target.route, 402, unpaid, started);

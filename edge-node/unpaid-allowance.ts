@@ -17,8 +17,12 @@ interface TicketAccount {
   waiters: Set<() => void>;
 }
 
+const PRUNE_MIN = 4096;
+const EXPIRY_GRACE_SECONDS = 600;
+
 export class UnpaidAllowance {
   private readonly accounts = new Map<string, TicketAccount>();
+  private pruneAt = PRUNE_MIN;
   /** Bytes served on version-2 tickets and bytes their receipts cover, since start (metrics: the gap is unpaid work). */
   servedTotal = 0;
   receiptedTotal = 0;
@@ -42,8 +46,13 @@ export class UnpaidAllowance {
     return a ? a.receipted + this.opts.allowanceBytes - a.served : this.opts.allowanceBytes;
   }
 
-  /** Why a new request on this ticket is refused (402), or null. */
-  refusal(ticketId: string, expiresAt: number): string | null {
+  /** Why a new request on this ticket is refused (402), or null. Forgets expired tickets now and then. */
+  refusal(ticketId: string, expiresAt: number, nowSeconds: number): string | null {
+    if (this.accounts.size >= this.pruneAt) {
+      this.prune(nowSeconds);
+      // Amortised: the next sweep waits until the map has doubled again.
+      this.pruneAt = Math.max(PRUNE_MIN, 2 * this.accounts.size);
+    }
     const a = this.account(ticketId, expiresAt);
     if (a.receipted + this.opts.allowanceBytes > a.served) return null;
     return `payment required: ${a.served} bytes served on this ticket, ${a.receipted} receipted, beyond the unpaid allowance of ${this.opts.allowanceBytes}; POST a receipt to /v1/receipts`;
@@ -99,8 +108,11 @@ export class UnpaidAllowance {
     });
   }
 
-  /** Forgets the accounts of tickets expired before `nowSeconds` with nobody waiting on them. */
+  /**
+   * Forgets the accounts of tickets expired (plus the settler's grace for final receipts) before `nowSeconds` with
+   * nobody waiting on them: no request can use them any more.
+   */
   prune(nowSeconds: number): void {
-    for (const [id, a] of this.accounts) if (a.expiresAt < nowSeconds && a.waiters.size === 0) this.accounts.delete(id);
+    for (const [id, a] of this.accounts) if (a.expiresAt + EXPIRY_GRACE_SECONDS < nowSeconds && a.waiters.size === 0) this.accounts.delete(id);
   }
 }

@@ -213,6 +213,31 @@ describe('the receipt desk', () => {
   });
 });
 
+describe('the unpaid allowance (pure)', () => {
+  it('meters served against receipted per ticket, wakes a waiting response on a receipt, and forgets expired tickets', async () => {
+    const a = new UnpaidAllowance({ allowanceBytes: 100 });
+    expect(a.refusal('t', 1000, 0)).toBeNull();
+    a.served('t', 100);
+    expect(a.headroom('t')).toBe(0);
+    expect(a.refusal('t', 1000, 0)).toMatch(/payment required: 100 bytes served on this ticket, 0 receipted/);
+    const waiting = a.waitForHeadroom('t', 50, 60_000, new AbortController().signal);
+    a.receipted('t', 40, 1000); // not enough room yet for 50
+    a.receipted('t', 60, 1000);
+    expect(await waiting).toBe(true);
+    expect([a.servedTotal, a.receiptedTotal, a.unpaidBytes]).toEqual([100, 60, 40]);
+    const aborted = new AbortController();
+    const gone = a.waitForHeadroom('t', 1000, 60_000, aborted.signal);
+    aborted.abort();
+    expect(await gone).toBe(false);
+    // Once the map holds 4096 tickets the next request sweeps those expired (plus 600 s of grace) at its clock.
+    for (let i = 0; i < 4095; i++) a.refusal(`old-${i}`, 1000, 0);
+    expect(a.tickets).toBe(4096);
+    a.refusal('live', 10_000, 1000 + 601);
+    expect(a.tickets).toBe(1);
+    expect(a.headroom('t')).toBe(100); // forgotten: a fresh account
+  });
+});
+
 describe('a keyed fetch end to end: gateway, two nodes, receipts', () => {
   let tmp: { dir: string; cleanup: () => Promise<void> };
   let origin: OriginServer;
