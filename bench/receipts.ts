@@ -1,5 +1,5 @@
 // `edgeshard fetch` with receipts against without, in one run (issue #9: at least 0.95x the throughput): the same
-// ~0.5 GiB dataset through the same three local nodes, warm, alternating an anonymous run (version-1 tickets, no
+// 0.5 GiB dataset through the same three local nodes, warm, alternating an anonymous run (version-1 tickets, no
 // receipts) with a keyed one (--key-file: version-2 tickets, a receipt signed and POSTed every 4 MiB per ticket, each
 // batch fsynced into the node's receipt log before it counts, the unpaid allowance metering every byte). Output goes
 // to tmpfs where there is one, so the client's disk does not drown the difference. Processes and pinning as the
@@ -24,7 +24,10 @@ interface FetchRun {
 }
 
 export async function runReceiptsBench(repoRoot: string, opts: { shards?: number; pairs?: number } = {}): Promise<{ markdown: string; json: unknown }> {
-  const shards = opts.shards ?? 32;
+  // 64 MiB shards, four times the unpaid allowance, so the node's metering really pauses for receipts (a 16 MiB shard
+  // would fit in the allowance and never wait).
+  const shards = opts.shards ?? 8;
+  const shardSize = 64 * MiB;
   const pairs = opts.pairs ?? 5;
   const work = mkdtempSync(join(tmpdir(), 'edgeshard-receiptsbench-'));
   const outRoot = existsSync('/dev/shm') ? mkdtempSync('/dev/shm/edgeshard-receipts-') : work;
@@ -32,9 +35,9 @@ export async function runReceiptsBench(repoRoot: string, opts: { shards?: number
   const pin = (args: string[]): [string, string[]] => (commandExists('taskset') ? ['taskset', ['-c', '0', 'node', ...args]] : ['node', args]);
   try {
     const dataRoot = join(work, 'origin');
-    writeRandomDataset(dataRoot, shards, 16 * MiB);
+    writeRandomDataset(dataRoot, shards, shardSize);
     await packDataset(join(dataRoot, 'sample'), { name: 'sample' });
-    const totalBytes = shards * 16 * MiB;
+    const totalBytes = shards * shardSize;
     const net = await startNetwork(repoRoot, work, dataRoot);
     const keyFile = join(work, 'client-key.json');
     try {
@@ -64,7 +67,7 @@ export async function runReceiptsBench(repoRoot: string, opts: { shards?: number
       const ratio = keyedMedian / anonMedian;
       const pairRatios = Array.from({ length: pairs }, (_, i) => keyed[i]!.bytesPerSecond / anon[i]!.bytesPerSecond);
       const md = [
-        `## \`edgeshard fetch\` with receipts against without (${fmt(totalBytes / 2 ** 30, 2)} GiB, ${shards} × 16 MiB, warm, three local nodes)`,
+        `## \`edgeshard fetch\` with receipts against without (${fmt(totalBytes / 2 ** 30, 2)} GiB, ${shards} × ${shardSize / MiB} MiB, warm, three local nodes)`,
         '',
         'Same network, same run, alternating: anonymous (version-1 tickets) and keyed (`--key-file`: version-2 tickets, a receipt every 4 MiB per ticket POSTed to the node, fsynced into its receipt log, every byte metered against the 16 MiB unpaid allowance). ' +
           `Client pinned to CPU 0, servers on CPU 1, --parallel 8, output on ${outRoot === work ? 'disk' : 'tmpfs'}.`,
