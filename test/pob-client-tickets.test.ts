@@ -28,7 +28,8 @@ import { defaultNodeConfig } from '../edge-node/config.ts';
 import { startGateway, type Gateway } from '../gateway/server.ts';
 import { defaultGatewayConfig } from '../gateway/config.ts';
 import { GeoIp } from '../gateway/geoip.ts';
-import { openClientIdentity } from '../client/receipts.ts';
+import { DEFAULT_RECEIPT_EVERY, openClientIdentity } from '../client/receipts.ts';
+import { fetchOptionsFromSettings } from '../client/cli.ts';
 import type { Manifest } from '../protocol/manifest.ts';
 import { tempDir, until } from './helpers/net.ts';
 
@@ -78,6 +79,18 @@ describe('version-2 tickets at the node', () => {
     expect(gate.receiptTicket(bytes(v2Fields))).toMatchObject({ node, client: v2Fields.client });
     expect(gate.receiptTicket(bytes({ ...v2Fields, node: '0x' + 'cd'.repeat(20) }))).toBe('ticket is for another node');
     expect(gate.receiptTicket(bytes(v2Fields, generateTicketKey()))).toMatch(/not trusted/);
+  });
+});
+
+describe('edgeshard fetch --key-file', () => {
+  it('makes a run keyed, with a receipt interval of 4 MiB unless told, and refuses an interval below 64 KiB', () => {
+    const base = { out: '/tmp/x', parallel: '8', 'split-threshold': '64MiB', 'split-parts': '4', 'stall-timeout': '15000', retries: '3', 'gateway-patience': '30s' };
+    const args = ['http://127.0.0.1:1', 'sample'];
+    expect(fetchOptionsFromSettings(base, args).keyFile).toBeUndefined();
+    expect(fetchOptionsFromSettings({ ...base, 'key-file': '/k.json' }, args)).toMatchObject({ keyFile: '/k.json', receiptEvery: DEFAULT_RECEIPT_EVERY });
+    expect(fetchOptionsFromSettings({ ...base, 'key-file': '/k.json', 'receipt-every': '1MiB' }, args).receiptEvery).toBe(1024 * 1024);
+    expect(() => fetchOptionsFromSettings({ ...base, 'key-file': '/k.json', 'receipt-every': '1KiB' }, args)).toThrow(/at least 64KiB/);
+    expect(DEFAULT_RECEIPT_EVERY).toBe(4 * 1024 * 1024);
   });
 });
 
