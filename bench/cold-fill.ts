@@ -142,17 +142,35 @@ export async function runColdFill(repoRoot: string): Promise<{ markdown: string;
       // The client warms up too (its first pass ever would otherwise be the direct one).
       await fetchAll(origin.url, warmupPaths(rep, 'direct'), client);
       const direct = await fetchAll(origin.url, paths, client);
-      // A fresh node and an empty cache directory every rep, so every shard is a cold fill.
-      const warmup = await packedWarmup(rep, 'disk');
-      const withDisk = await throughNode(repoRoot, origin.url, byHash(paths), warmup.shards, client, scratch, join(scratch, `cache-${rep}`), [
-        'cold/manifest.json',
-        warmup.manifestPath,
-      ]);
-      const byPath = await throughNode(repoRoot, origin.url, paths, warmupPaths(rep, 'path'), client, scratch, join(scratch, `cache-path-${rep}`));
-      // The same without the disk tier: separates the node's own cost from the disk's write + fsync.
-      const memoryOnly = await throughNode(repoRoot, origin.url, paths, warmupPaths(rep, 'memory'), client, scratch, 'none');
-      const bare = await throughBareProxy(repoRoot, origin.url, paths, warmupPaths(rep, 'bare'), client);
-      const nginxCache = origin.kind.startsWith('nginx') ? await throughNginxCache(origin.url, paths, warmupPaths(rep, 'nginx'), client, join(scratch, `nginx-cache-${rep}`)) : undefined;
+      // A fresh node and an empty cache directory every rep, so every shard is a cold fill. The server passes run in
+      // a rotated order (rep 1: node, path, memory, bare, nginx; rep 2: path, ... node): on this VM the first touch of
+      // memory the host has not backed yet costs several times a copy (docs/benchmarks.md), and a pass that always
+      // ran after others had freed theirs would always get the cheaper, recycled pages.
+      let withDisk!: Awaited<ReturnType<typeof throughNode>>;
+      let byPath!: Awaited<ReturnType<typeof throughNode>>;
+      let memoryOnly!: Awaited<ReturnType<typeof throughNode>>;
+      let bare!: ServerPass;
+      let nginxCache: ServerPass | undefined;
+      const passes: (() => Promise<void>)[] = [
+        async () => {
+          const warmup = await packedWarmup(rep, 'disk');
+          withDisk = await throughNode(repoRoot, origin.url, byHash(paths), warmup.shards, client, scratch, join(scratch, `cache-${rep}`), ['cold/manifest.json', warmup.manifestPath]);
+        },
+        async () => {
+          byPath = await throughNode(repoRoot, origin.url, paths, warmupPaths(rep, 'path'), client, scratch, join(scratch, `cache-path-${rep}`));
+        },
+        // The same without the disk tier: separates the node's own cost from the disk's write + fsync.
+        async () => {
+          memoryOnly = await throughNode(repoRoot, origin.url, paths, warmupPaths(rep, 'memory'), client, scratch, 'none');
+        },
+        async () => {
+          bare = await throughBareProxy(repoRoot, origin.url, paths, warmupPaths(rep, 'bare'), client);
+        },
+        async () => {
+          if (origin.kind.startsWith('nginx')) nginxCache = await throughNginxCache(origin.url, paths, warmupPaths(rep, 'nginx'), client, join(scratch, `nginx-cache-${rep}`));
+        },
+      ];
+      for (let i = 0; i < passes.length; i++) await passes[(i + rep) % passes.length]!();
       results.push({
         direct,
         cold: withDisk.cold,
@@ -218,7 +236,7 @@ export async function runColdFill(repoRoot: string): Promise<{ markdown: string;
       'pass-through proxy (`bench/bare-proxy.ts`: undici to node:http, no hash, no cache), which is what any Node proxy reaches on this box. ' +
       `Each server, and the client before its direct pass, first fetches ${WARMUP_SHARDS} other shards, not counted, so every pass measures warmed-up processes. ` +
       `CPU s/GiB is the server's CPU time (every thread of every process in its process group, /proc: nginx's master and worker) during the cold pass per GiB moved; it holds steadier than MB/s ` +
-      `when other work shares the machine. ${reps} reps, medians; nothing pinned. MB/s = 10^6 B/s.`,
+      `when other work shares the machine. ${reps} reps, medians; nothing pinned; the server passes run in a rotated order each rep. MB/s = 10^6 B/s.`,
     '',
     ...anchorTable(results, med),
     mdTable(
