@@ -13,7 +13,7 @@
 // node:http's.
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
-import { bodyOf, hitHeadOf, rangeHeadOf, type MemoryObject } from './memory-store.ts';
+import { hitHeadOf, rangeHeadOf, rangeOf, type MemoryObject } from './memory-store.ts';
 import { evaluateConditional, evaluateIfRange, parseRange } from './http-semantics.ts';
 import { INCOMPLETE, SLOW, parseRequestHead, type HeadLimits, type RequestHead } from './request-head.ts';
 
@@ -385,8 +385,8 @@ class FastConnection {
       else for (const part of parts) socket.write(part);
       sent = size;
     } else if (head.method === 'GET' && status === 206) {
-      // bodyOf joins the fill's chunks once, as the ordinary path does for a range.
-      socket.write(bodyOf(obj).subarray(start, end + 1));
+      // Views of the fill's chunks the range spans, as the ordinary path writes them.
+      for (const piece of rangeOf(obj, start, end)) socket.write(piece);
       sent = end - start + 1;
     }
     if (!this.answered) {

@@ -18,7 +18,7 @@ import { ClientRateLimiter } from '../protocol/rate-limit.ts';
 import { Saturation } from './saturation.ts';
 import type { EdgeNodeConfig } from './config.ts';
 import { DiskStore, type DiskStoreFs } from './disk-store.ts';
-import { MemoryStore, bodyOf, hitHeadOf, isPathEntry, pathEntityHeaders, rangeHeadOf, shardEntityHeaders, type MemoryObject } from './memory-store.ts';
+import { MemoryStore, bodyOf, hitHeadOf, rangeOf, isPathEntry, pathEntityHeaders, rangeHeadOf, shardEntityHeaders, type MemoryObject } from './memory-store.ts';
 import { ManifestIndex, type KnownShard } from './manifest-index.ts';
 import { ChunkIntegrityError, Filler, OriginError, hasValidators, renewedMeta, validatorsOf, type Fill, type FillHead, type FillRequest } from './fill.ts';
 import {
@@ -627,7 +627,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       const r = parseRange(range, obj.meta.size);
       if (r.kind === 'partial') {
         res.writeHead(206, rangeHeadOf(obj, r.start, r.end, now()));
-        sendMemoryBody(req, res, target, bodyOf(obj).subarray(r.start, r.end + 1), 206, started);
+        sendMemoryBody(req, res, target, rangeOf(obj, r.start, r.end), 206, started);
         return;
       }
       // unsatisfiable, malformed, several ranges: the general path below answers them.
@@ -636,20 +636,34 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     const plan = negotiate(req, res, target, obj.meta, started, entityHead);
     if (!plan) return;
     res.writeHead(plan.status, plan.head);
-    const body = bodyOf(obj);
-    sendMemoryBody(req, res, target, plan.status === 200 ? body : body.subarray(plan.start, plan.end + 1), plan.status, started);
+    sendMemoryBody(req, res, target, plan.status === 200 ? rangeOf(obj, 0, obj.meta.size - 1) : rangeOf(obj, plan.start, plan.end), plan.status, started);
   }
 
-  /** Sends a body held in memory after writeHead: one res.end (head and body leave in one writev) unless capped. */
-  function sendMemoryBody(req: IncomingMessage, res: ServerResponse, target: Target, body: Buffer, status: number, started: number): void {
+  /**
+   * Sends a body held in memory after writeHead: one res.end (head and body leave in one writev; several pieces,
+   * views of the fill's chunks, corked into it) unless capped.
+   */
+  function sendMemoryBody(req: IncomingMessage, res: ServerResponse, target: Target, body: Buffer | Buffer[], status: number, started: number): void {
+    const pieces = Buffer.isBuffer(body) ? [body] : body;
     if (req.method === 'HEAD') {
       res.end();
       recordResponse(target.route, status, started, 0);
     } else if (direct(res)) {
-      res.end(body);
-      recordResponse(target.route, status, started, body.length);
+      let length = 0;
+      if (pieces.length === 1) {
+        length = pieces[0]!.length;
+        res.end(pieces[0]);
+      } else {
+        res.cork();
+        for (const p of pieces) {
+          length += p.length;
+          res.write(p);
+        }
+        res.end();
+      }
+      recordResponse(target.route, status, started, length);
     } else {
-      void sendBody(res, target.route, started, status, [body]);
+      void sendBody(res, target.route, started, status, pieces);
     }
   }
 
