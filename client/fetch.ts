@@ -14,6 +14,7 @@ import { downloadShard, PARTIAL_SUFFIX, ShardDownloadError, type DownloadContext
 import { downloadShardSplit, STATE_SUFFIX } from './split.ts';
 import { createClientAgent, InterruptedError, abortedReason } from './http.ts';
 import { fetchShardLeaves, ticketOf, type ChunkEvidence } from './chunk-gate.ts';
+import { reportBody } from './signed-report.ts';
 import { ProgressTracker } from './progress.ts';
 import { ReceiptSender, openClientIdentity, type ClientIdentity, type ReceiptStats } from './receipts.ts';
 import { SESSION_HEADER } from '../protocol/client-tickets.ts';
@@ -149,6 +150,8 @@ export interface ShardFetchEnv extends ShardFetchOptions {
   chunkSize?: number;
   /** A keyed client's receipts for the bytes it verifies. */
   receipts?: ReceiptSender;
+  /** A keyed client signs its corruption reports with this identity's session key (signed-report.ts). */
+  identity?: ClientIdentity;
 }
 
 /** One shard into `outDir`: skipped when already complete, else downloaded and verified. Never throws for the shard's own failures. */
@@ -183,7 +186,7 @@ export async function fetchShard(shard: ShardEntry, env: ShardFetchEnv): Promise
         result.mismatches.push(evidence);
         // Best effort, never awaited: the gateway may take the node out of rotation; the download goes on.
         const ticket = ticketOf(source.url);
-        if (source.kind === 'node' && ticket) void env.gateway.report({ ticket, shard: shard.sha256, chunk: evidence.chunk, kind: 'hash-mismatch' });
+        if (source.kind === 'node' && ticket) void env.gateway.report(reportBody(ticket, shard, env.chunkSize, evidence, env.identity?.session, Math.floor(Date.now() / 1000)));
       },
       ...(env.signal ? { signal: env.signal } : {}),
       ...(env.progress ? { progress: env.progress } : {}),
@@ -245,7 +248,7 @@ export async function fetchDataset(opts: FetchOptions): Promise<FetchReport> {
         const shard = manifest.shards[i]!;
         const result = opts.signal?.aborted
           ? { shard, file: '', status: 'interrupted' as const, bytesFetched: 0, resumedBytes: 0, servedBy: [], failures: [], mismatches: [], error: 'interrupted' }
-          : await fetchShard(shard, { ...opts, gateway, dispatcher, progress, ...(manifest.chunkSize !== undefined ? { chunkSize: manifest.chunkSize } : {}), ...(receipts ? { receipts } : {}) });
+          : await fetchShard(shard, { ...opts, gateway, dispatcher, progress, ...(manifest.chunkSize !== undefined ? { chunkSize: manifest.chunkSize } : {}), ...(receipts ? { receipts } : {}), ...(identity ? { identity } : {}) });
         if (result.status !== 'interrupted') progress.shardFinished(result.status !== 'failed');
         results[i] = result;
         opts.onShardDone?.(result);
