@@ -151,7 +151,7 @@ export async function openDataset(opts: OpenDatasetOptions): Promise<Dataset> {
     const cached = persistent ? await readFile(file).catch(() => null) : null;
     if (cached && cached.length === shard.size && sha256Hex(cached) === shard.sha256) return { shard, data: cached };
 
-    const result = await fetchShard(shard, { ...f, gateway, dataset: opts.dataset, outDir: dir, dispatcher, signal, ...(manifest.chunkSize !== undefined ? { chunkSize: manifest.chunkSize } : {}), ...(receipts ? { receipts } : {}) });
+    const result = await fetchShard(shard, { ...f, gateway, dataset: opts.dataset, outDir: dir, dispatcher, signal, ...(manifest.chunkSize !== undefined ? { chunkSize: manifest.chunkSize } : {}), ...(receipts ? { receipts } : {}), ...(identity ? { identity } : {}) });
     if (result.status === 'interrupted') throw signal.reason instanceof Error ? signal.reason : new InterruptedError();
     if (result.status === 'failed') throw new ShardLoadError(shard, result.error ?? 'download failed');
     const data = await readFile(result.file);
