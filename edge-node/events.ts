@@ -20,10 +20,15 @@ export interface EdgeEvents extends StoreEvents {
   /** A fill stopped reading its origin because its disk copy lagged too far behind (true), or read on (false). */
   originPaused?(key: string, paused: boolean): void;
   revalidated?(key: string, outcome: RevalidationOutcome): void;
-  /** A response that was sent whole. `bodyBytes` is what its body carried. */
+  /**
+   * A response that was sent whole. `bodyBytes` is what its body carried beyond what `bodyWritten` already told
+   * (all of it for a response written in one go, 0 for a streamed one).
+   */
   response?(route: string, status: number, bodyBytes: number): void;
-  /** A response cut off after its head went out (client gone, fill failed): `bodyBytes` were sent before. */
+  /** A response cut off after its head went out (client gone, fill failed): `bodyBytes` as for `response`. */
   aborted?(route: string, bodyBytes: number): void;
+  /** Bytes of a streamed body, as they are written: a long transfer counts while it runs, not when it ends. */
+  bodyWritten?(route: string, bytes: number): void;
   /** Request start to the response head leaving (the first byte), measured when the head is written. */
   firstByte?(route: string, seconds: number): void;
   bandwidthWait?(ms: number): void;

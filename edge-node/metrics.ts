@@ -242,6 +242,11 @@ export function createEdgeMetrics(opts: { defaultMetrics?: boolean } = {}): Edge
         b.n += bodyBytes;
       }
     },
+    bodyWritten(route, bytes) {
+      let b = bytesCells.get(route);
+      if (!b) bytesCells.set(route, (b = pendingBytes.cell({ route })));
+      b.n += bytes;
+    },
     firstByte(route, seconds) {
       ttfb.observe(route, seconds);
     },

@@ -424,15 +424,16 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       if (!this.headRecorded) this.recordHead();
       this.bytes += n;
       servedBytes += n;
+      events.bodyWritten?.(this.route, n);
     }
 
     finished(status: number): void {
       if (!this.headRecorded) this.recordHead();
-      events.response?.(this.route, status, this.bytes);
+      events.response?.(this.route, status, 0); // the body's bytes went out through bodyWritten
     }
 
     aborted(): void {
-      events.aborted?.(this.route, this.bytes);
+      events.aborted?.(this.route, 0);
     }
 
     private recordHead(): void {
