@@ -532,7 +532,8 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
         }
         continue; // another response on the same ticket may have taken the room first
       }
-      const slice = buf.subarray(off, off + Math.min(room, buf.length - off));
+      // Under an upload cap, slices as writeLimited does, so one large chunk cannot take the whole budget at once.
+      const slice = buf.subarray(off, off + Math.min(room, buf.length - off, limiter.unlimited ? Infinity : LIMITED_SLICE));
       if (!limiter.unlimited) await limiter.acquire(slice.length, signal);
       allowance.served(ticket.id, slice.length);
       const flowing = res.write(slice);

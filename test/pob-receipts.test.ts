@@ -112,6 +112,12 @@ describe('the node: receipts in, unpaid allowance out', () => {
     expect(whole).toEqual({ status: 200, bytes: 3 * MiB, cut: false });
   });
 
+  it('meters a keyed ticket under an upload cap too: the same cut at the allowance', async () => {
+    const node = await startNode({ maxUploadBytesPerSecond: 200 * MiB });
+    const taken = await takeWithoutPaying(node, keyedTicket(gatewayKey, node.address, manifest.shards[0]!.sha256, session, client));
+    expect(taken).toEqual({ status: 200, bytes: MiB, cut: true });
+  });
+
   it('refuses forged, foreign, untrusted, over-cap and malformed receipts with reasons, and counts them', async () => {
     const node = await startNode({});
     const shard = manifest.shards[1]!.sha256;
