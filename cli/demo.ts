@@ -20,6 +20,11 @@ import { defaultGatewayConfig } from '../gateway/config.ts';
 import { fetchDataset } from '../client/fetch.ts';
 import { openDataset } from '../client/loader.ts';
 import { formatBytes } from '../protocol/units.ts';
+import { DEV_ROLES, startDevChain } from '../contracts/dev-chain.ts';
+import { connectContracts } from '../contracts/handles.ts';
+import { depositToEscrow } from '../contracts/rewards-chain.ts';
+import { TOKEN } from '../contracts/deploy.ts';
+import { formatUnits } from 'ethers';
 
 const PLACES = [
   { name: 'Paris', lat: 48.8566, lon: 2.3522 },
@@ -29,7 +34,7 @@ const PLACES = [
 const TRAINER = { lat: 50.85, lon: 4.35 }; // Brussels
 
 /** The demo's default ports: grafana/prometheus.yml scrapes the gateway and the three nodes on these. */
-export const DEMO_PORTS = { origin: 8000, gateway: 8443, node: 8080 } as const;
+export const DEMO_PORTS = { origin: 8000, gateway: 8443, node: 8080, chain: 8545 } as const;
 
 /** The line printed once everything is closed; tests wait for it. */
 export const SHUTDOWN_LINE = 'demo stopped: nodes, gateway and origin closed';
@@ -52,7 +57,7 @@ async function bound<T>(flag: string, value: number, start: () => Promise<T>): P
 export const demoCommand: Command = {
   spec: {
     name: 'demo',
-    usage: 'edgeshard demo [--dir .edgeshard/demo] [--shards 16] [--gateway-port 8443] [--node-port 8080] [--origin-port 8000] [--keep-cache]',
+    usage: 'edgeshard demo [--dir .edgeshard/demo] [--shards 16] [--gateway-port 8443] [--node-port 8080] [--origin-port 8000] [--chain-port 8545] [--keep-cache]',
     summary:
       'Runs an origin, a gateway and three edge nodes on 127.0.0.1 with the built-in sample dataset, fetches it as a trainer near Brussels ' +
       '(cold, then warm) and streams it through the data-loader library (every shard verified), then keeps the network up until Ctrl-C. ' +
@@ -63,6 +68,7 @@ export const demoCommand: Command = {
       { name: 'gateway-port', type: 'string', default: String(DEMO_PORTS.gateway), description: 'gateway port (status page, /d/, /metrics); 0 = any free port' },
       { name: 'node-port', type: 'string', default: String(DEMO_PORTS.node), description: 'first node port; the others take the next two; 0 = any free ports' },
       { name: 'origin-port', type: 'string', default: String(DEMO_PORTS.origin), description: 'origin port; 0 = any free port' },
+      { name: 'chain-port', type: 'string', default: String(DEMO_PORTS.chain), description: 'JSON-RPC port of the embedded dev chain; 0 = any free port' },
       { name: 'keep-cache', type: 'boolean', default: false, description: "keep the nodes' caches from the last run (the first fetch is then warm)" },
     ],
   },
@@ -73,7 +79,7 @@ export const demoCommand: Command = {
       stopRequested = true;
     });
     const dir = stringSetting(settings, 'dir') ?? '.edgeshard/demo';
-    const ports = { gateway: port(settings, 'gateway-port'), node: port(settings, 'node-port'), origin: port(settings, 'origin-port') };
+    const ports = { gateway: port(settings, 'gateway-port'), node: port(settings, 'node-port'), origin: port(settings, 'origin-port'), chain: port(settings, 'chain-port') };
     if (ports.node > 65535 - (PLACES.length - 1)) throw new UsageError(`--node-port ${ports.node}: the nodes need it and the next ${PLACES.length - 1} ports; use at most ${65535 - (PLACES.length - 1)}`);
     const keepCache = settings['keep-cache'] === true;
     if (!keepCache) for (let i = 0; i < PLACES.length; i++) await rm(join(dir, `node-${i}`, 'cache'), { recursive: true, force: true });
@@ -150,6 +156,21 @@ export const demoCommand: Command = {
         console.log(`data loader: ${seen} verified shards in seeded-shuffle order (seed 42: ${order.join(', ')}, …)`);
       }
 
+      let chainLines: string[] = [];
+      if (!stopRequested) {
+        // The chain with the contracts deployed, and the trainer's deposit into the escrow that pays the nodes.
+        const dev = await bound('--chain-port', ports.chain, () => startDevChain({ out: join(dir, 'chain'), port: ports.chain, challengeWindowSeconds: 60 }));
+        closers.push(() => dev.close());
+        const trainer = connectContracts(dev.file, dev.chain.wallets[DEV_ROLES.indexOf('trainer')]!);
+        const { balance } = await depositToEscrow(trainer, dev.addresses.trainer, 100n * TOKEN);
+        console.log(
+          `chain    ${dev.rpc}  token ${dev.file.token}, settlement ${dev.file.settlement}\n` +
+            `         trainer ${dev.addresses.trainer} deposited 100 EDGE into the escrow (balance ${formatUnits(balance, 18)} EDGE); ` +
+            'settling an epoch from the trainer\'s receipts is not wired into the demo yet (docs/contracts.md)',
+        );
+        chainLines = [`  npx edgeshard deposit 5 --rpc ${dev.rpc} --contracts ${dev.contractsPath} --key-file ${dev.keyPath('trainer')}`];
+      }
+
       if (!stopRequested) {
         // One round of the gateway's active probes, after the counts above (a probe of a cold node is an origin
         // fill): the status page then shows each node's score and why it moved.
@@ -164,6 +185,7 @@ export const demoCommand: Command = {
             `  status page  ${gateway.url}/`,
             `  metrics      ${gateway.url}/metrics  ${nodes.map((n) => `${n.url}/metrics`).join('  ')}`,
             `  prometheus --config.file=grafana/prometheus.yml   (scrapes these ports when they are the defaults)`,
+            ...chainLines,
           ].join('\n'),
         );
         await stop;

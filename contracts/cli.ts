@@ -1,19 +1,13 @@
 // `edgeshard chain`, `edgeshard deposit`, `edgeshard rewards claim` and `edgeshard rewards post`: a local dev chain
 // with the contracts deployed, and the trainer's, node's and settler's transactions against any JSON-RPC EVM chain.
-import { JsonRpcProvider, Wallet, formatUnits, getAddress, parseUnits } from 'ethers';
-import { chmod, mkdir, writeFile } from 'node:fs/promises';
-import { createRequire } from 'node:module';
-import { join } from 'node:path';
+import { JsonRpcProvider, formatUnits, getAddress, parseUnits } from 'ethers';
 import type { Command } from '../protocol/cli/command.ts';
 import { UsageError, intSetting, stringSetting, type OptionSpec, type Settings } from '../protocol/cli/options.ts';
 import { stopSignal } from '../protocol/cli/signals.ts';
-import { startEmbeddedChain } from './chain.ts';
-import { DEFAULT_DEPLOY_PARAMS, TOKEN, deployContracts } from './deploy.ts';
+import { DEV_ROLES, startDevChain } from './dev-chain.ts';
 import { connectContracts, readContractsFile, type Contracts } from './handles.ts';
 import { claimReward, depositToEscrow, postRoot } from './rewards-chain.ts';
 import { managedWallet, readKeyFile } from './wallet.ts';
-
-const require = createRequire(import.meta.url);
 
 const CHAIN_OPTIONS: OptionSpec[] = [
   { name: 'rpc', type: 'string', default: 'http://127.0.0.1:8545', description: 'JSON-RPC URL of the EVM chain' },
@@ -132,12 +126,6 @@ export const rewardsPostCommand: Command = {
   },
 };
 
-async function writeKey(path: string, privateKey: string): Promise<void> {
-  const wallet = new Wallet(privateKey);
-  await writeFile(path, JSON.stringify({ address: wallet.address, privateKey }, null, 2) + '\n', { mode: 0o600 });
-  await chmod(path, 0o600);
-}
-
 export const chainCommand: Command = {
   spec: {
     name: 'chain',
@@ -156,29 +144,8 @@ export const chainCommand: Command = {
     const port = intSetting(settings, 'port', 0, 65_535);
     const window = intSetting(settings, 'challenge-window', 0, 365 * 86_400);
     const out = String(settings.out);
-    const chain = await startEmbeddedChain({ accounts: 6 });
-    const roles = ['admin', 'settler', 'arbiter', 'gateway', 'trainer', 'node'] as const;
-    const [admin, settler, arbiter, gateway, trainer, node] = await Promise.all(chain.wallets.map((w) => w.getAddress()));
-    const { contracts, file } = await deployContracts(chain.wallets[0]!, {
-      ...DEFAULT_DEPLOY_PARAMS,
-      challengeWindowSeconds: window,
-      treasury: admin!,
-      settler: settler!,
-      arbiter: arbiter!,
-      gateways: [gateway!],
-    });
-    // The trainer and node dev accounts start with tokens to deposit and stake.
-    for (const who of [trainer!, node!]) await (await contracts.token.transfer(who, 1_000_000n * TOKEN)).wait();
-    const { JsonRpcServer } = require('hardhat/internal/hardhat-network/jsonrpc/server') as {
-      JsonRpcServer: new (c: { hostname: string; port: number; provider: unknown }) => { listen(): Promise<{ address: string; port: number }>; close(): Promise<void> };
-    };
-    const server = new JsonRpcServer({ hostname: '127.0.0.1', port, provider: chain.eip1193 });
-    const listening = await server.listen();
-    const rpc = `http://127.0.0.1:${listening.port}`;
-    await mkdir(join(out, 'keys'), { recursive: true });
-    const contractsPath = join(out, 'contracts.json');
-    await writeFile(contractsPath, JSON.stringify({ ...file, rpc }, null, 2) + '\n');
-    for (const [i, role] of roles.entries()) await writeKey(join(out, 'keys', `${role}.key`), chain.keys[i]!);
+    const dev = await startDevChain({ out, port, challengeWindowSeconds: window });
+    const { file, rpc, contractsPath } = dev;
     console.log(
       [
         `dev chain ${rpc} (chain id ${file.chainId}); contracts in ${contractsPath}`,
@@ -186,12 +153,12 @@ export const chainCommand: Command = {
         `  registry ${file.registry}`,
         `  escrow ${file.escrow}`,
         `  settlement ${file.settlement} (challenge window ${window} s)`,
-        ...roles.map((r, i) => `  ${r.padEnd(8)} ${[admin, settler, arbiter, gateway, trainer, node][i]} key ${join(out, 'keys', `${r}.key`)}`),
-        `e.g. edgeshard deposit 100 --rpc ${rpc} --contracts ${contractsPath} --key-file ${join(out, 'keys', 'trainer.key')}`,
+        ...DEV_ROLES.map((r) => `  ${r.padEnd(8)} ${dev.addresses[r]} key ${dev.keyPath(r)}`),
+        `e.g. edgeshard deposit 100 --rpc ${rpc} --contracts ${contractsPath} --key-file ${dev.keyPath('trainer')}`,
       ].join('\n'),
     );
     await stopSignal();
-    await server.close();
+    await dev.close();
     console.log('stopped');
     return 0;
   },

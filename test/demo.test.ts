@@ -17,7 +17,7 @@ interface Run {
 }
 
 function startDemo(dir: string, extra: string[] = []): Run {
-  const child = spawn(process.execPath, ['bin/edgeshard.js', 'demo', '--dir', dir, '--shards', '4', '--gateway-port', '0', '--node-port', '0', '--origin-port', '0', ...extra], {
+  const child = spawn(process.execPath, ['bin/edgeshard.js', 'demo', '--dir', dir, '--shards', '4', '--gateway-port', '0', '--node-port', '0', '--origin-port', '0', '--chain-port', '0', ...extra], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -60,6 +60,12 @@ describe('edgeshard demo (npm start)', () => {
     expect(text).toContain(`npx edgeshard fetch ${gateway} sample --out`);
     expect(text).toContain(`status page  ${gateway}/`);
     expect(text).toContain(`${gateway}/metrics`);
+    // The chain: contracts deployed, the trainer's deposit in the escrow, and a command that works against it.
+    expect(text).toMatch(/^chain {4}http:\/\/127\.0\.0\.1:\d+ {2}token 0x[0-9a-fA-F]{40}, settlement 0x[0-9a-fA-F]{40}$/m);
+    expect(text).toMatch(/trainer 0x[0-9a-fA-F]{40} deposited 100 EDGE into the escrow \(balance 100\.0 EDGE\)/);
+    const rpc = /^chain {4}(http:\/\/\S+)/m.exec(text)![1]!;
+    const chainId = await fetch(rpc, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'eth_chainId', params: [] }) });
+    expect(((await chainId.json()) as { result: string }).result).toBe('0x7a69');
     // Still up after the demo: the line it suggests works.
     const res = await fetch(`${gateway}/healthz`);
     expect(((await res.json()) as { nodesUp: number }).nodesUp).toBe(3);

@@ -1,0 +1,58 @@
+// A dev chain as a service: the embedded EVM with the contracts deployed, served as JSON-RPC on 127.0.0.1, with
+// contracts.json and the dev role keys written to a directory. `edgeshard chain` and the demo run it.
+import { Wallet } from 'ethers';
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { startEmbeddedChain, type EmbeddedChain } from './chain.ts';
+import { DEFAULT_DEPLOY_PARAMS, TOKEN, deployContracts } from './deploy.ts';
+import type { Contracts, ContractsFile } from './handles.ts';
+
+const require = createRequire(import.meta.url);
+
+export const DEV_ROLES = ['admin', 'settler', 'arbiter', 'gateway', 'trainer', 'node'] as const;
+export type DevRole = (typeof DEV_ROLES)[number];
+
+export interface DevChain {
+  rpc: string;
+  chain: EmbeddedChain;
+  file: ContractsFile;
+  contractsPath: string;
+  /** Handles signed by the admin (who holds the token supply). */
+  contracts: Contracts;
+  addresses: Record<DevRole, string>;
+  keyPath(role: DevRole): string;
+  close(): Promise<void>;
+}
+
+export async function startDevChain(opts: { out: string; port: number; challengeWindowSeconds: number }): Promise<DevChain> {
+  const chain = await startEmbeddedChain({ accounts: DEV_ROLES.length });
+  const list = await Promise.all(chain.wallets.map((w) => w.getAddress()));
+  const addresses = Object.fromEntries(DEV_ROLES.map((r, i) => [r, list[i]!])) as Record<DevRole, string>;
+  const { contracts, file } = await deployContracts(chain.wallets[0]!, {
+    ...DEFAULT_DEPLOY_PARAMS,
+    challengeWindowSeconds: opts.challengeWindowSeconds,
+    treasury: addresses.admin,
+    settler: addresses.settler,
+    arbiter: addresses.arbiter,
+    gateways: [addresses.gateway],
+  });
+  // The trainer and node dev accounts start with tokens to deposit and stake.
+  for (const who of [addresses.trainer, addresses.node]) await (await contracts.token.transfer(who, 1_000_000n * TOKEN)).wait();
+  const { JsonRpcServer } = require('hardhat/internal/hardhat-network/jsonrpc/server') as {
+    JsonRpcServer: new (c: { hostname: string; port: number; provider: unknown }) => { listen(): Promise<{ address: string; port: number }>; close(): Promise<void> };
+  };
+  const server = new JsonRpcServer({ hostname: '127.0.0.1', port: opts.port, provider: chain.eip1193 });
+  const listening = await server.listen();
+  const rpc = `http://127.0.0.1:${listening.port}`;
+  await mkdir(join(opts.out, 'keys'), { recursive: true });
+  const contractsPath = join(opts.out, 'contracts.json');
+  await writeFile(contractsPath, JSON.stringify({ ...file, rpc }, null, 2) + '\n');
+  const keyPath = (role: DevRole) => join(opts.out, 'keys', `${role}.key`);
+  for (const [i, role] of DEV_ROLES.entries()) {
+    const privateKey = chain.keys[i]!;
+    await writeFile(keyPath(role), JSON.stringify({ address: new Wallet(privateKey).address, privateKey }, null, 2) + '\n', { mode: 0o600 });
+    await chmod(keyPath(role), 0o600);
+  }
+  return { rpc, chain, file, contractsPath, contracts, addresses, keyPath, close: () => server.close() };
+}
