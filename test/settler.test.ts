@@ -2,7 +2,7 @@
 // nothing acknowledged lost across a restart (close and reopen, and a real kill -9), late claims refused, epochs
 // settled into published files that `rewards verify` recomputes.
 import { afterEach, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFile, readdir, appendFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -122,6 +122,10 @@ describe('edgeshard settler', () => {
     const metrics = await (await request(`${s.url}/metrics`)).body.text();
     expect(metrics).toMatch(/edgeshard_settler_receipts_settled_total\{outcome="rejected",reason="ticket was issued to another node"\} 1/);
     expect(metrics).toMatch(/edgeshard_settler_submissions_total\{kind="claims",outcome="recorded"\} 1/);
+    // Prometheus's own linter accepts the exposition.
+    const lint = spawnSync('promtool', ['check', 'metrics'], { input: metrics, encoding: 'utf8' });
+    if (lint.error) throw new Error(`promtool not found (${lint.error.message}): install Debian's prometheus package (.ci/run does)`);
+    expect(lint.status, lint.stdout + lint.stderr).toBe(0);
   });
 
   it('refuses forged, replayed and misdirected batches, and claims for another node, recording nothing', async () => {
