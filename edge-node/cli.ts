@@ -39,7 +39,7 @@ export const nodeCommand: Command = {
         `  cache: ${node.disk ? `restored ${node.disk.entryCount} objects, ${formatBytes(node.disk.usedBytes)} of ${formatBytes(config.cacheBytes)} in ${config.cacheDir}` : 'disk tier off (--cache-dir none)'}; memory tier ${formatBytes(config.memoryBytes)}`,
         `  upload cap ${config.maxUploadBytesPerSecond ? `${((config.maxUploadBytesPerSecond * 8) / 1e6).toFixed(0)} Mbit/s` : 'none'}; ` +
           `tickets ${config.open ? 'not required (--open)' : 'required'}; gateways ${config.gateways.length ? `${config.gateways.join(', ')} (registering…)` : 'none'}`,
-        `  receipts: ${node.receipts.size} tickets held ${config.receiptLogFile ? `in ${config.receiptLogFile}` : 'in memory only (--receipt-log none)'}; unpaid allowance ${formatBytes(config.unpaidAllowanceBytes)} per keyed ticket`,
+        `  receipts: ${node.receipts.size} tickets held ${config.receiptLogFile ? `in ${config.receiptLogFile}` : 'in memory only (--receipt-log none)'}; unpaid allowance ${formatBytes(config.unpaidAllowanceBytes)} per keyed ticket; claims to ${config.settlers.length ? config.settlers.join(', ') : 'no settler (--settler URL)'}`,
       ].join('\n'),
     );
     await stopSignal();

@@ -60,6 +60,8 @@ export interface EdgeNodeConfig {
   unpaidAllowanceBytes: number;
   /** How long a response at the allowance waits for the client's next receipt before it is cut off (ms). */
   receiptWaitMs: number;
+  /** Settler URLs the node claims its receipts with once an epoch ends (edge-node/claim-submitter.ts); [] none. */
+  settlers: string[];
   /** Answer plain GET/HEAD memory hits of small objects in front of node:http (edge-node/fast-path.ts). */
   fastPath: boolean;
   /**
@@ -109,6 +111,7 @@ export const NODE_OPTIONS: OptionSpec[] = [
   { name: 'receipt-log', type: 'string', default: './.edgeshard/node-receipts.log', description: 'durable log of keyed clients\' receipts (what the node claims rewards with); "none" keeps them in memory only' },
   { name: 'unpaid-allowance', type: 'string', default: '16MiB', description: `bytes a keyed client's ticket is served beyond its latest receipt before the node waits for the next one (${SIZE_UNITS_HELP})` },
   { name: 'receipt-wait', type: 'string', default: '10000', description: 'ms a response at the unpaid allowance waits for a receipt before the node cuts it off (then 402 on that ticket)' },
+  { name: 'settler', type: 'string', description: 'comma-separated settler URLs: once an epoch ends the node submits its receipts for it there (signed by --key-file)' },
   { name: 'open', type: 'boolean', default: false, description: 'serve without gateway tickets (local use only)' },
   { name: 'trust-key', type: 'string', description: 'comma-separated gateway ticket public keys (base64) to pin' },
   {
@@ -189,6 +192,7 @@ export function nodeConfigFromSettings(s: Settings): EdgeNodeConfig {
     receiptLogFile: receiptLog === 'none' ? null : receiptLog,
     unpaidAllowanceBytes: wrap(() => parseSize(String(s['unpaid-allowance']), '--unpaid-allowance')),
     receiptWaitMs: intSetting(s, 'receipt-wait', 0, 3_600_000),
+    settlers: settlerUrls(stringSetting(s, 'settler')),
     fastPath: s['no-fast-path'] !== true,
   };
 }
@@ -246,8 +250,26 @@ export function defaultNodeConfig(overrides: Partial<EdgeNodeConfig> & { originU
     receiptLogFile: null,
     unpaidAllowanceBytes: DEFAULT_UNPAID_ALLOWANCE,
     receiptWaitMs: 10_000,
+    settlers: [],
     fastPath: true,
     ...overrides,
     originUrl: overrides.originUrl.replace(/\/$/, ''),
   };
+}
+
+function settlerUrls(raw: string | undefined): string[] {
+  return (raw ?? '')
+    .split(',')
+    .map((u) => u.trim())
+    .filter(Boolean)
+    .map((u) => {
+      let url: URL;
+      try {
+        url = new URL(u);
+      } catch {
+        throw new UsageError(`--settler "${u}": not a URL`);
+      }
+      if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new UsageError(`--settler "${u}": only http and https settlers are supported`);
+      return u.replace(/\/$/, '');
+    });
 }

@@ -51,6 +51,7 @@ import { UploadRate } from './upload-rate.ts';
 import { TicketGate, ticketFromUrl } from './ticket-gate.ts';
 import type { ClientTicket } from '../protocol/client-tickets.ts';
 import { ReceiptLog } from './receipt-log.ts';
+import { ClaimSubmitter } from './claim-submitter.ts';
 import { ReceiptDesk } from './receipt-desk.ts';
 import { parseReceiptBody } from './receipt-intake.ts';
 import { UnpaidAllowance } from './unpaid-allowance.ts';
@@ -81,6 +82,8 @@ export interface EdgeNode {
   receipts: ReceiptLog;
   /** Served against receipted bytes per version-2 ticket. */
   allowance: UnpaidAllowance;
+  /** Sends the receipts of ended epochs to the settlers (--settler); null without one. */
+  claims: ClaimSubmitter | null;
   /** What the gateway registry client drives: load, cache summary, prefetch, purge. */
   control: NodeControl;
   registryClients: RegistryClient[];
@@ -1471,10 +1474,21 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   registryClients.push(...config.gateways.map((gatewayUrl) => new RegistryClient({ gatewayUrl, wallet, node: control, logger: log, ...(deps.onRegistered ? { onRegistered: deps.onRegistered } : {}) })));
   for (const c of registryClients) c.start();
 
+  // Claims: off the data path; once an epoch ends its receipts go to each settler, retried with backoff.
+  const claims =
+    config.settlers.length > 0
+      ? new ClaimSubmitter({ wallet, settlers: config.settlers, source: receiptLog, statePath: config.receiptLogFile ? `${config.receiptLogFile}.claims.json` : null, logger: log, ...(deps.now ? { now: deps.now } : {}) })
+      : null;
+  if (claims) {
+    await claims.load();
+    claims.start();
+  }
+
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> =>
     (closing ??= (async () => {
       for (const c of registryClients) c.stop();
+      await claims?.stop();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
       fastPath?.closeIdle();
@@ -1488,5 +1502,5 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       await receiptLog.close().catch((err: Error) => log.error({ err: err.message }, 'could not sync the receipt log on close'));
     })());
 
-  return { url, server, metrics, manifests, limiter, memory, disk, loadManifest, address, tickets, receipts: receiptLog, allowance, control, registryClients, fastPath, close };
+  return { url, server, metrics, manifests, limiter, memory, disk, loadManifest, address, tickets, receipts: receiptLog, allowance, claims, control, registryClients, fastPath, close };
 }

@@ -3,6 +3,7 @@
 // epoch then settles to the node's verified bytes times the rate.
 import { afterEach, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import { Wallet } from 'ethers';
 import { request } from 'undici';
 import { generateTicketKey } from '../protocol/tickets.ts';
@@ -12,6 +13,8 @@ import { DEFAULT_REWARD_PARAMS, GIB } from '../protocol/epoch.ts';
 import { ReceiptLog } from '../edge-node/receipt-log.ts';
 import { ClaimSubmitter, backoffMs, planClaimBatches } from '../edge-node/claim-submitter.ts';
 import { startSettler, type RunningSettler } from '../settler/server.ts';
+import { startEdgeNode } from '../edge-node/server.ts';
+import { defaultNodeConfig } from '../edge-node/config.ts';
 import { startScriptedOrigin, tempDir } from './helpers/net.ts';
 
 const EPOCH_SECONDS = 86_400;
@@ -137,5 +140,30 @@ describe('claim submitter', () => {
     await submitter.submitDue();
     expect(results).toEqual([expect.objectContaining({ outcome: 'refused', detail: 'claim window closed' })]);
     expect(settler.settler.status().open).toEqual([]);
+  });
+
+  it('edgeshard node --settler submits the receipts its receipt log holds once the epoch has ended', async () => {
+    const { dir, clock, settler } = await setup();
+    const node = await startEdgeNode(defaultNodeConfig({ originUrl: 'http://127.0.0.1:9', settlers: [settler.url], receiptLogFile: join(dir, 'node.log') }), { now: () => clock.now * 1000 });
+    stops.push(() => node.close());
+    expect(node.claims).not.toBeNull();
+    // Receipts for tickets naming this node, as the node's receipt intake would have kept them.
+    const gateway = generateTicketKey();
+    const client = Wallet.createRandom() as unknown as Wallet;
+    const session = generateSessionKey();
+    const auth = await authoriseSession(client, session, epoch);
+    const token = signReceipt(signClientTicket({ shard: 'ab'.repeat(32), node: node.address, expiresAt: T0 + 600, epoch, byteCap: 4n * GIB, client: client.address.toLowerCase(), sessionKey: session.publicHex }, gateway), 2n * GIB, T0, session);
+    node.receipts.add(token);
+    node.receipts.addSession(auth);
+    await node.receipts.flush();
+    await node.claims!.submitDue();
+    expect(settler.settler.status().open).toEqual([]);
+    clock.now = (epoch + 1) * EPOCH_SECONDS + 10;
+    await node.claims!.submitDue();
+    expect(settler.settler.status().open).toMatchObject([{ epoch, claims: 1 }]);
+    const claims = (await readFile(join(dir, 'settler', 'open', String(epoch), 'claims.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { node: string; receipt: string });
+    expect(claims).toEqual([{ node: node.address, receipt: token }]);
+    const sessions = await readFile(join(dir, 'settler', 'open', String(epoch), 'sessions.jsonl'), 'utf8');
+    expect(sessions).toContain(auth.signature);
   });
 });
