@@ -339,6 +339,10 @@ describe('reliability under faults, as one story', { timeout: STORY_DEADLINE_MS 
     expect(fetchChild.stdout).toMatch(new RegExp(`^sample: all ${SHARDS} shards verified`));
     for (const s of manifest.shards) expect(sha256Hex(await readFile(join(out, s.path))), s.path).toBe(s.sha256);
     expect((await readdir(out, { recursive: true })).filter((f) => f.endsWith('.partial'))).toEqual([]);
+    // No node sent a wrong byte, and none was taken out of rotation for faults that were not its own.
+    expect(fetchChild.stdout).not.toMatch(/bad chunk/);
+    const gatewayView = (await (await fetch(`${gwUrl}/v1/nodes`)).json()) as { nodes: { url: string; healthy: boolean }[] };
+    expect(gatewayView.nodes.map((n) => `${n.url} ${n.healthy ? 'healthy' : 'down'}`).sort()).toEqual(NODES.map((n) => `http://127.0.0.1:${ports[n]} healthy`).sort());
     // No committed entry lost, none changed, to either kill; and the restarted node said it restored them.
     expect(kills.map((k) => k.chapter)).toEqual(['kill -9 the serving node', 'kill -9 mid-fill']);
     for (const k of kills) {
