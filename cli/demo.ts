@@ -6,7 +6,7 @@
 // Each run starts clean: the nodes' caches and the trainer's directory are wiped first, so "cold" always means
 // cold. `--keep-cache` keeps the caches of the last run, and the first fetch then says "warm".
 import { join } from 'node:path';
-import { rm } from 'node:fs/promises';
+import { chmod, rm, writeFile } from 'node:fs/promises';
 import type { Command } from '../protocol/cli/command.ts';
 import { stopSignal } from '../protocol/cli/signals.ts';
 import { intSetting, stringSetting, UsageError, type Settings } from '../protocol/cli/options.ts';
@@ -23,6 +23,8 @@ import { formatBytes } from '../protocol/units.ts';
 import { DEV_ROLES, startDevChain } from '../contracts/dev-chain.ts';
 import { connectContracts } from '../contracts/handles.ts';
 import { depositToEscrow } from '../contracts/rewards-chain.ts';
+import { openClientIdentity } from '../client/receipts.ts';
+import { settleDemoEpoch } from './demo-rewards.ts';
 import { TOKEN } from '../contracts/deploy.ts';
 import { formatUnits } from 'ethers';
 
@@ -70,6 +72,7 @@ export const demoCommand: Command = {
       { name: 'origin-port', type: 'string', default: String(DEMO_PORTS.origin), description: 'origin port; 0 = any free port' },
       { name: 'chain-port', type: 'string', default: String(DEMO_PORTS.chain), description: 'JSON-RPC port of the embedded dev chain; 0 = any free port' },
       { name: 'keep-cache', type: 'boolean', default: false, description: "keep the nodes' caches from the last run (the first fetch is then warm)" },
+      { name: 'no-settle', type: 'boolean', default: false, description: "leave the epoch open: skip settling the trainer's receipts, posting the root and the nodes' claims" },
     ],
   },
   async run(settings) {
@@ -83,6 +86,10 @@ export const demoCommand: Command = {
     if (ports.node > 65535 - (PLACES.length - 1)) throw new UsageError(`--node-port ${ports.node}: the nodes need it and the next ${PLACES.length - 1} ports; use at most ${65535 - (PLACES.length - 1)}`);
     const keepCache = settings['keep-cache'] === true;
     if (!keepCache) for (let i = 0; i < PLACES.length; i++) await rm(join(dir, `node-${i}`, 'cache'), { recursive: true, force: true });
+    // Receipts belong to one run's trainer session and epoch: every run starts with none.
+    for (let i = 0; i < PLACES.length; i++) await rm(join(dir, `node-${i}`, 'receipts.log'), { force: true });
+    const nodeKeyFile = (i: number) => join(dir, `node-${i}`, 'node-key.json');
+    const settle = settings['no-settle'] !== true;
 
     const { manifest, id } = await writeSampleDataset(join(dir, 'origin', 'sample'), { shards: intSetting(settings, 'shards', 1, 10_000) });
     console.log(`sample dataset: ${manifest.shards.length} shards, ${formatBytes(manifest.totalBytes)}, manifest ${id.slice(0, 16)}…`);
@@ -110,7 +117,7 @@ export const demoCommand: Command = {
               gateways: [gateway.url],
               location: { lat: place.lat, lon: place.lon },
               cacheDir: join(dir, `node-${i}`, 'cache'),
-              keyFile: join(dir, `node-${i}`, 'node-key.json'),
+              keyFile: nodeKeyFile(i),
               receiptLogFile: join(dir, `node-${i}`, 'receipts.log'),
             }),
           ),
@@ -127,6 +134,23 @@ export const demoCommand: Command = {
       console.log(`origin   ${origin.url}\ngateway  ${gateway.url}`);
       for (const [i, n] of nodes.entries()) console.log(`node     ${n.url}  ${PLACES[i]!.name.padEnd(9)} ${n.address}`);
 
+      // The chain with the contracts deployed, and the trainer's deposit into the escrow that pays the nodes. The
+      // trainer fetches with the dev trainer key, so the receipts it signs are paid from that escrow.
+      const dev = await bound('--chain-port', ports.chain, () => startDevChain({ out: join(dir, 'chain'), port: ports.chain, challengeWindowSeconds: 60 }));
+      closers.push(() => dev.close());
+      const trainerWallet = dev.chain.wallets[DEV_ROLES.indexOf('trainer')]!;
+      const { balance: deposited } = await depositToEscrow(connectContracts(dev.file, trainerWallet), dev.addresses.trainer, 100n * TOKEN);
+      const chain = { dev, deposited };
+      const trainerKey = join(dir, 'trainer-key.json');
+      await writeFile(trainerKey, JSON.stringify({ address: dev.addresses.trainer, privateKey: dev.chain.keys[DEV_ROLES.indexOf('trainer')] }, null, 2) + '\n', { mode: 0o600 });
+      await chmod(trainerKey, 0o600);
+      const identity = await openClientIdentity(trainerKey);
+      console.log(
+        `chain    ${dev.rpc}  token ${dev.file.token}, settlement ${dev.file.settlement}\n` +
+          `         trainer ${dev.addresses.trainer} deposited 100 EDGE into the escrow (balance ${formatUnits(deposited, 18)} EDGE) and signs receipts for what it verifies`,
+      );
+      const chainLines = [`  npx edgeshard deposit 5 --rpc ${dev.rpc} --contracts ${dev.contractsPath} --key-file ${dev.keyPath('trainer')}`];
+
       const nameOf = (address: string): string => PLACES[nodes.findIndex((n) => n.address === address || address.startsWith(n.url))]?.name ?? address;
       const out = join(dir, 'trainer');
       const warmAtStart = nodes.some((n) => (n.disk?.usedBytes ?? 0) > 0);
@@ -134,7 +158,7 @@ export const demoCommand: Command = {
         if (stopRequested) break;
         await rm(out, { recursive: true, force: true });
         const originBefore = origin.requests();
-        const report = await fetchDataset({ gateway: gateway.url, dataset: 'sample', outDir: out, near: TRAINER, parallel: 4 });
+        const report = await fetchDataset({ gateway: gateway.url, dataset: 'sample', outDir: out, near: TRAINER, parallel: 4, identity });
         const servedBy = new Map<string, number>();
         for (const r of report.results) for (const s of r.servedBy.slice(-1)) servedBy.set(nameOf(s), (servedBy.get(nameOf(s)) ?? 0) + 1);
         console.log(
@@ -156,19 +180,8 @@ export const demoCommand: Command = {
         console.log(`data loader: ${seen} verified shards in seeded-shuffle order (seed 42: ${order.join(', ')}, …)`);
       }
 
-      let chainLines: string[] = [];
-      if (!stopRequested) {
-        // The chain with the contracts deployed, and the trainer's deposit into the escrow that pays the nodes.
-        const dev = await bound('--chain-port', ports.chain, () => startDevChain({ out: join(dir, 'chain'), port: ports.chain, challengeWindowSeconds: 60 }));
-        closers.push(() => dev.close());
-        const trainer = connectContracts(dev.file, dev.chain.wallets[DEV_ROLES.indexOf('trainer')]!);
-        const { balance } = await depositToEscrow(trainer, dev.addresses.trainer, 100n * TOKEN);
-        console.log(
-          `chain    ${dev.rpc}  token ${dev.file.token}, settlement ${dev.file.settlement}\n` +
-            `         trainer ${dev.addresses.trainer} deposited 100 EDGE into the escrow (balance ${formatUnits(balance, 18)} EDGE); ` +
-            'settling an epoch from the trainer\'s receipts is not wired into the demo yet (docs/contracts.md)',
-        );
-        chainLines = [`  npx edgeshard deposit 5 --rpc ${dev.rpc} --contracts ${dev.contractsPath} --key-file ${dev.keyPath('trainer')}`];
+      if (!stopRequested && settle) {
+        for (const line of await settleDemoEpoch({ dir, dev: chain.dev, nodes: nodes.map((node, i) => ({ name: PLACES[i]!.name, node, keyFile: nodeKeyFile(i) })), gatewayKey: gateway.ticketKey, escrowBefore: chain.deposited, trainer: chain.dev.addresses.trainer })) console.log(line);
       }
 
       if (!stopRequested) {

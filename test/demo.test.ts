@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { formatUnits } from 'ethers';
 import { DEMO_PORTS, SHUTDOWN_LINE } from '../cli/demo.ts';
 import { tempDir, until } from './helpers/net.ts';
 
@@ -66,6 +67,22 @@ describe('edgeshard demo (npm start)', () => {
     const rpc = /^chain {4}(http:\/\/\S+)/m.exec(text)![1]!;
     const chainId = await fetch(rpc, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'eth_chainId', params: [] }) });
     expect(((await chainId.json()) as { result: string }).result).toBe('0x7a69');
+    // The epoch settled from the trainer's receipts: each node's reward is its receipted bytes times the rate, it
+    // was served no more than it was receipted for, and the escrow paid the bytes at the full price.
+    expect(text).toMatch(/^rewards: epoch \d+ settled from [1-9]\d* signed receipts .* root 0x[0-9a-f]{16}… posted on chain/m);
+    const rows = [...text.matchAll(/^ {2}(Paris|New York|Tokyo) +served (.+?), receipted (.+?) → ([\d.]+) EDGE \((\d+) B × .*; balance ([\d.]+) EDGE$/gm)];
+    expect(rows.map((r) => r[1])).toEqual(['Paris', 'New York', 'Tokyo']);
+    let receiptedTotal = 0n;
+    for (const r of rows) {
+      const bytes = BigInt(r[5]!);
+      receiptedTotal += bytes;
+      expect(r[2]).toBe(r[3]); // served = receipted: no unpaid work
+      expect(r[4]).toBe(formatUnits((bytes * 9n * 10n ** 14n) / (1n << 30n), 18));
+      expect(r[6]).toBe(r[4]);
+    }
+    expect(receiptedTotal).toBeGreaterThan(0n);
+    const owed = (receiptedTotal * 10n ** 15n + (1n << 30n) - 1n) / (1n << 30n);
+    expect(text).toContain(`trainer escrow 100.0 → ${formatUnits(100n * 10n ** 18n - owed, 18)} EDGE`);
     // Still up after the demo: the line it suggests works.
     const res = await fetch(`${gateway}/healthz`);
     expect(((await res.json()) as { nodesUp: number }).nodesUp).toBe(3);
