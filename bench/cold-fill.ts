@@ -1,6 +1,6 @@
 // Section "cold": cold-fill throughput. N MiB of shards the node has never seen are fetched through it from a local
 // origin (each one is a miss: origin fetch, sha256 while streaming, the disk tier's copy written behind the client,
-// chunks handed to the memory tier, streamed to the client as they arrive), and the same shards are fetched directly
+// chunks streamed to the client as they arrive; a 4 MiB shard by hash enters the memory tier on its first disk hit), and the same shards are fetched directly
 // from the origin by the same client in the same run. The ratio node/direct is the cost of the pull-through path.
 // A bare Node pass-through proxy (bench/bare-proxy.ts) runs the same pass: the ratio any Node proxy reaches here.
 // The anchor is nginx proxy_cache's own cold pass (the edge of ../shared/bench/anchor.sh, a fresh cache directory each
@@ -230,8 +230,8 @@ export async function runColdFill(repoRoot: string): Promise<{ markdown: string;
       `A client with ${CONCURRENCY} keep-alive connections (undici) fetches every shard directly from the origin, then through a ` +
       'freshly started node with an empty cache, by hash (`/shard/<sha256>`, a format 2 manifest with 1 MiB chunks; every request a miss: origin fetch, ' +
       'the chunk list fetched alongside, every chunk hashed and released only once verified, sha256 of the whole shard, the disk copy written behind the client ' +
-      'and committed (fsync, rename) after the response, chunks handed to the memory tier), then once more ' +
-      'through the now warm node; then cold again through a fresh node by origin path (no hash known: bytes streamed as they arrive, only the ' +
+      'and committed (fsync, rename) after the response; the shard enters the memory tier on its first disk hit), then once more ' +
+      'through the now warm node (each shard read from disk and promoted); then cold again through a fresh node by origin path (no hash known: bytes streamed as they arrive, only the ' +
       "fill's own sha256: the node's work before verified chunks), through a node started with `--cache-dir none` (memory tier only, by path), and through a bare Node " +
       'pass-through proxy (`bench/bare-proxy.ts`: undici to node:http, no hash, no cache), which is what any Node proxy reaches on this box. ' +
       `Each server, and the client before its direct pass, first fetches ${WARMUP_SHARDS} other shards, not counted, so every pass measures warmed-up processes. ` +
