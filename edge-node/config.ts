@@ -109,7 +109,7 @@ export const NODE_OPTIONS: OptionSpec[] = [
   { name: 'lon', type: 'string', description: 'longitude to announce, overriding GeoIP' },
   { name: 'key-file', type: 'string', default: './.edgeshard/node-key.json', description: "the node's Ethereum key (created 0600 on first start)" },
   { name: 'receipt-log', type: 'string', default: './.edgeshard/node-receipts.log', description: 'durable log of keyed clients\' receipts (what the node claims rewards with); "none" keeps them in memory only' },
-  { name: 'unpaid-allowance', type: 'string', default: '16MiB', description: `bytes a keyed client's ticket is served beyond its latest receipt before the node waits for the next one (${SIZE_UNITS_HELP})` },
+  { name: 'unpaid-allowance', type: 'string', default: '32MiB', description: `bytes a keyed client's ticket is served beyond its latest receipt before the node waits for the next one (${SIZE_UNITS_HELP})` },
   { name: 'receipt-wait', type: 'string', default: '10000', description: 'ms a response at the unpaid allowance waits for a receipt before the node cuts it off (then 402 on that ticket)' },
   { name: 'settler', type: 'string', description: 'comma-separated settler URLs: once an epoch ends the node submits its receipts for it there (signed by --key-file)' },
   { name: 'open', type: 'boolean', default: false, description: 'serve without gateway tickets (local use only)' },
@@ -206,11 +206,13 @@ export function defaultPerClientShare(maxConnections: number): number {
 }
 
 /**
- * 16 MiB: a keyed client signs every 4 MiB of verified bytes (client/receipts.ts), and a split shard has up to four
- * 1 MiB chunks in flight unverified, so a paying client is at most ~8 MiB behind when its receipt leaves; the rest
- * keeps the pipe full while the receipt travels. A client that never pays costs the node at most this per ticket.
+ * 32 MiB. What a paying client is behind by when its receipt lands: the bytes in the socket buffers (up to ~10 MiB on
+ * Linux loopback: 4 MiB send + 6 MiB receive), the receipt interval (4 MiB, client/receipts.ts), the chunks still
+ * being verified (up to four 1 MiB chunks of a split shard), and the receipt's trip and fsync at full rate. 16 MiB
+ * left almost no room: a keyed fetch paused for receipts and ran at 0.80x an anonymous one (docs/benchmarks.md).
+ * A client that never pays costs the node at most this per ticket.
  */
-export const DEFAULT_UNPAID_ALLOWANCE = 16 * 1024 * 1024;
+export const DEFAULT_UNPAID_ALLOWANCE = 32 * 1024 * 1024;
 
 const list = (v: string | undefined): string[] => (v ?? '').split(',').map((x) => x.trim()).filter(Boolean);
 
