@@ -119,6 +119,8 @@ export interface ReceiptMetrics {
   rejected(label: RejectionLabel): void;
   /** A keyed client over its unpaid allowance: refused a new request (402), or cut off mid-response. */
   cutoff(where: 'request' | 'stream'): void;
+  /** A response on a keyed ticket paused at the allowance, waiting for the client's next receipt. */
+  waited(): void;
 }
 
 export interface EdgeMetrics {
@@ -197,6 +199,7 @@ export function createEdgeMetrics(opts: { defaultMetrics?: boolean } = {}): Edge
   });
   const rejections = new Counter({ name: 'edgeshard_node_receipt_rejections_total', help: 'client receipts the node refused, by reason', labelNames: ['reason'], registers: [registry] });
   const cutoffs = new Counter({ name: 'edgeshard_node_unpaid_cutoffs_total', help: 'keyed clients stopped at their unpaid allowance: request (402) or stream (cut mid-response)', labelNames: ['where'], registers: [registry] });
+  const receiptWaits = new Counter({ name: 'edgeshard_node_receipt_waits_total', help: 'times a response on a keyed ticket paused at the unpaid allowance for the client\'s next receipt (often: the allowance is too small for the path)', registers: [registry] });
   for (const r of REJECTION_LABELS) rejections.labels(r).inc(0);
   for (const w of ['request', 'stream']) cutoffs.labels(w).inc(0);
 
@@ -283,6 +286,7 @@ export function createEdgeMetrics(opts: { defaultMetrics?: boolean } = {}): Edge
   const receipts: ReceiptMetrics = {
     rejected: (label) => rejections.labels(label).inc(),
     cutoff: (where) => cutoffs.labels(where).inc(),
+    waited: () => receiptWaits.inc(),
   };
   return { registry, events, receipts, setGaugeSource: (s) => (gaugeSource = s), setReceiptSource: (s) => (receiptSource = s) };
 }

@@ -526,6 +526,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     for (let off = 0; off < buf.length; ) {
       const room = allowance.headroom(ticket.id);
       if (room <= 0) {
+        metrics.receipts.waited();
         const want = Math.min(LIMITED_SLICE, buf.length - off);
         if (!(await allowance.waitForHeadroom(ticket.id, want, config.receiptWaitMs, signal))) {
           if (signal.aborted) throw new Error('client went away');

@@ -100,6 +100,7 @@ describe('the node: receipts in, unpaid allowance out', () => {
     expect(metric(text, 'edgeshard_node_unpaid_cutoffs_total{where="stream"}')).toBe(1);
     expect(metric(text, 'edgeshard_node_unpaid_cutoffs_total{where="request"}')).toBe(1);
     expect(metric(text, 'edgeshard_node_unpaid_bytes')).toBe(MiB);
+    expect(metric(text, 'edgeshard_node_receipt_waits_total')).toBe(1); // paused once, for --receipt-wait, then cut
 
     // A receipt for what it got reopens the ticket: the client paid, the node serves the rest.
     const paid = await postReceipts(node.url, [signReceipt(ticket, BigInt(MiB), nowS(), session)]);
