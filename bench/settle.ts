@@ -8,6 +8,7 @@
 //           SETTLE_CLIENTS clients (1,000), settled by the settler's own code path in a child process: wall and CPU
 //           seconds and the child's peak RSS. Inputs are generated once into the temp directory (every receipt
 //           genuine, signed on every core) and reused by later runs with the same sizes.
+//   records gateway records checked per CPU-second beside raw Ed25519 (bench/settle-records.ts).
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -22,6 +23,7 @@ import { checkClaim, DEFAULT_EXPIRY_GRACE_SECONDS, type ReceiptClaim, type RuleC
 import { DEFAULT_REWARD_PARAMS } from '../protocol/epoch.ts';
 import { claimLine, sessionsOf, type GenSpec } from './settle-gen.ts';
 import { median, mdTable } from './lib.ts';
+import { recordsRate } from './settle-records.ts';
 
 export interface SubBenchResult {
   markdown: string;
@@ -222,7 +224,7 @@ export const epochAtScale: SettleSubBench = {
 };
 
 /** The sub-benchmarks in order; SETTLE_ONLY=verify,epoch picks some. Others append theirs (e.g. the chain's gas). */
-export const SETTLE_SUB_BENCHES: SettleSubBench[] = [verifyRate, epochAtScale];
+export const SETTLE_SUB_BENCHES: SettleSubBench[] = [verifyRate, epochAtScale, recordsRate];
 
 export async function runSettleBench(repoRoot = join(import.meta.dirname, '..')): Promise<SubBenchResult> {
   const only = (process.env.SETTLE_ONLY ?? '').split(',').map((s) => s.trim()).filter(Boolean);
