@@ -6,7 +6,7 @@ import { UsageError, intSetting, stringSetting, type OptionSpec, type Settings }
 import { stopSignal } from '../protocol/cli/signals.ts';
 import { DEV_ROLES, startDevChain } from './dev-chain.ts';
 import { connectContracts, readContractsFile, type Contracts } from './handles.ts';
-import { claimReward, depositToEscrow, postRoot } from './rewards-chain.ts';
+import { claimAllFromSettler, claimReward, depositToEscrow, postRoot } from './rewards-chain.ts';
 import { managedWallet, readKeyFile } from './wallet.ts';
 
 const CHAIN_OPTIONS: OptionSpec[] = [
@@ -68,16 +68,25 @@ export const depositCommand: Command = {
 export const rewardsClaimCommand: Command = {
   spec: {
     name: 'rewards claim',
-    usage: 'edgeshard rewards claim EPOCH_DIR --key-file FILE [--node ADDR] [--rpc URL] [--contracts FILE]',
+    usage: 'edgeshard rewards claim (EPOCH_DIR | --settler URL [--watch SECONDS]) --key-file FILE [--node ADDR] [--rpc URL] [--contracts FILE]',
     summary:
-      "Claims a node's reward for the epoch published in EPOCH_DIR (its tree.json), once the challenge window is over. " +
+      "Claims a node's reward for the epoch published in EPOCH_DIR (its tree.json), once the challenge window is over; or, with --settler, " +
+      'for every epoch that settler published in which the node earned something and that is claimable now (--watch repeats that every SECONDS until Ctrl-C). ' +
       "The node is the key file's address unless --node names another (anyone may send a claim; the tokens go to the node).",
-    options: [...CHAIN_OPTIONS, { name: 'node', type: 'string', description: 'the node address to claim for (default: the key file’s address)' }],
+    options: [
+      ...CHAIN_OPTIONS,
+      { name: 'node', type: 'string', description: 'the node address to claim for (default: the key file’s address)' },
+      { name: 'settler', type: 'string', description: 'claim every claimable epoch this settler published (instead of EPOCH_DIR)' },
+      { name: 'watch', type: 'string', description: 'with --settler: check again every SECONDS until Ctrl-C' },
+    ],
     positionals: true,
   },
   async run(settings, positionals) {
+    const settler = stringSetting(settings, 'settler');
     const [dir] = positionals;
-    if (!dir || positionals.length > 1) throw new UsageError('give one EPOCH_DIR (the settler’s published epoch directory)');
+    if (settler ? positionals.length > 0 : !dir || positionals.length > 1) throw new UsageError('give one EPOCH_DIR (the settler’s published epoch directory) or --settler URL');
+    const watch = stringSetting(settings, 'watch') ? intSetting(settings, 'watch', 1, 86_400) : 0;
+    if (watch && !settler) throw new UsageError('--watch needs --settler');
     const { contracts, address, close } = await connectChain(settings);
     try {
       const nodeSetting = stringSetting(settings, 'node');
@@ -89,9 +98,25 @@ export const rewardsClaimCommand: Command = {
           throw new UsageError(`--node "${nodeSetting}" is not an Ethereum address`);
         }
       }
-      const r = await claimReward(contracts, dir, node);
-      console.log(`claimed ${tokens(r.amount)} for ${r.node} in epoch ${r.epoch} (tx ${r.txHash}, ${r.gasUsed} gas); balance ${tokens(await contracts.token.balanceOf(r.node))}`);
-      return 0;
+      if (!settler) {
+        const r = await claimReward(contracts, dir!, node);
+        console.log(`claimed ${tokens(r.amount)} for ${r.node} in epoch ${r.epoch} (tx ${r.txHash}, ${r.gasUsed} gas); balance ${tokens(await contracts.token.balanceOf(r.node))}`);
+        return 0;
+      }
+      let stopped = false;
+      const stop = watch ? stopSignal().then(() => (stopped = true)) : null;
+      let failedAll = false;
+      do {
+        const outcomes = await claimAllFromSettler(contracts, settler, node);
+        for (const o of outcomes) {
+          if ('claimed' in o) console.log(`epoch ${o.epoch}: claimed ${tokens(o.claimed.amount)} for ${o.claimed.node} (tx ${o.claimed.txHash}, ${o.claimed.gasUsed} gas)`);
+          else if (!/already claimed/.test(o.skipped) || !watch) console.log(`epoch ${o.epoch}: ${o.skipped}`);
+        }
+        if (!watch) failedAll = outcomes.length > 0 && outcomes.every((o) => 'skipped' in o && !/already claimed/.test(o.skipped));
+        if (watch && !stopped) await Promise.race([stop, new Promise((r) => setTimeout(r, watch * 1000).unref())]);
+      } while (watch && !stopped);
+      console.log(`balance of ${node}: ${tokens(await contracts.token.balanceOf(node))}`);
+      return failedAll ? 1 : 0;
     } finally {
       close();
     }

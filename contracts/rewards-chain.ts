@@ -4,6 +4,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StandardMerkleTree } from '@openzeppelin/merkle-tree';
 import { getAddress } from 'ethers';
+import { request } from 'undici';
 import { EpochStatus, revertMessage, type Contracts } from './handles.ts';
 import { rootPostingFromFiles, type RootPosting } from './root-posting.ts';
 import type { Leaf } from '../protocol/epoch.ts';
@@ -74,12 +75,17 @@ export interface ClaimResult {
 
 /** Claims `node`'s reward for the epoch in `epochDir` (anyone may send it; the tokens go to `node`). */
 export async function claimReward(contracts: Contracts, epochDir: string, node: string): Promise<ClaimResult> {
-  const address = getAddress(node);
   const treeJson = await readFile(join(epochDir, 'tree.json'), 'utf8').catch(() => {
     throw new Error(`${epochDir}: no tree.json`);
   });
+  return claimFromTree(contracts, treeJson, node, `${epochDir}/tree.json`);
+}
+
+/** Claims `node`'s leaf of a published tree.json (`where` names it in errors). */
+export async function claimFromTree(contracts: Contracts, treeJson: string, node: string, where: string): Promise<ClaimResult> {
+  const address = getAddress(node);
   const leaf = leafFromTree(treeJson, address);
-  if (!leaf) throw new Error(`${address} earned nothing in this epoch (no leaf in ${epochDir}/tree.json)`);
+  if (!leaf) throw new Error(`${address} earned nothing in this epoch (no leaf in ${where})`);
   const rec = await contracts.settlement.epochs(leaf.epoch);
   if (rec.status === EpochStatus.None) throw new Error(`epoch ${leaf.epoch}: no root on chain yet`);
   if (rec.status === EpochStatus.Disputed) throw new Error(`epoch ${leaf.epoch}: the root is disputed; nothing is paid until the arbiter resolves it`);
@@ -96,6 +102,42 @@ export async function claimReward(contracts: Contracts, epochDir: string, node: 
     }
     throw new Error(`claiming epoch ${leaf.epoch} for ${address} failed: ${msg}`);
   }
+}
+
+export type SettlerClaimOutcome = { epoch: number; claimed: ClaimResult } | { epoch: number; skipped: string };
+
+/**
+ * Claims every epoch a settler has published in which `node` has a leaf and whose root is claimable on chain: what a
+ * node runs after each epoch (or with --watch) so that it needs no epoch directory of its own. Never throws per epoch.
+ */
+export async function claimAllFromSettler(contracts: Contracts, settlerUrl: string, node: string): Promise<SettlerClaimOutcome[]> {
+  const base = settlerUrl.replace(/\/$/, '');
+  const list = await request(`${base}/v1/epochs`, { headersTimeout: 10_000, bodyTimeout: 30_000 }).catch((err: Error) => {
+    throw new Error(`cannot reach the settler at ${base} (${err.message})`);
+  });
+  if (list.statusCode !== 200) {
+    await list.body.dump();
+    throw new Error(`GET ${base}/v1/epochs answered ${list.statusCode}`);
+  }
+  const epochs = (await list.body.json()) as Array<{ epoch: number; root: string }>;
+  const out: SettlerClaimOutcome[] = [];
+  for (const e of epochs) {
+    if (!e.root) continue;
+    const res = await request(`${base}/v1/epochs/${e.epoch}/tree.json`, { headersTimeout: 10_000, bodyTimeout: 60_000 });
+    if (res.statusCode !== 200) {
+      await res.body.dump();
+      out.push({ epoch: e.epoch, skipped: `tree.json not served (${res.statusCode})` });
+      continue;
+    }
+    const treeJson = await res.body.text();
+    try {
+      if (!leafFromTree(treeJson, node)) continue; // nothing earned in this epoch
+      out.push({ epoch: e.epoch, claimed: await claimFromTree(contracts, treeJson, node, `${base} epoch ${e.epoch}`) });
+    } catch (err) {
+      out.push({ epoch: e.epoch, skipped: (err as Error).message });
+    }
+  }
+  return out;
 }
 
 /** Approves and deposits `amount` base units into the escrow for the signer. */

@@ -8,7 +8,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { devKey } from '../contracts/chain.ts';
-import { claimReward, postRoot } from '../contracts/rewards-chain.ts';
+import { claimAllFromSettler, claimReward, postRoot } from '../contracts/rewards-chain.ts';
 import { authoriseSession, generateSessionKey, signClientTicket } from '../protocol/client-tickets.ts';
 import { DEFAULT_REWARD_PARAMS, GIB, clientCharge, jsonLines, stableJson } from '../protocol/epoch.ts';
 import { settleEpoch } from '../protocol/epoch-settle.ts';
@@ -82,7 +82,7 @@ describe('an epoch from the settler to the chain, in process', () => {
     await expect(postRoot(f.as(f.settler), dir)).rejects.toThrow(/already on chain/);
   });
 
-  it('the settler posts each settled epoch’s root (--post-roots); a restart finds it on chain and does not post again', async () => {
+  it('the settler posts each settled epoch’s root (--post-roots), does not post it twice, and the node claims from the settler’s files', async () => {
     const trainer = new Wallet(f.chain.keys[5]!);
     const nodeWallet = new Wallet(f.chain.keys[6]!);
     const node = nodeWallet.address.toLowerCase();
@@ -109,16 +109,22 @@ describe('an epoch from the settler to the chain, in process', () => {
       await res.body.dump();
       clock.now = (epoch + 1) * 86_400 + 3_600;
       expect(await s.settler.settleDue()).toEqual([epoch]);
+      expect(outcomes).toHaveLength(1);
+      expect(outcomes[0]).toMatchObject({ epoch, posted: { total: 2n * RATE } });
+      const rec = await f.as(f.outsider).settlement.epochs(BigInt(epoch));
+      expect(rec.total).toBe(2n * RATE);
+      expect(await poster.post(join(dir, 'epochs', String(epoch)))).toEqual({ epoch, skipped: 'already on chain' });
+      // The node claims from the settler's published files alone (no epoch directory of its own).
+      const early = await claimAllFromSettler(f.as(f.outsider), s.url, node);
+      expect(early).toEqual([{ epoch, skipped: expect.stringMatching(/challenge window is open until/) }]);
+      await f.chain.advanceTime(3_600);
+      expect(await claimAllFromSettler(f.as(f.outsider), s.url, node)).toEqual([{ epoch, claimed: expect.objectContaining({ amount: 2n * RATE }) }]);
+      expect(await claimAllFromSettler(f.as(f.outsider), s.url, node)).toEqual([{ epoch, skipped: expect.stringMatching(/already claimed/) }]);
+      // A node without a leaf has nothing to claim and is not told about other nodes' epochs.
+      expect(await claimAllFromSettler(f.as(f.outsider), s.url, await f.addr(f.outsider))).toEqual([]);
     } finally {
       await s.close();
     }
-    expect(outcomes).toHaveLength(1);
-    expect(outcomes[0]).toMatchObject({ epoch, posted: { total: 2n * RATE } });
-    const rec = await f.as(f.outsider).settlement.epochs(BigInt(epoch));
-    expect(rec.total).toBe(2n * RATE);
-    expect(await poster.post(join(dir, 'epochs', String(epoch)))).toEqual({ epoch, skipped: 'already on chain' });
-    await f.chain.advanceTime(3_600);
-    await claimReward(f.as(f.outsider), join(dir, 'epochs', String(epoch)), node);
     expect(await f.as(f.outsider).token.balanceOf(nodeWallet.address)).toBe(100_000n * TOKEN + 2n * RATE);
   });
 
