@@ -50,6 +50,8 @@ export interface GatewayConfig {
   recordIntervalMs: number;
   /** The settler's base URL: records are pushed there. null: they stay in the spool. */
   settlerUrl: string | null;
+  /** How long the settler's latest settled epoch is reused for /v1/rewards and the status page (ms). */
+  rewardsRefreshMs: number;
 }
 
 export const GATEWAY_OPTIONS: OptionSpec[] = [
@@ -88,6 +90,7 @@ export const GATEWAY_OPTIONS: OptionSpec[] = [
   { name: 'record-spool', type: 'string', default: './.edgeshard/gateway-records.jsonl', description: "file where the gateway's signed records for the settler (challenges, scores, anonymous traffic) are kept until pushed ('' = memory only)" },
   { name: 'record-interval', type: 'string', default: '600000', description: 'ms between score snapshots and anonymous-traffic records' },
   { name: 'settler', type: 'string', description: 'settler base URL to push the signed records to (retried with backoff; without it they stay in --record-spool)' },
+  { name: 'rewards-refresh', type: 'string', default: '60', description: "seconds between looks at the settler's latest settled epoch for /v1/rewards and the status page" },
   { name: 'report-quorum', type: 'string', default: '3', description: 'client networks (/24, /48) whose bad-bytes reports quarantine a node without a confirming probe' },
 ];
 
@@ -146,6 +149,7 @@ export function gatewayConfigFromSettings(s: Settings): GatewayConfig {
     recordSpool: stringSetting(s, 'record-spool') || null,
     recordIntervalMs: intSetting(s, 'record-interval', 0, 86_400_000),
     settlerUrl: settler,
+    rewardsRefreshMs: intSetting(s, 'rewards-refresh', 1, 86_400) * 1000,
   };
 }
 
@@ -180,6 +184,7 @@ export function defaultGatewayConfig(overrides: Partial<GatewayConfig> & { origi
     recordSpool: null,
     recordIntervalMs: 0,
     settlerUrl: null,
+    rewardsRefreshMs: 60_000,
     ...overrides,
     originUrl: overrides.originUrl.replace(/\/$/, ''),
   };

@@ -41,6 +41,7 @@ import { signGatewayRecord, type GatewayRecord } from '../protocol/gateway-recor
 import { checkCorruptionReport } from '../protocol/corruption-reports.ts';
 import { epochOf } from '../protocol/client-tickets.ts';
 import { SignedReportBook, reportedBytesProblem } from './signed-reports.ts';
+import { SettlerRewards } from './settler-rewards.ts';
 
 /** How far one client's signed report moves a node's score (a probe moves it 0.3): one report is weak evidence. */
 const REPORT_SCORE_WEIGHT = 0.1;
@@ -253,6 +254,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   const recordTimer = config.recordIntervalMs > 0 ? setInterval(() => void writeRecords(), config.recordIntervalMs) : null;
   recordTimer?.unref();
   pusher?.kick(); // what a previous run spooled and did not push
+  const rewards = config.settlerUrl ? new SettlerRewards({ settlerUrl: config.settlerUrl, ttlMs: config.rewardsRefreshMs, now }) : null;
 
   const challengeResult = ({ node, record, detail }: ChallengeOutcome): void => {
     metrics.challenge(record.ok ? 'passed' : record.failure!, record.bytesPerSecond);
@@ -566,6 +568,12 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
         challenges: (challenger.history.get(n.id) ?? []).slice(-5).map((c) => ({ at: new Date(c.at).toISOString(), epoch: c.epoch, shard: c.shard, offset: c.offset, length: c.length, ok: c.ok, ...(c.failure ? { failure: c.failure } : {}), bytesPerSecond: c.bytesPerSecond, elapsedMs: c.elapsedMs, deadlineMs: c.deadlineMs })),
       }));
       return json(res, 'nodes', 200, { nodes });
+    }
+
+    if (path === '/v1/rewards') {
+      // The latest settled epoch's rewards per node (the status page's "Epoch rewards"), from the settler, cached.
+      if (!rewards) return json(res, 'status', 200, { state: 'no-settler', note: 'this gateway has no settler configured (start it with --settler URL): no rewards to show' });
+      return rewards.view(registry.nodes.keys()).then((view) => json(res, 'status', 200, view));
     }
 
     if (path === '/v1/reports') return report(req, res, ip);

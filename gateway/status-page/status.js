@@ -62,7 +62,21 @@ function drawMarkers(nodes, viewer) {
   }
 }
 
-function drawTable(nodes) {
+/** The verdict of a node's last capacity challenge (/v1/nodes keeps its last five, oldest first). */
+function lastChallenge(n) {
+  const c = n.challenges && n.challenges.length ? n.challenges[n.challenges.length - 1] : null;
+  if (!c) return ['challenge', 'none yet'];
+  const when = new Date(c.at).toLocaleTimeString();
+  return c.ok ? ['challenge passed', `passed, ${bytes(c.bytesPerSecond)}/s at ${when}`] : ['challenge failed', `failed: ${c.failure} at ${when}`];
+}
+
+function rewardOf(n, rewards) {
+  if (!rewards || rewards.state !== 'settled') return '–';
+  const r = rewards.nodes[n.id];
+  return r ? r.amountTokens : `0 ${rewards.token.symbol} (not in epoch ${rewards.epoch})`;
+}
+
+function drawTable(nodes, rewards) {
   const body = document.querySelector('#nodes tbody');
   body.replaceChildren();
   for (const n of nodes) {
@@ -81,22 +95,63 @@ function drawTable(nodes) {
       ['num rate', `${bytes(n.load.bytesPerSecond)}/s`],
       ['num connections', String(n.load.activeConnections)],
       ['num cached', String(n.cachedShards)],
+      lastChallenge(n),
+      ['num reward', rewardOf(n, rewards)],
     ];
     for (const [cls, text] of cells) tr.append(el('td', { class: cls }, text));
     body.append(tr);
   }
 }
 
+/** The "Epoch rewards" section: every node the latest settled epoch pays, joined with the connected nodes' URLs. */
+function drawRewards(rewards, nodes) {
+  const note = document.getElementById('rewards-note');
+  const table = document.getElementById('rewards-table');
+  const epochLabel = document.getElementById('rewards-epoch');
+  note.dataset.state = rewards.state;
+  if (rewards.state !== 'settled') {
+    table.hidden = true;
+    epochLabel.textContent = '';
+    note.textContent = rewards.state === 'unavailable' ? `the settler at ${rewards.settler} could not be read: ${rewards.error}; retrying` : rewards.note;
+    return;
+  }
+  const urls = new Map(nodes.map((n) => [n.id, n.url]));
+  const rows = Object.entries(rewards.nodes);
+  epochLabel.textContent = `(epoch ${rewards.epoch})`;
+  note.textContent =
+    `epoch ${rewards.epoch} settled by ${rewards.settler}: ${rewards.totalTokens} to ${rows.length} node${rows.length === 1 ? '' : 's'}, Merkle root ${rewards.root ? rewards.root.slice(0, 18) + '…' : 'none (nothing earned)'}` +
+    (rewards.staleError ? ` · the settler could not be read just now (${rewards.staleError}); showing the last figures` : '');
+  const body = table.querySelector('tbody');
+  body.replaceChildren();
+  for (const [address, r] of rows) {
+    const tr = el('tr', { 'data-node': address });
+    const cells = [
+      ['id', address],
+      ['url', urls.get(address) || 'not connected to this gateway'],
+      ['num amount', r.amountTokens],
+      ['num paid', bytes(Number(r.paidBytes))],
+      ['num anonymous', bytes(Number(r.anonymousBytes))],
+      ['num capacity', r.capacityPoints],
+      ['num score', (r.scoreBps / 10000).toFixed(3)],
+    ];
+    for (const [cls, text] of cells) tr.append(el('td', { class: cls }, text));
+    body.append(tr);
+  }
+  table.hidden = false;
+}
+
 async function refresh() {
   try {
-    const [nodesRes, health, viewer] = await Promise.all([
+    const [nodesRes, health, viewer, rewards] = await Promise.all([
       fetch('/v1/nodes').then((r) => r.json()),
       fetch('/healthz').then((r) => r.json()),
       fetch(`/v1/whereami${near ? `?near=${encodeURIComponent(near)}` : ''}`).then((r) => r.json()),
+      fetch('/v1/rewards').then((r) => r.json()),
     ]);
     const nodes = nodesRes.nodes || [];
     drawMarkers(nodes, viewer);
-    drawTable(nodes);
+    drawTable(nodes, rewards);
+    drawRewards(rewards, nodes);
     const up = nodes.filter((n) => n.healthy && !n.quarantine).length;
     const waiting = (health.waiting || []).map((w) => `${w.dataset} waiting for ${w.url}: ${w.error}`);
     document.getElementById('summary').textContent =
