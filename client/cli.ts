@@ -4,6 +4,7 @@ import type { Command } from '../protocol/cli/command.ts';
 import { UsageError, intSetting, stringSetting, type Settings } from '../protocol/cli/options.ts';
 import { formatBytes, parseDuration, parseSize } from '../protocol/units.ts';
 import { gatewayRetryLine, type LatLon } from './gateway-client.ts';
+import { sourceRetryLine } from './source-patience.ts';
 import { fetchDataset, FETCH_DEFAULTS, type FetchOptions, type FetchReport } from './fetch.ts';
 import { InterruptedError } from './http.ts';
 import { DEFAULT_RECEIPT_EVERY } from './receipts.ts';
@@ -37,8 +38,10 @@ export function fetchOptionsFromSettings(settings: Settings, positionals: string
     }
   }
   let gatewayPatienceMs: number;
+  let sourcePatienceMs: number;
   try {
     gatewayPatienceMs = parseDuration(String(settings['gateway-patience']), '--gateway-patience');
+    sourcePatienceMs = parseDuration(String(settings['source-patience'] ?? '30s'), '--source-patience');
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
@@ -76,6 +79,7 @@ export function fetchOptionsFromSettings(settings: Settings, positionals: string
     stallTimeoutMs: intSetting(settings, 'stall-timeout', 100, 3_600_000),
     retries: intSetting(settings, 'retries', 0, 100),
     gatewayPatienceMs,
+    sourcePatienceMs,
     ...(near ? { near: parseNear(near) } : {}),
     ...(keyFile ? { keyFile, receiptEvery } : {}),
   };
@@ -120,7 +124,7 @@ export function summaryLines(report: FetchReport, outDir: string): string[] {
 export const fetchCommand: Command = {
   spec: {
     name: 'fetch',
-    usage: 'edgeshard fetch GATEWAY DATASET --out DIR [--parallel 8] [--split-threshold 64MiB] [--split-parts 4] [--split-placement by-cache] [--stall-timeout 15000] [--near LAT,LON] [--retries 3] [--gateway-patience 30s] [--key-file FILE] [--receipt-every 4MiB]',
+    usage: 'edgeshard fetch GATEWAY DATASET --out DIR [--parallel 8] [--split-threshold 64MiB] [--split-parts 4] [--split-placement by-cache] [--stall-timeout 15000] [--near LAT,LON] [--retries 3] [--gateway-patience 30s] [--source-patience 30s] [--key-file FILE] [--receipt-every 4MiB]',
     summary:
       'Downloads every shard of DATASET through the gateway into DIR, verifying each sha256. Fails over between nodes on errors and stalls, resumes .partial files after a crash or Ctrl-C, and splits large shards into parallel ranges. Exit status: 0 all verified, 1 some failed, 2 bad usage, 130 interrupted.',
     positionals: true,
@@ -136,6 +140,7 @@ export const fetchCommand: Command = {
       { name: 'key-file', type: 'string', description: 'your Ethereum key file (created 0600 on first start): fetch as a paying client with version-2 tickets and signed receipts; without it, anonymous' },
       { name: 'receipt-every', type: 'string', default: '4MiB', description: 'with --key-file: sign a receipt per ticket every this many verified bytes (and at the end of each transfer)' },
       { name: 'gateway-patience', type: 'string', default: '30s', description: 'how long each gateway call rides out a gateway that is down or restarting (backoff with jitter, failing over between comma-separated replicas), e.g. 30s, 2m; 0 tries each replica once' },
+      { name: 'source-patience', type: 'string', default: '30s', description: 'how long a shard whose every source failed (nodes, fresh routes, the origin) keeps waiting and trying again (backoff with jitter, honouring Retry-After), e.g. 30s, 2m; 0 fails it at once' },
     ],
   },
   async run(settings, positionals) {
@@ -164,6 +169,11 @@ export const fetchCommand: Command = {
         // Every retry of a failing gateway on stderr (as curl --retry does): an outage being ridden out is visible.
         onGatewayRetry: (retry) => {
           const line = gatewayRetryLine(retry);
+          if (display.renderer) display.renderer.print(line);
+          else process.stderr.write(`${line}\n`);
+        },
+        onSourceRetry: (retry) => {
+          const line = sourceRetryLine(retry);
           if (display.renderer) display.renderer.print(line);
           else process.stderr.write(`${line}\n`);
         },

@@ -6,7 +6,7 @@ import { open, rename, mkdir, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Dispatcher } from 'undici';
 import type { ShardEntry } from '../protocol/manifest.ts';
-import type { ShardSources, Source, SourceCursor, FailureKind } from './sources.ts';
+import type { ShardSources, Source, SourceCursor, FailureKind, FailureDetail } from './sources.ts';
 import { LocalIoError, TransferFailure, transferRange } from './transfer.ts';
 import { BatchedFileWriter } from './batched-writer.ts';
 import { ChunkGate, ChunkMismatchError, ChunkMismatchFailure, evidenceOf, type ChunkEvidence, type ShardLeaves } from './chunk-gate.ts';
@@ -124,12 +124,13 @@ export function gated(gate: ChunkGate, chunk: Buffer, source: Source, shard: Sha
 }
 
 /** The message for a shard that ran out of sources: the last few reasons are what the trainer needs to see. */
-export function noSourceMessage(failures: string[], routeError: Error | null): string {
+export function noSourceMessage(failures: string[], routeError: Error | null, gaveUp: string | null = null): string {
   const recent = failures.slice(-3).join('; ');
   const gateway = routeError ? `; gateway: ${routeError.message}` : '';
+  const patience = gaveUp ? ` (gave up after ${gaveUp})` : '';
   return failures.length === 0
-    ? `no source to download from${gateway}`
-    : `every source failed (${failures.length} attempt${failures.length === 1 ? '' : 's'}): ${recent}${gateway}`;
+    ? `no source to download from${gateway}${patience}`
+    : `every source failed (${failures.length} attempt${failures.length === 1 ? '' : 's'}): ${recent}${gateway}${patience}`;
 }
 
 /** Flushes `writer`; a failure is ours (the local disk), never a source's, so it is not failed over. */
@@ -203,9 +204,10 @@ export async function downloadShard(shard: ShardEntry, finalPath: string, source
         source = await sources.next(cursor);
         continue;
       }
-      if (!source) throw new ShardDownloadError(shard, noSourceMessage(result.failures, sources.routeError), result.failures);
+      if (!source) throw new ShardDownloadError(shard, noSourceMessage(result.failures, sources.routeError, sources.gaveUp), result.failures);
 
       let kind: FailureKind;
+      let detail: FailureDetail;
       // Bytes wait in the gate until their chunk is verified; only then are they hashed and written.
       let gate = new ChunkGate(shard.size, leaves, writer.position);
       try {
@@ -257,8 +259,9 @@ export async function downloadShard(shard: ShardEntry, finalPath: string, source
           noteChunkMismatch(err, source, sources, result, ctx);
         }
         kind = err.kind;
+        detail = { message: err.message, retryAfterMs: err.retryAfterMs };
       }
-      source = await sources.next(cursor, source, kind);
+      source = await sources.next(cursor, source, kind, detail);
     }
   } catch (err) {
     if (err instanceof LocalIoError) throw new ShardDownloadError(shard, `writing ${partialPath}: ${err.message}`, result.failures);

@@ -9,10 +9,11 @@ import { sha256File } from '../protocol/hash.ts';
 import { unsafePathReason } from '../protocol/paths.ts';
 import { GatewayClient, type GatewayRetry, type LatLon } from './gateway-client.ts';
 import { ShardSources } from './sources.ts';
+import { SOURCE_PATIENCE_DEFAULTS, type SourceRetry } from './source-patience.ts';
 import type { SplitPlacement } from './part-placement.ts';
 import { downloadShard, PARTIAL_SUFFIX, ShardDownloadError, type DownloadContext, type ShardDownload } from './download.ts';
 import { downloadShardSplit, STATE_SUFFIX } from './split.ts';
-import { createClientAgent, InterruptedError, abortedReason } from './http.ts';
+import { createClientAgent, InterruptedError, abortedReason, abortableSleep } from './http.ts';
 import { fetchShardLeaves, ticketOf, type ChunkEvidence } from './chunk-gate.ts';
 import { reportBody } from './signed-report.ts';
 import { ProgressTracker } from './progress.ts';
@@ -42,6 +43,16 @@ export interface ShardFetchOptions {
   retries?: number;
   /** How long each gateway call rides out a gateway that is down or restarting (ms). Default 30 s. */
   gatewayPatienceMs?: number;
+  /**
+   * How long a shard whose every source failed (its nodes, fresh routes, the origin) keeps waiting and trying again,
+   * from the first time they all failed (ms). Default 30 s, as the gateway's; 0 fails the shard at once.
+   */
+  sourcePatienceMs?: number;
+  /** Each wait of a shard whose sources all failed (the CLI prints it). */
+  onSourceRetry?: (retry: SourceRetry) => void;
+  /** Test hooks: the source patience's clock (ms) and wait; performance.now and an abortable timer by default. */
+  now?: () => number;
+  sleep?: (ms: number) => Promise<void>;
   /**
    * The client's Ethereum key file (created 0600 on first start): the run is keyed, gets version-2 tickets and
    * signs receipts for the bytes it verifies. Absent: anonymous, as before.
@@ -171,7 +182,16 @@ export async function fetchShard(shard: ShardEntry, env: ShardFetchEnv): Promise
     const retries = env.retries ?? FETCH_DEFAULTS.retries;
     const parts = env.splitParts ?? FETCH_DEFAULTS.splitParts;
     const split = shard.size > (env.splitThreshold ?? FETCH_DEFAULTS.splitThreshold) && parts > 1;
-    const sources = new ShardSources({ fetchRoute: () => env.gateway.route(env.dataset, shard, Math.max(3, split ? parts : 1)), refreshes: retries, ...(env.splitPlacement ? { placement: env.splitPlacement } : {}) });
+    const sources = new ShardSources({
+      fetchRoute: () => env.gateway.route(env.dataset, shard, Math.max(3, split ? parts : 1)),
+      refreshes: retries,
+      ...(env.splitPlacement ? { placement: env.splitPlacement } : {}),
+      patience: { ...SOURCE_PATIENCE_DEFAULTS, ...(env.sourcePatienceMs !== undefined ? { patienceMs: env.sourcePatienceMs } : {}) },
+      label: shard.path,
+      sleep: env.sleep ?? ((ms) => abortableSleep(ms, env.signal)),
+      ...(env.now ? { now: env.now } : {}),
+      ...(env.onSourceRetry ? { onRetry: env.onSourceRetry } : {}),
+    });
     await sources.start();
     const stallTimeoutMs = env.stallTimeoutMs ?? FETCH_DEFAULTS.stallTimeoutMs;
     const chunks = shardChunks({ chunkSize: env.chunkSize }, shard);

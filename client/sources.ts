@@ -1,9 +1,11 @@
 // Where the bytes of one shard may come from, in the order the trainer should try them: the route's candidates
 // best first, then a fresh route (tickets expire; nodes come and go), and only when the gateway has nothing better
 // the origin. Several cursors (the ranges of a split shard) share one ShardSources, so a refresh asked for by one
-// range is reused by the others instead of each asking the gateway again.
+// range is reused by the others instead of each asking the gateway again. When every source failed, the shard waits
+// (source-patience.ts) and starts a new round rather than failing at once: an origin outage of seconds is ridden out.
 import type { ShardRoute } from './gateway-client.ts';
 import { firstChoice, type SplitPlacement } from './part-placement.ts';
+import { formatSeconds, nextSourceRound, type SourcePatienceOptions, type SourceRetry } from './source-patience.ts';
 
 export interface Source {
   kind: 'node' | 'origin';
@@ -29,6 +31,15 @@ export interface SourceCursor {
   originGeneration: number;
   /** Which range of a split shard this cursor fetches (0 for a whole shard): where it starts (part-placement.ts). */
   part: number;
+  /** The patience round this cursor is on: a new round forgets what it tried, the origin included. */
+  round: number;
+}
+
+/** What the last failure said, for the wait that may follow it. */
+export interface FailureDetail {
+  message: string;
+  /** The source's Retry-After (a 503 or 429), in ms; null when it sent none. */
+  retryAfterMs: number | null;
 }
 
 export interface ShardSourcesOptions {
@@ -37,6 +48,15 @@ export interface ShardSourcesOptions {
   refreshes: number;
   /** How the ranges of a split shard pick their first node; 'by-cache' when absent. */
   placement?: SplitPlacement;
+  /** How long to keep trying once every source failed; absent: give up at once (patience 0). */
+  patience?: SourcePatienceOptions;
+  /** The shard's path, for the retry lines. */
+  label?: string;
+  /** Monotonic clock in ms (tests); performance.now by default. */
+  now?: () => number;
+  /** Waits `ms` (tests inject one that only moves their clock); rejects when the fetch is interrupted. */
+  sleep?: (ms: number) => Promise<void>;
+  onRetry?: (retry: SourceRetry) => void;
 }
 
 export class ShardSources {
@@ -50,6 +70,14 @@ export class ShardSources {
   readonly banned = new Set<string>();
   /** The last gateway error, for the failure summary when we run out of sources. */
   routeError: Error | null = null;
+  /** Why the patience ended, for the failure summary (null while there is patience left). */
+  gaveUp: string | null = null;
+  #round = 0;
+  #roundsFailed = 0;
+  /** When every source first failed (the client's clock), null until then. */
+  #outageSince: number | null = null;
+  #lastFailure: FailureDetail | null = null;
+  #waiting: Promise<void> | null = null;
 
   constructor(private readonly opts: ShardSourcesOptions) {
     this.#refreshesLeft = opts.refreshes;
@@ -66,7 +94,7 @@ export class ShardSources {
   }
 
   cursor(part = 0): SourceCursor {
-    return { generation: this.#generation, tried: new Set(), usedOrigin: false, originGeneration: 0, part };
+    return { generation: this.#generation, tried: new Set(), usedOrigin: false, originGeneration: 0, part, round: this.#round };
   }
 
   /** Candidates in the order to try: the gateway's ranking, suspects moved last. */
@@ -79,10 +107,26 @@ export class ShardSources {
    * The next source for this cursor after `failure` at `failed` (both absent for the first pick), or null when
    * nothing is left. Moves the cursor.
    */
-  async next(cursor: SourceCursor, failed?: Source, failure?: FailureKind): Promise<Source | null> {
+  async next(cursor: SourceCursor, failed?: Source, failure?: FailureKind, detail?: FailureDetail): Promise<Source | null> {
     if (failed && failure === 'bad-data' && failed.kind === 'node') this.suspects.add(failed.id);
     if (failed?.kind === 'origin') cursor.usedOrigin = true;
+    if (failed && detail) this.#lastFailure = { message: `${failed.id}: ${detail.message}`, retryAfterMs: detail.retryAfterMs };
     if (failure === 'forbidden' && failed?.kind === 'node') await this.#moveToFreshRoute(cursor);
+    for (;;) {
+      const source = await this.#nextInRound(cursor);
+      if (source) return source;
+      if (!(await this.#waitForNextRound(cursor))) return null;
+    }
+  }
+
+  /** The next source of this cursor's round, or null when the round is spent. */
+  async #nextInRound(cursor: SourceCursor): Promise<Source | null> {
+    if (cursor.round !== this.#round) {
+      cursor.round = this.#round;
+      cursor.tried.clear();
+      cursor.usedOrigin = false;
+      cursor.originGeneration = 0;
+    }
     for (;;) {
       if (cursor.generation !== this.#generation) {
         cursor.generation = this.#generation;
@@ -110,6 +154,48 @@ export class ShardSources {
       return { kind: 'origin', id: 'origin', url: origin };
     }
     return null;
+  }
+
+  /**
+   * Every source of this cursor's round failed: wait as the patience says, then open a new round (its refreshes
+   * back, a fresh route). The cursors of a split shard share the wait and the round. False when the patience is spent.
+   */
+  async #waitForNextRound(cursor: SourceCursor): Promise<boolean> {
+    if (this.#round > cursor.round) return true;
+    if (this.#waiting) {
+      await this.#waiting;
+      return this.#round > cursor.round;
+    }
+    if (this.gaveUp !== null) return false;
+    const now = this.opts.now ?? (() => performance.now());
+    const patience = this.opts.patience ?? { patienceMs: 0, backoffBaseMs: 0, backoffMaxMs: 0 };
+    this.#outageSince ??= now();
+    const elapsedMs = now() - this.#outageSince;
+    const retryAfterMs = this.#lastFailure?.retryAfterMs ?? null;
+    const next = nextSourceRound(++this.#roundsFailed, elapsedMs, retryAfterMs, patience);
+    if ('giveUp' in next) {
+      const spent = `${this.#roundsFailed} round${this.#roundsFailed === 1 ? '' : 's'} over ${formatSeconds(elapsedMs)}; the source patience is ${formatSeconds(patience.patienceMs)}`;
+      this.gaveUp = next.giveUp === 'retry-after' ? `the last source asks to retry after ${formatSeconds(retryAfterMs!)}, longer than the patience left (${spent})` : spent;
+      return false;
+    }
+    this.opts.onRetry?.({ shard: this.opts.label ?? 'shard', error: this.#lastFailure?.message ?? 'no source to download from', round: this.#roundsFailed, elapsedMs, waitMs: next.waitMs, patienceMs: patience.patienceMs });
+    const sleep = this.opts.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+    this.#waiting = (async () => {
+      await sleep(next.waitMs);
+      // A new round: the refreshes back, and a fresh route first (tickets expire; the gateway may know better now).
+      this.#round++;
+      this.#refreshesLeft = this.opts.refreshes;
+      try {
+        this.#route = await this.opts.fetchRoute();
+        this.#generation++;
+      } catch (err) {
+        this.routeError = err as Error;
+      }
+    })().finally(() => {
+      this.#waiting = null;
+    });
+    await this.#waiting;
+    return true;
   }
 
   #untried(cursor: SourceCursor): Source | null {

@@ -6,7 +6,7 @@ import { dirname } from 'node:path';
 import type { FileHandle } from 'node:fs/promises';
 import type { ShardEntry } from '../protocol/manifest.ts';
 import { sha256File } from '../protocol/hash.ts';
-import type { ShardSources, FailureKind, Source } from './sources.ts';
+import type { ShardSources, FailureKind, FailureDetail, Source } from './sources.ts';
 import { LocalIoError, TransferFailure, transferRange } from './transfer.ts';
 import { BatchedFileWriter } from './batched-writer.ts';
 import { PARTIAL_SUFFIX, ShardDownloadError, flushLocal, gated, noSourceMessage, noteChunkMismatch, openReadWrite, type DownloadContext, type ShardDownload } from './download.ts';
@@ -149,8 +149,9 @@ export async function downloadShardSplit(
     const flush = (): Promise<void> => flushLocal(writer);
     let source: Source | null = await sources.next(cursor);
     for (;;) {
-      if (!source) throw new ShardDownloadError(shard, `bytes ${range.start}-${range.end}: ${noSourceMessage(result.failures, sources.routeError)}`, result.failures);
+      if (!source) throw new ShardDownloadError(shard, `bytes ${range.start}-${range.end}: ${noSourceMessage(result.failures, sources.routeError, sources.gaveUp)}`, result.failures);
       let kind: FailureKind;
+      let detail: FailureDetail;
       // A range starts on a chunk boundary and resumes after its last verified chunk, so a gate fits every attempt.
       const gate = new ChunkGate(shard.size, leaves, writer.position);
       try {
@@ -196,8 +197,9 @@ export async function downloadShardSplit(
           noteChunkMismatch(err, source, sources, result, ctx);
         }
         kind = err.kind;
+        detail = { message: err.message, retryAfterMs: err.retryAfterMs };
       }
-      source = await sources.next(cursor, source, kind);
+      source = await sources.next(cursor, source, kind, detail);
     }
   }
 }

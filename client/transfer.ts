@@ -3,12 +3,15 @@
 import { request, type Dispatcher } from 'undici';
 import type { FailureKind, Source } from './sources.ts';
 import { InterruptedError } from './http.ts';
+import { parseRetryAfter } from './gateway-client.ts';
 
 /** A source failed this attempt; the kind says what to try next. */
 export class TransferFailure extends Error {
   constructor(
     readonly kind: FailureKind,
     message: string,
+    /** The source's Retry-After (503 or 429) in ms: how long it asked us to wait before the next round. */
+    readonly retryAfterMs: number | null = null,
   ) {
     super(message);
     this.name = 'TransferFailure';
@@ -140,7 +143,8 @@ export async function transferRange(t: RangeTransfer, opts: TransferOptions): Pr
       }
     } else {
       await res.body.dump().catch(() => {});
-      throw new TransferFailure(res.statusCode === 403 ? 'forbidden' : 'unavailable', `HTTP ${res.statusCode}`);
+      const retryAfterMs = res.statusCode === 503 || res.statusCode === 429 ? parseRetryAfter(res.headers['retry-after']) : null;
+      throw new TransferFailure(res.statusCode === 403 ? 'forbidden' : 'unavailable', `HTTP ${res.statusCode}${retryAfterMs !== null ? ` (Retry-After ${res.headers['retry-after']})` : ''}`, retryAfterMs);
     }
 
     for await (const raw of res.body) {

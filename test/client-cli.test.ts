@@ -75,13 +75,13 @@ describe('edgeshard fetch', { timeout: 120_000 }, () => {
       candidates: ({ shard }) => (shard === broken ? [{ node: '0xbroken', url: `${failing.url}/shard/${shard.sha256}` }] : undefined),
     });
     const out = join(tmp.dir, 'fail');
-    const res = await runCli([gw.url, 'sample', '--out', out, '--retries', '0']);
+    const res = await runCli([gw.url, 'sample', '--out', out, '--retries', '0', '--source-patience', '0']);
     await gw.close();
     await failing.close();
     expect(res.code).toBe(1);
     const lines = res.stdout.trim().split('\n');
     expect(lines[0]).toMatch(/^sample: 1 of 4 shards FAILED, 3 verified \(3 downloaded, 0 already complete\)/);
-    expect(lines.slice(1)).toEqual([`  failed ${broken.path}: every source failed (1 attempt): 0xbroken: HTTP 500`]);
+    expect(lines.slice(1)).toEqual([`  failed ${broken.path}: every source failed (1 attempt): 0xbroken: HTTP 500 (gave up after 1 round over 0.0 s; the source patience is 0.0 s)`]);
     expect(existsSync(join(out, broken.path))).toBe(false);
   });
 

@@ -285,6 +285,7 @@ describe('CLI pieces', () => {
       stallTimeoutMs: 15_000,
       retries: 3,
       gatewayPatienceMs: 30_000,
+      sourcePatienceMs: 30_000,
       near: { lat: 1, lon: 2 },
     });
     expect(() => parse(['http://gw:1', 'ds', '--out', 'o', '--split-threshold', '12XB'])).toThrow(/--split-threshold "12XB"/);

@@ -180,9 +180,10 @@ describe('failover between nodes', () => {
     const gone = await node((_req, res) => void res.writeHead(404).end());
     const gw = await gatewayFor([half, gone]);
     const out = newOut();
-    const report = await run(gw.url, out, { retries: 0 });
+    // Patience 0: fail as soon as every source failed once (client-source-patience.test.ts waits instead).
+    const report = await run(gw.url, out, { retries: 0, sourcePatienceMs: 0 });
     expect(report.failed).toBe(1);
-    expect(report.results[0]!.error).toMatch(/every source failed \(2 attempts\): n0: .*; n1: HTTP 404/);
+    expect(report.results[0]!.error).toMatch(/every source failed \(2 attempts\): n0: .*; n1: HTTP 404 \(gave up after 1 round/);
     expect(existsSync(join(out, shard.path))).toBe(false);
     expect((await readFile(join(out, shard.path + '.partial'))).length).toBeGreaterThan(0);
   });

@@ -120,7 +120,7 @@ describe('openDataset', () => {
       nodes: [{ id: 'edge', url: edge.url }],
       candidates: ({ shard }) => (shard === broken ? [{ node: 'nowhere', url: `${counting.url}/missing` }] : undefined),
     });
-    const ds = await openDataset({ gateway: gw.url, dataset: 'sample', fetchOptions: { retries: 0, gatewayBackoffMs: 5 } });
+    const ds = await openDataset({ gateway: gw.url, dataset: 'sample', fetchOptions: { retries: 0, gatewayBackoffMs: 5, sourcePatienceMs: 0 } });
     const got: string[] = [];
     let error: unknown;
     try {
