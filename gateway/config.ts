@@ -1,6 +1,7 @@
 // Settings for `edgeshard gateway`, from flags, env and config file into a checked options object.
 import { intSetting, locationSetting, stringSetting, UsageError, type OptionSpec, type Settings } from '../protocol/cli/options.ts';
 import { ALL_NODE_CHECKS, type NodeChecks } from './registry.ts';
+import { parseDuration } from '../protocol/units.ts';
 
 export type FallbackMode = 'redirect' | 'proxy' | 'off';
 
@@ -17,6 +18,11 @@ export interface GatewayConfig {
   /** Re-read each dataset's manifest from the origin this often (ms); 0 never. */
   manifestRefreshMs: number;
   fallback: FallbackMode;
+  /**
+   * For this long after start (ms), while no node has registered, a request that would go to the origin gets 503
+   * with Retry-After: 1 instead (startup-grace.ts): after a restart the nodes are seconds from reconnecting. 0: off.
+   */
+  startupGraceMs: number;
   trustedProxies: string[];
   rateLimitPerSecond: number;
   rateLimitBurst: number;
@@ -65,6 +71,7 @@ export const GATEWAY_OPTIONS: OptionSpec[] = [
   { name: 'manifest-refresh', type: 'string', default: '60', description: "seconds between re-reads of each dataset's manifest from the origin, so a new version is served without a restart (0 = never)" },
   { name: 'probe-interval', type: 'string', default: '30000', description: 'ms between active probes of each node (0 = off)' },
   { name: 'fallback', type: 'string', default: 'redirect', description: 'when no node can serve: redirect (to the origin), proxy (stream it), off (503)' },
+  { name: 'startup-grace', type: 'string', default: '5s', description: 'for this long after start, while no node has registered yet, answer 503 with Retry-After: 1 instead of sending clients to the origin (nodes reconnect within seconds of a restart); 0 = off' },
   { name: 'trusted-proxies', type: 'string', default: '', description: 'comma-separated IPs/CIDRs whose X-Forwarded-For is believed' },
   { name: 'rate-limit', type: 'string', default: '200', description: 'requests per second per client IP' },
   { name: 'rate-burst', type: 'string', default: '400', description: 'burst per client IP' },
@@ -107,6 +114,12 @@ export function gatewayConfigFromSettings(s: Settings): GatewayConfig {
   const fallback = stringSetting(s, 'fallback') ?? 'redirect';
   if (fallback !== 'redirect' && fallback !== 'proxy' && fallback !== 'off') throw new UsageError(`--fallback "${fallback}": use redirect, proxy or off`);
   const location = locationSetting(s);
+  let startupGraceMs: number;
+  try {
+    startupGraceMs = parseDuration(String(s['startup-grace'] ?? '5s'), '--startup-grace');
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
   const settler = stringSetting(s, 'settler') ?? null;
   if (settler !== null) {
     let u: URL;
@@ -128,6 +141,7 @@ export function gatewayConfigFromSettings(s: Settings): GatewayConfig {
     probeIntervalMs: intSetting(s, 'probe-interval', 0, 86_400_000),
     manifestRefreshMs: intSetting(s, 'manifest-refresh', 0, 86_400) * 1000,
     fallback,
+    startupGraceMs,
     trustedProxies: (stringSetting(s, 'trusted-proxies') ?? '').split(',').map((p) => p.trim()).filter(Boolean),
     rateLimitPerSecond: intSetting(s, 'rate-limit', 1, 1_000_000),
     rateLimitBurst: intSetting(s, 'rate-burst', 1, 10_000_000),
@@ -163,6 +177,9 @@ export function defaultGatewayConfig(overrides: Partial<GatewayConfig> & { origi
     probeIntervalMs: 0,
     manifestRefreshMs: 60_000,
     fallback: 'redirect',
+    // Tests and embedders start their nodes themselves (the demo waits for them before its first fetch): no grace
+    // unless asked for. `edgeshard gateway` has 5 s.
+    startupGraceMs: 0,
     trustedProxies: [],
     rateLimitPerSecond: 1_000_000,
     rateLimitBurst: 1_000_000,

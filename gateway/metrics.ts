@@ -5,7 +5,7 @@ import { collectProcessMetrics } from '../protocol/process-metrics.ts';
 export interface GatewayMetrics {
   registry: Registry;
   request(route: string, status: number): void;
-  decision(outcome: 'node' | 'origin-fallback' | 'no-node', distanceKm?: number): void;
+  decision(outcome: 'node' | 'origin-fallback' | 'no-node' | 'startup-grace', distanceKm?: number): void;
   rateLimited(): void;
   nodeChange(change: 'up' | 'down'): void;
   probe(ok: boolean, ttfbSeconds?: number): void;
@@ -65,7 +65,7 @@ export function createGatewayMetrics(opts: { defaultMetrics?: boolean } = {}): G
   });
   const decisions = new Counter({
     name: 'edgeshard_gateway_routing_decisions_total',
-    help: 'routing decisions by outcome (node, origin-fallback, no-node)',
+    help: 'routing decisions by outcome (node, origin-fallback, no-node, startup-grace: told to retry while no node had registered after start)',
     labelNames: ['outcome'],
     registers: [registry],
     collect() {
@@ -83,7 +83,7 @@ export function createGatewayMetrics(opts: { defaultMetrics?: boolean } = {}): G
   const refusals = new Counter({ name: 'edgeshard_gateway_registrations_refused_total', help: 'node registrations refused before welcome', registers: [registry] });
   // Start at 0 the label values a dashboard asks about, so a panel shows 0 rather than "No data" before the first
   // event of its kind.
-  for (const o of ['node', 'origin-fallback', 'no-node']) decisions.labels(o).inc(0);
+  for (const o of ['node', 'origin-fallback', 'no-node', 'startup-grace']) decisions.labels(o).inc(0);
   for (const c of ['up', 'down']) changes.labels(c).inc(0);
   for (const r of ['ok', 'failed']) probes.labels(r).inc(0);
   const manifestLoads = new Counter({ name: 'edgeshard_gateway_manifest_loads_total', help: 'manifest reads from the origin by result (ok, failed); failed ones are retried with backoff', labelNames: ['result'], registers: [registry] });

@@ -42,6 +42,7 @@ import { checkCorruptionReport } from '../protocol/corruption-reports.ts';
 import { epochOf } from '../protocol/client-tickets.ts';
 import { SignedReportBook, reportedBytesProblem } from './signed-reports.ts';
 import { SettlerRewards } from './settler-rewards.ts';
+import { inStartupGrace, startupGraceMessage, STARTUP_GRACE_RETRY_AFTER_S, type StartupGrace } from './startup-grace.ts';
 
 /** How far one client's signed report moves a node's score (a probe moves it 0.3): one report is weak evidence. */
 const REPORT_SCORE_WEIGHT = 0.1;
@@ -160,6 +161,15 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
 
   const gatewayId = config.gatewayId ?? `gateway@${config.host}:${config.port}`;
   const now = deps.now ?? Date.now;
+  const grace: StartupGrace = { startedAtMs: now(), graceMs: config.startupGraceMs };
+  /** A request that found no node, right after start: 503 + Retry-After rather than the origin (startup-grace.ts). */
+  const graceHolds = (res: ServerResponse, route: Route): boolean => {
+    const at = now();
+    if (!inStartupGrace(grace, at, registry.nodes.size)) return false;
+    metrics.decision('startup-grace');
+    fail(res, route, 503, startupGraceMessage(grace, at), { 'retry-after': String(STARTUP_GRACE_RETRY_AFTER_S) });
+    return true;
+  };
   // Every request the gateway makes to a node goes through this: verified origins only, at their checked address.
   const nodeDispatcher = new PinnedDispatcher({ timeoutMs: 10_000 });
   const verifier = new NodeVerifier({
@@ -594,6 +604,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       const who = clientOf(req);
       if (who && 'error' in who) return fail(res, 'route', 401, who.error);
       const candidates = choose(where.location, shard, count, who);
+      if (candidates.length === 0 && graceHolds(res, 'route')) return;
       const first = candidates[0] ? registry.nodes.get(candidates[0].node) : undefined;
       if (first) {
         first.sentBytes += shard.size;
@@ -650,6 +661,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
         res.end();
         return metrics.request('redirect', 302);
       }
+      if (graceHolds(res, 'redirect')) return;
       if (config.fallback === 'off') {
         metrics.decision('no-node');
         return fail(res, 'redirect', 503, 'no healthy node can serve this shard now; retry later', { 'retry-after': '5' });

@@ -196,7 +196,9 @@ describe('a gateway that restarts', { timeout: 120_000 }, () => {
       // with less patience cannot print that line: its call gives up first, the shard fails, the fetch exits 1.
       await until('the client riding out 5 s of outage, or giving up', () => longestRetryMs(stderr) > RESTART_MS || child.exitCode !== null, 90_000);
       await down.close();
-      gw = await startGateway({ ...config(), port }, { geoip });
+      // With the start-up grace `edgeshard gateway` has by default: until a node is back, the client is told to retry
+      // in a second (503, Retry-After: 1) rather than sent to the origin, and its gateway patience rides that out.
+      gw = await startGateway({ ...config(), port, startupGraceMs: 5000 }, { geoip });
       // Back in the registry: the nodes' own registration events, not a timer.
       await Promise.all(reRegistered);
       await until('both nodes healthy in the new gateway', () => gw.registry.healthyCount === 2);
