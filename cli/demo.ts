@@ -102,7 +102,7 @@ export const demoCommand: Command = {
       const origin = await bound('--origin-port', ports.origin, () => startOrigin(join(dir, 'origin'), ports.origin));
       closers.push(() => origin.close());
       const gateway = await bound('--gateway-port', ports.gateway, () =>
-        startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], port: ports.gateway, ticketKeyFile: join(dir, 'gateway-ticket-key.pem'), allowPrivateNodes: true })),
+        startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], port: ports.gateway, ticketKeyFile: join(dir, 'gateway-ticket-key.pem'), allowPrivateNodes: true, challengeIntervalMs: 60_000 })),
       );
       closers.push(() => gateway.close());
       const nodes: EdgeNode[] = [];
