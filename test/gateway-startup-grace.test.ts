@@ -7,6 +7,8 @@ import { request } from 'undici';
 import { startGatewayFixture, PARIS, type GatewayFixture } from './helpers/gateway-fixture.ts';
 import { inStartupGrace, startupGraceMessage } from '../gateway/startup-grace.ts';
 import { gatewayConfigFromSettings } from '../gateway/config.ts';
+import { gatewayCommand } from '../gateway/cli.ts';
+import { parseCommand } from '../protocol/cli/options.ts';
 
 describe('startup grace (pure)', () => {
   const grace = { startedAtMs: 1000, graceMs: 5000 };
@@ -20,10 +22,12 @@ describe('startup grace (pure)', () => {
   });
 
   it('parses --startup-grace, 5 s by default', () => {
-    const base = { origin: 'http://o', dataset: 'sample', port: '0', 'ticket-ttl': '600', heartbeat: '1000', 'probe-interval': '0', 'manifest-refresh': '60', 'rate-limit': '100', 'rate-burst': '100', candidates: '3', 'max-url': '4096', 'max-header-size': '16384', 'max-connections': '100', 'max-connections-per-client': '10', 'header-timeout': '1000', 'report-quorum': '3', 'challenge-interval': '0', 'epoch-seconds': '86400', 'record-interval': '0' };
-    expect(gatewayConfigFromSettings(base).startupGraceMs).toBe(5000);
-    expect(gatewayConfigFromSettings({ ...base, 'startup-grace': '0' }).startupGraceMs).toBe(0);
-    expect(() => gatewayConfigFromSettings({ ...base, 'startup-grace': 'a bit' })).toThrow(/--startup-grace "a bit"/);
+    // Through the command's own option spec, so every other option gets its default.
+    const config = (argv: string[]) => gatewayConfigFromSettings(parseCommand(gatewayCommand.spec, ['--origin', 'http://o', '--dataset', 'sample', ...argv], {}).settings);
+    expect(config([]).startupGraceMs).toBe(5000);
+    expect(config(['--startup-grace', '0']).startupGraceMs).toBe(0);
+    expect(config(['--startup-grace', '2500ms']).startupGraceMs).toBe(2500);
+    expect(() => config(['--startup-grace', 'a bit'])).toThrow(/--startup-grace "a bit"/);
   });
 });
 
