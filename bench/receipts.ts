@@ -24,6 +24,19 @@ interface FetchRun {
   bytesPerSecond: number;
   /** Keyed runs: "N receipts signed, M delivered" from the CLI's summary. */
   receipts?: { signed: number; delivered: number };
+  /** Responses the nodes paused at the unpaid allowance during this run (edgeshard_node_receipt_waits_total). */
+  nodeWaits: number;
+}
+
+/** The sum over the nodes the gateway knows of their receipt waits so far. */
+async function receiptWaits(gatewayUrl: string): Promise<number> {
+  const { nodes } = (await (await fetch(`${gatewayUrl}/v1/nodes`)).json()) as { nodes: Array<{ url: string }> };
+  let sum = 0;
+  for (const n of nodes) {
+    const text = await (await fetch(`${n.url}/metrics`)).text();
+    sum += Number(/^edgeshard_node_receipt_waits_total (\S+)$/m.exec(text)?.[1] ?? 0);
+  }
+  return sum;
 }
 
 export async function runReceiptsBench(repoRoot: string, opts: { shards?: number; pairs?: number } = {}): Promise<{ markdown: string; json: unknown }> {
@@ -48,12 +61,14 @@ export async function runReceiptsBench(repoRoot: string, opts: { shards?: number
         const out = join(outRoot, 'out');
         rmSync(out, { recursive: true, force: true });
         const args = [cli, 'fetch', net.gatewayUrl, 'sample', '--out', out, '--parallel', '8', '--near', '50,5', ...(mode === 'anonymous' ? [] : ['--key-file', keyFile]), ...(mode === 'keyed, --receipt-every 1MiB' ? ['--receipt-every', '1MiB'] : [])];
+        const waits0 = await receiptWaits(net.gatewayUrl);
         const t0 = performance.now();
         const { stdout } = await run(...pin(args), { maxBuffer: 1 << 24 });
         const seconds = (performance.now() - t0) / 1000;
+        const nodeWaits = (await receiptWaits(net.gatewayUrl)) - waits0;
         const m = /(\d+) receipts signed, (\d+) delivered/.exec(stdout);
         if (mode !== 'anonymous' && !m) throw new Error(`keyed fetch printed no receipt summary:\n${stdout}`);
-        return { mode, seconds, bytesPerSecond: totalBytes / seconds, ...(m ? { receipts: { signed: Number(m[1]), delivered: Number(m[2]) } } : {}) };
+        return { mode, seconds, bytesPerSecond: totalBytes / seconds, nodeWaits, ...(m ? { receipts: { signed: Number(m[1]), delivered: Number(m[2]) } } : {}) };
       };
       await fetchOnce('anonymous'); // cold: the nodes fill from the origin; not measured
       await fetchOnce('keyed'); // creates the key file; not measured
@@ -77,7 +92,7 @@ export async function runReceiptsBench(repoRoot: string, opts: { shards?: number
         'Same network, same run, alternating: anonymous (version-1 tickets) and keyed (`--key-file`: version-2 tickets, a receipt every 4 MiB per ticket POSTed to the node, fsynced into its receipt log, every byte metered against the nodes\' default unpaid allowance, 32 MiB), and keyed with a receipt every 1 MiB. ' +
           `Client pinned to CPU 0, servers on CPU 1, --parallel 8, output on ${outRoot === work ? 'disk' : 'tmpfs'}.`,
         '',
-        mdTable(['run', 'mode', '>seconds', '>MB/s', '>receipts signed / delivered'], runs.map((r, i) => [String(i + 1), r.mode, fmt(r.seconds, 2), fmt(r.bytesPerSecond / 1e6), r.receipts ? `${r.receipts.signed} / ${r.receipts.delivered}` : ''])),
+        mdTable(['run', 'mode', '>seconds', '>MB/s', '>receipts signed / delivered', '>node pauses for a receipt'], runs.map((r, i) => [String(i + 1), r.mode, fmt(r.seconds, 2), fmt(r.bytesPerSecond / 1e6), r.receipts ? `${r.receipts.signed} / ${r.receipts.delivered}` : '', String(r.nodeWaits)])),
         '',
         `Median keyed **${fmt(keyedMedian / 1e6)} MB/s** against anonymous **${fmt(anonMedian / 1e6)} MB/s**: **${fmt(ratio, 3)}×** (target ≥ 0.95×: ${ratio >= 0.95 ? 'PASS' : 'MISS'}); ` +
           `per round ${pairRatios.map((r) => fmt(r, 3)).join(', ')}. ` +
