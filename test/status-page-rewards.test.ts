@@ -23,6 +23,7 @@ import { generateTicketKey, ticketKeyToPem } from '../protocol/tickets.ts';
 import { DEFAULT_REWARD_PARAMS } from '../protocol/epoch.ts';
 import { ClaimSubmitter } from '../edge-node/claim-submitter.ts';
 import { startSettler, type RunningSettler } from '../settler/server.ts';
+import type { Manifest } from '../protocol/manifest.ts';
 import { tempDir, until } from './helpers/net.ts';
 
 const MiB = 1024 * 1024;
@@ -32,6 +33,7 @@ const CHROMIUM = '/usr/bin/chromium';
 describe('status page: epoch rewards from a real settler', () => {
   let tmp: { dir: string; cleanup: () => Promise<void> };
   let origin: OriginServer;
+  let manifest: Manifest;
   let gw: Gateway;
   let settler: RunningSettler;
   let browser: BrowserContext | undefined;
@@ -40,7 +42,7 @@ describe('status page: epoch rewards from a real settler', () => {
 
   beforeAll(async () => {
     tmp = await tempDir();
-    await writeSampleDataset(join(tmp.dir, 'origin', 'sample'), { shards: 4, shardSize: 2 * MiB + 4_321, chunkSize: 256 * 1024 });
+    ({ manifest } = await writeSampleDataset(join(tmp.dir, 'origin', 'sample'), { shards: 4, shardSize: 2 * MiB + 4_321, chunkSize: 256 * 1024 }));
     origin = await startOrigin(join(tmp.dir, 'origin'));
     // The settler must trust the gateway's ticket key, and the gateway must know the settler's URL: key first.
     const ticketKey = generateTicketKey();
@@ -116,7 +118,9 @@ describe('status page: epoch rewards from a real settler', () => {
     clock.nowMs = ((epoch + 1) * EPOCH_SECONDS + 3600) * 1000;
     expect(await settler.settler.settleDue()).toEqual([epoch]);
 
-    // Each node's own challenge, run now (the scheduler is off): the page shows the verdict /v1/nodes records.
+    // Each node's own challenge, run now (the scheduler is off), once its heartbeat's cache summary names a shard
+    // it now holds: the page shows the verdict /v1/nodes records.
+    for (const n of nodes) await until('the gateway sees the node hold a shard', () => manifest.shards.some((s) => gw.registry.nodes.get(n.address)?.holdsShard(s.sha256) === true), 30_000);
     for (const n of nodes) expect((await gw.challenger.challenge(gw.registry.nodes.get(n.address)!))?.record.ok).toBe(true);
 
     await page.waitForSelector('#rewards-note[data-state="settled"]');

@@ -66,8 +66,7 @@ function drawMarkers(nodes, viewer) {
 function lastChallenge(n) {
   const c = n.challenges && n.challenges.length ? n.challenges[n.challenges.length - 1] : null;
   if (!c) return ['challenge', 'none yet'];
-  const when = new Date(c.at).toLocaleTimeString();
-  return c.ok ? ['challenge passed', `passed, ${bytes(c.bytesPerSecond)}/s at ${when}`] : ['challenge failed', `failed: ${c.failure} at ${when}`];
+  return c.ok ? ['challenge passed', `passed, ${bytes(c.bytesPerSecond)}/s`, c] : ['challenge failed', `failed: ${c.failure}`, c];
 }
 
 function rewardOf(n, rewards) {
@@ -98,7 +97,12 @@ function drawTable(nodes, rewards) {
       lastChallenge(n),
       ['num reward', rewardOf(n, rewards)],
     ];
-    for (const [cls, text] of cells) tr.append(el('td', { class: cls }, text));
+    for (const [cls, text, challenge] of cells) {
+      const td = el('td', { class: cls }, text);
+      // When and what: the time, the epoch and the byte range challenged, on hover.
+      if (challenge) td.title = `${new Date(challenge.at).toLocaleString()}, epoch ${challenge.epoch}: bytes ${challenge.offset}+${challenge.length} of shard ${challenge.shard.slice(0, 12)}…`;
+      tr.append(td);
+    }
     body.append(tr);
   }
 }
