@@ -675,7 +675,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       }
       return proxyFromOrigin(res, ds, shard);
     }
-    return fail(res, 'invalid', 404, 'not found: try / (status page), /d/<dataset>/<path>, /d/<dataset>/manifest.json, /v1/route, /v1/nodes, /v1/reports, /metrics');
+    return fail(res, 'invalid', 404, 'not found: try / (status page), /d/<dataset>/<path>, /d/<dataset>/manifest.json, /v1/route, /v1/nodes, /v1/rewards, /v1/reports, /metrics');
   }
 
   /** Operator commands: warm a region before a training run, or purge. Bearer-token protected. */

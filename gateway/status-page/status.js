@@ -116,7 +116,10 @@ function drawRewards(rewards, nodes) {
   if (rewards.state !== 'settled') {
     table.hidden = true;
     epochLabel.textContent = '';
-    note.textContent = rewards.state === 'unavailable' ? `the settler at ${rewards.settler} could not be read: ${rewards.error}; retrying` : rewards.note;
+    note.textContent =
+      rewards.state === 'unavailable' ? `the settler at ${rewards.settler} could not be read: ${rewards.error}; retrying`
+      : rewards.note ? rewards.note
+      : `could not read /v1/rewards: ${rewards.error || 'unexpected answer'}; retrying`; // e.g. a 429 from the rate limit
     return;
   }
   const urls = new Map(nodes.map((n) => [n.id, n.url]));
