@@ -10,20 +10,14 @@ const t0 = performance.now();
 const out = await settleEpochDir(inputDir!, '', outDir!);
 const wallSeconds = (performance.now() - t0) / 1000;
 const cpu = process.cpuUsage(cpu0);
-const count = (name: string) => {
-  const text = out.files.get(name) ?? '';
-  let n = 0;
-  for (let i = text.indexOf('\n'); i >= 0; i = text.indexOf('\n', i + 1)) n++;
-  return n;
-};
 console.log(
   JSON.stringify({
     wallSeconds,
     cpuSeconds: (cpu.user + cpu.system) / 1e6,
     maxRssMiB: process.resourceUsage().maxRSS / 1024,
-    accepted: count('accepted.jsonl'),
-    rejected: count('rejected.jsonl'),
-    nodes: (JSON.parse(out.files.get('totals.json') ?? '[]') as unknown[]).length,
+    accepted: out.accepted,
+    rejected: [...out.rejectedByReason.values()].reduce((s, n) => s + n, 0),
+    nodes: (JSON.parse(out.small.get('totals.json') ?? '[]') as unknown[]).length,
     root: out.root,
     total: out.total.toString(),
   }),

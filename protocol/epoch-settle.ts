@@ -2,7 +2,8 @@
 // `rewards verify` runs the same function on the published inputs and compares, file by file and node by node.
 import { publicKeyFromB64 } from './tickets.ts';
 import { checkSessionAuthorisation, type SessionAuthorisation } from './client-tickets.ts';
-import { DEFAULT_EXPIRY_GRACE_SECONDS, applyRules, type ReceiptClaim } from './receipt-rules.ts';
+import { createHash } from 'node:crypto';
+import { DEFAULT_EXPIRY_GRACE_SECONDS, applyRulesCompact, type ReceiptClaim, type RuleContext } from './receipt-rules.ts';
 import { checkGatewayRecords, figuresFromRecords } from './gateway-records.ts';
 import { computeRewards, epochManifest, jsonLines, rewardLeaves, rewardTree, stableJson, type NodeInputs, type RewardParams } from './epoch.ts';
 
@@ -45,7 +46,7 @@ function* textLines(text: string): Generator<string> {
 }
 
 /** Each non-empty line parsed as JSON, lazily; a line that is not JSON is an error naming the file and line. */
-function* rows<T>(name: string, input: string | LineFile | undefined): Generator<T> {
+export function* rows<T>(name: string, input: string | LineFile | undefined): Generator<T> {
   if (input === undefined) return;
   let n = 0;
   for (const l of typeof input === 'string' ? textLines(input) : input.lines()) {
@@ -108,7 +109,28 @@ export interface EpochOutputs {
   total: bigint;
 }
 
-export function settleEpoch(inputs: EpochInputs): EpochOutputs {
+/**
+ * Where settleEpochTo writes one output file, line by line in order; `end` answers the file's sha256 and size for the
+ * manifest. The settler's sink writes to disk as it goes (settler/settle-files.ts); stringSinks keeps strings.
+ */
+export interface FileSink {
+  write(text: string): void;
+  end(): { sha256: string; bytes: number };
+}
+
+/** What settleEpochTo wrote, besides the files: the figures the settler's metrics report. */
+export interface EpochSummary {
+  root: string | null;
+  total: bigint;
+  /** The small output files (totals.json, tree.json, manifest.json) as text, also written to their sinks. */
+  small: Map<string, string>;
+  accepted: number;
+  acceptedBytes: bigint;
+  rejectedByReason: Map<string, number>;
+}
+
+/** The parsed parameters and the rule context of an epoch, from its inputs. */
+export function epochContext(inputs: EpochInputs): { p: EpochParamsFile; params: RewardParams; ctx: RuleContext } {
   const paramsText = textOf(inputs.get('params.json'));
   if (!paramsText) throw new Error('params.json is missing: an epoch cannot be settled without its parameters');
   const p = JSON.parse(paramsText) as EpochParamsFile;
@@ -124,7 +146,44 @@ export function settleEpoch(inputs: EpochInputs): EpochOutputs {
   const sessions = sessionsByKey(lines<SessionAuthorisation>('sessions.jsonl', inputs.get('sessions.jsonl')));
   const spentTickets = new Map<string, number>();
   for (const s of rows<{ ticketId: string; epoch: number }>('spent-before.jsonl', inputs.get('spent-before.jsonl'))) spentTickets.set(s.ticketId, s.epoch);
-  const { accepted, rejected } = applyRules(rows<ReceiptClaim>('claims.jsonl', inputs.get('claims.jsonl')), { epoch: p.epoch, trustedGateways, sessions, spentTickets, expiryGraceSeconds: DEFAULT_EXPIRY_GRACE_SECONDS });
+  return { p, params, ctx: { epoch: p.epoch, trustedGateways, sessions, spentTickets, expiryGraceSeconds: DEFAULT_EXPIRY_GRACE_SECONDS } };
+}
+
+/** Sinks that keep each file as a string, for settleEpoch. */
+function stringSinks(): { sinkFor: (name: string) => FileSink; files: Map<string, string> } {
+  const files = new Map<string, string>();
+  return {
+    files,
+    sinkFor(name) {
+      const parts: string[] = [];
+      return {
+        write: (text) => void parts.push(text),
+        end() {
+          const body = parts.join('');
+          files.set(name, body);
+          return { sha256: createHash('sha256').update(body).digest('hex'), bytes: Buffer.byteLength(body) };
+        },
+      };
+    },
+  };
+}
+
+/** Settles an epoch into strings: the files by name, the root and the total. */
+export function settleEpoch(inputs: EpochInputs): EpochOutputs {
+  const { sinkFor, files } = stringSinks();
+  const out = settleEpochTo(inputs, sinkFor);
+  return { files, root: out.root, total: out.total };
+}
+
+/**
+ * Settles an epoch, writing each output file to `sinkFor(name)` as it is built (manifest.json last), so that the
+ * large files (accepted, rejected, spent-after: a line per receipt or ticket) are never held whole. `signatures` and
+ * `context` are what settler/signature-pool.ts computed ahead (the verdicts are the same without them).
+ */
+export function settleEpochTo(inputs: EpochInputs, sinkFor: (name: string) => FileSink, opts: { signatures?: Uint8Array; context?: ReturnType<typeof epochContext> } = {}): EpochSummary {
+  const { p, params, ctx } = opts.context ?? epochContext(inputs);
+  const { accepted, rejected } = applyRulesCompact(rows<ReceiptClaim>('claims.jsonl', inputs.get('claims.jsonl')), ctx, opts.signatures);
+  const order = accepted.sortedSlots();
 
   const perNode = new Map<string, NodeInputs>();
   const row = (node: string): NodeInputs => {
@@ -133,14 +192,19 @@ export function settleEpoch(inputs: EpochInputs): EpochOutputs {
     if (!r) perNode.set(key, (r = { node: key, paidBytes: 0n, anonymousBytes: 0n, capacityPoints: 0n, scoreBps: 10_000n }));
     return r;
   };
-  for (const a of accepted) row(a.node).paidBytes += a.bytes;
+  let acceptedBytes = 0n;
+  for (const slot of order) {
+    const a = accepted.at(slot);
+    row(a.node).paidBytes += a.bytes;
+    acceptedBytes += a.bytes;
+  }
   // Plain per-node figures (simulations and tests); a settler fed by gateways writes only gateway-records.jsonl.
   for (const a of lines<{ node: string; bytes: string }>('anonymous.jsonl', inputs.get('anonymous.jsonl'))) row(a.node).anonymousBytes += big('anonymous bytes', a.bytes);
   for (const c of lines<{ node: string; points: string }>('capacity.jsonl', inputs.get('capacity.jsonl'))) row(c.node).capacityPoints += big('capacity points', c.points);
   const scores = lines<{ node: string; scoreBps: string }>('scores.jsonl', inputs.get('scores.jsonl'));
   for (const s of scores) row(s.node).scoreBps = big('scoreBps', s.scoreBps);
   // Gateway-signed records (protocol/gateway-records.ts): only those a trusted gateway key signed for this epoch count.
-  const gatewayRecords = checkGatewayRecords(lines<unknown>('gateway-records.jsonl', inputs.get('gateway-records.jsonl')), trustedGateways, p.epoch);
+  const gatewayRecords = checkGatewayRecords(lines<unknown>('gateway-records.jsonl', inputs.get('gateway-records.jsonl')), ctx.trustedGateways, p.epoch);
   for (const f of figuresFromRecords(gatewayRecords.records)) {
     const r = row(f.node);
     r.anonymousBytes += f.anonymousBytes;
@@ -151,25 +215,69 @@ export function settleEpoch(inputs: EpochInputs): EpochOutputs {
   const rewards = computeRewards([...perNode.values()], params);
   const leaves = rewardLeaves(p.epoch, rewards);
   const total = rewards.reduce((s, r) => s + r.amount, 0n);
-  const files = new Map<string, string>();
-  // Built by hand: every field is hex or digits, and a million lines through JSON.stringify's replacer is slow.
-  let acceptedText = '';
-  for (const a of accepted) acceptedText += `{"claim":${a.claim},"node":"${a.node}","ticketId":"${a.ticketId}","client":"${a.client}","bytes":"${a.bytes}"}\n`;
-  files.set('accepted.jsonl', acceptedText);
-  files.set('rejected.jsonl', jsonLines(rejected));
-  files.set('rejected-records.jsonl', jsonLines(gatewayRecords.rejected));
-  files.set('totals.json', stableJson(rewards));
+  const digests = new Map<string, { sha256: string; bytes: number }>();
+  const small = new Map<string, string>();
+  const whole = (name: string, body: string) => {
+    const sink = sinkFor(name);
+    sink.write(body);
+    digests.set(name, sink.end());
+    small.set(name, body);
+  };
+  // Written in chunks of about 1 MiB of lines, built by hand: every field is hex or digits, and a million lines
+  // through JSON.stringify's replacer is slow.
+  const chunked = (name: string, each: (emit: (line: string) => void) => void) => {
+    const sink = sinkFor(name);
+    let chunk = '';
+    each((line) => {
+      chunk += line;
+      if (chunk.length >= 1 << 20) {
+        sink.write(chunk);
+        chunk = '';
+      }
+    });
+    if (chunk !== '') sink.write(chunk);
+    digests.set(name, sink.end());
+  };
+  chunked('accepted.jsonl', (emit) => {
+    for (const slot of order) {
+      const a = accepted.at(slot);
+      emit(`{"claim":${a.claim},"node":"${a.node}","ticketId":"${a.ticketId}","client":"${a.client}","bytes":"${a.bytes}"}\n`);
+    }
+  });
+  const rejectedByReason = new Map<string, number>();
+  chunked('rejected.jsonl', (emit) => {
+    for (const r of rejected) {
+      rejectedByReason.set(r.reason, (rejectedByReason.get(r.reason) ?? 0) + 1);
+      emit(jsonLines([r]));
+    }
+  });
+  whole('rejected-records.jsonl', jsonLines(gatewayRecords.rejected));
+  whole('totals.json', stableJson(rewards));
   const tree = leaves.length > 0 ? rewardTree(leaves) : null;
-  files.set('tree.json', stableJson(tree ? tree.dump() : null));
-  for (const a of accepted) spentTickets.set(a.ticketId, p.epoch);
-  const spentIds = [...spentTickets.keys()].sort();
-  let spentText = '';
-  for (const id of spentIds) spentText += `{"ticketId":${JSON.stringify(id)},"epoch":${spentTickets.get(id)}}\n`;
-  files.set('spent-after.jsonl', spentText);
+  whole('tree.json', stableJson(tree ? tree.dump() : null));
+  // spent-after: the tickets paid before and those paid now, merged in id order (a ticket paid before is never
+  // accepted again, so the two lists do not overlap).
+  const before = [...ctx.spentTickets.keys()].sort();
+  chunked('spent-after.jsonl', (emit) => {
+    let i = 0;
+    let j = 0;
+    while (i < before.length || j < order.length) {
+      const b = before[i];
+      const a = j < order.length ? accepted.ticketIds[order[j]!]! : undefined;
+      if (a !== undefined && (b === undefined || a <= b)) {
+        emit(`{"ticketId":${JSON.stringify(a)},"epoch":${p.epoch}}\n`);
+        j++;
+        if (a === b) i++;
+      } else {
+        emit(`{"ticketId":${JSON.stringify(b)},"epoch":${ctx.spentTickets.get(b!)}}\n`);
+        i++;
+      }
+    }
+  });
   const root = tree ? tree.root : null;
-  const all = new Map<string, string | LineFile>([...INPUT_FILES.filter((n) => inputs.has(n)).map((n) => [n, inputs.get(n)!] as const), ...files]);
-  files.set('manifest.json', epochManifest(p.epoch, all, root ?? '', total));
-  return { files, root, total };
+  const all = new Map<string, string | LineFile | { sha256: string; bytes: number }>([...INPUT_FILES.filter((n) => inputs.has(n)).map((n) => [n, inputs.get(n)!] as const), ...digests]);
+  whole('manifest.json', epochManifest(p.epoch, all, root ?? '', total));
+  return { root, total, small, accepted: accepted.size, acceptedBytes, rejectedByReason };
 }
 
 export interface VerifyLine {

@@ -2,7 +2,7 @@
 // first look; at settlement, final), and the last settled epoch's totals.
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { collectProcessMetrics } from '../protocol/process-metrics.ts';
-import type { EpochOutputs } from '../protocol/epoch-settle.ts';
+import type { EpochSummary } from '../protocol/epoch-settle.ts';
 
 export type SubmissionOutcome = 'recorded' | 'duplicate' | 'malformed' | 'bad-signature' | 'replay' | 'late' | 'not-open' | 'refused' | 'storage-error';
 
@@ -11,7 +11,7 @@ export interface SettlerMetrics {
   submission(kind: 'claims' | 'records', outcome: SubmissionOutcome): void;
   /** A receipt's first look at submission: "ok" or the rule's reason. */
   precheck(result: string): void;
-  settled(epoch: number, out: EpochOutputs, seconds: number): void;
+  settled(epoch: number, out: EpochSummary, seconds: number): void;
   setOpenClaims(source: () => number): void;
 }
 
@@ -47,19 +47,12 @@ export function createSettlerMetrics(opts: { defaultMetrics?: boolean } = {}): S
       settleSeconds.observe(seconds);
       lastEpoch.set(epoch);
       lastTotal.set(Number(out.total));
-      const accepted = (out.files.get('accepted.jsonl') ?? '').split('\n').filter(Boolean);
-      settledReceipts.labels('accepted', '').inc(accepted.length);
-      let bytes = 0;
-      for (const line of accepted) bytes += Number((JSON.parse(line) as { bytes: string }).bytes);
-      lastBytes.set(bytes);
+      settledReceipts.labels('accepted', '').inc(out.accepted);
+      lastBytes.set(Number(out.acceptedBytes));
       const byReason = new Map<string, number>();
-      for (const line of (out.files.get('rejected.jsonl') ?? '').split('\n')) {
-        if (!line) continue;
-        const r = reasonLabel((JSON.parse(line) as { reason: string }).reason);
-        byReason.set(r, (byReason.get(r) ?? 0) + 1);
-      }
+      for (const [reason, n] of out.rejectedByReason) byReason.set(reasonLabel(reason), (byReason.get(reasonLabel(reason)) ?? 0) + n);
       for (const [r, n] of byReason) settledReceipts.labels('rejected', r).inc(n);
-      const totals = JSON.parse(out.files.get('totals.json') ?? '[]') as Array<{ amount: string }>;
+      const totals = JSON.parse(out.small.get('totals.json') ?? '[]') as Array<{ amount: string }>;
       lastNodes.set(totals.filter((t) => t.amount !== '0').length);
     },
     setOpenClaims(source) {

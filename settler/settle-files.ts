@@ -2,10 +2,12 @@
 // by line, never whole: an epoch may hold a million receipts), and writes the published directory: inputs copied,
 // outputs written, each file synced, manifest.json last, the whole directory renamed into place in one step.
 import { createHash } from 'node:crypto';
-import { closeSync, createReadStream, openSync, readSync } from 'node:fs';
+import { closeSync, createReadStream, fdatasyncSync, openSync, readSync, writeSync } from 'node:fs';
 import { copyFile, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { INPUT_FILES, settleEpoch, type EpochInputs, type EpochOutputs, type LineFile } from '../protocol/epoch-settle.ts';
+import { INPUT_FILES, epochContext, rows, settleEpochTo, type EpochInputs, type EpochSummary, type FileSink, type LineFile } from '../protocol/epoch-settle.ts';
+import type { ReceiptClaim } from '../protocol/receipt-rules.ts';
+import { verifyClaimSignatures, type SignaturePoolOptions } from './signature-pool.ts';
 
 /** A file's lines, read in 1 MiB chunks each time they are iterated, with its sha256 and size measured up front. */
 export async function lineFile(path: string): Promise<LineFile> {
@@ -68,11 +70,33 @@ async function syncPath(path: string): Promise<void> {
   }
 }
 
+/** A sink writing a file as it is built and hashing what it wrote; `end` syncs and closes it. */
+function fileSink(path: string): FileSink {
+  const fd = openSync(path, 'w');
+  const hash = createHash('sha256');
+  let bytes = 0;
+  return {
+    write(text) {
+      const buf = Buffer.from(text);
+      hash.update(buf);
+      bytes += buf.length;
+      for (let at = 0; at < buf.length; ) at += writeSync(fd, buf, at);
+    },
+    end() {
+      fdatasyncSync(fd);
+      closeSync(fd);
+      return { sha256: hash.digest('hex'), bytes };
+    },
+  };
+}
+
 /**
  * Settles the epoch whose inputs are in `inputDir` (params.json and the .jsonl files; `spentBefore` is the previous
- * epoch's spent-after.jsonl) and publishes it as `outDir`. Returns what settleEpoch returned.
+ * epoch's spent-after.jsonl) and publishes it as `outDir`: the signatures are verified in worker threads first
+ * (settler/signature-pool.ts), then the rules write each output file straight into the new directory. Returns the
+ * summary settleEpochTo returned.
  */
-export async function settleEpochDir(inputDir: string, spentBefore: string, outDir: string): Promise<EpochOutputs> {
+export async function settleEpochDir(inputDir: string, spentBefore: string, outDir: string, pool: SignaturePoolOptions = {}): Promise<EpochSummary> {
   const inputs: EpochInputs = new Map();
   const onDisk = new Map<string, string>();
   for (const name of INPUT_FILES) {
@@ -86,7 +110,8 @@ export async function settleEpochDir(inputDir: string, spentBefore: string, outD
     }
   }
   inputs.set('spent-before.jsonl', spentBefore);
-  const out = settleEpoch(inputs);
+  const context = epochContext(inputs);
+  const signatures = await verifyClaimSignatures(rows<ReceiptClaim>('claims.jsonl', inputs.get('claims.jsonl')), context.ctx, pool);
   const tmp = join(dirname(outDir), `.${basename(outDir)}.tmp`);
   await rm(tmp, { recursive: true, force: true });
   await mkdir(tmp, { recursive: true });
@@ -97,8 +122,7 @@ export async function settleEpochDir(inputDir: string, spentBefore: string, outD
       await syncPath(join(tmp, name));
     } else await writeSynced(join(tmp, name), input as string);
   }
-  for (const [name, body] of out.files) if (name !== 'manifest.json') await writeSynced(join(tmp, name), body);
-  await writeSynced(join(tmp, 'manifest.json'), out.files.get('manifest.json')!);
+  const out = settleEpochTo(inputs, (name) => fileSink(join(tmp, name)), { signatures, context });
   await rm(outDir, { recursive: true, force: true });
   await rename(tmp, outDir);
   await syncPath(dirname(outDir));

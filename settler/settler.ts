@@ -392,7 +392,7 @@ export class Settler {
     this.open.delete(epoch);
     const out = await settleEpochDir(e.dir, this.spentText, join(this.opts.dir, 'epochs', String(epoch)));
     await rm(e.dir, { recursive: true, force: true });
-    const manifestText = out.files.get('manifest.json')!;
+    const manifestText = out.small.get('manifest.json')!;
     this.settled.push({ epoch, root: out.root ?? '', total: out.total.toString(), manifestSha256: sha256Hex(manifestText) });
     this.settled.sort((a, b) => a.epoch - b.epoch);
     await this.loadSpent(epoch);
