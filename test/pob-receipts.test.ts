@@ -300,7 +300,9 @@ describe('a keyed fetch end to end: gateway, two nodes, receipts', () => {
 
   // Each cut-off waits the nodes' --receipt-wait (5 s here) for a receipt that never comes: all shards at once.
   it('a keyed client that refuses to sign gets one allowance per ticket and no shard', { timeout: 60_000 }, async () => {
-    const report = await fetchDataset({ gateway: gw.url, dataset: 'sample', outDir: join(tmp.dir, 'freeloader'), identity, refuseToSign: true, parallel: 6, splitThreshold: 64 * MiB, retries: 0, stallTimeoutMs: 10_000 });
+    const report = await fetchDataset({ gateway: gw.url, dataset: 'sample', outDir: join(tmp.dir, 'freeloader'), identity, refuseToSign: true, parallel: 6, splitThreshold: 64 * MiB, retries: 0, stallTimeoutMs: 10_000,
+      // One round of sources per shard: with source patience it would start more rounds, each with fresh tickets.
+      sourcePatienceMs: 0 });
     expect(report.failed).toBe(manifest.shards.length);
     // Every attempt (two nodes per shard, a fresh ticket each) ended after exactly the allowance.
     const failures = report.results.flatMap((r) => r.failures);
