@@ -34,8 +34,11 @@ const LORIS_PER_TARGET = 160;
 const ADDRESS_SHARE = 128;
 /** The small disk under node C's cache. */
 const C_DISK_BYTES = 48 * MiB;
-/** Requests the origin refuses in its outage. */
-const OUTAGE_REQUESTS = 6;
+/**
+ * Requests the origin refuses in its outage: more than the shards in flight can spend in one round of their sources
+ * (their nodes' fills, fresh routes, the origin itself), so they wait it out with their source patience.
+ */
+const OUTAGE_REQUESTS = 40;
 const STORY_DEADLINE_MS = 240_000;
 
 type NodeName = 'A' | 'B' | 'C';
@@ -221,7 +224,9 @@ describe('reliability under faults, as one story', { timeout: STORY_DEADLINE_MS 
       // The story holds shards at the origin while a fault plays out; a held shard is not a stalled node.
       '--stall-timeout', '120000',
       // A gateway restart under this load can take longer than the 30 s default; the patience is the option for it.
-      '--gateway-patience', '90s']);
+      '--gateway-patience', '90s',
+      // The same for an origin outage: the story counts it in requests, and under load a round takes longer.
+      '--source-patience', process.env.EDGESHARD_TEST_SOURCE_PATIENCE ?? '90s']);
     children.push(fetchChild);
     await until('the first 8 shards verified', async () => (await verifiedCount()) >= 8);
     note('8 shards verified');
@@ -298,14 +303,16 @@ describe('reliability under faults, as one story', { timeout: STORY_DEADLINE_MS 
     note('gateway back with 3 nodes');
 
     // ---- The origin fails (503 to the gateway and every node, whatever they ask) and comes back once it has refused
-    // OUTAGE_REQUESTS requests: more than one node's worth of tries for a shard, fewer than a shard's whole budget.
+    // OUTAGE_REQUESTS requests: the trainer's shards run out of sources and wait (--source-patience) until it is back.
     chapter = 'origin outage';
     mark = await verifiedCount();
     await until('a shard verified through the new gateway', async () => (await verifiedCount()) > mark);
     const refusedBefore = originRefused();
+    const stderrBefore = fetchChild!.stderr.length;
     outageLeft = OUTAGE_REQUESTS;
     await until(`the origin refusing ${OUTAGE_REQUESTS} requests`, () => outageLeft === 0);
-    note(`origin refused ${originRefused() - refusedBefore} requests, then came back`);
+    const sourceWaits = fetchChild!.stderr.slice(stderrBefore).match(/source patience spent/g)?.length ?? 0;
+    note(`origin refused ${originRefused() - refusedBefore} requests, then came back; the trainer waited ${sourceWaits} times for its sources`);
     mark = await verifiedCount();
     await until('a shard verified after the origin came back', async () => (await verifiedCount()) > mark);
 
