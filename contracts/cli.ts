@@ -1,13 +1,14 @@
 // `edgeshard chain`, `edgeshard deposit`, `edgeshard rewards claim` and `edgeshard rewards post`: a local dev chain
 // with the contracts deployed, and the trainer's, node's and settler's transactions against any JSON-RPC EVM chain.
-import { JsonRpcProvider, formatUnits, getAddress, parseUnits } from 'ethers';
+import { formatUnits, getAddress, parseUnits } from 'ethers';
 import type { Command } from '../protocol/cli/command.ts';
 import { UsageError, intSetting, stringSetting, type OptionSpec, type Settings } from '../protocol/cli/options.ts';
 import { stopSignal } from '../protocol/cli/signals.ts';
 import { DEV_ROLES, startDevChain } from './dev-chain.ts';
-import { connectContracts, readContractsFile, type Contracts } from './handles.ts';
+import { openChain, type ChainConnection } from './connect.ts';
+import { readContractsFile } from './handles.ts';
 import { claimAllFromSettler, claimReward, depositToEscrow, postRoot } from './rewards-chain.ts';
-import { managedWallet, readKeyFile } from './wallet.ts';
+import { readKeyFile } from './wallet.ts';
 
 const CHAIN_OPTIONS: OptionSpec[] = [
   { name: 'rpc', type: 'string', default: 'http://127.0.0.1:8545', description: 'JSON-RPC URL of the EVM chain' },
@@ -16,21 +17,11 @@ const CHAIN_OPTIONS: OptionSpec[] = [
 ];
 
 /** Connects a signing wallet (behind a NonceManager) to the contracts named by --contracts on the chain at --rpc. */
-export async function connectChain(settings: Settings, keyFlag = 'key-file'): Promise<{ contracts: Contracts; address: string; close(): void }> {
+export async function connectChain(settings: Settings, keyFlag = 'key-file'): Promise<ChainConnection> {
   const keyFile = stringSetting(settings, keyFlag);
   if (!keyFile) throw new UsageError(`--${keyFlag} is required (the account that signs and pays gas)`);
   const file = await readContractsFile(String(settings.contracts));
-  const provider = new JsonRpcProvider(String(settings.rpc), undefined, { staticNetwork: true, pollingInterval: 250 });
-  const network = await provider.getNetwork().catch((err: Error) => {
-    provider.destroy();
-    throw new Error(`cannot reach the chain at ${String(settings.rpc)}: ${err.message}`);
-  });
-  if (Number(network.chainId) !== file.chainId) {
-    provider.destroy();
-    throw new Error(`the chain at ${String(settings.rpc)} has chain id ${network.chainId}, the contracts file is for ${file.chainId}`);
-  }
-  const signer = managedWallet(await readKeyFile(keyFile), provider);
-  return { contracts: connectContracts(file, signer), address: await signer.getAddress(), close: () => provider.destroy() };
+  return openChain(String(settings.rpc), file, await readKeyFile(keyFile));
 }
 
 function tokens(amount: bigint): string {

@@ -176,6 +176,13 @@ export function describeRevert(err: unknown): { name: string; args: unknown[] } 
 /** The error message a CLI prints for a failed contract call: the custom error's name and arguments when known. */
 export function revertMessage(err: unknown): string {
   const r = describeRevert(err);
-  if (!r) return (err as Error).message;
+  if (!r) {
+    // A sender without ether for gas: ethers' own code, or (behind some nodes, hardhat's among them) only the RPC
+    // error's text inside a long "could not coalesce error" that repeats the whole raw transaction.
+    const e = err as { code?: string; shortMessage?: string; error?: { message?: string }; info?: { error?: { message?: string } } };
+    const inner = e?.error?.message ?? e?.info?.error?.message ?? '';
+    if (e?.code === 'INSUFFICIENT_FUNDS' || /enough funds|insufficient funds/i.test(inner)) return `insufficient funds for gas (${inner || e.shortMessage})`;
+    return (err as Error).message;
+  }
   return `${r.name}(${r.args.map((a) => String(a)).join(', ')})`;
 }

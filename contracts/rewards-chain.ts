@@ -109,8 +109,9 @@ export type SettlerClaimOutcome = { epoch: number; claimed: ClaimResult } | { ep
 /**
  * Claims every epoch a settler has published in which `node` has a leaf and whose root is claimable on chain: what a
  * node runs after each epoch (or with --watch) so that it needs no epoch directory of its own. Never throws per epoch.
+ * `skip`: epochs the caller has finished with (claimed, or already claimed), whose tree.json is not fetched again.
  */
-export async function claimAllFromSettler(contracts: Contracts, settlerUrl: string, node: string): Promise<SettlerClaimOutcome[]> {
+export async function claimAllFromSettler(contracts: Contracts, settlerUrl: string, node: string, opts: { skip?: ReadonlySet<number> } = {}): Promise<SettlerClaimOutcome[]> {
   const base = settlerUrl.replace(/\/$/, '');
   const list = await request(`${base}/v1/epochs`, { headersTimeout: 10_000, bodyTimeout: 30_000 }).catch((err: Error) => {
     throw new Error(`cannot reach the settler at ${base} (${err.message})`);
@@ -122,7 +123,7 @@ export async function claimAllFromSettler(contracts: Contracts, settlerUrl: stri
   const epochs = (await list.body.json()) as Array<{ epoch: number; root: string }>;
   const out: SettlerClaimOutcome[] = [];
   for (const e of epochs) {
-    if (!e.root) continue;
+    if (!e.root || opts.skip?.has(e.epoch)) continue;
     const res = await request(`${base}/v1/epochs/${e.epoch}/tree.json`, { headersTimeout: 10_000, bodyTimeout: 60_000 });
     if (res.statusCode !== 200) {
       await res.body.dump();

@@ -28,6 +28,7 @@ export const nodeCommand: Command = {
         { flag: '--cache-dir', path: config.cacheDir },
         { flag: '--key-file', path: config.keyFile },
         { flag: '--receipt-log', path: config.receiptLogFile },
+        { flag: '--contracts', path: config.contractsFile },
       ]);
       if (explained) throw new UsageError(explained);
       throw err;
@@ -40,6 +41,7 @@ export const nodeCommand: Command = {
         `  upload cap ${config.maxUploadBytesPerSecond ? `${((config.maxUploadBytesPerSecond * 8) / 1e6).toFixed(0)} Mbit/s` : 'none'}; ` +
           `tickets ${config.open ? 'not required (--open)' : 'required'}; gateways ${config.gateways.length ? `${config.gateways.join(', ')} (registering…)` : 'none'}`,
         `  receipts: ${node.receipts.size} tickets held ${config.receiptLogFile ? `in ${config.receiptLogFile}` : 'in memory only (--receipt-log none)'}; unpaid allowance ${formatBytes(config.unpaidAllowanceBytes)} per keyed ticket; claims to ${config.settlers.length ? config.settlers.join(', ') : 'no settler (--settler URL)'}`,
+        `  rewards: ${node.autoClaimer ? `claimed on chain ${config.chainRpc} by ${node.address} every ${config.autoClaimIntervalMs / 1000} s (it pays the gas)` : !config.autoClaim ? 'auto-claim off (--no-auto-claim): claim with `edgeshard rewards claim`' : 'not claimed by the node (needs --settler and --rpc)'}`,
       ].join('\n'),
     );
     await stopSignal();

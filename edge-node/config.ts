@@ -62,6 +62,17 @@ export interface EdgeNodeConfig {
   receiptWaitMs: number;
   /** Settler URLs the node claims its receipts with once an epoch ends (edge-node/claim-submitter.ts); [] none. */
   settlers: string[];
+  /**
+   * JSON-RPC URL of the chain the node claims its rewards on (--rpc); with --settler, the node claims every epoch it
+   * earned in by itself (edge-node/auto-claimer.ts) unless autoClaim is off. null: no chain, no auto-claim.
+   */
+  chainRpc: string | null;
+  /** The contracts file (`edgeshard chain` writes it) naming the settlement and token contracts. */
+  contractsFile: string;
+  /** --no-auto-claim turns it off: claim by command (`edgeshard rewards claim`) or by a relayer instead. */
+  autoClaim: boolean;
+  /** How often the auto-claimer asks the settlers for claimable epochs (ms). */
+  autoClaimIntervalMs: number;
   /** Answer plain GET/HEAD memory hits of small objects in front of node:http (edge-node/fast-path.ts). */
   fastPath: boolean;
   /**
@@ -112,6 +123,10 @@ export const NODE_OPTIONS: OptionSpec[] = [
   { name: 'unpaid-allowance', type: 'string', default: '32MiB', description: `bytes a keyed client's ticket is served beyond its latest receipt before the node waits for the next one (${SIZE_UNITS_HELP})` },
   { name: 'receipt-wait', type: 'string', default: '10000', description: 'ms a response at the unpaid allowance waits for a receipt before the node cuts it off (then 402 on that ticket)' },
   { name: 'settler', type: 'string', description: 'comma-separated settler URLs: once an epoch ends the node submits its receipts for it there (signed by --key-file)' },
+  { name: 'rpc', type: 'string', description: "JSON-RPC URL of the chain: with --settler, the node claims its rewards there by itself, paying gas from --key-file's account" },
+  { name: 'contracts', type: 'string', default: '.edgeshard/chain/contracts.json', description: 'contracts JSON file (written by `edgeshard chain`), with --rpc' },
+  { name: 'no-auto-claim', type: 'boolean', default: false, description: 'do not claim rewards on chain by itself (claim with `edgeshard rewards claim` instead)' },
+  { name: 'auto-claim-interval', type: 'string', default: '300', description: 'seconds between checks for claimable epochs (failures retry sooner, 2 s doubling)' },
   { name: 'open', type: 'boolean', default: false, description: 'serve without gateway tickets (local use only)' },
   { name: 'trust-key', type: 'string', description: 'comma-separated gateway ticket public keys (base64) to pin' },
   {
@@ -193,6 +208,7 @@ export function nodeConfigFromSettings(s: Settings): EdgeNodeConfig {
     unpaidAllowanceBytes: wrap(() => parseSize(String(s['unpaid-allowance']), '--unpaid-allowance')),
     receiptWaitMs: intSetting(s, 'receipt-wait', 0, 3_600_000),
     settlers: settlerUrls(stringSetting(s, 'settler')),
+    ...chainSettings(s),
     fastPath: s['no-fast-path'] !== true,
   };
 }
@@ -253,6 +269,10 @@ export function defaultNodeConfig(overrides: Partial<EdgeNodeConfig> & { originU
     unpaidAllowanceBytes: DEFAULT_UNPAID_ALLOWANCE,
     receiptWaitMs: 10_000,
     settlers: [],
+    chainRpc: null,
+    contractsFile: '.edgeshard/chain/contracts.json',
+    autoClaim: true,
+    autoClaimIntervalMs: 300_000,
     fastPath: true,
     ...overrides,
     originUrl: overrides.originUrl.replace(/\/$/, ''),
@@ -274,4 +294,27 @@ function settlerUrls(raw: string | undefined): string[] {
       if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new UsageError(`--settler "${u}": only http and https settlers are supported`);
       return u.replace(/\/$/, '');
     });
+}
+
+/** --rpc, --contracts, --no-auto-claim, --auto-claim-interval. */
+function chainSettings(s: Settings): Pick<EdgeNodeConfig, 'chainRpc' | 'contractsFile' | 'autoClaim' | 'autoClaimIntervalMs'> {
+  const rpc = stringSetting(s, 'rpc');
+  if (rpc !== undefined) {
+    let url: URL;
+    try {
+      url = new URL(rpc);
+    } catch {
+      throw new UsageError(`--rpc "${rpc}": not a URL; expected e.g. http://127.0.0.1:8545`);
+    }
+    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new UsageError(`--rpc "${rpc}": only http and https JSON-RPC endpoints are supported`);
+    if (!stringSetting(s, 'settler') && s['no-auto-claim'] !== true) {
+      throw new UsageError('--rpc needs --settler URL: the node claims the epochs that settler publishes (or pass --no-auto-claim)');
+    }
+  }
+  return {
+    chainRpc: rpc ?? null,
+    contractsFile: stringSetting(s, 'contracts') ?? '.edgeshard/chain/contracts.json',
+    autoClaim: s['no-auto-claim'] !== true,
+    autoClaimIntervalMs: intSetting(s, 'auto-claim-interval', 1, 86_400) * 1000,
+  };
 }

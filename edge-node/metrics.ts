@@ -123,10 +123,17 @@ export interface ReceiptMetrics {
   waited(): void;
 }
 
+/** The node's own reward claims on chain (edge-node/auto-claimer.ts). */
+export interface RewardClaimMetrics {
+  claimed(tokens: number): void;
+  failed(): void;
+}
+
 export interface EdgeMetrics {
   registry: Registry;
   events: EdgeEvents;
   receipts: ReceiptMetrics;
+  rewards: RewardClaimMetrics;
   /** Gauges sampled at scrape time. */
   setGaugeSource(source: () => GaugeSample): void;
   setReceiptSource(source: () => ReceiptSample): void;
@@ -200,6 +207,9 @@ export function createEdgeMetrics(opts: { defaultMetrics?: boolean } = {}): Edge
   const rejections = new Counter({ name: 'edgeshard_node_receipt_rejections_total', help: 'client receipts the node refused, by reason', labelNames: ['reason'], registers: [registry] });
   const cutoffs = new Counter({ name: 'edgeshard_node_unpaid_cutoffs_total', help: 'keyed clients stopped at their unpaid allowance: request (402) or stream (cut mid-response)', labelNames: ['where'], registers: [registry] });
   const receiptWaits = new Counter({ name: 'edgeshard_node_receipt_waits_total', help: 'times a response on a keyed ticket paused at the unpaid allowance for the client\'s next receipt (often: the allowance is too small for the path)', registers: [registry] });
+  const rewardClaims = new Counter({ name: 'edgeshard_node_reward_claims_total', help: 'reward claims the node sent on chain by itself (auto-claim), by outcome: claimed, failed (retried with backoff)', labelNames: ['outcome'], registers: [registry] });
+  const rewardTokens = new Counter({ name: 'edgeshard_node_reward_tokens_claimed_total', help: 'reward tokens (whole tokens, 18 decimals) the node claimed on chain by itself', registers: [registry] });
+  for (const o of ['claimed', 'failed']) rewardClaims.labels(o).inc(0);
   for (const r of REJECTION_LABELS) rejections.labels(r).inc(0);
   for (const w of ['request', 'stream']) cutoffs.labels(w).inc(0);
 
@@ -288,5 +298,12 @@ export function createEdgeMetrics(opts: { defaultMetrics?: boolean } = {}): Edge
     cutoff: (where) => cutoffs.labels(where).inc(),
     waited: () => receiptWaits.inc(),
   };
-  return { registry, events, receipts, setGaugeSource: (s) => (gaugeSource = s), setReceiptSource: (s) => (receiptSource = s) };
+  const rewards: RewardClaimMetrics = {
+    claimed(tokens) {
+      rewardClaims.labels('claimed').inc();
+      rewardTokens.inc(tokens);
+    },
+    failed: () => rewardClaims.labels('failed').inc(),
+  };
+  return { registry, events, receipts, rewards, setGaugeSource: (s) => (gaugeSource = s), setReceiptSource: (s) => (receiptSource = s) };
 }

@@ -60,8 +60,11 @@ import { installFastPath, type FastHit, type FastPath } from './fast-path.ts';
 import { BloomFilter, type BloomSummary } from '../protocol/bloom.ts';
 import { SignatureBudget } from './identity-budget.ts';
 import { IDENTITY_PATH, PROOF_GATEWAY_ID, PROOF_NONCE, loadOrCreateNodeKey, signUrlProof } from '../protocol/identity.ts';
-import { Wallet } from 'ethers';
+import { Wallet, formatUnits } from 'ethers';
 import { createRequire } from 'node:module';
+import { AutoClaimer, type Scheduler } from './auto-claimer.ts';
+import { openChain } from '../contracts/connect.ts';
+import { readContractsFile } from '../contracts/handles.ts';
 
 const VERSION = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
 
@@ -84,6 +87,8 @@ export interface EdgeNode {
   allowance: UnpaidAllowance;
   /** Sends the receipts of ended epochs to the settlers (--settler); null without one. */
   claims: ClaimSubmitter | null;
+  /** Claims the node's rewards on chain by itself (--settler with --rpc, unless --no-auto-claim); null otherwise. */
+  autoClaimer: AutoClaimer | null;
   /** What the gateway registry client drives: load, cache summary, prefetch, purge. */
   control: NodeControl;
   registryClients: RegistryClient[];
@@ -183,6 +188,8 @@ export interface EdgeNodeDeps {
   now?: () => number;
   /** Called on each registration with a gateway (the CLI says so on its console). */
   onRegistered?(gatewayUrl: string): void;
+  /** The auto-claimer's timers; tests inject one. Real, unref'd timers by default. */
+  claimScheduler?: Scheduler;
 }
 
 export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps = {}): Promise<EdgeNode> {
@@ -226,6 +233,8 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
 
   const wallet = config.keyFile ? await loadOrCreateNodeKey(config.keyFile) : new Wallet(Wallet.createRandom().privateKey);
   const address = wallet.address.toLowerCase();
+  // Read before listening: a missing or malformed contracts file is a start-up error, not a claim to retry.
+  const autoClaimChain = config.autoClaim && config.chainRpc && config.settlers.length > 0 ? { rpc: config.chainRpc, file: await readContractsFile(config.contractsFile) } : null;
   const tickets = new TicketGate({ nodeAddress: address, open: config.open, pinnedKeys: config.trustKeys });
   if (!config.open && config.gateways.length === 0 && config.trustKeys.length === 0) {
     log.warn('no --gateway and no --trust-key: no ticket can be valid, so every shard request will get 403; use --open for local use');
@@ -1485,11 +1494,27 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     claims.start();
   }
 
+  // Rewards: the node claims each epoch it earned in on chain, paying gas from its own key; off the data path.
+  const autoClaimer = autoClaimChain
+    ? new AutoClaimer({
+        node: wallet.address,
+        settlers: config.settlers,
+        connect: () => openChain(autoClaimChain.rpc, autoClaimChain.file, wallet.privateKey),
+        intervalMs: config.autoClaimIntervalMs,
+        logger: log,
+        onClaimed: (r) => metrics.rewards.claimed(Number(formatUnits(r.amount, 18))),
+        onFailed: () => metrics.rewards.failed(),
+        ...(deps.claimScheduler ? { scheduler: deps.claimScheduler } : {}),
+      })
+    : null;
+  autoClaimer?.start();
+
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> =>
     (closing ??= (async () => {
       for (const c of registryClients) c.stop();
       await claims?.stop();
+      await autoClaimer?.stop();
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
       fastPath?.closeIdle();
@@ -1503,5 +1528,5 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       await receiptLog.close().catch((err: Error) => log.error({ err: err.message }, 'could not sync the receipt log on close'));
     })());
 
-  return { url, server, metrics, manifests, limiter, memory, disk, loadManifest, address, tickets, receipts: receiptLog, allowance, claims, control, registryClients, fastPath, close };
+  return { url, server, metrics, manifests, limiter, memory, disk, loadManifest, address, tickets, receipts: receiptLog, allowance, claims, autoClaimer, control, registryClients, fastPath, close };
 }
