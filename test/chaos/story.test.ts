@@ -301,6 +301,11 @@ describe('reliability under faults, as one story', { timeout: STORY_DEADLINE_MS 
     gateway = startGatewayProcess();
     await until('the new gateway up with three nodes registered again', async () => (await nodesUp()) === 3);
     note('gateway back with 3 nodes');
+    // Before its nodes were back, the new gateway's start-up grace told the trainer to retry rather than sending it to
+    // the origin (a note, not a check: how many requests arrive in those seconds is the machine's business).
+    const decisions = await fetch(`${gwUrl}/metrics`).then((r) => r.text(), () => '');
+    const decided = (outcome: string): number => metricValue(decisions, `edgeshard_gateway_routing_decisions_total{outcome="${outcome}"}`);
+    note(`the new gateway: ${decided('startup-grace')} requests told to retry before a node was back, ${decided('origin-fallback')} sent to the origin`);
 
     // ---- The origin fails (503 to the gateway and every node, whatever they ask) and comes back once it has refused
     // OUTAGE_REQUESTS requests: the trainer's shards run out of sources and wait (--source-patience) until it is back.
