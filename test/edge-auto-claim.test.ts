@@ -24,9 +24,13 @@ import { signClaimBatch } from '../protocol/settler-api.ts';
 import { generateTicketKey } from '../protocol/tickets.ts';
 import { startSettler, type RunningSettler } from '../settler/server.ts';
 import { UsageError } from '../protocol/cli/options.ts';
-import { tempDir, until } from './helpers/net.ts';
+import { stopChild, tempDir, until } from './helpers/net.ts';
+import { spawn } from 'node:child_process';
 
 const RATE = (DEFAULT_REWARD_PARAMS.pricePerGiB * 9_000n) / 10_000n; // per GiB after the 10 % fee, score 100 %
+/** A node's amount for `bytes` receipted: bytes × price per GiB × (1 − 10 % fee), full score (protocol/epoch.ts). */
+const rewardFor = (bytes: bigint) => (bytes * DEFAULT_REWARD_PARAMS.pricePerGiB * 9_000n) / (GIB * 10_000n);
+const CLI = join(import.meta.dirname, '..', 'bin', 'edgeshard.js');
 const T0 = 1_800_000_000;
 const EPOCH = Math.floor(T0 / 86_400);
 
@@ -61,7 +65,7 @@ describe('the node claims its rewards by itself', () => {
     const { Wallet } = await import('ethers');
     const trainer = new Wallet(dev.chain.keys[DEV_ROLES.indexOf('trainer')]!);
     const session = generateSessionKey();
-    for (const [name, bytes] of [['a', GIB], ['b', GIB / 2n]] as const) {
+    for (const [name, bytes] of [['a', GIB], ['b', GIB / 2n], ['c', GIB / 4n]] as const) {
       const key = await loadOrCreateNodeKey(join(tmp.dir, `node-${name}`, 'node-key.json'));
       const ticket = signClientTicket({ shard: 'ab'.repeat(32), node: key.address.toLowerCase(), expiresAt: T0 + 600, epoch: EPOCH, byteCap: 4n * GIB, client: trainer.address.toLowerCase(), sessionKey: session.publicHex }, gateway);
       const batch = await signClaimBatch(key, { settler: 'settler-auto', epoch: EPOCH, nonce: randomBytes(16).toString('hex'), timestamp: T0, receipts: [signReceipt(ticket, bytes, T0, session)], sessions: [await authoriseSession(trainer, session, EPOCH + 1)] });
@@ -71,7 +75,7 @@ describe('the node claims its rewards by itself', () => {
     }
     clock.now = (EPOCH + 1) * 86_400 + 3_600;
     expect(await settler.settler.settleDue()).toEqual([EPOCH]);
-    expect(posted).toEqual([expect.objectContaining({ epoch: EPOCH, posted: expect.objectContaining({ total: RATE + RATE / 2n }) })]);
+    expect(posted).toEqual([expect.objectContaining({ epoch: EPOCH, posted: expect.objectContaining({ total: rewardFor(GIB) + rewardFor(GIB / 2n) + rewardFor(GIB / 4n) }) })]);
   }, 120_000);
   afterAll(async () => {
     for (const n of nodes) await n.close();
@@ -135,6 +139,35 @@ describe('the node claims its rewards by itself', () => {
     expect(await claimAllFromSettler(relayer, settler.url, b.address)).toEqual([{ epoch: EPOCH, claimed: expect.objectContaining({ amount: RATE / 2n }) }]);
     expect(await token.balanceOf(b.address)).toBe(RATE / 2n);
   }, 120_000);
+
+  it('`edgeshard node --settler URL --rpc URL --contracts FILE` claims by itself, as a process', async () => {
+    const settlement = connectContracts(dev.file, dev.chain.provider).settlement;
+    const { challengeEnds } = await settlement.epochs(BigInt(EPOCH));
+    const behind = Number(challengeEnds) - (await dev.chain.now());
+    if (behind >= 0) await dev.chain.advanceTime(behind + 1);
+    const keyFile = join(tmp.dir, 'node-c', 'node-key.json');
+    const address = (await loadOrCreateNodeKey(keyFile)).address;
+    await (await dev.chain.wallets[DEV_ROLES.indexOf('admin')]!.sendTransaction({ to: address, value: parseEther('1') })).wait();
+    const child = spawn(
+      process.execPath,
+      [CLI, 'node', '--origin', 'http://127.0.0.1:9', '--open', '--host', '127.0.0.1', '--port', '0', '--cache-dir', 'none', '--receipt-log', 'none', '--key-file', keyFile,
+        '--settler', settler.url, '--rpc', dev.rpc, '--contracts', dev.contractsPath, '--auto-claim-interval', '1', '--log-level', 'info'],
+      { stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    // Its console lines and its JSON log lines (pino writes to stdout); without the auto-claimer no claim line comes.
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    try {
+      await until('the node process logged its claim', () => out.includes('"msg":"reward claimed on chain"') || child.exitCode !== null, 60_000);
+      expect(child.exitCode, out).toBeNull();
+      expect(out).toContain(`rewards: claimed on chain ${dev.rpc} by ${address.toLowerCase()} every 1 s`);
+      expect(await connectContracts(dev.file, dev.chain.provider).token.balanceOf(address)).toBe(rewardFor(GIB / 4n));
+      expect(await settlement.claimed(BigInt(EPOCH), address)).toBe(true);
+    } finally {
+      await stopChild(child);
+    }
+  }, 90_000);
 
   it('a missing contracts file stops the start with a clear error', async () => {
     await expect(
