@@ -2,6 +2,7 @@
 import { BaseContract, Contract, Interface, getAddress, type ConstantContractMethod, type ContractMethod, type ContractRunner, type ContractTransactionResponse } from 'ethers';
 import { readFile } from 'node:fs/promises';
 import { loadArtifacts } from './build.ts';
+import type { FailedChallengeEvidence } from '../protocol/challenge-evidence.ts';
 
 type Send<A extends unknown[]> = ContractMethod<A, void, ContractTransactionResponse>;
 type View<A extends unknown[], R> = ConstantContractMethod<A, R>;
@@ -11,16 +12,8 @@ export interface Charge {
   amount: bigint;
 }
 
-export interface FailedChallenge {
-  node: string;
-  epoch: bigint;
-  challengeId: string;
-  shard: string;
-  rangeStart: bigint;
-  rangeLength: bigint;
-  /** 1 = wrong bytes, 2 = missed the deadline. */
-  failure: number;
-}
+/** Settlement's FailedChallenge evidence: the shape protocol/challenge-evidence.ts builds from a gateway record. */
+export type FailedChallenge = FailedChallengeEvidence;
 
 /** Settlement.Status */
 export const EpochStatus = { None: 0n, Posted: 1n, Disputed: 2n, Voided: 3n } as const;

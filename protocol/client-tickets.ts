@@ -21,7 +21,7 @@
 //   [145..209)  gateway Ed25519 signature over [0..145)
 import { createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
 import { verifyMessage, type Wallet } from 'ethers';
-import { TICKET_HEADER_LEN, readTicketHeader, writeTicketHeader, type TicketKey } from './tickets.ts';
+import { TICKET_HEADER_LEN, checkDecodedTicket, readTicketHeader, writeTicketHeader, type TicketKey } from './tickets.ts';
 
 export const TICKET_V2 = 2;
 const SIGNED_LEN = 145;
@@ -189,10 +189,7 @@ export function parseSessionHeader(value: string): SessionAuthorisation | { erro
 
 export type ClientTicketCheck = { ok: true; ticket: ClientTicket } | { ok: false; reason: string };
 
-/**
- * The node's check of a version-2 ticket, with the same rules and reasons as version 1 (tickets.ts verifyTicket):
- * trusted gateway key, good signature, not expired (with `skewSeconds`), this shard, this node.
- */
+/** The node's check of a version-2 ticket: version 1's checks and reasons (tickets.ts checkDecodedTicket). */
 export function verifyClientTicket(
   token: string,
   expect: { shard: string; node: string },
@@ -200,14 +197,5 @@ export function verifyClientTicket(
   nowSeconds: number,
   skewSeconds = 30,
 ): ClientTicketCheck {
-  const ticket = decodeClientTicket(token);
-  if (!ticket) return { ok: false, reason: 'malformed ticket' };
-  const key = trusted.get(ticket.keyId);
-  if (!key) return { ok: false, reason: 'ticket signed by a key this node does not trust' };
-  const buf = Buffer.from(token, 'base64url');
-  if (!verify(null, buf.subarray(0, SIGNED_LEN), key, buf.subarray(SIGNED_LEN))) return { ok: false, reason: 'bad ticket signature' };
-  if (ticket.expiresAt + skewSeconds < nowSeconds) return { ok: false, reason: 'ticket expired' };
-  if (ticket.shard !== expect.shard) return { ok: false, reason: 'ticket is for another shard' };
-  if (ticket.node !== expect.node) return { ok: false, reason: 'ticket is for another node' };
-  return { ok: true, ticket };
+  return checkDecodedTicket(decodeClientTicket(token), token, expect, trusted, nowSeconds, skewSeconds);
 }
