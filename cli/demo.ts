@@ -24,7 +24,7 @@ import { DEV_ROLES, startDevChain } from '../contracts/dev-chain.ts';
 import { connectContracts } from '../contracts/handles.ts';
 import { depositToEscrow } from '../contracts/rewards-chain.ts';
 import { openClientIdentity } from '../client/receipts.ts';
-import { settleDemoEpoch } from './demo-rewards.ts';
+import { settleDemoEpoch, startDemoSettler } from './demo-rewards.ts';
 import { TOKEN } from '../contracts/deploy.ts';
 import { formatUnits } from 'ethers';
 
@@ -105,6 +105,20 @@ export const demoCommand: Command = {
         startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], port: ports.gateway, ticketKeyFile: join(dir, 'gateway-ticket-key.pem'), allowPrivateNodes: true, challengeIntervalMs: 60_000 })),
       );
       closers.push(() => gateway.close());
+      // The chain with the contracts deployed, and the trainer's deposit into the escrow that pays the nodes. The
+      // trainer fetches with the dev trainer key, so the receipts it signs are paid from that escrow.
+      const dev = await bound('--chain-port', ports.chain, () => startDevChain({ out: join(dir, 'chain'), port: ports.chain, challengeWindowSeconds: 60 }));
+      closers.push(() => dev.close());
+      const trainerWallet = dev.chain.wallets[DEV_ROLES.indexOf('trainer')]!;
+      const { balance: deposited } = await depositToEscrow(connectContracts(dev.file, trainerWallet), dev.addresses.trainer, 100n * TOKEN);
+      const chain = { dev, deposited };
+      const trainerKey = join(dir, 'trainer-key.json');
+      await writeFile(trainerKey, JSON.stringify({ address: dev.addresses.trainer, privateKey: dev.chain.keys[DEV_ROLES.indexOf('trainer')] }, null, 2) + '\n', { mode: 0o600 });
+      await chmod(trainerKey, 0o600);
+      const identity = await openClientIdentity(trainerKey);
+      // The settler, before the nodes: they submit their receipts to it and claim on chain what it settles.
+      const demoSettler = settle ? await startDemoSettler({ dir, dev, gatewayKey: gateway.ticketKey }) : null;
+      if (demoSettler) closers.push(() => demoSettler.settler.close());
       const nodes: EdgeNode[] = [];
       for (const [i, place] of PLACES.entries()) {
         const nodePort = ports.node === 0 ? 0 : ports.node + i;
@@ -119,6 +133,11 @@ export const demoCommand: Command = {
               cacheDir: join(dir, `node-${i}`, 'cache'),
               keyFile: nodeKeyFile(i),
               receiptLogFile: join(dir, `node-${i}`, 'receipts.log'),
+              // Each node claims its own rewards on the dev chain, checking the settler every second.
+              settlers: demoSettler ? [demoSettler.settler.url] : [],
+              chainRpc: demoSettler ? dev.rpc : null,
+              contractsFile: dev.contractsPath,
+              autoClaimIntervalMs: 1_000,
             }),
           ),
         );
@@ -133,22 +152,14 @@ export const demoCommand: Command = {
       }
       console.log(`origin   ${origin.url}\ngateway  ${gateway.url}`);
       for (const [i, n] of nodes.entries()) console.log(`node     ${n.url}  ${PLACES[i]!.name.padEnd(9)} ${n.address}`);
-
-      // The chain with the contracts deployed, and the trainer's deposit into the escrow that pays the nodes. The
-      // trainer fetches with the dev trainer key, so the receipts it signs are paid from that escrow.
-      const dev = await bound('--chain-port', ports.chain, () => startDevChain({ out: join(dir, 'chain'), port: ports.chain, challengeWindowSeconds: 60 }));
-      closers.push(() => dev.close());
-      const trainerWallet = dev.chain.wallets[DEV_ROLES.indexOf('trainer')]!;
-      const { balance: deposited } = await depositToEscrow(connectContracts(dev.file, trainerWallet), dev.addresses.trainer, 100n * TOKEN);
-      const chain = { dev, deposited };
-      const trainerKey = join(dir, 'trainer-key.json');
-      await writeFile(trainerKey, JSON.stringify({ address: dev.addresses.trainer, privateKey: dev.chain.keys[DEV_ROLES.indexOf('trainer')] }, null, 2) + '\n', { mode: 0o600 });
-      await chmod(trainerKey, 0o600);
-      const identity = await openClientIdentity(trainerKey);
+      // A node's key pays the gas of its claims: the dev admin sends each one ether.
+      const admin = dev.chain.wallets[DEV_ROLES.indexOf('admin')]!;
+      if (demoSettler) for (const n of nodes) await (await admin.sendTransaction({ to: n.address, value: 10n ** 18n })).wait();
       console.log(
         `chain    ${dev.rpc}  token ${dev.file.token}, settlement ${dev.file.settlement}\n` +
           `         trainer ${dev.addresses.trainer} deposited 100 EDGE into the escrow (balance ${formatUnits(deposited, 18)} EDGE) and signs receipts for what it verifies`,
       );
+
       const chainLines = [`  npx edgeshard deposit 5 --rpc ${dev.rpc} --contracts ${dev.contractsPath} --key-file ${dev.keyPath('trainer')}`];
 
       const nameOf = (address: string): string => PLACES[nodes.findIndex((n) => n.address === address || address.startsWith(n.url))]?.name ?? address;
@@ -180,8 +191,8 @@ export const demoCommand: Command = {
         console.log(`data loader: ${seen} verified shards in seeded-shuffle order (seed 42: ${order.join(', ')}, …)`);
       }
 
-      if (!stopRequested && settle) {
-        for (const line of await settleDemoEpoch({ dir, dev: chain.dev, nodes: nodes.map((node, i) => ({ name: PLACES[i]!.name, node, keyFile: nodeKeyFile(i) })), gatewayKey: gateway.ticketKey, escrowBefore: chain.deposited, trainer: chain.dev.addresses.trainer })) console.log(line);
+      if (!stopRequested && demoSettler) {
+        for (const line of await settleDemoEpoch({ dev: chain.dev, settler: demoSettler, nodes: nodes.map((node, i) => ({ name: PLACES[i]!.name, node, keyFile: nodeKeyFile(i) })), escrowBefore: chain.deposited, trainer: chain.dev.addresses.trainer })) console.log(line);
       }
 
       if (!stopRequested) {

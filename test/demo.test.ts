@@ -69,7 +69,7 @@ describe('edgeshard demo (npm start)', () => {
     expect(((await chainId.json()) as { result: string }).result).toBe('0x7a69');
     // The epoch settled from the trainer's receipts: each node's reward is its receipted bytes times the rate, it
     // was served no more than it was receipted for, and the escrow paid the bytes at the full price.
-    expect(text).toMatch(/^rewards: epoch \d+ settled from [1-9]\d* signed receipts .* root 0x[0-9a-f]{16}… posted on chain/m);
+    expect(text).toMatch(/^rewards: epoch \d+ settled from [1-9]\d* signed receipts .* root 0x[0-9a-f]{16}… posted on chain, claimed by each node after the challenge window:$/m);
     const rows = [...text.matchAll(/^ {2}(Paris|New York|Tokyo) +served (.+?), receipted (.+?) → ([\d.]+) EDGE \((\d+) B × .*; balance ([\d.]+) EDGE$/gm)];
     expect(rows.map((r) => r[1])).toEqual(['Paris', 'New York', 'Tokyo']);
     let receiptedTotal = 0n;
