@@ -119,7 +119,7 @@ export const NODE_OPTIONS: OptionSpec[] = [
   { name: 'lat', type: 'string', description: 'latitude to announce, overriding GeoIP' },
   { name: 'lon', type: 'string', description: 'longitude to announce, overriding GeoIP' },
   { name: 'key-file', type: 'string', default: './.edgeshard/node-key.json', description: "the node's Ethereum key (created 0600 on first start)" },
-  { name: 'receipt-log', type: 'string', default: './.edgeshard/node-receipts.log', description: 'durable log of keyed clients\' receipts (what the node claims rewards with); "none" keeps them in memory only' },
+  { name: 'receipt-log', type: 'string', description: 'durable log of keyed clients\' receipts (what the node claims rewards with); default: beside --key-file, named after it (./.edgeshard/node-receipts.log for the default key); "none" keeps them in memory only' },
   { name: 'unpaid-allowance', type: 'string', default: '32MiB', description: `bytes a keyed client's ticket is served beyond its latest receipt before the node waits for the next one (${SIZE_UNITS_HELP})` },
   { name: 'receipt-wait', type: 'string', default: '10000', description: 'ms a response at the unpaid allowance waits for a receipt before the node cuts it off (then 402 on that ticket)' },
   { name: 'settler', type: 'string', description: 'comma-separated settler URLs: once an epoch ends the node submits its receipts for it there (signed by --key-file)' },
@@ -166,7 +166,10 @@ export function nodeConfigFromSettings(s: Settings): EdgeNodeConfig {
     throw new UsageError(`--origin "${origin}": only http and https origins are supported`);
   }
   const cacheDir = stringSetting(s, 'cache-dir') ?? 'none';
-  const receiptLog = stringSetting(s, 'receipt-log') ?? 'none';
+  // Receipts belong to the node's identity, so by default they live beside its key: two nodes with their own keys in
+  // one directory get their own logs (a shared log is refused: edge-node/receipt-log.ts locks it).
+  const keyFileSetting = stringSetting(s, 'key-file');
+  const receiptLog = stringSetting(s, 'receipt-log') ?? (keyFileSetting ? receiptLogBesideKey(keyFileSetting) : 'none');
   const memoryBytes = wrap(() => parseSize(String(s['memory-cache']), '--memory-cache'));
   const maxConnections = intSetting(s, 'max-connections', 1, 1_000_000);
   return {
@@ -317,4 +320,12 @@ function chainSettings(s: Settings): Pick<EdgeNodeConfig, 'chainRpc' | 'contract
     autoClaim: s['no-auto-claim'] !== true,
     autoClaimIntervalMs: intSetting(s, 'auto-claim-interval', 1, 86_400) * 1000,
   };
+}
+
+/** The default receipt log for a key file: its name without the extension and a trailing "-key", plus "-receipts.log". */
+export function receiptLogBesideKey(keyFile: string): string {
+  const dot = keyFile.lastIndexOf('.');
+  const slash = keyFile.lastIndexOf('/');
+  const stem = dot > slash + 1 ? keyFile.slice(0, dot) : keyFile;
+  return `${stem.replace(/-key$/, '')}-receipts.log`;
 }

@@ -17,6 +17,7 @@ import { crc32 } from 'node:zlib';
 import { RECEIPT_LEN, decodeReceipt, type Receipt } from '../protocol/receipts.ts';
 import { syncDir } from '../protocol/sync-dir.ts';
 import type { SessionAuthorisation } from '../protocol/client-tickets.ts';
+import { acquirePidLock } from '../protocol/pid-lock.ts';
 
 const SESSION_RECORD = 0x7b; // '{'
 
@@ -73,6 +74,7 @@ export class ReceiptLog {
     readonly path: string | null,
     private fh: FileHandle | null,
     private readonly syncDir: (dir: string) => Promise<void>,
+    private readonly unlock: () => Promise<void> = async () => {},
   ) {}
 
   /** A log that keeps nothing on disk: for library use and tests that do not restart the node. */
@@ -82,10 +84,15 @@ export class ReceiptLog {
 
   /**
    * Opens (or creates) the log, loads every whole record, and cuts off a damaged tail after copying it aside.
+   * One process at a time: `<path>.lock` names the owner (protocol/pid-lock.ts), and a live owner makes this throw.
    * `opts.syncDir` replaces the directory fsync (tests watch it).
    */
   static async open(path: string, opts: { syncDir?: (dir: string) => Promise<void> } = {}): Promise<{ log: ReceiptLog; report: ReceiptLogOpenReport }> {
-    const fh = await open(path, 'a+');
+    const unlock = await acquirePidLock(path, 'receipt log');
+    const fh = await open(path, 'a+').catch(async (err: unknown) => {
+      await unlock();
+      throw err;
+    });
     try {
       const buf = await fh.readFile();
       const parsed = parseReceiptLog(buf);
@@ -104,7 +111,7 @@ export class ReceiptLog {
         await fh.write(MAGIC);
         await fh.datasync();
       }
-      const log = new ReceiptLog(path, fh, opts.syncDir ?? syncDir);
+      const log = new ReceiptLog(path, fh, opts.syncDir ?? syncDir, unlock);
       for (const payload of parsed.payloads) {
         if (payload[0] === SESSION_RECORD) log.rememberSession(payload);
         else log.remember(payload.toString('base64url'));
@@ -113,6 +120,7 @@ export class ReceiptLog {
       return { log, report: { records: parsed.payloads.length, damagedBytes, damagedCopy } };
     } catch (err) {
       await fh.close();
+      await unlock();
       throw err;
     }
   }
@@ -247,8 +255,12 @@ export class ReceiptLog {
   }
 
   async close(): Promise<void> {
-    await this.flush();
-    await this.fh?.close();
+    try {
+      await this.flush();
+      await this.fh?.close();
+    } finally {
+      await this.unlock();
+    }
   }
 }
 

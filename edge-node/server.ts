@@ -252,7 +252,12 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   /** A body may go out in one write: no upload cap and no receipts to wait for. */
   const direct = (res: ServerResponse): boolean => limiter.unlimited && !paidResponses.has(res);
 
-  const disk = config.cacheDir ? await DiskStore.open(config.cacheDir, { maxBytes: config.cacheBytes, events, ...(deps.diskFs ? { fs: deps.diskFs } : {}) }) : null;
+  // A start that fails after the receipt log opened lets go of it (and its lock), so a retry in this process can open it.
+  const releaseReceiptLog = async (err: unknown): Promise<never> => {
+    await receiptLog.close().catch(() => {});
+    throw err;
+  };
+  const disk = config.cacheDir ? await DiskStore.open(config.cacheDir, { maxBytes: config.cacheBytes, events, ...(deps.diskFs ? { fs: deps.diskFs } : {}) }).catch(releaseReceiptLog) : null;
   if (disk) {
     const { configuredBytes, freeBytesAtStart, heldBytesAtStart, maxBytes } = disk.budget;
     events.diskBudget?.(disk.budget);
@@ -1410,7 +1415,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   metrics.setGaugeSource(() => ({ activeConnections, fillsInFlight: filler.inFlight, requestsWaitingOnOrigin: filler.waitingRequests }));
   reportCacheBytes();
 
-  const url = localUrl(await listen(server, config.port, config.host));
+  const url = localUrl(await listen(server, config.port, config.host).catch(releaseReceiptLog));
 
   for (const m of config.manifests) {
     try {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { appendFile, readFile, stat, truncate, writeFile } from 'node:fs/promises';
+import { appendFile, readFile, stat, truncate, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ReceiptLog, RECEIPT_RECORD_BYTES, parseReceiptLog } from '../edge-node/receipt-log.ts';
 import { generateTicketKey } from '../protocol/tickets.ts';
@@ -27,6 +27,7 @@ describe('receipt log', () => {
       expect(log.add('not a receipt')).toBe(false);
       await log.flush();
       log.add(receipt(t1, 200n)); // never flushed: lost, like a kill -9 before the batch syncs
+      await unlink(`${path}.lock`); // the first owner "dies" here: a dead owner's lock is taken over (see kill -9 below)
       const again = await ReceiptLog.open(path);
       expect(again.report).toEqual({ records: 2, damagedBytes: 0, damagedCopy: null });
       expect(again.log.all().map((h) => h.receipt.bytes).sort()).toEqual([100n, 7n].sort());
@@ -86,7 +87,9 @@ describe('receipt log', () => {
       expect(await readFile(torn.report.damagedCopy!)).toHaveLength(RECEIPT_RECORD_BYTES - 100);
       torn.log.add(receipt(tickets[2]!, 3n));
       await torn.log.close();
-      expect((await ReceiptLog.open(path)).log.size).toBe(3);
+      const reopened = await ReceiptLog.open(path);
+      expect(reopened.log.size).toBe(3);
+      await reopened.log.close();
 
       const bytes = await readFile(path);
       bytes[bytes.length - 5] = bytes[bytes.length - 5]! ^ 0xff; // a flipped bit inside the last record's payload
@@ -109,6 +112,23 @@ describe('receipt log', () => {
     }
   });
 
+  it('belongs to one owner at a time: a second open is refused by name until the first closes', async () => {
+    const { dir, cleanup } = await tempDir();
+    try {
+      const path = join(dir, 'receipts.log');
+      const first = await ReceiptLog.open(path);
+      await first.log.add(receipt(ticket(), 1000n));
+      await expect(ReceiptLog.open(path)).rejects.toThrow(/in use by process \d+ \(this one\)/);
+      await first.log.close();
+      const second = await ReceiptLog.open(path);
+      expect(second.log.size).toBe(1);
+      await second.log.close();
+      expect(existsSync(`${path}.lock`)).toBe(false);
+    } finally {
+      await cleanup();
+    }
+  });
+
   it('survives kill -9 of a real writer: every batch it reported synced is there, and the log reopens', async () => {
     const { dir, cleanup } = await tempDir();
     const path = join(dir, 'receipts.log');
@@ -121,6 +141,8 @@ describe('receipt log', () => {
         for (const m of d.toString().matchAll(/synced (\d+)/g)) synced = Math.max(synced, Number(m[1]));
       });
       await until(`writer reports 5 synced batches (stderr: ${stderr})`, () => synced >= 5 || child.exitCode !== null, 120_000);
+      // While the writer lives, a second process cannot open its log (it would append under the writer's feet).
+      await expect(ReceiptLog.open(path)).rejects.toThrow(`receipt log ${path} is in use by process ${child.pid}`);
       const exited = new Promise((r) => child.once('exit', r));
       child.kill('SIGKILL');
       await exited;
@@ -144,3 +166,13 @@ describe('receipt log', () => {
 function decodeId(t: string): string {
   return Buffer.from(t, 'base64url').toString('hex', 57, 73);
 }
+
+describe('default receipt log', () => {
+  it('lives beside the node key and is named after it, so nodes with their own keys never share one', async () => {
+    const { receiptLogBesideKey } = await import('../edge-node/config.ts');
+    expect(receiptLogBesideKey('./.edgeshard/node-key.json')).toBe('./.edgeshard/node-receipts.log');
+    expect(receiptLogBesideKey('/srv/a/node-A.json')).toBe('/srv/a/node-A-receipts.log');
+    expect(receiptLogBesideKey('/srv/b.d/key')).toBe('/srv/b.d/key-receipts.log');
+    expect(receiptLogBesideKey('/srv/.hidden')).toBe('/srv/.hidden-receipts.log');
+  });
+});
