@@ -8,6 +8,7 @@ import { request } from 'undici';
 import { EpochStatus, revertMessage, type Contracts } from './handles.ts';
 import { rootPostingFromFiles, type RootPosting } from './root-posting.ts';
 import type { Leaf } from '../protocol/epoch.ts';
+import { readBounded } from '../protocol/bounded-body.ts';
 
 /** Reads manifest.json and every file it lists from an epoch directory. */
 export async function readEpochDir(dir: string): Promise<Map<string, string>> {
@@ -54,6 +55,10 @@ export async function postRoot(contracts: Contracts, epochDir: string): Promise<
     throw new Error(`posting the root of epoch ${posting.epoch} failed: ${revertMessage(err)}`);
   }
 }
+
+/** Largest settler answers read: the epoch list (~100 bytes an epoch) and one tree.json (~300 bytes a node). */
+const MAX_EPOCH_LIST_BYTES = 4 << 20;
+const MAX_TREE_BYTES = 512 << 20;
 
 /** The node's leaf and proof from an epoch's tree.json (StandardMerkleTree.dump()). */
 export function leafFromTree(treeJson: string, node: string): { epoch: bigint; amount: bigint; proof: string[] } | null {
@@ -120,7 +125,10 @@ export async function claimAllFromSettler(contracts: Contracts, settlerUrl: stri
     await list.body.dump();
     throw new Error(`GET ${base}/v1/epochs answered ${list.statusCode}`);
   }
-  const epochs = (await list.body.json()) as Array<{ epoch: number; root: string }>;
+  // The settler is another party: its answers are bounded and checked before anything is fetched by them.
+  const listed: unknown = JSON.parse((await readBounded(list.body, MAX_EPOCH_LIST_BYTES, `${base}/v1/epochs`, list.headers['content-length'])).toString('utf8'));
+  if (!Array.isArray(listed)) throw new Error(`GET ${base}/v1/epochs: not a list of epochs`);
+  const epochs = listed.filter((e): e is { epoch: number; root: string } => Number.isSafeInteger(e?.epoch) && e.epoch >= 0 && (e.root === null || e.root === undefined || (typeof e.root === 'string' && /^0x[0-9a-f]{64}$/i.test(e.root))));
   const out: SettlerClaimOutcome[] = [];
   for (const e of epochs) {
     if (!e.root || opts.skip?.has(e.epoch)) continue;
@@ -130,7 +138,7 @@ export async function claimAllFromSettler(contracts: Contracts, settlerUrl: stri
       out.push({ epoch: e.epoch, skipped: `tree.json not served (${res.statusCode})` });
       continue;
     }
-    const treeJson = await res.body.text();
+    const treeJson = (await readBounded(res.body, MAX_TREE_BYTES, `${base} epoch ${e.epoch} tree.json`, res.headers['content-length'])).toString('utf8');
     try {
       if (!leafFromTree(treeJson, node)) continue; // nothing earned in this epoch
       out.push({ epoch: e.epoch, claimed: await claimFromTree(contracts, treeJson, node, `${base} epoch ${e.epoch}`) });

@@ -2,6 +2,7 @@
 // totals.json, at most once per TTL however many status pages poll (concurrent callers share one look). Every
 // answer is bounded in size and time; a settler that is down, slow or lying yields a clear state, never a hang.
 import { request, type Dispatcher } from 'undici';
+import { readBounded } from '../protocol/bounded-body.ts';
 import { SETTLER_PATHS } from '../protocol/settler-api.ts';
 import { latestSettledEpoch, parseEpochTotals, settledView, type NodeEpochReward, type RewardsView, type SettledEpochEntry } from './epoch-rewards.ts';
 
@@ -21,22 +22,7 @@ export interface SettlerRewardsOptions {
 
 async function getJson(url: URL, maxBytes: number, dispatcher: Dispatcher | undefined): Promise<unknown> {
   const res = await request(url, { method: 'GET', headersTimeout: TIMEOUT_MS, bodyTimeout: TIMEOUT_MS, signal: AbortSignal.timeout(TIMEOUT_MS * 2), ...(dispatcher ? { dispatcher } : {}) });
-  const declared = Number(res.headers['content-length'] ?? 0);
-  if (declared > maxBytes) {
-    res.body.destroy();
-    throw new Error(`${url.pathname}: answer of ${declared} bytes is over the ${maxBytes}-byte limit`);
-  }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of res.body as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > maxBytes) {
-      res.body.destroy();
-      throw new Error(`${url.pathname}: answer over the ${maxBytes}-byte limit`);
-    }
-    chunks.push(chunk);
-  }
-  const text = Buffer.concat(chunks).toString('utf8');
+  const text = (await readBounded(res.body, maxBytes, url.pathname, res.headers['content-length'])).toString('utf8');
   if (res.statusCode !== 200) throw new Error(`${url.pathname}: settler answered ${res.statusCode}: ${text.slice(0, 200)}`);
   try {
     return JSON.parse(text);

@@ -1,0 +1,31 @@
+// Reading an HTTP answer from a party that may be hostile (a node, a settler): never more than the caller expects.
+// A body that runs past `maxBytes` is cut off (the connection is destroyed) and reported, instead of being buffered
+// until memory runs out or a timeout fires.
+
+/** Thrown when an answer is larger than the reader allows. */
+export class BodyTooLargeError extends Error {}
+
+/** Reads at most `maxBytes` of `body`, or throws BodyTooLargeError (after destroying the body) naming `what`. */
+export async function readBounded(
+  body: AsyncIterable<Buffer> & { destroy(err?: Error): unknown },
+  maxBytes: number,
+  what: string,
+  declaredLength?: string | string[] | undefined,
+): Promise<Buffer> {
+  const declared = Number(Array.isArray(declaredLength) ? declaredLength[0] : declaredLength ?? NaN);
+  if (declared > maxBytes) {
+    body.destroy();
+    throw new BodyTooLargeError(`${what}: answer of ${declared} bytes is over the ${maxBytes}-byte limit`);
+  }
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += chunk.length;
+    if (size > maxBytes) {
+      body.destroy();
+      throw new BodyTooLargeError(`${what}: answer over the ${maxBytes}-byte limit`);
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks, size);
+}
