@@ -91,7 +91,7 @@ export async function fetchShardLeaves(
       const signal = opts.signal ? AbortSignal.any([opts.signal, AbortSignal.timeout(opts.timeoutMs)]) : AbortSignal.timeout(opts.timeoutMs);
       const res = await request(url, { dispatcher: opts.dispatcher, method: 'GET', signal });
       if (res.statusCode !== 200) {
-        res.body.destroy();
+        await res.body.dump().catch(() => {});
         continue;
       }
       // The list's exact size is known (a leaf per chunk): a node cannot make the client buffer more.

@@ -7,14 +7,19 @@ export class BodyTooLargeError extends Error {}
 
 /** Reads at most `maxBytes` of `body`, or throws BodyTooLargeError (after destroying the body) naming `what`. */
 export async function readBounded(
-  body: AsyncIterable<Buffer> & { destroy(err?: Error): unknown },
+  body: AsyncIterable<Buffer> & { destroy(err?: Error): unknown; on?(event: 'error', listener: () => void): unknown },
   maxBytes: number,
   what: string,
   declaredLength?: string | string[] | undefined,
 ): Promise<Buffer> {
+  // undici's body emits an 'error' when destroyed; nobody else listens once we give up on it.
+  const discard = (): void => {
+    body.on?.('error', () => {});
+    body.destroy();
+  };
   const declared = Number(Array.isArray(declaredLength) ? declaredLength[0] : declaredLength ?? NaN);
   if (declared > maxBytes) {
-    body.destroy();
+    discard();
     throw new BodyTooLargeError(`${what}: answer of ${declared} bytes is over the ${maxBytes}-byte limit`);
   }
   const chunks: Buffer[] = [];
@@ -22,7 +27,7 @@ export async function readBounded(
   for await (const chunk of body) {
     size += chunk.length;
     if (size > maxBytes) {
-      body.destroy();
+      discard();
       throw new BodyTooLargeError(`${what}: answer over the ${maxBytes}-byte limit`);
     }
     chunks.push(chunk);

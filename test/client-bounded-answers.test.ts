@@ -52,3 +52,23 @@ describe('bounded answers from untrusted peers', () => {
     await expect(readBounded(body(['ab']), 4, 'x', '5')).rejects.toThrow('answer of 5 bytes is over the 4-byte limit');
   });
 });
+
+describe('bounded answers over a real undici body', () => {
+  it('gives up on a declared length over the limit without an unhandled error event', async () => {
+    const { request } = await import('undici');
+    const server = createServer((_req, res) => {
+      res.writeHead(200, { 'content-length': String(1 << 20) });
+      res.end(Buffer.alloc(1 << 20));
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const res = await request(`http://127.0.0.1:${(server.address() as { port: number }).port}/`);
+      await expect(readBounded(res.body, 1024, 'big', res.headers['content-length'])).rejects.toThrow('over the 1024-byte limit');
+      // An unhandled 'error' from the destroyed body would fail the run here (vitest reports unhandled errors).
+      await new Promise((r) => setImmediate(r));
+    } finally {
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
+});
