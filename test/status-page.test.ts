@@ -35,7 +35,9 @@ describe('status page', () => {
     demo.stdout!.on('data', (c: Buffer) => (out += c.toString()));
     demo.stderr!.on('data', (c: Buffer) => (out += c.toString()));
     await until('the demo network', () => out.includes('stays up until Ctrl-C') || demo!.exitCode !== null, 120_000);
-    gateway = /^gateway {2}(http:\/\/\S+)/m.exec(out)![1]!;
+    const match = /^gateway {2}(http:\/\/\S+)/m.exec(out);
+    if (!match) throw new Error(`the demo exited (${demo.exitCode}) before its network was up:\n${out}`);
+    gateway = match[1]!;
     // A fresh profile each run (playwright passes it as --user-data-dir).
     browser = await chromium.launchPersistentContext(await mkdtemp(join(tmpdir(), 'edgeshard-chromium-')), {
       executablePath: CHROMIUM,
