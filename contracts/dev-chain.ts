@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { startEmbeddedChain, type EmbeddedChain } from './chain.ts';
 import { DEFAULT_DEPLOY_PARAMS, TOKEN, deployContracts } from './deploy.ts';
 import type { Contracts, ContractsFile } from './handles.ts';
+import { createServer as createNetServer } from 'node:net';
 
 const require = createRequire(import.meta.url);
 
@@ -42,6 +43,9 @@ export async function startDevChain(opts: { out: string; port: number; challenge
   const { JsonRpcServer } = require('hardhat/internal/hardhat-network/jsonrpc/server') as {
     JsonRpcServer: new (c: { hostname: string; port: number; provider: unknown }) => { listen(): Promise<{ address: string; port: number }>; close(): Promise<void> };
   };
+  // Hardhat's server re-emits a listen error on its WebSocket server, where nobody listens: a busy port would kill the
+  // process instead of reaching the caller. So the port is tried first, and a busy one is an ordinary EADDRINUSE.
+  if (opts.port !== 0) await assertPortFree('127.0.0.1', opts.port);
   const server = new JsonRpcServer({ hostname: '127.0.0.1', port: opts.port, provider: chain.eip1193 });
   const listening = await server.listen();
   const rpc = `http://127.0.0.1:${listening.port}`;
@@ -55,4 +59,13 @@ export async function startDevChain(opts: { out: string; port: number; challenge
     await chmod(keyPath(role), 0o600);
   }
   return { rpc, chain, file, contractsPath, contracts, addresses, keyPath, close: () => server.close() };
+}
+
+/** Rejects with the listen error (EADDRINUSE, EACCES) when `port` cannot be bound on `host`. */
+function assertPortFree(host: string, port: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const probe = createNetServer();
+    probe.once('error', reject);
+    probe.listen(port, host, () => probe.close(() => resolve()));
+  });
 }

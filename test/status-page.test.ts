@@ -28,7 +28,7 @@ describe('status page', () => {
 
   beforeAll(async () => {
     tmp = await tempDir();
-    demo = spawn(process.execPath, ['bin/edgeshard.js', 'demo', '--dir', join(tmp.dir, 'demo'), '--shards', '4', '--gateway-port', '0', '--node-port', '0', '--origin-port', '0'], {
+    demo = spawn(process.execPath, ['bin/edgeshard.js', 'demo', '--dir', join(tmp.dir, 'demo'), '--shards', '4', '--gateway-port', '0', '--node-port', '0', '--origin-port', '0', '--chain-port', '0'], {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
