@@ -15,7 +15,7 @@ import { writeSampleDataset } from '../dataset/sample.ts';
 import { startOrigin } from '../dataset/origin-server.ts';
 import { startEdgeNode, type EdgeNode } from '../edge-node/server.ts';
 import { defaultNodeConfig } from '../edge-node/config.ts';
-import { startGateway } from '../gateway/server.ts';
+import { loadOrCreateTicketKey, startGateway } from '../gateway/server.ts';
 import { defaultGatewayConfig } from '../gateway/config.ts';
 import { fetchDataset } from '../client/fetch.ts';
 import { openDataset } from '../client/loader.ts';
@@ -101,10 +101,6 @@ export const demoCommand: Command = {
     try {
       const origin = await bound('--origin-port', ports.origin, () => startOrigin(join(dir, 'origin'), ports.origin));
       closers.push(() => origin.close());
-      const gateway = await bound('--gateway-port', ports.gateway, () =>
-        startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], port: ports.gateway, ticketKeyFile: join(dir, 'gateway-ticket-key.pem'), allowPrivateNodes: true, challengeIntervalMs: 60_000 })),
-      );
-      closers.push(() => gateway.close());
       // The chain with the contracts deployed, and the trainer's deposit into the escrow that pays the nodes. The
       // trainer fetches with the dev trainer key, so the receipts it signs are paid from that escrow.
       const dev = await bound('--chain-port', ports.chain, () => startDevChain({ out: join(dir, 'chain'), port: ports.chain, challengeWindowSeconds: 60 }));
@@ -117,8 +113,20 @@ export const demoCommand: Command = {
       await chmod(trainerKey, 0o600);
       const identity = await openClientIdentity(trainerKey);
       // The settler, before the nodes: they submit their receipts to it and claim on chain what it settles.
-      const demoSettler = settle ? await startDemoSettler({ dir, dev, gatewayKey: gateway.ticketKey }) : null;
+      const ticketKeyFile = join(dir, 'gateway-ticket-key.pem');
+      const demoSettler = settle ? await startDemoSettler({ dir, dev, gatewayKey: await loadOrCreateTicketKey(ticketKeyFile) }) : null;
       if (demoSettler) closers.push(() => demoSettler.settler.close());
+      // The gateway reads the settler's settled epochs for its status page (--rewards-from), but pushes no records
+      // there: the demo's payouts stay bytes × rate, which its last lines check.
+      const gateway = await bound('--gateway-port', ports.gateway, () =>
+        startGateway(
+          defaultGatewayConfig({
+            originUrl: origin.url, datasets: ['sample'], port: ports.gateway, ticketKeyFile, allowPrivateNodes: true, challengeIntervalMs: 60_000,
+            rewardsUrl: demoSettler?.settler.url ?? null, rewardsRefreshMs: 1_000,
+          }),
+        ),
+      );
+      closers.push(() => gateway.close());
       const nodes: EdgeNode[] = [];
       for (const [i, place] of PLACES.entries()) {
         const nodePort = ports.node === 0 ? 0 : ports.node + i;

@@ -58,6 +58,8 @@ export interface GatewayConfig {
   settlerUrl: string | null;
   /** How long the settler's latest settled epoch is reused for /v1/rewards and the status page (ms). */
   rewardsRefreshMs: number;
+  /** Where /v1/rewards reads settled epochs, without pushing records there; null: the settler's URL. */
+  rewardsUrl?: string | null;
 }
 
 export const GATEWAY_OPTIONS: OptionSpec[] = [
@@ -97,6 +99,7 @@ export const GATEWAY_OPTIONS: OptionSpec[] = [
   { name: 'record-spool', type: 'string', default: './.edgeshard/gateway-records.jsonl', description: "file where the gateway's signed records for the settler (challenges, scores, anonymous traffic) are kept until pushed ('' = memory only)" },
   { name: 'record-interval', type: 'string', default: '600000', description: 'ms between score snapshots and anonymous-traffic records' },
   { name: 'settler', type: 'string', description: 'settler base URL to push the signed records to (retried with backoff; without it they stay in --record-spool)' },
+  { name: 'rewards-from', type: 'string', description: 'settler URL the status page and /v1/rewards read settled epochs from, without pushing records to it (default: --settler)' },
   { name: 'rewards-refresh', type: 'string', default: '60', description: "seconds between looks at the settler's latest settled epoch for /v1/rewards and the status page" },
   { name: 'report-quorum', type: 'string', default: '3', description: 'client networks (/24, /48) whose bad-bytes reports quarantine a node without a confirming probe' },
 ];
@@ -164,6 +167,7 @@ export function gatewayConfigFromSettings(s: Settings): GatewayConfig {
     recordIntervalMs: intSetting(s, 'record-interval', 0, 86_400_000),
     settlerUrl: settler,
     rewardsRefreshMs: intSetting(s, 'rewards-refresh', 1, 86_400) * 1000,
+    rewardsUrl: httpUrlSetting(s, 'rewards-from'),
   };
 }
 
@@ -205,4 +209,11 @@ export function defaultGatewayConfig(overrides: Partial<GatewayConfig> & { origi
     ...overrides,
     originUrl: overrides.originUrl.replace(/\/$/, ''),
   };
+}
+
+/** An optional http(s) base URL option, or a usage error naming it. */
+function httpUrlSetting(s: Settings, name: string): string | null {
+  const value = stringSetting(s, name) ?? null;
+  if (value !== null && !/^https?:\/\/[^/\s]+/.test(value)) throw new UsageError(`--${name} "${value}": expected an http(s) URL such as http://127.0.0.1:9000`);
+  return value;
 }

@@ -118,7 +118,8 @@ export function queryValue(query: string, name: string): string | null {
   return null;
 }
 
-async function loadOrCreateTicketKey(file: string | null): Promise<TicketKey> {
+/** The gateway's ticket key from `file` (PEM), created there on first use; a fresh one when `file` is null. */
+export async function loadOrCreateTicketKey(file: string | null): Promise<TicketKey> {
   if (!file) return generateTicketKey();
   const pem = await readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
     if (err.code === 'ENOENT') return null;
@@ -264,7 +265,8 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   const recordTimer = config.recordIntervalMs > 0 ? setInterval(() => void writeRecords(), config.recordIntervalMs) : null;
   recordTimer?.unref();
   pusher?.kick(); // what a previous run spooled and did not push
-  const rewards = config.settlerUrl ? new SettlerRewards({ settlerUrl: config.settlerUrl, ttlMs: config.rewardsRefreshMs, now }) : null;
+  const rewardsSource = config.rewardsUrl ?? config.settlerUrl;
+  const rewards = rewardsSource ? new SettlerRewards({ settlerUrl: rewardsSource, ttlMs: config.rewardsRefreshMs, now }) : null;
 
   const challengeResult = ({ node, record, detail }: ChallengeOutcome): void => {
     metrics.challenge(record.ok ? 'passed' : record.failure!, record.bytesPerSecond);

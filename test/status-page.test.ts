@@ -99,10 +99,13 @@ describe('status page', () => {
     await page.waitForFunction((prev) => [...document.querySelectorAll('#nodes tbody td.served')].map((td) => td.textContent).join('|') !== prev, before, { timeout: 60_000 });
     expect(await servedText()).not.toBe(before);
     expect(await page.textContent('#summary')).toContain('3 of 3 nodes healthy');
-    // The demo's gateway has no --settler: the rewards section says so instead of showing figures or an error.
-    await page.waitForSelector('#rewards-note[data-state="no-settler"]');
-    expect(await page.textContent('#rewards-note')).toContain('no settler configured');
-    expect(await page.isHidden('#rewards-table')).toBe(true);
+    // The demo settled an epoch before saying "stays up": its gateway reads it (--rewards-from) and the page shows
+    // each node's reward, the figures the demo printed.
+    await page.waitForSelector('#rewards-note[data-state="settled"]');
+    await page.waitForFunction(() => document.querySelectorAll('#rewards-table tbody tr').length >= 1);
+    const printed = /^ {2}Paris +served .*→ ([0-9.]+) EDGE/m.exec(out);
+    expect(printed, out).not.toBeNull();
+    expect(await page.textContent('#rewards-table')).toContain(`${printed![1]} EDGE`);
 
     const shot = process.env.EDGESHARD_TEST_SCREENSHOT;
     if (shot) await page.screenshot({ path: shot, fullPage: true });
