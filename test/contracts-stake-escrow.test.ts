@@ -5,6 +5,7 @@ import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { loadArtifacts } from '../contracts/build.ts';
 import { deployContracts } from '../contracts/deploy.ts';
 import { attach, connectContracts, type FailedChallenge, type SettlementContract, type TokenContract } from '../contracts/handles.ts';
+import { FAILED_CHALLENGE_TYPES, settlementDomain } from '../protocol/challenge-evidence.ts';
 import { TOKEN, deployFixture, epochTree, expectRevert, mined, type Fixture } from './helpers/chain.ts';
 
 let f: Fixture;
@@ -55,19 +56,9 @@ describe('node registry', () => {
 
 describe('slashing on evidence the chain checks', () => {
   let domain: TypedDataDomain;
-  const types = {
-    FailedChallenge: [
-      { name: 'node', type: 'address' },
-      { name: 'epoch', type: 'uint256' },
-      { name: 'challengeId', type: 'bytes32' },
-      { name: 'shard', type: 'bytes32' },
-      { name: 'rangeStart', type: 'uint64' },
-      { name: 'rangeLength', type: 'uint64' },
-      { name: 'failure', type: 'uint8' },
-    ],
-  };
+  const types = FAILED_CHALLENGE_TYPES;
   beforeEach(async () => {
-    domain = { name: 'edgeshard-settlement', version: '1', chainId: 31337, verifyingContract: f.file.settlement };
+    domain = settlementDomain(31337, f.file.settlement);
   });
 
   async function evidence(): Promise<FailedChallenge> {
