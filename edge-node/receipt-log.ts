@@ -15,7 +15,7 @@ import { open, rename, writeFile, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { RECEIPT_LEN, decodeReceipt, type Receipt } from '../protocol/receipts.ts';
-import { syncDir } from '../protocol/sync-dir.ts';
+import { syncDir, writeFileSynced } from '../protocol/sync-dir.ts';
 import type { SessionAuthorisation } from '../protocol/client-tickets.ts';
 import { acquirePidLock } from '../protocol/pid-lock.ts';
 
@@ -232,13 +232,7 @@ export class ReceiptLog {
       const sessions = this.sessions().map((a) => frameRecord(Buffer.from(JSON.stringify(a))));
       const body = Buffer.concat([MAGIC, ...sessions, ...this.all().map((h) => frameRecord(Buffer.from(h.token, 'base64url')))]);
       const tmp = `${this.path}.compact`;
-      const out = await open(tmp, 'w');
-      try {
-        await out.write(body);
-        await out.sync();
-      } finally {
-        await out.close();
-      }
+      await writeFileSynced(tmp, body);
       await rename(tmp, this.path);
       // Otherwise a crash could bring the old file back and lose every receipt appended to the new one since.
       await this.syncDir(dirname(this.path));

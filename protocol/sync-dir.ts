@@ -1,4 +1,5 @@
-// A rename is durable only once its directory is synced: without it a crash can bring back the old name, or neither.
+// Durable files: a file's bytes once it is synced, a rename once its directory is synced (without that a crash can
+// bring back the old name, or neither).
 import { open } from 'node:fs/promises';
 
 /** fsyncs the directory `dir`, making renames and creations in it durable. Best effort: some filesystems refuse. */
@@ -7,4 +8,15 @@ export async function syncDir(dir: string): Promise<void> {
   if (handle === undefined) return;
   await handle.sync().catch(() => {});
   await handle.close().catch(() => {});
+}
+
+/** Writes `body` to `path` (created or truncated) and fdatasyncs it before returning. */
+export async function writeFileSynced(path: string, body: string | Buffer): Promise<void> {
+  const fh = await open(path, 'w');
+  try {
+    await fh.writeFile(body);
+    await fh.datasync();
+  } finally {
+    await fh.close();
+  }
 }

@@ -8,6 +8,7 @@ import { basename, dirname, join } from 'node:path';
 import { INPUT_FILES, epochContext, rows, settleEpochTo, type EpochInputs, type EpochSummary, type FileSink, type LineFile } from '../protocol/epoch-settle.ts';
 import type { ReceiptClaim } from '../protocol/receipt-rules.ts';
 import { verifyClaimSignatures, type SignaturePoolOptions } from './signature-pool.ts';
+import { writeFileSynced } from '../protocol/sync-dir.ts';
 
 /** A file's lines, read in 1 MiB chunks each time they are iterated, with its sha256 and size measured up front. */
 export async function lineFile(path: string): Promise<LineFile> {
@@ -49,15 +50,6 @@ export async function lineFile(path: string): Promise<LineFile> {
   };
 }
 
-async function writeSynced(path: string, body: string | Buffer): Promise<void> {
-  const fh = await open(path, 'w');
-  try {
-    await fh.writeFile(body);
-    await fh.datasync();
-  } finally {
-    await fh.close();
-  }
-}
 
 async function syncPath(path: string): Promise<void> {
   const fh = await open(path, 'r');
@@ -120,7 +112,7 @@ export async function settleEpochDir(inputDir: string, spentBefore: string, outD
     if (path) {
       await copyFile(path, join(tmp, name));
       await syncPath(join(tmp, name));
-    } else await writeSynced(join(tmp, name), input as string);
+    } else await writeFileSynced(join(tmp, name), input as string);
   }
   const out = settleEpochTo(inputs, (name) => fileSink(join(tmp, name)), { signatures, context });
   await rm(outDir, { recursive: true, force: true });

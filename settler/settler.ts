@@ -8,7 +8,7 @@
 //   <dir>/open/<epoch>/gateway-records.jsonl    gateway records that verified, each id once
 //   <dir>/open/<epoch>/nonces.jsonl             {node, nonce} of accepted batches (replay defence; not published)
 //   <dir>/epochs/<epoch>/...                    the published files (protocol/epoch-settle.ts), manifest.json last
-import { mkdir, readdir, readFile, rename, rm, open as openFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { KeyObject } from 'node:crypto';
 import type { Logger } from '../protocol/log.ts';
@@ -31,6 +31,7 @@ import {
 import { JsonlFile } from './jsonl-file.ts';
 import { settleEpochDir } from './settle-files.ts';
 import type { SettlerMetrics } from './metrics.ts';
+import { writeFileSynced } from '../protocol/sync-dir.ts';
 
 export interface SettlerOptions {
   dir: string;
@@ -432,12 +433,6 @@ export class Settler {
 
 async function writeDurably(path: string, body: string): Promise<void> {
   const tmp = `${path}.tmp`;
-  const fh = await openFile(tmp, 'w');
-  try {
-    await fh.writeFile(body);
-    await fh.datasync();
-  } finally {
-    await fh.close();
-  }
+  await writeFileSynced(tmp, body);
   await rename(tmp, path);
 }
