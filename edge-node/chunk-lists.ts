@@ -4,6 +4,7 @@
 import type { Dispatcher } from 'undici';
 import { LEAF_BYTES, chunkCount, parseChunkList, singleChunkList } from '../protocol/chunks.ts';
 import type { ShardChunks } from '../protocol/manifest.ts';
+import { BodyTooLargeError, readBounded } from '../protocol/bounded-body.ts';
 import { ByteLru } from './lru.ts';
 
 export interface ChunkListShard {
@@ -85,25 +86,24 @@ export class ChunkLists {
   private async fetch(shard: ChunkListShard): Promise<Buffer[]> {
     const base = new URL(this.opts.originUrl);
     const path = `${base.pathname.replace(/\/$/, '')}/${shard.chunks.listPath.split('/').map(encodeURIComponent).join('/')}`;
+    const what = `chunk list ${shard.chunks.listPath}`;
     let statusCode: number;
-    let bytes: Buffer;
+    let bytes: Buffer = Buffer.alloc(0);
     try {
       const res = await this.opts.dispatcher.request({ origin: base.origin, path, method: 'GET' });
       statusCode = res.statusCode;
-      const expected = chunkCount(shard.size, shard.chunks.chunkSize) * LEAF_BYTES;
-      if (Number(res.headers['content-length'] ?? 0) > expected) {
-        res.body.destroy();
-        throw new Error(`${String(res.headers['content-length'])} bytes, more than the ${expected} its shard needs`);
-      }
-      bytes = Buffer.from(await res.body.arrayBuffer());
+      // An error page is not read (dump stops at 128 KiB); a list is read up to the size its shard fixes.
+      if (statusCode !== 200) await res.body.dump().catch(() => {});
+      else bytes = await readBounded(res.body, chunkCount(shard.size, shard.chunks.chunkSize) * LEAF_BYTES, what, res.headers['content-length']);
     } catch (err) {
-      throw new Error(`chunk list ${shard.chunks.listPath}: ${(err as Error & { code?: string }).code ?? (err as Error).message}`);
+      if (err instanceof BodyTooLargeError) throw err;
+      throw new Error(`${what}: ${(err as Error & { code?: string }).code ?? (err as Error).message}`);
     }
-    if (statusCode !== 200) throw new Error(`chunk list ${shard.chunks.listPath}: origin answered ${statusCode}`);
+    if (statusCode !== 200) throw new Error(`${what}: origin answered ${statusCode}`);
     try {
       return parseChunkList(bytes, shard.size, shard.chunks.chunkSize, shard.chunks.chunkRoot);
     } catch (err) {
-      throw new Error(`chunk list ${shard.chunks.listPath}: ${(err as Error).message}`);
+      throw new Error(`${what}: ${(err as Error).message}`);
     }
   }
 }
