@@ -2,6 +2,7 @@
 import { cpus } from 'node:os';
 import { parseRate, parseSize, RATE_UNITS_HELP, SIZE_UNITS_HELP } from '../protocol/units.ts';
 import { parseNodeUrl } from '../protocol/node-url.ts';
+import { DEFAULT_MAX_MANIFEST_BYTES } from '../protocol/manifest.ts';
 import { intSetting, locationSetting, stringSetting, UsageError, type OptionSpec, type Settings } from '../protocol/cli/options.ts';
 
 export interface EdgeNodeConfig {
@@ -36,6 +37,8 @@ export interface EdgeNodeConfig {
   forwardUnsafe: boolean;
   /** Largest request body forwarded with --forward-unsafe (413 beyond). */
   maxRequestBodyBytes: number;
+  /** Largest manifest read from the origin (--manifest, and those the gateway names); a longer answer is refused. */
+  maxManifestBytes: number;
   shutdownGraceMs: number;
   manifests: string[];
   logLevel: string;
@@ -109,6 +112,7 @@ export const NODE_OPTIONS: OptionSpec[] = [
       'operator override, off by default (like nginx proxy_cache_valid): seconds an object cached by path stays fresh when the origin sends no s-maxage, max-age or Expires, in place of the RFC 9111 heuristic (10% of its age since Last-Modified, at most a day)',
   },
   { name: 'forward-unsafe', type: 'boolean', default: false, description: 'pass POST, PUT, DELETE, PATCH to the origin and invalidate what they change (default: 405, read-only)' },
+  { name: 'max-manifest-size', type: 'string', default: '64MiB', description: 'largest manifest.json read from the origin (--manifest, and those the gateway names); refused beyond' },
   { name: 'max-request-body', type: 'string', default: '64MiB', description: 'largest request body passed on with --forward-unsafe (413 beyond)' },
   { name: 'max-url', type: 'string', default: '8192', description: 'longest request URL in bytes (414 beyond)' },
   { name: 'max-header-size', type: 'string', default: '16384', description: 'largest request header block in bytes (431 beyond)' },
@@ -192,6 +196,7 @@ export function nodeConfigFromSettings(s: Settings): EdgeNodeConfig {
     pathTtlSeconds: stringSetting(s, 'path-ttl') === undefined ? null : intSetting(s, 'path-ttl', 0, 10 * 365 * 86400),
     forwardUnsafe: s['forward-unsafe'] === true,
     maxRequestBodyBytes: wrap(() => parseSize(String(s['max-request-body']), '--max-request-body')),
+    maxManifestBytes: wrap(() => parseSize(String(s['max-manifest-size'] ?? '64MiB'), '--max-manifest-size')),
     shutdownGraceMs: intSetting(s, 'shutdown-grace', 0, 3_600_000),
     manifests: (stringSetting(s, 'manifest') ?? '').split(',').map((m) => m.trim()).filter(Boolean),
     logLevel: stringSetting(s, 'log-level') ?? 'warn',
@@ -258,6 +263,7 @@ export function defaultNodeConfig(overrides: Partial<EdgeNodeConfig> & { originU
     pathTtlSeconds: null,
     forwardUnsafe: false,
     maxRequestBodyBytes: 64 * 1024 * 1024,
+    maxManifestBytes: DEFAULT_MAX_MANIFEST_BYTES,
     shutdownGraceMs: 10_000,
     manifests: [],
     logLevel: 'silent',

@@ -9,6 +9,7 @@ import { Agent, type Dispatcher } from 'undici';
 import { isSha256Hex } from '../protocol/hash.ts';
 import { CHUNK_LIST_ROUTE, leafHash } from '../protocol/chunks.ts';
 import { parseManifest } from '../protocol/manifest.ts';
+import { readBoundedText } from '../protocol/bounded-body.ts';
 import { decodeRequestPath } from '../protocol/paths.ts';
 import { createLogger, type Logger } from '../protocol/log.ts';
 import { listen, localUrl } from '../protocol/listen.ts';
@@ -398,13 +399,16 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   }
 
   async function loadManifest(originPath: string): Promise<string> {
-    const { statusCode, body } = await dispatcher.request({
+    const { statusCode, body, headers } = await dispatcher.request({
       origin: new URL(config.originUrl).origin,
       path: `${new URL(config.originUrl).pathname.replace(/\/$/, '')}/${encodeOriginPath(originPath)}`,
       method: 'GET',
     });
-    const text = await body.text();
-    if (statusCode !== 200) throw new Error(`manifest ${originPath}: origin answered ${statusCode}`);
+    if (statusCode !== 200) {
+      await body.dump().catch(() => {}); // an error page is not read (dump stops at 128 KiB)
+      throw new Error(`manifest ${originPath}: origin answered ${statusCode}`);
+    }
+    const text = await readBoundedText({ body, headers }, config.maxManifestBytes, `manifest ${originPath} (--max-manifest-size)`);
     return manifests.add(parseManifest(text), originPath);
   }
 

@@ -5,9 +5,12 @@
 /** Thrown when an answer is larger than the reader allows. */
 export class BodyTooLargeError extends Error {}
 
+/** An HTTP answer body as undici gives it: read in chunks, destroyed when given up on. */
+export type BoundedBody = AsyncIterable<Buffer> & { destroy(err?: Error): unknown; on?(event: 'error', listener: () => void): unknown };
+
 /** Reads at most `maxBytes` of `body`, or throws BodyTooLargeError (after destroying the body) naming `what`. */
 export async function readBounded(
-  body: AsyncIterable<Buffer> & { destroy(err?: Error): unknown; on?(event: 'error', listener: () => void): unknown },
+  body: BoundedBody,
   maxBytes: number,
   what: string,
   declaredLength?: string | string[] | undefined,
@@ -33,4 +36,13 @@ export async function readBounded(
     chunks.push(chunk);
   }
   return Buffer.concat(chunks, size);
+}
+
+/** An undici answer's body as UTF-8 text, read like readBounded (a declared content-length over the limit is refused unread). */
+export async function readBoundedText(
+  res: { body: BoundedBody; headers: Record<string, string | string[] | undefined> },
+  maxBytes: number,
+  what: string,
+): Promise<string> {
+  return (await readBounded(res.body, maxBytes, what, res.headers['content-length'])).toString('utf8');
 }

@@ -9,6 +9,12 @@ import { isValidChunkSize, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from './chunks.ts';
 
 export const MANIFEST_FORMAT_V1 = 'edgeshard-manifest/1';
 export const MANIFEST_FORMAT_V2 = 'edgeshard-manifest/2';
+/**
+ * The largest manifest.json a node, a gateway or a client reads (unless told otherwise: --max-manifest-size): a
+ * shard's entry is about 200 bytes, so 64 MiB lists some 300,000 shards. A longer answer is a broken or hostile
+ * origin or gateway, refused before it is buffered.
+ */
+export const DEFAULT_MAX_MANIFEST_BYTES = 64 * 1024 * 1024;
 /** What `dataset pack` writes. */
 export const MANIFEST_FORMAT = MANIFEST_FORMAT_V2;
 export type ManifestFormat = typeof MANIFEST_FORMAT_V1 | typeof MANIFEST_FORMAT_V2;

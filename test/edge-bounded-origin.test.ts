@@ -4,6 +4,8 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { Agent } from 'undici';
 import { ChunkLists } from '../edge-node/chunk-lists.ts';
+import { defaultNodeConfig } from '../edge-node/config.ts';
+import { startEdgeNode } from '../edge-node/server.ts';
 import { startEndlessServer, type EndlessServer } from './helpers/endless-body.ts';
 import { startScriptedOrigin } from './helpers/net.ts';
 
@@ -61,5 +63,29 @@ describe('chunk lists from the origin', () => {
     cleanups.push(origin.close);
     await expect(listsAt(origin.url).get(SHARD)).rejects.toThrow(`chunk list ${SHARD.chunks.listPath}: `);
     await new Promise((r) => setImmediate(r));
+  });
+});
+
+describe('manifests from the origin', () => {
+  async function nodeAt(url: string, maxManifestBytes: number) {
+    const node = await startEdgeNode(defaultNodeConfig({ originUrl: url, maxManifestBytes }));
+    cleanups.push(() => node.close());
+    return node;
+  }
+
+  it('an endless manifest: refused at --max-manifest-size with a message naming the flag', async () => {
+    const origin = await endless();
+    const node = await nodeAt(origin.url, 1 << 20);
+    await expect(node.loadManifest('sample/manifest.json')).rejects.toThrow(`manifest sample/manifest.json (--max-manifest-size): answer over the ${1 << 20}-byte limit`);
+    await origin.hungUp();
+    expect(origin.sent).toBeLessThan(32 << 20);
+  });
+
+  it('an endless error page: the status is reported, the body not buffered', async () => {
+    const origin = await endless({ status: 503 });
+    const node = await nodeAt(origin.url, 1 << 20);
+    await expect(node.loadManifest('sample/manifest.json')).rejects.toThrow('manifest sample/manifest.json: origin answered 503');
+    await origin.hungUp();
+    expect(origin.sent).toBeLessThan(32 << 20);
   });
 });
