@@ -66,6 +66,8 @@ export async function deployContracts(admin: Signer, params: DeployParams, opts:
   const file: ContractsFile = { format: 'edgeshard-contracts-v1', chainId: Number((await provider.getNetwork()).chainId), token, registry, escrow, settlement, deployBlock };
   const contracts = connectContracts(file, admin);
   await (await contracts.registry.grantRole(await contracts.registry.SLASHER_ROLE(), settlement)).wait();
+  // Registration warms the node's claim word in Settlement (its first claim then costs what later ones do).
+  await (await contracts.registry.setClaimWords(settlement)).wait();
   await (await contracts.escrow.grantRole(await contracts.escrow.SETTLEMENT_ROLE(), settlement)).wait();
   const s = contracts.settlement;
   await (await s.grantRole(await s.SETTLER_ROLE(), params.settler)).wait();

@@ -33,6 +33,8 @@ export interface RegistryContract extends BaseContract {
   unbondingDelay: View<[], bigint>;
   nodes: View<[string], [bigint, bigint, boolean] & { stake: bigint; unbondsAt: bigint; registered: boolean }>;
   isActive: View<[string], boolean>;
+  claimWords: View<[], string>;
+  setClaimWords: Send<[string]>;
   register: Send<[bigint]>;
   addStake: Send<[bigint]>;
   startUnbonding: Send<[]>;
@@ -75,6 +77,8 @@ export interface SettlementContract extends BaseContract {
   capacityPool: View<[], bigint>;
   epochs: View<[bigint], EpochRecord>;
   claimed: View<[bigint, string], boolean>;
+  latestEpoch: View<[], bigint>;
+  warmClaimWord: Send<[string]>;
   evidenceUsed: View<[string], boolean>;
   chargesOf: View<[bigint], Charge[]>;
   hasRole: View<[string, string], boolean>;

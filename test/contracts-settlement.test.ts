@@ -118,11 +118,11 @@ describe('settlement: claims', () => {
     expect((await f.as(f.outsider).settlement.epochs(e.epoch)).remaining).toBe(0n);
   });
 
-  it('keeps claims per (epoch, node): a claim in epoch 7 blocks neither epoch 8 nor epoch 263 (same bit, next word)', async () => {
+  it('keeps claims per (epoch, node): a claim in epoch 7 blocks neither epoch 8 nor epoch 262 (same bit, next word)', async () => {
     const [a, trainer] = await Promise.all([f.addr(f.nodeA), f.addr(f.trainer)]);
     await deposit(30n * TOKEN);
     const trees = new Map<bigint, ReturnType<typeof epochTree>>();
-    for (const epoch of [7n, 8n, 263n]) {
+    for (const epoch of [7n, 8n, 262n]) {
       const t = epochTree(Number(epoch), [[a, 10n * TOKEN]]);
       trees.set(epoch, t);
       await mined(f.as(f.settler).settlement.postRoot(epoch, t.root, 10n * TOKEN, MANIFEST, [{ payer: trainer, amount: 10n * TOKEN }], 0n));
@@ -130,10 +130,10 @@ describe('settlement: claims', () => {
     await f.chain.advanceTime(3_600);
     const s = f.as(f.nodeA).settlement;
     await mined(s.claim(7n, a, 10n * TOKEN, trees.get(7n)!.proofFor(a)));
-    expect([await s.claimed(7n, a), await s.claimed(8n, a), await s.claimed(263n, a)]).toEqual([true, false, false]);
-    await mined(s.claim(263n, a, 10n * TOKEN, trees.get(263n)!.proofFor(a)));
+    expect([await s.claimed(7n, a), await s.claimed(8n, a), await s.claimed(262n, a)]).toEqual([true, false, false]);
+    await mined(s.claim(262n, a, 10n * TOKEN, trees.get(262n)!.proofFor(a)));
     await mined(s.claim(8n, a, 10n * TOKEN, trees.get(8n)!.proofFor(a)));
-    for (const epoch of [7n, 8n, 263n]) await expectRevert(s.claim(epoch, a, 10n * TOKEN, trees.get(epoch)!.proofFor(a)), 'AlreadyClaimed');
+    for (const epoch of [7n, 8n, 262n]) await expectRevert(s.claim(epoch, a, 10n * TOKEN, trees.get(epoch)!.proofFor(a)), 'AlreadyClaimed');
     expect(await f.as(f.outsider).token.balanceOf(a)).toBe(100_030n * TOKEN);
   });
 
@@ -208,6 +208,94 @@ describe('settlement: claims', () => {
     await f.chain.advanceTime(3_600);
     // The proof is valid; the amount is what the contract refuses.
     await expectRevert(f.as(f.nodeA).settlement.claim(11n, a, MaxUint256, t.proofFor(a)), 'ClaimsExceedTotal');
+  });
+});
+
+describe('settlement: claim words (255 epochs a word, bit 255 = WARM)', () => {
+  async function registerNode(who: Fixture['nodeA']) {
+    const c = f.as(who);
+    await mined(c.token.approve(f.file.registry, 1_000n * TOKEN));
+    await mined(c.registry.register(1_000n * TOKEN));
+  }
+
+  /** Posts one single-leaf epoch of 10 per entry (the trainer pays 11: the fee keeps the contract's token balance
+   * non-zero, so no claim's gas includes the refund for zeroing it) and opens their claims. */
+  async function postEpochs(node: string, epochs: bigint[]) {
+    const trainer = await f.addr(f.trainer);
+    await deposit(BigInt(epochs.length) * 11n * TOKEN);
+    const trees = new Map<bigint, ReturnType<typeof epochTree>>();
+    for (const epoch of epochs) {
+      const t = epochTree(Number(epoch), [[node, 10n * TOKEN]]);
+      trees.set(epoch, t);
+      await mined(f.as(f.settler).settlement.postRoot(epoch, t.root, 10n * TOKEN, MANIFEST, [{ payer: trainer, amount: 11n * TOKEN }], 0n));
+    }
+    await f.chain.advanceTime(3_600);
+    return trees;
+  }
+
+  it('a registered node’s first claim rewrites its pre-warmed word: the fresh slot (22,100 gas) was paid at registration', async () => {
+    const [a, b] = await Promise.all([f.addr(f.nodeA), f.addr(f.nodeB)]);
+    // nodeB registers before any root: nothing says where its epochs fall, so nothing is warmed and it claims at the
+    // fresh-word price, like a node that never registers.
+    await registerNode(f.nodeB);
+    const e = await postStandardEpoch();
+    await registerNode(f.nodeA); // newest root 7: warms word 8 / 255 = 0
+    await f.chain.advanceTime(3_600);
+    const registered = await mined(f.as(f.outsider).settlement.claim(e.epoch, a, 300n * TOKEN, e.proofFor(a)));
+    const unregistered = await mined(f.as(f.outsider).settlement.claim(e.epoch, b, 200n * TOKEN, e.proofFor(b)));
+    // Both already hold tokens, so the claim word is the only slot that differs: 22,100 vs 5,000 (EIP-2929/2200),
+    // less a few gas of calldata between the two addresses and amounts.
+    expect(unregistered.gasUsed - registered.gasUsed).toBeGreaterThan(16_500n);
+    expect(await f.as(f.outsider).token.balanceOf(a)).toBe(100_000n * TOKEN - 1_000n * TOKEN + 300n * TOKEN);
+    expect(await f.as(f.outsider).token.balanceOf(b)).toBe(100_000n * TOKEN - 1_000n * TOKEN + 200n * TOKEN);
+  });
+
+  it('the WARM bit is no epoch: epochs 254 and 255 (last bit of word 0, first of word 1) claim once each after warming', async () => {
+    // With 256 epochs a word, epoch 255 would be the WARM bit of word 0 and a registered node could never claim it.
+    const [a, b] = await Promise.all([f.addr(f.nodeA), f.addr(f.nodeB)]);
+    await postEpochs(b, [1n]);
+    await registerNode(f.nodeA); // newest root 1: warms word 2 / 255 = 0
+    const trees = await postEpochs(a, [254n, 255n, 509n, 510n]);
+    const s = f.as(f.outsider).settlement;
+    for (const epoch of [254n, 255n, 509n, 510n]) expect(await s.claimed(epoch, a)).toBe(false);
+    for (const epoch of [255n, 254n, 510n, 509n]) await mined(s.claim(epoch, a, 10n * TOKEN, trees.get(epoch)!.proofFor(a)));
+    for (const epoch of [254n, 255n, 509n, 510n]) {
+      expect(await s.claimed(epoch, a)).toBe(true);
+      await expectRevert(s.claim(epoch, a, 10n * TOKEN, trees.get(epoch)!.proofFor(a)), 'AlreadyClaimed');
+    }
+    expect(await s.claimed(256n, a)).toBe(false);
+  });
+
+  it('warming is open to anyone, idempotent, and never clears a claimed epoch', async () => {
+    const a = await f.addr(f.nodeA);
+    const trees = await postEpochs(a, [7n, 8n]);
+    const s = f.as(f.outsider).settlement;
+    await mined(s.claim(7n, a, 10n * TOKEN, trees.get(7n)!.proofFor(a)));
+    // latestEpoch is 8: this warms word 9 / 255 = 0, which already holds epoch 7's bit. Overwriting it with the
+    // WARM bit alone would reopen epoch 7 to a second claim.
+    expect(await s.latestEpoch()).toBe(8n);
+    await mined(s.warmClaimWord(a));
+    await mined(s.warmClaimWord(a));
+    expect(await s.claimed(7n, a)).toBe(true);
+    await expectRevert(s.claim(7n, a, 10n * TOKEN, trees.get(7n)!.proofFor(a)), 'AlreadyClaimed');
+    expect(await s.claimed(8n, a)).toBe(false);
+    await mined(s.claim(8n, a, 10n * TOKEN, trees.get(8n)!.proofFor(a)));
+    expect(await f.as(f.outsider).token.balanceOf(a)).toBe(100_020n * TOKEN);
+  });
+
+  it('registration warms the word of the epoch after the newest root; the registry names Settlement once, by the admin', async () => {
+    const [a, b] = await Promise.all([f.addr(f.nodeA), f.addr(f.nodeB)]);
+    const old = await postEpochs(a, [254n]); // newest root 254: registration warms word 255 / 255 = 1, not word 0
+    await registerNode(f.nodeA);
+    const next = await postEpochs(a, [255n]);
+    const s = f.as(f.outsider).settlement;
+    const warmed = await mined(s.claim(255n, a, 10n * TOKEN, next.get(255n)!.proofFor(a)));
+    const cold = await mined(s.claim(254n, a, 10n * TOKEN, old.get(254n)!.proofFor(a)));
+    expect(cold.gasUsed - warmed.gasUsed).toBeGreaterThan(16_500n);
+    const r = f.as(f.admin).registry;
+    expect(await r.claimWords()).toBe(f.file.settlement);
+    await expectRevert(r.setClaimWords(b), 'ClaimWordsAlreadySet');
+    await expectRevert(f.as(f.outsider).registry.setClaimWords(b), 'AccessControlUnauthorizedAccount');
   });
 });
 

@@ -6,6 +6,11 @@ import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 
+/// @notice What registration tells the Settlement contract: warm the node's claim word (see Settlement.claimedEpochs).
+interface IClaimWords {
+    function warmClaimWord(address node) external;
+}
+
 /// @notice Edge nodes register their address with a stake. Leaving takes an unbonding delay, during which the stake
 /// can still be slashed for misbehaviour proven before or while it unbonds. Only SLASHER_ROLE (the Settlement
 /// contract, which checks the evidence) can slash.
@@ -26,6 +31,8 @@ contract NodeRegistry is AccessControl, ReentrancyGuardTransient {
     }
 
     mapping(address => Node) public nodes;
+    /// The Settlement contract, set once by the admin after it is deployed (it is deployed after this registry).
+    IClaimWords public claimWords;
 
     event NodeRegistered(address indexed node, uint256 stake);
     event StakeAdded(address indexed node, uint256 amount, uint256 stake);
@@ -40,6 +47,7 @@ contract NodeRegistry is AccessControl, ReentrancyGuardTransient {
     error NotUnbonding(address node);
     error StillUnbonding(address node, uint64 withdrawableAt);
     error ZeroAmount();
+    error ClaimWordsAlreadySet(address claimWords);
 
     constructor(IERC20 token_, uint256 minStake_, uint64 unbondingDelay_, address admin) {
         token = token_;
@@ -48,7 +56,14 @@ contract NodeRegistry is AccessControl, ReentrancyGuardTransient {
         _grantRole(DEFAULT_ADMIN_ROLE, admin);
     }
 
-    /// @notice Registers msg.sender with `stake` tokens (approve first).
+    /// @notice Names the Settlement contract whose claim word each registration warms; once.
+    function setClaimWords(IClaimWords claimWords_) external onlyRole(DEFAULT_ADMIN_ROLE) {
+        if (address(claimWords) != address(0)) revert ClaimWordsAlreadySet(address(claimWords));
+        claimWords = claimWords_;
+    }
+
+    /// @notice Registers msg.sender with `stake` tokens (approve first). It also pays, once, for the fresh storage
+    /// slot of its claim word in the Settlement contract, so that its first claim costs what its later ones do.
     function register(uint256 stake) external nonReentrant {
         Node storage n = nodes[msg.sender];
         if (n.registered) revert AlreadyRegistered(msg.sender);
@@ -57,6 +72,7 @@ contract NodeRegistry is AccessControl, ReentrancyGuardTransient {
         n.stake = stake;
         n.unbondsAt = 0;
         emit NodeRegistered(msg.sender, stake);
+        if (address(claimWords) != address(0)) claimWords.warmClaimWord(msg.sender);
         token.safeTransferFrom(msg.sender, address(this), stake);
     }
 

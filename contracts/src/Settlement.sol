@@ -9,7 +9,7 @@ import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProo
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {Escrow} from "./Escrow.sol";
-import {NodeRegistry} from "./NodeRegistry.sol";
+import {IClaimWords, NodeRegistry} from "./NodeRegistry.sol";
 
 /// @notice Per-epoch reward roots and claims. The settler posts (epoch, root, total, sha256 of the epoch's
 /// manifest.json) with the payers' charges; the charges are debited from the escrow and, with a draw on the capacity
@@ -20,7 +20,7 @@ import {NodeRegistry} from "./NodeRegistry.sol";
 /// StandardMerkleTree format from OpenZeppelin's merkle-tree library (double-hashed leaves).
 /// Slashing takes a quorum of gateway signatures (EIP-712) over a failed capacity challenge: evidence the chain
 /// checks itself. A client's word alone never slashes.
-contract Settlement is AccessControl, ReentrancyGuardTransient, EIP712 {
+contract Settlement is AccessControl, ReentrancyGuardTransient, EIP712, IClaimWords {
     using SafeERC20 for IERC20;
 
     bytes32 public constant SETTLER_ROLE = keccak256("SETTLER_ROLE");
@@ -81,9 +81,15 @@ contract Settlement is AccessControl, ReentrancyGuardTransient, EIP712 {
     mapping(uint256 => Epoch) public epochs;
     mapping(uint256 => Dispute) public disputes;
     mapping(uint256 => Escrow.Charge[]) internal epochCharges;
-    /// Per node, a bitmap of the epochs it has claimed (256 epochs a word): a node that claims every epoch writes a
-    /// word that is already non-zero, 5,000 gas instead of 22,100 for a fresh flag per (epoch, node).
+    /// Per node, a bitmap of the epochs it has claimed: word epoch / 255, bit epoch % 255. A node that claims every
+    /// epoch writes a word that is already non-zero, 5,000 gas instead of 22,100 for a fresh flag per (epoch, node).
+    /// Bit 255 is no epoch: WARM, set by warmClaimWord (on registration) so that even a node's first claim rewrites a
+    /// non-zero word; the fresh slot is paid once at registration instead of in the claim.
     mapping(address => mapping(uint256 => uint256)) internal claimedEpochs;
+    uint256 internal constant EPOCHS_PER_WORD = 255;
+    uint256 internal constant WARM = 1 << 255;
+    /// The highest epoch with a posted root: registration warms the claim word of the epoch after it.
+    uint256 public latestEpoch;
     mapping(bytes32 => bool) public evidenceUsed;
     mapping(uint256 => bool) public feesSwept;
 
@@ -163,6 +169,7 @@ contract Settlement is AccessControl, ReentrancyGuardTransient, EIP712 {
         for (uint256 i = 0; i < charges.length; i++) wanted += charges[i].amount;
         if (total > wanted + capacityDraw) revert TotalExceedsFunds(total, wanted + capacityDraw);
         capacityPool -= capacityDraw;
+        if (epoch > latestEpoch) latestEpoch = epoch;
         uint64 ends = uint64(block.timestamp) + challengeWindow;
         epochs[epoch] = Epoch({
             root: root,
@@ -187,17 +194,30 @@ contract Settlement is AccessControl, ReentrancyGuardTransient, EIP712 {
         Epoch storage e = epochs[epoch];
         if (e.status != Status.Posted) revert EpochNotPosted(epoch, e.status);
         if (block.timestamp < e.challengeEnds) revert ChallengeWindowOpen(epoch, e.challengeEnds);
-        uint256 bit = 1 << (epoch & 255);
-        uint256 word = claimedEpochs[node][epoch >> 8];
+        uint256 bit = 1 << (epoch % EPOCHS_PER_WORD);
+        uint256 word = claimedEpochs[node][epoch / EPOCHS_PER_WORD];
         if (word & bit != 0) revert AlreadyClaimed(epoch, node);
         bytes32 leaf = keccak256(bytes.concat(keccak256(abi.encode(epoch, node, amount))));
         if (!MerkleProof.verifyCalldata(proof, e.root, leaf)) revert InvalidProof(epoch, node, amount);
         // A root whose leaves add up to more than its total cannot pay out more than the total.
         if (amount > e.remaining) revert ClaimsExceedTotal(epoch, amount, e.remaining);
         e.remaining -= uint128(amount);
-        claimedEpochs[node][epoch >> 8] = word | bit;
+        claimedEpochs[node][epoch / EPOCHS_PER_WORD] = word | bit;
         emit Claimed(epoch, node, amount);
         token.safeTransfer(node, amount);
+    }
+
+    /// @notice Sets the WARM bit of `node`'s claim word for the epoch after the newest posted root, if that word is
+    /// still zero, so that the node's first claim there costs what its later ones do. NodeRegistry calls it when a
+    /// node registers; anyone may (it pays the fresh slot and marks no epoch claimed). Before the first root nothing
+    /// says which word the node's epochs will fall in, so nothing is written.
+    function warmClaimWord(address node) external {
+        if (latestEpoch == 0) return;
+        uint256 w;
+        unchecked {
+            w = (latestEpoch + 1) / EPOCHS_PER_WORD; // a settler's epoch of 2**256 - 1 wraps to word 0: only gas
+        }
+        if (claimedEpochs[node][w] == 0) claimedEpochs[node][w] = WARM;
     }
 
     /// @notice Disputes a posted root during its challenge window, with a bond of `disputeBond` tokens (approve first).
@@ -277,7 +297,7 @@ contract Settlement is AccessControl, ReentrancyGuardTransient, EIP712 {
     }
 
     function claimed(uint256 epoch, address node) external view returns (bool) {
-        return claimedEpochs[node][epoch >> 8] & (1 << (epoch & 255)) != 0;
+        return claimedEpochs[node][epoch / EPOCHS_PER_WORD] & (1 << (epoch % EPOCHS_PER_WORD)) != 0;
     }
 
     function chargesOf(uint256 epoch) external view returns (Escrow.Charge[] memory) {
