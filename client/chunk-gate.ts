@@ -3,7 +3,7 @@
 // unverified reaches the .partial file and a bad chunk is pinned on the node that sent it (the evidence proof of
 // bandwidth needs, kept in the shard's result and reported to the gateway).
 import { request, type Dispatcher } from 'undici';
-import { CHUNK_LIST_ROUTE, ChunkVerifier, LEAF_BYTES, chunkCount, parseChunkList, singleChunkList, type ChunkMismatch } from '../protocol/chunks.ts';
+import { CHUNK_LIST_ROUTE, ChunkVerifier, chunkListBytes, parseChunkList, singleChunkList, type ChunkMismatch } from '../protocol/chunks.ts';
 import { readBounded } from '../protocol/bounded-body.ts';
 import type { ShardChunks, ShardEntry } from '../protocol/manifest.ts';
 import type { Source } from './sources.ts';
@@ -95,7 +95,7 @@ export async function fetchShardLeaves(
         continue;
       }
       // The list's exact size is known (a leaf per chunk): a node cannot make the client buffer more.
-      const body = await readBounded(res.body, chunkCount(shard.size, chunks.chunkSize) * LEAF_BYTES, `chunk list from ${source.url}`, res.headers['content-length']);
+      const body = await readBounded(res.body, chunkListBytes(shard.size, chunks.chunkSize), `chunk list from ${source.url}`, res.headers['content-length']);
       return { chunkSize: chunks.chunkSize, leaves: parseChunkList(body, shard.size, chunks.chunkSize, chunks.chunkRoot) };
     } catch {
       if (opts.signal?.aborted) throw opts.signal.reason;

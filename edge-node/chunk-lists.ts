@@ -2,7 +2,7 @@
 // (.chunks/<sha256>), checked against the manifest's root, kept in memory (32 bytes per MiB of shard), and shared by
 // concurrent fills. A list is only as good as its root: a wrong one is refused, never used.
 import type { Dispatcher } from 'undici';
-import { LEAF_BYTES, chunkCount, parseChunkList, singleChunkList } from '../protocol/chunks.ts';
+import { chunkListBytes, parseChunkList, singleChunkList } from '../protocol/chunks.ts';
 import type { ShardChunks } from '../protocol/manifest.ts';
 import { BodyTooLargeError, readBounded } from '../protocol/bounded-body.ts';
 import { ByteLru } from './lru.ts';
@@ -94,7 +94,7 @@ export class ChunkLists {
       statusCode = res.statusCode;
       // An error page is not read (dump stops at 128 KiB); a list is read up to the size its shard fixes.
       if (statusCode !== 200) await res.body.dump().catch(() => {});
-      else bytes = await readBounded(res.body, chunkCount(shard.size, shard.chunks.chunkSize) * LEAF_BYTES, what, res.headers['content-length']);
+      else bytes = await readBounded(res.body, chunkListBytes(shard.size, shard.chunks.chunkSize), what, res.headers['content-length']);
     } catch (err) {
       if (err instanceof BodyTooLargeError) throw err;
       throw new Error(`${what}: ${(err as Error & { code?: string }).code ?? (err as Error).message}`);

@@ -10,7 +10,8 @@
 //
 // Pure core (planning, deadlines, checking the answer) first; the Challenger below is the I/O shell.
 import { request, type Dispatcher } from 'undici';
-import { chunkBounds, chunkCount, leafHash, parseChunkList, singleChunkList, CHUNK_LIST_DIR } from '../protocol/chunks.ts';
+import { chunkBounds, chunkCount, leafHash, parseChunkList, singleChunkList, CHUNK_LIST_DIR, chunkListBytes } from '../protocol/chunks.ts';
+import { readBounded } from '../protocol/bounded-body.ts';
 import { sha256Hex } from '../protocol/hash.ts';
 import { epochOf } from '../protocol/client-tickets.ts';
 import { signGatewayRecord, type ChallengeFailure, type ChallengeRecord, type GatewayRecord } from '../protocol/gateway-records.ts';
@@ -277,8 +278,12 @@ export class Challenger {
         headersTimeout: 15_000,
         bodyTimeout: 15_000,
       });
-      const body = Buffer.from(await res.body.arrayBuffer());
-      if (res.statusCode !== 200) throw new Error(`origin answered ${res.statusCode} for the chunk list`);
+      if (res.statusCode !== 200) {
+        await res.body.dump().catch(() => {}); // an error page is not read (dump stops at 128 KiB)
+        throw new Error(`origin answered ${res.statusCode} for the chunk list`);
+      }
+      // No more than the list of a shard this size can be.
+      const body = await readBounded(res.body, chunkListBytes(plan.shard.size, chunks.chunkSize), 'chunk list from the origin', res.headers['content-length']);
       leaves = parseChunkList(body, plan.shard.size, chunks.chunkSize, chunks.chunkRoot);
     }
     if (this.leaves.size >= 1024) this.leaves.delete(this.leaves.keys().next().value!);

@@ -1,7 +1,8 @@
 // Settings for `edgeshard gateway`, from flags, env and config file into a checked options object.
 import { intSetting, locationSetting, stringSetting, UsageError, type OptionSpec, type Settings } from '../protocol/cli/options.ts';
 import { ALL_NODE_CHECKS, type NodeChecks } from './registry.ts';
-import { parseDuration } from '../protocol/units.ts';
+import { parseDuration, parseSize } from '../protocol/units.ts';
+import { DEFAULT_MAX_MANIFEST_BYTES } from '../protocol/manifest.ts';
 
 export type FallbackMode = 'redirect' | 'proxy' | 'off';
 
@@ -17,6 +18,8 @@ export interface GatewayConfig {
   probeIntervalMs: number;
   /** Re-read each dataset's manifest from the origin this often (ms); 0 never. */
   manifestRefreshMs: number;
+  /** Largest manifest read from the origin (a longer answer is refused: the dataset stays unloaded or on its version). */
+  maxManifestBytes: number;
   fallback: FallbackMode;
   /**
    * For this long after start (ms), while no node has registered, a request that would go to the origin gets 503
@@ -71,6 +74,7 @@ export const GATEWAY_OPTIONS: OptionSpec[] = [
   { name: 'ticket-ttl', type: 'string', default: '600', description: 'seconds a ticket stays valid' },
   { name: 'heartbeat', type: 'string', default: '1000', description: 'ms between node heartbeats; 3 missed = down' },
   { name: 'manifest-refresh', type: 'string', default: '60', description: "seconds between re-reads of each dataset's manifest from the origin, so a new version is served without a restart (0 = never)" },
+  { name: 'max-manifest-size', type: 'string', default: '64MiB', description: "largest dataset manifest.json read from the origin (refused beyond); clients read the gateway's copy up to their own --max-manifest-size" },
   { name: 'probe-interval', type: 'string', default: '30000', description: 'ms between active probes of each node (0 = off)' },
   { name: 'fallback', type: 'string', default: 'redirect', description: 'when no node can serve: redirect (to the origin), proxy (stream it), off (503)' },
   { name: 'startup-grace', type: 'string', default: '5s', description: 'for this long after start, while no node has registered yet, answer 503 with Retry-After: 1 instead of sending clients to the origin (nodes reconnect within seconds of a restart); 0 = off' },
@@ -118,8 +122,10 @@ export function gatewayConfigFromSettings(s: Settings): GatewayConfig {
   if (fallback !== 'redirect' && fallback !== 'proxy' && fallback !== 'off') throw new UsageError(`--fallback "${fallback}": use redirect, proxy or off`);
   const location = locationSetting(s);
   let startupGraceMs: number;
+  let maxManifestBytes: number;
   try {
     startupGraceMs = parseDuration(String(s['startup-grace'] ?? '5s'), '--startup-grace');
+    maxManifestBytes = parseSize(String(s['max-manifest-size'] ?? '64MiB'), '--max-manifest-size');
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
@@ -143,6 +149,7 @@ export function gatewayConfigFromSettings(s: Settings): GatewayConfig {
     heartbeatMs: intSetting(s, 'heartbeat', 100, 600_000),
     probeIntervalMs: intSetting(s, 'probe-interval', 0, 86_400_000),
     manifestRefreshMs: intSetting(s, 'manifest-refresh', 0, 86_400) * 1000,
+    maxManifestBytes,
     fallback,
     startupGraceMs,
     trustedProxies: (stringSetting(s, 'trusted-proxies') ?? '').split(',').map((p) => p.trim()).filter(Boolean),
@@ -180,6 +187,7 @@ export function defaultGatewayConfig(overrides: Partial<GatewayConfig> & { origi
     heartbeatMs: 1000,
     probeIntervalMs: 0,
     manifestRefreshMs: 60_000,
+    maxManifestBytes: DEFAULT_MAX_MANIFEST_BYTES,
     fallback: 'redirect',
     // Tests and embedders start their nodes themselves (the demo waits for them before its first fetch): no grace
     // unless asked for. `edgeshard gateway` has 5 s.

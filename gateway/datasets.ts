@@ -1,7 +1,8 @@
 // The datasets a gateway serves: their manifests, loaded from the origin, and lookups from a shard's sha256 or
 // path to its manifest entry.
 import { request, type Dispatcher } from 'undici';
-import { manifestId, parseManifest, type Manifest, type ShardEntry } from '../protocol/manifest.ts';
+import { DEFAULT_MAX_MANIFEST_BYTES, manifestId, parseManifest, type Manifest, type ShardEntry } from '../protocol/manifest.ts';
+import { readBoundedText } from '../protocol/bounded-body.ts';
 
 export interface Dataset {
   name: string;
@@ -21,6 +22,8 @@ export class DatasetCatalog {
   constructor(
     readonly originUrl: string,
     private readonly dispatcher?: Dispatcher,
+    /** Largest manifest read from the origin (--max-manifest-size). */
+    private readonly maxManifestBytes = DEFAULT_MAX_MANIFEST_BYTES,
   ) {}
 
   /** Fetches `<origin>/<name>/manifest.json` and validates it. */
@@ -28,8 +31,11 @@ export class DatasetCatalog {
     if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(name)) throw new Error(`dataset name "${name}" is not valid`);
     const manifestPath = `${name}/manifest.json`;
     const res = await request(`${this.originUrl}/${manifestPath}`, { ...(this.dispatcher ? { dispatcher: this.dispatcher } : {}), headersTimeout: 15_000, bodyTimeout: 15_000 });
-    const text = await res.body.text();
-    if (res.statusCode !== 200) throw new Error(`dataset ${name}: origin answered ${res.statusCode} for ${manifestPath}`);
+    if (res.statusCode !== 200) {
+      await res.body.dump().catch(() => {}); // an error page is not read (dump stops at 128 KiB)
+      throw new Error(`dataset ${name}: origin answered ${res.statusCode} for ${manifestPath}`);
+    }
+    const text = await readBoundedText(res, this.maxManifestBytes, `dataset ${name}: ${manifestPath} (--max-manifest-size)`);
     const manifest = parseManifest(text);
     if (manifest.name !== name) throw new Error(`dataset ${name}: the manifest at ${manifestPath} names itself "${manifest.name}"`);
     return this.add(manifest, manifestPath);

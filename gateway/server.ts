@@ -136,7 +136,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   const log = deps.logger ?? createLogger(config.logLevel, 'gateway');
   const metrics = createGatewayMetrics({ defaultMetrics: true });
   const geoip = deps.geoip ?? (await GeoIp.open());
-  const catalog = new DatasetCatalog(config.originUrl);
+  const catalog = new DatasetCatalog(config.originUrl, undefined, config.maxManifestBytes);
   const statusPage = await loadStatusPage();
   // Set below, once the registry exists: a manifest that loads late, or changes, is pushed to connected nodes.
   let announceManifests: (() => void) | undefined;

@@ -112,13 +112,18 @@ export function leafHashesOf(body: Uint8Array, chunkSize: number): Buffer[] {
   return out;
 }
 
+/** The exact size of a `size`-byte shard's chunk list: what a reader of one from the network reads at the most. */
+export function chunkListBytes(size: number, chunkSize: number): number {
+  return chunkCount(size, chunkSize) * LEAF_BYTES;
+}
+
 /**
  * Splits and checks a chunk list (concatenated 32-byte leaf hashes) for a `size`-byte shard with `rootHex`.
  * Throws a message that says what is wrong: the list comes from the network.
  */
 export function parseChunkList(bytes: Uint8Array, size: number, chunkSize: number, rootHex: string): Buffer[] {
   const count = chunkCount(size, chunkSize);
-  if (bytes.length !== count * LEAF_BYTES) throw new Error(`chunk list is ${bytes.length} bytes; a ${size}-byte shard in ${chunkSize}-byte chunks needs ${count * LEAF_BYTES}`);
+  if (bytes.length !== chunkListBytes(size, chunkSize)) throw new Error(`chunk list is ${bytes.length} bytes; a ${size}-byte shard in ${chunkSize}-byte chunks needs ${chunkListBytes(size, chunkSize)}`);
   const leaves: Buffer[] = [];
   for (let i = 0; i < count; i++) leaves.push(Buffer.from(bytes.subarray(i * LEAF_BYTES, (i + 1) * LEAF_BYTES)));
   const root = merkleRoot(leaves).toString('hex');
