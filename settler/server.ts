@@ -7,18 +7,24 @@ import { closeNow, listen, localUrl } from '../protocol/listen.ts';
 import { MAX_BODY_BYTES, SETTLER_PATHS } from '../protocol/settler-api.ts';
 import { Settler, type SettlerOptions } from './settler.ts';
 import { createSettlerMetrics, type SettlerMetrics } from './metrics.ts';
+import { ChainWatcher, watchChain, type ChainWatcherOptions } from '../contracts/chain-watcher.ts';
+import { createChainMetrics } from '../contracts/chain-metrics.ts';
 
 export interface SettlerServerOptions extends Omit<SettlerOptions, 'metrics'> {
   host: string;
   port: number;
   /** How often the settler looks for epochs whose claim window has passed (ms); 0: only when settleDue() is called. */
   settleCheckMs: number;
+  /** Read the contracts' events into /metrics (edgeshard_chain_*), polling every pollMs. */
+  chainWatch?: ChainWatcherOptions & { pollMs: number };
 }
 
 export interface RunningSettler {
   url: string;
   settler: Settler;
   metrics: SettlerMetrics;
+  /** The chain watcher behind edgeshard_chain_* (with chainWatch). */
+  chainWatcher: ChainWatcher | null;
   close(): Promise<void>;
 }
 
@@ -120,12 +126,35 @@ export async function startSettler(opts: SettlerServerOptions, deps: { logger?: 
     timer.unref();
   }
 
+  const chainWatcher = opts.chainWatch ? new ChainWatcher(opts.chainWatch) : null;
+  let chainPolling: { stop(): Promise<void> } | null = null;
+  if (chainWatcher) {
+    const chainMetrics = createChainMetrics(metrics.registry);
+    chainMetrics.watch(chainWatcher);
+    // Logged when the chain stops answering and when it answers again, not at every failed poll.
+    let failing = false;
+    chainPolling = watchChain(chainWatcher, opts.chainWatch!.pollMs, {
+      onPoll() {
+        chainMetrics.pollSucceeded(Date.now());
+        if (failing) log.info({ block: chainWatcher.scannedBlock }, 'reading the chain again');
+        failing = false;
+      },
+      onError(err) {
+        chainMetrics.pollFailed();
+        if (!failing) log.warn({ err: (err as Error).message, block: chainWatcher.scannedBlock }, 'reading the chain failed; the chain metrics stay at the last block read and the next poll retries');
+        failing = true;
+      },
+    });
+  }
+
   return {
     url: localUrl(address),
     settler,
     metrics,
+    chainWatcher,
     async close() {
       closed = true;
+      await chainPolling?.stop();
       if (timer) clearTimeout(timer);
       await closeNow(server);
       await settler.close();

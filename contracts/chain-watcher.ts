@@ -1,0 +1,186 @@
+// Reads the contracts' events into a ChainLedger (contracts/chain-ledger.ts), block range by block range from a
+// cursor, plus the few figures only the contracts' state knows (token balances, the capacity pool, what is left to
+// claim of recent epochs). The cursor lives in memory and starts at the deployment block, so a restarted watcher
+// recounts the chain from the start: the totals it exports are the chain's, never the sum of two runs. A range's
+// events are applied only once the whole range is read, so a failed read leaves the cursor where it was.
+import { Interface, getAddress, type Provider } from 'ethers';
+import { loadArtifacts } from './build.ts';
+import { EpochStatus, connectContracts, type Contracts, type ContractsFile } from './handles.ts';
+import { ChainLedger, type ChainEvent, type EpochState, type LedgerSnapshot, type WatchedContract } from './chain-ledger.ts';
+
+export interface ChainWatcherOptions {
+  provider: Provider;
+  file: ContractsFile;
+  /** First block to read (default: the contracts file's deployBlock). */
+  fromBlock?: number;
+  /** Blocks behind the head to stay (a chain that may reorganise its tip); 0 for the dev chain. */
+  confirmations?: number;
+  /** Most blocks asked for in one eth_getLogs (public RPC endpoints refuse wide ranges). */
+  maxBlockRange?: number;
+  /** How many of the latest posted epochs get their unclaimed remainder read from the contract. */
+  recentEpochs?: number;
+}
+
+export interface EpochOnChain {
+  epoch: bigint;
+  state: EpochState;
+  total: bigint;
+  /** Settlement.epochs(epoch).remaining: what nodes have not claimed yet (0 for a voided epoch). */
+  remaining: bigint;
+}
+
+/** What the contracts' state said at the last block read. */
+export interface ChainState {
+  /** The block the state was read at. */
+  block: number;
+  escrowBalance: bigint;
+  registryBalance: bigint;
+  capacityPool: bigint;
+  epochs: EpochOnChain[];
+}
+
+export interface PollResult {
+  /** Events applied by this poll. */
+  events: number;
+  /** The last block whose events are applied. */
+  scannedBlock: number;
+}
+
+const STATE_BY_STATUS: Record<string, EpochState | undefined> = {
+  [EpochStatus.Posted.toString()]: 'posted',
+  [EpochStatus.Disputed.toString()]: 'disputed',
+  [EpochStatus.Voided.toString()]: 'voided',
+};
+
+export class ChainWatcher {
+  readonly ledger = new ChainLedger();
+  /** The next block to read. */
+  private cursor: number;
+  private readonly confirmations: number;
+  private readonly maxBlockRange: number;
+  private readonly recentEpochs: number;
+  private readonly contracts: Contracts;
+  private readonly byAddress: Map<string, { contract: WatchedContract; iface: Interface }>;
+  private running: Promise<PollResult> | null = null;
+  private _state: ChainState | null = null;
+  private _snapshot: LedgerSnapshot;
+  private _head = -1;
+
+  constructor(private readonly opts: ChainWatcherOptions) {
+    this.cursor = opts.fromBlock ?? opts.file.deployBlock ?? 0;
+    if (!Number.isSafeInteger(this.cursor) || this.cursor < 0) throw new TypeError(`fromBlock ${this.cursor}: expected a block number`);
+    this.confirmations = opts.confirmations ?? 0;
+    this.maxBlockRange = opts.maxBlockRange ?? 2_000;
+    if (!Number.isSafeInteger(this.maxBlockRange) || this.maxBlockRange < 1) throw new TypeError(`maxBlockRange ${this.maxBlockRange}: expected a positive integer`);
+    this.recentEpochs = opts.recentEpochs ?? 8;
+    this.contracts = connectContracts(opts.file, opts.provider);
+    const artifacts = loadArtifacts();
+    const watched: [WatchedContract, string, string][] = [
+      ['registry', 'NodeRegistry', opts.file.registry],
+      ['escrow', 'Escrow', opts.file.escrow],
+      ['settlement', 'Settlement', opts.file.settlement],
+    ];
+    this.byAddress = new Map(watched.map(([contract, artifact, address]) => [address.toLowerCase(), { contract, iface: new Interface(artifacts[artifact]!.abi as never) }]));
+    this._snapshot = this.ledger.snapshot();
+  }
+
+  /** The last block whose events are applied (-1 before the first poll). */
+  get scannedBlock(): number {
+    return this.cursor - 1;
+  }
+
+  /** The chain's head at the last poll (-1 before the first). */
+  get headBlock(): number {
+    return this._head;
+  }
+
+  /** The contracts' state at the last poll; null before the first. */
+  get state(): ChainState | null {
+    return this._state;
+  }
+
+  /** The ledger's totals as of the last poll (taken once per poll, not per scrape). */
+  get totals(): LedgerSnapshot {
+    return this._snapshot;
+  }
+
+  /** Reads every block up to the head (less the confirmations), then the state; concurrent calls share one read. */
+  poll(): Promise<PollResult> {
+    if (!this.running) this.running = this.readToHead().finally(() => (this.running = null));
+    return this.running;
+  }
+
+  private async readToHead(): Promise<PollResult> {
+    const head = await this.opts.provider.getBlockNumber();
+    this._head = head;
+    const last = head - this.confirmations;
+    let events = 0;
+    while (this.cursor <= last) {
+      const to = Math.min(this.cursor + this.maxBlockRange - 1, last);
+      const logs = await this.opts.provider.getLogs({ address: [...this.byAddress.keys()].map((a) => getAddress(a)), fromBlock: this.cursor, toBlock: to });
+      const decoded = logs
+        .map((log) => this.decode(log))
+        .filter((e): e is ChainEvent => e !== null)
+        .sort((x, y) => x.blockNumber - y.blockNumber || x.logIndex - y.logIndex);
+      for (const e of decoded) if (this.ledger.apply(e)) events++;
+      this.cursor = to + 1;
+    }
+    if (events > 0) this._snapshot = this.ledger.snapshot();
+    const stateBlock = Math.min(this.cursor - 1, last);
+    if (stateBlock >= 0) this._state = await this.readState(stateBlock);
+    return { events, scannedBlock: this.scannedBlock };
+  }
+
+  private decode(log: { address: string; topics: readonly string[]; data: string; blockNumber: number; index: number }): ChainEvent | null {
+    const source = this.byAddress.get(log.address.toLowerCase());
+    if (!source) return null;
+    const parsed = source.iface.parseLog({ topics: [...log.topics], data: log.data });
+    if (!parsed) return null; // an event this build's ABI does not know: nothing to count
+    const args = Object.fromEntries(parsed.fragment.inputs.map((p, i) => [p.name, parsed.args[i] as unknown]));
+    return { contract: source.contract, name: parsed.name, args, blockNumber: log.blockNumber, logIndex: log.index };
+  }
+
+  private async readState(blockTag: number): Promise<ChainState> {
+    const { token, settlement } = this.contracts;
+    const at = { blockTag };
+    const [escrowBalance, registryBalance, capacityPool] = await Promise.all([
+      token.balanceOf(this.opts.file.escrow, at as never),
+      token.balanceOf(this.opts.file.registry, at as never),
+      settlement.capacityPool(at as never),
+    ]);
+    const epochs = await Promise.all(
+      this.ledger.recentEpochs(this.recentEpochs).map(async (epoch): Promise<EpochOnChain> => {
+        const rec = await settlement.epochs(epoch, at as never);
+        const state = STATE_BY_STATUS[rec.status.toString()] ?? 'posted';
+        return { epoch, state, total: rec.total, remaining: state === 'voided' ? 0n : rec.remaining };
+      }),
+    );
+    return { block: blockTag, escrowBalance, registryBalance, capacityPool, epochs };
+  }
+}
+
+/** Polls every `intervalMs` until stopped; a failed poll is reported and retried at the next tick. */
+export function watchChain(watcher: ChainWatcher, intervalMs: number, hooks: { onPoll?: (r: PollResult) => void; onError?: (err: unknown) => void } = {}): { stop(): Promise<void> } {
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  let current: Promise<void> = Promise.resolve();
+  const tick = () => {
+    if (stopped) return;
+    current = watcher
+      .poll()
+      .then((r) => hooks.onPoll?.(r), (err: unknown) => hooks.onError?.(err))
+      .finally(() => {
+        if (stopped) return;
+        timer = setTimeout(tick, intervalMs);
+        timer.unref();
+      });
+  };
+  tick();
+  return {
+    async stop() {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      await current;
+    },
+  };
+}

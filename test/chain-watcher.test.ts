@@ -1,0 +1,235 @@
+// The chain watcher on a real EVM (hardhat EDR): every contract action an operator cares about (a deposit, nodes
+// registering, roots posted, a dispute overturned and one upheld, a claim, a slash on gateway signatures, unbonding,
+// a withdrawal) shows in the edgeshard_chain_* series; a restarted watcher, and a settler restarted with one, recount
+// the same chain to the same values instead of adding to them; promtool accepts the exposition.
+import { Wallet, id, type TypedDataDomain } from 'ethers';
+import { spawnSync } from 'node:child_process';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { ChainWatcher } from '../contracts/chain-watcher.ts';
+import { createChainMetrics } from '../contracts/chain-metrics.ts';
+import { ChainLedger } from '../contracts/chain-ledger.ts';
+import type { FailedChallenge } from '../contracts/handles.ts';
+import { FAILED_CHALLENGE_TYPES, settlementDomain } from '../protocol/challenge-evidence.ts';
+import { DEFAULT_REWARD_PARAMS } from '../protocol/epoch.ts';
+import { startSettler } from '../settler/server.ts';
+import { TOKEN, deployFixture, epochTree, mined, type Fixture } from './helpers/chain.ts';
+import { tempDir, until } from './helpers/net.ts';
+
+let f: Fixture;
+beforeAll(async () => {
+  f = await deployFixture();
+}, 120_000);
+
+/** Series → value, from a Prometheus text exposition. */
+function series(text: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith('#')) continue;
+    const at = line.lastIndexOf(' ');
+    out.set(line.slice(0, at), Number(line.slice(at + 1)));
+  }
+  return out;
+}
+
+async function scrapeOf(watcher: ChainWatcher): Promise<Map<string, number>> {
+  const m = createChainMetrics();
+  m.watch(watcher);
+  return series(await m.registry.metrics());
+}
+
+/** The chain figures only: not the process metrics, nor the watcher's own clock and error count. */
+function chainFigures(s: Map<string, number>): Record<string, number> {
+  return Object.fromEntries([...s].filter(([k]) => k.startsWith('edgeshard_chain_') && !k.startsWith('edgeshard_chain_watch_')).sort(([a], [b]) => (a < b ? -1 : 1)));
+}
+
+const MANIFEST = id('manifest.json bytes');
+
+describe('chain watcher on the EDR chain', () => {
+  it('turns deposits, registrations, roots, disputes, claims, slashes, unbonding and withdrawals into metrics', async () => {
+    const w = new ChainWatcher({ provider: f.chain.provider, file: f.file });
+    const poll = async () => {
+      await w.poll();
+      return scrapeOf(w);
+    };
+    const [a, b, trainer] = await Promise.all([f.addr(f.nodeA), f.addr(f.nodeB), f.addr(f.trainer)]);
+
+    let m = await poll();
+    expect(m.get('edgeshard_chain_last_posted_epoch')).toBe(-1);
+    expect(m.get('edgeshard_chain_escrow_deposits_total')).toBe(0);
+    expect(m.get('edgeshard_chain_scanned_block')).toBe(await f.chain.provider.getBlockNumber());
+
+    // A trainer deposits; two nodes register.
+    await mined(f.as(f.trainer).token.approve(f.file.escrow, 2_000n * TOKEN));
+    await mined(f.as(f.trainer).escrow.deposit(2_000n * TOKEN));
+    for (const [who, stake] of [[f.nodeA, 1_000n], [f.nodeB, 1_500n]] as const) {
+      await mined(f.as(who).token.approve(f.file.registry, stake * TOKEN));
+      await mined(f.as(who).registry.register(stake * TOKEN));
+    }
+    m = await poll();
+    expect(m.get('edgeshard_chain_escrow_deposits_total')).toBe(1);
+    expect(m.get('edgeshard_chain_escrow_deposited_tokens_total')).toBe(2_000);
+    expect(m.get('edgeshard_chain_escrow_balance_tokens')).toBe(2_000);
+    expect(m.get('edgeshard_chain_escrow_payers')).toBe(1);
+    expect(m.get('edgeshard_chain_nodes{state="bonded"}')).toBe(2);
+    expect(m.get('edgeshard_chain_stake_tokens')).toBe(2_500);
+    expect(m.get('edgeshard_chain_node_registrations_total')).toBe(2);
+
+    // Epoch 7 pays A 300 and B 200 from a 600 charge; epoch 8 is disputed and overturned, epoch 9 disputed and upheld.
+    const settler = f.as(f.settler).settlement;
+    const e7 = epochTree(7, [[a, 300n * TOKEN], [b, 200n * TOKEN]]);
+    await mined(settler.postRoot(7n, e7.root, 500n * TOKEN, MANIFEST, [{ payer: trainer, amount: 600n * TOKEN }], 0n));
+    const e8 = epochTree(8, [[a, 100n * TOKEN]]);
+    await mined(settler.postRoot(8n, e8.root, 100n * TOKEN, MANIFEST, [{ payer: trainer, amount: 100n * TOKEN }], 0n));
+    const e9 = epochTree(9, [[b, 50n * TOKEN]]);
+    await mined(settler.postRoot(9n, e9.root, 50n * TOKEN, MANIFEST, [{ payer: trainer, amount: 50n * TOKEN }], 0n));
+    m = await poll();
+    expect(m.get('edgeshard_chain_epochs_total{event="posted"}')).toBe(3);
+    expect(m.get('edgeshard_chain_epochs{state="posted"}')).toBe(3);
+    expect(m.get('edgeshard_chain_last_posted_epoch')).toBe(9);
+    expect(m.get('edgeshard_chain_rewards_posted_tokens_total')).toBe(650);
+    expect(m.get('edgeshard_chain_charged_tokens_total')).toBe(750);
+    expect(m.get('edgeshard_chain_escrow_balance_tokens')).toBe(1_250);
+    expect(m.get('edgeshard_chain_epoch_unclaimed_tokens{epoch="7"}')).toBe(500);
+    expect(m.get('edgeshard_chain_epoch_rewards_tokens{epoch="7"}')).toBe(500);
+
+    const challenger = f.as(f.challenger);
+    await mined(challenger.token.approve(f.file.settlement, 20n * TOKEN));
+    await mined(challenger.settlement.dispute(8n, id('evidence 8')));
+    await mined(challenger.settlement.dispute(9n, id('evidence 9')));
+    m = await poll();
+    expect(m.get('edgeshard_chain_epochs_total{event="disputed"}')).toBe(2);
+    expect(m.get('edgeshard_chain_epochs{state="disputed"}')).toBe(2);
+    await mined(f.as(f.arbiter).settlement.resolveDispute(8n, false));
+    await mined(f.as(f.arbiter).settlement.resolveDispute(9n, true));
+    m = await poll();
+    expect(m.get('edgeshard_chain_epochs_total{event="voided"}')).toBe(1);
+    expect(m.get('edgeshard_chain_epochs_total{event="upheld"}')).toBe(1);
+    expect(m.get('edgeshard_chain_epochs{state="voided"}')).toBe(1);
+    expect(m.get('edgeshard_chain_epochs{state="posted"}')).toBe(2);
+    expect(m.get('edgeshard_chain_epochs{state="disputed"}')).toBe(0);
+    expect(m.get('edgeshard_chain_refunded_tokens_total')).toBe(100);
+    expect(m.get('edgeshard_chain_epoch_unclaimed_tokens{epoch="8"}')).toBe(0);
+    expect(m.get('edgeshard_chain_escrow_balance_tokens')).toBe(1_350);
+
+    // After the window, node A claims epoch 7; fees swept.
+    await f.chain.advanceTime(3_600);
+    await mined(f.as(f.nodeA).settlement.claim(7n, a, 300n * TOKEN, e7.proofFor(a)));
+    await mined(f.as(f.outsider).settlement.sweepFees(7n));
+    m = await poll();
+    expect(m.get('edgeshard_chain_claims_total')).toBe(1);
+    expect(m.get('edgeshard_chain_claimed_tokens_total')).toBe(300);
+    expect(m.get('edgeshard_chain_claiming_nodes')).toBe(1);
+    expect(m.get('edgeshard_chain_epoch_unclaimed_tokens{epoch="7"}')).toBe(200);
+    expect(m.get('edgeshard_chain_fees_swept_tokens_total')).toBe(100);
+
+    // Two gateways sign a failed challenge of node A: slashed 400 of its 1,000.
+    const domain: TypedDataDomain = settlementDomain(31337, f.file.settlement);
+    const evidence: FailedChallenge = { node: a, epoch: 7n, challengeId: id('challenge 1'), shard: id('shard'), rangeStart: 0n, rangeLength: 65_536n, failure: 1 };
+    const signers = [...f.gatewayKeys].sort((x: Wallet, y: Wallet) => (BigInt(x.address) < BigInt(y.address) ? -1 : 1));
+    const sigs = await Promise.all(signers.map((s) => s.signTypedData(domain, FAILED_CHALLENGE_TYPES, evidence)));
+    await mined(f.as(f.outsider).settlement.slashForFailedChallenge(evidence, sigs));
+    // Node B starts unbonding; the trainer withdraws 250 after the delay.
+    await mined(f.as(f.nodeB).registry.startUnbonding());
+    await mined(f.as(f.trainer).escrow.requestWithdrawal(250n * TOKEN));
+    await f.chain.advanceTime(7_200);
+    await mined(f.as(f.trainer).escrow.withdraw());
+    m = await poll();
+    expect(m.get('edgeshard_chain_slashes_total')).toBe(1);
+    expect(m.get('edgeshard_chain_slashed_tokens_total')).toBe(400);
+    expect(m.get('edgeshard_chain_stake_tokens')).toBe(2_100);
+    expect(m.get('edgeshard_chain_nodes{state="bonded"}')).toBe(1);
+    expect(m.get('edgeshard_chain_nodes{state="unbonding"}')).toBe(1);
+    expect(m.get('edgeshard_chain_escrow_withdrawals_total{step="requested"}')).toBe(1);
+    expect(m.get('edgeshard_chain_escrow_withdrawals_total{step="paid"}')).toBe(1);
+    expect(m.get('edgeshard_chain_escrow_withdrawn_tokens_total')).toBe(250);
+    expect(m.get('edgeshard_chain_escrow_balance_tokens')).toBe(1_100);
+    expect(m.get('edgeshard_chain_events_total{contract="registry",event="NodeSlashed"}')).toBe(1);
+    // The stake the events add up to is the registry's balance.
+    expect(w.totals.stake).toBe(2_100n * TOKEN);
+
+    // Nothing new on chain: another poll counts nothing again.
+    const before = chainFigures(m);
+    expect(await w.poll()).toMatchObject({ events: 0 });
+    expect(chainFigures(await scrapeOf(w))).toEqual(before);
+
+    // A restarted watcher recounts from the deployment block to the same figures: once in one wide range, once
+    // a block at a time (the ranges an RPC endpoint with a tight eth_getLogs limit would allow).
+    for (const maxBlockRange of [10_000, 1]) {
+      const again = new ChainWatcher({ provider: f.chain.provider, file: f.file, maxBlockRange });
+      await again.poll();
+      expect(chainFigures(await scrapeOf(again)), `maxBlockRange ${maxBlockRange}`).toEqual(before);
+    }
+
+    const lint = spawnSync('promtool', ['check', 'metrics'], { input: await createExposition(w), encoding: 'utf8' });
+    if (lint.error) throw new Error(`promtool not found (${lint.error.message}): install Debian's prometheus package`);
+    expect(lint.status, lint.stdout + lint.stderr).toBe(0);
+  }, 120_000);
+
+  it('a settler restarted with --watch-chain exports the same chain totals at /metrics, not twice them', async () => {
+    const tmp = await tempDir();
+    const start = () =>
+      startSettler({
+        host: '127.0.0.1', port: 0, dir: tmp.dir, id: 'settler-watch', epochSeconds: 86_400, claimWindowSeconds: 3_600, params: DEFAULT_REWARD_PARAMS,
+        gateways: {}, settleCheckMs: 0, chainWatch: { provider: f.chain.provider, file: f.file, pollMs: 50 },
+      });
+    const trainer = f.as(f.trainer);
+    await mined(trainer.token.approve(f.file.escrow, 5n * TOKEN));
+    await mined(trainer.escrow.deposit(5n * TOKEN));
+    const head = await f.chain.provider.getBlockNumber();
+    const scrapeWhenRead = async (s: Awaited<ReturnType<typeof start>>) => {
+      await until('the watcher to reach the head', () => s.chainWatcher!.scannedBlock >= head && s.chainWatcher!.state !== null, 30_000);
+      return series(await (await fetch(`${s.url}/metrics`)).text());
+    };
+    try {
+      const first = await start();
+      const one = await scrapeWhenRead(first);
+      await first.close();
+      const second = await start();
+      const two = await scrapeWhenRead(second);
+      await second.close();
+      const deposits = one.get('edgeshard_chain_escrow_deposits_total')!;
+      expect(deposits).toBeGreaterThanOrEqual(1);
+      expect(two.get('edgeshard_chain_escrow_deposits_total')).toBe(deposits);
+      expect(two.get('edgeshard_chain_escrow_deposited_tokens_total')).toBe(one.get('edgeshard_chain_escrow_deposited_tokens_total'));
+      expect(chainFigures(two)).toEqual(chainFigures(one));
+      expect(two.get('edgeshard_chain_watch_last_success_seconds')).toBeGreaterThan(0);
+    } finally {
+      await tmp.cleanup();
+    }
+  }, 120_000);
+});
+
+async function createExposition(w: ChainWatcher): Promise<string> {
+  const m = createChainMetrics();
+  m.watch(w);
+  return m.registry.metrics();
+}
+
+describe('chain ledger (pure)', () => {
+  const ev = (blockNumber: number, logIndex: number, name: string, args: Record<string, unknown>) => ({ contract: 'settlement' as const, name, args, blockNumber, logIndex });
+
+  it('counts an event once: the same log read again (an overlapping range) changes nothing', () => {
+    const l = new ChainLedger();
+    const posted = ev(10, 0, 'RootPosted', { epoch: 3n, total: 5n, charged: 5n, capacityDraw: 0n });
+    expect(l.apply(posted)).toBe(true);
+    expect(l.apply(posted)).toBe(false);
+    expect(l.apply(ev(10, 1, 'Claimed', { epoch: 3n, node: '0xAA', amount: 2n }))).toBe(true);
+    expect(l.apply(ev(9, 5, 'Claimed', { epoch: 3n, node: '0xAA', amount: 2n }))).toBe(false);
+    const s = l.snapshot();
+    expect([s.rootsPosted, s.claims, s.claimed, l.unclaimed(3n)]).toEqual([1, 1, 2n, 3n]);
+  });
+
+  it('a root posted again after its first was voided is posted again, with nothing claimed', () => {
+    const l = new ChainLedger();
+    l.apply(ev(1, 0, 'RootPosted', { epoch: 4n, total: 9n, charged: 9n, capacityDraw: 0n }));
+    l.apply(ev(2, 0, 'RootDisputed', { epoch: 4n }));
+    l.apply(ev(3, 0, 'DisputeResolved', { epoch: 4n, rootUpheld: false }));
+    l.apply(ev(3, 1, 'EpochVoided', { epoch: 4n, refunded: 9n, capacityReturned: 0n }));
+    expect(l.snapshot().epochsByState).toEqual({ posted: 0, disputed: 0, voided: 1 });
+    expect(l.unclaimed(4n)).toBe(0n);
+    l.apply(ev(4, 0, 'RootPosted', { epoch: 4n, total: 7n, charged: 7n, capacityDraw: 0n }));
+    const s = l.snapshot();
+    expect(s.epochsByState).toEqual({ posted: 1, disputed: 0, voided: 0 });
+    expect([s.rootsPosted, s.voided, l.unclaimed(4n)]).toEqual([2, 1, 7n]);
+  });
+});
