@@ -10,8 +10,8 @@ export interface ChainConnection {
   close(): void;
 }
 
-/** Connects `privateKey` to the contracts of `file` on the chain at `rpc`; refuses a chain whose id differs from the file's. */
-export async function openChain(rpc: string, file: ContractsFile, privateKey: string): Promise<ChainConnection> {
+/** A read-only provider for the chain at `rpc`; refuses a chain whose id differs from the contracts file's. */
+export async function openChainReader(rpc: string, file: ContractsFile): Promise<JsonRpcProvider> {
   const provider = new JsonRpcProvider(rpc, undefined, { staticNetwork: true, pollingInterval: 250 });
   const network = await provider.getNetwork().catch((err: Error) => {
     provider.destroy();
@@ -21,6 +21,12 @@ export async function openChain(rpc: string, file: ContractsFile, privateKey: st
     provider.destroy();
     throw new Error(`the chain at ${rpc} has chain id ${network.chainId}, the contracts file is for ${file.chainId}`);
   }
+  return provider;
+}
+
+/** Connects `privateKey` to the contracts of `file` on the chain at `rpc`; refuses a chain whose id differs from the file's. */
+export async function openChain(rpc: string, file: ContractsFile, privateKey: string): Promise<ChainConnection> {
+  const provider = await openChainReader(rpc, file);
   const signer = managedWallet(privateKey, provider);
   return { contracts: connectContracts(file, signer), address: await signer.getAddress(), close: () => provider.destroy() };
 }

@@ -1,6 +1,6 @@
 import type { Command } from '../protocol/cli/command.ts';
 import { stopSignal } from '../protocol/cli/signals.ts';
-import { UsageError } from '../protocol/cli/options.ts';
+import { UsageError, intSetting } from '../protocol/cli/options.ts';
 import { describeStartError } from '../protocol/cli/start-errors.ts';
 import { createLogger } from '../protocol/log.ts';
 import { SETTLER_OPTIONS, settlerConfigFromSettings } from './config.ts';
@@ -8,16 +8,18 @@ import { startSettler } from './server.ts';
 import { join } from 'node:path';
 import { connectChain } from '../contracts/cli.ts';
 import { createRootPoster } from '../contracts/root-poster.ts';
+import { openChainReader } from '../contracts/connect.ts';
+import { readContractsFile } from '../contracts/handles.ts';
 
 export const settlerCommand: Command = {
   spec: {
     name: 'settler',
-    usage: 'edgeshard settler --gateway-keys B64[,B64] [--dir DIR] [--port 8700] [--epoch-seconds 86400] [--claim-window 3600]',
+    usage: 'edgeshard settler --gateway-keys B64[,B64] [--dir DIR] [--port 8700] [--epoch-seconds 86400] [--claim-window 3600] [--post-roots --chain-key-file KEY] [--watch-chain] [--rpc URL] [--contracts FILE]',
     summary:
       "Runs the settler: nodes POST their receipts for an epoch to /v1/claims (signed by the node key), gateways POST their signed records to /v1/gateway-records; " +
       "each accepted submission is appended and synced to the open epoch's files before it is acknowledged. When an epoch's claim window has passed " +
       'it settles it into content-addressed files under <dir>/epochs/<epoch>/ (manifest.json with the Merkle root and total), served at /v1/epochs/<epoch>/<file>. ' +
-      'Check a payout with `edgeshard rewards verify`. Prometheus at /metrics.',
+      'Check a payout with `edgeshard rewards verify`. Prometheus at /metrics; with --watch-chain also the contracts\' events (edgeshard_chain_*, the chain dashboard).',
     options: SETTLER_OPTIONS,
   },
   async run(settings) {
@@ -26,6 +28,12 @@ export const settlerCommand: Command = {
     // With --post-roots, every settled epoch's root goes on chain; failures are logged and retried at the next start.
     const chain = settings['post-roots'] === true ? await connectChain(settings, 'chain-key-file') : null;
     const poster = chain ? createRootPoster(chain.contracts) : null;
+    // With --watch-chain, a read-only connection whose events feed the edgeshard_chain_* metrics.
+    const watchPollSeconds = intSetting(settings, 'chain-poll', 1, 86_400);
+    const confirmations = intSetting(settings, 'chain-confirmations', 0, 10_000);
+    const contractsFile = settings['watch-chain'] === true ? await readContractsFile(String(settings.contracts)) : null;
+    const reader = contractsFile ? await openChainReader(String(settings.rpc), contractsFile) : null;
+    const chainWatch = reader && contractsFile ? { provider: reader, file: contractsFile, pollMs: watchPollSeconds * 1000, confirmations } : undefined;
     const postRoot = async (epochDir: string) => {
       const r = await poster!.post(epochDir);
       if ('posted' in r) console.log(`epoch ${r.epoch}: root ${r.posted.root} posted on chain (total ${r.posted.total}, claimable from ${new Date(Number(r.posted.challengeEnds) * 1000).toISOString()})`);
@@ -34,7 +42,7 @@ export const settlerCommand: Command = {
     };
     let s;
     try {
-      s = await startSettler({ ...config, logger, ...(poster ? { onSettled: (_epoch: number, dir: string) => postRoot(dir) } : {}) });
+      s = await startSettler({ ...config, logger, ...(poster ? { onSettled: (_epoch: number, dir: string) => postRoot(dir) } : {}), ...(chainWatch ? { chainWatch } : {}) });
     } catch (err) {
       const explained = describeStartError(err, { flag: '--port', value: config.port, host: config.host }, [{ flag: '--dir', path: config.dir }]);
       if (explained) throw new UsageError(explained);
@@ -52,9 +60,11 @@ export const settlerCommand: Command = {
       console.log(`  posting roots on chain as ${chain.address} (settlement ${await chain.contracts.settlement.getAddress()})`);
       for (const e of st.settled) await postRoot(join(config.dir, 'epochs', String(e.epoch)));
     }
+    if (chainWatch) console.log(`  watching the contracts' events at ${String(settings.rpc)} from block ${chainWatch.file.deployBlock} every ${watchPollSeconds} s: edgeshard_chain_* at ${s.url}/metrics`);
     await stopSignal();
     await s.close();
     chain?.close();
+    reader?.destroy();
     return 0;
   },
 };

@@ -23,9 +23,12 @@ export const SETTLER_OPTIONS: OptionSpec[] = [
   { name: 'settle-check', type: 'string', default: '5000', description: 'ms between checks for epochs whose claim window has passed' },
   { name: 'log-level', type: 'string', default: 'info', description: 'silent, error, warn, info, debug' },
   { name: 'post-roots', type: 'boolean', default: false, description: "post each settled epoch's root on chain (needs --rpc, --chain-key-file, --contracts)" },
-  { name: 'rpc', type: 'string', default: 'http://127.0.0.1:8545', description: 'JSON-RPC URL of the chain (with --post-roots)' },
+  { name: 'watch-chain', type: 'boolean', default: false, description: "read the contracts' events into /metrics (edgeshard_chain_*, grafana/dashboards/chain.json); needs --rpc and --contracts, no key" },
+  { name: 'chain-poll', type: 'string', default: '15', description: 'seconds between reads of the chain (with --watch-chain)' },
+  { name: 'chain-confirmations', type: 'string', default: '0', description: 'blocks behind the head to stay, on a chain whose tip may reorganise (with --watch-chain)' },
+  { name: 'rpc', type: 'string', default: 'http://127.0.0.1:8545', description: 'JSON-RPC URL of the chain (with --post-roots or --watch-chain)' },
   { name: 'chain-key-file', type: 'string', description: 'the settler-role key that posts roots (with --post-roots)' },
-  { name: 'contracts', type: 'string', default: '.edgeshard/chain/contracts.json', description: 'contracts JSON file (with --post-roots)' },
+  { name: 'contracts', type: 'string', default: '.edgeshard/chain/contracts.json', description: 'contracts JSON file (with --post-roots or --watch-chain)' },
 ];
 
 function bigSetting(s: Settings, name: string, max?: bigint): bigint {

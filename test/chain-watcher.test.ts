@@ -3,7 +3,8 @@
 // a withdrawal) shows in the edgeshard_chain_* series; a restarted watcher, and a settler restarted with one, recount
 // the same chain to the same values instead of adding to them; promtool accepts the exposition.
 import { Wallet, id, type TypedDataDomain } from 'ethers';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ChainWatcher } from '../contracts/chain-watcher.ts';
 import { createChainMetrics } from '../contracts/chain-metrics.ts';
@@ -13,7 +14,27 @@ import { FAILED_CHALLENGE_TYPES, settlementDomain } from '../protocol/challenge-
 import { DEFAULT_REWARD_PARAMS } from '../protocol/epoch.ts';
 import { startSettler } from '../settler/server.ts';
 import { TOKEN, deployFixture, epochTree, mined, type Fixture } from './helpers/chain.ts';
-import { tempDir, until } from './helpers/net.ts';
+import { generateTicketKey } from '../protocol/tickets.ts';
+import { stopChild, tempDir, until } from './helpers/net.ts';
+
+const CLI = join(import.meta.dirname, '..', 'bin', 'edgeshard.js');
+
+/** Starts `edgeshard ARGS` and resolves with the first match of `ready` in its output. */
+function startCli(args: string[], ready: RegExp): { child: ChildProcess; match: Promise<RegExpExecArray>; output: () => string } {
+  const child = spawn('node', [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  const match = new Promise<RegExpExecArray>((resolve, reject) => {
+    const look = (d: Buffer) => {
+      out += d.toString();
+      const m = ready.exec(out);
+      if (m) resolve(m);
+    };
+    child.stdout!.on('data', look);
+    child.stderr!.on('data', look);
+    child.on('exit', (code) => reject(new Error(`edgeshard ${args[0]} exited (${code}): ${out}`)));
+  });
+  return { child, match, output: () => out };
+}
 
 let f: Fixture;
 beforeAll(async () => {
@@ -194,6 +215,37 @@ describe('chain watcher on the EDR chain', () => {
       expect(chainFigures(two)).toEqual(chainFigures(one));
       expect(two.get('edgeshard_chain_watch_last_success_seconds')).toBeGreaterThan(0);
     } finally {
+      await tmp.cleanup();
+    }
+  }, 120_000);
+});
+
+describe('edgeshard settler --watch-chain against edgeshard chain, as child processes', () => {
+  it('serves the dev chain\'s events at /metrics: a deposit made with `edgeshard deposit` shows up', async () => {
+    const tmp = await tempDir();
+    const children: ChildProcess[] = [];
+    try {
+      const chain = startCli(['chain', '--port', '0', '--out', tmp.dir], /dev chain (http:\/\/127\.0\.0\.1:\d+)[\s\S]*e\.g\. edgeshard deposit/);
+      children.push(chain.child);
+      const rpc = (await chain.match)[1]!;
+      const common = ['--rpc', rpc, '--contracts', join(tmp.dir, 'contracts.json')];
+      const settler = startCli(
+        ['settler', '--port', '0', '--host', '127.0.0.1', '--dir', join(tmp.dir, 'settler'), '--gateway-keys', generateTicketKey().publicKeyB64, '--watch-chain', '--chain-poll', '1', ...common],
+        /on (http:\/\/127\.0\.0\.1:\d+)[\s\S]*watching the contracts' events/,
+      );
+      children.push(settler.child);
+      const url = (await settler.match)[1]!;
+      const metric = async (name: string) => series(await (await fetch(`${url}/metrics`)).text()).get(name);
+      await until('the watcher to read the chain', async () => (await metric('edgeshard_chain_scanned_block'))! >= 0, 30_000);
+      expect(await metric('edgeshard_chain_escrow_deposits_total')).toBe(0);
+      const deposit = startCli(['deposit', '5', ...common, '--key-file', join(tmp.dir, 'keys', 'trainer.key')], /escrow balance 5\.0 EDGE/);
+      children.push(deposit.child);
+      await deposit.match;
+      await until('the deposit at /metrics', async () => (await metric('edgeshard_chain_escrow_deposits_total')) === 1, 30_000);
+      expect(await metric('edgeshard_chain_escrow_deposited_tokens_total')).toBe(5);
+      expect(await metric('edgeshard_chain_escrow_balance_tokens')).toBe(5);
+    } finally {
+      for (const c of children.reverse()) await stopChild(c);
       await tmp.cleanup();
     }
   }, 120_000);
