@@ -62,9 +62,8 @@ export class ChainWatcher {
   private readonly contracts: Contracts;
   private readonly byAddress: Map<string, { contract: WatchedContract; iface: Interface }>;
   private running: Promise<PollResult> | null = null;
-  private _state: ChainState | null = null;
-  private _snapshot: LedgerSnapshot;
-  private _head = -1;
+  /** What scrapes read: replaced whole at the end of a poll, so the totals, the state and the blocks always agree. */
+  private view: { head: number; scanned: number; totals: LedgerSnapshot; state: ChainState | null };
 
   constructor(private readonly opts: ChainWatcherOptions) {
     this.cursor = opts.fromBlock ?? opts.file.deployBlock ?? 0;
@@ -81,27 +80,27 @@ export class ChainWatcher {
       ['settlement', 'Settlement', opts.file.settlement],
     ];
     this.byAddress = new Map(watched.map(([contract, artifact, address]) => [address.toLowerCase(), { contract, iface: new Interface(artifacts[artifact]!.abi as never) }]));
-    this._snapshot = this.ledger.snapshot();
+    this.view = { head: -1, scanned: -1, totals: this.ledger.snapshot(), state: null };
   }
 
-  /** The last block whose events are applied (-1 before the first poll). */
+  /** The last block whose events the totals count (-1 before the first poll). */
   get scannedBlock(): number {
-    return this.cursor - 1;
+    return this.view.scanned;
   }
 
   /** The chain's head at the last poll (-1 before the first). */
   get headBlock(): number {
-    return this._head;
+    return this.view.head;
   }
 
-  /** The contracts' state at the last poll; null before the first. */
+  /** The contracts' state at the scanned block; null before the first poll. */
   get state(): ChainState | null {
-    return this._state;
+    return this.view.state;
   }
 
-  /** The ledger's totals as of the last poll (taken once per poll, not per scrape). */
+  /** The ledger's totals at the scanned block (taken once per poll, not per scrape). */
   get totals(): LedgerSnapshot {
-    return this._snapshot;
+    return this.view.totals;
   }
 
   /** Reads every block up to the head (less the confirmations), then the state; concurrent calls share one read. */
@@ -112,7 +111,6 @@ export class ChainWatcher {
 
   private async readToHead(): Promise<PollResult> {
     const head = await this.opts.provider.getBlockNumber();
-    this._head = head;
     const last = head - this.confirmations;
     let events = 0;
     while (this.cursor <= last) {
@@ -125,10 +123,11 @@ export class ChainWatcher {
       for (const e of decoded) if (this.ledger.apply(e)) events++;
       this.cursor = to + 1;
     }
-    if (events > 0) this._snapshot = this.ledger.snapshot();
-    const stateBlock = Math.min(this.cursor - 1, last);
-    if (stateBlock >= 0) this._state = await this.readState(stateBlock);
-    return { events, scannedBlock: this.scannedBlock };
+    const scanned = Math.min(this.cursor - 1, last);
+    // A failed state read publishes nothing; the events already applied stay applied, and the next poll publishes.
+    const state = scanned >= 0 ? await this.readState(scanned) : null;
+    this.view = { head, scanned, totals: this.ledger.snapshot(), state };
+    return { events, scannedBlock: scanned };
   }
 
   private decode(log: { address: string; topics: readonly string[]; data: string; blockNumber: number; index: number }): ChainEvent | null {

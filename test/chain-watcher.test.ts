@@ -2,7 +2,7 @@
 // registering, roots posted, a dispute overturned and one upheld, a claim, a slash on gateway signatures, unbonding,
 // a withdrawal) shows in the edgeshard_chain_* series; a restarted watcher, and a settler restarted with one, recount
 // the same chain to the same values instead of adding to them; promtool accepts the exposition.
-import { Wallet, id, type TypedDataDomain } from 'ethers';
+import { JsonRpcProvider, Wallet, id, type TypedDataDomain } from 'ethers';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -15,7 +15,7 @@ import { DEFAULT_REWARD_PARAMS } from '../protocol/epoch.ts';
 import { startSettler } from '../settler/server.ts';
 import { TOKEN, deployFixture, epochTree, mined, type Fixture } from './helpers/chain.ts';
 import { generateTicketKey } from '../protocol/tickets.ts';
-import { stopChild, tempDir, until } from './helpers/net.ts';
+import { freePort, stopChild, tempDir, until } from './helpers/net.ts';
 
 const CLI = join(import.meta.dirname, '..', 'bin', 'edgeshard.js');
 
@@ -218,6 +218,28 @@ describe('chain watcher on the EDR chain', () => {
       await tmp.cleanup();
     }
   }, 120_000);
+});
+
+describe('a chain that does not answer', () => {
+  it('the settler still serves; each failed poll is counted and the chain figures stay where they were', async () => {
+    const tmp = await tempDir();
+    const dead = new JsonRpcProvider(`http://127.0.0.1:${await freePort()}`, 31337, { staticNetwork: true });
+    const s = await startSettler({
+      host: '127.0.0.1', port: 0, dir: tmp.dir, id: 'settler-dead-chain', epochSeconds: 86_400, claimWindowSeconds: 3_600, params: DEFAULT_REWARD_PARAMS,
+      gateways: {}, settleCheckMs: 0, chainWatch: { provider: dead, file: f.file, pollMs: 20 },
+    });
+    try {
+      const metric = async (name: string) => series(await (await fetch(`${s.url}/metrics`)).text()).get(name);
+      await until('two failed polls', async () => (await metric('edgeshard_chain_watch_errors_total'))! >= 2, 30_000);
+      expect(await metric('edgeshard_chain_scanned_block')).toBe(-1);
+      expect(await metric('edgeshard_chain_watch_last_success_seconds')).toBe(0);
+      expect((await fetch(`${s.url}/healthz`)).status).toBe(200);
+    } finally {
+      await s.close();
+      dead.destroy();
+      await tmp.cleanup();
+    }
+  }, 60_000);
 });
 
 describe('edgeshard settler --watch-chain against edgeshard chain, as child processes', () => {
