@@ -21,7 +21,7 @@ import { loadStatusPage, STATUS_PAGE_CSP } from './status-page.ts';
 import { NodeRegistry, type GeoPoint, type NodeRecord } from './registry.ts';
 import { TicketIssuer, type TicketClient } from './ticket-issuer.ts';
 import { ClientSessions } from './client-sessions.ts';
-import { SESSION_HEADER } from '../protocol/client-tickets.ts';
+import { SESSION_HEADER, decodeClientTicketBytes } from '../protocol/client-tickets.ts';
 import { Prober } from './probes.ts';
 import { createGatewayMetrics, type GatewayMetrics } from './metrics.ts';
 import { GeoIp, normalizeIp } from './geoip.ts';
@@ -314,8 +314,16 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   const fail = (res: ServerResponse, route: Route, status: number, error: string, extra: Record<string, string> = {}): void => json(res, route, status, { error }, extra);
 
   // Anonymous clients share one cached version-1 ticket per node and shard; a keyed client gets its own version 2.
+  // Each version-2 ticket's hash goes into a signed batch for the settler (protocol/ticket-batches.ts); a full batch
+  // is spooled at once, the rest with the periodic records and at shutdown.
+  const clientTicket = (node: NodeRecord, shard: ShardEntry, who: TicketClient): string => {
+    const token = issuer.issueForClient(node.id, shard.sha256, shard.size, who);
+    const bytes = Buffer.from(token, 'base64url');
+    if (keeper.ticketIssued(bytes, decodeClientTicketBytes(bytes)!.epoch)) void spoolRecords(keeper.ticketRecords());
+    return token;
+  };
   const ticketedUrl = (node: NodeRecord, shard: ShardEntry, who: TicketClient | null = null): string =>
-    who ? `${node.url}/shard/${shard.sha256}?ticket=${issuer.issueForClient(node.id, shard.sha256, shard.size, who)}` : issuer.ticketedUrl(node.id, node.url, shard.sha256);
+    who ? `${node.url}/shard/${shard.sha256}?ticket=${clientTicket(node, shard, who)}` : issuer.ticketedUrl(node.id, node.url, shard.sha256);
 
   // ---- keyed clients ----------------------------------------------------------------------------------------
 

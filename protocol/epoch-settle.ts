@@ -4,7 +4,8 @@ import { publicKeyFromB64 } from './tickets.ts';
 import { checkSessionAuthorisation, type SessionAuthorisation } from './client-tickets.ts';
 import { createHash } from 'node:crypto';
 import { DEFAULT_EXPIRY_GRACE_SECONDS, applyRulesCompact, type ReceiptClaim, type RuleContext } from './receipt-rules.ts';
-import { checkGatewayRecords, figuresFromRecords } from './gateway-records.ts';
+import { checkGatewayRecords, figuresFromRecords, type RecordsOutcome } from './gateway-records.ts';
+import { issuedTicketsFrom } from './ticket-batches.ts';
 import { computeRewards, epochManifest, jsonLines, rewardLeaves, rewardTree, stableJson, type NodeInputs, type RewardParams } from './epoch.ts';
 
 export interface EpochParamsFile {
@@ -129,8 +130,11 @@ export interface EpochSummary {
   rejectedByReason: Map<string, number>;
 }
 
-/** The parsed parameters and the rule context of an epoch, from its inputs. */
-export function epochContext(inputs: EpochInputs): { p: EpochParamsFile; params: RewardParams; ctx: RuleContext } {
+/**
+ * The parsed parameters, the gateway records that verified (checked once: the `tickets` batches among them are what
+ * lets the rules skip a ticket's own signature) and the rule context of an epoch, from its inputs.
+ */
+export function epochContext(inputs: EpochInputs): { p: EpochParamsFile; params: RewardParams; ctx: RuleContext; gatewayRecords: RecordsOutcome } {
   const paramsText = textOf(inputs.get('params.json'));
   if (!paramsText) throw new Error('params.json is missing: an epoch cannot be settled without its parameters');
   const p = JSON.parse(paramsText) as EpochParamsFile;
@@ -146,7 +150,10 @@ export function epochContext(inputs: EpochInputs): { p: EpochParamsFile; params:
   const sessions = sessionsByKey(lines<SessionAuthorisation>('sessions.jsonl', inputs.get('sessions.jsonl')));
   const spentTickets = new Map<string, number>();
   for (const s of rows<{ ticketId: string; epoch: number }>('spent-before.jsonl', inputs.get('spent-before.jsonl'))) spentTickets.set(s.ticketId, s.epoch);
-  return { p, params, ctx: { epoch: p.epoch, trustedGateways, sessions, spentTickets, expiryGraceSeconds: DEFAULT_EXPIRY_GRACE_SECONDS } };
+  // Only records a trusted gateway key signed for this epoch count, ticket batches included.
+  const gatewayRecords = checkGatewayRecords(lines<unknown>('gateway-records.jsonl', inputs.get('gateway-records.jsonl')), trustedGateways, p.epoch);
+  const issuedTickets = issuedTicketsFrom(gatewayRecords.records);
+  return { p, params, gatewayRecords, ctx: { epoch: p.epoch, trustedGateways, sessions, spentTickets, expiryGraceSeconds: DEFAULT_EXPIRY_GRACE_SECONDS, issuedTickets } };
 }
 
 /** Sinks that keep each file as a string, for settleEpoch. */
@@ -181,7 +188,7 @@ export function settleEpoch(inputs: EpochInputs): EpochOutputs {
  * `context` are what settler/signature-pool.ts computed ahead (the verdicts are the same without them).
  */
 export function settleEpochTo(inputs: EpochInputs, sinkFor: (name: string) => FileSink, opts: { signatures?: Uint8Array; context?: ReturnType<typeof epochContext> } = {}): EpochSummary {
-  const { p, params, ctx } = opts.context ?? epochContext(inputs);
+  const { p, params, ctx, gatewayRecords } = opts.context ?? epochContext(inputs);
   const { accepted, rejected } = applyRulesCompact(rows<ReceiptClaim>('claims.jsonl', inputs.get('claims.jsonl')), ctx, opts.signatures);
   const order = accepted.sortedSlots();
 
@@ -203,8 +210,7 @@ export function settleEpochTo(inputs: EpochInputs, sinkFor: (name: string) => Fi
   for (const c of lines<{ node: string; points: string }>('capacity.jsonl', inputs.get('capacity.jsonl'))) row(c.node).capacityPoints += big('capacity points', c.points);
   const scores = lines<{ node: string; scoreBps: string }>('scores.jsonl', inputs.get('scores.jsonl'));
   for (const s of scores) row(s.node).scoreBps = big('scoreBps', s.scoreBps);
-  // Gateway-signed records (protocol/gateway-records.ts): only those a trusted gateway key signed for this epoch count.
-  const gatewayRecords = checkGatewayRecords(lines<unknown>('gateway-records.jsonl', inputs.get('gateway-records.jsonl')), ctx.trustedGateways, p.epoch);
+  // Gateway-signed records (protocol/gateway-records.ts), as epochContext checked them.
   for (const f of figuresFromRecords(gatewayRecords.records)) {
     const r = row(f.node);
     r.anonymousBytes += f.anonymousBytes;

@@ -3,7 +3,10 @@
 //   score      a snapshot of the gateway's score for a node in an epoch;
 //   anonymous  bytes of shards the gateway sent anonymous (version-1 ticket) clients to a node;
 //   report     a keyed client's signed corruption report the gateway verified (protocol/corruption-reports.ts),
-//              kept as evidence: it moved the gateway's score, it earns and costs nothing by itself.
+//              kept as evidence: it moved the gateway's score, it earns and costs nothing by itself;
+//   tickets    the sha256 of version-2 tickets the gateway issued for the epoch, many per record
+//              (protocol/ticket-batches.ts): one signature vouches for them all, so the settler need not verify each
+//              ticket's own signature. The only kind that names no node.
 // The settler turns verified records into the per-node figures of an epoch (capacity points, scoreBps, anonymous
 // bytes) with the pure functions below, so anyone holding `gateway-records.jsonl` recomputes the same figures.
 //
@@ -15,9 +18,10 @@
 import { randomBytes, sign, verify, type KeyObject } from 'node:crypto';
 import { canonicalJson } from './manifest.ts';
 import type { TicketKey } from './tickets.ts';
+import { MAX_TICKETS_PER_RECORD, ticketHashesProblem } from './ticket-batches.ts';
 
 export const RECORD_DOMAIN = 'edgeshard gateway record v1\n';
-export const RECORD_TYPES = ['challenge', 'score', 'anonymous', 'report'] as const;
+export const RECORD_TYPES = ['challenge', 'score', 'anonymous', 'report', 'tickets'] as const;
 export type RecordType = (typeof RECORD_TYPES)[number];
 
 /** Why a challenge failed. `not-held`: the node answered from a cold cache (it filled from the origin) for a shard it claimed to hold. */
@@ -79,7 +83,15 @@ export interface ReportRecord extends RecordHead {
   report: string;
 }
 
-export type GatewayRecordBody = ChallengeRecord | ScoreRecord | AnonymousRecord | ReportRecord;
+export interface TicketsRecord extends Omit<RecordHead, 'node'> {
+  type: 'tickets';
+  /** How many ticket hashes `hashes` holds, 1..MAX_TICKETS_PER_RECORD. */
+  count: number;
+  /** The tickets' sha256 digests back to back, base64url (protocol/ticket-batches.ts). */
+  hashes: string;
+}
+
+export type GatewayRecordBody = ChallengeRecord | ScoreRecord | AnonymousRecord | ReportRecord | TicketsRecord;
 export type GatewayRecord = GatewayRecordBody & { /** Ed25519, base64url. */ signature: string };
 
 /** A record's fields before the gateway stamps them (id and keyId are added when signing). */
@@ -107,6 +119,7 @@ const isUint = (v: unknown, max = Number.MAX_SAFE_INTEGER): v is number => Numbe
 
 const HEAD_FIELDS = ['type', 'id', 'keyId', 'gateway', 'epoch', 'at', 'node'];
 const FIELDS: Record<RecordType, { required: string[]; optional: string[] }> = {
+  tickets: { required: [...HEAD_FIELDS.filter((f) => f !== 'node'), 'count', 'hashes'], optional: [] },
   challenge: { required: [...HEAD_FIELDS, 'shard', 'offset', 'length', 'deadlineMs', 'elapsedMs', 'bytesPerSecond', 'ok'], optional: ['failure'] },
   score: { required: [...HEAD_FIELDS, 'scoreBps'], optional: [] },
   anonymous: { required: [...HEAD_FIELDS, 'bytes', 'redirects'], optional: [] },
@@ -127,6 +140,10 @@ export function recordProblem(v: unknown): string | null {
   if (typeof r.gateway !== 'string' || r.gateway.length === 0 || r.gateway.length > 200) return 'gateway must be a name of 1..200 characters';
   if (!isUint(r.epoch, 0xffffffff)) return 'epoch must be a uint32';
   if (!isUint(r.at)) return 'at must be unix milliseconds';
+  if (type === 'tickets') {
+    if (!isUint(r.count, MAX_TICKETS_PER_RECORD) || r.count === 0) return `count must be an integer 1..${MAX_TICKETS_PER_RECORD}`;
+    return ticketHashesProblem(r.hashes, r.count);
+  }
   if (typeof r.node !== 'string' || !HEX40.test(r.node)) return 'node must be a 0x-prefixed lowercase address';
   if (type === 'challenge') {
     if (typeof r.shard !== 'string' || !HEX64.test(r.shard)) return 'shard must be a sha256 hex digest';

@@ -1,7 +1,9 @@
 // Worker thread of settler/signature-pool.ts: verifies the two Ed25519 signatures of raw receipts, and nothing else
 // (every rule stays in the main thread, protocol/receipt-rules.ts). Plain JavaScript so it loads the same under
 // tsx and vitest. A batch is `count` receipts of 286 bytes back to back (layout: protocol/receipts.ts); the answer is
-// one byte per receipt: SIG_CHECKED (4) | ticket signature good (1) | client signature good (2).
+// one byte per receipt: SIG_CHECKED (4) | ticket signature good (1) | client signature good (2). A receipt whose first
+// byte the pool set to 0xff has a ticket a verified batch vouches for: its ticket signature is not checked (bit 1
+// stays clear; the rules know it is vouched for) and the kind byte is put back before the client's check.
 import { createPublicKey, verify } from 'node:crypto';
 import { parentPort, workerData } from 'node:worker_threads';
 
@@ -21,8 +23,11 @@ parentPort.on('message', ({ seq, buffer, count }) => {
     const r = bytes.subarray(i * RECEIPT_LEN, (i + 1) * RECEIPT_LEN);
     const ticket = r.subarray(1, 210);
     let verdict = 4;
-    const gateway = gateways.get(ticket.toString('hex', 73, 81));
-    if (gateway && verify(null, ticket.subarray(0, 145), gateway, ticket.subarray(145))) verdict |= 1;
+    if (r[0] === 0xff) r[0] = 1;
+    else {
+      const gateway = gateways.get(ticket.toString('hex', 73, 81));
+      if (gateway && verify(null, ticket.subarray(0, 145), gateway, ticket.subarray(145))) verdict |= 1;
+    }
     const hex = ticket.toString('hex', 113, 145);
     let session = sessionKeys.get(hex);
     if (!session) sessionKeys.set(hex, (session = keyFromRaw(ticket.subarray(113, 145))));

@@ -9,6 +9,7 @@ import { writeSampleDataset } from '../dataset/sample.ts';
 import { startGateway, type Gateway } from '../gateway/server.ts';
 import { defaultGatewayConfig, type GatewayConfig } from '../gateway/config.ts';
 import { GeoIp } from '../gateway/geoip.ts';
+import { ticketHash } from '../protocol/ticket-batches.ts';
 import { RecordSpool } from '../gateway/record-spool.ts';
 import { RecordKeeper } from '../gateway/record-keeper.ts';
 import { pushBackoffMs, retryableRefusal } from '../gateway/record-pusher.ts';
@@ -147,7 +148,8 @@ describe('pushing records to the settler', () => {
     const auth = await authoriseSession(wallet, generateSessionKey(), 30_000);
     const keyed = await request(`${first.url}/d/sample/${manifest.shards[0]!.path}`, { headers: { [SESSION_HEADER]: encodeSessionHeader(auth) } });
     expect(keyed.statusCode).toBe(302);
-    expect(decodeClientTicket(new URL(keyed.headers.location as string).searchParams.get('ticket')!)?.client).toBe(auth.client);
+    const keyedTicket = new URL(keyed.headers.location as string).searchParams.get('ticket')!;
+    expect(decodeClientTicket(keyedTicket)?.client).toBe(auth.client);
     expect((await first.challenger.challenge(first.registry.nodes.get(n.address)!))!.record).toMatchObject({ ok: false, failure: 'bad-status' });
     // A node that holds what it claims and answers ranges right passes, and earns the capacity pool.
     const honest = await startScriptedNode({
@@ -170,7 +172,10 @@ describe('pushing records to the settler', () => {
     const reader = await RecordSpool.open(spoolFile);
     const spooled = await reader.all();
     await reader.close();
-    expect([...new Set(spooled.map((r) => r.type))].sort()).toEqual(['anonymous', 'challenge', 'score']);
+    expect([...new Set(spooled.map((r) => r.type))].sort()).toEqual(['anonymous', 'challenge', 'score', 'tickets']);
+    // The keyed ticket's hash is in a signed batch (at shutdown: one ticket does not fill a batch).
+    const batches = spooled.filter((r) => r.type === 'tickets').map((r) => Buffer.from(r.hashes, 'base64url'));
+    expect(batches.filter((b) => b.includes(ticketHash(Buffer.from(keyedTicket, 'base64url'))))).toHaveLength(1);
 
     // The settler comes up with its clock an epoch behind the gateway's: it refuses the records as not started yet.
     const settlerClock = { now: clock - 86_400_000 };
