@@ -332,6 +332,21 @@ describe('settlement: disputes', () => {
     await mined(f.as(f.settler).settlement.postRoot(e.epoch, fixed.root, 250n * TOKEN, MANIFEST, [{ payer: e.trainer, amount: 300n * TOKEN }], 0n));
     await f.chain.advanceTime(3_600);
     await mined(f.as(f.nodeA).settlement.claim(e.epoch, e.a, 250n * TOKEN, fixed.proofFor(e.a)));
+    // Claim state is kept per (epoch, root): the voided root's leaves stay unclaimable beside the new root.
+    await expectRevert(f.as(f.nodeB).settlement.claim(e.epoch, e.b, 200n * TOKEN, e.proofFor(e.b)), 'InvalidProof');
+    const rec = await f.as(f.outsider).settlement.epochs(e.epoch);
+    expect([rec.root, rec.remaining, rec.status, rec.total]).toEqual([fixed.root, 0n, EpochStatus.Posted, 250n * TOKEN]);
+  });
+
+  it('a voided root posted again (same root) starts afresh: claims open after the new window, each leaf once', async () => {
+    const e = await openDispute();
+    await mined(f.as(f.arbiter).settlement.resolveDispute(e.epoch, false));
+    await mined(f.as(f.settler).settlement.postRoot(e.epoch, e.root, 500n * TOKEN, MANIFEST, [{ payer: e.trainer, amount: 600n * TOKEN }], 0n));
+    await expectRevert(f.as(f.nodeA).settlement.claim(e.epoch, e.a, 300n * TOKEN, e.proofFor(e.a)), 'ChallengeWindowOpen');
+    await f.chain.advanceTime(3_600);
+    await mined(f.as(f.nodeA).settlement.claim(e.epoch, e.a, 300n * TOKEN, e.proofFor(e.a)));
+    await expectRevert(f.as(f.nodeA).settlement.claim(e.epoch, e.a, 300n * TOKEN, e.proofFor(e.a)), 'AlreadyClaimed');
+    expect((await f.as(f.outsider).settlement.epochs(e.epoch)).remaining).toBe(200n * TOKEN);
   });
 
   it('rejects a dispute after the window, a second dispute, and a dispute without the bond', async () => {
