@@ -18,7 +18,7 @@ import {
   type SessionKey,
 } from '../protocol/client-tickets.ts';
 import { loadOrCreateClientKey } from '../protocol/identity.ts';
-import { signReceipt } from '../protocol/receipts.ts';
+import { MAX_RECEIPTS_PER_POST, signReceipt } from '../protocol/receipts.ts';
 import { ticketOf } from './chunk-gate.ts';
 import type { Source } from './sources.ts';
 
@@ -53,9 +53,14 @@ interface TicketState {
   verified: bigint;
   /** Bytes of the last receipt signed (and sent or being sent). */
   signed: bigint;
+}
+
+/** One node's receipts: at most one POST in flight; tickets with news meanwhile wait and go together in the next. */
+interface NodeQueue {
+  origin: string;
   inFlight: Promise<void> | null;
-  /** More bytes were verified while a receipt was in flight: send again when it lands. */
-  again: boolean;
+  /** Tickets with verified bytes beyond their last receipt, to be signed when the next POST leaves. */
+  due: Set<TicketState>;
 }
 
 export interface ReceiptSenderOptions {
@@ -70,15 +75,22 @@ export interface ReceiptSenderOptions {
 export interface ReceiptStats {
   signed: number;
   delivered: number;
-  /** POSTs that failed or were refused; the message of the last one. */
+  /** Receipts whose POST failed or that the node refused; the message of the last one. */
   failed: number;
   lastError: string | null;
+  /** POSTs sent: several receipts share one when they are due at the same node at once. */
+  posts: number;
+  /** Milliseconds the end of the run waited for receipts still in flight (drain). */
+  drainMs: number;
 }
 
 export class ReceiptSender {
   private readonly tickets = new Map<string, TicketState>();
+  /** Per source object: its ticket state, or null when it earns no receipts. verified() runs per chunk; a URL parse there cost more than the receipts. */
+  private readonly sources = new WeakMap<Source, TicketState | null>();
+  private readonly nodes = new Map<string, NodeQueue>();
   private readonly inFlight = new Set<Promise<void>>();
-  readonly stats: ReceiptStats = { signed: 0, delivered: 0, failed: 0, lastError: null };
+  readonly stats: ReceiptStats = { signed: 0, delivered: 0, failed: 0, lastError: null, posts: 0, drainMs: 0 };
   private readonly everyBytes: bigint;
 
   constructor(private readonly opts: ReceiptSenderOptions) {
@@ -87,14 +99,24 @@ export class ReceiptSender {
 
   /** The ticket state of a source, or null when it is not a version-2 ticket of a node (anonymous, or the origin). */
   private stateOf(source: Source): TicketState | null {
+    let state = this.sources.get(source);
+    if (state === undefined) {
+      state = this.lookUp(source);
+      this.sources.set(source, state);
+    }
+    return state;
+  }
+
+  private lookUp(source: Source): TicketState | null {
     if (source.kind !== 'node') return null;
-    const token = ticketOf(source.url);
+    const url = source.url;
+    const token = ticketOf(url);
     if (!token || token.length !== TICKET_V2_TOKEN_LEN) return null;
     let state = this.tickets.get(token);
     if (!state) {
       const ticket = decodeClientTicket(token);
       if (!ticket || ticket.sessionKey !== this.opts.identity.session.publicHex) return null;
-      state = { token, nodeOrigin: new URL(source.url).origin, cap: ticket.byteCap, verified: 0n, signed: 0n, inFlight: null, again: false };
+      state = { token, nodeOrigin: new URL(url).origin, cap: ticket.byteCap, verified: 0n, signed: 0n };
       this.tickets.set(token, state);
     }
     return state;
@@ -114,68 +136,109 @@ export class ReceiptSender {
     if (state && state.verified > state.signed) this.send(state);
   }
 
+  /** The ticket has news for its node: it goes in the node's next POST, now if none is in flight. */
   private send(state: TicketState): void {
     if (this.opts.refuseToSign) return;
-    if (state.inFlight) {
-      state.again = true;
-      return;
-    }
-    // Never more than the cap: the settler would refuse the receipt, and the node too.
-    const bytes = state.verified < state.cap ? state.verified : state.cap;
-    if (bytes <= state.signed) return;
+    let node = this.nodes.get(state.nodeOrigin);
+    if (!node) this.nodes.set(state.nodeOrigin, (node = { origin: state.nodeOrigin, inFlight: null, due: new Set() }));
+    node.due.add(state);
+    if (!node.inFlight) this.post(node);
+  }
+
+  /** Signs a receipt for every due ticket of the node (the bytes verified by now) and POSTs them together. */
+  private post(node: NodeQueue): void {
     const nowSeconds = Math.floor((this.opts.now?.() ?? Date.now()) / 1000);
-    const token = signReceipt(state.token, bytes, nowSeconds, this.opts.identity.session);
-    state.signed = bytes;
-    this.stats.signed++;
-    const posting = this.post(state.nodeOrigin, token).finally(() => {
+    const receipts: string[] = [];
+    for (const state of node.due) {
+      if (receipts.length === MAX_RECEIPTS_PER_POST) break;
+      node.due.delete(state);
+      // Never more than the cap: the settler would refuse the receipt, and the node too.
+      const bytes = state.verified < state.cap ? state.verified : state.cap;
+      if (bytes <= state.signed) continue;
+      receipts.push(signReceipt(state.token, bytes, nowSeconds, this.opts.identity.session));
+      state.signed = bytes;
+      this.stats.signed++;
+    }
+    if (receipts.length === 0) return;
+    const posting = this.deliver(node.origin, receipts).finally(() => {
       this.inFlight.delete(posting);
-      state.inFlight = null;
-      if (state.again) {
-        state.again = false;
-        if (state.verified > state.signed) this.send(state);
-      }
+      node.inFlight = null;
+      if (node.due.size > 0) this.post(node);
     });
-    state.inFlight = posting;
+    node.inFlight = posting;
     this.inFlight.add(posting);
   }
 
-  private async post(nodeOrigin: string, receipt: string): Promise<void> {
+  private async deliver(nodeOrigin: string, receipts: string[]): Promise<void> {
+    this.stats.posts++;
     try {
       const res = await request(`${nodeOrigin}/v1/receipts`, {
         dispatcher: this.opts.dispatcher,
         method: 'POST',
         headers: { 'content-type': 'text/plain', [SESSION_HEADER]: this.opts.identity.header },
-        body: `${receipt}\n`,
+        body: `${receipts.join('\n')}\n`,
         // Not the run's abort signal: the receipts of an interrupted run are the ones a node most needs.
         signal: AbortSignal.timeout(10_000),
       });
       const text = await res.body.text();
-      if (res.statusCode === 200) this.stats.delivered++;
-      else this.failed(`${nodeOrigin}: HTTP ${res.statusCode} ${text.slice(0, 200)}`);
+      if (res.statusCode === 200) {
+        this.stats.delivered += receipts.length;
+        return;
+      }
+      // A 400 names the refused receipts; the rest of the batch was kept.
+      const refused = refusedCount(text, receipts.length);
+      this.stats.delivered += receipts.length - refused;
+      this.failed(refused, `${nodeOrigin}: HTTP ${res.statusCode} ${text.slice(0, 200)}`);
     } catch (err) {
-      this.failed(`${nodeOrigin}: ${(err as Error).message}`);
+      this.failed(receipts.length, `${nodeOrigin}: ${(err as Error).message}`);
     }
   }
 
-  private failed(message: string): void {
-    this.stats.failed++;
+  private failed(count: number, message: string): void {
+    this.stats.failed += count;
     this.stats.lastError = message;
   }
 
   /** Sends the final receipt of every ticket and waits (at most `timeoutMs`) for all receipts in flight. */
   async drain(timeoutMs = 5_000): Promise<void> {
+    const started = performance.now();
+    try {
+      await this.waitForInFlight(timeoutMs);
+    } finally {
+      this.stats.drainMs += performance.now() - started;
+    }
+  }
+
+  private async waitForInFlight(timeoutMs: number): Promise<void> {
     for (const state of this.tickets.values()) if (state.verified > state.signed) this.send(state);
-    const deadline = new Promise<void>((resolve) => setTimeout(resolve, timeoutMs).unref());
-    for (;;) {
-      const pending = [...this.inFlight];
-      if (pending.length === 0) return;
-      const done = await Promise.race([Promise.allSettled(pending).then(() => true), deadline.then(() => false)]);
-      if (!done) return;
+    if (this.inFlight.size === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)));
+    try {
+      for (;;) {
+        const pending = [...this.inFlight];
+        if (pending.length === 0) return;
+        const done = await Promise.race([Promise.allSettled(pending).then(() => true), deadline.then(() => false)]);
+        if (!done) return;
+      }
+    } finally {
+      clearTimeout(timer);
     }
   }
 
   /** Receipts signed per ticket (bytes), for reports and tests. */
   receipted(): Map<string, bigint> {
     return new Map([...this.tickets.values()].map((s) => [s.token, s.signed]));
+  }
+}
+
+/** How many receipts of a batch of `sent` a node's 400 answer refused (its `rejected` list; all of them if unreadable). */
+function refusedCount(body: string, sent: number): number {
+  try {
+    const parsed = JSON.parse(body) as { rejected?: unknown; session?: unknown };
+    if (parsed.session !== undefined || !Array.isArray(parsed.rejected)) return sent;
+    return Math.min(sent, parsed.rejected.length);
+  } catch {
+    return sent;
   }
 }

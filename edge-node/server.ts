@@ -55,6 +55,7 @@ import { ReceiptLog } from './receipt-log.ts';
 import { ClaimSubmitter } from './claim-submitter.ts';
 import { ReceiptDesk } from './receipt-desk.ts';
 import { parseReceiptBody } from './receipt-intake.ts';
+import { MAX_RECEIPTS_PER_POST } from '../protocol/receipts.ts';
 import { UnpaidAllowance } from './unpaid-allowance.ts';
 import { RegistryClient, type NodeControl } from './registry-client.ts';
 import { installFastPath, type FastHit, type FastPath } from './fast-path.ts';
@@ -162,7 +163,6 @@ const LIMITED_SLICE = 64 * 1024;
 const DISK_READ_CHUNK = 1 << 20;
 
 /** A receipts POST: 64 receipts of 383 bytes a line fit; anything larger is not a client's batch. */
-const MAX_RECEIPTS_PER_POST = 64;
 const MAX_RECEIPT_BODY = 32 * 1024;
 
 /** Opens the durable receipt log, saying what it found; a damaged tail was kept aside (receipt-log.ts). */

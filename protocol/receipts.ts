@@ -18,6 +18,8 @@ const SIGNED_AT_AT = BYTES_AT + 8; // 218
 const SIGNED_LEN = SIGNED_AT_AT + 4; // 222
 export const RECEIPT_LEN = SIGNED_LEN + 64; // 286
 export const RECEIPT_TOKEN_LEN = 382;
+/** Receipts one POST /v1/receipts may carry (a client batches those due at one node; the node refuses more). */
+export const MAX_RECEIPTS_PER_POST = 64;
 
 export interface Receipt {
   ticket: ClientTicket;
