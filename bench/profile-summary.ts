@@ -12,7 +12,7 @@ interface ProfileNode {
   callFrame: { functionName: string; url: string; lineNumber: number };
   children?: number[];
 }
-interface CpuProfile {
+export interface CpuProfile {
   nodes: ProfileNode[];
   startTime: number;
   endTime: number;
@@ -37,22 +37,28 @@ const AREAS: [string, (fn: string, url: string) => boolean][] = [
   ['module loading, tsx', (fn, url) => url.includes('tsx') || url.includes('node:internal/modules') || url.includes('esbuild')],
 ];
 
-export function summarise(profile: CpuProfile, gib?: number, top = 25): string {
+/** Self time (µs) by area and by function ("name file:line") of one profile; adds into `into` when given (merging profiles). */
+export function selfTimes(profile: CpuProfile, into?: { areaUs: Map<string, number>; fnUs: Map<string, number> }): { areaUs: Map<string, number>; fnUs: Map<string, number>; totalUs: number } {
   const byId = new Map(profile.nodes.map((n) => [n.id, n]));
   const selfUs = new Map<number, number>();
   for (let i = 0; i < profile.samples.length; i++) selfUs.set(profile.samples[i]!, (selfUs.get(profile.samples[i]!) ?? 0) + (profile.timeDeltas[i] ?? 0));
   const totalUs = [...selfUs.values()].reduce((a, b) => a + b, 0);
-  const areaUs = new Map<string, number>();
-  const fnUs = new Map<string, number>();
+  const areaUs = into?.areaUs ?? new Map<string, number>();
+  const fnUs = into?.fnUs ?? new Map<string, number>();
   for (const [id, us] of selfUs) {
     const { functionName, url, lineNumber } = byId.get(id)!.callFrame;
     const fn = functionName || '(anonymous)';
     const area = AREAS.find(([, test]) => test(fn, url))?.[0] ?? 'other JavaScript';
     areaUs.set(area, (areaUs.get(area) ?? 0) + us);
-    const where = url ? `${url.replace(/^.*\/(node_modules|edgeshard|perf-cold|main)\//, '')}:${lineNumber + 1}` : '';
+    const where = url ? `${url.replace(/^.*\/(node_modules|edgeshard|perf-cold|main|wt\/[^/]+)\//, '')}:${lineNumber + 1}` : '';
     const key = `${fn} ${where}`.trim();
     fnUs.set(key, (fnUs.get(key) ?? 0) + us);
   }
+  return { areaUs, fnUs, totalUs };
+}
+
+export function summarise(profile: CpuProfile, gib?: number, top = 25): string {
+  const { areaUs, fnUs, totalUs } = selfTimes(profile);
   const busyUs = totalUs - (areaUs.get('idle') ?? 0);
   const perGiB = (us: number): string => (gib ? (us / 1e6 / gib).toFixed(2) : '');
   const pct = (us: number): string => `${((100 * us) / busyUs).toFixed(1)} %`;
