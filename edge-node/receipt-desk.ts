@@ -3,7 +3,8 @@
 // the tickets' unpaid allowance, so every byte the node serves beyond the allowance is covered by a receipt on disk.
 // The client's session authorisation, when sent, is checked once per distinct value and kept beside its receipts
 // for the settler. No HTTP here: the server reads the body and writes the answer.
-import { checkSessionAuthorisation, parseSessionHeader, type ClientTicket, type SessionAuthorisation } from '../protocol/client-tickets.ts';
+import type { KeyObject } from 'node:crypto';
+import { checkSessionAuthorisation, ed25519FromRaw, parseSessionHeader, type ClientTicket, type SessionAuthorisation } from '../protocol/client-tickets.ts';
 import type { ReceiptLog } from './receipt-log.ts';
 import type { UnpaidAllowance } from './unpaid-allowance.ts';
 import { checkIncomingReceipt, type RejectionLabel } from './receipt-intake.ts';
@@ -14,6 +15,8 @@ export interface ReceiptDeskDeps {
   /** The ticket inside a receipt, checked (gateway signature, this node), or why not (TicketGate.receiptTicket). */
   ticketOf(ticketBytes: Buffer): ClientTicket | string;
   rejected?(label: RejectionLabel): void;
+  /** Builds the key object of a client's session key (raw, hex); remembered per session. Default ed25519FromRaw. */
+  sessionPublicKey?(rawHex: string): KeyObject;
   /** Stale records this many times the live ones (and at least `compactMin`) trigger a compaction. */
   compactRatio?: number;
   compactMin?: number;
@@ -34,6 +37,8 @@ export interface DeskAnswer {
 
 export class ReceiptDesk {
   private readonly sessionVerdicts = new Map<string, SessionAuthorisation | string>();
+  /** Session keys as key objects: one session signs a receipt every few MiB, and building a key costs about a verification. */
+  private readonly sessionKeys = new Map<string, KeyObject>();
   private compacting: Promise<void> | null = null;
 
   constructor(private readonly deps: ReceiptDeskDeps) {}
@@ -50,6 +55,16 @@ export class ReceiptDesk {
     return v;
   }
 
+  private sessionKey(rawHex: string): KeyObject {
+    let key = this.sessionKeys.get(rawHex);
+    if (!key) {
+      key = this.deps.sessionPublicKey ? this.deps.sessionPublicKey(rawHex) : ed25519FromRaw(Buffer.from(rawHex, 'hex'));
+      if (this.sessionKeys.size >= 10_000) this.sessionKeys.clear();
+      this.sessionKeys.set(rawHex, key);
+    }
+    return key;
+  }
+
   async accept(tokens: readonly string[], sessionHeader?: string): Promise<DeskAnswer> {
     const { log, allowance } = this.deps;
     const answer: DeskAnswer = { status: 200, body: { accepted: 0, stale: 0, rejected: [], receipted: {} } };
@@ -60,7 +75,7 @@ export class ReceiptDesk {
     }
     const credits: ClientTicket[] = [];
     tokens.forEach((token, index) => {
-      const verdict = checkIncomingReceipt(token, (bytes) => this.deps.ticketOf(bytes));
+      const verdict = checkIncomingReceipt(token, (bytes) => this.deps.ticketOf(bytes), (hex) => this.sessionKey(hex));
       if (!verdict.ok) {
         this.deps.rejected?.(verdict.label);
         answer.body.rejected.push({ index, reason: verdict.reason });
@@ -68,7 +83,7 @@ export class ReceiptDesk {
       }
       const { ticket } = verdict.receipt;
       if (auth && auth.sessionKey === ticket.sessionKey && auth.client === ticket.client) log.addSession(auth);
-      if (log.add(token)) {
+      if (log.add(token, verdict.receipt)) {
         answer.body.accepted++;
         credits.push(ticket);
       } else answer.body.stale++;

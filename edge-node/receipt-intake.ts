@@ -3,7 +3,8 @@
 // ticket's byte cap. The settler checks all of this again and more (protocol/receipt-rules.ts); the node checks
 // enough that its log and its unpaid allowance only ever count receipts that can pay. Pure: the ticket check is passed in.
 import type { ClientTicket } from '../protocol/client-tickets.ts';
-import { checkReceiptSignature, decodeReceipt, type Receipt } from '../protocol/receipts.ts';
+import type { KeyObject } from 'node:crypto';
+import { checkReceiptPartsSignature, decodeReceiptParts, type Receipt } from '../protocol/receipts.ts';
 
 export type IntakeVerdict = { ok: true; receipt: Receipt } | { ok: false; reason: string; label: RejectionLabel };
 
@@ -18,13 +19,17 @@ function labelOf(ticketProblem: string): RejectionLabel {
   return 'malformed';
 }
 
-/** `ticketOf` checks the embedded ticket (gateway signature, this node) and returns it, or the reason it fails. */
-export function checkIncomingReceipt(token: string, ticketOf: (ticketBytes: Buffer) => ClientTicket | string): IntakeVerdict {
-  const receipt = decodeReceipt(token);
-  if (!receipt) return { ok: false, reason: 'malformed receipt (expected 382 base64url characters of a kind-1 receipt)', label: 'malformed' };
+/**
+ * `ticketOf` checks the embedded ticket (gateway signature, this node) and returns it, or the reason it fails;
+ * `sessionKeyOf` builds (or recalls) the key object of a session key in hex.
+ */
+export function checkIncomingReceipt(token: string, ticketOf: (ticketBytes: Buffer) => ClientTicket | string, sessionKeyOf?: (rawHex: string) => KeyObject): IntakeVerdict {
+  const parts = decodeReceiptParts(token);
+  if (!parts) return { ok: false, reason: 'malformed receipt (expected 382 base64url characters of a kind-1 receipt)', label: 'malformed' };
+  const { receipt } = parts;
   const ticket = ticketOf(receipt.ticketBytes);
   if (typeof ticket === 'string') return { ok: false, reason: ticket, label: labelOf(ticket) };
-  const bad = checkReceiptSignature(token);
+  const bad = checkReceiptPartsSignature(parts, sessionKeyOf);
   if (bad) return { ok: false, reason: bad, label: 'bad-client-signature' };
   if (receipt.bytes > ticket.byteCap) return { ok: false, reason: `receipt claims ${receipt.bytes} bytes, beyond the ticket cap of ${ticket.byteCap}`, label: 'over-cap' };
   return { ok: true, receipt };

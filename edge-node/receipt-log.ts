@@ -125,8 +125,8 @@ export class ReceiptLog {
     }
   }
 
-  private remember(token: string): boolean {
-    const receipt = decodeReceipt(token);
+  private remember(token: string, decoded?: Receipt): boolean {
+    const receipt = decoded ?? decodeReceipt(token);
     if (!receipt) return false;
     const current = this.held.get(receipt.ticket.id);
     if (current && current.receipt.bytes >= receipt.bytes) return false;
@@ -151,6 +151,8 @@ export class ReceiptLog {
    * signature. Durable with the next flush().
    */
   addSession(auth: SessionAuthorisation): boolean {
+    // The desk offers the session with every receipt of its batch: known ones cost a lookup, not a JSON round trip.
+    if (this.sessionAuths.has(auth.sessionKey)) return false;
     const payload = Buffer.from(JSON.stringify({ client: auth.client, sessionKey: auth.sessionKey, validUntilEpoch: auth.validUntilEpoch, signature: auth.signature }));
     if (!this.rememberSession(payload)) return false;
     this.pending.push(frameRecord(payload));
@@ -168,10 +170,11 @@ export class ReceiptLog {
 
   /**
    * Keeps a receipt if it is the newest for its ticket (more bytes than the one held); returns whether it did. The
-   * caller has already checked the client's signature. Durable only after the next flush().
+   * caller has already checked the client's signature (and may pass the receipt it decoded). Durable only after
+   * the next flush().
    */
-  add(token: string): boolean {
-    if (!this.remember(token)) return false;
+  add(token: string, decoded?: Receipt): boolean {
+    if (!this.remember(token, decoded)) return false;
     this.pending.push(frameRecord(Buffer.from(token, 'base64url')));
     return true;
   }

@@ -16,7 +16,7 @@ import { GeoIp } from '../gateway/geoip.ts';
 import { fetchDataset } from '../client/fetch.ts';
 import { openClientIdentity, type ClientIdentity } from '../client/receipts.ts';
 import { generateTicketKey, type TicketKey } from '../protocol/tickets.ts';
-import { SESSION_HEADER, generateSessionKey, signClientTicket, type SessionKey } from '../protocol/client-tickets.ts';
+import { SESSION_HEADER, ed25519FromRaw, generateSessionKey, signClientTicket, type SessionKey } from '../protocol/client-tickets.ts';
 import { signReceipt } from '../protocol/receipts.ts';
 import { loadOrCreateNodeKey } from '../protocol/identity.ts';
 import { decodeClientTicketBytes } from '../protocol/client-tickets.ts';
@@ -217,6 +217,32 @@ describe('the receipt desk', () => {
     } finally {
       await cleanup();
     }
+  });
+
+  it('builds a session key\'s key object once for all its receipts, and still refuses a receipt its key did not sign', async () => {
+    const log = ReceiptLog.memory();
+    const allowance = new UnpaidAllowance({ allowanceBytes: 1000 });
+    const built: string[] = [];
+    const desk = new ReceiptDesk({
+      log,
+      allowance,
+      ticketOf: (b) => decodeClientTicketBytes(b)!,
+      sessionPublicKey: (hex) => {
+        built.push(hex);
+        return ed25519FromRaw(Buffer.from(hex, 'hex'));
+      },
+    });
+    const gateway = generateTicketKey();
+    const session = generateSessionKey();
+    const tickets = [0, 1, 2].map(() => keyedTicket(gateway, '0x' + 'aa'.repeat(20), 'ab'.repeat(32), session, '0x' + 'cc'.repeat(20)));
+    for (let i = 1; i <= 4; i++) expect((await desk.accept(tickets.map((t) => signReceipt(t, BigInt(i * 100), nowS(), session)))).body.accepted).toBe(3);
+    expect(built).toEqual([session.publicHex]);
+    // The same ticket, its session key's object cached, signed by someone else: refused.
+    const forged = Buffer.from(signReceipt(tickets[0]!, 900n, nowS(), session), 'base64url');
+    Buffer.from(signReceipt(tickets[0]!, 100n, nowS(), session), 'base64url').copy(forged, 222, 222); // wrong signature for 900
+    const answer = await desk.accept([forged.toString('base64url')]);
+    expect(answer.body.rejected).toEqual([{ index: 0, reason: 'bad client signature on the receipt' }]);
+    expect(log.get(decodeId(tickets[0]!))!.receipt.bytes).toBe(400n);
   });
 });
 
