@@ -160,6 +160,20 @@ export function processCpuSeconds(pid: number | undefined): number {
 }
 
 /**
+ * CPU seconds (user + system) of this process's children that have exited and been waited for (cutime + cstime):
+ * diffed around an execFile, the child's CPU, whatever it did. NaN off Linux.
+ */
+export function reapedChildrenCpuSeconds(): number {
+  try {
+    clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+    const fields = readFileSync('/proc/self/stat', 'utf8').split(') ')[1]!.split(' ');
+    return (Number(fields[13]) + Number(fields[14])) / clockTicks;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/**
  * CPU seconds (user + system, all threads) used so far by every live process in process group `pgid`: a server
  * started by startChild (its own group) with its workers, as nginx's master and worker are. NaN off Linux.
  */

@@ -13,17 +13,11 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import WebSocket from 'ws';
 import { packDataset } from '../dataset/pack.ts';
-import { commandExists, fmt, median, mdTable, MiB, processCpuSeconds } from './lib.ts';
+import { commandExists, fmt, median, mdTable, MiB, processCpuSeconds, reapedChildrenCpuSeconds } from './lib.ts';
 import { startNetwork, writeRandomDataset } from './gateway.ts';
 import { selfTimes, type CpuProfile } from './profile-summary.ts';
 
 const run = promisify(execFile);
-
-/** CPU seconds of this process's reaped children (cutime + cstime): the CLI's, once execFile has waited for it. */
-function childrenCpuSeconds(): number {
-  const fields = readFileSync('/proc/self/stat', 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[13]) + Number(fields[14])) / 100;
-}
 
 /** The inspector's WebSocket URL a child printed on stderr (node --inspect=127.0.0.1:0). */
 function inspectorUrl(child: ChildProcess): Promise<string> {
@@ -123,12 +117,12 @@ async function main(): Promise<void> {
         const nodeArgs = [...(cliProf ? ['--cpu-prof', '--cpu-prof-dir', cliProf] : []), cli, 'fetch', net.gatewayUrl, 'sample', '--out', out, '--parallel', '8', '--near', '50,5', ...(mode === 'keyed' ? ['--key-file', keyFile] : [])];
         const [cmd, cmdArgs] = commandExists('taskset') ? ['taskset', ['-c', '0', 'node', ...nodeArgs]] : ['node', nodeArgs];
         if (label) await Promise.all(inspectors.map((i) => i.call('Profiler.start')));
-        const cpu0 = { client: childrenCpuSeconds(), nodes: net.nodes.reduce((s, n) => s + processCpuSeconds(n.pid), 0), gateway: processCpuSeconds(net.gateway.pid), origin: processCpuSeconds(net.origin.pid) };
+        const cpu0 = { client: reapedChildrenCpuSeconds(), nodes: net.nodes.reduce((s, n) => s + processCpuSeconds(n.pid), 0), gateway: processCpuSeconds(net.gateway.pid), origin: processCpuSeconds(net.origin.pid) };
         const t0 = performance.now();
         const { stdout } = await run(cmd, cmdArgs as string[], { maxBuffer: 1 << 24 });
         const seconds = (performance.now() - t0) / 1000;
         const cpu = {
-          client: childrenCpuSeconds() - cpu0.client,
+          client: reapedChildrenCpuSeconds() - cpu0.client,
           nodes: net.nodes.reduce((s, n) => s + processCpuSeconds(n.pid), 0) - cpu0.nodes,
           gateway: processCpuSeconds(net.gateway.pid) - cpu0.gateway,
           origin: processCpuSeconds(net.origin.pid) - cpu0.origin,

@@ -1,29 +1,35 @@
 // `edgeshard fetch` with receipts against without, in one run (issue #9: at least 0.95x the throughput): the same
-// 0.5 GiB dataset through the same three local nodes, warm, alternating an anonymous run (version-1 tickets, no
-// receipts) with a keyed one (--key-file: version-2 tickets, a receipt signed and POSTed every 4 MiB per ticket, each
-// batch fsynced into the node's receipt log before it counts, the unpaid allowance metering every byte). Output goes
+// dataset (6 × 64 MiB) through the same three local nodes, warm, an anonymous run (version-1 tickets, no receipts)
+// against a keyed one (--key-file: version-2 tickets, a receipt signed every 4 MiB per ticket and POSTed, each batch
+// fsynced into the node's receipt log before it counts, the unpaid allowance metering every byte), in rounds of
+// A B B A. The verdict is the median of the per-round ratios, with their spread, beside the CPU seconds per GiB of
+// the client and the nodes in both modes (CPU is less at the mercy of a loaded machine than wall time). Output goes
 // to tmpfs where there is one, so the client's disk does not drown the difference. Processes and pinning as the
-// gateway section's fetch (bench/gateway.ts).
+// gateway section's fetch (bench/gateway.ts). Knobs: EDGESHARD_BENCH_RECEIPTS_ROUNDS (6), _SHARDS (6).
 import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { packDataset } from '../dataset/pack.ts';
-import { commandExists, fmt, median, mdTable, MiB } from './lib.ts';
+import { commandExists, fmt, median, mdTable, MiB, processCpuSeconds, reapedChildrenCpuSeconds } from './lib.ts';
 import { startNetwork, writeRandomDataset } from './gateway.ts';
 
 const run = promisify(execFile);
 
-type Mode = 'anonymous' | 'keyed' | 'keyed, --receipt-every 1MiB';
-const MODES: readonly Mode[] = ['anonymous', 'keyed', 'keyed, --receipt-every 1MiB'];
+type Mode = 'anonymous' | 'keyed';
 
 interface FetchRun {
   mode: Mode;
+  round: number;
   seconds: number;
   bytesPerSecond: number;
-  /** Keyed runs: "N receipts signed, M delivered" from the CLI's summary. */
-  receipts?: { signed: number; delivered: number };
+  /** CPU seconds of the CLI process (from /proc, once it has exited). */
+  clientCpu: number;
+  /** CPU seconds of the three nodes over the run. */
+  nodesCpu: number;
+  /** Keyed runs: "N receipts signed, M delivered" from the CLI's summary, and its wait for the last ones (ms). */
+  receipts?: { signed: number; delivered: number; drainMs: number };
   /** Responses the nodes paused at the unpaid allowance during this run (edgeshard_node_receipt_waits_total). */
   nodeWaits: number;
 }
@@ -39,67 +45,107 @@ async function receiptWaits(gatewayUrl: string): Promise<number> {
   return sum;
 }
 
-export async function runReceiptsBench(repoRoot: string, opts: { shards?: number; pairs?: number } = {}): Promise<{ markdown: string; json: unknown }> {
-  // 64 MiB shards, twice the unpaid allowance (32 MiB), so the node's metering must wait for receipts (a shard that
-  // fits in the allowance never would).
-  const shards = opts.shards ?? 8;
+/** The q-quantile (0..1) of xs, linear between order statistics. */
+function quantile(xs: number[], q: number): number {
+  const s = [...xs].sort((a, b) => a - b);
+  if (s.length === 0) return Number.NaN;
+  const at = q * (s.length - 1);
+  const lo = Math.floor(at);
+  return s[lo]! + (s[Math.min(lo + 1, s.length - 1)]! - s[lo]!) * (at - lo);
+}
+
+export const RECEIPTS_TARGET = 0.95;
+
+export async function runReceiptsBench(repoRoot: string, opts: { shards?: number; rounds?: number } = {}): Promise<{ markdown: string; json: unknown; verdict: string }> {
+  // 64 MiB shards, twice the unpaid allowance (32 MiB), so the node's metering must keep up with receipts (a shard
+  // that fits in the allowance never would). Six of them: a fetch takes a few seconds, so rounds are short and many.
+  const shards = opts.shards ?? Number(process.env.EDGESHARD_BENCH_RECEIPTS_SHARDS ?? 6);
   const shardSize = 64 * MiB;
-  const pairs = opts.pairs ?? 5;
+  const rounds = opts.rounds ?? Number(process.env.EDGESHARD_BENCH_RECEIPTS_ROUNDS ?? 6);
   const work = mkdtempSync(join(tmpdir(), 'edgeshard-receiptsbench-'));
   const outRoot = existsSync('/dev/shm') ? mkdtempSync('/dev/shm/edgeshard-receipts-') : work;
   const cli = join(repoRoot, 'bin', 'edgeshard.js');
   const pin = (args: string[]): [string, string[]] => (commandExists('taskset') ? ['taskset', ['-c', '0', 'node', ...args]] : ['node', args]);
+  const load = loadavg();
   try {
     const dataRoot = join(work, 'origin');
     writeRandomDataset(dataRoot, shards, shardSize);
     await packDataset(join(dataRoot, 'sample'), { name: 'sample' });
     const totalBytes = shards * shardSize;
+    const gib = totalBytes / 2 ** 30;
     const net = await startNetwork(repoRoot, work, dataRoot);
     const keyFile = join(work, 'client-key.json');
+    const nodesCpu = (): number => net.nodes.reduce((sum, n) => sum + processCpuSeconds(n.pid), 0);
     try {
-      const fetchOnce = async (mode: Mode): Promise<FetchRun> => {
+      const fetchOnce = async (mode: Mode, round: number): Promise<FetchRun> => {
         const out = join(outRoot, 'out');
         rmSync(out, { recursive: true, force: true });
-        const args = [cli, 'fetch', net.gatewayUrl, 'sample', '--out', out, '--parallel', '8', '--near', '50,5', ...(mode === 'anonymous' ? [] : ['--key-file', keyFile]), ...(mode === 'keyed, --receipt-every 1MiB' ? ['--receipt-every', '1MiB'] : [])];
+        const args = [cli, 'fetch', net.gatewayUrl, 'sample', '--out', out, '--parallel', '8', '--near', '50,5', ...(mode === 'anonymous' ? [] : ['--key-file', keyFile])];
         const waits0 = await receiptWaits(net.gatewayUrl);
+        const [client0, nodes0] = [reapedChildrenCpuSeconds(), nodesCpu()];
         const t0 = performance.now();
         const { stdout } = await run(...pin(args), { maxBuffer: 1 << 24 });
         const seconds = (performance.now() - t0) / 1000;
+        const [clientCpu, nodeCpu] = [reapedChildrenCpuSeconds() - client0, nodesCpu() - nodes0];
         const nodeWaits = (await receiptWaits(net.gatewayUrl)) - waits0;
         const m = /(\d+) receipts signed, (\d+) delivered/.exec(stdout);
         if (mode !== 'anonymous' && !m) throw new Error(`keyed fetch printed no receipt summary:\n${stdout}`);
-        return { mode, seconds, bytesPerSecond: totalBytes / seconds, nodeWaits, ...(m ? { receipts: { signed: Number(m[1]), delivered: Number(m[2]) } } : {}) };
+        const drainMs = Number(/awaited (\d+) ms at the end/.exec(stdout)?.[1] ?? 0);
+        const r: FetchRun = { mode, round, seconds, bytesPerSecond: totalBytes / seconds, clientCpu, nodesCpu: nodeCpu, nodeWaits, ...(m ? { receipts: { signed: Number(m[1]), delivered: Number(m[2]), drainMs } } : {}) };
+        console.error(`   round ${round + 1} ${mode}: ${fmt(r.bytesPerSecond / 1e6)} MB/s, CLI ${fmt(clientCpu, 2)} CPU s, nodes ${fmt(nodeCpu, 2)} CPU s`);
+        return r;
       };
-      await fetchOnce('anonymous'); // cold: the nodes fill from the origin; not measured
-      await fetchOnce('keyed'); // creates the key file; not measured
+      await fetchOnce('anonymous', -1); // cold: the nodes fill from the origin; not measured
+      await fetchOnce('keyed', -1); // creates the key file; not measured
       const runs: FetchRun[] = [];
-      // Rounds of one run per mode, the order rotated every round, so drift on the shared machine hits every mode.
-      for (let i = 0; i < pairs; i++) {
-        for (let k = 0; k < MODES.length; k++) runs.push(await fetchOnce(MODES[(i + k) % MODES.length]!));
+      // Rounds of A B B A: drift on the shared machine that is linear over a round hits both modes alike; the
+      // next round starts with the other mode (B A A B), so neither always goes first.
+      for (let i = 0; i < rounds; i++) {
+        const [a, b]: [Mode, Mode] = i % 2 === 0 ? ['anonymous', 'keyed'] : ['keyed', 'anonymous'];
+        for (const mode of [a, b, b, a]) runs.push(await fetchOnce(mode, i));
       }
-      const of = (mode: Mode): FetchRun[] => runs.filter((r) => r.mode === mode);
-      const anon = of('anonymous');
+      const of = (mode: Mode, round?: number): FetchRun[] => runs.filter((r) => r.mode === mode && (round === undefined || r.round === round));
+      const sum = (rs: FetchRun[], f: (r: FetchRun) => number): number => rs.reduce((acc, r) => acc + f(r), 0);
+      // Per round: bytes over seconds of its two keyed fetches against its two anonymous ones.
+      const roundRatios = Array.from({ length: rounds }, (_, i) => sum(of('anonymous', i), (r) => r.seconds) / sum(of('keyed', i), (r) => r.seconds));
+      const ratio = median(roundRatios);
+      const [q1, q3] = [quantile(roundRatios, 0.25), quantile(roundRatios, 0.75)];
+      const anonMedian = median(of('anonymous').map((r) => r.bytesPerSecond));
+      const keyedMedian = median(of('keyed').map((r) => r.bytesPerSecond));
+      const cpu = (mode: Mode, f: (r: FetchRun) => number): number => median(of(mode).map((r) => f(r) / gib));
+      const cpuRows = [
+        ['CLI (client)', cpu('anonymous', (r) => r.clientCpu), cpu('keyed', (r) => r.clientCpu)],
+        ['three nodes', cpu('anonymous', (r) => r.nodesCpu), cpu('keyed', (r) => r.nodesCpu)],
+      ] as const;
+      const pass = ratio >= RECEIPTS_TARGET;
+      const spreadNote = q1 < RECEIPTS_TARGET && q3 >= RECEIPTS_TARGET ? ' (the middle half of the rounds straddles the target: noise at this load)' : '';
+      const verdict =
+        `receipts (#9): keyed/anonymous throughput, median of ${rounds} A-B-B-A rounds ${fmt(ratio, 3)}x (middle half ${fmt(q1, 3)}–${fmt(q3, 3)}, all ${fmt(Math.min(...roundRatios), 3)}–${fmt(Math.max(...roundRatios), 3)}) ` +
+        `against target ≥ ${RECEIPTS_TARGET}x: ${pass ? 'PASS' : 'MISS'}${spreadNote}; CPU s/GiB keyed/anonymous: client ${fmt(cpuRows[0][2] / cpuRows[0][1], 3)}x, nodes ${fmt(cpuRows[1][2] / cpuRows[1][1], 3)}x; load at start ${load.map((l) => l.toFixed(2)).join(' / ')}`;
       const keyed = of('keyed');
-      const keyed1 = of('keyed, --receipt-every 1MiB');
-      const anonMedian = median(anon.map((r) => r.bytesPerSecond));
-      const keyedMedian = median(keyed.map((r) => r.bytesPerSecond));
-      const keyed1Median = median(keyed1.map((r) => r.bytesPerSecond));
-      const ratio = keyedMedian / anonMedian;
-      const pairRatios = Array.from({ length: pairs }, (_, i) => keyed[i]!.bytesPerSecond / anon[i]!.bytesPerSecond);
       const md = [
-        `## \`edgeshard fetch\` with receipts against without (${fmt(totalBytes / 2 ** 30, 2)} GiB, ${shards} × ${shardSize / MiB} MiB, warm, three local nodes)`,
+        `## \`edgeshard fetch\` with receipts against without (${fmt(gib, 3)} GiB, ${shards} × ${shardSize / MiB} MiB, warm, three local nodes)`,
         '',
-        'Same network, same run, alternating: anonymous (version-1 tickets) and keyed (`--key-file`: version-2 tickets, a receipt every 4 MiB per ticket POSTed to the node, fsynced into its receipt log, every byte metered against the nodes\' default unpaid allowance, 32 MiB), and keyed with a receipt every 1 MiB. ' +
-          `Client pinned to CPU 0, servers on CPU 1, --parallel 8, output on ${outRoot === work ? 'disk' : 'tmpfs'}.`,
+        'Same network, same run: anonymous (version-1 tickets) against keyed (`--key-file`: version-2 tickets, a receipt every 4 MiB per ticket POSTed to the node, fsynced into its receipt log, every byte metered against the nodes\' default unpaid allowance, 32 MiB), ' +
+          `in ${rounds} rounds of A B B A (the next round B A A B). Client pinned to CPU 0, servers on CPU 1, --parallel 8, output on ${outRoot === work ? 'disk' : 'tmpfs'}. ` +
+          'CPU seconds from /proc: the CLI\'s once it has exited, the nodes\' over the fetch.',
         '',
-        mdTable(['run', 'mode', '>seconds', '>MB/s', '>receipts signed / delivered', '>node pauses for a receipt'], runs.map((r, i) => [String(i + 1), r.mode, fmt(r.seconds, 2), fmt(r.bytesPerSecond / 1e6), r.receipts ? `${r.receipts.signed} / ${r.receipts.delivered}` : '', String(r.nodeWaits)])),
+        mdTable(
+          ['run', 'round', 'mode', '>seconds', '>MB/s', '>CLI CPU s', '>nodes CPU s', '>receipts signed / delivered', '>end wait ms', '>node pauses for a receipt'],
+          runs.map((r, i) => [String(i + 1), String(r.round + 1), r.mode, fmt(r.seconds, 2), fmt(r.bytesPerSecond / 1e6), fmt(r.clientCpu, 2), fmt(r.nodesCpu, 2), r.receipts ? `${r.receipts.signed} / ${r.receipts.delivered}` : '', r.receipts ? String(r.receipts.drainMs) : '', String(r.nodeWaits)]),
+        ),
         '',
-        `Median keyed **${fmt(keyedMedian / 1e6)} MB/s** against anonymous **${fmt(anonMedian / 1e6)} MB/s**: **${fmt(ratio, 3)}×** (target ≥ 0.95×: ${ratio >= 0.95 ? 'PASS' : 'MISS'}); ` +
-          `per round ${pairRatios.map((r) => fmt(r, 3)).join(', ')}. ` +
-          `With a receipt per MiB (\`--receipt-every 1MiB\`): ${fmt(keyed1Median / 1e6)} MB/s, ${fmt(keyed1Median / anonMedian, 3)}×.`,
+        mdTable(['CPU seconds per GiB (median)', '>anonymous', '>keyed', '>keyed / anonymous'], cpuRows.map(([name, a, k]) => [name, fmt(a, 2), fmt(k, 2), `${fmt(k / a, 3)}x`])),
+        '',
+        `Per-round ratios (keyed/anonymous throughput): ${roundRatios.map((r) => fmt(r, 3)).join(', ')}. ` +
+          `**Median ${fmt(ratio, 3)}×** (middle half ${fmt(q1, 3)}–${fmt(q3, 3)}; target ≥ ${RECEIPTS_TARGET}×: **${pass ? 'PASS' : 'MISS'}**)${spreadNote}. ` +
+          `Medians over all fetches: keyed ${fmt(keyedMedian / 1e6)} MB/s, anonymous ${fmt(anonMedian / 1e6)} MB/s. ` +
+          `Keyed fetches waited a median ${fmt(median(keyed.map((r) => r.receipts?.drainMs ?? 0)))} ms at the end for their last receipts; the nodes paused a keyed response for a receipt ${sum(keyed, (r) => r.nodeWaits)} times.`,
+        '',
+        `Verdict: ${verdict}`,
         '',
       ];
-      return { markdown: md.join('\n'), json: { totalBytes, runs, anonMedian, keyedMedian, keyed1Median, ratio, pairRatios, target: ratio >= 0.95 ? 'PASS' : 'MISS' } };
+      return { markdown: md.join('\n'), verdict, json: { totalBytes, rounds, runs, roundRatios, ratio, q1, q3, anonMedian, keyedMedian, cpuPerGiB: Object.fromEntries(cpuRows.map(([n, a, k]) => [n, { anonymous: a, keyed: k }])), target: pass ? 'PASS' : 'MISS', verdict } };
     } finally {
       await net.stop();
     }

@@ -78,6 +78,7 @@ async function main(): Promise<void> {
   const sections = selectedSections(process.argv.slice(2));
   mkdirSync(resultsDir, { recursive: true });
   const header = runHeader(repoRoot);
+  const verdicts: string[] = [];
   console.error(`edgeshard bench: ${sections.join(', ')} (commit ${header.commit}${header.dirty ? ', uncommitted changes' : ''})`);
 
   if (sections.includes('micro')) {
@@ -125,6 +126,7 @@ async function main(): Promise<void> {
     console.error('== fetch with receipts against without (a few minutes)');
     const r = await runReceiptsBench(repoRoot);
     write('receipts', 'Receipts: keyed fetch against anonymous', header, r.markdown, r.json);
+    verdicts.push(r.verdict);
   }
 
   // The summary: every section's latest result, each under its own date/commit line.
@@ -132,6 +134,8 @@ async function main(): Promise<void> {
   writeFileSync(join(resultsDir, 'summary.md'), `# edgeshard benchmark results\n\nWritten by \`npm run bench\`; how to run and read them: docs/benchmarks.md.\n\n${parts.join('\n')}`);
   for (const s of sections) console.log(readFileSync(join(resultsDir, `${s}.md`), 'utf8'));
   console.error(`results in ${resultsDir}`);
+  // Last, so a long run ends with what it decided.
+  for (const v of verdicts) console.log(v);
 }
 
 await main();
