@@ -8,7 +8,8 @@
 //   epoch   an epoch of SETTLE_RECEIPTS receipts (default 1,000,000) from SETTLE_NODES nodes (10,000) and
 //           SETTLE_CLIENTS clients (1,000), settled by the settler's own code path in a child process: wall and CPU
 //           seconds and the child's peak RSS. Inputs are generated once into the temp directory (every receipt
-//           genuine, signed on every core) and reused by later runs with the same sizes.
+//           genuine, signed on every core, every ticket in a signed batch in gateway-records.jsonl) and reused by
+//           later runs with the same sizes.
 //   records gateway records checked per CPU-second beside raw Ed25519 (bench/settle-records.ts).
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -26,6 +27,8 @@ import { checkGatewayRecords, signGatewayRecord } from '../protocol/gateway-reco
 import { encodeTicketHashes, issuedTicketsFrom, ticketHash } from '../protocol/ticket-batches.ts';
 import { applyRules, checkClaim, DEFAULT_EXPIRY_GRACE_SECONDS, type ReceiptClaim, type RuleContext } from '../protocol/receipt-rules.ts';
 import { verifyClaimSignatures } from '../settler/signature-pool.ts';
+import { lineFile } from '../settler/settle-files.ts';
+import type { LineFile } from '../protocol/epoch-settle.ts';
 import { DEFAULT_REWARD_PARAMS } from '../protocol/epoch.ts';
 import { claimLine, sessionsOf, type GenSpec } from './settle-gen.ts';
 import { median, mdTable } from './lib.ts';
@@ -216,7 +219,7 @@ function runChild(args: string[], cwd: string): Promise<string> {
 
 /** Generates (or reuses) the input directory of a synthetic epoch; returns it and how long generation took. */
 async function epochInputs(repoRoot: string, receipts: number, nodes: number, clients: number): Promise<{ dir: string; generatedSeconds: number | null }> {
-  const base = join(tmpdir(), `edgeshard-settle-bench-${receipts}-${nodes}-${clients}`);
+  const base = join(tmpdir(), `edgeshard-settle-bench-batched-${receipts}-${nodes}-${clients}`);
   const dir = join(base, 'inputs');
   if (existsSync(join(base, 'complete'))) return { dir, generatedSeconds: null };
   const t0 = performance.now();
@@ -239,8 +242,15 @@ async function epochInputs(repoRoot: string, receipts: number, nodes: number, cl
     await appendFile(claims, await readFile(part.path));
     await rm(part.path);
   }
+  // As a real epoch has them: the gateway's signed batches of the hashes of the tickets it issued.
+  const records = ticketBatchesFor(claimsOf(await lineFile(claims)), ticketKeyFromPem(spec.gatewayPem));
+  await writeFile(join(dir, 'gateway-records.jsonl'), records.map((r) => JSON.stringify(r) + '\n').join(''));
   await writeFile(join(base, 'complete'), '');
   return { dir, generatedSeconds: (performance.now() - t0) / 1000 };
+}
+
+function* claimsOf(file: LineFile): Generator<ReceiptClaim> {
+  for (const line of file.lines()) yield JSON.parse(line) as ReceiptClaim;
 }
 
 export const epochAtScale: SettleSubBench = {
@@ -273,7 +283,8 @@ export const epochAtScale: SettleSubBench = {
       '### Settling an epoch',
       '',
       `${receipts.toLocaleString('en')} genuine receipts from ${nodes.toLocaleString('en')} nodes and ${clients.toLocaleString('en')} clients ` +
-        `(claims.jsonl read from disk line by line), settled by the settler's own code (settler/settle-files.ts) in a child process; ` +
+        `(claims.jsonl read from disk line by line; every ticket in one of ${Math.ceil(receipts / 1024).toLocaleString('en')} signed batches in gateway-records.jsonl, so one signature per receipt), ` +
+        `settled by the settler's own code (settler/settle-files.ts) in a child process; ` +
         (generatedSeconds === null ? 'inputs reused from an earlier run.' : `inputs generated in ${generatedSeconds.toFixed(0)} s on ${cpus().length} cores.`),
       '',
       mdTable(
