@@ -48,8 +48,10 @@ export function fetchOptionsFromSettings(settings: Settings, positionals: string
   const outDir = stringSetting(settings, 'out');
   if (!outDir) throw new UsageError('--out DIR is required: where the verified shards go');
   let splitThreshold: number;
+  let maxManifestBytes: number;
   try {
     splitThreshold = parseSize(String(settings['split-threshold']), '--split-threshold');
+    maxManifestBytes = parseSize(String(settings['max-manifest-size'] ?? '64MiB'), '--max-manifest-size');
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
@@ -80,6 +82,7 @@ export function fetchOptionsFromSettings(settings: Settings, positionals: string
     retries: intSetting(settings, 'retries', 0, 100),
     gatewayPatienceMs,
     sourcePatienceMs,
+    maxManifestBytes,
     ...(near ? { near: parseNear(near) } : {}),
     ...(keyFile ? { keyFile, receiptEvery } : {}),
   };
@@ -140,6 +143,7 @@ export const fetchCommand: Command = {
       { name: 'key-file', type: 'string', description: 'your Ethereum key file (created 0600 on first start): fetch as a paying client with version-2 tickets and signed receipts; without it, anonymous' },
       { name: 'receipt-every', type: 'string', default: '4MiB', description: 'with --key-file: sign a receipt per ticket every this many verified bytes (and at the end of each transfer)' },
       { name: 'gateway-patience', type: 'string', default: '30s', description: 'how long each gateway call rides out a gateway that is down or restarting (backoff with jitter, failing over between comma-separated replicas), e.g. 30s, 2m; 0 tries each replica once' },
+      { name: 'max-manifest-size', type: 'string', default: '64MiB', description: "largest manifest read from the gateway (a longer answer fails the fetch); raise it with the gateway's --max-manifest-size" },
       { name: 'source-patience', type: 'string', default: '30s', description: 'how long a shard whose every source failed (nodes, fresh routes, the origin) keeps waiting and trying again (backoff with jitter, honouring Retry-After), e.g. 30s, 2m; 0 fails it at once' },
     ],
   },

@@ -43,6 +43,8 @@ export interface ShardFetchOptions {
   retries?: number;
   /** How long each gateway call rides out a gateway that is down or restarting (ms). Default 30 s. */
   gatewayPatienceMs?: number;
+  /** Largest manifest read from the gateway (bytes). Default 64 MiB. */
+  maxManifestBytes?: number;
   /**
    * How long a shard whose every source failed (its nodes, fresh routes, the origin) keeps waiting and trying again,
    * from the first time they all failed (ms). Default 30 s, as the gateway's; 0 fails the shard at once.
@@ -249,6 +251,7 @@ export async function fetchDataset(opts: FetchOptions): Promise<FetchReport> {
       gateway: opts.gateway,
       dispatcher,
       ...(opts.gatewayPatienceMs !== undefined ? { patienceMs: opts.gatewayPatienceMs } : {}),
+      ...(opts.maxManifestBytes !== undefined ? { maxManifestBytes: opts.maxManifestBytes } : {}),
       ...(opts.gatewayBackoffMs !== undefined ? { backoffBaseMs: opts.gatewayBackoffMs } : {}),
       ...(opts.near ? { near: opts.near } : {}),
       ...(identity ? { headers: { [SESSION_HEADER]: identity.header } } : {}),

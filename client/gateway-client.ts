@@ -5,9 +5,14 @@
 // Retry-After from the gateway wins over our own schedule.
 import type { ReportBody } from './signed-report.ts';
 import { request, type Dispatcher } from 'undici';
-import { parseManifest, type Manifest, type ShardEntry } from '../protocol/manifest.ts';
+import { DEFAULT_MAX_MANIFEST_BYTES, parseManifest, type Manifest, type ShardEntry } from '../protocol/manifest.ts';
+import { BodyTooLargeError, readBoundedText } from '../protocol/bounded-body.ts';
 import { abortableSleep, abortedReason } from './http.ts';
 import { nextAttempt, PATIENCE_DEFAULTS } from './gateway-patience.ts';
+
+/** A route is a few candidates with their tickets (a few KiB); an answer past this is not a route. */
+export const MAX_ROUTE_ANSWER_BYTES = 1024 * 1024;
+const MAX_ERROR_PAGE_BYTES = 64 * 1024;
 
 export interface RouteCandidate {
   node: string;
@@ -55,6 +60,8 @@ export interface GatewayClientOptions {
   backoffBaseMs?: number;
   backoffMaxMs?: number;
   near?: LatLon;
+  /** Largest manifest read from the gateway (`--max-manifest-size`; default 64 MiB). */
+  maxManifestBytes?: number;
   /** Sent with every request: a keyed client's x-edgeshard-session (its routes then carry version-2 tickets). */
   headers?: Record<string, string>;
   signal?: AbortSignal;
@@ -166,7 +173,7 @@ export class GatewayClient {
   }
 
   async manifest(dataset: string): Promise<Manifest> {
-    const text = await this.#get(`/d/${encodeURIComponent(dataset)}/manifest.json`, `manifest of ${dataset}`);
+    const text = await this.#get(`/d/${encodeURIComponent(dataset)}/manifest.json`, `manifest of ${dataset}`, this.#opts.maxManifestBytes ?? DEFAULT_MAX_MANIFEST_BYTES, ' (--max-manifest-size)');
     let manifest: Manifest;
     try {
       manifest = parseManifest(text);
@@ -180,7 +187,7 @@ export class GatewayClient {
     const q = new URLSearchParams({ dataset, shard: shard.sha256 });
     if (count !== undefined) q.set('count', String(count));
     if (this.#opts.near) q.set('near', `${this.#opts.near.lat},${this.#opts.near.lon}`);
-    const text = await this.#get(`/v1/route?${q.toString()}`, `route for ${shard.path}`);
+    const text = await this.#get(`/v1/route?${q.toString()}`, `route for ${shard.path}`, MAX_ROUTE_ANSWER_BYTES);
     let json: unknown;
     try {
       json = JSON.parse(text);
@@ -208,8 +215,11 @@ export class GatewayClient {
     );
   }
 
-  /** GET with retries over the replicas for the gateway patience; returns the 200 body as text. */
-  async #get(path: string, what: string): Promise<string> {
+  /**
+   * GET with retries over the replicas for the gateway patience; returns the 200 body as text. An answer over
+   * `maxBytes` fails at once (`limitHint` names the setting that raises the limit): the gateway is broken or hostile.
+   */
+  async #get(path: string, what: string, maxBytes: number, limitHint = ''): Promise<string> {
     const { dispatcher, signal, now, patienceMs, backoffBaseMs, backoffMaxMs, random, onRetry } = this.#opts;
     const replicas = this.bases.length;
     const started = now();
@@ -222,16 +232,19 @@ export class GatewayClient {
       let retryAfterMs: number | null = null;
       try {
         const res = await request(`${base}${path}`, { dispatcher, method: 'GET', headers: { accept: 'application/json', ...this.#opts.headers }, ...(signal ? { signal } : {}) });
-        const text = await res.body.text();
         if (res.statusCode === 200) {
+          const text = await readBoundedText(res, maxBytes, `gateway ${base}: ${what}${limitHint}`);
           this.#preferred = index;
           return text;
         }
+        // An error page is read for its message only; one too long to be a message is left unsaid.
+        const text = await readBoundedText(res, MAX_ERROR_PAGE_BYTES, '').catch((err: unknown) => (err instanceof BodyTooLargeError ? '' : Promise.reject(err)));
         lastError = new GatewayError(`gateway ${base}: ${what}: HTTP ${res.statusCode}${errorDetail(text)}`, res.statusCode);
         if (!isRetryableStatus(res.statusCode)) throw lastError;
         retryAfterMs = parseRetryAfter(res.headers['retry-after']);
       } catch (err) {
         if (err instanceof GatewayError) throw err;
+        if (err instanceof BodyTooLargeError) throw new GatewayError(err.message);
         const interrupted = abortedReason(signal);
         if (interrupted) throw interrupted;
         const plainHttp = speaksPlainHttp(err, base);

@@ -125,6 +125,7 @@ export async function openDataset(opts: OpenDatasetOptions): Promise<Dataset> {
     gateway: opts.gateway,
     dispatcher,
     ...(f.gatewayPatienceMs !== undefined ? { patienceMs: f.gatewayPatienceMs } : {}),
+    ...(f.maxManifestBytes !== undefined ? { maxManifestBytes: f.maxManifestBytes } : {}),
     ...(f.gatewayBackoffMs !== undefined ? { backoffBaseMs: f.gatewayBackoffMs } : {}),
     ...(opts.near ? { near: opts.near } : {}),
     ...(identity ? { headers: { [SESSION_HEADER]: identity.header } } : {}),

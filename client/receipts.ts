@@ -20,6 +20,7 @@ import {
 import { loadOrCreateClientKey } from '../protocol/identity.ts';
 import { MAX_RECEIPTS_PER_POST, signReceipt } from '../protocol/receipts.ts';
 import { ticketOf } from './chunk-gate.ts';
+import { readBoundedText } from '../protocol/bounded-body.ts';
 import type { Source } from './sources.ts';
 
 /** 4 MiB: a receipt (286 bytes, one Ed25519 signature ~0.1 ms) per 4 MiB is < 0.01 % of the bytes and of the CPU. */
@@ -180,12 +181,13 @@ export class ReceiptSender {
         // Not the run's abort signal: the receipts of an interrupted run are the ones a node most needs.
         signal: AbortSignal.timeout(10_000),
       });
-      const text = await res.body.text();
       if (res.statusCode === 200) {
+        await res.body.dump(); // the node's answer says nothing we use (dump reads 128 KiB at the most)
         this.stats.delivered += receipts.length;
         return;
       }
       // A 400 names the refused receipts; the rest of the batch was kept.
+      const text = await readBoundedText(res, 64 * 1024, `HTTP ${res.statusCode}`);
       const refused = refusedCount(text, receipts.length);
       this.stats.delivered += receipts.length - refused;
       this.failed(refused, `${nodeOrigin}: HTTP ${res.statusCode} ${text.slice(0, 200)}`);

@@ -7,6 +7,10 @@ import { Agent } from 'undici';
 import { fetchShardLeaves } from '../client/chunk-gate.ts';
 import { BodyTooLargeError, readBounded } from '../protocol/bounded-body.ts';
 import { Readable } from 'node:stream';
+import { GatewayClient, MAX_ROUTE_ANSWER_BYTES } from '../client/gateway-client.ts';
+import { openClientIdentity, ReceiptSender } from '../client/receipts.ts';
+import { startEndlessServer } from './helpers/endless-body.ts';
+import { tempDir } from './helpers/net.ts';
 
 const SHA = 'ab'.repeat(32);
 
@@ -69,6 +73,62 @@ describe('bounded answers over a real undici body', () => {
     } finally {
       server.closeAllConnections();
       await new Promise((r) => server.close(r));
+    }
+  });
+});
+
+describe('bounded answers from a gateway and from nodes', () => {
+  const SHARD = { path: 'train/a.bin', size: 1 << 20, sha256: SHA };
+
+  async function withEndless<T>(opts: Parameters<typeof startEndlessServer>[0], run: (url: string, dispatcher: Agent) => Promise<T>) {
+    const server = await startEndlessServer(opts);
+    const dispatcher = new Agent();
+    try {
+      await run(server.url, dispatcher);
+      await server.hungUp();
+      return server.sent;
+    } finally {
+      await dispatcher.close();
+      await server.close();
+    }
+  }
+
+  it('an endless manifest from the gateway fails at once at --max-manifest-size, naming the flag', async () => {
+    const sent = await withEndless({}, async (url, dispatcher) => {
+      const gateway = new GatewayClient({ gateway: url, dispatcher, maxManifestBytes: 1 << 20, patienceMs: 600_000 });
+      await expect(gateway.manifest('sample')).rejects.toThrow(`gateway ${url}: manifest of sample (--max-manifest-size): answer over the ${1 << 20}-byte limit`);
+    });
+    expect(sent).toBeLessThan(32 << 20);
+  });
+
+  it('an endless route answer fails at once, and an endless error page is not buffered', async () => {
+    const sent = await withEndless({}, async (url, dispatcher) => {
+      const gateway = new GatewayClient({ gateway: url, dispatcher, patienceMs: 600_000 });
+      await expect(gateway.route('sample', SHARD)).rejects.toThrow(`route for ${SHARD.path}: answer over the ${MAX_ROUTE_ANSWER_BYTES}-byte limit`);
+    });
+    expect(sent).toBeLessThan(32 << 20);
+    const sentError = await withEndless({ status: 404 }, async (url, dispatcher) => {
+      const gateway = new GatewayClient({ gateway: url, dispatcher, patienceMs: 600_000 });
+      await expect(gateway.route('sample', SHARD)).rejects.toThrow(`gateway ${url}: route for ${SHARD.path}: HTTP 404`);
+    });
+    expect(sentError).toBeLessThan(32 << 20);
+  });
+
+  it("an endless answer to a receipt is not buffered: the receipt counts as failed with the node's status", async () => {
+    const tmp = await tempDir();
+    try {
+      const identity = await openClientIdentity(`${tmp.dir}/client.key`);
+      for (const status of [200, 500]) {
+        const sent = await withEndless({ status }, async (url, dispatcher) => {
+          const sender = new ReceiptSender({ identity, dispatcher });
+          await sender['deliver'](url, ['receipt']);
+          if (status === 200) expect(sender.stats).toMatchObject({ delivered: 1, failed: 0 });
+          else expect(sender.stats).toMatchObject({ delivered: 0, failed: 1, lastError: `${url}: HTTP 500: answer over the 65536-byte limit` });
+        });
+        expect(sent).toBeLessThan(32 << 20);
+      }
+    } finally {
+      await tmp.cleanup();
     }
   });
 });
