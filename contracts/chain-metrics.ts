@@ -1,9 +1,12 @@
 // Prometheus series for the chain dashboard (grafana/dashboards/chain.json), read at scrape time from a ChainWatcher:
 // its ledger's totals since the deployment and the contracts' state at the last block it read. Token amounts are in
 // tokens (EDGE, 18 decimals) as floats; the exact figures are on chain. Labels are bounded: event names, states, and
-// `epoch` only for the last few posted epochs (one new series per epoch posted, at most `recentEpochs` at a time).
+// `epoch` (with its state) only for the last few posted epochs: one new series per epoch posted or state it enters,
+// at most `recentEpochs` at a time.
 // The counters are the chain's totals, set at each scrape: a restarted watcher recounts from the deployment and
-// exports the same values, never the sum of two runs.
+// exports the same values, never the sum of two runs. They appear only once the watcher has read the chain to its head:
+// a restarted process that exported 0 before its first read would look like a counter reset, and rate() and
+// increase() would count the whole history again.
 import { Counter, Gauge, Registry } from 'prom-client';
 import { formatUnits } from 'ethers';
 import type { EpochState, LedgerSnapshot } from './chain-ledger.ts';
@@ -13,6 +16,7 @@ export interface ChainMetrics {
   registry: Registry;
   /** Scrapes read this watcher from now on. */
   watch(watcher: ChainWatcher): void;
+  /** The watcher read the chain to its head: the chain series are exported from now on. */
   pollSucceeded(nowMs: number): void;
   pollFailed(): void;
 }
@@ -27,6 +31,8 @@ const EPOCH_STATES: EpochState[] = ['posted', 'disputed', 'voided'];
 
 export function createChainMetrics(registry: Registry = new Registry()): ChainMetrics {
   let watcher: ChainWatcher | null = null;
+  // The chain series wait here until the first complete read (see the top of the file).
+  const pending = new Registry();
   const totals = (): LedgerSnapshot | null => watcher?.totals ?? null;
   const state = (): ChainState | null => watcher?.state ?? null;
 
@@ -35,7 +41,7 @@ export function createChainMetrics(registry: Registry = new Registry()): ChainMe
     new Counter({
       name,
       help,
-      registers: [registry],
+      registers: [pending],
       collect() {
         const t = totals();
         const v = t ? read(t) : 0;
@@ -48,7 +54,7 @@ export function createChainMetrics(registry: Registry = new Registry()): ChainMe
     new Gauge({
       name,
       help,
-      registers: [registry],
+      registers: [pending],
       collect() {
         const v = read() ?? 0;
         this.set(typeof v === 'bigint' ? tokens(v) : v);
@@ -61,7 +67,7 @@ export function createChainMetrics(registry: Registry = new Registry()): ChainMe
     name: 'edgeshard_chain_epochs_total',
     help: 'epoch roots by what happened to them: posted (again after a void too), disputed, upheld (dispute rejected), voided (dispute upheld: refunded)',
     labelNames: ['event'],
-    registers: [registry],
+    registers: [pending],
     collect() {
       const t = totals();
       this.reset();
@@ -73,7 +79,7 @@ export function createChainMetrics(registry: Registry = new Registry()): ChainMe
     name: 'edgeshard_chain_epochs',
     help: 'epochs whose latest root is in each state now',
     labelNames: ['state'],
-    registers: [registry],
+    registers: [pending],
     collect() {
       const t = totals();
       for (const s of EPOCH_STATES) this.labels(s).set(t?.epochsByState[s] ?? 0);
@@ -88,12 +94,12 @@ export function createChainMetrics(registry: Registry = new Registry()): ChainMe
     new Gauge({
       name,
       help,
-      labelNames: ['epoch'],
-      registers: [registry],
+      labelNames: ['epoch', 'state'],
+      registers: [pending],
       collect() {
         // Only the recent epochs: an epoch that drops out of the window drops its series.
         this.reset();
-        for (const e of state()?.epochs ?? []) this.labels(e.epoch.toString()).set(tokens(read(e)));
+        for (const e of state()?.epochs ?? []) this.labels(e.epoch.toString(), e.state).set(tokens(read(e)));
       },
     });
   perEpoch('edgeshard_chain_epoch_unclaimed_tokens', "what nodes have not claimed yet of each recent epoch's root (Settlement.epochs(e).remaining; 0 once voided), tokens", (e) => e.remaining);
@@ -105,7 +111,7 @@ export function createChainMetrics(registry: Registry = new Registry()): ChainMe
     name: 'edgeshard_chain_capacity_pool_flow_tokens_total',
     help: 'capacity pool: funded, drawn by posted roots, returned by voided epochs, tokens',
     labelNames: ['flow'],
-    registers: [registry],
+    registers: [pending],
     collect() {
       const t = totals();
       this.reset();
@@ -123,7 +129,7 @@ export function createChainMetrics(registry: Registry = new Registry()): ChainMe
     name: 'edgeshard_chain_escrow_withdrawals_total',
     help: 'escrow withdrawals: requested (the delay starts), paid (after it)',
     labelNames: ['step'],
-    registers: [registry],
+    registers: [pending],
     collect() {
       const t = totals();
       this.reset();
@@ -140,7 +146,7 @@ export function createChainMetrics(registry: Registry = new Registry()): ChainMe
     name: 'edgeshard_chain_nodes',
     help: 'registered nodes: bonded, or unbonding (stake not yet withdrawn)',
     labelNames: ['state'],
-    registers: [registry],
+    registers: [pending],
     collect() {
       const t = totals();
       this.labels('bonded').set(t?.bondedNodes ?? 0);
@@ -154,13 +160,13 @@ export function createChainMetrics(registry: Registry = new Registry()): ChainMe
   total('edgeshard_chain_slashed_tokens_total', 'stake taken by slashes, tokens', (t) => t.slashed);
 
   // The watcher itself.
-  gauge('edgeshard_chain_head_block', 'the chain head at the last poll', () => watcher?.headBlock ?? -1);
-  gauge('edgeshard_chain_scanned_block', 'the last block whose events are counted', () => watcher?.scannedBlock ?? -1);
+  new Gauge({ name: 'edgeshard_chain_head_block', help: 'the chain head at the last poll (-1: none yet)', registers: [registry], collect() { this.set(watcher?.headBlock ?? -1); } });
+  new Gauge({ name: 'edgeshard_chain_scanned_block', help: 'the last block whose events are counted (-1: none yet)', registers: [registry], collect() { this.set(watcher?.scannedBlock ?? -1); } });
   new Counter({
     name: 'edgeshard_chain_events_total',
     help: 'contract events read since the deployment, by contract and event name',
     labelNames: ['contract', 'event'],
-    registers: [registry],
+    registers: [pending],
     collect() {
       this.reset();
       for (const [key, n] of totals()?.events ?? []) {
@@ -179,6 +185,8 @@ export function createChainMetrics(registry: Registry = new Registry()): ChainMe
     },
     pollSucceeded(nowMs) {
       lastSuccess.set(nowMs / 1000);
+      for (const { name } of pending.getMetricsAsArray()) registry.registerMetric(pending.getSingleMetric(name)!);
+      pending.clear();
     },
     pollFailed() {
       errors.inc();
