@@ -1,17 +1,22 @@
 // The dashboards must query metrics that exist: every metric name in a panel expression is one the edge node,
-// the gateway or the settler registers (a renamed metric would otherwise leave an operator's panel silently empty).
+// the gateway, the settler or its chain watcher registers (a renamed metric would otherwise leave an operator's panel
+// silently empty).
 import { describe, expect, it } from 'vitest';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createEdgeMetrics } from '../edge-node/metrics.ts';
 import { createGatewayMetrics } from '../gateway/metrics.ts';
 import { createSettlerMetrics } from '../settler/metrics.ts';
+import { createChainMetrics } from '../contracts/chain-metrics.ts';
 
 const dir = join(import.meta.dirname, '..', 'grafana', 'dashboards');
 
 async function exportedNames(): Promise<Set<string>> {
   const names = new Set<string>();
-  for (const registry of [createEdgeMetrics().registry, createGatewayMetrics().registry, createSettlerMetrics().registry]) {
+  // The chain series are registered at the watcher's first complete read.
+  const chain = createChainMetrics();
+  chain.pollSucceeded(0);
+  for (const registry of [createEdgeMetrics().registry, createGatewayMetrics().registry, createSettlerMetrics().registry, chain.registry]) {
     for (const m of await registry.getMetricsAsJSON()) {
       names.add(m.name);
       if (String(m.type) === 'histogram') for (const s of ['_bucket', '_sum', '_count']) names.add(m.name + s);
@@ -21,7 +26,7 @@ async function exportedNames(): Promise<Set<string>> {
 }
 
 describe('grafana dashboards', () => {
-  it.each(['edge-node.json', 'gateway.json', 'settler.json'])('%s queries only exported metrics', async (file) => {
+  it.each(['edge-node.json', 'gateway.json', 'settler.json', 'chain.json'])('%s queries only exported metrics', async (file) => {
     const dashboard = JSON.parse(readFileSync(join(dir, file), 'utf8')) as { panels: { title: string; targets: { expr: string }[] }[] };
     const names = await exportedNames();
     expect(dashboard.panels.length).toBeGreaterThan(5);

@@ -1,6 +1,7 @@
-// Real Prometheus (Debian's prometheus package) against a running gateway, edge node and settler: the shipped scrape
-// config (grafana/prometheus.yml, with the test's ports and a 1 s interval substituted) finds every target up, and every
-// query of every shipped dashboard panel returns a series (a value, 0 or NaN, never "No data").
+// Real Prometheus (Debian's prometheus package) against a running gateway, edge node and settler (watching an EDR chain
+// where a trainer has deposited and a root is posted): the shipped scrape config (grafana/prometheus.yml, with the
+// test's ports and a 1 s interval substituted) finds every target up, and every query of every shipped dashboard panel
+// returns a series (a value, 0 or NaN, never "No data").
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -16,12 +17,13 @@ import type { Manifest } from '../protocol/manifest.ts';
 import { startSettler, type RunningSettler } from '../settler/server.ts';
 import { DEFAULT_REWARD_PARAMS } from '../protocol/epoch.ts';
 import { tempDir, until, freePort, stopChild } from './helpers/net.ts';
+import { TOKEN, deployFixture, epochTree, mined, type Fixture } from './helpers/chain.ts';
 
 const ROOT = join(import.meta.dirname, '..');
 
 function panelQueries(): { dashboard: string; title: string; expr: string }[] {
   const out = [];
-  for (const dashboard of ['edge-node.json', 'gateway.json', 'settler.json']) {
+  for (const dashboard of ['edge-node.json', 'gateway.json', 'settler.json', 'chain.json']) {
     const d = JSON.parse(readFileSync(join(ROOT, 'grafana', 'dashboards', dashboard), 'utf8')) as { panels: { title: string; targets?: { expr: string }[] }[] };
     for (const p of d.panels) for (const t of p.targets ?? []) out.push({ dashboard, title: p.title, expr: t.expr.replaceAll('$instance', '.+') });
   }
@@ -35,6 +37,7 @@ describe('Prometheus with the shipped scrape config and dashboards', () => {
   let node: EdgeNode;
   let settler: RunningSettler;
   let manifest: Manifest;
+  let chain: Fixture;
   let prometheus: ChildProcess | undefined;
   let promLog = '';
 
@@ -45,8 +48,20 @@ describe('Prometheus with the shipped scrape config and dashboards', () => {
     gateway = await startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], allowPrivateNodes: true, probeIntervalMs: 300 }));
     node = await startEdgeNode(defaultNodeConfig({ originUrl: origin.url, gateways: [gateway.url], location: { lat: 48.85, lon: 2.35 }, cacheDir: join(tmp.dir, 'cache') }));
     await until('the node to register', () => gateway.registry.healthyCount === 1 && node.manifests.shardCount === 4, 30_000);
-    settler = await startSettler({ host: '127.0.0.1', port: 0, dir: join(tmp.dir, 'settler'), id: 'settler', epochSeconds: 86_400, claimWindowSeconds: 3600, params: DEFAULT_REWARD_PARAMS, gateways: { [gateway.ticketKey.keyId]: gateway.ticketKey.publicKeyB64 }, settleCheckMs: 0 });
-  }, 60_000);
+    // The chain the settler watches: a trainer's deposit and one posted root, so every chain panel has a series.
+    chain = await deployFixture();
+    const trainer = await chain.addr(chain.trainer);
+    await mined(chain.as(chain.trainer).token.approve(chain.file.escrow, 10n * TOKEN));
+    await mined(chain.as(chain.trainer).escrow.deposit(10n * TOKEN));
+    const tree = epochTree(1, [[await chain.addr(chain.nodeA), 5n * TOKEN]]);
+    await mined(chain.as(chain.settler).settlement.postRoot(1n, tree.root, 5n * TOKEN, tree.root, [{ payer: trainer, amount: 5n * TOKEN }], 0n));
+    const head = await chain.chain.provider.getBlockNumber();
+    settler = await startSettler({
+      host: '127.0.0.1', port: 0, dir: join(tmp.dir, 'settler'), id: 'settler', epochSeconds: 86_400, claimWindowSeconds: 3600, params: DEFAULT_REWARD_PARAMS,
+      gateways: { [gateway.ticketKey.keyId]: gateway.ticketKey.publicKeyB64 }, settleCheckMs: 0, chainWatch: { provider: chain.chain.provider, file: chain.file, pollMs: 500 },
+    });
+    await until('the settler to read the chain', () => settler.chainWatcher!.scannedBlock >= head, 30_000);
+  }, 180_000);
 
   afterAll(async () => {
     await stopChild(prometheus);
