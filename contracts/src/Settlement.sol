@@ -5,11 +5,11 @@ import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
-import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {Escrow} from "./Escrow.sol";
 import {IClaimWords, NodeRegistry} from "./NodeRegistry.sol";
+import {SortedMerkleRoot} from "./SortedMerkleRoot.sol";
 
 /// @notice Per-epoch reward roots and claims. The settler posts (epoch, root, total, sha256 of the epoch's
 /// manifest.json) with the payers' charges; the charges are debited from the escrow and, with a draw on the capacity
@@ -199,18 +199,21 @@ contract Settlement is AccessControl, ReentrancyGuardTransient, EIP712, IClaimWo
     function claim(uint256 epoch, address node, uint256 amount, bytes32[] calldata proof) external nonReentrant {
         uint256 w = epoch / EPOCHS_PER_WORD;
         uint256 bit = 1 << (epoch % EPOCHS_PER_WORD);
-        uint256 word = claimedEpochs[node][w];
+        mapping(uint256 => uint256) storage words = claimedEpochs[node];
+        uint256 word = words[w];
         if (word & bit != 0) revert AlreadyClaimed(epoch, node);
         bytes32 leaf = keccak256(bytes.concat(keccak256(abi.encode(epoch, node, amount))));
         // The state under (epoch, the root the proof leads to): Posted only if that root is the epoch's posted root.
-        Claims storage slot = claimsByRoot[epoch][MerkleProof.processProofCalldata(proof, leaf)];
-        Claims memory c = slot;
-        if (c.status != Status.Posted) _refuseClaim(epoch, node, amount);
-        if (block.timestamp < c.challengeEnds) revert ChallengeWindowOpen(epoch, c.challengeEnds);
+        Claims storage slot = claimsByRoot[epoch][SortedMerkleRoot.ofCalldata(proof, leaf)];
+        (uint128 remaining, uint64 ends, Status status) = (slot.remaining, slot.challengeEnds, slot.status);
+        if (status != Status.Posted) _refuseClaim(epoch, node, amount);
+        if (block.timestamp < ends) revert ChallengeWindowOpen(epoch, ends);
         // A root whose leaves add up to more than its total cannot pay out more than the total.
-        if (amount > c.remaining) revert ClaimsExceedTotal(epoch, amount, c.remaining);
-        slot.remaining = c.remaining - uint128(amount);
-        claimedEpochs[node][w] = word | bit;
+        if (amount > remaining) revert ClaimsExceedTotal(epoch, amount, remaining);
+        unchecked {
+            slot.remaining = remaining - uint128(amount); // amount <= remaining, checked above
+        }
+        words[w] = word | bit;
         emit Claimed(epoch, node, amount);
         token.safeTransfer(node, amount);
     }
