@@ -9,7 +9,8 @@ import { request } from 'undici';
 import type { Logger } from '../protocol/log.ts';
 import { silentLogger } from '../protocol/log.ts';
 import type { SessionAuthorisation } from '../protocol/client-tickets.ts';
-import { MAX_RECEIPTS_PER_BATCH, SETTLER_PATHS, signClaimBatch, type ClaimBatchAnswer } from '../protocol/settler-api.ts';
+import { MAX_BATCH_ANSWER_BYTES, MAX_RECEIPTS_PER_BATCH, MAX_STATUS_ANSWER_BYTES, SETTLER_PATHS, signClaimBatch, type ClaimBatchAnswer } from '../protocol/settler-api.ts';
+import { readBoundedText } from '../protocol/bounded-body.ts';
 import type { HeldReceipt } from './receipt-log.ts';
 
 /** What the submitter needs of the receipt log: the receipts held, and the session authorisations clients sent. */
@@ -157,7 +158,7 @@ export class ClaimSubmitter {
       await res.body.dump();
       throw new Error(`GET ${SETTLER_PATHS.status} answered ${res.statusCode}`);
     }
-    const st = (await res.body.json()) as SettlerStatus;
+    const st = JSON.parse(await readBoundedText(res, MAX_STATUS_ANSWER_BYTES, `GET ${SETTLER_PATHS.status}`)) as SettlerStatus;
     if (typeof st?.id !== 'string' || !Number.isSafeInteger(st.epochSeconds) || st.epochSeconds <= 0) throw new Error(`${s.url} does not look like an edgeshard settler`);
     return st;
   }
@@ -193,7 +194,7 @@ export class ClaimSubmitter {
       const b = plan[i]!;
       const batch = await signClaimBatch(this.opts.wallet, { settler: s.status!.id, epoch, nonce: randomBytes(16).toString('hex'), timestamp: Math.floor(this.now() / 1000), receipts: b.receipts, sessions: b.sessions });
       const res = await request(`${s.url}${SETTLER_PATHS.claims}`, { method: 'POST', body: JSON.stringify(batch), headers: { 'content-type': 'application/json' }, headersTimeout: 60_000, bodyTimeout: 60_000 });
-      const answer = (await res.body.json().catch(() => ({}))) as Partial<ClaimBatchAnswer> & { error?: string };
+      const answer = parseAnswer(await readBoundedText(res, MAX_BATCH_ANSWER_BYTES, `POST ${SETTLER_PATHS.claims}`));
       if (res.statusCode === 200) {
         s.progress.set(epoch, i + 1);
         const ok = (answer.precheck ?? []).filter((p) => p === 'ok').length;
@@ -218,5 +219,14 @@ export class ClaimSubmitter {
     s.progress.delete(epoch);
     await this.save();
     this.log.info({ settler: s.url, epoch, receipts: total, batches: plan.length - from, firstLookOk: okCount }, 'claims recorded by the settler');
+  }
+}
+
+/** The settler's answer to a batch; one that is not JSON says nothing beyond its status. */
+function parseAnswer(text: string): Partial<ClaimBatchAnswer> & { error?: string } {
+  try {
+    return JSON.parse(text) as Partial<ClaimBatchAnswer> & { error?: string };
+  } catch {
+    return {};
   }
 }

@@ -4,7 +4,8 @@
 // gateway restart resumes from the cursor). A record the settler refuses (untrusted key, epoch closed) is logged and
 // counted, not retried: sending it again would get the same answer.
 import { request, type Dispatcher } from 'undici';
-import { MAX_RECORDS_PER_POST, SETTLER_PATHS, type GatewayRecordsAnswer } from '../protocol/settler-api.ts';
+import { MAX_BATCH_ANSWER_BYTES, MAX_RECORDS_PER_POST, SETTLER_PATHS, type GatewayRecordsAnswer } from '../protocol/settler-api.ts';
+import { readBoundedText } from '../protocol/bounded-body.ts';
 import type { Logger } from '../protocol/log.ts';
 import type { RecordSpool } from './record-spool.ts';
 
@@ -84,7 +85,7 @@ export class RecordPusher {
           bodyTimeout: 30_000,
           ...(this.opts.dispatcher ? { dispatcher: this.opts.dispatcher } : {}),
         });
-        const text = await res.body.text();
+        const text = await readBoundedText(res, MAX_BATCH_ANSWER_BYTES, `settler (HTTP ${res.statusCode})`);
         if (res.statusCode !== 200) throw new Error(`settler answered ${res.statusCode}: ${text.slice(0, 200)}`);
         answer = JSON.parse(text) as GatewayRecordsAnswer;
         if (!Array.isArray(answer.results) || answer.results.length !== batch.records.length) throw new Error('settler answer has no result per record');

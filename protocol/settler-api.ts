@@ -31,6 +31,13 @@ export const MAX_SESSIONS_PER_BATCH = 10_000;
 export const MAX_RECORDS_PER_POST = 10_000;
 /** Largest request body the settler reads (a full batch of receipts and sessions fits well inside). */
 export const MAX_BODY_BYTES = 16 * 1024 * 1024;
+/** The most a node reads of the settler's status answer (a few hundred bytes of JSON). */
+export const MAX_STATUS_ANSWER_BYTES = 64 * 1024;
+/**
+ * The most a node or gateway reads of the settler's answer to a batch: one short result a receipt or record, 10,000
+ * at most, fits well inside the limit on what was sent. An endless answer is a broken or hostile settler.
+ */
+export const MAX_BATCH_ANSWER_BYTES = MAX_BODY_BYTES;
 /** A batch's timestamp may differ from the settler's clock by this much; its nonce is remembered at least as long. */
 export const CLAIM_MAX_SKEW_SECONDS = 300;
 

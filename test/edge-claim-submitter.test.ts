@@ -16,6 +16,8 @@ import { startSettler, type RunningSettler } from '../settler/server.ts';
 import { startEdgeNode } from '../edge-node/server.ts';
 import { defaultNodeConfig } from '../edge-node/config.ts';
 import { startScriptedOrigin, tempDir } from './helpers/net.ts';
+import { startEndlessServer } from './helpers/endless-body.ts';
+import { pino } from 'pino';
 
 const EPOCH_SECONDS = 86_400;
 const T0 = 1_800_000_000;
@@ -165,5 +167,33 @@ describe('claim submitter', () => {
     expect(claims).toEqual([{ node: node.address, receipt: token }]);
     const sessions = await readFile(join(dir, 'settler', 'open', String(epoch), 'sessions.jsonl'), 'utf8');
     expect(sessions).toContain(auth.signature);
+  });
+});
+
+describe('claim submitter: a settler whose answer never ends', () => {
+  it('reads its status and its answer to a batch up to their limits, and retries with a clear error', async () => {
+    const { node, clock, log, receipt, source } = await setup();
+    log.add(receipt(GIB));
+    await log.flush();
+    const status = JSON.stringify({ id: 'settler-x', epochSeconds: EPOCH_SECONDS, claimWindowSeconds: 3600 });
+    let endlessStatus = true;
+    const settler = await startEndlessServer({
+      endless: (req) => req.method === 'POST' || endlessStatus,
+      otherwise: (_req, res) => void res.writeHead(200, { 'content-type': 'application/json' }).end(status),
+    });
+    stops.push(settler.close);
+    const warnings: { err?: string }[] = [];
+    const logger = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(JSON.parse(line) as { err?: string }) });
+    const submitter = new ClaimSubmitter({ wallet: node, settlers: [settler.url], source, now: () => clock.now * 1000, logger });
+    clock.now = (epoch + 1) * EPOCH_SECONDS + 10;
+    await submitter.submitDue();
+    expect(warnings.map((w) => w.err)).toEqual(['GET /v1/status: answer over the 65536-byte limit']);
+    await settler.hungUp(1);
+    endlessStatus = false;
+    clock.now += 3600 - 20; // past any backoff, inside the claim window
+    await submitter.submitDue();
+    expect(warnings.map((w) => w.err)).toEqual(['GET /v1/status: answer over the 65536-byte limit', `POST /v1/claims: answer over the ${16 << 20}-byte limit`]);
+    await settler.hungUp(2);
+    expect(settler.sent).toBeLessThan(64 << 20);
   });
 });

@@ -12,7 +12,9 @@ import { GeoIp } from '../gateway/geoip.ts';
 import { ticketHash } from '../protocol/ticket-batches.ts';
 import { RecordSpool } from '../gateway/record-spool.ts';
 import { RecordKeeper } from '../gateway/record-keeper.ts';
-import { pushBackoffMs, retryableRefusal } from '../gateway/record-pusher.ts';
+import { RecordPusher, pushBackoffMs, retryableRefusal } from '../gateway/record-pusher.ts';
+import { silentLogger } from '../protocol/log.ts';
+import { startEndlessServer } from './helpers/endless-body.ts';
 import { generateTicketKey, ticketKeyToPem } from '../protocol/tickets.ts';
 import { SESSION_HEADER, authoriseSession, decodeClientTicket, encodeSessionHeader, generateSessionKey } from '../protocol/client-tickets.ts';
 import { Wallet } from 'ethers';
@@ -71,6 +73,27 @@ describe('record spool', () => {
     expect((await reopened.all()).map((r) => r.at)).toEqual([1, 3]);
     expect((await readdir(tmp.dir)).filter((f) => f.startsWith('b.jsonl.damaged-'))).toHaveLength(1);
     await reopened.close();
+  });
+
+  it('reads the settler\'s answer up to its limit: an endless one is an error to retry, and the records stay spooled', async () => {
+    const settler = await startEndlessServer();
+    const spool = await RecordSpool.open(join(tmp.dir, 'endless.jsonl'));
+    const pushes: unknown[] = [];
+    const pusher = new RecordPusher({ settlerUrl: settler.url, spool, logger: silentLogger, backoffBaseMs: 3_600_000, onPush: (r) => pushes.push(r) });
+    try {
+      spool.add(score(1));
+      await spool.flush();
+      pusher.kick();
+      await pusher.idle();
+      expect(pushes).toEqual([{ ok: false, error: `settler (HTTP 200): answer over the ${16 << 20}-byte limit` }]);
+      expect((await spool.pending()).records.map((r) => r.at)).toEqual([1]);
+      await settler.hungUp();
+      expect(settler.sent).toBeLessThan(64 << 20);
+    } finally {
+      await pusher.close();
+      await spool.close();
+      await settler.close();
+    }
   });
 
   it('retries what the settler may take later, and passes what it never will', () => {
