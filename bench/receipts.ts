@@ -29,7 +29,7 @@ interface FetchRun {
   /** CPU seconds of the three nodes over the run. */
   nodesCpu: number;
   /** Keyed runs: "N receipts signed, M delivered" from the CLI's summary, and its wait for the last ones (ms). */
-  receipts?: { signed: number; delivered: number; drainMs: number };
+  receipts?: { signed: number; delivered: number; posts: number; drainMs: number };
   /** Responses the nodes paused at the unpaid allowance during this run (edgeshard_node_receipt_waits_total). */
   nodeWaits: number;
 }
@@ -91,7 +91,8 @@ export async function runReceiptsBench(repoRoot: string, opts: { shards?: number
         const m = /(\d+) receipts signed, (\d+) delivered/.exec(stdout);
         if (mode !== 'anonymous' && !m) throw new Error(`keyed fetch printed no receipt summary:\n${stdout}`);
         const drainMs = Number(/awaited (\d+) ms at the end/.exec(stdout)?.[1] ?? 0);
-        const r: FetchRun = { mode, round, seconds, bytesPerSecond: totalBytes / seconds, clientCpu, nodesCpu: nodeCpu, nodeWaits, ...(m ? { receipts: { signed: Number(m[1]), delivered: Number(m[2]), drainMs } } : {}) };
+        const posts = Number(/delivered to nodes in (\d+) POSTs/.exec(stdout)?.[1] ?? Number.NaN);
+        const r: FetchRun = { mode, round, seconds, bytesPerSecond: totalBytes / seconds, clientCpu, nodesCpu: nodeCpu, nodeWaits, ...(m ? { receipts: { signed: Number(m[1]), delivered: Number(m[2]), posts, drainMs } } : {}) };
         console.error(`   round ${round + 1} ${mode}: ${fmt(r.bytesPerSecond / 1e6)} MB/s, CLI ${fmt(clientCpu, 2)} CPU s, nodes ${fmt(nodeCpu, 2)} CPU s`);
         return r;
       };
@@ -131,8 +132,8 @@ export async function runReceiptsBench(repoRoot: string, opts: { shards?: number
           'CPU seconds from /proc: the CLI\'s once it has exited, the nodes\' over the fetch.',
         '',
         mdTable(
-          ['run', 'round', 'mode', '>seconds', '>MB/s', '>CLI CPU s', '>nodes CPU s', '>receipts signed / delivered', '>end wait ms', '>node pauses for a receipt'],
-          runs.map((r, i) => [String(i + 1), String(r.round + 1), r.mode, fmt(r.seconds, 2), fmt(r.bytesPerSecond / 1e6), fmt(r.clientCpu, 2), fmt(r.nodesCpu, 2), r.receipts ? `${r.receipts.signed} / ${r.receipts.delivered}` : '', r.receipts ? String(r.receipts.drainMs) : '', String(r.nodeWaits)]),
+          ['run', 'round', 'mode', '>seconds', '>MB/s', '>CLI CPU s', '>nodes CPU s', '>receipts signed / delivered (POSTs)', '>end wait ms', '>node pauses for a receipt'],
+          runs.map((r, i) => [String(i + 1), String(r.round + 1), r.mode, fmt(r.seconds, 2), fmt(r.bytesPerSecond / 1e6), fmt(r.clientCpu, 2), fmt(r.nodesCpu, 2), r.receipts ? `${r.receipts.signed} / ${r.receipts.delivered} (${r.receipts.posts})` : '', r.receipts ? String(r.receipts.drainMs) : '', String(r.nodeWaits)]),
         ),
         '',
         mdTable(['CPU seconds per GiB (median)', '>anonymous', '>keyed', '>keyed / anonymous'], cpuRows.map(([name, a, k]) => [name, fmt(a, 2), fmt(k, 2), `${fmt(k / a, 3)}x`])),

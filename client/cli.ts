@@ -113,7 +113,7 @@ export function summaryLines(report: FetchReport, outDir: string): string[] {
   }
   if (report.receipts) {
     const r = report.receipts;
-    lines.push(`  paid as ${r.client}: ${r.signed} receipts signed, ${r.delivered} delivered to nodes${r.drainMs >= 1 ? ` (the last ones awaited ${Math.round(r.drainMs)} ms at the end)` : ''}${r.failed ? `, ${r.failed} not delivered (last: ${r.lastError})` : ''}`);
+    lines.push(`  paid as ${r.client}: ${r.signed} receipts signed, ${r.delivered} delivered to nodes in ${r.posts} POSTs${r.drainMs >= 1 ? ` (the last ones awaited ${Math.round(r.drainMs)} ms at the end)` : ''}${r.failed ? `, ${r.failed} not delivered (last: ${r.lastError})` : ''}`);
   }
   // The evidence against nodes that sent bad chunks (also in each result's `mismatches`, and reported to the gateway).
   for (const r of report.results) {
