@@ -180,6 +180,12 @@ describe('chain watcher on the EDR chain', () => {
       expect(chainFigures(await scrapeOf(again)), `maxBlockRange ${maxBlockRange}`).toEqual(before);
     }
 
+    // The per-epoch series are bounded: with room for two, only the two latest epochs (9 and 8) have one.
+    const narrow = new ChainWatcher({ provider: f.chain.provider, file: f.file, recentEpochs: 2 });
+    await narrow.poll();
+    const perEpoch = [...(await scrapeOf(narrow)).keys()].filter((k) => k.startsWith('edgeshard_chain_epoch_unclaimed_tokens{'));
+    expect(perEpoch.sort()).toEqual(['edgeshard_chain_epoch_unclaimed_tokens{epoch="8",state="voided"}', 'edgeshard_chain_epoch_unclaimed_tokens{epoch="9",state="posted"}']);
+
     const lint = spawnSync('promtool', ['check', 'metrics'], { input: await createExposition(w), encoding: 'utf8' });
     if (lint.error) throw new Error(`promtool not found (${lint.error.message}): install Debian's prometheus package`);
     expect(lint.status, lint.stdout + lint.stderr).toBe(0);
