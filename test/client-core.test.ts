@@ -286,6 +286,7 @@ describe('CLI pieces', () => {
       retries: 3,
       gatewayPatienceMs: 30_000,
       sourcePatienceMs: 30_000,
+      maxManifestBytes: 64 * 1024 * 1024,
       near: { lat: 1, lon: 2 },
     });
     expect(() => parse(['http://gw:1', 'ds', '--out', 'o', '--split-threshold', '12XB'])).toThrow(/--split-threshold "12XB"/);
