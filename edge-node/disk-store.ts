@@ -4,8 +4,10 @@
 //   objects/<first 2 hex of id>/<id>        the object's bytes
 //   objects/<first 2 hex of id>/<id>.meta   its EntryMeta as JSON
 //   tmp/                                    fills in progress and metadata being written
+//   .lock                                   the pid of the node using the directory (CACHE_LOCK_FILE)
 // where id = sha256 hex of the key. Keys are arbitrary strings ("path:../../etc"), so they never
-// become file names themselves. One process owns a directory at a time.
+// become file names themselves. One process owns a directory at a time: the node takes the lock before it opens
+// the store (edge-node/server.ts), so a second node on the directory refuses to start.
 //
 // Crash safety: a fill is written to tmp/ and renamed into objects/ only when complete, and the
 // metadata file is renamed into place *last*: it is the commit point. Any crash leaves either a
@@ -26,6 +28,9 @@ import { chunkCount, isValidChunkSize, parseChunkList } from '../protocol/chunks
 import { syncDir } from '../protocol/sync-dir.ts';
 import { ByteLru, type LruEntry } from './lru.ts';
 import type { DiskEntry, DiskWriter, EntryMeta, StoreEvents } from './store-types.ts';
+
+/** The lock file in a cache directory (protocol/pid-lock.ts): the store itself never touches it. */
+export const CACHE_LOCK_FILE = '.lock';
 
 /** The part of a file handle the writer needs. Node's `FileHandle` satisfies it. */
 export interface WritableFileHandle {

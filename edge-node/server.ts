@@ -2,7 +2,8 @@
 // HTTP semantics (conditionals, ranges), the upload cap and the limits. Decisions live in the modules it calls.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { mkdir, open } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { dirname, join } from 'node:path';
+import { acquirePidLock } from '../protocol/pid-lock.ts';
 import { Readable } from 'node:stream';
 import type { Socket } from 'node:net';
 import { Agent, type Dispatcher } from 'undici';
@@ -18,7 +19,7 @@ import { clientKey, shareConnections } from '../protocol/connection-share.ts';
 import { ClientRateLimiter } from '../protocol/rate-limit.ts';
 import { Saturation } from './saturation.ts';
 import type { EdgeNodeConfig } from './config.ts';
-import { DiskStore, type DiskStoreFs } from './disk-store.ts';
+import { CACHE_LOCK_FILE, DiskStore, type DiskStoreFs } from './disk-store.ts';
 import { MemoryStore, bodyOf, hitHeadOf, rangeOf, isPathEntry, pathEntityHeaders, rangeHeadOf, shardEntityHeaders, type MemoryObject } from './memory-store.ts';
 import { ManifestIndex, type KnownShard } from './manifest-index.ts';
 import { ChunkIntegrityError, Filler, OriginError, hasValidators, renewedMeta, validatorsOf, type Fill, type FillHead, type FillRequest } from './fill.ts';
@@ -174,6 +175,12 @@ async function openReceiptLog(path: string, log: Logger): Promise<ReceiptLog> {
   return receipts;
 }
 
+/** `<dir>/.lock` names the process using the cache directory (protocol/pid-lock.ts); a dead owner's is taken over. */
+async function lockCacheDir(dir: string): Promise<() => Promise<void>> {
+  await mkdir(dir, { recursive: true });
+  return acquirePidLock(dir, 'cache directory', join(dir, CACHE_LOCK_FILE));
+}
+
 function encodeOriginPath(path: string): string {
   return path.split('/').map(encodeURIComponent).join('/');
 }
@@ -263,11 +270,16 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   /** A body may go out in one write: no upload cap and no receipts to wait for. */
   const direct = (res: ServerResponse): boolean => limiter.unlimited && !paidResponses.has(res);
 
-  // A start that fails after the receipt log opened lets go of it (and its lock), so a retry in this process can open it.
+  // One node per cache directory: a second one would evict, rewrite and delete files under the first one's index.
+  let unlockCacheDir = async (): Promise<void> => {};
+  // A start that fails after the receipt log opened lets go of it and of the cache directory (and their locks), so a
+  // retry in this process can open them.
   const releaseReceiptLog = async (err: unknown): Promise<never> => {
+    await unlockCacheDir();
     await receiptLog.close().catch(() => {});
     throw err;
   };
+  if (config.cacheDir) unlockCacheDir = await lockCacheDir(config.cacheDir).catch(releaseReceiptLog);
   const disk = config.cacheDir ? await DiskStore.open(config.cacheDir, { maxBytes: config.cacheBytes, events, ...(deps.diskFs ? { fs: deps.diskFs } : {}) }).catch(releaseReceiptLog) : null;
   if (disk) {
     const { configuredBytes, freeBytesAtStart, heldBytesAtStart, maxBytes } = disk.budget;
@@ -1545,6 +1557,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       await dispatcher.close().catch(() => {});
       await receiptDesk.settled();
       await receiptLog.close().catch((err: Error) => log.error({ err: err.message }, 'could not sync the receipt log on close'));
+      await unlockCacheDir();
     })());
 
   return { url, server, metrics, manifests, limiter, memory, disk, loadManifest, address, tickets, receipts: receiptLog, allowance, claims, autoClaimer, control, registryClients, fastPath, close };

@@ -15,11 +15,10 @@ function isAlive(pid: number): boolean {
 }
 
 /**
- * Takes `<path>.lock` for this process, or throws PidLockedError naming the live owner. Returns the release
- * function (idempotent). `what` names the state in the error ("receipt log").
+ * Takes `<path>.lock` (or `lockPath`: a directory's lock lives inside it) for this process, or throws PidLockedError
+ * naming the live owner. Returns the release function (idempotent). `what` names the state in the error ("receipt log").
  */
-export async function acquirePidLock(path: string, what: string): Promise<() => Promise<void>> {
-  const lockPath = `${path}.lock`;
+export async function acquirePidLock(path: string, what: string, lockPath = `${path}.lock`): Promise<() => Promise<void>> {
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
       const fh = await open(lockPath, 'wx'); // O_CREAT | O_EXCL: exactly one creator wins

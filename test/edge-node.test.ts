@@ -134,7 +134,9 @@ describe('edge node against a real origin', () => {
     const multi = await get(url, { range: 'bytes=0-1,5-6' });
     expect(multi.status).toBe(200);
     expect(multi.body.length).toBe(shard.size);
-    // Served from disk (not memory) too: a node whose memory tier is too small for the shard.
+    // Served from disk (not memory) too: a node whose memory tier is too small for the shard, on the first one's
+    // cache directory once the first has stopped (one node per directory).
+    await node.close();
     const diskOnly = await startNode({ cacheDir: join(tmp.dir, 'c-range'), memoryMaxObjectBytes: 1000 });
     const r = await get(`${diskOnly.url}/shard/${shard.sha256}`, { range: 'bytes=1000-1999' });
     expect(r.status).toBe(206);
