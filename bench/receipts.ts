@@ -93,7 +93,7 @@ export async function runReceiptsBench(repoRoot: string, opts: { shards?: number
         const drainMs = Number(/awaited (\d+) ms at the end/.exec(stdout)?.[1] ?? 0);
         const posts = Number(/delivered to nodes in (\d+) POSTs/.exec(stdout)?.[1] ?? Number.NaN);
         const r: FetchRun = { mode, round, seconds, bytesPerSecond: totalBytes / seconds, clientCpu, nodesCpu: nodeCpu, nodeWaits, ...(m ? { receipts: { signed: Number(m[1]), delivered: Number(m[2]), posts, drainMs } } : {}) };
-        console.error(`   round ${round + 1} ${mode}: ${fmt(r.bytesPerSecond / 1e6)} MB/s, CLI ${fmt(clientCpu, 2)} CPU s, nodes ${fmt(nodeCpu, 2)} CPU s`);
+        console.error(`   ${round < 0 ? 'warm-up' : `round ${round + 1}`} ${mode}: ${fmt(r.bytesPerSecond / 1e6)} MB/s, CLI ${fmt(clientCpu, 2)} CPU s, nodes ${fmt(nodeCpu, 2)} CPU s`);
         return r;
       };
       await fetchOnce('anonymous', -1); // cold: the nodes fill from the origin; not measured
