@@ -231,7 +231,10 @@ export async function downloadShard(shard: ShardEntry, finalPath: string, source
                 await writer.push(verified);
                 passed += verified.length;
               }
-              if (passed > 0) ctx.onVerified?.(from, passed);
+              if (passed > 0) {
+                sources.delivered();
+                ctx.onVerified?.(from, passed);
+              }
               result.bytesFetched += chunk.length;
               ctx.progress?.received(chunk.length);
               if (!contributors.has(source!.id)) {

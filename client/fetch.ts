@@ -47,7 +47,8 @@ export interface ShardFetchOptions {
   maxManifestBytes?: number;
   /**
    * How long a shard whose every source failed (its nodes, fresh routes, the origin) keeps waiting and trying again,
-   * from the first time they all failed (ms). Default 30 s, as the gateway's; 0 fails the shard at once.
+   * from the first time they all failed since the shard last received verified bytes (ms): each outage of a long
+   * shard gets the whole patience. Default 30 s, as the gateway's; 0 fails the shard at once.
    */
   sourcePatienceMs?: number;
   /** Each wait of a shard whose sources all failed (the CLI prints it). */

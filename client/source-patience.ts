@@ -2,7 +2,7 @@
 // so the schedule is tested with plain numbers. An origin outage (503s for a few seconds) used to fail the shards in
 // flight as soon as their instant retries ran out; now the shard waits with the gateway patience's full-jitter
 // backoff, honours a Retry-After, and starts a new round (a fresh route, its nodes, the origin) until its source
-// patience (30 s by default, per shard) is spent.
+// patience (30 s by default, per shard and outage: verified bytes from any source start it afresh) is spent.
 import { nextAttempt, PATIENCE_DEFAULTS, type NextAttempt } from './gateway-patience.ts';
 
 export interface SourcePatienceOptions {

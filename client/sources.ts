@@ -74,13 +74,22 @@ export class ShardSources {
   gaveUp: string | null = null;
   #round = 0;
   #roundsFailed = 0;
-  /** When every source first failed (the client's clock), null until then. */
+  /** When every source first failed since verified bytes last arrived (the client's clock); null when none has. */
   #outageSince: number | null = null;
   #lastFailure: FailureDetail | null = null;
   #waiting: Promise<void> | null = null;
 
   constructor(private readonly opts: ShardSourcesOptions) {
     this.#refreshesLeft = opts.refreshes;
+  }
+
+  /**
+   * A source delivered verified bytes: any outage is over, so the next one starts with the whole patience and the
+   * first backoff again. Without this, a long shard's second outage counted from its first one and gave up at once.
+   */
+  delivered(): void {
+    this.#outageSince = null;
+    this.#roundsFailed = 0;
   }
 
   get route(): ShardRoute | null {

@@ -172,4 +172,50 @@ describe('a shard rides out an origin outage', () => {
     expect(sleeps).toEqual([]);
     expect(report.results[0]!.error).toMatch(/the last source asks to retry after 120 s, longer than the patience left/);
   });
+
+  it('a second outage, after a long healthy transfer, gets the whole patience again', async () => {
+    // The origin fails once, then sends half the shard over what the clock says is a minute (longer than the 30 s
+    // patience) and drops the connection, then fails 3 more times, then serves the rest.
+    let clock = 0;
+    let originRequests = 0;
+    const origin = await startScriptedOrigin((req: IncomingMessage, res: ServerResponse) => {
+      const n = ++originRequests;
+      if (n === 2) {
+        res.writeHead(200, { 'content-length': String(SIZE) });
+        res.write(bytes.subarray(0, SIZE / 2), () => {
+          clock += 60_000;
+          res.destroy();
+        });
+        return;
+      }
+      if (n === 1 || n <= 5) return void res.writeHead(503, { 'content-type': 'text/plain' }).end('origin unavailable\n');
+      sendBytes(req, res, bytes);
+    });
+    closers.push(origin.close);
+    const node = await startScriptedOrigin((_req, res) => void res.writeHead(502).end('cannot reach the origin\n'));
+    closers.push(node.close);
+    const gw = await startStaticGateway({ datasets: { one: { manifest, origin: `${origin.url}/one` } }, nodes: [{ id: 'n0', url: node.url }] });
+    closers.push(gw.close);
+    const retries: SourceRetry[] = [];
+    const outDir = join(tmp.dir, `out${++outCounter}`);
+    const report = await fetchDataset({
+      gateway: gw.url,
+      dataset: 'one',
+      outDir,
+      retries: 1,
+      gatewayBackoffMs: 10,
+      stallTimeoutMs: 20_000,
+      now: () => clock,
+      sleep: async (ms) => void (clock += ms),
+      onSourceRetry: (r) => retries.push(r),
+    });
+    const r = report.results[0]!;
+    expect(r.error).toBeUndefined();
+    expect(r.status).toBe('downloaded');
+    expect(sha256Hex(await readFile(join(outDir, shard.path)))).toBe(shard.sha256);
+    // The second outage counts its rounds and its time from its own start, not from the first outage's.
+    expect(retries.map((x) => x.round)).toEqual([1, 1, 2, 3, 4]);
+    expect(retries[1]!.elapsedMs).toBe(0);
+    expect(originRequests).toBe(6);
+  });
 });
