@@ -24,11 +24,12 @@ export const gatewayCommand: Command = {
     try {
       gw = await startGateway(config, { logger });
     } catch (err) {
-      const explained = describeStartError(err, { flag: '--port', value: config.port, host: config.host }, [{ flag: '--ticket-key', path: config.ticketKeyFile }, { flag: '--record-spool', path: config.recordSpool }]);
+      const explained = describeStartError(err, { flag: '--port', value: config.port, host: config.host }, [{ flag: '--ticket-key', path: config.ticketKeyFile }, { flag: '--record-spool', path: config.recordSpool }, { flag: '--eth-key-file', path: config.ethKeyFile ?? null }]);
       if (explained) throw new UsageError(explained);
       throw err;
     }
     console.log(`gateway on ${gw.url}, datasets ${config.datasets.join(', ')}, ticket key ${gw.ticketKey.keyId} (public ${gw.ticketKey.publicKeyB64})`);
+    if (gw.ethAddress) console.log(`signing slashing evidence as ${gw.ethAddress}: the Settlement admin must grant this address GATEWAY_ROLE`);
     for (const w of gw.datasets.waiting) {
       console.log(`waiting for the origin: could not read ${w.url} (${w.lastError}); retrying with backoff (see /healthz)`);
     }

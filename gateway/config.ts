@@ -63,6 +63,12 @@ export interface GatewayConfig {
   rewardsRefreshMs: number;
   /** Where /v1/rewards reads settled epochs, without pushing records there; null: the settler's URL. */
   rewardsUrl?: string | null;
+  /**
+   * The gateway's Ethereum key (created 0600 on first start): signs slashing evidence for failed challenges
+   * (wrong bytes, timeout), with the Settlement domain of `contractsFile`. Both or neither; null: no evidence.
+   */
+  ethKeyFile?: string | null;
+  contractsFile?: string | null;
 }
 
 export const GATEWAY_OPTIONS: OptionSpec[] = [
@@ -105,6 +111,8 @@ export const GATEWAY_OPTIONS: OptionSpec[] = [
   { name: 'settler', type: 'string', description: 'settler base URL to push the signed records to (retried with backoff; without it they stay in --record-spool)' },
   { name: 'rewards-from', type: 'string', description: 'settler URL the status page and /v1/rewards read settled epochs from, without pushing records to it (default: --settler)' },
   { name: 'rewards-refresh', type: 'string', default: '60', description: "seconds between looks at the settler's latest settled epoch for /v1/rewards and the status page" },
+  { name: 'eth-key-file', type: 'string', description: "the gateway's Ethereum key (created 0600 on first start; grant its printed address GATEWAY_ROLE): signs slashing evidence for challenges that got wrong bytes or timed out (needs --contracts)" },
+  { name: 'contracts', type: 'string', description: 'contracts JSON file (chain id and Settlement address of the evidence signatures; no RPC is needed); with --eth-key-file' },
   { name: 'report-quorum', type: 'string', default: '3', description: 'client networks (/24, /48) whose bad-bytes reports quarantine a node without a confirming probe' },
 ];
 
@@ -175,6 +183,7 @@ export function gatewayConfigFromSettings(s: Settings): GatewayConfig {
     settlerUrl: settler,
     rewardsRefreshMs: intSetting(s, 'rewards-refresh', 1, 86_400) * 1000,
     rewardsUrl: httpUrlSetting(s, 'rewards-from'),
+    ...evidenceSettings(s),
   };
 }
 
@@ -224,4 +233,14 @@ function httpUrlSetting(s: Settings, name: string): string | null {
   const value = stringSetting(s, name) ?? null;
   if (value !== null && !/^https?:\/\/[^/\s]+/.test(value)) throw new UsageError(`--${name} "${value}": expected an http(s) URL such as http://127.0.0.1:9000`);
   return value;
+}
+
+/** --eth-key-file and --contracts: both or neither. */
+function evidenceSettings(s: Settings): { ethKeyFile: string | null; contractsFile: string | null } {
+  const ethKeyFile = stringSetting(s, 'eth-key-file') || null;
+  const contractsFile = stringSetting(s, 'contracts') || null;
+  if ((ethKeyFile === null) !== (contractsFile === null)) {
+    throw new UsageError('--eth-key-file and --contracts go together: the key signs slashing evidence for the Settlement contract the contracts file names');
+  }
+  return { ethKeyFile, contractsFile };
 }

@@ -38,6 +38,9 @@ import { RecordSpool } from './record-spool.ts';
 import { RecordKeeper } from './record-keeper.ts';
 import { RecordPusher } from './record-pusher.ts';
 import { signGatewayRecord, type GatewayRecord } from '../protocol/gateway-records.ts';
+import { evidenceRecordFields, settlementDomain } from '../protocol/challenge-evidence.ts';
+import { loadOrCreateGatewayEthKey } from '../protocol/identity.ts';
+import { readContractsFile } from '../contracts/handles.ts';
 import { checkCorruptionReport } from '../protocol/corruption-reports.ts';
 import { epochOf } from '../protocol/client-tickets.ts';
 import { SignedReportBook, reportedBytesProblem } from './signed-reports.ts';
@@ -56,6 +59,8 @@ export interface Gateway {
   datasets: DatasetLoader;
   metrics: GatewayMetrics;
   ticketKey: TicketKey;
+  /** The Ethereum address that signs slashing evidence (with --eth-key-file), lowercase; null without. */
+  ethAddress: string | null;
   prober: Prober;
   challenger: Challenger;
   /** The signed records for the settler (challenges, score snapshots, anonymous traffic, corruption reports). */
@@ -268,9 +273,28 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   const rewardsSource = config.rewardsUrl ?? config.settlerUrl;
   const rewards = rewardsSource ? new SettlerRewards({ settlerUrl: rewardsSource, ttlMs: config.rewardsRefreshMs, now }) : null;
 
+  // With an Ethereum key, a slashable failure (wrong bytes, timeout) is also signed as the Settlement contract's
+  // evidence and spooled as an `evidence` record right after its challenge record; other failures never are.
+  const evidenceSigner = config.ethKeyFile && config.contractsFile
+    ? await (async () => {
+        const file = await readContractsFile(config.contractsFile!);
+        return { wallet: await loadOrCreateGatewayEthKey(config.ethKeyFile!), domain: settlementDomain(file.chainId, file.settlement) };
+      })()
+    : null;
+  const spoolEvidence = async (record: ChallengeOutcome['record']): Promise<void> => {
+    if (!evidenceSigner) return;
+    try {
+      const fields = await evidenceRecordFields(record, evidenceSigner.wallet, evidenceSigner.domain, now());
+      if (!fields) return;
+      await spoolRecords([signGatewayRecord(fields, ticketKey)]);
+      log.warn({ node: record.node, challenge: record.id, failure: record.failure }, 'signed slashing evidence for a failed challenge');
+    } catch (err) {
+      log.error({ err: (err as Error).message, challenge: record.id }, 'could not sign slashing evidence');
+    }
+  };
   const challengeResult = ({ node, record, detail }: ChallengeOutcome): void => {
     metrics.challenge(record.ok ? 'passed' : record.failure!, record.bytesPerSecond);
-    void spoolRecords([record]);
+    void spoolRecords([record]).then(() => spoolEvidence(record));
     const range = `bytes ${record.offset}-${record.offset + record.length - 1} of shard ${record.shard.slice(0, 12)}…`;
     if (record.failure === 'wrong-bytes') {
       // The gateway's own check, as strong as a probe's: out of rotation.
@@ -770,6 +794,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     datasets: loader,
     metrics,
     ticketKey,
+    ethAddress: evidenceSigner ? evidenceSigner.wallet.address.toLowerCase() : null,
     prober,
     challenger,
     spool,

@@ -3,8 +3,8 @@
 // (GATEWAY_ROLE). Only failures the gateway saw with its own eyes count: wrong bytes (anyone can re-check the range
 // against the chunk hashes) and a missed deadline. `not-held` is an honest miss, `unreachable` and `bad-status` may be
 // the network's fault or a restart: none of them slashes. A client's report never does.
-import type { TypedDataDomain, Wallet } from 'ethers';
-import type { ChallengeRecord } from './gateway-records.ts';
+import { TypedDataEncoder, verifyTypedData, type TypedDataDomain, type Wallet } from 'ethers';
+import type { ChallengeRecord, EvidenceRecord, UnsignedRecord } from './gateway-records.ts';
 
 export const FAILED_CHALLENGE_TYPES = {
   FailedChallenge: [
@@ -56,4 +56,54 @@ export function failedChallengeEvidence(record: ChallengeRecord): FailedChalleng
 /** A gateway's signature over the evidence (its Ethereum key, which the contract must know as a gateway). */
 export function signFailedChallenge(wallet: Wallet, domain: TypedDataDomain, evidence: FailedChallengeEvidence): Promise<string> {
   return wallet.signTypedData(domain, FAILED_CHALLENGE_TYPES, evidence);
+}
+
+/** The fields of an `evidence` gateway record (before its Ed25519 signature) for a signed failed challenge. */
+export async function evidenceRecordFields(record: ChallengeRecord, wallet: Wallet, domain: TypedDataDomain, at: number): Promise<UnsignedRecord | null> {
+  const evidence = failedChallengeEvidence(record);
+  if (!evidence) return null;
+  const ethSignature = (await signFailedChallenge(wallet, domain, evidence)).toLowerCase();
+  return {
+    type: 'evidence',
+    gateway: record.gateway,
+    epoch: record.epoch,
+    at,
+    node: record.node,
+    challenge: record.id,
+    shard: record.shard,
+    offset: record.offset,
+    length: record.length,
+    failure: record.failure as 'wrong-bytes' | 'timeout',
+    signer: wallet.address.toLowerCase(),
+    ethSignature,
+  };
+}
+
+/** The typed data an `evidence` record signs. Pure. */
+export function evidenceOfRecord(r: EvidenceRecord): FailedChallengeEvidence {
+  return {
+    node: r.node,
+    epoch: BigInt(r.epoch),
+    challengeId: '0x' + r.challenge.padStart(64, '0'),
+    shard: '0x' + r.shard,
+    rangeStart: BigInt(r.offset),
+    rangeLength: BigInt(r.length),
+    failure: SLASHABLE_FAILURES[r.failure],
+  };
+}
+
+/** The EIP-712 digest the contract marks used: identical evidence from several gateways has one digest. Pure. */
+export function evidenceDigest(domain: TypedDataDomain, evidence: FailedChallengeEvidence): string {
+  return TypedDataEncoder.hash(domain, FAILED_CHALLENGE_TYPES, evidence);
+}
+
+/** Null when the record's ethSignature is `signer`'s over its evidence, else what is wrong. Pure. */
+export function evidenceSignatureProblem(domain: TypedDataDomain, r: EvidenceRecord): string | null {
+  let recovered: string;
+  try {
+    recovered = verifyTypedData(domain, FAILED_CHALLENGE_TYPES, evidenceOfRecord(r), r.ethSignature).toLowerCase();
+  } catch (err) {
+    return `ethSignature does not parse (${(err as Error).message})`;
+  }
+  return recovered === r.signer ? null : `ethSignature is by ${recovered}, not the record's signer ${r.signer}`;
 }

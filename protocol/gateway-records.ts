@@ -4,6 +4,9 @@
 //   anonymous  bytes of shards the gateway sent anonymous (version-1 ticket) clients to a node;
 //   report     a keyed client's signed corruption report the gateway verified (protocol/corruption-reports.ts),
 //              kept as evidence: it moved the gateway's score, it earns and costs nothing by itself;
+//   evidence   a slashable failed challenge (wrong bytes, timeout: protocol/challenge-evidence.ts) as the Settlement
+//              contract's EIP-712 FailedChallenge, signed by the gateway's Ethereum key (`signer`, `ethSignature`);
+//              the settler submits it on chain once a quorum of GATEWAY_ROLE keys signed the same evidence;
 //   tickets    the sha256 of version-2 tickets the gateway issued for the epoch, many per record
 //              (protocol/ticket-batches.ts): one signature vouches for them all, so the settler need not verify each
 //              ticket's own signature. The only kind that names no node.
@@ -21,7 +24,7 @@ import type { TicketKey } from './tickets.ts';
 import { MAX_TICKETS_PER_RECORD, ticketHashesProblem } from './ticket-batches.ts';
 
 export const RECORD_DOMAIN = 'edgeshard gateway record v1\n';
-export const RECORD_TYPES = ['challenge', 'score', 'anonymous', 'report', 'tickets'] as const;
+export const RECORD_TYPES = ['challenge', 'score', 'anonymous', 'report', 'tickets', 'evidence'] as const;
 export type RecordType = (typeof RECORD_TYPES)[number];
 
 /** Why a challenge failed. `not-held`: the node answered from a cold cache (it filled from the origin) for a shard it claimed to hold. */
@@ -83,6 +86,20 @@ export interface ReportRecord extends RecordHead {
   report: string;
 }
 
+export interface EvidenceRecord extends RecordHead {
+  type: 'evidence';
+  /** The id of the challenge record this evidence comes from (the chain's challengeId, left-padded). */
+  challenge: string;
+  shard: string;
+  offset: number;
+  length: number;
+  failure: 'wrong-bytes' | 'timeout';
+  /** The gateway's Ethereum address, 0x-prefixed lowercase: the key that made ethSignature. */
+  signer: string;
+  /** EIP-712 signature over the FailedChallenge typed data (65 bytes, 0x hex). */
+  ethSignature: string;
+}
+
 export interface TicketsRecord extends Omit<RecordHead, 'node'> {
   type: 'tickets';
   /** How many ticket hashes `hashes` holds, 1..MAX_TICKETS_PER_RECORD. */
@@ -91,7 +108,7 @@ export interface TicketsRecord extends Omit<RecordHead, 'node'> {
   hashes: string;
 }
 
-export type GatewayRecordBody = ChallengeRecord | ScoreRecord | AnonymousRecord | ReportRecord | TicketsRecord;
+export type GatewayRecordBody = ChallengeRecord | ScoreRecord | AnonymousRecord | ReportRecord | TicketsRecord | EvidenceRecord;
 export type GatewayRecord = GatewayRecordBody & { /** Ed25519, base64url. */ signature: string };
 
 /** A record's fields before the gateway stamps them (id and keyId are added when signing). */
@@ -124,6 +141,7 @@ const FIELDS: Record<RecordType, { required: string[]; optional: string[] }> = {
   score: { required: [...HEAD_FIELDS, 'scoreBps'], optional: [] },
   anonymous: { required: [...HEAD_FIELDS, 'bytes', 'redirects'], optional: [] },
   report: { required: [...HEAD_FIELDS, 'shard', 'offset', 'length', 'client', 'report'], optional: [] },
+  evidence: { required: [...HEAD_FIELDS, 'challenge', 'shard', 'offset', 'length', 'failure', 'signer', 'ethSignature'], optional: [] },
 };
 
 /** Null when `v` (without its signature) is a well-formed record body, else what is wrong. Pure. */
@@ -154,6 +172,13 @@ export function recordProblem(v: unknown): string | null {
     if (r.ok && r.failure !== undefined) return 'a passed challenge has no failure';
     if (!r.ok && !CHALLENGE_FAILURES.includes(r.failure as ChallengeFailure)) return `a failed challenge needs a failure, one of ${CHALLENGE_FAILURES.join(', ')}`;
     if (!r.ok && r.bytesPerSecond !== 0) return 'a failed challenge measures no throughput';
+  } else if (type === 'evidence') {
+    if (typeof r.challenge !== 'string' || !HEX32.test(r.challenge)) return 'challenge must be a challenge record id (16 bytes of hex)';
+    if (typeof r.shard !== 'string' || !HEX64.test(r.shard)) return 'shard must be a sha256 hex digest';
+    if (!isUint(r.offset) || !isUint(r.length) || r.length === 0) return 'offset and length must be integers ≥ 0 (length ≥ 1)';
+    if (r.failure !== 'wrong-bytes' && r.failure !== 'timeout') return 'failure must be wrong-bytes or timeout (the only slashable failures)';
+    if (typeof r.signer !== 'string' || !HEX40.test(r.signer)) return 'signer must be a 0x-prefixed lowercase address';
+    if (typeof r.ethSignature !== 'string' || !/^0x[0-9a-f]{130}$/.test(r.ethSignature)) return 'ethSignature must be a 65-byte signature in 0x hex';
   } else if (type === 'score') {
     if (!isUint(r.scoreBps, 10_000)) return 'scoreBps must be an integer 0..10000';
   } else if (type === 'anonymous') {

@@ -14,6 +14,11 @@ export async function loadOrCreateClientKey(path: string): Promise<Wallet> {
   return loadOrCreateKey(path, 'client key');
 }
 
+/** A gateway's Ethereum key (`edgeshard gateway --eth-key-file`): signs slashing evidence; same rules as a node's. */
+export async function loadOrCreateGatewayEthKey(path: string): Promise<Wallet> {
+  return loadOrCreateKey(path, 'gateway Ethereum key');
+}
+
 async function loadOrCreateKey(path: string, what: string): Promise<Wallet> {
   const info = await stat(path).catch(() => null);
   if (info) {

@@ -10,6 +10,7 @@ import { connectChain } from '../contracts/cli.ts';
 import { createRootPoster } from '../contracts/root-poster.ts';
 import { openChainReader } from '../contracts/connect.ts';
 import { readContractsFile } from '../contracts/handles.ts';
+import { settlementDomain } from '../protocol/challenge-evidence.ts';
 
 export const settlerCommand: Command = {
   spec: {
@@ -40,9 +41,12 @@ export const settlerCommand: Command = {
       else if ('failed' in r) logger.error({ epoch: r.epoch, err: r.failed }, 'posting the root on chain failed; it is retried when the settler restarts, or run `edgeshard rewards post`');
       else logger.info({ epoch: r.epoch, reason: r.skipped }, 'root not posted');
     };
+    // With a chain connection, gateways' slashing evidence is submitted once a quorum signed it (unless --no-slash).
+    const slashFile = chain && settings['no-slash'] !== true ? await readContractsFile(String(settings.contracts)) : null;
+    const slash = chain && slashFile ? { settlement: chain.contracts.settlement, domain: settlementDomain(slashFile.chainId, slashFile.settlement) } : undefined;
     let s;
     try {
-      s = await startSettler({ ...config, logger, ...(poster ? { onSettled: (_epoch: number, dir: string) => postRoot(dir) } : {}), ...(chainWatch ? { chainWatch } : {}) });
+      s = await startSettler({ ...config, logger, ...(poster ? { onSettled: (_epoch: number, dir: string) => postRoot(dir) } : {}), ...(chainWatch ? { chainWatch } : {}), ...(slash ? { slash } : {}) });
     } catch (err) {
       const explained = describeStartError(err, { flag: '--port', value: config.port, host: config.host }, [{ flag: '--dir', path: config.dir }]);
       if (explained) throw new UsageError(explained);
@@ -60,6 +64,7 @@ export const settlerCommand: Command = {
       console.log(`  posting roots on chain as ${chain.address} (settlement ${await chain.contracts.settlement.getAddress()})`);
       for (const e of st.settled) await postRoot(join(config.dir, 'epochs', String(e.epoch)));
     }
+    if (s.slasher) console.log(`  submitting slashing evidence once ${s.slasher.quorum} gateway key(s) signed it (--no-slash to stop); done so far: ${s.slasher.submitted.size}`);
     if (chainWatch) console.log(`  watching the contracts' events at ${String(settings.rpc)} from block ${chainWatch.file.deployBlock} every ${watchPollSeconds} s: edgeshard_chain_* at ${s.url}/metrics`);
     await stopSignal();
     await s.close();

@@ -29,6 +29,7 @@ export const SETTLER_OPTIONS: OptionSpec[] = [
   { name: 'rpc', type: 'string', default: 'http://127.0.0.1:8545', description: 'JSON-RPC URL of the chain (with --post-roots or --watch-chain)' },
   { name: 'chain-key-file', type: 'string', description: 'the settler-role key that posts roots (with --post-roots)' },
   { name: 'contracts', type: 'string', default: '.edgeshard/chain/contracts.json', description: 'contracts JSON file (with --post-roots or --watch-chain)' },
+  { name: 'no-slash', type: 'boolean', default: false, description: "with --post-roots the settler also submits gateways' signed slashing evidence once a quorum of gateway keys signed it (slashForFailedChallenge); this turns that off" },
 ];
 
 function bigSetting(s: Settings, name: string, max?: bigint): bigint {

@@ -13,6 +13,10 @@ export interface SettlerMetrics {
   precheck(result: string): void;
   settled(epoch: number, out: EpochSummary, seconds: number): void;
   setOpenClaims(source: () => number): void;
+  /** An evidence record's fate at the slasher (settler/slasher.ts). */
+  evidence(verdict: 'counted' | 'duplicate' | 'bad-signature' | 'not-a-gateway' | 'already-done'): void;
+  /** A slashForFailedChallenge submission's outcome. */
+  slash(outcome: 'submitted' | 'already-used' | 'failed'): void;
 }
 
 /** Reasons carry numbers (epochs, byte counts); a label must not, or every epoch would make a new series. */
@@ -34,6 +38,10 @@ export function createSettlerMetrics(opts: { defaultMetrics?: boolean } = {}): S
   const settleSeconds = new Histogram({ name: 'edgeshard_settler_settle_seconds', help: 'time to settle an epoch', buckets: [0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300], registers: [registry] });
   let openClaims: (() => number) | undefined;
   new Gauge({ name: 'edgeshard_settler_open_claims', help: 'receipts recorded in epochs not yet settled', registers: [registry], collect() { this.set(openClaims ? openClaims() : 0); } });
+  const evidence = new Counter({ name: 'edgeshard_settler_slash_evidence_total', help: "gateways' signed slashing evidence by verdict (counted toward a quorum, or why not)", labelNames: ['verdict'], registers: [registry] });
+  const slashes = new Counter({ name: 'edgeshard_settler_slashes_submitted_total', help: 'slashForFailedChallenge submissions by outcome (submitted, already-used, failed)', labelNames: ['outcome'], registers: [registry] });
+  for (const v of ['counted', 'bad-signature', 'not-a-gateway']) evidence.labels(v).inc(0);
+  for (const o of ['submitted', 'already-used', 'failed']) slashes.labels(o).inc(0);
   for (const o of ['recorded', 'malformed', 'bad-signature', 'replay', 'late']) submissions.labels('claims', o).inc(0);
   for (const o of ['recorded', 'duplicate', 'refused']) submissions.labels('records', o).inc(0);
   prechecks.labels('ok').inc(0);
@@ -58,5 +66,7 @@ export function createSettlerMetrics(opts: { defaultMetrics?: boolean } = {}): S
     setOpenClaims(source) {
       openClaims = source;
     },
+    evidence: (verdict) => evidence.labels(verdict).inc(),
+    slash: (outcome) => slashes.labels(outcome).inc(),
   };
 }

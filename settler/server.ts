@@ -9,6 +9,10 @@ import { Settler, type SettlerOptions } from './settler.ts';
 import { createSettlerMetrics, type SettlerMetrics } from './metrics.ts';
 import { ChainWatcher, watchChain, type ChainWatcherOptions } from '../contracts/chain-watcher.ts';
 import { createChainMetrics } from '../contracts/chain-metrics.ts';
+import { join } from 'node:path';
+import type { TypedDataDomain } from 'ethers';
+import type { Contracts } from '../contracts/handles.ts';
+import { Slasher } from './slasher.ts';
 
 export interface SettlerServerOptions extends Omit<SettlerOptions, 'metrics'> {
   host: string;
@@ -17,6 +21,8 @@ export interface SettlerServerOptions extends Omit<SettlerOptions, 'metrics'> {
   settleCheckMs: number;
   /** Read the contracts' events into /metrics (edgeshard_chain_*), polling every pollMs. */
   chainWatch?: ChainWatcherOptions & { pollMs: number };
+  /** Submit gateways' slashing evidence to this Settlement contract (settler/slasher.ts); state in <dir>/slashes.jsonl. */
+  slash?: { settlement: Contracts['settlement']; domain: TypedDataDomain };
 }
 
 export interface RunningSettler {
@@ -25,6 +31,8 @@ export interface RunningSettler {
   metrics: SettlerMetrics;
   /** The chain watcher behind edgeshard_chain_* (with chainWatch). */
   chainWatcher: ChainWatcher | null;
+  /** The evidence submitter (with slash). */
+  slasher: Slasher | null;
   close(): Promise<void>;
 }
 
@@ -63,7 +71,8 @@ function send(res: ServerResponse, status: number, body: unknown): void {
 export async function startSettler(opts: SettlerServerOptions, deps: { logger?: Logger } = {}): Promise<RunningSettler> {
   const log = deps.logger ?? opts.logger ?? silentLogger;
   const metrics = createSettlerMetrics({ defaultMetrics: true });
-  const settler = await Settler.open({ ...opts, logger: log, metrics });
+  const slasher = opts.slash ? await Slasher.open({ ...opts.slash, stateFile: join(opts.dir, 'slashes.jsonl'), logger: log, metrics }) : null;
+  const settler = await Settler.open({ ...opts, logger: log, metrics, ...(slasher ? { onGatewayRecords: (records) => void slasher.add(records) } : {}) });
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://settler');
@@ -152,12 +161,14 @@ export async function startSettler(opts: SettlerServerOptions, deps: { logger?: 
     settler,
     metrics,
     chainWatcher,
+    slasher,
     async close() {
       closed = true;
       await chainPolling?.stop();
       if (timer) clearTimeout(timer);
       await closeNow(server);
       await settler.close();
+      await slasher?.close();
     },
   };
 }

@@ -16,7 +16,7 @@ import { silentLogger } from '../protocol/log.ts';
 import { publicKeyFromB64 } from '../protocol/tickets.ts';
 import { checkSessionAuthorisation, type SessionAuthorisation } from '../protocol/client-tickets.ts';
 import { checkClaim, DEFAULT_EXPIRY_GRACE_SECONDS } from '../protocol/receipt-rules.ts';
-import { checkGatewayRecord } from '../protocol/gateway-records.ts';
+import { checkGatewayRecord, type GatewayRecord } from '../protocol/gateway-records.ts';
 import type { EpochParamsFile } from '../protocol/epoch-settle.ts';
 import { sha256Hex, type RewardParams } from '../protocol/epoch.ts';
 import {
@@ -49,6 +49,11 @@ export interface SettlerOptions {
   metrics?: SettlerMetrics;
   /** Called after an epoch's files are published (e.g. to post its root on chain); awaited, so calls never overlap. */
   onSettled?: (epoch: number, epochDir: string) => Promise<void>;
+  /**
+   * Gateway records that verified and were recorded (and, when an open epoch is reopened after a restart, the
+   * evidence records it held): the slasher (settler/slasher.ts) takes the `evidence` ones.
+   */
+  onGatewayRecords?: (records: GatewayRecord[]) => void;
 }
 
 /** An HTTP-shaped answer: the server sends it as JSON. */
@@ -227,13 +232,19 @@ export class Settler {
       if (!heldAuth || a.validUntilEpoch > heldAuth.validUntilEpoch) sessionAuth.set(a.sessionKey, a);
     });
     report('sessions.jsonl', sessions.report);
-    const records = await JsonlFile.open(join(dir, 'gateway-records.jsonl'), (line) => recordIds.add((JSON.parse(line) as { id: string }).id));
+    const evidence: GatewayRecord[] = [];
+    const records = await JsonlFile.open(join(dir, 'gateway-records.jsonl'), (line) => {
+      const r = JSON.parse(line) as GatewayRecord;
+      recordIds.add(r.id);
+      if (r.type === 'evidence') evidence.push(r);
+    });
     report('gateway-records.jsonl', records.report);
     const nonces = await JsonlFile.open(join(dir, 'nonces.jsonl'), (line) => nonceSet.add(nonceKey(JSON.parse(line) as { node: string; nonce: string })));
     report('nonces.jsonl', nonces.report);
     const trusted = new Map(Object.entries(params.gateways).map(([id, b64]) => [id, publicKeyFromB64(b64)]));
     const e: OpenEpoch = { epoch, dir, params, trusted, claims: claims.file, sessions: sessions.file, records: records.file, nonces: nonces.file, sessionAuth, sessionLines, nonceSet, recordIds, claimCount };
     this.open.set(epoch, e);
+    if (evidence.length > 0) this.opts.onGatewayRecords?.(evidence);
     this.log.info({ epoch, claims: claimCount, sessions: sessionAuth.size, records: recordIds.size }, existing ? 'reopened epoch' : 'opened epoch');
     return e;
   }
@@ -322,7 +333,7 @@ export class Settler {
       return { status: 400, body: { error: parsed.error } };
     }
     const results: string[] = [];
-    const byEpoch = new Map<number, { e: OpenEpoch; lines: string[]; ids: string[]; at: number[] }>();
+    const byEpoch = new Map<number, { e: OpenEpoch; lines: string[]; ids: string[]; at: number[]; records: GatewayRecord[] }>();
     for (const raw of parsed.records) {
       const epoch = (raw as { epoch?: unknown } | null)?.epoch;
       if (typeof epoch !== 'number' || !Number.isSafeInteger(epoch) || epoch < 0) {
@@ -341,7 +352,7 @@ export class Settler {
         continue;
       }
       let group = byEpoch.get(epoch);
-      if (!group) byEpoch.set(epoch, (group = { e, lines: [], ids: [], at: [] }));
+      if (!group) byEpoch.set(epoch, (group = { e, lines: [], ids: [], at: [], records: [] }));
       if (e.recordIds.has(check.record.id)) {
         results.push('duplicate');
         continue;
@@ -351,10 +362,12 @@ export class Settler {
       group.ids.push(check.record.id);
       e.recordIds.add(check.record.id); // reserved now: a concurrent push of the same record must see it
       group.lines.push(JSON.stringify(check.record));
+      group.records.push(check.record);
     }
     for (const g of byEpoch.values()) {
       try {
         await g.e.records.append(g.lines);
+        this.opts.onGatewayRecords?.(g.records);
       } catch (err) {
         for (const id of g.ids) g.e.recordIds.delete(id);
         for (const i of g.at) results[i] = `not recorded: ${(err as Error).message}; retry later`;
