@@ -9,7 +9,7 @@ import { startGateway } from './server.ts';
 export const gatewayCommand: Command = {
   spec: {
     name: 'gateway',
-    usage: 'edgeshard gateway --origin URL --dataset NAME[,NAME] [--port 8443] [--fallback redirect|proxy|off]',
+    usage: 'edgeshard gateway --origin URL --dataset NAME[,NAME] [--port 8443] [--fallback redirect|proxy|off] [--settler URL] [--eth-key-file FILE --contracts FILE]',
     summary:
       'Runs a gateway: loads dataset manifests from the origin, registers edge nodes over WebSocket (/v1/nodes/connect), ' +
       'and redirects trainers to the nearest healthy node likely to hold each shard, with a signed ticket. ' +

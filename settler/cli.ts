@@ -15,7 +15,7 @@ import { settlementDomain } from '../protocol/challenge-evidence.ts';
 export const settlerCommand: Command = {
   spec: {
     name: 'settler',
-    usage: 'edgeshard settler --gateway-keys B64[,B64] [--dir DIR] [--port 8700] [--epoch-seconds 86400] [--claim-window 3600] [--post-roots --chain-key-file KEY] [--watch-chain] [--rpc URL] [--contracts FILE]',
+    usage: 'edgeshard settler --gateway-keys B64[,B64] [--dir DIR] [--port 8700] [--epoch-seconds 86400] [--claim-window 3600] [--post-roots --chain-key-file KEY [--no-slash]] [--watch-chain] [--rpc URL] [--contracts FILE]',
     summary:
       "Runs the settler: nodes POST their receipts for an epoch to /v1/claims (signed by the node key), gateways POST their signed records to /v1/gateway-records; " +
       "each accepted submission is appended and synced to the open epoch's files before it is acknowledged. When an epoch's claim window has passed " +
