@@ -83,7 +83,7 @@ export const GATEWAY_OPTIONS: OptionSpec[] = [
   { name: 'max-manifest-size', type: 'string', default: '64MiB', description: "largest dataset manifest.json read from the origin (refused beyond); clients read the gateway's copy up to their own --max-manifest-size" },
   { name: 'probe-interval', type: 'string', default: '30000', description: 'ms between active probes of each node (0 = off)' },
   { name: 'fallback', type: 'string', default: 'redirect', description: 'when no node can serve: redirect (to the origin), proxy (stream it), off (503)' },
-  { name: 'startup-grace', type: 'string', default: '5s', description: 'for this long after start, while no node has registered yet, answer 503 with Retry-After: 1 instead of sending clients to the origin (nodes reconnect within seconds of a restart); 0 = off' },
+  { name: 'startup-grace', type: 'string', default: '5s', description: 'for this long after start, while no node that may take traffic has registered yet, answer 503 with Retry-After: 1 instead of sending clients to the origin (nodes reconnect within seconds of a restart); 0 = off' },
   { name: 'trusted-proxies', type: 'string', default: '', description: 'comma-separated IPs/CIDRs whose X-Forwarded-For is believed' },
   { name: 'rate-limit', type: 'string', default: '200', description: 'requests per second per client IP' },
   { name: 'rate-burst', type: 'string', default: '400', description: 'burst per client IP' },

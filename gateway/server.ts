@@ -171,7 +171,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   /** A request that found no node, right after start: 503 + Retry-After rather than the origin (startup-grace.ts). */
   const graceHolds = (res: ServerResponse, route: Route): boolean => {
     const at = now();
-    if (!inStartupGrace(grace, at, registry.nodes.size)) return false;
+    if (!inStartupGrace(grace, at, registry.healthyCount)) return false;
     metrics.decision('startup-grace');
     fail(res, route, 503, startupGraceMessage(grace, at), { 'retry-after': String(STARTUP_GRACE_RETRY_AFTER_S) });
     return true;

@@ -12,13 +12,13 @@ import { parseCommand } from '../protocol/cli/options.ts';
 
 describe('startup grace (pure)', () => {
   const grace = { startedAtMs: 1000, graceMs: 5000 };
-  it('holds only while no node has registered, and only for the grace', () => {
+  it('holds only while no healthy node has registered, and only for the grace', () => {
     expect(inStartupGrace(grace, 1000, 0)).toBe(true);
     expect(inStartupGrace(grace, 5999, 0)).toBe(true);
     expect(inStartupGrace(grace, 6000, 0)).toBe(false);
     expect(inStartupGrace(grace, 1000, 1)).toBe(false);
     expect(inStartupGrace({ ...grace, graceMs: 0 }, 1000, 0)).toBe(false);
-    expect(startupGraceMessage(grace, 3500)).toMatch(/no node has registered yet; retry in 1 s \(origin fallback in at most 2\.5 s\)$/);
+    expect(startupGraceMessage(grace, 3500)).toMatch(/no node that may take traffic has registered yet; retry in 1 s \(origin fallback in at most 2\.5 s\)$/);
   });
 
   it('parses --startup-grace, 5 s by default', () => {
@@ -53,7 +53,7 @@ describe('a gateway that has just started', { timeout: 60_000 }, () => {
     const d = await get(`${gw.url}/d/sample/${shard.path}?near=${PARIS.lat},${PARIS.lon}`);
     expect(d.status).toBe(503);
     expect(d.headers['retry-after']).toBe('1');
-    expect(JSON.parse(d.text).error).toMatch(/just started and no node has registered yet; retry in 1 s \(origin fallback in at most 5\.0 s\)/);
+    expect(JSON.parse(d.text).error).toMatch(/just started and no node that may take traffic has registered yet; retry in 1 s \(origin fallback in at most 5\.0 s\)/);
     // The client's route call gets the same: an empty route would send it to the origin.
     const r = await get(`${gw.url}/v1/route?dataset=sample&shard=${shard.sha256}&near=${PARIS.lat},${PARIS.lon}`);
     expect(r.status).toBe(503);
@@ -85,6 +85,25 @@ describe('a gateway that has just started', { timeout: 60_000 }, () => {
     const r = await get(`${gw.url}/v1/route?dataset=sample&shard=${shard.sha256}&near=${PARIS.lat},${PARIS.lon}`);
     expect(r.status).toBe(200);
     expect(JSON.parse(r.text).candidates[0].url).toMatch(new RegExp(`^${node.url}/`));
+  });
+
+  it('a quarantined node is not "back": the grace holds until a node that may take traffic registers', async () => {
+    const clock = 1_000_000;
+    const gw = await fx.gateway({ startupGraceMs: 60_000 }, { now: () => clock });
+    const node = await fx.edgeNode([gw]);
+    expect(gw.registry.quarantine(node.address, 'served wrong bytes to a probe')).not.toBeNull();
+    const shard = fx.manifest.shards[0]!;
+    const d = await get(`${gw.url}/d/sample/${shard.path}?near=${PARIS.lat},${PARIS.lon}`);
+    expect(d.status).toBe(503);
+    expect(d.headers['retry-after']).toBe('1');
+    expect(JSON.parse(d.text).error).toMatch(/no node that may take traffic has registered yet/);
+    const r = await get(`${gw.url}/v1/route?dataset=sample&shard=${shard.sha256}&near=${PARIS.lat},${PARIS.lon}`);
+    expect(r.status).toBe(503);
+    // A healthy node registering ends the grace; the quarantined one is still not routed to.
+    const healthy = await fx.edgeNode([gw]);
+    const after = await get(`${gw.url}/v1/route?dataset=sample&shard=${shard.sha256}&near=${PARIS.lat},${PARIS.lon}`);
+    expect(after.status).toBe(200);
+    expect(JSON.parse(after.text).candidates.map((c: { node: string }) => c.node)).toEqual([healthy.address]);
   });
 
   it('without a grace (0, as before) sends the first request straight to the origin', async () => {
