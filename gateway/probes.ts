@@ -134,8 +134,9 @@ export class Prober {
       let ttfb: number | undefined;
       for await (const chunk of res.body) {
         ttfb ??= performance.now() - started;
-        hash.update(chunk as Buffer);
         bytes += (chunk as Buffer).length;
+        if (bytes > shard.size) break; // an answer past the shard is wrong however it goes on: stop reading it
+        hash.update(chunk as Buffer);
       }
       const seconds = (performance.now() - started) / 1000;
       const cache = res.headers['x-edgeshard-cache'];
@@ -143,6 +144,9 @@ export class Prober {
       if (res.statusCode !== 200) {
         result.failure = 'bad-status';
         result.detail = `status ${res.statusCode}`;
+      } else if (bytes > shard.size) {
+        result.failure = 'wrong-bytes';
+        result.detail = `more than the shard's ${shard.size} bytes`;
       } else if (bytes !== shard.size) {
         result.failure = 'wrong-bytes';
         result.detail = `short body: ${bytes} of ${shard.size} bytes`;

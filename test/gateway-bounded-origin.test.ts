@@ -1,8 +1,11 @@
 // The gateway reads its origin's manifests up to --max-manifest-size and a chunk list (for challenges) up to its
-// shard's list size. A broken or hostile origin with an endless answer costs a clear error, not the gateway's memory.
+// shard's list size, and a node's answer to a probe up to the shard's size. A broken or hostile origin or node with an
+// endless answer costs a clear error, not the gateway's memory or a probe that never ends.
 import { afterEach, describe, expect, it } from 'vitest';
 import { DatasetCatalog } from '../gateway/datasets.ts';
 import { Challenger } from '../gateway/challenges.ts';
+import { Prober } from '../gateway/probes.ts';
+import type { NodeRecord } from '../gateway/registry.ts';
 import { TicketIssuer } from '../gateway/ticket-issuer.ts';
 import { generateTicketKey } from '../protocol/tickets.ts';
 import { Agent } from 'undici';
@@ -46,5 +49,19 @@ describe('gateway: bounded reads from the origin', () => {
     await expect(challenger.chunkList({ dataset: 'sample', shard, chunkSize: 1 << 20 })).rejects.toThrow('chunk list from the origin: answer over the 256-byte limit');
     await origin.hungUp();
     expect(origin.sent).toBeLessThan(32 << 20);
+  });
+
+  it("an endless answer to a probe: wrong bytes, read no further than the shard's size", async () => {
+    const node = await endless();
+    const dispatcher = new Agent();
+    cleanups.push(() => dispatcher.close());
+    const key = generateTicketKey();
+    const prober = new Prober(() => [], { catalog: new DatasetCatalog('http://127.0.0.1:9'), issuer: new TicketIssuer({ key, validitySeconds: 600 }), dispatcher, intervalMs: 0 });
+    const record = { id: '0x' + 'aa'.repeat(20), url: node.url, address: '127.0.0.1', score: 0.5, holdsShard: () => true } as unknown as NodeRecord;
+    const shard = { path: 'train/a.bin', size: 1 << 20, sha256: 'ab'.repeat(32) };
+    const result = await prober.probe(record, shard);
+    expect(result).toMatchObject({ ok: false, failure: 'wrong-bytes', detail: `more than the shard's ${1 << 20} bytes` });
+    await node.hungUp();
+    expect(node.sent).toBeLessThan(32 << 20);
   });
 });
