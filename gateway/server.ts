@@ -292,9 +292,13 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       log.error({ err: (err as Error).message, challenge: record.id }, 'could not sign slashing evidence');
     }
   };
+  // Spooling a challenge and its evidence; close() waits for these before it closes the spool.
+  const challengeSpooling = new Set<Promise<void>>();
   const challengeResult = ({ node, record, detail }: ChallengeOutcome): void => {
     metrics.challenge(record.ok ? 'passed' : record.failure!, record.bytesPerSecond);
-    void spoolRecords([record]).then(() => spoolEvidence(record));
+    const spooled = spoolRecords([record]).then(() => spoolEvidence(record));
+    challengeSpooling.add(spooled);
+    void spooled.finally(() => challengeSpooling.delete(spooled));
     const range = `bytes ${record.offset}-${record.offset + record.length - 1} of shard ${record.shard.slice(0, 12)}…`;
     if (record.failure === 'wrong-bytes') {
       // The gateway's own check, as strong as a probe's: out of rotation.
@@ -808,6 +812,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       await prober.close();
       await challenger.close();
       if (recordTimer) clearInterval(recordTimer);
+      await Promise.all([...challengeSpooling]);
       // The last snapshot and the anonymous bytes counted since the previous one, so a restart loses none.
       await writeRecords();
       await pusher?.close();
