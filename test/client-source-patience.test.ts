@@ -68,13 +68,19 @@ describe('a shard rides out an origin outage', () => {
     await tmp.cleanup();
   });
 
+  /** What the origin does with its `n`-th request (1-based); `clock.now` is the fetch's injected clock (ms). */
+  type OriginScript = (n: number, req: IncomingMessage, res: ServerResponse, clock: { now: number }) => void;
+
   /**
    * A network whose only node cannot fill (502: its origin is down) and whose origin answers 503 to its first
-   * `outage` requests (with `retryAfter` when given), then the shard. Runs a fetch on an injected clock.
+   * `outage` requests (with `retryAfter` when given), then the shard; or does what `script` says. Runs a fetch on
+   * an injected clock.
    */
-  async function run(outage: number, over: Partial<FetchOptions> = {}, retryAfter?: string) {
+  async function run(outage: number, over: Partial<FetchOptions> = {}, retryAfter?: string, script?: OriginScript) {
     let originRequests = 0;
+    const clock = { now: 0 };
     const origin = await startScriptedOrigin((req: IncomingMessage, res: ServerResponse) => {
+      if (script) return script(++originRequests, req, res, clock);
       if (++originRequests <= outage) {
         res.writeHead(503, { 'content-type': 'text/plain', ...(retryAfter ? { 'retry-after': retryAfter } : {}) }).end('origin unavailable\n');
         return;
@@ -86,7 +92,6 @@ describe('a shard rides out an origin outage', () => {
     closers.push(node.close);
     const gw = await startStaticGateway({ datasets: { one: { manifest, origin: `${origin.url}/one` } }, nodes: [{ id: 'n0', url: node.url }] });
     closers.push(gw.close);
-    let clock = 0;
     const sleeps: number[] = [];
     const retries: SourceRetry[] = [];
     const outDir = join(tmp.dir, `out${++outCounter}`);
@@ -97,10 +102,10 @@ describe('a shard rides out an origin outage', () => {
       retries: 1,
       gatewayBackoffMs: 10,
       stallTimeoutMs: 20_000,
-      now: () => clock,
+      now: () => clock.now,
       sleep: async (ms) => {
         sleeps.push(ms);
-        clock += ms;
+        clock.now += ms;
       },
       onSourceRetry: (r) => retries.push(r),
       ...over,
@@ -176,46 +181,25 @@ describe('a shard rides out an origin outage', () => {
   it('a second outage, after a long healthy transfer, gets the whole patience again', async () => {
     // The origin fails once, then sends half the shard over what the clock says is a minute (longer than the 30 s
     // patience) and drops the connection, then fails 3 more times, then serves the rest.
-    let clock = 0;
-    let originRequests = 0;
-    const origin = await startScriptedOrigin((req: IncomingMessage, res: ServerResponse) => {
-      const n = ++originRequests;
+    const { report, retries, originRequests, file } = await run(0, {}, undefined, (n, req, res, clock) => {
       if (n === 2) {
         res.writeHead(200, { 'content-length': String(SIZE) });
         res.write(bytes.subarray(0, SIZE / 2), () => {
-          clock += 60_000;
+          clock.now += 60_000;
           res.destroy();
         });
         return;
       }
-      if (n === 1 || n <= 5) return void res.writeHead(503, { 'content-type': 'text/plain' }).end('origin unavailable\n');
+      if (n <= 5) return void res.writeHead(503, { 'content-type': 'text/plain' }).end('origin unavailable\n');
       sendBytes(req, res, bytes);
-    });
-    closers.push(origin.close);
-    const node = await startScriptedOrigin((_req, res) => void res.writeHead(502).end('cannot reach the origin\n'));
-    closers.push(node.close);
-    const gw = await startStaticGateway({ datasets: { one: { manifest, origin: `${origin.url}/one` } }, nodes: [{ id: 'n0', url: node.url }] });
-    closers.push(gw.close);
-    const retries: SourceRetry[] = [];
-    const outDir = join(tmp.dir, `out${++outCounter}`);
-    const report = await fetchDataset({
-      gateway: gw.url,
-      dataset: 'one',
-      outDir,
-      retries: 1,
-      gatewayBackoffMs: 10,
-      stallTimeoutMs: 20_000,
-      now: () => clock,
-      sleep: async (ms) => void (clock += ms),
-      onSourceRetry: (r) => retries.push(r),
     });
     const r = report.results[0]!;
     expect(r.error).toBeUndefined();
     expect(r.status).toBe('downloaded');
-    expect(sha256Hex(await readFile(join(outDir, shard.path)))).toBe(shard.sha256);
+    expect(sha256Hex(await readFile(file))).toBe(shard.sha256);
     // The second outage counts its rounds and its time from its own start, not from the first outage's.
     expect(retries.map((x) => x.round)).toEqual([1, 1, 2, 3, 4]);
     expect(retries[1]!.elapsedMs).toBe(0);
-    expect(originRequests).toBe(6);
+    expect(originRequests()).toBe(6);
   });
 });
