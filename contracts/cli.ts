@@ -10,7 +10,7 @@ import { readContractsFile } from './handles.ts';
 import { claimAllFromSettler, claimReward, depositToEscrow, postRoot } from './rewards-chain.ts';
 import { readKeyFile } from './wallet.ts';
 
-const CHAIN_OPTIONS: OptionSpec[] = [
+export const CHAIN_OPTIONS: OptionSpec[] = [
   { name: 'rpc', type: 'string', default: 'http://127.0.0.1:8545', description: 'JSON-RPC URL of the EVM chain' },
   { name: 'key-file', type: 'string', description: 'private key file: a node key file ({"privateKey": ...}) or 0x-hex (mode 0600)' },
   { name: 'contracts', type: 'string', default: '.edgeshard/chain/contracts.json', description: 'contracts JSON file (written by `edgeshard chain`)' },
@@ -24,7 +24,7 @@ export async function connectChain(settings: Settings, keyFlag = 'key-file'): Pr
   return openChain(String(settings.rpc), file, await readKeyFile(keyFile));
 }
 
-function tokens(amount: bigint): string {
+export function tokens(amount: bigint): string {
   return `${formatUnits(amount, 18)} EDGE`;
 }
 
