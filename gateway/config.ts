@@ -107,7 +107,7 @@ export const GATEWAY_OPTIONS: OptionSpec[] = [
   { name: 'challenge-interval', type: 'string', default: '300000', description: 'mean ms between capacity challenges of each node (random times; 0 = off)' },
   { name: 'epoch-seconds', type: 'string', default: '86400', description: 'length of a reward epoch in seconds (as the settler\'s)' },
   { name: 'record-spool', type: 'string', default: './.edgeshard/gateway-records.jsonl', description: "file where the gateway's signed records for the settler (challenges, scores, anonymous traffic) are kept until pushed ('' = memory only)" },
-  { name: 'record-interval', type: 'string', default: '600000', description: 'ms between score snapshots and anonymous-traffic records' },
+  { name: 'record-interval', type: 'string', default: '600000', description: 'ms between score snapshots, anonymous-traffic records and batches of issued ticket hashes (a batch is also signed at 1,024 tickets)' },
   { name: 'settler', type: 'string', description: 'settler base URL to push the signed records to (retried with backoff; without it they stay in --record-spool)' },
   { name: 'rewards-from', type: 'string', description: 'settler URL the status page and /v1/rewards read settled epochs from, without pushing records to it (default: --settler)' },
   { name: 'rewards-refresh', type: 'string', default: '60', description: "seconds between looks at the settler's latest settled epoch for /v1/rewards and the status page" },
