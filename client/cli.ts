@@ -7,7 +7,7 @@ import { gatewayRetryLine, type LatLon } from './gateway-client.ts';
 import { sourceRetryLine } from './source-patience.ts';
 import { fetchDataset, FETCH_DEFAULTS, type FetchOptions, type FetchReport } from './fetch.ts';
 import { InterruptedError } from './http.ts';
-import { DEFAULT_RECEIPT_EVERY } from './receipts.ts';
+import { DEFAULT_RECEIPT_EVERY, preferOneShotSecp256k1 } from './receipts.ts';
 import { SPLIT_PLACEMENTS, type SplitPlacement } from './part-placement.ts';
 import { formatDuration, formatRate, startProgressRenderer, type ProgressRenderer } from './progress.ts';
 
@@ -149,6 +149,7 @@ export const fetchCommand: Command = {
   },
   async run(settings, positionals) {
     const options = fetchOptionsFromSettings(settings, positionals);
+    if (options.keyFile) preferOneShotSecp256k1();
     const controller = new AbortController();
     let interrupts = 0;
     // SIGTERM is how job schedulers, `kill` and container runtimes stop a program: it gets the same clean stop as

@@ -5,10 +5,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { join } from 'node:path';
 import { Agent } from 'undici';
-import { ReceiptSender, openClientIdentity, type ClientIdentity } from '../client/receipts.ts';
+import { readFile } from 'node:fs/promises';
+import { secp256k1 } from '@noble/curves/secp256k1';
+import { Wallet } from 'ethers';
+import { ReceiptSender, openClientIdentity, preferOneShotSecp256k1, type ClientIdentity } from '../client/receipts.ts';
 import type { Source } from '../client/sources.ts';
 import { generateTicketKey } from '../protocol/tickets.ts';
-import { signClientTicket } from '../protocol/client-tickets.ts';
+import { checkSessionAuthorisation, signClientTicket } from '../protocol/client-tickets.ts';
 import { decodeReceipt } from '../protocol/receipts.ts';
 import { sha256Hex } from '../protocol/hash.ts';
 import { tempDir } from './helpers/net.ts';
@@ -107,6 +110,16 @@ describe('the receipt sender', () => {
     } finally {
       node.server.close();
     }
+  });
+
+  it('the fetch command signs its one secp256k1 authorisation with a small base-point table, and it still verifies', async () => {
+    const base = secp256k1.ProjectivePoint.BASE as unknown as { _WINDOW_SIZE?: number };
+    expect(base._WINDOW_SIZE).toBe(8); // noble's default, which ethers' Wallet would fill in full
+    preferOneShotSecp256k1();
+    expect(base._WINDOW_SIZE).toBe(4);
+    const fresh = await openClientIdentity(join(tmp.dir, 'another-key.json'));
+    expect(checkSessionAuthorisation(fresh.auth)).toBeNull();
+    expect(fresh.auth.client).toBe(new Wallet(JSON.parse(await readFile(join(tmp.dir, 'another-key.json'), 'utf8')).privateKey).address.toLowerCase());
   });
 
   it('reads a source\'s URL once however many chunks it verifies, and still receipts every byte', async () => {
