@@ -92,9 +92,10 @@ export async function settleDemoEpoch(opts: { dev: DevChain; settler: DemoSettle
     const served = BigInt(n.node.allowance.servedTotal);
     const reward = leafFromTree(treeJson, n.node.address)?.amount ?? 0n;
     const balance = await chain.token.balanceOf(n.node.address);
+    const { stake } = await chain.registry.nodes(n.node.address);
     lines.push(
       `  ${n.name.padEnd(9)} served ${formatBytes(Number(served))}, receipted ${formatBytes(Number(receipted))} → ${formatUnits(reward, 18)} EDGE ` +
-        `(${receipted} B × ${formatUnits(ratePerGiB, 18)} EDGE/GiB ÷ 2^30, rounded down); balance ${formatUnits(balance, 18)} EDGE`,
+        `(${receipted} B × ${formatUnits(ratePerGiB, 18)} EDGE/GiB ÷ 2^30, rounded down); balance ${formatUnits(balance, 18)} EDGE, stake ${formatUnits(stake, 18)} EDGE`,
     );
   }
   const escrowAfter = await chain.escrow.chargeable(opts.trainer);

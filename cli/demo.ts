@@ -23,6 +23,9 @@ import { formatBytes } from '../protocol/units.ts';
 import { DEV_ROLES, startDevChain } from '../contracts/dev-chain.ts';
 import { connectContracts } from '../contracts/handles.ts';
 import { depositToEscrow } from '../contracts/rewards-chain.ts';
+import { registerStake } from '../contracts/stake-chain.ts';
+import { managedWallet } from '../contracts/wallet.ts';
+import { loadOrCreateNodeKey } from '../protocol/identity.ts';
 import { openClientIdentity } from '../client/receipts.ts';
 import { settleDemoEpoch, startDemoSettler } from './demo-rewards.ts';
 import { TOKEN } from '../contracts/deploy.ts';
@@ -127,6 +130,17 @@ export const demoCommand: Command = {
         ),
       );
       closers.push(() => gateway.close());
+      // Each node stakes the registry's minimum from its own key before it serves, as an operator does with
+      // `edgeshard stake register`: the dev admin sends it the tokens and the ether for gas (its claims too).
+      const admin = dev.chain.wallets[DEV_ROLES.indexOf('admin')]!;
+      const minStake = await dev.contracts.registry.minStake();
+      const stakes: bigint[] = [];
+      for (let i = 0; i < PLACES.length; i++) {
+        const key = await loadOrCreateNodeKey(nodeKeyFile(i));
+        await (await admin.sendTransaction({ to: key.address, value: 10n ** 18n })).wait();
+        await (await dev.contracts.token.transfer(key.address, minStake)).wait();
+        stakes.push((await registerStake(connectContracts(dev.file, managedWallet(key.privateKey, dev.chain.provider)), key.address, minStake)).status.stake);
+      }
       const nodes: EdgeNode[] = [];
       for (const [i, place] of PLACES.entries()) {
         const nodePort = ports.node === 0 ? 0 : ports.node + i;
@@ -159,16 +173,16 @@ export const demoCommand: Command = {
         await new Promise((r) => setTimeout(r, 50));
       }
       console.log(`origin   ${origin.url}\ngateway  ${gateway.url}`);
-      for (const [i, n] of nodes.entries()) console.log(`node     ${n.url}  ${PLACES[i]!.name.padEnd(9)} ${n.address}`);
-      // A node's key pays the gas of its claims: the dev admin sends each one ether.
-      const admin = dev.chain.wallets[DEV_ROLES.indexOf('admin')]!;
-      if (demoSettler) for (const n of nodes) await (await admin.sendTransaction({ to: n.address, value: 10n ** 18n })).wait();
+      for (const [i, n] of nodes.entries()) console.log(`node     ${n.url}  ${PLACES[i]!.name.padEnd(9)} ${n.address}  stake ${formatUnits(stakes[i]!, 18)} EDGE`);
       console.log(
         `chain    ${dev.rpc}  token ${dev.file.token}, settlement ${dev.file.settlement}\n` +
           `         trainer ${dev.addresses.trainer} deposited 100 EDGE into the escrow (balance ${formatUnits(deposited, 18)} EDGE) and signs receipts for what it verifies`,
       );
 
-      const chainLines = [`  npx edgeshard deposit 5 --rpc ${dev.rpc} --contracts ${dev.contractsPath} --key-file ${dev.keyPath('trainer')}`];
+      const chainLines = [
+        `  npx edgeshard deposit 5 --rpc ${dev.rpc} --contracts ${dev.contractsPath} --key-file ${dev.keyPath('trainer')}`,
+        `  npx edgeshard stake status --key-file ${nodeKeyFile(0)} --rpc ${dev.rpc} --contracts ${dev.contractsPath}`,
+      ];
 
       const nameOf = (address: string): string => PLACES[nodes.findIndex((n) => n.address === address || address.startsWith(n.url))]?.name ?? address;
       const out = join(dir, 'trainer');

@@ -5,7 +5,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { formatUnits } from 'ethers';
+import { JsonRpcProvider, formatUnits } from 'ethers';
+import { connectContracts, readContractsFile } from '../contracts/handles.ts';
 import { DEMO_PORTS, SHUTDOWN_LINE } from '../cli/demo.ts';
 import { tempDir, until } from './helpers/net.ts';
 
@@ -70,7 +71,23 @@ describe('edgeshard demo (npm start)', () => {
     // The epoch settled from the trainer's receipts: each node's reward is its receipted bytes times the rate, it
     // was served no more than it was receipted for, and the escrow paid the bytes at the full price.
     expect(text).toMatch(/^rewards: epoch \d+ settled from [1-9]\d* signed receipts .* root 0x[0-9a-f]{16}… posted on chain, claimed by each node after the challenge window:$/m);
-    const rows = [...text.matchAll(/^ {2}(Paris|New York|Tokyo) +served (.+?), receipted (.+?) → ([\d.]+) EDGE \((\d+) B × .*; balance ([\d.]+) EDGE$/gm)];
+    // Each node staked the registry's minimum before serving: the stake printed is the one the chain holds.
+    const reader = new JsonRpcProvider(rpc, undefined, { staticNetwork: true });
+    const registry = connectContracts(await readContractsFile(join(dir, 'chain', 'contracts.json')), reader).registry;
+    const minStake = await registry.minStake();
+    const nodeLines = [...text.matchAll(/^node {5}http:\/\/\S+ {2}(Paris|New York|Tokyo) +(0x[0-9a-fA-F]{40}) {2}stake ([\d.]+) EDGE$/gm)];
+    expect(nodeLines.map((l) => l[1])).toEqual(['Paris', 'New York', 'Tokyo']);
+    const stakeOf = new Map<string, bigint>();
+    for (const l of nodeLines) {
+      const onChain = await registry.nodes(l[2]!);
+      expect(onChain.registered).toBe(true);
+      expect(onChain.stake).toBe(minStake);
+      expect(l[3]).toBe(formatUnits(onChain.stake, 18));
+      expect(await registry.isActive(l[2]!)).toBe(true);
+      stakeOf.set(l[1]!, onChain.stake);
+    }
+    reader.destroy();
+    const rows = [...text.matchAll(/^ {2}(Paris|New York|Tokyo) +served (.+?), receipted (.+?) → ([\d.]+) EDGE \((\d+) B × .*; balance ([\d.]+) EDGE, stake ([\d.]+) EDGE$/gm)];
     expect(rows.map((r) => r[1])).toEqual(['Paris', 'New York', 'Tokyo']);
     let receiptedTotal = 0n;
     for (const r of rows) {
@@ -78,7 +95,8 @@ describe('edgeshard demo (npm start)', () => {
       receiptedTotal += bytes;
       expect(r[2]).toBe(r[3]); // served = receipted: no unpaid work
       expect(r[4]).toBe(formatUnits((bytes * 9n * 10n ** 14n) / (1n << 30n), 18));
-      expect(r[6]).toBe(r[4]);
+      expect(r[6]).toBe(r[4]); // the staked tokens are in the registry, not the balance
+      expect(r[7]).toBe(formatUnits(stakeOf.get(r[1]!)!, 18));
     }
     expect(receiptedTotal).toBeGreaterThan(0n);
     const owed = (receiptedTotal * 10n ** 15n + (1n << 30n) - 1n) / (1n << 30n);
