@@ -1,6 +1,6 @@
 // Settlement on a real EVM (hardhat EDR through ethers v6): roots, claims against a tree built by protocol/epoch.ts,
 // every rejection, disputes, and the escrow and capacity pool that back each root.
-import { MaxUint256, ZeroHash, id } from 'ethers';
+import { MaxUint256, ZeroHash, id, type TransactionReceipt } from 'ethers';
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { EpochStatus } from '../contracts/handles.ts';
 import { TOKEN, deployFixture, epochTree, expectRevert, mined, type Fixture } from './helpers/chain.ts';
@@ -208,6 +208,31 @@ describe('settlement: claims', () => {
     await f.chain.advanceTime(3_600);
     // The proof is valid; the amount is what the contract refuses.
     await expectRevert(f.as(f.nodeA).settlement.claim(11n, a, MaxUint256, t.proofFor(a)), 'ClaimsExceedTotal');
+  });
+
+  // claim() reads and writes its two slots in assembly (one packed Claims word, one claim word) and emits and pays
+  // in assembly: the Solidity getters and the event decoded by the ABI must see exactly what a Solidity body wrote.
+  it('a claim leaves the packed state as Solidity would: remaining less the amount, window and status intact; Claimed and Transfer carry (epoch, node, amount)', async () => {
+    const e = await postStandardEpoch();
+    const s = f.as(f.outsider).settlement;
+    const before = await s.epochs(e.epoch);
+    await f.chain.advanceTime(3_600);
+    const receipt = (await mined(f.as(f.nodeB).settlement.claim(e.epoch, e.a, 300n * TOKEN, e.proofFor(e.a)))) as unknown as TransactionReceipt;
+    const after = await s.epochs(e.epoch);
+    expect([after.remaining, after.challengeEnds, after.status, after.root]).toEqual([200n * TOKEN, before.challengeEnds, EpochStatus.Posted, e.root]);
+    expect(await s.claimed(e.epoch, e.a)).toBe(true);
+    expect(await s.claimed(e.epoch, e.b)).toBe(false);
+    const events = receipt.logs.map((l) => ({ address: l.address, parsed: s.interface.parseLog(l) ?? f.as(f.outsider).token.interface.parseLog(l) }));
+    const claimed = events.find((x) => x.parsed?.name === 'Claimed');
+    expect(claimed?.address).toBe(f.file.settlement);
+    expect([...claimed!.parsed!.args]).toEqual([e.epoch, e.a, 300n * TOKEN]);
+    const transfer = events.find((x) => x.parsed?.name === 'Transfer');
+    expect([...transfer!.parsed!.args]).toEqual([f.file.settlement, e.a, 300n * TOKEN]);
+    // The last leaf takes remaining to exactly zero without touching the window or status; nothing is left after.
+    await mined(f.as(f.nodeB).settlement.claim(e.epoch, e.b, 200n * TOKEN, e.proofFor(e.b)));
+    const drained = await s.epochs(e.epoch);
+    expect([drained.remaining, drained.challengeEnds, drained.status]).toEqual([0n, before.challengeEnds, EpochStatus.Posted]);
+    expect(await f.as(f.outsider).token.balanceOf(f.file.settlement)).toBe(100n * TOKEN);
   });
 });
 

@@ -196,26 +196,89 @@ contract Settlement is AccessControl, ReentrancyGuardTransient, EIP712, IClaimWo
 
     /// @notice Pays `amount` to `node` for `epoch` if (epoch, node, amount) is a leaf of the epoch's root.
     /// Anyone may submit; the tokens always go to `node`.
+    /// The storage slots, the leaf, the event and the transfer are written in assembly: each slot's keccak is computed
+    /// once and each slot read once and written once (Solidity recomputes the word's slot and re-reads the packed
+    /// Claims slot before writing it). The checks are the same ones, in the same order, with the same errors;
+    /// test/contracts-settlement.test.ts checks each against the Solidity mappings' own getters.
     function claim(uint256 epoch, address node, uint256 amount, bytes32[] calldata proof) external nonReentrant {
-        uint256 w = epoch / EPOCHS_PER_WORD;
-        uint256 bit = 1 << (epoch % EPOCHS_PER_WORD);
-        mapping(uint256 => uint256) storage words = claimedEpochs[node];
-        uint256 word = words[w];
-        if (word & bit != 0) revert AlreadyClaimed(epoch, node);
-        bytes32 leaf = keccak256(bytes.concat(keccak256(abi.encode(epoch, node, amount))));
-        // The state under (epoch, the root the proof leads to): Posted only if that root is the epoch's posted root.
-        Claims storage slot = claimsByRoot[epoch][SortedMerkleRoot.ofCalldata(proof, leaf)];
-        (uint128 remaining, uint64 ends, Status status) = (slot.remaining, slot.challengeEnds, slot.status);
-        if (status != Status.Posted) _refuseClaim(epoch, node, amount);
-        if (block.timestamp < ends) revert ChallengeWindowOpen(epoch, ends);
-        // A root whose leaves add up to more than its total cannot pay out more than the total.
-        if (amount > remaining) revert ClaimsExceedTotal(epoch, amount, remaining);
-        unchecked {
-            slot.remaining = remaining - uint128(amount); // amount <= remaining, checked above
+        uint256 wordSlot;
+        uint256 word; // the node's claim word, with this epoch's bit set once checked
+        {
+            uint256 bit;
+            assembly ("memory-safe") {
+                // claimedEpochs[node][epoch / EPOCHS_PER_WORD], bit epoch % EPOCHS_PER_WORD
+                mstore(0x00, node)
+                mstore(0x20, claimedEpochs.slot)
+                mstore(0x20, keccak256(0x00, 0x40))
+                mstore(0x00, div(epoch, EPOCHS_PER_WORD))
+                wordSlot := keccak256(0x00, 0x40)
+                word := sload(wordSlot)
+                bit := shl(mod(epoch, EPOCHS_PER_WORD), 1)
+            }
+            if (word & bit != 0) revert AlreadyClaimed(epoch, node);
+            word |= bit;
         }
-        words[w] = word | bit;
-        emit Claimed(epoch, node, amount);
-        token.safeTransfer(node, amount);
+        bytes32 root;
+        {
+            bytes32 leaf;
+            assembly ("memory-safe") {
+                // keccak256(bytes.concat(keccak256(abi.encode(epoch, node, amount)))), in free memory left unallocated
+                let m := mload(0x40)
+                mstore(m, epoch)
+                mstore(add(m, 0x20), node)
+                mstore(add(m, 0x40), amount)
+                mstore(0x00, keccak256(m, 0x60))
+                leaf := keccak256(0x00, 0x20)
+            }
+            root = SortedMerkleRoot.ofCalldata(proof, leaf);
+        }
+        // The state under (epoch, the root the proof leads to): Posted only if that root is the epoch's posted root.
+        uint256 claimsSlot;
+        uint256 packed; // Claims, packed: remaining in bits 0-127, challengeEnds in 128-191, status in 192-199
+        assembly ("memory-safe") {
+            // claimsByRoot[epoch][root]
+            mstore(0x00, epoch)
+            mstore(0x20, claimsByRoot.slot)
+            mstore(0x20, keccak256(0x00, 0x40))
+            mstore(0x00, root)
+            claimsSlot := keccak256(0x00, 0x40)
+            packed := sload(claimsSlot)
+        }
+        if (uint8(packed >> 192) != uint8(Status.Posted)) _refuseClaim(epoch, node, amount);
+        if (block.timestamp < uint64(packed >> 128)) revert ChallengeWindowOpen(epoch, uint64(packed >> 128));
+        // A root whose leaves add up to more than its total cannot pay out more than the total.
+        if (amount > uint128(packed)) revert ClaimsExceedTotal(epoch, amount, uint128(packed));
+        assembly ("memory-safe") {
+            // amount <= remaining: the subtraction touches only the low 128 bits (remaining)
+            sstore(claimsSlot, sub(packed, amount))
+            sstore(wordSlot, word)
+        }
+        _payClaim(epoch, node, amount);
+    }
+
+    /// Emits Claimed(epoch, node, amount) and transfers `amount` to `node`, in assembly (no ABI-encoding buffers).
+    /// The token is EdgeToken, fixed at deployment: an OpenZeppelin ERC20 whose transfer returns true or reverts.
+    /// SafeERC20's one extra case (a token that returns nothing) cannot occur, so anything but true is refused.
+    function _payClaim(uint256 epoch, address node, uint256 amount) private {
+        address t = address(token);
+        bytes32 topic = Claimed.selector;
+        bool paid;
+        assembly ("memory-safe") {
+            mstore(0x00, amount)
+            log3(0x00, 0x20, topic, epoch, node)
+            // token.transfer(node, amount), encoded in free memory left unallocated
+            let m := mload(0x40)
+            mstore(m, shl(224, 0xa9059cbb))
+            mstore(add(m, 0x04), node)
+            mstore(add(m, 0x24), amount)
+            mstore(0x00, 0)
+            if iszero(call(gas(), t, 0, m, 0x44, 0x00, 0x20)) {
+                returndatacopy(m, 0, returndatasize())
+                revert(m, returndatasize())
+            }
+            paid := and(gt(returndatasize(), 0x1f), eq(mload(0x00), 1))
+        }
+        if (!paid) revert SafeERC20.SafeERC20FailedOperation(t);
     }
 
     /// Why a claim found no posted root under (epoch, its proof's root): the epoch's own root is not claimable
