@@ -277,6 +277,11 @@ describe('reliability under faults, as one story', { timeout: STORY_DEADLINE_MS 
     const kills: KillRecord[] = [];
 
     chapter = 'kill -9 the serving node';
+    // Both kills below must have committed entries to lose, or their "nothing lost" checks say nothing. Which node
+    // the first shards went to is up to rendezvous hashing over this run's random ports, so wait (shards keep being
+    // released meanwhile) until A and B each hold one, rather than hope they do.
+    await until('nodes A and B each holding a committed entry', async () =>
+      (await committedIndex(cacheDirs.A)).size >= 1 && (await committedIndex(cacheDirs.B)).size >= 1);
     pause = { fronts: new Set(['A', 'B']), from: released, gate: new Gate() };
     let serving: NodeName | undefined;
     // Serving: its fill is paused half way (two verified chunks sent on) and the trainer is connected to it.
