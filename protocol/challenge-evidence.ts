@@ -42,13 +42,22 @@ export function failedChallengeEvidence(record: ChallengeRecord): FailedChalleng
   if (record.ok || record.failure === undefined) return null;
   const failure = SLASHABLE_FAILURES[record.failure as keyof typeof SLASHABLE_FAILURES];
   if (failure === undefined) return null;
+  return typedEvidence(record, record.id, failure);
+}
+
+/** The chain's FailedChallenge from a record's fields and the id of the challenge it names. Pure. */
+function typedEvidence(
+  r: { node: string; epoch: number; shard: string; offset: number; length: number },
+  challenge: string,
+  failure: number,
+): FailedChallengeEvidence {
   return {
-    node: record.node,
-    epoch: BigInt(record.epoch),
-    challengeId: '0x' + record.id.padStart(64, '0'),
-    shard: '0x' + record.shard,
-    rangeStart: BigInt(record.offset),
-    rangeLength: BigInt(record.length),
+    node: r.node,
+    epoch: BigInt(r.epoch),
+    challengeId: '0x' + challenge.padStart(64, '0'),
+    shard: '0x' + r.shard,
+    rangeStart: BigInt(r.offset),
+    rangeLength: BigInt(r.length),
     failure,
   };
 }
@@ -81,15 +90,7 @@ export async function evidenceRecordFields(record: ChallengeRecord, wallet: Wall
 
 /** The typed data an `evidence` record signs. Pure. */
 export function evidenceOfRecord(r: EvidenceRecord): FailedChallengeEvidence {
-  return {
-    node: r.node,
-    epoch: BigInt(r.epoch),
-    challengeId: '0x' + r.challenge.padStart(64, '0'),
-    shard: '0x' + r.shard,
-    rangeStart: BigInt(r.offset),
-    rangeLength: BigInt(r.length),
-    failure: SLASHABLE_FAILURES[r.failure],
-  };
+  return typedEvidence(r, r.challenge, SLASHABLE_FAILURES[r.failure]);
 }
 
 /** The EIP-712 digest the contract marks used: identical evidence from several gateways has one digest. Pure. */
