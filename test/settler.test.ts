@@ -16,25 +16,15 @@ import { verifyEpoch } from '../protocol/epoch-settle.ts';
 import { signGatewayRecord } from '../protocol/gateway-records.ts';
 import { signClaimBatch, type ClaimBatch } from '../protocol/settler-api.ts';
 import { startSettler, type RunningSettler } from '../settler/server.ts';
+import { receiptWorld, type ReceiptWorld } from './helpers/receipt-world.ts';
 import { tempDir, until } from './helpers/net.ts';
 
 const EPOCH_SECONDS = 86_400;
 const T0 = 1_800_000_000; // inside epoch 20833
 const epoch = Math.floor(T0 / EPOCH_SECONDS);
 
-interface World {
-  gateway: TicketKey;
-  client: Wallet;
-  session: SessionKey;
-  auth: SessionAuthorisation;
-}
-
-async function world(): Promise<World> {
-  const gateway = generateTicketKey();
-  const client = Wallet.createRandom() as unknown as Wallet;
-  const session = generateSessionKey();
-  return { gateway, client, session, auth: await authoriseSession(client, session, epoch + 10) };
-}
+type World = ReceiptWorld;
+const world = (): Promise<World> => receiptWorld(epoch + 10);
 
 function receiptFor(w: World, node: string, bytes: bigint, ep = epoch, signedAt = T0): string {
   const ticket = signClientTicket({ shard: 'ab'.repeat(32), node, expiresAt: signedAt + 600, epoch: ep, byteCap: 4n * GIB, client: w.client.address.toLowerCase(), sessionKey: w.session.publicHex }, w.gateway);

@@ -21,6 +21,7 @@ import { loadEpochFromDir, verifyReport } from '../settler/rewards-verify.ts';
 import { Settler } from '../settler/settler.ts';
 import { signClaimBatch } from '../protocol/settler-api.ts';
 import { RecordKeeper } from '../gateway/record-keeper.ts';
+import { receiptWorld, type ReceiptWorld } from './helpers/receipt-world.ts';
 import { tempDir } from './helpers/net.ts';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 
@@ -29,19 +30,8 @@ const T0 = 1_800_000_000;
 const epoch = Math.floor(T0 / EPOCH_SECONDS);
 const node = '0x' + 'aa'.repeat(20);
 
-interface World {
-  gateway: TicketKey;
-  client: Wallet;
-  session: SessionKey;
-  auth: SessionAuthorisation;
-}
-
-async function world(): Promise<World> {
-  const gateway = generateTicketKey();
-  const client = Wallet.createRandom() as unknown as Wallet;
-  const session = generateSessionKey();
-  return { gateway, client, session, auth: await authoriseSession(client, session, epoch) };
-}
+type World = ReceiptWorld;
+const world = (): Promise<World> => receiptWorld(epoch);
 
 function ticket(w: World, key: TicketKey = w.gateway): Buffer {
   const token = signClientTicket({ shard: 'ab'.repeat(32), node, expiresAt: T0 + 600, epoch, byteCap: 4n * GIB, client: w.client.address.toLowerCase(), sessionKey: w.session.publicHex, id: randomBytes(16).toString('hex') }, key);
