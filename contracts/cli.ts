@@ -1,6 +1,6 @@
 // `edgeshard chain`, `edgeshard deposit`, `edgeshard rewards claim` and `edgeshard rewards post`: a local dev chain
 // with the contracts deployed, and the trainer's, node's and settler's transactions against any JSON-RPC EVM chain.
-import { formatUnits, getAddress, parseUnits } from 'ethers';
+import { getAddress, parseUnits } from 'ethers';
 import type { Command } from '../protocol/cli/command.ts';
 import { UsageError, intSetting, stringSetting, type OptionSpec, type Settings } from '../protocol/cli/options.ts';
 import { stopSignal } from '../protocol/cli/signals.ts';
@@ -8,6 +8,7 @@ import { DEV_ROLES, startDevChain } from './dev-chain.ts';
 import { openChain, type ChainConnection } from './connect.ts';
 import { readContractsFile } from './handles.ts';
 import { claimAllFromSettler, claimReward, depositToEscrow, postRoot } from './rewards-chain.ts';
+import { tokens } from './stake-chain.ts';
 import { readKeyFile } from './wallet.ts';
 
 export const CHAIN_OPTIONS: OptionSpec[] = [
@@ -22,10 +23,6 @@ export async function connectChain(settings: Settings, keyFlag = 'key-file'): Pr
   if (!keyFile) throw new UsageError(`--${keyFlag} is required (the account that signs and pays gas)`);
   const file = await readContractsFile(String(settings.contracts));
   return openChain(String(settings.rpc), file, await readKeyFile(keyFile));
-}
-
-export function tokens(amount: bigint): string {
-  return `${formatUnits(amount, 18)} EDGE`;
 }
 
 export const depositCommand: Command = {

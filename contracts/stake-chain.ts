@@ -23,7 +23,8 @@ export interface StakeTx {
   status: StakeStatus;
 }
 
-function tokens(amount: bigint): string {
+/** A token amount for people: 18 decimals, with the token's symbol. */
+export function tokens(amount: bigint): string {
   return `${formatUnits(amount, 18)} EDGE`;
 }
 

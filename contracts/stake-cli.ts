@@ -3,8 +3,8 @@
 import { formatUnits, getAddress, parseUnits } from 'ethers';
 import type { Command } from '../protocol/cli/command.ts';
 import { UsageError, stringSetting } from '../protocol/cli/options.ts';
-import { CHAIN_OPTIONS, connectChain, tokens } from './cli.ts';
-import { addStake, describeStake, registerStake, startUnbonding, stakeStatus, withdrawStake, type StakeTx } from './stake-chain.ts';
+import { CHAIN_OPTIONS, connectChain } from './cli.ts';
+import { addStake, describeStake, registerStake, startUnbonding, stakeStatus, tokens, withdrawStake, type StakeTx } from './stake-chain.ts';
 import { openChainReader } from './connect.ts';
 import { connectContracts, readContractsFile } from './handles.ts';
 
