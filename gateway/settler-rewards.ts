@@ -2,7 +2,7 @@
 // totals.json, at most once per TTL however many status pages poll (concurrent callers share one look). Every
 // answer is bounded in size and time; a settler that is down, slow or lying yields a clear state, never a hang.
 import { request, type Dispatcher } from 'undici';
-import { readBounded } from '../protocol/bounded-body.ts';
+import { readBoundedText } from '../protocol/bounded-body.ts';
 import { SETTLER_PATHS } from '../protocol/settler-api.ts';
 import { latestSettledEpoch, parseEpochTotals, settledView, type NodeEpochReward, type RewardsView, type SettledEpochEntry } from './epoch-rewards.ts';
 
@@ -22,7 +22,7 @@ export interface SettlerRewardsOptions {
 
 async function getJson(url: URL, maxBytes: number, dispatcher: Dispatcher | undefined): Promise<unknown> {
   const res = await request(url, { method: 'GET', headersTimeout: TIMEOUT_MS, bodyTimeout: TIMEOUT_MS, signal: AbortSignal.timeout(TIMEOUT_MS * 2), ...(dispatcher ? { dispatcher } : {}) });
-  const text = (await readBounded(res.body, maxBytes, url.pathname, res.headers['content-length'])).toString('utf8');
+  const text = await readBoundedText(res, maxBytes, url.pathname);
   if (res.statusCode !== 200) throw new Error(`${url.pathname}: settler answered ${res.statusCode}: ${text.slice(0, 200)}`);
   try {
     return JSON.parse(text);
