@@ -78,7 +78,8 @@ export async function settleDemoEpoch(opts: { dev: DevChain; settler: DemoSettle
   const chain = connectContracts(opts.dev.file, opts.dev.chain.provider);
   const treeJson = await readFile(join(opts.settler.dir, 'epochs', String(epoch), 'tree.json'), 'utf8');
   // Each node claims by itself on its auto-claimer's next pass (every second in the demo), paying the gas from its key.
-  const earners = opts.nodes.filter((n) => leafFromTree(treeJson, n.node.address));
+  const leaves = new Map(opts.nodes.map((n) => [n, leafFromTree(treeJson, n.node.address)]));
+  const earners = opts.nodes.filter((n) => leaves.get(n));
   const deadline = Date.now() + 30_000;
   while (!(await Promise.all(earners.map((n) => chain.settlement.claimed(BigInt(epoch), n.node.address)))).every(Boolean)) {
     if (Date.now() > deadline) return [`rewards: epoch ${epoch} posted, but not every node claimed it within 30 s (see the nodes' log)`];
@@ -90,7 +91,7 @@ export async function settleDemoEpoch(opts: { dev: DevChain; settler: DemoSettle
   for (const n of opts.nodes) {
     const receipted = n.node.receipts.all().reduce((s, h) => s + h.receipt.bytes, 0n);
     const served = BigInt(n.node.allowance.servedTotal);
-    const reward = leafFromTree(treeJson, n.node.address)?.amount ?? 0n;
+    const reward = leaves.get(n)?.amount ?? 0n;
     const balance = await chain.token.balanceOf(n.node.address);
     const { stake } = await chain.registry.nodes(n.node.address);
     lines.push(
