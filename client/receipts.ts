@@ -102,7 +102,6 @@ export class ReceiptSender {
   /** Per source object: its ticket state, or null when it earns no receipts. verified() runs per chunk; a URL parse there cost more than the receipts. */
   private readonly sources = new WeakMap<Source, TicketState | null>();
   private readonly nodes = new Map<string, NodeQueue>();
-  private readonly inFlight = new Set<Promise<void>>();
   readonly stats: ReceiptStats = { signed: 0, delivered: 0, failed: 0, lastError: null, posts: 0, drainMs: 0 };
   private readonly everyBytes: bigint;
 
@@ -174,12 +173,10 @@ export class ReceiptSender {
     }
     if (receipts.length === 0) return;
     const posting = this.deliver(node.origin, receipts).finally(() => {
-      this.inFlight.delete(posting);
       node.inFlight = null;
       if (node.due.size > 0) this.post(node);
     });
     node.inFlight = posting;
-    this.inFlight.add(posting);
   }
 
   private async deliver(nodeOrigin: string, receipts: string[]): Promise<void> {
@@ -223,14 +220,19 @@ export class ReceiptSender {
     }
   }
 
+  /** At most one POST per node is in flight: each node's, where it has one. */
+  private postsInFlight(): Promise<void>[] {
+    return [...this.nodes.values()].flatMap((n) => (n.inFlight ? [n.inFlight] : []));
+  }
+
   private async waitForInFlight(timeoutMs: number): Promise<void> {
     for (const state of this.tickets.values()) if (state.verified > state.signed) this.send(state);
-    if (this.inFlight.size === 0) return;
+    if (this.postsInFlight().length === 0) return;
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, timeoutMs)));
     try {
       for (;;) {
-        const pending = [...this.inFlight];
+        const pending = this.postsInFlight();
         if (pending.length === 0) return;
         const done = await Promise.race([Promise.allSettled(pending).then(() => true), deadline.then(() => false)]);
         if (!done) return;
