@@ -21,7 +21,7 @@ import { loadStatusPage, STATUS_PAGE_CSP } from './status-page.ts';
 import { NodeRegistry, type GeoPoint, type NodeRecord } from './registry.ts';
 import { TicketIssuer, type TicketClient } from './ticket-issuer.ts';
 import { ClientSessions } from './client-sessions.ts';
-import { SESSION_HEADER, decodeClientTicketBytes } from '../protocol/client-tickets.ts';
+import { SESSION_HEADER } from '../protocol/client-tickets.ts';
 import { Prober } from './probes.ts';
 import { createGatewayMetrics, type GatewayMetrics } from './metrics.ts';
 import { GeoIp, normalizeIp } from './geoip.ts';
@@ -345,9 +345,8 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   // Each version-2 ticket's hash goes into a signed batch for the settler (protocol/ticket-batches.ts); a full batch
   // is spooled at once, the rest with the periodic records and at shutdown.
   const clientTicket = (node: NodeRecord, shard: ShardEntry, who: TicketClient): string => {
-    const token = issuer.issueForClient(node.id, shard.sha256, shard.size, who);
-    const bytes = Buffer.from(token, 'base64url');
-    if (keeper.ticketIssued(bytes, decodeClientTicketBytes(bytes)!.epoch)) void spoolRecords(keeper.ticketRecords());
+    const { token, epoch } = issuer.issueForClient(node.id, shard.sha256, shard.size, who);
+    if (keeper.ticketIssued(Buffer.from(token, 'base64url'), epoch)) void spoolRecords(keeper.ticketRecords());
     return token;
   };
   const ticketedUrl = (node: NodeRecord, shard: ShardEntry, who: TicketClient | null = null): string =>

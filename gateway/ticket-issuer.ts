@@ -68,12 +68,15 @@ export class TicketIssuer {
    * A version-2 ticket for a keyed client: its address and session key, a byte cap for `bytes` (the shard's size),
    * the current epoch. Signed per call (~30 µs): it names one client, so it is never shared.
    */
-  issueForClient(node: string, shard: string, bytes: number, who: TicketClient): string {
+  /** A version-2 ticket (base64url) and the epoch it names, which the gateway's ticket batches are sorted by. */
+  issueForClient(node: string, shard: string, bytes: number, who: TicketClient): { token: string; epoch: number } {
     const nowS = Math.floor((this.opts.now?.() ?? Date.now()) / 1000);
-    return signClientTicket(
-      { shard, node, expiresAt: nowS + this.opts.validitySeconds, epoch: epochOf(nowS, this.opts.epochSeconds), byteCap: byteCapFor(bytes), client: who.client, sessionKey: who.sessionKey },
+    const epoch = epochOf(nowS, this.opts.epochSeconds);
+    const token = signClientTicket(
+      { shard, node, expiresAt: nowS + this.opts.validitySeconds, epoch, byteCap: byteCapFor(bytes), client: who.client, sessionKey: who.sessionKey },
       this.opts.key,
     );
+    return { token, epoch };
   }
 
   private entry(node: string, shard: string): Cached {
