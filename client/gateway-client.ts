@@ -6,13 +6,12 @@
 import type { ReportBody } from './signed-report.ts';
 import { request, type Dispatcher } from 'undici';
 import { DEFAULT_MAX_MANIFEST_BYTES, parseManifest, type Manifest, type ShardEntry } from '../protocol/manifest.ts';
-import { BodyTooLargeError, readBoundedText } from '../protocol/bounded-body.ts';
+import { BodyTooLargeError, MAX_ERROR_PAGE_BYTES, readBoundedText } from '../protocol/bounded-body.ts';
 import { abortableSleep, abortedReason } from './http.ts';
 import { nextAttempt, PATIENCE_DEFAULTS } from './gateway-patience.ts';
 
 /** A route is a few candidates with their tickets (a few KiB); an answer past this is not a route. */
 export const MAX_ROUTE_ANSWER_BYTES = 1024 * 1024;
-const MAX_ERROR_PAGE_BYTES = 64 * 1024;
 
 export interface RouteCandidate {
   node: string;

@@ -21,7 +21,7 @@ import {
 import { loadOrCreateClientKey } from '../protocol/identity.ts';
 import { MAX_RECEIPTS_PER_POST, signReceipt } from '../protocol/receipts.ts';
 import { ticketOf } from './chunk-gate.ts';
-import { readBoundedText } from '../protocol/bounded-body.ts';
+import { MAX_ERROR_PAGE_BYTES, readBoundedText } from '../protocol/bounded-body.ts';
 import type { Source } from './sources.ts';
 
 /** 4 MiB: a receipt (286 bytes, one Ed25519 signature ~0.1 ms) per 4 MiB is < 0.01 % of the bytes and of the CPU. */
@@ -196,7 +196,7 @@ export class ReceiptSender {
         return;
       }
       // A 400 names the refused receipts; the rest of the batch was kept.
-      const text = await readBoundedText(res, 64 * 1024, `HTTP ${res.statusCode}`);
+      const text = await readBoundedText(res, MAX_ERROR_PAGE_BYTES, `HTTP ${res.statusCode}`);
       const refused = refusedCount(text, receipts.length);
       this.stats.delivered += receipts.length - refused;
       this.failed(refused, `${nodeOrigin}: HTTP ${res.statusCode} ${text.slice(0, 200)}`);

@@ -5,6 +5,9 @@
 /** Thrown when an answer is larger than the reader allows. */
 export class BodyTooLargeError extends Error {}
 
+/** How much of an error page a client reads to quote it (the rest says nothing more). */
+export const MAX_ERROR_PAGE_BYTES = 64 * 1024;
+
 /** An HTTP answer body as undici gives it: read in chunks, destroyed when given up on. */
 export type BoundedBody = AsyncIterable<Buffer> & { destroy(err?: Error): unknown; on?(event: 'error', listener: () => void): unknown };
 
