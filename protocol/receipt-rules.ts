@@ -52,7 +52,7 @@ export const SIG_TICKET_OK = 1;
 export const SIG_RECEIPT_OK = 2;
 
 export type Prechecked =
-  | { ok: true; parts: NonNullable<ReturnType<typeof decodeReceiptParts>>; gatewayKey: KeyObject; /** In a verified batch: its own signature need not be checked. */ vouched: boolean }
+  | { ok: true; parts: NonNullable<ReturnType<typeof decodeReceiptParts>>; gatewayKey: KeyObject }
   | { ok: false; reason: string };
 
 /** The rules that cost no signature verification, in the order checkClaim applies them. */
@@ -69,7 +69,7 @@ export function precheckClaim(claim: ReceiptClaim, ctx: RuleContext): Prechecked
   if (receipt.signedAt > ticket.expiresAt + ctx.expiryGraceSeconds) return { ok: false, reason: 'receipt signed after the ticket expired' };
   const gatewayKey = ctx.trustedGateways.get(ticket.keyId);
   if (!gatewayKey) return { ok: false, reason: 'ticket signed by a gateway key that is not trusted' };
-  return { ok: true, parts, gatewayKey, vouched: ctx.issuedTickets?.vouches(receipt.ticketBytes, ticket.keyId) ?? false };
+  return { ok: true, parts, gatewayKey };
 }
 
 /**
@@ -81,15 +81,18 @@ export function checkClaim(claim: ReceiptClaim, ctx: RuleContext, sessionVerdict
   const reject = (reason: string): ClaimVerdict => ({ ok: false, claim, reason });
   const pre = precheckClaim(claim, ctx);
   if (!pre.ok) return reject(pre.reason);
-  const { parts, gatewayKey, vouched } = pre;
+  const { parts, gatewayKey } = pre;
   const { receipt } = parts;
   const { ticket } = receipt;
   const precomputed = (signatures & SIG_CHECKED) !== 0;
   const check = ctx.verifySignature ?? ed25519Verify;
   // The gateway's word for the ticket: a verified batch holding its hash, or else its own signature; then the
-  // client session key's signature over the receipt.
+  // client session key's signature over the receipt. Precomputed verdicts already count a vouched ticket as good
+  // (settler/signature-pool.ts looked it up), so the ticket is hashed once either way.
   const tb = receipt.ticketBytes;
-  const ticketOk = vouched || (precomputed ? (signatures & SIG_TICKET_OK) !== 0 : check(tb.subarray(0, TICKET_SIGNED_LEN), gatewayKey, tb.subarray(TICKET_SIGNED_LEN)));
+  const ticketOk = precomputed
+    ? (signatures & SIG_TICKET_OK) !== 0
+    : (ctx.issuedTickets?.vouches(tb, ticket.keyId) ?? false) || check(tb.subarray(0, TICKET_SIGNED_LEN), gatewayKey, tb.subarray(TICKET_SIGNED_LEN));
   if (!ticketOk) return reject('bad ticket signature');
   let receiptOk: boolean;
   if (precomputed) receiptOk = (signatures & SIG_RECEIPT_OK) !== 0;

@@ -89,7 +89,7 @@ export async function verifyClaimSignatures(claims: Iterable<ReceiptClaim>, ctx:
       const { signed } = pre.parts; // the first 222 bytes of the decoded receipt; its buffer holds all 286
       batch.set(new Uint8Array(signed.buffer, signed.byteOffset, RECEIPT_LEN), filled * RECEIPT_LEN);
       // A ticket a verified batch vouches for: the worker checks only the client's signature.
-      if (pre.vouched) batch[filled * RECEIPT_LEN] = SKIP_TICKET;
+      if (ctx.issuedTickets?.vouches(pre.parts.receipt.ticketBytes, pre.parts.receipt.ticket.keyId)) batch[filled * RECEIPT_LEN] = SKIP_TICKET;
       indexes[filled++] = at;
       if (filled === batchSize) await send();
     }

@@ -2,8 +2,8 @@
 // (every rule stays in the main thread, protocol/receipt-rules.ts). Plain JavaScript so it loads the same under
 // tsx and vitest. A batch is `count` receipts of 286 bytes back to back (layout: protocol/receipts.ts); the answer is
 // one byte per receipt: SIG_CHECKED (4) | ticket signature good (1) | client signature good (2). A receipt whose first
-// byte the pool set to 0xff has a ticket a verified batch vouches for: its ticket signature is not checked (bit 1
-// stays clear; the rules know it is vouched for) and the kind byte is put back before the client's check.
+// byte the pool set to 0xff has a ticket a verified batch vouches for: its ticket signature is not checked and counts
+// as good (bit 1 set, the batch is the gateway's word for it) and the kind byte is put back before the client's check.
 import { createPublicKey, verify } from 'node:crypto';
 import { parentPort, workerData } from 'node:worker_threads';
 
@@ -23,8 +23,10 @@ parentPort.on('message', ({ seq, buffer, count }) => {
     const r = bytes.subarray(i * RECEIPT_LEN, (i + 1) * RECEIPT_LEN);
     const ticket = r.subarray(1, 210);
     let verdict = 4;
-    if (r[0] === 0xff) r[0] = 1;
-    else {
+    if (r[0] === 0xff) {
+      r[0] = 1; // vouched for by a verified batch: the ticket is good without its own signature
+      verdict |= 1;
+    } else {
       const gateway = gateways.get(ticket.toString('hex', 73, 81));
       if (gateway && verify(null, ticket.subarray(0, 145), gateway, ticket.subarray(145))) verdict |= 1;
     }
