@@ -3,7 +3,7 @@
 import { publicKeyFromB64 } from './tickets.ts';
 import { checkSessionAuthorisation, type SessionAuthorisation } from './client-tickets.ts';
 import { createHash } from 'node:crypto';
-import { DEFAULT_EXPIRY_GRACE_SECONDS, applyRulesCompact, type ReceiptClaim, type RuleContext } from './receipt-rules.ts';
+import { DEFAULT_EXPIRY_GRACE_SECONDS, applyRulesCompact, spentStillCarried, type ReceiptClaim, type RuleContext } from './receipt-rules.ts';
 import { checkGatewayRecords, figuresFromRecords, type RecordsOutcome } from './gateway-records.ts';
 import { issuedTicketsFrom } from './ticket-batches.ts';
 import { computeRewards, epochManifest, jsonLines, rewardLeaves, rewardTree, stableJson, type NodeInputs, type RewardParams } from './epoch.ts';
@@ -262,8 +262,9 @@ export function settleEpochTo(inputs: EpochInputs, sinkFor: (name: string) => Fi
   const tree = leaves.length > 0 ? rewardTree(leaves) : null;
   whole('tree.json', stableJson(tree ? tree.dump() : null));
   // spent-after: the tickets paid before and those paid now, merged in id order (a ticket paid before is never
-  // accepted again, so the two lists do not overlap).
-  const before = [...ctx.spentTickets.keys()].sort();
+  // accepted again, so the two lists do not overlap); tickets paid more than SPENT_RETENTION_EPOCHS ago are dropped,
+  // since rule 4 refuses them anyway, so the carried set stays the size of the live window.
+  const before = [...ctx.spentTickets].filter(([, paidIn]) => spentStillCarried(paidIn, p.epoch)).map(([id]) => id).sort();
   chunked('spent-after.jsonl', (emit) => {
     let i = 0;
     let j = 0;

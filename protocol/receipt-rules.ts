@@ -44,6 +44,18 @@ export type ClaimVerdict =
 export const DEFAULT_EXPIRY_GRACE_SECONDS = 600;
 
 /**
+ * Epochs a paid ticket stays in the spent set carried from epoch to epoch, counting the epoch that paid it. Rule 4
+ * (a ticket pays only in its own epoch) and the settler's refusal of a settled epoch already stop every replay of an
+ * older ticket; the set is a second line for the epochs just after, so it holds only the live window, not a history.
+ */
+export const SPENT_RETENTION_EPOCHS = 2;
+
+/** Whether a ticket paid in `paidIn` is still carried in the spent set after `epoch` settles. */
+export function spentStillCarried(paidIn: number, epoch: number): boolean {
+  return paidIn > epoch - SPENT_RETENTION_EPOCHS;
+}
+
+/**
  * Signature verdicts computed ahead of the rules (settler/signature-pool.ts, in worker threads), one byte per claim
  * by its 0-based index: SIG_CHECKED set means the two bits below are the answers; without it the rules verify here.
  */

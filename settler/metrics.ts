@@ -13,6 +13,8 @@ export interface SettlerMetrics {
   precheck(result: string): void;
   settled(epoch: number, out: EpochSummary, seconds: number): void;
   setOpenClaims(source: () => number): void;
+  /** The spent set's size: tickets of the last settled epochs a replay is checked against (bounded by the window). */
+  setSpentTickets(source: () => number): void;
   /** An evidence record's fate at the slasher (settler/slasher.ts). */
   evidence(verdict: 'counted' | 'duplicate' | 'bad-signature' | 'not-a-gateway' | 'already-done'): void;
   /** A slashForFailedChallenge submission's outcome. */
@@ -38,6 +40,8 @@ export function createSettlerMetrics(opts: { defaultMetrics?: boolean } = {}): S
   const settleSeconds = new Histogram({ name: 'edgeshard_settler_settle_seconds', help: 'time to settle an epoch', buckets: [0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 120, 300], registers: [registry] });
   let openClaims: (() => number) | undefined;
   new Gauge({ name: 'edgeshard_settler_open_claims', help: 'receipts recorded in epochs not yet settled', registers: [registry], collect() { this.set(openClaims ? openClaims() : 0); } });
+  let spentTickets: (() => number) | undefined;
+  new Gauge({ name: 'edgeshard_settler_spent_tickets', help: 'paid tickets carried in the spent set (the last settled epochs only)', registers: [registry], collect() { this.set(spentTickets ? spentTickets() : 0); } });
   const evidence = new Counter({ name: 'edgeshard_settler_slash_evidence_total', help: "gateways' signed slashing evidence by verdict (counted toward a quorum, or why not)", labelNames: ['verdict'], registers: [registry] });
   const slashes = new Counter({ name: 'edgeshard_settler_slashes_submitted_total', help: 'slashForFailedChallenge submissions by outcome (submitted, already-used, failed)', labelNames: ['outcome'], registers: [registry] });
   for (const v of ['counted', 'bad-signature', 'not-a-gateway']) evidence.labels(v).inc(0);
@@ -65,6 +69,9 @@ export function createSettlerMetrics(opts: { defaultMetrics?: boolean } = {}): S
     },
     setOpenClaims(source) {
       openClaims = source;
+    },
+    setSpentTickets(source) {
+      spentTickets = source;
     },
     evidence: (verdict) => evidence.labels(verdict).inc(),
     slash: (outcome) => slashes.labels(outcome).inc(),

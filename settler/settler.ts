@@ -92,7 +92,10 @@ export class Settler {
   private readonly open = new Map<number, OpenEpoch>();
   private readonly opening = new Map<number, Promise<OpenEpoch>>();
   private settled: SettledEpoch[] = [];
-  /** Ticket ids paid in settled epochs → the epoch that paid them (the last settled epoch's spent-after.jsonl). */
+  /**
+   * Ticket ids paid in the last settled epochs → the epoch that paid them (the last settled epoch's spent-after.jsonl,
+   * which keeps SPENT_RETENTION_EPOCHS epochs: older tickets are refused by their epoch field, so memory stays bounded).
+   */
   private spent = new Map<string, number>();
   /** The same as published (the next epoch's spent-before.jsonl, byte for byte). */
   private spentText = '';
@@ -131,6 +134,7 @@ export class Settler {
       await s.openEpoch(epoch);
     }
     s.opts.metrics?.setOpenClaims(() => [...s.open.values()].reduce((n, e) => n + e.claimCount, 0));
+    s.opts.metrics?.setSpentTickets(() => s.spent.size);
     return s;
   }
 

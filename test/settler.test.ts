@@ -200,6 +200,53 @@ describe('edgeshard settler', () => {
     expect(spentBefore).toBe(await readFile(join(dir, 'epochs', String(epoch), 'spent-after.jsonl'), 'utf8'));
   });
 
+  it('prunes the spent set once a ticket can no longer be replayed: refused inside the window, then by its epoch', async () => {
+    const w = await world();
+    const dir = await tmp();
+    const clock = { now: T0 };
+    const s = await start(dir, w, clock);
+    const node = Wallet.createRandom() as unknown as Wallet;
+    const addr = node.address.toLowerCase();
+    const receipt = receiptFor(w, addr, GIB);
+    const spentIds = async (ep: number) => (await readFile(join(dir, 'epochs', String(ep), 'spent-after.jsonl'), 'utf8')).trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { ticketId: string; epoch: number });
+    const spentGauge = async () => Number(/^edgeshard_settler_spent_tickets (\d+)$/m.exec(await (await request(`${s.url}/metrics`)).body.text())?.[1] ?? NaN);
+    /** Submits the same receipt in epoch `ep` (at its start), settles it, and answers the first look and the settled reason. */
+    const replayIn = async (ep: number) => {
+      clock.now = ep * EPOCH_SECONDS + 60;
+      const other = Wallet.createRandom() as unknown as Wallet; // a fresh ticket paid in each epoch, so every epoch has one
+      const fresh = receiptFor(w, other.address.toLowerCase(), GIB, ep, clock.now);
+      expect((await post(s.url, '/v1/claims', await batchFor(other, w, [fresh], { epoch: ep }, 'settler-test', clock.now))).status).toBe(200);
+      const answer = await post(s.url, '/v1/claims', await batchFor(node, w, [receipt], { epoch: ep }, 'settler-test', clock.now));
+      expect(answer.status).toBe(200);
+      clock.now = (ep + 1) * EPOCH_SECONDS + 3600;
+      expect(await s.settler.settleDue()).toEqual([ep]);
+      const rejected = (await readFile(join(dir, 'epochs', String(ep), 'rejected.jsonl'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as { node: string; reason: string });
+      return { precheck: (answer.body.precheck as string[])[0], settled: rejected.filter((r) => r.node === addr).map((r) => r.reason) };
+    };
+    expect((await post(s.url, '/v1/claims', await batchFor(node, w, [receipt]))).status).toBe(200);
+    clock.now = (epoch + 1) * EPOCH_SECONDS + 3600;
+    expect(await s.settler.settleDue()).toEqual([epoch]);
+    const ticketId = (await spentIds(epoch))[0]!.ticketId;
+    // Inside the window (the epoch after, and the one after that) the spent set refuses the replay.
+    for (const ep of [epoch + 1, epoch + 2]) {
+      expect(await replayIn(ep), `replay in epoch ${ep}`).toEqual({ precheck: `ticket already paid in epoch ${epoch}`, settled: [`ticket already paid in epoch ${epoch}`] });
+    }
+    expect((await spentIds(epoch + 1)).map((e) => e.epoch).sort()).toEqual([epoch, epoch + 1]);
+    // Past it the ticket is gone from the set: the set holds only the last SPENT_RETENTION_EPOCHS epochs' tickets
+    // (on disk and in memory), and the replay is refused by rule 4, the ticket's own epoch, which made pruning safe.
+    const after = await spentIds(epoch + 2);
+    expect(after.map((e) => e.ticketId)).not.toContain(ticketId);
+    expect(after.map((e) => e.epoch).sort()).toEqual([epoch + 1, epoch + 2]);
+    expect(await spentGauge()).toBe(2);
+    expect(await replayIn(epoch + 3)).toEqual({ precheck: `ticket is for epoch ${epoch}, not ${epoch + 3}`, settled: [`ticket is for epoch ${epoch}, not ${epoch + 3}`] });
+    expect((await spentIds(epoch + 3)).map((e) => e.epoch).sort()).toEqual([epoch + 2, epoch + 3]);
+    // A restart loads the pruned set, not a history.
+    await s.close();
+    running.splice(running.indexOf(s), 1);
+    const again = await start(dir, w, clock);
+    expect(Number(/^edgeshard_settler_spent_tickets (\d+)$/m.exec(await (await request(`${again.url}/metrics`)).body.text())?.[1])).toBe(2);
+  });
+
   it('several gateway replicas feed one settler; a record pushed twice counts once', async () => {
     const w = await world();
     const dir = await tmp();
