@@ -5,6 +5,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { readFile, writeFile, mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { Agent, request } from 'undici';
+import { pipeline } from 'node:stream/promises';
 import { createLogger, type Logger } from '../protocol/log.ts';
 import { closeNow, listen, localUrl } from '../protocol/listen.ts';
 import { clientErrorResponse, headerTimeouts } from '../protocol/client-errors.ts';
@@ -45,6 +46,7 @@ import { checkCorruptionReport } from '../protocol/corruption-reports.ts';
 import { epochOf } from '../protocol/client-tickets.ts';
 import { SignedReportBook, reportedBytesProblem } from './signed-reports.ts';
 import { SettlerRewards } from './settler-rewards.ts';
+import { checkedShardStream, declaredLengthProblem } from './origin-proxy.ts';
 import { inStartupGrace, startupGraceMessage, STARTUP_GRACE_RETRY_AFTER_S, type StartupGrace } from './startup-grace.ts';
 
 /** How far one client's signed report moves a node's score (a probe moves it 0.3): one report is weak evidence. */
@@ -508,17 +510,27 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     return { location: found ? { lat: found.lat, lon: found.lon } : null };
   }
 
+  /** --fallback proxy: the shard from the origin, checked against the manifest on the way (origin-proxy.ts). */
   async function proxyFromOrigin(res: ServerResponse, ds: Dataset, shard: ShardEntry): Promise<void> {
     const upstream = await request(catalog.originUrlFor(ds, shard), { dispatcher: originAgent });
     if (upstream.statusCode !== 200) {
       upstream.body.resume();
       return fail(res, 'redirect', 502, `origin answered ${upstream.statusCode}`);
     }
-    res.writeHead(200, { 'content-length': String(shard.size), 'content-type': 'application/octet-stream', etag: `"${shard.sha256}"`, 'x-edgeshard-fallback': 'origin-proxy' });
-    for await (const chunk of upstream.body) {
-      if (!res.write(chunk)) await new Promise((r) => res.once('drain', r));
+    const declared = declaredLengthProblem(upstream.headers['content-length'], shard);
+    if (declared) {
+      upstream.body.on('error', () => {}).destroy();
+      log.warn({ dataset: ds.name, shard: shard.path, reason: declared }, 'origin proxy refused the origin\'s answer');
+      return fail(res, 'redirect', 502, declared);
     }
-    res.end();
+    res.writeHead(200, { 'content-length': String(shard.size), 'content-type': 'application/octet-stream', etag: `"${shard.sha256}"`, 'x-edgeshard-fallback': 'origin-proxy' });
+    try {
+      // A failure anywhere tears down all three: the origin is hung up on and the client's transfer is aborted.
+      await pipeline(upstream.body, checkedShardStream(shard), res);
+    } catch (err) {
+      log.warn({ dataset: ds.name, shard: shard.path, reason: (err as Error).message }, 'origin proxy failed: transfer aborted');
+      return metrics.request('redirect', 502);
+    }
     metrics.request('redirect', 200);
   }
 
