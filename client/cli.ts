@@ -1,7 +1,7 @@
 // `edgeshard fetch GATEWAY DATASET --out DIR`: the trainer's download command. Settings in, a summary out;
 // the work is fetchDataset's. Exit status: 0 every shard verified, 1 any failed, 2 bad usage, 130 interrupted (SIGINT or SIGTERM).
 import type { Command } from '../protocol/cli/command.ts';
-import { UsageError, intSetting, stringSetting, type Settings } from '../protocol/cli/options.ts';
+import { UsageError, httpUrl, intSetting, stringSetting, type Settings } from '../protocol/cli/options.ts';
 import { formatBytes, parseDuration, parseSize } from '../protocol/units.ts';
 import { gatewayRetryLine, type LatLon } from './gateway-client.ts';
 import { sourceRetryLine } from './source-patience.ts';
@@ -29,14 +29,7 @@ export function fetchOptionsFromSettings(settings: Settings, positionals: string
   if (!gateway || !dataset || extra !== undefined) throw new UsageError(`expected GATEWAY and DATASET\nusage: ${fetchCommand.spec.usage}`);
   // One gateway, or several replicas separated by commas: the client fails over between them.
   const gateways = gateway.split(',').map((g) => g.trim());
-  for (const g of gateways) {
-    try {
-      const url = new URL(g);
-      if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new Error();
-    } catch {
-      throw new UsageError(`gateway "${g}": expected an http(s) URL, e.g. http://gateway.example.org:8443 (several replicas: comma-separated)`);
-    }
-  }
+  for (const g of gateways) httpUrl('gateway', g, 'http://gateway.example.org:8443 (several replicas: comma-separated)');
   let gatewayPatienceMs: number;
   let sourcePatienceMs: number;
   try {

@@ -3,7 +3,7 @@ import { cpus } from 'node:os';
 import { parseRate, parseSize, RATE_UNITS_HELP, SIZE_UNITS_HELP } from '../protocol/units.ts';
 import { parseNodeUrl } from '../protocol/node-url.ts';
 import { DEFAULT_MAX_MANIFEST_BYTES } from '../protocol/manifest.ts';
-import { intSetting, locationSetting, stringSetting, UsageError, type OptionSpec, type Settings } from '../protocol/cli/options.ts';
+import { httpUrl, intSetting, locationSetting, stringSetting, UsageError, type OptionSpec, type Settings } from '../protocol/cli/options.ts';
 
 export interface EdgeNodeConfig {
   originUrl: string;
@@ -160,15 +160,7 @@ function wrap<T>(f: () => T): T {
 export function nodeConfigFromSettings(s: Settings): EdgeNodeConfig {
   const origin = stringSetting(s, 'origin');
   if (!origin) throw new UsageError('--origin is required (the HTTP base URL edge nodes pull shards from)');
-  let originUrl: URL;
-  try {
-    originUrl = new URL(origin);
-  } catch {
-    throw new UsageError(`--origin "${origin}": not a URL; expected e.g. http://127.0.0.1:8000`);
-  }
-  if (originUrl.protocol !== 'http:' && originUrl.protocol !== 'https:') {
-    throw new UsageError(`--origin "${origin}": only http and https origins are supported`);
-  }
+  const originUrl = httpUrl('--origin', origin, 'http://127.0.0.1:8000');
   const cacheDir = stringSetting(s, 'cache-dir') ?? 'none';
   // Receipts belong to the node's identity, so by default they live beside its key: two nodes with their own keys in
   // one directory get their own logs (a shared log is refused: edge-node/receipt-log.ts locks it).
@@ -294,13 +286,7 @@ function settlerUrls(raw: string | undefined): string[] {
     .map((u) => u.trim())
     .filter(Boolean)
     .map((u) => {
-      let url: URL;
-      try {
-        url = new URL(u);
-      } catch {
-        throw new UsageError(`--settler "${u}": not a URL`);
-      }
-      if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new UsageError(`--settler "${u}": only http and https settlers are supported`);
+      httpUrl('--settler', u, 'http://127.0.0.1:8700');
       return u.replace(/\/$/, '');
     });
 }
@@ -309,13 +295,7 @@ function settlerUrls(raw: string | undefined): string[] {
 function chainSettings(s: Settings): Pick<EdgeNodeConfig, 'chainRpc' | 'contractsFile' | 'autoClaim' | 'autoClaimIntervalMs'> {
   const rpc = stringSetting(s, 'rpc');
   if (rpc !== undefined) {
-    let url: URL;
-    try {
-      url = new URL(rpc);
-    } catch {
-      throw new UsageError(`--rpc "${rpc}": not a URL; expected e.g. http://127.0.0.1:8545`);
-    }
-    if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new UsageError(`--rpc "${rpc}": only http and https JSON-RPC endpoints are supported`);
+    httpUrl('--rpc', rpc, 'http://127.0.0.1:8545');
     if (!stringSetting(s, 'settler') && s['no-auto-claim'] !== true) {
       throw new UsageError('--rpc needs --settler URL: the node claims the epochs that settler publishes (or pass --no-auto-claim)');
     }

@@ -1,5 +1,5 @@
 // Settings for `edgeshard gateway`, from flags, env and config file into a checked options object.
-import { intSetting, locationSetting, stringSetting, UsageError, type OptionSpec, type Settings } from '../protocol/cli/options.ts';
+import { httpUrl, intSetting, locationSetting, stringSetting, UsageError, type OptionSpec, type Settings } from '../protocol/cli/options.ts';
 import { ALL_NODE_CHECKS, type NodeChecks } from './registry.ts';
 import { parseDuration, parseSize } from '../protocol/units.ts';
 import { DEFAULT_MAX_MANIFEST_BYTES } from '../protocol/manifest.ts';
@@ -119,11 +119,7 @@ export const GATEWAY_OPTIONS: OptionSpec[] = [
 export function gatewayConfigFromSettings(s: Settings): GatewayConfig {
   const origin = stringSetting(s, 'origin');
   if (!origin) throw new UsageError('--origin is required (the HTTP base URL that holds <dataset>/manifest.json)');
-  try {
-    new URL(origin);
-  } catch {
-    throw new UsageError(`--origin "${origin}": not a URL`);
-  }
+  httpUrl('--origin', origin, 'http://127.0.0.1:8000');
   const datasets = (stringSetting(s, 'dataset') ?? '').split(',').map((d) => d.trim()).filter(Boolean);
   if (datasets.length === 0) throw new UsageError('--dataset is required: the names of the datasets to serve, comma-separated');
   const fallback = stringSetting(s, 'fallback') ?? 'redirect';
@@ -137,16 +133,7 @@ export function gatewayConfigFromSettings(s: Settings): GatewayConfig {
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
-  const settler = stringSetting(s, 'settler') ?? null;
-  if (settler !== null) {
-    let u: URL;
-    try {
-      u = new URL(settler);
-    } catch {
-      throw new UsageError(`--settler "${settler}": not a URL`);
-    }
-    if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new UsageError(`--settler "${settler}": use an http or https URL`);
-  }
+  const settler = httpUrlSetting(s, 'settler');
   return {
     host: stringSetting(s, 'host') ?? '0.0.0.0',
     port: intSetting(s, 'port', 0, 65535),
@@ -228,10 +215,10 @@ export function defaultGatewayConfig(overrides: Partial<GatewayConfig> & { origi
   };
 }
 
-/** An optional http(s) base URL option, or a usage error naming it. */
+/** An optional http(s) base URL option (a settler's), or a usage error naming it. */
 function httpUrlSetting(s: Settings, name: string): string | null {
   const value = stringSetting(s, name) ?? null;
-  if (value !== null && !/^https?:\/\/[^/\s]+/.test(value)) throw new UsageError(`--${name} "${value}": expected an http(s) URL such as http://127.0.0.1:9000`);
+  if (value !== null) httpUrl(`--${name}`, value, 'http://127.0.0.1:8700');
   return value;
 }
 

@@ -73,7 +73,7 @@ describe('the client schedule for a failing gateway (pure)', () => {
     const options = fetchOptionsFromSettings(settings, ['http://127.0.0.1:1,http://127.0.0.1:2', 'sample']);
     expect(options.gateway).toEqual(['http://127.0.0.1:1', 'http://127.0.0.1:2']);
     expect(options.gatewayPatienceMs).toBe(60_000);
-    expect(() => fetchOptionsFromSettings(settings, ['http://127.0.0.1:1,ftp://x', 'sample'])).toThrow(/gateway "ftp:\/\/x": expected an http\(s\) URL/);
+    expect(() => fetchOptionsFromSettings(settings, ['http://127.0.0.1:1,ftp://x', 'sample'])).toThrow(/gateway "ftp:\/\/x": expected an http\(s\) URL such as .*; ftp: URLs are not supported/);
   });
 });
 

@@ -180,3 +180,18 @@ export function locationSetting(settings: Settings): { lat: number; lon: number 
   }
   return { lat: la, lon: lo };
 }
+
+/**
+ * `raw` as an http(s) URL, or a usage error that names what it is (e.g. `--settler`), the value, and an example:
+ * the one check behind every option that names a server to talk to.
+ */
+export function httpUrl(what: string, raw: string, example: string): URL {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    throw new UsageError(`${what} "${raw}": expected an http(s) URL such as ${example}; this is not a URL`);
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new UsageError(`${what} "${raw}": expected an http(s) URL such as ${example}; ${url.protocol} URLs are not supported`);
+  return url;
+}
