@@ -142,7 +142,7 @@ export const fetchCommand: Command = {
   },
   async run(settings, positionals) {
     const options = fetchOptionsFromSettings(settings, positionals);
-    if (options.keyFile) preferOneShotSecp256k1();
+    if (options.keyFile) await preferOneShotSecp256k1();
     const controller = new AbortController();
     let interrupts = 0;
     // SIGTERM is how job schedulers, `kill` and container runtimes stop a program: it gets the same clean stop as

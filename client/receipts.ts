@@ -5,7 +5,6 @@
 // them in time stops at its unpaid allowance, which is the node's business, and the final ones are awaited briefly
 // at the end of the run.
 import { request, type Dispatcher } from 'undici';
-import { secp256k1 } from '@noble/curves/secp256k1';
 import type { Wallet } from 'ethers';
 import {
   SESSION_HEADER,
@@ -18,7 +17,6 @@ import {
   type SessionAuthorisation,
   type SessionKey,
 } from '../protocol/client-tickets.ts';
-import { loadOrCreateClientKey } from '../protocol/identity.ts';
 import { MAX_RECEIPTS_PER_POST, signReceipt } from '../protocol/receipts.ts';
 import { ticketOf } from './chunk-gate.ts';
 import { MAX_ERROR_PAGE_BYTES, readBoundedText } from '../protocol/bounded-body.ts';
@@ -41,6 +39,8 @@ export interface ClientIdentity {
  * epoch so a run that crosses an epoch boundary keeps paying. The Ethereum key signs once per run, never per receipt.
  */
 export async function openClientIdentity(keyFile: string, nowSeconds = Math.floor(Date.now() / 1000)): Promise<ClientIdentity> {
+  // Loaded here, not at the top: ethers costs an anonymous fetch ~0.7 CPU-s of start-up it has no use for.
+  const { loadOrCreateClientKey } = await import('../protocol/identity.ts');
   const wallet: Wallet = await loadOrCreateClientKey(keyFile);
   const session = generateSessionKey();
   const auth = await authoriseSession(wallet, session, epochOf(nowSeconds) + 1);
@@ -54,7 +54,8 @@ export async function openClientIdentity(keyFile: string, nowSeconds = Math.floo
  * with the default, 53–83 ms with this. Process-wide, so the loader library does not call it; a process that signs
  * often is better off with the default.
  */
-export function preferOneShotSecp256k1(): void {
+export async function preferOneShotSecp256k1(): Promise<void> {
+  const { secp256k1 } = await import('@noble/curves/secp256k1');
   secp256k1.utils.precompute(4);
 }
 

@@ -4,7 +4,8 @@
 // The client's session authorisation, when sent, is checked once per distinct value and kept beside its receipts
 // for the settler. No HTTP here: the server reads the body and writes the answer.
 import type { KeyObject } from 'node:crypto';
-import { checkSessionAuthorisation, ed25519FromRaw, parseSessionHeader, type ClientTicket, type SessionAuthorisation } from '../protocol/client-tickets.ts';
+import { ed25519FromRaw, parseSessionHeader, type ClientTicket, type SessionAuthorisation } from '../protocol/client-tickets.ts';
+import { checkSessionAuthorisation } from '../protocol/session-auth.ts';
 import type { ReceiptLog } from './receipt-log.ts';
 import type { UnpaidAllowance } from './unpaid-allowance.ts';
 import { checkIncomingReceipt, type RejectionLabel } from './receipt-intake.ts';

@@ -1,7 +1,8 @@
 // A keyed client's session authorisation, as its `x-edgeshard-session` header carries it (protocol/client-tickets.ts):
 // checked once per distinct header value (an EIP-191 recovery costs milliseconds in JavaScript, a redirect
 // microseconds) and remembered, good or bad, in a bounded map. Pure apart from that cache; the clock is passed in.
-import { checkSessionAuthorisation, epochOf, parseSessionHeader, type SessionAuthorisation } from '../protocol/client-tickets.ts';
+import { epochOf, parseSessionHeader, type SessionAuthorisation } from '../protocol/client-tickets.ts';
+import { checkSessionAuthorisation } from '../protocol/session-auth.ts';
 
 export type SessionVerdict = { ok: true; auth: SessionAuthorisation } | { ok: false; reason: string };
 

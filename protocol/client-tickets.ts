@@ -20,7 +20,7 @@
 //   [113..145)  client session public key (raw Ed25519)
 //   [145..209)  gateway Ed25519 signature over [0..145)
 import { createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
-import { verifyMessage, type Wallet } from 'ethers';
+import type { Wallet } from 'ethers';
 import { TICKET_HEADER_LEN, checkDecodedTicket, readTicketHeader, writeTicketHeader, type TicketKey } from './tickets.ts';
 
 export const TICKET_V2 = 2;
@@ -28,8 +28,8 @@ const SIGNED_LEN = 145;
 export const TICKET_V2_LEN = SIGNED_LEN + 64;
 export const TICKET_V2_TOKEN_LEN = 279;
 
-const HEX40 = /^0x[0-9a-f]{40}$/;
-const HEX64 = /^[0-9a-f]{64}$/;
+export const HEX40 = /^0x[0-9a-f]{40}$/;
+export const HEX64 = /^[0-9a-f]{64}$/;
 const ED25519_SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
 
 export interface ClientTicket {
@@ -85,21 +85,6 @@ export function sessionAuthText(sessionKeyHex: string, validUntilEpoch: number):
 export async function authoriseSession(wallet: Wallet, session: SessionKey, validUntilEpoch: number): Promise<SessionAuthorisation> {
   const signature = await wallet.signMessage(sessionAuthText(session.publicHex, validUntilEpoch));
   return { client: wallet.address.toLowerCase(), sessionKey: session.publicHex, validUntilEpoch, signature };
-}
-
-/** Null when the authorisation is genuine, otherwise the reason it is not. */
-export function checkSessionAuthorisation(auth: SessionAuthorisation): string | null {
-  if (!auth || typeof auth !== 'object') return 'malformed session authorisation';
-  if (typeof auth.client !== 'string' || !HEX40.test(auth.client)) return 'session authorisation client must be a lowercase 0x address';
-  if (typeof auth.sessionKey !== 'string' || !HEX64.test(auth.sessionKey)) return 'session key must be 32 bytes of hex';
-  if (!Number.isSafeInteger(auth.validUntilEpoch) || auth.validUntilEpoch < 0) return 'validUntilEpoch must be a non-negative integer';
-  let signer: string;
-  try {
-    signer = verifyMessage(sessionAuthText(auth.sessionKey, auth.validUntilEpoch), String(auth.signature)).toLowerCase();
-  } catch {
-    return 'session authorisation signature does not parse';
-  }
-  return signer === auth.client ? null : 'session authorisation is not signed by the client it names';
 }
 
 export interface ClientTicketFields {

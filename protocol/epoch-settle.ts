@@ -1,7 +1,8 @@
 // Settling one epoch from its input files to its output files, pure: the settler writes what this returns, and
 // `rewards verify` runs the same function on the published inputs and compares, file by file and node by node.
 import { publicKeyFromB64 } from './tickets.ts';
-import { checkSessionAuthorisation, type SessionAuthorisation } from './client-tickets.ts';
+import { type SessionAuthorisation } from './client-tickets.ts';
+import { checkSessionAuthorisation } from './session-auth.ts';
 import { createHash } from 'node:crypto';
 import { DEFAULT_EXPIRY_GRACE_SECONDS, applyRulesCompact, spentStillCarried, type ReceiptClaim, type RuleContext } from './receipt-rules.ts';
 import { checkGatewayRecords, figuresFromRecords, type RecordsOutcome } from './gateway-records.ts';

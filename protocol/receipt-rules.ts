@@ -1,7 +1,8 @@
 // The settler's rules for one epoch's receipts, pure: every receipt is accepted or rejected with a reason, and the
 // same inputs always give the same answer, so anyone holding the epoch files can recompute it (`rewards verify`).
 import { verify, type KeyObject } from 'node:crypto';
-import { TICKET_V2_LEN, checkSessionAuthorisation, ed25519FromRaw, type SessionAuthorisation } from './client-tickets.ts';
+import { TICKET_V2_LEN, ed25519FromRaw, type SessionAuthorisation } from './client-tickets.ts';
+import { checkSessionAuthorisation } from './session-auth.ts';
 import { decodeReceiptParts, type Receipt } from './receipts.ts';
 import type { IssuedTickets } from './ticket-batches.ts';
 

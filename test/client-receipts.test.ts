@@ -11,7 +11,8 @@ import { Wallet } from 'ethers';
 import { ReceiptSender, openClientIdentity, preferOneShotSecp256k1, type ClientIdentity } from '../client/receipts.ts';
 import type { Source } from '../client/sources.ts';
 import { generateTicketKey } from '../protocol/tickets.ts';
-import { checkSessionAuthorisation, signClientTicket } from '../protocol/client-tickets.ts';
+import { signClientTicket } from '../protocol/client-tickets.ts';
+import { checkSessionAuthorisation } from '../protocol/session-auth.ts';
 import { decodeReceipt } from '../protocol/receipts.ts';
 import { sha256Hex } from '../protocol/hash.ts';
 import { tempDir } from './helpers/net.ts';
@@ -115,7 +116,7 @@ describe('the receipt sender', () => {
   it('the fetch command signs its one secp256k1 authorisation with a small base-point table, and it still verifies', async () => {
     const base = secp256k1.ProjectivePoint.BASE as unknown as { _WINDOW_SIZE?: number };
     expect(base._WINDOW_SIZE).toBe(8); // noble's default, which ethers' Wallet would fill in full
-    preferOneShotSecp256k1();
+    await preferOneShotSecp256k1();
     expect(base._WINDOW_SIZE).toBe(4);
     const fresh = await openClientIdentity(join(tmp.dir, 'another-key.json'));
     expect(checkSessionAuthorisation(fresh.auth)).toBeNull();
