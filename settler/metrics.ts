@@ -17,8 +17,10 @@ export interface SettlerMetrics {
   setSpentTickets(source: () => number): void;
   /** An evidence record's fate at the slasher (settler/slasher.ts). */
   evidence(verdict: 'counted' | 'duplicate' | 'bad-signature' | 'not-a-gateway' | 'already-done'): void;
-  /** A slashForFailedChallenge submission's outcome. */
-  slash(outcome: 'submitted' | 'already-used' | 'failed'): void;
+  /** A slashForFailedChallenge submission's outcome (gave-up: the chain did not answer through the last retry). */
+  slash(outcome: 'submitted' | 'already-used' | 'failed' | 'gave-up'): void;
+  /** Evidence waiting for a retry of its submission (settler/slasher.ts). */
+  setSlashRetriesPending(source: () => number): void;
 }
 
 /** Reasons carry numbers (epochs, byte counts); a label must not, or every epoch would make a new series. */
@@ -43,9 +45,11 @@ export function createSettlerMetrics(opts: { defaultMetrics?: boolean } = {}): S
   let spentTickets: (() => number) | undefined;
   new Gauge({ name: 'edgeshard_settler_spent_tickets', help: 'paid tickets carried in the spent set (the last settled epochs only)', registers: [registry], collect() { this.set(spentTickets ? spentTickets() : 0); } });
   const evidence = new Counter({ name: 'edgeshard_settler_slash_evidence_total', help: "gateways' signed slashing evidence by verdict (counted toward a quorum, or why not)", labelNames: ['verdict'], registers: [registry] });
-  const slashes = new Counter({ name: 'edgeshard_settler_slashes_submitted_total', help: 'slashForFailedChallenge submissions by outcome (submitted, already-used, failed)', labelNames: ['outcome'], registers: [registry] });
+  const slashes = new Counter({ name: 'edgeshard_settler_slashes_submitted_total', help: 'slashForFailedChallenge submissions by outcome (submitted, already-used, failed attempts, gave-up after the last retry)', labelNames: ['outcome'], registers: [registry] });
+  let slashRetries: (() => number) | undefined;
+  new Gauge({ name: 'edgeshard_settler_slash_retries_pending', help: 'slashing evidence waiting to retry its submission (the chain did not answer)', registers: [registry], collect() { this.set(slashRetries ? slashRetries() : 0); } });
   for (const v of ['counted', 'bad-signature', 'not-a-gateway']) evidence.labels(v).inc(0);
-  for (const o of ['submitted', 'already-used', 'failed']) slashes.labels(o).inc(0);
+  for (const o of ['submitted', 'already-used', 'failed', 'gave-up']) slashes.labels(o).inc(0);
   for (const o of ['recorded', 'malformed', 'bad-signature', 'replay', 'late']) submissions.labels('claims', o).inc(0);
   for (const o of ['recorded', 'duplicate', 'refused']) submissions.labels('records', o).inc(0);
   prechecks.labels('ok').inc(0);
@@ -75,5 +79,8 @@ export function createSettlerMetrics(opts: { defaultMetrics?: boolean } = {}): S
     },
     evidence: (verdict) => evidence.labels(verdict).inc(),
     slash: (outcome) => slashes.labels(outcome).inc(),
+    setSlashRetriesPending(source) {
+      slashRetries = source;
+    },
   };
 }

@@ -12,7 +12,7 @@ import { createChainMetrics } from '../contracts/chain-metrics.ts';
 import { join } from 'node:path';
 import type { TypedDataDomain } from 'ethers';
 import type { Contracts } from '../contracts/handles.ts';
-import { Slasher } from './slasher.ts';
+import { Slasher, type SlasherOptions } from './slasher.ts';
 
 export interface SettlerServerOptions extends Omit<SettlerOptions, 'metrics'> {
   host: string;
@@ -22,7 +22,7 @@ export interface SettlerServerOptions extends Omit<SettlerOptions, 'metrics'> {
   /** Read the contracts' events into /metrics (edgeshard_chain_*), polling every pollMs. */
   chainWatch?: ChainWatcherOptions & { pollMs: number };
   /** Submit gateways' slashing evidence to this Settlement contract (settler/slasher.ts); state in <dir>/slashes.jsonl. */
-  slash?: { settlement: Contracts['settlement']; domain: TypedDataDomain };
+  slash?: { settlement: Contracts['settlement']; domain: TypedDataDomain } & Pick<SlasherOptions, 'retry' | 'timers'>;
 }
 
 export interface RunningSettler {

@@ -3,9 +3,13 @@
 // GATEWAY_ROLE keys reach the Settlement contract's gatewayQuorum, the settler calls slashForFailedChallenge once,
 // with the signatures sorted by signer address as the contract requires. What was submitted (or found already used)
 // is appended to <dir>/slashes.jsonl, so a restart never submits it again.
+//
+// When the chain does not answer (an RPC endpoint down, a connection lost mid-call), the evidence is tried again on a
+// doubling, capped schedule for a bounded number of attempts; each attempt first reads evidenceUsed, so a transaction
+// the chain took but whose answer was lost is never sent twice. A refusal by the contract is final and not retried.
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import type { TypedDataDomain } from 'ethers';
+import type { Provider, TypedDataDomain } from 'ethers';
 import type { Logger } from '../protocol/log.ts';
 import type { EvidenceRecord, GatewayRecord } from '../protocol/gateway-records.ts';
 import { evidenceDigest, evidenceOfRecord, evidenceSignatureProblem, type FailedChallengeEvidence } from '../protocol/challenge-evidence.ts';
@@ -14,13 +18,55 @@ import { JsonlFile } from './jsonl-file.ts';
 import type { SettlerMetrics } from './metrics.ts';
 
 export type EvidenceVerdict = 'counted' | 'duplicate' | 'bad-signature' | 'not-a-gateway' | 'already-done';
-export type SlashOutcome = 'submitted' | 'already-used' | 'failed';
+export type SlashOutcome = 'submitted' | 'already-used' | 'failed' | 'gave-up';
 
 interface Pending {
   evidence: FailedChallengeEvidence;
-  /** Signer address (lowercase) → signature. */
+  /** Signer address (lowercase) → signature, each checked to hold GATEWAY_ROLE. */
   signatures: Map<string, string>;
+  /** Signatures whose signer's role could not be read yet (the chain did not answer). */
+  unchecked: Map<string, string>;
+  /** Attempts in a row that met a chain that did not answer; a new signature starts the count again. */
+  failures: number;
+  /** The hash of the last transaction sent for it, if any (its answer may have been lost). */
+  tx?: string;
+  /** The timer of the next attempt, while one is set. */
+  retry?: unknown;
 }
+
+/** Where the retry timers come from: setTimeout by default; tests fire them by hand. */
+export interface RetryTimers {
+  set(fn: () => void, ms: number): unknown;
+  clear(handle: unknown): void;
+}
+
+export interface SlashRetry {
+  /** The first retry's delay; each one after doubles it, up to maxMs. */
+  baseMs: number;
+  maxMs: number;
+  /** Attempts (the first included) before the evidence waits for a new signature or a restart. */
+  maxAttempts: number;
+}
+
+/** About 20 minutes of attempts in all: an RPC provider's restart or a short outage, not a day-long one. */
+export const DEFAULT_SLASH_RETRY: SlashRetry = { baseMs: 5_000, maxMs: 300_000, maxAttempts: 10 };
+
+/** The delay before the retry that follows failure number `failures` (1, 2, ...): base·2^(n−1), capped. Pure. */
+export function slashRetryDelayMs(failures: number, retry: SlashRetry): number {
+  return Math.min(retry.maxMs, retry.baseMs * 2 ** Math.max(0, failures - 1));
+}
+
+const realTimers: RetryTimers = {
+  set(fn, ms) {
+    const t = setTimeout(fn, ms);
+    t.unref();
+    return t;
+  },
+  clear: (handle) => clearTimeout(handle as NodeJS.Timeout),
+};
+
+/** The contract refused the call (a revert it names): trying again changes nothing. */
+class ContractRefusal extends Error {}
 
 /** The signatures in the order the contract checks them: signer addresses strictly ascending. Pure. */
 export function sortedSignatures(signatures: ReadonlyMap<string, string>): string[] {
@@ -34,11 +80,16 @@ export interface SlasherOptions {
   stateFile: string;
   logger: Logger;
   metrics?: SettlerMetrics;
+  retry?: SlashRetry;
+  timers?: RetryTimers;
 }
 
 export class Slasher {
   private readonly pending = new Map<string, Pending>();
   private queue: Promise<unknown> = Promise.resolve();
+  private readonly retry: SlashRetry;
+  private readonly timers: RetryTimers;
+  private closed = false;
 
   private constructor(
     private readonly opts: SlasherOptions,
@@ -46,7 +97,11 @@ export class Slasher {
     private readonly done: Set<string>,
     readonly quorum: number,
     private readonly gatewayRole: string,
-  ) {}
+  ) {
+    this.retry = opts.retry ?? DEFAULT_SLASH_RETRY;
+    this.timers = opts.timers ?? realTimers;
+    opts.metrics?.setSlashRetriesPending(() => [...this.pending.values()].filter((p) => p.retry !== undefined).length);
+  }
 
   static async open(opts: SlasherOptions): Promise<Slasher> {
     const done = new Set<string>();
@@ -65,20 +120,23 @@ export class Slasher {
   /** Takes the evidence records among `records` (verified gateway records); submits what reaches the quorum. */
   add(records: readonly GatewayRecord[]): Promise<void> {
     const evidence = records.filter((r): r is GatewayRecord & EvidenceRecord => r.type === 'evidence');
-    if (evidence.length === 0) return this.queue.then(() => undefined);
-    const run = this.queue.then(async () => {
+    if (evidence.length === 0) return this.idle();
+    return this.enqueue(async () => {
       for (const r of evidence) await this.take(r);
     });
-    this.queue = run.catch((err: unknown) => this.opts.logger.error({ err }, 'slashing evidence failed'));
-    return this.queue.then(() => undefined);
   }
 
-  /** Settles when everything added so far is handled. */
+  /** Settles when everything added so far (and every retry that has fired) is handled. */
   idle(): Promise<void> {
     return this.queue.then(() => undefined);
   }
 
-  private verdict(v: EvidenceVerdict, r: EvidenceRecord, extra: Record<string, unknown> = {}): void {
+  private enqueue(work: () => Promise<void>): Promise<void> {
+    this.queue = this.queue.then(work).catch((err: unknown) => this.opts.logger.error({ err }, 'slashing evidence failed'));
+    return this.idle();
+  }
+
+  private verdict(v: EvidenceVerdict, r: { node: string; signer: string; challenge?: string; gateway?: string }, extra: Record<string, unknown> = {}): void {
     this.opts.metrics?.evidence(v);
     if (v === 'bad-signature' || v === 'not-a-gateway') this.opts.logger.warn({ node: r.node, challenge: r.challenge, signer: r.signer, gateway: r.gateway, ...extra }, `slashing evidence refused: ${v}`);
   }
@@ -89,36 +147,90 @@ export class Slasher {
     const evidence = evidenceOfRecord(r);
     const digest = evidenceDigest(this.opts.domain, evidence);
     if (this.done.has(digest)) return this.verdict('already-done', r);
-    // The contract refuses a signature by a key without GATEWAY_ROLE; it is never counted toward the quorum here.
-    if (!(await this.opts.settlement.hasRole(this.gatewayRole, r.signer))) return this.verdict('not-a-gateway', r);
     let p = this.pending.get(digest);
-    if (!p) this.pending.set(digest, (p = { evidence, signatures: new Map() }));
-    if (p.signatures.has(r.signer)) return this.verdict('duplicate', r);
-    p.signatures.set(r.signer, r.ethSignature);
-    this.verdict('counted', r);
-    if (p.signatures.size >= this.quorum) await this.submit(digest, p);
+    if (!p) this.pending.set(digest, (p = { evidence, signatures: new Map(), unchecked: new Map(), failures: 0 }));
+    if (p.signatures.has(r.signer) || p.unchecked.has(r.signer)) return this.verdict('duplicate', r);
+    p.unchecked.set(r.signer, r.ethSignature);
+    p.failures = 0; // a new signature is a new reason to try: the count of attempts starts again
+    await this.advance(digest, p);
+  }
+
+  /**
+   * Checks the signers not checked yet and, once the quorum holds, submits: what the first signature, a new one and a
+   * retry all do. A chain that does not answer schedules the next attempt; a contract refusal is final.
+   */
+  private async advance(digest: string, p: Pending): Promise<void> {
+    if (p.retry !== undefined) this.timers.clear(p.retry);
+    p.retry = undefined;
+    try {
+      for (const [signer, signature] of [...p.unchecked]) {
+        // The contract refuses a signature by a key without GATEWAY_ROLE; it is never counted toward the quorum here.
+        const isGateway = await this.opts.settlement.hasRole(this.gatewayRole, signer);
+        p.unchecked.delete(signer);
+        if (!isGateway) this.verdict('not-a-gateway', { node: p.evidence.node, signer });
+        else {
+          p.signatures.set(signer, signature);
+          this.verdict('counted', { node: p.evidence.node, signer });
+        }
+      }
+      if (p.signatures.size >= this.quorum) await this.submit(digest, p);
+    } catch (err) {
+      this.failed(digest, p, err);
+    }
+  }
+
+  private failed(digest: string, p: Pending, err: unknown): void {
+    const log = this.opts.logger;
+    const at = { node: p.evidence.node, epoch: String(p.evidence.epoch), challengeId: p.evidence.challengeId, digest, signers: [...p.signatures.keys()], err: (err as Error).message };
+    this.opts.metrics?.slash('failed');
+    if (err instanceof ContractRefusal) {
+      // Kept pending: a new signature for this digest, or a restart, tries again.
+      log.error(at, 'submitting slashing evidence failed: the contract refused it');
+      return;
+    }
+    p.failures++;
+    if (p.failures >= this.retry.maxAttempts || this.closed) {
+      this.opts.metrics?.slash('gave-up');
+      log.error({ ...at, attempts: p.failures }, `slashing evidence could not be submitted (the chain did not answer); giving up after ${p.failures} attempts until a new signature for it arrives or the settler restarts`);
+      return;
+    }
+    const ms = slashRetryDelayMs(p.failures, this.retry);
+    log.error({ ...at, attempt: p.failures, retryInMs: ms }, `slashing evidence could not be submitted (the chain did not answer); retrying in ${ms / 1000} s (attempt ${p.failures} of ${this.retry.maxAttempts})`);
+    p.retry = this.timers.set(() => {
+      p.retry = undefined;
+      if (this.closed || this.pending.get(digest) !== p) return;
+      void this.enqueue(() => this.advance(digest, p));
+    }, ms);
   }
 
   private async submit(digest: string, p: Pending): Promise<void> {
     const log = this.opts.logger;
+    const settlement = this.opts.settlement;
     const at = { node: p.evidence.node, epoch: String(p.evidence.epoch), challengeId: p.evidence.challengeId, digest, signers: [...p.signatures.keys()] };
     let outcome: SlashOutcome;
     let tx: string | undefined;
-    try {
-      const sent = await this.opts.settlement.slashForFailedChallenge(p.evidence, sortedSignatures(p.signatures));
-      tx = sent.hash;
-      await sent.wait();
-      outcome = 'submitted';
-      log.warn({ ...at, tx }, 'slashed a node on a quorum of gateway evidence');
-    } catch (err) {
-      if (describeRevert(err)?.name !== 'EvidenceAlreadyUsed') {
-        this.opts.metrics?.slash('failed');
-        // Kept pending: the next signature for this digest, or a restart, tries again.
-        log.error({ ...at, err: (err as Error).message }, 'submitting slashing evidence failed');
-        return;
-      }
+    // Idempotent: an earlier attempt's transaction may have been taken though its answer was lost, or another
+    // submitter was first; the chain says so before anything is sent again.
+    if (await settlement.evidenceUsed(digest)) {
       outcome = 'already-used';
-      log.info(at, 'slashing evidence was already used on chain');
+      log.info({ ...at, ...(p.tx ? { lastTx: p.tx } : {}) }, 'slashing evidence was already used on chain');
+    } else {
+      // A transaction of an earlier attempt still waiting in the pool: sending another would only pay for a revert.
+      const provider = (settlement.runner as { provider?: Provider | null } | null)?.provider;
+      if (p.tx && provider && (await provider.getTransaction(p.tx))?.blockNumber === null) throw new Error(`the earlier transaction ${p.tx} is not mined yet`);
+      try {
+        const sent = await settlement.slashForFailedChallenge(p.evidence, sortedSignatures(p.signatures));
+        tx = p.tx = sent.hash;
+        await sent.wait();
+        outcome = 'submitted';
+        log.warn({ ...at, tx }, 'slashed a node on a quorum of gateway evidence');
+      } catch (err) {
+        const revert = describeRevert(err);
+        if (!revert) throw err; // the chain did not answer: retried
+        if (revert.name !== 'EvidenceAlreadyUsed') throw new ContractRefusal(`${revert.name}: ${(err as Error).message}`);
+        outcome = 'already-used';
+        log.info(at, 'slashing evidence was already used on chain');
+      }
     }
     await this.state.append([JSON.stringify({ digest, node: p.evidence.node, epoch: Number(p.evidence.epoch), challengeId: p.evidence.challengeId, outcome, ...(tx ? { tx } : {}) })]);
     this.done.add(digest);
@@ -127,6 +239,8 @@ export class Slasher {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
+    for (const p of this.pending.values()) if (p.retry !== undefined) this.timers.clear(p.retry);
     await this.idle();
     await this.state.close();
   }

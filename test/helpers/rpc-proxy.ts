@@ -1,0 +1,56 @@
+// A JSON-RPC endpoint on 127.0.0.1 in front of the embedded chain (hardhat's own JSON-RPC server), that a test can
+// make fail the way a real RPC provider does: `down` answers 503 to every call; `refuse-send` answers 503 to
+// eth_sendRawTransaction only (the transaction never reaches the chain); `lose-answer` passes
+// eth_sendRawTransaction to the chain (the transaction is mined) but answers 503, as when the connection drops
+// after the provider took the transaction.
+import { createServer, type IncomingMessage } from 'node:http';
+import { createRequire } from 'node:module';
+import type { Eip1193Provider } from 'ethers';
+import { closeNow, listen, localUrl } from '../../protocol/listen.ts';
+
+const require = createRequire(import.meta.url);
+
+export type RpcMode = 'pass' | 'down' | 'refuse-send' | 'lose-answer';
+
+export interface RpcProxy {
+  url: string;
+  mode: RpcMode;
+  /** JSON-RPC methods received, in order (batches flattened). */
+  methods: string[];
+  close(): Promise<void>;
+}
+
+async function body(req: IncomingMessage): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of req as AsyncIterable<Buffer>) chunks.push(c);
+  return Buffer.concat(chunks);
+}
+
+export async function startRpcProxy(chain: Eip1193Provider): Promise<RpcProxy> {
+  const { JsonRpcServer } = require('hardhat/internal/hardhat-network/jsonrpc/server') as {
+    JsonRpcServer: new (c: { hostname: string; port: number; provider: unknown }) => { listen(): Promise<{ address: string; port: number }>; close(): Promise<void> };
+  };
+  const upstream = new JsonRpcServer({ hostname: '127.0.0.1', port: 0, provider: chain });
+  const upstreamUrl = `http://127.0.0.1:${(await upstream.listen()).port}`;
+  const proxy: RpcProxy = { url: '', mode: 'pass', methods: [], close: async () => undefined };
+  const server = createServer((req, res) => {
+    void (async () => {
+      const raw = await body(req);
+      const calls = [JSON.parse(raw.toString('utf8')) as { method: string } | Array<{ method: string }>].flat();
+      proxy.methods.push(...calls.map((c) => c.method));
+      const mode = proxy.mode;
+      const sends = calls.some((c) => c.method === 'eth_sendRawTransaction');
+      if (mode === 'down' || (mode === 'refuse-send' && sends)) return void res.writeHead(503).end('rpc provider unavailable');
+      const answer = await fetch(upstreamUrl, { method: 'POST', body: raw.toString('utf8'), headers: { 'content-type': 'application/json' } });
+      const text = await answer.text();
+      if (mode === 'lose-answer' && sends) return void res.writeHead(503).end('connection lost');
+      res.writeHead(answer.status, { 'content-type': 'application/json' }).end(text);
+    })().catch(() => res.destroy());
+  });
+  proxy.url = localUrl(await listen(server, 0, '127.0.0.1'));
+  proxy.close = async () => {
+    await closeNow(server);
+    await upstream.close();
+  };
+  return proxy;
+}

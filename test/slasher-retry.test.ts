@@ -1,0 +1,167 @@
+// The slasher against a real chain (hardhat EDR) behind a JSON-RPC endpoint on loopback that fails on command: a
+// slash whose submission meets a transient RPC failure is retried on a bounded, doubling schedule (driven here by a
+// hand-fired timer: no test waits on the clock), lands once when the chain answers again, and is never submitted twice,
+// not even when the failure came after the chain took the transaction (the retry reads evidenceUsed first).
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { JsonRpcProvider, Wallet } from 'ethers';
+import { pino } from 'pino';
+import { Slasher, type RetryTimers } from '../settler/slasher.ts';
+import { createSettlerMetrics } from '../settler/metrics.ts';
+import { connectContracts } from '../contracts/handles.ts';
+import { managedWallet } from '../contracts/wallet.ts';
+import { generateTicketKey } from '../protocol/tickets.ts';
+import { signGatewayRecord, type ChallengeRecord, type EvidenceRecord, type GatewayRecord } from '../protocol/gateway-records.ts';
+import { evidenceRecordFields, settlementDomain } from '../protocol/challenge-evidence.ts';
+import { TOKEN, deployFixture, mined, type Fixture } from './helpers/chain.ts';
+import { startRpcProxy, type RpcProxy } from './helpers/rpc-proxy.ts';
+import { tempDir } from './helpers/net.ts';
+
+const clock = 1_800_000_000_000;
+const ticketKey = generateTicketKey();
+
+/** Timers the test fires by hand, in the order they were set. */
+class HandTimers implements RetryTimers {
+  due: Array<{ fn: () => void; ms: number }> = [];
+  set = (fn: () => void, ms: number) => {
+    const t = { fn, ms };
+    this.due.push(t);
+    return t;
+  };
+  clear = (handle: unknown) => {
+    this.due = this.due.filter((t) => t !== handle);
+  };
+}
+
+describe('slash submissions that meet a failing RPC endpoint', () => {
+  let f: Fixture;
+  let proxy: RpcProxy;
+  let node: string;
+  let challenges = 0;
+  const open: Array<{ close(): Promise<void> }> = [];
+  const cleanups: Array<() => Promise<void>> = [];
+
+  beforeAll(async () => {
+    f = await deployFixture({ gatewayQuorum: 1 });
+    proxy = await startRpcProxy(f.chain.eip1193);
+  }, 120_000);
+  afterAll(async () => {
+    for (const s of open.splice(0)) await s.close();
+    for (const c of cleanups.splice(0)) await c();
+    await proxy?.close();
+  });
+  beforeEach(async () => {
+    for (const s of open.splice(0)) await s.close();
+    await f.reset();
+    proxy.mode = 'pass';
+    node = (await f.addr(f.nodeA)).toLowerCase();
+    await mined(f.as(f.nodeA).token.approve(f.file.registry, 1_000n * TOKEN));
+    await mined(f.as(f.nodeA).registry.register(1_000n * TOKEN));
+  });
+
+  /** An evidence record of a failed challenge of node A, signed by gateway key `gw` (both hold GATEWAY_ROLE). */
+  const evidence = async (challenge: GatewayRecord & ChallengeRecord, gw = 0) =>
+    signGatewayRecord((await evidenceRecordFields(challenge, f.gatewayKeys[gw]!, settlementDomain(f.file.chainId, f.file.settlement), clock))!, ticketKey) as GatewayRecord & EvidenceRecord;
+  const challenge = () =>
+    signGatewayRecord(
+      { type: 'challenge', gateway: 'gw', epoch: 20_833, at: clock + challenges++, node, shard: 'ab'.repeat(32), offset: 0, length: 65_536, deadlineMs: 1000, elapsedMs: 1000, bytesPerSecond: 0, ok: false, failure: 'timeout' },
+      ticketKey,
+    ) as GatewayRecord & ChallengeRecord;
+
+  /** A slasher whose chain connection (the outsider's key pays the gas) goes through the proxy. */
+  const slasherThroughProxy = async (retry?: { baseMs: number; maxMs: number; maxAttempts: number }) => {
+    const tmp = await tempDir();
+    cleanups.push(tmp.cleanup);
+    const provider = new JsonRpcProvider(proxy.url, f.file.chainId, { staticNetwork: true, batchMaxCount: 1 });
+    cleanups.push(async () => provider.destroy());
+    const settlement = connectContracts(f.file, managedWallet(f.chain.keys[9]!, provider)).settlement;
+    const logs: Array<{ msg: string; level: number }> = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => void logs.push(JSON.parse(line) as { msg: string; level: number }) });
+    const metrics = createSettlerMetrics();
+    const timers = new HandTimers();
+    const stateFile = join(tmp.dir, 'slashes.jsonl');
+    const slasher = await Slasher.open({ settlement, domain: settlementDomain(f.file.chainId, f.file.settlement), stateFile, logger, metrics, timers, ...(retry ? { retry } : {}) });
+    open.push(slasher);
+    const metric = async (name: string) => Number(new RegExp(`^${name.replace(/[{}]/g, '\\$&')} (\\d+)$`, 'm').exec(await metrics.registry.metrics())?.[1] ?? NaN);
+    /** Fires the next retry and waits until the slasher has handled it; answers the delay it was set for. */
+    const fire = async () => {
+      const t = timers.due.shift();
+      if (!t) throw new Error('no retry is scheduled');
+      t.fn();
+      await slasher.idle();
+      return t.ms;
+    };
+    const state = async () => (await readFile(stateFile, 'utf8').catch(() => '')).trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { outcome: string; node: string });
+    return { slasher, logs, metric, timers, fire, state };
+  };
+  const stakeOf = async () => (await f.as(f.outsider).registry.nodes(node)).stake;
+  const slashEvents = async () => f.as(f.outsider).settlement.queryFilter(f.as(f.outsider).settlement.filters.NodeSlashedForChallenge!(node));
+
+  it('retries a failed submission on a doubling schedule and slashes once the chain answers again', async () => {
+    const s = await slasherThroughProxy();
+    proxy.mode = 'down'; // even the signer's role cannot be read
+    await s.slasher.add([await evidence(challenge())]);
+    expect(await s.metric('edgeshard_settler_slashes_submitted_total{outcome="failed"}')).toBe(1);
+    expect(s.timers.due.map((t) => t.ms)).toEqual([5_000]);
+    expect(await s.metric('edgeshard_settler_slash_retries_pending')).toBe(1);
+    expect(s.logs.map((l) => l.msg)).toContainEqual(expect.stringMatching(/^slashing evidence could not be submitted \(the chain did not answer\); retrying in 5 s \(attempt 1 of 10\)$/));
+
+    proxy.mode = 'refuse-send'; // reads work now; the transaction is refused
+    expect(await s.fire()).toBe(5_000);
+    expect(await s.metric('edgeshard_settler_slashes_submitted_total{outcome="failed"}')).toBe(2);
+    expect(s.timers.due.map((t) => t.ms)).toEqual([10_000]);
+    expect(await stakeOf()).toBe(1_000n * TOKEN);
+
+    proxy.mode = 'pass';
+    expect(await s.fire()).toBe(10_000);
+    expect(await s.metric('edgeshard_settler_slashes_submitted_total{outcome="submitted"}')).toBe(1);
+    expect(s.timers.due).toEqual([]);
+    expect(await s.metric('edgeshard_settler_slash_retries_pending')).toBe(0);
+    expect(await stakeOf()).toBe(600n * TOKEN);
+    expect(await slashEvents()).toHaveLength(1);
+    expect(await s.state()).toEqual([expect.objectContaining({ outcome: 'submitted', node })]);
+  }, 60_000);
+
+  it('a transaction the chain took, whose answer was lost, is not sent again: the retry finds the evidence used', async () => {
+    const s = await slasherThroughProxy();
+    proxy.mode = 'lose-answer';
+    await s.slasher.add([await evidence(challenge())]);
+    expect(await s.metric('edgeshard_settler_slashes_submitted_total{outcome="failed"}')).toBe(1);
+    expect(await stakeOf()).toBe(600n * TOKEN); // the chain took it
+    expect(s.timers.due).toHaveLength(1);
+
+    proxy.mode = 'pass';
+    const nonce = await f.chain.provider.getTransactionCount(await f.addr(f.outsider));
+    const calls = proxy.methods.length;
+    await s.fire();
+    expect(proxy.methods.slice(calls)).not.toContain('eth_sendRawTransaction');
+    expect(proxy.methods.slice(calls)).not.toContain('eth_estimateGas');
+    expect(await f.chain.provider.getTransactionCount(await f.addr(f.outsider))).toBe(nonce);
+    expect(await s.metric('edgeshard_settler_slashes_submitted_total{outcome="already-used"}')).toBe(1);
+    expect(s.timers.due).toEqual([]);
+    expect(await stakeOf()).toBe(600n * TOKEN);
+    expect(await slashEvents()).toHaveLength(1);
+    expect(await s.state()).toEqual([expect.objectContaining({ outcome: 'already-used', node })]);
+  }, 60_000);
+
+  it('gives up after the last attempt (delays capped), and a new signature for the evidence tries again', async () => {
+    const s = await slasherThroughProxy({ baseMs: 1_000, maxMs: 4_000, maxAttempts: 5 });
+    const c = challenge();
+    proxy.mode = 'down';
+    await s.slasher.add([await evidence(c, 0)]);
+    const delays: number[] = [];
+    while (s.timers.due.length > 0) delays.push(await s.fire());
+    expect(delays).toEqual([1_000, 2_000, 4_000, 4_000]);
+    expect(await s.metric('edgeshard_settler_slashes_submitted_total{outcome="failed"}')).toBe(5);
+    expect(await s.metric('edgeshard_settler_slashes_submitted_total{outcome="gave-up"}')).toBe(1);
+    expect(await s.metric('edgeshard_settler_slash_retries_pending')).toBe(0);
+    expect(s.logs.map((l) => l.msg)).toContainEqual(expect.stringMatching(/giving up after 5 attempts/));
+
+    proxy.mode = 'pass';
+    await s.slasher.add([await evidence(c, 1)]); // the other gateway's signature over the same evidence
+    expect(await s.metric('edgeshard_settler_slashes_submitted_total{outcome="submitted"}')).toBe(1);
+    expect(await stakeOf()).toBe(600n * TOKEN);
+    expect(await slashEvents()).toHaveLength(1);
+  }, 60_000);
+});
