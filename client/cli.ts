@@ -1,8 +1,8 @@
 // `edgeshard fetch GATEWAY DATASET --out DIR`: the trainer's download command. Settings in, a summary out;
 // the work is fetchDataset's. Exit status: 0 every shard verified, 1 any failed, 2 bad usage, 130 interrupted (SIGINT or SIGTERM).
 import type { Command } from '../protocol/cli/command.ts';
-import { UsageError, httpUrl, intSetting, stringSetting, type Settings } from '../protocol/cli/options.ts';
-import { formatBytes, parseDuration, parseSize } from '../protocol/units.ts';
+import { UsageError, durationSetting, httpUrl, intSetting, sizeSetting, stringSetting, type Settings } from '../protocol/cli/options.ts';
+import { formatBytes } from '../protocol/units.ts';
 import { gatewayRetryLine, type LatLon } from './gateway-client.ts';
 import { sourceRetryLine } from './source-patience.ts';
 import { fetchDataset, FETCH_DEFAULTS, type FetchOptions, type FetchReport } from './fetch.ts';
@@ -30,24 +30,12 @@ export function fetchOptionsFromSettings(settings: Settings, positionals: string
   // One gateway, or several replicas separated by commas: the client fails over between them.
   const gateways = gateway.split(',').map((g) => g.trim());
   for (const g of gateways) httpUrl('gateway', g, 'http://gateway.example.org:8443 (several replicas: comma-separated)');
-  let gatewayPatienceMs: number;
-  let sourcePatienceMs: number;
-  try {
-    gatewayPatienceMs = parseDuration(String(settings['gateway-patience']), '--gateway-patience');
-    sourcePatienceMs = parseDuration(String(settings['source-patience'] ?? '30s'), '--source-patience');
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
+  const gatewayPatienceMs = durationSetting(settings, 'gateway-patience');
+  const sourcePatienceMs = durationSetting(settings, 'source-patience', '30s');
   const outDir = stringSetting(settings, 'out');
   if (!outDir) throw new UsageError('--out DIR is required: where the verified shards go');
-  let splitThreshold: number;
-  let maxManifestBytes: number;
-  try {
-    splitThreshold = parseSize(String(settings['split-threshold']), '--split-threshold');
-    maxManifestBytes = parseSize(String(settings['max-manifest-size'] ?? '64MiB'), '--max-manifest-size');
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
+  const splitThreshold = sizeSetting(settings, 'split-threshold');
+  const maxManifestBytes = sizeSetting(settings, 'max-manifest-size', '64MiB');
   const placement = stringSetting(settings, 'split-placement') ?? 'by-cache';
   if (!(SPLIT_PLACEMENTS as readonly string[]).includes(placement)) {
     throw new UsageError(`--split-placement "${placement}": expected one of ${SPLIT_PLACEMENTS.join(', ')}`);
@@ -56,11 +44,7 @@ export function fetchOptionsFromSettings(settings: Settings, positionals: string
   const keyFile = stringSetting(settings, 'key-file');
   let receiptEvery = DEFAULT_RECEIPT_EVERY;
   if (settings['receipt-every'] !== undefined) {
-    try {
-      receiptEvery = parseSize(String(settings['receipt-every']), '--receipt-every');
-    } catch (err) {
-      throw new UsageError((err as Error).message);
-    }
+    receiptEvery = sizeSetting(settings, 'receipt-every');
     if (receiptEvery < 64 * 1024) throw new UsageError('--receipt-every must be at least 64KiB');
   }
   return {

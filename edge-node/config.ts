@@ -1,9 +1,9 @@
 // Settings for `edgeshard node`, turned from strings (flags, env, config file) into a checked options object.
 import { cpus } from 'node:os';
-import { parseRate, parseSize, RATE_UNITS_HELP, SIZE_UNITS_HELP } from '../protocol/units.ts';
+import { RATE_UNITS_HELP, SIZE_UNITS_HELP } from '../protocol/units.ts';
 import { parseNodeUrl } from '../protocol/node-url.ts';
 import { DEFAULT_MAX_MANIFEST_BYTES } from '../protocol/manifest.ts';
-import { httpUrl, intSetting, locationSetting, stringSetting, UsageError, type OptionSpec, type Settings } from '../protocol/cli/options.ts';
+import { httpUrl, intSetting, locationSetting, rateSetting, sizeSetting, stringSetting, UsageError, type OptionSpec, type Settings } from '../protocol/cli/options.ts';
 
 export interface EdgeNodeConfig {
   originUrl: string;
@@ -149,14 +149,6 @@ function publicUrlSetting(raw: string | undefined): string | null {
   return checked.url;
 }
 
-function wrap<T>(f: () => T): T {
-  try {
-    return f();
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
-}
-
 export function nodeConfigFromSettings(s: Settings): EdgeNodeConfig {
   const origin = stringSetting(s, 'origin');
   if (!origin) throw new UsageError('--origin is required (the HTTP base URL edge nodes pull shards from)');
@@ -166,17 +158,17 @@ export function nodeConfigFromSettings(s: Settings): EdgeNodeConfig {
   // one directory get their own logs (a shared log is refused: edge-node/receipt-log.ts locks it).
   const keyFileSetting = stringSetting(s, 'key-file');
   const receiptLog = stringSetting(s, 'receipt-log') ?? (keyFileSetting ? receiptLogBesideKey(keyFileSetting) : 'none');
-  const memoryBytes = wrap(() => parseSize(String(s['memory-cache']), '--memory-cache'));
+  const memoryBytes = sizeSetting(s, 'memory-cache');
   const maxConnections = intSetting(s, 'max-connections', 1, 1_000_000);
   return {
     originUrl: originUrl.href.replace(/\/$/, ''),
     host: stringSetting(s, 'host') ?? '0.0.0.0',
     port: intSetting(s, 'port', 0, 65535),
     cacheDir: cacheDir === 'none' ? null : cacheDir,
-    cacheBytes: wrap(() => parseSize(String(s['cache-size']), '--cache-size')),
+    cacheBytes: sizeSetting(s, 'cache-size'),
     memoryBytes,
-    memoryMaxObjectBytes: Math.min(memoryBytes, wrap(() => parseSize(String(s['memory-max-object']), '--memory-max-object'))),
-    maxUploadBytesPerSecond: wrap(() => parseRate(String(s['max-upload']), '--max-upload')),
+    memoryMaxObjectBytes: Math.min(memoryBytes, sizeSetting(s, 'memory-max-object')),
+    maxUploadBytesPerSecond: rateSetting(s, 'max-upload'),
     maxConnections,
     maxConnectionsPerClient: s['max-connections-per-client'] === undefined ? defaultPerClientShare(maxConnections) : intSetting(s, 'max-connections-per-client', 1, maxConnections),
     headersTimeoutMs: intSetting(s, 'header-timeout', 100, 300_000),
@@ -187,8 +179,8 @@ export function nodeConfigFromSettings(s: Settings): EdgeNodeConfig {
     originConnections: intSetting(s, 'origin-connections', 1, 4096),
     pathTtlSeconds: stringSetting(s, 'path-ttl') === undefined ? null : intSetting(s, 'path-ttl', 0, 10 * 365 * 86400),
     forwardUnsafe: s['forward-unsafe'] === true,
-    maxRequestBodyBytes: wrap(() => parseSize(String(s['max-request-body']), '--max-request-body')),
-    maxManifestBytes: wrap(() => parseSize(String(s['max-manifest-size'] ?? '64MiB'), '--max-manifest-size')),
+    maxRequestBodyBytes: sizeSetting(s, 'max-request-body'),
+    maxManifestBytes: sizeSetting(s, 'max-manifest-size', '64MiB'),
     shutdownGraceMs: intSetting(s, 'shutdown-grace', 0, 3_600_000),
     manifests: (stringSetting(s, 'manifest') ?? '').split(',').map((m) => m.trim()).filter(Boolean),
     logLevel: stringSetting(s, 'log-level') ?? 'warn',
@@ -205,7 +197,7 @@ export function nodeConfigFromSettings(s: Settings): EdgeNodeConfig {
     location: locationSetting(s),
     keyFile: stringSetting(s, 'key-file') ?? null,
     receiptLogFile: receiptLog === 'none' ? null : receiptLog,
-    unpaidAllowanceBytes: wrap(() => parseSize(String(s['unpaid-allowance']), '--unpaid-allowance')),
+    unpaidAllowanceBytes: sizeSetting(s, 'unpaid-allowance'),
     receiptWaitMs: intSetting(s, 'receipt-wait', 0, 3_600_000),
     settlers: settlerUrls(stringSetting(s, 'settler')),
     ...chainSettings(s),

@@ -1,7 +1,6 @@
 // Settings for `edgeshard gateway`, from flags, env and config file into a checked options object.
-import { httpUrl, intSetting, locationSetting, stringSetting, UsageError, type OptionSpec, type Settings } from '../protocol/cli/options.ts';
+import { durationSetting, httpUrl, intSetting, locationSetting, sizeSetting, stringSetting, UsageError, type OptionSpec, type Settings } from '../protocol/cli/options.ts';
 import { ALL_NODE_CHECKS, type NodeChecks } from './registry.ts';
-import { parseDuration, parseSize } from '../protocol/units.ts';
 import { DEFAULT_MAX_MANIFEST_BYTES } from '../protocol/manifest.ts';
 
 export type FallbackMode = 'redirect' | 'proxy' | 'off';
@@ -125,14 +124,6 @@ export function gatewayConfigFromSettings(s: Settings): GatewayConfig {
   const fallback = stringSetting(s, 'fallback') ?? 'redirect';
   if (fallback !== 'redirect' && fallback !== 'proxy' && fallback !== 'off') throw new UsageError(`--fallback "${fallback}": use redirect, proxy or off`);
   const location = locationSetting(s);
-  let startupGraceMs: number;
-  let maxManifestBytes: number;
-  try {
-    startupGraceMs = parseDuration(String(s['startup-grace'] ?? '5s'), '--startup-grace');
-    maxManifestBytes = parseSize(String(s['max-manifest-size'] ?? '64MiB'), '--max-manifest-size');
-  } catch (err) {
-    throw new UsageError((err as Error).message);
-  }
   const settler = httpUrlSetting(s, 'settler');
   return {
     host: stringSetting(s, 'host') ?? '0.0.0.0',
@@ -144,9 +135,9 @@ export function gatewayConfigFromSettings(s: Settings): GatewayConfig {
     heartbeatMs: intSetting(s, 'heartbeat', 100, 600_000),
     probeIntervalMs: intSetting(s, 'probe-interval', 0, 86_400_000),
     manifestRefreshMs: intSetting(s, 'manifest-refresh', 0, 86_400) * 1000,
-    maxManifestBytes,
+    maxManifestBytes: sizeSetting(s, 'max-manifest-size', '64MiB'),
     fallback,
-    startupGraceMs,
+    startupGraceMs: durationSetting(s, 'startup-grace', '5s'),
     trustedProxies: (stringSetting(s, 'trusted-proxies') ?? '').split(',').map((p) => p.trim()).filter(Boolean),
     rateLimitPerSecond: intSetting(s, 'rate-limit', 1, 1_000_000),
     rateLimitBurst: intSetting(s, 'rate-burst', 1, 10_000_000),

@@ -9,6 +9,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { closest, distance } from 'fastest-levenshtein';
+import { parseDuration, parseRate, parseSize } from '../units.ts';
 
 export interface OptionSpec {
   /** Flag name without dashes, e.g. "cache-size". Its env var for `edgeshard node` is EDGESHARD_NODE_CACHE_SIZE. */
@@ -194,4 +195,28 @@ export function httpUrl(what: string, raw: string, example: string): URL {
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new UsageError(`${what} "${raw}": expected an http(s) URL such as ${example}; ${url.protocol} URLs are not supported`);
   return url;
+}
+
+/** A unit parser's error (it names the option and the units) as a usage error. */
+function unitSetting(settings: Settings, name: string, fallback: string | undefined, parse: (text: string, what: string) => number): number {
+  try {
+    return parse(String(settings[name] ?? fallback), `--${name}`);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
+/** A size setting in bytes ("512MiB", "50GB"); `fallback` when the settings lack it (no spec default applied). */
+export function sizeSetting(settings: Settings, name: string, fallback?: string): number {
+  return unitSetting(settings, name, fallback, parseSize);
+}
+
+/** A rate setting in bytes per second ("200Mbps", "50MB/s"; 0 = unlimited). */
+export function rateSetting(settings: Settings, name: string, fallback?: string): number {
+  return unitSetting(settings, name, fallback, parseRate);
+}
+
+/** A duration setting in ms ("30s", "500ms", "2m"). */
+export function durationSetting(settings: Settings, name: string, fallback?: string): number {
+  return unitSetting(settings, name, fallback, parseDuration);
 }
