@@ -25,6 +25,26 @@ export async function connectChain(settings: Settings, keyFlag = 'key-file'): Pr
   return openChain(String(settings.rpc), file, await readKeyFile(keyFile));
 }
 
+/** A token amount as typed (1000, 0.5) in the token's smallest unit, or a usage error naming `what` it is. */
+export function tokenAmount(raw: string, what: string): bigint {
+  try {
+    return parseUnits(raw, 18);
+  } catch {
+    throw new UsageError(`${what} "${raw}" is not a token amount (e.g. 1000 or 0.5)`);
+  }
+}
+
+/** --node as a checksummed address, or undefined when it is not given. */
+export function nodeAddressSetting(settings: Settings): string | undefined {
+  const raw = stringSetting(settings, 'node');
+  if (!raw) return undefined;
+  try {
+    return getAddress(raw);
+  } catch {
+    throw new UsageError(`--node "${raw}" is not an Ethereum address`);
+  }
+}
+
 export const depositCommand: Command = {
   spec: {
     name: 'deposit',
@@ -36,12 +56,7 @@ export const depositCommand: Command = {
   async run(settings, positionals) {
     const [raw] = positionals;
     if (!raw || positionals.length > 1) throw new UsageError('give one AMOUNT in tokens, e.g. `edgeshard deposit 250`');
-    let amount: bigint;
-    try {
-      amount = parseUnits(raw, 18);
-    } catch {
-      throw new UsageError(`AMOUNT "${raw}" is not a token amount (e.g. 250 or 0.5)`);
-    }
+    const amount = tokenAmount(raw, 'AMOUNT');
     const { contracts, address, close } = await connectChain(settings);
     try {
       const { balance } = await depositToEscrow(contracts, address, amount);
@@ -75,17 +90,10 @@ export const rewardsClaimCommand: Command = {
     if (settler ? positionals.length > 0 : !dir || positionals.length > 1) throw new UsageError('give one EPOCH_DIR (the settler’s published epoch directory) or --settler URL');
     const watch = stringSetting(settings, 'watch') ? intSetting(settings, 'watch', 1, 86_400) : 0;
     if (watch && !settler) throw new UsageError('--watch needs --settler');
+    const nodeSetting = nodeAddressSetting(settings);
     const { contracts, address, close } = await connectChain(settings);
     try {
-      const nodeSetting = stringSetting(settings, 'node');
-      let node = address;
-      if (nodeSetting) {
-        try {
-          node = getAddress(nodeSetting);
-        } catch {
-          throw new UsageError(`--node "${nodeSetting}" is not an Ethereum address`);
-        }
-      }
+      const node = nodeSetting ?? address;
       if (!settler) {
         const r = await claimReward(contracts, dir!, node);
         console.log(`claimed ${tokens(r.amount)} for ${r.node} in epoch ${r.epoch} (tx ${r.txHash}, ${r.gasUsed} gas); balance ${tokens(await contracts.token.balanceOf(r.node))}`);

@@ -1,20 +1,12 @@
 // `edgeshard stake register|add|unbond|withdraw|status`: a node operator's stake in the NodeRegistry, signed with the
 // node's own key (its identity on the gateway is the same Ethereum address that stakes and claims).
-import { formatUnits, getAddress, parseUnits } from 'ethers';
+import { formatUnits } from 'ethers';
 import type { Command } from '../protocol/cli/command.ts';
 import { UsageError, stringSetting } from '../protocol/cli/options.ts';
-import { CHAIN_OPTIONS, connectChain } from './cli.ts';
+import { CHAIN_OPTIONS, connectChain, nodeAddressSetting, tokenAmount } from './cli.ts';
 import { addStake, describeStake, registerStake, startUnbonding, stakeStatus, tokens, withdrawStake, type StakeTx } from './stake-chain.ts';
 import { openChainReader } from './connect.ts';
 import { connectContracts, readContractsFile } from './handles.ts';
-
-function tokenAmount(raw: string, what: string): bigint {
-  try {
-    return parseUnits(raw, 18);
-  } catch {
-    throw new UsageError(`${what} "${raw}" is not a token amount (e.g. 1000 or 0.5)`);
-  }
-}
 
 function txLine(verb: string, r: StakeTx): string {
   return `${verb} (tx ${r.txHash}, ${r.gasUsed} gas); ${describeStake(r.status)}`;
@@ -112,16 +104,10 @@ export const stakeStatusCommand: Command = {
     options: [...CHAIN_OPTIONS, { name: 'node', type: 'string', description: 'the node address (default: the key file’s address)' }],
   },
   async run(settings) {
-    const nodeSetting = stringSetting(settings, 'node');
-    let node: string;
+    let node = nodeAddressSetting(settings);
     let contracts;
     let close: () => void;
-    if (nodeSetting) {
-      try {
-        node = getAddress(nodeSetting);
-      } catch {
-        throw new UsageError(`--node "${nodeSetting}" is not an Ethereum address`);
-      }
+    if (node) {
       const file = await readContractsFile(String(settings.contracts));
       const provider = await openChainReader(String(settings.rpc), file);
       contracts = connectContracts(file, provider);

@@ -19,12 +19,13 @@ describe('chain command arguments', () => {
   afterEach(() => vi.restoreAllMocks());
 
   it('token amounts: deposit AMOUNT, stake add AMOUNT, stake register --stake', async () => {
-    expect(await cli('deposit', 'lots', ...NOWHERE)).toEqual({ code: 2, err: 'edgeshard deposit: AMOUNT "lots" is not a token amount (e.g. 250 or 0.5)\n' });
+    expect(await cli('deposit', 'lots', ...NOWHERE)).toEqual({ code: 2, err: 'edgeshard deposit: AMOUNT "lots" is not a token amount (e.g. 1000 or 0.5)\n' });
     expect(await cli('stake', 'add', '1.2.3', ...NOWHERE)).toEqual({ code: 2, err: 'edgeshard stake add: AMOUNT "1.2.3" is not a token amount (e.g. 1000 or 0.5)\n' });
     expect(await cli('stake', 'register', '--stake', 'lots', ...NOWHERE)).toEqual({ code: 2, err: 'edgeshard stake register: --stake "lots" is not a token amount (e.g. 1000 or 0.5)\n' });
   });
 
-  it('--node: stake status', async () => {
+  it('--node: stake status, rewards claim', async () => {
+    expect(await cli('rewards', 'claim', '--settler', 'http://127.0.0.1:9', '--node', 'nope', ...NOWHERE)).toEqual({ code: 2, err: 'edgeshard rewards claim: --node "nope" is not an Ethereum address\n' });
     expect(await cli('stake', 'status', '--node', '0x123', ...NOWHERE)).toEqual({ code: 2, err: 'edgeshard stake status: --node "0x123" is not an Ethereum address\n' });
   });
 });
