@@ -1,7 +1,8 @@
 // `edgeshard <command>`: the one CLI for operators, trainers and analysts.
 import type { Command } from '../protocol/cli/command.ts';
 import { createRequire } from 'node:module';
-import { didYouMean, parseCommand, helpText, UsageError } from '../protocol/cli/options.ts';
+import { didYouMean } from '../protocol/cli/options.ts';
+import { runCommand } from './run-command.ts';
 
 const VERSION = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
 
@@ -60,22 +61,5 @@ export async function main(argv: string[]): Promise<number> {
     console.error(`edgeshard: unknown command "${first}"${hint}\n\n${usage()}`);
     return 2;
   }
-  const command = await entry.load();
-  const rest = argv.slice(name.split(' ').length);
-  try {
-    const { settings, positionals, help, warnings } = parseCommand(command.spec, rest);
-    for (const w of warnings) console.error(`edgeshard ${name}: ${w}`);
-    if (help) {
-      console.log(helpText(command.spec));
-      return 0;
-    }
-    return await command.run(settings, positionals);
-  } catch (err) {
-    if (err instanceof UsageError) {
-      console.error(`edgeshard ${name}: ${err.message}`);
-      return 2;
-    }
-    console.error(`edgeshard ${name}: ${(err as Error).message}`);
-    return 1;
-  }
+  return runCommand(name, await entry.load(), argv.slice(name.split(' ').length));
 }

@@ -1,0 +1,118 @@
+// `edgeshard node` runs from a JavaScript build of its sources (bin/compiled-entry.js) instead of through tsx's loader,
+// whose thread and V8 isolate stay for the life of the process (~35 MiB of a node's RSS, issue #14). What must hold:
+// the build is never stale (a changed imported source is rebuilt), module-relative paths resolve as from the
+// sources, and the start path operators use (`node bin/edgeshard.js node`, as in the Dockerfile and the systemd unit)
+// really runs without the loader.
+import { describe, expect, it } from 'vitest';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { promisify } from 'node:util';
+import { compiledEntry } from '../bin/compiled-entry.js';
+import { tempDir } from './helpers/net.ts';
+
+const CLI = join(import.meta.dirname, '..', 'bin', 'edgeshard.js');
+
+/** What a fresh Node process (no loader, as the CLI runs it) gets from importing the module at `url`. */
+async function importInNode(url: string): Promise<unknown> {
+  const script = `const m = await import(${JSON.stringify(url)}); console.log(JSON.stringify({ ...m }));`;
+  const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script]);
+  return JSON.parse(stdout);
+}
+
+describe('compiled entry cache', () => {
+  it('rebuilds when an imported source changes, and keeps import.meta.url of each source file', async () => {
+    const { dir, cleanup } = await tempDir();
+    try {
+      await writeFile(join(dir, 'main.ts'), "export { value, here } from './dep.ts';\nexport const mainHere: string = import.meta.url;\n");
+      const dep = join(dir, 'dep.ts');
+      await writeFile(dep, 'export const value: number = 1;\nexport const here: string = import.meta.url;\n');
+
+      const first = await compiledEntry('main.ts', dir);
+      if (!('url' in first)) throw new Error(first.reason);
+      expect(first.url.startsWith(pathToFileURL(join(dir, 'node_modules', '.cache', 'edgeshard')).href)).toBe(true);
+      expect(await importInNode(first.url)).toEqual({ value: 1, here: pathToFileURL(dep).href, mainHere: pathToFileURL(join(dir, 'main.ts')).href });
+      expect(await compiledEntry('main.ts', dir)).toEqual(first);
+
+      // Only the imported file changes: a key over the entry alone (or over mtimes of the entry) would run value 1.
+      await writeFile(dep, (await readFile(dep, 'utf8')).replace('= 1', '= 2'));
+      const second = await compiledEntry('main.ts', dir);
+      if (!('url' in second)) throw new Error(second.reason);
+      expect(second.url).not.toBe(first.url);
+      expect(await importInNode(second.url)).toMatchObject({ value: 2 });
+    } finally {
+      await cleanup();
+    }
+  });
+
+  it('says why when the sources do not compile, so the CLI can fall back to tsx', async () => {
+    const { dir, cleanup } = await tempDir();
+    try {
+      await writeFile(join(dir, 'main.ts'), 'export const broken: number = ;\n');
+      const result = await compiledEntry('main.ts', dir);
+      expect(result).toMatchObject({ reason: expect.stringContaining('could not compile main.ts') });
+    } finally {
+      await cleanup();
+    }
+  });
+});
+
+interface Started {
+  child: ChildProcess;
+  url: string;
+  stderr: () => string;
+}
+
+/** Starts `node bin/edgeshard.js node` on loopback and resolves once it prints its start line. */
+function startNode(dir: string, env: NodeJS.ProcessEnv): Promise<Started> {
+  const child = spawn(process.execPath, [CLI, 'node', '--origin', 'http://127.0.0.1:9', '--open', '--port', '0', '--host', '127.0.0.1', '--cache-dir', join(dir, 'cache'), '--key-file', join(dir, 'key.json'), '--log-level', 'warn'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  });
+  let out = '';
+  let err = '';
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  return new Promise((resolve, reject) => {
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /edge node 0x[0-9a-f]{40} on (http:\/\/127\.0\.0\.1:\d+)/.exec(out);
+      if (m) resolve({ child, url: m[1]!, stderr: () => err });
+    });
+    child.once('exit', (code) => reject(new Error(`the node exited (${code}) before it started: ${err}`)));
+  });
+}
+
+async function threadsOf(pid: number): Promise<number> {
+  return Number(/^Threads:\s+(\d+)/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'))![1]);
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await exited;
+}
+
+describe.runIf(process.platform === 'linux')('`node bin/edgeshard.js node`, as operators start it', () => {
+  it('runs compiled: no tsx loader thread, and serves', async () => {
+    const a = await tempDir();
+    const b = await tempDir();
+    const children: ChildProcess[] = [];
+    try {
+      const compiled = await startNode(a.dir, {});
+      children.push(compiled.child);
+      // The same start path forced through tsx: its module hooks run in one more thread, with its own V8 isolate.
+      const viaTsx = await startNode(b.dir, { EDGESHARD_NODE_VIA_TSX: '1' });
+      children.push(viaTsx.child);
+
+      expect(await threadsOf(compiled.child.pid!)).toBeLessThan(await threadsOf(viaTsx.child.pid!));
+      expect(compiled.stderr()).not.toContain('running through tsx');
+      expect((await fetch(`${compiled.url}/healthz`)).status).toBe(200);
+    } finally {
+      await Promise.all(children.map(stop));
+      await a.cleanup();
+      await b.cleanup();
+    }
+  });
+});
