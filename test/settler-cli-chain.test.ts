@@ -1,0 +1,76 @@
+// `edgeshard settler` with a chain: --post-roots (and its slashing evidence) and --watch-chain both need the contracts
+// file. As a child process against a dev chain served over JSON-RPC: what it says it does at start; and, in-process,
+// the usage errors when the contracts file or the key is missing.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
+import { main } from '../cli/main.ts';
+import { startDevChain, type DevChain } from '../contracts/dev-chain.ts';
+import { generateTicketKey } from '../protocol/tickets.ts';
+import { stopChild, tempDir } from './helpers/net.ts';
+
+const CLI = join(import.meta.dirname, '..', 'bin', 'edgeshard.js');
+let tmp: Awaited<ReturnType<typeof tempDir>>;
+let dev: DevChain;
+
+beforeAll(async () => {
+  tmp = await tempDir();
+  dev = await startDevChain({ out: join(tmp.dir, 'chain'), port: 0, challengeWindowSeconds: 60 });
+}, 120_000);
+afterAll(async () => {
+  await dev?.close();
+  await tmp?.cleanup();
+});
+
+const settlerArgs = (dir: string) => ['settler', '--port', '0', '--host', '127.0.0.1', '--dir', join(tmp.dir, dir), '--gateway-keys', generateTicketKey().publicKeyB64];
+
+async function cli(...argv: string[]): Promise<{ code: number; err: string }> {
+  let err = '';
+  const error = vi.spyOn(console, 'error').mockImplementation((...a: unknown[]) => void (err += `${a.join(' ')}\n`));
+  try {
+    return { code: await main(argv), err };
+  } finally {
+    error.mockRestore();
+  }
+}
+
+describe('edgeshard settler with a chain', () => {
+  afterEach(() => vi.restoreAllMocks());
+
+  it('--post-roots and --watch-chain: posts as the key, submits slashing evidence to the file\'s Settlement, watches its events', async () => {
+    const args = [...settlerArgs('both'), '--post-roots', '--chain-key-file', dev.keyPath('settler'), '--watch-chain', '--rpc', dev.rpc, '--contracts', dev.contractsPath];
+    const child: ChildProcess = spawn('node', [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      let out = '';
+      const ready = /watching the contracts' events/;
+      await new Promise<void>((resolve, reject) => {
+        const look = (d: Buffer) => {
+          out += d.toString();
+          if (ready.test(out)) resolve();
+        };
+        child.stdout!.on('data', look);
+        child.stderr!.on('data', look);
+        child.on('exit', (code) => reject(new Error(`edgeshard settler exited (${code}): ${out}`)));
+      });
+      expect(out).toContain(`posting roots on chain as ${dev.addresses.settler} (settlement ${dev.file.settlement})`);
+      expect(out).toMatch(/submitting slashing evidence once \d+ gateway key\(s\) signed it/);
+      expect(out).toContain(`watching the contracts' events at ${dev.rpc} from block ${dev.file.deployBlock}`);
+    } finally {
+      await stopChild(child);
+    }
+  }, 60_000);
+
+  it('names the missing contracts file or key', async () => {
+    const missing = join(tmp.dir, 'nope.json');
+    const post = await cli(...settlerArgs('a'), '--post-roots', '--chain-key-file', dev.keyPath('settler'), '--rpc', dev.rpc, '--contracts', missing);
+    expect(post.code).toBe(1);
+    expect(post.err).toMatch(new RegExp(`^edgeshard settler: contracts file ${missing}: ENOENT`));
+    const watch = await cli(...settlerArgs('b'), '--watch-chain', '--rpc', dev.rpc, '--contracts', missing);
+    expect(watch.code).toBe(1);
+    expect(watch.err).toMatch(new RegExp(`^edgeshard settler: contracts file ${missing}: ENOENT`));
+    expect(await cli(...settlerArgs('c'), '--post-roots', '--rpc', dev.rpc, '--contracts', dev.contractsPath)).toEqual({
+      code: 2,
+      err: 'edgeshard settler: --chain-key-file is required (the account that signs and pays gas)\n',
+    });
+  });
+});
