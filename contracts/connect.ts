@@ -6,6 +6,8 @@ import { managedWallet } from './wallet.ts';
 
 export interface ChainConnection {
   contracts: Contracts;
+  /** The contracts file the connection was opened with (chain id and addresses), so nobody reads it again. */
+  file: ContractsFile;
   address: string;
   close(): void;
 }
@@ -28,5 +30,5 @@ export async function openChainReader(rpc: string, file: ContractsFile): Promise
 export async function openChain(rpc: string, file: ContractsFile, privateKey: string): Promise<ChainConnection> {
   const provider = await openChainReader(rpc, file);
   const signer = managedWallet(privateKey, provider);
-  return { contracts: connectContracts(file, signer), address: await signer.getAddress(), close: () => provider.destroy() };
+  return { contracts: connectContracts(file, signer), file, address: await signer.getAddress(), close: () => provider.destroy() };
 }

@@ -32,8 +32,10 @@ export const settlerCommand: Command = {
     // With --watch-chain, a read-only connection whose events feed the edgeshard_chain_* metrics.
     const watchPollSeconds = intSetting(settings, 'chain-poll', 1, 86_400);
     const confirmations = intSetting(settings, 'chain-confirmations', 0, 10_000);
-    const contractsFile = settings['watch-chain'] === true ? await readContractsFile(String(settings.contracts)) : null;
-    const reader = contractsFile ? await openChainReader(String(settings.rpc), contractsFile) : null;
+    const watchChain = settings['watch-chain'] === true;
+    // The contracts file is read once: the root poster's connection holds it, the watcher and the slasher reuse it.
+    const contractsFile = chain?.file ?? (watchChain ? await readContractsFile(String(settings.contracts)) : null);
+    const reader = watchChain && contractsFile ? await openChainReader(String(settings.rpc), contractsFile) : null;
     const chainWatch = reader && contractsFile ? { provider: reader, file: contractsFile, pollMs: watchPollSeconds * 1000, confirmations } : undefined;
     const postRoot = async (epochDir: string) => {
       const r = await poster!.post(epochDir);
@@ -42,8 +44,7 @@ export const settlerCommand: Command = {
       else logger.info({ epoch: r.epoch, reason: r.skipped }, 'root not posted');
     };
     // With a chain connection, gateways' slashing evidence is submitted once a quorum signed it (unless --no-slash).
-    const slashFile = chain && settings['no-slash'] !== true ? await readContractsFile(String(settings.contracts)) : null;
-    const slash = chain && slashFile ? { settlement: chain.contracts.settlement, domain: settlementDomain(slashFile.chainId, slashFile.settlement) } : undefined;
+    const slash = chain && settings['no-slash'] !== true ? { settlement: chain.contracts.settlement, domain: settlementDomain(chain.file.chainId, chain.file.settlement) } : undefined;
     let s;
     try {
       s = await startSettler({ ...config, logger, ...(poster ? { onSettled: (_epoch: number, dir: string) => postRoot(dir) } : {}), ...(chainWatch ? { chainWatch } : {}), ...(slash ? { slash } : {}) });
