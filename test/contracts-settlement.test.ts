@@ -145,6 +145,30 @@ describe('settlement: claims', () => {
     await mined(f.as(f.nodeA).settlement.claim(e.epoch, e.a, 300n * TOKEN, e.proofFor(e.a)));
   });
 
+  // The refusal reasons come in one order whatever the code checks first: EpochNotPosted, then ChallengeWindowOpen,
+  // then the proof. Fails on a claim() that reports a wrong proof before the open window (InvalidProof here).
+  it('a claim during the window is told the window is open whatever its proof; a disputed epoch, that it is not posted', async () => {
+    const e = await postStandardEpoch();
+    const ends = (await f.as(f.outsider).settlement.epochs(e.epoch)).challengeEnds;
+    await f.chain.advanceTime(3_500);
+    const s = f.as(f.nodeA).settlement;
+    for (const [node, amount, proof] of [
+      [e.a, 300n * TOKEN, e.proofFor(e.a)], // the right claim, early
+      [e.a, 300n * TOKEN, e.proofFor(e.b)], // another leaf's proof
+      [e.a, 301n * TOKEN, e.proofFor(e.a)], // a changed amount
+      [e.a, 300n * TOKEN, []], // no proof
+      [await f.addr(f.outsider), 300n * TOKEN, e.proofFor(e.a)], // another node
+    ] as [string, bigint, string[]][]) {
+      expect(await expectRevert(s.claim(e.epoch, node, amount, proof), 'ChallengeWindowOpen')).toEqual([e.epoch, ends]);
+    }
+    await mined(f.as(f.challenger).token.approve(f.file.settlement, 10n * TOKEN));
+    await mined(f.as(f.challenger).settlement.dispute(e.epoch, id('verify output')));
+    for (const proof of [e.proofFor(e.a), e.proofFor(e.b)]) {
+      expect(await expectRevert(s.claim(e.epoch, e.a, 300n * TOKEN, proof), 'EpochNotPosted')).toEqual([e.epoch, EpochStatus.Disputed]);
+    }
+    expect(await s.claimed(e.epoch, e.a)).toBe(false);
+  });
+
   it('rejects a double claim', async () => {
     const e = await postStandardEpoch();
     await f.chain.advanceTime(3_600);

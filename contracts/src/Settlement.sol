@@ -198,8 +198,12 @@ contract Settlement is AccessControl, ReentrancyGuardTransient, EIP712, IClaimWo
     /// Anyone may submit; the tokens always go to `node`.
     /// The storage slots, the leaf, the event and the transfer are written in assembly: each slot's keccak is computed
     /// once and each slot read once and written once (Solidity recomputes the word's slot and re-reads the packed
-    /// Claims slot before writing it). The checks are the same ones, in the same order, with the same errors;
-    /// test/contracts-settlement.test.ts checks each against the Solidity mappings' own getters.
+    /// Claims slot before writing it); test/contracts-settlement.test.ts checks them against the Solidity getters.
+    /// What a refused claim is told, first reason first: EpochNotPosted, ChallengeWindowOpen (whatever the proof:
+    /// during the window the answer is "wait"), AlreadyClaimed, InvalidProof, ClaimsExceedTotal. The code tests
+    /// AlreadyClaimed first and the epoch's own state only in _refuseClaim, when the proof's root has no posted
+    /// slot, so a valid claim pays for one slot read; the answers are the same: an epoch a node has claimed is
+    /// Posted with its window closed for good (no dispute after the window, no second root while Posted).
     function claim(uint256 epoch, address node, uint256 amount, bytes32[] calldata proof) external nonReentrant {
         uint256 wordSlot;
         uint256 word; // the node's claim word, with this epoch's bit set once checked
@@ -282,10 +286,12 @@ contract Settlement is AccessControl, ReentrancyGuardTransient, EIP712, IClaimWo
     }
 
     /// Why a claim found no posted root under (epoch, its proof's root): the epoch's own root is not claimable
-    /// (not posted, disputed, voided), or the proof does not lead to it.
+    /// (not posted, disputed, voided), its window is still open (a wrong proof then gets ChallengeWindowOpen, as a
+    /// right one does), or the proof does not lead to it. Only refused claims pay for these reads.
     function _refuseClaim(uint256 epoch, address node, uint256 amount) private view {
-        Status status = claimsOf(epoch).status;
-        if (status != Status.Posted) revert EpochNotPosted(epoch, status);
+        Claims memory c = claimsOf(epoch);
+        if (c.status != Status.Posted) revert EpochNotPosted(epoch, c.status);
+        if (block.timestamp < c.challengeEnds) revert ChallengeWindowOpen(epoch, c.challengeEnds);
         revert InvalidProof(epoch, node, amount);
     }
 
