@@ -1,8 +1,10 @@
 // Settlement on a real EVM (hardhat EDR through ethers v6): roots, claims against a tree built by protocol/epoch.ts,
 // every rejection, disputes, and the escrow and capacity pool that back each root.
-import { MaxUint256, ZeroHash, id, type TransactionReceipt } from 'ethers';
+import { ContractFactory, MaxUint256, ZeroHash, id, type TransactionReceipt } from 'ethers';
 import { beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { EpochStatus } from '../contracts/handles.ts';
+import { loadArtifacts } from '../contracts/build.ts';
+import { deployContracts } from '../contracts/deploy.ts';
+import { EpochStatus, attach, connectContracts, type TokenContract } from '../contracts/handles.ts';
 import { TOKEN, deployFixture, epochTree, expectRevert, mined, type Fixture } from './helpers/chain.ts';
 
 let f: Fixture;
@@ -257,6 +259,45 @@ describe('settlement: claims', () => {
     const drained = await s.epochs(e.epoch);
     expect([drained.remaining, drained.challengeEnds, drained.status]).toEqual([0n, before.challengeEnds, EpochStatus.Posted]);
     expect(await f.as(f.outsider).token.balanceOf(f.file.settlement)).toBe(100n * TOKEN);
+  });
+});
+
+describe('settlement: a reward token that fails without reverting', () => {
+  // The payout is written in assembly and checks the token's answer itself. Shown failing without the defence: with
+  // `if (!paid) revert` removed from _payClaim, the claim succeeds, node A is marked claimed and holds nothing.
+  it('a transfer that returns false (or nothing) reverts the claim with SafeERC20FailedOperation; nothing is marked, and the node claims once the token pays', async () => {
+    const { admin, settler } = f;
+    const art = loadArtifacts().FalseReturnToken!;
+    const faulty = await new ContractFactory(art.abi as never, art.bytecode, admin).deploy(await f.addr(admin), 10n ** 30n);
+    await faulty.waitForDeployment();
+    const tokenAddr = await faulty.getAddress();
+    const token = attach<TokenContract & { setMode(m: number): Promise<{ wait(): Promise<unknown> }> }>('FalseReturnToken', tokenAddr, admin);
+    const { file } = await deployContracts(admin, { ...f.params }, { token: tokenAddr });
+    const s = connectContracts(file, admin).settlement;
+    const [a, b] = await Promise.all([f.addr(f.nodeA), f.addr(f.nodeB)]);
+    await mined(token.approve(file.settlement, 500n * TOKEN));
+    await mined(s.fundCapacityPool(500n * TOKEN));
+    const t = epochTree(1, [
+      [a, 300n * TOKEN],
+      [b, 200n * TOKEN],
+    ]);
+    await mined(connectContracts(file, settler).settlement.postRoot(1n, t.root, 500n * TOKEN, ZeroHash, [], 500n * TOKEN));
+    await f.chain.advanceTime(3_600);
+    const asA = connectContracts(file, f.nodeA).settlement;
+    for (const mode of [1, 2]) {
+      await mined(token.setMode(mode));
+      expect(await expectRevert(asA.claim(1n, a, 300n * TOKEN, t.proofFor(a)), 'SafeERC20FailedOperation')).toEqual([tokenAddr]);
+      expect(await s.claimed(1n, a)).toBe(false);
+      expect((await s.epochs(1n)).remaining).toBe(500n * TOKEN);
+      expect(await token.balanceOf(a)).toBe(0n);
+      expect(await token.balanceOf(file.settlement)).toBe(500n * TOKEN);
+    }
+    await mined(token.setMode(0));
+    await mined(asA.claim(1n, a, 300n * TOKEN, t.proofFor(a)));
+    expect(await token.balanceOf(a)).toBe(300n * TOKEN);
+    expect(await s.claimed(1n, a)).toBe(true);
+    expect((await s.epochs(1n)).remaining).toBe(200n * TOKEN);
+    await expectRevert(asA.claim(1n, a, 300n * TOKEN, t.proofFor(a)), 'AlreadyClaimed');
   });
 });
 
