@@ -1,6 +1,8 @@
 // Reading an HTTP answer from a party that may be hostile (a node, a settler): never more than the caller expects.
 // A body that runs past `maxBytes` is cut off (the connection is destroyed) and reported, instead of being buffered
-// until memory runs out or a timeout fires.
+// until memory runs out or a timeout fires. Files someone else wrote (a settler's published epoch) get the same
+// bound: a size taken from stat proves nothing for a FIFO, a device or a file still growing.
+import { open } from 'node:fs/promises';
 
 /** Thrown when an answer is larger than the reader allows. */
 export class BodyTooLargeError extends Error {}
@@ -48,4 +50,28 @@ export async function readBoundedText(
   what: string,
 ): Promise<string> {
   return (await readBounded(res.body, maxBytes, what, res.headers['content-length'])).toString('utf8');
+}
+
+/**
+ * Reads at most `maxBytes` of the file at `path`, or throws BodyTooLargeError naming `what`; reads stop at the limit
+ * however the file claims to end (a FIFO or /dev/zero never does). Other errors (ENOENT, ...) are thrown as they are.
+ */
+export async function readFileBounded(path: string, maxBytes: number, what: string): Promise<Buffer> {
+  const file = await open(path, 'r');
+  try {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for (;;) {
+      // One byte past the limit tells "exactly at it" from "over it".
+      const room = Math.min(maxBytes + 1 - size, 512 * 1024);
+      const { bytesRead, buffer } = await file.read(Buffer.allocUnsafe(room), 0, room, null);
+      if (bytesRead === 0) return Buffer.concat(chunks, size);
+      size += bytesRead;
+      if (size > maxBytes) throw new BodyTooLargeError(`${what}: file over the ${maxBytes}-byte limit`);
+      // A short read (a pipe gives 64 KiB at a time) is copied out, so the chunk does not pin the whole buffer.
+      chunks.push(bytesRead === room ? buffer : Buffer.from(buffer.subarray(0, bytesRead)));
+    }
+  } finally {
+    await file.close();
+  }
 }

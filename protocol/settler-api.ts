@@ -38,6 +38,10 @@ export const MAX_STATUS_ANSWER_BYTES = 64 * 1024;
  * at most, fits well inside the limit on what was sent. An endless answer is a broken or hostile settler.
  */
 export const MAX_BATCH_ANSWER_BYTES = MAX_BODY_BYTES;
+/** The most `rewards verify` reads of an epoch's manifest.json (a line per published file, a dozen files). */
+export const MAX_EPOCH_MANIFEST_BYTES = 1024 * 1024;
+/** The most `rewards verify` reads of an epoch's files together, by default (`--max-epoch-size`). */
+export const DEFAULT_MAX_EPOCH_BYTES = 1024 * 1024 * 1024;
 /** A batch's timestamp may differ from the settler's clock by this much; its nonce is remembered at least as long. */
 export const CLAIM_MAX_SKEW_SECONDS = 300;
 

@@ -1,7 +1,8 @@
 // `edgeshard rewards verify EPOCH --node ADDR | --all`: recomputes an epoch's payouts from its published files alone
 // (a settler's directory or its HTTP API) and says, line by line, whether each matches, with the reason for every
 // receipt that did not count: the answer to "why did my reward change". Loading is I/O; the report is pure.
-import { readFile } from 'node:fs/promises';
+// Every read is bounded (the settler, its URL or its directory may be hostile or broken): manifest.json by
+// MAX_EPOCH_MANIFEST_BYTES, each file by its size in the manifest, and the sizes the manifest lists by --max-epoch-size.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { request } from 'undici';
@@ -9,6 +10,9 @@ import type { Command } from '../protocol/cli/command.ts';
 import { stringSetting, UsageError } from '../protocol/cli/options.ts';
 import { verifyEpoch, type VerifyLine } from '../protocol/epoch-settle.ts';
 import { sha256Hex } from '../protocol/epoch.ts';
+import { BodyTooLargeError, readBounded, readFileBounded } from '../protocol/bounded-body.ts';
+import { DEFAULT_MAX_EPOCH_BYTES, MAX_EPOCH_MANIFEST_BYTES } from '../protocol/settler-api.ts';
+import { parseSize } from '../protocol/units.ts';
 
 export interface PublishedEpoch {
   source: string;
@@ -40,16 +44,34 @@ function parseManifest(text: string, epoch: number, where: string): Manifest {
   return m;
 }
 
-async function collect(epoch: number, source: string, manifestText: string, read: (name: string) => Promise<string | null>): Promise<PublishedEpoch> {
+/** Reads a published file, at most `maxBytes` (BodyTooLargeError past them); null when it is not there. */
+type FileReader = (name: string, maxBytes: number) => Promise<string | null>;
+
+async function collect(epoch: number, source: string, manifestText: string, read: FileReader, maxEpochBytes: number): Promise<PublishedEpoch> {
   const manifest = parseManifest(manifestText, epoch, source);
   const files = new Map<string, string>();
   const fileProblems: string[] = [];
+  const listed = manifest.files.filter((f) => FILE_NAME.test(f.name));
+  // Each file is read up to its size in the manifest, so what the manifest lists is what reading can cost.
+  const declared = listed.reduce((sum, f) => sum + (Number.isSafeInteger(f.bytes) && f.bytes >= 0 ? f.bytes : 0), 0);
+  if (declared > maxEpochBytes) throw new Error(`${source}: manifest.json lists ${declared} bytes of files, over the ${maxEpochBytes}-byte limit (--max-epoch-size)`);
   for (const f of manifest.files) {
     if (!FILE_NAME.test(f.name)) {
       fileProblems.push(`${f.name}: not a file name an epoch publishes`);
       continue;
     }
-    const body = await read(f.name);
+    if (!Number.isSafeInteger(f.bytes) || f.bytes < 0) {
+      fileProblems.push(`${f.name}: its size in manifest.json is not a byte count`);
+      continue;
+    }
+    let body: string | null;
+    try {
+      body = await read(f.name, f.bytes);
+    } catch (err) {
+      if (!(err instanceof BodyTooLargeError)) throw err;
+      fileProblems.push(`${err.message} (its size in manifest.json)`);
+      continue;
+    }
     if (body === null) fileProblems.push(`${f.name}: missing`);
     else if (sha256Hex(body) !== f.sha256) fileProblems.push(`${f.name}: sha256 ${sha256Hex(body)} does not match the manifest's ${f.sha256}`);
     else files.set(f.name, body);
@@ -59,32 +81,41 @@ async function collect(epoch: number, source: string, manifestText: string, read
 }
 
 /** Finds the epoch under a settler's directory (<dir>/epochs/<n>), an epochs directory (<dir>/<n>) or the epoch's own directory. */
-export async function loadEpochFromDir(dir: string, epoch: number): Promise<PublishedEpoch> {
+export async function loadEpochFromDir(dir: string, epoch: number, maxEpochBytes = DEFAULT_MAX_EPOCH_BYTES): Promise<PublishedEpoch> {
   const candidates = [join(dir, 'epochs', String(epoch)), join(dir, String(epoch)), dir];
   const at = candidates.find((d) => existsSync(join(d, 'manifest.json')));
   if (!at) throw new Error(`no published epoch ${epoch} under ${dir} (looked for manifest.json in ${candidates.join(', ')})`);
-  const manifestText = await readFile(join(at, 'manifest.json'), 'utf8');
-  return collect(epoch, at, manifestText, (name) => readFile(join(at, name), 'utf8').catch(() => null));
+  const manifestText = (await readFileBounded(join(at, 'manifest.json'), MAX_EPOCH_MANIFEST_BYTES, join(at, 'manifest.json'))).toString('utf8');
+  const read: FileReader = async (name, maxBytes) => {
+    try {
+      return (await readFileBounded(join(at, name), maxBytes, name)).toString('utf8');
+    } catch (err) {
+      if (err instanceof BodyTooLargeError) throw err;
+      return null;
+    }
+  };
+  return collect(epoch, at, manifestText, read, maxEpochBytes);
 }
 
-export async function loadEpochFromSettler(base: string, epoch: number): Promise<PublishedEpoch> {
+export async function loadEpochFromSettler(base: string, epoch: number, maxEpochBytes = DEFAULT_MAX_EPOCH_BYTES): Promise<PublishedEpoch> {
   const url = (name: string) => `${base.replace(/\/$/, '')}/v1/epochs/${epoch}/${name}`;
-  const get = async (name: string): Promise<string | null> => {
+  const get = async (name: string, maxBytes: number, what = name): Promise<string | null> => {
     const res = await request(url(name), { headersTimeout: 30_000, bodyTimeout: 60_000 });
     if (res.statusCode !== 200) {
       await res.body.dump();
       return null;
     }
-    return res.body.text();
+    return (await readBounded(res.body, maxBytes, what, res.headers['content-length'])).toString('utf8');
   };
   let manifestText: string | null;
   try {
-    manifestText = await get('manifest.json');
+    manifestText = await get('manifest.json', MAX_EPOCH_MANIFEST_BYTES, `manifest.json from the settler at ${base}`);
   } catch (err) {
+    if (err instanceof BodyTooLargeError) throw err;
     throw new Error(`cannot reach the settler at ${base} (${(err as Error).message})`);
   }
   if (manifestText === null) throw new Error(`the settler at ${base} has no published epoch ${epoch} (GET ${url('manifest.json')} failed)`);
-  return collect(epoch, base, manifestText, get);
+  return collect(epoch, base, manifestText, (name, maxBytes) => get(name, maxBytes), maxEpochBytes);
 }
 
 export interface VerifyReport {
@@ -144,7 +175,7 @@ const ADDRESS = /^0x[0-9a-fA-F]{40}$/;
 export const rewardsVerifyCommand: Command = {
   spec: {
     name: 'rewards verify',
-    usage: 'edgeshard rewards verify EPOCH (--node ADDR[,ADDR] | --all) [--dir DIR | --settler URL]',
+    usage: 'edgeshard rewards verify EPOCH (--node ADDR[,ADDR] | --all) [--dir DIR | --settler URL] [--max-epoch-size 1GiB]',
     summary:
       "Recomputes an epoch's rewards from its published files alone and compares them with what was published, node by node, " +
       'with the reason for every receipt that did not count (with --node each receipt is listed; with --all the reasons are counted). ' +
@@ -155,6 +186,7 @@ export const rewardsVerifyCommand: Command = {
       { name: 'all', type: 'boolean', default: false, description: 'check every node of the epoch' },
       { name: 'dir', type: 'string', description: "a settler's directory, its epochs/ directory, or the epoch's own directory (default ./.edgeshard/settler)" },
       { name: 'settler', type: 'string', description: 'fetch the published files from this settler URL instead' },
+      { name: 'max-epoch-size', type: 'string', default: '1GiB', description: "the most the epoch's files may add up to, by their sizes in manifest.json (refused beyond; each file is read no further than its own size)" },
       { name: 'contracts', type: 'string', description: 'also check the chain: the root and manifest hash posted for the epoch, and each node’s claim (contracts JSON file)' },
       { name: 'rpc', type: 'string', default: 'http://127.0.0.1:8545', description: 'JSON-RPC URL of the chain (with --contracts)' },
     ],
@@ -170,7 +202,13 @@ export const rewardsVerifyCommand: Command = {
     const settler = stringSetting(settings, 'settler');
     const dir = stringSetting(settings, 'dir');
     if (settler && dir) throw new UsageError('use either --dir or --settler');
-    const published = settler ? await loadEpochFromSettler(settler, epoch) : await loadEpochFromDir(dir ?? './.edgeshard/settler', epoch);
+    let maxEpochBytes: number;
+    try {
+      maxEpochBytes = parseSize(String(settings['max-epoch-size'] ?? '1GiB'), '--max-epoch-size');
+    } catch (err) {
+      throw new UsageError((err as Error).message);
+    }
+    const published = settler ? await loadEpochFromSettler(settler, epoch, maxEpochBytes) : await loadEpochFromDir(dir ?? './.edgeshard/settler', epoch, maxEpochBytes);
     const report = verifyReport(epoch, published, nodes.map((n) => n.toLowerCase()), !all);
     for (const line of report.lines) console.log(line);
     const contractsFile = stringSetting(settings, 'contracts');
