@@ -1,7 +1,8 @@
 // What the contracts' events add up to, for the chain dashboard: epochs by status, claims, escrow flows, nodes and
 // stake, slashes. Pure: decoded events in (in chain order), totals out; contracts/chain-watcher.ts reads the events
-// and contracts/chain-metrics.ts turns the totals into Prometheus series. Built from the deployment block every
-// time the watcher starts, so a restart recounts the same chain instead of adding to what it counted before.
+// and contracts/chain-metrics.ts turns the totals into Prometheus series. Its whole state goes into the watcher's
+// checkpoint (toJSON / fromJSON) with the block it counts up to, so a restart resumes from there with the same totals
+// instead of recounting the chain from the deployment block (or adding to what it counted before).
 
 export type WatchedContract = 'registry' | 'escrow' | 'settlement';
 
@@ -88,6 +89,39 @@ function text(args: Record<string, unknown>, name: string): string {
   const v = args[name];
   if (typeof v !== 'string') throw new Error(`event argument ${name} is not a string`);
   return v.toLowerCase();
+}
+
+/** A ledger's whole state as plain JSON (integers as decimal strings): what the watcher's checkpoint holds. */
+export interface LedgerState {
+  totals: Record<string, string>;
+  epochs: Array<[epoch: string, state: EpochState, total: string, claimed: string]>;
+  nodes: Array<[node: string, stake: string, unbonding: boolean]>;
+  claimants: string[];
+  payers: string[];
+  events: Array<[key: string, count: number]>;
+  lastEpoch: string;
+  last: { block: number; index: number };
+}
+
+const EPOCH_STATES: readonly string[] = ['posted', 'disputed', 'voided'];
+
+function fail(what: string): never {
+  throw new Error(`ledger state: ${what}`);
+}
+
+function integer(v: unknown, what: string): bigint {
+  if (typeof v !== 'string' || !/^-?\d+$/.test(v)) fail(`${what} is not an integer string`);
+  return BigInt(v);
+}
+
+function list(v: unknown, what: string): unknown[] {
+  if (!Array.isArray(v)) fail(`${what} is not a list`);
+  return v;
+}
+
+function count(v: unknown, what: string): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v)) fail(`${what} is not an integer`);
+  return v;
 }
 
 export class ChainLedger {
@@ -225,6 +259,54 @@ export class ChainLedger {
       stake,
       events: new Map(this.events),
     };
+  }
+
+  toJSON(): LedgerState {
+    return {
+      totals: Object.fromEntries(Object.entries(this.totals).map(([k, v]) => [k, String(v)])),
+      epochs: [...this.epochs].map(([epoch, e]) => [epoch.toString(), e.state, e.total.toString(), e.claimed.toString()]),
+      nodes: [...this.nodes].map(([node, n]) => [node, n.stake.toString(), n.unbonding]),
+      claimants: [...this.claimants],
+      payers: [...this.payers],
+      events: [...this.events],
+      lastEpoch: this.lastEpoch.toString(),
+      last: { ...this.last },
+    };
+  }
+
+  /** A ledger from toJSON's output; throws, naming the field, on anything else (a damaged checkpoint). */
+  static fromJSON(raw: unknown): ChainLedger {
+    if (typeof raw !== 'object' || raw === null) fail('not an object');
+    const st = raw as Partial<Record<keyof LedgerState, unknown>>;
+    const l = new ChainLedger();
+    const totals = st.totals as Record<string, unknown> | undefined;
+    if (typeof totals !== 'object' || totals === null) fail('totals missing');
+    const t = { ...ZERO_TOTALS } as Record<string, number | bigint>;
+    for (const [k, zero] of Object.entries(ZERO_TOTALS)) {
+      const v = integer(totals[k], `totals.${k}`);
+      t[k] = typeof zero === 'bigint' ? v : Number(v);
+    }
+    l.totals = t as unknown as LedgerTotals;
+    for (const e of list(st.epochs, 'epochs')) {
+      const [epoch, state, total, claimed] = list(e, 'an epoch');
+      if (typeof state !== 'string' || !EPOCH_STATES.includes(state)) fail(`epoch state ${String(state)}`);
+      l.epochs.set(integer(epoch, 'epoch'), { state: state as EpochState, total: integer(total, 'epoch total'), claimed: integer(claimed, 'epoch claimed') });
+    }
+    for (const n of list(st.nodes, 'nodes')) {
+      const [node, stake, unbonding] = list(n, 'a node');
+      if (typeof node !== 'string' || typeof unbonding !== 'boolean') fail('a node entry');
+      l.nodes.set(node, { stake: integer(stake, 'node stake'), unbonding });
+    }
+    for (const a of list(st.claimants, 'claimants')) l.claimants.add(typeof a === 'string' ? a : fail('a claimant'));
+    for (const a of list(st.payers, 'payers')) l.payers.add(typeof a === 'string' ? a : fail('a payer'));
+    for (const e of list(st.events, 'events')) {
+      const [key, n] = list(e, 'an event count');
+      l.events.set(typeof key === 'string' ? key : fail('an event name'), count(n, 'an event count'));
+    }
+    l.lastEpoch = integer(st.lastEpoch, 'lastEpoch');
+    const last = st.last as { block?: unknown; index?: unknown } | undefined;
+    l.last = { block: count(last?.block, 'last.block'), index: count(last?.index, 'last.index') };
+    return l;
   }
 
   private setState(epoch: bigint, state: EpochState): void {

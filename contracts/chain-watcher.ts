@@ -1,9 +1,16 @@
 // Reads the contracts' events into a ChainLedger (contracts/chain-ledger.ts), block range by block range from a
 // cursor, plus the few figures only the contracts' state knows (token balances, the capacity pool, what is left to
-// claim of recent epochs). The cursor lives in memory and starts at the deployment block, so a restarted watcher
-// recounts the chain from the start: the totals it exports are the chain's, never the sum of two runs. A range's
-// events are applied only once the whole range is read, so a failed read leaves the cursor where it was.
+// claim of recent epochs). The cursor starts at the deployment block, or, with a checkpoint file, where the last
+// run's checkpoint left it (contracts/watch-checkpoint.ts: the block, its hash and the ledger's totals there, written
+// atomically after each poll that read further), so a restart neither reads every block again nor adds to what it
+// counted: the totals it exports are the chain's. A checkpoint that is missing, damaged, for another deployment,
+// ahead of the chain or whose block's hash changed (a reset dev chain) is logged and the chain read from the
+// deployment block. Only blocks the confirmations behind the head are ever read or checkpointed. A range's events
+// are applied only once the whole range is read, so a failed read leaves the cursor where it was.
 import { Interface, getAddress, type Provider } from 'ethers';
+import type { Logger } from '../protocol/log.ts';
+import { silentLogger } from '../protocol/log.ts';
+import { checkpointOf, parseCheckpoint, readCheckpointText, resumeProblem, writeCheckpoint } from './watch-checkpoint.ts';
 import { loadArtifacts } from './build.ts';
 import { EpochStatus, connectContracts, type Contracts, type ContractsFile } from './handles.ts';
 import { ChainLedger, type ChainEvent, type EpochState, type LedgerSnapshot, type WatchedContract } from './chain-ledger.ts';
@@ -19,6 +26,9 @@ export interface ChainWatcherOptions {
   maxBlockRange?: number;
   /** How many of the latest posted epochs get their unclaimed remainder read from the contract. */
   recentEpochs?: number;
+  /** Where the checkpoint lives (the settler's <dir>/chain-watch.json); without one every start reads from the deployment. */
+  checkpointFile?: string;
+  logger?: Logger;
 }
 
 export interface EpochOnChain {
@@ -53,9 +63,14 @@ const STATE_BY_STATUS: Record<string, EpochState | undefined> = {
 };
 
 export class ChainWatcher {
-  readonly ledger = new ChainLedger();
+  private counted = new ChainLedger();
   /** The next block to read. */
   private cursor: number;
+  /** The block the checkpoint file holds (-1: none written or resumed yet). */
+  private checkpointed = -1;
+  /** Whether the checkpoint was looked at (on the first poll that reached the chain). */
+  private resumeChecked = false;
+  private readonly log: Logger;
   private readonly confirmations: number;
   private readonly maxBlockRange: number;
   private readonly recentEpochs: number;
@@ -68,6 +83,7 @@ export class ChainWatcher {
   constructor(private readonly opts: ChainWatcherOptions) {
     this.cursor = opts.fromBlock ?? opts.file.deployBlock ?? 0;
     if (!Number.isSafeInteger(this.cursor) || this.cursor < 0) throw new TypeError(`fromBlock ${this.cursor}: expected a block number`);
+    this.log = opts.logger ?? silentLogger;
     this.confirmations = opts.confirmations ?? 0;
     this.maxBlockRange = opts.maxBlockRange ?? 2_000;
     if (!Number.isSafeInteger(this.maxBlockRange) || this.maxBlockRange < 1) throw new TypeError(`maxBlockRange ${this.maxBlockRange}: expected a positive integer`);
@@ -81,6 +97,11 @@ export class ChainWatcher {
     ];
     this.byAddress = new Map(watched.map(([contract, artifact, address]) => [address.toLowerCase(), { contract, iface: new Interface(artifacts[artifact]!.abi as never) }]));
     this.view = { head: -1, scanned: -1, totals: this.ledger.snapshot(), state: null };
+  }
+
+  /** What the events read so far add up to. */
+  get ledger(): ChainLedger {
+    return this.counted;
   }
 
   /** The last block whose events the totals count (-1 before the first poll). */
@@ -111,6 +132,10 @@ export class ChainWatcher {
 
   private async readToHead(): Promise<PollResult> {
     const head = await this.opts.provider.getBlockNumber();
+    if (!this.resumeChecked) {
+      await this.resume(head);
+      this.resumeChecked = true;
+    }
     const last = head - this.confirmations;
     let events = 0;
     while (this.cursor <= last) {
@@ -126,8 +151,50 @@ export class ChainWatcher {
     const scanned = Math.min(this.cursor - 1, last);
     // A failed state read publishes nothing; the events already applied stay applied, and the next poll publishes.
     const state = scanned >= 0 ? await this.readState(scanned) : null;
+    // Saved before the view changes: whoever sees the new block (a test waiting for it, a scrape) sees the poll done.
+    if (scanned > this.checkpointed) await this.saveCheckpoint(scanned);
     this.view = { head, scanned, totals: this.ledger.snapshot(), state };
     return { events, scannedBlock: scanned };
+  }
+
+  /** Takes up the checkpoint, when there is one this chain still holds; otherwise says why the chain is read again. */
+  private async resume(head: number): Promise<void> {
+    const path = this.opts.checkpointFile;
+    if (!path) return;
+    const text = await readCheckpointText(path);
+    const from = this.cursor;
+    if (text === null) {
+      this.log.info({ checkpoint: path, block: from }, `no chain watch checkpoint yet; reading the chain from block ${from}`);
+      return;
+    }
+    const parsed = parseCheckpoint(text, this.opts.file);
+    let problem = 'problem' in parsed ? parsed.problem : null;
+    if (!('problem' in parsed)) {
+      const block = parsed.checkpoint.block <= head ? await this.opts.provider.getBlock(parsed.checkpoint.block) : null;
+      problem = resumeProblem(parsed.checkpoint, head, block?.hash ?? null);
+      if (!problem) {
+        this.counted = parsed.ledger;
+        this.cursor = parsed.checkpoint.block + 1;
+        this.checkpointed = parsed.checkpoint.block;
+        this.log.info({ checkpoint: path, block: parsed.checkpoint.block }, `resuming from the chain watch checkpoint at block ${parsed.checkpoint.block}`);
+        return;
+      }
+    }
+    this.log.warn({ checkpoint: path, block: from }, `chain watch checkpoint ${path} cannot be used: ${problem}; reading the chain again from block ${from}`);
+  }
+
+  /** Writes the checkpoint at `scanned`; a failure is logged and the next poll writes it (the totals are not lost). */
+  private async saveCheckpoint(scanned: number): Promise<void> {
+    const path = this.opts.checkpointFile;
+    if (!path) return;
+    try {
+      const block = await this.opts.provider.getBlock(scanned);
+      if (!block?.hash) throw new Error(`the chain did not return block ${scanned}`);
+      await writeCheckpoint(path, checkpointOf(this.opts.file, scanned, block.hash, this.ledger));
+      this.checkpointed = scanned;
+    } catch (err) {
+      this.log.warn({ checkpoint: path, block: scanned, err: (err as Error).message }, 'could not write the chain watch checkpoint; the next poll tries again');
+    }
   }
 
   private decode(log: { address: string; topics: readonly string[]; data: string; blockNumber: number; index: number }): ChainEvent | null {

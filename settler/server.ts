@@ -19,7 +19,7 @@ export interface SettlerServerOptions extends Omit<SettlerOptions, 'metrics'> {
   port: number;
   /** How often the settler looks for epochs whose claim window has passed (ms); 0: only when settleDue() is called. */
   settleCheckMs: number;
-  /** Read the contracts' events into /metrics (edgeshard_chain_*), polling every pollMs. */
+  /** Read the contracts' events into /metrics (edgeshard_chain_*), polling every pollMs; checkpoint in <dir>/chain-watch.json. */
   chainWatch?: ChainWatcherOptions & { pollMs: number };
   /** Submit gateways' slashing evidence to this Settlement contract (settler/slasher.ts); state in <dir>/slashes.jsonl. */
   slash?: { settlement: Contracts['settlement']; domain: TypedDataDomain } & Pick<SlasherOptions, 'retry' | 'timers'>;
@@ -135,7 +135,8 @@ export async function startSettler(opts: SettlerServerOptions, deps: { logger?: 
     timer.unref();
   }
 
-  const chainWatcher = opts.chainWatch ? new ChainWatcher(opts.chainWatch) : null;
+  // The watcher's checkpoint lives beside the settler's other state, so a restart resumes where it stopped.
+  const chainWatcher = opts.chainWatch ? new ChainWatcher({ checkpointFile: join(opts.dir, 'chain-watch.json'), logger: log, ...opts.chainWatch }) : null;
   let chainPolling: { stop(): Promise<void> } | null = null;
   if (chainWatcher) {
     const chainMetrics = createChainMetrics(metrics.registry);

@@ -1,10 +1,12 @@
 // The chain watcher on a real EVM (hardhat EDR): every contract action an operator cares about (a deposit, nodes
 // registering, roots posted, a dispute overturned and one upheld, a claim, a slash on gateway signatures, unbonding,
-// a withdrawal) shows in the edgeshard_chain_* series; a restarted watcher, and a settler restarted with one, recount
-// the same chain to the same values instead of adding to them; promtool accepts the exposition.
+// a withdrawal) shows in the edgeshard_chain_* series; a restarted watcher recounts the same chain to the same values,
+// and a settler restarted with one resumes from its checkpoint to them, instead of adding to them; promtool accepts the
+// exposition. The checkpoint's own cases are in chain-watch-checkpoint.test.ts.
 import { JsonRpcProvider, Wallet, id, type TypedDataDomain } from 'ethers';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { ChainWatcher } from '../contracts/chain-watcher.ts';
 import { createChainMetrics } from '../contracts/chain-metrics.ts';
@@ -210,6 +212,9 @@ describe('chain watcher on the EDR chain', () => {
       const first = await start();
       const one = await scrapeWhenRead(first);
       await first.close();
+      // The first run left its checkpoint in the settler's directory; the second resumes from it.
+      const saved = JSON.parse(await readFile(join(tmp.dir, 'chain-watch.json'), 'utf8')) as { block: number };
+      expect(saved.block).toBeGreaterThanOrEqual(head);
       const second = await start();
       const two = await scrapeWhenRead(second);
       await second.close();

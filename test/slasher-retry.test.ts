@@ -73,7 +73,7 @@ describe('slash submissions that meet a failing RPC endpoint', () => {
   const slasherThroughProxy = async (retry?: { baseMs: number; maxMs: number; maxAttempts: number }) => {
     const tmp = await tempDir();
     cleanups.push(tmp.cleanup);
-    const provider = new JsonRpcProvider(proxy.url, f.file.chainId, { staticNetwork: true, batchMaxCount: 1 });
+    const provider = new JsonRpcProvider(proxy.url, f.file.chainId, { staticNetwork: true, batchMaxCount: 1, cacheTimeout: -1 });
     cleanups.push(async () => provider.destroy());
     const settlement = connectContracts(f.file, managedWallet(f.chain.keys[9]!, provider)).settlement;
     const logs: Array<{ msg: string; level: number }> = [];

@@ -17,6 +17,8 @@ export interface RpcProxy {
   mode: RpcMode;
   /** JSON-RPC methods received, in order (batches flattened). */
   methods: string[];
+  /** The same calls with their parameters. */
+  calls: Array<{ method: string; params: unknown[] }>;
   close(): Promise<void>;
 }
 
@@ -32,12 +34,13 @@ export async function startRpcProxy(chain: Eip1193Provider): Promise<RpcProxy> {
   };
   const upstream = new JsonRpcServer({ hostname: '127.0.0.1', port: 0, provider: chain });
   const upstreamUrl = `http://127.0.0.1:${(await upstream.listen()).port}`;
-  const proxy: RpcProxy = { url: '', mode: 'pass', methods: [], close: async () => undefined };
+  const proxy: RpcProxy = { url: '', mode: 'pass', methods: [], calls: [], close: async () => undefined };
   const server = createServer((req, res) => {
     void (async () => {
       const raw = await body(req);
-      const calls = [JSON.parse(raw.toString('utf8')) as { method: string } | Array<{ method: string }>].flat();
+      const calls = [JSON.parse(raw.toString('utf8')) as { method: string; params?: unknown[] } | Array<{ method: string; params?: unknown[] }>].flat();
       proxy.methods.push(...calls.map((c) => c.method));
+      proxy.calls.push(...calls.map((c) => ({ method: c.method, params: c.params ?? [] })));
       const mode = proxy.mode;
       const sends = calls.some((c) => c.method === 'eth_sendRawTransaction');
       if (mode === 'down' || (mode === 'refuse-send' && sends)) return void res.writeHead(503).end('rpc provider unavailable');
