@@ -39,6 +39,8 @@ describe('evidence records', () => {
       // Another node, or another contract, and the signature is no longer the signer's.
       expect(evidenceSignatureProblem(domain, { ...r, node: '0x' + 'ef'.repeat(20) })).toMatch(/not the record's signer/);
       expect(evidenceSignatureProblem(settlementDomain(31337, '0x' + '34'.repeat(20)), r)).toMatch(/not the record's signer/);
+      // A signature that is no signature at all is named as such, not as another signer's.
+      expect(evidenceSignatureProblem(domain, { ...r, ethSignature: '0x1234' })).toMatch(/^ethSignature does not parse \(/);
     }
   });
 
