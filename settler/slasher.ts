@@ -142,10 +142,10 @@ export class Slasher {
   }
 
   private async take(r: EvidenceRecord): Promise<void> {
-    const problem = evidenceSignatureProblem(this.opts.domain, r);
-    if (problem) return this.verdict('bad-signature', r, { problem });
     const evidence = evidenceOfRecord(r);
     const digest = evidenceDigest(this.opts.domain, evidence);
+    const problem = evidenceSignatureProblem(this.opts.domain, r, digest);
+    if (problem) return this.verdict('bad-signature', r, { problem });
     if (this.done.has(digest)) return this.verdict('already-done', r);
     let p = this.pending.get(digest);
     if (!p) this.pending.set(digest, (p = { evidence, signatures: new Map(), unchecked: new Map(), failures: 0 }));
