@@ -12,6 +12,7 @@ import { NODE_OPTIONS, nodeConfigFromSettings } from '../edge-node/config.ts';
 import { simReportCommand } from '../simulator/cli.ts';
 import { RATE_UNITS_HELP, SIZE_UNITS_HELP } from '../protocol/units.ts';
 import { tempDir } from './helpers/net.ts';
+import { generateTicketKey } from '../protocol/tickets.ts';
 
 async function cli(argv: string[]): Promise<{ code: number; out: string; err: string }> {
   let out = '';
@@ -85,6 +86,14 @@ describe('CLI rough edges', () => {
       const ticketNotDir = await cli(['gateway', '--origin', 'http://127.0.0.1:9', '--dataset', 'd', '--host', '127.0.0.1', '--port', '0', '--ticket-key', join(dir, 'file', 'key.pem')]);
       expect(ticketNotDir.code).toBe(2);
       expect(ticketNotDir.err).toContain(`--ticket-key ${join(dir, 'file', 'key.pem')}: a part of this path is a file`);
+
+      const settler = (...argv: string[]) => cli(['settler', '--gateway-keys', generateTicketKey().publicKeyB64, '--host', '127.0.0.1', ...argv]);
+      const settlerInUse = await settler('--port', String(port), '--dir', join(dir, 'settler'));
+      expect(settlerInUse.code).toBe(2);
+      expect(settlerInUse.err).toContain(`--port ${port}: address 127.0.0.1:${port} is already in use`);
+      const settlerNotDir = await settler('--port', '0', '--dir', join(dir, 'file', 'settler'));
+      expect(settlerNotDir.code).toBe(2);
+      expect(settlerNotDir.err).toContain(`--dir ${join(dir, 'file', 'settler')}: a part of this path is a file`);
     } finally {
       busy.close();
       await cleanup();
