@@ -1,7 +1,6 @@
 import type { Command } from '../protocol/cli/command.ts';
 import { stopSignal } from '../protocol/cli/signals.ts';
-import { UsageError } from '../protocol/cli/options.ts';
-import { describeStartError } from '../protocol/cli/start-errors.ts';
+import { startNamingOptions } from '../protocol/cli/start-errors.ts';
 import { createLogger } from '../protocol/log.ts';
 import { formatBytes } from '../protocol/units.ts';
 import { NODE_OPTIONS, nodeConfigFromSettings } from './config.ts';
@@ -20,19 +19,12 @@ export const nodeCommand: Command = {
   async run(settings) {
     const config = nodeConfigFromSettings(settings);
     const logger = createLogger(config.logLevel, 'edge-node');
-    let node;
-    try {
-      node = await startEdgeNode(config, { logger, onRegistered: (gw) => console.log(`registered with gateway ${gw}`) });
-    } catch (err) {
-      const explained = describeStartError(err, { flag: '--port', value: config.port, host: config.host }, [
-        { flag: '--cache-dir', path: config.cacheDir },
-        { flag: '--key-file', path: config.keyFile },
-        { flag: '--receipt-log', path: config.receiptLogFile },
-        { flag: '--contracts', path: config.contractsFile },
-      ]);
-      if (explained) throw new UsageError(explained);
-      throw err;
-    }
+    const node = await startNamingOptions(() => startEdgeNode(config, { logger, onRegistered: (gw) => console.log(`registered with gateway ${gw}`) }), { flag: '--port', value: config.port, host: config.host }, [
+      { flag: '--cache-dir', path: config.cacheDir },
+      { flag: '--key-file', path: config.keyFile },
+      { flag: '--receipt-log', path: config.receiptLogFile },
+      { flag: '--contracts', path: config.contractsFile },
+    ]);
     // What an operator checks first: who the node is, what it kept from its last run, where it reports.
     console.log(
       [

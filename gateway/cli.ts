@@ -1,7 +1,6 @@
 import type { Command } from '../protocol/cli/command.ts';
 import { stopSignal } from '../protocol/cli/signals.ts';
-import { UsageError } from '../protocol/cli/options.ts';
-import { describeStartError } from '../protocol/cli/start-errors.ts';
+import { startNamingOptions } from '../protocol/cli/start-errors.ts';
 import { createLogger } from '../protocol/log.ts';
 import { GATEWAY_OPTIONS, gatewayConfigFromSettings } from './config.ts';
 import { startGateway } from './server.ts';
@@ -20,14 +19,11 @@ export const gatewayCommand: Command = {
   async run(settings) {
     const config = gatewayConfigFromSettings(settings);
     const logger = createLogger(config.logLevel, 'gateway');
-    let gw;
-    try {
-      gw = await startGateway(config, { logger });
-    } catch (err) {
-      const explained = describeStartError(err, { flag: '--port', value: config.port, host: config.host }, [{ flag: '--ticket-key', path: config.ticketKeyFile }, { flag: '--record-spool', path: config.recordSpool }, { flag: '--eth-key-file', path: config.ethKeyFile ?? null }]);
-      if (explained) throw new UsageError(explained);
-      throw err;
-    }
+    const gw = await startNamingOptions(() => startGateway(config, { logger }), { flag: '--port', value: config.port, host: config.host }, [
+      { flag: '--ticket-key', path: config.ticketKeyFile },
+      { flag: '--record-spool', path: config.recordSpool },
+      { flag: '--eth-key-file', path: config.ethKeyFile ?? null },
+    ]);
     console.log(`gateway on ${gw.url}, datasets ${config.datasets.join(', ')}, ticket key ${gw.ticketKey.keyId} (public ${gw.ticketKey.publicKeyB64})`);
     if (gw.ethAddress) console.log(`signing slashing evidence as ${gw.ethAddress}: the Settlement admin must grant this address GATEWAY_ROLE`);
     for (const w of gw.datasets.waiting) {

@@ -1,7 +1,7 @@
 import type { Command } from '../protocol/cli/command.ts';
 import { stopSignal } from '../protocol/cli/signals.ts';
-import { UsageError, intSetting } from '../protocol/cli/options.ts';
-import { describeStartError } from '../protocol/cli/start-errors.ts';
+import { intSetting } from '../protocol/cli/options.ts';
+import { startNamingOptions } from '../protocol/cli/start-errors.ts';
 import { createLogger } from '../protocol/log.ts';
 import { SETTLER_OPTIONS, settlerConfigFromSettings } from './config.ts';
 import { startSettler } from './server.ts';
@@ -45,14 +45,11 @@ export const settlerCommand: Command = {
     };
     // With a chain connection, gateways' slashing evidence is submitted once a quorum signed it (unless --no-slash).
     const slash = chain && settings['no-slash'] !== true ? { settlement: chain.contracts.settlement, domain: settlementDomain(chain.file.chainId, chain.file.settlement) } : undefined;
-    let s;
-    try {
-      s = await startSettler({ ...config, logger, ...(poster ? { onSettled: (_epoch: number, dir: string) => postRoot(dir) } : {}), ...(chainWatch ? { chainWatch } : {}), ...(slash ? { slash } : {}) });
-    } catch (err) {
-      const explained = describeStartError(err, { flag: '--port', value: config.port, host: config.host }, [{ flag: '--dir', path: config.dir }]);
-      if (explained) throw new UsageError(explained);
-      throw err;
-    }
+    const s = await startNamingOptions(
+      () => startSettler({ ...config, logger, ...(poster ? { onSettled: (_epoch: number, dir: string) => postRoot(dir) } : {}), ...(chainWatch ? { chainWatch } : {}), ...(slash ? { slash } : {}) }),
+      { flag: '--port', value: config.port, host: config.host },
+      [{ flag: '--dir', path: config.dir }],
+    );
     const st = s.settler.status();
     console.log(
       [

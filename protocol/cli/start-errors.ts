@@ -2,6 +2,7 @@
 // Node's own text ("listen EADDRINUSE: address already in use 0.0.0.0:8080", "EACCES: permission denied, mkdir
 // '/var/cache/edgeshard'") names neither.
 import { resolve, sep } from 'node:path';
+import { UsageError } from './options.ts';
 
 /** For an error from listen(): which flag to change and how; undefined when it is not a bind error. */
 export function describeListenError(err: unknown, flag: string, port: number, host?: string): string | undefined {
@@ -54,4 +55,22 @@ export function describeStartError(
     if (failing === p || failing.startsWith(p + sep) || p.startsWith(failing + sep)) return describePathError(err, flag, path);
   }
   return undefined;
+}
+
+/**
+ * Starts a server: an error that describeStartError pins on an option (the port, a path option) becomes a usage
+ * error naming it; any other error is thrown as it is. What `edgeshard node`, `gateway` and `settler` share.
+ */
+export async function startNamingOptions<T>(
+  start: () => Promise<T>,
+  port: { flag: string; value: number; host?: string },
+  paths: { flag: string; path: string | null | undefined }[],
+): Promise<T> {
+  try {
+    return await start();
+  } catch (err) {
+    const explained = describeStartError(err, port, paths);
+    if (explained) throw new UsageError(explained);
+    throw err;
+  }
 }
