@@ -7,6 +7,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { commandExists, fmt, median, memoryOf, mdTable, MiB } from './lib.ts';
+import { compiledEntry } from '../bin/compiled-entry.js';
 
 export const EXTRA_NAME = 'edgeshard';
 
@@ -17,12 +18,11 @@ export const EXTRA_NAME = 'edgeshard';
  * node gets the same operator override.
  */
 /**
- * V8 options of the node process (`EDGE_NODE_V8_FLAGS` overrides them; empty for V8's defaults). V8 lets the young
- * generation grow to two 16 MiB semi-spaces during start-up (module loading survives every scavenge), and they stay
- * resident: 2 MiB semi-spaces took ~30 MiB off the peak RSS under the anchor load with no CPU cost distinguishable
- * on this box (docs/benchmarks.md). The systemd unit in deploy/ starts the node the same way.
+ * V8 options of the node process: none by default, so the node starts as an operator starts it (`node
+ * bin/edgeshard.js node`, as the Dockerfile and a shell do). `EDGE_NODE_V8_FLAGS` adds some for an A/B, e.g.
+ * `--max-semi-space-size=2` (docs/benchmarks.md, "Memory, 2026-12-02 evening").
  */
-export const NODE_V8_FLAGS = process.env.EDGE_NODE_V8_FLAGS ?? '--max-semi-space-size=2';
+export const NODE_V8_FLAGS = process.env.EDGE_NODE_V8_FLAGS ?? '';
 
 export const NODE_FLAGS = '--host 127.0.0.1 --memory-cache 1GiB --memory-max-object 16MiB --path-ttl 604800 --log-level silent --open';
 
@@ -98,6 +98,10 @@ export async function runEdgeAnchor(repoRoot: string): Promise<{ markdown: strin
   if ('skipped' in found) {
     return { markdown: `## Edge node vs the anchors\n\nSkipped: ${found.skipped}.\n`, json: { skipped: found.skipped } };
   }
+  // The node runs from its compiled build (bin/compiled-entry.js); make it now, as `npm run compile-node` does at
+  // install, so that the node's start is an operator's and a stale cache never shows up as a slow start.
+  const compiled = await compiledEntry('cli/node-main.ts', repoRoot);
+  if ('reason' in compiled) throw new Error(compiled.reason);
   const cacheDir = mkdtempSync(join(tmpdir(), 'edgeshard-bench-cache-'));
   const outDir = process.env.OUT ?? mkdtempSync(join(tmpdir(), 'edgeshard-anchor-'));
   const work = process.env.WORK ?? '/tmp/perfanchor';
