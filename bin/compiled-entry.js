@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { basename, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -104,6 +104,7 @@ async function build(root, entry) {
       logLevel: 'silent',
       plugins: [ownImportMeta],
     });
+    await chmod(tmp, 0o755); // mkdtemp's 0700 would lock out the user a root-built image runs as
     const inputs = Object.keys(result.metafile.inputs);
     const key = await keyOf(root, inputs);
     const dir = `${stem(entry)}-${key.slice(0, 16)}`;

@@ -5,9 +5,9 @@
 // really runs without the loader.
 import { describe, expect, it } from 'vitest';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { readFile, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { readFile, stat, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { compiledEntry } from '../bin/compiled-entry.js';
 import { tempDir } from './helpers/net.ts';
@@ -34,6 +34,8 @@ describe('compiled entry cache', () => {
       expect(first.url.startsWith(pathToFileURL(join(dir, 'node_modules', '.cache', 'edgeshard')).href)).toBe(true);
       expect(await importInNode(first.url)).toEqual({ value: 1, here: pathToFileURL(dep).href, mainHere: pathToFileURL(join(dir, 'main.ts')).href });
       expect(await compiledEntry('main.ts', dir)).toEqual(first);
+      // Readable by other users: the Docker image builds it as root and runs the node as the user `node`.
+      expect((await stat(dirname(fileURLToPath(first.url)))).mode & 0o055).toBe(0o055);
 
       // Only the imported file changes: a key over the entry alone (or over mtimes of the entry) would run value 1.
       await writeFile(dep, (await readFile(dep, 'utf8')).replace('= 1', '= 2'));
