@@ -125,6 +125,10 @@ describe('client chunk verification', () => {
     expect(r.status).toBe('downloaded');
     expect(sha256Hex(await readFile(join(out, shard.path)))).toBe(shard.sha256);
     expect(r.mismatches.map((m) => [m.node, m.chunk])).toEqual([['n0', 1]]);
+    // The failure names the range it happened in; each node is listed once, whichever ranges it sent.
+    expect(r.failures).toHaveLength(1);
+    expect(r.failures[0]).toMatch(new RegExp(`^n0 \\(bytes 0-${2 * CHUNK - 1}\\): chunk 1 failed its hash`));
+    expect([...r.servedBy].sort()).toEqual(['n0', 'n1']);
     // Range 0 (chunks 0-1) started on n0 and resumed on n1 after the verified chunk 0; range 1 went to n1.
     expect(liar.ranges).toEqual([`bytes=0-${2 * CHUNK - 1}`]);
     expect(good.ranges.sort()).toEqual([`bytes=${2 * CHUNK}-`, `bytes=${CHUNK}-${2 * CHUNK - 1}`].sort());
