@@ -142,6 +142,103 @@ export async function flushLocal(writer: BatchedFileWriter): Promise<void> {
   }
 }
 
+/** Why an attempt failed, for ShardSources.next to choose the next source (or wait). */
+export interface AttemptFailure {
+  kind: FailureKind;
+  detail: FailureDetail;
+}
+
+export interface SourceAttempt {
+  source: Source;
+  shard: ShardEntry;
+  sources: ShardSources;
+  result: ShardDownload;
+  ctx: DownloadContext;
+  /** Takes the verified bytes; the attempt asks for [writer.position, to]. */
+  writer: BatchedFileWriter;
+  /** Last byte wanted (inclusive). */
+  to: number;
+  /** The sources that sent bytes in this round, for a sha256 mismatch's message and its suspects. */
+  contributors: Set<string>;
+  /** What the failure line says after the source's id: '' for a whole shard, ' (bytes 0-99)' for a split range. */
+  label: string;
+  /** A 200 to a Range request: start the whole shard over after `restart` (sequential), or read past it (split). */
+  onWholeBody: 'restart' | 'skip';
+  restart?: () => Promise<void>;
+  /** Sees each verified run of bytes before it is written (the sequential download hashes them here). */
+  onVerifiedBytes?: (bytes: Buffer) => void;
+}
+
+/**
+ * One source's attempt at [writer.position, to], through a chunk gate: only verified chunks reach the writer. Resolves
+ * with null once every byte is in and flushed, or with the source's failure (its line in result.failures, a bad
+ * chunk kept as evidence); anything that is not the source's fault (the local disk, an interruption) is thrown.
+ * What the sequential download and each split range do with a source.
+ */
+export async function attemptSource(a: SourceAttempt): Promise<AttemptFailure | null> {
+  const { source, shard, sources, result, ctx, writer, contributors } = a;
+  const leaves = ctx.leaves ?? null;
+  // Bytes wait in the gate until their chunk is verified; only then are they written. The attempt starts on a chunk
+  // boundary (a range's start, or after the last verified chunk), so a gate fits it.
+  let gate = new ChunkGate(shard.size, leaves, writer.position);
+  try {
+    await transferRange(
+      {
+        source,
+        from: writer.position,
+        to: a.to,
+        size: shard.size,
+        onWholeBody: a.onWholeBody,
+        ...(a.restart
+          ? {
+              restart: async () => {
+                await a.restart!();
+                gate = new ChunkGate(shard.size, leaves, 0);
+              },
+            }
+          : {}),
+        write: async (chunk, position) => {
+          if (position !== gate.next) throw new LocalIoError(new Error(`out-of-order write at ${position}, expected ${gate.next}`));
+          let passed = 0;
+          for (const verified of gated(gate, chunk, source, shard)) {
+            a.onVerifiedBytes?.(verified);
+            await writer.push(verified);
+            passed += verified.length;
+          }
+          if (passed > 0) {
+            sources.delivered();
+            ctx.onVerified?.(source, passed);
+          }
+          result.bytesFetched += chunk.length;
+          ctx.progress?.received(chunk.length);
+          if (!contributors.has(source.id)) {
+            contributors.add(source.id);
+            if (!result.servedBy.includes(source.id)) result.servedBy.push(source.id);
+          }
+        },
+      },
+      ctx,
+    );
+  } catch (err) {
+    ctx.onTransferEnd?.(source);
+    // Keep what arrived before the failure or the interruption: the next source, or the next run, resumes after it.
+    if (!(err instanceof TransferFailure)) {
+      if (!(err instanceof LocalIoError)) await flushLocal(writer).catch(() => {});
+      throw err;
+    }
+    await flushLocal(writer);
+    result.failures.push(`${source.id}${a.label}: ${err.message}`);
+    if (err instanceof ChunkMismatchFailure) {
+      ctx.progress?.discarded(gate.next - writer.position);
+      noteChunkMismatch(err, source, sources, result, ctx);
+    }
+    return { kind: err.kind, detail: { message: err.message, retryAfterMs: err.retryAfterMs } };
+  }
+  ctx.onTransferEnd?.(source);
+  await flushLocal(writer);
+  return null;
+}
+
 /** Downloads `shard` sequentially to `finalPath` (verified), using the sources' candidates in turn. */
 export async function downloadShard(shard: ShardEntry, finalPath: string, sources: ShardSources, ctx: DownloadContext): Promise<ShardDownload> {
   const partialPath = finalPath + PARTIAL_SUFFIX;
@@ -174,7 +271,6 @@ export async function downloadShard(shard: ShardEntry, finalPath: string, source
     // in the CPU's cache. Before the next attempt, and before verifying, the writer is flushed, so the file then
     // holds exactly the hashed prefix; a local write error ends the download (a later run re-hashes what is on disk).
     const writer = new BatchedFileWriter(fh, have);
-    const flush = (): Promise<void> => flushLocal(writer);
 
     const startOver = async (): Promise<void> => {
       ctx.progress?.discarded(writer.position);
@@ -206,65 +302,22 @@ export async function downloadShard(shard: ShardEntry, finalPath: string, source
       }
       if (!source) throw new ShardDownloadError(shard, noSourceMessage(result.failures, sources.routeError, sources.gaveUp), result.failures);
 
-      let kind: FailureKind;
-      let detail: FailureDetail;
-      // Bytes wait in the gate until their chunk is verified; only then are they hashed and written.
-      let gate = new ChunkGate(shard.size, leaves, writer.position);
-      try {
-        const from = source;
-        await transferRange(
-          {
-            source,
-            from: writer.position,
-            to: shard.size - 1,
-            size: shard.size,
-            onWholeBody: 'restart',
-            restart: async () => {
-              await startOver();
-              gate = new ChunkGate(shard.size, leaves, 0);
-            },
-            write: async (chunk, position) => {
-              if (position !== gate.next) throw new LocalIoError(new Error(`out-of-order write at ${position}, expected ${gate.next}`));
-              let passed = 0;
-              for (const verified of gated(gate, chunk, from, shard)) {
-                hash.update(verified);
-                await writer.push(verified);
-                passed += verified.length;
-              }
-              if (passed > 0) {
-                sources.delivered();
-                ctx.onVerified?.(from, passed);
-              }
-              result.bytesFetched += chunk.length;
-              ctx.progress?.received(chunk.length);
-              if (!contributors.has(source!.id)) {
-                contributors.add(source!.id);
-                result.servedBy.push(source!.id);
-              }
-            },
-          },
-          ctx,
-        );
-        ctx.onTransferEnd?.(source);
-        await flush();
-        continue; // complete: verify at the top of the loop
-      } catch (err) {
-        ctx.onTransferEnd?.(source);
-        // Keep what arrived before the failure or the interruption: the next source, or the next run, resumes after it.
-        if (!(err instanceof TransferFailure)) {
-          if (!(err instanceof LocalIoError)) await flush().catch(() => {});
-          throw err;
-        }
-        await flush();
-        result.failures.push(`${source.id}: ${err.message}`);
-        if (err instanceof ChunkMismatchFailure) {
-          ctx.progress?.discarded(gate.next - writer.position);
-          noteChunkMismatch(err, source, sources, result, ctx);
-        }
-        kind = err.kind;
-        detail = { message: err.message, retryAfterMs: err.retryAfterMs };
-      }
-      source = await sources.next(cursor, source, kind, detail);
+      const failure = await attemptSource({
+        source,
+        shard,
+        sources,
+        result,
+        ctx,
+        writer,
+        to: shard.size - 1,
+        contributors,
+        label: '',
+        onWholeBody: 'restart',
+        restart: startOver,
+        onVerifiedBytes: (verified) => hash.update(verified),
+      });
+      if (!failure) continue; // complete: verify at the top of the loop
+      source = await sources.next(cursor, source, failure.kind, failure.detail);
     }
   } catch (err) {
     if (err instanceof LocalIoError) throw new ShardDownloadError(shard, `writing ${partialPath}: ${err.message}`, result.failures);

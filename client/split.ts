@@ -6,11 +6,10 @@ import { dirname } from 'node:path';
 import type { FileHandle } from 'node:fs/promises';
 import type { ShardEntry } from '../protocol/manifest.ts';
 import { sha256File } from '../protocol/hash.ts';
-import type { ShardSources, FailureKind, FailureDetail, Source } from './sources.ts';
-import { LocalIoError, TransferFailure, transferRange } from './transfer.ts';
+import type { ShardSources, Source } from './sources.ts';
+import { LocalIoError } from './transfer.ts';
 import { BatchedFileWriter } from './batched-writer.ts';
-import { PARTIAL_SUFFIX, ShardDownloadError, flushLocal, gated, noSourceMessage, noteChunkMismatch, openReadWrite, type DownloadContext, type ShardDownload } from './download.ts';
-import { ChunkGate, ChunkMismatchFailure } from './chunk-gate.ts';
+import { PARTIAL_SUFFIX, ShardDownloadError, attemptSource, noSourceMessage, openReadWrite, type DownloadContext, type ShardDownload } from './download.ts';
 
 export const STATE_SUFFIX = '.state';
 const STATE_FORMAT = 'edgeshard-split/1';
@@ -146,63 +145,13 @@ export async function downloadShardSplit(
     // Bytes are written in batches; before the next source is asked, the batch is flushed, so the range resumes
     // exactly after what is in the file.
     const writer = new BatchedFileWriter(fh, range.start);
-    const flush = (): Promise<void> => flushLocal(writer);
     let source: Source | null = await sources.next(cursor);
+    const label = ` (bytes ${range.start}-${range.end})`;
     for (;;) {
       if (!source) throw new ShardDownloadError(shard, `bytes ${range.start}-${range.end}: ${noSourceMessage(result.failures, sources.routeError, sources.gaveUp)}`, result.failures);
-      let kind: FailureKind;
-      let detail: FailureDetail;
-      // A range starts on a chunk boundary and resumes after its last verified chunk, so a gate fits every attempt.
-      const gate = new ChunkGate(shard.size, leaves, writer.position);
-      try {
-        const from = source;
-        await transferRange(
-          {
-            source: from,
-            from: writer.position,
-            to: range.end,
-            size: shard.size,
-            onWholeBody: 'skip',
-            write: async (chunk, at) => {
-              if (at !== gate.next) throw new Error(`out-of-order write at ${at}, expected ${gate.next}`);
-              let passed = 0;
-              for (const verified of gated(gate, chunk, from, shard)) {
-                await writer.push(verified);
-                passed += verified.length;
-              }
-              if (passed > 0) {
-                sources.delivered();
-                ctx.onVerified?.(from, passed);
-              }
-              result.bytesFetched += chunk.length;
-              ctx.progress?.received(chunk.length);
-              if (!contributors.has(from.id)) {
-                contributors.add(from.id);
-                if (!result.servedBy.includes(from.id)) result.servedBy.push(from.id);
-              }
-            },
-          },
-          ctx,
-        );
-        ctx.onTransferEnd?.(source);
-        await flush();
-        return;
-      } catch (err) {
-        ctx.onTransferEnd?.(source);
-        if (!(err instanceof TransferFailure)) {
-          if (!(err instanceof LocalIoError)) await flush().catch(() => {});
-          throw err;
-        }
-        await flush();
-        result.failures.push(`${source.id} (bytes ${range.start}-${range.end}): ${err.message}`);
-        if (err instanceof ChunkMismatchFailure) {
-          ctx.progress?.discarded(gate.next - writer.position);
-          noteChunkMismatch(err, source, sources, result, ctx);
-        }
-        kind = err.kind;
-        detail = { message: err.message, retryAfterMs: err.retryAfterMs };
-      }
-      source = await sources.next(cursor, source, kind, detail);
+      const failure = await attemptSource({ source, shard, sources, result, ctx, writer, to: range.end, contributors, label, onWholeBody: 'skip' });
+      if (!failure) return;
+      source = await sources.next(cursor, source, failure.kind, failure.detail);
     }
   }
 }
