@@ -21,6 +21,8 @@ export interface SettlerMetrics {
   slash(outcome: 'submitted' | 'already-used' | 'failed' | 'gave-up'): void;
   /** Evidence waiting for a retry of its submission (settler/slasher.ts). */
   setSlashRetriesPending(source: () => number): void;
+  /** Evidence held by the slasher: below the quorum, refused, or waiting for a retry (open epochs only). */
+  setSlashEvidencePending(source: () => number): void;
 }
 
 /** Reasons carry numbers (epochs, byte counts); a label must not, or every epoch would make a new series. */
@@ -47,6 +49,8 @@ export function createSettlerMetrics(opts: { defaultMetrics?: boolean } = {}): S
   const evidence = new Counter({ name: 'edgeshard_settler_slash_evidence_total', help: "gateways' signed slashing evidence by verdict (counted toward a quorum, or why not)", labelNames: ['verdict'], registers: [registry] });
   const slashes = new Counter({ name: 'edgeshard_settler_slashes_submitted_total', help: 'slashForFailedChallenge submissions by outcome (submitted, already-used, failed attempts, gave-up after the last retry)', labelNames: ['outcome'], registers: [registry] });
   let slashRetries: (() => number) | undefined;
+  let slashPending: (() => number) | undefined;
+  new Gauge({ name: 'edgeshard_settler_slash_evidence_pending', help: 'slashing evidence held in memory, not submitted (below the quorum, refused by the contract, or waiting to retry); forgotten when its epoch settles', registers: [registry], collect() { this.set(slashPending ? slashPending() : 0); } });
   new Gauge({ name: 'edgeshard_settler_slash_retries_pending', help: 'slashing evidence waiting to retry its submission (the chain did not answer)', registers: [registry], collect() { this.set(slashRetries ? slashRetries() : 0); } });
   for (const v of ['counted', 'bad-signature', 'not-a-gateway']) evidence.labels(v).inc(0);
   for (const o of ['submitted', 'already-used', 'failed', 'gave-up']) slashes.labels(o).inc(0);
@@ -81,6 +85,9 @@ export function createSettlerMetrics(opts: { defaultMetrics?: boolean } = {}): S
     slash: (outcome) => slashes.labels(outcome).inc(),
     setSlashRetriesPending(source) {
       slashRetries = source;
+    },
+    setSlashEvidencePending(source) {
+      slashPending = source;
     },
   };
 }

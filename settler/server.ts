@@ -72,7 +72,18 @@ export async function startSettler(opts: SettlerServerOptions, deps: { logger?: 
   const log = deps.logger ?? opts.logger ?? silentLogger;
   const metrics = createSettlerMetrics({ defaultMetrics: true });
   const slasher = opts.slash ? await Slasher.open({ ...opts.slash, stateFile: join(opts.dir, 'slashes.jsonl'), logger: log, metrics }) : null;
-  const settler = await Settler.open({ ...opts, logger: log, metrics, ...(slasher ? { onGatewayRecords: (records) => void slasher.add(records) } : {}) });
+  // The slasher takes the verified evidence records and forgets what no longer can reach the chain once its epoch settles.
+  const onSettled = opts.onSettled;
+  const withSlasher: Partial<SettlerOptions> = slasher
+    ? {
+        onGatewayRecords: (records) => void slasher.add(records),
+        onSettled: async (epoch, dir) => {
+          await slasher.forgetSettled(epoch);
+          await onSettled?.(epoch, dir);
+        },
+      }
+    : {};
+  const settler = await Settler.open({ ...opts, logger: log, metrics, ...withSlasher });
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://settler');

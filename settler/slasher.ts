@@ -101,6 +101,7 @@ export class Slasher {
     this.retry = opts.retry ?? DEFAULT_SLASH_RETRY;
     this.timers = opts.timers ?? realTimers;
     opts.metrics?.setSlashRetriesPending(() => [...this.pending.values()].filter((p) => p.retry !== undefined).length);
+    opts.metrics?.setSlashEvidencePending(() => this.pending.size);
   }
 
   static async open(opts: SlasherOptions): Promise<Slasher> {
@@ -123,6 +124,18 @@ export class Slasher {
     if (evidence.length === 0) return this.idle();
     return this.enqueue(async () => {
       for (const r of evidence) await this.take(r);
+    });
+  }
+
+  /**
+   * Forgets the evidence of epochs up to `epoch` that waits for nothing but another signature (below the quorum, or
+   * refused by the contract, or given up on): that epoch is settled, so the settler takes no more records for it and
+   * a restart would not hand it over again. Without this, every failed challenge of a node the contract will not
+   * slash (one that never staked) stayed in memory for the life of the process. Evidence waiting for a retry stays.
+   */
+  forgetSettled(epoch: number): Promise<void> {
+    return this.enqueue(async () => {
+      for (const [digest, p] of this.pending) if (p.retry === undefined && p.evidence.epoch <= BigInt(epoch)) this.pending.delete(digest);
     });
   }
 

@@ -17,6 +17,8 @@ import { evidenceRecordFields, settlementDomain } from '../protocol/challenge-ev
 import { TOKEN, deployFixture, mined, type Fixture } from './helpers/chain.ts';
 import { startRpcProxy, type RpcProxy } from './helpers/rpc-proxy.ts';
 import { tempDir } from './helpers/net.ts';
+import { startSettler } from '../settler/server.ts';
+import { DEFAULT_REWARD_PARAMS } from '../protocol/epoch.ts';
 
 const clock = 1_800_000_000_000;
 const ticketKey = generateTicketKey();
@@ -60,12 +62,13 @@ describe('slash submissions that meet a failing RPC endpoint', () => {
     await mined(f.as(f.nodeA).registry.register(1_000n * TOKEN));
   });
 
-  /** An evidence record of a failed challenge of node A, signed by gateway key `gw` (both hold GATEWAY_ROLE). */
+  /** An evidence record of a failed challenge, signed by gateway key `gw` (both hold GATEWAY_ROLE). */
   const evidence = async (challenge: GatewayRecord & ChallengeRecord, gw = 0) =>
     signGatewayRecord((await evidenceRecordFields(challenge, f.gatewayKeys[gw]!, settlementDomain(f.file.chainId, f.file.settlement), clock))!, ticketKey) as GatewayRecord & EvidenceRecord;
-  const challenge = () =>
+  /** A failed challenge of node A (staked), or of another node. */
+  const challenge = (of = node) =>
     signGatewayRecord(
-      { type: 'challenge', gateway: 'gw', epoch: 20_833, at: clock + challenges++, node, shard: 'ab'.repeat(32), offset: 0, length: 65_536, deadlineMs: 1000, elapsedMs: 1000, bytesPerSecond: 0, ok: false, failure: 'timeout' },
+      { type: 'challenge', gateway: 'gw', epoch: 20_833, at: clock + challenges++, node: of, shard: 'ab'.repeat(32), offset: 0, length: 65_536, deadlineMs: 1000, elapsedMs: 1000, bytesPerSecond: 0, ok: false, failure: 'timeout' },
       ticketKey,
     ) as GatewayRecord & ChallengeRecord;
 
@@ -163,5 +166,41 @@ describe('slash submissions that meet a failing RPC endpoint', () => {
     expect(await s.metric('edgeshard_settler_slashes_submitted_total{outcome="submitted"}')).toBe(1);
     expect(await stakeOf()).toBe(600n * TOKEN);
     expect(await slashEvents()).toHaveLength(1);
+  }, 60_000);
+
+  it('evidence the contract refuses (a node that never staked) is not retried, and is forgotten once its epoch settles', async () => {
+    const tmp = await tempDir();
+    cleanups.push(tmp.cleanup);
+    const provider = new JsonRpcProvider(proxy.url, f.file.chainId, { staticNetwork: true, batchMaxCount: 1, cacheTimeout: -1 });
+    cleanups.push(async () => provider.destroy());
+    const timers = new HandTimers();
+    const now = { ms: clock };
+    const s = await startSettler({
+      host: '127.0.0.1', port: 0, dir: tmp.dir, id: 'settler-test', epochSeconds: 86_400, claimWindowSeconds: 3600, params: DEFAULT_REWARD_PARAMS,
+      gateways: { [ticketKey.keyId]: ticketKey.publicKeyB64 }, settleCheckMs: 0, now: () => now.ms,
+      slash: { settlement: connectContracts(f.file, managedWallet(f.chain.keys[9]!, provider)).settlement, domain: settlementDomain(f.file.chainId, f.file.settlement), timers },
+    });
+    open.push(s);
+    const metric = async (name: string) => Number(new RegExp(`^${name.replace(/[{}]/g, '\\$&')} (\\d+)$`, 'm').exec(await s.metrics.registry.metrics())?.[1] ?? NaN);
+    const drifter = Wallet.createRandom().address.toLowerCase(); // registered at a gateway, never staked
+    const refused = await evidence(challenge(drifter));
+    proxy.mode = 'refuse-send';
+    const retried = await evidence(challenge());
+    expect((await s.settler.submitGatewayRecords({ records: [refused, retried] })).body).toEqual({ results: ['recorded', 'recorded'] });
+    await s.slasher!.idle();
+    expect(await metric('edgeshard_settler_slashes_submitted_total{outcome="failed"}')).toBe(2);
+    expect(timers.due).toHaveLength(1); // the RPC failure is retried; the contract's NotRegistered is not
+    expect(await metric('edgeshard_settler_slash_evidence_pending')).toBe(2);
+
+    // Epoch 20833 settles: the refused evidence is forgotten; the one waiting for its retry is kept.
+    now.ms = (20_834 * 86_400 + 3600) * 1000;
+    expect(await s.settler.settleDue()).toEqual([20_833]);
+    expect(await metric('edgeshard_settler_slash_evidence_pending')).toBe(1);
+    proxy.mode = 'pass';
+    timers.due.shift()!.fn();
+    await s.slasher!.idle();
+    expect(await metric('edgeshard_settler_slashes_submitted_total{outcome="submitted"}')).toBe(1);
+    expect(await metric('edgeshard_settler_slash_evidence_pending')).toBe(0);
+    expect(await stakeOf()).toBe(600n * TOKEN);
   }, 60_000);
 });
