@@ -63,7 +63,7 @@ export const settlerCommand: Command = {
       for (const e of st.settled) await postRoot(join(config.dir, 'epochs', String(e.epoch)));
     }
     if (s.slasher) console.log(`  submitting slashing evidence once ${s.slasher.quorum} gateway key(s) signed it (--no-slash to stop); done so far: ${s.slasher.submitted.size}`);
-    if (chainWatch) console.log(`  watching the contracts' events at ${String(settings.rpc)} from block ${chainWatch.file.deployBlock} every ${watchPollSeconds} s: edgeshard_chain_* at ${s.url}/metrics`);
+    if (chainWatch) console.log(`  watching the contracts' events at ${String(settings.rpc)} from block ${chainWatch.file.deployBlock} (or where ${join(config.dir, 'chain-watch.json')} left off) every ${watchPollSeconds} s: edgeshard_chain_* at ${s.url}/metrics`);
     await stopSignal();
     await s.close();
     chain?.close();
