@@ -4,6 +4,7 @@ import { RATE_UNITS_HELP, SIZE_UNITS_HELP } from '../protocol/units.ts';
 import { parseNodeUrl } from '../protocol/node-url.ts';
 import { DEFAULT_MAX_MANIFEST_BYTES } from '../protocol/manifest.ts';
 import { httpUrl, intSetting, locationSetting, rateSetting, sizeSetting, stringSetting, UsageError, type OptionSpec, type Settings } from '../protocol/cli/options.ts';
+import { logLevelOption, logLevelSetting } from '../protocol/cli/shared-options.ts';
 
 export interface EdgeNodeConfig {
   originUrl: string;
@@ -117,7 +118,7 @@ export const NODE_OPTIONS: OptionSpec[] = [
   { name: 'max-url', type: 'string', default: '8192', description: 'longest request URL in bytes (414 beyond)' },
   { name: 'max-header-size', type: 'string', default: '16384', description: 'largest request header block in bytes (431 beyond)' },
   { name: 'shutdown-grace', type: 'string', default: '10000', description: 'ms to drain in-flight responses on SIGTERM' },
-  { name: 'log-level', type: 'string', default: 'warn', description: 'silent, error, warn, info, debug' },
+  logLevelOption('warn'),
   { name: 'gateway', type: 'string', description: 'comma-separated gateway URLs to register with over WebSocket' },
   { name: 'public-url', type: 'string', description: 'URL clients use to reach this node (default http://<host>:<port>)' },
   { name: 'lat', type: 'string', description: 'latitude to announce, overriding GeoIP' },
@@ -183,7 +184,7 @@ export function nodeConfigFromSettings(s: Settings): EdgeNodeConfig {
     maxManifestBytes: sizeSetting(s, 'max-manifest-size', '64MiB'),
     shutdownGraceMs: intSetting(s, 'shutdown-grace', 0, 3_600_000),
     manifests: (stringSetting(s, 'manifest') ?? '').split(',').map((m) => m.trim()).filter(Boolean),
-    logLevel: stringSetting(s, 'log-level') ?? 'warn',
+    logLevel: logLevelSetting(s, 'warn'),
     open: s.open === true,
     trustKeys: list(stringSetting(s, 'trust-key')),
     gateways: list(stringSetting(s, 'gateway')).map((g) => {

@@ -1,5 +1,6 @@
 // Settings for `edgeshard gateway`, from flags, env and config file into a checked options object.
 import { durationSetting, httpUrl, intSetting, locationSetting, sizeSetting, stringSetting, UsageError, type OptionSpec, type Settings } from '../protocol/cli/options.ts';
+import { logLevelOption, logLevelSetting } from '../protocol/cli/shared-options.ts';
 import { ALL_NODE_CHECKS, type NodeChecks } from './registry.ts';
 import { DEFAULT_MAX_MANIFEST_BYTES } from '../protocol/manifest.ts';
 
@@ -96,7 +97,7 @@ export const GATEWAY_OPTIONS: OptionSpec[] = [
   { name: 'lat', type: 'string', description: "the gateway's latitude (for probe RTT corrections)" },
   { name: 'lon', type: 'string', description: "the gateway's longitude" },
   { name: 'id', type: 'string', description: 'gateway id in node challenges (default: host:port)' },
-  { name: 'log-level', type: 'string', default: 'warn', description: 'silent, error, warn, info, debug' },
+  logLevelOption('warn'),
   {
     name: 'allow-private-nodes',
     type: 'boolean',
@@ -150,7 +151,7 @@ export function gatewayConfigFromSettings(s: Settings): GatewayConfig {
     adminToken: stringSetting(s, 'admin-token') ?? null,
     location,
     gatewayId: stringSetting(s, 'id') ?? null,
-    logLevel: stringSetting(s, 'log-level') ?? 'warn',
+    logLevel: logLevelSetting(s, 'warn'),
     allowPrivateNodes: s['allow-private-nodes'] === true,
     reportQuorum: intSetting(s, 'report-quorum', 1, 1000),
     nodeChecks: ALL_NODE_CHECKS,

@@ -2,6 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { intSetting, stringSetting, UsageError, type OptionSpec, type Settings } from '../protocol/cli/options.ts';
+import { logLevelOption, logLevelSetting } from '../protocol/cli/shared-options.ts';
 import { DEFAULT_REWARD_PARAMS, type RewardParams } from '../protocol/epoch.ts';
 import { keyIdOf, publicKeyFromB64, ticketKeyFromPem } from '../protocol/tickets.ts';
 import type { SettlerServerOptions } from './server.ts';
@@ -21,7 +22,7 @@ export const SETTLER_OPTIONS: OptionSpec[] = [
   { name: 'anonymous-pool', type: 'string', default: DEFAULT_REWARD_PARAMS.anonymousPool.toString(), description: 'ceiling on what anonymous bytes earn per epoch, token base units' },
   { name: 'capacity-pool', type: 'string', default: DEFAULT_REWARD_PARAMS.capacityPool.toString(), description: 'shared by capacity-challenge points per epoch, token base units' },
   { name: 'settle-check', type: 'string', default: '5000', description: 'ms between checks for epochs whose claim window has passed' },
-  { name: 'log-level', type: 'string', default: 'info', description: 'silent, error, warn, info, debug' },
+  logLevelOption('info'),
   { name: 'post-roots', type: 'boolean', default: false, description: "post each settled epoch's root on chain (needs --rpc, --chain-key-file, --contracts)" },
   { name: 'watch-chain', type: 'boolean', default: false, description: "read the contracts' events into /metrics (edgeshard_chain_*, grafana/dashboards/chain.json); needs --rpc and --contracts, no key" },
   { name: 'chain-poll', type: 'string', default: '15', description: 'seconds between reads of the chain (with --watch-chain)' },
@@ -86,6 +87,6 @@ export function settlerConfigFromSettings(s: Settings): SettlerServerOptions & {
     params,
     gateways,
     settleCheckMs: intSetting(s, 'settle-check', 0, 3_600_000),
-    logLevel: stringSetting(s, 'log-level') ?? 'info',
+    logLevel: logLevelSetting(s, 'info'),
   };
 }

@@ -22,11 +22,11 @@ const COMMANDS: Record<string, string[]> = {
 describe('--log-level', () => {
   afterEach(() => vi.restoreAllMocks());
 
-  it('an unknown level is refused before anything starts, naming the levels', async () => {
+  it('an unknown level is a usage error naming the flag and the levels, before anything starts', async () => {
     for (const [name, argv] of Object.entries(COMMANDS)) {
       expect(await cli([...argv, '--log-level', 'verbose'])).toEqual({
-        code: 1,
-        err: `edgeshard ${name}: log level "verbose": use one of silent, fatal, error, warn, info, debug, trace\n`,
+        code: 2,
+        err: `edgeshard ${name}: --log-level "verbose": use one of silent, fatal, error, warn, info, debug, trace\n`,
       });
     }
   });
