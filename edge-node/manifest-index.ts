@@ -17,9 +17,12 @@ export class ManifestIndex {
   private readonly bySha = new Map<string, KnownShard>();
   private readonly byPath = new Map<string, KnownShard>();
   private readonly manifests = new Map<string, { name: string; version: string; originPath: string }>();
+  /** Bumped by every `add`: what a path resolves to may have changed (memos of `byOriginPath` check it). */
+  generation = 0;
 
   /** Registers a validated manifest found at `manifestPath` (origin-relative, e.g. "sample/manifest.json"). */
   add(manifest: Manifest, manifestPath: string): string {
+    this.generation++;
     const dir = posix.dirname(manifestPath);
     const prefix = dir === '.' ? '' : `${dir}/`;
     for (const s of manifest.shards) {

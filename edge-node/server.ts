@@ -921,7 +921,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   }
 
   // freshUntil is Infinity for shards, so only path-addressed objects read the clock.
-  const isFreshHit = (mem: MemoryObject | undefined): mem is MemoryObject => mem !== undefined && (mem.freshUntil === Infinity || now() < mem.freshUntil);
+  const isFreshHit = (mem: MemoryObject | undefined, at?: number): mem is MemoryObject => mem !== undefined && (mem.freshUntil === Infinity || (at ?? now()) < mem.freshUntil);
 
   /**
    * Memory hits are answered synchronously and return undefined; everything else returns the promise of the
@@ -1402,6 +1402,28 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     socket.end(clientErrorResponse(err, config.headersTimeoutMs));
     socket.destroySoon();
   });
+  // The fast path's routing memo: request path -> the cache key and route resolveTarget gives it, so that a hit
+  // neither decodes the path nor builds a key string (whose hash the memory tier's Map then computes afresh) each
+  // time. Only cache targets are kept, at most FAST_ROUTES_MAX (then it starts over: random paths cannot grow it),
+  // and it is dropped whenever a manifest is learned (a path may then name a known shard, under another key).
+  const FAST_ROUTES_MAX = 4096;
+  const fastRoutes = new Map<string, { key: string; route: Route; sha256: string | undefined }>();
+  let fastRoutesGeneration = manifests.generation;
+  const fastRouteOf = (pathname: string): { key: string; route: Route; sha256: string | undefined } | undefined => {
+    if (manifests.generation !== fastRoutesGeneration) {
+      fastRoutes.clear();
+      fastRoutesGeneration = manifests.generation;
+    }
+    const known = fastRoutes.get(pathname);
+    if (known !== undefined) return known;
+    if (pathname === '/metrics' || pathname === '/healthz' || pathname === IDENTITY_PATH) return undefined;
+    const target = resolveTarget(pathname);
+    if (!(target instanceof CacheTarget)) return undefined;
+    if (fastRoutes.size >= FAST_ROUTES_MAX) fastRoutes.clear();
+    const route = { key: target.key, route: target.route, sha256: target.sha256 };
+    fastRoutes.set(pathname, route);
+    return route;
+  };
   // The fast path answers what handle() would answer with a fresh memory hit and no cap, and nothing else.
   const fastPath = config.fastPath
     ? installFastPath(
@@ -1411,15 +1433,15 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
             if (!limiter.unlimited) return undefined;
             const q = url.indexOf('?');
             const pathname = q < 0 ? url : url.slice(0, q);
-            if (pathname === '/metrics' || pathname === '/healthz' || pathname === IDENTITY_PATH) return undefined;
-            const target = resolveTarget(pathname);
-            if (!(target instanceof CacheTarget)) return undefined;
+            const target = fastRouteOf(pathname);
+            if (target === undefined) return undefined;
             // Only a ticket verified before: verifying (and refusing) is the ordinary path's work.
             if (!tickets.open && !tickets.alreadyVerified(ticketFromUrl(url), target.sha256)) return undefined;
             const mem = memory.get(target.key);
+            const at = now();
             // Path objects: a stored negative answer, or a path whose answers vary, is the ordinary path's.
-            if (!isFreshHit(mem) || (mem.meta.status !== undefined && mem.meta.status !== 200) || varyIndex.has(target.key)) return undefined;
-            return { obj: mem, route: target.route, now: now() };
+            if (!isFreshHit(mem, at) || (mem.meta.status !== undefined && mem.meta.status !== 200) || varyIndex.has(target.key)) return undefined;
+            return { obj: mem, route: target.route, now: at };
           },
           served(route, status, bodyBytes, started) {
             events.cacheLookup?.('memory-hit');
