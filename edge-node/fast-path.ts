@@ -30,6 +30,12 @@ export const FAST_PATH_MAX_BODY = 256 * 1024;
  * a visible share of a request's CPU.
  */
 export const FAST_PATH_JOINED_MAX_BODY = 16 * 1024;
+/**
+ * Single ranges up to this size leave the same way, head and the range's bytes joined once per second per object
+ * (the last range of each): a loader reads the same ranges of a shard over and over, and the range's pieces of the
+ * fill's chunks otherwise went out as a corked writev of three or more buffers.
+ */
+export const FAST_PATH_JOINED_MAX_RANGE = 64 * 1024;
 /** Bytes of joined answers kept for the current second, so that many small objects cannot make the cache large. */
 const JOINED_CACHE_BYTES = 4 * 1024 * 1024;
 
@@ -113,6 +119,8 @@ class Shell implements FastPath {
   private rangeHeads = new Map<MemoryObject, { pairs: readonly string[]; bytes: Buffer }>();
   /** 200 keep-alive answers (head and body joined) of small objects, for the current second, by their head. */
   private joined = new Map<MemoryObject, { head: Buffer; bytes: Buffer }>();
+  /** 206 keep-alive answers (head and the range's bytes joined), for the current second, by their head. */
+  private joinedRanges = new Map<MemoryObject, { head: Buffer; bytes: Buffer }>();
   private joinedBytes = 0;
   /**
    * Idle sweeps so far: a connection notes the current one on each read (an integer store), instead of re-arming a
@@ -167,6 +175,7 @@ class Shell implements FastPath {
       this.heads = new Map();
       this.rangeHeads = new Map();
       this.joined = new Map();
+      this.joinedRanges = new Map();
       this.joinedBytes = 0;
     }
     if (close || status === 304) return buildHead(status, pairs, this.date, close, this.server.keepAliveTimeout);
@@ -198,6 +207,22 @@ class Shell implements FastPath {
     if (this.joinedBytes + length > JOINED_CACHE_BYTES) return undefined;
     const bytes = Buffer.concat([head, ...(obj.parts ?? [obj.body])], length);
     this.joined.set(obj, { head, bytes });
+    this.joinedBytes += length;
+    return bytes;
+  }
+
+  /**
+   * `head` (this second's 206 head of `obj` for bytes start..end, which names the range) and those bytes as one
+   * Buffer, or undefined when the range is too large to join or this second's joined answers hold JOINED_CACHE_BYTES.
+   */
+  joinedRange(obj: MemoryObject, head: Buffer, start: number, end: number): Buffer | undefined {
+    if (end - start + 1 > FAST_PATH_JOINED_MAX_RANGE) return undefined;
+    const cached = this.joinedRanges.get(obj);
+    if (cached !== undefined && cached.head === head) return cached.bytes;
+    const length = head.length + end - start + 1;
+    if (this.joinedBytes + length > JOINED_CACHE_BYTES) return undefined;
+    const bytes = Buffer.concat([head, ...rangeOf(obj, start, end)], length);
+    this.joinedRanges.set(obj, { head, bytes });
     this.joinedBytes += length;
     return bytes;
   }
@@ -455,12 +480,13 @@ class FastConnection {
     const bytes = this.shell.head(obj, status, pairs, close);
     if (bytes === undefined) return false;
     const socket = this.socket;
-    const joined = head.method === 'GET' && status === 200 && !close ? this.shell.joinedAnswer(obj, bytes) : undefined;
+    const joined =
+      head.method !== 'GET' || close ? undefined : status === 200 ? this.shell.joinedAnswer(obj, bytes) : status === 206 ? this.shell.joinedRange(obj, bytes, start, end) : undefined;
     if (joined === undefined || !alone) this.cork();
     let sent = 0;
     if (joined !== undefined) {
       socket.write(joined);
-      sent = size;
+      sent = joined.length - bytes.length;
     } else {
       socket.write(bytes);
       if (head.method === 'GET' && status === 200) {
