@@ -25,6 +25,16 @@ export async function connectChain(settings: Settings, keyFlag = 'key-file'): Pr
   return openChain(String(settings.rpc), file, await readKeyFile(keyFile));
 }
 
+/** Runs `use` on a signing connection (connectChain) and closes the connection after it, however it ends. */
+export async function withChain<T>(settings: Settings, use: (chain: ChainConnection) => Promise<T>): Promise<T> {
+  const chain = await connectChain(settings);
+  try {
+    return await use(chain);
+  } finally {
+    chain.close();
+  }
+}
+
 /** A token amount as typed (1000, 0.5) in the token's smallest unit, or a usage error naming `what` it is. */
 export function tokenAmount(raw: string, what: string): bigint {
   try {
@@ -57,14 +67,11 @@ export const depositCommand: Command = {
     const [raw] = positionals;
     if (!raw || positionals.length > 1) throw new UsageError('give one AMOUNT in tokens, e.g. `edgeshard deposit 250`');
     const amount = tokenAmount(raw, 'AMOUNT');
-    const { contracts, address, close } = await connectChain(settings);
-    try {
+    return withChain(settings, async ({ contracts, address }) => {
       const { balance } = await depositToEscrow(contracts, address, amount);
       console.log(`deposited ${tokens(amount)} for ${address}; escrow balance ${tokens(balance)}`);
       return 0;
-    } finally {
-      close();
-    }
+    });
   },
 };
 
@@ -91,8 +98,7 @@ export const rewardsClaimCommand: Command = {
     const watch = stringSetting(settings, 'watch') ? intSetting(settings, 'watch', 1, 86_400) : 0;
     if (watch && !settler) throw new UsageError('--watch needs --settler');
     const nodeSetting = nodeAddressSetting(settings);
-    const { contracts, address, close } = await connectChain(settings);
-    try {
+    return withChain(settings, async ({ contracts, address }) => {
       const node = nodeSetting ?? address;
       if (!settler) {
         const r = await claimReward(contracts, dir!, node);
@@ -113,9 +119,7 @@ export const rewardsClaimCommand: Command = {
       } while (watch && !stopped);
       console.log(`balance of ${node}: ${tokens(await contracts.token.balanceOf(node))}`);
       return failedAll ? 1 : 0;
-    } finally {
-      close();
-    }
+    });
   },
 };
 
@@ -132,8 +136,7 @@ export const rewardsPostCommand: Command = {
   async run(settings, positionals) {
     const [dir] = positionals;
     if (!dir || positionals.length > 1) throw new UsageError('give one EPOCH_DIR (the settler’s epoch output directory)');
-    const { contracts, close } = await connectChain(settings);
-    try {
+    return withChain(settings, async ({ contracts }) => {
       const r = await postRoot(contracts, dir);
       console.log(
         `posted epoch ${r.epoch}: root ${r.root}, total ${tokens(r.total)}, manifest sha256 ${r.manifestSha256.slice(2)}; ` +
@@ -141,9 +144,7 @@ export const rewardsPostCommand: Command = {
           `claimable from ${new Date(Number(r.challengeEnds) * 1000).toISOString()} (tx ${r.txHash}, ${r.gasUsed} gas)`,
       );
       return 0;
-    } finally {
-      close();
-    }
+    });
   },
 };
 

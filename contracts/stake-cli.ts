@@ -3,7 +3,7 @@
 import { formatUnits } from 'ethers';
 import type { Command } from '../protocol/cli/command.ts';
 import { UsageError, stringSetting } from '../protocol/cli/options.ts';
-import { CHAIN_OPTIONS, connectChain, nodeAddressSetting, tokenAmount } from './cli.ts';
+import { CHAIN_OPTIONS, connectChain, nodeAddressSetting, tokenAmount, withChain } from './cli.ts';
 import { addStake, describeStake, registerStake, startUnbonding, stakeStatus, tokens, withdrawStake, type StakeTx } from './stake-chain.ts';
 import { openChainReader } from './connect.ts';
 import { connectContracts, readContractsFile } from './handles.ts';
@@ -25,13 +25,10 @@ export const stakeRegisterCommand: Command = {
     const raw = stringSetting(settings, 'stake');
     if (!raw) throw new UsageError('--stake AMOUNT is required (tokens, at least the minimum stake; `edgeshard stake status` shows it)');
     const stake = tokenAmount(raw, '--stake');
-    const { contracts, address, close } = await connectChain(settings);
-    try {
+    return withChain(settings, async ({ contracts, address }) => {
       console.log(txLine(`registered ${address} with ${tokens(stake)}`, await registerStake(contracts, address, stake)));
       return 0;
-    } finally {
-      close();
-    }
+    });
   },
 };
 
@@ -47,13 +44,10 @@ export const stakeAddCommand: Command = {
     const [raw] = positionals;
     if (!raw || positionals.length > 1) throw new UsageError('give one AMOUNT in tokens, e.g. `edgeshard stake add 500`');
     const amount = tokenAmount(raw, 'AMOUNT');
-    const { contracts, address, close } = await connectChain(settings);
-    try {
+    return withChain(settings, async ({ contracts, address }) => {
       console.log(txLine(`added ${tokens(amount)}`, await addStake(contracts, address, amount)));
       return 0;
-    } finally {
-      close();
-    }
+    });
   },
 };
 
@@ -67,13 +61,10 @@ export const stakeUnbondCommand: Command = {
     options: CHAIN_OPTIONS,
   },
   async run(settings) {
-    const { contracts, address, close } = await connectChain(settings);
-    try {
+    return withChain(settings, async ({ contracts, address }) => {
       console.log(txLine('unbonding started', await startUnbonding(contracts, address)));
       return 0;
-    } finally {
-      close();
-    }
+    });
   },
 };
 
@@ -85,14 +76,11 @@ export const stakeWithdrawCommand: Command = {
     options: CHAIN_OPTIONS,
   },
   async run(settings) {
-    const { contracts, address, close } = await connectChain(settings);
-    try {
+    return withChain(settings, async ({ contracts, address }) => {
       const r = await withdrawStake(contracts, address);
       console.log(`withdrew ${tokens(r.withdrawn)} (tx ${r.txHash}, ${r.gasUsed} gas); token balance ${tokens(r.status.balance)}; ${describeStake(r.status)}`);
       return 0;
-    } finally {
-      close();
-    }
+    });
   },
 };
 
