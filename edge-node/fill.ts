@@ -271,7 +271,9 @@ export class Fill extends EventEmitter {
   _data(buf: Buffer): void {
     this.chunks.push({ offset: this.received, length: buf.length, buf });
     this.received += buf.length;
-    this.emit('progress');
+    // Under 'chunks' and 'whole' the bytes that arrive release nothing by themselves (_verified and _finish do): a
+    // reader woken for every 64 KiB socket read found nothing new 15 times in 16 (1 MiB chunks).
+    if (this.policy === 'stream') this.emit('progress');
   }
 
   get _chunkCount(): number {
