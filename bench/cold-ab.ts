@@ -11,7 +11,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Agent } from 'undici';
 import { packDataset } from '../dataset/pack.ts';
-import { startStaticOrigin, throughNginxCache, throughNode } from './cold-fill.ts';
+import { startStaticOrigin, throughNginxCache, throughNode, WARMUP_SHARDS } from './cold-fill.ts';
 import { fmt, median, MiB } from './lib.ts';
 
 const [repoA, repoB, repsArg, mibArg] = process.argv.slice(2);
@@ -33,17 +33,17 @@ async function shardSet(dir: string, n: number): Promise<{ manifest: string; sha
   return { manifest: `${dir}/manifest.json`, shards: manifest.shards.map((s) => `shard/${s.sha256}`), paths };
 }
 
-console.error(`cold A/B: A=${repoA} B=${repoB}, ${reps} reps of ${shards} × 4 MiB; load ${loadavg().map((l) => l.toFixed(2)).join(' / ')}`);
+console.error(`cold A/B: A=${repoA} B=${repoB}, ${reps} reps of ${shards} × 4 MiB, ${WARMUP_SHARDS} warm-up shards per server; load ${loadavg().map((l) => l.toFixed(2)).join(' / ')}`);
 const cold = await shardSet('cold', shards);
 const origin = await startStaticOrigin(scratch, data);
 const client = new Agent({ connections: 8, pipelining: 1 });
 const rows: { variant: string; mbps: number; cpu: number; nginxMbps: number; nginxCpu: number }[] = [];
 try {
   for (let rep = 0; rep < reps; rep++) {
-    const nginxWarm = await shardSet(`warmup-nginx-${rep}`, 8);
+    const nginxWarm = await shardSet(`warmup-nginx-${rep}`, WARMUP_SHARDS);
     const nginx = origin.kind.startsWith('nginx') ? await throughNginxCache(origin.url, cold.paths, nginxWarm.paths, client, join(scratch, `nginx-${rep}`)) : null;
     for (const variant of rep % 2 === 0 ? ['A', 'B'] : ['B', 'A']) {
-      const warm = await shardSet(`warmup-${variant}-${rep}`, 8);
+      const warm = await shardSet(`warmup-${variant}-${rep}`, WARMUP_SHARDS);
       const [repo, flags] = (variant === 'A' ? repoA : repoB).split('::');
       const extra = flags ? flags.trim().split(/\s+/) : [];
       const r = await throughNode(resolve(repo!), origin.url, cold.shards, warm.shards, client, scratch, join(scratch, `cache-${variant}-${rep}`), [cold.manifest, warm.manifest], extra);

@@ -6,8 +6,9 @@
 // The anchor is nginx proxy_cache's own cold pass (the edge of ../shared/bench/anchor.sh, a fresh cache directory each
 // rep, so every request is a miss): same origin, same client, same shards, in the same run.
 //
-// COLD_CPU_PROF=<dir> starts every node with `--cpu-prof` into <dir> and skips the warm pass, so each profile holds
-// the node's start, its warm-up shards and the cold pass (bench/profile-summary.ts reads them). COLD_PERF=<dir> runs
+// COLD_CPU_PROF=<dir> starts every node with `--cpu-prof` into <dir>/node-<cache dir>/ and skips the warm pass, so each
+// profile holds the node's start, its warm-up shards and the cold pass (bench/profile-summary.ts reads the main
+// thread's, CPU.*.<pid>.0.*.cpuprofile). COLD_PERF=<dir> runs
 // `perf record -g` on every server (all threads, kernel included) during its measured pass only.
 import type { ChildProcess } from 'node:child_process';
 import { randomFillSync } from 'node:crypto';
@@ -23,10 +24,11 @@ const SHARD_BYTES = 4 * MiB;
 const CONCURRENCY = 8;
 /**
  * Shards fetched through each freshly started server before the measured pass, and not counted: the measured pass
- * should see a process whose JIT has warmed up, as a long-running node's has, not one that just started (V8's
- * compiler threads were 9 % of the node's CPU in a pass without it).
+ * should see a process whose JIT has warmed up, as a long-running node's has, not one that just started. With 8
+ * (32 MiB) V8's compiler threads were still 8-9 % of the node's CPU in the measured pass; 32 (128 MiB) is the default
+ * since 2026-12-02 evening (docs/benchmarks.md), the same for every server and the client. COLD_WARMUP_SHARDS sets it.
  */
-const WARMUP_SHARDS = 8;
+export const WARMUP_SHARDS = Number(process.env.COLD_WARMUP_SHARDS ?? 32);
 const GiB = 1024 * MiB;
 const PROFILE_DIR = process.env.COLD_CPU_PROF || undefined;
 const PERF_DIR = process.env.COLD_PERF || undefined;
@@ -326,7 +328,9 @@ export async function throughNode(
   extraArgs: string[] = [],
 ): Promise<{ cold: ServerPass; warm: Pass; misses: number }> {
   const port = await freePort();
-  const profile = PROFILE_DIR ? ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR, '--cpu-prof-name', `node-${cacheDir === 'none' ? 'memory' : cacheDir.split('/').pop()}.cpuprofile`] : [];
+  // One directory per node, Node's own file names: the main thread and tsx's loader thread each write a profile, and
+  // under one --cpu-prof-name the loader's overwrote the main thread's. The main thread's is CPU.<date>.<pid>.0.*.
+  const profile = PROFILE_DIR ? ['--cpu-prof', '--cpu-prof-dir', join(PROFILE_DIR, `node-${cacheDir === 'none' ? 'memory' : cacheDir.split('/').pop()}`)] : [];
   const node = startChild(process.execPath, [
     ...profile,
     join(repoRoot, 'bin/edgeshard.js'), 'node', '--port', String(port), '--origin', originUrl, '--host', '127.0.0.1',
