@@ -4,6 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { JsonRpcProvider, formatUnits } from 'ethers';
 import { connectContracts, readContractsFile } from '../contracts/handles.ts';
@@ -122,6 +123,20 @@ describe('edgeshard demo (npm start)', () => {
     expect(third.out()).toMatch(/fetch \(warm: caches kept from the last run\): 4 shards verified, 0 failed.*origin requests 0/);
     expect(await stopDemo(third)).toBe(0);
   }, 400_000);
+
+  it('a busy port is a usage error that names its flag, and nothing is left running', async () => {
+    const busy = createServer();
+    await new Promise<void>((resolve) => busy.listen(0, resolve));
+    const port = (busy.address() as { port: number }).port;
+    try {
+      const run = startDemo(join(tmp.dir, 'busy'), ['--shards', '1', '--origin-port', String(port)]);
+      runs.push(run);
+      expect(await run.exited).toBe(2);
+      expect(run.out()).toContain(`edgeshard demo: --origin-port ${port}: address ${port} is already in use`);
+    } finally {
+      busy.close();
+    }
+  }, 60_000);
 
   it('uses default ports that grafana/prometheus.yml scrapes', () => {
     const yml = readFileSync(join(ROOT, 'grafana', 'prometheus.yml'), 'utf8');
