@@ -10,7 +10,7 @@ import { chmod, rm, writeFile } from 'node:fs/promises';
 import type { Command } from '../protocol/cli/command.ts';
 import { stopSignal } from '../protocol/cli/signals.ts';
 import { intSetting, stringSetting, UsageError, type Settings } from '../protocol/cli/options.ts';
-import { describeListenError } from '../protocol/cli/start-errors.ts';
+import { startNamingOptions } from '../protocol/cli/start-errors.ts';
 import { writeSampleDataset } from '../dataset/sample.ts';
 import { startOrigin } from '../dataset/origin-server.ts';
 import { startEdgeNode, type EdgeNode } from '../edge-node/server.ts';
@@ -48,15 +48,9 @@ function port(settings: Settings, name: string): number {
   return intSetting(settings, name, 0, 65535);
 }
 
-/** Binds with an error that names the flag to change, rather than a bare EADDRINUSE. */
-async function bound<T>(flag: string, value: number, start: () => Promise<T>): Promise<T> {
-  try {
-    return await start();
-  } catch (err) {
-    const explained = describeListenError(err, flag, value);
-    if (explained) throw new UsageError(explained);
-    throw err;
-  }
+/** Starts a server with an error that names its port flag, rather than a bare EADDRINUSE. */
+function bound<T>(flag: string, value: number, start: () => Promise<T>): Promise<T> {
+  return startNamingOptions(start, { flag, value }, []);
 }
 
 export const demoCommand: Command = {
