@@ -4,8 +4,10 @@
 //
 // Why: for a 4 KiB memory hit or a 64 KiB range, node:http's own machinery (parser callbacks, IncomingMessage,
 // ServerResponse, header validation, nextTick uncork) costs more CPU than the rest of the request. Here a hit is one
-// strict parse (request-head.ts), one lookup through the node's own routing, and one corked write of a response
-// head cached per object (rebuilt once a second, for the Date) plus the body Buffer (or a slice of it) as it is.
+// strict parse (request-head.ts), one lookup through the node's own routing (memoised per path), and one write: a
+// small whole object or a range up to 64 KiB as head and body joined once a second (the head carries the Date),
+// anything larger as a corked write of that cached head plus the body Buffer (or views of it) as it is. Idle
+// keep-alive connections are closed by one sweep over them, not a socket timer re-armed on every read.
 //
 // The first request it does not answer (a miss, /metrics, a 416, several ranges, anything unusual or malformed)
 // hands the whole connection to node:http for good: unanswered bytes go back with socket.unshift() and node:http's
