@@ -4,7 +4,7 @@
 // iteration routes the next of 4,096 pre-drawn (client city, shard) pairs, so caches see a realistic mix.
 //
 //   node bin/run-ts.js bench/routing.ts     → prints and writes bench/results/routing.md
-import { mulberry32 } from '../client/loader.ts';
+import { mulberry32 } from '../protocol/mix32.ts';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';

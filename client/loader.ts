@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import type { Dispatcher } from 'undici';
 import type { Manifest, ShardEntry } from '../protocol/manifest.ts';
 import { sha256Hex } from '../protocol/hash.ts';
+import { fmix32, mulberry32 } from '../protocol/mix32.ts';
 import { GatewayClient, type LatLon } from './gateway-client.ts';
 import { checkNoWorkingFileCollisions, fetchShard, shardFilePath, FETCH_DEFAULTS, type ShardFetchOptions } from './fetch.ts';
 import { createClientAgent, InterruptedError } from './http.ts';
@@ -71,35 +72,13 @@ export class ShardLoadError extends Error {
   }
 }
 
-/** murmur3's 32-bit finalizer: spreads nearby seeds (0, 1, 2…) over unrelated PRNG states. */
-function mix32(x: number): number {
-  x ^= x >>> 16;
-  x = Math.imul(x, 0x85ebca6b);
-  x ^= x >>> 13;
-  x = Math.imul(x, 0xc2b2ae35);
-  x ^= x >>> 16;
-  return x >>> 0;
-}
-
-/** mulberry32: a tiny, fast, well-distributed 32-bit PRNG; returns floats in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** A permutation of 0..n-1 (Fisher–Yates) determined by (seed, epoch) alone. */
 export function shuffledOrder(n: number, seed: number, epoch = 0): number[] {
   if (!Number.isSafeInteger(seed)) throw new Error(`shuffle seed must be a safe integer, got ${seed}`);
   if (!Number.isSafeInteger(epoch) || epoch < 0) throw new Error(`epoch must be a non-negative integer, got ${epoch}`);
   const lo = seed >>> 0;
   const hi = Math.floor(seed / 2 ** 32) >>> 0;
-  const random = mulberry32(mix32(lo ^ mix32(hi ^ mix32((epoch + 0x9e3779b9) >>> 0))));
+  const random = mulberry32(fmix32(lo ^ fmix32(hi ^ fmix32((epoch + 0x9e3779b9) >>> 0))));
   const order = Array.from({ length: n }, (_, i) => i);
   for (let i = n - 1; i > 0; i--) {
     const j = Math.floor(random() * (i + 1));

@@ -32,6 +32,7 @@
 // rendezvous alone, spread over the 32 least-loaded nodes. (Before, S was every node within the slack: an O(n)
 // rendezvous per decision, 1–15 ms at 10,000 nodes, hit by every client GeoIP cannot place.)
 import { EARTH_MEAN_RADIUS_KM, FIBER_DELAY_S_PER_KM, ROUTE_INFLATION_CALIBRATED, haversineKm } from '../protocol/geo.ts';
+import { fmix32 } from '../protocol/mix32.ts';
 
 /** A registered edge node as routing sees it. The registry owns these objects and mutates load fields in place. */
 export interface RoutableNode {
@@ -237,16 +238,6 @@ export function fnv1a32(s: string): number {
     h ^= s.charCodeAt(i);
     h = Math.imul(h, 0x01000193);
   }
-  return h >>> 0;
-}
-
-/** MurmurHash3's finaliser: FNV-1a's low bits mix poorly, this spreads every input bit over the output. */
-export function fmix32(h: number): number {
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
   return h >>> 0;
 }
 

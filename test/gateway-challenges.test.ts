@@ -15,7 +15,7 @@ import { defaultGatewayConfig, type GatewayConfig } from '../gateway/config.ts';
 import { GeoIp } from '../gateway/geoip.ts';
 import { TicketIssuer } from '../gateway/ticket-issuer.ts';
 import { Challenger, checkChallengeAnswer, challengeDeadlineMs, planChallenge, type ChallengeOutcome, type ChallengeScheduler } from '../gateway/challenges.ts';
-import { mulberry32 } from '../client/loader.ts';
+import { mulberry32 } from '../protocol/mix32.ts';
 import { BloomFilter } from '../protocol/bloom.ts';
 import { leafHashesOf } from '../protocol/chunks.ts';
 import { checkGatewayRecord, figuresFromRecords } from '../protocol/gateway-records.ts';

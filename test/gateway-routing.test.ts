@@ -16,7 +16,7 @@ import {
   type RoutableNode,
 } from '../gateway/routing.ts';
 import { NodeIndex, route } from '../gateway/node-index.ts';
-import { mulberry32 } from '../client/loader.ts';
+import { mulberry32 } from '../protocol/mix32.ts';
 
 const PARIS = { lat: 48.857, lon: 2.352 };
 const LONDON = { lat: 51.507, lon: -0.128 };
