@@ -10,6 +10,7 @@ import { writeSampleDataset, deterministicBytes } from '../dataset/sample.ts';
 import { sha256Hex } from '../protocol/hash.ts';
 import type { Manifest } from '../protocol/manifest.ts';
 import { openDataset, shuffledOrder, ShardLoadError } from '../client/loader.ts';
+import { SESSION_HEADER } from '../protocol/client-tickets.ts';
 import { sendBytes } from './helpers/byte-server.ts';
 import { startStaticGateway, type StaticGateway } from './helpers/static-gateway.ts';
 import { startScriptedOrigin, tempDir, until } from './helpers/net.ts';
@@ -60,6 +61,27 @@ describe('openDataset', () => {
     }
     return seen;
   };
+
+  it('a keyed loader sends its session header to the gateway, and reads the manifest up to fetchOptions.maxManifestBytes', async () => {
+    const sessions: Array<string | undefined> = [];
+    const recording = await startStaticGateway({
+      datasets: { sample: { manifest } },
+      nodes: [{ id: 'edge', url: edge.url }],
+      intercept: (req) => {
+        sessions.push(req.headers[SESSION_HEADER] as string | undefined);
+        return false;
+      },
+    });
+    try {
+      await expect(
+        openDataset({ gateway: recording.url, dataset: 'sample', fetchOptions: { keyFile: join(tmp.dir, 'trainer-key.json'), maxManifestBytes: 100 } }),
+      ).rejects.toThrow(/manifest of sample \(--max-manifest-size\): answer .*over the 100-byte limit/);
+      expect(sessions).toHaveLength(1);
+      expect(sessions[0]).toMatch(/^[A-Za-z0-9_\-.=]{40,}$/);
+    } finally {
+      await recording.close();
+    }
+  });
 
   it('yields every shard once, verified, in manifest order or a seeded shuffle that depends on seed and epoch', async () => {
     const ds = await openDataset({ gateway: gateway.url, dataset: 'sample' });
