@@ -89,6 +89,24 @@ export interface FetchOptions extends ShardFetchOptions {
   refuseToSign?: boolean;
 }
 
+/** The gateway options a fetch and a loader share, as FetchOptions names them. */
+export type GatewaySettings = Pick<FetchOptions, 'gateway' | 'gatewayPatienceMs' | 'maxManifestBytes' | 'gatewayBackoffMs' | 'near' | 'signal' | 'onGatewayRetry'>;
+
+/** The gateway client of a fetch or a loader; a keyed run (`identity`) sends its session header, for version-2 tickets. */
+export function gatewayClientFor(o: GatewaySettings, dispatcher: Dispatcher, identity?: ClientIdentity): GatewayClient {
+  return new GatewayClient({
+    gateway: o.gateway,
+    dispatcher,
+    ...(o.gatewayPatienceMs !== undefined ? { patienceMs: o.gatewayPatienceMs } : {}),
+    ...(o.maxManifestBytes !== undefined ? { maxManifestBytes: o.maxManifestBytes } : {}),
+    ...(o.gatewayBackoffMs !== undefined ? { backoffBaseMs: o.gatewayBackoffMs } : {}),
+    ...(o.near ? { near: o.near } : {}),
+    ...(identity ? { headers: { [SESSION_HEADER]: identity.header } } : {}),
+    ...(o.signal ? { signal: o.signal } : {}),
+    ...(o.onGatewayRetry ? { onRetry: o.onGatewayRetry } : {}),
+  });
+}
+
 export type ShardStatus = 'downloaded' | 'skipped' | 'failed' | 'interrupted';
 
 export interface ShardResult {
@@ -248,17 +266,7 @@ export async function fetchDataset(opts: FetchOptions): Promise<FetchReport> {
   try {
     const identity = opts.identity ?? (opts.keyFile ? await openClientIdentity(opts.keyFile) : undefined);
     if (identity) receipts = new ReceiptSender({ identity, dispatcher, ...(opts.receiptEvery ? { everyBytes: opts.receiptEvery } : {}), ...(opts.refuseToSign ? { refuseToSign: true } : {}) });
-    const gateway = new GatewayClient({
-      gateway: opts.gateway,
-      dispatcher,
-      ...(opts.gatewayPatienceMs !== undefined ? { patienceMs: opts.gatewayPatienceMs } : {}),
-      ...(opts.maxManifestBytes !== undefined ? { maxManifestBytes: opts.maxManifestBytes } : {}),
-      ...(opts.gatewayBackoffMs !== undefined ? { backoffBaseMs: opts.gatewayBackoffMs } : {}),
-      ...(opts.near ? { near: opts.near } : {}),
-      ...(identity ? { headers: { [SESSION_HEADER]: identity.header } } : {}),
-      ...(opts.signal ? { signal: opts.signal } : {}),
-      ...(opts.onGatewayRetry ? { onRetry: opts.onGatewayRetry } : {}),
-    });
+    const gateway = gatewayClientFor(opts, dispatcher, identity);
     const manifest = await gateway.manifest(opts.dataset);
     checkNoWorkingFileCollisions(manifest);
     await mkdir(opts.outDir, { recursive: true });

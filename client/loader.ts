@@ -11,11 +11,10 @@ import type { Dispatcher } from 'undici';
 import type { Manifest, ShardEntry } from '../protocol/manifest.ts';
 import { sha256Hex } from '../protocol/hash.ts';
 import { fmix32, mulberry32 } from '../protocol/mix32.ts';
-import { GatewayClient, type LatLon } from './gateway-client.ts';
-import { checkNoWorkingFileCollisions, fetchShard, shardFilePath, FETCH_DEFAULTS, type ShardFetchOptions } from './fetch.ts';
+import type { LatLon } from './gateway-client.ts';
+import { checkNoWorkingFileCollisions, fetchShard, gatewayClientFor, shardFilePath, FETCH_DEFAULTS, type ShardFetchOptions } from './fetch.ts';
 import { createClientAgent, InterruptedError } from './http.ts';
 import { ReceiptSender, openClientIdentity, type ReceiptStats } from './receipts.ts';
-import { SESSION_HEADER } from '../protocol/client-tickets.ts';
 
 export interface LoaderFetchOptions extends ShardFetchOptions {
   /** Keep verified shards here and reuse them in later epochs/runs. Default: a temporary directory, each shard deleted once read. */
@@ -100,15 +99,7 @@ export async function openDataset(opts: OpenDatasetOptions): Promise<Dataset> {
   // Keyed (fetchOptions.keyFile): version-2 tickets, and receipts for every verified byte, as `edgeshard fetch --key-file`.
   const identity = f.keyFile ? await openClientIdentity(f.keyFile) : undefined;
   const receipts = identity ? new ReceiptSender({ identity, dispatcher, ...(f.receiptEvery ? { everyBytes: f.receiptEvery } : {}) }) : undefined;
-  const gateway = new GatewayClient({
-    gateway: opts.gateway,
-    dispatcher,
-    ...(f.gatewayPatienceMs !== undefined ? { patienceMs: f.gatewayPatienceMs } : {}),
-    ...(f.maxManifestBytes !== undefined ? { maxManifestBytes: f.maxManifestBytes } : {}),
-    ...(f.gatewayBackoffMs !== undefined ? { backoffBaseMs: f.gatewayBackoffMs } : {}),
-    ...(opts.near ? { near: opts.near } : {}),
-    ...(identity ? { headers: { [SESSION_HEADER]: identity.header } } : {}),
-  });
+  const gateway = gatewayClientFor({ ...f, gateway: opts.gateway, ...(opts.near ? { near: opts.near } : {}) }, dispatcher, identity);
   let manifest: Manifest;
   try {
     manifest = await gateway.manifest(opts.dataset);
