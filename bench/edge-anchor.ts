@@ -105,7 +105,9 @@ export async function runEdgeAnchor(repoRoot: string): Promise<{ markdown: strin
   const cacheDir = mkdtempSync(join(tmpdir(), 'edgeshard-bench-cache-'));
   const outDir = process.env.OUT ?? mkdtempSync(join(tmpdir(), 'edgeshard-anchor-'));
   const work = process.env.WORK ?? '/tmp/perfanchor';
-  const command = `node ${NODE_V8_FLAGS ? `${NODE_V8_FLAGS} ` : ''}${join(repoRoot, 'bin/edgeshard.js')} node --port "$PORT" --origin "$ORIGIN_URL" --cache-dir ${cacheDir} ${NODE_FLAGS} --key-file ${join(cacheDir, 'node-key.json')}`;
+  // The runner's choice shows in the command, so a result through tsx's loader says so.
+  const viaTsx = process.env.EDGESHARD_NODE_VIA_TSX === '1' ? 'env EDGESHARD_NODE_VIA_TSX=1 ' : '';
+  const command = `${viaTsx}node ${NODE_V8_FLAGS ? `${NODE_V8_FLAGS} ` : ''}${join(repoRoot, 'bin/edgeshard.js')} node --port "$PORT" --origin "$ORIGIN_URL" --cache-dir ${cacheDir} ${NODE_FLAGS} --key-file ${join(cacheDir, 'node-key.json')}`;
 
   const started = Date.now();
   const rss = pollNodeMemory(join(work, 'run', `${EXTRA_NAME}.pgid`), started);
