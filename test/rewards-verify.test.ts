@@ -129,5 +129,13 @@ describe('edgeshard rewards verify', () => {
     expect(await verify(['--all'])).toMatchObject({ code: 2, out: expect.stringMatching(/exactly one EPOCH/) });
     expect(await verify([String(epoch), '--dir', dir])).toMatchObject({ code: 2, out: expect.stringMatching(/either --node ADDR or --all/) });
     expect(await verify([String(epoch + 5), '--all', '--dir', dir])).toMatchObject({ code: 1, out: expect.stringMatching(/no published epoch/) });
+    expect(await verify([String(epoch), '--all', '--dir', dir, '--max-epoch-size', 'lots'])).toMatchObject({
+      code: 2,
+      out: expect.stringContaining('--max-epoch-size "lots": expected a number with a unit such as 512MiB, 50GB or 1TB'),
+    });
+    expect(await verify([String(epoch), '--all', '--dir', dir, '--max-epoch-size', '5M'])).toMatchObject({
+      code: 2,
+      out: expect.stringContaining('--max-epoch-size "5M": say 5MB (powers of 1000) or 5MiB (powers of 1024)'),
+    });
   });
 });
