@@ -7,12 +7,11 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { request } from 'undici';
 import type { Command } from '../protocol/cli/command.ts';
-import { stringSetting, UsageError } from '../protocol/cli/options.ts';
+import { sizeSetting, stringSetting, UsageError } from '../protocol/cli/options.ts';
 import { verifyEpoch, type VerifyLine } from '../protocol/epoch-settle.ts';
 import { sha256Hex } from '../protocol/epoch.ts';
 import { BodyTooLargeError, readBounded, readFileBounded } from '../protocol/bounded-body.ts';
 import { DEFAULT_MAX_EPOCH_BYTES, MAX_EPOCH_MANIFEST_BYTES } from '../protocol/settler-api.ts';
-import { parseSize } from '../protocol/units.ts';
 
 export interface PublishedEpoch {
   source: string;
@@ -202,12 +201,7 @@ export const rewardsVerifyCommand: Command = {
     const settler = stringSetting(settings, 'settler');
     const dir = stringSetting(settings, 'dir');
     if (settler && dir) throw new UsageError('use either --dir or --settler');
-    let maxEpochBytes: number;
-    try {
-      maxEpochBytes = parseSize(String(settings['max-epoch-size'] ?? '1GiB'), '--max-epoch-size');
-    } catch (err) {
-      throw new UsageError((err as Error).message);
-    }
+    const maxEpochBytes = sizeSetting(settings, 'max-epoch-size', '1GiB');
     const published = settler ? await loadEpochFromSettler(settler, epoch, maxEpochBytes) : await loadEpochFromDir(dir ?? './.edgeshard/settler', epoch, maxEpochBytes);
     const report = verifyReport(epoch, published, nodes.map((n) => n.toLowerCase()), !all);
     for (const line of report.lines) console.log(line);
