@@ -3,7 +3,7 @@ import { chmod, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { decodeTicket, generateTicketKey, keyIdOf, publicKeyFromB64, signTicket, ticketKeyFromPem, ticketKeyToPem, verifyTicket } from '../protocol/tickets.ts';
 import { BloomFilter } from '../protocol/bloom.ts';
-import { loadOrCreateNodeKey, recoverChallengeSigner, signChallenge } from '../protocol/identity.ts';
+import { loadOrCreateNodeKey, recoverChallengeSigner, recoverUrlProofSigner, signChallenge, signUrlProof } from '../protocol/identity.ts';
 import { parseGatewayMessage, parseNodeMessage } from '../protocol/registry-messages.ts';
 import { TicketGate, ticketFromUrl } from '../edge-node/ticket-gate.ts';
 import { backoffDelayMs } from '../edge-node/registry-client.ts';
@@ -120,6 +120,11 @@ describe('node identity', () => {
     expect(recoverChallengeSigner('gw', 'n2', 'http://a', sig)).not.toBe(w.address.toLowerCase());
     expect(recoverChallengeSigner('gw', 'n1', 'http://b', sig)).not.toBe(w.address.toLowerCase());
     expect(recoverChallengeSigner('gw', 'n1', 'http://a', '0x1234')).toBeNull();
+    // The URL proof: the same rules, over its own text (a challenge signature is no URL proof).
+    const proof = await signUrlProof(w, 'gw', 'n1', 'http://a');
+    expect(recoverUrlProofSigner('gw', 'n1', 'http://a', proof)).toBe(w.address.toLowerCase());
+    expect(recoverUrlProofSigner('gw', 'n1', 'http://a', sig)).not.toBe(w.address.toLowerCase());
+    expect(recoverUrlProofSigner('gw', 'n1', 'http://a', '0x1234')).toBeNull();
   });
 });
 
