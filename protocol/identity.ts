@@ -51,13 +51,18 @@ export async function signChallenge(wallet: Wallet, gatewayId: string, nonce: st
   return wallet.signMessage(challengeText(gatewayId, nonce, nodeUrl));
 }
 
-/** The lowercase address that signed, or null when the signature does not parse. */
-export function recoverChallengeSigner(gatewayId: string, nonce: string, nodeUrl: string, signature: string): string | null {
+/** The lowercase address whose EIP-191 signature over `text` this is, or null when the signature does not parse. */
+export function messageSigner(text: string, signature: string): string | null {
   try {
-    return verifyMessage(challengeText(gatewayId, nonce, nodeUrl), signature).toLowerCase();
+    return verifyMessage(text, signature).toLowerCase();
   } catch {
     return null;
   }
+}
+
+/** The lowercase address that signed, or null when the signature does not parse. */
+export function recoverChallengeSigner(gatewayId: string, nonce: string, nodeUrl: string, signature: string): string | null {
+  return messageSigner(challengeText(gatewayId, nonce, nodeUrl), signature);
 }
 
 /** Where a node answers a gateway's URL challenge (GET, query `gateway` and `nonce`; JSON answer). */
@@ -77,11 +82,7 @@ export async function signUrlProof(wallet: Wallet, gatewayId: string, nonce: str
 }
 
 export function recoverUrlProofSigner(gatewayId: string, nonce: string, nodeUrl: string, signature: string): string | null {
-  try {
-    return verifyMessage(urlProofText(gatewayId, nonce, nodeUrl), signature).toLowerCase();
-  } catch {
-    return null;
-  }
+  return messageSigner(urlProofText(gatewayId, nonce, nodeUrl), signature);
 }
 
 /** The URL-proof query fields a node accepts: a hex nonce and a printable gateway id (no newline can be injected). */

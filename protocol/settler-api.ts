@@ -13,7 +13,8 @@
 // Errors are JSON {error: "<reason>"} with 400 (malformed), 401 (bad signature), 409 (replayed nonce, or an epoch
 // already settled), 413 (too large), 422 (epoch not open).
 import { createHash } from 'node:crypto';
-import { verifyMessage, type Wallet } from 'ethers';
+import type { Wallet } from 'ethers';
+import { messageSigner } from './identity.ts';
 import type { SessionAuthorisation } from './client-tickets.ts';
 
 export const SETTLER_PATHS = {
@@ -142,12 +143,8 @@ export function parseClaimBatch(body: unknown): { batch: ClaimBatch } | { error:
 /** Null when the batch is signed by the node it names, for this settler; otherwise why not. */
 export function checkClaimBatchSignature(batch: ClaimBatch, settlerId: string): string | null {
   if (batch.settler !== settlerId) return `batch is for settler "${batch.settler}", not this one ("${settlerId}")`;
-  let signer: string;
-  try {
-    signer = verifyMessage(claimBatchText(batch), batch.signature).toLowerCase();
-  } catch {
-    return 'claim signature does not parse';
-  }
+  const signer = messageSigner(claimBatchText(batch), batch.signature);
+  if (signer === null) return 'claim signature does not parse';
   return signer === batch.node ? null : 'claim is not signed by the node it names';
 }
 
