@@ -3,7 +3,7 @@
 # /proc/<pid>/stat over one wrk run, divided by its requests), which moves less than req/s on a shared box.
 # Each round starts every tree in turn (order rotated per round) exactly as the anchor starts the node (flags of
 # bench/edge-anchor.ts, pinned to CPU 1) behind an nginx static origin serving the anchor's data set, fetches each
-# object once (4 KiB and 16 MiB: the memory tier then holds them), and runs wrk (CPU 0, the anchor's rotate.lua).
+# object twice (4 KiB and 16 MiB: the memory tier then holds them), and runs wrk (CPU 0, the anchor's rotate.lua).
 #
 #   git archive <commit> | tar -x -C /tmp/a && ln -s "$PWD/node_modules" /tmp/a/node_modules   # per tree
 #   flock /tmp/edgeshard-bench.lock bench/warm-ab.sh ROUNDS "4k-c64 range-c16" /tmp/a /tmp/b
@@ -32,7 +32,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
     cache=$(mktemp -d "$W/cache.XXXX")
     ( cd "$t" && exec setsid taskset -c 1 node --max-semi-space-size=2 bin/edgeshard.js node --port 18185 --origin http://127.0.0.1:18180 --cache-dir "$cache" --host 127.0.0.1 --memory-cache 1GiB --memory-max-object 16MiB --path-ttl 604800 --log-level silent --open --key-file "$cache/node-key.json" >/dev/null ) & NPID=$!
     for i in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:18185/healthz && break; sleep 0.2; done
-    for d in ${WARM_DIRS:-4k 16m}; do for f in "$DATA/$d"/*.bin; do curl -s -o /dev/null "http://127.0.0.1:18185/$d/$(basename "$f")"; done; done
+    # Twice, as the anchor does: the second read finds every object in the memory tier (a fill may still be storing
+    # it when its response ends, and a large shard enters the memory tier on its first disk hit).
+    for d in ${WARM_DIRS:-4k 16m}; do for f in "$DATA/$d"/*.bin; do u="http://127.0.0.1:18185/$d/$(basename "$f")"; curl -s -o /dev/null "$u"; curl -s -o /dev/null "$u"; done; done
     for s in $SCENS; do
       read -r prefix count conc range <<<"$(scen "$s")"; [[ $range == - ]] && range=
       c0=$(cpu $NPID)
