@@ -22,7 +22,7 @@ export interface SettlerServerOptions extends Omit<SettlerOptions, 'metrics'> {
   /** Read the contracts' events into /metrics (edgeshard_chain_*), polling every pollMs; checkpoint in <dir>/chain-watch.json. */
   chainWatch?: ChainWatcherOptions & { pollMs: number };
   /** Submit gateways' slashing evidence to this Settlement contract (settler/slasher.ts); state in <dir>/slashes.jsonl. */
-  slash?: { settlement: Contracts['settlement']; domain: TypedDataDomain } & Pick<SlasherOptions, 'retry' | 'timers'>;
+  slash?: { settlement: Contracts['settlement']; domain: TypedDataDomain } & Pick<SlasherOptions, 'retry' | 'timers' | 'txWaitMs'>;
 }
 
 export interface RunningSettler {
@@ -77,8 +77,9 @@ export async function startSettler(opts: SettlerServerOptions, deps: { logger?: 
   const withSlasher: Partial<SettlerOptions> = slasher
     ? {
         onGatewayRecords: (records) => void slasher.add(records),
+        // Synchronous: a slasher stuck on the chain must never hold up settling or the root's posting.
         onSettled: async (epoch, dir) => {
-          await slasher.forgetSettled(epoch);
+          slasher.forgetSettled(epoch);
           await onSettled?.(epoch, dir);
         },
       }

@@ -7,6 +7,10 @@
 // When the chain does not answer (an RPC endpoint down, a connection lost mid-call), the evidence is tried again on a
 // doubling, capped schedule for a bounded number of attempts; each attempt first reads evidenceUsed, so a transaction
 // the chain took but whose answer was lost is never sent twice. A refusal by the contract is final and not retried.
+// A transaction the chain takes but does not mine within txWaitMs counts as the chain not answering, too.
+//
+// Settlement never waits on the slasher: forgetSettled is synchronous, so a slasher stuck behind a black-holed RPC
+// endpoint or an unmined transaction stalls slashing only, never an epoch's settlement or its root's posting.
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Provider, TypedDataDomain } from 'ethers';
@@ -32,6 +36,8 @@ interface Pending {
   tx?: string;
   /** The timer of the next attempt, while one is set. */
   retry?: unknown;
+  /** An attempt for it is running (its chain calls may be in flight). */
+  busy?: boolean;
 }
 
 /** Where the retry timers come from: setTimeout by default; tests fire them by hand. */
@@ -50,6 +56,9 @@ export interface SlashRetry {
 
 /** About 20 minutes of attempts in all: an RPC provider's restart or a short outage, not a day-long one. */
 export const DEFAULT_SLASH_RETRY: SlashRetry = { baseMs: 5_000, maxMs: 300_000, maxAttempts: 10 };
+
+/** How long a sent slash may stay unmined before the attempt counts as failed (the next one looks for it again). */
+export const DEFAULT_SLASH_TX_WAIT_MS = 180_000;
 
 /** The delay before the retry that follows failure number `failures` (1, 2, ...): base·2^(n−1), capped. Pure. */
 export function slashRetryDelayMs(failures: number, retry: SlashRetry): number {
@@ -81,6 +90,8 @@ export interface SlasherOptions {
   logger: Logger;
   metrics?: SettlerMetrics;
   retry?: SlashRetry;
+  /** The bound on waiting for a sent transaction to be mined (DEFAULT_SLASH_TX_WAIT_MS); timed by `timers`. */
+  txWaitMs?: number;
   timers?: RetryTimers;
 }
 
@@ -90,6 +101,8 @@ export class Slasher {
   private readonly retry: SlashRetry;
   private readonly timers: RetryTimers;
   private closed = false;
+  /** The last epoch forgetSettled was told of: evidence up to it that ends an attempt with nothing to wait for goes. */
+  private settledThrough = -1n;
 
   private constructor(
     private readonly opts: SlasherOptions,
@@ -133,10 +146,16 @@ export class Slasher {
    * a restart would not hand it over again. Without this, every failed challenge of a node the contract will not
    * slash (one that never staked) stayed in memory for the life of the process. Evidence waiting for a retry stays.
    */
-  forgetSettled(epoch: number): Promise<void> {
-    return this.enqueue(async () => {
-      for (const [digest, p] of this.pending) if (p.retry === undefined && p.evidence.epoch <= BigInt(epoch)) this.pending.delete(digest);
-    });
+  forgetSettled(epoch: number): void {
+    // Synchronous, not queued behind the chain calls: settling an epoch (and posting its root) must never wait on a
+    // slash stuck behind an RPC endpoint that does not answer. Evidence of the epoch still being tried (or queued
+    // behind that) is forgotten when its attempt ends with nothing left to wait for (see advance).
+    if (BigInt(epoch) > this.settledThrough) this.settledThrough = BigInt(epoch);
+    for (const [digest, p] of this.pending) if (this.forgettable(p)) this.pending.delete(digest);
+  }
+
+  private forgettable(p: Pending): boolean {
+    return p.retry === undefined && !p.busy && p.evidence.epoch <= this.settledThrough;
   }
 
   /** Settles when everything added so far (and every retry that has fired) is handled. */
@@ -175,6 +194,7 @@ export class Slasher {
   private async advance(digest: string, p: Pending): Promise<void> {
     if (p.retry !== undefined) this.timers.clear(p.retry);
     p.retry = undefined;
+    p.busy = true;
     try {
       for (const [signer, signature] of [...p.unchecked]) {
         // The contract refuses a signature by a key without GATEWAY_ROLE; it is never counted toward the quorum here.
@@ -189,6 +209,9 @@ export class Slasher {
       if (p.signatures.size >= this.quorum) await this.submit(digest, p);
     } catch (err) {
       this.failed(digest, p, err);
+    } finally {
+      p.busy = false;
+      if (this.forgettable(p) && this.pending.get(digest) === p) this.pending.delete(digest);
     }
   }
 
@@ -234,7 +257,7 @@ export class Slasher {
       try {
         const sent = await settlement.slashForFailedChallenge(p.evidence, sortedSignatures(p.signatures));
         tx = p.tx = sent.hash;
-        await sent.wait();
+        await this.minedWithin(sent, tx);
         outcome = 'submitted';
         log.warn({ ...at, tx }, 'slashed a node on a quorum of gateway evidence');
       } catch (err) {
@@ -249,6 +272,20 @@ export class Slasher {
     this.done.add(digest);
     this.pending.delete(digest);
     this.opts.metrics?.slash(outcome);
+  }
+
+  /** Waits for `sent` to be mined, at most txWaitMs; past that, the chain "did not answer" and the attempt is retried. */
+  private async minedWithin(sent: { wait(): Promise<unknown> }, tx: string): Promise<void> {
+    const ms = this.opts.txWaitMs ?? DEFAULT_SLASH_TX_WAIT_MS;
+    let timer: unknown;
+    const late = new Promise<never>((_, reject) => {
+      timer = this.timers.set(() => reject(new Error(`transaction ${tx} was not mined within ${ms / 1000} s`)), ms);
+    });
+    try {
+      await Promise.race([sent.wait(), late]);
+    } finally {
+      this.timers.clear(timer);
+    }
   }
 
   async close(): Promise<void> {

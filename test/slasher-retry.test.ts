@@ -18,7 +18,12 @@ import { TOKEN, deployFixture, mined, type Fixture } from './helpers/chain.ts';
 import { startRpcProxy, type RpcProxy } from './helpers/rpc-proxy.ts';
 import { tempDir } from './helpers/net.ts';
 import { startSettler } from '../settler/server.ts';
-import { DEFAULT_REWARD_PARAMS } from '../protocol/epoch.ts';
+import { DEFAULT_REWARD_PARAMS, GIB } from '../protocol/epoch.ts';
+import { createRootPoster, type PostOutcome } from '../contracts/root-poster.ts';
+import { authoriseSession, generateSessionKey, signClientTicket } from '../protocol/client-tickets.ts';
+import { signReceipt } from '../protocol/receipts.ts';
+import { signClaimBatch } from '../protocol/settler-api.ts';
+import { randomBytes } from 'node:crypto';
 
 const clock = 1_800_000_000_000;
 const ticketKey = generateTicketKey();
@@ -26,11 +31,15 @@ const ticketKey = generateTicketKey();
 /** Timers the test fires by hand, in the order they were set. */
 class HandTimers implements RetryTimers {
   due: Array<{ fn: () => void; ms: number }> = [];
+  private waiting: Array<() => void> = [];
   set = (fn: () => void, ms: number) => {
     const t = { fn, ms };
     this.due.push(t);
+    for (const w of this.waiting.splice(0)) w();
     return t;
   };
+  /** Resolves when the next timer is set. */
+  nextSet = () => new Promise<void>((resolve) => this.waiting.push(resolve));
   clear = (handle: unknown) => {
     this.due = this.due.filter((t) => t !== handle);
   };
@@ -202,5 +211,88 @@ describe('slash submissions that meet a failing RPC endpoint', () => {
     expect(await metric('edgeshard_settler_slashes_submitted_total{outcome="submitted"}')).toBe(1);
     expect(await metric('edgeshard_settler_slash_evidence_pending')).toBe(0);
     expect(await stakeOf()).toBe(600n * TOKEN);
+  }, 60_000);
+  it('a slasher whose chain does not answer holds up neither settling an epoch nor posting its root', async () => {
+    const tmp = await tempDir();
+    cleanups.push(tmp.cleanup);
+    const provider = new JsonRpcProvider(proxy.url, f.file.chainId, { staticNetwork: true, batchMaxCount: 1, cacheTimeout: -1 });
+    cleanups.push(async () => provider.destroy());
+    await mined(f.as(f.trainer).token.approve(f.file.escrow, 10n * TOKEN));
+    await mined(f.as(f.trainer).escrow.deposit(10n * TOKEN));
+    // The root poster has its own, working connection; only the slasher's RPC endpoint is black-holed.
+    const poster = createRootPoster(f.as(f.settler));
+    const posted: PostOutcome[] = [];
+    const now = { ms: clock };
+    const s = await startSettler({
+      host: '127.0.0.1', port: 0, dir: tmp.dir, id: 'settler-test', epochSeconds: 86_400, claimWindowSeconds: 3600, params: DEFAULT_REWARD_PARAMS,
+      gateways: { [ticketKey.keyId]: ticketKey.publicKeyB64 }, settleCheckMs: 0, now: () => now.ms,
+      onSettled: async (_e, epochDir) => void posted.push(await poster.post(epochDir)),
+      slash: { settlement: connectContracts(f.file, managedWallet(f.chain.keys[9]!, provider)).settlement, domain: settlementDomain(f.file.chainId, f.file.settlement), timers: new HandTimers() },
+    });
+    open.push({ close: async () => (proxy.release(), await s.close()) });
+    const metric = async (name: string) => Number(new RegExp(`^${name.replace(/[{}]/g, '\\$&')} (\\d+)$`, 'm').exec(await s.metrics.registry.metrics())?.[1] ?? NaN);
+
+    // A node earned something in epoch 20833 (so there is a root to post).
+    const trainer = new Wallet(f.chain.keys[5]!);
+    const earner = new Wallet(f.chain.keys[6]!);
+    const session = generateSessionKey();
+    const epoch = 20_833;
+    const ticket = signClientTicket({ shard: 'ab'.repeat(32), node: earner.address.toLowerCase(), expiresAt: clock / 1000 + 600, epoch, byteCap: 4n * GIB, client: trainer.address.toLowerCase(), sessionKey: session.publicHex }, ticketKey);
+    const batch = await signClaimBatch(earner, { settler: 'settler-test', epoch, nonce: randomBytes(16).toString('hex'), timestamp: clock / 1000, receipts: [signReceipt(ticket, GIB, clock / 1000, session)], sessions: [await authoriseSession(trainer, session, epoch + 1)] });
+    expect((await s.settler.submitClaims(batch)).status).toBe(200);
+
+    // Evidence of the same epoch reaches the slasher, whose first chain call is never answered.
+    proxy.mode = 'hold';
+    const asked = proxy.nextCall('eth_call');
+    expect((await s.settler.submitGatewayRecords({ records: [await evidence(challenge())] })).body).toEqual({ results: ['recorded'] });
+    await asked;
+    expect(proxy.held).toBeGreaterThan(0);
+
+    now.ms = (20_834 * 86_400 + 3600) * 1000;
+    expect(await s.settler.settleDue()).toEqual([epoch]);
+    expect(posted).toEqual([{ epoch, posted: expect.objectContaining({ root: s.settler.settledEpochs()[0]!.root }) }]);
+    expect((await f.as(f.outsider).settlement.epochs(BigInt(epoch))).root).toBe(s.settler.settledEpochs()[0]!.root);
+    expect(await metric('edgeshard_settler_slash_evidence_pending')).toBe(1); // its attempt is still running: kept
+
+    // The chain answers again: the evidence is submitted, then nothing is left.
+    proxy.release();
+    await s.slasher!.idle();
+    expect(await metric('edgeshard_settler_slashes_submitted_total{outcome="submitted"}')).toBe(1);
+    expect(await metric('edgeshard_settler_slash_evidence_pending')).toBe(0);
+    expect(await stakeOf()).toBe(600n * TOKEN);
+  }, 60_000);
+
+  it('a slash the chain takes but does not mine counts as the chain not answering once txWaitMs passes, and is not sent again', async () => {
+    const chain = f.chain.provider;
+    await chain.send('evm_setAutomine', [false]);
+    try {
+      const s = await slasherThroughProxy();
+      const sends = () => proxy.methods.filter((m) => m === 'eth_sendRawTransaction').length;
+      const before = sends();
+      const waiting = s.timers.nextSet();
+      const added = s.slasher.add([await evidence(challenge())]);
+      await waiting; // sent; now waiting for it to be mined
+      expect(sends() - before).toBe(1);
+      expect(s.timers.due.map((t) => t.ms)).toEqual([180_000]);
+      s.timers.due.shift()!.fn();
+      await added;
+      expect(await s.metric('edgeshard_settler_slashes_submitted_total{outcome="failed"}')).toBe(1);
+      expect(s.logs.map((l) => (l as { err?: string }).err)).toContainEqual(expect.stringMatching(/^transaction 0x[0-9a-f]{64} was not mined within 180 s$/));
+      expect(s.timers.due.map((t) => t.ms)).toEqual([5_000]);
+
+      // Still in the pool at the retry: nothing new is sent.
+      await s.fire();
+      expect(sends() - before).toBe(1);
+      expect(s.timers.due.map((t) => t.ms)).toEqual([10_000]);
+      // Mined: the next retry finds the evidence used.
+      await chain.send('evm_mine', []);
+      await s.fire();
+      expect(await s.metric('edgeshard_settler_slashes_submitted_total{outcome="already-used"}')).toBe(1);
+      expect(s.timers.due).toEqual([]);
+      expect(await stakeOf()).toBe(600n * TOKEN);
+      expect(await slashEvents()).toHaveLength(1);
+    } finally {
+      await chain.send('evm_setAutomine', [true]);
+    }
   }, 60_000);
 });

@@ -2,7 +2,8 @@
 // make fail the way a real RPC provider does: `down` answers 503 to every call; `refuse-send` answers 503 to
 // eth_sendRawTransaction only (the transaction never reaches the chain); `lose-answer` passes
 // eth_sendRawTransaction to the chain (the transaction is mined) but answers 503, as when the connection drops
-// after the provider took the transaction.
+// after the provider took the transaction; `hold` answers nothing (a black-holed endpoint) until release() passes the
+// held calls on and the mode goes back to `pass`.
 import { createServer, type IncomingMessage } from 'node:http';
 import { createRequire } from 'node:module';
 import type { Eip1193Provider } from 'ethers';
@@ -10,7 +11,7 @@ import { closeNow, listen, localUrl } from '../../protocol/listen.ts';
 
 const require = createRequire(import.meta.url);
 
-export type RpcMode = 'pass' | 'down' | 'refuse-send' | 'lose-answer';
+export type RpcMode = 'pass' | 'down' | 'refuse-send' | 'lose-answer' | 'hold';
 
 export interface RpcProxy {
   url: string;
@@ -19,6 +20,12 @@ export interface RpcProxy {
   methods: string[];
   /** The same calls with their parameters. */
   calls: Array<{ method: string; params: unknown[] }>;
+  /** Resolves when a call to `method` arrives (counting only calls after this one). */
+  nextCall(method: string): Promise<void>;
+  /** Calls held by `hold` mode, not answered yet. */
+  held: number;
+  /** Back to `pass`; every held call goes on to the chain and is answered. */
+  release(): void;
   close(): Promise<void>;
 }
 
@@ -34,13 +41,36 @@ export async function startRpcProxy(chain: Eip1193Provider): Promise<RpcProxy> {
   };
   const upstream = new JsonRpcServer({ hostname: '127.0.0.1', port: 0, provider: chain });
   const upstreamUrl = `http://127.0.0.1:${(await upstream.listen()).port}`;
-  const proxy: RpcProxy = { url: '', mode: 'pass', methods: [], calls: [], close: async () => undefined };
+  const waiters: Array<{ method: string; resolve: () => void }> = [];
+  let held: Array<() => void> = [];
+  const proxy: RpcProxy = {
+    url: '',
+    mode: 'pass',
+    methods: [],
+    calls: [],
+    nextCall: (method) => new Promise((resolve) => waiters.push({ method, resolve })),
+    get held() {
+      return held.length;
+    },
+    release() {
+      proxy.mode = 'pass';
+      const go = held;
+      held = [];
+      for (const g of go) g();
+    },
+    close: async () => undefined,
+  };
   const server = createServer((req, res) => {
     void (async () => {
       const raw = await body(req);
       const calls = [JSON.parse(raw.toString('utf8')) as { method: string; params?: unknown[] } | Array<{ method: string; params?: unknown[] }>].flat();
       proxy.methods.push(...calls.map((c) => c.method));
       proxy.calls.push(...calls.map((c) => ({ method: c.method, params: c.params ?? [] })));
+      for (const w of waiters.splice(0)) {
+        if (calls.some((c) => c.method === w.method)) w.resolve();
+        else waiters.push(w);
+      }
+      if (proxy.mode === 'hold') await new Promise<void>((resolve) => held.push(resolve));
       const mode = proxy.mode;
       const sends = calls.some((c) => c.method === 'eth_sendRawTransaction');
       if (mode === 'down' || (mode === 'refuse-send' && sends)) return void res.writeHead(503).end('rpc provider unavailable');
@@ -52,6 +82,7 @@ export async function startRpcProxy(chain: Eip1193Provider): Promise<RpcProxy> {
   });
   proxy.url = localUrl(await listen(server, 0, '127.0.0.1'));
   proxy.close = async () => {
+    proxy.release();
     await closeNow(server);
     await upstream.close();
   };
