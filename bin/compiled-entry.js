@@ -33,7 +33,9 @@ function esbuildVersion() {
 
 /** The cache key: the toolchain, the format, and the content of every input (paths relative to the repository). */
 async function keyOf(root, inputs) {
-  const lines = [`format ${FORMAT}`, `esbuild ${esbuildVersion()}`, `builder ${sha256(await readFile(SELF))}`];
+  // The root too: the build names its sources' absolute paths (import.meta.url), and a node_modules shared by two
+  // checkouts (a symlink) must not hand one of them the other's build.
+  const lines = [`format ${FORMAT}`, `root ${root}`, `esbuild ${esbuildVersion()}`, `builder ${sha256(await readFile(SELF))}`];
   for (const path of BUILD_CONFIG) lines.push(`${path} ${existsSync(join(root, path)) ? sha256(await readFile(join(root, path))) : 'none'}`);
   for (const path of [...new Set(inputs)].sort()) lines.push(`${path} ${sha256(await readFile(join(root, path)))}`);
   return sha256(lines.join('\n'));

@@ -5,7 +5,7 @@
 // really runs without the loader.
 import { describe, expect, it } from 'vitest';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
@@ -45,6 +45,24 @@ describe('compiled entry cache', () => {
       expect(await importInNode(second.url)).toMatchObject({ value: 2 });
     } finally {
       await cleanup();
+    }
+  });
+
+  it('does not hand one checkout the build of another through a shared node_modules', async () => {
+    const a = await tempDir();
+    const b = await tempDir();
+    try {
+      await mkdir(join(a.dir, 'node_modules'));
+      await symlink(join(a.dir, 'node_modules'), join(b.dir, 'node_modules'));
+      for (const dir of [a.dir, b.dir]) await writeFile(join(dir, 'main.ts'), 'export const here: string = import.meta.url;\n');
+      const fromA = await compiledEntry('main.ts', a.dir);
+      const fromB = await compiledEntry('main.ts', b.dir);
+      if (!('url' in fromA) || !('url' in fromB)) throw new Error(JSON.stringify({ fromA, fromB }));
+      // Same content, but A's build names A's file: B's node would read module-relative files from A.
+      expect(await importInNode(fromB.url)).toEqual({ here: pathToFileURL(join(b.dir, 'main.ts')).href });
+    } finally {
+      await a.cleanup();
+      await b.cleanup();
     }
   });
 
