@@ -95,6 +95,8 @@ export interface EdgeNode {
   registryClients: RegistryClient[];
   /** The fast path in front of node:http for small memory hits; null with `fastPath: false` (--no-fast-path). */
   fastPath: FastPath | null;
+  /** Paths the fast path's routing memo holds: only those answered as memory hits (tests). */
+  fastRoutesRemembered(): number;
   /** Stops accepting, drains in-flight responses up to the grace period, closes the stores. */
   close(): Promise<void>;
 }
@@ -1404,12 +1406,16 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   });
   // The fast path's routing memo: request path -> the cache key and route resolveTarget gives it, so that a hit
   // neither decodes the path nor builds a key string (whose hash the memory tier's Map then computes afresh) each
-  // time. Only cache targets are kept, at most FAST_ROUTES_MAX (then it starts over: random paths cannot grow it),
-  // and it is dropped whenever a manifest is learned (a path may then name a known shard, under another key).
+  // time. A path is remembered only once it was answered as a fresh memory hit (its ticket accepted), and only up to
+  // FAST_ROUTE_MAX_PATH characters: misses, refused tickets and long random paths cannot fill it. At most
+  // FAST_ROUTES_MAX entries (then it starts over), and it is dropped whenever a manifest is learned (a path may then
+  // name a known shard, under another key).
   const FAST_ROUTES_MAX = 4096;
-  const fastRoutes = new Map<string, { key: string; route: Route; sha256: string | undefined }>();
+  const FAST_ROUTE_MAX_PATH = 512;
+  type FastRoute = { key: string; route: Route; sha256: string | undefined };
+  const fastRoutes = new Map<string, FastRoute>();
   let fastRoutesGeneration = manifests.generation;
-  const fastRouteOf = (pathname: string): { key: string; route: Route; sha256: string | undefined } | undefined => {
+  const fastRouteOf = (pathname: string): FastRoute | undefined => {
     if (manifests.generation !== fastRoutesGeneration) {
       fastRoutes.clear();
       fastRoutesGeneration = manifests.generation;
@@ -1419,10 +1425,12 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     if (pathname === '/metrics' || pathname === '/healthz' || pathname === IDENTITY_PATH) return undefined;
     const target = resolveTarget(pathname);
     if (!(target instanceof CacheTarget)) return undefined;
+    return { key: target.key, route: target.route, sha256: target.sha256 };
+  };
+  const rememberFastRoute = (pathname: string, route: FastRoute): void => {
+    if (pathname.length > FAST_ROUTE_MAX_PATH || fastRoutes.get(pathname) === route) return;
     if (fastRoutes.size >= FAST_ROUTES_MAX) fastRoutes.clear();
-    const route = { key: target.key, route: target.route, sha256: target.sha256 };
     fastRoutes.set(pathname, route);
-    return route;
   };
   // The fast path answers what handle() would answer with a fresh memory hit and no cap, and nothing else.
   const fastPath = config.fastPath
@@ -1441,6 +1449,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
             const at = now();
             // Path objects: a stored negative answer, or a path whose answers vary, is the ordinary path's.
             if (!isFreshHit(mem, at) || (mem.meta.status !== undefined && mem.meta.status !== 200) || varyIndex.has(target.key)) return undefined;
+            rememberFastRoute(pathname, target);
             return { obj: mem, route: target.route, now: at };
           },
           served(route, status, bodyBytes, started) {
@@ -1582,5 +1591,5 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       await unlockCacheDir();
     })());
 
-  return { url, server, metrics, manifests, limiter, memory, disk, loadManifest, address, tickets, receipts: receiptLog, allowance, claims, autoClaimer, control, registryClients, fastPath, close };
+  return { url, server, metrics, manifests, limiter, memory, disk, loadManifest, address, tickets, receipts: receiptLog, allowance, claims, autoClaimer, control, registryClients, fastPath, fastRoutesRemembered: () => fastRoutes.size, close };
 }

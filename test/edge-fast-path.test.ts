@@ -730,6 +730,32 @@ describe('edge node fast path', () => {
     expect(node.fastPath!.answered).toBe(1);
   });
 
+  it('remembers a route only for a path it answered as a memory hit: misses, refused tickets and long paths do not grow the memo', async () => {
+    const key = generateTicketKey();
+    const node = await startNode({ open: false, trustKeys: [key.publicKeyB64] });
+    const a = small[0]!;
+    const ticket = signTicket({ shard: a.sha256, node: node.address, expiresAt: Math.floor(Date.now() / 1000) + 60 }, key);
+    // Requests the fast path looks at and does not answer: no ticket, a forged one, paths of objects not in memory.
+    const unanswered = [`/shard/${a.sha256}`, `/shard/${a.sha256}?ticket=${'A'.repeat(279)}`, ...Array.from({ length: 20 }, (_, i) => `/sample/not-here-${i}-${'x'.repeat(900)}`)];
+    for (const target of unanswered) {
+      const c = await open(node);
+      c.send(get(target, 'Connection: close\r\n'));
+      await c.read();
+      await c.closed;
+    }
+    expect(node.fastPath!.answered).toBe(0);
+    expect(node.fastRoutesRemembered()).toBe(0);
+    // A verified ticket fills the memory tier through the ordinary path; the next request is a fast-path hit.
+    for (let i = 0; i < 2; i++) {
+      const c = await open(node);
+      c.send(get(`/shard/${a.sha256}?ticket=${ticket}`, 'Connection: close\r\n'));
+      expect((await c.read()).status).toBe(200);
+      await c.closed;
+    }
+    expect(node.fastPath!.answered).toBe(1);
+    expect(node.fastRoutesRemembered()).toBe(1);
+  });
+
   it('is switched off by --no-fast-path (flag or EDGESHARD_NODE_NO_FAST_PATH)', () => {
     const spec = { name: 'node', usage: '', summary: '', options: NODE_OPTIONS };
     const settings = (argv: string[], env: NodeJS.ProcessEnv = {}) => nodeConfigFromSettings(parseCommand(spec, ['--origin', 'http://o', ...argv], env).settings);
