@@ -4,7 +4,7 @@
 //   objects/<first 2 hex of id>/<id>        the object's bytes
 //   objects/<first 2 hex of id>/<id>.meta   its EntryMeta as JSON
 //   tmp/                                    fills in progress and metadata being written
-//   .lock                                   the pid of the node using the directory (CACHE_LOCK_FILE)
+//   .lock/, .lock.owner                     the lease of the node using the directory (CACHE_LOCK_FILE), and who it is
 // where id = sha256 hex of the key. Keys are arbitrary strings ("path:../../etc"), so they never
 // become file names themselves. One process owns a directory at a time: the node takes the lock before it opens
 // the store (edge-node/server.ts), so a second node on the directory refuses to start.
@@ -29,7 +29,7 @@ import { syncDir } from '../protocol/sync-dir.ts';
 import { ByteLru, type LruEntry } from './lru.ts';
 import type { DiskEntry, DiskWriter, EntryMeta, StoreEvents } from './store-types.ts';
 
-/** The lock file in a cache directory (protocol/pid-lock.ts): the store itself never touches it. */
+/** The lock (a directory) in a cache directory (protocol/state-lock.ts): the store itself never touches it. */
 export const CACHE_LOCK_FILE = '.lock';
 
 /** The part of a file handle the writer needs. Node's `FileHandle` satisfies it. */

@@ -17,7 +17,7 @@ import { crc32 } from 'node:zlib';
 import { RECEIPT_LEN, decodeReceipt, type Receipt } from '../protocol/receipts.ts';
 import { syncDir, writeFileSynced } from '../protocol/sync-dir.ts';
 import type { SessionAuthorisation } from '../protocol/client-tickets.ts';
-import { acquirePidLock } from '../protocol/pid-lock.ts';
+import { acquireStateLock, type StateLockedError } from '../protocol/state-lock.ts';
 
 const SESSION_RECORD = 0x7b; // '{'
 
@@ -84,11 +84,24 @@ export class ReceiptLog {
 
   /**
    * Opens (or creates) the log, loads every whole record, and cuts off a damaged tail after copying it aside.
-   * One process at a time: `<path>.lock` names the owner (protocol/pid-lock.ts), and a live owner makes this throw.
+   * One process at a time: `<path>.lock` is its lease (protocol/state-lock.ts), and a live owner makes this throw.
+   * If another process takes the lock later, the log writes nothing more (every flush fails) and `opts.onLost` is told.
    * `opts.syncDir` replaces the directory fsync (tests watch it).
    */
-  static async open(path: string, opts: { syncDir?: (dir: string) => Promise<void> } = {}): Promise<{ log: ReceiptLog; report: ReceiptLogOpenReport }> {
-    const unlock = await acquirePidLock(path, 'receipt log');
+  static async open(
+    path: string,
+    opts: { syncDir?: (dir: string) => Promise<void>; onLost?: (err: StateLockedError) => void; onWait?: (message: string) => void } = {},
+  ): Promise<{ log: ReceiptLog; report: ReceiptLogOpenReport }> {
+    let opened: ReceiptLog | null = null;
+    let lostEarly: StateLockedError | null = null;
+    const unlock = await acquireStateLock(path, 'receipt log', {
+      onLost: (err) => {
+        if (opened) opened.lost = err;
+        else lostEarly = err;
+        opts.onLost?.(err);
+      },
+      ...(opts.onWait ? { onWait: opts.onWait } : {}),
+    });
     const fh = await open(path, 'a+').catch(async (err: unknown) => {
       await unlock();
       throw err;
@@ -112,6 +125,8 @@ export class ReceiptLog {
         await fh.datasync();
       }
       const log = new ReceiptLog(path, fh, opts.syncDir ?? syncDir, unlock);
+      opened = log;
+      log.lost = lostEarly;
       for (const payload of parsed.payloads) {
         if (payload[0] === SESSION_RECORD) log.rememberSession(payload);
         else log.remember(payload.toString('base64url'));
@@ -202,8 +217,12 @@ export class ReceiptLog {
     return this.flushing;
   }
 
+  /** Set when another process took the log's lock: from then on nothing is written to it. */
+  private lost: StateLockedError | null = null;
+
   private async writePending(): Promise<void> {
     if (this.pending.length === 0) return;
+    if (this.lost) throw this.lost;
     const parts = this.pending;
     this.pending = [];
     if (this.fh) {
@@ -227,6 +246,7 @@ export class ReceiptLog {
   compact(): Promise<void> {
     this.flushing = this.flushing.catch(() => {}).then(async () => {
       await this.writePending();
+      if (this.lost) throw this.lost;
       const live = this.held.size + this.sessionAuths.size;
       if (!this.fh || !this.path) {
         this.records = live;

@@ -3,7 +3,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { mkdir, open } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { acquirePidLock } from '../protocol/pid-lock.ts';
+import { acquireStateLock, type StateLockedError } from '../protocol/state-lock.ts';
 import { Readable } from 'node:stream';
 import type { Socket } from 'node:net';
 import { Agent, type Dispatcher } from 'undici';
@@ -169,18 +169,18 @@ const DISK_READ_CHUNK = 1 << 20;
 const MAX_RECEIPT_BODY = 32 * 1024;
 
 /** Opens the durable receipt log, saying what it found; a damaged tail was kept aside (receipt-log.ts). */
-async function openReceiptLog(path: string, log: Logger): Promise<ReceiptLog> {
+async function openReceiptLog(path: string, log: Logger, onLost: (err: StateLockedError) => void): Promise<ReceiptLog> {
   await mkdir(dirname(path), { recursive: true });
-  const { log: receipts, report } = await ReceiptLog.open(path);
+  const { log: receipts, report } = await ReceiptLog.open(path, { onLost, onWait: (message) => log.warn({ path }, message) });
   if (report.damagedBytes > 0) log.warn({ path, records: report.records, damagedBytes: report.damagedBytes, copy: report.damagedCopy }, 'receipt log had a torn or corrupt tail: cut off and kept aside');
   else log.info({ path, records: report.records, tickets: receipts.size }, 'receipt log opened');
   return receipts;
 }
 
-/** `<dir>/.lock` names the process using the cache directory (protocol/pid-lock.ts); a dead owner's is taken over. */
-async function lockCacheDir(dir: string): Promise<() => Promise<void>> {
+/** `<dir>/.lock` is the lease of the node using the cache directory (protocol/state-lock.ts); a dead owner's is taken over. */
+async function lockCacheDir(dir: string, log: Logger, onLost: (err: StateLockedError) => void): Promise<() => Promise<void>> {
   await mkdir(dir, { recursive: true });
-  return acquirePidLock(dir, 'cache directory', join(dir, CACHE_LOCK_FILE));
+  return acquireStateLock(dir, 'cache directory', { lockPath: join(dir, CACHE_LOCK_FILE), onLost, onWait: (message) => log.warn({ dir }, message) });
 }
 
 function encodeOriginPath(path: string): string {
@@ -198,6 +198,11 @@ export interface EdgeNodeDeps {
   onRegistered?(gatewayUrl: string): void;
   /** The auto-claimer's timers; tests inject one. Real, unref'd timers by default. */
   claimScheduler?: Scheduler;
+  /**
+   * Another process took the lock on the cache directory or the receipt log (after the fatal log line). The default
+   * exits the process at once (code 1), so nothing more is written there; an embedder that cannot exit stops the node.
+   */
+  onStateLost?(err: StateLockedError): void;
 }
 
 /** The auto-claimer and its chain connection, imported on demand; the contracts file is read before listening. */
@@ -262,7 +267,17 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   let servedBytes = 0;
 
   // Keyed clients: their receipts, durable before they count, and the bytes served ahead of them.
-  const receiptLog = config.receiptLogFile ? await openReceiptLog(config.receiptLogFile, log) : ReceiptLog.memory();
+  // Two owners of one cache directory or receipt log (another container on the same volume took it) would write
+  // under each other's feet: stop at once, saying so.
+  let stateLost = false;
+  const onStateLost = (err: StateLockedError): void => {
+    if (stateLost) return;
+    stateLost = true;
+    log.fatal({ err: err.message }, `${err.message}: this node stops now and writes nothing more there`);
+    if (deps.onStateLost) deps.onStateLost(err);
+    else process.exit(1);
+  };
+  const receiptLog = config.receiptLogFile ? await openReceiptLog(config.receiptLogFile, log, onStateLost) : ReceiptLog.memory();
   const allowance = new UnpaidAllowance({ allowanceBytes: config.unpaidAllowanceBytes });
   for (const held of receiptLog.all()) allowance.receipted(held.receipt.ticket.id, Number(held.receipt.bytes), held.receipt.ticket.expiresAt);
   const receiptDesk = new ReceiptDesk({ log: receiptLog, allowance, ticketOf: (bytes) => tickets.receiptTicket(bytes), rejected: (label) => metrics.receipts.rejected(label) });
@@ -281,7 +296,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     await receiptLog.close().catch(() => {});
     throw err;
   };
-  if (config.cacheDir) unlockCacheDir = await lockCacheDir(config.cacheDir).catch(releaseReceiptLog);
+  if (config.cacheDir) unlockCacheDir = await lockCacheDir(config.cacheDir, log, onStateLost).catch(releaseReceiptLog);
   const disk = config.cacheDir ? await DiskStore.open(config.cacheDir, { maxBytes: config.cacheBytes, events, ...(deps.diskFs ? { fs: deps.diskFs } : {}) }).catch(releaseReceiptLog) : null;
   if (disk) {
     const { configuredBytes, freeBytesAtStart, heldBytesAtStart, maxBytes } = disk.budget;

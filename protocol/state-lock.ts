@@ -1,0 +1,119 @@
+// One owner per piece of node state (a cache directory, a receipt log), across processes, containers and hosts that
+// share a volume. Two owners would append to one receipt log and evict each other's cache files.
+//
+// The lock is proper-lockfile's lease, not a pid: an atomic mkdir of the lock directory, whose mtime the owner
+// refreshes every `updateMs`; a lock not refreshed for `staleMs` belongs to a dead owner and is taken over. A pid
+// names nothing outside its own pid namespace (every container's node is pid 1) and a boot id nothing across hosts,
+// so an earlier pid lock handed a live node's directory to a second container; a lease needs no such reasoning.
+// If someone else takes the lock anyway (our lease went stale while we were frozen, a hand removed it), proper-lockfile
+// says so (`onLost`): the owner must stop using the state at once.
+//
+// `<lock>.owner` says which process on which host holds it, for error messages only; nothing decides by it.
+// (It is beside the lock, not in it: the lock directory must stay empty for rmdir to remove it.)
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { lstat, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import lockfile from 'proper-lockfile';
+
+export class StateLockedError extends Error {}
+
+/** A lease not refreshed for this long is a dead owner's (proper-lockfile's floor is 2000). */
+export const DEFAULT_STALE_MS = 10_000;
+/** How often the owner refreshes its lease: several refreshes fit in `staleMs`, so a busy moment does not lose it. */
+export const DEFAULT_UPDATE_MS = 2_000;
+/** How often a start waiting for a fresh lease to go stale looks again. */
+const RETRY_MS = 500;
+
+export interface StateLockOptions {
+  /** Where the lock directory goes; `<path>.lock` by default (a directory's lock lives inside it). */
+  lockPath?: string;
+  staleMs?: number;
+  updateMs?: number;
+  /** Called once if another process took the lock from us: stop reading and writing the state at once. */
+  onLost(err: StateLockedError): void;
+  /** Called once when a fresh lease (a live owner, or one that just crashed) makes this start wait. */
+  onWait?(message: string): void;
+}
+
+/** The lease's timings from the environment (tests shorten them); the defaults otherwise. */
+function envMs(name: string, fallback: number): number {
+  const v = Number(process.env[name]);
+  return Number.isFinite(v) && v > 0 ? v : fallback;
+}
+
+/** `<lock>.owner`: who holds the lock, for messages. */
+export function ownerPath(lockPath: string): string {
+  return `${lockPath}.owner`;
+}
+
+/** What `<lock>.owner` says, as words: "process 1 on host a1b2 (since ...)", or that it says nothing. */
+async function holderOf(lockPath: string): Promise<string> {
+  const text = (await readFile(ownerPath(lockPath), 'utf8').catch(() => '')).trim();
+  return text ? text : 'another process (it left no owner record)';
+}
+
+/**
+ * Takes the lock on `path` (`what` names it in messages: "cache directory") or throws StateLockedError naming the
+ * state and its holder. A fresh lease is waited for up to staleMs + updateMs, said once through `onWait`: a node
+ * restarted right after a crash (systemd, docker) then starts by itself, and a live owner's lease never goes stale.
+ * Returns the release function (idempotent; a no-op once the lock was lost).
+ */
+export async function acquireStateLock(path: string, what: string, opts: StateLockOptions): Promise<() => Promise<void>> {
+  const lockPath = opts.lockPath ?? `${path}.lock`;
+  const stale = opts.staleMs ?? envMs('EDGESHARD_LOCK_STALE_MS', DEFAULT_STALE_MS);
+  const update = opts.updateMs ?? envMs('EDGESHARD_LOCK_UPDATE_MS', DEFAULT_UPDATE_MS);
+  const old = await lstat(lockPath).catch(() => null);
+  if (old?.isFile()) {
+    // Before the lease, the lock was a file naming a pid, removed by a clean stop: one left behind is a node of that
+    // version still running, or one that crashed. Nothing here can tell which, so the operator decides.
+    const pid = (await readFile(lockPath, 'utf8').catch(() => '')).split('\n')[0]?.trim() || 'unknown';
+    throw new StateLockedError(
+      `${what} ${path} is locked by an older edgeshard node (the lock file ${lockPath} names process ${pid}): stop that node; if none is running, remove ${lockPath} and start again`,
+    );
+  }
+  let lost = false;
+  const mine = `process ${process.pid} on host ${hostname()} (since ${new Date().toISOString()})`;
+  const base = {
+    lockfilePath: lockPath,
+    stale,
+    update,
+    realpath: false,
+    onCompromised: (err: Error) => {
+      lost = true;
+      void holderOf(lockPath).then((holder) =>
+        opts.onLost(
+          new StateLockedError(
+            `lost the lock on ${what} ${path} (${err.message}): another process removed or took over ${lockPath}${holder === mine ? '' : ` (its owner record: ${holder})`}`,
+          ),
+        ),
+      );
+    },
+  };
+  let release: () => Promise<void>;
+  try {
+    release = await lockfile.lock(path, { ...base, retries: 0 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ELOCKED') throw err;
+    const waitMs = stale + update;
+    opts.onWait?.(`${what} ${path} is locked by ${await holderOf(lockPath)}; waiting up to ${waitMs} ms for its lease to go stale (a crashed node's lease lasts ${stale} ms, a live node keeps it fresh)`);
+    try {
+      release = await lockfile.lock(path, { ...base, retries: { retries: Math.ceil(waitMs / RETRY_MS), factor: 1, minTimeout: RETRY_MS, maxTimeout: RETRY_MS } });
+    } catch (err2) {
+      if ((err2 as NodeJS.ErrnoException).code !== 'ELOCKED') throw err2;
+      throw new StateLockedError(
+        `${what} ${path} is in use by ${await holderOf(lockPath)}, which keeps its lease in ${lockPath} fresh: run each node with its own files, or stop that node`,
+      );
+    }
+  }
+  const owner = ownerPath(lockPath);
+  const tmp = `${owner}.${randomBytes(6).toString('hex')}`;
+  await writeFile(tmp, `${mine}\n`);
+  await rename(tmp, owner);
+  let released = false;
+  return async () => {
+    if (released || lost) return;
+    released = true;
+    await rm(owner, { force: true });
+    await release().catch(() => {});
+  };
+}
