@@ -31,13 +31,17 @@ function esbuildVersion() {
   return JSON.parse(readFileSync(join(main, '..', '..', 'package.json'), 'utf8')).version;
 }
 
-/** The cache key: the toolchain, the format, and the content of every input (paths relative to the repository). */
-async function keyOf(root, inputs) {
+/**
+ * The cache key: the toolchain, the format, and the content of every input (paths relative to the repository).
+ * `compiled`: the sha256 of each input as the build read it, which is what the key must say when the file changed on
+ * disk since (an editor's save or a `git pull` during a start): then the next start sees a mismatch and rebuilds.
+ */
+async function keyOf(root, inputs, compiled = new Map()) {
   // The root too: the build names its sources' absolute paths (import.meta.url), and a node_modules shared by two
   // checkouts (a symlink) must not hand one of them the other's build.
   const lines = [`format ${FORMAT}`, `root ${root}`, `esbuild ${esbuildVersion()}`, `builder ${sha256(await readFile(SELF))}`];
   for (const path of BUILD_CONFIG) lines.push(`${path} ${existsSync(join(root, path)) ? sha256(await readFile(join(root, path))) : 'none'}`);
-  for (const path of [...new Set(inputs)].sort()) lines.push(`${path} ${sha256(await readFile(join(root, path)))}`);
+  for (const path of [...new Set(inputs)].sort()) lines.push(`${path} ${compiled.get(join(root, path)) ?? sha256(await readFile(join(root, path)))}`);
   return sha256(lines.join('\n'));
 }
 
@@ -84,11 +88,13 @@ async function currentBuild(root, entry) {
  * import.meta.url, .dirname and .filename are replaced by each source file's own, so paths relative to a module
  * (package.json, data files, workers) resolve as they do from the sources.
  */
-async function build(root, entry) {
+export async function build(root, entry, hooks = {}) {
   const esbuild = await import('esbuild');
   const cache = cacheOf(root);
   await mkdir(cache, { recursive: true });
   const tmp = await mkdtemp(join(cache, '.build-'));
+  /** Absolute path -> sha256 of the source text the bundle was made from. */
+  const compiled = new Map();
   try {
     const result = await esbuild.build({
       absWorkingDir: root,
@@ -104,11 +110,11 @@ async function build(root, entry) {
       keepNames: true,
       metafile: true,
       logLevel: 'silent',
-      plugins: [ownImportMeta],
+      plugins: [ownImportMeta(compiled, hooks.afterLoad)],
     });
     await chmod(tmp, 0o755); // mkdtemp's 0700 would lock out the user a root-built image runs as
     const inputs = Object.keys(result.metafile.inputs);
-    const key = await keyOf(root, inputs);
+    const key = await keyOf(root, inputs, compiled);
     const dir = `${stem(entry)}-${key.slice(0, 16)}`;
     try {
       await rename(tmp, join(cache, dir));
@@ -126,11 +132,15 @@ async function build(root, entry) {
   }
 }
 
-const ownImportMeta = {
+/** Rewrites import.meta per source file, and records the hash of each source text as it was read (`compiled`). */
+const ownImportMeta = (compiled, afterLoad) => ({
   name: 'own-import-meta',
   setup(b) {
     b.onLoad({ filter: /\.[cm]?[jt]s$/ }, async ({ path }) => {
-      const source = await readFile(path, 'utf8');
+      const bytes = await readFile(path);
+      compiled.set(path, sha256(bytes));
+      await afterLoad?.(path); // tests: change a source between its read and the key
+      const source = bytes.toString('utf8');
       const own = { url: pathToFileURL(path).href, dirname: join(path, '..'), filename: path };
       const contents = source.replace(/\bimport\.meta\.(url|dirname|filename)\b/g, (_, k) => JSON.stringify(own[k]));
       // Anything else read from import.meta (resolve(), the object itself) would describe the bundle, not the source.
@@ -138,7 +148,7 @@ const ownImportMeta = {
       return { contents, loader: /\.[cm]?ts$/.test(path) ? 'ts' : 'js' };
     });
   },
-};
+});
 
 async function prune(cache, entry, current) {
   const now = Date.now();

@@ -9,7 +9,7 @@ import { mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
-import { compiledEntry } from '../bin/compiled-entry.js';
+import { build, compiledEntry } from '../bin/compiled-entry.js';
 import { tempDir } from './helpers/net.ts';
 
 const CLI = join(import.meta.dirname, '..', 'bin', 'edgeshard.js');
@@ -43,6 +43,23 @@ describe('compiled entry cache', () => {
       if (!('url' in second)) throw new Error(second.reason);
       expect(second.url).not.toBe(first.url);
       expect(await importInNode(second.url)).toMatchObject({ value: 2 });
+    } finally {
+      await cleanup();
+    }
+  });
+
+  it('never caches a build under the key of a source that changed while it was being built', async () => {
+    const { dir, cleanup } = await tempDir();
+    try {
+      await writeFile(join(dir, 'main.ts'), "export { value } from './dep.ts';\n");
+      const dep = join(dir, 'dep.ts');
+      await writeFile(dep, 'export const value: number = 1;\n');
+      // dep.ts is saved again (an editor, a git pull) after the build read it and before the key was made.
+      await build(dir, 'main.ts', { afterLoad: async (path) => { if (path === dep) await writeFile(dep, 'export const value: number = 2;\n'); } });
+      // The cached build holds value 1; a key made from the files on disk afterwards would call it current.
+      const next = await compiledEntry('main.ts', dir);
+      if (!('url' in next)) throw new Error(next.reason);
+      expect(await importInNode(next.url)).toEqual({ value: 2 });
     } finally {
       await cleanup();
     }
