@@ -6,7 +6,10 @@
 // counted: the totals it exports are the chain's. A checkpoint that is missing, damaged, for another deployment,
 // ahead of the chain or whose block's hash changed (a reset dev chain) is logged and the chain read from the
 // deployment block. Only blocks the confirmations behind the head are ever read or checkpointed. A range's events
-// are applied only once the whole range is read, so a failed read leaves the cursor where it was.
+// are applied only once the whole range is read, so a failed read leaves the cursor where it was. The checkpoint's
+// block hash is read before the events and again after; if the two differ (the tip reorganised in between, which
+// --chain-confirmations 0 allows) this poll writes no checkpoint, so none ever pairs one chain's events with
+// another chain's block.
 import { Interface, getAddress, type Provider } from 'ethers';
 import type { Logger } from '../protocol/log.ts';
 import { silentLogger } from '../protocol/log.ts';
@@ -137,6 +140,8 @@ export class ChainWatcher {
       this.resumeChecked = true;
     }
     const last = head - this.confirmations;
+    // The hash of the last block to read, taken before its events: the checkpoint is written only if it still holds after.
+    const pinned = this.opts.checkpointFile && this.cursor <= last ? await this.blockHash(last) : null;
     let events = 0;
     while (this.cursor <= last) {
       const to = Math.min(this.cursor + this.maxBlockRange - 1, last);
@@ -152,7 +157,7 @@ export class ChainWatcher {
     // A failed state read publishes nothing; the events already applied stay applied, and the next poll publishes.
     const state = scanned >= 0 ? await this.readState(scanned) : null;
     // Saved before the view changes: whoever sees the new block (a test waiting for it, a scrape) sees the poll done.
-    if (scanned > this.checkpointed) await this.saveCheckpoint(scanned);
+    if (scanned > this.checkpointed && scanned === last && pinned) await this.saveCheckpoint(scanned, pinned);
     this.view = { head, scanned, totals: this.ledger.snapshot(), state };
     return { events, scannedBlock: scanned };
   }
@@ -183,14 +188,26 @@ export class ChainWatcher {
     this.log.warn({ checkpoint: path, block: from }, `chain watch checkpoint ${path} cannot be used: ${problem}; reading the chain again from block ${from}`);
   }
 
-  /** Writes the checkpoint at `scanned`; a failure is logged and the next poll writes it (the totals are not lost). */
-  private async saveCheckpoint(scanned: number): Promise<void> {
+  private async blockHash(n: number): Promise<string> {
+    const block = await this.opts.provider.getBlock(n);
+    if (!block?.hash) throw new Error(`the chain did not return block ${n}`);
+    return block.hash;
+  }
+
+  /**
+   * Writes the checkpoint at `scanned` if that block's hash is still `pinned` (its hash before its events were read);
+   * a failure is logged and the next poll that reads further writes it (the totals are not lost).
+   */
+  private async saveCheckpoint(scanned: number, pinned: string): Promise<void> {
     const path = this.opts.checkpointFile;
     if (!path) return;
     try {
-      const block = await this.opts.provider.getBlock(scanned);
-      if (!block?.hash) throw new Error(`the chain did not return block ${scanned}`);
-      await writeCheckpoint(path, checkpointOf(this.opts.file, scanned, block.hash, this.ledger));
+      const hash = await this.blockHash(scanned);
+      if (hash !== pinned) {
+        this.log.warn({ checkpoint: path, block: scanned, before: pinned, after: hash }, `block ${scanned} changed while its events were read (a reorganised tip; --chain-confirmations keeps away from it); no checkpoint this poll`);
+        return;
+      }
+      await writeCheckpoint(path, checkpointOf(this.opts.file, scanned, hash, this.ledger));
       this.checkpointed = scanned;
     } catch (err) {
       this.log.warn({ checkpoint: path, block: scanned, err: (err as Error).message }, 'could not write the chain watch checkpoint; the next poll tries again');

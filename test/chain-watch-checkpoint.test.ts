@@ -110,4 +110,29 @@ describe('chain watcher checkpoint', () => {
     expect(moved.w.totals).toEqual(await fullRead());
     expect(moved.w.totals.deposits).toBe(0);
   }, 60_000);
+  it('a tip that changes while its events are read is not checkpointed (confirmations 0)', async () => {
+    await deposit(2n * TOKEN);
+    const fresh = join(tmp.dir, 'reorg-watch.json');
+    const last = await provider.getBlockNumber();
+    // The first answer for the last block is another block's (the one the chain held before a reorg); later ones are the chain's.
+    let rewritten = 0;
+    proxy.answer = (call, result) => {
+      if (call.method !== 'eth_getBlockByNumber' || call.params[0] !== `0x${last.toString(16)}` || rewritten++ > 0) return result;
+      return { ...(result as object), hash: '0x' + '11'.repeat(32) };
+    };
+    try {
+      const r = await pollOnce({ checkpointFile: fresh });
+      await expect(readFile(fresh, 'utf8')).rejects.toThrow(/ENOENT/); // old code: the events beside the later hash
+      expect(rewritten).toBe(2); // read before the events and after
+      expect(r.warnings).toEqual([`block ${last} changed while its events were read (a reorganised tip; --chain-confirmations keeps away from it); no checkpoint this poll`]);
+    } finally {
+      proxy.answer = undefined;
+    }
+    // The next poll that reads further, with the tip unchanged, checkpoints it.
+    await deposit(1n * TOKEN);
+    const next = await pollOnce({ checkpointFile: fresh });
+    expect(next.warnings).toEqual([]);
+    const head = await provider.getBlockNumber();
+    expect(JSON.parse(await readFile(fresh, 'utf8'))).toMatchObject({ block: head, blockHash: (await provider.getBlock(head))!.hash });
+  }, 60_000);
 });

@@ -22,6 +22,8 @@ export interface RpcProxy {
   calls: Array<{ method: string; params: unknown[] }>;
   /** Resolves when a call to `method` arrives (counting only calls after this one). */
   nextCall(method: string): Promise<void>;
+  /** Rewrites the chain's answer to a call before it is sent on (the chain's own answer when unset). */
+  answer?: (call: { method: string; params: unknown[] }, result: unknown) => unknown;
   /** Calls held by `hold` mode, not answered yet. */
   held: number;
   /** Back to `pass`; every held call goes on to the chain and is answered. */
@@ -75,7 +77,16 @@ export async function startRpcProxy(chain: Eip1193Provider): Promise<RpcProxy> {
       const sends = calls.some((c) => c.method === 'eth_sendRawTransaction');
       if (mode === 'down' || (mode === 'refuse-send' && sends)) return void res.writeHead(503).end('rpc provider unavailable');
       const answer = await fetch(upstreamUrl, { method: 'POST', body: raw.toString('utf8'), headers: { 'content-type': 'application/json' } });
-      const text = await answer.text();
+      let text = await answer.text();
+      const rewrite = proxy.answer;
+      if (rewrite && answer.ok) {
+        const byId = new Map(calls.map((c) => [(c as { id?: unknown }).id, c]));
+        const rewritten = [JSON.parse(text) as { id?: unknown; result?: unknown } | Array<{ id?: unknown; result?: unknown }>].flat().map((a) => {
+          const c = byId.get(a.id);
+          return c && 'result' in a ? { ...a, result: rewrite({ method: c.method, params: c.params ?? [] }, a.result) } : a;
+        });
+        text = JSON.stringify(Array.isArray(JSON.parse(text)) ? rewritten : rewritten[0]);
+      }
       if (mode === 'lose-answer' && sends) return void res.writeHead(503).end('connection lost');
       res.writeHead(answer.status, { 'content-type': 'application/json' }).end(text);
     })().catch(() => res.destroy());
