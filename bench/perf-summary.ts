@@ -3,8 +3,12 @@
 // (sha256, a socket read or write, a file write, fsync, a page fault, V8's collector, JavaScript, ...), then
 // converted to CPU seconds per GiB moved.
 //
-//   node bin/run-ts.js bench/perf-summary.ts FILE.perf.data --gib 0.25 [--hz 997]
+//   node bin/run-ts.js bench/perf-summary.ts FILE.perf.data --gib 0.25 [--hz 997] [--folded OUT.folded.gz]
+// --folded also writes the samples as folded stacks (root first, `a;b;c count`, JIT frames as [JS]), gzipped, for any
+// flame-graph tool: `zcat OUT.folded.gz | inferno-flamegraph > f.svg`, or speedscope on the unzipped file.
 import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
 
 const BUCKETS: [string, RegExp][] = [
   ['sha256 (whole-object hash and chunk leaves)', /sha256_block|SHA256_/],
@@ -47,9 +51,27 @@ export function summarisePerf(script: string, hz: number, gib: number): { rows: 
   return { rows, totalSeconds: total / hz };
 }
 
+/** The samples of `perf script` as folded stacks, root first, one line per distinct stack with its count. */
+export function foldPerf(script: string): string {
+  const counts = new Map<string, number>();
+  for (const block of script.split(/\n\s*\n/)) {
+    const lines = block.split('\n').filter((l) => l.trim() !== '');
+    if (lines.length < 2) continue;
+    const frames = lines.slice(1).map((l) => {
+      const m = /^\s*[0-9a-f]+\s+(.*?)\s+\((.*)\)\s*$/.exec(l);
+      if (!m) return l.trim();
+      return m[1] === '[unknown]' ? (m[2]!.startsWith('/tmp/perf-') || m[2]!.includes('JIT') || m[2] === '[unknown]' ? '[JS]' : `[${m[2]}]`) : m[1]!.replace(/\+0x[0-9a-f]+$/, '');
+    });
+    // Runs of JIT frames are one frame: their addresses say nothing without a perf map.
+    const stack = frames.reverse().filter((f, i, a) => !(f === '[JS]' && a[i - 1] === '[JS]')).join(';').replace(/ /g, '_');
+    counts.set(stack, (counts.get(stack) ?? 0) + 1);
+  }
+  return [...counts].map(([stack, n]) => `${stack} ${n}`).join('\n') + '\n';
+}
+
 if (import.meta.url === `file://${process.argv[1]}`) {
   const args = process.argv.slice(2);
-  const file = args.find((a) => !a.startsWith('--') && !/^[\d.]+$/.test(a));
+  const file = args.find((a, i) => !a.startsWith('--') && !/^[\d.]+$/.test(a) && args[i - 1] !== '--folded');
   const opt = (name: string, dflt: number): number => {
     const i = args.indexOf(name);
     return i >= 0 ? Number(args[i + 1]) : dflt;
@@ -60,6 +82,8 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   }
   const script = execFileSync('perf', ['script', '-i', file, '-F', 'tid,ip,sym,dso'], { encoding: 'utf8', maxBuffer: 1 << 30, stdio: ['ignore', 'pipe', 'ignore'] });
   const gib = opt('--gib', 1);
+  const foldedAt = args.indexOf('--folded');
+  if (foldedAt >= 0) writeFileSync(args[foldedAt + 1]!, gzipSync(foldPerf(script)));
   const { rows, totalSeconds } = summarisePerf(script, opt('--hz', 997), gib);
   console.log(`${totalSeconds.toFixed(2)} CPU s sampled over every thread = ${(totalSeconds / gib).toFixed(2)} s/GiB\n`);
   console.log('| where | share | CPU s/GiB |\n|---|---:|---:|');
