@@ -1,11 +1,16 @@
 // Reading an HTTP answer from a party that may be hostile (a node, a settler): never more than the caller expects.
 // A body that runs past `maxBytes` is cut off (the connection is destroyed) and reported, instead of being buffered
 // until memory runs out or a timeout fires. Files someone else wrote (a settler's published epoch) get the same
-// bound: a size taken from stat proves nothing for a FIFO, a device or a file still growing.
+// bound (a size taken from stat proves nothing for a file still growing), and only regular files are read: open() on a
+// FIFO with no writer blocks until one comes (forever), and a device never ends.
+import { constants, type Stats } from 'node:fs';
 import { open } from 'node:fs/promises';
 
 /** Thrown when an answer is larger than the reader allows. */
 export class BodyTooLargeError extends Error {}
+
+/** Thrown when a file to read is not a regular file (a FIFO, a device, a directory). */
+export class NotRegularFileError extends Error {}
 
 /** How much of an error page a client reads to quote it (the rest says nothing more). */
 export const MAX_ERROR_PAGE_BYTES = 64 * 1024;
@@ -52,13 +57,28 @@ export async function readBoundedText(
   return (await readBounded(res.body, maxBytes, what, res.headers['content-length'])).toString('utf8');
 }
 
+/** What a file that is not a regular one is, for the error. */
+function kindOf(st: Stats): string {
+  if (st.isFIFO()) return 'a FIFO';
+  if (st.isCharacterDevice()) return 'a character device';
+  if (st.isBlockDevice()) return 'a block device';
+  if (st.isDirectory()) return 'a directory';
+  if (st.isSocket()) return 'a socket';
+  return 'not a file';
+}
+
 /**
- * Reads at most `maxBytes` of the file at `path`, or throws BodyTooLargeError naming `what`; reads stop at the limit
- * however the file claims to end (a FIFO or /dev/zero never does). Other errors (ENOENT, ...) are thrown as they are.
+ * Reads at most `maxBytes` of the regular file at `path`, or throws BodyTooLargeError naming `what`; reads stop at the
+ * limit however long the file grows. Anything but a regular file (a FIFO, a device, a directory) is refused with
+ * NotRegularFileError naming `what`, unread. Other errors (ENOENT, ...) are thrown as they are.
  */
 export async function readFileBounded(path: string, maxBytes: number, what: string): Promise<Buffer> {
-  const file = await open(path, 'r');
+  // O_NONBLOCK: opening a FIFO returns at once instead of waiting for a writer; fstat on what was opened (not a
+  // path looked up again) then says what it is. On a regular file O_NONBLOCK changes nothing.
+  const file = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
   try {
+    const st = await file.stat();
+    if (!st.isFile()) throw new NotRegularFileError(`${what}: not a regular file (${kindOf(st)}): refused`);
     const chunks: Buffer[] = [];
     let size = 0;
     for (;;) {

@@ -10,7 +10,7 @@ import type { Command } from '../protocol/cli/command.ts';
 import { sizeSetting, stringSetting, UsageError } from '../protocol/cli/options.ts';
 import { verifyEpoch, type VerifyLine } from '../protocol/epoch-settle.ts';
 import { sha256Hex } from '../protocol/epoch.ts';
-import { BodyTooLargeError, readBounded, readFileBounded } from '../protocol/bounded-body.ts';
+import { BodyTooLargeError, NotRegularFileError, readBounded, readFileBounded } from '../protocol/bounded-body.ts';
 import { DEFAULT_MAX_EPOCH_BYTES, MAX_EPOCH_MANIFEST_BYTES } from '../protocol/settler-api.ts';
 
 export interface PublishedEpoch {
@@ -43,7 +43,7 @@ function parseManifest(text: string, epoch: number, where: string): Manifest {
   return m;
 }
 
-/** Reads a published file, at most `maxBytes` (BodyTooLargeError past them); null when it is not there. */
+/** Reads a published file, at most `maxBytes` (BodyTooLargeError past them; NotRegularFileError for a FIFO, a device); null when it is not there. */
 type FileReader = (name: string, maxBytes: number) => Promise<string | null>;
 
 async function collect(epoch: number, source: string, manifestText: string, read: FileReader, maxEpochBytes: number): Promise<PublishedEpoch> {
@@ -67,8 +67,9 @@ async function collect(epoch: number, source: string, manifestText: string, read
     try {
       body = await read(f.name, f.bytes);
     } catch (err) {
-      if (!(err instanceof BodyTooLargeError)) throw err;
-      fileProblems.push(`${err.message} (its size in manifest.json)`);
+      if (err instanceof NotRegularFileError) fileProblems.push(err.message);
+      else if (err instanceof BodyTooLargeError) fileProblems.push(`${err.message} (its size in manifest.json)`);
+      else throw err;
       continue;
     }
     if (body === null) fileProblems.push(`${f.name}: missing`);
@@ -89,7 +90,7 @@ export async function loadEpochFromDir(dir: string, epoch: number, maxEpochBytes
     try {
       return (await readFileBounded(join(at, name), maxBytes, name)).toString('utf8');
     } catch (err) {
-      if (err instanceof BodyTooLargeError) throw err;
+      if (err instanceof BodyTooLargeError || err instanceof NotRegularFileError) throw err;
       return null;
     }
   };

@@ -1,17 +1,17 @@
 // `edgeshard rewards verify` reads files a settler published, from a URL or a directory anyone may hand it: a
 // hostile or broken settler must cost a clear error naming the file and the limit, never unbounded memory. Each
-// peer here streams until hung up on (a loopback HTTP server; a FIFO for the directory), with a safety stop far past
-// the limits, so that a reader without a bound reads to the stop and fails its test on the message.
+// HTTP peer here streams until hung up on, with a safety stop far past the limits, so that a reader without a bound
+// reads to the stop and fails its test on the message. In a directory only regular files are read (a FIFO would block
+// open() until a writer came; a device never ends), each no further than its size in the manifest.
 import { afterEach, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
-import { once } from 'node:events';
-import { createWriteStream } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { ServerResponse } from 'node:http';
 import { loadEpochFromDir, loadEpochFromSettler } from '../settler/rewards-verify.ts';
 import { MAX_EPOCH_MANIFEST_BYTES } from '../protocol/settler-api.ts';
+import { NotRegularFileError, readFileBounded } from '../protocol/bounded-body.ts';
 import { epochManifest } from '../protocol/epoch.ts';
 import { startEndlessServer, type EndlessServer } from './helpers/endless-body.ts';
 import { tempDir } from './helpers/net.ts';
@@ -83,29 +83,49 @@ describe('edgeshard rewards verify: bounded reads of a settler', () => {
     expect(peer.asked).toEqual([`/v1/epochs/${EPOCH}/manifest.json`]);
   });
 
-  it('an endless file in a settler directory (a FIFO): read up to its size in the manifest', async () => {
+  it('a file in a settler directory longer than its size in the manifest: read no further than that size', async () => {
     const { dir, cleanup } = await tempDir('edgeshard-verify-bounded-');
     cleanups.push(cleanup);
     const at = join(dir, 'epochs', String(EPOCH));
     await mkdir(at, { recursive: true });
     await writeFile(join(at, 'manifest.json'), manifestFor({ 'claims.jsonl': { sha256: 'ab'.repeat(32), bytes: 1000 } }));
-    await run('mkfifo', [join(at, 'claims.jsonl')]);
-    // The writer: 64 KiB blocks until the reader closes its end (EPIPE) or the safety stop.
-    let written = 0;
-    const pipe = createWriteStream(join(at, 'claims.jsonl'));
-    const hungUp = once(pipe, 'error').then(() => undefined, () => undefined);
-    const block = Buffer.alloc(64 * 1024, 0x20);
-    const pump = (): void => {
-      while (written < SAFETY_STOP && !pipe.destroyed) {
-        written += block.length;
-        if (!pipe.write(block)) return void pipe.once('drain', pump);
-      }
-      if (!pipe.destroyed) pipe.end();
-    };
-    pipe.once('open', pump);
+    await writeFile(join(at, 'claims.jsonl'), Buffer.alloc(1 << 20, 0x20));
     const published = await loadEpochFromDir(dir, EPOCH);
     expect(published.fileProblems).toEqual(['claims.jsonl: file over the 1000-byte limit (its size in manifest.json)']);
-    await hungUp;
-    expect(written).toBeLessThan(SAFETY_STOP);
+  });
+
+  // open() on a FIFO nobody writes to blocks until a writer comes: forever. The CLI runs as a child, bounded by
+  // execFile's timeout, so a reader that blocks fails this test (killed, no exit code) instead of hanging the suite.
+  it('a FIFO with no writer in a settler directory: refused as not a regular file, naming it, without blocking', async () => {
+    const { dir, cleanup } = await tempDir('edgeshard-verify-bounded-');
+    cleanups.push(cleanup);
+    const at = join(dir, 'epochs', String(EPOCH));
+    await mkdir(at, { recursive: true });
+    const params = '{"anonymousPool":"0","anonymousWeightBps":"0","capacityPool":"0","epoch":7,"feeBps":"0","pricePerGiB":"1"}\n';
+    await writeFile(join(at, 'params.json'), params);
+    await writeFile(join(at, 'manifest.json'), manifestFor({ 'params.json': params, 'claims.jsonl': { sha256: 'ab'.repeat(32), bytes: 1000 } }));
+    await run('mkfifo', [join(at, 'claims.jsonl')]);
+    const verify = (): Promise<{ code: number | null; text: string }> =>
+      run(process.execPath, [CLI, 'rewards', 'verify', String(EPOCH), '--all', '--dir', dir], { timeout: 60_000 }).then(
+        (r) => ({ code: 0, text: r.stdout + r.stderr }),
+        (e: { code: number | null; stdout: string; stderr: string }) => ({ code: e.code, text: e.stdout + e.stderr }),
+      );
+    const out = await verify();
+    expect(out.text).toContain('file claims.jsonl: not a regular file (a FIFO): refused');
+    expect(out.code).toBe(1);
+
+    // The manifest itself a FIFO: the run stops with an error naming it.
+    await rm(join(at, 'manifest.json'));
+    await run('mkfifo', [join(at, 'manifest.json')]);
+    const manifestOut = await verify();
+    expect(manifestOut.text).toContain(`${join(at, 'manifest.json')}: not a regular file (a FIFO): refused`);
+    expect(manifestOut.code).toBe(1);
+  }, 150_000);
+
+  it('a device in a settler directory (a link to /dev/zero): refused, not read up to the limit', async () => {
+    const { dir, cleanup } = await tempDir('edgeshard-verify-bounded-');
+    cleanups.push(cleanup);
+    await symlink('/dev/zero', join(dir, 'zero'));
+    await expect(readFileBounded(join(dir, 'zero'), 1000, 'zero')).rejects.toThrow(new NotRegularFileError('zero: not a regular file (a character device): refused'));
   });
 });
