@@ -6,14 +6,16 @@
 //
 // When the chain does not answer (an RPC endpoint down, a connection lost mid-call), the evidence is tried again on a
 // doubling, capped schedule for a bounded number of attempts; each attempt first reads evidenceUsed, so a transaction
-// the chain took but whose answer was lost is never sent twice. A refusal by the contract is final and not retried.
+// the chain took but whose answer was lost is never sent twice. The transaction is signed before it is sent and its
+// hash kept, so a retry after a lost answer looks that very transaction up (still pending: wait; unknown: send the
+// same signed bytes again, which the chain takes at most once) instead of signing a second, different one. A refusal by the contract is final and not retried.
 // A transaction the chain takes but does not mine within txWaitMs counts as the chain not answering, too.
 //
 // Settlement never waits on the slasher: forgetSettled is synchronous, so a slasher stuck behind a black-holed RPC
 // endpoint or an unmined transaction stalls slashing only, never an epoch's settlement or its root's posting.
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import type { Provider, TypedDataDomain } from 'ethers';
+import { keccak256, type Provider, type Signer, type TypedDataDomain } from 'ethers';
 import type { Logger } from '../protocol/log.ts';
 import type { EvidenceRecord, GatewayRecord } from '../protocol/gateway-records.ts';
 import { evidenceDigest, evidenceOfRecord, evidenceSignatureProblem, type FailedChallengeEvidence } from '../protocol/challenge-evidence.ts';
@@ -32,8 +34,10 @@ interface Pending {
   unchecked: Map<string, string>;
   /** Attempts in a row that met a chain that did not answer; a new signature starts the count again. */
   failures: number;
-  /** The hash of the last transaction sent for it, if any (its answer may have been lost). */
+  /** The hash of the last transaction signed for it, if any, kept before it is sent (its answer may be lost). */
   tx?: string;
+  /** That transaction's signed bytes: sent again as they are while the chain does not know the hash. */
+  raw?: string;
   /** The timer of the next attempt, while one is set. */
   retry?: unknown;
   /** An attempt for it is running (its chain calls may be in flight). */
@@ -251,12 +255,9 @@ export class Slasher {
       outcome = 'already-used';
       log.info({ ...at, ...(p.tx ? { lastTx: p.tx } : {}) }, 'slashing evidence was already used on chain');
     } else {
-      // A transaction of an earlier attempt still waiting in the pool: sending another would only pay for a revert.
-      const provider = (settlement.runner as { provider?: Provider | null } | null)?.provider;
-      if (p.tx && provider && (await provider.getTransaction(p.tx))?.blockNumber === null) throw new Error(`the earlier transaction ${p.tx} is not mined yet`);
       try {
-        const sent = await settlement.slashForFailedChallenge(p.evidence, sortedSignatures(p.signatures));
-        tx = p.tx = sent.hash;
+        const sent = await this.send(p);
+        tx = sent.hash;
         await this.minedWithin(sent, tx);
         outcome = 'submitted';
         log.warn({ ...at, tx }, 'slashed a node on a quorum of gateway evidence');
@@ -272,6 +273,50 @@ export class Slasher {
     this.done.add(digest);
     this.pending.delete(digest);
     this.opts.metrics?.slash(outcome);
+  }
+
+  /**
+   * Sends the slash: the earlier attempt's signed transaction again while the chain does not know it, else a new one,
+   * signed (and its hash kept on `p`) before anything goes on the wire. A transaction still waiting in the pool is
+   * not sent again: the attempt fails and the next one looks again.
+   */
+  private async send(p: Pending): Promise<{ hash: string; wait(): Promise<unknown> }> {
+    const signer = this.opts.settlement.runner as (Signer & { increment?(): void; reset?(): void }) | null;
+    const provider = signer?.provider as Provider | null | undefined;
+    if (!signer || !provider) throw new ContractRefusal('the slasher needs a signer with a provider');
+    if (p.raw && p.tx) {
+      const known = await provider.getTransaction(p.tx);
+      if (known && known.blockNumber === null) throw new Error(`the earlier transaction ${p.tx} is not mined yet`);
+      if (known) {
+        // Mined, yet the evidence is not used: it reverted (or a reorg dropped it). Sign afresh; gas estimation says why.
+        p.raw = p.tx = undefined;
+      } else {
+        try {
+          return await provider.broadcastTransaction(p.raw);
+        } catch (err) {
+          const code = (err as { code?: string }).code;
+          // Its nonce went to another transaction of this key: this one can never be mined, so the next attempt signs anew.
+          if (code === 'NONCE_EXPIRED' || code === 'REPLACEMENT_UNDERPRICED') {
+            p.raw = p.tx = undefined;
+            signer.reset?.();
+          }
+          throw err;
+        }
+      }
+    }
+    const request = await this.opts.settlement.slashForFailedChallenge.populateTransaction(p.evidence, sortedSignatures(p.signatures));
+    // The nonce is taken the way NonceManager.sendTransaction takes it (read and counted at once), so the root poster
+    // sharing this key never gets the same one.
+    const nonce = signer.getNonce('pending');
+    signer.increment?.();
+    try {
+      p.raw = await signer.signTransaction(await signer.populateTransaction({ ...request, nonce: await nonce }));
+    } catch (err) {
+      signer.reset?.(); // nothing was signed: the counted nonce is not used
+      throw err;
+    }
+    p.tx = keccak256(p.raw);
+    return provider.broadcastTransaction(p.raw);
   }
 
   /** Waits for `sent` to be mined, at most txWaitMs; past that, the chain "did not answer" and the attempt is retried. */

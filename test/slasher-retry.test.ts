@@ -295,4 +295,40 @@ describe('slash submissions that meet a failing RPC endpoint', () => {
       await chain.send('evm_setAutomine', [true]);
     }
   }, 60_000);
+  it('a slash whose answer was lost on a chain that does not mine at once is looked up by its hash, never sent as a second transaction', async () => {
+    const chain = f.chain.provider;
+    await chain.send('evm_setAutomine', [false]);
+    try {
+      const s = await slasherThroughProxy();
+      const outsider = await f.addr(f.outsider);
+      const nonce = await chain.getTransactionCount(outsider);
+      proxy.estimateAtLatest = true; // as geth: a pending slash does not make the estimate of a second one revert
+      proxy.mode = 'lose-answer'; // the transaction reaches the pool; its answer does not reach the slasher
+      await s.slasher.add([await evidence(challenge())]);
+      expect(await s.metric('edgeshard_settler_slashes_submitted_total{outcome="failed"}')).toBe(1);
+      expect(s.timers.due.map((t) => t.ms)).toEqual([5_000]);
+
+      // The retry: the evidence is not used yet (the transaction is pending). Old code: a second transaction.
+      proxy.mode = 'pass';
+      const resent = proxy.nextCall('eth_sendRawTransaction').then(() => 'sent a second transaction');
+      s.timers.due.shift()!.fn();
+      expect(await Promise.race([s.slasher.idle().then(() => 'retry handled'), resent])).toBe('retry handled');
+      expect(s.logs.map((l) => (l as { err?: string }).err)).toContainEqual(expect.stringMatching(/^the earlier transaction 0x[0-9a-f]{64} is not mined yet$/));
+      expect(s.timers.due.map((t) => t.ms)).toEqual([10_000]);
+
+      await chain.send('evm_mine', []);
+      await s.fire();
+      expect(await s.metric('edgeshard_settler_slashes_submitted_total{outcome="already-used"}')).toBe(1);
+      expect(await chain.getTransactionCount(outsider)).toBe(nonce + 1); // one transaction, not two
+      const block = await chain.getBlock('latest');
+      expect(block!.transactions).toHaveLength(1);
+      // The hash kept before sending is the transaction that was mined.
+      expect(s.logs.find((l) => l.msg === 'slashing evidence was already used on chain')).toMatchObject({ lastTx: block!.transactions[0] });
+      expect(await stakeOf()).toBe(600n * TOKEN);
+      expect(await slashEvents()).toHaveLength(1);
+    } finally {
+      proxy.estimateAtLatest = false;
+      await chain.send('evm_setAutomine', [true]);
+    }
+  }, 60_000);
 });

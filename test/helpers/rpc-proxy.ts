@@ -22,6 +22,8 @@ export interface RpcProxy {
   calls: Array<{ method: string; params: unknown[] }>;
   /** Resolves when a call to `method` arrives (counting only calls after this one). */
   nextCall(method: string): Promise<void>;
+  /** Estimates gas at the latest block, as geth does when no block is named (hardhat's default is the pending block). */
+  estimateAtLatest?: boolean;
   /** Rewrites the chain's answer to a call before it is sent on (the chain's own answer when unset). */
   answer?: (call: { method: string; params: unknown[] }, result: unknown) => unknown;
   /** Calls held by `hold` mode, not answered yet. */
@@ -64,7 +66,12 @@ export async function startRpcProxy(chain: Eip1193Provider): Promise<RpcProxy> {
   };
   const server = createServer((req, res) => {
     void (async () => {
-      const raw = await body(req);
+      let raw = await body(req);
+      if (proxy.estimateAtLatest) {
+        const parsed = JSON.parse(raw.toString('utf8')) as { method: string; params?: unknown[] } | Array<{ method: string; params?: unknown[] }>;
+        for (const c of [parsed].flat()) if (c.method === 'eth_estimateGas' && (c.params ?? []).length === 1) c.params!.push('latest');
+        raw = Buffer.from(JSON.stringify(parsed));
+      }
       const calls = [JSON.parse(raw.toString('utf8')) as { method: string; params?: unknown[] } | Array<{ method: string; params?: unknown[] }>].flat();
       proxy.methods.push(...calls.map((c) => c.method));
       proxy.calls.push(...calls.map((c) => ({ method: c.method, params: c.params ?? [] })));
