@@ -3,7 +3,9 @@
 // log). The lock is a lease (protocol/state-lock.ts), so: a second node is refused while the first lives, naming it;
 // a node restarted after a kill -9 starts by itself (waiting out the dead lease if it is still fresh: test/state-lock
 // shows the wait); and a node whose lock is taken
-// from it stops at once with a fatal log line instead of writing on. Leases are shortened (2 s) for these processes.
+// from it stops at once with a fatal log line instead of writing on. The nodes here refresh their lease every 500 ms
+// and keep the default 10 s before it is stale: a live node under CI load must never pass for a dead one, so the
+// refused start and the restart after kill -9 each wait out ~10.5 s.
 import { describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -13,7 +15,7 @@ import { join } from 'node:path';
 import { tempDir } from './helpers/net.ts';
 
 const CLI = join(import.meta.dirname, '..', 'bin', 'edgeshard.js');
-const SHORT_LEASE = { EDGESHARD_LOCK_STALE_MS: '2000', EDGESHARD_LOCK_UPDATE_MS: '1000' };
+const LEASE = { EDGESHARD_LOCK_STALE_MS: '10000', EDGESHARD_LOCK_UPDATE_MS: '500' };
 
 type Outcome = { started: true; child: ChildProcess; out: () => string } | { started: false; code: number | null; out: string };
 
@@ -21,7 +23,7 @@ type Outcome = { started: true; child: ChildProcess; out: () => string } | { sta
 function startNode(cacheDir: string, keyFile: string): Promise<Outcome> {
   const child = spawn(process.execPath, [CLI, 'node', '--origin', 'http://127.0.0.1:9', '--open', '--port', '0', '--host', '127.0.0.1', '--cache-dir', cacheDir, '--key-file', keyFile], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ...SHORT_LEASE },
+    env: { ...process.env, ...LEASE },
   });
   return new Promise((resolve) => {
     let out = '';
@@ -56,7 +58,7 @@ describe('cache directory lock', () => {
       expect(refused).toContain(`cache directory ${cacheDir} is locked by process ${first.child.pid} on host ${hostname()}`);
       expect(refused).toContain(`cache directory ${cacheDir} is in use by process ${first.child.pid} on host ${hostname()}`);
 
-      // kill -9: no cleanup runs, the lock stays behind with a lease that is fresh for up to 2 s.
+      // kill -9: no cleanup runs, the lock stays behind with a lease that is fresh for up to 10 s.
       first.child.kill('SIGKILL');
       await exited(first.child);
       expect(existsSync(lock)).toBe(true);

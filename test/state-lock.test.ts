@@ -13,8 +13,14 @@ import { acquireStateLock, ownerPath, StateLockedError } from '../protocol/state
 import { tempDir } from './helpers/net.ts';
 
 const HOLDER = join(import.meta.dirname, 'helpers', 'hold-state-lock.ts');
-/** Short leases for the child processes, so a refused start gives up after 3 s instead of 12 s. */
-const SHORT_LEASE = { EDGESHARD_LOCK_STALE_MS: '2000', EDGESHARD_LOCK_UPDATE_MS: '1000' };
+/**
+ * The leases of the child processes. A live owner must keep its lease fresh however loaded the box is (a lease
+ * missed for staleMs looks dead), so it gets the default 10 s, refreshed every 500 ms: a refused start still waits
+ * ~10.5 s for it, but no scheduler hiccup under CI load can pass for a dead owner. Only tests with no live owner
+ * use shorter leases.
+ */
+const LIVE_LEASE = { EDGESHARD_LOCK_STALE_MS: '10000', EDGESHARD_LOCK_UPDATE_MS: '500' };
+const LIVE = { staleMs: 10_000, updateMs: 500 };
 
 const cleanups: (() => Promise<unknown> | unknown)[] = [];
 afterEach(async () => {
@@ -29,7 +35,7 @@ async function stateFile(): Promise<{ state: string; lock: string }> {
 
 /** A process trying the lock on `state`; `first` is its first verdict line ("held" or "refused ..."). */
 function holder(state: string): { child: ChildProcess; lines: string[]; verdict: Promise<string>; next(prefix: string): Promise<string> } {
-  const child = spawn(process.execPath, ['--import', 'tsx', HOLDER, state], { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, ...SHORT_LEASE } });
+  const child = spawn(process.execPath, ['--import', 'tsx', HOLDER, state], { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, ...LIVE_LEASE } });
   cleanups.push(() => child.kill('SIGKILL'));
   const lines: string[] = [];
   const waiters: Array<{ prefix: string; resolve: (l: string) => void }> = [];
@@ -68,12 +74,12 @@ describe('state lock', () => {
     // The live owner as another container sees it: pid 1 (this process is not pid 1 here, but no pid is looked at).
     await writeFile(ownerPath(lock), 'process 1 on host container-a (since 2026-12-02T17:00:00.000Z)\n');
     const waits: string[] = [];
-    const start = acquireStateLock(state, 'receipt log', { staleMs: 2000, updateMs: 1000, onLost: () => {}, onWait: (m) => waits.push(m) });
+    const start = acquireStateLock(state, 'receipt log', { ...LIVE, onLost: () => {}, onWait: (m) => waits.push(m) });
     await expect(start).rejects.toThrow(
       new StateLockedError(`receipt log ${state} is in use by process 1 on host container-a (since 2026-12-02T17:00:00.000Z), which keeps its lease in ${lock} fresh: run each node with its own files, or stop that node`),
     );
     expect(waits).toEqual([
-      `receipt log ${state} is locked by process 1 on host container-a (since 2026-12-02T17:00:00.000Z); waiting up to 3000 ms for its lease to go stale (a crashed node's lease lasts 2000 ms, a live node keeps it fresh)`,
+      `receipt log ${state} is locked by process 1 on host container-a (since 2026-12-02T17:00:00.000Z); waiting up to 10500 ms for its lease to go stale (a crashed node's lease lasts 10000 ms, a live node keeps it fresh)`,
     ]);
     expect(owner.lines).toEqual(['held']); // the owner kept it throughout
   }, 60_000);
@@ -111,7 +117,7 @@ describe('state lock', () => {
     const { state, lock } = await stateFile();
     let lost!: (err: StateLockedError) => void;
     const lostSeen = new Promise<StateLockedError>((resolve) => (lost = resolve));
-    const release = await acquireStateLock(state, 'receipt log', { staleMs: 2000, updateMs: 1000, onLost: (err) => lost(err) });
+    const release = await acquireStateLock(state, 'receipt log', { ...LIVE, onLost: (err) => lost(err) });
     // The thief: removes the lock and takes it for itself (what a second node does when it thinks the lease stale).
     await rm(lock, { recursive: true });
     await mkdir(lock);
