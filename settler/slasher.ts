@@ -11,7 +11,7 @@
 // same signed bytes again, which the chain takes at most once) instead of signing a second, different one. A refusal by the contract is final and not retried.
 // A transaction the chain takes but does not mine within txWaitMs counts as the chain not answering, too.
 //
-// Settlement never waits on the slasher: forgetSettled is synchronous, so a slasher stuck behind a black-holed RPC
+// Settlement never waits on the slasher: forgetSettled queues its work without awaiting it, so a slasher stuck behind a black-holed RPC
 // endpoint or an unmined transaction stalls slashing only, never an epoch's settlement or its root's posting.
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
@@ -40,8 +40,6 @@ interface Pending {
   raw?: string;
   /** The timer of the next attempt, while one is set. */
   retry?: unknown;
-  /** An attempt for it is running (its chain calls may be in flight). */
-  busy?: boolean;
 }
 
 /** Where the retry timers come from: setTimeout by default; tests fire them by hand. */
@@ -105,8 +103,6 @@ export class Slasher {
   private readonly retry: SlashRetry;
   private readonly timers: RetryTimers;
   private closed = false;
-  /** The last epoch forgetSettled was told of: evidence up to it that ends an attempt with nothing to wait for goes. */
-  private settledThrough = -1n;
 
   private constructor(
     private readonly opts: SlasherOptions,
@@ -151,15 +147,12 @@ export class Slasher {
    * slash (one that never staked) stayed in memory for the life of the process. Evidence waiting for a retry stays.
    */
   forgetSettled(epoch: number): void {
-    // Synchronous, not queued behind the chain calls: settling an epoch (and posting its root) must never wait on a
-    // slash stuck behind an RPC endpoint that does not answer. Evidence of the epoch still being tried (or queued
-    // behind that) is forgotten when its attempt ends with nothing left to wait for (see advance).
-    if (BigInt(epoch) > this.settledThrough) this.settledThrough = BigInt(epoch);
-    for (const [digest, p] of this.pending) if (this.forgettable(p)) this.pending.delete(digest);
-  }
-
-  private forgettable(p: Pending): boolean {
-    return p.retry === undefined && !p.busy && p.evidence.epoch <= this.settledThrough;
+    // Queued behind the records handed over before the epoch settled (their signatures must meet first), but not
+    // awaited: settling an epoch (and posting its root) must never wait on a slash stuck behind an RPC endpoint that
+    // does not answer. Evidence whose attempt runs then, or waits for a retry, is kept until a later epoch settles.
+    void this.enqueue(async () => {
+      for (const [digest, p] of this.pending) if (p.retry === undefined && p.evidence.epoch <= BigInt(epoch)) this.pending.delete(digest);
+    });
   }
 
   /** Settles when everything added so far (and every retry that has fired) is handled. */
@@ -198,7 +191,6 @@ export class Slasher {
   private async advance(digest: string, p: Pending): Promise<void> {
     if (p.retry !== undefined) this.timers.clear(p.retry);
     p.retry = undefined;
-    p.busy = true;
     try {
       for (const [signer, signature] of [...p.unchecked]) {
         // The contract refuses a signature by a key without GATEWAY_ROLE; it is never counted toward the quorum here.
@@ -213,9 +205,6 @@ export class Slasher {
       if (p.signatures.size >= this.quorum) await this.submit(digest, p);
     } catch (err) {
       this.failed(digest, p, err);
-    } finally {
-      p.busy = false;
-      if (this.forgettable(p) && this.pending.get(digest) === p) this.pending.delete(digest);
     }
   }
 

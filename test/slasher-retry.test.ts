@@ -204,6 +204,7 @@ describe('slash submissions that meet a failing RPC endpoint', () => {
     // Epoch 20833 settles: the refused evidence is forgotten; the one waiting for its retry is kept.
     now.ms = (20_834 * 86_400 + 3600) * 1000;
     expect(await s.settler.settleDue()).toEqual([20_833]);
+    await s.slasher!.idle(); // the forgetting is queued behind the slasher's work, not awaited by the settling
     expect(await metric('edgeshard_settler_slash_evidence_pending')).toBe(1);
     proxy.mode = 'pass';
     timers.due.shift()!.fn();
