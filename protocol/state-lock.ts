@@ -12,6 +12,7 @@
 // (It is beside the lock, not in it: the lock directory must stay empty for rmdir to remove it.)
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
+import * as nodeFs from 'node:fs';
 import { lstat, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import lockfile from 'proper-lockfile';
 
@@ -33,6 +34,8 @@ export interface StateLockOptions {
   onLost(err: StateLockedError): void;
   /** Called once when a fresh lease (a live owner, or one that just crashed) makes this start wait. */
   onWait?(message: string): void;
+  /** The file system calls the lease goes through (node:fs; tests: one that keeps mtimes in whole seconds). */
+  fs?: typeof nodeFs;
 }
 
 /** The lease's timings from the environment (tests shorten them); the defaults otherwise. */
@@ -74,6 +77,11 @@ export async function acquireStateLock(path: string, what: string, opts: StateLo
   let lost = false;
   const mine = `process ${process.pid} on host ${hostname()} (since ${new Date().toISOString()})`;
   const base = {
+    // proper-lockfile caches the mtime precision it probed (ms or whole seconds) on the fs object it is given, and by
+    // default that is one graceful-fs shared by every lock in the process: a receipt log on a ms filesystem locked first
+    // made the cache lock on a 1 s one (ext4 with 128-byte inodes, some NAS) refresh with ms mtimes, read back
+    // truncated, and declare itself lost at its second refresh. Each lock gets its own object, so its own probe.
+    fs: Object.create(opts.fs ?? nodeFs) as typeof nodeFs,
     lockfilePath: lockPath,
     stale,
     update,

@@ -4,6 +4,7 @@
 // owner's. Owners are real processes; a lease is aged with utimes, never by waiting it out.
 import { afterEach, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
@@ -129,6 +130,50 @@ describe('state lock', () => {
     expect(existsSync(lock)).toBe(true);
     expect(await readFile(ownerPath(lock), 'utf8')).toContain('process 1 on host container-b');
   }, 60_000);
+
+  it('each lock probes its own mtime precision: a ms filesystem locked first does not make a lock on a 1 s one lose itself', async () => {
+    const { dir: msDir, cleanup: c1 } = await tempDir('edgeshard-state-lock-ms-');
+    const { dir: secDir, cleanup: c2 } = await tempDir('edgeshard-state-lock-s-');
+    cleanups.push(c1, c2);
+    // One fs object over two mounts, as graceful-fs is in a node: the receipt log's keeps ms mtimes, the cache
+    // directory's whole seconds (ext4 with 128-byte inodes). Counts the lease's utimes on the 1 s mount.
+    let secUtimes = 0;
+    let onSecUtimes = (): void => {};
+    const twoMounts = Object.create(fs) as typeof fs & Record<string, unknown>;
+    twoMounts.stat = ((path: string, cb: (err: NodeJS.ErrnoException | null, st: fs.Stats) => void) =>
+      fs.stat(path, (err, st) => {
+        if (!err && path.startsWith(secDir)) st.mtime = new Date(Math.floor(st.mtime.getTime() / 1000) * 1000);
+        cb(err, st);
+      })) as typeof fs.stat;
+    twoMounts.utimes = ((path: string, a: Date, m: Date, cb: (err: NodeJS.ErrnoException | null) => void) =>
+      fs.utimes(path, a, m, (err) => {
+        cb(err);
+        if (!err && path.startsWith(secDir)) {
+          secUtimes++;
+          onSecUtimes();
+        }
+      })) as typeof fs.utimes;
+    const releaseMs = await acquireStateLock(join(msDir, 'receipts.log'), 'receipt log', { fs: twoMounts, updateMs: 1000, onLost: () => {} });
+    cleanups.push(releaseMs);
+    let lost: StateLockedError | undefined;
+    // Three utimes on the 1 s lease (at most one probe, then refreshes) mean its second refresh found the mtime its
+    // first one wrote: the check that declared the lock lost when it wrote ms and read back seconds.
+    const verdict = new Promise<void>((resolve) => {
+      onSecUtimes = () => secUtimes >= 3 && resolve();
+      const releaseS = acquireStateLock(join(secDir, 'cache'), 'cache directory', {
+        fs: twoMounts,
+        updateMs: 1000,
+        onLost: (err) => {
+          lost = err;
+          resolve();
+        },
+      });
+      cleanups.push(() => releaseS.then((r) => r()));
+    });
+    await verdict;
+    expect(lost?.message).toBeUndefined();
+    expect(secUtimes).toBeGreaterThanOrEqual(3);
+  }, 30_000);
 
   it('refuses a lock file left by the previous version (a pid file), naming it and what to do', async () => {
     const { state, lock } = await stateFile();
