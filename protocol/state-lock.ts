@@ -115,8 +115,15 @@ export async function acquireStateLock(path: string, what: string, opts: StateLo
   }
   const owner = ownerPath(lockPath);
   const tmp = `${owner}.${randomBytes(6).toString('hex')}`;
-  await writeFile(tmp, `${mine}\n`);
-  await rename(tmp, owner);
+  try {
+    await writeFile(tmp, `${mine}\n`);
+    await rename(tmp, owner);
+  } catch (err) {
+    // No owner record (a full disk, say): let go of the lease too, or it stays held until this process exits.
+    await rm(tmp, { force: true, recursive: true }).catch(() => {});
+    await release().catch(() => {});
+    throw err;
+  }
   let released = false;
   return async () => {
     if (released || lost) return;

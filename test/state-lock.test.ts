@@ -175,6 +175,13 @@ describe('state lock', () => {
     expect(secUtimes).toBeGreaterThanOrEqual(3);
   }, 30_000);
 
+  it('a start that cannot write its owner record lets go of the lease it took', async () => {
+    const { state, lock } = await stateFile();
+    await mkdir(ownerPath(lock)); // the record's rename then fails (EISDIR), as its write does on a full disk
+    await expect(acquireStateLock(state, 'receipt log', { onLost: () => {} })).rejects.toMatchObject({ code: 'EISDIR' });
+    expect(existsSync(lock)).toBe(false);
+  });
+
   it('refuses a lock file left by the previous version (a pid file), naming it and what to do', async () => {
     const { state, lock } = await stateFile();
     await writeFile(lock, '4242\nstart 1\nboot b\n');
