@@ -6,10 +6,11 @@
 // counted: the totals it exports are the chain's. A checkpoint that is missing, damaged, for another deployment,
 // ahead of the chain or whose block's hash changed (a reset dev chain) is logged and the chain read from the
 // deployment block. Only blocks the confirmations behind the head are ever read or checkpointed. A range's events
-// are applied only once the whole range is read, so a failed read leaves the cursor where it was. The checkpoint's
-// block hash is read before the events and again after; if the two differ (the tip reorganised in between, which
-// --chain-confirmations 0 allows) this poll writes no checkpoint, so none ever pairs one chain's events with
-// another chain's block.
+// are applied only once the whole range is read, so a failed read leaves the cursor where it was. Reorganisations
+// (which --chain-confirmations 0 allows at the tip): the last block of a poll has its hash read before its events and
+// again after, and the last block counted is checked again at the start of the next poll; when either changed, what
+// was counted is dropped and taken up again from the checkpoint (if its block is still on the chain) or from the
+// deployment block, so neither the totals nor a checkpoint keep the events of blocks the chain no longer has.
 import { Interface, getAddress, type Provider } from 'ethers';
 import type { Logger } from '../protocol/log.ts';
 import { silentLogger } from '../protocol/log.ts';
@@ -71,6 +72,10 @@ export class ChainWatcher {
   private cursor: number;
   /** The block the checkpoint file holds (-1: none written or resumed yet). */
   private checkpointed = -1;
+  /** Where the cursor starts: the deployment block, or fromBlock. */
+  private readonly start: number;
+  /** The last block counted and its hash then: a reorganisation replaces it (checked at the start of each poll). */
+  private countedThrough: { block: number; hash: string } | null = null;
   /** Whether the checkpoint was looked at (on the first poll that reached the chain). */
   private resumeChecked = false;
   private readonly log: Logger;
@@ -86,6 +91,7 @@ export class ChainWatcher {
   constructor(private readonly opts: ChainWatcherOptions) {
     this.cursor = opts.fromBlock ?? opts.file.deployBlock ?? 0;
     if (!Number.isSafeInteger(this.cursor) || this.cursor < 0) throw new TypeError(`fromBlock ${this.cursor}: expected a block number`);
+    this.start = this.cursor;
     this.log = opts.logger ?? silentLogger;
     this.confirmations = opts.confirmations ?? 0;
     this.maxBlockRange = opts.maxBlockRange ?? 2_000;
@@ -139,9 +145,13 @@ export class ChainWatcher {
       await this.resume(head);
       this.resumeChecked = true;
     }
+    const through = this.countedThrough;
+    if (through && (through.block > head || (await this.blockHash(through.block)) !== through.hash)) {
+      await this.recount(head, `block ${through.block}, the last one counted, is no longer on the chain (a reorganisation)`);
+    }
     const last = head - this.confirmations;
-    // The hash of the last block to read, taken before its events: the checkpoint is written only if it still holds after.
-    const pinned = this.opts.checkpointFile && this.cursor <= last ? await this.blockHash(last) : null;
+    // The hash of the last block to read, taken before its events: if it still holds after, they are the chain's.
+    const pinned = this.cursor <= last ? await this.blockHash(last) : null;
     let events = 0;
     while (this.cursor <= last) {
       const to = Math.min(this.cursor + this.maxBlockRange - 1, last);
@@ -154,6 +164,14 @@ export class ChainWatcher {
       this.cursor = to + 1;
     }
     const scanned = Math.min(this.cursor - 1, last);
+    if (pinned !== null) {
+      const after = await this.blockHash(last);
+      if (after !== pinned) {
+        await this.recount(head, `block ${last} changed while its events were read (before ${pinned}, after ${after}; --chain-confirmations keeps away from the tip)`);
+        return { events: 0, scannedBlock: this.view.scanned };
+      }
+      this.countedThrough = { block: last, hash: pinned };
+    }
     // A failed state read publishes nothing; the events already applied stay applied, and the next poll publishes.
     const state = scanned >= 0 ? await this.readState(scanned) : null;
     // Saved before the view changes: whoever sees the new block (a test waiting for it, a scrape) sees the poll done.
@@ -181,11 +199,22 @@ export class ChainWatcher {
         this.counted = parsed.ledger;
         this.cursor = parsed.checkpoint.block + 1;
         this.checkpointed = parsed.checkpoint.block;
+        this.countedThrough = { block: parsed.checkpoint.block, hash: block!.hash! };
         this.log.info({ checkpoint: path, block: parsed.checkpoint.block }, `resuming from the chain watch checkpoint at block ${parsed.checkpoint.block}`);
         return;
       }
     }
     this.log.warn({ checkpoint: path, block: from }, `chain watch checkpoint ${path} cannot be used: ${problem}; reading the chain again from block ${from}`);
+  }
+
+  /** Drops what was counted and takes it up again from the checkpoint (if the chain still has its block) or the start. */
+  private async recount(head: number, why: string): Promise<void> {
+    this.log.warn({ block: this.cursor - 1 }, `${why}: counting again from the checkpoint or block ${this.start}`);
+    this.counted = new ChainLedger();
+    this.cursor = this.start;
+    this.checkpointed = -1;
+    this.countedThrough = null;
+    await this.resume(head);
   }
 
   private async blockHash(n: number): Promise<string> {
@@ -195,18 +224,13 @@ export class ChainWatcher {
   }
 
   /**
-   * Writes the checkpoint at `scanned` if that block's hash is still `pinned` (its hash before its events were read);
-   * a failure is logged and the next poll that reads further writes it (the totals are not lost).
+   * Writes the checkpoint at `scanned`, whose hash `hash` held before and after its events were read; a failure is
+   * logged and the next poll that reads further writes it (the totals are not lost).
    */
-  private async saveCheckpoint(scanned: number, pinned: string): Promise<void> {
+  private async saveCheckpoint(scanned: number, hash: string): Promise<void> {
     const path = this.opts.checkpointFile;
     if (!path) return;
     try {
-      const hash = await this.blockHash(scanned);
-      if (hash !== pinned) {
-        this.log.warn({ checkpoint: path, block: scanned, before: pinned, after: hash }, `block ${scanned} changed while its events were read (a reorganised tip; --chain-confirmations keeps away from it); no checkpoint this poll`);
-        return;
-      }
       await writeCheckpoint(path, checkpointOf(this.opts.file, scanned, hash, this.ledger));
       this.checkpointed = scanned;
     } catch (err) {
