@@ -9,7 +9,8 @@
 // the chain took but whose answer was lost is never sent twice. The transaction is signed before it is sent and its
 // hash kept, so a retry after a lost answer looks that very transaction up (still pending: wait; unknown: send the
 // same signed bytes again, which the chain takes at most once) instead of signing a second, different one. A refusal by the contract is final and not retried.
-// A transaction the chain takes but does not mine within txWaitMs counts as the chain not answering, too.
+// A transaction the chain takes but does not mine within txWaitMs counts as the chain not answering, too. A signed
+// transaction dropped (given up, forgotten, closed) that the chain never got gives its nonce back (dropSigned).
 //
 // Settlement never waits on the slasher: forgetSettled queues its work without awaiting it, so a slasher stuck behind a black-holed RPC
 // endpoint or an unmined transaction stalls slashing only, never an epoch's settlement or its root's posting.
@@ -151,7 +152,11 @@ export class Slasher {
     // awaited: settling an epoch (and posting its root) must never wait on a slash stuck behind an RPC endpoint that
     // does not answer. Evidence whose attempt runs then, or waits for a retry, is kept until a later epoch settles.
     void this.enqueue(async () => {
-      for (const [digest, p] of this.pending) if (p.retry === undefined && p.evidence.epoch <= BigInt(epoch)) this.pending.delete(digest);
+      for (const [digest, p] of this.pending) {
+        if (p.retry !== undefined || p.evidence.epoch > BigInt(epoch)) continue;
+        this.pending.delete(digest);
+        await this.dropSigned(p);
+      }
     });
   }
 
@@ -204,11 +209,11 @@ export class Slasher {
       }
       if (p.signatures.size >= this.quorum) await this.submit(digest, p);
     } catch (err) {
-      this.failed(digest, p, err);
+      await this.failed(digest, p, err);
     }
   }
 
-  private failed(digest: string, p: Pending, err: unknown): void {
+  private async failed(digest: string, p: Pending, err: unknown): Promise<void> {
     const log = this.opts.logger;
     const at = { node: p.evidence.node, epoch: String(p.evidence.epoch), challengeId: p.evidence.challengeId, digest, signers: [...p.signatures.keys()], err: (err as Error).message };
     this.opts.metrics?.slash('failed');
@@ -221,6 +226,7 @@ export class Slasher {
     if (p.failures >= this.retry.maxAttempts || this.closed) {
       this.opts.metrics?.slash('gave-up');
       log.error({ ...at, attempts: p.failures }, `slashing evidence could not be submitted (the chain did not answer); giving up after ${p.failures} attempts until a new signature for it arrives or the settler restarts`);
+      await this.dropSigned(p);
       return;
     }
     const ms = slashRetryDelayMs(p.failures, this.retry);
@@ -308,6 +314,30 @@ export class Slasher {
     return provider.broadcastTransaction(p.raw);
   }
 
+  /**
+   * Gives up the transaction `p` signed, if any (its evidence given up on, forgotten, or the slasher closing). Its
+   * nonce was counted when it was signed; if the chain never got it, that nonce stays unused and every later
+   * transaction of this key (the root poster shares it) waits behind the gap for ever ("nonce too high", or queued on
+   * geth). So the nonce manager forgets its count and the next send asks the chain. If the chain knows the
+   * transaction, its nonce is used (or will be once mined): nothing to do. If the chain does not answer, the count is
+   * forgotten too: the chain's own pending count is right once it answers, a gap never is.
+   */
+  private async dropSigned(p: Pending): Promise<void> {
+    const tx = p.tx;
+    if (!p.raw || !tx) return;
+    const signer = this.opts.settlement.runner as (Signer & { reset?(): void }) | null;
+    let known: boolean | undefined;
+    try {
+      known = (await signer?.provider?.getTransaction(tx)) != null;
+    } catch {
+      known = undefined;
+    }
+    if (known) return;
+    if (known === false) p.raw = p.tx = undefined; // a later attempt signs anew, with the nonce the chain gives
+    signer?.reset?.();
+    this.opts.logger.warn({ node: p.evidence.node, tx, chainKnows: known ?? 'no answer' }, 'a signed slash the chain did not take was dropped: the key\'s nonce count is reset so its next transaction asks the chain');
+  }
+
   /** Waits for `sent` to be mined, at most txWaitMs; past that, the chain "did not answer" and the attempt is retried. */
   private async minedWithin(sent: { wait(): Promise<unknown> }, tx: string): Promise<void> {
     const ms = this.opts.txWaitMs ?? DEFAULT_SLASH_TX_WAIT_MS;
@@ -325,7 +355,9 @@ export class Slasher {
   async close(): Promise<void> {
     this.closed = true;
     for (const p of this.pending.values()) if (p.retry !== undefined) this.timers.clear(p.retry);
-    await this.idle();
+    await this.enqueue(async () => {
+      for (const p of this.pending.values()) await this.dropSigned(p);
+    });
     await this.state.close();
   }
 }

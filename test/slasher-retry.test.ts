@@ -87,7 +87,10 @@ describe('slash submissions that meet a failing RPC endpoint', () => {
     cleanups.push(tmp.cleanup);
     const provider = new JsonRpcProvider(proxy.url, f.file.chainId, { staticNetwork: true, batchMaxCount: 1, cacheTimeout: -1 });
     cleanups.push(async () => provider.destroy());
-    const settlement = connectContracts(f.file, managedWallet(f.chain.keys[9]!, provider)).settlement;
+    // The outsider's key, in a managed wallet the root poster would share (`edgeshard settler --post-roots`).
+    const wallet = managedWallet(f.chain.keys[9]!, provider);
+    const contracts = connectContracts(f.file, wallet);
+    const settlement = contracts.settlement;
     const logs: Array<{ msg: string; level: number }> = [];
     const logger = pino({ level: 'info' }, { write: (line: string) => void logs.push(JSON.parse(line) as { msg: string; level: number }) });
     const metrics = createSettlerMetrics();
@@ -105,7 +108,7 @@ describe('slash submissions that meet a failing RPC endpoint', () => {
       return t.ms;
     };
     const state = async () => (await readFile(stateFile, 'utf8').catch(() => '')).trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { outcome: string; node: string });
-    return { slasher, logs, metric, timers, fire, state };
+    return { slasher, logs, metric, timers, fire, state, wallet, contracts };
   };
   const stakeOf = async () => (await f.as(f.outsider).registry.nodes(node)).stake;
   const slashEvents = async () => f.as(f.outsider).settlement.queryFilter(f.as(f.outsider).settlement.filters.NodeSlashedForChallenge!(node));
@@ -155,6 +158,67 @@ describe('slash submissions that meet a failing RPC endpoint', () => {
     expect(await stakeOf()).toBe(600n * TOKEN);
     expect(await slashEvents()).toHaveLength(1);
     expect(await s.state()).toEqual([expect.objectContaining({ outcome: 'already-used', node })]);
+  }, 60_000);
+
+  /** The key's next transaction (as the root poster's would be), sent through the same managed wallet: its nonce, mined. */
+  const nextTransactionOfTheKey = async (contracts: ReturnType<typeof connectContracts>) => {
+    const sent = await contracts.token.approve(f.file.escrow, 1n);
+    expect((await sent.wait())?.status).toBe(1);
+    return sent.nonce;
+  };
+
+  it('a signed slash the chain never got, given up on and forgotten, leaves no nonce gap: the key\'s next transaction goes through', async () => {
+    const s = await slasherThroughProxy({ baseMs: 5_000, maxMs: 5_000, maxAttempts: 1 });
+    const outsider = await f.addr(f.outsider);
+    const nonce = await f.chain.provider.getTransactionCount(outsider, 'pending');
+    proxy.mode = 'refuse-send'; // the provider refuses the broadcast: the signed slash (its nonce counted) never reaches the chain
+    await s.slasher.add([await evidence(challenge())]);
+    expect(await s.metric('edgeshard_settler_slashes_submitted_total{outcome="gave-up"}')).toBe(1);
+    s.slasher.forgetSettled(20_833);
+    await s.slasher.idle();
+    expect(await s.metric('edgeshard_settler_slash_evidence_pending')).toBe(0);
+    proxy.mode = 'pass';
+    // Old code: the wallet still counted the slash's nonce, so this one took nonce + 1 ("Nonce too high" on hardhat;
+    // queued for ever on geth), and so would every later root post.
+    expect(await nextTransactionOfTheKey(s.contracts)).toBe(nonce);
+    expect(await f.chain.provider.getTransactionCount(outsider)).toBe(nonce + 1);
+    expect(s.logs.map((l) => l.msg)).toContainEqual(expect.stringMatching(/^a signed slash the chain did not take was dropped/));
+    expect(await stakeOf()).toBe(1_000n * TOKEN);
+  }, 60_000);
+
+  it('a signed slash the chain never got, waiting for its retry when the slasher closes, leaves no nonce gap', async () => {
+    const s = await slasherThroughProxy();
+    const outsider = await f.addr(f.outsider);
+    const nonce = await f.chain.provider.getTransactionCount(outsider, 'pending');
+    proxy.mode = 'refuse-send';
+    await s.slasher.add([await evidence(challenge())]);
+    expect(s.timers.due).toHaveLength(1);
+    open.splice(open.indexOf(s.slasher), 1);
+    await s.slasher.close();
+    proxy.mode = 'pass';
+    expect(await nextTransactionOfTheKey(s.contracts)).toBe(nonce);
+  }, 60_000);
+
+  it('a signed slash the chain holds, given up on, keeps its nonce: the key\'s next transaction comes after it', async () => {
+    const chain = f.chain.provider;
+    await chain.send('evm_setAutomine', [false]);
+    try {
+      const s = await slasherThroughProxy({ baseMs: 5_000, maxMs: 5_000, maxAttempts: 1 });
+      const outsider = await f.addr(f.outsider);
+      const nonce = await chain.getTransactionCount(outsider, 'pending');
+      proxy.mode = 'lose-answer'; // the chain takes it (unmined); the slasher never hears
+      await s.slasher.add([await evidence(challenge())]);
+      expect(await s.metric('edgeshard_settler_slashes_submitted_total{outcome="gave-up"}')).toBe(1);
+      proxy.mode = 'pass';
+      const sent = await s.contracts.token.approve(f.file.escrow, 1n);
+      expect(sent.nonce).toBe(nonce + 1);
+      await chain.send('evm_mine', []);
+      expect((await sent.wait())?.status).toBe(1);
+      expect(await stakeOf()).toBe(600n * TOKEN); // the slash was mined too, with its own nonce
+      expect(s.logs.map((l) => l.msg)).not.toContainEqual(expect.stringMatching(/^a signed slash the chain did not take was dropped/));
+    } finally {
+      await chain.send('evm_setAutomine', [true]);
+    }
   }, 60_000);
 
   it('gives up after the last attempt (delays capped), and a new signature for the evidence tries again', async () => {
