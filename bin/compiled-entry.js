@@ -23,7 +23,9 @@ const BUILD_CONFIG = ['tsconfig.json'];
 
 const stem = (entry) => basename(entry).replace(/\.[cm]?ts$/, '');
 const cacheOf = (root) => join(root, 'node_modules', '.cache', 'edgeshard');
-const manifestPath = (root, entry) => join(cacheOf(root), `${stem(entry)}.json`);
+// One manifest per checkout and entry: two checkouts sharing node_modules (a symlink) keep their own, instead of
+// rebuilding on every alternate start and failing a start that read the other's ("did not match its sources").
+const manifestPath = (root, entry) => join(cacheOf(root), `${stem(entry)}-${sha256(root).slice(0, 12)}.json`);
 const sha256 = (data) => createHash('sha256').update(data).digest('hex');
 
 function esbuildVersion() {
@@ -153,7 +155,7 @@ const ownImportMeta = (compiled, afterLoad) => ({
 async function prune(cache, entry, current) {
   const now = Date.now();
   for (const name of await readdir(cache)) {
-    const old = (name.startsWith(`${stem(entry)}-`) && name !== current) || name.startsWith('.build-');
+    const old = (name.startsWith(`${stem(entry)}-`) && !name.endsWith('.json') && name !== current) || name.startsWith('.build-');
     if (!old) continue;
     const path = join(cache, name);
     const age = await stat(path).then((s) => now - s.mtimeMs, () => 0); // gone already: another process pruned it

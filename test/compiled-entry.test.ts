@@ -5,7 +5,7 @@
 // really runs without the loader.
 import { describe, expect, it } from 'vitest';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
@@ -77,6 +77,10 @@ describe('compiled entry cache', () => {
       if (!('url' in fromA) || !('url' in fromB)) throw new Error(JSON.stringify({ fromA, fromB }));
       // Same content, but A's build names A's file: B's node would read module-relative files from A.
       expect(await importInNode(fromB.url)).toEqual({ here: pathToFileURL(join(b.dir, 'main.ts')).href });
+      // Each checkout keeps its own manifest, so alternating starts reuse their builds instead of rebuilding.
+      const manifests = (await readdir(join(a.dir, 'node_modules', '.cache', 'edgeshard'))).filter((n) => n.endsWith('.json'));
+      expect(manifests).toHaveLength(2);
+      expect(await compiledEntry('main.ts', a.dir)).toEqual(fromA);
     } finally {
       await a.cleanup();
       await b.cleanup();
