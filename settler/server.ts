@@ -77,7 +77,7 @@ export async function startSettler(opts: SettlerServerOptions, deps: { logger?: 
   const withSlasher: Partial<SettlerOptions> = slasher
     ? {
         onGatewayRecords: (records) => void slasher.add(records),
-        // Synchronous: a slasher stuck on the chain must never hold up settling or the root's posting.
+        // Not awaited (queued behind the records handed over before): a slasher stuck on the chain must never hold up settling or the root's posting.
         onSettled: async (epoch, dir) => {
           slasher.forgetSettled(epoch);
           await onSettled?.(epoch, dir);
