@@ -75,19 +75,30 @@ export async function acquireStateLock(path: string, what: string, opts: StateLo
     );
   }
   let lost = false;
+  // While a takeover waits for its first refresh (below), a loss refuses the start instead of reaching onLost.
+  let confirming: { refreshed(): void; lost(err: Error): void } | null = null;
+  const fsBase = opts.fs ?? nodeFs;
+  const lockFs = Object.create(fsBase) as typeof nodeFs & Record<string, unknown>;
+  lockFs.utimes = ((file: string, atime: Date, mtime: Date, cb: (err: NodeJS.ErrnoException | null) => void) =>
+    fsBase.utimes(file, atime, mtime, (err) => {
+      cb(err);
+      // proper-lockfile refreshes only after it found the lease's mtime still its own: a refresh done is one confirmed.
+      if (!err) confirming?.refreshed();
+    })) as typeof nodeFs.utimes;
   const mine = `process ${process.pid} on host ${hostname()} (since ${new Date().toISOString()})`;
   const base = {
     // proper-lockfile caches the mtime precision it probed (ms or whole seconds) on the fs object it is given, and by
     // default that is one graceful-fs shared by every lock in the process: a receipt log on a ms filesystem locked first
     // made the cache lock on a 1 s one (ext4 with 128-byte inodes, some NAS) refresh with ms mtimes, read back
     // truncated, and declare itself lost at its second refresh. Each lock gets its own object, so its own probe.
-    fs: Object.create(opts.fs ?? nodeFs) as typeof nodeFs,
+    fs: lockFs,
     lockfilePath: lockPath,
     stale,
     update,
     realpath: false,
     onCompromised: (err: Error) => {
       lost = true;
+      if (confirming) return confirming.lost(err);
       void holderOf(lockPath).then((holder) =>
         opts.onLost(
           new StateLockedError(
@@ -98,11 +109,16 @@ export async function acquireStateLock(path: string, what: string, opts: StateLo
     },
   };
   let release: () => Promise<void>;
+  // A lease we saw (stale, or waited out) is taken over by rmdir and mkdir without looking again, so two starts
+  // taking over one crashed node's lease can both get it; the first to refresh keeps it, the other finds the mtime
+  // not its own at its first refresh. A takeover returns only after that refresh, so the loser opens nothing.
+  let tookOver = old?.isDirectory() === true;
   try {
     release = await lockfile.lock(path, { ...base, retries: 0 });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ELOCKED') throw err;
     const waitMs = stale + update;
+    tookOver = true;
     opts.onWait?.(`${what} ${path} is locked by ${await holderOf(lockPath)}; waiting up to ${waitMs} ms for its lease to go stale (a crashed node's lease lasts ${stale} ms, a live node keeps it fresh)`);
     try {
       release = await lockfile.lock(path, { ...base, retries: { retries: Math.ceil(waitMs / RETRY_MS), factor: 1, minTimeout: RETRY_MS, maxTimeout: RETRY_MS } });
@@ -110,6 +126,20 @@ export async function acquireStateLock(path: string, what: string, opts: StateLo
       if ((err2 as NodeJS.ErrnoException).code !== 'ELOCKED') throw err2;
       throw new StateLockedError(
         `${what} ${path} is in use by ${await holderOf(lockPath)}, which keeps its lease in ${lockPath} fresh: run each node with its own files, or stop that node`,
+      );
+    }
+  }
+  if (tookOver) {
+    // proper-lockfile's refresh timer is unref'd: a start with nothing else open yet would just exit while it waits.
+    const keepAlive = setInterval(() => {}, 60_000);
+    const loss = await new Promise<Error | null>((resolve) => {
+      confirming = { refreshed: () => resolve(null), lost: resolve };
+    });
+    clearInterval(keepAlive);
+    confirming = null;
+    if (loss) {
+      throw new StateLockedError(
+        `${what} ${path}: another start took over the stale lease in ${lockPath} at the same moment and kept it (${loss.message}); it is in use by ${await holderOf(lockPath)}`,
       );
     }
   }

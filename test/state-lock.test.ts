@@ -182,6 +182,45 @@ describe('state lock', () => {
     expect(existsSync(lock)).toBe(false);
   });
 
+  it('of two starts taking over one stale lease at once, the one whose lease the other replaced is refused before it opens anything', async () => {
+    const { state, lock } = await stateFile();
+    await mkdir(lock);
+    const past = new Date(Date.now() - 60_000);
+    await utimes(lock, past, past); // a crashed node's lease
+    // The rival start, interleaved as proper-lockfile allows: it saw the same stale lease, so right after this start's
+    // mkdir and probe it removes that directory, makes its own and refreshes it.
+    let probed = false;
+    let rivalDone = false;
+    const racing = Object.create(fs) as typeof fs & Record<string, unknown>;
+    racing.utimes = ((path: string, a: Date, m: Date, cb: (err: NodeJS.ErrnoException | null) => void) =>
+      fs.utimes(path, a, m, (err) => {
+        if (!err && path === lock) probed = true;
+        cb(err);
+      })) as typeof fs.utimes;
+    racing.stat = ((path: string, cb: (err: NodeJS.ErrnoException | null, st: fs.Stats) => void) =>
+      fs.stat(path, (err, st) => {
+        if (!err && path === lock && probed && !rivalDone) {
+          // The stat that ends this start's probe: its lease's mtime is read, now the rival replaces the lease.
+          rivalDone = true;
+          fs.rmdirSync(lock);
+          fs.mkdirSync(lock);
+          const rival = new Date(Math.floor(Date.now() / 1000) * 1000 + 777); // never a probe's (second + 5 ms)
+          fs.utimesSync(lock, rival, rival);
+          fs.writeFileSync(ownerPath(lock), 'process 1 on host container-b (since 2026-12-02T18:00:00.000Z)\n');
+        }
+        cb(err, st);
+      })) as typeof fs.stat;
+    const losses: StateLockedError[] = [];
+    const start = acquireStateLock(state, 'receipt log', { fs: racing, updateMs: 1000, onLost: (err) => losses.push(err) });
+    start.then((release) => cleanups.push(release), () => {});
+    await expect(start).rejects.toThrow(
+      `receipt log ${state}: another start took over the stale lease in ${lock} at the same moment and kept it (Unable to update lock within the stale threshold); it is in use by process 1 on host container-b (since 2026-12-02T18:00:00.000Z)`,
+    );
+    expect(rivalDone).toBe(true);
+    expect(losses).toEqual([]);
+    expect(existsSync(lock)).toBe(true); // the rival's lease is left alone
+  }, 30_000);
+
   it('refuses a lock file left by the previous version (a pid file), naming it and what to do', async () => {
     const { state, lock } = await stateFile();
     await writeFile(lock, '4242\nstart 1\nboot b\n');
