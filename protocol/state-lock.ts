@@ -63,8 +63,10 @@ async function holderOf(lockPath: string): Promise<string> {
  */
 export async function acquireStateLock(path: string, what: string, opts: StateLockOptions): Promise<() => Promise<void>> {
   const lockPath = opts.lockPath ?? `${path}.lock`;
-  const stale = opts.staleMs ?? envMs('EDGESHARD_LOCK_STALE_MS', DEFAULT_STALE_MS);
-  const update = opts.updateMs ?? envMs('EDGESHARD_LOCK_UPDATE_MS', DEFAULT_UPDATE_MS);
+  // proper-lockfile's bounds (stale at least 2000 ms, a refresh at most every 1000 ms and at least twice per lease), so
+  // the waits said in messages are the real ones.
+  const stale = Math.max(opts.staleMs ?? envMs('EDGESHARD_LOCK_STALE_MS', DEFAULT_STALE_MS), 2000);
+  const update = Math.max(Math.min(opts.updateMs ?? envMs('EDGESHARD_LOCK_UPDATE_MS', DEFAULT_UPDATE_MS), stale / 2), 1000);
   const old = await lstat(lockPath).catch(() => null);
   if (old?.isFile()) {
     // Before the lease, the lock was a file naming a pid, removed by a clean stop: one left behind is a node of that

@@ -3,9 +3,9 @@
 // log). The lock is a lease (protocol/state-lock.ts), so: a second node is refused while the first lives, naming it;
 // a node restarted after a kill -9 starts by itself (waiting out the dead lease if it is still fresh: test/state-lock
 // shows the wait); and a node whose lock is taken
-// from it stops at once with a fatal log line instead of writing on. The nodes here refresh their lease every 500 ms
-// and keep the default 10 s before it is stale: a live node under CI load must never pass for a dead one, so the
-// refused start and the restart after kill -9 each wait out ~10.5 s.
+// from it stops at once with a fatal log line instead of writing on. The nodes here refresh their lease every 1000 ms
+// (proper-lockfile's shortest interval) and keep the default 10 s before it is stale: a live node under CI load must
+// never pass for a dead one, so the refused start and the restart after kill -9 each wait out ~11 s.
 import { describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { tempDir } from './helpers/net.ts';
 
 const CLI = join(import.meta.dirname, '..', 'bin', 'edgeshard.js');
-const LEASE = { EDGESHARD_LOCK_STALE_MS: '10000', EDGESHARD_LOCK_UPDATE_MS: '500' };
+const LEASE = { EDGESHARD_LOCK_STALE_MS: '10000', EDGESHARD_LOCK_UPDATE_MS: '1000' };
 
 type Outcome = { started: true; child: ChildProcess; out: () => string } | { started: false; code: number | null; out: string };
 

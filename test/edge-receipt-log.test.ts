@@ -12,8 +12,9 @@ import { tempDir, until } from './helpers/net.ts';
 
 // Short leases (protocol/state-lock.ts) for the logs opened here: a refused open gives up after 3 s, not 12 s.
 // A live owner (this process, the writer child) must keep its lease fresh however loaded the box is: the default
-// 10 s before a lease is stale, refreshed every 500 ms. A refused open and the reopen after kill -9 wait ~10.5 s.
-const leaseEnv = { EDGESHARD_LOCK_STALE_MS: '10000', EDGESHARD_LOCK_UPDATE_MS: '500' };
+// 10 s before a lease is stale, refreshed every 1000 ms (proper-lockfile's shortest interval). A refused open and
+// the reopen after kill -9 wait ~11 s.
+const leaseEnv = { EDGESHARD_LOCK_STALE_MS: '10000', EDGESHARD_LOCK_UPDATE_MS: '1000' };
 const savedEnv = Object.fromEntries(Object.keys(leaseEnv).map((k) => [k, process.env[k]]));
 beforeAll(() => void Object.assign(process.env, leaseEnv));
 afterAll(() => {

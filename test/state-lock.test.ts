@@ -16,12 +16,12 @@ import { tempDir } from './helpers/net.ts';
 const HOLDER = join(import.meta.dirname, 'helpers', 'hold-state-lock.ts');
 /**
  * The leases of the child processes. A live owner must keep its lease fresh however loaded the box is (a lease
- * missed for staleMs looks dead), so it gets the default 10 s, refreshed every 500 ms: a refused start still waits
- * ~10.5 s for it, but no scheduler hiccup under CI load can pass for a dead owner. Only tests with no live owner
+ * missed for staleMs looks dead), so it gets the default 10 s, refreshed every 1000 ms (proper-lockfile's shortest
+ * interval: a smaller update means 1000): a refused start still waits ~11 s for it, but no scheduler hiccup under CI load can pass for a dead owner. Only tests with no live owner
  * use shorter leases.
  */
-const LIVE_LEASE = { EDGESHARD_LOCK_STALE_MS: '10000', EDGESHARD_LOCK_UPDATE_MS: '500' };
-const LIVE = { staleMs: 10_000, updateMs: 500 };
+const LIVE_LEASE = { EDGESHARD_LOCK_STALE_MS: '10000', EDGESHARD_LOCK_UPDATE_MS: '1000' };
+const LIVE = { staleMs: 10_000, updateMs: 1000 };
 
 const cleanups: (() => Promise<unknown> | unknown)[] = [];
 afterEach(async () => {
@@ -80,7 +80,7 @@ describe('state lock', () => {
       new StateLockedError(`receipt log ${state} is in use by process 1 on host container-a (since 2026-12-02T17:00:00.000Z), which keeps its lease in ${lock} fresh: run each node with its own files, or stop that node`),
     );
     expect(waits).toEqual([
-      `receipt log ${state} is locked by process 1 on host container-a (since 2026-12-02T17:00:00.000Z); waiting up to 10500 ms for its lease to go stale (a crashed node's lease lasts 10000 ms, a live node keeps it fresh)`,
+      `receipt log ${state} is locked by process 1 on host container-a (since 2026-12-02T17:00:00.000Z); waiting up to 11000 ms for its lease to go stale (a crashed node's lease lasts 10000 ms, a live node keeps it fresh)`,
     ]);
     expect(owner.lines).toEqual(['held']); // the owner kept it throughout
   }, 60_000);
