@@ -266,6 +266,11 @@ export class Challenger {
     return outcome;
   }
 
+  /** Drops a forgotten node's challenge records (see Prober.forget). */
+  forget(id: string): void {
+    this.history.delete(id);
+  }
+
   /** The shard's leaf hashes, from the origin (checked against the manifest's root, so the source needs no trust). */
   async chunkList(plan: Pick<ChallengePlan, 'dataset' | 'shard' | 'chunkSize'>): Promise<Buffer[]> {
     const held = this.leaves.get(plan.shard.sha256);

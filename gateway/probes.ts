@@ -205,6 +205,11 @@ export class Prober {
     return change;
   }
 
+  /** Drops a forgotten node's history: node ids cost nothing to make, so what is kept per id must end with the node. */
+  forget(id: string): void {
+    this.history.delete(id);
+  }
+
   async close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
   }

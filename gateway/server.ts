@@ -189,6 +189,8 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     ...(deps.measureRtt ? { measureRtt: deps.measureRtt } : {}),
   });
   if (config.allowPrivateNodes) log.warn('accepting nodes at private and loopback addresses (--allow-private-nodes): for private networks and tests only');
+  // What the prober and the challenger keep per node, dropped when the registry forgets the node (they are made below).
+  const forgetNode: ((id: string) => void)[] = [];
   const registry = new NodeRegistry({
     gatewayId,
     ticketKeys: [{ keyId: ticketKey.keyId, publicKey: ticketKey.publicKeyB64 }],
@@ -204,6 +206,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     admit: (id, url) => verifier.admit(id, url),
     forgotten: (node) => {
       if (![...registry.nodes.values()].some((n) => n.url === node.url)) nodeDispatcher.unpin(node.url);
+      for (const forget of forgetNode) forget(node.id);
     },
     gatewayLocation: config.location,
     checks: config.nodeChecks,
@@ -331,6 +334,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     onIssue: () => metrics.challengeIssued(),
     onResult: challengeResult,
   });
+  forgetNode.push((id) => prober.forget(id), (id) => challenger.forget(id));
   challenger.start();
 
   // ---- responses ---------------------------------------------------------------------------------------

@@ -100,13 +100,20 @@ describe('node registry', () => {
       expect(record.healthy).toBe(false);
       expect(record.downReason).toBe('no heartbeat for 601 ms');
       await n.closed;
+      // What the prober and the challenger hold on it (a score change, a challenge record) lives as long as the node.
+      expect(timed.prober.adjustScore(record, false, 'a failed check', clock)).not.toBeNull();
+      timed.challenger.history.set(id, []);
       // Kept (it may come back) until it has been silent for forgetAfterMs (10 min), then forgotten.
       clock = record.lastSeen + 10 * 60_000;
       timed.registry.sweep();
       expect(timed.registry.nodes.has(id)).toBe(true);
+      expect(timed.prober.history.has(id)).toBe(true);
       clock += 1;
       timed.registry.sweep();
       expect(timed.registry.nodes.has(id)).toBe(false);
+      // Forgotten everywhere: node ids cost nothing to make, so nothing kept per id may outlive the node.
+      expect(timed.prober.history.has(id)).toBe(false);
+      expect(timed.challenger.history.has(id)).toBe(false);
     } finally {
       n.ws.terminate();
       await identity.close();
