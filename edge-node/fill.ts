@@ -189,19 +189,20 @@ const READ_SLICE = 256 * 1024;
 const DISK_BATCH_MIN_BYTES = 1024 * 1024;
 /** writev(2) takes at most IOV_MAX (1024 on Linux) buffers per call. */
 const DISK_BATCH_MAX_CHUNKS = 1024;
-/** Hash-addressed shards from this size up enter the memory tier on their first disk hit (admittedOnDiskHit). */
+/** Objects from this size up enter the memory tier on their first disk hit (admittedOnDiskHit). */
 export const ADMIT_ON_DISK_HIT_BYTES = 1024 * 1024;
 
 /**
  * Whether a fill that gets a disk copy leaves the object out of the memory tier, for its first disk hit to promote:
- * true for hash-addressed shards of ADMIT_ON_DISK_HIT_BYTES and more. Keeping every cold shard in memory as well as
- * in the page cache doubled the fresh memory a cold pass touches, and with it the page faults and the collector's
- * work (about a fifth of the cold path's CPU, docs/benchmarks.md); a training epoch reads each shard once per
- * trainer, so it is the second read that says a shard is hot. The chunks are dropped as they reach the disk, as a
- * large object's are. Smaller shards and path objects (a manifest is learned from its fill's body) are kept as before.
+ * true for objects of ADMIT_ON_DISK_HIT_BYTES and more, by hash or by path. Keeping every cold object in memory as
+ * well as in the page cache doubled the fresh memory a cold pass touches, and with it the page faults and the
+ * collector's work (about a fifth of the cold path's CPU, docs/benchmarks.md); a training epoch reads each shard once
+ * per trainer, so it is the second read that says an object is hot. The chunks are dropped as they reach the disk.
+ * Smaller objects are kept as before, and so is a manifest.json by path: the node learns it from its fill's body.
  */
 export function admittedOnDiskHit(req: FillRequest, size: number): boolean {
-  return req.expectedSha256 !== undefined && size >= ADMIT_ON_DISK_HIT_BYTES;
+  if (size < ADMIT_ON_DISK_HIT_BYTES) return false;
+  return req.expectedSha256 !== undefined || !req.url.split('?', 1)[0]!.endsWith('manifest.json');
 }
 
 export class Fill extends EventEmitter {

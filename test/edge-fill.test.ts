@@ -190,7 +190,7 @@ describe('Filler with a disk tier', () => {
     expect((await fsp.readFile(store.get('path:large')!.dataPath)).equals(body)).toBe(true);
   });
 
-  it('leaves a shard of 1 MiB or more out of the memory tier when it goes to disk (its first disk hit promotes it)', async () => {
+  it('leaves an object of 1 MiB or more out of the memory tier when it goes to disk (its first disk hit promotes it)', async () => {
     // Without the admission rule every one of these fills hands its body to the memory tier.
     const large = deterministicBytes('admit-large', 2 * MiB);
     const d = await setup(large);
@@ -199,11 +199,17 @@ describe('Filler with a disk tier', () => {
     await d.filler.drain();
     expect(d.toMemory.get('sha256:large')).toBeNull();
     expect((await fsp.readFile(d.store.get('sha256:large')!.dataPath)).equals(large)).toBe(true);
-    // The same shard by origin path (a path object, no hash known) is kept in memory as before.
+    // The same bytes by origin path (a path object, no hash known): the same rule.
     const byPath = d.filler.fill({ key: 'path:obj', url: d.url });
     expect((await readAll(byPath.fill)).equals(large)).toBe(true);
     await d.filler.drain();
-    expect(d.toMemory.get('path:obj')?.equals(large)).toBe(true);
+    expect(d.toMemory.get('path:obj')).toBeNull();
+    expect((await fsp.readFile(d.store.get('path:obj')!.dataPath)).equals(large)).toBe(true);
+    // But a manifest.json by path is kept: the node learns the manifest from its fill's body.
+    const manifest = d.filler.fill({ key: 'path:/sample/manifest.json', url: `${d.url}/sample/manifest.json?v=2` });
+    expect((await readAll(manifest.fill)).equals(large)).toBe(true);
+    await d.filler.drain();
+    expect(d.toMemory.get('path:/sample/manifest.json')?.equals(large)).toBe(true);
   });
 
   it('keeps a small shard, and any shard without a disk tier, in memory from its fill', async () => {
