@@ -5,6 +5,7 @@
 //
 //   flock /tmp/edgeshard-bench.lock node bin/run-ts.js bench/cold-ab.ts /work/main . [reps=4] [MiB=256]
 //   A variant may add node flags after `::`, e.g. `.::--memory-max-object 0` (the same checkout, another setting).
+//   COLD_AB_BY=path asks for the shards by origin path (the node's HTTP cache, no manifest) instead of by hash.
 import { randomFillSync } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -20,6 +21,7 @@ if (!repoA || !repoB) {
   process.exit(2);
 }
 const reps = Number(repsArg ?? 4);
+const byPath = process.env.COLD_AB_BY === 'path';
 const shards = Math.round((Number(mibArg ?? 256) * MiB) / (4 * MiB));
 const scratch = mkdtempSync(join(tmpdir(), 'edgeshard-cold-ab-'));
 const data = join(scratch, 'data');
@@ -33,7 +35,7 @@ async function shardSet(dir: string, n: number): Promise<{ manifest: string; sha
   return { manifest: `${dir}/manifest.json`, shards: manifest.shards.map((s) => `shard/${s.sha256}`), paths };
 }
 
-console.error(`cold A/B: A=${repoA} B=${repoB}, ${reps} reps of ${shards} × 4 MiB, ${WARMUP_SHARDS} warm-up shards per server; load ${loadavg().map((l) => l.toFixed(2)).join(' / ')}`);
+console.error(`cold A/B ${byPath ? 'by path' : 'by hash'}: A=${repoA} B=${repoB}, ${reps} reps of ${shards} × 4 MiB, ${WARMUP_SHARDS} warm-up shards per server; load ${loadavg().map((l) => l.toFixed(2)).join(' / ')}`);
 const cold = await shardSet('cold', shards);
 const origin = await startStaticOrigin(scratch, data);
 const client = new Agent({ connections: 8, pipelining: 1 });
@@ -46,7 +48,10 @@ try {
       const warm = await shardSet(`warmup-${variant}-${rep}`, WARMUP_SHARDS);
       const [repo, flags] = (variant === 'A' ? repoA : repoB).split('::');
       const extra = flags ? flags.trim().split(/\s+/) : [];
-      const r = await throughNode(resolve(repo!), origin.url, cold.shards, warm.shards, client, scratch, join(scratch, `cache-${variant}-${rep}`), [cold.manifest, warm.manifest], extra);
+      const cache = join(scratch, `cache-${variant}-${rep}`);
+      const r = byPath
+        ? await throughNode(resolve(repo!), origin.url, cold.paths, warm.paths, client, scratch, cache, [], extra)
+        : await throughNode(resolve(repo!), origin.url, cold.shards, warm.shards, client, scratch, cache, [cold.manifest, warm.manifest], extra);
       rows.push({ variant, mbps: r.cold.mbPerSecond, cpu: r.cold.serverCpuSecondsPerGiB, nginxMbps: nginx?.mbPerSecond ?? Number.NaN, nginxCpu: nginx?.serverCpuSecondsPerGiB ?? Number.NaN });
       console.error(`  rep ${rep + 1} ${variant}: ${fmt(r.cold.mbPerSecond)} MB/s, ${r.cold.serverCpuSecondsPerGiB.toFixed(2)} CPU s/GiB (nginx ${fmt(nginx?.mbPerSecond ?? Number.NaN)} MB/s, ${(nginx?.serverCpuSecondsPerGiB ?? Number.NaN).toFixed(2)} CPU s/GiB)`);
     }
