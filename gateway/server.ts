@@ -515,7 +515,14 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   }
 
   /** --fallback proxy: the shard from the origin, checked against the manifest on the way (origin-proxy.ts). */
-  async function proxyFromOrigin(res: ServerResponse, ds: Dataset, shard: ShardEntry): Promise<void> {
+  async function proxyFromOrigin(req: IncomingMessage, res: ServerResponse, ds: Dataset, shard: ShardEntry): Promise<void> {
+    const head = { 'content-length': String(shard.size), 'content-type': 'application/octet-stream', etag: `"${shard.sha256}"`, 'x-edgeshard-fallback': 'origin-proxy' };
+    // A HEAD is answered from the manifest: pulling the shard from the origin only to drop it would cost origin
+    // egress for a request with no body.
+    if (req.method === 'HEAD') {
+      res.writeHead(200, head).end();
+      return metrics.request('redirect', 200);
+    }
     const upstream = await request(catalog.originUrlFor(ds, shard), { dispatcher: originAgent });
     if (upstream.statusCode !== 200) {
       upstream.body.resume();
@@ -527,7 +534,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       log.warn({ dataset: ds.name, shard: shard.path, reason: declared }, 'origin proxy refused the origin\'s answer');
       return fail(res, 'redirect', 502, declared);
     }
-    res.writeHead(200, { 'content-length': String(shard.size), 'content-type': 'application/octet-stream', etag: `"${shard.sha256}"`, 'x-edgeshard-fallback': 'origin-proxy' });
+    res.writeHead(200, head);
     try {
       // A failure anywhere tears down all three: the origin is hung up on and the client's transfer is aborted.
       await pipeline(upstream.body, checkedShardStream(shard), res);
@@ -726,7 +733,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
         res.end();
         return metrics.request('redirect', 302);
       }
-      return proxyFromOrigin(res, ds, shard);
+      return proxyFromOrigin(req, res, ds, shard);
     }
     return fail(res, 'invalid', 404, 'not found: try / (status page), /d/<dataset>/<path>, /d/<dataset>/manifest.json, /v1/route, /v1/nodes, /v1/rewards, /v1/reports, /metrics');
   }

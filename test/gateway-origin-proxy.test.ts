@@ -27,6 +27,8 @@ describe('gateway --fallback proxy against a hostile origin', () => {
   // The body timeout only bounds the test when the gateway does that; such an error fails the test.
   const client = new Agent({ bodyTimeout: 10_000 });
   const answers = new Map<string, Answer>();
+  /** Requests the origin saw, by method and path. */
+  const originSaw: string[] = [];
   /** The gateway's warn lines, and who waits for one. */
   const warnings: { msg: string; reason?: string }[] = [];
   const warned: { match: string; resolve: (line: { msg: string; reason?: string }) => void }[] = [];
@@ -95,6 +97,7 @@ describe('gateway --fallback proxy against a hostile origin', () => {
     manifest.shards.forEach((s, i) => answers.set(`/sample/${s.path}`, hows[i]!));
     origin = await startScriptedOrigin(async (req, res) => {
       const path = req.url ?? '';
+      originSaw.push(`${req.method} ${path}`);
       const file = await readFile(join(root, decodeURIComponent(path))).catch(() => null);
       if (!file) return void res.writeHead(404).end();
       answer(res, answers.get(path) ?? 'right', file);
@@ -134,6 +137,22 @@ describe('gateway --fallback proxy against a hostile origin', () => {
       expect(got.headers['x-edgeshard-fallback']).toBe('origin-proxy');
       expect(sha256Hex(got.body!)).toBe(shard.sha256);
     }
+  });
+
+  it('answers a HEAD from the manifest alone: the origin is not asked for the shard', async () => {
+    // Before, a HEAD made the gateway pull the whole shard from the origin and throw it away: origin egress for a
+    // request that carries no body, as many times as a client cared to ask.
+    const shard = shardAnswering('right');
+    const before = originSaw.length;
+    for (const by of [shard.path, shard.sha256]) {
+      const res = await request(`${gateway.url}/d/sample/${by}`, { method: 'HEAD', dispatcher: client });
+      await res.body.text();
+      expect(res.statusCode).toBe(200);
+      expect(res.headers['content-length']).toBe(String(shard.size));
+      expect(res.headers.etag).toBe(`"${shard.sha256}"`);
+      expect(res.headers['x-edgeshard-fallback']).toBe('origin-proxy');
+    }
+    expect(originSaw.slice(before)).toEqual([]);
   });
 
   it("refuses with a 502 an origin that declares a length other than the manifest's size", async () => {
