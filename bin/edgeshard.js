@@ -1,15 +1,19 @@
 #!/usr/bin/env node
-// The `edgeshard` CLI. Node 20 cannot strip types. `edgeshard node` runs from a JavaScript build of its sources
-// (compiled-entry.js: esbuild, cached by source content) because tsx's loader keeps a thread with its own V8 isolate
-// for the life of the process, ~35 MiB of a long-running node's RSS (issue #14); every other command runs its
-// TypeScript through tsx's loader. EDGESHARD_NODE_VIA_TSX=1 runs the node through tsx too.
+// The `edgeshard` CLI. Node 20 cannot strip types. The long-running and the often-run commands (`node`, `gateway`,
+// `fetch`) run from a JavaScript build of their sources (compiled-entry.js: esbuild, cached by source content)
+// because tsx's loader keeps a thread with its own V8 isolate for the life of the process, ~35 MiB of a server's RSS
+// (issue #14), and compiles on every start what a build compiles once. Every other command runs its TypeScript
+// through tsx's loader. EDGESHARD_VIA_TSX=1 (or, for the node, the older EDGESHARD_NODE_VIA_TSX=1) runs them through
+// tsx too.
+const COMPILED = { node: 'cli/node-main.ts', gateway: 'cli/gateway-main.ts', fetch: 'cli/fetch-main.ts' };
 const args = process.argv.slice(2);
+const viaTsx = process.env.EDGESHARD_VIA_TSX === '1' || (args[0] === 'node' && process.env.EDGESHARD_NODE_VIA_TSX === '1');
 let code;
-if (args[0] === 'node' && process.env.EDGESHARD_NODE_VIA_TSX !== '1') {
+if (Object.hasOwn(COMPILED, args[0] ?? '') && !viaTsx) {
   const { compiledEntry } = await import('./compiled-entry.js');
-  const compiled = await compiledEntry('cli/node-main.ts');
-  if ('url' in compiled) code = await (await import(compiled.url)).runNode(args.slice(1));
-  else console.error(`edgeshard node: running through tsx's loader (~35 MiB more memory): ${compiled.reason}`);
+  const compiled = await compiledEntry(COMPILED[args[0]]);
+  if ('url' in compiled) code = await (await import(compiled.url)).run(args.slice(1));
+  else console.error(`edgeshard ${args[0]}: running through tsx's loader (~35 MiB more memory, a slower start): ${compiled.reason}`);
 }
 if (code === undefined) {
   const { register } = await import('tsx/esm/api');

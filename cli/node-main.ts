@@ -4,4 +4,4 @@ import { nodeCommand } from '../edge-node/cli.ts';
 import { runCommand } from './run-command.ts';
 
 /** `args` are what follows `edgeshard node`. */
-export const runNode = (args: string[]): Promise<number> => runCommand('node', nodeCommand, args);
+export const run = (args: string[]): Promise<number> => runCommand('node', nodeCommand, args);

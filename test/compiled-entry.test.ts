@@ -1,10 +1,12 @@
-// `edgeshard node` runs from a JavaScript build of its sources (bin/compiled-entry.js) instead of through tsx's loader,
-// whose thread and V8 isolate stay for the life of the process (~35 MiB of a node's RSS, issue #14). What must hold:
-// the build is never stale (a changed imported source is rebuilt), module-relative paths resolve as from the
-// sources, and the start path operators use (`node bin/edgeshard.js node`, as in the Dockerfile and the systemd unit)
-// really runs without the loader.
+// `edgeshard node`, `gateway` and `fetch` run from a JavaScript build of their sources (bin/compiled-entry.js) instead
+// of through tsx's loader, whose thread and V8 isolate stay for the life of the process (~35 MiB of a node's RSS, issue
+// #14). What must hold: the build is never stale (a changed imported source is rebuilt), module-relative paths resolve
+// as from the sources, and the start path operators use (`node bin/edgeshard.js node`, as in the Dockerfile and the
+// systemd unit) really runs without the loader.
 import { describe, expect, it } from 'vitest';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { mkdir, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -105,24 +107,29 @@ interface Started {
   stderr: () => string;
 }
 
-/** Starts `node bin/edgeshard.js node` on loopback and resolves once it prints its start line. */
-function startNode(dir: string, env: NodeJS.ProcessEnv): Promise<Started> {
-  const child = spawn(process.execPath, [CLI, 'node', '--origin', 'http://127.0.0.1:9', '--open', '--port', '0', '--host', '127.0.0.1', '--cache-dir', join(dir, 'cache'), '--key-file', join(dir, 'key.json'), '--log-level', 'warn'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ...env },
-  });
+/** Starts `node bin/edgeshard.js ARGS` and resolves once its stdout matches `started` (its first group: a URL). */
+function startCli(args: string[], started: RegExp, env: NodeJS.ProcessEnv): Promise<Started> {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   let out = '';
   let err = '';
   child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
   return new Promise((resolve, reject) => {
     child.stdout!.on('data', (d: Buffer) => {
       out += d.toString();
-      const m = /edge node 0x[0-9a-f]{40} on (http:\/\/127\.0\.0\.1:\d+)/.exec(out);
+      const m = started.exec(out);
       if (m) resolve({ child, url: m[1]!, stderr: () => err });
     });
-    child.once('exit', (code) => reject(new Error(`the node exited (${code}) before it started: ${err}`)));
+    child.once('exit', (code) => reject(new Error(`\`edgeshard ${args[0]}\` exited (${code}) before it started: ${err}`)));
   });
 }
+
+/** `node bin/edgeshard.js node` on loopback, once it prints its start line. */
+const startNode = (dir: string, env: NodeJS.ProcessEnv): Promise<Started> =>
+  startCli(['node', '--origin', 'http://127.0.0.1:9', '--open', '--port', '0', '--host', '127.0.0.1', '--cache-dir', join(dir, 'cache'), '--key-file', join(dir, 'key.json'), '--log-level', 'warn'], /edge node 0x[0-9a-f]{40} on (http:\/\/127\.0\.0\.1:\d+)/, env);
+
+/** `node bin/edgeshard.js gateway` on loopback (its origin is down: it serves and keeps retrying the manifest). */
+const startGatewayCli = (dir: string, env: NodeJS.ProcessEnv): Promise<Started> =>
+  startCli(['gateway', '--origin', 'http://127.0.0.1:9', '--dataset', 'sample', '--host', '127.0.0.1', '--port', '0', '--ticket-key', join(dir, 'ticket.pem'), '--log-level', 'error'], /gateway on (http:\/\/127\.0\.0\.1:\d+)/, env);
 
 async function threadsOf(pid: number): Promise<number> {
   return Number(/^Threads:\s+(\d+)/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'))![1]);
@@ -154,6 +161,62 @@ describe.runIf(process.platform === 'linux')('`node bin/edgeshard.js node`, as o
       await Promise.all(children.map(stop));
       await a.cleanup();
       await b.cleanup();
+    }
+  });
+
+  it('runs the gateway compiled too, and EDGESHARD_VIA_TSX=1 through the loader', async () => {
+    const a = await tempDir();
+    const b = await tempDir();
+    const children: ChildProcess[] = [];
+    try {
+      const compiled = await startGatewayCli(a.dir, {});
+      children.push(compiled.child);
+      const viaTsx = await startGatewayCli(b.dir, { EDGESHARD_VIA_TSX: '1' });
+      children.push(viaTsx.child);
+      expect(await threadsOf(compiled.child.pid!)).toBeLessThan(await threadsOf(viaTsx.child.pid!));
+      expect(compiled.stderr()).not.toContain('running through tsx');
+      // Up, waiting for its origin: /healthz answers (503 until the dataset loads), so the server is the gateway's.
+      expect((await fetch(`${compiled.url}/healthz`)).headers.get('content-type')).toMatch(/json/);
+    } finally {
+      await Promise.all(children.map(stop));
+      await a.cleanup();
+      await b.cleanup();
+    }
+  });
+
+  it('runs `edgeshard fetch` compiled: one thread fewer than through tsx while it waits on its gateway', async () => {
+    // A gateway on loopback that takes the request and never answers: each fetch is held at its first call, where
+    // its threads are counted (the waiting is the server's doing, not a timer's).
+    const held: import('node:http').ServerResponse[] = [];
+    let arrived = 0;
+    const waiters: (() => void)[] = [];
+    const gateway = createServer((_req, res) => {
+      held.push(res);
+      arrived++;
+      for (const w of waiters.splice(0)) w();
+    });
+    await new Promise<void>((r) => gateway.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(gateway.address() as AddressInfo).port}`;
+    const arrivals = (n: number): Promise<void> => (arrived >= n ? Promise.resolve() : new Promise((r) => waiters.push(() => void (arrived >= n && r()))));
+    const dir = await tempDir();
+    const fetchArgs = (out: string) => ['fetch', url, 'sample', '--out', join(dir.dir, out), '--gateway-patience', '60s'];
+    const children: ChildProcess[] = [];
+    try {
+      const compiled = spawn(process.execPath, [CLI, ...fetchArgs('a')], { stdio: ['ignore', 'pipe', 'pipe'] });
+      children.push(compiled);
+      let compiledErr = '';
+      compiled.stderr!.on('data', (d: Buffer) => (compiledErr += d.toString()));
+      await arrivals(1);
+      const viaTsx = spawn(process.execPath, [CLI, ...fetchArgs('b')], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, EDGESHARD_VIA_TSX: '1' } });
+      children.push(viaTsx);
+      await arrivals(2);
+      expect(await threadsOf(compiled.pid!)).toBeLessThan(await threadsOf(viaTsx.pid!));
+      expect(compiledErr).not.toContain('running through tsx');
+    } finally {
+      await Promise.all(children.map(stop));
+      for (const r of held) r.destroy();
+      await new Promise((r) => gateway.close(r));
+      await dir.cleanup();
     }
   });
 });
