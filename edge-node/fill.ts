@@ -13,6 +13,7 @@ import { createHash } from 'node:crypto';
 import { open, type FileHandle } from 'node:fs/promises';
 import { EventEmitter } from 'node:events';
 import type { Dispatcher } from 'undici';
+import { requestOrigin, type OriginResponse } from './origin-body.ts';
 import { ChunkVerifier, type ChunkMismatch } from '../protocol/chunks.ts';
 import type { DiskEntry, DiskWriter, EntryMeta } from './store-types.ts';
 import type { EdgeEvents, FillOutcome, RevalidationOutcome } from './events.ts';
@@ -517,13 +518,13 @@ export class Filler {
       if (sent) events?.revalidated?.(req.key, outcome);
     };
 
-    let response: Dispatcher.ResponseData;
+    let response: OriginResponse;
     const requestTime = this.now();
     try {
       const url = new URL(req.url);
       const conditional = sent ? { ...(sent.etag !== undefined ? { 'if-none-match': sent.etag } : {}), ...(sent.lastModified !== undefined ? { 'if-modified-since': sent.lastModified } : {}) } : undefined;
       const headers = req.headers || conditional ? { headers: { ...req.headers, ...conditional } } : {};
-      response = await this.opts.dispatcher.request({ origin: url.origin, path: url.pathname + url.search, method: 'GET', ...headers });
+      response = await requestOrigin(this.opts.dispatcher, { origin: url.origin, path: url.pathname + url.search, method: 'GET', ...headers });
     } catch (err) {
       const e = err as Error & { code?: string };
       const timeout = e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_CONNECT_TIMEOUT';
@@ -536,7 +537,7 @@ export class Filler {
     const responseTime = this.now();
     const times = { status: statusCode, originHeaders: headers, requestTime, responseTime };
     if (statusCode === 304 && sent) {
-      body.resume();
+      body.discard();
       const head: FillHead = { size: undefined, lastModified: header(headers, 'last-modified') ?? new Date().toUTCString(), notModified: true, ...originHeaders(headers), ...times };
       revalidated('not-modified');
       // Out of the table first: a request that finds the copy gone after all must start a new, unconditional fill.
@@ -550,7 +551,7 @@ export class Filler {
     }
     const passStatus = req.anyStatus === true && statusCode >= 200 && statusCode !== 206 && statusCode !== 304;
     if (statusCode !== 200 && !passStatus) {
-      body.resume();
+      body.discard();
       const status = statusCode === 404 ? 404 : 502;
       revalidated('error');
       fill._fail(new OriginError(`origin answered ${statusCode}`, status, 'origin-status'));
@@ -630,32 +631,28 @@ export class Filler {
     const hash = createHash('sha256');
     // Memory stays bounded when the disk is slower than the origin: the body waits for the copy.
     copy?.onWritten(() => {
-      if (body.isPaused() && copy.lagBytes <= maxLag / 2) {
+      if (body.paused && copy.lagBytes <= maxLag / 2) {
         body.resume();
         events?.originPaused?.(req.key, false);
       }
     });
     try {
-      await new Promise<void>((resolve, reject) => {
-        body.on('data', (buf: Buffer) => {
-          hash.update(buf);
-          if (verifier && fill.received + buf.length <= verifier.size) {
-            fill._data(buf);
-            if (!verifier.update(buf)) return failChunk();
-            fill._verified(verifier.verifiedEnd);
-          } else fill._data(buf);
-          if (copy) {
-            copy.kick();
-            if (copy.lagBytes > maxLag && !body.isPaused()) {
-              body.pause();
-              events?.originPaused?.(req.key, true);
-            }
+      await body.consume((buf: Buffer) => {
+        hash.update(buf);
+        if (verifier && fill.received + buf.length <= verifier.size) {
+          fill._data(buf);
+          if (!verifier.update(buf)) return failChunk();
+          fill._verified(verifier.verifiedEnd);
+        } else fill._data(buf);
+        if (copy) {
+          copy.kick();
+          if (copy.lagBytes > maxLag && !body.paused) {
+            body.pause();
+            events?.originPaused?.(req.key, true);
           }
-          if (size !== undefined && fill.received > size) body.destroy(new Error('origin sent more bytes than Content-Length'));
-          else if (fill.received > maxBody) body.destroy(new Error(`origin's ${statusCode} body exceeds the ${maxBody}-byte limit for error bodies`));
-        });
-        body.once('end', resolve);
-        body.once('error', reject);
+        }
+        if (size !== undefined && fill.received > size) body.destroy(new Error('origin sent more bytes than Content-Length'));
+        else if (fill.received > maxBody) body.destroy(new Error(`origin's ${statusCode} body exceeds the ${maxBody}-byte limit for error bodies`));
       });
     } catch (err) {
       if (err instanceof ChunkIntegrityError) return failThenAbortCopy(() => this.failIntegrity(fill, req, err.mismatch, finish));
