@@ -1,6 +1,7 @@
 #!/bin/bash
 # A/B of edge-node trees on warm memory hits: CPU µs per request of the node process (utime + stime from
-# /proc/<pid>/stat over one wrk run, divided by its requests), which moves less than req/s on a shared box.
+# /proc/<pid>/stat over one wrk run, divided by its requests), which moves less than req/s on a shared box, and the
+# node's peak RSS (VmHWM) at the end of each round.
 # Each round starts every tree in turn (order rotated per round) as the anchor starts the node (the flags of
 # bench/edge-anchor.ts, no V8 options unless NODE_V8_FLAGS sets some, pinned to CPU 1) behind an nginx static origin serving the anchor's data set, fetches each
 # object twice (4 KiB and 16 MiB: the memory tier then holds them), and runs wrk (CPU 0, the anchor's rotate.lua).
@@ -25,7 +26,7 @@ setsid nginx -c "$W/origin.conf" & OPID=$!
 for i in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:18180/ && break; sleep 0.1; done
 TCK=$(getconf CLK_TCK)
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
-scen() { case $1 in 4k-c64) echo "/4k/shard- 64 64 -";; range-c16) echo "/16m/shard- 16 16 bytes=0-65535";; 1m-c16) echo "/1m/shard- 64 16 -";; 1m-c64) echo "/1m/shard- 64 64 -";; esac; }
+scen() { case $1 in 4k-c64) echo "/4k/shard- 64 64 -";; range-c16) echo "/16m/shard- 16 16 bytes=0-65535";; 1m-c16) echo "/1m/shard- 64 16 -";; 1m-c64) echo "/1m/shard- 64 64 -";; 16m-c16) echo "/16m/shard- 16 16 -";; esac; }
 for ((r = 1; r <= ROUNDS; r++)); do
   n=${#TREES[@]}
   for ((k = 0; k < n; k++)); do
@@ -45,6 +46,8 @@ for ((r = 1; r <= ROUNDS; r++)); do
       awk -v t="$t" -v s="$s" -v r=$r -v req="$req" -v dus="$dus" -v dc=$((c1 - c0)) -v tck="$TCK" -v load="$(cut -d' ' -f1 /proc/loadavg)" \
         'BEGIN { printf "%s\t%s\tround %d\t%.0f req/s\t%.2f us/req\tload %s\n", t, s, r, req / (dus / 1e6), dc / tck * 1e6 / req, load }' | tee -a "$OUT"
     done
+    # Peak RSS over the node's life (warm-up fills and every scenario of this round), as the edge section reports it.
+    awk -v t="$t" -v r=$r '/^VmHWM/ { printf "%s\tpeak RSS\tround %d\t%.0f MiB\n", t, r, $2 / 1024 }' "/proc/$NPID/status" | tee -a "$OUT"
     kill $NPID; wait $NPID 2>/dev/null
   done
 done

@@ -738,6 +738,9 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     return ac;
   }
 
+  /** Keys whose disk copy a hit is reading whole into the memory tier right now. */
+  const promoting = new Set<string>();
+
   /**
    * Returns false when the file vanished (evicted between lookup and open), or when its first chunk failed its hash
    * (the copy is dropped): the caller treats both as a miss. A later chunk that fails aborts the transfer.
@@ -762,21 +765,32 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
           ? negotiate(req, res, target, meta, started, [...entityHead, ...added])
           : { status, start: 0, end: meta.size - 1, head: ['content-length', String(meta.size), ...entityHead, ...added] };
       if (!plan) return true;
-      // Promote small hot objects to the memory tier on a full read.
-      if (entry.meta.size <= memory.maxObjectBytes && status === 200 && plan.status === 200 && req.method === 'GET') {
-        const body = await handle.readFile();
-        if (body.length === entry.meta.size) {
-          const bad = chunked && firstBadChunk(chunked, body);
+      // A disk hit says the object is hot: objects that fit go to the memory tier, read whole. A range hit too: large
+      // objects wait on disk for their first hit (fill.ts, admittedOnDiskHit), and ranges were all that some of them
+      // ever got (split fetches, samplers), so they were served from disk forever. One read per object at a time:
+      // concurrent hits on it read only what they send (16 ranges of a 16 MiB object read 256 MiB otherwise).
+      if (entry.meta.size <= memory.maxObjectBytes && status === 200 && req.method === 'GET' && !promoting.has(meta.key)) {
+        promoting.add(meta.key);
+        let whole: Buffer;
+        try {
+          whole = await handle.readFile();
+          // Checked and in the memory tier before anyone else may start the same read.
+          const bad = whole.length === entry.meta.size && chunked && firstBadChunk(chunked, whole);
           if (bad) {
             await rejectDiskCopy(entry, bad);
             return false;
           }
-          memory.set(entry.meta, body, entityHead, freshUntil(entry.meta));
-          res.writeHead(200, plan.head);
+          if (whole.length === entry.meta.size) memory.set(entry.meta, whole, entityHead, freshUntil(entry.meta));
+        } finally {
+          promoting.delete(meta.key);
+        }
+        if (whole.length === entry.meta.size) {
+          const body = plan.status === 200 ? whole : whole.subarray(plan.start, plan.end + 1);
+          res.writeHead(plan.status, plan.head);
           if (direct(res)) {
             res.end(body);
-            recordResponse(target.route, 200, started, body.length);
-          } else await sendBody(res, target.route, started, 200, [body]);
+            recordResponse(target.route, plan.status, started, body.length);
+          } else await sendBody(res, target.route, started, plan.status, [body]);
           return true;
         }
       }

@@ -143,6 +143,35 @@ describe('edge node against a real origin', () => {
     expect(r.body.equals(full.subarray(1000, 2000))).toBe(true);
   });
 
+  it('promotes a large object that waited on disk on its first range hit too, by hash and by path', async () => {
+    // Objects of 1 MiB and more go to disk on their fill and enter the memory tier on their first disk hit. Only a full
+    // read promoted, so an object that only ever got ranges (split fetches, samplers) was read from disk forever.
+    const MiB = 1024 * 1024;
+    const { manifest: big } = await writeSampleDataset(join(tmp.dir, 'origin', 'big'), { shards: 2, shardSize: 2 * MiB, seed: 'big' });
+    const node = await startNode({ cacheDir: join(tmp.dir, 'c-range-promote'), manifests: ['sample/manifest.json', 'big/manifest.json'], pathTtlSeconds: 3600 });
+    const urls = [`${node.url}/shard/${big.shards[0]!.sha256}`, `${node.url}/other/${big.shards[1]!.path}`];
+    // By path: an origin path the manifests do not name, so the node caches it as an HTTP object.
+    await mkdir(join(tmp.dir, 'origin', 'other', 'train'), { recursive: true });
+    await writeFile(join(tmp.dir, 'origin', 'other', big.shards[1]!.path), await readFile(join(tmp.dir, 'origin', 'big', big.shards[1]!.path)));
+    for (const [i, url] of urls.entries()) {
+      const whole = await get(url);
+      expect(whole.status).toBe(200);
+      await until('the copy on disk', () => node.disk!.entryCount === i + 1);
+      const inMemory = node.memory.usedBytes;
+      const before = origin.requests();
+      const hitsBefore = await metricValue(node, 'edgeshard_node_cache_requests_total', 'outcome="memory-hit"');
+      const range = await get(url, { range: 'bytes=1048000-1049999' });
+      expect(range.status).toBe(206);
+      expect(range.headers['content-range']).toBe(`bytes 1048000-1049999/${2 * MiB}`);
+      expect(range.body.equals(whole.body.subarray(1048000, 1050000))).toBe(true);
+      expect(node.memory.usedBytes - inMemory).toBe(2 * MiB);
+      const again = await get(url, { range: 'bytes=-100' });
+      expect(again.body.equals(whole.body.subarray(2 * MiB - 100))).toBe(true);
+      expect(await metricValue(node, 'edgeshard_node_cache_requests_total', 'outcome="memory-hit"')).toBe(hitsBefore + 1);
+      expect(origin.requests()).toBe(before);
+    }
+  });
+
   it('answers conditional requests with 304', async () => {
     const node = await startNode();
     const shard = manifest.shards[3]!;
