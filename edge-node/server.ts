@@ -43,7 +43,8 @@ import {
 import { cacheStatus, endToEndResponseHeaders, flatToMap, forwardedRequestHeaders, reprDigest, type CacheStatusFacts } from './cache-headers.ts';
 import { sha256Hex } from '../protocol/hash.ts';
 import { ChunkLists } from './chunk-lists.ts';
-import { readVerified, type VerifiedReadSource } from './verified-read.ts';
+import { readPlain, readVerified, type VerifiedReadSource } from './verified-read.ts';
+import { ReadBufferPool } from './read-pool.ts';
 import { createEdgeMetrics, type EdgeMetrics } from './metrics.ts';
 import type { EdgeEvents } from './events.ts';
 import type { DiskEntry, EntryMeta } from './store-types.ts';
@@ -565,11 +566,12 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   };
 
   /** Writes a body through the upload cap with backpressure. Rejects if the client goes away. */
-  async function writeLimited(res: ServerResponse, buf: Buffer, signal: AbortSignal, meter: BodyMeter): Promise<void> {
+  /** `written`: called with the write of the last slice (writes complete in order, so the whole buffer is sent). */
+  async function writeLimited(res: ServerResponse, buf: Buffer, signal: AbortSignal, meter: BodyMeter, written?: (err?: Error | null) => void): Promise<void> {
     for (let off = 0; off < buf.length; off += LIMITED_SLICE) {
       const slice = buf.subarray(off, Math.min(buf.length, off + LIMITED_SLICE));
       await limiter.acquire(slice.length, signal);
-      const flowing = res.write(slice);
+      const flowing = off + slice.length >= buf.length && written ? res.write(slice, written) : res.write(slice);
       meter.wrote(slice.length);
       if (!flowing) await waitDrain(res, signal);
     }
@@ -579,7 +581,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
    * Writes a body on a keyed client's ticket: as much as its unpaid allowance has room for, then waits for the
    * client's next receipt; a client that sends none within --receipt-wait is cut off (and refused with 402 after).
    */
-  async function writePaid(res: ServerResponse, buf: Buffer, signal: AbortSignal, meter: BodyMeter, ticket: ClientTicket): Promise<void> {
+  async function writePaid(res: ServerResponse, buf: Buffer, signal: AbortSignal, meter: BodyMeter, ticket: ClientTicket, written?: (err?: Error | null) => void): Promise<void> {
     for (let off = 0; off < buf.length; ) {
       const room = allowance.headroom(ticket.id);
       if (room <= 0) {
@@ -597,9 +599,9 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       const slice = buf.subarray(off, off + Math.min(room, buf.length - off, limiter.unlimited ? Infinity : LIMITED_SLICE));
       if (!limiter.unlimited) await limiter.acquire(slice.length, signal);
       allowance.served(ticket.id, slice.length);
-      const flowing = res.write(slice);
-      meter.wrote(slice.length);
       off += slice.length;
+      const flowing = off >= buf.length && written ? res.write(slice, written) : res.write(slice);
+      meter.wrote(slice.length);
       if (!flowing) await waitDrain(res, signal);
     }
   }
@@ -642,14 +644,18 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     const ticket = paidResponses.get(res);
     for await (const chunk of chunks) {
       if (signal.aborted) throw new Error('client went away');
+      // Called by the chunk's last write once the socket has taken it: a pooled read buffer may then be reused.
+      const written = (err?: Error | null): void => {
+        if (!err) readPool.give(chunk);
+      };
       if (ticket) {
-        await writePaid(res, chunk, signal, meter, ticket);
+        await writePaid(res, chunk, signal, meter, ticket, written);
       } else if (limiter.unlimited) {
-        const flowing = res.write(chunk);
+        const flowing = res.write(chunk, written);
         meter.wrote(chunk.length);
         if (!flowing) await waitDrain(res, signal);
       } else {
-        await writeLimited(res, chunk, signal, meter);
+        await writeLimited(res, chunk, signal, meter, written);
       }
     }
   }
@@ -738,6 +744,9 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     return ac;
   }
 
+  /** Disk hits read into these; each buffer comes back once the socket write that sent it completed. */
+  const readPool = new ReadBufferPool(DISK_READ_CHUNK, 16);
+
   /** Keys whose disk copy a hit is reading whole into the memory tier right now. */
   const promoting = new Set<string>();
 
@@ -801,7 +810,6 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
         return true;
       }
       let body: AsyncIterable<Buffer>;
-      let stream: { destroy(): void } | undefined;
       if (chunked) {
         // The first chunk is checked before the head goes out: a copy bad from the start is refetched, not aborted.
         const reader = readVerified(chunked, plan.start, plan.end);
@@ -815,16 +823,11 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
         }
         body = prepend(first, reader);
       } else {
-        const s = handle.createReadStream({ start: plan.start, end: plan.end, highWaterMark: DISK_READ_CHUNK, autoClose: false });
-        stream = s;
-        body = s as AsyncIterable<Buffer>;
+        body = readPlain(handle, plan.start, plan.end, readPool);
       }
       res.writeHead(plan.status, plan.head);
       const err = await sendBody(res, target.route, started, plan.status, body);
-      if (err) {
-        stream?.destroy();
-        if (err instanceof ChunkIntegrityError) await rejectDiskCopy(entry, err);
-      }
+      if (err instanceof ChunkIntegrityError) await rejectDiskCopy(entry, err);
       return true;
     } finally {
       await handle.close().catch(() => {});
@@ -840,7 +843,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     const hashes = meta.chunkHashes;
     // Checked against the root when the metadata was loaded; decoded once per list and kept.
     const leaves = chunkLists.remember(meta.size, { chunkSize: meta.chunkSize, chunkRoot: meta.chunkRoot }, () => Buffer.from(hashes, 'base64'));
-    return { handle, size: meta.size, chunkSize: meta.chunkSize, leaves, checks };
+    return { handle, size: meta.size, chunkSize: meta.chunkSize, leaves, checks, pool: readPool };
   }
 
   /** The first chunk of a whole body read from disk that fails its hash (chunks already checked are skipped). */

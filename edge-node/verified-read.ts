@@ -4,6 +4,7 @@
 import type { FileHandle } from 'node:fs/promises';
 import { chunkBounds, leafHash } from '../protocol/chunks.ts';
 import { ChunkIntegrityError } from './fill.ts';
+import type { ReadBufferPool } from './read-pool.ts';
 
 export interface VerifiedReadSource {
   handle: FileHandle;
@@ -12,6 +13,8 @@ export interface VerifiedReadSource {
   leaves: readonly Buffer[];
   /** One byte per chunk: 1 once verified in this process (set here). */
   checks: Uint8Array;
+  /** Where read buffers come from (null: fresh ones). */
+  pool?: ReadBufferPool | null;
 }
 
 /** Largest read of already verified bytes at once. */
@@ -27,13 +30,13 @@ export async function* readVerified(src: VerifiedReadSource, start: number, end:
     const to = Math.min(end + 1, chunk.end);
     if (src.checks[i] === 1) {
       for (let pos = from; pos < to; ) {
-        const buf = await readExactly(src.handle, pos, Math.min(SLICE, to - pos));
+        const buf = await readExactly(src.handle, pos, Math.min(SLICE, to - pos), src.pool);
         pos += buf.length;
         yield buf;
       }
       continue;
     }
-    const whole = await readExactly(src.handle, chunk.start, chunk.end - chunk.start);
+    const whole = await readExactly(src.handle, chunk.start, chunk.end - chunk.start, src.pool);
     const actual = leafHash(whole);
     const expected = src.leaves[i]!;
     if (!actual.equals(expected)) throw new ChunkIntegrityError({ index: i, expected: expected.toString('hex'), actual: actual.toString('hex') });
@@ -42,8 +45,17 @@ export async function* readVerified(src: VerifiedReadSource, start: number, end:
   }
 }
 
-async function readExactly(handle: FileHandle, position: number, length: number): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(length);
+/** Yields bytes [start, end] (inclusive) of a disk copy without chunk hashes, in slices of up to 1 MiB. */
+export async function* readPlain(handle: FileHandle, start: number, end: number, pool?: ReadBufferPool | null): AsyncGenerator<Buffer> {
+  for (let pos = start; pos <= end; ) {
+    const buf = await readExactly(handle, pos, Math.min(SLICE, end + 1 - pos), pool);
+    pos += buf.length;
+    yield buf;
+  }
+}
+
+async function readExactly(handle: FileHandle, position: number, length: number, pool?: ReadBufferPool | null): Promise<Buffer> {
+  const buf = pool ? pool.take(length) : Buffer.allocUnsafe(length);
   for (let off = 0; off < length; ) {
     const { bytesRead } = await handle.read(buf, off, length - off, position + off);
     if (bytesRead === 0) throw new Error(`cache file ended at byte ${position + off}, before ${position + length}`);
