@@ -9,6 +9,8 @@
 #   git archive <commit> | tar -x -C /tmp/a && ln -s "$PWD/node_modules" /tmp/a/node_modules   # per tree
 #   flock /tmp/edgeshard-bench.lock bench/warm-ab.sh ROUNDS "4k-c64 range-c16" /tmp/a /tmp/b
 #
+# MEMORY_MAX_OBJECT=0 keeps every object out of the memory tier, so every hit is a disk hit (what shards larger than
+# --memory-max-object always get).
 # A tree exported from before 3b4cfc5 runs its node through tsx's loader (~35 MiB more RSS, more start-up), so compare
 # trees from the same side of it. Knobs: NODE_V8_FLAGS (none), DUR (s per wrk run, 3), DATA (the anchor's data, /tmp/perfanchor/data: run the anchor once first),
 # ANCHOR_LIB (../shared/bench/lib). One line per (tree, scenario, round) on stdout and in $OUT (/tmp/warm-ab.tsv).
@@ -32,7 +34,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
   for ((k = 0; k < n; k++)); do
     t=${TREES[$(( (k + r - 1) % n ))]}
     cache=$(mktemp -d "$W/cache.XXXX")
-    ( cd "$t" && exec setsid taskset -c 1 node ${NODE_V8_FLAGS:-} bin/edgeshard.js node --port 18185 --origin http://127.0.0.1:18180 --cache-dir "$cache" --host 127.0.0.1 --memory-cache 1GiB --memory-max-object 16MiB --path-ttl 604800 --log-level silent --open --key-file "$cache/node-key.json" >/dev/null ) & NPID=$!
+    ( cd "$t" && exec setsid taskset -c 1 node ${NODE_V8_FLAGS:-} bin/edgeshard.js node --port 18185 --origin http://127.0.0.1:18180 --cache-dir "$cache" --host 127.0.0.1 --memory-cache 1GiB --memory-max-object ${MEMORY_MAX_OBJECT:-16MiB} --path-ttl 604800 --log-level silent --open --key-file "$cache/node-key.json" >/dev/null ) & NPID=$!
     for i in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:18185/healthz && break; sleep 0.2; done
     # Twice, as the anchor does: the second read finds every object in the memory tier (a fill may still be storing
     # it when its response ends, and a large shard enters the memory tier on its first disk hit).
