@@ -749,6 +749,16 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
 
   /** Keys whose disk copy a hit is reading whole into the memory tier right now. */
   const promoting = new Set<string>();
+  /** Keys that had one range hit on disk (the next one promotes), oldest first; bounded. */
+  const rangeHitsOnDisk = new Set<string>();
+  const RANGE_HITS_REMEMBERED = 65_536;
+  /** Whether `key` had a range hit on disk before; remembers this one otherwise. */
+  const rangeHitBefore = (key: string): boolean => {
+    if (rangeHitsOnDisk.has(key)) return true;
+    if (rangeHitsOnDisk.size >= RANGE_HITS_REMEMBERED) rangeHitsOnDisk.delete(rangeHitsOnDisk.values().next().value!);
+    rangeHitsOnDisk.add(key);
+    return false;
+  };
 
   /**
    * Returns false when the file vanished (evicted between lookup and open), or when its first chunk failed its hash
@@ -774,11 +784,19 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
           ? negotiate(req, res, target, meta, started, [...entityHead, ...added])
           : { status, start: 0, end: meta.size - 1, head: ['content-length', String(meta.size), ...entityHead, ...added] };
       if (!plan) return true;
-      // A disk hit says the object is hot: objects that fit go to the memory tier, read whole. A range hit too: large
-      // objects wait on disk for their first hit (fill.ts, admittedOnDiskHit), and ranges were all that some of them
-      // ever got (split fetches, samplers), so they were served from disk forever. One read per object at a time:
+      // A disk hit says the object is hot: objects that fit go to the memory tier, read whole. Large objects wait on
+      // disk for their first hit (fill.ts, admittedOnDiskHit), and ranges were all that some of them ever got (split
+      // fetches, samplers), so a range hit promotes too, from the object's second disk hit on: a one-pass random
+      // reader would otherwise read every object whole for one range of it. One read per object at a time:
       // concurrent hits on it read only what they send (16 ranges of a 16 MiB object read 256 MiB otherwise).
-      if (entry.meta.size <= memory.maxObjectBytes && status === 200 && req.method === 'GET' && !promoting.has(meta.key)) {
+      if (
+        entry.meta.size <= memory.maxObjectBytes &&
+        status === 200 &&
+        req.method === 'GET' &&
+        !promoting.has(meta.key) &&
+        (plan.status === 200 || rangeHitBefore(meta.key))
+      ) {
+        rangeHitsOnDisk.delete(meta.key);
         promoting.add(meta.key);
         let whole: Buffer;
         try {

@@ -143,9 +143,10 @@ describe('edge node against a real origin', () => {
     expect(r.body.equals(full.subarray(1000, 2000))).toBe(true);
   });
 
-  it('promotes a large object that waited on disk on its first range hit too, by hash and by path', async () => {
+  it('promotes a large object that waited on disk on its second range hit, by hash and by path', async () => {
     // Objects of 1 MiB and more go to disk on their fill and enter the memory tier on their first disk hit. Only a full
-    // read promoted, so an object that only ever got ranges (split fetches, samplers) was read from disk forever.
+    // read promoted, so an object that only ever got ranges (split fetches, samplers) was read from disk forever. The
+    // first range hit leaves it on disk: a one-pass random reader must not read every object whole for one range.
     const MiB = 1024 * 1024;
     const { manifest: big } = await writeSampleDataset(join(tmp.dir, 'origin', 'big'), { shards: 2, shardSize: 2 * MiB, seed: 'big' });
     const node = await startNode({ cacheDir: join(tmp.dir, 'c-range-promote'), manifests: ['sample/manifest.json', 'big/manifest.json'], pathTtlSeconds: 3600 });
@@ -160,6 +161,10 @@ describe('edge node against a real origin', () => {
       const inMemory = node.memory.usedBytes;
       const before = origin.requests();
       const hitsBefore = await metricValue(node, 'edgeshard_node_cache_requests_total', 'outcome="memory-hit"');
+      const first = await get(url, { range: 'bytes=10-19' });
+      expect(first.status).toBe(206);
+      expect(first.body.equals(whole.body.subarray(10, 20))).toBe(true);
+      expect(node.memory.usedBytes).toBe(inMemory);
       const range = await get(url, { range: 'bytes=1048000-1049999' });
       expect(range.status).toBe(206);
       expect(range.headers['content-range']).toBe(`bytes 1048000-1049999/${2 * MiB}`);
