@@ -101,6 +101,10 @@ export interface GaugeSample {
   fillsInFlight: number;
   /** Requests waiting for the origin to answer a fill (a thundering herd shows here before it shows anywhere else). */
   requestsWaitingOnOrigin: number;
+  /** Bytes in each cache tier now (disk: null without a disk tier). Read at scrape time: a promotion from disk or an
+   * eviction changes them without any event. */
+  memoryBytes?: number;
+  diskBytes?: number | null;
 }
 
 /** What the receipt metrics read from the running node at scrape time. */
@@ -156,7 +160,18 @@ export function createEdgeMetrics(opts: { defaultMetrics?: boolean } = {}): Edge
   const ttfb = new RouteHistogram('edgeshard_node_time_to_first_byte_seconds', 'request start to first response byte, by route', [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registry);
   const revalidations = new Counter({ name: 'edgeshard_node_revalidations_total', help: 'conditional origin requests for stale path objects, by outcome (not-modified, modified, error)', labelNames: ['outcome'], registers: [registry] });
   const integrity = new Counter({ name: 'edgeshard_node_integrity_failures_total', help: 'fills whose bytes did not match the expected sha256', registers: [registry] });
-  const cacheBytes = new Gauge({ name: 'edgeshard_node_cache_bytes', help: 'bytes held by each cache tier', labelNames: ['tier'], registers: [registry] });
+  let gaugeSource: (() => GaugeSample) | undefined;
+  const cacheBytes = new Gauge({
+    name: 'edgeshard_node_cache_bytes',
+    help: 'bytes held by each cache tier',
+    labelNames: ['tier'],
+    registers: [registry],
+    collect() {
+      const sample = gaugeSource?.();
+      if (sample?.memoryBytes !== undefined) this.labels('memory').set(sample.memoryBytes);
+      if (sample?.diskBytes !== undefined && sample.diskBytes !== null) this.labels('disk').set(sample.diskBytes);
+    },
+  });
   const cacheLimit = new Gauge({ name: 'edgeshard_node_cache_limit_bytes', help: 'byte budget of each cache tier', labelNames: ['tier'], registers: [registry] });
   const evictions = new Counter({ name: 'edgeshard_node_evictions_total', help: 'objects evicted from the disk cache', registers: [registry] });
   const dropped = new Counter({ name: 'edgeshard_node_cache_dropped_total', help: 'partial or corrupt cache files found and removed', labelNames: ['reason'], registers: [registry] });
@@ -174,7 +189,6 @@ export function createEdgeMetrics(opts: { defaultMetrics?: boolean } = {}): Edge
   for (const o of REVALIDATION_OUTCOMES) revalidations.labels(o).inc(0);
   for (const code of ['ENOSPC', 'EIO']) writeFailures.labels(code).inc(0);
   for (const reason of ['sha256 mismatch', 'size mismatch']) dropped.labels(reason).inc(0);
-  let gaugeSource: (() => GaugeSample) | undefined;
   new Gauge({ name: 'edgeshard_node_active_connections', help: 'open client connections', registers: [registry], collect() { if (gaugeSource) this.set(gaugeSource().activeConnections); } });
   new Gauge({ name: 'edgeshard_node_fills_in_flight', help: 'origin fills running now', registers: [registry], collect() { if (gaugeSource) this.set(gaugeSource().fillsInFlight); } });
   new Gauge({ name: 'edgeshard_node_requests_waiting_on_origin', help: 'requests attached to origin fills whose origin has not answered yet', registers: [registry], collect() { if (gaugeSource) this.set(gaugeSource().requestsWaitingOnOrigin); } });

@@ -1519,7 +1519,13 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       log.debug({ address, perClient: config.maxConnectionsPerClient }, 'connection refused: its address holds its share');
     },
   });
-  metrics.setGaugeSource(() => ({ activeConnections, fillsInFlight: filler.inFlight, requestsWaitingOnOrigin: filler.waitingRequests }));
+  metrics.setGaugeSource(() => ({
+    activeConnections,
+    fillsInFlight: filler.inFlight,
+    requestsWaitingOnOrigin: filler.waitingRequests,
+    memoryBytes: memory.usedBytes,
+    diskBytes: disk ? disk.usedBytes : null,
+  }));
   reportCacheBytes();
 
   const url = localUrl(await listen(server, config.port, config.host).catch(releaseReceiptLog));

@@ -170,6 +170,8 @@ describe('edge node against a real origin', () => {
       expect(range.headers['content-range']).toBe(`bytes 1048000-1049999/${2 * MiB}`);
       expect(range.body.equals(whole.body.subarray(1048000, 1050000))).toBe(true);
       expect(node.memory.usedBytes - inMemory).toBe(2 * MiB);
+      // The gauge operators watch says so at the next scrape (it was set only when a fill committed).
+      expect(await metricValue(node, 'edgeshard_node_cache_bytes', 'tier="memory"')).toBe(node.memory.usedBytes);
       const again = await get(url, { range: 'bytes=-100' });
       expect(again.body.equals(whole.body.subarray(2 * MiB - 100))).toBe(true);
       expect(await metricValue(node, 'edgeshard_node_cache_requests_total', 'outcome="memory-hit"')).toBe(hitsBefore + 1);
