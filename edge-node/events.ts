@@ -32,7 +32,6 @@ export interface EdgeEvents extends StoreEvents {
   /** Request start to the response head leaving (the first byte), measured when the head is written. */
   firstByte?(route: string, seconds: number): void;
   bandwidthWait?(ms: number): void;
-  cacheBytes?(usedBytes: number, maxBytes: number, tier: 'memory' | 'disk'): void;
   /** The disk tier opened with this budget (capped at what the disk holds). */
   diskBudget?(budget: DiskBudget): void;
   /** A connection was refused: its address already held its share of the connection limit. */

@@ -15,7 +15,7 @@ import { EventEmitter } from 'node:events';
 import type { Dispatcher } from 'undici';
 import { requestOrigin, type OriginResponse } from './origin-body.ts';
 import { ChunkVerifier, type ChunkMismatch } from '../protocol/chunks.ts';
-import type { DiskEntry, DiskWriter, EntryMeta } from './store-types.ts';
+import type { DiskWriter, EntryMeta } from './store-types.ts';
 import type { EdgeEvents, FillOutcome, RevalidationOutcome } from './events.ts';
 import { endToEndResponseHeaders, updatedOn304 } from './cache-headers.ts';
 import { initialAge } from './cache-policy.ts';
@@ -155,8 +155,6 @@ export interface FillerOptions {
    * the answer may be kept (false when `storeKey` said not to).
    */
   onVerified?(body: Buffer[] | null, meta: EntryMeta, stored: boolean): void;
-  /** The disk commit finished (entry null: not cached on disk). */
-  onCommitted?(entry: DiskEntry | null, meta: EntryMeta): void;
   /**
    * Where the answer is stored (its key, which may name a variant of `req.key`), or null not to store it. Called
    * once the head arrived; without it every answer is stored under `req.key`. `onVerified` still runs for an answer
@@ -707,17 +705,15 @@ export class Filler {
     const toMemory = keepInMemory || !copy || copy.failed;
     this.opts.onVerified?.(toMemory && fill.received <= this.opts.memoryMaxObjectBytes ? fill.bodyChunks() : null, meta, storeKey !== null);
     fill._finish(digest);
-    let entry: DiskEntry | null = null;
     const writer = copy ? await copy.complete() : null;
     if (writer) {
       try {
-        entry = await writer.commit(meta);
+        await writer.commit(meta);
       } catch {
         // The store reports its own write failures (once); here the copy is only given up.
         await writer.abort().catch(() => {});
       }
     }
-    this.opts.onCommitted?.(entry, meta);
     finish('ok');
   }
 }

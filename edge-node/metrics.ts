@@ -101,10 +101,9 @@ export interface GaugeSample {
   fillsInFlight: number;
   /** Requests waiting for the origin to answer a fill (a thundering herd shows here before it shows anywhere else). */
   requestsWaitingOnOrigin: number;
-  /** Bytes in each cache tier now (disk: null without a disk tier). Read at scrape time: a promotion from disk or an
-   * eviction changes them without any event. */
-  memoryBytes?: number;
-  diskBytes?: number | null;
+  /** Each cache tier's bytes and budget now (no disk entry without a disk tier). Read at scrape time: a promotion
+   * from disk or an eviction changes them without any event. */
+  tiers: { tier: 'memory' | 'disk'; usedBytes: number; maxBytes: number }[];
 }
 
 /** What the receipt metrics read from the running node at scrape time. */
@@ -161,18 +160,24 @@ export function createEdgeMetrics(opts: { defaultMetrics?: boolean } = {}): Edge
   const revalidations = new Counter({ name: 'edgeshard_node_revalidations_total', help: 'conditional origin requests for stale path objects, by outcome (not-modified, modified, error)', labelNames: ['outcome'], registers: [registry] });
   const integrity = new Counter({ name: 'edgeshard_node_integrity_failures_total', help: 'fills whose bytes did not match the expected sha256', registers: [registry] });
   let gaugeSource: (() => GaugeSample) | undefined;
-  const cacheBytes = new Gauge({
+  new Gauge({
     name: 'edgeshard_node_cache_bytes',
     help: 'bytes held by each cache tier',
     labelNames: ['tier'],
     registers: [registry],
     collect() {
-      const sample = gaugeSource?.();
-      if (sample?.memoryBytes !== undefined) this.labels('memory').set(sample.memoryBytes);
-      if (sample?.diskBytes !== undefined && sample.diskBytes !== null) this.labels('disk').set(sample.diskBytes);
+      for (const t of gaugeSource?.().tiers ?? []) this.labels(t.tier).set(t.usedBytes);
     },
   });
-  const cacheLimit = new Gauge({ name: 'edgeshard_node_cache_limit_bytes', help: 'byte budget of each cache tier', labelNames: ['tier'], registers: [registry] });
+  new Gauge({
+    name: 'edgeshard_node_cache_limit_bytes',
+    help: 'byte budget of each cache tier',
+    labelNames: ['tier'],
+    registers: [registry],
+    collect() {
+      for (const t of gaugeSource?.().tiers ?? []) this.labels(t.tier).set(t.maxBytes);
+    },
+  });
   const evictions = new Counter({ name: 'edgeshard_node_evictions_total', help: 'objects evicted from the disk cache', registers: [registry] });
   const dropped = new Counter({ name: 'edgeshard_node_cache_dropped_total', help: 'partial or corrupt cache files found and removed', labelNames: ['reason'], registers: [registry] });
   const writeFailures = new Counter({ name: 'edgeshard_node_cache_write_failures_total', help: 'disk cache writes that failed (ENOSPC, EIO...); the response was served without caching', labelNames: ['code'], registers: [registry] });
@@ -280,10 +285,6 @@ export function createEdgeMetrics(opts: { defaultMetrics?: boolean } = {}): Edge
     bandwidthWait(ms) {
       bwWaits.inc();
       bwWaitSeconds.inc(ms / 1000);
-    },
-    cacheBytes(used, max, tier) {
-      cacheBytes.labels(tier).set(used);
-      cacheLimit.labels(tier).set(max);
     },
     evicted() {
       evictions.inc();

@@ -321,10 +321,6 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     keepAliveTimeout: 30_000,
   });
   const chunkLists = new ChunkLists({ dispatcher, originUrl: config.originUrl });
-  const reportCacheBytes = (): void => {
-    events.cacheBytes?.(memory.usedBytes, memory.maxBytes, 'memory');
-    if (disk) events.cacheBytes?.(disk.usedBytes, disk.maxBytes, 'disk');
-  };
 
   const now = deps.now ?? Date.now;
   const entityHeadFor = (meta: EntryMeta): string[] => (isPathEntry(meta) ? pathEntityHeaders(meta) : shardEntityHeaders(meta));
@@ -408,7 +404,6 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       if (body && stored) memory.set(meta, body, entityHeadFor(meta), freshUntil(meta));
       if (meta.key.endsWith('manifest.json') && body) learnManifest(Buffer.concat(body), meta.key.slice('path:'.length));
     },
-    onCommitted: () => reportCacheBytes(),
     onNotModified(key, sent, head) {
       // Renew the copies the 304 speaks for (those carrying the validators sent), in memory at once and on disk
       // durably, so the renewal survives a restart.
@@ -1253,7 +1248,6 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     for (const key of [...memory.keys()]) if (doomed(key)) memory.delete(key);
     for (const key of [...(disk?.keys() ?? [])]) if (doomed(key)) await disk!.delete(key);
     varyIndex.delete(primary);
-    reportCacheBytes();
   }
 
   // ---- routing ---------------------------------------------------------------------------------------
@@ -1523,10 +1517,11 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     activeConnections,
     fillsInFlight: filler.inFlight,
     requestsWaitingOnOrigin: filler.waitingRequests,
-    memoryBytes: memory.usedBytes,
-    diskBytes: disk ? disk.usedBytes : null,
+    tiers: [
+      { tier: 'memory', usedBytes: memory.usedBytes, maxBytes: memory.maxBytes },
+      ...(disk ? [{ tier: 'disk' as const, usedBytes: disk.usedBytes, maxBytes: disk.maxBytes }] : []),
+    ],
   }));
-  reportCacheBytes();
 
   const url = localUrl(await listen(server, config.port, config.host).catch(releaseReceiptLog));
 
@@ -1594,7 +1589,6 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
         memory.delete(`sha256:${sha}`);
         await disk?.delete(`sha256:${sha}`);
       }
-      reportCacheBytes();
       return { ok: true, detail: `${shas.length} shards purged` };
     },
     trustTicketKeys: (_gatewayId, keys) => tickets.trustGatewayKeys(keys),
