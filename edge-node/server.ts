@@ -43,7 +43,7 @@ import {
 import { cacheStatus, endToEndResponseHeaders, flatToMap, forwardedRequestHeaders, reprDigest, type CacheStatusFacts } from './cache-headers.ts';
 import { sha256Hex } from '../protocol/hash.ts';
 import { ChunkLists } from './chunk-lists.ts';
-import { readPlain, readVerified, type VerifiedReadSource } from './verified-read.ts';
+import { READ_SLICE_BYTES, readPlain, readVerified, type VerifiedReadSource } from './verified-read.ts';
 import { ReadBufferPool } from './read-pool.ts';
 import { createEdgeMetrics, type EdgeMetrics } from './metrics.ts';
 import type { EdgeEvents } from './events.ts';
@@ -164,7 +164,6 @@ async function* prepend(first: IteratorResult<Buffer>, rest: AsyncIterator<Buffe
 }
 /** Largest slice written per limiter grant, so one 16 MiB chunk cannot take the whole budget at once. */
 const LIMITED_SLICE = 64 * 1024;
-const DISK_READ_CHUNK = 1 << 20;
 
 /** A receipts POST: 64 receipts of 383 bytes a line fit; anything larger is not a client's batch. */
 const MAX_RECEIPT_BODY = 32 * 1024;
@@ -740,7 +739,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   }
 
   /** Disk hits read into these; each buffer comes back once the socket write that sent it completed. */
-  const readPool = new ReadBufferPool(DISK_READ_CHUNK, 16);
+  const readPool = new ReadBufferPool(READ_SLICE_BYTES, 16);
 
   /** Keys whose disk copy a hit is reading whole into the memory tier right now. */
   const promoting = new Set<string>();

@@ -17,8 +17,8 @@ export interface VerifiedReadSource {
   pool?: ReadBufferPool | null;
 }
 
-/** Largest read of already verified bytes at once. */
-const SLICE = 1 << 20;
+/** Largest read of already verified (or unverifiable) bytes at once: the size of a read pool's buffers. */
+export const READ_SLICE_BYTES = 1 << 20;
 
 /** Yields bytes [start, end] (inclusive); throws ChunkIntegrityError at the first chunk that does not match. */
 export async function* readVerified(src: VerifiedReadSource, start: number, end: number): AsyncGenerator<Buffer> {
@@ -29,11 +29,7 @@ export async function* readVerified(src: VerifiedReadSource, start: number, end:
     const from = Math.max(start, chunk.start);
     const to = Math.min(end + 1, chunk.end);
     if (src.checks[i] === 1) {
-      for (let pos = from; pos < to; ) {
-        const buf = await readExactly(src.handle, pos, Math.min(SLICE, to - pos), src.pool);
-        pos += buf.length;
-        yield buf;
-      }
+      yield* readPlain(src.handle, from, to - 1, src.pool);
       continue;
     }
     const whole = await readExactly(src.handle, chunk.start, chunk.end - chunk.start, src.pool);
@@ -45,10 +41,10 @@ export async function* readVerified(src: VerifiedReadSource, start: number, end:
   }
 }
 
-/** Yields bytes [start, end] (inclusive) of a disk copy without chunk hashes, in slices of up to 1 MiB. */
+/** Yields bytes [start, end] (inclusive) as read, unchecked (a copy without chunk hashes, or chunks already verified). */
 export async function* readPlain(handle: FileHandle, start: number, end: number, pool?: ReadBufferPool | null): AsyncGenerator<Buffer> {
   for (let pos = start; pos <= end; ) {
-    const buf = await readExactly(handle, pos, Math.min(SLICE, end + 1 - pos), pool);
+    const buf = await readExactly(handle, pos, Math.min(READ_SLICE_BYTES, end + 1 - pos), pool);
     pos += buf.length;
     yield buf;
   }
