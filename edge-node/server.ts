@@ -792,20 +792,22 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       ) {
         rangeHitsOnDisk.delete(meta.key);
         promoting.add(meta.key);
-        let whole: Buffer;
+        let whole: Buffer | null;
         try {
           whole = await handle.readFile();
+          // A file of the wrong length is not promoted: the streamed read below answers as it did before.
+          if (whole.length !== entry.meta.size) whole = null;
           // Checked and in the memory tier before anyone else may start the same read.
-          const bad = whole.length === entry.meta.size && chunked && firstBadChunk(chunked, whole);
+          const bad = whole && chunked && firstBadChunk(chunked, whole);
           if (bad) {
             await rejectDiskCopy(entry, bad);
             return false;
           }
-          if (whole.length === entry.meta.size) memory.set(entry.meta, whole, entityHead, freshUntil(entry.meta));
+          if (whole) memory.set(entry.meta, whole, entityHead, freshUntil(entry.meta));
         } finally {
           promoting.delete(meta.key);
         }
-        if (whole.length === entry.meta.size) {
+        if (whole) {
           const body = plan.status === 200 ? whole : whole.subarray(plan.start, plan.end + 1);
           res.writeHead(plan.status, plan.head);
           if (direct(res)) {
