@@ -143,46 +143,39 @@ async function stop(child: ChildProcess): Promise<void> {
 }
 
 describe.runIf(process.platform === 'linux')('`node bin/edgeshard.js node`, as operators start it', () => {
-  it('runs compiled: no tsx loader thread, and serves', async () => {
+  /**
+   * Starts a server command compiled and through tsx (`tsxEnv`) side by side: the compiled one runs without tsx's
+   * module hooks, which take one more thread with its own V8 isolate. Then `check`s the compiled one; stops both.
+   */
+  async function compiledBesideTsx(start: typeof startNode, tsxEnv: NodeJS.ProcessEnv, check: (compiled: Started) => Promise<void>): Promise<void> {
     const a = await tempDir();
     const b = await tempDir();
     const children: ChildProcess[] = [];
     try {
-      const compiled = await startNode(a.dir, {});
+      const compiled = await start(a.dir, {});
       children.push(compiled.child);
-      // The same start path forced through tsx: its module hooks run in one more thread, with its own V8 isolate.
-      const viaTsx = await startNode(b.dir, { EDGESHARD_NODE_VIA_TSX: '1' });
+      const viaTsx = await start(b.dir, tsxEnv);
       children.push(viaTsx.child);
-
       expect(await threadsOf(compiled.child.pid!)).toBeLessThan(await threadsOf(viaTsx.child.pid!));
       expect(compiled.stderr()).not.toContain('running through tsx');
-      expect((await fetch(`${compiled.url}/healthz`)).status).toBe(200);
+      await check(compiled);
     } finally {
       await Promise.all(children.map(stop));
       await a.cleanup();
       await b.cleanup();
     }
-  });
+  }
 
-  it('runs the gateway compiled too, and EDGESHARD_VIA_TSX=1 through the loader', async () => {
-    const a = await tempDir();
-    const b = await tempDir();
-    const children: ChildProcess[] = [];
-    try {
-      const compiled = await startGatewayCli(a.dir, {});
-      children.push(compiled.child);
-      const viaTsx = await startGatewayCli(b.dir, { EDGESHARD_VIA_TSX: '1' });
-      children.push(viaTsx.child);
-      expect(await threadsOf(compiled.child.pid!)).toBeLessThan(await threadsOf(viaTsx.child.pid!));
-      expect(compiled.stderr()).not.toContain('running through tsx');
+  it('runs compiled: no tsx loader thread, and serves', () =>
+    compiledBesideTsx(startNode, { EDGESHARD_NODE_VIA_TSX: '1' }, async (compiled) => {
+      expect((await fetch(`${compiled.url}/healthz`)).status).toBe(200);
+    }));
+
+  it('runs the gateway compiled too, and EDGESHARD_VIA_TSX=1 through the loader', () =>
+    compiledBesideTsx(startGatewayCli, { EDGESHARD_VIA_TSX: '1' }, async (compiled) => {
       // Up, waiting for its origin: /healthz answers (503 until the dataset loads), so the server is the gateway's.
       expect((await fetch(`${compiled.url}/healthz`)).headers.get('content-type')).toMatch(/json/);
-    } finally {
-      await Promise.all(children.map(stop));
-      await a.cleanup();
-      await b.cleanup();
-    }
-  });
+    }));
 
   it('runs `edgeshard fetch` compiled: one thread fewer than through tsx while it waits on its gateway', async () => {
     // A gateway on loopback that takes the request and never answers: each fetch is held at its first call, where
