@@ -33,10 +33,9 @@ class BodyReader implements OriginBody {
   private early: Buffer[] = [];
   private settled: { error: Error | null } | null = null;
   private settle: { resolve: () => void; reject: (err: Error) => void } | null = null;
-  private wantPause = false;
 
   get paused(): boolean {
-    return this.wantPause;
+    return this.controller?.paused ?? false;
   }
 
   data(buf: Buffer): void {
@@ -81,17 +80,15 @@ class BodyReader implements OriginBody {
 
   destroy(err?: Error): void {
     this.controller?.abort(err ?? new Error('aborted'));
-    // An abort after the end changes nothing; before the head it fails the request instead.
+    // After the end this changes nothing; before it, a running consume() rejects now and later reads are dropped.
     this.end(err ?? new Error('aborted'));
   }
 
   pause(): void {
-    this.wantPause = true;
     this.controller?.pause();
   }
 
   resume(): void {
-    this.wantPause = false;
     this.controller?.resume();
   }
 }
