@@ -4,7 +4,8 @@
 # node's peak RSS (VmHWM) at the end of each round.
 # Each round starts every tree in turn (order rotated per round) as the anchor starts the node (the flags of
 # bench/edge-anchor.ts, no V8 options unless NODE_V8_FLAGS sets some, pinned to CPU 1) behind an nginx static origin serving the anchor's data set, fetches each
-# object twice (4 KiB and 16 MiB: the memory tier then holds them), and runs wrk (CPU 0, the anchor's rotate.lua).
+# object twice (WARM_DIRS, "4k 16m" by default: a large object whose second read still found its fill committing
+# enters the memory tier on its first measured read), and runs wrk (CPU 0, the anchor's rotate.lua).
 #
 #   git archive <commit> | tar -x -C /tmp/a && ln -s "$PWD/node_modules" /tmp/a/node_modules   # per tree
 #   flock /tmp/edgeshard-bench.lock bench/warm-ab.sh ROUNDS "4k-c64 range-c16" /tmp/a /tmp/b
