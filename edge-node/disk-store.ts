@@ -27,6 +27,7 @@ import { isSha256Hex, sha256File, sha256Hex } from '../protocol/hash.ts';
 import { chunkCount, isValidChunkSize, parseChunkList } from '../protocol/chunks.ts';
 import { syncDir } from '../protocol/sync-dir.ts';
 import { ByteLru, type LruEntry } from './lru.ts';
+import { OpenFiles, type FileLease } from './open-files.ts';
 import type { DiskEntry, DiskWriter, EntryMeta, StoreEvents } from './store-types.ts';
 
 /** The lock (a directory) in a cache directory (protocol/state-lock.ts): the store itself never touches it. */
@@ -60,6 +61,11 @@ async function statfsFreeBytes(dir: string): Promise<number> {
 
 /** Tries of one write against ENOSPC: the first, then after each eviction that freed something. */
 const ENOSPC_TRIES = 4;
+/**
+ * Data files kept open with no reader (open-files.ts). Small beside the usual 1,024 descriptors a process may have:
+ * each client connection needs one too.
+ */
+const OPEN_FILES_IDLE = 128;
 /** Least an ENOSPC eviction frees: a metadata file's write must not evict one object per retry. */
 const MIN_RECLAIM_BYTES = 1 << 20;
 
@@ -139,6 +145,10 @@ export class DiskStore {
   private tmpCounter = 0;
   private readonly tmpPrefix = `${process.pid}-${randomBytes(4).toString('hex')}`;
   private readonly commitSlots: Slots;
+  /** Data files kept open for readers, one handle per stored copy (open-files.ts). */
+  private readonly openFiles = new OpenFiles<IndexRecord>({ maxIdle: OPEN_FILES_IDLE });
+  /** The record each entry handed out belongs to (`refresh` gives a record a new entry for the same bytes). */
+  private readonly recordOf = new WeakMap<DiskEntry, IndexRecord>();
   /** Set by `open`. */
   budget!: DiskBudget;
 
@@ -233,6 +243,27 @@ export class DiskStore {
     return this.index.peek(key)?.chunksVerified;
   }
 
+  /**
+   * A lease on `entry`'s data file for reading, kept open between readers. Null when `entry` is no longer the stored
+   * copy of its key (replaced or removed: its path may now hold other bytes) or its file cannot be opened: a miss.
+   */
+  openData(entry: DiskEntry): Promise<FileLease | null> {
+    const record = this.recordOf.get(entry);
+    const key = entry.meta.key;
+    if (record === undefined || this.index.peek(key) !== record) return Promise.resolve(null);
+    return this.openFiles.acquire(record, entry.dataPath, () => this.index.peek(key) === record);
+  }
+
+  /** Closes the data files kept open for readers (those still lent close when released). */
+  closeFiles(): Promise<void> {
+    return this.openFiles.closeAll();
+  }
+
+  /** Data files open for readers, lent or idle (tests). */
+  get openFileCount(): number {
+    return this.openFiles.size;
+  }
+
   /** Drops an entry whose bytes a reader found wrong (`reason` is logged through the `dropped` event). */
   async reject(key: string, reason: string): Promise<void> {
     const removed = this.index.delete(key);
@@ -325,6 +356,7 @@ export class DiskStore {
     if (invalid !== undefined) throw new Error(`refresh ${meta.key}: invalid metadata: ${invalid}`);
     const entry: DiskEntry = Object.freeze({ meta: Object.freeze({ ...meta }), dataPath: record.entry.dataPath });
     record.entry = entry;
+    this.recordOf.set(entry, record);
     const id = path.basename(entry.dataPath);
     return this.withIdLock(id, async () => {
       // Replaced, removed or refreshed again while queued: those write (or remove) the file themselves.
@@ -411,7 +443,10 @@ export class DiskStore {
         // new bytes described by old metadata.
         touchedLiveFiles = true;
         const previous = this.index.delete(key);
-        if (previous !== undefined) await unlinkIfPresent(previous.value.metaPath);
+        if (previous !== undefined) {
+          this.openFiles.retire(previous.value);
+          await unlinkIfPresent(previous.value.metaPath);
+        }
         await fsp.rename(tmpDataPath, dataPath);
         await fsp.rename(metaTmpPath, metaPath);
         await syncDir(path.dirname(dataPath));
@@ -423,6 +458,7 @@ export class DiskStore {
         }
         throw err;
       }
+      this.recordOf.set(record.entry, record);
       const result = this.index.set(key, record, meta.size);
       // install() is only called with meta.size <= maxBytes, so this cannot be refused.
       if (!result.stored) throw new Error(`internal: index refused ${key} (${meta.size} bytes)`);
@@ -525,6 +561,7 @@ export class DiskStore {
       chunksVerified: meta.chunkSize !== undefined ? new Uint8Array(chunkCount(meta.size, meta.chunkSize)) : undefined,
       verifying: undefined,
     };
+    this.recordOf.set(record.entry, record);
     // atime is the best trace of use we have (relatime still updates it at least daily).
     return { key: meta.key, record, lastUsedMs: Math.max(stat.atimeMs, stat.mtimeMs), storedAt: meta.storedAt };
   }
@@ -570,6 +607,7 @@ export class DiskStore {
    * old files, and the paths now hold the live entry.
    */
   private async removeFiles(key: string, record: IndexRecord): Promise<void> {
+    this.openFiles.retire(record);
     const id = path.basename(record.entry.dataPath);
     await this.withIdLock(id, async () => {
       if (this.index.has(key)) return;

@@ -1,7 +1,7 @@
 // The edge node's HTTP shell: routes a request to the memory tier, the disk tier or an origin fill, and applies
 // HTTP semantics (conditionals, ranges), the upload cap and the limits. Decisions live in the modules it calls.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { mkdir, open } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { acquireStateLock, type StateLockedError } from '../protocol/state-lock.ts';
 import { Readable } from 'node:stream';
@@ -43,7 +43,7 @@ import {
 import { cacheStatus, endToEndResponseHeaders, flatToMap, forwardedRequestHeaders, reprDigest, type CacheStatusFacts } from './cache-headers.ts';
 import { sha256Hex } from '../protocol/hash.ts';
 import { ChunkLists } from './chunk-lists.ts';
-import { READ_SLICE_BYTES, readPlain, readVerified, type VerifiedReadSource } from './verified-read.ts';
+import { READ_SLICE_BYTES, readPlain, readVerified, readWhole, type VerifiedReadSource } from './verified-read.ts';
 import { ReadBufferPool } from './read-pool.ts';
 import { createEdgeMetrics, type EdgeMetrics } from './metrics.ts';
 import type { EdgeEvents } from './events.ts';
@@ -760,12 +760,10 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
    * `extra` as for respondFromMemory; a plain hit on a path object gets its Age and Cache-Status here.
    */
   async function respondFromDisk(req: IncomingMessage, res: ServerResponse, target: Target, entry: DiskEntry, started: number, extra?: string[]): Promise<boolean> {
-    let handle;
-    try {
-      handle = await open(entry.dataPath, 'r');
-    } catch {
-      return false;
-    }
+    // Kept open between hits (disk-store.ts openData): an open and a close cost more than a range's read.
+    const lease = await disk!.openData(entry);
+    if (!lease) return false;
+    const { handle } = lease;
     try {
       const chunked = chunkSourceOf(entry, handle);
       if (chunked === 'gone') return false;
@@ -794,9 +792,8 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
         promoting.add(meta.key);
         let whole: Buffer | null;
         try {
-          whole = await handle.readFile();
           // A file of the wrong length is not promoted: the streamed read below answers as it did before.
-          if (whole.length !== entry.meta.size) whole = null;
+          whole = await readWhole(handle, entry.meta.size);
           // Checked and in the memory tier before anyone else may start the same read.
           const bad = whole && chunked && firstBadChunk(chunked, whole);
           if (bad) {
@@ -844,7 +841,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       if (err instanceof ChunkIntegrityError) await rejectDiskCopy(entry, err);
       return true;
     } finally {
-      await handle.close().catch(() => {});
+      lease.release();
     }
   }
 
@@ -1639,6 +1636,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       await dispatcher.close().catch(() => {});
       await receiptDesk.settled();
       await receiptLog.close().catch((err: Error) => log.error({ err: err.message }, 'could not sync the receipt log on close'));
+      await disk?.closeFiles();
       await unlockCacheDir();
     })());
 

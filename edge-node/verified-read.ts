@@ -50,6 +50,22 @@ export async function* readPlain(handle: FileHandle, start: number, end: number,
   }
 }
 
+/**
+ * The whole file from its start, for the memory tier: null when the file is not exactly `size` bytes long. Reads by
+ * position, so a handle shared with other readers works (a FileHandle's readFile reads from, and moves, its offset).
+ */
+export async function readWhole(handle: FileHandle, size: number): Promise<Buffer | null> {
+  // One byte more than expected: a read that fills it says the file is longer. Not from Buffer's shared pool: the
+  // memory tier keeps this buffer, and a small one would hold the pool's whole 8 KiB slab.
+  const buf = Buffer.allocUnsafeSlow(size + 1);
+  for (let off = 0; ; ) {
+    const { bytesRead } = await handle.read(buf, off, buf.length - off, off);
+    if (bytesRead === 0) return off === size ? buf.subarray(0, size) : null;
+    off += bytesRead;
+    if (off > size) return null;
+  }
+}
+
 async function readExactly(handle: FileHandle, position: number, length: number, pool?: ReadBufferPool | null): Promise<Buffer> {
   const buf = pool ? pool.take(length) : Buffer.allocUnsafe(length);
   for (let off = 0; off < length; ) {
