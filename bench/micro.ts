@@ -4,7 +4,7 @@
 // runs a batch of BATCH calls (cycling over varied inputs, so the JIT cannot fold them to a constant) and the
 // figures are per call: sample latency / BATCH. p50/p99 are over the samples (batches), not single calls.
 import { Bench } from 'tinybench';
-import { parseRange, evaluateConditional, evaluateIfRange } from '../edge-node/http-semantics.ts';
+import { parseRange, evaluateConditional, evaluateIfRange } from '../protocol/http-semantics.ts';
 import { ByteLru } from '../edge-node/lru.ts';
 import { ManifestIndex } from '../edge-node/manifest-index.ts';
 import { MANIFEST_FORMAT_V1, type Manifest } from '../protocol/manifest.ts';

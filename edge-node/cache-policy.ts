@@ -9,7 +9,7 @@
 // reads dates with Date.parse (asctime as local time), has no heuristic cap, and on a 304 only replaces fields
 // the stored answer already had (§3.2 says add them). undici's RFC 9111 helpers (lib/util/cache.js) are internal
 // to its cache interceptor, not part of its public API. Both were read for comparison.
-import { parseHttpDate } from './http-semantics.ts';
+import { parseHttpDate } from '../protocol/http-semantics.ts';
 
 /** Header fields by lowercase name, as node:http and undici give them (a repeated field is an array). */
 export type HeaderMap = Readonly<Record<string, string | readonly string[] | undefined>>;

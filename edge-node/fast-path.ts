@@ -16,7 +16,7 @@
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
 import { hitHeadOf, rangeHeadOf, rangeOf, type MemoryObject } from './memory-store.ts';
-import { evaluateConditional, evaluateIfRange, parseRange } from './http-semantics.ts';
+import { evaluateConditional, evaluateIfRange, parseRange } from '../protocol/http-semantics.ts';
 import { INCOMPLETE, SLOW, parseRequestHead, type HeadLimits, type RequestHead } from './request-head.ts';
 
 /**

@@ -48,7 +48,7 @@ import { ReadBufferPool } from './read-pool.ts';
 import { createEdgeMetrics, type EdgeMetrics } from './metrics.ts';
 import type { EdgeEvents } from './events.ts';
 import type { DiskEntry, EntryMeta } from './store-types.ts';
-import { parseRange, evaluateConditional, evaluateIfRange, contentRange, contentRangeUnsatisfied } from './http-semantics.ts';
+import { parseRange, evaluateConditional, evaluateIfRange, contentRange, contentRangeUnsatisfied } from '../protocol/http-semantics.ts';
 import { BandwidthLimiter } from './bandwidth-limiter.ts';
 import { UploadRate } from './upload-rate.ts';
 import { TicketGate, ticketFromUrl } from './ticket-gate.ts';

@@ -18,7 +18,7 @@ import {
   type HeaderMap,
   type StoredFreshness,
 } from '../edge-node/cache-policy.ts';
-import { formatHttpDate } from '../edge-node/http-semantics.ts';
+import { formatHttpDate } from '../protocol/http-semantics.ts';
 
 const T0 = Date.UTC(2026, 0, 10, 12, 0, 0);
 const get = (headers: HeaderMap = {}) => ({ method: 'GET', headers });

@@ -6,7 +6,7 @@ import { request } from 'undici';
 import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http';
 import { startEdgeNode, type EdgeNode } from '../edge-node/server.ts';
 import { defaultNodeConfig, type EdgeNodeConfig } from '../edge-node/config.ts';
-import { formatHttpDate } from '../edge-node/http-semantics.ts';
+import { formatHttpDate } from '../protocol/http-semantics.ts';
 import { sha256Hex } from '../protocol/hash.ts';
 import { rawHttp, startScriptedOrigin, statusOf, tempDir, until } from './helpers/net.ts';
 import { parseEntryMeta } from '../edge-node/disk-store.ts';

@@ -8,7 +8,7 @@ import {
   parseHttpDate,
   parseRange,
   type ConditionalRequest,
-} from '../edge-node/http-semantics.ts';
+} from '../protocol/http-semantics.ts';
 
 const full = { kind: 'full' };
 const malformed = { kind: 'malformed' };

@@ -7,7 +7,7 @@ import { startEdgeNode, type EdgeNode, type EdgeNodeDeps } from '../edge-node/se
 import { defaultNodeConfig, type EdgeNodeConfig } from '../edge-node/config.ts';
 import { deterministicBytes } from '../dataset/sample.ts';
 import { sha256Hex } from '../protocol/hash.ts';
-import { formatHttpDate } from '../edge-node/http-semantics.ts';
+import { formatHttpDate } from '../protocol/http-semantics.ts';
 import { startScriptedOrigin, tempDir, until } from './helpers/net.ts';
 
 async function get(url: string) {

@@ -1,5 +1,5 @@
-// HTTP semantics the edge node needs to serve cached shards: Range (RFC 9110 §14), conditional requests
-// (§13) and HTTP dates (§5.6.7). Pure functions, no I/O.
+// HTTP semantics for serving shards: Range (RFC 9110 §14), conditional requests (§13) and HTTP dates (§5.6.7).
+// Pure functions, no I/O. The edge node uses all of it; the gateway's origin proxy uses the Range parts.
 //
 // Everything here runs once or more per request at ~50k requests/s, so the parsers walk the header with
 // charCodeAt instead of regexes or split(): no per-call allocation except the `partial` result object.
