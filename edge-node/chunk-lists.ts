@@ -2,9 +2,9 @@
 // (.chunks/<sha256>), checked against the manifest's root, kept in memory (32 bytes per MiB of shard), and shared by
 // concurrent fills. A list is only as good as its root: a wrong one is refused, never used.
 import type { Dispatcher } from 'undici';
-import { chunkListBytes, parseChunkList, singleChunkList } from '../protocol/chunks.ts';
+import { parseChunkList, singleChunkList } from '../protocol/chunks.ts';
 import type { ShardChunks } from '../protocol/manifest.ts';
-import { BodyTooLargeError, readBounded } from '../protocol/bounded-body.ts';
+import { fetchChunkList } from '../protocol/origin-chunk-list.ts';
 import { ByteLru } from './lru.ts';
 
 export interface ChunkListShard {
@@ -83,27 +83,7 @@ export class ChunkLists {
     return `${shard.chunks.chunkRoot}:${shard.chunks.chunkSize}:${shard.size}`;
   }
 
-  private async fetch(shard: ChunkListShard): Promise<Buffer[]> {
-    const base = new URL(this.opts.originUrl);
-    const path = `${base.pathname.replace(/\/$/, '')}/${shard.chunks.listPath.split('/').map(encodeURIComponent).join('/')}`;
-    const what = `chunk list ${shard.chunks.listPath}`;
-    let statusCode: number;
-    let bytes: Buffer = Buffer.alloc(0);
-    try {
-      const res = await this.opts.dispatcher.request({ origin: base.origin, path, method: 'GET' });
-      statusCode = res.statusCode;
-      // An error page is not read (dump stops at 128 KiB); a list is read up to the size its shard fixes.
-      if (statusCode !== 200) await res.body.dump().catch(() => {});
-      else bytes = await readBounded(res.body, chunkListBytes(shard.size, shard.chunks.chunkSize), what, res.headers['content-length']);
-    } catch (err) {
-      if (err instanceof BodyTooLargeError) throw err;
-      throw new Error(`${what}: ${(err as Error & { code?: string }).code ?? (err as Error).message}`);
-    }
-    if (statusCode !== 200) throw new Error(`${what}: origin answered ${statusCode}`);
-    try {
-      return parseChunkList(bytes, shard.size, shard.chunks.chunkSize, shard.chunks.chunkRoot);
-    } catch (err) {
-      throw new Error(`${what}: ${(err as Error).message}`);
-    }
+  private fetch(shard: ChunkListShard): Promise<Buffer[]> {
+    return fetchChunkList({ dispatcher: this.opts.dispatcher, originUrl: this.opts.originUrl, listPath: shard.chunks.listPath, size: shard.size, chunks: shard.chunks });
   }
 }

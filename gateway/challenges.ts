@@ -9,15 +9,15 @@
 // "delivered these bytes this fast", which is the capacity being paid for (docs/proof-of-bandwidth.md).
 //
 // Pure core (planning, deadlines, checking the answer) first; the Challenger below is the I/O shell.
-import { request, type Dispatcher } from 'undici';
-import { chunkBounds, chunkCount, leafHash, parseChunkList, singleChunkList, CHUNK_LIST_DIR, chunkListBytes } from '../protocol/chunks.ts';
-import { readBounded } from '../protocol/bounded-body.ts';
+import { getGlobalDispatcher, request, type Dispatcher } from 'undici';
+import { chunkBounds, chunkCount, leafHash } from '../protocol/chunks.ts';
 import { sha256Hex } from '../protocol/hash.ts';
 import { epochOf } from '../protocol/client-tickets.ts';
 import { signGatewayRecord, type ChallengeFailure, type ChallengeRecord, type GatewayRecord } from '../protocol/gateway-records.ts';
 import type { TicketKey } from '../protocol/tickets.ts';
 import type { Manifest, ShardEntry } from '../protocol/manifest.ts';
 import { failureCategory } from './probe-failure.ts';
+import { GatewayChunkLists } from './chunk-lists.ts';
 import type { DatasetCatalog } from './datasets.ts';
 import type { NodeRecord } from './registry.ts';
 import type { TicketIssuer } from './ticket-issuer.ts';
@@ -124,6 +124,8 @@ export interface ChallengerOptions {
   dispatcher: Dispatcher;
   /** For chunk lists from the origin. */
   originDispatcher?: Dispatcher;
+  /** The gateway's chunk list cache, shared with the origin proxy (default: one of the challenger's own). */
+  chunkLists?: GatewayChunkLists;
   /** Mean time between rounds; each gap is uniform in [0.5, 1.5] × this. 0: no rounds (challenge() still works). */
   intervalMs: number;
   epochSeconds: number;
@@ -145,8 +147,8 @@ export class Challenger {
   private pending: { cancel(): void } | null = null;
   private round: Promise<void> | null = null;
   private closed = false;
-  /** Verified chunk lists by shard sha256 (bounded). */
-  private readonly leaves = new Map<string, Buffer[]>();
+  /** Verified chunk lists (bounded). */
+  private readonly lists: GatewayChunkLists;
   /** Rounds started (tests wait on it). */
   rounds = 0;
   /** The last challenges of each node (what /v1/nodes shows operators). */
@@ -155,7 +157,9 @@ export class Challenger {
   constructor(
     private readonly nodes: () => Iterable<NodeRecord>,
     private readonly opts: ChallengerOptions,
-  ) {}
+  ) {
+    this.lists = opts.chunkLists ?? new GatewayChunkLists({ originUrl: opts.catalog.originUrl, dispatcher: opts.originDispatcher ?? getGlobalDispatcher(), timeoutMs: 15_000 });
+  }
 
   private get random(): () => number {
     return this.opts.random ?? Math.random;
@@ -272,28 +276,8 @@ export class Challenger {
   }
 
   /** The shard's leaf hashes, from the origin (checked against the manifest's root, so the source needs no trust). */
-  async chunkList(plan: Pick<ChallengePlan, 'dataset' | 'shard' | 'chunkSize'>): Promise<Buffer[]> {
-    const held = this.leaves.get(plan.shard.sha256);
-    if (held) return held;
-    const chunks = { chunkSize: plan.chunkSize!, chunkRoot: plan.shard.chunkRoot! };
-    let leaves = singleChunkList(plan.shard.size, chunks);
-    if (!leaves) {
-      const res = await request(`${this.opts.catalog.originUrl}/${plan.dataset}/${CHUNK_LIST_DIR}/${plan.shard.sha256}`, {
-        ...(this.opts.originDispatcher ? { dispatcher: this.opts.originDispatcher } : {}),
-        headersTimeout: 15_000,
-        bodyTimeout: 15_000,
-      });
-      if (res.statusCode !== 200) {
-        await res.body.dump().catch(() => {}); // an error page is not read (dump stops at 128 KiB)
-        throw new Error(`origin answered ${res.statusCode} for the chunk list`);
-      }
-      // No more than the list of a shard this size can be.
-      const body = await readBounded(res.body, chunkListBytes(plan.shard.size, chunks.chunkSize), 'chunk list from the origin', res.headers['content-length']);
-      leaves = parseChunkList(body, plan.shard.size, chunks.chunkSize, chunks.chunkRoot);
-    }
-    if (this.leaves.size >= 1024) this.leaves.delete(this.leaves.keys().next().value!);
-    this.leaves.set(plan.shard.sha256, leaves);
-    return leaves;
+  chunkList(plan: Pick<ChallengePlan, 'dataset' | 'shard' | 'chunkSize'>): Promise<Buffer[]> {
+    return this.lists.get({ dataset: plan.dataset, shard: { ...plan.shard, chunkRoot: plan.shard.chunkRoot! }, chunkSize: plan.chunkSize! });
   }
 
   async close(): Promise<void> {

@@ -47,6 +47,7 @@ import { epochOf } from '../protocol/client-tickets.ts';
 import { SignedReportBook, reportedBytesProblem } from './signed-reports.ts';
 import { SettlerRewards } from './settler-rewards.ts';
 import { checkedShardStream, declaredLengthProblem } from './origin-proxy.ts';
+import { GatewayChunkLists } from './chunk-lists.ts';
 import { inStartupGrace, startupGraceMessage, STARTUP_GRACE_RETRY_AFTER_S, type StartupGrace } from './startup-grace.ts';
 
 /** How far one client's signed report moves a node's score (a probe moves it 0.3): one report is weak evidence. */
@@ -166,6 +167,8 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   const limiter = new ClientRateLimiter({ ratePerSecond: config.rateLimitPerSecond, burst: config.rateLimitBurst });
   const trustedProxies = new TrustedProxies(config.trustedProxies);
   const originAgent = new Agent({ connections: 16, headersTimeout: 30_000, bodyTimeout: 30_000 });
+  // Verified chunk lists, for challenges, signed reports and the origin proxy's ranges.
+  const chunkLists = new GatewayChunkLists({ originUrl: config.originUrl, dispatcher: originAgent, timeoutMs: 15_000 });
 
   const gatewayId = config.gatewayId ?? `gateway@${config.host}:${config.port}`;
   const now = deps.now ?? Date.now;
@@ -326,6 +329,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     gatewayId,
     dispatcher: nodeDispatcher.agent,
     originDispatcher: originAgent,
+    chunkLists,
     intervalMs: config.challengeIntervalMs,
     epochSeconds: config.epochSeconds,
     now,

@@ -46,7 +46,7 @@ describe('gateway: bounded reads from the origin', () => {
     const key = generateTicketKey();
     const challenger = new Challenger(() => [], { catalog: new DatasetCatalog(origin.url), issuer: new TicketIssuer({ key, validitySeconds: 600 }), key, gatewayId: 'gw', dispatcher, intervalMs: 0, epochSeconds: 86_400 });
     const shard = { path: 'train/a.bin', size: 8 << 20, sha256: 'ab'.repeat(32), chunkRoot: 'cd'.repeat(32) };
-    await expect(challenger.chunkList({ dataset: 'sample', shard, chunkSize: 1 << 20 })).rejects.toThrow('chunk list from the origin: answer over the 256-byte limit');
+    await expect(challenger.chunkList({ dataset: 'sample', shard, chunkSize: 1 << 20 })).rejects.toThrow(`chunk list sample/.chunks/${shard.sha256}: answer over the 256-byte limit`);
     await origin.hungUp();
     expect(origin.sent).toBeLessThan(32 << 20);
   });
