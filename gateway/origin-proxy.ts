@@ -2,7 +2,7 @@
 // trusted for the manifest, not for a shard's bytes (docs/security.md), so the stream is held to the manifest's size
 // and sha256: bytes flow as they arrive, but the last one goes out only once the whole body has hashed right. A body
 // that runs long is cut at the manifest's size, and a long, short or wrong one ends in an aborted transfer, never in a
-// complete-looking 200.
+// complete-looking 200. A single byte range of a format 2 shard is served chunk-verified instead (origin-range.ts).
 import { createHash } from 'node:crypto';
 import { Transform } from 'node:stream';
 

@@ -14,7 +14,7 @@ import { generateTicketKey, ticketKeyFromPem, ticketKeyToPem, type TicketKey } f
 import { REGISTRY_PATH } from '../protocol/registry-messages.ts';
 import { isSha256Hex } from '../protocol/hash.ts';
 import { decodeRequestPath } from '../protocol/paths.ts';
-import type { ShardEntry } from '../protocol/manifest.ts';
+import { shardChunks, type ShardChunks, type ShardEntry } from '../protocol/manifest.ts';
 import type { GatewayConfig } from './config.ts';
 import { DatasetCatalog, type Dataset } from './datasets.ts';
 import { DatasetLoader } from './dataset-loader.ts';
@@ -48,6 +48,8 @@ import { SignedReportBook, reportedBytesProblem } from './signed-reports.ts';
 import { SettlerRewards } from './settler-rewards.ts';
 import { checkedShardStream, declaredLengthProblem } from './origin-proxy.ts';
 import { GatewayChunkLists } from './chunk-lists.ts';
+import { originPartialProblem, originRangeHeader, planChunkRange, verifiedRangeStream } from './origin-range.ts';
+import { contentRange, contentRangeUnsatisfied, evaluateIfRange, parseRange } from '../protocol/http-semantics.ts';
 import { inStartupGrace, startupGraceMessage, STARTUP_GRACE_RETRY_AFTER_S, type StartupGrace } from './startup-grace.ts';
 
 /** How far one client's signed report moves a node's score (a probe moves it 0.3): one report is weak evidence. */
@@ -100,6 +102,12 @@ export function bearerMatches(header: string | undefined, token: string): boolea
   const given = createHash('sha256').update(header ?? '').digest();
   const wanted = createHash('sha256').update(`Bearer ${token}`).digest();
   return timingSafeEqual(given, wanted);
+}
+
+/** `first` (already read from `rest`), then the rest; stopping early stops `rest` too (yield* forwards return()). */
+async function* prepend(first: Buffer, rest: AsyncIterableIterator<Buffer>): AsyncGenerator<Buffer> {
+  yield first;
+  yield* rest;
 }
 
 /** What /v1/nodes shows of a probe: the failure's category for everyone, the raw error only with the admin token. */
@@ -518,15 +526,30 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     return { location: found ? { lat: found.lat, lon: found.lon } : null };
   }
 
-  /** --fallback proxy: the shard from the origin, checked against the manifest on the way (origin-proxy.ts). */
+  /**
+   * --fallback proxy: the shard from the origin, checked against the manifest on the way (origin-proxy.ts), or one
+   * byte range of it, checked chunk by chunk (origin-range.ts).
+   */
   async function proxyFromOrigin(req: IncomingMessage, res: ServerResponse, ds: Dataset, shard: ShardEntry): Promise<void> {
-    const head = { 'content-length': String(shard.size), 'content-type': 'application/octet-stream', etag: `"${shard.sha256}"`, 'x-edgeshard-fallback': 'origin-proxy' };
+    const chunks = shardChunks(ds.manifest, shard);
+    const etag = `"${shard.sha256}"`;
+    // Ranges are honoured only where they can be verified: format 2 shards.
+    const head = { 'content-length': String(shard.size), 'content-type': 'application/octet-stream', etag, ...(chunks ? { 'accept-ranges': 'bytes' } : {}), 'x-edgeshard-fallback': 'origin-proxy' };
     // A HEAD is answered from the manifest: pulling the shard from the origin only to drop it would cost origin
-    // egress for a request with no body.
+    // egress for a request with no body. Range is defined for GET only (RFC 9110 §14.2), so a HEAD ignores it.
     if (req.method === 'HEAD') {
       res.writeHead(200, head).end();
       return metrics.request('redirect', 200);
     }
+    // If-Range that does not match the ETag (or is a date: the proxy has no Last-Modified) means the whole shard.
+    const range = req.headers.range !== undefined && evaluateIfRange(req.headers['if-range'], { etag, lastModified: '' }) ? parseRange(req.headers.range, shard.size) : null;
+    if (range?.kind === 'unsatisfiable') {
+      return fail(res, 'redirect', 416, `the range is outside the shard's ${shard.size} bytes`, { 'content-range': contentRangeUnsatisfied(shard.size) });
+    }
+    // A format 1 shard's range could only be checked by reading the whole shard from the origin, so it is answered
+    // with the whole shard, a 200 (a valid answer to a Range request, RFC 9110 §14.2). Several ranges or a malformed
+    // Range: the same.
+    if (range?.kind === 'partial' && chunks) return proxyRangeFromOrigin(res, ds, shard, chunks, range, head);
     const upstream = await request(catalog.originUrlFor(ds, shard), { dispatcher: originAgent });
     if (upstream.statusCode !== 200) {
       upstream.body.resume();
@@ -547,6 +570,66 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       return metrics.request('redirect', 502);
     }
     metrics.request('redirect', 200);
+  }
+
+  /**
+   * One byte range of a format 2 shard: the chunk list (verified against the root, cached), then only the covering
+   * chunks from the origin, each released once it matches its leaf hash. The 206's head goes out with the first
+   * verified bytes, so a list that cannot be had or does not match, a wrong answer head, or a bad first chunk is a
+   * 502; a bad later chunk aborts the transfer. Unverified bytes never reach the client.
+   */
+  async function proxyRangeFromOrigin(res: ServerResponse, ds: Dataset, shard: ShardEntry, chunks: ShardChunks, range: { start: number; end: number }, head: Record<string, string>): Promise<void> {
+    const refuse = (reason: string): void => {
+      log.warn({ dataset: ds.name, shard: shard.path, range: `${range.start}-${range.end}`, reason }, 'origin proxy refused a range');
+      fail(res, 'redirect', 502, reason);
+    };
+    let leaves: Buffer[];
+    try {
+      leaves = await chunkLists.get({ dataset: ds.name, shard: { sha256: shard.sha256, size: shard.size, chunkRoot: chunks.chunkRoot }, chunkSize: chunks.chunkSize });
+    } catch (err) {
+      // No whole-shard fallback here: its bytes would reach the client before the whole hash is checked.
+      return refuse((err as Error).message);
+    }
+    const plan = planChunkRange(shard.size, chunks.chunkSize, range.start, range.end);
+    const upstream = await request(catalog.originUrlFor(ds, shard), { dispatcher: originAgent, headers: { range: originRangeHeader(plan) } });
+    upstream.body.on('error', () => {}); // its errors reach the client's side through the verifying stream
+    let problem: string | null;
+    if (upstream.statusCode === 206) {
+      problem = originPartialProblem(upstream.headers['content-range'], upstream.headers['content-length'], plan, shard.path);
+    } else if (upstream.statusCode === 200) {
+      // An origin that ignores Range: its whole answer is read from the start, chunk-verified the same way, and hung
+      // up on after the range's last chunk. Still only verified bytes, one chunk held; the origin sends more.
+      problem = declaredLengthProblem(upstream.headers['content-length'], shard);
+      if (!problem) log.warn({ dataset: ds.name, shard: shard.path, range: `${range.start}-${range.end}`, reason: `the origin answered 200 to ${originRangeHeader(plan)}` }, 'origin proxy: the origin ignored Range; its whole answer is read up to the range\'s last chunk');
+    } else {
+      problem = `origin answered ${upstream.statusCode} to ${originRangeHeader(plan)}`;
+    }
+    if (problem) {
+      upstream.body.destroy();
+      return refuse(problem);
+    }
+    const verified = verifiedRangeStream(plan, leaves, upstream.statusCode === 206 ? 'range' : 'whole');
+    pipeline(upstream.body, verified).catch(() => {}); // a failure tears both down and reaches the reader below
+    const reader = verified[Symbol.asyncIterator]() as AsyncIterableIterator<Buffer>;
+    try {
+      let first: IteratorResult<Buffer>;
+      try {
+        first = await reader.next();
+        if (first.done) throw new Error('the verified range ended empty');
+      } catch (err) {
+        return refuse((err as Error).message);
+      }
+      res.writeHead(206, { ...head, 'content-length': String(range.end - range.start + 1), 'content-range': contentRange(range.start, range.end, shard.size) });
+      try {
+        await pipeline(prepend(first.value, reader), res);
+      } catch (err) {
+        log.warn({ dataset: ds.name, shard: shard.path, range: `${range.start}-${range.end}`, reason: (err as Error).message }, 'origin proxy failed: transfer aborted');
+        return metrics.request('redirect', 502);
+      }
+      metrics.request('redirect', 206);
+    } finally {
+      upstream.body.destroy(); // a 200 body is not read past the range's last chunk
+    }
   }
 
   /** 404 for a dataset the gateway does not serve; 503 for one it serves but could not load from the origin yet. */

@@ -7,16 +7,47 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ServerResponse } from 'node:http';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { Agent, errors, request } from 'undici';
 import { pino } from 'pino';
 import { writeSampleDataset } from '../dataset/sample.ts';
 import { startGateway, type Gateway } from '../gateway/server.ts';
 import { defaultGatewayConfig } from '../gateway/config.ts';
 import { sha256Hex } from '../protocol/hash.ts';
+import { leafHashesOf, merkleRoot } from '../protocol/chunks.ts';
+import { planChunkRange, verifiedRangeStream } from '../gateway/origin-range.ts';
+import { GatewayChunkLists } from '../gateway/chunk-lists.ts';
 import type { Manifest, ShardEntry } from '../protocol/manifest.ts';
 import { startScriptedOrigin, tempDir } from './helpers/net.ts';
 
 type Answer = 'right' | 'declared-longer' | 'longer-endless' | 'wrong-byte' | 'short';
+
+interface WarnLine {
+  msg: string;
+  reason?: string;
+}
+
+/** A logger that keeps the gateway's warn lines, and a wait for the one whose reason contains a string. */
+function captureWarnings() {
+  const warnings: WarnLine[] = [];
+  const warned: { match: string; resolve: (line: WarnLine) => void }[] = [];
+  const logger = pino({ level: 'warn' }, {
+    write(text: string) {
+      const line = JSON.parse(text) as WarnLine;
+      warnings.push(line);
+      for (const w of warned.filter((w) => line.reason?.includes(w.match))) w.resolve(line);
+    },
+  });
+  /** Resolves with the gateway's warn line whose reason contains `match` (already logged, or when it is). */
+  const warningAbout = (match: string): Promise<WarnLine> =>
+    new Promise((resolve) => {
+      const seen = warnings.find((l) => l.reason?.includes(match));
+      if (seen) resolve(seen);
+      else warned.push({ match, resolve });
+    });
+  return { logger, warnings, warningAbout };
+}
 
 describe('gateway --fallback proxy against a hostile origin', () => {
   let tmp: { dir: string; cleanup: () => Promise<void> };
@@ -29,23 +60,7 @@ describe('gateway --fallback proxy against a hostile origin', () => {
   const answers = new Map<string, Answer>();
   /** Requests the origin saw, by method and path. */
   const originSaw: string[] = [];
-  /** The gateway's warn lines, and who waits for one. */
-  const warnings: { msg: string; reason?: string }[] = [];
-  const warned: { match: string; resolve: (line: { msg: string; reason?: string }) => void }[] = [];
-  const logger = pino({ level: 'warn' }, {
-    write(text: string) {
-      const line = JSON.parse(text) as { msg: string; reason?: string };
-      warnings.push(line);
-      for (const w of warned.filter((w) => line.reason?.includes(w.match))) w.resolve(line);
-    },
-  });
-  /** Resolves with the gateway's warn line whose reason contains `match` (already logged, or when it is). */
-  const warningAbout = (match: string): Promise<{ msg: string; reason?: string }> =>
-    new Promise((resolve) => {
-      const seen = warnings.find((l) => l.reason?.includes(match));
-      if (seen) resolve(seen);
-      else warned.push({ match, resolve });
-    });
+  const { logger, warningAbout } = captureWarnings();
   /** What the endless answer has written, and when its reader hung up. */
   const endless = { sent: 0, hungUp: null as Promise<void> | null };
 
@@ -195,5 +210,290 @@ describe('gateway --fallback proxy against a hostile origin', () => {
     expect(got.error).not.toBeInstanceOf(errors.BodyTimeoutError);
     expect(got.received).toBeLessThan(shard.size);
     expect(await warningAbout(`${shard.size - 1} of the manifest's ${shard.size} bytes`)).toMatchObject({ msg: 'origin proxy failed: transfer aborted' });
+  });
+});
+
+// A Range through the proxy. Before, the gateway ignored it: every range was a 200 of the whole shard, so the origin
+// sent the whole shard for every part of a client that splits shards into ranges. Now a range of a format 2 shard is
+// a 206 of exactly its bytes, the origin is asked only for the chunks that cover it, and each chunk is checked against
+// the shard's chunk list before any of its bytes go out.
+describe('gateway --fallback proxy: byte ranges', () => {
+  const CHUNK = 64 * 1024;
+  const SIZE = 300_000; // chunks 0-3 of 65,536 bytes, chunk 4 of 37,856
+  interface Script {
+    flipAt?: number;
+    ignoreRange?: boolean;
+    /** Content-Range one chunk off the range asked for. */
+    shiftedRange?: boolean;
+  }
+  let tmp: { dir: string; cleanup: () => Promise<void> };
+  let root: string;
+  const manifests = new Map<string, Manifest>();
+  let origin: Awaited<ReturnType<typeof startScriptedOrigin>>;
+  let gateway: Gateway;
+  const client = new Agent({ bodyTimeout: 10_000 });
+  const { logger, warningAbout } = captureWarnings();
+  /** Per origin path: how the origin answers a shard, or the bytes it serves as a chunk list (null: 404). */
+  const scripts = new Map<string, Script>();
+  const lists = new Map<string, Buffer | null>();
+  /** Every request the origin saw: path, Range header, body bytes sent. */
+  const originSaw: { path: string; range: string | undefined; sent: number }[] = [];
+
+  const shardOf = (ds: string, i: number): ShardEntry => manifests.get(ds)!.shards[i]!;
+  const shardPath = (ds: string, s: ShardEntry): string => `/${ds}/${s.path}`;
+  const listPath = (ds: string, s: ShardEntry): string => `/${ds}/.chunks/${s.sha256}`;
+  const rightBytes = (ds: string, s: ShardEntry): Promise<Buffer> => readFile(join(root, ds, s.path));
+  const flipped = (body: Buffer, at: number): Buffer => {
+    const out = Buffer.from(body);
+    out[at]! ^= 0xff;
+    return out;
+  };
+  const sawFor = (path: string) => originSaw.filter((r) => r.path === path);
+
+  beforeAll(async () => {
+    tmp = await tempDir();
+    root = join(tmp.dir, 'origin');
+    manifests.set('chunked', (await writeSampleDataset(join(root, 'chunked'), { name: 'chunked', shards: 8, shardSize: SIZE, chunkSize: CHUNK })).manifest);
+    manifests.set('onechunk', (await writeSampleDataset(join(root, 'onechunk'), { name: 'onechunk', shards: 1, shardSize: 50_000, chunkSize: CHUNK })).manifest);
+    manifests.set('plain', (await writeSampleDataset(join(root, 'plain'), { name: 'plain', shards: 2, shardSize: SIZE, chunkSize: null })).manifest);
+    origin = await startScriptedOrigin(async (req, res) => {
+      const path = req.url ?? '';
+      const seen = { path, range: req.headers.range, sent: 0 };
+      originSaw.push(seen);
+      const listed = lists.get(path);
+      if (listed === null) return void res.writeHead(404).end();
+      let body = listed ?? (await readFile(join(root, decodeURIComponent(path))).catch(() => null));
+      if (!body) return void res.writeHead(404).end();
+      const script = scripts.get(path) ?? {};
+      if (script.flipAt !== undefined) body = flipped(body, script.flipAt);
+      const m = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '');
+      if (m && !script.ignoreRange) {
+        const a = Number(m[1]);
+        const b = Math.min(Number(m[2]), body.length - 1);
+        const shift = script.shiftedRange ? CHUNK : 0;
+        seen.sent = b - a + 1;
+        res.writeHead(206, { 'content-range': `bytes ${a + shift}-${b + shift}/${body.length}`, 'content-length': b - a + 1 }).end(body.subarray(a, b + 1));
+        return;
+      }
+      seen.sent = body.length;
+      res.writeHead(200, { 'content-length': body.length }).end(body);
+    });
+    gateway = await startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['chunked', 'onechunk', 'plain'], fallback: 'proxy' }), { logger });
+  });
+  afterAll(async () => {
+    await gateway?.close();
+    await origin?.close();
+    await client.close();
+    await tmp?.cleanup();
+  });
+
+  /** The client's side of one GET (or HEAD): status, head, and the whole body or the error that ended it. */
+  async function get(ds: string, shard: ShardEntry, headers: Record<string, string> = {}, method: 'GET' | 'HEAD' = 'GET') {
+    const res = await request(`${gateway.url}/d/${ds}/${shard.path}`, { method, headers, dispatcher: client });
+    const chunks: Buffer[] = [];
+    let received = 0;
+    try {
+      for await (const chunk of res.body) {
+        received += chunk.length;
+        chunks.push(chunk);
+      }
+      return { status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks), error: null, received };
+    } catch (err) {
+      return { status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks), error: err as Error, received };
+    }
+  }
+
+  it('answers a range of a format 2 shard with a 206 of exactly its bytes, asking the origin only for the chunks that cover it', async () => {
+    const shard = shardOf('chunked', 0);
+    const right = await rightBytes('chunked', shard);
+    // Two parts of a splitting client at once: one chunk list fetch between them.
+    const [mid, head] = await Promise.all([get('chunked', shard, { range: 'bytes=70000-150000' }), get('chunked', shard, { range: 'bytes=0-99' })]);
+    expect(mid).toMatchObject({ status: 206, error: null });
+    expect(mid.headers).toMatchObject({ 'content-range': `bytes 70000-150000/${SIZE}`, 'content-length': '80001', etag: `"${shard.sha256}"`, 'accept-ranges': 'bytes', 'x-edgeshard-fallback': 'origin-proxy' });
+    expect(mid.body.equals(right.subarray(70000, 150001))).toBe(true);
+    expect(head).toMatchObject({ status: 206, error: null });
+    expect(head.headers['content-range']).toBe(`bytes 0-99/${SIZE}`);
+    expect(head.body.equals(right.subarray(0, 100))).toBe(true);
+    // Chunks 1-2 and chunk 0, not the whole shard twice (before: two 200s, 600,000 bytes from the origin).
+    const asked = sawFor(shardPath('chunked', shard));
+    expect(asked.map((r) => r.range).sort()).toEqual(['bytes=0-65535', 'bytes=65536-196607']);
+    expect(asked.reduce((n, r) => n + r.sent, 0)).toBe(3 * CHUNK);
+    expect(sawFor(listPath('chunked', shard))).toHaveLength(1);
+
+    // A suffix range: the last chunk only, and the list is not fetched again.
+    const tail = await get('chunked', shard, { range: 'bytes=-1000' });
+    expect(tail).toMatchObject({ status: 206, error: null });
+    expect(tail.headers['content-range']).toBe(`bytes ${SIZE - 1000}-${SIZE - 1}/${SIZE}`);
+    expect(tail.body.equals(right.subarray(SIZE - 1000))).toBe(true);
+    expect(sawFor(shardPath('chunked', shard)).at(-1)!.range).toBe(`bytes=${4 * CHUNK}-${SIZE - 1}`);
+    expect(sawFor(listPath('chunked', shard))).toHaveLength(1);
+  });
+
+  it("never lets a flipped byte through: a bad later chunk aborts the 206, a bad first chunk is a 502, and a flip outside the range's chunks does not matter", async () => {
+    const shard = shardOf('chunked', 1);
+    const right = await rightBytes('chunked', shard);
+    scripts.set(shardPath('chunked', shard), { flipAt: 140_000 }); // in chunk 2
+    // The attack is real: the origin's answer for chunks 1-2 is a well-formed 206 with the flipped byte in it,
+    // which a proxy that passed ranges through unchecked would hand on complete.
+    const direct = await request(`${origin.url}${shardPath('chunked', shard)}`, { headers: { range: 'bytes=65536-196607' }, dispatcher: client });
+    const directBody = Buffer.from(await direct.body.arrayBuffer());
+    expect(direct.statusCode).toBe(206);
+    expect(directBody.equals(right.subarray(65536, 196608))).toBe(false);
+
+    // Chunk 1 verifies and goes out with the head; chunk 2 fails: the transfer is cut, its bytes never sent.
+    const cut = await get('chunked', shard, { range: 'bytes=70000-150000' });
+    expect(cut.status).toBe(206);
+    expect(cut.error).not.toBeNull();
+    expect(cut.error).not.toBeInstanceOf(errors.BodyTimeoutError);
+    expect(cut.received).toBeLessThanOrEqual(2 * CHUNK - 70000);
+    expect(cut.body.equals(right.subarray(70000, 70000 + cut.received))).toBe(true);
+    expect(await warningAbout('chunk 2 from the origin hashes to leaf')).toMatchObject({ msg: 'origin proxy failed: transfer aborted' });
+
+    // The bad chunk is the first: nothing has gone out, so a 502 that says why.
+    const refused = await get('chunked', shard, { range: 'bytes=131072-140010' });
+    expect(refused.status).toBe(502);
+    expect(JSON.parse(refused.body.toString()).error).toMatch(/^chunk 2 from the origin hashes to leaf [0-9a-f]{64}; the chunk list says [0-9a-f]{64}$/);
+
+    // Ranges whose chunks do not hold the flipped byte are served whole and right.
+    for (const [a, b] of [[0, 1000], [200_000, SIZE - 1]] as const) {
+      const ok = await get('chunked', shard, { range: `bytes=${a}-${b}` });
+      expect(ok).toMatchObject({ status: 206, error: null });
+      expect(ok.body.equals(right.subarray(a, b + 1))).toBe(true);
+    }
+  });
+
+  it('refuses a chunk list that does not match the manifest (a 502; the shard is not asked for), and does not keep it', async () => {
+    const shard = shardOf('chunked', 2);
+    const right = await rightBytes('chunked', shard);
+    // The origin flips a byte in chunk 1 and serves a list that agrees with its bytes, not with the manifest's root.
+    const tampered = flipped(right, 100_000);
+    scripts.set(shardPath('chunked', shard), { flipAt: 100_000 });
+    const forged = leafHashesOf(tampered, CHUNK);
+    lists.set(listPath('chunked', shard), Buffer.concat(forged));
+
+    // Without the root check, the forged list would pass the flipped chunk: every byte of the range comes out.
+    const plan = planChunkRange(SIZE, CHUNK, 70000, 150000);
+    const released: Buffer[] = [];
+    const unchecked = verifiedRangeStream(plan, forged, 'range').on('data', (b: Buffer) => released.push(b));
+    await pipeline(Readable.from([tampered.subarray(plan.originStart, plan.originEnd + 1)]), unchecked);
+    expect(Buffer.concat(released).equals(tampered.subarray(70000, 150001))).toBe(true);
+
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const got = await get('chunked', shard, { range: 'bytes=70000-150000' });
+      expect(got.status).toBe(502);
+      expect(JSON.parse(got.body.toString()).error).toBe(`chunk list chunked/.chunks/${shard.sha256}: chunk list hashes to root ${merkleRoot(forged).toString('hex')}, the manifest says ${shard.chunkRoot}`);
+    }
+    expect(sawFor(shardPath('chunked', shard))).toEqual([]);
+    // Refused lists are not cached: each request asked again.
+    expect(sawFor(listPath('chunked', shard))).toHaveLength(2);
+    expect(await warningAbout('chunk list hashes to root')).toMatchObject({ msg: 'origin proxy refused a range' });
+
+    // No list at the origin: also a 502, not the shard unverified.
+    const listless = shardOf('chunked', 3);
+    lists.set(listPath('chunked', listless), null);
+    const got = await get('chunked', listless, { range: 'bytes=0-99' });
+    expect(got.status).toBe(502);
+    expect(JSON.parse(got.body.toString()).error).toBe(`chunk list chunked/.chunks/${listless.sha256}: origin answered 404`);
+    expect(sawFor(shardPath('chunked', listless))).toEqual([]);
+  });
+
+  it('answers 416 from the manifest for a range past the end; several ranges, a malformed one or a stale If-Range get the whole 200', async () => {
+    const shard = shardOf('chunked', 0);
+    const before = originSaw.length;
+    for (const [ds, s] of [['chunked', shard], ['plain', shardOf('plain', 0)]] as const) {
+      for (const range of [`bytes=${SIZE}-`, `bytes=${SIZE + 5}-${SIZE + 10}`]) {
+        const got = await get(ds, s, { range });
+        expect(got.status).toBe(416);
+        expect(got.headers['content-range']).toBe(`bytes */${SIZE}`);
+      }
+    }
+    // A HEAD ignores Range (it is defined for GET): the manifest's size, and ranges advertised.
+    const head = await get('chunked', shard, { range: 'bytes=0-99' }, 'HEAD');
+    expect(head.status).toBe(200);
+    expect(head.headers).toMatchObject({ 'content-length': String(SIZE), 'accept-ranges': 'bytes', etag: `"${shard.sha256}"` });
+    expect(originSaw.slice(before)).toEqual([]);
+
+    for (const headers of [{ range: 'bytes=0-1,5-6' } as Record<string, string>, { range: 'bytes=abc' }, { range: 'bytes=0-99', 'if-range': `"${'0'.repeat(64)}"` }, { range: 'bytes=0-99', 'if-range': 'Wed, 21 Oct 2015 07:28:00 GMT' }]) {
+      const got = await get('chunked', shard, headers);
+      expect(got).toMatchObject({ status: 200, error: null });
+      expect(sha256Hex(got.body)).toBe(shard.sha256);
+      expect(originSaw.at(-1)).toMatchObject({ path: shardPath('chunked', shard), range: undefined });
+    }
+    const current = await get('chunked', shard, { range: 'bytes=0-99', 'if-range': `"${shard.sha256}"` });
+    expect(current.status).toBe(206);
+    expect(current.body).toHaveLength(100);
+  });
+
+  it('answers a range of a format 1 shard (no chunk hashes) with the whole shard, a 200 still held to its sha256', async () => {
+    const shard = shardOf('plain', 0);
+    const got = await get('plain', shard, { range: 'bytes=0-99' });
+    expect(got).toMatchObject({ status: 200, error: null });
+    expect(got.headers['accept-ranges']).toBeUndefined();
+    expect(sha256Hex(got.body)).toBe(shard.sha256);
+    expect(originSaw.at(-1)).toMatchObject({ path: shardPath('plain', shard), range: undefined });
+
+    const bad = shardOf('plain', 1);
+    scripts.set(shardPath('plain', bad), { flipAt: 150_000 });
+    const cut = await get('plain', bad, { range: 'bytes=0-99' });
+    expect(cut.status).toBe(200);
+    expect(cut.error).not.toBeNull();
+    expect(cut.error).not.toBeInstanceOf(errors.BodyTimeoutError);
+    expect(cut.received).toBeLessThan(SIZE);
+  });
+
+  it('a one-chunk shard needs no chunk list: its root is its only leaf', async () => {
+    const shard = shardOf('onechunk', 0);
+    const right = await rightBytes('onechunk', shard);
+    const got = await get('onechunk', shard, { range: 'bytes=100-199' });
+    expect(got).toMatchObject({ status: 206, error: null });
+    expect(got.body.equals(right.subarray(100, 200))).toBe(true);
+    expect(sawFor(shardPath('onechunk', shard)).map((r) => r.range)).toEqual(['bytes=0-49999']);
+    expect(sawFor(listPath('onechunk', shard))).toEqual([]);
+  });
+
+  it("an origin that ignores Range: its whole 200 is read up to the range's last chunk, chunk-verified, and the range is a 206", async () => {
+    const shard = shardOf('chunked', 4);
+    const right = await rightBytes('chunked', shard);
+    scripts.set(shardPath('chunked', shard), { ignoreRange: true });
+    const got = await get('chunked', shard, { range: 'bytes=70000-150000' });
+    expect(got).toMatchObject({ status: 206, error: null });
+    expect(got.headers['content-range']).toBe(`bytes 70000-150000/${SIZE}`);
+    expect(got.body.equals(right.subarray(70000, 150001))).toBe(true);
+    expect(await warningAbout('the origin answered 200 to bytes=65536-196607')).toMatchObject({ msg: expect.stringContaining('the origin ignored Range') });
+
+    // The same origin with a flipped byte in chunk 1: a range starting in chunk 1 is a 502, one in chunk 0 is right.
+    const bad = shardOf('chunked', 5);
+    const badRight = await rightBytes('chunked', bad);
+    scripts.set(shardPath('chunked', bad), { ignoreRange: true, flipAt: 100_000 });
+    const refused = await get('chunked', bad, { range: 'bytes=70000-150000' });
+    expect(refused.status).toBe(502);
+    expect(JSON.parse(refused.body.toString()).error).toMatch(/^chunk 1 from the origin hashes to leaf /);
+    const ok = await get('chunked', bad, { range: 'bytes=0-1000' });
+    expect(ok).toMatchObject({ status: 206, error: null });
+    expect(ok.body.equals(badRight.subarray(0, 1001))).toBe(true);
+  });
+
+  it("keeps verified chunk lists within its byte budget, the least recently used out first", async () => {
+    // A budget of one 300,000-byte shard's list (5 leaves of 32 bytes).
+    const cache = new GatewayChunkLists({ originUrl: origin.url, dispatcher: client, maxBytes: 5 * 32 });
+    const [a, b] = [shardOf('chunked', 0), shardOf('chunked', 7)];
+    const ask = (s: ShardEntry) => cache.get({ dataset: 'chunked', shard: { sha256: s.sha256, size: s.size, chunkRoot: s.chunkRoot! }, chunkSize: CHUNK });
+    const fetches = (s: ShardEntry) => sawFor(listPath('chunked', s)).length;
+    const [a0, b0] = [fetches(a), fetches(b)];
+    await ask(a);
+    await ask(a);
+    expect(fetches(a) - a0).toBe(1);
+    await ask(b); // pushes a's list out
+    expect(cache.size).toBe(1);
+    await ask(a);
+    expect([fetches(a) - a0, fetches(b) - b0]).toEqual([2, 1]);
+  });
+
+  it('refuses an origin 206 whose Content-Range is not the range asked for', async () => {
+    const shard = shardOf('chunked', 6);
+    scripts.set(shardPath('chunked', shard), { shiftedRange: true });
+    const got = await get('chunked', shard, { range: 'bytes=0-99' });
+    expect(got.status).toBe(502);
+    expect(JSON.parse(got.body.toString()).error).toBe(`the origin answered ${shard.path} with Content-Range "bytes 65536-131071/${SIZE}"; asked for bytes 0-65535/${SIZE}`);
   });
 });
