@@ -3,8 +3,8 @@
 #   docker run -p 8080:8080 -v edgeshard-cache:/var/cache/edgeshard -v edgeshard-key:/var/lib/edgeshard edgeshard \
 #     node --origin https://data.example.org/datasets --gateway https://gw.example.org --cache-dir /var/cache/edgeshard \
 #     --key-file /var/lib/edgeshard/node-key.json --cache-size 500GB --max-upload 200Mbps --lat 48.85 --lon 2.35
-# The TypeScript runs through tsx, so the image keeps the dev dependencies that include it; `node`, `gateway` and
-# `fetch` run from a JavaScript build of their sources (esbuild, no tsx loader thread: ~35 MiB less RSS), made here
+# The TypeScript runs through tsx, so the image keeps the dev dependencies that include it; `node`, `gateway`,
+# `settler` and `fetch` run from a JavaScript build of their sources (esbuild, no tsx loader thread: ~35 MiB less RSS), made here
 # because the user the container runs as cannot write node_modules/.cache.
 FROM node:20-bookworm-slim
 WORKDIR /opt/edgeshard

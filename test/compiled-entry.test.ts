@@ -1,4 +1,4 @@
-// `edgeshard node`, `gateway` and `fetch` run from a JavaScript build of their sources (bin/compiled-entry.js) instead
+// `edgeshard node`, `gateway`, `settler` and `fetch` run from a JavaScript build of their sources (bin/compiled-entry.js) instead
 // of through tsx's loader, whose thread and V8 isolate stay for the life of the process (~35 MiB of a node's RSS, issue
 // #14). What must hold: the build is never stale (a changed imported source is rebuilt), module-relative paths resolve
 // as from the sources, and the start path operators use (`node bin/edgeshard.js node`, as in the Dockerfile and the
@@ -13,6 +13,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { build, compiledEntry } from '../bin/compiled-entry.js';
 import { tempDir } from './helpers/net.ts';
+import { generateTicketKey } from '../protocol/tickets.ts';
 
 const CLI = join(import.meta.dirname, '..', 'bin', 'edgeshard.js');
 
@@ -131,6 +132,10 @@ const startNode = (dir: string, env: NodeJS.ProcessEnv): Promise<Started> =>
 const startGatewayCli = (dir: string, env: NodeJS.ProcessEnv): Promise<Started> =>
   startCli(['gateway', '--origin', 'http://127.0.0.1:9', '--dataset', 'sample', '--host', '127.0.0.1', '--port', '0', '--ticket-key', join(dir, 'ticket.pem'), '--log-level', 'error'], /gateway on (http:\/\/127\.0\.0\.1:\d+)/, env);
 
+/** `node bin/edgeshard.js settler` on loopback, trusting one made-up gateway key. */
+const startSettlerCli = (dir: string, env: NodeJS.ProcessEnv): Promise<Started> =>
+  startCli(['settler', '--host', '127.0.0.1', '--port', '0', '--dir', join(dir, 'settler'), '--id', 'settler-compiled-test', '--gateway-keys', generateTicketKey().publicKeyB64, '--log-level', 'warn'], /settler \S+ on (http:\/\/127\.0\.0\.1:\d+)/, env);
+
 async function threadsOf(pid: number): Promise<number> {
   return Number(/^Threads:\s+(\d+)/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'))![1]);
 }
@@ -175,6 +180,11 @@ describe.runIf(process.platform === 'linux')('`node bin/edgeshard.js node`, as o
     compiledBesideTsx(startGatewayCli, { EDGESHARD_VIA_TSX: '1' }, async (compiled) => {
       // Up, waiting for its origin: /healthz answers (503 until the dataset loads), so the server is the gateway's.
       expect((await fetch(`${compiled.url}/healthz`)).headers.get('content-type')).toMatch(/json/);
+    }));
+
+  it('runs the settler compiled too (its signature workers: test/settler.test.ts)', () =>
+    compiledBesideTsx(startSettlerCli, { EDGESHARD_VIA_TSX: '1' }, async (compiled) => {
+      expect(await (await fetch(`${compiled.url}/v1/status`)).json()).toMatchObject({ id: 'settler-compiled-test' });
     }));
 
   it('runs `edgeshard fetch` compiled: one thread fewer than through tsx while it waits on its gateway', async () => {

@@ -268,6 +268,41 @@ describe('edgeshard settler', () => {
 });
 
 describe('edgeshard settler as a process', () => {
+  it('runs compiled and settles a due epoch through its signature workers', async () => {
+    // An epoch three days back, recorded by a settler whose clock was inside it; the process below, on the real
+    // clock, finds it past its claim window and settles it at its first check. Settling checks every receipt's
+    // signatures in worker threads (settler/signature-worker.mjs), which the compiled build must still find.
+    const past = Math.floor(Date.now() / 1000 / EPOCH_SECONDS) - 3;
+    const at = past * EPOCH_SECONDS + 100;
+    const w = await receiptWorld(past + 1);
+    const dir = await tmp();
+    const s = await start(dir, w, { now: at });
+    const node = Wallet.createRandom() as unknown as Wallet;
+    const addr = node.address.toLowerCase();
+    const ticket = signClientTicket({ shard: 'cd'.repeat(32), node: addr, expiresAt: at + 600, epoch: past, byteCap: 4n * GIB, client: w.client.address.toLowerCase(), sessionKey: w.session.publicHex }, w.gateway);
+    const batch = await signClaimBatch(node, { settler: 'settler-test', epoch: past, nonce: randomBytes(16).toString('hex'), timestamp: at, receipts: [signReceipt(ticket, GIB, at, w.session)], sessions: [w.auth] });
+    expect((await post(s.url, '/v1/claims', batch)).status).toBe(200);
+    await s.close();
+    running.splice(running.indexOf(s), 1);
+
+    const child = spawn(process.execPath, ['bin/edgeshard.js', 'settler', '--port', '0', '--host', '127.0.0.1', '--dir', dir, '--id', 'settler-test', '--gateway-keys', w.gateway.publicKeyB64, '--settle-check', '50', '--log-level', 'warn'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    child.stderr.on('data', (c: Buffer) => (out += c.toString()));
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    try {
+      const totalsFile = join(dir, 'epochs', String(past), 'totals.json');
+      await until('the settler process to settle the past epoch', async () => child.exitCode !== null || (await readFile(totalsFile, 'utf8').then(() => true, () => false)), 30_000);
+      expect(child.exitCode, out).toBeNull();
+      expect(out).not.toContain('running through tsx'); // bin/edgeshard.js says so when it cannot run compiled
+      const totals = JSON.parse(await readFile(totalsFile, 'utf8')) as Array<{ node: string; paidBytes: string }>;
+      expect(totals).toMatchObject([{ node: addr, paidBytes: String(GIB) }]);
+    } finally {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await exited;
+    }
+  });
+
   it('a batch acknowledged before kill -9 is settled after the restart', async () => {
     const w = await world();
     const dir = await tmp();
