@@ -527,8 +527,10 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   }
 
   /**
-   * --fallback proxy: the shard from the origin, checked against the manifest on the way (origin-proxy.ts), or one
-   * byte range of it, checked chunk by chunk (origin-range.ts).
+   * --fallback proxy: the shard from the origin, checked against the manifest on the way. A format 2 shard, whole or
+   * one byte range of it, is checked chunk by chunk (origin-range.ts), so no byte goes out before its chunk matched;
+   * a format 1 shard (or one whose chunk list cannot be had) streams with its last byte held back until the whole
+   * sha256 matches (origin-proxy.ts).
    */
   async function proxyFromOrigin(req: IncomingMessage, res: ServerResponse, ds: Dataset, shard: ShardEntry): Promise<void> {
     const chunks = shardChunks(ds.manifest, shard);
@@ -549,7 +551,29 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     // A format 1 shard's range could only be checked by reading the whole shard from the origin, so it is answered
     // with the whole shard, a 200 (a valid answer to a Range request, RFC 9110 §14.2). Several ranges or a malformed
     // Range: the same.
-    if (range?.kind === 'partial' && chunks) return proxyRangeFromOrigin(res, ds, shard, chunks, range, head);
+    const partial = range?.kind === 'partial' && chunks ? range : null;
+    if (chunks && shard.size > 0) {
+      let leaves: Buffer[];
+      try {
+        leaves = await chunkLists.get({ dataset: ds.name, shard: { sha256: shard.sha256, size: shard.size, chunkRoot: chunks.chunkRoot }, chunkSize: chunks.chunkSize });
+      } catch (err) {
+        const reason = (err as Error).message;
+        // A range without its list: no fallback, its bytes could not be checked before they go out.
+        if (partial) {
+          log.warn({ dataset: ds.name, shard: shard.path, range: `${partial.start}-${partial.end}`, reason }, 'origin proxy refused a range');
+          return fail(res, 'redirect', 502, reason);
+        }
+        // The whole shard without its list: still held to its sha256 (last byte back), as a format 1 shard is.
+        log.warn({ dataset: ds.name, shard: shard.path, reason }, 'origin proxy: no chunk list; the shard is checked against its whole sha256 only');
+        return proxyWholeFromOrigin(res, ds, shard, head);
+      }
+      return proxyChunkedFromOrigin(res, ds, shard, chunks, leaves, partial, head);
+    }
+    return proxyWholeFromOrigin(res, ds, shard, head);
+  }
+
+  /** The whole shard, its last byte held back until the body hashes to the manifest's sha256 (origin-proxy.ts). */
+  async function proxyWholeFromOrigin(res: ServerResponse, ds: Dataset, shard: ShardEntry, head: Record<string, string>): Promise<void> {
     const upstream = await request(catalog.originUrlFor(ds, shard), { dispatcher: originAgent });
     if (upstream.statusCode !== 200) {
       upstream.body.resume();
@@ -573,60 +597,59 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   }
 
   /**
-   * One byte range of a format 2 shard: the chunk list (verified against the root, cached), then only the covering
-   * chunks from the origin, each released once it matches its leaf hash. The 206's head goes out with the first
-   * verified bytes, so a list that cannot be had or does not match, a wrong answer head, or a bad first chunk is a
-   * 502; a bad later chunk aborts the transfer. Unverified bytes never reach the client.
+   * A format 2 shard, whole (`range` null: a 200) or one byte range of it (a 206), its chunk list in hand: only the
+   * covering chunks are asked of the origin, and each is released once it matches its leaf hash. A whole shard is
+   * also held to its sha256, its last byte back until the end, as before. The head goes out with the first verified
+   * bytes, so a wrong answer head or a bad first chunk is a 502; a bad later chunk aborts the transfer. Unverified
+   * bytes never reach the client.
    */
-  async function proxyRangeFromOrigin(res: ServerResponse, ds: Dataset, shard: ShardEntry, chunks: ShardChunks, range: { start: number; end: number }, head: Record<string, string>): Promise<void> {
+  async function proxyChunkedFromOrigin(res: ServerResponse, ds: Dataset, shard: ShardEntry, chunks: ShardChunks, leaves: readonly Buffer[], range: { start: number; end: number } | null, head: Record<string, string>): Promise<void> {
+    const what = range ? `${range.start}-${range.end}` : 'whole';
     const refuse = (reason: string): void => {
-      log.warn({ dataset: ds.name, shard: shard.path, range: `${range.start}-${range.end}`, reason }, 'origin proxy refused a range');
+      log.warn({ dataset: ds.name, shard: shard.path, range: what, reason }, range ? 'origin proxy refused a range' : "origin proxy refused the origin's answer");
       fail(res, 'redirect', 502, reason);
     };
-    let leaves: Buffer[];
-    try {
-      leaves = await chunkLists.get({ dataset: ds.name, shard: { sha256: shard.sha256, size: shard.size, chunkRoot: chunks.chunkRoot }, chunkSize: chunks.chunkSize });
-    } catch (err) {
-      // No whole-shard fallback here: its bytes would reach the client before the whole hash is checked.
-      return refuse((err as Error).message);
-    }
-    const plan = planChunkRange(shard.size, chunks.chunkSize, range.start, range.end);
-    const upstream = await request(catalog.originUrlFor(ds, shard), { dispatcher: originAgent, headers: { range: originRangeHeader(plan) } });
+    const plan = planChunkRange(shard.size, chunks.chunkSize, range?.start ?? 0, range?.end ?? shard.size - 1);
+    const upstream = await request(catalog.originUrlFor(ds, shard), { dispatcher: originAgent, ...(range ? { headers: { range: originRangeHeader(plan) } } : {}) });
     upstream.body.on('error', () => {}); // its errors reach the client's side through the verifying stream
     let problem: string | null;
-    if (upstream.statusCode === 206) {
+    if (range && upstream.statusCode === 206) {
       problem = originPartialProblem(upstream.headers['content-range'], upstream.headers['content-length'], plan, shard.path);
     } else if (upstream.statusCode === 200) {
+      problem = declaredLengthProblem(upstream.headers['content-length'], shard);
       // An origin that ignores Range: its whole answer is read from the start, chunk-verified the same way, and hung
       // up on after the range's last chunk. Still only verified bytes, one chunk held; the origin sends more.
-      problem = declaredLengthProblem(upstream.headers['content-length'], shard);
-      if (!problem) log.warn({ dataset: ds.name, shard: shard.path, range: `${range.start}-${range.end}`, reason: `the origin answered 200 to ${originRangeHeader(plan)}` }, 'origin proxy: the origin ignored Range; its whole answer is read up to the range\'s last chunk');
+      if (!problem && range) log.warn({ dataset: ds.name, shard: shard.path, range: what, reason: `the origin answered 200 to ${originRangeHeader(plan)}` }, 'origin proxy: the origin ignored Range; its whole answer is read up to the range\'s last chunk');
     } else {
-      problem = `origin answered ${upstream.statusCode} to ${originRangeHeader(plan)}`;
+      problem = `origin answered ${upstream.statusCode}${range ? ` to ${originRangeHeader(plan)}` : ''}`;
     }
     if (problem) {
       upstream.body.destroy();
       return refuse(problem);
     }
-    const verified = verifiedRangeStream(plan, leaves, upstream.statusCode === 206 ? 'range' : 'whole');
-    pipeline(upstream.body, verified).catch(() => {}); // a failure tears both down and reaches the reader below
+    // A whole shard is read as the range 0..size-1 (a byte past it is an error, not the rest of an ignored Range), and
+    // is held to its size and sha256 first (checkedShardStream holds its last byte back, so the last chunk is
+    // released only once the whole hash matched): both are in the manifest.
+    const verified = verifiedRangeStream(plan, leaves, !range || upstream.statusCode === 206 ? 'range' : 'whole');
+    (range ? pipeline(upstream.body, verified) : pipeline(upstream.body, checkedShardStream(shard), verified)).catch(() => {}); // a failure tears all down and reaches the reader below
     const reader = verified[Symbol.asyncIterator]() as AsyncIterableIterator<Buffer>;
     try {
       let first: IteratorResult<Buffer>;
       try {
         first = await reader.next();
-        if (first.done) throw new Error('the verified range ended empty');
+        if (first.done) throw new Error('the verified body ended empty');
       } catch (err) {
         return refuse((err as Error).message);
       }
-      res.writeHead(206, { ...head, 'content-length': String(range.end - range.start + 1), 'content-range': contentRange(range.start, range.end, shard.size) });
+      if (range) res.writeHead(206, { ...head, 'content-length': String(range.end - range.start + 1), 'content-range': contentRange(range.start, range.end, shard.size) });
+      else res.writeHead(200, head);
       try {
         await pipeline(prepend(first.value, reader), res);
       } catch (err) {
-        log.warn({ dataset: ds.name, shard: shard.path, range: `${range.start}-${range.end}`, reason: (err as Error).message }, 'origin proxy failed: transfer aborted');
+        log.warn({ dataset: ds.name, shard: shard.path, range: what, reason: (err as Error).message }, 'origin proxy failed: transfer aborted');
         return metrics.request('redirect', 502);
       }
-      metrics.request('redirect', 206);
+      metrics.request('redirect', range ? 206 : 200);
     } finally {
       upstream.body.destroy(); // a 200 body is not read past the range's last chunk
     }

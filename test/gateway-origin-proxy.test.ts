@@ -17,6 +17,7 @@ import { defaultGatewayConfig } from '../gateway/config.ts';
 import { sha256Hex } from '../protocol/hash.ts';
 import { leafHashesOf, merkleRoot } from '../protocol/chunks.ts';
 import { planChunkRange, verifiedRangeStream } from '../gateway/origin-range.ts';
+import { checkedShardStream } from '../gateway/origin-proxy.ts';
 import { GatewayChunkLists } from '../gateway/chunk-lists.ts';
 import type { Manifest, ShardEntry } from '../protocol/manifest.ts';
 import { startScriptedOrigin, tempDir } from './helpers/net.ts';
@@ -107,7 +108,8 @@ describe('gateway --fallback proxy against a hostile origin', () => {
   beforeAll(async () => {
     tmp = await tempDir();
     const root = join(tmp.dir, 'origin');
-    ({ manifest } = await writeSampleDataset(join(root, 'sample'), { shards: 5, shardSize: 300_000 }));
+    // Format 1 (no chunk hashes): the whole-sha256 path. Format 2 shards are checked chunk by chunk (below).
+    ({ manifest } = await writeSampleDataset(join(root, 'sample'), { shards: 5, shardSize: 300_000, chunkSize: null }));
     const hows: Answer[] = ['right', 'declared-longer', 'longer-endless', 'wrong-byte', 'short'];
     manifest.shards.forEach((s, i) => answers.set(`/sample/${s.path}`, hows[i]!));
     origin = await startScriptedOrigin(async (req, res) => {
@@ -471,6 +473,53 @@ describe('gateway --fallback proxy: byte ranges', () => {
     const ok = await get('chunked', bad, { range: 'bytes=0-1000' });
     expect(ok).toMatchObject({ status: 206, error: null });
     expect(ok.body.equals(badRight.subarray(0, 1001))).toBe(true);
+  });
+
+  it('checks a whole format 2 shard chunk by chunk too: a bad chunk never goes out, a bad first chunk is a 502', async () => {
+    const shard = shardOf('chunked', 6);
+    const right = await rightBytes('chunked', shard);
+    const whole = await get('chunked', shard);
+    expect(whole).toMatchObject({ status: 200, error: null });
+    expect(whole.headers).toMatchObject({ 'content-length': String(SIZE), 'accept-ranges': 'bytes', etag: `"${shard.sha256}"` });
+    expect(whole.body.equals(right)).toBe(true);
+    expect(sawFor(shardPath('chunked', shard)).map((r) => r.range)).toEqual([undefined]);
+
+    // A flipped byte in chunk 2. The whole-sha256 check alone (what format 1 gets) lets every byte but the last go
+    // out before it can tell, the flipped one among them:
+    const tampered = flipped(right, 140_000);
+    const released: Buffer[] = [];
+    const wholeOnly = checkedShardStream(shard).on('data', (b: Buffer) => released.push(b));
+    await expect(pipeline(Readable.from([tampered]), wholeOnly)).rejects.toThrow(/hash to/);
+    expect(Buffer.concat(released).subarray(0, 140_001).equals(tampered.subarray(0, 140_001))).toBe(true);
+    // Chunk by chunk, the client gets chunks 0 and 1 and then a cut transfer: no byte of chunk 2.
+    scripts.set(shardPath('chunked', shard), { flipAt: 140_000 });
+    const cut = await get('chunked', shard);
+    expect(cut.status).toBe(200);
+    expect(cut.error).not.toBeNull();
+    expect(cut.error).not.toBeInstanceOf(errors.BodyTimeoutError);
+    expect(cut.received).toBeLessThanOrEqual(2 * CHUNK);
+    expect(cut.body.equals(right.subarray(0, cut.received))).toBe(true);
+    const badLeaf = leafHashesOf(tampered, CHUNK)[2]!.toString('hex');
+    expect(await warningAbout(`chunk 2 from the origin hashes to leaf ${badLeaf}`)).toMatchObject({ msg: 'origin proxy failed: transfer aborted', range: 'whole' });
+
+    // A bad first chunk: nothing has gone out, so a 502 that says why.
+    scripts.set(shardPath('chunked', shard), { flipAt: 10 });
+    const refused = await get('chunked', shard);
+    expect(refused.status).toBe(502);
+    expect(JSON.parse(refused.body.toString()).error).toMatch(/^chunk 0 from the origin hashes to leaf /);
+  });
+
+  it('a whole format 2 shard whose chunk list cannot be had is still served, held to its whole sha256', async () => {
+    const shard = shardOf('chunked', 7);
+    lists.set(listPath('chunked', shard), null);
+    try {
+      const got = await get('chunked', shard);
+      expect(got).toMatchObject({ status: 200, error: null });
+      expect(sha256Hex(got.body)).toBe(shard.sha256);
+      expect(await warningAbout(`chunk list chunked/.chunks/${shard.sha256}: origin answered 404`)).toMatchObject({ msg: expect.stringContaining('whole sha256 only') });
+    } finally {
+      lists.delete(listPath('chunked', shard)); // the list-cache test below uses this shard's list
+    }
   });
 
   it("keeps verified chunk lists within its byte budget, the least recently used out first", async () => {
