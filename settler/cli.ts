@@ -8,6 +8,7 @@ import { startSettler } from './server.ts';
 import { join } from 'node:path';
 import { connectChain } from '../contracts/cli.ts';
 import { createRootPoster } from '../contracts/root-poster.ts';
+import { RootPostRetrier } from './root-post-retry.ts';
 import { openChainReader } from '../contracts/connect.ts';
 import { readContractsFile } from '../contracts/handles.ts';
 import { settlementDomain } from '../protocol/challenge-evidence.ts';
@@ -26,9 +27,19 @@ export const settlerCommand: Command = {
   async run(settings) {
     const config = settlerConfigFromSettings(settings);
     const logger = createLogger(config.logLevel, 'settler');
-    // With --post-roots, every settled epoch's root goes on chain; failures are logged and retried at the next start.
+    // With --post-roots, every settled epoch's root goes on chain; a post the chain did not answer is tried again on
+    // a doubling schedule (settler/root-post-retry.ts), and the next start posts whatever is still missing.
     const chain = settings['post-roots'] === true ? await connectChain(settings, 'chain-key-file') : null;
-    const poster = chain ? createRootPoster(chain.contracts) : null;
+    const poster = chain
+      ? new RootPostRetrier(createRootPoster(chain.contracts), {
+          onOutcome(r, attempt, retryInMs) {
+            if ('posted' in r) console.log(`epoch ${r.epoch}: root ${r.posted.root} posted on chain (total ${r.posted.total}, claimable from ${new Date(Number(r.posted.challengeEnds) * 1000).toISOString()})${attempt > 1 ? ` at attempt ${attempt}` : ''}`);
+            else if ('failed' in r && retryInMs !== undefined) logger.error({ epoch: r.epoch, err: r.failed, attempt, retryInMs }, `posting the root on chain failed; trying again in ${Math.round(retryInMs / 1000)} s`);
+            else if ('failed' in r) logger.error({ epoch: r.epoch, err: r.failed }, 'posting the root on chain failed; it is tried again when the settler restarts, or run `edgeshard rewards post`');
+            else logger.info({ epoch: r.epoch, reason: r.skipped }, 'root not posted');
+          },
+        })
+      : null;
     // With --watch-chain, a read-only connection whose events feed the edgeshard_chain_* metrics.
     const watchPollSeconds = intSetting(settings, 'chain-poll', 1, 86_400);
     const confirmations = intSetting(settings, 'chain-confirmations', 0, 10_000);
@@ -37,12 +48,7 @@ export const settlerCommand: Command = {
     const contractsFile = chain?.file ?? (watchChain ? await readContractsFile(String(settings.contracts)) : null);
     const reader = watchChain && contractsFile ? await openChainReader(String(settings.rpc), contractsFile) : null;
     const chainWatch = reader && contractsFile ? { provider: reader, file: contractsFile, pollMs: watchPollSeconds * 1000, confirmations } : undefined;
-    const postRoot = async (epochDir: string) => {
-      const r = await poster!.post(epochDir);
-      if ('posted' in r) console.log(`epoch ${r.epoch}: root ${r.posted.root} posted on chain (total ${r.posted.total}, claimable from ${new Date(Number(r.posted.challengeEnds) * 1000).toISOString()})`);
-      else if ('failed' in r) logger.error({ epoch: r.epoch, err: r.failed }, 'posting the root on chain failed; it is retried when the settler restarts, or run `edgeshard rewards post`');
-      else logger.info({ epoch: r.epoch, reason: r.skipped }, 'root not posted');
-    };
+    const postRoot = async (epochDir: string): Promise<void> => void (await poster!.post(epochDir));
     // With a chain connection, gateways' slashing evidence is submitted once a quorum signed it (unless --no-slash).
     const slash = chain && settings['no-slash'] !== true ? { settlement: chain.contracts.settlement, domain: settlementDomain(chain.file.chainId, chain.file.settlement) } : undefined;
     const s = await startNamingOptions(
@@ -65,6 +71,7 @@ export const settlerCommand: Command = {
     if (s.slasher) console.log(`  submitting slashing evidence once ${s.slasher.quorum} gateway key(s) signed it (--no-slash to stop); done so far: ${s.slasher.submitted.size}`);
     if (chainWatch) console.log(`  watching the contracts' events at ${String(settings.rpc)} from block ${chainWatch.file.deployBlock} (or where ${join(config.dir, 'chain-watch.json')} left off) every ${watchPollSeconds} s: edgeshard_chain_* at ${s.url}/metrics`);
     await stopSignal();
+    poster?.close();
     await s.close();
     chain?.close();
     reader?.destroy();

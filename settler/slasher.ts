@@ -22,6 +22,7 @@ import type { EvidenceRecord, GatewayRecord } from '../protocol/gateway-records.
 import { evidenceDigest, evidenceOfRecord, evidenceSignatureProblem, type FailedChallengeEvidence } from '../protocol/challenge-evidence.ts';
 import { describeRevert, type Contracts } from '../contracts/handles.ts';
 import { JsonlFile } from './jsonl-file.ts';
+import { doublingDelayMs, realRetryTimers, type RetryTimers } from '../protocol/backoff.ts';
 import type { SettlerMetrics } from './metrics.ts';
 
 export type EvidenceVerdict = 'counted' | 'duplicate' | 'bad-signature' | 'not-a-gateway' | 'already-done';
@@ -43,11 +44,7 @@ interface Pending {
   retry?: unknown;
 }
 
-/** Where the retry timers come from: setTimeout by default; tests fire them by hand. */
-export interface RetryTimers {
-  set(fn: () => void, ms: number): unknown;
-  clear(handle: unknown): void;
-}
+export type { RetryTimers };
 
 export interface SlashRetry {
   /** The first retry's delay; each one after doubles it, up to maxMs. */
@@ -65,17 +62,8 @@ export const DEFAULT_SLASH_TX_WAIT_MS = 180_000;
 
 /** The delay before the retry that follows failure number `failures` (1, 2, ...): base·2^(n−1), capped. Pure. */
 export function slashRetryDelayMs(failures: number, retry: SlashRetry): number {
-  return Math.min(retry.maxMs, retry.baseMs * 2 ** Math.max(0, failures - 1));
+  return doublingDelayMs(failures, retry);
 }
-
-const realTimers: RetryTimers = {
-  set(fn, ms) {
-    const t = setTimeout(fn, ms);
-    t.unref();
-    return t;
-  },
-  clear: (handle) => clearTimeout(handle as NodeJS.Timeout),
-};
 
 /** The contract refused the call (a revert it names): trying again changes nothing. */
 class ContractRefusal extends Error {}
@@ -113,7 +101,7 @@ export class Slasher {
     private readonly gatewayRole: string,
   ) {
     this.retry = opts.retry ?? DEFAULT_SLASH_RETRY;
-    this.timers = opts.timers ?? realTimers;
+    this.timers = opts.timers ?? realRetryTimers;
     opts.metrics?.setSlashRetriesPending(() => [...this.pending.values()].filter((p) => p.retry !== undefined).length);
     opts.metrics?.setSlashEvidencePending(() => this.pending.size);
   }
