@@ -1,5 +1,5 @@
 // `edgeshard settler --post-roots`: a settled epoch's root whose posting failed (the chain did not answer: an RPC
-// endpoint down, a connection lost) is tried again on a doubling, capped schedule until it is posted or there is
+// endpoint down, a connection lost; or it refused, which a role or a deposit granted later can change) is tried again on a doubling, capped schedule until it is posted or there is
 // nothing to post (already on chain, e.g. by `edgeshard rewards post`; no root). Before, it waited for the settler's
 // next start, and the nodes of that epoch could not claim until someone restarted it. The poster itself is
 // idempotent (contracts/root-poster.ts reads the chain before it posts), so a retry never posts twice.
