@@ -49,7 +49,7 @@ import { SettlerRewards } from './settler-rewards.ts';
 import { checkedShardStream, declaredLengthProblem } from './origin-proxy.ts';
 import { GatewayChunkLists } from './chunk-lists.ts';
 import { originPartialProblem, originRangeHeader, planChunkRange, verifiedRangeStream } from './origin-range.ts';
-import { contentRange, contentRangeUnsatisfied, evaluateIfRange, parseRange } from '../protocol/http-semantics.ts';
+import { contentRange, contentRangeUnsatisfied, evaluateConditional, evaluateIfRange, parseRange } from '../protocol/http-semantics.ts';
 import { inStartupGrace, startupGraceMessage, STARTUP_GRACE_RETRY_AFTER_S, type StartupGrace } from './startup-grace.ts';
 
 /** How far one client's signed report moves a node's score (a probe moves it 0.3): one report is weak evidence. */
@@ -537,6 +537,18 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     const etag = `"${shard.sha256}"`;
     // Ranges are honoured only where they can be verified: format 2 shards.
     const head = { 'content-length': String(shard.size), 'content-type': 'application/octet-stream', etag, ...(chunks ? { 'accept-ranges': 'bytes' } : {}), 'x-edgeshard-fallback': 'origin-proxy' };
+    // Preconditions first (RFC 9110 §13.2.2), from the manifest: a shard never changes under its sha256, so a client
+    // that holds it and asks If-None-Match with its ETag gets a 304 and costs the origin nothing. The proxy has no
+    // Last-Modified, so the date conditions are ignored.
+    const h = req.headers;
+    if (h['if-none-match'] !== undefined || h['if-match'] !== undefined) {
+      const verdict = evaluateConditional({ method: req.method ?? 'GET', ifNoneMatch: h['if-none-match'], ifMatch: h['if-match'] }, { etag, lastModified: '' });
+      if (verdict === 'not-modified') {
+        res.writeHead(304, { etag, 'x-edgeshard-fallback': 'origin-proxy' }).end();
+        return metrics.request('redirect', 304);
+      }
+      if (verdict === 'precondition-failed') return fail(res, 'redirect', 412, `If-Match does not name this shard's ETag ${etag}`);
+    }
     // A HEAD is answered from the manifest: pulling the shard from the origin only to drop it would cost origin
     // egress for a request with no body. Range is defined for GET only (RFC 9110 §14.2), so a HEAD ignores it.
     if (req.method === 'HEAD') {

@@ -522,6 +522,31 @@ describe('gateway --fallback proxy: byte ranges', () => {
     }
   });
 
+  it('answers If-None-Match with the shard\'s ETag by a 304 from the manifest, and a wrong If-Match by a 412, without asking the origin', async () => {
+    // Before, the proxy ignored both: a client revalidating a shard it holds got the whole shard again from the origin.
+    const shard = shardOf('chunked', 0);
+    const etag = `"${shard.sha256}"`;
+    const before = originSaw.length;
+    for (const [headers, method] of [[{ 'if-none-match': etag }, 'GET'], [{ 'if-none-match': `W/${etag}` }, 'GET'], [{ 'if-none-match': `"other", ${etag}` }, 'HEAD'], [{ 'if-none-match': '*' }, 'GET'], [{ 'if-none-match': etag, range: 'bytes=0-99' }, 'GET']] as const) {
+      const got = await get('chunked', shard, { ...headers }, method);
+      expect(got.status, JSON.stringify(headers)).toBe(304);
+      expect(got.headers.etag).toBe(etag);
+      expect(got.received).toBe(0);
+    }
+    const refused = await get('chunked', shard, { 'if-match': `"${'0'.repeat(64)}"` });
+    expect(refused.status).toBe(412);
+    expect(originSaw.slice(before)).toEqual([]);
+
+    // Another ETag, or If-Match naming this one: the request goes on as without them.
+    const right = await rightBytes('chunked', shard);
+    const other = await get('chunked', shard, { 'if-none-match': `"${'0'.repeat(64)}"` });
+    expect(other).toMatchObject({ status: 200, error: null });
+    expect(other.body.equals(right)).toBe(true);
+    const matched = await get('chunked', shard, { 'if-match': etag, range: 'bytes=0-99' });
+    expect(matched).toMatchObject({ status: 206, error: null });
+    expect(matched.body.equals(right.subarray(0, 100))).toBe(true);
+  });
+
   it("keeps verified chunk lists within its byte budget, the least recently used out first", async () => {
     // A budget of one 300,000-byte shard's list (5 leaves of 32 bytes).
     const cache = new GatewayChunkLists({ originUrl: origin.url, dispatcher: client, maxBytes: 5 * 32 });
