@@ -60,6 +60,12 @@ export const DEFAULT_SLASH_RETRY: SlashRetry = { baseMs: 5_000, maxMs: 300_000, 
 /** How long a sent slash may stay unmined before the attempt counts as failed (the next one looks for it again). */
 export const DEFAULT_SLASH_TX_WAIT_MS = 180_000;
 
+/**
+ * How long `close` waits for work in flight. A call to a black-holed RPC endpoint is held for the provider's own
+ * timeout (5 min in ethers), so an unbounded wait held a settler's shutdown that long, past systemd's stop timeout.
+ */
+export const DEFAULT_SLASH_CLOSE_WAIT_MS = 10_000;
+
 /** The delay before the retry that follows failure number `failures` (1, 2, ...): base·2^(n−1), capped. Pure. */
 export function slashRetryDelayMs(failures: number, retry: SlashRetry): number {
   return doublingDelayMs(failures, retry);
@@ -83,6 +89,8 @@ export interface SlasherOptions {
   retry?: SlashRetry;
   /** The bound on waiting for a sent transaction to be mined (DEFAULT_SLASH_TX_WAIT_MS); timed by `timers`. */
   txWaitMs?: number;
+  /** The bound on `close` waiting for work in flight (DEFAULT_SLASH_CLOSE_WAIT_MS); timed by `timers`. */
+  closeWaitMs?: number;
   timers?: RetryTimers;
 }
 
@@ -340,12 +348,25 @@ export class Slasher {
     }
   }
 
+  /**
+   * Stops retrying and gives up signed transactions the chain does not have, waiting for work in flight at most
+   * closeWaitMs. Past that the chain is not answering: what is still in flight is left to the next start, which asks
+   * the chain (evidenceUsed) before it submits anything, so nothing is slashed twice.
+   */
   async close(): Promise<void> {
     this.closed = true;
     for (const p of this.pending.values()) if (p.retry !== undefined) this.timers.clear(p.retry);
-    await this.enqueue(async () => {
+    const drained = this.enqueue(async () => {
       for (const p of this.pending.values()) await this.dropSigned(p);
-    });
+    }).then(() => true);
+    const ms = this.opts.closeWaitMs ?? DEFAULT_SLASH_CLOSE_WAIT_MS;
+    let timer: unknown;
+    const late = new Promise<boolean>((resolve) => (timer = this.timers.set(() => resolve(false), ms)));
+    const finished = await Promise.race([drained, late]);
+    this.timers.clear(timer);
+    if (!finished) {
+      this.opts.logger.warn({ pending: this.pending.size }, `the chain did not answer within ${ms / 1000} s of closing: slashing evidence in flight is left to the next start, which checks the chain before it submits`);
+    }
     await this.state.close();
   }
 }

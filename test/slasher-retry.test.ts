@@ -199,6 +199,36 @@ describe('slash submissions that meet a failing RPC endpoint', () => {
     expect(await nextTransactionOfTheKey(s.contracts)).toBe(nonce);
   }, 60_000);
 
+  it('closing while the chain holds an attempt in flight waits closeWaitMs at most; the attempt left behind slashes nothing twice', async () => {
+    // Before, close() waited for the attempt itself: held for the provider's 5-minute timeout, past systemd's stop.
+    const s = await slasherThroughProxy();
+    open.splice(open.indexOf(s.slasher), 1);
+    proxy.mode = 'hold';
+    const asked = proxy.nextCall('eth_call');
+    const record = await evidence(challenge());
+    const adding = s.slasher.add([record]);
+    await asked;
+    expect(proxy.held).toBeGreaterThan(0);
+    let closed = false;
+    const closing = s.slasher.close().then(() => (closed = true));
+    expect(s.timers.due.map((t) => t.ms)).toEqual([10_000]); // the bound on close, and nothing else
+    await new Promise((r) => setImmediate(r));
+    expect(closed).toBe(false); // the held call still holds the queue
+    s.timers.due.shift()!.fn();
+    await closing;
+    expect(s.logs.map((l) => l.msg)).toContainEqual(expect.stringMatching(/^the chain did not answer within 10 s of closing: slashing evidence in flight is left to the next start/));
+
+    // The chain answers after all: the attempt left behind lands (its record could not be written: the state file
+    // was closed). A new slasher, with no record of it, asks the chain first and does not submit it a second time.
+    proxy.release();
+    await adding;
+    const again = await slasherThroughProxy();
+    await again.slasher.add([record]);
+    expect(await again.metric('edgeshard_settler_slashes_submitted_total{outcome="submitted"}')).toBe(0);
+    expect(await slashEvents()).toHaveLength(1);
+    expect(await stakeOf()).toBe(600n * TOKEN);
+  }, 60_000);
+
   it('a signed slash the chain holds, given up on, keeps its nonce: the key\'s next transaction comes after it', async () => {
     const chain = f.chain.provider;
     await chain.send('evm_setAutomine', [false]);
