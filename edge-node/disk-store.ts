@@ -259,7 +259,7 @@ export class DiskStore {
     return this.openFiles.closeAll();
   }
 
-  /** Data files open for readers, lent or idle (tests). */
+  /** Data files open for readers, lent or idle (the edgeshard_node_disk_open_files gauge). */
   get openFileCount(): number {
     return this.openFiles.size;
   }

@@ -104,6 +104,8 @@ export interface GaugeSample {
   /** Each cache tier's bytes and budget now (no disk entry without a disk tier). Read at scrape time: a promotion
    * from disk or an eviction changes them without any event. */
   tiers: { tier: 'memory' | 'disk'; usedBytes: number; maxBytes: number }[];
+  /** Data files of the disk tier held open for readers, lent or idle (open-files.ts); 0 without a disk tier. */
+  diskOpenFiles: number;
 }
 
 /** What the receipt metrics read from the running node at scrape time. */
@@ -196,6 +198,7 @@ export function createEdgeMetrics(opts: { defaultMetrics?: boolean } = {}): Edge
   for (const reason of ['sha256 mismatch', 'size mismatch']) dropped.labels(reason).inc(0);
   new Gauge({ name: 'edgeshard_node_active_connections', help: 'open client connections', registers: [registry], collect() { if (gaugeSource) this.set(gaugeSource().activeConnections); } });
   new Gauge({ name: 'edgeshard_node_fills_in_flight', help: 'origin fills running now', registers: [registry], collect() { if (gaugeSource) this.set(gaugeSource().fillsInFlight); } });
+  new Gauge({ name: 'edgeshard_node_disk_open_files', help: 'data files of the disk tier held open for readers between disk hits, lent or idle (at most 128 idle)', registers: [registry], collect() { if (gaugeSource) this.set(gaugeSource().diskOpenFiles); } });
   new Gauge({ name: 'edgeshard_node_requests_waiting_on_origin', help: 'requests attached to origin fills whose origin has not answered yet', registers: [registry], collect() { if (gaugeSource) this.set(gaugeSource().requestsWaitingOnOrigin); } });
 
   let receiptSource: (() => ReceiptSample) | undefined;

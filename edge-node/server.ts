@@ -1519,6 +1519,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       { tier: 'memory', usedBytes: memory.usedBytes, maxBytes: memory.maxBytes },
       ...(disk ? [{ tier: 'disk' as const, usedBytes: disk.usedBytes, maxBytes: disk.maxBytes }] : []),
     ],
+    diskOpenFiles: disk?.openFileCount ?? 0,
   }));
 
   const url = localUrl(await listen(server, config.port, config.host).catch(releaseReceiptLog));

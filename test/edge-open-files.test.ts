@@ -10,6 +10,10 @@ import { DiskStore } from '../edge-node/disk-store.ts';
 import { OpenFiles } from '../edge-node/open-files.ts';
 import type { EntryMeta } from '../edge-node/store-types.ts';
 import { until } from './helpers/net.ts';
+import { request } from 'undici';
+import { startEdgeNode } from '../edge-node/server.ts';
+import { defaultNodeConfig } from '../edge-node/config.ts';
+import { startOrigin } from '../dataset/origin-server.ts';
 
 let dir: string;
 beforeEach(async () => {
@@ -201,3 +205,30 @@ describe('DiskStore.openData', () => {
     expect(s.openFileCount).toBe(0);
   });
 });
+
+describe('edgeshard_node_disk_open_files', () => {
+  it('counts the data files a node keeps open between disk hits, and drops one when its copy is evicted', async () => {
+    const origin = await startOrigin(dir);
+    await fsp.writeFile(path.join(dir, 'a.bin'), Buffer.alloc(3 * 1024 * 1024, 1));
+    await fsp.writeFile(path.join(dir, 'b.bin'), Buffer.alloc(3 * 1024 * 1024, 2));
+    // No memory tier for these objects and a disk tier that holds one of them: every hit is a disk hit, and b's fill
+    // evicts a.
+    const node = await startEdgeNode(defaultNodeConfig({ originUrl: origin.url, cacheDir: path.join(dir, 'cache'), memoryMaxObjectBytes: 0, cacheBytes: 4 * 1024 * 1024, pathTtlSeconds: 3600 }));
+    try {
+      const gauge = async () => Number(/^edgeshard_node_disk_open_files (\d+)$/m.exec(await node.metrics.registry.metrics())?.[1]);
+      const get = async (p: string) => (await request(`${node.url}${p}`)).body.arrayBuffer();
+      await get('/a.bin');
+      await until('a on disk', () => node.disk!.entryCount === 1);
+      expect(await gauge()).toBe(0);
+      for (let i = 0; i < 3; i++) await get('/a.bin'); // disk hits: one file, kept open
+      expect(await gauge()).toBe(1);
+      await get('/b.bin');
+      await until('b on disk, a evicted', () => node.disk!.has('path:b.bin') && !node.disk!.has('path:a.bin'));
+      await until('a\'s handle closed', async () => (await gauge()) === 0);
+    } finally {
+      await node.close();
+      await origin.close();
+    }
+  });
+});
+
