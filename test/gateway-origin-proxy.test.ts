@@ -4,7 +4,10 @@
 // complete-looking 200. Before, every one of these came through as a whole 200 (the long bodies' extra bytes went
 // onto the client's connection after the declared length; the short one left the client waiting).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { randomFillSync } from 'node:crypto';
+import { packDataset } from '../dataset/pack.ts';
 import { join } from 'node:path';
 import type { ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
@@ -569,5 +572,69 @@ describe('gateway --fallback proxy: byte ranges', () => {
     const got = await get('chunked', shard, { range: 'bytes=0-99' });
     expect(got.status).toBe(502);
     expect(JSON.parse(got.body.toString()).error).toBe(`the origin answered ${shard.path} with Content-Range "bytes 65536-131071/${SIZE}"; asked for bytes 0-65535/${SIZE}`);
+  });
+});
+
+// An origin that ignores Range answers a range with the whole shard. The gateway reads it up to the range's last chunk
+// and must then hang up, not read the rest: checked here on a shard larger than loopback's socket buffers can hold
+// (tcp_rmem may reach 32 MiB here, tcp_wmem 4 MiB): had the gateway read on to the end, or stopped reading without
+// hanging up, the origin would finish, or never see the connection close. (Two things hang up today: the verified
+// stream's reader destroys it when the response is done, which tears down its pipeline from the origin, and the
+// explicit destroy after; with both taken out the origin sends the whole shard and this test fails.)
+describe('gateway --fallback proxy: hanging up on an origin that ignores Range', () => {
+  const SIZE = 48 * 1024 * 1024; // more than loopback's buffers hold: 32 MiB to receive, 4 MiB to send
+  let tmp: { dir: string; cleanup: () => Promise<void> };
+  let manifest: Manifest;
+  let origin: Awaited<ReturnType<typeof startScriptedOrigin>>;
+  let gateway: Gateway;
+  const client = new Agent({ bodyTimeout: 10_000 });
+  /** Per shard request: the bytes the origin wrote before its client went away or it finished. */
+  const sent: Promise<{ bytes: number; complete: boolean }>[] = [];
+
+  beforeAll(async () => {
+    tmp = await tempDir();
+    const root = join(tmp.dir, 'origin');
+    // Random bytes, not writeSampleDataset's (a sha256 per 32 bytes: seconds for a shard this size).
+    await mkdir(join(root, 'big', 'train'), { recursive: true });
+    await writeFile(join(root, 'big', 'train', 'shard-00000.bin'), randomFillSync(Buffer.allocUnsafe(SIZE)));
+    ({ manifest } = await packDataset(join(root, 'big'), { name: 'big', chunkSize: 1024 * 1024 }));
+    origin = await startScriptedOrigin(async (req, res) => {
+      const path = decodeURIComponent(req.url ?? '');
+      const file = join(root, path);
+      if (!path.endsWith('.bin')) return void res.writeHead(200).end(await readFile(file)); // the manifest, the chunk list
+      // The whole shard whatever the Range, written as the reader takes it, counting what went out.
+      res.writeHead(200, { 'content-length': SIZE });
+      sent.push(
+        new Promise((resolve) => {
+          let bytes = 0;
+          const body = createReadStream(file, { highWaterMark: 256 * 1024 });
+          body.on('data', (b) => (bytes += b.length));
+          res.once('close', () => {
+            body.destroy();
+            resolve({ bytes, complete: res.writableFinished });
+          });
+          body.pipe(res);
+        }),
+      );
+    });
+    gateway = await startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['big'], fallback: 'proxy' }), { logger: pino({ level: 'silent' }) });
+  }, 60_000);
+  afterAll(async () => {
+    await gateway?.close();
+    await origin?.close();
+    await client.close();
+    await tmp?.cleanup();
+  });
+
+  it('reads the whole answer only up to the range\'s last chunk, then closes the connection', async () => {
+    const shard = manifest.shards[0]!;
+    const res = await request(`${gateway.url}/d/big/${shard.path}`, { headers: { range: 'bytes=0-99' }, dispatcher: client });
+    const body = Buffer.from(await res.body.arrayBuffer());
+    expect(res.statusCode).toBe(206);
+    expect(body.equals((await readFile(join(tmp.dir, 'origin', 'big', shard.path))).subarray(0, 100))).toBe(true);
+    expect(sent).toHaveLength(1);
+    const origin = await sent[0]!;
+    expect(origin.complete).toBe(false);
+    expect(origin.bytes).toBeLessThan(SIZE);
   });
 });
