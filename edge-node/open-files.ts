@@ -34,6 +34,8 @@ export class OpenFiles<Owner extends object> {
   /** Open (or opening) handles by owner, least recently used first. */
   private readonly slots = new Map<Owner, Slot>();
   private idleCount = 0;
+  /** After closeAll: handles still lent out, or opened for a late reader, close when released. */
+  private closed = false;
   private readonly openFile: (path: string) => Promise<FileHandle>;
 
   constructor(private readonly opts: OpenFilesOptions) {
@@ -61,10 +63,10 @@ export class OpenFiles<Owner extends object> {
           () => null,
         ),
         users: 0,
-        retired: false,
+        retired: this.closed,
       };
     }
-    this.slots.set(owner, slot);
+    if (!slot.retired) this.slots.set(owner, slot);
     slot.users++;
     const handle = await slot.handle;
     if (handle === null) {
@@ -97,6 +99,7 @@ export class OpenFiles<Owner extends object> {
 
   /** Closes every idle handle now and every lent one when released (the node is shutting down). */
   async closeAll(): Promise<void> {
+    this.closed = true;
     const idle: Slot[] = [];
     for (const [owner, slot] of this.slots) {
       this.slots.delete(owner);

@@ -145,6 +145,12 @@ describe('OpenFiles', () => {
     expect(closed).toEqual([a]);
     lent!.release();
     await until('the lent handle closes on release', () => closed.length === 2);
+    // A reader that comes after closeAll (a request finishing during shutdown) still reads; nothing stays open.
+    const late = await files.acquire({}, a!, () => true);
+    expect(await readAll(late!.handle, 1)).toBe('a');
+    late!.release();
+    await until('the late handle closes on release', () => closed.length === 3);
+    expect(files.size).toBe(0);
   });
 });
 
