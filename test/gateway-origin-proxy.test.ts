@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import type { ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { Agent, errors, request } from 'undici';
+import { Agent, errors, request, type Dispatcher } from 'undici';
 import { pino } from 'pino';
 import { writeSampleDataset } from '../dataset/sample.ts';
 import { startGateway, type Gateway } from '../gateway/server.ts';
@@ -51,6 +51,21 @@ function captureWarnings() {
       else warned.push({ match, resolve });
     });
   return { logger, warnings, warningAbout };
+}
+
+/** The client's side of one answer: status, head, and the body read to its end, or the error that ended it. */
+async function readAnswer(res: Dispatcher.ResponseData) {
+  const chunks: Buffer[] = [];
+  let received = 0;
+  try {
+    for await (const chunk of res.body) {
+      received += chunk.length;
+      chunks.push(chunk);
+    }
+    return { status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks), error: null, received };
+  } catch (err) {
+    return { status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks), error: err as Error, received };
+  }
 }
 
 describe('gateway --fallback proxy against a hostile origin', () => {
@@ -135,18 +150,7 @@ describe('gateway --fallback proxy against a hostile origin', () => {
 
   /** The client's side: status, and either the whole body or the error that ended it with how many bytes came. */
   async function fetchThrough(shard: ShardEntry, by: 'path' | 'sha256') {
-    const res = await request(`${gateway.url}/d/sample/${by === 'path' ? shard.path : shard.sha256}`, { dispatcher: client });
-    let received = 0;
-    const chunks: Buffer[] = [];
-    try {
-      for await (const chunk of res.body) {
-        received += chunk.length;
-        chunks.push(chunk);
-      }
-      return { status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks), error: null, received };
-    } catch (err) {
-      return { status: res.statusCode, headers: res.headers, body: null, error: err as Error, received };
-    }
+    return readAnswer(await request(`${gateway.url}/d/sample/${by === 'path' ? shard.path : shard.sha256}`, { dispatcher: client }));
   }
 
   it('streams a right answer whole, by path and by sha256', async () => {
@@ -294,18 +298,7 @@ describe('gateway --fallback proxy: byte ranges', () => {
 
   /** The client's side of one GET (or HEAD): status, head, and the whole body or the error that ended it. */
   async function get(ds: string, shard: ShardEntry, headers: Record<string, string> = {}, method: 'GET' | 'HEAD' = 'GET') {
-    const res = await request(`${gateway.url}/d/${ds}/${shard.path}`, { method, headers, dispatcher: client });
-    const chunks: Buffer[] = [];
-    let received = 0;
-    try {
-      for await (const chunk of res.body) {
-        received += chunk.length;
-        chunks.push(chunk);
-      }
-      return { status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks), error: null, received };
-    } catch (err) {
-      return { status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks), error: err as Error, received };
-    }
+    return readAnswer(await request(`${gateway.url}/d/${ds}/${shard.path}`, { method, headers, dispatcher: client }));
   }
 
   it('answers a range of a format 2 shard with a 206 of exactly its bytes, asking the origin only for the chunks that cover it', async () => {
