@@ -5,7 +5,7 @@
 // figures are per call: sample latency / BATCH. p50/p99 are over the samples (batches), not single calls.
 import { Bench } from 'tinybench';
 import { parseRange, evaluateConditional, evaluateIfRange } from '../protocol/http-semantics.ts';
-import { ByteLru } from '../edge-node/lru.ts';
+import { ByteLru } from '../protocol/lru.ts';
 import { ManifestIndex } from '../edge-node/manifest-index.ts';
 import { MANIFEST_FORMAT_V1, type Manifest } from '../protocol/manifest.ts';
 import { decodeRequestPath } from '../protocol/paths.ts';

@@ -5,7 +5,7 @@ import type { Dispatcher } from 'undici';
 import { parseChunkList, singleChunkList } from '../protocol/chunks.ts';
 import type { ShardChunks } from '../protocol/manifest.ts';
 import { fetchChunkList } from '../protocol/origin-chunk-list.ts';
-import { ByteLru } from './lru.ts';
+import { ByteLru } from '../protocol/lru.ts';
 
 export interface ChunkListShard {
   sha256: string;

@@ -26,7 +26,7 @@ import path from 'node:path';
 import { isSha256Hex, sha256File, sha256Hex } from '../protocol/hash.ts';
 import { chunkCount, isValidChunkSize, parseChunkList } from '../protocol/chunks.ts';
 import { syncDir } from '../protocol/sync-dir.ts';
-import { ByteLru, type LruEntry } from './lru.ts';
+import { ByteLru, type LruEntry } from '../protocol/lru.ts';
 import { OpenFiles, type FileLease } from './open-files.ts';
 import type { DiskEntry, DiskWriter, EntryMeta, StoreEvents } from './store-types.ts';
 

@@ -1,7 +1,7 @@
 // The memory tier: whole small objects held as Buffers in front of the disk, bounded by bytes (LRU).
 // Each object carries its 200 response head prebuilt, because at tens of thousands of 4 KiB requests a
 // second, building header objects per request is a measurable share of the work.
-import { ByteLru } from './lru.ts';
+import { ByteLru } from '../protocol/lru.ts';
 import { contentRange } from '../protocol/http-semantics.ts';
 import { ageHeaderValue, currentAge } from './cache-policy.ts';
 import { cacheStatus, reprDigest } from './cache-headers.ts';

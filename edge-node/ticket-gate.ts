@@ -7,7 +7,7 @@ import type { KeyObject } from 'node:crypto';
 import { publicKeyFromB64, keyIdOf, verifyTicket } from '../protocol/tickets.ts';
 import { TICKET_V2_TOKEN_LEN, checkClientTicketSignature, decodeClientTicketBytes, verifyClientTicket, type ClientTicket } from '../protocol/client-tickets.ts';
 import type { TicketKeyAnnouncement } from '../protocol/registry-messages.ts';
-import { ByteLru } from './lru.ts';
+import { ByteLru } from '../protocol/lru.ts';
 
 export interface TicketGateOptions {
   /** The node's own address (0x, lowercase): tickets must name it. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ByteLru } from '../edge-node/lru.ts';
+import { ByteLru } from '../protocol/lru.ts';
 
 function keysOf<V>(lru: ByteLru<V>): string[] {
   return [...lru.keys()];

@@ -1,5 +1,6 @@
 // A least-recently-used index bounded by total bytes rather than by entry count. Pure (no I/O): the
-// disk and memory tiers both use it to decide *what* to evict, and then delete the victims themselves.
+// node's disk and memory tiers use it to decide *what* to evict, and then delete the victims themselves;
+// smaller caches (verified tickets, chunk lists) keep their values in it. In protocol/ so any part can.
 //
 // Layout: a Map from key to node for O(1) lookup, plus an intrusive doubly linked list through the
 // nodes for recency (head = oldest, tail = newest). A Map alone can express recency (delete + re-set
