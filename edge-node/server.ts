@@ -42,7 +42,7 @@ import {
 } from './cache-policy.ts';
 import { cacheStatus, endToEndResponseHeaders, flatToMap, forwardedRequestHeaders, reprDigest, type CacheStatusFacts } from './cache-headers.ts';
 import { sha256Hex } from '../protocol/hash.ts';
-import { ChunkLists } from './chunk-lists.ts';
+import { ChunkLists } from '../protocol/chunk-lists.ts';
 import { READ_SLICE_BYTES, readPlain, readVerified, readWhole, type VerifiedReadSource } from './verified-read.ts';
 import { ReadBufferPool } from './read-pool.ts';
 import { createEdgeMetrics, type EdgeMetrics } from './metrics.ts';

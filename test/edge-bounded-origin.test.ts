@@ -3,7 +3,7 @@
 // declared length far too large, a reset mid-body) costs the node a clear error, never its memory or its process.
 import { afterEach, describe, expect, it } from 'vitest';
 import { Agent } from 'undici';
-import { ChunkLists } from '../edge-node/chunk-lists.ts';
+import { ChunkLists } from '../protocol/chunk-lists.ts';
 import { defaultNodeConfig } from '../edge-node/config.ts';
 import { startEdgeNode } from '../edge-node/server.ts';
 import { startEndlessServer, type EndlessServer } from './helpers/endless-body.ts';

@@ -1,11 +1,13 @@
-// The chunk lists (leaf hashes) of the shards this node serves: fetched from the origin next to the manifest
-// (.chunks/<sha256>), checked against the manifest's root, kept in memory (32 bytes per MiB of shard), and shared by
-// concurrent fills. A list is only as good as its root: a wrong one is refused, never used.
+// The chunk lists (leaf hashes) of shards, for the node's fills and the gateway's challenges, signed reports and
+// origin proxy. Fetched from the origin next to the manifest (`<dir>/.chunks/<sha256>`, protocol/origin-chunk-list.ts),
+// kept only once they match the manifest's root (a wrong list is refused, never used), and shared by concurrent asks
+// (fills of one shard, a client splitting a shard into ranges). Node and gateway run for months, so the cache is
+// bounded by bytes (32 a leaf plus 64 a list; the gateway passes a smaller budget), oldest use out first.
 import type { Dispatcher } from 'undici';
-import { parseChunkList, singleChunkList } from '../protocol/chunks.ts';
-import type { ShardChunks } from '../protocol/manifest.ts';
-import { fetchChunkList } from '../protocol/origin-chunk-list.ts';
-import { ByteLru } from '../protocol/lru.ts';
+import { parseChunkList, singleChunkList } from './chunks.ts';
+import type { ShardChunks } from './manifest.ts';
+import { fetchChunkList } from './origin-chunk-list.ts';
+import { ByteLru } from './lru.ts';
 
 export interface ChunkListShard {
   sha256: string;
@@ -19,6 +21,8 @@ export interface ChunkListsOptions {
   originUrl: string;
   /** Memory for lists (default 64 MiB: the lists of 2 TiB of shards at 1 MiB chunks). */
   maxBytes?: number;
+  /** Headers and body timeouts of a fetch, when the dispatcher's own are not the ones wanted. */
+  timeoutMs?: number;
 }
 
 export class ChunkLists {
@@ -27,6 +31,11 @@ export class ChunkLists {
 
   constructor(private readonly opts: ChunkListsOptions) {
     this.lists = new ByteLru(opts.maxBytes ?? 64 * 1024 * 1024);
+  }
+
+  /** Lists held now (tests). */
+  get size(): number {
+    return this.lists.size;
   }
 
   /** The list if it is in memory now. */
@@ -79,11 +88,13 @@ export class ChunkLists {
   }
 
   private keyOf(shard: { size: number; chunks: ShardChunks }): string {
-    // The root names the list; size and chunk size fix how it is cut.
+    // The root names the list (it commits to the leaves, so one shard in two datasets shares it); size and chunk
+    // size fix how it is cut.
     return `${shard.chunks.chunkRoot}:${shard.chunks.chunkSize}:${shard.size}`;
   }
 
   private fetch(shard: ChunkListShard): Promise<Buffer[]> {
-    return fetchChunkList({ dispatcher: this.opts.dispatcher, originUrl: this.opts.originUrl, listPath: shard.chunks.listPath, size: shard.size, chunks: shard.chunks });
+    const { dispatcher, originUrl, timeoutMs } = this.opts;
+    return fetchChunkList({ dispatcher, originUrl, listPath: shard.chunks.listPath, size: shard.size, chunks: shard.chunks, ...(timeoutMs !== undefined ? { timeoutMs } : {}) });
   }
 }
