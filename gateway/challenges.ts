@@ -10,14 +10,14 @@
 //
 // Pure core (planning, deadlines, checking the answer) first; the Challenger below is the I/O shell.
 import { getGlobalDispatcher, request, type Dispatcher } from 'undici';
-import { chunkBounds, chunkCount, leafHash } from '../protocol/chunks.ts';
+import { CHUNK_LIST_DIR, chunkBounds, chunkCount, leafHash } from '../protocol/chunks.ts';
 import { sha256Hex } from '../protocol/hash.ts';
 import { epochOf } from '../protocol/client-tickets.ts';
 import { signGatewayRecord, type ChallengeFailure, type ChallengeRecord, type GatewayRecord } from '../protocol/gateway-records.ts';
 import type { TicketKey } from '../protocol/tickets.ts';
 import type { Manifest, ShardEntry } from '../protocol/manifest.ts';
 import { failureCategory } from './probe-failure.ts';
-import { GatewayChunkLists } from './chunk-lists.ts';
+import { ChunkLists } from '../protocol/chunk-lists.ts';
 import type { DatasetCatalog } from './datasets.ts';
 import type { NodeRecord } from './registry.ts';
 import type { TicketIssuer } from './ticket-issuer.ts';
@@ -125,7 +125,7 @@ export interface ChallengerOptions {
   /** For chunk lists from the origin. */
   originDispatcher?: Dispatcher;
   /** The gateway's chunk list cache, shared with the origin proxy (default: one of the challenger's own). */
-  chunkLists?: GatewayChunkLists;
+  chunkLists?: ChunkLists;
   /** Mean time between rounds; each gap is uniform in [0.5, 1.5] × this. 0: no rounds (challenge() still works). */
   intervalMs: number;
   epochSeconds: number;
@@ -143,12 +143,20 @@ export interface ChallengerOptions {
   verifyBytes?: boolean;
 }
 
+/**
+ * The gateway's chunk list cache (challenges, signed reports, the origin proxy). 16 MiB holds the lists of about
+ * 512 GiB of shards at 1 MiB chunks; a list fetch gives up after 15 s (the dispatcher's own timeouts are for shards).
+ */
+export function gatewayChunkLists(originUrl: string, dispatcher: Dispatcher): ChunkLists {
+  return new ChunkLists({ originUrl, dispatcher, maxBytes: 16 * 1024 * 1024, timeoutMs: 15_000 });
+}
+
 export class Challenger {
   private pending: { cancel(): void } | null = null;
   private round: Promise<void> | null = null;
   private closed = false;
   /** Verified chunk lists (bounded). */
-  private readonly lists: GatewayChunkLists;
+  private readonly lists: ChunkLists;
   /** Rounds started (tests wait on it). */
   rounds = 0;
   /** The last challenges of each node (what /v1/nodes shows operators). */
@@ -158,7 +166,7 @@ export class Challenger {
     private readonly nodes: () => Iterable<NodeRecord>,
     private readonly opts: ChallengerOptions,
   ) {
-    this.lists = opts.chunkLists ?? new GatewayChunkLists({ originUrl: opts.catalog.originUrl, dispatcher: opts.originDispatcher ?? getGlobalDispatcher(), timeoutMs: 15_000 });
+    this.lists = opts.chunkLists ?? gatewayChunkLists(opts.catalog.originUrl, opts.originDispatcher ?? getGlobalDispatcher());
   }
 
   private get random(): () => number {
@@ -277,7 +285,8 @@ export class Challenger {
 
   /** The shard's leaf hashes, from the origin (checked against the manifest's root, so the source needs no trust). */
   chunkList(plan: Pick<ChallengePlan, 'dataset' | 'shard' | 'chunkSize'>): Promise<Buffer[]> {
-    return this.lists.get({ dataset: plan.dataset, shard: { ...plan.shard, chunkRoot: plan.shard.chunkRoot! }, chunkSize: plan.chunkSize! });
+    const { sha256, size, chunkRoot } = plan.shard;
+    return this.lists.get({ sha256, size, chunks: { chunkSize: plan.chunkSize!, chunkRoot: chunkRoot!, listPath: `${plan.dataset}/${CHUNK_LIST_DIR}/${sha256}` } });
   }
 
   async close(): Promise<void> {

@@ -15,6 +15,7 @@ import { REGISTRY_PATH } from '../protocol/registry-messages.ts';
 import { isSha256Hex } from '../protocol/hash.ts';
 import { decodeRequestPath } from '../protocol/paths.ts';
 import { shardChunks, type ShardChunks, type ShardEntry } from '../protocol/manifest.ts';
+import { CHUNK_LIST_DIR } from '../protocol/chunks.ts';
 import type { GatewayConfig } from './config.ts';
 import { DatasetCatalog, type Dataset } from './datasets.ts';
 import { DatasetLoader } from './dataset-loader.ts';
@@ -34,7 +35,7 @@ import { NodeVerifier } from './node-verifier.ts';
 import type { ResolveOptions } from './node-address.ts';
 import { ReportDesk, parseReport } from './reports.ts';
 import type { ProbeResult } from './probes.ts';
-import { Challenger, type ChallengeOutcome, type ChallengeScheduler } from './challenges.ts';
+import { Challenger, gatewayChunkLists, type ChallengeOutcome, type ChallengeScheduler } from './challenges.ts';
 import { RecordSpool } from './record-spool.ts';
 import { RecordKeeper } from './record-keeper.ts';
 import { RecordPusher } from './record-pusher.ts';
@@ -47,7 +48,6 @@ import { epochOf } from '../protocol/client-tickets.ts';
 import { SignedReportBook, reportedBytesProblem } from './signed-reports.ts';
 import { SettlerRewards } from './settler-rewards.ts';
 import { checkedShardStream, declaredLengthProblem } from './origin-proxy.ts';
-import { GatewayChunkLists } from './chunk-lists.ts';
 import { originPartialProblem, originRangeHeader, planChunkRange, verifiedRangeStream } from './origin-range.ts';
 import { contentRange, contentRangeUnsatisfied, evaluateConditional, evaluateIfRange, parseRange } from '../protocol/http-semantics.ts';
 import { inStartupGrace, startupGraceMessage, STARTUP_GRACE_RETRY_AFTER_S, type StartupGrace } from './startup-grace.ts';
@@ -176,7 +176,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   const trustedProxies = new TrustedProxies(config.trustedProxies);
   const originAgent = new Agent({ connections: 16, headersTimeout: 30_000, bodyTimeout: 30_000 });
   // Verified chunk lists, for challenges, signed reports and the origin proxy's ranges.
-  const chunkLists = new GatewayChunkLists({ originUrl: config.originUrl, dispatcher: originAgent, timeoutMs: 15_000 });
+  const chunkLists = gatewayChunkLists(config.originUrl, originAgent);
 
   const gatewayId = config.gatewayId ?? `gateway@${config.host}:${config.port}`;
   const now = deps.now ?? Date.now;
@@ -567,7 +567,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     if (chunks && shard.size > 0) {
       let leaves: Buffer[];
       try {
-        leaves = await chunkLists.get({ dataset: ds.name, shard: { sha256: shard.sha256, size: shard.size, chunkRoot: chunks.chunkRoot }, chunkSize: chunks.chunkSize });
+        leaves = await chunkLists.get({ sha256: shard.sha256, size: shard.size, chunks: { ...chunks, listPath: `${ds.name}/${CHUNK_LIST_DIR}/${shard.sha256}` } });
       } catch (err) {
         const reason = (err as Error).message;
         // A range without its list: no fallback, its bytes could not be checked before they go out.

@@ -18,10 +18,10 @@ import { writeSampleDataset } from '../dataset/sample.ts';
 import { startGateway, type Gateway } from '../gateway/server.ts';
 import { defaultGatewayConfig } from '../gateway/config.ts';
 import { sha256Hex } from '../protocol/hash.ts';
-import { leafHashesOf, merkleRoot } from '../protocol/chunks.ts';
+import { CHUNK_LIST_DIR, leafHashesOf, merkleRoot } from '../protocol/chunks.ts';
 import { planChunkRange, verifiedRangeStream } from '../gateway/origin-range.ts';
 import { checkedShardStream } from '../gateway/origin-proxy.ts';
-import { GatewayChunkLists } from '../gateway/chunk-lists.ts';
+import { ChunkLists } from '../protocol/chunk-lists.ts';
 import type { Manifest, ShardEntry } from '../protocol/manifest.ts';
 import { startScriptedOrigin, tempDir } from './helpers/net.ts';
 
@@ -544,19 +544,23 @@ describe('gateway --fallback proxy: byte ranges', () => {
   });
 
   it("keeps verified chunk lists within its byte budget, the least recently used out first", async () => {
-    // A budget of one 300,000-byte shard's list (5 leaves of 32 bytes).
-    const cache = new GatewayChunkLists({ originUrl: origin.url, dispatcher: client, maxBytes: 5 * 32 });
-    const [a, b] = [shardOf('chunked', 0), shardOf('chunked', 7)];
-    const ask = (s: ShardEntry) => cache.get({ dataset: 'chunked', shard: { sha256: s.sha256, size: s.size, chunkRoot: s.chunkRoot! }, chunkSize: CHUNK });
-    const fetches = (s: ShardEntry) => sawFor(listPath('chunked', s)).length;
-    const [a0, b0] = [fetches(a), fetches(b)];
+    // A budget of two 300,000-byte shards' lists: 5 leaves of 32 bytes each, plus the 64 bytes a list is charged.
+    const cache = new ChunkLists({ originUrl: origin.url, dispatcher: client, maxBytes: 2 * (5 * 32 + 64) });
+    const [a, b, c] = [shardOf('chunked', 0), shardOf('chunked', 7), shardOf('chunked', 1)];
+    const ask = (s: ShardEntry) => cache.get({ sha256: s.sha256, size: s.size, chunks: { chunkSize: CHUNK, chunkRoot: s.chunkRoot!, listPath: `chunked/${CHUNK_LIST_DIR}/${s.sha256}` } });
+    const before = [a, b, c].map((s) => sawFor(listPath('chunked', s)).length);
+    /** List fetches from the origin since the start, for a, b and c. */
+    const fetched = () => [a, b, c].map((s, i) => sawFor(listPath('chunked', s)).length - before[i]!);
     await ask(a);
+    await ask(b);
+    await ask(a); // held: a came in first but is now the latest use, so b goes next
+    expect(fetched()).toEqual([1, 1, 0]);
+    await ask(c); // a third list does not fit: pushes b's out, not a's
+    expect(cache.size).toBe(2);
     await ask(a);
-    expect(fetches(a) - a0).toBe(1);
-    await ask(b); // pushes a's list out
-    expect(cache.size).toBe(1);
-    await ask(a);
-    expect([fetches(a) - a0, fetches(b) - b0]).toEqual([2, 1]);
+    expect(fetched()).toEqual([1, 1, 1]);
+    await ask(b);
+    expect(fetched()).toEqual([1, 2, 1]);
   });
 
   it('refuses an origin 206 whose Content-Range is not the range asked for', async () => {
