@@ -4,7 +4,7 @@
 // (fills of one shard, a client splitting a shard into ranges). Node and gateway run for months, so the cache is
 // bounded by bytes (32 a leaf plus 64 a list; the gateway passes a smaller budget), oldest use out first.
 import type { Dispatcher } from 'undici';
-import { parseChunkList, singleChunkList } from './chunks.ts';
+import { LEAF_BYTES, parseChunkList, singleChunkList } from './chunks.ts';
 import type { ShardChunks } from './manifest.ts';
 import { fetchChunkList } from './origin-chunk-list.ts';
 import { ByteLru } from './lru.ts';
@@ -23,6 +23,11 @@ export interface ChunkListsOptions {
   maxBytes?: number;
   /** Headers and body timeouts of a fetch, when the dispatcher's own are not the ones wanted. */
   timeoutMs?: number;
+}
+
+/** What a held list is charged: its leaves, plus about what the array and its entry cost besides. */
+function listCost(leaves: Buffer[]): number {
+  return leaves.length * LEAF_BYTES + 64;
 }
 
 export class ChunkLists {
@@ -61,7 +66,7 @@ export class ChunkLists {
       running = this.fetch(shard).then(
         (leaves) => {
           this.pending.delete(key);
-          this.lists.set(key, leaves, leaves.length * 32 + 64);
+          this.lists.set(key, leaves, listCost(leaves));
           return leaves;
         },
         (err: Error) => {
@@ -83,7 +88,7 @@ export class ChunkLists {
     const have = this.lists.get(key);
     if (have) return have;
     const leaves = parseChunkList(list(), size, chunks.chunkSize, chunks.chunkRoot);
-    this.lists.set(key, leaves, leaves.length * 32 + 64);
+    this.lists.set(key, leaves, listCost(leaves));
     return leaves;
   }
 
