@@ -32,11 +32,17 @@ export const WARMUP_SHARDS = Number(process.env.COLD_WARMUP_SHARDS ?? 32);
 const GiB = 1024 * MiB;
 const PROFILE_DIR = process.env.COLD_CPU_PROF || undefined;
 const PERF_DIR = process.env.COLD_PERF || undefined;
+if (PERF_DIR) mkdirSync(PERF_DIR, { recursive: true });
 
 /** perf writes its file on SIGINT. */
 async function stopPerf(perf: ChildProcess): Promise<void> {
+  // A perf that could not start (no such directory, no permission) has exited already: no 'exit' event is coming.
+  if (perf.exitCode !== null || perf.signalCode !== null) {
+    console.error(`perf record exited early (code ${perf.exitCode ?? perf.signalCode}): no profile for this pass`);
+    return;
+  }
   const exited = new Promise<void>((r) => perf.once('exit', () => r()));
-  if (perf.exitCode === null) perf.kill('SIGINT');
+  perf.kill('SIGINT');
   await exited;
 }
 
