@@ -69,20 +69,32 @@ export function signFailedChallenge(wallet: Wallet, domain: TypedDataDomain, evi
 
 /** The fields of an `evidence` gateway record (before its Ed25519 signature) for a signed failed challenge. */
 export async function evidenceRecordFields(record: ChallengeRecord, wallet: Wallet, domain: TypedDataDomain, at: number): Promise<UnsignedRecord | null> {
-  const evidence = failedChallengeEvidence(record);
-  if (!evidence) return null;
-  const ethSignature = (await signFailedChallenge(wallet, domain, evidence)).toLowerCase();
+  if (!failedChallengeEvidence(record)) return null;
+  const failure = record.failure as EvidenceRecord['failure'];
+  return signedEvidenceFields({ node: record.node, epoch: record.epoch, challenge: record.id, shard: record.shard, offset: record.offset, length: record.length, failure }, record.gateway, wallet, domain, at);
+}
+
+/** What an `evidence` record says: the failed challenge it names, which every signer of that evidence signs alike. */
+export type EvidenceFields = Pick<EvidenceRecord, 'node' | 'epoch' | 'challenge' | 'shard' | 'offset' | 'length' | 'failure'>;
+
+/**
+ * The fields of an `evidence` record by which `gateway` signs the failed challenge `e`: its own, or another gateway's
+ * that it re-checked and saw fail the same way (gateway/corroborator.ts). Either way the typed data, and so the
+ * digest the quorum is counted on, is the same.
+ */
+export async function signedEvidenceFields(e: EvidenceFields, gateway: string, wallet: Wallet, domain: TypedDataDomain, at: number): Promise<UnsignedRecord> {
+  const ethSignature = (await signFailedChallenge(wallet, domain, typedEvidence(e, e.challenge, SLASHABLE_FAILURES[e.failure]))).toLowerCase();
   return {
     type: 'evidence',
-    gateway: record.gateway,
-    epoch: record.epoch,
+    gateway,
+    epoch: e.epoch,
     at,
-    node: record.node,
-    challenge: record.id,
-    shard: record.shard,
-    offset: record.offset,
-    length: record.length,
-    failure: record.failure as 'wrong-bytes' | 'timeout',
+    node: e.node,
+    challenge: e.challenge,
+    shard: e.shard,
+    offset: e.offset,
+    length: e.length,
+    failure: e.failure,
     signer: wallet.address.toLowerCase(),
     ethSignature,
   };

@@ -8,6 +8,7 @@
 //   GET  /v1/status               the settler's id, open epochs, settled epochs
 //   GET  /v1/epochs               settled epochs: [{epoch, root, total, manifestSha256}]
 //   GET  /v1/epochs/<n>/<file>    a published epoch file (manifest.json, totals.json, claims.jsonl, ...)
+//   GET  /v1/evidence/pending     slashing evidence below the quorum, for gateways to re-check (protocol/pending-evidence.ts)
 //   GET  /metrics                 Prometheus
 //
 // Errors are JSON {error: "<reason>"} with 400 (malformed), 401 (bad signature), 409 (replayed nonce, or an epoch
@@ -22,6 +23,7 @@ export const SETTLER_PATHS = {
   gatewayRecords: '/v1/gateway-records',
   status: '/v1/status',
   epochs: '/v1/epochs',
+  pendingEvidence: '/v1/evidence/pending',
 } as const;
 
 /** Receipts in one claim batch; a node with more sends several batches. */

@@ -101,6 +101,10 @@ export async function startSettler(opts: SettlerServerOptions, deps: { logger?: 
     if (path === SETTLER_PATHS.status) return send(res, 200, settler.status());
     if (path === SETTLER_PATHS.epochs) return send(res, 200, settler.settledEpochs());
     if (path === '/healthz') return send(res, 200, { ok: true });
+    if (path === SETTLER_PATHS.pendingEvidence) {
+      if (!slasher) throw new HttpError(404, 'this settler does not submit slashing evidence (started without a chain, or with --no-slash): nothing waits for signatures here');
+      return send(res, 200, { evidence: slasher.pendingEvidence() });
+    }
     if (path === '/metrics') {
       const text = await metrics.registry.metrics();
       res.writeHead(200, { 'content-type': metrics.registry.contentType });

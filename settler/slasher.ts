@@ -19,17 +19,20 @@ import { dirname } from 'node:path';
 import { keccak256, type Provider, type Signer, type TypedDataDomain } from 'ethers';
 import type { Logger } from '../protocol/log.ts';
 import type { EvidenceRecord, GatewayRecord } from '../protocol/gateway-records.ts';
-import { evidenceDigest, evidenceOfRecord, evidenceSignatureProblem, type FailedChallengeEvidence } from '../protocol/challenge-evidence.ts';
+import { evidenceDigest, evidenceOfRecord, evidenceSignatureProblem, type EvidenceFields, type FailedChallengeEvidence } from '../protocol/challenge-evidence.ts';
 import { describeRevert, type Contracts } from '../contracts/handles.ts';
 import { JsonlFile } from './jsonl-file.ts';
 import { doublingDelayMs, realRetryTimers, type RetryTimers } from '../protocol/backoff.ts';
 import type { SettlerMetrics } from './metrics.ts';
+import { MAX_PENDING_EVIDENCE, type PendingEvidence } from '../protocol/pending-evidence.ts';
 
 export type EvidenceVerdict = 'counted' | 'duplicate' | 'bad-signature' | 'not-a-gateway' | 'already-done';
 export type SlashOutcome = 'submitted' | 'already-used' | 'failed' | 'gave-up';
 
 interface Pending {
   evidence: FailedChallengeEvidence;
+  /** The first record's fields, as other gateways re-check them (pendingEvidence). */
+  record: EvidenceFields;
   /** Signer address (lowercase) → signature, each checked to hold GATEWAY_ROLE. */
   signatures: Map<string, string>;
   /** Signatures whose signer's role could not be read yet (the chain did not answer). */
@@ -156,6 +159,21 @@ export class Slasher {
     });
   }
 
+  /**
+   * Evidence that has counted signatures but fewer than the quorum, oldest first, at most `limit`: what other gateways
+   * re-check and, if they see the same failure, sign too (GET /v1/evidence/pending, gateway/corroborator.ts).
+   * Signatures whose role is not checked yet are left out: a key without GATEWAY_ROLE gets no gateway to re-check.
+   */
+  pendingEvidence(limit = MAX_PENDING_EVIDENCE): PendingEvidence[] {
+    const out: PendingEvidence[] = [];
+    for (const p of this.pending.values()) {
+      if (out.length >= limit) break;
+      if (p.signatures.size === 0 || p.signatures.size >= this.quorum) continue;
+      out.push({ ...p.record, signers: [...p.signatures.keys()], quorum: this.quorum });
+    }
+    return out;
+  }
+
   /** Settles when everything added so far (and every retry that has fired) is handled. */
   idle(): Promise<void> {
     return this.queue.then(() => undefined);
@@ -178,7 +196,10 @@ export class Slasher {
     if (problem) return this.verdict('bad-signature', r, { problem });
     if (this.done.has(digest)) return this.verdict('already-done', r);
     let p = this.pending.get(digest);
-    if (!p) this.pending.set(digest, (p = { evidence, signatures: new Map(), unchecked: new Map(), failures: 0 }));
+    if (!p) {
+      const record = { node: r.node, epoch: r.epoch, challenge: r.challenge, shard: r.shard, offset: r.offset, length: r.length, failure: r.failure };
+      this.pending.set(digest, (p = { evidence, record, signatures: new Map(), unchecked: new Map(), failures: 0 }));
+    }
     if (p.signatures.has(r.signer) || p.unchecked.has(r.signer)) return this.verdict('duplicate', r);
     p.unchecked.set(r.signer, r.ethSignature);
     p.failures = 0; // a new signature is a new reason to try: the count of attempts starts again

@@ -109,6 +109,10 @@ describe('edgeshard settler', () => {
     expect(verified.lines[0]).toMatchObject({ node: addr, published: String(rate / 2n), matches: true, rejectedReasons: { 'ticket was issued to another node': 1 } });
     expect((await request(`${s.url}/v1/epochs/${epoch}/..%2Fparams.json`)).statusCode).toBe(404);
     expect((await request(`${s.url}/v1/epochs/${epoch + 1}/totals.json`)).statusCode).toBe(404);
+    // No chain, no slasher: nothing waits for gateway signatures, and the answer says why.
+    const noEvidence = await request(`${s.url}/v1/evidence/pending`);
+    expect(noEvidence.statusCode).toBe(404);
+    expect(((await noEvidence.body.json()) as { error: string }).error).toMatch(/does not submit slashing evidence/);
     const metrics = await (await request(`${s.url}/metrics`)).body.text();
     expect(metrics).toMatch(/edgeshard_settler_receipts_settled_total\{outcome="rejected",reason="ticket was issued to another node"\} 1/);
     expect(metrics).toMatch(/edgeshard_settler_submissions_total\{kind="claims",outcome="recorded"\} 1/);
