@@ -113,6 +113,8 @@ export interface ChallengeOutcome {
   record: GatewayRecord & ChallengeRecord;
   /** The raw reason (admin and logs only). */
   detail?: string;
+  /** A re-check of another gateway's evidence (gateway/corroborator.ts): it signs that evidence, never its own. */
+  corroboration?: true;
 }
 
 export interface ChallengerOptions {
@@ -195,7 +197,11 @@ export class Challenger {
   }
 
   /** Challenges one node now; null when it claims no shard there is to challenge (or the chunk list is unavailable). */
-  async challenge(node: NodeRecord, plan: ChallengePlan | null = planChallenge(this.opts.catalog.all(), (sha) => node.holdsShard(sha), this.random, this.opts.rules)): Promise<ChallengeOutcome | null> {
+  async challenge(
+    node: NodeRecord,
+    plan: ChallengePlan | null = planChallenge(this.opts.catalog.all(), (sha) => node.holdsShard(sha), this.random, this.opts.rules),
+    kind: { corroboration?: boolean } = {},
+  ): Promise<ChallengeOutcome | null> {
     if (!plan) return null;
     let leaves: Buffer[] | null = null;
     if (plan.chunkSize !== undefined) {
@@ -273,7 +279,7 @@ export class Challenger {
     if (!h) this.history.set(node.id, (h = []));
     h.push(record);
     if (h.length > 10) h.shift();
-    const outcome: ChallengeOutcome = { node, record, ...(detail ? { detail } : {}) };
+    const outcome: ChallengeOutcome = { node, record, ...(detail ? { detail } : {}), ...(kind.corroboration ? { corroboration: true as const } : {}) };
     this.opts.onResult?.(outcome);
     return outcome;
   }

@@ -69,6 +69,11 @@ export interface GatewayConfig {
    */
   ethKeyFile?: string | null;
   contractsFile?: string | null;
+  /**
+   * Mean ms between looks at the settler's slashing evidence below the quorum, re-checked and signed when this
+   * gateway sees the same failure (gateway/corroborator.ts); needs the Ethereum key and the settler. 0: off.
+   */
+  corroborateIntervalMs: number;
 }
 
 export const GATEWAY_OPTIONS: OptionSpec[] = [
@@ -113,6 +118,7 @@ export const GATEWAY_OPTIONS: OptionSpec[] = [
   { name: 'rewards-refresh', type: 'string', default: '60', description: "seconds between looks at the settler's latest settled epoch for /v1/rewards and the status page" },
   { name: 'eth-key-file', type: 'string', description: "the gateway's Ethereum key (created 0600 on first start; grant its printed address GATEWAY_ROLE): signs slashing evidence for challenges that got wrong bytes or timed out (needs --contracts)" },
   { name: 'contracts', type: 'string', description: 'contracts JSON file (chain id and Settlement address of the evidence signatures; no RPC is needed); with --eth-key-file' },
+  { name: 'corroborate-interval', type: 'string', default: '60000', description: "mean ms between looks at other gateways' slashing evidence waiting at the settler: each is re-checked against the node and signed only if it fails the same way here (with --eth-key-file and --settler; 0 = off)" },
   { name: 'report-quorum', type: 'string', default: '3', description: 'client networks (/24, /48) whose bad-bytes reports quarantine a node without a confirming probe' },
 ];
 
@@ -163,6 +169,7 @@ export function gatewayConfigFromSettings(s: Settings): GatewayConfig {
     rewardsRefreshMs: intSetting(s, 'rewards-refresh', 1, 86_400) * 1000,
     rewardsUrl: httpUrlSetting(s, 'rewards-from'),
     ...evidenceSettings(s),
+    corroborateIntervalMs: intSetting(s, 'corroborate-interval', 0, 86_400_000),
   };
 }
 
@@ -202,6 +209,7 @@ export function defaultGatewayConfig(overrides: Partial<GatewayConfig> & { origi
     recordIntervalMs: 0,
     settlerUrl: null,
     rewardsRefreshMs: 60_000,
+    corroborateIntervalMs: 0,
     ...overrides,
     originUrl: overrides.originUrl.replace(/\/$/, ''),
   };

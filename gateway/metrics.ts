@@ -17,6 +17,8 @@ export interface GatewayMetrics {
   challengeIssued(): void;
   /** A capacity challenge's outcome: passed, or the failure (wrong-bytes, not-held, timeout, unreachable, bad-status). */
   challenge(outcome: string, bytesPerSecond: number): void;
+  /** A re-check of another gateway's slashing evidence: signed, passed, other-failure, no-check or not-checkable. */
+  corroboration(outcome: string): void;
   /** A client's signed corruption report (kind 2): accepted, forged (bad signature or ticket) or refused (malformed). */
   corruptionReport(outcome: 'accepted' | 'forged' | 'refused'): void;
   /** A signed record for the settler written to the spool, by type (challenge, score, anonymous). */
@@ -96,6 +98,8 @@ export function createGatewayMetrics(opts: { defaultMetrics?: boolean } = {}): G
   const challenges = new Counter({ name: 'edgeshard_gateway_challenges_total', help: 'capacity challenges by outcome: passed, or why they failed (wrong-bytes, not-held, timeout, unreachable, bad-status)', labelNames: ['outcome'], registers: [registry] });
   for (const o of ['passed', 'wrong-bytes', 'not-held', 'timeout', 'unreachable', 'bad-status']) challenges.labels(o).inc(0);
   const challengeRate = new Histogram({ name: 'edgeshard_gateway_challenge_bytes_per_second', help: 'throughput measured by passed capacity challenges', buckets: [1e5, 1e6, 5e6, 1e7, 2.5e7, 5e7, 1e8, 2.5e8, 5e8, 1e9], registers: [registry] });
+  const corroborations = new Counter({ name: 'edgeshard_gateway_corroborations_total', help: "re-checks of other gateways' slashing evidence by outcome: signed (failed the same way), passed (the node answered right), other-failure, no-check (retried), not-checkable (unknown node, shard or range)", labelNames: ['outcome'], registers: [registry] });
+  for (const o of ['signed', 'passed', 'other-failure', 'no-check', 'not-checkable']) corroborations.labels(o).inc(0);
   const corruption = new Counter({ name: 'edgeshard_gateway_corruption_reports_total', help: 'signed client corruption reports (kind 2) by outcome: accepted, forged (bad signature or ticket), refused (malformed)', labelNames: ['outcome'], registers: [registry] });
   for (const o of ['accepted', 'forged', 'refused']) corruption.labels(o).inc(0);
   const records = new Counter({ name: 'edgeshard_gateway_records_total', help: 'signed records for the settler written to the spool, by type', labelNames: ['type'], registers: [registry] });
@@ -134,6 +138,9 @@ export function createGatewayMetrics(opts: { defaultMetrics?: boolean } = {}): G
     quarantined: (by) => quarantines.labels(by).inc(),
     report: (outcome) => reports.labels(outcome).inc(),
     challengeIssued: () => challengesIssued.inc(),
+    corroboration(outcome) {
+      corroborations.labels(outcome).inc();
+    },
     challenge(outcome, bytesPerSecond) {
       challenges.labels(outcome).inc();
       if (outcome === 'passed') challengeRate.observe(bytesPerSecond);

@@ -40,7 +40,8 @@ import { RecordSpool } from './record-spool.ts';
 import { RecordKeeper } from './record-keeper.ts';
 import { RecordPusher } from './record-pusher.ts';
 import { signGatewayRecord, type GatewayRecord } from '../protocol/gateway-records.ts';
-import { evidenceRecordFields, settlementDomain } from '../protocol/challenge-evidence.ts';
+import { evidenceRecordFields, settlementDomain, signedEvidenceFields } from '../protocol/challenge-evidence.ts';
+import { Corroborator } from './corroborator.ts';
 import { loadOrCreateGatewayEthKey } from '../protocol/identity.ts';
 import { readContractsFile } from '../contracts/handles.ts';
 import { checkCorruptionReport } from '../protocol/corruption-reports.ts';
@@ -68,6 +69,8 @@ export interface Gateway {
   ethAddress: string | null;
   prober: Prober;
   challenger: Challenger;
+  /** Re-checks and co-signs other gateways' slashing evidence (with --eth-key-file and --settler); null without. */
+  corroborator: Corroborator | null;
   /** The signed records for the settler (challenges, score snapshots, anonymous traffic, corruption reports). */
   spool: RecordSpool;
   /** Signs score snapshots and anonymous-traffic records now and spools them (also done every --record-interval). */
@@ -310,9 +313,11 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   };
   // Spooling a challenge and its evidence; close() waits for these before it closes the spool.
   const challengeSpooling = new Set<Promise<void>>();
-  const challengeResult = ({ node, record, detail }: ChallengeOutcome): void => {
+  const challengeResult = ({ node, record, detail, corroboration }: ChallengeOutcome): void => {
     metrics.challenge(record.ok ? 'passed' : record.failure!, record.bytesPerSecond);
-    const spooled = spoolRecords([record]).then(() => spoolEvidence(record));
+    // A re-check of another gateway's evidence signs that evidence (the corroborator does), not evidence of its own:
+    // otherwise each re-check that failed would list new evidence for the other gateways to re-check, and so on.
+    const spooled = spoolRecords([record]).then(() => (corroboration ? undefined : spoolEvidence(record)));
     challengeSpooling.add(spooled);
     void spooled.finally(() => challengeSpooling.delete(spooled));
     const range = `bytes ${record.offset}-${record.offset + record.length - 1} of shard ${record.shard.slice(0, 12)}…`;
@@ -348,6 +353,25 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   });
   forgetNode.push((id) => prober.forget(id), (id) => challenger.forget(id));
   challenger.start();
+
+  // Other gateways' evidence below the contract's quorum: re-checked against the node, and signed only when this
+  // gateway sees the same failure itself (gateway/corroborator.ts). Needs the Ethereum key and the settler.
+  const corroborator =
+    evidenceSigner && config.settlerUrl
+      ? new Corroborator({
+          settlerUrl: config.settlerUrl,
+          ownAddress: evidenceSigner.wallet.address.toLowerCase(),
+          datasets: () => catalog.all(),
+          node: (id) => registry.nodes.get(id),
+          challenge: (node, plan) => challenger.challenge(node, plan, { corroboration: true }),
+          sign: async (item) => spoolRecords([signGatewayRecord(await signedEvidenceFields(item, gatewayId, evidenceSigner.wallet, evidenceSigner.domain, now()), ticketKey)]),
+          intervalMs: config.corroborateIntervalMs,
+          logger: log,
+          onOutcome: (outcome) => metrics.corroboration(outcome),
+          ...(deps.random ? { random: deps.random } : {}),
+        })
+      : null;
+  corroborator?.start();
 
   // ---- responses ---------------------------------------------------------------------------------------
 
@@ -945,6 +969,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     ethAddress: evidenceSigner ? evidenceSigner.wallet.address.toLowerCase() : null,
     prober,
     challenger,
+    corroborator,
     spool,
     writeRecords,
     pusher,
@@ -954,6 +979,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     async close() {
       loader.close();
       await prober.close();
+      await corroborator?.close();
       await challenger.close();
       if (recordTimer) clearInterval(recordTimer);
       await Promise.all([...challengeSpooling]);

@@ -6,16 +6,13 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { readFile, writeFile } from 'node:fs/promises';
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Wallet } from 'ethers';
 import { startOrigin, type OriginServer } from '../dataset/origin-server.ts';
 import { writeSampleDataset } from '../dataset/sample.ts';
 import { startGateway, type Gateway } from '../gateway/server.ts';
 import { defaultGatewayConfig } from '../gateway/config.ts';
 import { GeoIp } from '../gateway/geoip.ts';
-import { startSettler, type RunningSettler } from '../settler/server.ts';
-import { DEFAULT_REWARD_PARAMS } from '../protocol/epoch.ts';
-import { BloomFilter } from '../protocol/bloom.ts';
+import type { RunningSettler } from '../settler/server.ts';
 import { generateTicketKey, ticketKeyToPem } from '../protocol/tickets.ts';
 import { signGatewayRecord, type ChallengeRecord, type EvidenceRecord, type GatewayRecord } from '../protocol/gateway-records.ts';
 import { evidenceOfRecord, evidenceRecordFields, settlementDomain } from '../protocol/challenge-evidence.ts';
@@ -23,6 +20,7 @@ import type { Manifest } from '../protocol/manifest.ts';
 import { TOKEN, deployFixture, expectRevert, mined, type Fixture } from './helpers/chain.ts';
 import { startScriptedNode, type ScriptedNode } from './helpers/scripted-node.ts';
 import { tempDir, until } from './helpers/net.ts';
+import { claimsEveryShard, metricValue, rangedServe, startSlashingSettler } from './helpers/slashing.ts';
 
 const CHUNK = 64 * 1024;
 const PARIS = { lat: 48.8566, lon: 2.3522 };
@@ -41,40 +39,15 @@ describe('slashing evidence from a real gateway, submitted by the settler', () =
   const ticketKey = generateTicketKey();
   const domain = () => settlementDomain(f.file.chainId, f.file.settlement);
 
-  const metric = async (s: RunningSettler, line: RegExp): Promise<number> => Number(line.exec(await s.metrics.registry.metrics())?.[1] ?? NaN);
-  const slashes = (s: RunningSettler, outcome: string) => metric(s, new RegExp(`edgeshard_settler_slashes_submitted_total\\{outcome="${outcome}"\\} (\\d+)`));
-  const evidence = (s: RunningSettler, verdict: string) => metric(s, new RegExp(`edgeshard_settler_slash_evidence_total\\{verdict="${verdict}"\\} (\\d+)`));
-  const startOurSettler = () =>
-    startSettler({
-      host: '127.0.0.1',
-      port: 0,
-      dir: join(tmp.dir, 'settler'),
-      id: 'settler-test',
-      epochSeconds: 86_400,
-      claimWindowSeconds: 3600,
-      params: DEFAULT_REWARD_PARAMS,
-      gateways: { [ticketKey.keyId]: ticketKey.publicKeyB64 },
-      settleCheckMs: 0,
-      now: () => clock,
-      // Anyone may submit evidence; the outsider's account pays the gas here.
-      slash: { settlement: f.as(f.outsider).settlement, domain: domain() },
-    });
-  const claimsAll = () => {
-    const b = BloomFilter.forCapacity(1000, 0.01);
-    for (const s of manifest.shards) b.add(s.sha256);
-    return b.summary();
-  };
-  const ranged = (source: (sha: string) => Buffer, cache = 'HIT') => (sha: string, req: IncomingMessage, res: ServerResponse) => {
-    const all = source(sha);
-    const [, a, b] = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '') ?? [];
-    const [start, end] = [Number(a), Number(b)];
-    res.writeHead(206, { 'content-range': `bytes ${start}-${end}/${all.length}`, 'content-length': end - start + 1, 'x-edgeshard-cache': cache }).end(all.subarray(start, end + 1));
-  };
+  const slashes = (s: RunningSettler, outcome: string) => metricValue(s, new RegExp(`edgeshard_settler_slashes_submitted_total\\{outcome="${outcome}"\\} (\\d+)`));
+  const evidence = (s: RunningSettler, verdict: string) => metricValue(s, new RegExp(`edgeshard_settler_slash_evidence_total\\{verdict="${verdict}"\\} (\\d+)`));
+  // Anyone may submit evidence; the outsider's account pays the gas here.
+  const startOurSettler = () => startSlashingSettler(join(tmp.dir, 'settler'), ticketKey, clock, f.as(f.outsider).settlement, domain());
   /** A node staked on chain (its key is one of the chain's funded accounts), registered at the gateway. */
-  const stakedNode = async (who: 'nodeA' | 'nodeB', key: string, serve: ReturnType<typeof ranged>): Promise<ScriptedNode> => {
+  const stakedNode = async (who: 'nodeA' | 'nodeB', key: string, serve: ReturnType<typeof rangedServe>): Promise<ScriptedNode> => {
     await mined(f.as(f[who]).token.approve(f.file.registry, 1_000n * TOKEN));
     await mined(f.as(f[who]).registry.register(1_000n * TOKEN));
-    const n = await startScriptedNode({ gatewayUrl: gw.url, wallet: new Wallet(key), location: PARIS, summary: claimsAll, serve });
+    const n = await startScriptedNode({ gatewayUrl: gw.url, wallet: new Wallet(key), location: PARIS, summary: () => claimsEveryShard(manifest), serve });
     closers.push(n);
     await until('node registered', () => gw.registry.nodes.get(n.address)?.holdsShard(manifest.shards[0]!.sha256) === true);
     return n;
@@ -112,7 +85,7 @@ describe('slashing evidence from a real gateway, submitted by the settler', () =
 
   it('a node serving wrong bytes to a challenge is slashed: signed evidence record, pushed, submitted, stake reduced, event emitted', async () => {
     expect(gw.ethAddress).toBe(f.gatewayKeys[0]!.address.toLowerCase());
-    const liar = await stakedNode('nodeA', f.chain.keys[6]!, ranged((sha) => Buffer.alloc(bytes.get(sha)!.length, 0x42)));
+    const liar = await stakedNode('nodeA', f.chain.keys[6]!, rangedServe((sha) => Buffer.alloc(bytes.get(sha)!.length, 0x42)));
     expect(await stakeOf(liar.address)).toBe(1_000n * TOKEN);
 
     const outcome = (await gw.challenger.challenge(gw.registry.nodes.get(liar.address)!))!;
@@ -132,7 +105,7 @@ describe('slashing evidence from a real gateway, submitted by the settler', () =
   });
 
   it('a node that does not hold the shard, or is unreachable, fails its challenges but is never slashed', async () => {
-    const honest = await stakedNode('nodeB', f.chain.keys[7]!, ranged((sha) => bytes.get(sha)!, 'MISS'));
+    const honest = await stakedNode('nodeB', f.chain.keys[7]!, rangedServe((sha) => bytes.get(sha)!, 'MISS'));
     const node = gw.registry.nodes.get(honest.address)!;
     const notHeld = (await gw.challenger.challenge(node))!;
     expect(notHeld.record).toMatchObject({ ok: false, failure: 'not-held' });
