@@ -3,6 +3,7 @@ import { durationSetting, httpUrl, intSetting, locationSetting, sizeSetting, str
 import { logLevelOption, logLevelSetting } from '../protocol/cli/shared-options.ts';
 import { ALL_NODE_CHECKS, type NodeChecks } from './registry.ts';
 import { DEFAULT_MAX_MANIFEST_BYTES } from '../protocol/manifest.ts';
+import { parseUnits } from 'ethers';
 
 export type FallbackMode = 'redirect' | 'proxy' | 'off';
 
@@ -74,6 +75,15 @@ export interface GatewayConfig {
    * gateway sees the same failure (gateway/corroborator.ts); needs the Ethereum key and the settler. 0: off.
    */
   corroborateIntervalMs: number;
+  /**
+   * A JSON-RPC endpoint of the chain in `contractsFile`: nodes are admitted and kept only while the NodeRegistry says
+   * they are staked (gateway/stake-gate.ts). null: no stake check.
+   */
+  rpcUrl?: string | null;
+  /** The least stake admitted, in token units; null: the registry contract's own minimum. */
+  minStake?: bigint | null;
+  /** How often connected nodes' stakes are read again (ms). */
+  stakeRefreshMs?: number;
 }
 
 export const GATEWAY_OPTIONS: OptionSpec[] = [
@@ -118,6 +128,9 @@ export const GATEWAY_OPTIONS: OptionSpec[] = [
   { name: 'rewards-refresh', type: 'string', default: '60', description: "seconds between looks at the settler's latest settled epoch for /v1/rewards and the status page" },
   { name: 'eth-key-file', type: 'string', description: "the gateway's Ethereum key (created 0600 on first start; grant its printed address GATEWAY_ROLE): signs slashing evidence for challenges that got wrong bytes or timed out (needs --contracts)" },
   { name: 'contracts', type: 'string', description: 'contracts JSON file (chain id and Settlement address of the evidence signatures; no RPC is needed); with --eth-key-file' },
+  { name: 'rpc', type: 'string', description: "the chain's JSON-RPC URL (with --contracts): only nodes staked in the NodeRegistry (at least --min-stake, not unbonding) are admitted and kept in rotation" },
+  { name: 'min-stake', type: 'string', description: "least stake a node needs here, in EDGE (e.g. 1000; default: the registry contract's own minimum); with --rpc" },
+  { name: 'stake-refresh', type: 'string', default: '300', description: 'seconds between reads of every connected node\'s stake (a node slashed below the minimum or unbonding leaves rotation within this); with --rpc' },
   { name: 'corroborate-interval', type: 'string', default: '60000', description: "mean ms between looks at other gateways' slashing evidence waiting at the settler: each is re-checked against the node and signed only if it fails the same way here (with --eth-key-file and --settler; 0 = off)" },
   { name: 'report-quorum', type: 'string', default: '3', description: 'client networks (/24, /48) whose bad-bytes reports quarantine a node without a confirming probe' },
 ];
@@ -170,6 +183,7 @@ export function gatewayConfigFromSettings(s: Settings): GatewayConfig {
     rewardsUrl: httpUrlSetting(s, 'rewards-from'),
     ...evidenceSettings(s),
     corroborateIntervalMs: intSetting(s, 'corroborate-interval', 0, 86_400_000),
+    ...stakeSettings(s),
   };
 }
 
@@ -222,12 +236,34 @@ function httpUrlSetting(s: Settings, name: string): string | null {
   return value;
 }
 
-/** --eth-key-file and --contracts: both or neither. */
+/** --eth-key-file needs --contracts, and --contracts is for the evidence key or the stake check (--rpc). */
 function evidenceSettings(s: Settings): { ethKeyFile: string | null; contractsFile: string | null } {
   const ethKeyFile = stringSetting(s, 'eth-key-file') || null;
   const contractsFile = stringSetting(s, 'contracts') || null;
-  if ((ethKeyFile === null) !== (contractsFile === null)) {
+  const rpc = stringSetting(s, 'rpc') || null;
+  if (ethKeyFile !== null && contractsFile === null) {
     throw new UsageError('--eth-key-file and --contracts go together: the key signs slashing evidence for the Settlement contract the contracts file names');
   }
+  if (contractsFile !== null && ethKeyFile === null && rpc === null) {
+    throw new UsageError('--contracts needs --eth-key-file (to sign slashing evidence) or --rpc (to admit staked nodes only), or both');
+  }
   return { ethKeyFile, contractsFile };
+}
+
+/** --rpc (needs --contracts), --min-stake and --stake-refresh. */
+function stakeSettings(s: Settings): Pick<GatewayConfig, 'rpcUrl' | 'minStake' | 'stakeRefreshMs'> {
+  const rpcUrl = httpUrlSetting(s, 'rpc');
+  if (rpcUrl !== null && !stringSetting(s, 'contracts')) throw new UsageError('--rpc needs --contracts: the file names the chain and the NodeRegistry whose stakes admit nodes');
+  const raw = stringSetting(s, 'min-stake');
+  if (raw !== undefined && rpcUrl === null) throw new UsageError('--min-stake needs --rpc: stakes are read from the chain');
+  let minStake: bigint | null = null;
+  if (raw !== undefined) {
+    try {
+      minStake = parseUnits(raw, 18);
+    } catch {
+      throw new UsageError(`--min-stake "${raw}" is not a token amount (e.g. 1000 or 0.5)`);
+    }
+    if (minStake < 0n) throw new UsageError('--min-stake cannot be negative');
+  }
+  return { rpcUrl, minStake, stakeRefreshMs: intSetting(s, 'stake-refresh', 1, 86_400) * 1000 };
 }

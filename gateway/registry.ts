@@ -122,6 +122,11 @@ export interface RegistryOptions {
   events?: RegistryEvents;
   /** Removes a down node from the table after this long (it may come back and re-register). */
   forgetAfterMs?: number;
+  /**
+   * Checks the node's stake on chain before anything else (stake-gate.ts): null admits, a string refuses with that
+   * reason. Without it any key may register.
+   */
+  stake?(id: string): Promise<string | null>;
   /** Checks the announced URL before welcome (node-verifier.ts). Without it the URL is taken as announced. */
   admit?(id: string, url: string): Promise<Admission>;
   /** Called when a node is forgotten (the verifier's address pin can go). */
@@ -197,6 +202,19 @@ export class NodeRegistry {
     ws.close(4000, reason.slice(0, 100));
   }
 
+  /**
+   * Takes a registered node out: it is told why and disconnected (it goes down like any node that left), and it is
+   * refused again at its next hello while the reason holds. False when the node is not connected.
+   */
+  expel(id: string, reason: string): boolean {
+    const ws = this.sockets.get(id);
+    if (!ws) return false;
+    this.opts.logger.warn({ node: id, reason }, 'node expelled');
+    this.send(ws, { type: 'error', reason });
+    ws.close(4003, reason.slice(0, 100));
+    return true;
+  }
+
   private onConnection(ws: WebSocket, req: IncomingMessage): void {
     const remote = req.socket.remoteAddress ?? '';
     const nonce = randomBytes(16).toString('hex');
@@ -267,6 +285,14 @@ export class NodeRegistry {
     let url = hello.url;
     let address = remote.replace(/^::ffff:/, '');
     let rttMs: number | null = null;
+    if (this.opts.stake) {
+      // First: an unstaked key never makes the gateway reach its URL.
+      const refusal = await this.opts.stake(id);
+      if (refusal || ws.readyState !== ws.OPEN) {
+        if (refusal) this.refuse(ws, refusal, remote);
+        return null;
+      }
+    }
     if (this.opts.admit) {
       const parsed = parseNodeUrl(hello.url);
       if (!parsed.ok) {

@@ -43,7 +43,9 @@ import { signGatewayRecord, type GatewayRecord } from '../protocol/gateway-recor
 import { evidenceRecordFields, settlementDomain, signedEvidenceFields } from '../protocol/challenge-evidence.ts';
 import { Corroborator } from './corroborator.ts';
 import { loadOrCreateGatewayEthKey } from '../protocol/identity.ts';
-import { readContractsFile } from '../contracts/handles.ts';
+import { connectContracts, readContractsFile } from '../contracts/handles.ts';
+import { JsonRpcProvider } from 'ethers';
+import { StakeGate } from './stake-gate.ts';
 import { checkCorruptionReport } from '../protocol/corruption-reports.ts';
 import { epochOf } from '../protocol/client-tickets.ts';
 import { SignedReportBook, reportedBytesProblem } from './signed-reports.ts';
@@ -77,6 +79,10 @@ export interface Gateway {
   writeRecords(): Promise<void>;
   /** The pusher to the settler, when --settler is set. */
   pusher: RecordPusher | null;
+  /** With --rpc: the stake check (stake-gate.ts). */
+  stakeGate: StakeGate | null;
+  /** Reads every node's stake again now and expels those no longer staked (also done every --stake-refresh); how many. */
+  refreshStakes(): Promise<number>;
   /** Settles when every verification probe that client reports started so far has finished (tests wait on it). */
   reportProbes(): Promise<void>;
   close(): Promise<void>;
@@ -205,6 +211,9 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   if (config.allowPrivateNodes) log.warn('accepting nodes at private and loopback addresses (--allow-private-nodes): for private networks and tests only');
   // What the prober and the challenger keep per node, dropped when the registry forgets the node (they are made below).
   const forgetNode: ((id: string) => void)[] = [];
+  // With --rpc, membership is on chain: a node is admitted and kept only while it is staked (stake-gate.ts). No RPC
+  // call happens here: a gateway starts while the chain is down, and admits nobody new until it answers.
+  const stakeChain = config.rpcUrl && config.contractsFile ? await openStakeChain(config.rpcUrl, config.contractsFile, config.minStake ?? undefined, log) : null;
   const registry = new NodeRegistry({
     gatewayId,
     ticketKeys: [{ keyId: ticketKey.keyId, publicKey: ticketKey.publicKeyB64 }],
@@ -218,6 +227,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       rejected: () => metrics.registrationRefused(),
     },
     admit: (id, url) => verifier.admit(id, url),
+    ...(stakeChain ? { stake: (id: string) => stakeChain.gate.admit(id) } : {}),
     forgotten: (node) => {
       if (![...registry.nodes.values()].some((n) => n.url === node.url)) nodeDispatcher.unpin(node.url);
       for (const forget of forgetNode) forget(node.id);
@@ -227,6 +237,18 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     now,
     ...(deps.sweepEveryMs !== undefined ? { sweepEveryMs: deps.sweepEveryMs } : {}),
   });
+  // Nodes slashed below the minimum, or unbonding, leave rotation at the next read of the stakes.
+  const refreshStakes = async (): Promise<number> => {
+    if (!stakeChain) return 0;
+    let expelled = 0;
+    for (const { id, reason } of await stakeChain.gate.refresh([...registry.nodes.keys()])) {
+      if (registry.expel(id, reason)) expelled++;
+    }
+    return expelled;
+  };
+  const stakeTimer = stakeChain ? setInterval(() => void refreshStakes(), config.stakeRefreshMs ?? 300_000) : null;
+  stakeTimer?.unref();
+  if (stakeChain) forgetNode.push((id) => stakeChain.gate.forget(id));
   const router = new NodeRouter(registry);
   metrics.setNodeCounts(() => {
     const up = registry.healthyCount;
@@ -973,6 +995,8 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     spool,
     writeRecords,
     pusher,
+    stakeGate: stakeChain?.gate ?? null,
+    refreshStakes,
     async reportProbes() {
       while (reportProbes.size > 0) await Promise.all([...reportProbes.values()]);
     },
@@ -981,6 +1005,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       await prober.close();
       await corroborator?.close();
       await challenger.close();
+      if (stakeTimer) clearInterval(stakeTimer);
       if (recordTimer) clearInterval(recordTimer);
       await Promise.all([...challengeSpooling]);
       // The last snapshot and the anonymous bytes counted since the previous one, so a restart loses none.
@@ -991,6 +1016,24 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       await nodeDispatcher.close();
       await closeNow(server);
       await originAgent.close().catch(() => {});
+      stakeChain?.close();
     },
   };
+}
+
+/** The stake check's chain connection: a provider that asks nothing until the first check, which checks the chain id. */
+async function openStakeChain(rpcUrl: string, contractsFile: string, minStake: bigint | undefined, log: Logger): Promise<{ gate: StakeGate; close(): void }> {
+  const file = await readContractsFile(contractsFile);
+  const provider = new JsonRpcProvider(rpcUrl, file.chainId, { staticNetwork: true });
+  const { registry } = connectContracts(file, provider);
+  const gate = new StakeGate({
+    registry,
+    ...(minStake !== undefined ? { minStake } : {}),
+    logger: log,
+    async checkChain() {
+      const id = BigInt((await provider.send('eth_chainId', [])) as string);
+      if (id !== BigInt(file.chainId)) throw new Error(`the chain at ${rpcUrl} has chain id ${id}, the contracts file is for ${file.chainId}`);
+    },
+  });
+  return { gate, close: () => provider.destroy() };
 }

@@ -83,7 +83,7 @@ describe("the gateway's Ethereum key", () => {
     const defaults = Object.fromEntries(GATEWAY_OPTIONS.filter((o) => o.default !== undefined).map((o) => [o.name, o.default]));
     const base = { ...defaults, origin: 'http://127.0.0.1:1', dataset: 'd' };
     expect(() => gatewayConfigFromSettings({ ...base, 'eth-key-file': 'k.json' })).toThrow(/--eth-key-file and --contracts go together/);
-    expect(() => gatewayConfigFromSettings({ ...base, contracts: 'c.json' })).toThrow(/--eth-key-file and --contracts go together/);
+    expect(() => gatewayConfigFromSettings({ ...base, contracts: 'c.json' })).toThrow(/--contracts needs --eth-key-file/);
     expect(gatewayConfigFromSettings({ ...base, 'eth-key-file': 'k.json', contracts: 'c.json' })).toMatchObject({ ethKeyFile: 'k.json', contractsFile: 'c.json' });
     expect(gatewayConfigFromSettings(base)).toMatchObject({ ethKeyFile: null, contractsFile: null });
   });

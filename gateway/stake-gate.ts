@@ -1,0 +1,131 @@
+// Membership on chain: with --rpc, a node is admitted and kept in rotation only while the NodeRegistry contract says
+// it has at least the minimum stake and is not unbonding. Without it anyone may join with a key and a URL (the URL
+// proof, probes and challenges still apply); with it every node that takes traffic has tokens at risk of slashing, so
+// a thousand made-up nodes cost a thousand stakes instead of a thousand keys.
+//
+// A registration is checked when it arrives (before the gateway contacts the node's URL) and every connected node
+// again every --stake-refresh, so a node that is slashed below the minimum or starts unbonding leaves rotation within
+// that time. When the chain cannot be read, a new node is refused (the gateway cannot tell whether it is staked; the
+// node's reconnect backoff tries again) and a connected one stays on the stake last read: an RPC outage must not
+// empty the network. Pure core (stakeRefusal) first; the StakeGate below is the I/O shell.
+import type { Logger } from '../protocol/log.ts';
+import type { RegistryContract } from '../contracts/handles.ts';
+import { tokens } from '../contracts/stake-chain.ts';
+
+export interface NodeStake {
+  registered: boolean;
+  stake: bigint;
+  /** 0 while active, else when the stake becomes withdrawable (unix seconds). */
+  unbondsAt: bigint;
+}
+
+/** Null when `s` backs traffic at a minimum of `min`, else why not, in words a node operator can act on. Pure. */
+export function stakeRefusal(id: string, s: NodeStake, min: bigint): string | null {
+  if (!s.registered) return `node ${id} has no stake on chain; this gateway admits staked nodes only: stake at least ${tokens(min)} with \`edgeshard stake register\``;
+  if (s.unbondsAt !== 0n) return `node ${id}'s stake is unbonding (withdrawable at ${new Date(Number(s.unbondsAt) * 1000).toISOString()}): it no longer backs traffic here`;
+  if (s.stake < min) return `node ${id} has ${tokens(s.stake)} staked; this gateway requires ${tokens(min)} (\`edgeshard stake add\`)`;
+  return null;
+}
+
+export interface StakeGateOptions {
+  registry: Pick<RegistryContract, 'nodes' | 'minStake'>;
+  /** The least stake admitted; default the registry contract's own minimum (read once, on first use). */
+  minStake?: bigint;
+  logger: Logger;
+  /** A chain read that takes longer fails (ms). */
+  timeoutMs?: number;
+  /** Throws when the RPC endpoint serves another chain than the contracts file's; run before the first read. */
+  checkChain?: () => Promise<void>;
+}
+
+export class StakeGate {
+  private min: Promise<bigint> | null = null;
+  /** Stake last read per node, for the status page and the refresh's log lines. */
+  readonly last = new Map<string, NodeStake>();
+  private failing: string | null = null;
+
+  constructor(private readonly opts: StakeGateOptions) {}
+
+  /**
+   * The minimum in force (the contract's, read once, unless the gateway set its own), once the endpoint is known to
+   * serve the contracts file's chain. Every check waits for it, so a wrong chain admits nobody.
+   */
+  minStake(): Promise<bigint> {
+    // A failed read is not kept: the next check asks the chain again.
+    this.min ??= this.read(async () => {
+      await this.opts.checkChain?.();
+      return this.opts.minStake ?? (await this.opts.registry.minStake());
+    }).catch((err: Error) => {
+      this.min = null;
+      throw err;
+    });
+    return this.min;
+  }
+
+  /** Null when node `id` may take traffic, else the reason (a chain that cannot be read is a reason too). */
+  async admit(id: string): Promise<string | null> {
+    try {
+      const [min, s] = await Promise.all([this.minStake(), this.stakeOf(id)]);
+      return stakeRefusal(id, s, min);
+    } catch (err) {
+      return `could not read node ${id}'s stake on chain (${(err as Error).message}); try again later`;
+    }
+  }
+
+  /**
+   * Reads every node's stake again; returns those that no longer back traffic, with the reason. Nodes whose stake
+   * could not be read are kept (logged when reading starts failing and when it works again).
+   */
+  async refresh(ids: Iterable<string>): Promise<Array<{ id: string; reason: string }>> {
+    const out: Array<{ id: string; reason: string }> = [];
+    let min: bigint;
+    try {
+      min = await this.minStake();
+    } catch (err) {
+      this.readFailed(err as Error);
+      return out;
+    }
+    const results = await Promise.allSettled([...ids].map(async (id) => ({ id, s: await this.stakeOf(id) })));
+    for (const r of results) {
+      if (r.status === 'rejected') {
+        this.readFailed(r.reason as Error);
+        continue;
+      }
+      const reason = stakeRefusal(r.value.id, r.value.s, min);
+      if (reason) out.push({ id: r.value.id, reason });
+    }
+    if (this.failing && results.every((r) => r.status === 'fulfilled')) {
+      this.opts.logger.info({}, 'reading node stakes on chain again');
+      this.failing = null;
+    }
+    return out;
+  }
+
+  /** Forgets a node's last stake (the registry forgot the node). */
+  forget(id: string): void {
+    this.last.delete(id);
+  }
+
+  private async stakeOf(id: string): Promise<NodeStake> {
+    const n = await this.read(() => this.opts.registry.nodes(id));
+    const s = { registered: n.registered, stake: n.stake, unbondsAt: n.unbondsAt };
+    this.last.set(id, s);
+    return s;
+  }
+
+  private readFailed(err: Error): void {
+    if (this.failing === err.message) return;
+    this.failing = err.message;
+    this.opts.logger.warn({ err: err.message }, 'could not read node stakes on chain: connected nodes stay on the stake last read; new nodes are refused until the chain answers');
+  }
+
+  private read<T>(call: () => Promise<T>): Promise<T> {
+    const ms = this.opts.timeoutMs ?? 10_000;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`the chain did not answer within ${ms / 1000} s`)), ms);
+      timer.unref();
+    });
+    return Promise.race([call(), late]).finally(() => clearTimeout(timer));
+  }
+}

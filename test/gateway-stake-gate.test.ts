@@ -1,0 +1,136 @@
+// Membership on chain (gateway --rpc): only nodes staked in the NodeRegistry are admitted, checked before the gateway
+// contacts the node's URL; a node that starts unbonding is expelled at the next read of the stakes; an RPC outage
+// refuses new nodes and keeps the connected ones; an endpoint serving another chain admits nobody. Without --rpc the
+// same unstaked key is admitted (the attack the check stops: nodes that cost a key, not a stake).
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { join } from 'node:path';
+import { writeFile } from 'node:fs/promises';
+import { Wallet } from 'ethers';
+import { startOrigin, type OriginServer } from '../dataset/origin-server.ts';
+import { writeSampleDataset } from '../dataset/sample.ts';
+import { startGateway, type Gateway } from '../gateway/server.ts';
+import { defaultGatewayConfig, gatewayConfigFromSettings, GATEWAY_OPTIONS } from '../gateway/config.ts';
+import { GeoIp } from '../gateway/geoip.ts';
+import { stakeRefusal } from '../gateway/stake-gate.ts';
+import { TOKEN, deployFixture, mined, type Fixture } from './helpers/chain.ts';
+import { startRpcProxy, type RpcProxy } from './helpers/rpc-proxy.ts';
+import { startScriptedNode, type ScriptedNode } from './helpers/scripted-node.ts';
+import { tempDir, until } from './helpers/net.ts';
+
+const PARIS = { lat: 48.8566, lon: 2.3522 };
+
+describe('stakeRefusal', () => {
+  const id = '0x' + '1'.repeat(40);
+  it('admits a registered, active stake at the minimum and refuses the rest with what to do', () => {
+    expect(stakeRefusal(id, { registered: true, stake: 1_000n * TOKEN, unbondsAt: 0n }, 1_000n * TOKEN)).toBeNull();
+    expect(stakeRefusal(id, { registered: false, stake: 0n, unbondsAt: 0n }, 1_000n * TOKEN)).toMatch(/no stake on chain.*stake at least 1000\.0 EDGE with `edgeshard stake register`/);
+    expect(stakeRefusal(id, { registered: true, stake: 999n * TOKEN, unbondsAt: 0n }, 1_000n * TOKEN)).toMatch(/has 999\.0 EDGE staked; this gateway requires 1000\.0 EDGE/);
+    expect(stakeRefusal(id, { registered: true, stake: 5_000n * TOKEN, unbondsAt: 1_900_000_000n }, 1_000n * TOKEN)).toMatch(/unbonding \(withdrawable at 2030-03-17T17:46:40\.000Z\)/);
+  });
+});
+
+describe('gateway --rpc: only staked nodes take traffic', () => {
+  let f: Fixture;
+  let tmp: { dir: string; cleanup: () => Promise<void> };
+  let origin: OriginServer;
+  let geoip: GeoIp;
+  let proxy: RpcProxy;
+  const closers: { close(): Promise<void> }[] = [];
+
+  const gateway = async (extra: Record<string, unknown> = {}): Promise<Gateway> => {
+    const gw = await startGateway(defaultGatewayConfig({ originUrl: origin.url, datasets: ['sample'], heartbeatMs: 200, allowPrivateNodes: true, ...extra }), { geoip });
+    closers.push(gw);
+    return gw;
+  };
+  const connect = async (gw: Gateway, key: string): Promise<ScriptedNode> => {
+    const n = await startScriptedNode({ gatewayUrl: gw.url, wallet: new Wallet(key), location: PARIS });
+    closers.push(n);
+    return n;
+  };
+  const refusedWith = async (n: ScriptedNode): Promise<string> => {
+    const closed = await n.closed;
+    expect(closed.code).toBe(4000);
+    return String((await n.next('error')).reason);
+  };
+  const stake = async (who: 'nodeA' | 'nodeB', amount: bigint) => {
+    await mined(f.as(f[who]).token.approve(f.file.registry, amount));
+    await mined(f.as(f[who]).registry.register(amount));
+  };
+
+  beforeAll(async () => {
+    f = await deployFixture();
+    tmp = await tempDir();
+    await writeSampleDataset(join(tmp.dir, 'origin', 'sample'), { shards: 2, shardSize: 64 * 1024 });
+    origin = await startOrigin(join(tmp.dir, 'origin'));
+    geoip = await GeoIp.open();
+    proxy = await startRpcProxy(f.chain.eip1193);
+    await writeFile(join(tmp.dir, 'contracts.json'), JSON.stringify(f.file));
+    await writeFile(join(tmp.dir, 'other-chain.json'), JSON.stringify({ ...f.file, chainId: f.file.chainId + 1 }));
+  }, 120_000);
+  afterAll(async () => {
+    for (const c of closers.reverse()) await c.close();
+    await proxy?.close();
+    await origin?.close();
+    await tmp?.cleanup();
+  });
+
+  it('refuses an unstaked key before contacting its URL, admits it once staked; a gateway without --rpc admits it unstaked', async () => {
+    const withStake = await gateway({ rpcUrl: proxy.url, contractsFile: join(tmp.dir, 'contracts.json') });
+    const key = f.chain.keys[6]!;
+    const unstaked = await connect(withStake, key);
+    expect(await refusedWith(unstaked)).toMatch(/has no stake on chain; this gateway admits staked nodes only/);
+    expect(unstaked.http.requests).toEqual([]); // the gateway never reached the URL of a key with nothing at stake
+    expect(withStake.registry.nodes.size).toBe(0);
+
+    // Without the check, the same unstaked key takes its place in rotation.
+    const open = await gateway();
+    const admitted = await connect(open, key);
+    await until('the unstaked node is registered without --rpc', () => open.registry.nodes.get(admitted.address)?.healthy === true);
+
+    await stake('nodeA', 1_000n * TOKEN);
+    const staked = await connect(withStake, key);
+    await until('the staked node is registered', () => withStake.registry.nodes.get(staked.address)?.healthy === true);
+    expect(withStake.stakeGate!.last.get(staked.address)).toMatchObject({ registered: true, stake: 1_000n * TOKEN });
+  });
+
+  it('asks more than the contract with --min-stake, and an endpoint serving another chain admits nobody', async () => {
+    const demanding = await gateway({ rpcUrl: proxy.url, contractsFile: join(tmp.dir, 'contracts.json'), minStake: 2_000n * TOKEN });
+    expect(await refusedWith(await connect(demanding, f.chain.keys[6]!))).toMatch(/has 1000\.0 EDGE staked; this gateway requires 2000\.0 EDGE/);
+    const wrongChain = await gateway({ rpcUrl: proxy.url, contractsFile: join(tmp.dir, 'other-chain.json') });
+    expect(await refusedWith(await connect(wrongChain, f.chain.keys[6]!))).toMatch(/could not read .* stake on chain \(the chain at .* has chain id \d+, the contracts file is for \d+\)/);
+  });
+
+  it('an RPC outage refuses new nodes and keeps connected ones; unbonding expels a node at the next read of the stakes', async () => {
+    const gw = await gateway({ rpcUrl: proxy.url, contractsFile: join(tmp.dir, 'contracts.json') });
+    const a = await connect(gw, f.chain.keys[6]!);
+    await until('staked node registered', () => gw.registry.nodes.get(a.address)?.healthy === true);
+    await stake('nodeB', 1_500n * TOKEN);
+
+    proxy.mode = 'down';
+    expect(await refusedWith(await connect(gw, f.chain.keys[7]!))).toMatch(/could not read node 0x[0-9a-f]{40}'s stake on chain .*try again later/);
+    expect(await gw.refreshStakes()).toBe(0);
+    expect(gw.registry.nodes.get(a.address)?.healthy).toBe(true); // an outage does not empty the network
+    proxy.mode = 'pass';
+    const b = await connect(gw, f.chain.keys[7]!);
+    await until('the second staked node registered once the chain answers', () => gw.registry.nodes.get(b.address)?.healthy === true);
+
+    await mined(f.as(f.nodeA).registry.startUnbonding());
+    expect(await gw.refreshStakes()).toBe(1);
+    const gone = await a.closed;
+    expect(gone.code).toBe(4003);
+    expect(String(a.inbox.find((m) => m.type === 'error')?.reason)).toMatch(/stake is unbonding/);
+    await until('the unbonding node is down', () => gw.registry.nodes.get(a.address)?.healthy === false);
+    expect(gw.registry.nodes.get(b.address)?.healthy).toBe(true);
+    expect(await refusedWith(await connect(gw, f.chain.keys[6]!))).toMatch(/stake is unbonding/);
+  });
+
+  it('--rpc needs --contracts, --min-stake needs --rpc, and --contracts alone is for nothing', () => {
+    const defaults = Object.fromEntries(GATEWAY_OPTIONS.filter((o) => o.default !== undefined).map((o) => [o.name, o.default]));
+    const base = { ...defaults, origin: 'http://127.0.0.1:1', dataset: 'd' };
+    expect(() => gatewayConfigFromSettings({ ...base, rpc: 'http://127.0.0.1:8545' })).toThrow(/--rpc needs --contracts/);
+    expect(() => gatewayConfigFromSettings({ ...base, 'min-stake': '5' })).toThrow(/--min-stake needs --rpc/);
+    expect(() => gatewayConfigFromSettings({ ...base, contracts: 'c.json' })).toThrow(/--contracts needs --eth-key-file .* or --rpc/);
+    expect(() => gatewayConfigFromSettings({ ...base, contracts: 'c.json', rpc: 'http://127.0.0.1:8545', 'min-stake': 'lots' })).toThrow(/not a token amount/);
+    expect(gatewayConfigFromSettings({ ...base, contracts: 'c.json', rpc: 'http://127.0.0.1:8545', 'min-stake': '2500.5' })).toMatchObject({ rpcUrl: 'http://127.0.0.1:8545', minStake: 2_500_500_000_000_000_000_000n, stakeRefreshMs: 300_000 });
+  });
+});
