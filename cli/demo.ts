@@ -120,6 +120,8 @@ export const demoCommand: Command = {
           defaultGatewayConfig({
             originUrl: origin.url, datasets: ['sample'], port: ports.gateway, ticketKeyFile, allowPrivateNodes: true, challengeIntervalMs: 60_000,
             rewardsUrl: demoSettler?.settler.url ?? null, rewardsRefreshMs: 1_000,
+            // Membership on chain: the gateway admits the nodes only once they are staked (below), as --rpc does.
+            rpcUrl: dev.rpc, contractsFile: dev.contractsPath,
           }),
         ),
       );
@@ -166,7 +168,7 @@ export const demoCommand: Command = {
         if (Date.now() > deadline) throw new Error('nodes did not register with the gateway within 15 s');
         await new Promise((r) => setTimeout(r, 50));
       }
-      console.log(`origin   ${origin.url}\ngateway  ${gateway.url}`);
+      console.log(`origin   ${origin.url}\ngateway  ${gateway.url}  (admits nodes staked on chain only)`);
       for (const [i, n] of nodes.entries()) console.log(`node     ${n.url}  ${PLACES[i]!.name.padEnd(9)} ${n.address}  stake ${formatUnits(stakes[i]!, 18)} EDGE`);
       console.log(
         `chain    ${dev.rpc}  token ${dev.file.token}, settlement ${dev.file.settlement}\n` +
