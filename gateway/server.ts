@@ -45,7 +45,7 @@ import { Corroborator } from './corroborator.ts';
 import { loadOrCreateGatewayEthKey } from '../protocol/identity.ts';
 import { connectContracts, readContractsFile } from '../contracts/handles.ts';
 import { JsonRpcProvider } from 'ethers';
-import { StakeGate } from './stake-gate.ts';
+import { StakeGate, type NodeStake } from './stake-gate.ts';
 import { checkCorruptionReport } from '../protocol/corruption-reports.ts';
 import { epochOf } from '../protocol/client-tickets.ts';
 import { SignedReportBook, reportedBytesProblem } from './signed-reports.ts';
@@ -797,6 +797,8 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
         rttFactor: Math.round(n.rttFactor * 100) / 100,
         minRttMs: n.minRttMs === null ? null : Math.round(n.minRttMs * 1000) / 1000,
         cachedShards: n.bloom?.count ?? 0,
+        // With --rpc: the stake last read on chain, in token units (a decimal string: it does not fit a double).
+        ...(stakeChain ? { stake: stakeOnChain(stakeChain.gate.last.get(n.id)) } : {}),
         ...(n.stats ? { served: { bytes: n.stats.servedBytes, hitRatio: n.stats.cacheLookups > 0 ? Math.round((n.stats.cacheHits / n.stats.cacheLookups) * 1000) / 1000 : null } } : {}),
         ...(n.summaryNote ? { summaryNote: n.summaryNote } : {}),
         version: n.version,
@@ -1019,6 +1021,12 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       stakeChain?.close();
     },
   };
+}
+
+/** A node's stake as /v1/nodes shows it. */
+function stakeOnChain(s: NodeStake | undefined): { amount: string; unbondsAt: string | null } | null {
+  if (!s) return null;
+  return { amount: s.stake.toString(), unbondsAt: s.unbondsAt === 0n ? null : new Date(Number(s.unbondsAt) * 1000).toISOString() };
 }
 
 /** The stake check's chain connection: a provider that asks nothing until the first check, which checks the chain id. */

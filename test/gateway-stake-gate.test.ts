@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { writeFile } from 'node:fs/promises';
 import { Wallet } from 'ethers';
+import { request } from 'undici';
 import { startOrigin, type OriginServer } from '../dataset/origin-server.ts';
 import { writeSampleDataset } from '../dataset/sample.ts';
 import { startGateway, type Gateway } from '../gateway/server.ts';
@@ -91,6 +92,11 @@ describe('gateway --rpc: only staked nodes take traffic', () => {
     const staked = await connect(withStake, key);
     await until('the staked node is registered', () => withStake.registry.nodes.get(staked.address)?.healthy === true);
     expect(withStake.stakeGate!.last.get(staked.address)).toMatchObject({ registered: true, stake: 1_000n * TOKEN });
+    // /v1/nodes shows it; a gateway without --rpc shows no stake at all.
+    const listed = (await (await request(`${withStake.url}/v1/nodes`)).body.json()) as { nodes: Array<{ id: string; stake?: unknown }> };
+    expect(listed.nodes.find((n) => n.id === staked.address)?.stake).toEqual({ amount: String(1_000n * TOKEN), unbondsAt: null });
+    const unlisted = (await (await request(`${open.url}/v1/nodes`)).body.json()) as { nodes: Array<{ id: string; stake?: unknown }> };
+    expect(unlisted.nodes[0]).not.toHaveProperty('stake');
   });
 
   it('asks more than the contract with --min-stake, and an endpoint serving another chain admits nobody', async () => {
