@@ -5,8 +5,8 @@ import type { Command } from '../protocol/cli/command.ts';
 import { UsageError, intSetting, stringSetting, type OptionSpec, type Settings } from '../protocol/cli/options.ts';
 import { stopSignal } from '../protocol/cli/signals.ts';
 import { DEV_ROLES, startDevChain } from './dev-chain.ts';
-import { openChain, type ChainConnection } from './connect.ts';
-import { readContractsFile } from './handles.ts';
+import { openChain, openChainLazily, type ChainConnection } from './connect.ts';
+import { readContractsFile, type ContractsFile } from './handles.ts';
 import { claimAllFromSettler, claimReward, depositToEscrow, postRoot } from './rewards-chain.ts';
 import { tokens } from './stake-chain.ts';
 import { readKeyFile } from './wallet.ts';
@@ -19,10 +19,21 @@ export const CHAIN_OPTIONS: OptionSpec[] = [
 
 /** Connects a signing wallet (behind a NonceManager) to the contracts named by --contracts on the chain at --rpc. */
 export async function connectChain(settings: Settings, keyFlag = 'key-file'): Promise<ChainConnection> {
+  const { rpc, file, key } = await chainSettings(settings, keyFlag);
+  return openChain(rpc, file, key);
+}
+
+/** connectChain for a long-running service: no call is made until `checkChain` (contracts/connect.ts, openChainLazily). */
+export async function connectChainLazily(settings: Settings, keyFlag = 'key-file'): Promise<ChainConnection & { checkChain(): Promise<void> }> {
+  const { rpc, file, key } = await chainSettings(settings, keyFlag);
+  return openChainLazily(rpc, file, key);
+}
+
+async function chainSettings(settings: Settings, keyFlag: string): Promise<{ rpc: string; file: ContractsFile; key: string }> {
   const keyFile = stringSetting(settings, keyFlag);
   if (!keyFile) throw new UsageError(`--${keyFlag} is required (the account that signs and pays gas)`);
   const file = await readContractsFile(String(settings.contracts));
-  return openChain(String(settings.rpc), file, await readKeyFile(keyFile));
+  return { rpc: String(settings.rpc), file, key: await readKeyFile(keyFile) };
 }
 
 /** Runs `use` on a signing connection (connectChain) and closes the connection after it, however it ends. */

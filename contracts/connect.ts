@@ -1,6 +1,6 @@
 // One signing connection to the contracts on a JSON-RPC chain: what the CLI commands, the settler's root poster and
 // the node's auto-claimer share. The wallet sits behind a NonceManager (two rapid sends from one key otherwise fail).
-import { JsonRpcProvider } from 'ethers';
+import { JsonRpcProvider, Wallet } from 'ethers';
 import { connectContracts, type Contracts, type ContractsFile } from './handles.ts';
 import { managedWallet } from './wallet.ts';
 
@@ -24,6 +24,42 @@ export async function openChainReader(rpc: string, file: ContractsFile): Promise
     throw new Error(`the chain at ${rpc} has chain id ${network.chainId}, the contracts file is for ${file.chainId}`);
   }
   return provider;
+}
+
+/**
+ * For a long-running service (the settler): the connection is made without a call, so the service starts while the
+ * chain is down; `checkChain` asks the chain id (a different one is WrongChainError, a silence any other error).
+ * A transaction signed for the file's chain id is refused by any other chain (EIP-155) even before the check.
+ */
+export function openChainLazily(rpc: string, file: ContractsFile, privateKey: string): ChainConnection & { checkChain(): Promise<void> } {
+  const provider = new JsonRpcProvider(rpc, file.chainId, { staticNetwork: true, pollingInterval: 250 });
+  const signer = managedWallet(privateKey, provider);
+  return {
+    contracts: connectContracts(file, signer),
+    file,
+    address: new Wallet(privateKey).address,
+    close: () => provider.destroy(),
+    checkChain: () => checkChainId(provider, rpc, file),
+  };
+}
+
+/** A read-only provider made without a call (openChainLazily's reader); its first use asks the chain. */
+export function chainReaderLazily(rpc: string, file: ContractsFile): JsonRpcProvider {
+  return new JsonRpcProvider(rpc, file.chainId, { staticNetwork: true, pollingInterval: 250 });
+}
+
+/** The chain at `rpc` answered with another chain id than the contracts file's: a configuration error, not an outage. */
+export class WrongChainError extends Error {}
+
+/** Asks the chain at `rpc` its id: WrongChainError when it is not the contracts file's, another error when it does not answer. */
+export async function checkChainId(provider: JsonRpcProvider, rpc: string, file: ContractsFile): Promise<void> {
+  let id: bigint;
+  try {
+    id = BigInt((await provider.send('eth_chainId', [])) as string);
+  } catch (err) {
+    throw new Error(`cannot reach the chain at ${rpc}: ${(err as Error).message}`);
+  }
+  if (id !== BigInt(file.chainId)) throw new WrongChainError(`the chain at ${rpc} has chain id ${id}, the contracts file is for ${file.chainId}`);
 }
 
 /** Connects `privateKey` to the contracts of `file` on the chain at `rpc`; refuses a chain whose id differs from the file's. */

@@ -44,7 +44,7 @@ import { evidenceRecordFields, settlementDomain, signedEvidenceFields } from '..
 import { Corroborator } from './corroborator.ts';
 import { loadOrCreateGatewayEthKey } from '../protocol/identity.ts';
 import { connectContracts, readContractsFile } from '../contracts/handles.ts';
-import { JsonRpcProvider } from 'ethers';
+import { chainReaderLazily, checkChainId } from '../contracts/connect.ts';
 import { StakeGate, type NodeStake } from './stake-gate.ts';
 import { checkCorruptionReport } from '../protocol/corruption-reports.ts';
 import { epochOf } from '../protocol/client-tickets.ts';
@@ -1032,16 +1032,13 @@ function stakeOnChain(s: NodeStake | undefined): { amount: string; unbondsAt: st
 /** The stake check's chain connection: a provider that asks nothing until the first check, which checks the chain id. */
 async function openStakeChain(rpcUrl: string, contractsFile: string, minStake: bigint | undefined, log: Logger): Promise<{ gate: StakeGate; close(): void }> {
   const file = await readContractsFile(contractsFile);
-  const provider = new JsonRpcProvider(rpcUrl, file.chainId, { staticNetwork: true });
+  const provider = chainReaderLazily(rpcUrl, file);
   const { registry } = connectContracts(file, provider);
   const gate = new StakeGate({
     registry,
     ...(minStake !== undefined ? { minStake } : {}),
     logger: log,
-    async checkChain() {
-      const id = BigInt((await provider.send('eth_chainId', [])) as string);
-      if (id !== BigInt(file.chainId)) throw new Error(`the chain at ${rpcUrl} has chain id ${id}, the contracts file is for ${file.chainId}`);
-    },
+    checkChain: () => checkChainId(provider, rpcUrl, file),
   });
   return { gate, close: () => provider.destroy() };
 }

@@ -6,10 +6,10 @@ import { createLogger } from '../protocol/log.ts';
 import { SETTLER_OPTIONS, settlerConfigFromSettings } from './config.ts';
 import { startSettler } from './server.ts';
 import { join } from 'node:path';
-import { connectChain } from '../contracts/cli.ts';
+import { connectChainLazily } from '../contracts/cli.ts';
 import { createRootPoster } from '../contracts/root-poster.ts';
 import { RootPostRetrier } from './root-post-retry.ts';
-import { openChainReader } from '../contracts/connect.ts';
+import { chainReaderLazily, checkChainId, WrongChainError } from '../contracts/connect.ts';
 import { readContractsFile } from '../contracts/handles.ts';
 import { settlementDomain } from '../protocol/challenge-evidence.ts';
 
@@ -29,7 +29,8 @@ export const settlerCommand: Command = {
     const logger = createLogger(config.logLevel, 'settler');
     // With --post-roots, every settled epoch's root goes on chain; a post the chain did not answer is tried again on
     // a doubling schedule (settler/root-post-retry.ts), and the next start posts whatever is still missing.
-    const chain = settings['post-roots'] === true ? await connectChain(settings, 'chain-key-file') : null;
+    // Made without a call: the settler takes claims and records while its RPC endpoint is down (checked below).
+    const chain = settings['post-roots'] === true ? await connectChainLazily(settings, 'chain-key-file') : null;
     const poster = chain
       ? new RootPostRetrier(createRootPoster(chain.contracts), {
           onOutcome(r, attempt, retryInMs) {
@@ -46,7 +47,20 @@ export const settlerCommand: Command = {
     const watchChain = settings['watch-chain'] === true;
     // The contracts file is read once: the root poster's connection holds it, the watcher and the slasher reuse it.
     const contractsFile = chain?.file ?? (watchChain ? await readContractsFile(String(settings.contracts)) : null);
-    const reader = watchChain && contractsFile ? await openChainReader(String(settings.rpc), contractsFile) : null;
+    const reader = watchChain && contractsFile ? chainReaderLazily(String(settings.rpc), contractsFile) : null;
+    // Another chain than the contracts file's is a mistake to stop on; a chain that does not answer yet is an outage
+    // the settler outlives: roots are posted, evidence submitted and events read once it answers.
+    const checkChain = chain ? chain.checkChain : reader && contractsFile ? () => checkChainId(reader, String(settings.rpc), contractsFile) : null;
+    try {
+      await checkChain?.();
+    } catch (err) {
+      if (err instanceof WrongChainError) {
+        chain?.close();
+        reader?.destroy();
+        throw err;
+      }
+      logger.error({ err: (err as Error).message }, 'the chain does not answer: the settler starts anyway; roots are posted, slashing evidence submitted and events read once it does');
+    }
     const chainWatch = reader && contractsFile ? { provider: reader, file: contractsFile, pollMs: watchPollSeconds * 1000, confirmations } : undefined;
     const postRoot = async (epochDir: string): Promise<void> => void (await poster!.post(epochDir));
     // With a chain connection, gateways' slashing evidence is submitted once a quorum signed it (unless --no-slash).
@@ -68,7 +82,7 @@ export const settlerCommand: Command = {
       console.log(`  posting roots on chain as ${chain.address} (settlement ${await chain.contracts.settlement.getAddress()})`);
       for (const e of st.settled) await postRoot(join(config.dir, 'epochs', String(e.epoch)));
     }
-    if (s.slasher) console.log(`  submitting slashing evidence once ${s.slasher.quorum} gateway key(s) signed it (--no-slash to stop); done so far: ${s.slasher.submitted.size}`);
+    if (s.slasher) console.log(`  submitting slashing evidence once ${s.slasher.quorum ?? "the contract's quorum of"} gateway key(s) signed it (--no-slash to stop); done so far: ${s.slasher.submitted.size}`);
     if (chainWatch) console.log(`  watching the contracts' events at ${String(settings.rpc)} from block ${chainWatch.file.deployBlock} (or where ${join(config.dir, 'chain-watch.json')} left off) every ${watchPollSeconds} s: edgeshard_chain_* at ${s.url}/metrics`);
     await stopSignal();
     poster?.close();

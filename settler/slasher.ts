@@ -104,12 +104,13 @@ export class Slasher {
   private readonly timers: RetryTimers;
   private closed = false;
 
+  /** The contract's quorum and gateway role, once read (the chain may be down when the settler starts). */
+  private params: { quorum: number; role: string } | null = null;
+
   private constructor(
     private readonly opts: SlasherOptions,
     private readonly state: JsonlFile,
     private readonly done: Set<string>,
-    readonly quorum: number,
-    private readonly gatewayRole: string,
   ) {
     this.retry = opts.retry ?? DEFAULT_SLASH_RETRY;
     this.timers = opts.timers ?? realRetryTimers;
@@ -121,9 +122,31 @@ export class Slasher {
     const done = new Set<string>();
     await mkdir(dirname(opts.stateFile), { recursive: true });
     const { file } = await JsonlFile.open(opts.stateFile, (line) => done.add((JSON.parse(line) as { digest: string }).digest));
-    const quorum = Number(await opts.settlement.gatewayQuorum());
-    const role = await opts.settlement.GATEWAY_ROLE();
-    return new Slasher(opts, file, done, quorum, role);
+    const slasher = new Slasher(opts, file, done);
+    // Read now if the chain answers within closeWaitMs; otherwise the first evidence reads it (and is retried like any
+    // attempt that met a chain that did not answer), so a settler starts while its RPC endpoint is down.
+    const ms = opts.closeWaitMs ?? DEFAULT_SLASH_CLOSE_WAIT_MS;
+    const timers = opts.timers ?? realRetryTimers;
+    let timer: unknown;
+    const late = new Promise<void>((resolve) => (timer = timers.set(resolve, ms)));
+    await Promise.race([
+      slasher.chainParams().catch((err: Error) => opts.logger.warn({ err: err.message }, "could not read the Settlement contract's gateway quorum: the chain did not answer; slashing evidence waits until it does")),
+      late,
+    ]);
+    timers.clear(timer);
+    return slasher;
+  }
+
+  /** The contract's gatewayQuorum; null until the chain has answered once. */
+  get quorum(): number | null {
+    return this.params?.quorum ?? null;
+  }
+
+  private async chainParams(): Promise<{ quorum: number; role: string }> {
+    if (this.params) return this.params;
+    const [quorum, role] = await Promise.all([this.opts.settlement.gatewayQuorum(), this.opts.settlement.GATEWAY_ROLE()]);
+    this.params = { quorum: Number(quorum), role };
+    return this.params;
   }
 
   /** Digests submitted or found used, from this run and earlier ones. */
@@ -166,10 +189,12 @@ export class Slasher {
    */
   pendingEvidence(limit = MAX_PENDING_EVIDENCE): PendingEvidence[] {
     const out: PendingEvidence[] = [];
+    const quorum = this.quorum;
+    if (quorum === null) return out; // nothing is counted before the chain has answered
     for (const p of this.pending.values()) {
       if (out.length >= limit) break;
-      if (p.signatures.size === 0 || p.signatures.size >= this.quorum) continue;
-      out.push({ ...p.record, signers: [...p.signatures.keys()], quorum: this.quorum });
+      if (p.signatures.size === 0 || p.signatures.size >= quorum) continue;
+      out.push({ ...p.record, signers: [...p.signatures.keys()], quorum });
     }
     return out;
   }
@@ -214,9 +239,10 @@ export class Slasher {
     if (p.retry !== undefined) this.timers.clear(p.retry);
     p.retry = undefined;
     try {
+      const { quorum, role } = await this.chainParams();
       for (const [signer, signature] of [...p.unchecked]) {
         // The contract refuses a signature by a key without GATEWAY_ROLE; it is never counted toward the quorum here.
-        const isGateway = await this.opts.settlement.hasRole(this.gatewayRole, signer);
+        const isGateway = await this.opts.settlement.hasRole(role, signer);
         p.unchecked.delete(signer);
         if (!isGateway) this.verdict('not-a-gateway', { node: p.evidence.node, signer });
         else {
@@ -224,7 +250,7 @@ export class Slasher {
           this.verdict('counted', { node: p.evidence.node, signer });
         }
       }
-      if (p.signatures.size >= this.quorum) await this.submit(digest, p);
+      if (p.signatures.size >= quorum) await this.submit(digest, p);
     } catch (err) {
       await this.failed(digest, p, err);
     }

@@ -7,7 +7,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import { main } from '../cli/main.ts';
 import { startDevChain, type DevChain } from '../contracts/dev-chain.ts';
 import { generateTicketKey } from '../protocol/tickets.ts';
-import { stopChild, tempDir } from './helpers/net.ts';
+import { freePort, stopChild, tempDir } from './helpers/net.ts';
+import { writeFile } from 'node:fs/promises';
+import { request } from 'undici';
 
 const CLI = join(import.meta.dirname, '..', 'bin', 'edgeshard.js');
 let tmp: Awaited<ReturnType<typeof tempDir>>;
@@ -58,6 +60,36 @@ describe('edgeshard settler with a chain', () => {
     } finally {
       await stopChild(child);
     }
+  }, 60_000);
+
+  it('starts while the chain does not answer (claims and records go on; roots and evidence wait for it), and refuses another chain', async () => {
+    const down = `http://127.0.0.1:${await freePort()}`; // nothing listens there
+    const args = [...settlerArgs('down'), '--post-roots', '--chain-key-file', dev.keyPath('settler'), '--rpc', down, '--contracts', dev.contractsPath];
+    const child: ChildProcess = spawn('node', [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      let out = '';
+      await new Promise<void>((resolve, reject) => {
+        const look = (d: Buffer) => {
+          out += d.toString();
+          if (/submitting slashing evidence once/.test(out)) resolve();
+        };
+        child.stdout!.on('data', look);
+        child.stderr!.on('data', look);
+        child.on('exit', (code) => reject(new Error(`edgeshard settler exited (${code}): ${out}`)));
+      });
+      expect(out).toMatch(/the chain does not answer: the settler starts anyway/);
+      expect(out).toMatch(/cannot reach the chain at http:\/\/127\.0\.0\.1:\d+/);
+      expect(out).toContain("submitting slashing evidence once the contract's quorum of gateway key(s) signed it");
+      const url = /settler \S+ on (http:\/\/127\.0\.0\.1:\d+)/.exec(out)![1]!;
+      expect((await request(`${url}/healthz`)).statusCode).toBe(200);
+    } finally {
+      await stopChild(child);
+    }
+    const otherChain = join(tmp.dir, 'other-chain.json');
+    await writeFile(otherChain, JSON.stringify({ ...dev.file, chainId: dev.file.chainId + 1 }));
+    const wrong = await cli(...settlerArgs('wrong'), '--post-roots', '--chain-key-file', dev.keyPath('settler'), '--rpc', dev.rpc, '--contracts', otherChain);
+    expect(wrong.code).toBe(1);
+    expect(wrong.err).toMatch(/has chain id \d+, the contracts file is for \d+/);
   }, 60_000);
 
   it('names the missing contracts file or key', async () => {

@@ -82,7 +82,7 @@ describe('slash submissions that meet a failing RPC endpoint', () => {
     ) as GatewayRecord & ChallengeRecord;
 
   /** A slasher whose chain connection (the outsider's key pays the gas) goes through the proxy. */
-  const slasherThroughProxy = async (retry?: { baseMs: number; maxMs: number; maxAttempts: number }) => {
+  const slasherThroughProxy = async (retry?: { baseMs: number; maxMs: number; maxAttempts: number }, openWith?: (timers: HandTimers) => void) => {
     const tmp = await tempDir();
     cleanups.push(tmp.cleanup);
     const provider = new JsonRpcProvider(proxy.url, f.file.chainId, { staticNetwork: true, batchMaxCount: 1, cacheTimeout: -1 });
@@ -95,6 +95,7 @@ describe('slash submissions that meet a failing RPC endpoint', () => {
     const logger = pino({ level: 'info' }, { write: (line: string) => void logs.push(JSON.parse(line) as { msg: string; level: number }) });
     const metrics = createSettlerMetrics();
     const timers = new HandTimers();
+    openWith?.(timers);
     const stateFile = join(tmp.dir, 'slashes.jsonl');
     const slasher = await Slasher.open({ settlement, domain: settlementDomain(f.file.chainId, f.file.settlement), stateFile, logger, metrics, timers, ...(retry ? { retry } : {}) });
     open.push(slasher);
@@ -136,6 +137,31 @@ describe('slash submissions that meet a failing RPC endpoint', () => {
     expect(await stakeOf()).toBe(600n * TOKEN);
     expect(await slashEvents()).toHaveLength(1);
     expect(await s.state()).toEqual([expect.objectContaining({ outcome: 'submitted', node })]);
+  }, 60_000);
+
+  it('opens while the chain is down (the settler starts), and slashes once it answers: the quorum is read then', async () => {
+    proxy.mode = 'down';
+    const s = await slasherThroughProxy();
+    expect(s.slasher.quorum).toBeNull();
+    expect(s.logs.map((l) => l.msg)).toContainEqual(expect.stringMatching(/^could not read the Settlement contract's gateway quorum: the chain did not answer/));
+    expect(s.slasher.pendingEvidence()).toEqual([]); // nothing is counted before the quorum is known
+    await s.slasher.add([await evidence(challenge())]);
+    expect(await s.metric('edgeshard_settler_slashes_submitted_total{outcome="failed"}')).toBe(1);
+    expect(s.timers.due.map((t) => t.ms)).toEqual([5_000]);
+
+    proxy.mode = 'pass';
+    await s.fire();
+    expect(s.slasher.quorum).toBe(1);
+    expect(await s.metric('edgeshard_settler_slashes_submitted_total{outcome="submitted"}')).toBe(1);
+    expect(await stakeOf()).toBe(600n * TOKEN);
+  }, 60_000);
+
+  it('opens without waiting for a chain that holds every call: at most its close bound', async () => {
+    proxy.mode = 'hold';
+    // The bound on open is timed by the slasher's timers: fire it as soon as it is set.
+    const s = await slasherThroughProxy(undefined, (timers) => void timers.nextSet().then(() => timers.due.shift()!.fn()));
+    expect(s.slasher.quorum).toBeNull();
+    proxy.release();
   }, 60_000);
 
   it('a transaction the chain took, whose answer was lost, is not sent again: the retry finds the evidence used', async () => {
