@@ -29,6 +29,8 @@ export interface GatewayMetrics {
   setRecordBacklog(source: () => number): void;
   /** A registration refused before welcome (bad URL or address, failed URL proof, …). */
   registrationRefused(): void;
+  /** A registered node taken out of the registry by the gateway (reason: stake, when --rpc finds it no longer staked). */
+  nodeExpelled(reason: 'stake'): void;
   setNodeCounts(source: () => { up: number; down: number }): void;
   /** A manifest read from the origin: `ok` or failed. */
   manifestLoad(ok: boolean): void;
@@ -83,6 +85,8 @@ export function createGatewayMetrics(opts: { defaultMetrics?: boolean } = {}): G
   const quarantines = new Counter({ name: 'edgeshard_gateway_quarantines_total', help: 'nodes taken out of rotation for wrong bytes, by what found them (probe, reports)', labelNames: ['by'], registers: [registry] });
   const reports = new Counter({ name: 'edgeshard_gateway_reports_total', help: 'client bad-bytes reports by outcome (accepted, refused, limited)', labelNames: ['outcome'], registers: [registry] });
   const refusals = new Counter({ name: 'edgeshard_gateway_registrations_refused_total', help: 'node registrations refused before welcome', registers: [registry] });
+  const expelled = new Counter({ name: 'edgeshard_gateway_nodes_expelled_total', help: 'registered nodes disconnected by the gateway, by reason (stake: no longer staked on chain, with --rpc)', labelNames: ['reason'], registers: [registry] });
+  expelled.labels('stake').inc(0);
   // Start at 0 the label values a dashboard asks about, so a panel shows 0 rather than "No data" before the first
   // event of its kind.
   for (const o of ['node', 'origin-fallback', 'no-node', 'startup-grace']) decisions.labels(o).inc(0);
@@ -156,6 +160,7 @@ export function createGatewayMetrics(opts: { defaultMetrics?: boolean } = {}): G
     },
     setRecordBacklog: (s) => (backlog = s),
     registrationRefused: () => refusals.inc(),
+    nodeExpelled: (reason) => expelled.labels(reason).inc(),
     setNodeCounts: (s) => (counts = s),
     manifestLoad: (ok) => manifestLoads.labels(ok ? 'ok' : 'failed').inc(),
     setDatasetsWaiting: (s) => (waiting = s),

@@ -242,7 +242,9 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     if (!stakeChain) return 0;
     let expelled = 0;
     for (const { id, reason } of await stakeChain.gate.refresh([...registry.nodes.keys()])) {
-      if (registry.expel(id, reason)) expelled++;
+      if (!registry.expel(id, reason)) continue;
+      metrics.nodeExpelled('stake');
+      expelled++;
     }
     return expelled;
   };

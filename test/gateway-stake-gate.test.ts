@@ -122,6 +122,7 @@ describe('gateway --rpc: only staked nodes take traffic', () => {
 
     await mined(f.as(f.nodeA).registry.startUnbonding());
     expect(await gw.refreshStakes()).toBe(1);
+    expect(await gw.metrics.registry.metrics()).toMatch(/edgeshard_gateway_nodes_expelled_total\{reason="stake"\} 1/);
     const gone = await a.closed;
     expect(gone.code).toBe(4003);
     expect(String(a.inbox.find((m) => m.type === 'error')?.reason)).toMatch(/stake is unbonding/);
