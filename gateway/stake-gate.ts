@@ -11,6 +11,7 @@
 import type { Logger } from '../protocol/log.ts';
 import type { RegistryContract } from '../contracts/handles.ts';
 import { tokens } from '../contracts/stake-chain.ts';
+import { ClientRateLimiter } from '../protocol/rate-limit.ts';
 
 export interface NodeStake {
   registered: boolean;
@@ -36,6 +37,13 @@ export interface StakeGateOptions {
   timeoutMs?: number;
   /** Throws when the RPC endpoint serves another chain than the contracts file's; run before the first read. */
   checkChain?: () => Promise<void>;
+  /**
+   * Registrations checked on chain per second, all nodes together (default 20, bursts of 50). A key costs nothing,
+   * so without a bound a stream of hellos from fresh keys would make the gateway call its RPC endpoint as fast as
+   * they come; past it a registration is refused for a moment and the node's reconnect backoff tries again.
+   */
+  admissionsPerSecond?: number;
+  now?: () => number;
 }
 
 export class StakeGate {
@@ -44,7 +52,12 @@ export class StakeGate {
   readonly last = new Map<string, NodeStake>();
   private failing: string | null = null;
 
-  constructor(private readonly opts: StakeGateOptions) {}
+  private readonly admissions: ClientRateLimiter;
+
+  constructor(private readonly opts: StakeGateOptions) {
+    const rate = opts.admissionsPerSecond ?? 20;
+    this.admissions = new ClientRateLimiter({ ratePerSecond: rate, burst: Math.max(1, Math.ceil(rate * 2.5)), maxClients: 1 });
+  }
 
   /**
    * The minimum in force (the contract's, read once, unless the gateway set its own), once the endpoint is known to
@@ -64,6 +77,8 @@ export class StakeGate {
 
   /** Null when node `id` may take traffic, else the reason (a chain that cannot be read is a reason too). */
   async admit(id: string): Promise<string | null> {
+    const turn = this.admissions.check('chain', (this.opts.now ?? Date.now)());
+    if (!turn.ok) return `the gateway is checking many registrations on chain; try again in ${turn.retryAfterSeconds} s`;
     try {
       const [min, s] = await Promise.all([this.minStake(), this.stakeOf(id)]);
       return stakeRefusal(id, s, min);

@@ -12,7 +12,10 @@ import { writeSampleDataset } from '../dataset/sample.ts';
 import { startGateway, type Gateway } from '../gateway/server.ts';
 import { defaultGatewayConfig, gatewayConfigFromSettings, GATEWAY_OPTIONS } from '../gateway/config.ts';
 import { GeoIp } from '../gateway/geoip.ts';
-import { stakeRefusal } from '../gateway/stake-gate.ts';
+import { StakeGate, stakeRefusal } from '../gateway/stake-gate.ts';
+import { chainReaderLazily } from '../contracts/connect.ts';
+import { connectContracts } from '../contracts/handles.ts';
+import { silentLogger } from '../protocol/log.ts';
 import { TOKEN, deployFixture, mined, type Fixture } from './helpers/chain.ts';
 import { startRpcProxy, type RpcProxy } from './helpers/rpc-proxy.ts';
 import { startScriptedNode, type ScriptedNode } from './helpers/scripted-node.ts';
@@ -129,6 +132,24 @@ describe('gateway --rpc: only staked nodes take traffic', () => {
     await until('the unbonding node is down', () => gw.registry.nodes.get(a.address)?.healthy === false);
     expect(gw.registry.nodes.get(b.address)?.healthy).toBe(true);
     expect(await refusedWith(await connect(gw, f.chain.keys[6]!))).toMatch(/stake is unbonding/);
+  });
+
+  it('bounds the chain reads a stream of hellos from fresh keys can cause: past the rate, refused for a moment without a call', async () => {
+    const clock = { now: 1_000_000 };
+    const provider = chainReaderLazily(proxy.url, f.file);
+    closers.push({ close: async () => provider.destroy() });
+    const gate = new StakeGate({ registry: connectContracts(f.file, provider).registry, logger: silentLogger, admissionsPerSecond: 1, now: () => clock.now });
+    const fresh = () => Wallet.createRandom().address.toLowerCase();
+    const calls = () => proxy.methods.filter((m) => m === 'eth_call').length;
+    const before = calls();
+    const verdicts = [];
+    for (let i = 0; i < 4; i++) verdicts.push(await gate.admit(fresh()));
+    // A burst of 3 (2.5 × the rate, rounded up), then the bucket is empty.
+    expect(verdicts.slice(0, 3)).toEqual([expect.stringMatching(/has no stake on chain/), expect.stringMatching(/has no stake on chain/), expect.stringMatching(/has no stake on chain/)]);
+    expect(verdicts[3]).toMatch(/the gateway is checking many registrations on chain; try again in 1 s/);
+    expect(calls() - before).toBe(3 + 1); // three stakes and the minimum, read once; none for the fourth
+    clock.now += 1_000;
+    expect(await gate.admit(fresh())).toMatch(/has no stake on chain/);
   });
 
   it('--rpc needs --contracts, --min-stake needs --rpc, and --contracts alone is for nothing', () => {
