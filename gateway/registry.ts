@@ -202,6 +202,11 @@ export class NodeRegistry {
     ws.close(4000, reason.slice(0, 100));
   }
 
+  /** Ids of the nodes connected now (welcomed, socket open); down nodes still in the table are not among them. */
+  connectedIds(): string[] {
+    return [...this.sockets.keys()];
+  }
+
   /**
    * Takes a registered node out: it is told why and disconnected (it goes down like any node that left), and it is
    * refused again at its next hello while the reason holds. False when the node is not connected.

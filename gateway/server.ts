@@ -241,7 +241,8 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   const refreshStakes = async (): Promise<number> => {
     if (!stakeChain) return 0;
     let expelled = 0;
-    for (const { id, reason } of await stakeChain.gate.refresh([...registry.nodes.keys()])) {
+    // Connected nodes only: a node that is down is checked again when it says hello.
+    for (const { id, reason } of await stakeChain.gate.refresh(registry.connectedIds())) {
       if (!registry.expel(id, reason)) continue;
       metrics.nodeExpelled('stake');
       expelled++;

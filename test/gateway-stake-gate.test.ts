@@ -131,6 +131,10 @@ describe('gateway --rpc: only staked nodes take traffic', () => {
     expect(String(a.inbox.find((m) => m.type === 'error')?.reason)).toMatch(/stake is unbonding/);
     await until('the unbonding node is down', () => gw.registry.nodes.get(a.address)?.healthy === false);
     expect(gw.registry.nodes.get(b.address)?.healthy).toBe(true);
+    // The next read of the stakes asks only about the connected node: the one that left is checked at its next hello.
+    const callsBefore = proxy.calls.filter((c) => c.method === 'eth_call').length;
+    expect(await gw.refreshStakes()).toBe(0);
+    expect(proxy.calls.filter((c) => c.method === 'eth_call').length - callsBefore).toBe(1);
     expect(await refusedWith(await connect(gw, f.chain.keys[6]!))).toMatch(/stake is unbonding/);
   });
 
