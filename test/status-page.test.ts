@@ -89,6 +89,8 @@ describe('status page', () => {
     // The numbers: bytes served by the node nearest Brussels (Paris) change once a shard is downloaded through it.
     const servedText = () => page.$$eval('#nodes tbody td.served', (tds) => tds.map((td) => td.textContent).join('|'));
     await page.waitForFunction(() => document.querySelectorAll('#nodes tbody tr').length === 3);
+    // The demo's gateway admits staked nodes only (as --rpc): each row shows the stake it read, the registry's minimum.
+    expect(await page.$$eval('#nodes tbody td.stake', (tds) => tds.map((td) => td.textContent))).toEqual(['1000.000 EDGE', '1000.000 EDGE', '1000.000 EDGE']);
     const before = await servedText();
     const manifest = (await (await fetch(`${gateway}/d/sample/manifest.json`)).json()) as { shards: { path: string }[] };
     for (const s of manifest.shards) {

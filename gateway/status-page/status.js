@@ -75,6 +75,15 @@ function rewardOf(n, rewards) {
   return r ? r.amountTokens : `0 ${rewards.token.symbol} (not in epoch ${rewards.epoch})`;
 }
 
+/** A node's stake on chain as the gateway last read it (with --rpc), in whole thousandths of the token. */
+function stakeOf(n) {
+  if (n.stake === undefined) return '– (no stake check)';
+  if (n.stake === null) return 'not read yet';
+  const milli = BigInt(n.stake.amount) / 10n ** 15n;
+  const text = `${milli / 1000n}.${String(milli % 1000n).padStart(3, '0')} EDGE`;
+  return n.stake.unbondsAt ? `${text}, unbonding` : text;
+}
+
 function drawTable(nodes, rewards) {
   const body = document.querySelector('#nodes tbody');
   body.replaceChildren();
@@ -94,6 +103,7 @@ function drawTable(nodes, rewards) {
       ['num rate', `${bytes(n.load.bytesPerSecond)}/s`],
       ['num connections', String(n.load.activeConnections)],
       ['num cached', String(n.cachedShards)],
+      ['num stake', stakeOf(n)],
       lastChallenge(n),
       ['num reward', rewardOf(n, rewards)],
     ];
