@@ -14,14 +14,12 @@ export interface ChainConnection {
 
 /** A read-only provider for the chain at `rpc`; refuses a chain whose id differs from the contracts file's. */
 export async function openChainReader(rpc: string, file: ContractsFile): Promise<JsonRpcProvider> {
-  const provider = new JsonRpcProvider(rpc, undefined, { staticNetwork: true, pollingInterval: 250 });
-  const network = await provider.getNetwork().catch((err: Error) => {
+  const provider = chainReaderLazily(rpc, file);
+  try {
+    await checkChainId(provider, rpc, file);
+  } catch (err) {
     provider.destroy();
-    throw new Error(`cannot reach the chain at ${rpc}: ${err.message}`);
-  });
-  if (Number(network.chainId) !== file.chainId) {
-    provider.destroy();
-    throw new Error(`the chain at ${rpc} has chain id ${network.chainId}, the contracts file is for ${file.chainId}`);
+    throw err;
   }
   return provider;
 }
@@ -32,7 +30,7 @@ export async function openChainReader(rpc: string, file: ContractsFile): Promise
  * A transaction signed for the file's chain id is refused by any other chain (EIP-155) even before the check.
  */
 export function openChainLazily(rpc: string, file: ContractsFile, privateKey: string): ChainConnection & { checkChain(): Promise<void> } {
-  const provider = new JsonRpcProvider(rpc, file.chainId, { staticNetwork: true, pollingInterval: 250 });
+  const provider = chainReaderLazily(rpc, file);
   const signer = managedWallet(privateKey, provider);
   return {
     contracts: connectContracts(file, signer),
@@ -43,7 +41,7 @@ export function openChainLazily(rpc: string, file: ContractsFile, privateKey: st
   };
 }
 
-/** A read-only provider made without a call (openChainLazily's reader); its first use asks the chain. */
+/** A read-only provider made without a call, for the contracts file's chain id; its first use asks the chain. */
 export function chainReaderLazily(rpc: string, file: ContractsFile): JsonRpcProvider {
   return new JsonRpcProvider(rpc, file.chainId, { staticNetwork: true, pollingInterval: 250 });
 }
@@ -64,7 +62,12 @@ export async function checkChainId(provider: JsonRpcProvider, rpc: string, file:
 
 /** Connects `privateKey` to the contracts of `file` on the chain at `rpc`; refuses a chain whose id differs from the file's. */
 export async function openChain(rpc: string, file: ContractsFile, privateKey: string): Promise<ChainConnection> {
-  const provider = await openChainReader(rpc, file);
-  const signer = managedWallet(privateKey, provider);
-  return { contracts: connectContracts(file, signer), file, address: await signer.getAddress(), close: () => provider.destroy() };
+  const chain = openChainLazily(rpc, file, privateKey);
+  try {
+    await chain.checkChain();
+  } catch (err) {
+    chain.close();
+    throw err;
+  }
+  return chain;
 }
