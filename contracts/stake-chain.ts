@@ -28,7 +28,8 @@ export function tokens(amount: bigint): string {
   return `${formatUnits(amount, 18)} EDGE`;
 }
 
-function when(unix: bigint): string {
+/** A time the contracts keep in unix seconds, as an ISO date. */
+export function when(unix: bigint): string {
   return new Date(Number(unix) * 1000).toISOString();
 }
 

@@ -43,9 +43,10 @@ import { signGatewayRecord, type GatewayRecord } from '../protocol/gateway-recor
 import { evidenceRecordFields, settlementDomain, signedEvidenceFields } from '../protocol/challenge-evidence.ts';
 import { Corroborator } from './corroborator.ts';
 import { loadOrCreateGatewayEthKey } from '../protocol/identity.ts';
-import { connectContracts, readContractsFile } from '../contracts/handles.ts';
+import { connectContracts, readContractsFile, type ContractsFile } from '../contracts/handles.ts';
 import { chainReaderLazily, checkChainId } from '../contracts/connect.ts';
 import { StakeGate, type NodeStake } from './stake-gate.ts';
+import { when } from '../contracts/stake-chain.ts';
 import { checkCorruptionReport } from '../protocol/corruption-reports.ts';
 import { epochOf } from '../protocol/client-tickets.ts';
 import { SignedReportBook, reportedBytesProblem } from './signed-reports.ts';
@@ -213,7 +214,9 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   const forgetNode: ((id: string) => void)[] = [];
   // With --rpc, membership is on chain: a node is admitted and kept only while it is staked (stake-gate.ts). No RPC
   // call happens here: a gateway starts while the chain is down, and admits nobody new until it answers.
-  const stakeChain = config.rpcUrl && config.contractsFile ? await openStakeChain(config.rpcUrl, config.contractsFile, config.minStake ?? undefined, log) : null;
+  // The contracts file is read once: the stake check and the evidence signer both use it.
+  const contracts = config.contractsFile ? await readContractsFile(config.contractsFile) : null;
+  const stakeChain = config.rpcUrl && contracts ? openStakeChain(config.rpcUrl, contracts, config.minStake ?? undefined, log) : null;
   const registry = new NodeRegistry({
     gatewayId,
     ticketKeys: [{ keyId: ticketKey.keyId, publicKey: ticketKey.publicKeyB64 }],
@@ -319,12 +322,8 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
 
   // With an Ethereum key, a slashable failure (wrong bytes, timeout) is also signed as the Settlement contract's
   // evidence and spooled as an `evidence` record right after its challenge record; other failures never are.
-  const evidenceSigner = config.ethKeyFile && config.contractsFile
-    ? await (async () => {
-        const file = await readContractsFile(config.contractsFile!);
-        return { wallet: await loadOrCreateGatewayEthKey(config.ethKeyFile!), domain: settlementDomain(file.chainId, file.settlement) };
-      })()
-    : null;
+  const evidenceSigner =
+    config.ethKeyFile && contracts ? { wallet: await loadOrCreateGatewayEthKey(config.ethKeyFile), domain: settlementDomain(contracts.chainId, contracts.settlement) } : null;
   const spoolEvidence = async (record: ChallengeOutcome['record']): Promise<void> => {
     if (!evidenceSigner) return;
     try {
@@ -1029,12 +1028,11 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
 /** A node's stake as /v1/nodes shows it. */
 function stakeOnChain(s: NodeStake | undefined): { amount: string; unbondsAt: string | null } | null {
   if (!s) return null;
-  return { amount: s.stake.toString(), unbondsAt: s.unbondsAt === 0n ? null : new Date(Number(s.unbondsAt) * 1000).toISOString() };
+  return { amount: s.stake.toString(), unbondsAt: s.unbondsAt === 0n ? null : when(s.unbondsAt) };
 }
 
 /** The stake check's chain connection: a provider that asks nothing until the first check, which checks the chain id. */
-async function openStakeChain(rpcUrl: string, contractsFile: string, minStake: bigint | undefined, log: Logger): Promise<{ gate: StakeGate; close(): void }> {
-  const file = await readContractsFile(contractsFile);
+function openStakeChain(rpcUrl: string, file: ContractsFile, minStake: bigint | undefined, log: Logger): { gate: StakeGate; close(): void } {
   const provider = chainReaderLazily(rpcUrl, file);
   const { registry } = connectContracts(file, provider);
   const gate = new StakeGate({

@@ -10,7 +10,7 @@
 // empty the network. Pure core (stakeRefusal) first; the StakeGate below is the I/O shell.
 import type { Logger } from '../protocol/log.ts';
 import type { RegistryContract } from '../contracts/handles.ts';
-import { tokens } from '../contracts/stake-chain.ts';
+import { tokens, when } from '../contracts/stake-chain.ts';
 import { ClientRateLimiter } from '../protocol/rate-limit.ts';
 
 export interface NodeStake {
@@ -23,7 +23,7 @@ export interface NodeStake {
 /** Null when `s` backs traffic at a minimum of `min`, else why not, in words a node operator can act on. Pure. */
 export function stakeRefusal(id: string, s: NodeStake, min: bigint): string | null {
   if (!s.registered) return `node ${id} has no stake on chain; this gateway admits staked nodes only: stake at least ${tokens(min)} with \`edgeshard stake register\``;
-  if (s.unbondsAt !== 0n) return `node ${id}'s stake is unbonding (withdrawable at ${new Date(Number(s.unbondsAt) * 1000).toISOString()}): it no longer backs traffic here`;
+  if (s.unbondsAt !== 0n) return `node ${id}'s stake is unbonding (withdrawable at ${when(s.unbondsAt)}): it no longer backs traffic here`;
   if (s.stake < min) return `node ${id} has ${tokens(s.stake)} staked; this gateway requires ${tokens(min)} (\`edgeshard stake add\`)`;
   return null;
 }
