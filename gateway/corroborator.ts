@@ -10,10 +10,10 @@
 // its own challenge failed the same way: a node that answers right keeps its stake, whatever the first gateway said.
 //
 // Pure core (planCorroboration) first; the Corroborator below is the I/O shell.
-import { request, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import { chunkBounds, chunkCount } from '../protocol/chunks.ts';
 import type { Manifest } from '../protocol/manifest.ts';
-import { readBoundedText } from '../protocol/bounded-body.ts';
+import { getSettlerJson } from './settler-json.ts';
 import { SETTLER_PATHS } from '../protocol/settler-api.ts';
 import { parsePendingEvidence, type PendingEvidence } from '../protocol/pending-evidence.ts';
 import type { Logger } from '../protocol/log.ts';
@@ -26,7 +26,6 @@ export const CORROBORATIONS_PER_ROUND = 4;
 const TRIED_KEPT = 10_000;
 /** Largest settler answer read (256 items of ~400 bytes). */
 const MAX_ANSWER_BYTES = 256 * 1024;
-const TIMEOUT_MS = 5_000;
 
 /** What a round did with an item. */
 export type CorroborationOutcome =
@@ -175,17 +174,7 @@ export class Corroborator {
   }
 
   private async fetchPending(): Promise<PendingEvidence[]> {
-    const url = new URL(SETTLER_PATHS.pendingEvidence, this.opts.settlerUrl);
-    const res = await request(url, { method: 'GET', headersTimeout: TIMEOUT_MS, bodyTimeout: TIMEOUT_MS, signal: AbortSignal.timeout(TIMEOUT_MS * 2), ...(this.opts.dispatcher ? { dispatcher: this.opts.dispatcher } : {}) });
-    const text = await readBoundedText(res, MAX_ANSWER_BYTES, url.pathname);
-    if (res.statusCode !== 200) throw new Error(`${url.pathname}: settler answered ${res.statusCode}: ${text.slice(0, 200)}`);
-    let body: unknown;
-    try {
-      body = JSON.parse(text);
-    } catch {
-      throw new Error(`${url.pathname}: settler answer is not JSON`);
-    }
-    return parsePendingEvidence(body);
+    return parsePendingEvidence(await getSettlerJson(new URL(SETTLER_PATHS.pendingEvidence, this.opts.settlerUrl), MAX_ANSWER_BYTES, this.opts.dispatcher));
   }
 
   async close(): Promise<void> {

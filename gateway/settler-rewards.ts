@@ -1,14 +1,13 @@
 // The I/O shell around epoch-rewards.ts: asks the configured settler for its settled epochs and the latest one's
 // totals.json, at most once per TTL however many status pages poll (concurrent callers share one look). Every
 // answer is bounded in size and time; a settler that is down, slow or lying yields a clear state, never a hang.
-import { request, type Dispatcher } from 'undici';
-import { readBoundedText } from '../protocol/bounded-body.ts';
+import type { Dispatcher } from 'undici';
+import { getSettlerJson } from './settler-json.ts';
 import { SETTLER_PATHS } from '../protocol/settler-api.ts';
 import { latestSettledEpoch, parseEpochTotals, settledView, type NodeEpochReward, type RewardsView, type SettledEpochEntry } from './epoch-rewards.ts';
 
 /** Largest settler answer read: /v1/epochs grows by ~200 bytes a day; totals.json by ~250 bytes a node. */
 export const MAX_SETTLER_ANSWER_BYTES = 8 * 1024 * 1024;
-const TIMEOUT_MS = 5_000;
 
 export interface SettlerRewardsOptions {
   settlerUrl: string;
@@ -18,17 +17,6 @@ export interface SettlerRewardsOptions {
   dispatcher?: Dispatcher;
   /** Largest answer read (bytes); tests shrink it. */
   maxBytes?: number;
-}
-
-async function getJson(url: URL, maxBytes: number, dispatcher: Dispatcher | undefined): Promise<unknown> {
-  const res = await request(url, { method: 'GET', headersTimeout: TIMEOUT_MS, bodyTimeout: TIMEOUT_MS, signal: AbortSignal.timeout(TIMEOUT_MS * 2), ...(dispatcher ? { dispatcher } : {}) });
-  const text = await readBoundedText(res, maxBytes, url.pathname);
-  if (res.statusCode !== 200) throw new Error(`${url.pathname}: settler answered ${res.statusCode}: ${text.slice(0, 200)}`);
-  try {
-    return JSON.parse(text);
-  } catch {
-    throw new Error(`${url.pathname}: settler answer is not JSON`);
-  }
 }
 
 export class SettlerRewards {
@@ -63,12 +51,12 @@ export class SettlerRewards {
     const at = this.now();
     const max = this.opts.maxBytes ?? MAX_SETTLER_ANSWER_BYTES;
     try {
-      const epoch = latestSettledEpoch(await getJson(new URL(SETTLER_PATHS.epochs, this.opts.settlerUrl), max, this.opts.dispatcher));
+      const epoch = latestSettledEpoch(await getSettlerJson(new URL(SETTLER_PATHS.epochs, this.opts.settlerUrl), max, this.opts.dispatcher));
       let rows: NodeEpochReward[] = [];
       if (epoch) {
         // The rows of an epoch never change (its files are immutable): only a newer epoch is fetched again.
         const known = this.last?.epoch;
-        rows = known && known.epoch === epoch.epoch && known.root === epoch.root && known.total === epoch.total ? this.last!.rows : parseEpochTotals(await getJson(new URL(`${SETTLER_PATHS.epochs}/${epoch.epoch}/totals.json`, this.opts.settlerUrl), max, this.opts.dispatcher), epoch);
+        rows = known && known.epoch === epoch.epoch && known.root === epoch.root && known.total === epoch.total ? this.last!.rows : parseEpochTotals(await getSettlerJson(new URL(`${SETTLER_PATHS.epochs}/${epoch.epoch}/totals.json`, this.opts.settlerUrl), max, this.opts.dispatcher), epoch);
       }
       this.last = { at, epoch, rows };
       this.lastError = null;
