@@ -173,10 +173,8 @@ export function recordProblem(v: unknown): string | null {
     if (!r.ok && !CHALLENGE_FAILURES.includes(r.failure as ChallengeFailure)) return `a failed challenge needs a failure, one of ${CHALLENGE_FAILURES.join(', ')}`;
     if (!r.ok && r.bytesPerSecond !== 0) return 'a failed challenge measures no throughput';
   } else if (type === 'evidence') {
-    if (typeof r.challenge !== 'string' || !HEX32.test(r.challenge)) return 'challenge must be a challenge record id (16 bytes of hex)';
-    if (typeof r.shard !== 'string' || !HEX64.test(r.shard)) return 'shard must be a sha256 hex digest';
-    if (!isUint(r.offset) || !isUint(r.length) || r.length === 0) return 'offset and length must be integers ≥ 0 (length ≥ 1)';
-    if (r.failure !== 'wrong-bytes' && r.failure !== 'timeout') return 'failure must be wrong-bytes or timeout (the only slashable failures)';
+    const problem = evidenceFieldsProblem(r);
+    if (problem) return problem;
     if (typeof r.signer !== 'string' || !HEX40.test(r.signer)) return 'signer must be a 0x-prefixed lowercase address';
     if (typeof r.ethSignature !== 'string' || !/^0x[0-9a-f]{130}$/.test(r.ethSignature)) return 'ethSignature must be a 65-byte signature in 0x hex';
   } else if (type === 'score') {
@@ -191,6 +189,25 @@ export function recordProblem(v: unknown): string | null {
     if (typeof r.report !== 'string' || !/^[A-Za-z0-9_-]{435}$/.test(r.report)) return 'report must be a signed corruption report token (435 base64url characters)';
   }
   return null;
+}
+
+/**
+ * What is wrong with the fields every signer of one piece of slashing evidence signs alike (an `evidence` record's,
+ * or an item of the settler's list of evidence waiting for signatures, protocol/pending-evidence.ts), or null. Pure.
+ */
+export function evidenceFieldsProblem(r: Record<string, unknown>): string | null {
+  if (typeof r.node !== 'string' || !HEX40.test(r.node)) return 'node must be a 0x-prefixed lowercase address';
+  if (!isUint(r.epoch, 0xffffffff)) return 'epoch must be a uint32';
+  if (typeof r.challenge !== 'string' || !HEX32.test(r.challenge)) return 'challenge must be a challenge record id (16 bytes of hex)';
+  if (typeof r.shard !== 'string' || !HEX64.test(r.shard)) return 'shard must be a sha256 hex digest';
+  if (!isUint(r.offset) || !isUint(r.length) || r.length === 0) return 'offset and length must be integers ≥ 0 (length ≥ 1)';
+  if (r.failure !== 'wrong-bytes' && r.failure !== 'timeout') return 'failure must be wrong-bytes or timeout (the only slashable failures)';
+  return null;
+}
+
+/** A 0x-prefixed lowercase Ethereum address. */
+export function isAddress(v: unknown): v is string {
+  return typeof v === 'string' && HEX40.test(v);
 }
 
 export type RecordCheck = { ok: true; record: GatewayRecord } | { ok: false; reason: string };

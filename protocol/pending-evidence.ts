@@ -4,6 +4,7 @@
 // saw the same failure itself, on the same range of the same node. Pure: the item's shape and its parser (a settler
 // is one more party a gateway does not trust blindly).
 import type { EvidenceFields } from './challenge-evidence.ts';
+import { evidenceFieldsProblem, isAddress } from './gateway-records.ts';
 
 /** Items in one answer: the oldest first; a gateway re-checks a few per round anyway. */
 export const MAX_PENDING_EVIDENCE = 256;
@@ -23,26 +24,14 @@ export interface PendingEvidenceAnswer {
   evidence: PendingEvidence[];
 }
 
-const HEX32 = /^[0-9a-f]{32}$/;
-const HEX40 = /^0x[0-9a-f]{40}$/;
-const HEX64 = /^[0-9a-f]{64}$/;
-
-function isUint(v: unknown, max = Number.MAX_SAFE_INTEGER): v is number {
-  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= max;
-}
-
-/** What is wrong with one item, or null. */
+/** What is wrong with one item, or null: the evidence's own fields are checked as an `evidence` record's are. */
 function itemProblem(v: unknown): string | null {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) return 'an item must be a JSON object';
   const r = v as Record<string, unknown>;
-  if (typeof r.node !== 'string' || !HEX40.test(r.node)) return 'node must be a 0x-prefixed lowercase address';
-  if (!isUint(r.epoch, 0xffffffff)) return 'epoch must be a uint32';
-  if (typeof r.challenge !== 'string' || !HEX32.test(r.challenge)) return 'challenge must be 16 bytes of hex';
-  if (typeof r.shard !== 'string' || !HEX64.test(r.shard)) return 'shard must be a sha256 hex digest';
-  if (!isUint(r.offset) || !isUint(r.length) || r.length === 0) return 'offset and length must be integers ≥ 0 (length ≥ 1)';
-  if (r.failure !== 'wrong-bytes' && r.failure !== 'timeout') return 'failure must be wrong-bytes or timeout';
-  if (!Array.isArray(r.signers) || r.signers.length > 1000 || !r.signers.every((s) => typeof s === 'string' && HEX40.test(s))) return 'signers must be a list of 0x-prefixed lowercase addresses';
-  if (!isUint(r.quorum, 1000) || r.quorum === 0) return 'quorum must be an integer 1..1000';
+  const problem = evidenceFieldsProblem(r);
+  if (problem) return problem;
+  if (!Array.isArray(r.signers) || r.signers.length > 1000 || !r.signers.every(isAddress)) return 'signers must be a list of 0x-prefixed lowercase addresses';
+  if (!Number.isSafeInteger(r.quorum) || (r.quorum as number) < 1 || (r.quorum as number) > 1000) return 'quorum must be an integer 1..1000';
   return null;
 }
 
