@@ -16,7 +16,7 @@ import { generateTicketKey } from '../protocol/tickets.ts';
 import { signGatewayRecord, type ChallengeRecord } from '../protocol/gateway-records.ts';
 import { FAILED_CHALLENGE_TYPES, failedChallengeEvidence, settlementDomain, signFailedChallenge } from '../protocol/challenge-evidence.ts';
 import type { Manifest } from '../protocol/manifest.ts';
-import { TOKEN, deployFixture, expectRevert, mined, type Fixture } from './helpers/chain.ts';
+import { TOKEN, deployFixture, expectRevert, mined, type Fixture, stakeNode } from './helpers/chain.ts';
 import { startIdentityServer, type IdentityServer } from './helpers/scripted-node.ts';
 import { tempDir } from './helpers/net.ts';
 
@@ -54,8 +54,7 @@ describe('failed challenges as slashing evidence', () => {
   it('a quorum of gateways signing a wrong-bytes challenge record slashes the node on chain; not-held makes no evidence', async () => {
     const nodeA = (await f.addr(f.nodeA)).toLowerCase();
     expect(nodeA).toBe(new Wallet(f.chain.keys[6]!).address.toLowerCase());
-    await mined(f.as(f.nodeA).token.approve(f.file.registry, 1_000n * TOKEN));
-    await mined(f.as(f.nodeA).registry.register(1_000n * TOKEN));
+    await stakeNode(f, f.nodeA);
 
     const catalog = new DatasetCatalog(origin.url);
     catalog.add(manifest, 'sample/manifest.json');

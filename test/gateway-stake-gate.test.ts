@@ -16,7 +16,7 @@ import { StakeGate, stakeRefusal } from '../gateway/stake-gate.ts';
 import { chainReaderLazily } from '../contracts/connect.ts';
 import { connectContracts } from '../contracts/handles.ts';
 import { silentLogger } from '../protocol/log.ts';
-import { TOKEN, deployFixture, mined, type Fixture } from './helpers/chain.ts';
+import { TOKEN, deployFixture, mined, type Fixture, stakeNode } from './helpers/chain.ts';
 import { startRpcProxy, type RpcProxy } from './helpers/rpc-proxy.ts';
 import { startScriptedNode, type ScriptedNode } from './helpers/scripted-node.ts';
 import { tempDir, until } from './helpers/net.ts';
@@ -57,8 +57,7 @@ describe('gateway --rpc: only staked nodes take traffic', () => {
     return String((await n.next('error')).reason);
   };
   const stake = async (who: 'nodeA' | 'nodeB', amount: bigint) => {
-    await mined(f.as(f[who]).token.approve(f.file.registry, amount));
-    await mined(f.as(f[who]).registry.register(amount));
+    await stakeNode(f, f[who], amount);
   };
 
   beforeAll(async () => {

@@ -10,7 +10,7 @@ import { createSettlerMetrics } from '../settler/metrics.ts';
 import { generateTicketKey } from '../protocol/tickets.ts';
 import { signGatewayRecord, type ChallengeRecord, type EvidenceRecord, type GatewayRecord } from '../protocol/gateway-records.ts';
 import { evidenceRecordFields, settlementDomain } from '../protocol/challenge-evidence.ts';
-import { TOKEN, deployFixture, mined, type Fixture } from './helpers/chain.ts';
+import { TOKEN, deployFixture, type Fixture, stakeNode } from './helpers/chain.ts';
 import { tempDir } from './helpers/net.ts';
 
 const clock = 1_800_000_000_000;
@@ -34,8 +34,7 @@ describe('slashing evidence with a quorum of 2', () => {
     for (const c of cleanups.splice(0)) await c();
     await f.reset();
     node = (await f.addr(f.nodeA)).toLowerCase();
-    await mined(f.as(f.nodeA).token.approve(f.file.registry, 1_000n * TOKEN));
-    await mined(f.as(f.nodeA).registry.register(1_000n * TOKEN));
+    await stakeNode(f, f.nodeA);
   });
 
   const openSlasher = async () => {

@@ -14,7 +14,7 @@ import { managedWallet } from '../contracts/wallet.ts';
 import { generateTicketKey } from '../protocol/tickets.ts';
 import { signGatewayRecord, type ChallengeRecord, type EvidenceRecord, type GatewayRecord } from '../protocol/gateway-records.ts';
 import { evidenceRecordFields, settlementDomain } from '../protocol/challenge-evidence.ts';
-import { TOKEN, deployFixture, mined, type Fixture } from './helpers/chain.ts';
+import { TOKEN, deployFixture, mined, type Fixture, stakeNode } from './helpers/chain.ts';
 import { startRpcProxy, type RpcProxy } from './helpers/rpc-proxy.ts';
 import { tempDir } from './helpers/net.ts';
 import { startSettler } from '../settler/server.ts';
@@ -67,8 +67,7 @@ describe('slash submissions that meet a failing RPC endpoint', () => {
     await f.reset();
     proxy.mode = 'pass';
     node = (await f.addr(f.nodeA)).toLowerCase();
-    await mined(f.as(f.nodeA).token.approve(f.file.registry, 1_000n * TOKEN));
-    await mined(f.as(f.nodeA).registry.register(1_000n * TOKEN));
+    await stakeNode(f, f.nodeA);
   });
 
   /** An evidence record of a failed challenge, signed by gateway key `gw` (both hold GATEWAY_ROLE). */

@@ -20,7 +20,7 @@ import { signGatewayRecord } from '../protocol/gateway-records.ts';
 import { settlementDomain, signedEvidenceFields } from '../protocol/challenge-evidence.ts';
 import { parsePendingEvidence, type PendingEvidence } from '../protocol/pending-evidence.ts';
 import type { Manifest } from '../protocol/manifest.ts';
-import { TOKEN, deployFixture, mined, type Fixture } from './helpers/chain.ts';
+import { TOKEN, deployFixture, type Fixture, stakeNode } from './helpers/chain.ts';
 import { startScriptedNode, type ScriptedNode } from './helpers/scripted-node.ts';
 import { tempDir, until } from './helpers/net.ts';
 import { claimsEveryShard, metricValue, rangedServe, startSlashingSettler } from './helpers/slashing.ts';
@@ -54,8 +54,7 @@ describe('slashing on a quorum of two gateways: the second signs only what it sa
   const stakeOf = async (node: string) => (await f.as(f.outsider).registry.nodes(node)).stake;
   /** A node staked on chain and registered at both gateways (one connection each, the same key and bytes). */
   const stakedNode = async (who: 'nodeA' | 'nodeB', key: string, serve: ReturnType<typeof rangedServe>): Promise<string> => {
-    await mined(f.as(f[who]).token.approve(f.file.registry, 1_000n * TOKEN));
-    await mined(f.as(f[who]).registry.register(1_000n * TOKEN));
+    await stakeNode(f, f[who]);
     let address = '';
     for (const gw of [gwA, gwB]) {
       const n: ScriptedNode = await startScriptedNode({ gatewayUrl: gw.url, wallet: new Wallet(key), location: PARIS, summary: () => claimsEveryShard(manifest), serve });

@@ -17,7 +17,7 @@ import { generateTicketKey, ticketKeyToPem } from '../protocol/tickets.ts';
 import { signGatewayRecord, type ChallengeRecord, type EvidenceRecord, type GatewayRecord } from '../protocol/gateway-records.ts';
 import { evidenceOfRecord, evidenceRecordFields, settlementDomain } from '../protocol/challenge-evidence.ts';
 import type { Manifest } from '../protocol/manifest.ts';
-import { TOKEN, deployFixture, expectRevert, mined, type Fixture } from './helpers/chain.ts';
+import { TOKEN, deployFixture, expectRevert, type Fixture, stakeNode } from './helpers/chain.ts';
 import { startScriptedNode, type ScriptedNode } from './helpers/scripted-node.ts';
 import { tempDir, until } from './helpers/net.ts';
 import { claimsEveryShard, metricValue, rangedServe, startSlashingSettler } from './helpers/slashing.ts';
@@ -45,8 +45,7 @@ describe('slashing evidence from a real gateway, submitted by the settler', () =
   const startOurSettler = () => startSlashingSettler(join(tmp.dir, 'settler'), ticketKey, clock, f.as(f.outsider).settlement, domain());
   /** A node staked on chain (its key is one of the chain's funded accounts), registered at the gateway. */
   const stakedNode = async (who: 'nodeA' | 'nodeB', key: string, serve: ReturnType<typeof rangedServe>): Promise<ScriptedNode> => {
-    await mined(f.as(f[who]).token.approve(f.file.registry, 1_000n * TOKEN));
-    await mined(f.as(f[who]).registry.register(1_000n * TOKEN));
+    await stakeNode(f, f[who]);
     const n = await startScriptedNode({ gatewayUrl: gw.url, wallet: new Wallet(key), location: PARIS, summary: () => claimsEveryShard(manifest), serve });
     closers.push(n);
     await until('node registered', () => gw.registry.nodes.get(n.address)?.holdsShard(manifest.shards[0]!.sha256) === true);

@@ -87,6 +87,12 @@ export async function mined(tx: Promise<{ wait(): Promise<unknown> }>) {
   return receipt;
 }
 
+/** `who` approves and registers `amount` in the NodeRegistry (default the deployment's minimum, 1,000 EDGE), each mined. */
+export async function stakeNode(f: Fixture, who: NonceManager, amount = 1_000n * TOKEN): Promise<void> {
+  await mined(f.as(who).token.approve(f.file.registry, amount));
+  await mined(f.as(who).registry.register(amount));
+}
+
 /** Expects the call to revert with the named custom error (decoded by ethers from the contract's ABI). */
 export async function expectRevert(call: Promise<unknown>, errorName: string): Promise<unknown[]> {
   try {
