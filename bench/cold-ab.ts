@@ -4,7 +4,8 @@
 // where two runs of the whole cold section differ more than the change does.
 //
 //   flock /tmp/edgeshard-bench.lock node bin/run-ts.js bench/cold-ab.ts /work/main . [reps=4] [MiB=256]
-//   A variant may add node flags after `::`, e.g. `.::--memory-max-object 0` (the same checkout, another setting).
+//   A variant may add node flags after `::`, e.g. `.::--memory-max-object 0` (the same checkout, another setting), and
+//   environment variables the same way, e.g. `.::GLIBC_TUNABLES=glibc.malloc.trim_threshold=268435456`.
 //   COLD_AB_BY=path asks for the shards by origin path (the node's HTTP cache, no manifest) instead of by hash.
 import { randomFillSync } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -39,7 +40,7 @@ console.error(`cold A/B ${byPath ? 'by path' : 'by hash'}: A=${repoA} B=${repoB}
 const cold = await shardSet('cold', shards);
 const origin = await startStaticOrigin(scratch, data);
 const client = new Agent({ connections: 8, pipelining: 1 });
-const rows: { variant: string; mbps: number; cpu: number; nginxMbps: number; nginxCpu: number }[] = [];
+const rows: { variant: string; mbps: number; cpu: number; faults: number; nginxMbps: number; nginxCpu: number }[] = [];
 try {
   for (let rep = 0; rep < reps; rep++) {
     const nginxWarm = await shardSet(`warmup-nginx-${rep}`, WARMUP_SHARDS);
@@ -47,13 +48,16 @@ try {
     for (const variant of rep % 2 === 0 ? ['A', 'B'] : ['B', 'A']) {
       const warm = await shardSet(`warmup-${variant}-${rep}`, WARMUP_SHARDS);
       const [repo, flags] = (variant === 'A' ? repoA : repoB).split('::');
-      const extra = flags ? flags.trim().split(/\s+/) : [];
+      const words = flags ? flags.trim().split(/\s+/) : [];
+      const isEnv = (w: string): boolean => /^[A-Z_][A-Z0-9_]*=/.test(w);
+      const extra = words.filter((w) => !isEnv(w));
+      const env = Object.fromEntries(words.filter(isEnv).map((w) => [w.slice(0, w.indexOf('=')), w.slice(w.indexOf('=') + 1)]));
       const cache = join(scratch, `cache-${variant}-${rep}`);
       const r = byPath
-        ? await throughNode(resolve(repo!), origin.url, cold.paths, warm.paths, client, scratch, cache, [], extra)
-        : await throughNode(resolve(repo!), origin.url, cold.shards, warm.shards, client, scratch, cache, [cold.manifest, warm.manifest], extra);
-      rows.push({ variant, mbps: r.cold.mbPerSecond, cpu: r.cold.serverCpuSecondsPerGiB, nginxMbps: nginx?.mbPerSecond ?? Number.NaN, nginxCpu: nginx?.serverCpuSecondsPerGiB ?? Number.NaN });
-      console.error(`  rep ${rep + 1} ${variant}: ${fmt(r.cold.mbPerSecond)} MB/s, ${r.cold.serverCpuSecondsPerGiB.toFixed(2)} CPU s/GiB (nginx ${fmt(nginx?.mbPerSecond ?? Number.NaN)} MB/s, ${(nginx?.serverCpuSecondsPerGiB ?? Number.NaN).toFixed(2)} CPU s/GiB)`);
+        ? await throughNode(resolve(repo!), origin.url, cold.paths, warm.paths, client, scratch, cache, [], extra, env)
+        : await throughNode(resolve(repo!), origin.url, cold.shards, warm.shards, client, scratch, cache, [cold.manifest, warm.manifest], extra, env);
+      rows.push({ variant, mbps: r.cold.mbPerSecond, cpu: r.cold.serverCpuSecondsPerGiB, faults: r.cold.serverMinorFaultsPerGiB, nginxMbps: nginx?.mbPerSecond ?? Number.NaN, nginxCpu: nginx?.serverCpuSecondsPerGiB ?? Number.NaN });
+      console.error(`  rep ${rep + 1} ${variant}: ${fmt(r.cold.mbPerSecond)} MB/s, ${r.cold.serverCpuSecondsPerGiB.toFixed(2)} CPU s/GiB, ${fmt(r.cold.serverMinorFaultsPerGiB)} minor faults/GiB (nginx ${fmt(nginx?.mbPerSecond ?? Number.NaN)} MB/s, ${(nginx?.serverCpuSecondsPerGiB ?? Number.NaN).toFixed(2)} CPU s/GiB, ${fmt(nginx?.serverMinorFaultsPerGiB ?? Number.NaN)} faults/GiB)`);
     }
   }
 } finally {
@@ -63,5 +67,5 @@ try {
 }
 for (const v of ['A', 'B']) {
   const r = rows.filter((x) => x.variant === v);
-  console.log(`${v}: median ${fmt(median(r.map((x) => x.mbps)))} MB/s, ${median(r.map((x) => x.cpu)).toFixed(2)} CPU s/GiB; vs nginx ${median(r.map((x) => x.mbps / x.nginxMbps)).toFixed(2)}x MB/s, ${median(r.map((x) => x.cpu / x.nginxCpu)).toFixed(2)}x CPU`);
+  console.log(`${v}: median ${fmt(median(r.map((x) => x.mbps)))} MB/s, ${median(r.map((x) => x.cpu)).toFixed(2)} CPU s/GiB, ${fmt(median(r.map((x) => x.faults)))} minor faults/GiB; vs nginx ${median(r.map((x) => x.mbps / x.nginxMbps)).toFixed(2)}x MB/s, ${median(r.map((x) => x.cpu / x.nginxCpu)).toFixed(2)}x CPU`);
 }

@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { startOrigin } from '../dataset/origin-server.ts';
 import { packDataset } from '../dataset/pack.ts';
-import { commandExists, fmt, freePort, groupCpuSeconds, groupPids, median, MiB, mdTable, startChild, stopChild, waitForHttp } from './lib.ts';
+import { commandExists, fmt, freePort, groupCpuSeconds, groupMinorFaults, groupPids, median, MiB, mdTable, startChild, stopChild, waitForHttp } from './lib.ts';
 
 const SHARD_BYTES = 4 * MiB;
 const CONCURRENCY = 8;
@@ -33,6 +33,8 @@ const GiB = 1024 * MiB;
 const PROFILE_DIR = process.env.COLD_CPU_PROF || undefined;
 const PERF_DIR = process.env.COLD_PERF || undefined;
 if (PERF_DIR) mkdirSync(PERF_DIR, { recursive: true });
+/** COLD_PERF_EVENT: what perf samples (default CPU time at 997 Hz); e.g. `page-faults` for where fresh memory is touched. */
+const PERF_EVENT = process.env.COLD_PERF_EVENT ? ['-e', process.env.COLD_PERF_EVENT] : ['-F', '997'];
 
 /** perf writes its file on SIGINT. */
 async function stopPerf(perf: ChildProcess): Promise<void> {
@@ -57,6 +59,8 @@ interface ServerPass extends Pass {
   serverCpuSeconds: number;
   /** Server CPU seconds per GiB moved: comparable across runs even when the box is busy. */
   serverCpuSecondsPerGiB: number;
+  /** The server's minor page faults per GiB moved: fresh anonymous memory it touched (page-cache writes excluded). */
+  serverMinorFaultsPerGiB: number;
 }
 
 export interface ColdResult {
@@ -332,6 +336,8 @@ export async function throughNode(
   manifests: string[] = [],
   /** Node flags after the bench's own (a later flag wins): cold-ab.ts compares flag settings this way. */
   extraArgs: string[] = [],
+  /** Environment added to the node's (cold-ab.ts: `NAME=value` words in a variant), e.g. GLIBC_TUNABLES. */
+  extraEnv: Record<string, string> = {},
 ): Promise<{ cold: ServerPass; warm: Pass; misses: number }> {
   const port = await freePort();
   // One directory per node, Node's own file names: the main thread and tsx's loader thread each write a profile, and
@@ -344,7 +350,7 @@ export async function throughNode(
     '--key-file', join(scratch, 'node-key.json'),
     ...(manifests.length ? ['--manifest', manifests.join(',')] : []),
     ...extraArgs,
-  ]);
+  ], { env: { ...process.env, ...extraEnv } });
   const nodeUrl = `http://127.0.0.1:${port}`;
   const misses = async (): Promise<number> => {
     const metrics = await (await fetch(`${nodeUrl}/metrics`)).text();
@@ -488,12 +494,14 @@ function anchorTable(results: ColdResult['reps'], med: ColdResult['median']): st
 
 async function measured(server: ChildProcess, pass: () => Promise<Pass>, label: string): Promise<ServerPass> {
   // COLD_PERF: `perf record` on every thread of the server for exactly the measured pass (kernel time included).
-  const perf = PERF_DIR ? startChild('perf', ['record', '-q', '-F', '997', '-g', '-p', groupPids(server.pid).join(','), '-o', join(PERF_DIR, `${label}.perf.data`)]) : undefined;
+  const perf = PERF_DIR ? startChild('perf', ['record', '-q', ...PERF_EVENT, '-g', '-p', groupPids(server.pid).join(','), '-o', join(PERF_DIR, `${label}.perf.data`)]) : undefined;
   const before = groupCpuSeconds(server.pid);
+  const faultsBefore = groupMinorFaults(server.pid);
   const p = await pass();
   const serverCpuSeconds = groupCpuSeconds(server.pid) - before;
+  const faults = groupMinorFaults(server.pid) - faultsBefore;
   if (perf) await stopPerf(perf);
-  return { ...p, serverCpuSeconds, serverCpuSecondsPerGiB: serverCpuSeconds / (p.bytes / GiB) };
+  return { ...p, serverCpuSeconds, serverCpuSecondsPerGiB: serverCpuSeconds / (p.bytes / GiB), serverMinorFaultsPerGiB: faults / (p.bytes / GiB) };
 }
 
 /** Fetches every path once with CONCURRENCY requests in flight; checks each body's size. */

@@ -182,6 +182,25 @@ export function groupCpuSeconds(pgid: number | undefined): number {
   return pids.length ? pids.reduce((sum, pid) => sum + processCpuSeconds(pid), 0) : Number.NaN;
 }
 
+/**
+ * Minor page faults so far of every live process in group `pgid` (field minflt of /proc/<pid>/stat): each is a page
+ * of anonymous memory touched for the first time, which on this VM can cost a host fault (docs/benchmarks.md). NaN
+ * off Linux. Page-cache pages written through write(2) are not faults and are not counted.
+ */
+export function groupMinorFaults(pgid: number | undefined): number {
+  const pids = groupPids(pgid);
+  if (!pids.length) return Number.NaN;
+  let sum = 0;
+  for (const pid of pids) {
+    try {
+      sum += Number(readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[7]);
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return sum;
+}
+
 /** The live processes of process group `pgid` (Linux /proc; none elsewhere). */
 export function groupPids(pgid: number | undefined): number[] {
   if (pgid === undefined) return [];
