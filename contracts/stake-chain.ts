@@ -1,8 +1,8 @@
 // A node operator's stake in the NodeRegistry: register, add, start unbonding, withdraw, and read it back. Each
 // call checks what it can before sending (a refused transaction still costs the estimate's round trip and reads as
 // raw revert data), and every contract refusal that gets through anyway is named in words.
-import { formatUnits } from 'ethers';
-import { describeRevert, revertMessage, type Contracts } from './handles.ts';
+import { dataSlice, formatUnits, getAddress, type JsonRpcProvider } from 'ethers';
+import { describeRevert, revertMessage, type Contracts, type RegistryContract } from './handles.ts';
 
 export interface StakeStatus {
   node: string;
@@ -140,4 +140,32 @@ export async function withdrawStake(contracts: Contracts, node: string): Promise
   const before = await stakeStatus(contracts, node);
   const r = await send('withdraw', contracts, node, () => contracts.registry.withdrawStake());
   return { ...r, withdrawn: before.stake };
+}
+
+/** The registry's events that change what a node has at stake; each names the node as its first indexed argument. */
+const STAKE_EVENTS = ['NodeRegistered', 'StakeAdded', 'UnbondingStarted', 'StakeWithdrawn', 'NodeSlashed'] as const;
+
+/**
+ * The registry's stake events read from the chain, for the gateway's stake refresh: the head, and the nodes named in
+ * blocks `from`..`to`, asked in ranges of at most `maxBlockRange` blocks (public endpoints refuse wide eth_getLogs).
+ */
+export function stakeEventsOnChain(
+  registry: RegistryContract,
+  provider: Pick<JsonRpcProvider, 'send' | 'getLogs'>,
+  maxBlockRange = 2_000,
+): { head(): Promise<number>; changedNodes(from: number, to: number): Promise<string[]> } {
+  const topics = STAKE_EVENTS.map((name) => registry.interface.getEvent(name)!.topicHash);
+  return {
+    // Not getBlockNumber(): ethers answers it from a 250 ms cache, which would let a refresh just after a block miss it.
+    head: async () => Number(BigInt((await provider.send('eth_blockNumber', [])) as string)),
+    async changedNodes(from, to) {
+      const address = await registry.getAddress();
+      const nodes = new Set<string>();
+      for (let start = from; start <= to; start += maxBlockRange) {
+        const logs = await provider.getLogs({ address, topics: [topics], fromBlock: start, toBlock: Math.min(to, start + maxBlockRange - 1) });
+        for (const log of logs) if (log.topics[1]) nodes.add(getAddress(dataSlice(log.topics[1], 12)));
+      }
+      return [...nodes];
+    },
+  };
 }

@@ -46,7 +46,7 @@ import { loadOrCreateGatewayEthKey } from '../protocol/identity.ts';
 import { connectContracts, readContractsFile, type ContractsFile } from '../contracts/handles.ts';
 import { chainReaderLazily, checkChainId } from '../contracts/connect.ts';
 import { StakeGate, type NodeStake } from './stake-gate.ts';
-import { when } from '../contracts/stake-chain.ts';
+import { stakeEventsOnChain, when } from '../contracts/stake-chain.ts';
 import { checkCorruptionReport } from '../protocol/corruption-reports.ts';
 import { epochOf } from '../protocol/client-tickets.ts';
 import { SignedReportBook, reportedBytesProblem } from './signed-reports.ts';
@@ -1037,6 +1037,7 @@ function openStakeChain(rpcUrl: string, file: ContractsFile, minStake: bigint | 
   const { registry } = connectContracts(file, provider);
   const gate = new StakeGate({
     registry,
+    events: stakeEventsOnChain(registry, provider),
     ...(minStake !== undefined ? { minStake } : {}),
     logger: log,
     checkChain: () => checkChainId(provider, rpcUrl, file),

@@ -12,7 +12,8 @@ import { writeSampleDataset } from '../dataset/sample.ts';
 import { startGateway, type Gateway } from '../gateway/server.ts';
 import { defaultGatewayConfig, gatewayConfigFromSettings, GATEWAY_OPTIONS } from '../gateway/config.ts';
 import { GeoIp } from '../gateway/geoip.ts';
-import { StakeGate, stakeRefusal } from '../gateway/stake-gate.ts';
+import { nodesToRead, StakeGate, stakeRefusal } from '../gateway/stake-gate.ts';
+import { stakeEventsOnChain } from '../contracts/stake-chain.ts';
 import { chainReaderLazily } from '../contracts/connect.ts';
 import { connectContracts } from '../contracts/handles.ts';
 import { silentLogger } from '../protocol/log.ts';
@@ -30,6 +31,16 @@ describe('stakeRefusal', () => {
     expect(stakeRefusal(id, { registered: false, stake: 0n, unbondsAt: 0n }, 1_000n * TOKEN)).toMatch(/no stake on chain.*stake at least 1000\.0 EDGE with `edgeshard stake register`/);
     expect(stakeRefusal(id, { registered: true, stake: 999n * TOKEN, unbondsAt: 0n }, 1_000n * TOKEN)).toMatch(/has 999\.0 EDGE staked; this gateway requires 1000\.0 EDGE/);
     expect(stakeRefusal(id, { registered: true, stake: 5_000n * TOKEN, unbondsAt: 1_900_000_000n }, 1_000n * TOKEN)).toMatch(/unbonding \(withdrawable at 2030-03-17T17:46:40\.000Z\)/);
+  });
+});
+
+describe('nodesToRead', () => {
+  const [a, b, c] = ['0xAbC0000000000000000000000000000000000001', '0xabc0000000000000000000000000000000000002', '0xABC0000000000000000000000000000000000003'];
+  it('reads every node on a full read, else those a stake event named (any case) and those never read', () => {
+    expect(nodesToRead([a, b, c], null, () => true)).toEqual([a, b, c]);
+    expect(nodesToRead([a, b, c], new Set([a.toLowerCase()]), () => true)).toEqual([a]);
+    expect(nodesToRead([a, b, c], new Set(), (id) => id !== c)).toEqual([c]);
+    expect(nodesToRead([a, b, c], new Set(), () => true)).toEqual([]);
   });
 });
 
@@ -130,10 +141,11 @@ describe('gateway --rpc: only staked nodes take traffic', () => {
     expect(String(a.inbox.find((m) => m.type === 'error')?.reason)).toMatch(/stake is unbonding/);
     await until('the unbonding node is down', () => gw.registry.nodes.get(a.address)?.healthy === false);
     expect(gw.registry.nodes.get(b.address)?.healthy).toBe(true);
-    // The next read of the stakes asks only about the connected node: the one that left is checked at its next hello.
+    // The next read of the stakes asks about nobody: no stake event since the last read, and the node that left is
+    // checked at its next hello.
     const callsBefore = proxy.calls.filter((c) => c.method === 'eth_call').length;
     expect(await gw.refreshStakes()).toBe(0);
-    expect(proxy.calls.filter((c) => c.method === 'eth_call').length - callsBefore).toBe(1);
+    expect(proxy.calls.filter((c) => c.method === 'eth_call').length - callsBefore).toBe(0);
     expect(await refusedWith(await connect(gw, f.chain.keys[6]!))).toMatch(/stake is unbonding/);
   });
 
@@ -153,6 +165,47 @@ describe('gateway --rpc: only staked nodes take traffic', () => {
     expect(calls() - before).toBe(3 + 1); // three stakes and the minimum, read once; none for the fourth
     clock.now += 1_000;
     expect(await gate.admit(fresh())).toMatch(/has no stake on chain/);
+  });
+
+  it('a refresh reads only the nodes stake events named since the last one; every node on every full read, or when the events cannot be read', async () => {
+    const provider = chainReaderLazily(proxy.url, f.file);
+    closers.push({ close: async () => provider.destroy() });
+    const { registry } = connectContracts(f.file, provider);
+    const gate = new StakeGate({ registry, events: stakeEventsOnChain(registry, provider), logger: silentLogger, fullReadEvery: 4 });
+    await stakeNode(f, f.outsider, 1_000n * TOKEN);
+    await stakeNode(f, f.challenger, 1_000n * TOKEN);
+    const ids = [await f.outsider.getAddress(), await f.challenger.getAddress()];
+    for (const id of ids) expect(await gate.admit(id)).toBeNull();
+    const count = (method: string) => proxy.methods.filter((m) => m === method).length;
+    const refresh = async () => {
+      const [calls, logs] = [count('eth_call'), count('eth_getLogs')];
+      const refused = await gate.refresh(ids);
+      return { refused, reads: count('eth_call') - calls, logQueries: count('eth_getLogs') - logs };
+    };
+
+    expect(await refresh()).toEqual({ refused: [], reads: 2, logQueries: 0 }); // the first refresh reads everyone
+    expect(await refresh()).toEqual({ refused: [], reads: 0, logQueries: 0 }); // no block since: nothing to ask
+    await mined(f.as(f.challenger).token.approve(f.file.registry, 10n * TOKEN));
+    await mined(f.as(f.challenger).registry.addStake(10n * TOKEN));
+    expect(await refresh()).toEqual({ refused: [], reads: 1, logQueries: 1 }); // the node the StakeAdded event named
+    expect(gate.last.get(ids[1]!)?.stake).toBe(1_010n * TOKEN);
+    // Unbonding is caught from its event alone: the one node it names is read and refused.
+    await mined(f.as(f.outsider).registry.startUnbonding());
+    const unbonding = await refresh();
+    expect(unbonding).toMatchObject({ reads: 1, logQueries: 1 });
+    expect(unbonding.refused).toEqual([{ id: ids[0], reason: expect.stringMatching(/stake is unbonding/) }]);
+    expect(await refresh()).toMatchObject({ reads: 2 }); // the fourth refresh since the full one reads everyone
+
+    // An endpoint that refuses eth_getLogs (as public ones do past a limit): every node is read, nothing is missed.
+    proxy.refuse.add('eth_getLogs');
+    try {
+      await mined(f.as(f.challenger).registry.startUnbonding());
+      const withoutLogs = await refresh();
+      expect(withoutLogs).toMatchObject({ reads: 2, logQueries: 1 });
+      expect(withoutLogs.refused.map((r) => r.id)).toEqual(ids);
+    } finally {
+      proxy.refuse.delete('eth_getLogs');
+    }
   });
 
   it('--rpc needs --contracts, --min-stake needs --rpc, and --contracts alone is for nothing', () => {

@@ -26,6 +26,8 @@ export interface RpcProxy {
   estimateAtLatest?: boolean;
   /** Rewrites the chain's answer to a call before it is sent on (the chain's own answer when unset). */
   answer?: (call: { method: string; params: unknown[] }, result: unknown) => unknown;
+  /** Methods answered with a JSON-RPC error, as by a provider that limits eth_getLogs; the other calls go on. */
+  refuse: Set<string>;
   /** Calls held by `hold` mode, not answered yet. */
   held: number;
   /** Back to `pass`; every held call goes on to the chain and is answered. */
@@ -52,6 +54,7 @@ export async function startRpcProxy(chain: Eip1193Provider): Promise<RpcProxy> {
     mode: 'pass',
     methods: [],
     calls: [],
+    refuse: new Set(),
     nextCall: (method) => new Promise((resolve) => waiters.push({ method, resolve })),
     get held() {
       return held.length;
@@ -93,6 +96,14 @@ export async function startRpcProxy(chain: Eip1193Provider): Promise<RpcProxy> {
           return c && 'result' in a ? { ...a, result: rewrite({ method: c.method, params: c.params ?? [] }, a.result) } : a;
         });
         text = JSON.stringify(Array.isArray(JSON.parse(text)) ? rewritten : rewritten[0]);
+      }
+      if (answer.ok && calls.some((c) => proxy.refuse.has(c.method))) {
+        const byId = new Map(calls.map((c) => [(c as { id?: unknown }).id, c]));
+        const answers = [JSON.parse(text) as { id?: unknown } | Array<{ id?: unknown }>].flat().map((a) => {
+          const c = byId.get(a.id);
+          return c && proxy.refuse.has(c.method) ? { jsonrpc: '2.0', id: a.id, error: { code: -32005, message: `${c.method} refused by this provider` } } : a;
+        });
+        text = JSON.stringify(Array.isArray(JSON.parse(text)) ? answers : answers[0]);
       }
       if (mode === 'lose-answer' && sends) return void res.writeHead(503).end('connection lost');
       res.writeHead(answer.status, { 'content-type': 'application/json' }).end(text);
