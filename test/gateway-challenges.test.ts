@@ -14,7 +14,7 @@ import { startGateway, type Gateway } from '../gateway/server.ts';
 import { defaultGatewayConfig, type GatewayConfig } from '../gateway/config.ts';
 import { GeoIp } from '../gateway/geoip.ts';
 import { TicketIssuer } from '../gateway/ticket-issuer.ts';
-import { Challenger, checkChallengeAnswer, challengeDeadlineMs, planChallenge, type ChallengeOutcome, type ChallengeScheduler } from '../gateway/challenges.ts';
+import { Challenger, checkChallengeAnswer, challengeDeadlineMs, planChallenge, type ChallengeOutcome } from '../gateway/challenges.ts';
 import { mulberry32 } from '../protocol/mix32.ts';
 import { BloomFilter } from '../protocol/bloom.ts';
 import { leafHashesOf } from '../protocol/chunks.ts';
@@ -22,32 +22,10 @@ import { checkGatewayRecord, figuresFromRecords } from '../protocol/gateway-reco
 import type { Manifest } from '../protocol/manifest.ts';
 import { tempDir, until } from './helpers/net.ts';
 import { startScriptedNode, type ScriptedNode } from './helpers/scripted-node.ts';
+import { manualScheduler } from './helpers/manual-scheduler.ts';
 
 const PARIS = { lat: 48.8566, lon: 2.3522 };
 const CHUNK = 64 * 1024;
-
-/** A scheduler the test fires by hand: no timer runs a round behind its back. */
-function manualScheduler() {
-  const waits: number[] = [];
-  let run: (() => void) | null = null;
-  const scheduler: ChallengeScheduler = {
-    after(ms, fn) {
-      waits.push(ms);
-      run = fn;
-      return { cancel: () => (run = null) };
-    },
-  };
-  return {
-    scheduler,
-    waits,
-    fire(): void {
-      const r = run;
-      run = null;
-      if (!r) throw new Error('no round scheduled');
-      r();
-    },
-  };
-}
 
 describe('capacity challenges: pure parts', () => {
   const shard = (i: number, size: number) => ({ path: `s${i}`, size, sha256: String(i).repeat(64).slice(0, 64), chunkRoot: 'ab'.repeat(32) });

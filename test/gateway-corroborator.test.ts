@@ -2,10 +2,16 @@
 // shard it serves) and the parser of the settler's list (a settler is one more party not trusted blindly). The whole
 // flow on a real chain is in slashing-corroboration.test.ts.
 import { describe, expect, it } from 'vitest';
-import { planCorroboration } from '../gateway/corroborator.ts';
+import { createServer } from 'node:http';
+import { pino } from 'pino';
+import { Corroborator, planCorroboration } from '../gateway/corroborator.ts';
 import { planChallenge, DEFAULT_CHALLENGE_RULES } from '../gateway/challenges.ts';
 import { parsePendingEvidence } from '../protocol/pending-evidence.ts';
 import type { Manifest } from '../protocol/manifest.ts';
+import { SETTLER_PATHS } from '../protocol/settler-api.ts';
+import { closeNow, listen, localUrl } from '../protocol/listen.ts';
+import { manualScheduler } from './helpers/manual-scheduler.ts';
+import { until } from './helpers/net.ts';
 
 const MiB = 1024 * 1024;
 const sha = (c: string) => c.repeat(64);
@@ -60,5 +66,65 @@ describe('parsePendingEvidence', () => {
     expect(() => parsePendingEvidence({ evidence: [{ ...item, length: 0 }] })).toThrow(/length/);
     expect(() => parsePendingEvidence({ evidence: [{ ...item, signers: ['me'] }] })).toThrow(/signers/);
     expect(() => parsePendingEvidence({ evidence: Array.from({ length: 257 }, () => item) })).toThrow(/more than 256/);
+  });
+});
+
+describe('Corroborator rounds', () => {
+  it('runs a round after each random gap, keeps going after a failed read (logged once per failure), and stops when closed', async () => {
+    // A settler that first answers as one started with --no-slash does, then with an empty list.
+    let slashing = false;
+    const asked: string[] = [];
+    const settler = createServer((req, res) => {
+      asked.push(req.url ?? '');
+      if (!slashing) return void res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'this settler does not slash' }));
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ evidence: [] }));
+    });
+    const url = localUrl(await listen(settler, 0, '127.0.0.1'));
+    const logs: Array<{ level: number; msg: string }> = [];
+    const manual = manualScheduler();
+    const randoms = [0, 0.999, 0.5, 0.25];
+    const c = new Corroborator({
+      settlerUrl: url,
+      ownAddress: '0x' + '9'.repeat(40),
+      datasets: () => datasets,
+      node: () => undefined,
+      challenge: async () => null,
+      sign: async () => undefined,
+      intervalMs: 60_000,
+      scheduler: manual.scheduler,
+      random: () => randoms.shift() ?? 0.5,
+      logger: pino({ level: 'info' }, { write: (line: string) => void logs.push(JSON.parse(line) as { level: number; msg: string }) }),
+    });
+    try {
+      c.start();
+      const rounds = async (n: number) => {
+        for (let i = 0; i < n; i++) {
+          const scheduled = manual.waits.length;
+          manual.fire();
+          await until('the next round is scheduled', () => manual.waits.length === scheduled + 1);
+        }
+      };
+      await rounds(2); // both reads fail the same way
+      expect(asked).toEqual([SETTLER_PATHS.pendingEvidence, SETTLER_PATHS.pendingEvidence]);
+      const warnings = logs.filter((l) => l.level === 40);
+      expect(warnings).toHaveLength(1); // once per distinct failure, not every round
+      expect(warnings[0]!.msg).toMatch(/could not read the evidence waiting for signatures; later rounds try again/);
+      expect(c.rounds).toBe(0);
+
+      slashing = true;
+      await rounds(1);
+      expect(c.rounds).toBe(1);
+      expect(logs.filter((l) => l.level === 30).map((l) => l.msg)).toEqual(['reading the evidence waiting for signatures again']);
+      // Each gap uniform in [0.5, 1.5] × the interval, from the random source.
+      expect(manual.waits.slice(0, 4)).toEqual([30_000, 89_940, 60_000, 45_000]);
+
+      await c.close();
+      expect(manual.armed).toBe(false); // the waiting round is cancelled
+      c.start();
+      expect(manual.armed).toBe(false); // and a closed corroborator schedules no more
+    } finally {
+      await c.close();
+      await closeNow(settler);
+    }
   });
 });
