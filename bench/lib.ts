@@ -219,3 +219,14 @@ export function groupPids(pgid: number | undefined): number[] {
     }
   });
 }
+
+/** What one part of a section (the settle section's verify, epoch and records parts) reports. */
+export interface SubBenchResult {
+  markdown: string;
+  json: unknown;
+}
+
+export interface SettleSubBench {
+  name: string;
+  run(repoRoot: string): Promise<SubBenchResult>;
+}

@@ -10,8 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { generateTicketKey } from '../protocol/tickets.ts';
 import { checkGatewayRecords, RECORD_DOMAIN, signGatewayRecord, type GatewayRecord } from '../protocol/gateway-records.ts';
 import { canonicalJson } from '../protocol/manifest.ts';
-import { median, mdTable } from './lib.ts';
-import type { SettleSubBench, SubBenchResult } from './settle.ts';
+import { median, mdTable, type SettleSubBench, type SubBenchResult } from './lib.ts';
 
 const EPOCH = 20_833;
 

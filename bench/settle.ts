@@ -31,18 +31,8 @@ import { lineFile } from '../settler/settle-files.ts';
 import type { LineFile } from '../protocol/epoch-settle.ts';
 import { DEFAULT_REWARD_PARAMS } from '../protocol/epoch.ts';
 import { claimLine, sessionsOf, type GenSpec } from './settle-gen.ts';
-import { median, mdTable } from './lib.ts';
+import { median, mdTable, type SettleSubBench, type SubBenchResult } from './lib.ts';
 import { recordsRate } from './settle-records.ts';
-
-export interface SubBenchResult {
-  markdown: string;
-  json: unknown;
-}
-
-export interface SettleSubBench {
-  name: string;
-  run(repoRoot: string): Promise<SubBenchResult>;
-}
 
 const EPOCH = 20_833;
 const T0 = EPOCH * 86_400 + 3_600;

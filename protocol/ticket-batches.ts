@@ -8,7 +8,6 @@
 // Ticket hash: sha256 of the whole 209-byte ticket as issued, signature included (protocol/client-tickets.ts).
 // Batch encoding: the hashes back to back, base64url without padding (43 characters per hash, against 64 in hex).
 import { hash } from 'node:crypto';
-import type { GatewayRecord, TicketsRecord } from './gateway-records.ts';
 
 export const TICKET_HASH_LEN = 32;
 /** Hashes per record at most: 4096 × 43 characters is about 175 KB of JSON, well under a POST's limit. */
@@ -102,9 +101,17 @@ export class IssuedTickets {
   }
 }
 
-/** The tickets vouched for by the `tickets` records among `records`, which must already be verified. Pure. */
-export function issuedTicketsFrom(records: readonly GatewayRecord[]): IssuedTickets {
-  const batches = records.filter((r): r is TicketsRecord & { signature: string } => r.type === 'tickets');
+/** What issuedTicketsFrom reads of a `tickets` record (TicketsRecord in protocol/gateway-records.ts, which imports this file). */
+interface TicketBatch {
+  type: 'tickets';
+  keyId: string;
+  hashes: string;
+  count: number;
+}
+
+/** The tickets vouched for by the `tickets` records among `records` (gateway records), which must already be verified. Pure. */
+export function issuedTicketsFrom(records: readonly { type: string }[]): IssuedTickets {
+  const batches = records.filter((r): r is TicketBatch => r.type === 'tickets');
   const set = new IssuedTickets(batches.reduce((n, b) => n + b.count, 0));
   for (const b of batches) set.addBatch(b.keyId, Buffer.from(b.hashes, 'base64url'));
   return set;
