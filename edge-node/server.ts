@@ -41,7 +41,7 @@ import {
   type StoredFreshness,
 } from './cache-policy.ts';
 import { cacheStatus, endToEndResponseHeaders, flatToMap, forwardedRequestHeaders, reprDigest, type CacheStatusFacts } from './cache-headers.ts';
-import { sha256Hex } from '../protocol/hash.ts';
+import { primaryKeyOf, VariantIndex } from './variants.ts';
 import { ChunkLists } from '../protocol/chunk-lists.ts';
 import { READ_SLICE_BYTES, readPlain, readVerified, readWhole, type VerifiedReadSource } from './verified-read.ts';
 import { ReadBufferPool } from './read-pool.ts';
@@ -348,26 +348,12 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     return f.cc.noCache ? -Infinity : freshUntilOf(f);
   };
 
-  // ---- variants (RFC 9111 §4.1) ----------------------------------------------------------------------
-  // An answer with Vary is stored under its path's key plus the request's values of the fields it varies on; the
-  // index says, per path, which fields its stored answers vary on. The variant part follows a NUL, which a decoded
-  // request path never holds (protocol/paths.ts), so no path can name another path's variant.
-  const varyIndex = new Map<string, string[]>();
-  const primaryKeyOf = (key: string): string => {
-    const nul = key.indexOf('\0');
-    return nul < 0 ? key : key.slice(0, nul);
-  };
-  const variantKey = (primary: string, fields: readonly string[], forwarded: Record<string, string | string[]>): string =>
-    `${primary}\0${sha256Hex(variantSelector(fields, forwarded))}`;
-  /** The key of the stored answer that would serve a request with these forwarded fields. */
-  const storageKeyFor = (primary: string, forwarded: () => Record<string, string | string[]>): string => {
-    const fields = varyIndex.get(primary);
-    return fields === undefined ? primary : variantKey(primary, fields, forwarded());
-  };
+  // ---- variants (RFC 9111 §4.1; edge-node/variants.ts): rebuilt from the stored variants' own Vary headers ----
+  const variants = new VariantIndex();
   for (const key of disk?.keys() ?? []) {
     const meta = key.includes('\0') ? disk!.get(key)?.meta : undefined;
     const fields = meta && varyFields(flatToMap(meta.headers ?? []));
-    if (Array.isArray(fields) && fields.length > 0) varyIndex.set(primaryKeyOf(key), fields);
+    if (Array.isArray(fields) && fields.length > 0) variants.keyForAnswer(primaryKeyOf(key), fields, {});
   }
 
   /**
@@ -381,14 +367,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       log.debug({ key: req.key, reason: verdict.reason }, 'origin answer not stored');
       return null;
     }
-    const primary = primaryKeyOf(req.key);
-    const fields = varyFields(head.originHeaders) as string[];
-    if (fields.length === 0) {
-      varyIndex.delete(primary);
-      return primary;
-    }
-    varyIndex.set(primary, fields);
-    return variantKey(primary, fields, req.headers ?? {});
+    return variants.keyForAnswer(primaryKeyOf(req.key), varyFields(head.originHeaders) as string[], req.headers ?? {});
   };
 
   const filler = new Filler({
@@ -1014,7 +993,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   function servePath(req: IncomingMessage, res: ServerResponse, target: Target, started: number): Promise<void> | undefined {
     const h = req.headers;
     let forwarded: Record<string, string | string[]> | undefined;
-    const key = storageKeyFor(target.key, () => (forwarded ??= forwardedRequestHeaders(h)));
+    const key = variants.storageKeyFor(target.key, () => (forwarded ??= forwardedRequestHeaders(h)));
     const mem = memory.get(key);
     // The common case stays synchronous: a fresh memory hit for a request without Cache-Control or Pragma.
     if (mem !== undefined && h['cache-control'] === undefined && h.pragma === undefined && now() < mem.freshUntil) {
@@ -1075,7 +1054,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       fwd = now() < freshUntil(stored) ? 'request' : 'stale';
     } else if (cacheControlOf(h).onlyIfCached) {
       return sendText(res, target.route, 504, 'the request said only-if-cached and nothing is stored for it', started, ['cache-status', cacheStatus({ fwd: 'miss', detail: 'only-if-cached' })]);
-    } else if (varyIndex.has(target.key)) fwd = 'vary-miss';
+    } else if (variants.has(target.key)) fwd = 'vary-miss';
 
     const validators = stored && validatorsOf(stored);
     const request: FillRequest = { ...target.fill, key, headers: forwarded, anyStatus: true, ...(validators ? { validators } : {}) };
@@ -1245,7 +1224,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     const doomed = (key: string): boolean => key === primary || key.startsWith(`${primary}\0`);
     for (const key of [...memory.keys()]) if (doomed(key)) memory.delete(key);
     for (const key of [...(disk?.keys() ?? [])]) if (doomed(key)) await disk!.delete(key);
-    varyIndex.delete(primary);
+    variants.forget(primary);
   }
 
   // ---- routing ---------------------------------------------------------------------------------------
@@ -1490,7 +1469,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
             const mem = memory.get(target.key);
             const at = now();
             // Path objects: a stored negative answer, or a path whose answers vary, is the ordinary path's.
-            if (!isFreshHit(mem, at) || (mem.meta.status !== undefined && mem.meta.status !== 200) || varyIndex.has(target.key)) return undefined;
+            if (!isFreshHit(mem, at) || (mem.meta.status !== undefined && mem.meta.status !== 200) || variants.has(target.key)) return undefined;
             rememberFastRoute(pathname, target);
             return { obj: mem, route: target.route, now: at };
           },
