@@ -42,6 +42,7 @@ import {
 } from './cache-policy.ts';
 import { cacheStatus, endToEndResponseHeaders, flatToMap, forwardedRequestHeaders, reprDigest, type CacheStatusFacts } from './cache-headers.ts';
 import { primaryKeyOf, VariantIndex } from './variants.ts';
+import { FastRoutes } from './fast-routes.ts';
 import { ChunkLists } from '../protocol/chunk-lists.ts';
 import { READ_SLICE_BYTES, readPlain, readVerified, readWhole, type VerifiedReadSource } from './verified-read.ts';
 import { ReadBufferPool } from './read-pool.ts';
@@ -1425,34 +1426,18 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     socket.end(clientErrorResponse(err, config.headersTimeoutMs));
     socket.destroySoon();
   });
-  // The fast path's routing memo: request path -> the cache key and route resolveTarget gives it, so that a hit
-  // neither decodes the path nor builds a key string (whose hash the memory tier's Map then computes afresh) each
-  // time. A path is remembered only once it was answered as a fresh memory hit (its ticket accepted), and only up to
-  // FAST_ROUTE_MAX_PATH characters: misses, refused tickets and long random paths cannot fill it. At most
-  // FAST_ROUTES_MAX entries (then it starts over), and it is dropped whenever a manifest is learned (a path may then
-  // name a known shard, under another key).
-  const FAST_ROUTES_MAX = 4096;
-  const FAST_ROUTE_MAX_PATH = 512;
+  // The fast path's routing memo (edge-node/fast-routes.ts): a path is remembered once it was answered as a fresh
+  // memory hit, and forgotten when a manifest is learned.
   type FastRoute = { key: string; route: Route; sha256: string | undefined };
-  const fastRoutes = new Map<string, FastRoute>();
-  let fastRoutesGeneration = manifests.generation;
-  const fastRouteOf = (pathname: string): FastRoute | undefined => {
-    if (manifests.generation !== fastRoutesGeneration) {
-      fastRoutes.clear();
-      fastRoutesGeneration = manifests.generation;
-    }
-    const known = fastRoutes.get(pathname);
-    if (known !== undefined) return known;
-    if (pathname === '/metrics' || pathname === '/healthz' || pathname === IDENTITY_PATH) return undefined;
-    const target = resolveTarget(pathname);
-    if (!(target instanceof CacheTarget)) return undefined;
-    return { key: target.key, route: target.route, sha256: target.sha256 };
-  };
-  const rememberFastRoute = (pathname: string, route: FastRoute): void => {
-    if (pathname.length > FAST_ROUTE_MAX_PATH || fastRoutes.get(pathname) === route) return;
-    if (fastRoutes.size >= FAST_ROUTES_MAX) fastRoutes.clear();
-    fastRoutes.set(pathname, route);
-  };
+  const fastRoutes = new FastRoutes<FastRoute>({
+    generation: () => manifests.generation,
+    resolve(pathname) {
+      if (pathname === '/metrics' || pathname === '/healthz' || pathname === IDENTITY_PATH) return undefined;
+      const target = resolveTarget(pathname);
+      if (!(target instanceof CacheTarget)) return undefined;
+      return { key: target.key, route: target.route, sha256: target.sha256 };
+    },
+  });
   // The fast path answers what handle() would answer with a fresh memory hit and no cap, and nothing else.
   const fastPath = config.fastPath
     ? installFastPath(
@@ -1462,7 +1447,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
             if (!limiter.unlimited) return undefined;
             const q = url.indexOf('?');
             const pathname = q < 0 ? url : url.slice(0, q);
-            const target = fastRouteOf(pathname);
+            const target = fastRoutes.of(pathname);
             if (target === undefined) return undefined;
             // Only a ticket verified before: verifying (and refusing) is the ordinary path's work.
             if (!tickets.open && !tickets.alreadyVerified(ticketFromUrl(url), target.sha256)) return undefined;
@@ -1470,7 +1455,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
             const at = now();
             // Path objects: a stored negative answer, or a path whose answers vary, is the ordinary path's.
             if (!isFreshHit(mem, at) || (mem.meta.status !== undefined && mem.meta.status !== 200) || variants.has(target.key)) return undefined;
-            rememberFastRoute(pathname, target);
+            fastRoutes.remember(pathname, target);
             return { obj: mem, route: target.route, now: at };
           },
           served(route, status, bodyBytes, started) {
