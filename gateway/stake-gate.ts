@@ -15,6 +15,7 @@ import type { Logger } from '../protocol/log.ts';
 import type { RegistryContract } from '../contracts/handles.ts';
 import { tokens, when } from '../contracts/stake-chain.ts';
 import { ClientRateLimiter } from '../protocol/rate-limit.ts';
+import { withDeadline } from '../protocol/deadline.ts';
 
 export interface NodeStake {
   registered: boolean;
@@ -212,11 +213,6 @@ export class StakeGate {
 
   private read<T>(call: () => Promise<T>): Promise<T> {
     const ms = this.opts.timeoutMs ?? 10_000;
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`the chain did not answer within ${ms / 1000} s`)), ms);
-      timer.unref();
-    });
-    return Promise.race([call(), late]).finally(() => clearTimeout(timer));
+    return withDeadline(call, ms, `the chain did not answer within ${ms / 1000} s`);
   }
 }

@@ -9,9 +9,13 @@ import { join } from 'node:path';
 import { connectChainLazily } from '../contracts/cli.ts';
 import { createRootPoster } from '../contracts/root-poster.ts';
 import { RootPostRetrier } from './root-post-retry.ts';
+import { withDeadline } from '../protocol/deadline.ts';
 import { chainReaderLazily, checkChainId, WrongChainError } from '../contracts/connect.ts';
 import { readContractsFile } from '../contracts/handles.ts';
 import { settlementDomain } from '../protocol/challenge-evidence.ts';
+
+/** How long the start waits for the chain to say its id before it starts without it (the check is for a wrong chain). */
+const CHAIN_CHECK_MS = 5_000;
 
 export const settlerCommand: Command = {
   spec: {
@@ -51,20 +55,24 @@ export const settlerCommand: Command = {
     // Another chain than the contracts file's is a mistake to stop on; a chain that does not answer yet is an outage
     // the settler outlives: roots are posted, evidence submitted and events read once it answers.
     const checkChain = chain ? chain.checkChain : reader && contractsFile ? () => checkChainId(reader, String(settings.rpc), contractsFile) : null;
+    let chainAnswered = true;
     try {
-      await checkChain?.();
+      // Bounded: a black-holed endpoint would otherwise hold the start for ethers' five-minute timeout.
+      if (checkChain) await withDeadline(checkChain, CHAIN_CHECK_MS, `the chain at ${String(settings.rpc)} did not answer within ${CHAIN_CHECK_MS / 1000} s`);
     } catch (err) {
       if (err instanceof WrongChainError) {
         chain?.close();
         reader?.destroy();
         throw err;
       }
+      chainAnswered = false;
       logger.error({ err: (err as Error).message }, 'the chain does not answer: the settler starts anyway; roots are posted, slashing evidence submitted and events read once it does');
     }
     const chainWatch = reader && contractsFile ? { provider: reader, file: contractsFile, pollMs: watchPollSeconds * 1000, confirmations } : undefined;
     const postRoot = async (epochDir: string): Promise<void> => void (await poster!.post(epochDir));
     // With a chain connection, gateways' slashing evidence is submitted once a quorum signed it (unless --no-slash).
-    const slash = chain && settings['no-slash'] !== true ? { settlement: chain.contracts.settlement, domain: settlementDomain(chain.file.chainId, chain.file.settlement) } : undefined;
+    // The slasher does not wait again for a chain that just did not answer: it reads the quorum at the first evidence.
+    const slash = chain && settings['no-slash'] !== true ? { settlement: chain.contracts.settlement, domain: settlementDomain(chain.file.chainId, chain.file.settlement), ...(chainAnswered ? {} : { openWaitMs: 0 }) } : undefined;
     const s = await startNamingOptions(
       () => startSettler({ ...config, logger, ...(poster ? { onSettled: (_epoch: number, dir: string) => postRoot(dir) } : {}), ...(chainWatch ? { chainWatch } : {}), ...(slash ? { slash } : {}) }),
       { flag: '--port', value: config.port, host: config.host },
@@ -78,13 +86,22 @@ export const settlerCommand: Command = {
         `  open epochs: ${st.open.map((o) => `${o.epoch} (${o.claims} claims)`).join(', ') || 'none'}; settled: ${st.settled.length}`,
       ].join('\n'),
     );
-    if (chain) {
-      console.log(`  posting roots on chain as ${chain.address} (settlement ${await chain.contracts.settlement.getAddress()})`);
-      for (const e of st.settled) await postRoot(join(config.dir, 'epochs', String(e.epoch)));
-    }
+    if (chain) console.log(`  posting roots on chain as ${chain.address} (settlement ${chain.file.settlement})`);
     if (s.slasher) console.log(`  submitting slashing evidence once ${s.slasher.quorum ?? "the contract's quorum of"} gateway key(s) signed it (--no-slash to stop); done so far: ${s.slasher.submitted.size}`);
     if (chainWatch) console.log(`  watching the contracts' events at ${String(settings.rpc)} from block ${chainWatch.file.deployBlock} (or where ${join(config.dir, 'chain-watch.json')} left off) every ${watchPollSeconds} s: edgeshard_chain_* at ${s.url}/metrics`);
+    // Roots of epochs settled before this start go on chain in the background, one after the other (the poster skips
+    // those already there): a chain that does not answer holds up neither the lines above nor the stop below.
+    let stopping = false;
+    if (poster) {
+      void (async () => {
+        for (const e of st.settled) {
+          if (stopping) break;
+          await postRoot(join(config.dir, 'epochs', String(e.epoch)));
+        }
+      })();
+    }
     await stopSignal();
+    stopping = true;
     poster?.close();
     await s.close();
     chain?.close();

@@ -22,7 +22,7 @@ export interface SettlerServerOptions extends Omit<SettlerOptions, 'metrics'> {
   /** Read the contracts' events into /metrics (edgeshard_chain_*), polling every pollMs; checkpoint in <dir>/chain-watch.json. */
   chainWatch?: ChainWatcherOptions & { pollMs: number };
   /** Submit gateways' slashing evidence to this Settlement contract (settler/slasher.ts); state in <dir>/slashes.jsonl. */
-  slash?: { settlement: Contracts['settlement']; domain: TypedDataDomain } & Pick<SlasherOptions, 'retry' | 'timers' | 'txWaitMs' | 'closeWaitMs'>;
+  slash?: { settlement: Contracts['settlement']; domain: TypedDataDomain } & Pick<SlasherOptions, 'retry' | 'timers' | 'txWaitMs' | 'closeWaitMs' | 'openWaitMs'>;
 }
 
 export interface RunningSettler {

@@ -94,6 +94,8 @@ export interface SlasherOptions {
   txWaitMs?: number;
   /** The bound on `close` waiting for work in flight (DEFAULT_SLASH_CLOSE_WAIT_MS); timed by `timers`. */
   closeWaitMs?: number;
+  /** The bound on `open` waiting for the contract's quorum (default closeWaitMs); 0 when the chain is known not to answer. */
+  openWaitMs?: number;
   timers?: RetryTimers;
 }
 
@@ -123,9 +125,9 @@ export class Slasher {
     await mkdir(dirname(opts.stateFile), { recursive: true });
     const { file } = await JsonlFile.open(opts.stateFile, (line) => done.add((JSON.parse(line) as { digest: string }).digest));
     const slasher = new Slasher(opts, file, done);
-    // Read now if the chain answers within closeWaitMs; otherwise the first evidence reads it (and is retried like any
+    // Read now if the chain answers within openWaitMs; otherwise the first evidence reads it (and is retried like any
     // attempt that met a chain that did not answer), so a settler starts while its RPC endpoint is down.
-    const ms = opts.closeWaitMs ?? DEFAULT_SLASH_CLOSE_WAIT_MS;
+    const ms = opts.openWaitMs ?? opts.closeWaitMs ?? DEFAULT_SLASH_CLOSE_WAIT_MS;
     const timers = opts.timers ?? realRetryTimers;
     let timer: unknown;
     const late = new Promise<void>((resolve) => (timer = timers.set(resolve, ms)));

@@ -9,7 +9,12 @@ import { startDevChain, type DevChain } from '../contracts/dev-chain.ts';
 import { generateTicketKey } from '../protocol/tickets.ts';
 import { freePort, stopChild, tempDir } from './helpers/net.ts';
 import { writeFile } from 'node:fs/promises';
+import { createServer, type Socket } from 'node:net';
 import { request } from 'undici';
+import { Wallet } from 'ethers';
+import { startSettler } from '../settler/server.ts';
+import { DEFAULT_REWARD_PARAMS, GIB } from '../protocol/epoch.ts';
+import { claimBatchFor, receiptFor, receiptWorld } from './helpers/receipt-world.ts';
 
 const CLI = join(import.meta.dirname, '..', 'bin', 'edgeshard.js');
 let tmp: Awaited<ReturnType<typeof tempDir>>;
@@ -90,6 +95,52 @@ describe('edgeshard settler with a chain', () => {
     const wrong = await cli(...settlerArgs('wrong'), '--post-roots', '--chain-key-file', dev.keyPath('settler'), '--rpc', dev.rpc, '--contracts', otherChain);
     expect(wrong.code).toBe(1);
     expect(wrong.err).toMatch(/has chain id \d+, the contracts file is for \d+/);
+  }, 60_000);
+
+  it('starts at once behind an RPC endpoint that never answers: the chain check gives up after its deadline, and roots settled before wait in the background', async () => {
+    // An epoch settled three days ago whose root is not on chain: the start posts it.
+    const w = await receiptWorld(0x7fffffff);
+    const dir = join(tmp.dir, 'held');
+    const day = 86_400;
+    const then = Math.floor(Date.now() / 1000) - 3 * day;
+    const epoch = Math.floor(then / day);
+    const clock = { now: then };
+    const before = await startSettler({ host: '127.0.0.1', port: 0, dir, id: 'settler-test', epochSeconds: day, claimWindowSeconds: 3600, params: DEFAULT_REWARD_PARAMS, gateways: { [w.gateway.keyId]: w.gateway.publicKeyB64 }, settleCheckMs: 0, now: () => clock.now * 1000 });
+    const node = Wallet.createRandom() as unknown as Wallet;
+    const claim = await claimBatchFor(node, w, [receiptFor(w, node.address.toLowerCase(), GIB, epoch, then)], epoch, 'settler-test', then);
+    expect((await request(`${before.url}/v1/claims`, { method: 'POST', body: JSON.stringify(claim), headers: { 'content-type': 'application/json' } })).statusCode).toBe(200);
+    clock.now = (epoch + 1) * day + 3600;
+    expect(await before.settler.settleDue()).toEqual([epoch]);
+    await before.close();
+
+    // An endpoint that takes the connection and never says a word (a hung provider, a firewall that drops).
+    const held = new Set<Socket>();
+    const hole = createServer((socket) => void held.add(socket));
+    await new Promise<void>((resolve) => hole.listen(0, '127.0.0.1', resolve));
+    const rpc = `http://127.0.0.1:${(hole.address() as { port: number }).port}`;
+    const args = ['settler', '--port', '0', '--host', '127.0.0.1', '--dir', dir, '--id', 'settler-test', '--gateway-keys', w.gateway.publicKeyB64, '--post-roots', '--chain-key-file', dev.keyPath('settler'), '--rpc', rpc, '--contracts', dev.contractsPath];
+    const child: ChildProcess = spawn('node', [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      let out = '';
+      await new Promise<void>((resolve, reject) => {
+        const look = (d: Buffer) => {
+          out += d.toString();
+          if (/submitting slashing evidence once/.test(out)) resolve();
+        };
+        child.stdout!.on('data', look);
+        child.stderr!.on('data', look);
+        child.on('exit', (code) => reject(new Error(`edgeshard settler exited (${code}): ${out}`)));
+      });
+      expect(out).toMatch(/the chain at http:\/\/127\.0\.0\.1:\d+ did not answer within 5 s/);
+      expect(out).toMatch(/settled: 1/);
+      expect(held.size).toBeGreaterThan(0); // the settler did ask; the start did not wait for the root's post
+      const url = /settler \S+ on (http:\/\/127\.0\.0\.1:\d+)/.exec(out)![1]!;
+      expect((await request(`${url}/healthz`)).statusCode).toBe(200);
+    } finally {
+      await stopChild(child);
+      for (const s of held) s.destroy();
+      await new Promise((resolve) => hole.close(resolve));
+    }
   }, 60_000);
 
   it('names the missing contracts file or key', async () => {

@@ -16,7 +16,7 @@ import { verifyEpoch } from '../protocol/epoch-settle.ts';
 import { signGatewayRecord } from '../protocol/gateway-records.ts';
 import { signClaimBatch, type ClaimBatch } from '../protocol/settler-api.ts';
 import { startSettler, type RunningSettler } from '../settler/server.ts';
-import { receiptWorld, type ReceiptWorld } from './helpers/receipt-world.ts';
+import { claimBatchFor, receiptFor as receiptOf, receiptWorld, type ReceiptWorld } from './helpers/receipt-world.ts';
 import { tempDir, until } from './helpers/net.ts';
 
 const EPOCH_SECONDS = 86_400;
@@ -26,14 +26,9 @@ const epoch = Math.floor(T0 / EPOCH_SECONDS);
 type World = ReceiptWorld;
 const world = (): Promise<World> => receiptWorld(epoch + 10);
 
-function receiptFor(w: World, node: string, bytes: bigint, ep = epoch, signedAt = T0): string {
-  const ticket = signClientTicket({ shard: 'ab'.repeat(32), node, expiresAt: signedAt + 600, epoch: ep, byteCap: 4n * GIB, client: w.client.address.toLowerCase(), sessionKey: w.session.publicHex }, w.gateway);
-  return signReceipt(ticket, bytes, signedAt, w.session);
-}
-
-function batchFor(node: Wallet, w: World, receipts: string[], over: Partial<ClaimBatch> = {}, settler = 'settler-test', now = T0): Promise<ClaimBatch> {
-  return signClaimBatch(node, { settler, epoch, nonce: randomBytes(16).toString('hex'), timestamp: now, receipts, sessions: [w.auth], ...over });
-}
+const receiptFor = (w: World, node: string, bytes: bigint, ep = epoch, signedAt = T0): string => receiptOf(w, node, bytes, ep, signedAt);
+const batchFor = (node: Wallet, w: World, receipts: string[], over: Partial<ClaimBatch> = {}, settler = 'settler-test', now = T0): Promise<ClaimBatch> =>
+  claimBatchFor(node, w, receipts, epoch, settler, now, over);
 
 async function post(url: string, path: string, body: unknown): Promise<{ status: number; body: Record<string, unknown> }> {
   const res = await request(url + path, { method: 'POST', body: JSON.stringify(body), headers: { 'content-type': 'application/json' } });
