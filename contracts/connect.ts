@@ -3,6 +3,7 @@
 import { JsonRpcProvider, Wallet } from 'ethers';
 import { connectContracts, type Contracts, type ContractsFile } from './handles.ts';
 import { managedWallet } from './wallet.ts';
+import { withDeadline } from '../protocol/deadline.ts';
 
 export interface ChainConnection {
   contracts: Contracts;
@@ -49,11 +50,14 @@ export function chainReaderLazily(rpc: string, file: ContractsFile): JsonRpcProv
 /** The chain at `rpc` answered with another chain id than the contracts file's: a configuration error, not an outage. */
 export class WrongChainError extends Error {}
 
+/** How long the chain id may take (ethers' own timeout is five minutes: a command would sit silent that long). */
+const CHAIN_ID_TIMEOUT_MS = 30_000;
+
 /** Asks the chain at `rpc` its id: WrongChainError when it is not the contracts file's, another error when it does not answer. */
-export async function checkChainId(provider: JsonRpcProvider, rpc: string, file: ContractsFile): Promise<void> {
+export async function checkChainId(provider: JsonRpcProvider, rpc: string, file: ContractsFile, timeoutMs = CHAIN_ID_TIMEOUT_MS): Promise<void> {
   let id: bigint;
   try {
-    id = BigInt((await provider.send('eth_chainId', [])) as string);
+    id = BigInt((await withDeadline(() => provider.send('eth_chainId', []) as Promise<string>, timeoutMs, `no answer within ${timeoutMs / 1000} s`)));
   } catch (err) {
     throw new Error(`cannot reach the chain at ${rpc}: ${(err as Error).message}`);
   }
