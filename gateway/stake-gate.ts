@@ -8,9 +8,9 @@
 // that time. A refresh reads the registry's stake events since the last one and then only the connected nodes they
 // name: one log query per refresh instead of one call per node (10,000 nodes every 5 min would be 33 calls a
 // second). Every twelfth refresh, and whenever the events cannot be read, reads every node, which also catches an
-// event the chain reorganised away from under the cursor. When the chain cannot be read, a new node is refused (the gateway cannot tell whether it is staked; the
-// node's reconnect backoff tries again) and a connected one stays on the stake last read: an RPC outage must not
-// empty the network. Pure core (stakeRefusal) first; the StakeGate below is the I/O shell.
+// event the chain reorganised away from under the cursor. When the chain cannot be read, a new node is refused (the
+// gateway cannot tell whether it is staked; the node's reconnect backoff tries again) and a connected one stays on
+// the stake last read: an RPC outage must not empty the network. Pure core (stakeRefusal) first; the StakeGate below is the I/O shell.
 import type { Logger } from '../protocol/log.ts';
 import type { RegistryContract } from '../contracts/handles.ts';
 import { tokens, when } from '../contracts/stake-chain.ts';
