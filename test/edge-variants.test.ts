@@ -1,6 +1,6 @@
 // The variant index of the node's HTTP cache (edge-node/variants.ts): which key a request's stored answer has when
 // the path's answers vary, and that no path can name another path's variant. The whole behaviour over HTTP is in
-// test/edge-http-semantics.test.ts (Vary).
+// test/edge-http-cache.test.ts (Vary).
 import { describe, expect, it } from 'vitest';
 import { primaryKeyOf, VariantIndex, variantKey } from '../edge-node/variants.ts';
 

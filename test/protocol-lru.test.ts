@@ -1,3 +1,5 @@
+// protocol/lru.ts: the byte-bounded least-recently-used map under the node's memory and disk tiers, its ticket cache and the
+// chunk-list cache of node and gateway.
 import { describe, expect, it } from 'vitest';
 import { ByteLru } from '../protocol/lru.ts';
 

@@ -1,3 +1,4 @@
+// protocol/http-semantics.ts: ranges, conditionals and validators (RFC 9110), pure, as the node and the gateway use them.
 import { describe, expect, it } from 'vitest';
 import {
   contentRange,
