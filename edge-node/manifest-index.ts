@@ -2,7 +2,7 @@
 // seen: preloaded with --manifest, or passing through the cache (any valid manifest.json it proxies).
 import { posix } from 'node:path';
 import { manifestId, shardChunks, type Manifest, type ShardChunks } from '../protocol/manifest.ts';
-import { CHUNK_LIST_DIR } from '../protocol/chunks.ts';
+import { chunkListPath } from '../protocol/chunks.ts';
 
 export interface KnownShard {
   sha256: string;
@@ -31,7 +31,7 @@ export class ManifestIndex {
         sha256: s.sha256,
         size: s.size,
         originPath: prefix + s.path,
-        ...(chunks ? { chunks: { ...chunks, listPath: `${prefix}${CHUNK_LIST_DIR}/${s.sha256}` } } : {}),
+        ...(chunks ? { chunks: { ...chunks, listPath: chunkListPath(dir, s.sha256) } } : {}),
       };
       this.bySha.set(s.sha256, known);
       this.byPath.set(known.originPath, known);

@@ -10,7 +10,7 @@
 //
 // Pure core (planning, deadlines, checking the answer) first; the Challenger below is the I/O shell.
 import { getGlobalDispatcher, request, type Dispatcher } from 'undici';
-import { CHUNK_LIST_DIR, chunkBounds, chunkCount, leafHash } from '../protocol/chunks.ts';
+import { chunkBounds, chunkListPath, chunkCount, leafHash } from '../protocol/chunks.ts';
 import { sha256Hex } from '../protocol/hash.ts';
 import { epochOf } from '../protocol/client-tickets.ts';
 import { signGatewayRecord, type ChallengeFailure, type ChallengeRecord, type GatewayRecord } from '../protocol/gateway-records.ts';
@@ -292,7 +292,7 @@ export class Challenger {
   /** The shard's leaf hashes, from the origin (checked against the manifest's root, so the source needs no trust). */
   chunkList(plan: Pick<ChallengePlan, 'dataset' | 'shard' | 'chunkSize'>): Promise<Buffer[]> {
     const { sha256, size, chunkRoot } = plan.shard;
-    return this.lists.get({ sha256, size, chunks: { chunkSize: plan.chunkSize!, chunkRoot: chunkRoot!, listPath: `${plan.dataset}/${CHUNK_LIST_DIR}/${sha256}` } });
+    return this.lists.get({ sha256, size, chunks: { chunkSize: plan.chunkSize!, chunkRoot: chunkRoot!, listPath: chunkListPath(plan.dataset, sha256) } });
   }
 
   async close(): Promise<void> {

@@ -15,7 +15,7 @@ import { REGISTRY_PATH } from '../protocol/registry-messages.ts';
 import { isSha256Hex } from '../protocol/hash.ts';
 import { decodeRequestPath } from '../protocol/paths.ts';
 import { shardChunks, type ShardChunks, type ShardEntry } from '../protocol/manifest.ts';
-import { CHUNK_LIST_DIR } from '../protocol/chunks.ts';
+import { chunkListPath } from '../protocol/chunks.ts';
 import type { GatewayConfig } from './config.ts';
 import { DatasetCatalog, type Dataset } from './datasets.ts';
 import { DatasetLoader } from './dataset-loader.ts';
@@ -615,7 +615,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     if (chunks && shard.size > 0) {
       let leaves: Buffer[];
       try {
-        leaves = await chunkLists.get({ sha256: shard.sha256, size: shard.size, chunks: { ...chunks, listPath: `${ds.name}/${CHUNK_LIST_DIR}/${shard.sha256}` } });
+        leaves = await chunkLists.get({ sha256: shard.sha256, size: shard.size, chunks: { ...chunks, listPath: chunkListPath(ds.name, shard.sha256) } });
       } catch (err) {
         const reason = (err as Error).message;
         // A range without its list: no fallback, its bytes could not be checked before they go out.

@@ -14,6 +14,11 @@ export const MAX_CHUNK_SIZE = 64 * 1024 * 1024;
 export const LEAF_BYTES = 32;
 /** Where a dataset's chunk lists live at the origin, relative to the manifest's directory: `.chunks/<sha256>`. */
 export const CHUNK_LIST_DIR = '.chunks';
+
+/** A shard's chunk list at the origin, for a manifest in origin directory `dir` ('' or '.' for the root). Pure. */
+export function chunkListPath(dir: string, sha256: string): string {
+  return dir === '' || dir === '.' ? `${CHUNK_LIST_DIR}/${sha256}` : `${dir}/${CHUNK_LIST_DIR}/${sha256}`;
+}
 /**
  * Where a node serves a shard's chunk list: `<node>/.well-known/edgeshard/chunks/<sha256>?ticket=…`. Under the
  * prefix edgeshard reserves (as for the identity route), so every origin path, `/chunks/…` included, stays

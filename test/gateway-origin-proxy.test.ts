@@ -18,7 +18,7 @@ import { writeSampleDataset } from '../dataset/sample.ts';
 import { startGateway, type Gateway } from '../gateway/server.ts';
 import { defaultGatewayConfig } from '../gateway/config.ts';
 import { sha256Hex } from '../protocol/hash.ts';
-import { CHUNK_LIST_DIR, leafHashesOf, merkleRoot } from '../protocol/chunks.ts';
+import { chunkListPath, leafHashesOf, merkleRoot } from '../protocol/chunks.ts';
 import { planChunkRange, verifiedRangeStream } from '../gateway/origin-range.ts';
 import { checkedShardStream } from '../gateway/origin-proxy.ts';
 import { ChunkLists } from '../protocol/chunk-lists.ts';
@@ -547,7 +547,7 @@ describe('gateway --fallback proxy: byte ranges', () => {
     // A budget of two 300,000-byte shards' lists: 5 leaves of 32 bytes each, plus the 64 bytes a list is charged.
     const cache = new ChunkLists({ originUrl: origin.url, dispatcher: client, maxBytes: 2 * (5 * 32 + 64) });
     const [a, b, c] = [shardOf('chunked', 0), shardOf('chunked', 7), shardOf('chunked', 1)];
-    const ask = (s: ShardEntry) => cache.get({ sha256: s.sha256, size: s.size, chunks: { chunkSize: CHUNK, chunkRoot: s.chunkRoot!, listPath: `chunked/${CHUNK_LIST_DIR}/${s.sha256}` } });
+    const ask = (s: ShardEntry) => cache.get({ sha256: s.sha256, size: s.size, chunks: { chunkSize: CHUNK, chunkRoot: s.chunkRoot!, listPath: chunkListPath('chunked', s.sha256) } });
     const before = [a, b, c].map((s) => sawFor(listPath('chunked', s)).length);
     /** List fetches from the origin since the start, for a, b and c. */
     const fetched = () => [a, b, c].map((s, i) => sawFor(listPath('chunked', s)).length - before[i]!);
