@@ -24,7 +24,7 @@ export async function connectChain(settings: Settings, keyFlag = 'key-file'): Pr
 }
 
 /** connectChain for a long-running service: no call is made until `checkChain` (contracts/connect.ts, openChainLazily). */
-export async function connectChainLazily(settings: Settings, keyFlag = 'key-file'): Promise<ChainConnection & { checkChain(): Promise<void> }> {
+export async function connectChainLazily(settings: Settings, keyFlag = 'key-file'): Promise<ChainConnection & { checkChain(timeoutMs?: number): Promise<void> }> {
   const { rpc, file, key } = await chainSettings(settings, keyFlag);
   return openChainLazily(rpc, file, key);
 }

@@ -30,7 +30,7 @@ export async function openChainReader(rpc: string, file: ContractsFile): Promise
  * chain is down; `checkChain` asks the chain id (a different one is WrongChainError, a silence any other error).
  * A transaction signed for the file's chain id is refused by any other chain (EIP-155) even before the check.
  */
-export function openChainLazily(rpc: string, file: ContractsFile, privateKey: string): ChainConnection & { checkChain(): Promise<void> } {
+export function openChainLazily(rpc: string, file: ContractsFile, privateKey: string): ChainConnection & { checkChain(timeoutMs?: number): Promise<void> } {
   const provider = chainReaderLazily(rpc, file);
   const signer = managedWallet(privateKey, provider);
   return {
@@ -38,7 +38,7 @@ export function openChainLazily(rpc: string, file: ContractsFile, privateKey: st
     file,
     address: new Wallet(privateKey).address,
     close: () => provider.destroy(),
-    checkChain: () => checkChainId(provider, rpc, file),
+    checkChain: (timeoutMs) => checkChainId(provider, rpc, file, timeoutMs),
   };
 }
 

@@ -131,7 +131,7 @@ describe('edgeshard settler with a chain', () => {
         child.stderr!.on('data', look);
         child.on('exit', (code) => reject(new Error(`edgeshard settler exited (${code}): ${out}`)));
       });
-      expect(out).toMatch(/the chain at http:\/\/127\.0\.0\.1:\d+ did not answer within 5 s/);
+      expect(out).toMatch(/cannot reach the chain at http:\/\/127\.0\.0\.1:\d+: no answer within 5 s/);
       expect(out).toMatch(/settled: 1/);
       expect(held.size).toBeGreaterThan(0); // the settler did ask; the start did not wait for the root's post
       const url = /settler \S+ on (http:\/\/127\.0\.0\.1:\d+)/.exec(out)![1]!;
