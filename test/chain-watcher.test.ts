@@ -4,7 +4,7 @@
 // and a settler restarted with one resumes from its checkpoint to them, instead of adding to them; promtool accepts the
 // exposition. The checkpoint's own cases are in chain-watch-checkpoint.test.ts.
 import { JsonRpcProvider, Wallet, id, type TypedDataDomain } from 'ethers';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { readFile } from 'node:fs/promises';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -18,25 +18,7 @@ import { startSettler } from '../settler/server.ts';
 import { TOKEN, deployFixture, epochTree, mined, type Fixture } from './helpers/chain.ts';
 import { generateTicketKey } from '../protocol/tickets.ts';
 import { freePort, stopChild, tempDir, until } from './helpers/net.ts';
-
-const CLI = join(import.meta.dirname, '..', 'bin', 'edgeshard.js');
-
-/** Starts `edgeshard ARGS` and resolves with the first match of `ready` in its output. */
-function startCli(args: string[], ready: RegExp): { child: ChildProcess; match: Promise<RegExpExecArray>; output: () => string } {
-  const child = spawn('node', [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  const match = new Promise<RegExpExecArray>((resolve, reject) => {
-    const look = (d: Buffer) => {
-      out += d.toString();
-      const m = ready.exec(out);
-      if (m) resolve(m);
-    };
-    child.stdout!.on('data', look);
-    child.stderr!.on('data', look);
-    child.on('exit', (code) => reject(new Error(`edgeshard ${args[0]} exited (${code}): ${out}`)));
-  });
-  return { child, match, output: () => out };
-}
+import { startCli } from './helpers/cli.ts';
 
 let f: Fixture;
 beforeAll(async () => {

@@ -2,28 +2,22 @@
 // passes, another chain is WrongChainError (a configuration error), and an endpoint that takes the connection and never
 // answers is an error after the check's deadline, not a five-minute silence (ethers' own timeout).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { chainReaderLazily, checkChainId, WrongChainError } from '../contracts/connect.ts';
 import { startDevChain, type DevChain } from '../contracts/dev-chain.ts';
-import { tempDir } from './helpers/net.ts';
+import { startScriptedOrigin, tempDir } from './helpers/net.ts';
 
 let tmp: Awaited<ReturnType<typeof tempDir>>;
 let dev: DevChain;
-let hole: Server;
-const held = new Set<Socket>();
-let holeUrl: string;
+let hole: Awaited<ReturnType<typeof startScriptedOrigin>>;
 
 beforeAll(async () => {
   tmp = await tempDir();
   dev = await startDevChain({ out: join(tmp.dir, 'chain'), port: 0, challengeWindowSeconds: 60 });
-  hole = createServer((socket) => void held.add(socket));
-  await new Promise<void>((resolve) => hole.listen(0, '127.0.0.1', resolve));
-  holeUrl = `http://127.0.0.1:${(hole.address() as { port: number }).port}`;
+  hole = await startScriptedOrigin(() => undefined); // takes the request, never answers
 }, 120_000);
 afterAll(async () => {
-  for (const s of held) s.destroy();
-  await new Promise((resolve) => hole?.close(resolve));
+  await hole?.close();
   await dev?.close();
   await tmp?.cleanup();
 });
@@ -45,12 +39,12 @@ describe('checkChainId', () => {
   });
 
   it('gives up on an endpoint that never answers at its deadline, saying so', async () => {
-    const provider = chainReaderLazily(holeUrl, dev.file);
+    const provider = chainReaderLazily(hole.url, dev.file);
     try {
-      const err = await checkChainId(provider, holeUrl, dev.file, 200).catch((e: unknown) => e);
+      const err = await checkChainId(provider, hole.url, dev.file, 200).catch((e: unknown) => e);
       expect(err).not.toBeInstanceOf(WrongChainError);
-      expect((err as Error).message).toBe(`cannot reach the chain at ${holeUrl}: no answer within 0.2 s`);
-      expect(held.size).toBeGreaterThan(0); // it did ask
+      expect((err as Error).message).toBe(`cannot reach the chain at ${hole.url}: no answer within 0.2 s`);
+      expect(hole.requests.length).toBeGreaterThan(0); // it did ask
     } finally {
       provider.destroy();
     }

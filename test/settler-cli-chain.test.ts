@@ -1,22 +1,20 @@
 // `edgeshard settler` with a chain: --post-roots (and its slashing evidence) and --watch-chain both need the contracts
 // file. As a child process against a dev chain served over JSON-RPC: what it says it does at start; and, in-process,
 // the usage errors when the contracts file or the key is missing.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { main } from '../cli/main.ts';
 import { startDevChain, type DevChain } from '../contracts/dev-chain.ts';
 import { generateTicketKey } from '../protocol/tickets.ts';
-import { freePort, stopChild, tempDir } from './helpers/net.ts';
+import { freePort, startScriptedOrigin, stopChild, tempDir } from './helpers/net.ts';
+import { startCli } from './helpers/cli.ts';
 import { writeFile } from 'node:fs/promises';
-import { createServer, type Socket } from 'node:net';
 import { request } from 'undici';
 import { Wallet } from 'ethers';
 import { startSettler } from '../settler/server.ts';
 import { DEFAULT_REWARD_PARAMS, GIB } from '../protocol/epoch.ts';
 import { claimBatchFor, receiptFor, receiptWorld } from './helpers/receipt-world.ts';
 
-const CLI = join(import.meta.dirname, '..', 'bin', 'edgeshard.js');
 let tmp: Awaited<ReturnType<typeof tempDir>>;
 let dev: DevChain;
 
@@ -46,19 +44,10 @@ describe('edgeshard settler with a chain', () => {
 
   it('--post-roots and --watch-chain: posts as the key, submits slashing evidence to the file\'s Settlement, watches its events', async () => {
     const args = [...settlerArgs('both'), '--post-roots', '--chain-key-file', dev.keyPath('settler'), '--watch-chain', '--rpc', dev.rpc, '--contracts', dev.contractsPath];
-    const child: ChildProcess = spawn('node', [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const { child, match, output } = startCli(args, /watching the contracts' events/);
     try {
-      let out = '';
-      const ready = /watching the contracts' events/;
-      await new Promise<void>((resolve, reject) => {
-        const look = (d: Buffer) => {
-          out += d.toString();
-          if (ready.test(out)) resolve();
-        };
-        child.stdout!.on('data', look);
-        child.stderr!.on('data', look);
-        child.on('exit', (code) => reject(new Error(`edgeshard settler exited (${code}): ${out}`)));
-      });
+      await match;
+      const out = output();
       expect(out).toContain(`posting roots on chain as ${dev.addresses.settler} (settlement ${dev.file.settlement})`);
       expect(out).toMatch(/submitting slashing evidence once \d+ gateway key\(s\) signed it/);
       expect(out).toContain(`watching the contracts' events at ${dev.rpc} from block ${dev.file.deployBlock}`);
@@ -70,18 +59,10 @@ describe('edgeshard settler with a chain', () => {
   it('starts while the chain does not answer (claims and records go on; roots and evidence wait for it), and refuses another chain', async () => {
     const down = `http://127.0.0.1:${await freePort()}`; // nothing listens there
     const args = [...settlerArgs('down'), '--post-roots', '--chain-key-file', dev.keyPath('settler'), '--rpc', down, '--contracts', dev.contractsPath];
-    const child: ChildProcess = spawn('node', [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const { child, match, output } = startCli(args, /submitting slashing evidence once/);
     try {
-      let out = '';
-      await new Promise<void>((resolve, reject) => {
-        const look = (d: Buffer) => {
-          out += d.toString();
-          if (/submitting slashing evidence once/.test(out)) resolve();
-        };
-        child.stdout!.on('data', look);
-        child.stderr!.on('data', look);
-        child.on('exit', (code) => reject(new Error(`edgeshard settler exited (${code}): ${out}`)));
-      });
+      await match;
+      const out = output();
       expect(out).toMatch(/the chain does not answer: the settler starts anyway/);
       expect(out).toMatch(/cannot reach the chain at http:\/\/127\.0\.0\.1:\d+/);
       expect(out).toContain("submitting slashing evidence once the contract's quorum of gateway key(s) signed it");
@@ -113,33 +94,22 @@ describe('edgeshard settler with a chain', () => {
     expect(await before.settler.settleDue()).toEqual([epoch]);
     await before.close();
 
-    // An endpoint that takes the connection and never says a word (a hung provider, a firewall that drops).
-    const held = new Set<Socket>();
-    const hole = createServer((socket) => void held.add(socket));
-    await new Promise<void>((resolve) => hole.listen(0, '127.0.0.1', resolve));
-    const rpc = `http://127.0.0.1:${(hole.address() as { port: number }).port}`;
+    // An endpoint that takes the request and never says a word (a hung provider, a firewall that drops).
+    const hole = await startScriptedOrigin(() => undefined);
+    const rpc = hole.url;
     const args = ['settler', '--port', '0', '--host', '127.0.0.1', '--dir', dir, '--id', 'settler-test', '--gateway-keys', w.gateway.publicKeyB64, '--post-roots', '--chain-key-file', dev.keyPath('settler'), '--rpc', rpc, '--contracts', dev.contractsPath];
-    const child: ChildProcess = spawn('node', [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const { child, match, output } = startCli(args, /submitting slashing evidence once/);
     try {
-      let out = '';
-      await new Promise<void>((resolve, reject) => {
-        const look = (d: Buffer) => {
-          out += d.toString();
-          if (/submitting slashing evidence once/.test(out)) resolve();
-        };
-        child.stdout!.on('data', look);
-        child.stderr!.on('data', look);
-        child.on('exit', (code) => reject(new Error(`edgeshard settler exited (${code}): ${out}`)));
-      });
+      await match;
+      const out = output();
       expect(out).toMatch(/cannot reach the chain at http:\/\/127\.0\.0\.1:\d+: no answer within 5 s/);
       expect(out).toMatch(/settled: 1/);
-      expect(held.size).toBeGreaterThan(0); // the settler did ask; the start did not wait for the root's post
+      expect(hole.requests.length).toBeGreaterThan(0); // the settler did ask; the start did not wait for the root's post
       const url = /settler \S+ on (http:\/\/127\.0\.0\.1:\d+)/.exec(out)![1]!;
       expect((await request(`${url}/healthz`)).statusCode).toBe(200);
     } finally {
       await stopChild(child);
-      for (const s of held) s.destroy();
-      await new Promise((resolve) => hole.close(resolve));
+      await hole.close();
     }
   }, 60_000);
 
