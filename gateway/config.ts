@@ -82,7 +82,7 @@ export interface GatewayConfig {
   rpcUrl?: string | null;
   /** The least stake admitted, in token units; null: the registry contract's own minimum. */
   minStake?: bigint | null;
-  /** How often connected nodes' stakes are read again (ms). */
+  /** How often the stake events are read and the connected nodes they name read again (ms; every node every twelfth time). */
   stakeRefreshMs?: number;
 }
 
@@ -130,7 +130,7 @@ export const GATEWAY_OPTIONS: OptionSpec[] = [
   { name: 'contracts', type: 'string', description: 'contracts JSON file (chain id and Settlement address of the evidence signatures; no RPC is needed); with --eth-key-file' },
   { name: 'rpc', type: 'string', description: "the chain's JSON-RPC URL (with --contracts): only nodes staked in the NodeRegistry (at least --min-stake, not unbonding) are admitted and kept in rotation" },
   { name: 'min-stake', type: 'string', description: "least stake a node needs here, in EDGE (e.g. 1000; default: the registry contract's own minimum); with --rpc" },
-  { name: 'stake-refresh', type: 'string', default: '300', description: 'seconds between reads of every connected node\'s stake (a node slashed below the minimum or unbonding leaves rotation within this); with --rpc' },
+  { name: 'stake-refresh', type: 'string', default: '300', description: 'seconds between reads of the registry\'s stake events, then of the stakes of the connected nodes they name (every node every twelfth time): a node slashed below the minimum or unbonding leaves rotation within this; with --rpc' },
   { name: 'corroborate-interval', type: 'string', default: '60000', description: "mean ms between looks at other gateways' slashing evidence waiting at the settler: each is re-checked against the node and signed only if it fails the same way here (with --eth-key-file and --settler; 0 = off)" },
   { name: 'report-quorum', type: 'string', default: '3', description: 'client networks (/24, /48) whose bad-bytes reports quarantine a node without a confirming probe' },
 ];
