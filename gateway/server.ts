@@ -82,7 +82,7 @@ export interface Gateway {
   pusher: RecordPusher | null;
   /** With --rpc: the stake check (stake-gate.ts). */
   stakeGate: StakeGate | null;
-  /** Reads every node's stake again now and expels those no longer staked (also done every --stake-refresh); how many. */
+  /** Refreshes the stakes now (stake-gate.ts refresh) and expels the nodes no longer staked (also done every --stake-refresh); how many. */
   refreshStakes(): Promise<number>;
   /** Settles when every verification probe that client reports started so far has finished (tests wait on it). */
   reportProbes(): Promise<void>;
