@@ -162,7 +162,7 @@ export function recordProblem(v: unknown): string | null {
     if (!isUint(r.count, MAX_TICKETS_PER_RECORD) || r.count === 0) return `count must be an integer 1..${MAX_TICKETS_PER_RECORD}`;
     return ticketHashesProblem(r.hashes, r.count);
   }
-  if (typeof r.node !== 'string' || !HEX40.test(r.node)) return 'node must be a 0x-prefixed lowercase address';
+  if (!isAddress(r.node)) return 'node must be a 0x-prefixed lowercase address';
   if (type === 'challenge') {
     if (typeof r.shard !== 'string' || !HEX64.test(r.shard)) return 'shard must be a sha256 hex digest';
     if (!isUint(r.offset) || !isUint(r.length) || r.length === 0) return 'offset and length must be integers ≥ 0 (length ≥ 1)';
@@ -175,7 +175,7 @@ export function recordProblem(v: unknown): string | null {
   } else if (type === 'evidence') {
     const problem = evidenceFieldsProblem(r);
     if (problem) return problem;
-    if (typeof r.signer !== 'string' || !HEX40.test(r.signer)) return 'signer must be a 0x-prefixed lowercase address';
+    if (!isAddress(r.signer)) return 'signer must be a 0x-prefixed lowercase address';
     if (typeof r.ethSignature !== 'string' || !/^0x[0-9a-f]{130}$/.test(r.ethSignature)) return 'ethSignature must be a 65-byte signature in 0x hex';
   } else if (type === 'score') {
     if (!isUint(r.scoreBps, 10_000)) return 'scoreBps must be an integer 0..10000';
@@ -185,7 +185,7 @@ export function recordProblem(v: unknown): string | null {
   } else {
     if (typeof r.shard !== 'string' || !HEX64.test(r.shard)) return 'shard must be a sha256 hex digest';
     if (!isUint(r.offset) || !isUint(r.length) || r.length === 0) return 'offset and length must be integers ≥ 0 (length ≥ 1)';
-    if (typeof r.client !== 'string' || !HEX40.test(r.client)) return 'client must be a 0x-prefixed lowercase address';
+    if (!isAddress(r.client)) return 'client must be a 0x-prefixed lowercase address';
     if (typeof r.report !== 'string' || !/^[A-Za-z0-9_-]{435}$/.test(r.report)) return 'report must be a signed corruption report token (435 base64url characters)';
   }
   return null;
@@ -196,7 +196,7 @@ export function recordProblem(v: unknown): string | null {
  * or an item of the settler's list of evidence waiting for signatures, protocol/pending-evidence.ts), or null. Pure.
  */
 export function evidenceFieldsProblem(r: Record<string, unknown>): string | null {
-  if (typeof r.node !== 'string' || !HEX40.test(r.node)) return 'node must be a 0x-prefixed lowercase address';
+  if (!isAddress(r.node)) return 'node must be a 0x-prefixed lowercase address';
   if (!isUint(r.epoch, 0xffffffff)) return 'epoch must be a uint32';
   if (typeof r.challenge !== 'string' || !HEX32.test(r.challenge)) return 'challenge must be a challenge record id (16 bytes of hex)';
   if (typeof r.shard !== 'string' || !HEX64.test(r.shard)) return 'shard must be a sha256 hex digest';
