@@ -354,7 +354,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   for (const key of disk?.keys() ?? []) {
     const meta = key.includes('\0') ? disk!.get(key)?.meta : undefined;
     const fields = meta && varyFields(flatToMap(meta.headers ?? []));
-    if (Array.isArray(fields) && fields.length > 0) variants.keyForAnswer(primaryKeyOf(key), fields, {});
+    if (Array.isArray(fields) && fields.length > 0) variants.learn(primaryKeyOf(key), fields);
   }
 
   /**

@@ -38,13 +38,15 @@ export class VariantIndex {
     return fields === undefined ? primary : variantKey(primary, fields, forwarded());
   }
 
+  /** Notes that `primary`'s stored answers vary on `fields` (none: they do not vary). */
+  learn(primary: string, fields: string[]): void {
+    if (fields.length === 0) this.fieldsOf.delete(primary);
+    else this.fieldsOf.set(primary, fields);
+  }
+
   /** Where to store an answer for `primary` that varies on `fields` (none: the path's own key), noting the fields. */
   keyForAnswer(primary: string, fields: string[], forwarded: Forwarded): string {
-    if (fields.length === 0) {
-      this.fieldsOf.delete(primary);
-      return primary;
-    }
-    this.fieldsOf.set(primary, fields);
-    return variantKey(primary, fields, forwarded);
+    this.learn(primary, fields);
+    return fields.length === 0 ? primary : variantKey(primary, fields, forwarded);
   }
 }
