@@ -151,12 +151,20 @@ let clockTicks: number | undefined;
 export function processCpuSeconds(pid: number | undefined): number {
   try {
     clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-    // Fields after the command name, which is in parentheses and may contain spaces: utime and stime are the 12th and 13th.
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    const fields = statFields(pid);
     return (Number(fields[11]) + Number(fields[12])) / clockTicks;
   } catch {
     return Number.NaN;
   }
+}
+
+/**
+ * The fields of /proc/<pid>/stat after the command name (which is in parentheses and may hold spaces): [0] state,
+ * [1] ppid, [2] pgrp, [7] minflt, [11] utime, [12] stime, [13] cutime, [14] cstime. Throws when there is no such
+ * process (gone, or no pid at all).
+ */
+function statFields(pid: number | 'self' | undefined): string[] {
+  return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
 }
 
 /**
@@ -166,7 +174,7 @@ export function processCpuSeconds(pid: number | undefined): number {
 export function reapedChildrenCpuSeconds(): number {
   try {
     clockTicks ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-    const fields = readFileSync('/proc/self/stat', 'utf8').split(') ')[1]!.split(' ');
+    const fields = statFields('self');
     return (Number(fields[13]) + Number(fields[14])) / clockTicks;
   } catch {
     return Number.NaN;
@@ -193,7 +201,7 @@ export function groupMinorFaults(pgid: number | undefined): number {
   let sum = 0;
   for (const pid of pids) {
     try {
-      sum += Number(readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[7]);
+      sum += Number(statFields(pid)[7]);
     } catch {
       // exited meanwhile
     }
@@ -212,8 +220,7 @@ export function groupPids(pgid: number | undefined): number[] {
   }
   return entries.map(Number).filter((pid) => {
     try {
-      // After the command name (in parentheses, may hold spaces): state, ppid, pgrp.
-      return Number(readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[2]) === pgid;
+      return Number(statFields(pid)[2]) === pgid;
     } catch {
       return false; // exited meanwhile
     }
