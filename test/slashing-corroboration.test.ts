@@ -5,116 +5,49 @@
 // so the node keeps its stake; the last test shows the same made-up evidence slashing once a second key signs it
 // without looking, which is what the re-check is there to prevent.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { join } from 'node:path';
-import { readFile, writeFile } from 'node:fs/promises';
 import { Wallet } from 'ethers';
 import { request } from 'undici';
-import { startOrigin, type OriginServer } from '../dataset/origin-server.ts';
-import { writeSampleDataset } from '../dataset/sample.ts';
-import { startGateway, type Gateway } from '../gateway/server.ts';
-import { defaultGatewayConfig } from '../gateway/config.ts';
-import { GeoIp } from '../gateway/geoip.ts';
-import type { RunningSettler } from '../settler/server.ts';
-import { generateTicketKey, ticketKeyToPem } from '../protocol/tickets.ts';
+import type { Gateway } from '../gateway/server.ts';
 import { signGatewayRecord } from '../protocol/gateway-records.ts';
-import { settlementDomain, signedEvidenceFields } from '../protocol/challenge-evidence.ts';
+import { signedEvidenceFields } from '../protocol/challenge-evidence.ts';
 import { parsePendingEvidence, type PendingEvidence } from '../protocol/pending-evidence.ts';
-import type { Manifest } from '../protocol/manifest.ts';
-import { TOKEN, deployFixture, type Fixture, stakeNode } from './helpers/chain.ts';
-import { startScriptedNode, type ScriptedNode } from './helpers/scripted-node.ts';
-import { tempDir, until } from './helpers/net.ts';
-import { claimsEveryShard, metricValue, rangedServe, startSlashingSettler } from './helpers/slashing.ts';
+import { TOKEN } from './helpers/chain.ts';
+import { until } from './helpers/net.ts';
+import { CHUNK, metricValue, rangedServe, startSlashingWorld, type SlashingWorld } from './helpers/slashing.ts';
 
-const CHUNK = 64 * 1024;
-const PARIS = { lat: 48.8566, lon: 2.3522 };
-const EPOCH = 20_833; // the epoch of `clock` at one-day epochs
+const EPOCH = 20_833; // the epoch of the world's clock at one-day epochs
 
 describe('slashing on a quorum of two gateways: the second signs only what it saw fail itself', () => {
-  let f: Fixture;
-  let tmp: { dir: string; cleanup: () => Promise<void> };
-  let origin: OriginServer;
-  let manifest: Manifest;
-  let geoip: GeoIp;
+  let w: SlashingWorld;
   let gwA: Gateway;
   let gwB: Gateway;
-  let settler: RunningSettler;
-  const bytes = new Map<string, Buffer>();
-  const closers: { close(): Promise<void> }[] = [];
-  const clock = 1_800_000_000_000;
-  // Replicas share one ticket key (the settler trusts it); each has its own Ethereum key with GATEWAY_ROLE.
-  const ticketKey = generateTicketKey();
-  const domain = () => settlementDomain(f.file.chainId, f.file.settlement);
 
-  const slashes = (outcome: string) => metricValue(settler, new RegExp(`edgeshard_settler_slashes_submitted_total\\{outcome="${outcome}"\\} (\\d+)`));
   const corroborations = (gw: Gateway, outcome: string) => metricValue(gw, new RegExp(`edgeshard_gateway_corroborations_total\\{outcome="${outcome}"\\} (\\d+)`));
   const pending = async (): Promise<PendingEvidence[]> => {
-    const res = await request(`${settler.url}/v1/evidence/pending`);
+    const res = await request(`${w.settler.url}/v1/evidence/pending`);
     return parsePendingEvidence(await res.body.json());
   };
-  const stakeOf = async (node: string) => (await f.as(f.outsider).registry.nodes(node)).stake;
   /** A node staked on chain and registered at both gateways (one connection each, the same key and bytes). */
-  const stakedNode = async (who: 'nodeA' | 'nodeB', key: string, serve: ReturnType<typeof rangedServe>): Promise<string> => {
-    await stakeNode(f, f[who]);
-    let address = '';
-    for (const gw of [gwA, gwB]) {
-      const n: ScriptedNode = await startScriptedNode({ gatewayUrl: gw.url, wallet: new Wallet(key), location: PARIS, summary: () => claimsEveryShard(manifest), serve });
-      closers.push(n);
-      address = n.address;
-      await until('node registered', () => gw.registry.nodes.get(n.address)?.holdsShard(manifest.shards[0]!.sha256) === true);
-    }
-    return address;
-  };
-  const startOurGateway = async (name: string, ethKey: Wallet): Promise<Gateway> => {
-    const ethKeyFile = join(tmp.dir, `${name}-eth-key.json`);
-    await writeFile(ethKeyFile, JSON.stringify({ address: ethKey.address, privateKey: ethKey.privateKey }), { mode: 0o600 });
-    const gw = await startGateway(
-      defaultGatewayConfig({
-        originUrl: origin.url,
-        datasets: ['sample'],
-        heartbeatMs: 200,
-        allowPrivateNodes: true,
-        ticketKeyFile: join(tmp.dir, 'ticket-key.pem'),
-        settlerUrl: settler.url,
-        ethKeyFile,
-        contractsFile: join(tmp.dir, 'contracts.json'),
-        gatewayId: name,
-      }),
-      { geoip, now: () => clock },
-    );
-    closers.push(gw);
-    return gw;
-  };
+  const stakedNode = async (who: 'nodeA' | 'nodeB', key: string, serve: ReturnType<typeof rangedServe>): Promise<string> => (await w.stakedNode(who, key, serve, [gwA, gwB]))[0]!.address;
 
   beforeAll(async () => {
-    f = await deployFixture({ gatewayQuorum: 2 });
-    tmp = await tempDir();
-    ({ manifest } = await writeSampleDataset(join(tmp.dir, 'origin', 'sample'), { shards: 3, shardSize: 4 * CHUNK, chunkSize: CHUNK }));
-    for (const s of manifest.shards) bytes.set(s.sha256, await readFile(join(tmp.dir, 'origin', 'sample', s.path)));
-    origin = await startOrigin(join(tmp.dir, 'origin'));
-    geoip = await GeoIp.open();
-    await writeFile(join(tmp.dir, 'contracts.json'), JSON.stringify(f.file));
-    await writeFile(join(tmp.dir, 'ticket-key.pem'), ticketKeyToPem(ticketKey), { mode: 0o600 });
-    settler = await startSlashingSettler(join(tmp.dir, 'settler'), ticketKey, clock, f.as(f.outsider).settlement, domain());
-    gwA = await startOurGateway('gateway-a', f.gatewayKeys[0]!);
-    gwB = await startOurGateway('gateway-b', f.gatewayKeys[1]!);
+    w = await startSlashingWorld(2);
+    // Replicas share the world's ticket key (the settler trusts it); each has its own Ethereum key with GATEWAY_ROLE.
+    gwA = await w.gateway(w.f.gatewayKeys[0]!, 'gateway-a');
+    gwB = await w.gateway(w.f.gatewayKeys[1]!, 'gateway-b');
   }, 120_000);
-  afterAll(async () => {
-    for (const c of closers.reverse()) await c.close();
-    await settler?.close();
-    await origin?.close();
-    await tmp?.cleanup();
-  });
+  afterAll(() => w?.close());
 
   it('one gateway\'s evidence waits at the settler; the second gateway re-checks the same range, sees wrong bytes, signs, and the node is slashed', async () => {
-    expect(settler.slasher!.quorum).toBe(2);
-    const liar = await stakedNode('nodeA', f.chain.keys[6]!, rangedServe((sha) => Buffer.alloc(bytes.get(sha)!.length, 0x42)));
+    expect(w.settler.slasher!.quorum).toBe(2);
+    const liar = await stakedNode('nodeA', w.f.chain.keys[6]!, rangedServe((sha) => Buffer.alloc(w.bytes.get(sha)!.length, 0x42)));
     const first = (await gwA.challenger.challenge(gwA.registry.nodes.get(liar)!))!;
     expect(first.record).toMatchObject({ ok: false, failure: 'wrong-bytes' });
 
     await until('A\'s evidence waits for a second signature', async () => (await pending()).length === 1);
     const [waiting] = await pending();
     expect(waiting).toMatchObject({ node: liar, epoch: EPOCH, challenge: first.record.id, shard: first.record.shard, offset: first.record.offset, length: first.record.length, failure: 'wrong-bytes', signers: [gwA.ethAddress], quorum: 2 });
-    expect(await stakeOf(liar)).toBe(1_000n * TOKEN); // one signature does not slash
+    expect(await w.stakeOf(liar)).toBe(1_000n * TOKEN); // one signature does not slash
     // A does not re-check what it signed itself.
     expect(await gwA.corroborator!.round()).toEqual([]);
 
@@ -125,8 +58,8 @@ describe('slashing on a quorum of two gateways: the second signs only what it sa
     expect(ofB).toEqual([expect.objectContaining({ challenge: first.record.id, signer: gwB.ethAddress, gateway: 'gateway-b', node: liar, failure: 'wrong-bytes', epoch: EPOCH })]);
     expect((await gwB.spool.all()).filter((r) => r.type === 'challenge' && r.node === liar)).toEqual([expect.objectContaining({ ok: false, failure: 'wrong-bytes', offset: first.record.offset, length: first.record.length })]);
 
-    await until('the settler slashed on two signatures', async () => (await slashes('submitted')) === 1);
-    expect(await stakeOf(liar)).toBe(600n * TOKEN);
+    await until('the settler slashed on two signatures', async () => (await w.slashes('submitted')) === 1);
+    expect(await w.stakeOf(liar)).toBe(600n * TOKEN);
     expect(await pending()).toEqual([]);
     expect(await corroborations(gwB, 'signed')).toBe(1);
     // Tried once: a later round does not challenge the node again for the same evidence.
@@ -134,12 +67,12 @@ describe('slashing on a quorum of two gateways: the second signs only what it sa
   });
 
   it('a rogue gateway key\'s made-up evidence against an honest node gets no second signature: the re-check passes and the stake stays', async () => {
-    const honest = await stakedNode('nodeB', f.chain.keys[7]!, rangedServe((sha) => bytes.get(sha)!));
-    const shard = manifest.shards[1]!;
+    const honest = await stakedNode('nodeB', w.f.chain.keys[7]!, rangedServe((sha) => w.bytes.get(sha)!));
+    const shard = w.manifest.shards[1]!;
     // Gateway A's key turned rogue: it signs a wrong-bytes failure nobody saw, for a range a challenge could pick.
     const madeUp = { node: honest, epoch: EPOCH, challenge: 'ab'.repeat(16), shard: shard.sha256, offset: CHUNK, length: 2 * CHUNK, failure: 'wrong-bytes' as const };
-    const rogue = signGatewayRecord(await signedEvidenceFields(madeUp, 'gateway-a', f.gatewayKeys[0]!, domain(), clock), ticketKey);
-    expect((await settler.settler.submitGatewayRecords({ records: [rogue] })).body).toEqual({ results: ['recorded'] });
+    const rogue = signGatewayRecord(await signedEvidenceFields(madeUp, 'gateway-a', w.f.gatewayKeys[0]!, w.domain, w.clock), w.ticketKey);
+    expect((await w.settler.settler.submitGatewayRecords({ records: [rogue] })).body).toEqual({ results: ['recorded'] });
     await until('the made-up evidence waits for a second signature', async () => (await pending()).some((p) => p.node === honest));
 
     const [done] = await gwB.corroborator!.round();
@@ -147,14 +80,14 @@ describe('slashing on a quorum of two gateways: the second signs only what it sa
     expect((await gwB.spool.all()).filter((r) => r.type === 'evidence' && r.node === honest)).toEqual([]);
     // B's re-check is an ordinary passed challenge of that range.
     expect((await gwB.spool.all()).filter((r) => r.type === 'challenge' && r.node === honest)).toEqual([expect.objectContaining({ ok: true, offset: CHUNK, length: 2 * CHUNK })]);
-    await settler.slasher!.idle();
-    expect(await slashes('submitted')).toBe(1); // the liar's only
-    expect(await stakeOf(honest)).toBe(1_000n * TOKEN);
+    await w.settler.slasher!.idle();
+    expect(await w.slashes('submitted')).toBe(1); // the liar's only
+    expect(await w.stakeOf(honest)).toBe(1_000n * TOKEN);
     expect(await corroborations(gwB, 'passed')).toBe(1);
   });
 
   it('evidence B cannot check (a node it does not know, a range no challenge picks) is not signed', async () => {
-    const shard = manifest.shards[2]!;
+    const shard = w.manifest.shards[2]!;
     const stranger = new Wallet(Wallet.createRandom().privateKey).address.toLowerCase();
     const known = gwB.registry.nodes.keys().next().value!;
     const items = [
@@ -162,8 +95,8 @@ describe('slashing on a quorum of two gateways: the second signs only what it sa
       // Half a chunk: no challenge asks for it, and no chunk hash could check it.
       { node: known, epoch: EPOCH, challenge: 'ef'.repeat(16), shard: shard.sha256, offset: CHUNK / 2, length: CHUNK, failure: 'wrong-bytes' as const },
     ];
-    const records = await Promise.all(items.map(async (e) => signGatewayRecord(await signedEvidenceFields(e, 'gateway-a', f.gatewayKeys[0]!, domain(), clock), ticketKey)));
-    expect((await settler.settler.submitGatewayRecords({ records })).body).toEqual({ results: ['recorded', 'recorded'] });
+    const records = await Promise.all(items.map(async (e) => signGatewayRecord(await signedEvidenceFields(e, 'gateway-a', w.f.gatewayKeys[0]!, w.domain, w.clock), w.ticketKey)));
+    expect((await w.settler.settler.submitGatewayRecords({ records })).body).toEqual({ results: ['recorded', 'recorded'] });
     await until('both wait for a second signature', async () => (await pending()).filter((p) => items.some((i) => i.challenge === p.challenge)).length === 2);
     const challengesBefore = (await gwB.spool.all()).filter((r) => r.type === 'challenge').length;
     const done = await gwB.corroborator!.round();
@@ -176,10 +109,10 @@ describe('slashing on a quorum of two gateways: the second signs only what it sa
     const item = (await pending()).find((p) => p.challenge === 'ab'.repeat(16))!;
     expect(item).toBeDefined();
     const honest = item.node;
-    expect(await stakeOf(honest)).toBe(1_000n * TOKEN);
-    const blind = signGatewayRecord(await signedEvidenceFields(item, 'gateway-b', f.gatewayKeys[1]!, domain(), clock), ticketKey);
-    expect((await settler.settler.submitGatewayRecords({ records: [blind] })).body).toEqual({ results: ['recorded'] });
-    await until('the made-up evidence slashed the honest node', async () => (await slashes('submitted')) === 2);
-    expect(await stakeOf(honest)).toBe(600n * TOKEN);
+    expect(await w.stakeOf(honest)).toBe(1_000n * TOKEN);
+    const blind = signGatewayRecord(await signedEvidenceFields(item, 'gateway-b', w.f.gatewayKeys[1]!, w.domain, w.clock), w.ticketKey);
+    expect((await w.settler.settler.submitGatewayRecords({ records: [blind] })).body).toEqual({ results: ['recorded'] });
+    await until('the made-up evidence slashed the honest node', async () => (await w.slashes('submitted')) === 2);
+    expect(await w.stakeOf(honest)).toBe(600n * TOKEN);
   });
 });
