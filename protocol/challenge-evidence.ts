@@ -100,8 +100,8 @@ export async function signedEvidenceFields(e: EvidenceFields, gateway: string, w
   };
 }
 
-/** The typed data an `evidence` record signs. Pure. */
-export function evidenceOfRecord(r: EvidenceRecord): FailedChallengeEvidence {
+/** The typed data an `evidence` record signs (its evidence fields are all it reads). Pure. */
+export function evidenceOfRecord(r: EvidenceFields): FailedChallengeEvidence {
   return typedEvidence(r, r.challenge, SLASHABLE_FAILURES[r.failure]);
 }
 

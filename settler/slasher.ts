@@ -19,7 +19,7 @@ import { dirname } from 'node:path';
 import { keccak256, type Provider, type Signer, type TypedDataDomain } from 'ethers';
 import type { Logger } from '../protocol/log.ts';
 import type { EvidenceRecord, GatewayRecord } from '../protocol/gateway-records.ts';
-import { evidenceDigest, evidenceOfRecord, evidenceSignatureProblem, type EvidenceFields, type FailedChallengeEvidence } from '../protocol/challenge-evidence.ts';
+import { evidenceDigest, evidenceOfRecord, evidenceSignatureProblem, type EvidenceFields } from '../protocol/challenge-evidence.ts';
 import { describeRevert, type Contracts } from '../contracts/handles.ts';
 import { JsonlFile } from './jsonl-file.ts';
 import { doublingDelayMs, realRetryTimers, type RetryTimers } from '../protocol/backoff.ts';
@@ -30,8 +30,10 @@ export type EvidenceVerdict = 'counted' | 'duplicate' | 'bad-signature' | 'not-a
 export type SlashOutcome = 'submitted' | 'already-used' | 'failed' | 'gave-up';
 
 interface Pending {
-  evidence: FailedChallengeEvidence;
-  /** The first record's fields, as other gateways re-check them (pendingEvidence). */
+  /**
+   * The first record's fields, as other gateways re-check them (pendingEvidence); the typed evidence the contract
+   * takes is derived from them (evidenceOfRecord), so the two cannot disagree.
+   */
   record: EvidenceFields;
   /** Signer address (lowercase) → signature, each checked to hold GATEWAY_ROLE. */
   signatures: Map<string, string>;
@@ -72,6 +74,11 @@ export const DEFAULT_SLASH_CLOSE_WAIT_MS = 10_000;
 /** The delay before the retry that follows failure number `failures` (1, 2, ...): base·2^(n−1), capped. Pure. */
 export function slashRetryDelayMs(failures: number, retry: SlashRetry): number {
   return doublingDelayMs(failures, retry);
+}
+
+/** What the log lines about `p`'s slash name: the chain's challenge id, not the record's. */
+function slashLogFields(digest: string, p: Pending) {
+  return { node: p.record.node, epoch: String(p.record.epoch), challengeId: evidenceOfRecord(p.record).challengeId, digest, signers: [...p.signatures.keys()] };
 }
 
 /** The contract refused the call (a revert it names): trying again changes nothing. */
@@ -177,7 +184,7 @@ export class Slasher {
     // does not answer. Evidence whose attempt runs then, or waits for a retry, is kept until a later epoch settles.
     void this.enqueue(async () => {
       for (const [digest, p] of this.pending) {
-        if (p.retry !== undefined || p.evidence.epoch > BigInt(epoch)) continue;
+        if (p.retry !== undefined || p.record.epoch > epoch) continue;
         this.pending.delete(digest);
         await this.dropSigned(p);
       }
@@ -217,15 +224,14 @@ export class Slasher {
   }
 
   private async take(r: EvidenceRecord): Promise<void> {
-    const evidence = evidenceOfRecord(r);
-    const digest = evidenceDigest(this.opts.domain, evidence);
+    const digest = evidenceDigest(this.opts.domain, evidenceOfRecord(r));
     const problem = evidenceSignatureProblem(this.opts.domain, r, digest);
     if (problem) return this.verdict('bad-signature', r, { problem });
     if (this.done.has(digest)) return this.verdict('already-done', r);
     let p = this.pending.get(digest);
     if (!p) {
       const record = { node: r.node, epoch: r.epoch, challenge: r.challenge, shard: r.shard, offset: r.offset, length: r.length, failure: r.failure };
-      this.pending.set(digest, (p = { evidence, record, signatures: new Map(), unchecked: new Map(), failures: 0 }));
+      this.pending.set(digest, (p = { record, signatures: new Map(), unchecked: new Map(), failures: 0 }));
     }
     if (p.signatures.has(r.signer) || p.unchecked.has(r.signer)) return this.verdict('duplicate', r);
     p.unchecked.set(r.signer, r.ethSignature);
@@ -246,10 +252,10 @@ export class Slasher {
         // The contract refuses a signature by a key without GATEWAY_ROLE; it is never counted toward the quorum here.
         const isGateway = await this.opts.settlement.hasRole(role, signer);
         p.unchecked.delete(signer);
-        if (!isGateway) this.verdict('not-a-gateway', { node: p.evidence.node, signer });
+        if (!isGateway) this.verdict('not-a-gateway', { node: p.record.node, signer });
         else {
           p.signatures.set(signer, signature);
-          this.verdict('counted', { node: p.evidence.node, signer });
+          this.verdict('counted', { node: p.record.node, signer });
         }
       }
       if (p.signatures.size >= quorum) await this.submit(digest, p);
@@ -260,7 +266,7 @@ export class Slasher {
 
   private async failed(digest: string, p: Pending, err: unknown): Promise<void> {
     const log = this.opts.logger;
-    const at = { node: p.evidence.node, epoch: String(p.evidence.epoch), challengeId: p.evidence.challengeId, digest, signers: [...p.signatures.keys()], err: (err as Error).message };
+    const at = { ...slashLogFields(digest, p), err: (err as Error).message };
     this.opts.metrics?.slash('failed');
     if (err instanceof ContractRefusal) {
       // Kept pending: a new signature for this digest, or a restart, tries again.
@@ -286,7 +292,7 @@ export class Slasher {
   private async submit(digest: string, p: Pending): Promise<void> {
     const log = this.opts.logger;
     const settlement = this.opts.settlement;
-    const at = { node: p.evidence.node, epoch: String(p.evidence.epoch), challengeId: p.evidence.challengeId, digest, signers: [...p.signatures.keys()] };
+    const at = slashLogFields(digest, p);
     let outcome: SlashOutcome;
     let tx: string | undefined;
     // Idempotent: an earlier attempt's transaction may have been taken though its answer was lost, or another
@@ -309,7 +315,7 @@ export class Slasher {
         log.info(at, 'slashing evidence was already used on chain');
       }
     }
-    await this.state.append([JSON.stringify({ digest, node: p.evidence.node, epoch: Number(p.evidence.epoch), challengeId: p.evidence.challengeId, outcome, ...(tx ? { tx } : {}) })]);
+    await this.state.append([JSON.stringify({ digest, node: p.record.node, epoch: p.record.epoch, challengeId: at.challengeId, outcome, ...(tx ? { tx } : {}) })]);
     this.done.add(digest);
     this.pending.delete(digest);
     this.opts.metrics?.slash(outcome);
@@ -344,7 +350,7 @@ export class Slasher {
         }
       }
     }
-    const request = await this.opts.settlement.slashForFailedChallenge.populateTransaction(p.evidence, sortedSignatures(p.signatures));
+    const request = await this.opts.settlement.slashForFailedChallenge.populateTransaction(evidenceOfRecord(p.record), sortedSignatures(p.signatures));
     // The nonce is taken the way NonceManager.sendTransaction takes it (read and counted at once), so the root poster
     // sharing this key never gets the same one.
     const nonce = signer.getNonce('pending');
@@ -380,7 +386,7 @@ export class Slasher {
     if (known) return;
     if (known === false) p.raw = p.tx = undefined; // a later attempt signs anew, with the nonce the chain gives
     signer?.reset?.();
-    this.opts.logger.warn({ node: p.evidence.node, tx, chainKnows: known ?? 'no answer' }, 'a signed slash the chain did not take was dropped: the key\'s nonce count is reset so its next transaction asks the chain');
+    this.opts.logger.warn({ node: p.record.node, tx, chainKnows: known ?? 'no answer' }, 'a signed slash the chain did not take was dropped: the key\'s nonce count is reset so its next transaction asks the chain');
   }
 
   /** Waits for `sent` to be mined, at most txWaitMs; past that, the chain "did not answer" and the attempt is retried. */
