@@ -4,7 +4,7 @@
 #     node --origin https://data.example.org/datasets --gateway https://gw.example.org --cache-dir /var/cache/edgeshard \
 #     --key-file /var/lib/edgeshard/node-key.json --cache-size 500GB --max-upload 200Mbps --lat 48.85 --lon 2.35
 # The TypeScript runs through tsx, so the image keeps the dev dependencies that include it; `node`, `gateway`,
-# `settler` and `fetch` run from a JavaScript build of their sources (esbuild, no tsx loader thread: ~35 MiB less RSS), made here
+# `settler`, `fetch` and `sim` run from a JavaScript build of their sources (esbuild, no tsx loader thread: ~35 MiB less RSS), made here
 # because the user the container runs as cannot write node_modules/.cache.
 FROM node:20-bookworm-slim
 WORKDIR /opt/edgeshard

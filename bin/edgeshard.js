@@ -1,11 +1,11 @@
 #!/usr/bin/env node
 // The `edgeshard` CLI. Node 20 cannot strip types. The long-running and the often-run commands (`node`, `gateway`,
-// `settler`, `fetch`) run from a JavaScript build of their sources (compiled-entry.js: esbuild, cached by source content)
-// because tsx's loader keeps a thread with its own V8 isolate for the life of the process, ~35 MiB of a server's RSS
-// (issue #14), and compiles on every start what a build compiles once. Every other command runs its TypeScript
-// through tsx's loader. EDGESHARD_VIA_TSX=1 (or, for the node, the older EDGESHARD_NODE_VIA_TSX=1) runs them through
-// tsx too.
-const COMPILED = { node: 'cli/node-main.ts', gateway: 'cli/gateway-main.ts', settler: 'cli/settler-main.ts', fetch: 'cli/fetch-main.ts' };
+// `settler`, `fetch`, `sim` and `sim report`) run from a JavaScript build of their sources (compiled-entry.js:
+// esbuild, cached by source content) because tsx's loader keeps a thread with its own V8 isolate for the life of the
+// process, ~35 MiB of a server's RSS (issue #14), and compiles on every start what a build compiles once. Every other
+// command runs its TypeScript through tsx's loader. EDGESHARD_VIA_TSX=1 (or, for the node, the older
+// EDGESHARD_NODE_VIA_TSX=1) runs them through tsx too.
+const COMPILED = { node: 'cli/node-main.ts', gateway: 'cli/gateway-main.ts', settler: 'cli/settler-main.ts', fetch: 'cli/fetch-main.ts', sim: 'cli/sim-main.ts' };
 const args = process.argv.slice(2);
 const viaTsx = process.env.EDGESHARD_VIA_TSX === '1' || (args[0] === 'node' && process.env.EDGESHARD_NODE_VIA_TSX === '1');
 let code;

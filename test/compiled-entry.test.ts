@@ -1,13 +1,13 @@
-// `edgeshard node`, `gateway`, `settler` and `fetch` run from a JavaScript build of their sources (bin/compiled-entry.js) instead
-// of through tsx's loader, whose thread and V8 isolate stay for the life of the process (~35 MiB of a node's RSS, issue
-// #14). What must hold: the build is never stale (a changed imported source is rebuilt), module-relative paths resolve
-// as from the sources, and the start path operators use (`node bin/edgeshard.js node`, as in the Dockerfile and the
-// systemd unit) really runs without the loader.
+// `edgeshard node`, `gateway`, `settler`, `fetch` and `sim` run from a JavaScript build of their sources
+// (bin/compiled-entry.js) instead of through tsx's loader, whose thread and V8 isolate stay for the life of the process
+// (~35 MiB of a node's RSS, issue #14). What must hold: the build is never stale (a changed imported source is
+// rebuilt), module-relative paths resolve as from the sources, and the start path operators use (`node bin/edgeshard.js
+// node`, as in the Dockerfile and the systemd unit) really runs without the loader.
 import { describe, expect, it } from 'vitest';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdir, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
@@ -87,6 +87,26 @@ describe('compiled entry cache', () => {
     } finally {
       await a.cleanup();
       await b.cleanup();
+    }
+  });
+
+  it("keeps import.meta.resolve of a package name (the bundle's node_modules are the root's), and refuses one of a path", async () => {
+    const { dir, cleanup } = await tempDir();
+    try {
+      const pkg = join(dir, 'node_modules', 'some-package');
+      await mkdir(pkg, { recursive: true });
+      await writeFile(join(pkg, 'package.json'), JSON.stringify({ name: 'some-package', type: 'module', exports: { './api': './api.js' } }));
+      await writeFile(join(pkg, 'api.js'), 'export const api = 1;\n');
+      await writeFile(join(dir, 'main.ts'), "export const api: string = import.meta.resolve('some-package/api');\n");
+      const built = await compiledEntry('main.ts', dir);
+      if (!('url' in built)) throw new Error(built.reason);
+      expect(await importInNode(built.url)).toEqual({ api: pathToFileURL(join(pkg, 'api.js')).href });
+
+      // A path would be resolved against the bundle's folder, not the source's.
+      await writeFile(join(dir, 'relative.ts'), "export const dep: string = import.meta.resolve('./dep.ts');\n");
+      expect(await compiledEntry('relative.ts', dir)).toMatchObject({ reason: expect.stringContaining('could not compile relative.ts') });
+    } finally {
+      await cleanup();
     }
   });
 
@@ -220,6 +240,43 @@ describe.runIf(process.platform === 'linux')('`node bin/edgeshard.js node`, as o
       for (const r of held) r.destroy();
       await new Promise((r) => gateway.close(r));
       await dir.cleanup();
+    }
+  });
+
+  it('runs `edgeshard sim` compiled: one thread fewer than through tsx while it reads its scenario, and the same results', async () => {
+    const { dir, cleanup } = await tempDir();
+    const scenario = JSON.stringify({ name: 'held', job: { gpus: 8, model: { samplesPerSecondPerGpu: 100 }, sampleBytes: '100kB', batchPerGpu: 32, datasetSamples: 100000 }, source: { kind: 'edge', nodes: 300, placement: { ringKm: 50 }, uplink: 'home', churn: false }, simulation: { steps: 30 } });
+    /**
+     * `edgeshard sim --scenario FIFO`: its threads are counted while it waits on the FIFO for its scenario (our open
+     * for writing returns once it opened the FIFO for reading), then it is fed and runs a sweep in worker threads.
+     */
+    const heldSim = async (name: string, env: NodeJS.ProcessEnv) => {
+      const fifo = join(dir, `${name}.fifo`);
+      await promisify(execFile)('mkfifo', [fifo]);
+      const args = ['sim', '--scenario', fifo, '--sweep', 'source.placement.ringKm=1,1000', '--threads', '2', '--format', 'csv', '--out', join(dir, `${name}.csv`)];
+      const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
+      let stderr = '';
+      child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+      const exited = new Promise<number | null>((r) => child.once('exit', r));
+      // A sim that exits before it opens the FIFO would hold our open for ever: its exit opens the other end.
+      void exited.then(() => open(fifo, 'r').then((f) => f.close()), () => undefined);
+      const writer = await open(fifo, 'w');
+      const threads = child.exitCode === null ? await threadsOf(child.pid!) : NaN;
+      await writer.writeFile(scenario);
+      await writer.close();
+      expect(await exited, stderr).toBe(0);
+      return { threads, stderr, csv: await readFile(join(dir, `${name}.csv`), 'utf8') };
+    };
+    try {
+      const compiled = await heldSim('compiled', {});
+      const viaTsx = await heldSim('tsx', { EDGESHARD_VIA_TSX: '1' });
+      expect(compiled.threads).toBeLessThan(viaTsx.threads);
+      expect(compiled.stderr).not.toContain('running through tsx');
+      // The sweep's workers load their entry through tsx either way (simulator/sweep.ts): same rows.
+      expect(compiled.csv.trim().split('\n')).toHaveLength(3);
+      expect(compiled.csv).toBe(viaTsx.csv);
+    } finally {
+      await cleanup();
     }
   });
 });
