@@ -129,8 +129,13 @@ export interface RegistryOptions {
   stake?(id: string): Promise<string | null>;
   /** Checks the announced URL before welcome (node-verifier.ts). Without it the URL is taken as announced. */
   admit?(id: string, url: string): Promise<Admission>;
-  /** Called when a node is forgotten (the verifier's address pin can go). */
+  /** Called when a node is forgotten. */
   forgotten?(node: NodeRecord): void;
+  /**
+   * No node record names this URL any more (its node was forgotten or moved to another URL, or its admission ended
+   * without one): the verifier's address pin for it can go.
+   */
+  urlReleased?(url: string): void;
   /** Where the gateway is: the origin of the RTT bound on claimed locations (no check without it). */
   gatewayLocation?: GeoPoint | null;
   checks?: NodeChecks;
@@ -315,7 +320,7 @@ export class NodeRegistry {
       }
       const admission = await this.opts.admit(id, url);
       if (!admission.ok || ws.readyState !== ws.OPEN) {
-        if (this.urlHolders.get(url) === id && this.sockets.get(id) === undefined) this.urlHolders.delete(url);
+        this.releaseUrl(url, id);
         if (!admission.ok) this.refuse(ws, admission.reason, remote);
         return null;
       }
@@ -324,19 +329,36 @@ export class NodeRegistry {
     }
     const located = this.locate(hello.location, address, rttMs);
     if (!located) {
-      if (this.urlHolders.get(url) === id) this.urlHolders.delete(url);
+      this.releaseUrl(url, id);
       this.refuse(ws, `could not locate node ${url} by GeoIP; start it with --lat and --lon`, remote);
       return null;
     }
+    const movedFrom = this.nodes.get(id)?.url;
     const node = this.register(id, url, address, located, hello, rttMs);
     const previous = this.sockets.get(id);
     if (previous && previous !== ws) previous.close(4001, 'replaced by a newer connection');
     this.sockets.set(id, ws);
+    // A node that comes back at another URL leaves its old one: else the old URL stays held by this key, and pinned,
+    // for the life of the gateway (one key could hold any number of URLs, and refuse them to whoever holds them next).
+    if (movedFrom !== undefined && movedFrom !== url) this.releaseUrl(movedFrom, id);
     this.send(ws, { type: 'welcome', heartbeatMs: this.opts.heartbeatMs, manifests: this.opts.manifests() });
     if (node.locationNote) this.notify(node, 'location-disbelieved', node.locationNote);
     if (node.quarantine) this.notify(node, 'quarantined', node.quarantine.reason, node.quarantine.until);
     this.opts.logger.info({ node: id, url, lat: node.lat, lon: node.lon, source: node.locationSource }, 'node registered');
     return node;
+  }
+
+  /**
+   * `id` no longer claims `url`: the hold goes unless `id` is connected at that URL, and the pin once no node record
+   * names it. Every path that ends a claim on a URL (a refused or abandoned admission, a move, a forgotten node) comes
+   * through here, so neither map outlives the nodes.
+   */
+  private releaseUrl(url: string, id: string): void {
+    const record = this.nodes.get(id);
+    const connectedThere = this.sockets.has(id) && record?.url === url;
+    if (this.urlHolders.get(url) === id && !connectedThere) this.urlHolders.delete(url);
+    for (const n of this.nodes.values()) if (n.url === url) return;
+    this.opts.urlReleased?.(url);
   }
 
   /**
@@ -583,6 +605,7 @@ export class NodeRegistry {
         this.nodes.delete(node.id);
         this.lastSent.delete(node.id);
         this.lastSummary.delete(node.id);
+        this.releaseUrl(node.url, node.id);
         this.opts.forgotten?.(node);
       }
     }

@@ -232,9 +232,9 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     admit: (id, url) => verifier.admit(id, url),
     ...(stakeChain ? { stake: (id: string) => stakeChain.gate.admit(id) } : {}),
     forgotten: (node) => {
-      if (![...registry.nodes.values()].some((n) => n.url === node.url)) nodeDispatcher.unpin(node.url);
       for (const forget of forgetNode) forget(node.id);
     },
+    urlReleased: (url) => nodeDispatcher.unpin(url),
     gatewayLocation: config.location,
     checks: config.nodeChecks,
     now,

@@ -236,6 +236,34 @@ describe('registration on loopback', () => {
     }
   });
 
+  it('a URL its node moved away from is free again: the next key to prove it registers there, where before the old key held it until the gateway restarted', async () => {
+    const mover = new Wallet(Wallet.createRandom().privateKey);
+    let first = await startIdentityServer(mover);
+    const second = await startIdentityServer(mover);
+    try {
+      const before = await scriptedNode({ gatewayUrl: checking.url, wallet: mover, url: first.url, location: PARIS });
+      await until('registered at its first URL', () => checking.registry.nodes.get(before.address)?.url === first.url);
+      // The same key comes back at another URL (a new host, a new port): its old connection is replaced.
+      const after = await scriptedNode({ gatewayUrl: checking.url, wallet: mover, url: second.url, location: PARIS });
+      await after.next('welcome');
+      expect(checking.registry.nodes.get(mover.address.toLowerCase())?.url).toBe(second.url);
+      expect((await before.closed).code).toBe(4001);
+      // The first address changes hands (a recycled cloud address): its new operator proves it with their own key.
+      const port = Number(new URL(first.url).port);
+      await first.close();
+      const heir = new Wallet(Wallet.createRandom().privateKey);
+      first = await startIdentityServer(heir, { port });
+      const taker = await scriptedNode({ gatewayUrl: checking.url, wallet: heir, url: first.url, location: PARIS });
+      await until('the heir is welcomed or refused', () => taker.inbox.some((m) => m.type === 'welcome' || m.type === 'error'));
+      expect(taker.inbox.find((m) => m.type === 'error')).toBeUndefined();
+      expect(checking.registry.nodes.get(taker.address)?.url).toBe(first.url);
+      expect(first.challenges).toBe(1); // the heir's server was asked for the heir's proof
+    } finally {
+      await first.close();
+      await second.close();
+    }
+  });
+
   it('answers a malformed percent-encoding in a dataset name with 400 and a JSON reason', async () => {
     const res = await request(`${checking.url}/d/%zz/x`);
     expect(res.statusCode).toBe(400);

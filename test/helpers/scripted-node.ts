@@ -23,11 +23,11 @@ export interface IdentityServer {
 
 /**
  * An HTTP server that answers the identity route with `wallet`'s signature over its own URL (or `claimedUrl`), and
- * hands /shard/… to `serve` (404 without one).
+ * hands /shard/… to `serve` (404 without one). On `port` when given (a host that changed hands keeps its URL).
  */
 export async function startIdentityServer(
   wallet: Wallet,
-  opts: { serve?: (sha: string, req: IncomingMessage, res: ServerResponse) => void; claimedUrl?: () => string; host?: string } = {},
+  opts: { serve?: (sha: string, req: IncomingMessage, res: ServerResponse) => void; claimedUrl?: () => string; host?: string; port?: number } = {},
 ): Promise<IdentityServer> {
   let url = '';
   const state = { challenges: 0, requests: [] as string[] };
@@ -47,7 +47,7 @@ export async function startIdentityServer(
     if (m && opts.serve) return opts.serve(m[1]!, req, res);
     res.writeHead(404).end('not found');
   });
-  url = localUrl(await listen(server, 0, opts.host ?? '127.0.0.1'));
+  url = localUrl(await listen(server, opts.port ?? 0, opts.host ?? '127.0.0.1'));
   return {
     url,
     server,
