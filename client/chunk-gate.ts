@@ -3,7 +3,7 @@
 // unverified reaches the .partial file and a bad chunk is pinned on the node that sent it (the evidence proof of
 // bandwidth needs, kept in the shard's result and reported to the gateway).
 import { request, type Dispatcher } from 'undici';
-import { CHUNK_LIST_ROUTE, ChunkVerifier, chunkListBytes, parseChunkList, singleChunkList, type ChunkMismatch } from '../protocol/chunks.ts';
+import { CHUNK_LIST_DIR, CHUNK_LIST_ROUTE, ChunkVerifier, chunkListBytes, parseChunkList, singleChunkList, type ChunkMismatch } from '../protocol/chunks.ts';
 import { readBounded } from '../protocol/bounded-body.ts';
 import type { ShardChunks, ShardEntry } from '../protocol/manifest.ts';
 import type { Source } from './sources.ts';
@@ -72,20 +72,45 @@ export function chunkListUrl(shardUrl: string, sha256: string): string | null {
 }
 
 /**
+ * The origin's chunk list URL for a shard whose origin URL the route gave (`<manifest dir>/<path>` →
+ * `<manifest dir>/.chunks/<sha256>`, where protocol/chunks.ts chunkListPath puts it), or null when that URL does not
+ * end in the shard's path. Segments are counted, not compared, so an encoded path finds the same directory.
+ */
+export function originChunkListUrl(originShardUrl: string, shard: Pick<ShardEntry, 'path' | 'sha256'>): string | null {
+  let u: URL;
+  try {
+    u = new URL(originShardUrl);
+  } catch {
+    return null;
+  }
+  const segments = u.pathname.split('/');
+  const depth = shard.path.split('/').length;
+  if (segments.length <= depth) return null;
+  u.pathname = [...segments.slice(0, segments.length - depth), CHUNK_LIST_DIR, shard.sha256].join('/');
+  u.search = '';
+  u.hash = '';
+  return u.href;
+}
+
+/**
  * The shard's verified leaf hashes: from the first node in `sources` that serves a list matching the manifest's root
- * (at most `maxTries` asked), none needed for a one-chunk shard. Null when no node has one: the shard is then
- * verified as a whole, as with a format 1 manifest.
+ * (at most `maxTries` asked), else from the origin (`originUrl`, the route's origin URL of the shard), none needed
+ * for a one-chunk shard. The origin is asked because any node may answer 404 (as for format 1): without a list
+ * the client can check only the whole file, and a keyed client counts bytes as they arrive, so a node that hid the
+ * list was paid for wrong bytes. Null when nobody has one: the shard is then verified as a whole, as with format 1.
  */
 export async function fetchShardLeaves(
   shard: ShardEntry,
   chunks: ShardChunks,
   sources: Source[],
-  opts: { dispatcher: Dispatcher; timeoutMs: number; signal?: AbortSignal; maxTries?: number },
+  opts: { dispatcher: Dispatcher; timeoutMs: number; signal?: AbortSignal; maxTries?: number; originUrl?: string | null },
 ): Promise<ShardLeaves | null> {
   const single = singleChunkList(shard.size, chunks);
   if (single) return { chunkSize: chunks.chunkSize, leaves: single };
-  for (const source of sources.filter((s) => s.kind === 'node').slice(0, opts.maxTries ?? 3)) {
-    const url = chunkListUrl(source.url, shard.sha256);
+  const asked = sources.filter((s) => s.kind === 'node').slice(0, opts.maxTries ?? 3).map((s) => ({ name: s.url, url: chunkListUrl(s.url, shard.sha256) }));
+  if (opts.originUrl) asked.push({ name: opts.originUrl, url: originChunkListUrl(opts.originUrl, shard) });
+  for (const source of asked) {
+    const url = source.url;
     if (!url) continue;
     try {
       const signal = opts.signal ? AbortSignal.any([opts.signal, AbortSignal.timeout(opts.timeoutMs)]) : AbortSignal.timeout(opts.timeoutMs);
@@ -95,11 +120,11 @@ export async function fetchShardLeaves(
         continue;
       }
       // The list's exact size is known (a leaf per chunk): a node cannot make the client buffer more.
-      const body = await readBounded(res.body, chunkListBytes(shard.size, chunks.chunkSize), `chunk list from ${source.url}`, res.headers['content-length']);
+      const body = await readBounded(res.body, chunkListBytes(shard.size, chunks.chunkSize), `chunk list from ${source.name}`, res.headers['content-length']);
       return { chunkSize: chunks.chunkSize, leaves: parseChunkList(body, shard.size, chunks.chunkSize, chunks.chunkRoot) };
     } catch {
       if (opts.signal?.aborted) throw opts.signal.reason;
-      // This node has no good list; the next may.
+      // This source has no good list; the next may.
     }
   }
   return null;

@@ -217,7 +217,7 @@ export async function fetchShard(shard: ShardEntry, env: ShardFetchEnv): Promise
     const stallTimeoutMs = env.stallTimeoutMs ?? FETCH_DEFAULTS.stallTimeoutMs;
     const chunks = shardChunks({ chunkSize: env.chunkSize }, shard);
     const leaves = chunks
-      ? await fetchShardLeaves(shard, chunks, sources.ordered(), { dispatcher: env.dispatcher, timeoutMs: stallTimeoutMs, ...(env.signal ? { signal: env.signal } : {}) })
+      ? await fetchShardLeaves(shard, chunks, sources.ordered(), { dispatcher: env.dispatcher, timeoutMs: stallTimeoutMs, originUrl: sources.route?.origin ?? null, ...(env.signal ? { signal: env.signal } : {}) })
       : null;
     const ctx = {
       dispatcher: env.dispatcher,

@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { fetchDataset } from '../client/fetch.ts';
-import { ChunkGate, chunkListUrl, ChunkMismatchError } from '../client/chunk-gate.ts';
+import { ChunkGate, chunkListUrl, ChunkMismatchError, originChunkListUrl } from '../client/chunk-gate.ts';
 import { planRanges } from '../client/split.ts';
 import { deterministicBytes } from '../dataset/sample.ts';
 import { sha256Hex } from '../protocol/hash.ts';
@@ -16,6 +16,10 @@ import { sendBytes } from './helpers/byte-server.ts';
 import { chunkedDataset } from './helpers/chunked.ts';
 import { startStaticGateway } from './helpers/static-gateway.ts';
 import { startScriptedOrigin, tempDir, until } from './helpers/net.ts';
+import { openClientIdentity } from '../client/receipts.ts';
+import { generateTicketKey } from '../protocol/tickets.ts';
+import { signClientTicket } from '../protocol/client-tickets.ts';
+import { decodeReceipt } from '../protocol/receipts.ts';
 
 const CHUNK = 64 * 1024;
 const SIZE = 4 * CHUNK;
@@ -178,6 +182,59 @@ describe('client chunk verification', () => {
   });
 });
 
+describe('a node that hides the chunk list', () => {
+  it('cannot make a keyed client pay for wrong bytes: the list comes from the origin, the bad chunk is caught, and the node gets no receipt', async () => {
+    const identity = await openClientIdentity(join(tmp.dir, 'hider-key.json'));
+    const nodeId = `0x${'cd'.repeat(20)}`;
+    const ticket = signClientTicket(
+      { shard: shard.sha256, node: nodeId, expiresAt: Math.floor(Date.now() / 1000) + 600, epoch: 1, byteCap: BigInt(SIZE) * 4n, client: identity.address, sessionKey: identity.session.publicHex },
+      generateTicketKey(),
+    );
+    // The node answers 404 for the list (as for a format 1 shard), so the client could only check the whole file,
+    // and sends a shard with a flipped byte; it keeps the receipts it is sent.
+    const receipted: number[] = [];
+    const hider = await startScriptedOrigin((req: IncomingMessage, res: ServerResponse) => {
+      const url = req.url ?? '';
+      if (url.startsWith(CHUNK_LIST_ROUTE)) return void res.writeHead(404).end();
+      if (url === '/v1/receipts') {
+        let body = '';
+        req.on('data', (c: Buffer) => (body += c.toString()));
+        req.on('end', () => {
+          for (const line of body.split('\n').filter((l) => l !== '')) receipted.push(Number(decodeReceipt(line)!.bytes));
+          res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+        });
+        return;
+      }
+      sendBytes(req, res, flipped(9));
+    });
+    closers.push(hider.close);
+    // The origin serves the dataset and its chunk lists, beside the manifest (one/.chunks/<sha256>).
+    const origin = await startScriptedOrigin((req: IncomingMessage, res: ServerResponse) => {
+      const path = (req.url ?? '').replace(/^\/one\//, '');
+      if (path === shard.path) return sendBytes(req, res, bytes);
+      const l = lists.get(path);
+      if (l) return void res.writeHead(200, { 'content-length': l.length }).end(l);
+      res.writeHead(404).end();
+    });
+    closers.push(origin.close);
+    const gw = await startStaticGateway({
+      datasets: { one: { manifest, origin: `${origin.url}/one` } },
+      nodes: [],
+      candidates: () => [{ node: nodeId, url: `${hider.url}/shard/${shard.sha256}?ticket=${ticket}`, distanceKm: 10, estimatedRttMs: 1 }],
+    });
+    closers.push(gw.close);
+    const out = newOut();
+    const report = await run(gw.url, out, { identity });
+    const r = report.results[0]!;
+    expect(r.status).toBe('downloaded');
+    expect(sha256Hex(await readFile(join(out, shard.path)))).toBe(shard.sha256);
+    // The flipped byte is pinned on the node and its chunk, not found only at the end of the whole file.
+    expect(r.mismatches.map((m) => [m.node, m.chunk])).toEqual([[nodeId, 0]]);
+    // Not one wrong byte paid for (before: receipts for every byte the node sent, checked only as a whole).
+    expect(receipted.filter((b) => b > 0)).toEqual([]);
+  });
+});
+
 describe('chunk gate and range plan', () => {
   it('hands bytes on only once their chunk verifies, and refuses a bad chunk', () => {
     const gate = new ChunkGate(SIZE, { chunkSize: CHUNK, leaves }, 0);
@@ -187,6 +244,13 @@ describe('chunk gate and range plan', () => {
     const bad = flipped(CHUNK + 20);
     expect(() => gate.push(bad.subarray(CHUNK + 10, 2 * CHUNK))).toThrow(ChunkMismatchError);
     expect(() => new ChunkGate(SIZE, { chunkSize: CHUNK, leaves }, 5)).toThrow(/boundary/);
+  });
+
+  it('finds the origin\'s chunk list beside the manifest, from the route\'s origin URL of the shard', () => {
+    const sha = 'ab'.repeat(32);
+    expect(originChunkListUrl('https://o.example/data/one/train/a%20b.bin', { path: 'train/a b.bin', sha256: sha })).toBe(`https://o.example/data/one/.chunks/${sha}`);
+    expect(originChunkListUrl('http://127.0.0.1:8080/one/x.bin?v=1', { path: 'x.bin', sha256: sha })).toBe(`http://127.0.0.1:8080/one/.chunks/${sha}`);
+    expect(originChunkListUrl('not a url', { path: 'x.bin', sha256: sha })).toBeNull();
   });
 
   it('plans split ranges on chunk boundaries', () => {
