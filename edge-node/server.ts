@@ -21,7 +21,7 @@ import { Saturation } from './saturation.ts';
 import type { EdgeNodeConfig } from './config.ts';
 import { CACHE_LOCK_FILE, DiskStore, type DiskStoreFs } from './disk-store.ts';
 import { MemoryStore, bodyOf, hitHeadOf, rangeOf, isPathEntry, pathEntityHeaders, rangeHeadOf, shardEntityHeaders, type MemoryObject } from './memory-store.ts';
-import { ManifestIndex, type KnownShard } from './manifest-index.ts';
+import { ManifestIndex } from './manifest-index.ts';
 import { ChunkIntegrityError, Filler, OriginError, hasValidators, renewedMeta, validatorsOf, type Fill, type FillHead, type FillRequest } from './fill.ts';
 import {
   DEFAULT_FRESHNESS,
@@ -43,6 +43,7 @@ import {
 import { cacheStatus, endToEndResponseHeaders, flatToMap, forwardedRequestHeaders, reprDigest, type CacheStatusFacts } from './cache-headers.ts';
 import { primaryKeyOf, VariantIndex } from './variants.ts';
 import { FastRoutes } from './fast-routes.ts';
+import { CacheTarget, encodeOriginPath, type Route, type Target } from './target.ts';
 import { ChunkLists } from '../protocol/chunk-lists.ts';
 import { READ_SLICE_BYTES, readPlain, readVerified, readWhole, type VerifiedReadSource } from './verified-read.ts';
 import { ReadBufferPool } from './read-pool.ts';
@@ -103,58 +104,6 @@ export interface EdgeNode {
   close(): Promise<void>;
 }
 
-type Route = 'shard' | 'path' | 'chunks' | 'metrics' | 'healthz' | 'invalid';
-
-interface Target {
-  route: Route;
-  key: string;
-  fill: FillRequest;
-  /** Hash-addressed (by URL or through a manifest): immutable, verified. */
-  immutable: boolean;
-  originPath: string;
-}
-
-/**
- * A Target whose FillRequest (the percent-encoded origin URL) is built on first use. Memory and disk hits,
- * the bulk of the traffic, never fill, and encoding the path segment by segment was ~1% of a 4 KiB hit.
- */
-class CacheTarget implements Target {
-  #fill: FillRequest | undefined;
-  constructor(
-    readonly route: Route,
-    readonly key: string,
-    readonly immutable: boolean,
-    readonly originPath: string,
-    private readonly originBase: string,
-    private readonly known: KnownShard | undefined,
-    private readonly chunkLists: ChunkLists,
-  ) {}
-
-  /** The shard's sha256 when a manifest names it (what a ticket must be for). */
-  get sha256(): string | undefined {
-    return this.known?.sha256;
-  }
-
-  get fill(): FillRequest {
-    if (this.#fill) return this.#fill;
-    const url = `${this.originBase}/${encodeOriginPath(this.originPath)}`;
-    const known = this.known;
-    if (!known) this.#fill = { key: this.key, url };
-    else {
-      const { chunks } = known;
-      const lists = this.chunkLists;
-      this.#fill = {
-        key: this.key,
-        url,
-        expectedSha256: known.sha256,
-        expectedSize: known.size,
-        ...(chunks ? { chunks: { chunkSize: chunks.chunkSize, chunkRoot: chunks.chunkRoot, loadLeaves: () => lists.get({ sha256: known.sha256, size: known.size, chunks }) } } : {}),
-      };
-    }
-    return this.#fill;
-  }
-}
-
 const TEXT = 'text/plain; charset=utf-8';
 
 /** `first` (already read from `rest`), then the rest. */
@@ -182,10 +131,6 @@ async function openReceiptLog(path: string, log: Logger, onLost: (err: StateLock
 async function lockCacheDir(dir: string, log: Logger, onLost: (err: StateLockedError) => void): Promise<() => Promise<void>> {
   await mkdir(dir, { recursive: true });
   return acquireStateLock(dir, 'cache directory', { lockPath: join(dir, CACHE_LOCK_FILE), onLost, onWait: (message) => log.warn({ dir }, message) });
-}
-
-function encodeOriginPath(path: string): string {
-  return path.split('/').map(encodeURIComponent).join('/');
 }
 
 export interface EdgeNodeDeps {
