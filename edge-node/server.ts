@@ -43,6 +43,7 @@ import {
 import { cacheStatus, endToEndResponseHeaders, flatToMap, forwardedRequestHeaders, reprDigest, type CacheStatusFacts } from './cache-headers.ts';
 import { primaryKeyOf, VariantIndex } from './variants.ts';
 import { FastRoutes } from './fast-routes.ts';
+import { ResponseWriter } from './response-writer.ts';
 import { CacheTarget, encodeOriginPath, type Route, type Target } from './target.ts';
 import { ChunkLists } from '../protocol/chunk-lists.ts';
 import { READ_SLICE_BYTES, readPlain, readVerified, readWhole, type VerifiedReadSource } from './verified-read.ts';
@@ -54,7 +55,6 @@ import { parseRange, evaluateConditional, evaluateIfRange, contentRange, content
 import { BandwidthLimiter } from './bandwidth-limiter.ts';
 import { UploadRate } from './upload-rate.ts';
 import { TicketGate, ticketFromUrl } from './ticket-gate.ts';
-import type { ClientTicket } from '../protocol/client-tickets.ts';
 import { ReceiptLog } from './receipt-log.ts';
 import { ClaimSubmitter } from './claim-submitter.ts';
 import { ReceiptDesk } from './receipt-desk.ts';
@@ -104,16 +104,12 @@ export interface EdgeNode {
   close(): Promise<void>;
 }
 
-const TEXT = 'text/plain; charset=utf-8';
-
 /** `first` (already read from `rest`), then the rest. */
 async function* prepend(first: IteratorResult<Buffer>, rest: AsyncIterator<Buffer>): AsyncGenerator<Buffer> {
   if (first.done) return;
   yield first.value;
   for (let r = await rest.next(); !r.done; r = await rest.next()) yield r.value;
 }
-/** Largest slice written per limiter grant, so one 16 MiB chunk cannot take the whole budget at once. */
-const LIMITED_SLICE = 64 * 1024;
 
 /** A receipts POST: 64 receipts of 383 bytes a line fit; anything larger is not a client's batch. */
 const MAX_RECEIPT_BODY = 32 * 1024;
@@ -210,7 +206,6 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   if (!config.open && config.gateways.length === 0 && config.trustKeys.length === 0) {
     log.warn('no --gateway and no --trust-key: no ticket can be valid, so every shard request will get 403; use --open for local use');
   }
-  let servedBytes = 0;
 
   // Keyed clients: their receipts, durable before they count, and the bytes served ahead of them.
   // Two owners of one cache directory or receipt log (another container on the same volume took it) would write
@@ -228,10 +223,6 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   for (const held of receiptLog.all()) allowance.receipted(held.receipt.ticket.id, Number(held.receipt.bytes), held.receipt.ticket.expiresAt);
   const receiptDesk = new ReceiptDesk({ log: receiptLog, allowance, ticketOf: (bytes) => tickets.receiptTicket(bytes), rejected: (label) => metrics.receipts.rejected(label) });
   metrics.setReceiptSource(() => ({ held: receiptLog.size, paidTicketServedBytes: allowance.servedTotal, receiptedBytes: allowance.receiptedTotal, unpaidBytes: allowance.unpaidBytes }));
-  /** Responses on a version-2 ticket: their body bytes are metered against the client's receipts. */
-  const paidResponses = new WeakMap<ServerResponse, ClientTicket>();
-  /** A body may go out in one write: no upload cap and no receipts to wait for. */
-  const direct = (res: ServerResponse): boolean => limiter.unlimited && !paidResponses.has(res);
 
   // One node per cache directory: a second one would evict, rewrite and delete files under the first one's index.
   let unlockCacheDir = async (): Promise<void> => {};
@@ -257,6 +248,9 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   const memory = new MemoryStore(config.memoryBytes, config.memoryMaxObjectBytes);
   const manifests = new ManifestIndex();
   const limiter = new BandwidthLimiter({ bytesPerSecond: config.maxUploadBytesPerSecond, onWait: (ms: number) => events.bandwidthWait?.(ms) });
+  /** Disk hits read into these; each buffer comes back once the socket write that sent it completed. */
+  const readPool = new ReadBufferPool(READ_SLICE_BYTES, 16);
+  const writer = new ResponseWriter({ events, limiter, allowance, receiptWaitMs: config.receiptWaitMs, receipts: metrics.receipts, log, readPool });
   const statusLimiter = new ClientRateLimiter({ ratePerSecond: config.statusRateLimitPerSecond, burst: Math.max(1, Math.ceil(10 * config.statusRateLimitPerSecond)), maxClients: 10_000 });
   const dispatcher: Dispatcher = new Agent({
     connections: config.originConnections,
@@ -380,59 +374,6 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
 
   // ---- responses -------------------------------------------------------------------------------------
 
-  /** A response written in one go (head and body together): its first byte leaves now. */
-  const recordResponse = (route: string, status: number, started: number, bodyBytes: number): void => {
-    servedBytes += bodyBytes;
-    events.response?.(route, status, bodyBytes);
-    events.firstByte?.(route, (performance.now() - started) / 1000);
-  };
-
-  /**
-   * A streamed body: bytes count (for the heartbeat's load and the metrics) as they are written, not when the
-   * response ends, so a node busy with long transfers at its cap reports that load while it lasts; the first
-   * write records the time to first byte.
-   */
-  class BodyMeter {
-    bytes = 0;
-    private headRecorded = false;
-    constructor(
-      readonly route: string,
-      private readonly started: number,
-    ) {}
-
-    wrote(n: number): void {
-      if (!this.headRecorded) this.recordHead();
-      this.bytes += n;
-      servedBytes += n;
-      events.bodyWritten?.(this.route, n);
-    }
-
-    finished(status: number): void {
-      if (!this.headRecorded) this.recordHead();
-      events.response?.(this.route, status, 0); // the body's bytes went out through bodyWritten
-    }
-
-    aborted(): void {
-      events.aborted?.(this.route, 0);
-    }
-
-    private recordHead(): void {
-      this.headRecorded = true;
-      events.firstByte?.(this.route, (performance.now() - this.started) / 1000);
-    }
-  }
-
-  const sendText = (res: ServerResponse, route: Route, status: number, text: string, started: number, extra: string[] = []): void => {
-    if (res.headersSent) {
-      res.destroy();
-      return;
-    }
-    const body = `${text}\n`;
-    res.writeHead(status, ['content-type', TEXT, 'content-length', String(Buffer.byteLength(body)), 'cache-control', 'no-store', ...extra]);
-    res.end(body);
-    recordResponse(route, status, started, 0);
-  };
-
   /** Common part of every cached response: conditionals and range; returns what to send, or null if answered. */
   const negotiate = (
     req: IncomingMessage,
@@ -457,11 +398,11 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       if (verdict === 'not-modified') {
         res.writeHead(304, entityHead);
         res.end();
-        recordResponse(target.route, 304, started, 0);
+        writer.recordResponse(target.route, 304, started, 0);
         return null;
       }
       if (verdict === 'precondition-failed') {
-        sendText(res, target.route, 412, 'precondition failed', started);
+        writer.sendText(res, target.route, 412, 'precondition failed', started);
         return null;
       }
     }
@@ -469,7 +410,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     if (rangeHeader !== undefined && (h['if-range'] === undefined || evaluateIfRange(h['if-range'], meta))) {
       const range = parseRange(rangeHeader, meta.size);
       if (range.kind === 'unsatisfiable') {
-        sendText(res, target.route, 416, 'range not satisfiable', started, ['content-range', contentRangeUnsatisfied(meta.size)]);
+        writer.sendText(res, target.route, 416, 'range not satisfiable', started, ['content-range', contentRangeUnsatisfied(meta.size)]);
         return null;
       }
       if (range.kind === 'partial') {
@@ -483,101 +424,6 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     }
     return { status: 200, start: 0, end: meta.size - 1, head: ['content-length', String(meta.size), ...entityHead] };
   };
-
-  /** Writes a body through the upload cap with backpressure. Rejects if the client goes away. */
-  /** `written`: called with the write of the last slice (writes complete in order, so the whole buffer is sent). */
-  async function writeLimited(res: ServerResponse, buf: Buffer, signal: AbortSignal, meter: BodyMeter, written?: (err?: Error | null) => void): Promise<void> {
-    for (let off = 0; off < buf.length; off += LIMITED_SLICE) {
-      const slice = buf.subarray(off, Math.min(buf.length, off + LIMITED_SLICE));
-      await limiter.acquire(slice.length, signal);
-      const flowing = off + slice.length >= buf.length && written ? res.write(slice, written) : res.write(slice);
-      meter.wrote(slice.length);
-      if (!flowing) await waitDrain(res, signal);
-    }
-  }
-
-  /**
-   * Writes a body on a keyed client's ticket: as much as its unpaid allowance has room for, then waits for the
-   * client's next receipt; a client that sends none within --receipt-wait is cut off (and refused with 402 after).
-   */
-  async function writePaid(res: ServerResponse, buf: Buffer, signal: AbortSignal, meter: BodyMeter, ticket: ClientTicket, written?: (err?: Error | null) => void): Promise<void> {
-    for (let off = 0; off < buf.length; ) {
-      const room = allowance.headroom(ticket.id);
-      if (room <= 0) {
-        metrics.receipts.waited();
-        const want = Math.min(LIMITED_SLICE, buf.length - off);
-        if (!(await allowance.waitForHeadroom(ticket.id, want, config.receiptWaitMs, signal))) {
-          if (signal.aborted) throw new Error('client went away');
-          metrics.receipts.cutoff('stream');
-          log.info({ ticket: ticket.id, client: ticket.client, allowance: allowance.allowanceBytes }, 'keyed client over its unpaid allowance sent no receipt: response cut off');
-          throw new Error('unpaid allowance exceeded: no receipt');
-        }
-        continue; // another response on the same ticket may have taken the room first
-      }
-      // Under an upload cap, slices as writeLimited does, so one large chunk cannot take the whole budget at once.
-      const slice = buf.subarray(off, off + Math.min(room, buf.length - off, limiter.unlimited ? Infinity : LIMITED_SLICE));
-      if (!limiter.unlimited) await limiter.acquire(slice.length, signal);
-      allowance.served(ticket.id, slice.length);
-      off += slice.length;
-      const flowing = off >= buf.length && written ? res.write(slice, written) : res.write(slice);
-      meter.wrote(slice.length);
-      if (!flowing) await waitDrain(res, signal);
-    }
-  }
-
-  function waitDrain(res: ServerResponse, signal: AbortSignal): Promise<void> {
-    return new Promise((resolve, reject) => {
-      if (signal.aborted) return reject(new Error('client went away'));
-      const done = (): void => {
-        res.off('drain', done);
-        signal.removeEventListener('abort', done);
-        if (signal.aborted) reject(new Error('client went away'));
-        else resolve();
-      };
-      res.on('drain', done);
-      signal.addEventListener('abort', done);
-    });
-  }
-
-  /**
-   * Streams `body` after the head, ends the response and counts it. On any failure (the client went away, a chunk
-   * failed its hash, the origin cut off) the transfer is aborted: with the head out, an abort is the only honest
-   * signal. Returns the error, for the caller's own clean-up, or null.
-   */
-  async function sendBody(res: ServerResponse, route: Target['route'], started: number, status: number, body: AsyncIterable<Buffer> | Iterable<Buffer>): Promise<Error | null> {
-    const ac = abortOnClose(res);
-    const meter = new BodyMeter(route, started);
-    try {
-      await streamBody(res, body, ac.signal, meter);
-      res.end();
-      meter.finished(status);
-      return null;
-    } catch (err) {
-      meter.aborted();
-      res.destroy();
-      return err as Error;
-    }
-  }
-
-  async function streamBody(res: ServerResponse, chunks: AsyncIterable<Buffer> | Iterable<Buffer>, signal: AbortSignal, meter: BodyMeter): Promise<void> {
-    const ticket = paidResponses.get(res);
-    for await (const chunk of chunks) {
-      if (signal.aborted) throw new Error('client went away');
-      // Called by the chunk's last write once the socket has taken it: a pooled read buffer may then be reused.
-      const written = (err?: Error | null): void => {
-        if (!err) readPool.give(chunk);
-      };
-      if (ticket) {
-        await writePaid(res, chunk, signal, meter, ticket, written);
-      } else if (limiter.unlimited) {
-        const flowing = res.write(chunk, written);
-        meter.wrote(chunk.length);
-        if (!flowing) await waitDrain(res, signal);
-      } else {
-        await writeLimited(res, chunk, signal, meter, written);
-      }
-    }
-  }
 
   /**
    * Answers from a memory-tier object. `extra`: fields saying how the answer came about (x-edgeshard-cache, and for
@@ -598,12 +444,12 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     // Fast path: a plain GET of a whole object, the bulk of a data loader's traffic.
     if (range === undefined && !conditional) {
       res.writeHead(200, extra === undefined ? hitHeadOf(obj, now()) : [...obj.fullHead, ...extra]);
-      if (obj.parts && direct(res) && req.method !== 'HEAD') {
+      if (obj.parts && writer.direct(res) && req.method !== 'HEAD') {
         // Still the fill's chunks: write them as they are, corked into one writev, with no copy.
         res.cork();
         for (const part of obj.parts) res.write(part);
         res.end();
-        recordResponse(target.route, 200, started, obj.meta.size);
+        writer.recordResponse(target.route, 200, started, obj.meta.size);
         return;
       }
       sendMemoryBody(req, res, target, bodyOf(obj), 200, started);
@@ -635,8 +481,8 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     const pieces = Buffer.isBuffer(body) ? [body] : body;
     if (req.method === 'HEAD') {
       res.end();
-      recordResponse(target.route, status, started, 0);
-    } else if (direct(res)) {
+      writer.recordResponse(target.route, status, started, 0);
+    } else if (writer.direct(res)) {
       let length = 0;
       if (pieces.length === 1) {
         length = pieces[0]!.length;
@@ -649,22 +495,11 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
         }
         res.end();
       }
-      recordResponse(target.route, status, started, length);
+      writer.recordResponse(target.route, status, started, length);
     } else {
-      void sendBody(res, target.route, started, status, pieces);
+      void writer.sendBody(res, target.route, started, status, pieces);
     }
   }
-
-  function abortOnClose(res: ServerResponse): AbortController {
-    const ac = new AbortController();
-    res.once('close', () => {
-      if (!res.writableFinished) ac.abort();
-    });
-    return ac;
-  }
-
-  /** Disk hits read into these; each buffer comes back once the socket write that sent it completed. */
-  const readPool = new ReadBufferPool(READ_SLICE_BYTES, 16);
 
   /** Keys whose disk copy a hit is reading whole into the memory tier right now. */
   const promoting = new Set<string>();
@@ -732,17 +567,17 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
         if (whole) {
           const body = plan.status === 200 ? whole : whole.subarray(plan.start, plan.end + 1);
           res.writeHead(plan.status, plan.head);
-          if (direct(res)) {
+          if (writer.direct(res)) {
             res.end(body);
-            recordResponse(target.route, plan.status, started, body.length);
-          } else await sendBody(res, target.route, started, plan.status, [body]);
+            writer.recordResponse(target.route, plan.status, started, body.length);
+          } else await writer.sendBody(res, target.route, started, plan.status, [body]);
           return true;
         }
       }
       if (req.method === 'HEAD') {
         res.writeHead(plan.status, plan.head);
         res.end();
-        recordResponse(target.route, plan.status, started, 0);
+        writer.recordResponse(target.route, plan.status, started, 0);
         return true;
       }
       let body: AsyncIterable<Buffer>;
@@ -762,7 +597,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
         body = readPlain(handle, plan.start, plan.end, readPool);
       }
       res.writeHead(plan.status, plan.head);
-      const err = await sendBody(res, target.route, started, plan.status, body);
+      const err = await writer.sendBody(res, target.route, started, plan.status, body);
       if (err instanceof ChunkIntegrityError) await rejectDiskCopy(entry, err);
       return true;
     } finally {
@@ -808,7 +643,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       head = await fill.ready;
     } catch (err) {
       const e = err as OriginError;
-      sendText(res, target.route, e.status ?? 502, e.message, started);
+      writer.sendText(res, target.route, e.status ?? 502, e.message, started);
       return;
     }
     const size = head.size ?? target.fill.expectedSize;
@@ -832,11 +667,11 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       first = await reader.next();
     } catch (err) {
       const e = err as OriginError;
-      sendText(res, target.route, e.status ?? 502, e.message, started);
+      writer.sendText(res, target.route, e.status ?? 502, e.message, started);
       return;
     }
     res.writeHead(plan.status, plan.head);
-    const err = await sendBody(res, target.route, started, plan.status, prepend(first, reader));
+    const err = await writer.sendBody(res, target.route, started, plan.status, prepend(first, reader));
     if (err) log.debug({ key: target.key, err: err.message }, 'aborted response');
   }
 
@@ -866,7 +701,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     if (req.method !== 'HEAD' && plan.end >= plan.start) return false;
     res.writeHead(plan.status, plan.head);
     res.end();
-    recordResponse(target.route, plan.status, started, 0);
+    writer.recordResponse(target.route, plan.status, started, 0);
     return true;
   }
 
@@ -992,14 +827,14 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
         const extra = stale ? pathHitFields(stored, { hit: true, ttl: ttlOf(stored), detail: decision }, 'STALE') : undefined;
         if (await respondFromStored(req, res, target, mem, entry, started, extra)) return;
       } else if (decision === 'only-if-cached') {
-        return sendText(res, target.route, 504, 'the request said only-if-cached and the stored answer would need revalidation', started, [
+        return writer.sendText(res, target.route, 504, 'the request said only-if-cached and the stored answer would need revalidation', started, [
           'cache-status',
           cacheStatus({ fwd: 'request', detail: 'only-if-cached' }),
         ]);
       }
       fwd = now() < freshUntil(stored) ? 'request' : 'stale';
     } else if (cacheControlOf(h).onlyIfCached) {
-      return sendText(res, target.route, 504, 'the request said only-if-cached and nothing is stored for it', started, ['cache-status', cacheStatus({ fwd: 'miss', detail: 'only-if-cached' })]);
+      return writer.sendText(res, target.route, 504, 'the request said only-if-cached and nothing is stored for it', started, ['cache-status', cacheStatus({ fwd: 'miss', detail: 'only-if-cached' })]);
     } else if (variants.has(target.key)) fwd = 'vary-miss';
 
     const validators = stored && validatorsOf(stored);
@@ -1016,7 +851,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
         events.cacheLookup?.('stale');
         if (await respondFromStored(req, res, target, mem, entry, started, pathHitFields(stored, { fwd: 'stale', detail: e.message }, 'STALE'))) return;
       }
-      return sendText(res, target.route, e.status ?? 502, e.message, started, ['cache-status', cacheStatus({ fwd, detail: e.message })]);
+      return writer.sendText(res, target.route, e.status ?? 502, e.message, started, ['cache-status', cacheStatus({ fwd, detail: e.message })]);
     }
     if (head.notModified) {
       events.cacheLookup?.('revalidated');
@@ -1091,13 +926,13 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       head = await fill.ready;
     } catch (err) {
       const e = err as OriginError;
-      sendText(res, target.route, e.status ?? 502, e.message, started, ['cache-status', cacheStatus({ ...facts, detail: e.message })]);
+      writer.sendText(res, target.route, e.status ?? 502, e.message, started, ['cache-status', cacheStatus({ ...facts, detail: e.message })]);
       return;
     }
     if (head.notModified) {
       // Joined a revalidation without a copy of its own (it vanished): serve the renewed one if it is still there.
       if (!(await respondRenewed(req, res, target, fill.key, undefined, undefined, started))) {
-        sendText(res, target.route, 502, 'origin answered 304 Not Modified but the cached copy was evicted meanwhile; retry', started);
+        writer.sendText(res, target.route, 502, 'origin answered 304 Not Modified but the cached copy was evicted meanwhile; retry', started);
       }
       return;
     }
@@ -1116,7 +951,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     const plan = planFromFill(req, res, target, status, size, { etag: head.originEtag ?? '', lastModified: head.originLastModified ?? '' }, entityHead, started);
     if (!plan || sentHeadOnly(req, res, target, plan, started)) return;
     res.writeHead(plan.status, plan.head);
-    const err = await sendBody(res, target.route, started, plan.status, readFill(fill, plan.start, plan.end, size === undefined));
+    const err = await writer.sendBody(res, target.route, started, plan.status, readFill(fill, plan.start, plan.end, size === undefined));
     if (err) log.debug({ key: target.key, err: err.message }, 'aborted response');
   }
 
@@ -1128,7 +963,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     const limit = config.maxRequestBodyBytes;
     const declared = req.headers['content-length'];
     const tooLarge = `request body larger than --max-request-body (${limit} bytes)`;
-    if (declared !== undefined && Number(declared) > limit) return sendText(res, target.route, 413, tooLarge, started, ['connection', 'close']);
+    if (declared !== undefined && Number(declared) > limit) return writer.sendText(res, target.route, 413, tooLarge, started, ['connection', 'close']);
     const url = new URL(target.fill.url);
     let bodyTooLarge = false;
     async function* limited(): AsyncGenerator<Buffer> {
@@ -1153,16 +988,16 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
         ...(hasBody ? { body: Readable.from(limited()) } : {}),
       });
     } catch (err) {
-      if (bodyTooLarge) return sendText(res, target.route, 413, tooLarge, started, ['connection', 'close']);
+      if (bodyTooLarge) return writer.sendText(res, target.route, 413, tooLarge, started, ['connection', 'close']);
       const e = err as Error & { code?: string };
       const timeout = e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_CONNECT_TIMEOUT';
       const text = `origin ${timeout ? 'timed out' : 'unreachable'}: ${e.code ?? e.message}`;
-      return sendText(res, target.route, timeout ? 504 : 502, text, started, ['cache-status', cacheStatus({ fwd: 'method', detail: text })]);
+      return writer.sendText(res, target.route, timeout ? 504 : 502, text, started, ['cache-status', cacheStatus({ fwd: 'method', detail: text })]);
     }
     const targets = invalidationTargets(url.href, response.statusCode, response.headers, originBase);
     for (const path of targets) await invalidate(`path:${path}`);
     res.writeHead(response.statusCode, [...endToEndResponseHeaders(response.headers), 'cache-status', cacheStatus({ fwd: 'method', fwdStatus: response.statusCode })]);
-    if (await sendBody(res, target.route, started, response.statusCode, response.body as AsyncIterable<Buffer>)) response.body.destroy();
+    if (await writer.sendBody(res, target.route, started, response.statusCode, response.body as AsyncIterable<Buffer>)) response.body.destroy();
   }
 
   /** Drops every stored answer for a path: the object and all its variants, in both tiers. */
@@ -1193,21 +1028,21 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   function handle(req: IncomingMessage, res: ServerResponse): Promise<void> | void {
     const started = performance.now();
     const url = req.url ?? '/';
-    if (url.length > config.maxUrlBytes) return sendText(res, 'invalid', 414, `URL longer than ${config.maxUrlBytes} bytes`, started);
+    if (url.length > config.maxUrlBytes) return writer.sendText(res, 'invalid', 414, `URL longer than ${config.maxUrlBytes} bytes`, started);
     const unsafe = req.method !== 'GET' && req.method !== 'HEAD';
     if (url === '/v1/receipts' || url.startsWith('/v1/receipts?')) return acceptReceipts(req, res, started);
     if (unsafe && !(config.forwardUnsafe && req.method !== 'CONNECT' && req.method !== 'TRACE')) {
-      return sendText(res, 'invalid', 405, 'only GET and HEAD are supported (start the node with --forward-unsafe to pass other methods to the origin)', started, ['allow', 'GET, HEAD']);
+      return writer.sendText(res, 'invalid', 405, 'only GET and HEAD are supported (start the node with --forward-unsafe to pass other methods to the origin)', started, ['allow', 'GET, HEAD']);
     }
     const q = url.indexOf('?');
     const pathname = q < 0 ? url : url.slice(0, q);
-    if (pathname.charCodeAt(0) !== 47 /* / */) return sendText(res, 'invalid', 400, 'request target must be an absolute path', started);
+    if (pathname.charCodeAt(0) !== 47 /* / */) return writer.sendText(res, 'invalid', 400, 'request target must be an absolute path', started);
 
     if (pathname === '/metrics' || pathname === '/healthz') {
       // Free to anyone who reaches the node (no ticket), and rendering metrics costs far more than a hit: limited
       // per client address.
       const verdict = statusLimiter.check(clientKey(req.socket.remoteAddress ?? ''), Date.now());
-      if (!verdict.ok) return sendText(res, 'invalid', 429, `too many ${pathname} requests from this address; retry after ${verdict.retryAfterSeconds} s`, started, ['retry-after', String(verdict.retryAfterSeconds)]);
+      if (!verdict.ok) return writer.sendText(res, 'invalid', 429, `too many ${pathname} requests from this address; retry after ${verdict.retryAfterSeconds} s`, started, ['retry-after', String(verdict.retryAfterSeconds)]);
     }
     if (pathname === '/metrics') return serveMetrics(res, started);
     if (pathname === IDENTITY_PATH) return serveIdentity(res, q < 0 ? '' : url.slice(q + 1), started);
@@ -1215,28 +1050,28 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       const body = JSON.stringify({ ok: true, manifests: manifests.manifestCount, shards: manifests.shardCount, memoryBytes: memory.usedBytes, diskBytes: disk?.usedBytes ?? 0 });
       res.writeHead(200, ['content-type', 'application/json', 'cache-control', 'no-store']);
       res.end(body);
-      return recordResponse('healthz', 200, started, body.length);
+      return writer.recordResponse('healthz', 200, started, body.length);
     }
 
     if (pathname.startsWith(CHUNK_LIST_ROUTE)) return serveChunkList(res, url, pathname.slice(CHUNK_LIST_ROUTE.length), started);
     const target = resolveTarget(pathname);
-    if (!(target instanceof CacheTarget)) return sendText(res, target.route, target.status, target.text, started);
+    if (!(target instanceof CacheTarget)) return writer.sendText(res, target.route, target.status, target.text, started);
     if (!tickets.open) {
       const admission = tickets.admit(ticketFromUrl(url), target.immutable ? target.fill.expectedSha256 : undefined);
-      if (!admission.ok) return sendText(res, target.route, 403, `forbidden: ${admission.reason}`, started);
+      if (!admission.ok) return writer.sendText(res, target.route, 403, `forbidden: ${admission.reason}`, started);
       const ticket = admission.client;
       if (ticket && req.method === 'GET') {
         const unpaid = allowance.refusal(ticket.id, ticket.expiresAt, Math.floor(now() / 1000));
         if (unpaid) {
           metrics.receipts.cutoff('request');
-          return sendText(res, target.route, 402, unpaid, started);
+          return writer.sendText(res, target.route, 402, unpaid, started);
         }
-        paidResponses.set(res, ticket);
+        writer.meterPaid(res, ticket);
       }
     }
     if (unsafe) {
       // Hash-addressed shards are immutable: nothing to write, and nothing to invalidate.
-      if (target.immutable) return sendText(res, target.route, 405, 'a hash-addressed shard is immutable: only GET and HEAD', started, ['allow', 'GET, HEAD']);
+      if (target.immutable) return writer.sendText(res, target.route, 405, 'a hash-addressed shard is immutable: only GET and HEAD', started, ['allow', 'GET, HEAD']);
       return forwardUnsafe(req, res, target, started);
     }
     return serveCached(req, res, target, started);
@@ -1248,25 +1083,25 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
    * than the one held, 400 naming each refused one. Answers only after the batch is on disk.
    */
   async function acceptReceipts(req: IncomingMessage, res: ServerResponse, started: number): Promise<void> {
-    if (req.method !== 'POST') return sendText(res, 'invalid', 405, 'receipts are POSTed: one base64url receipt per line', started, ['allow', 'POST']);
+    if (req.method !== 'POST') return writer.sendText(res, 'invalid', 405, 'receipts are POSTed: one base64url receipt per line', started, ['allow', 'POST']);
     const chunks: Buffer[] = [];
     let size = 0;
     for await (const c of req) {
       size += (c as Buffer).length;
-      if (size > MAX_RECEIPT_BODY) return sendText(res, 'invalid', 413, `at most ${MAX_RECEIPT_BODY} bytes of receipts per request`, started, ['connection', 'close']);
+      if (size > MAX_RECEIPT_BODY) return writer.sendText(res, 'invalid', 413, `at most ${MAX_RECEIPT_BODY} bytes of receipts per request`, started, ['connection', 'close']);
       chunks.push(c as Buffer);
     }
     const tokens = parseReceiptBody(Buffer.concat(chunks).toString('latin1'), MAX_RECEIPTS_PER_POST);
     if ('error' in tokens) {
       metrics.receipts.rejected('malformed');
-      return sendText(res, 'invalid', 400, tokens.error, started);
+      return writer.sendText(res, 'invalid', 400, tokens.error, started);
     }
     const session = req.headers['x-edgeshard-session'];
     const answer = await receiptDesk.accept(tokens, typeof session === 'string' ? session : undefined);
     const body = JSON.stringify(answer.body);
     res.writeHead(answer.status, ['content-type', 'application/json', 'content-length', String(Buffer.byteLength(body)), 'cache-control', 'no-store']);
     res.end(body);
-    recordResponse('receipts', answer.status, started, 0);
+    writer.recordResponse('receipts', answer.status, started, 0);
   }
 
   /**
@@ -1280,16 +1115,16 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     const gateway = params.get('gateway') ?? '';
     const nonce = params.get('nonce') ?? '';
     if (!PROOF_GATEWAY_ID.test(gateway) || !PROOF_NONCE.test(nonce)) {
-      return sendText(res, 'invalid', 400, 'identity challenge needs gateway (printable, ≤128 characters) and nonce (32–128 hex digits)', started);
+      return writer.sendText(res, 'invalid', 400, 'identity challenge needs gateway (printable, ≤128 characters) and nonce (32–128 hex digits)', started);
     }
     if (!identityBudget.take(performance.now())) {
-      return sendText(res, 'invalid', 503, 'identity challenges are rate-limited; retry in a second', started, ['retry-after', '1']);
+      return writer.sendText(res, 'invalid', 503, 'identity challenges are rate-limited; retry in a second', started, ['retry-after', '1']);
     }
     const publicUrl = config.publicUrl ?? url;
     const body = JSON.stringify({ address, url: publicUrl, signature: await signUrlProof(wallet, gateway, nonce, publicUrl) });
     res.writeHead(200, ['content-type', 'application/json', 'content-length', String(Buffer.byteLength(body)), 'cache-control', 'no-store']);
     res.end(body);
-    recordResponse('healthz', 200, started, body.length);
+    writer.recordResponse('healthz', 200, started, body.length);
   }
 
   /**
@@ -1297,36 +1132,36 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
    * chunks as they arrive. The same ticket as for the shard; the client checks the list against the manifest's root.
    */
   async function serveChunkList(res: ServerResponse, url: string, sha: string, started: number): Promise<void> {
-    if (!isSha256Hex(sha)) return sendText(res, 'invalid', 400, 'shard id must be a sha256: 64 lowercase hex characters', started);
+    if (!isSha256Hex(sha)) return writer.sendText(res, 'invalid', 400, 'shard id must be a sha256: 64 lowercase hex characters', started);
     const known = manifests.bySha256(sha);
-    if (!known) return sendText(res, 'chunks', 404, 'unknown shard: no manifest this node has seen lists this sha256', started);
-    if (!known.chunks) return sendText(res, 'chunks', 404, 'this shard\'s manifest has no chunk hashes (format 1)', started);
+    if (!known) return writer.sendText(res, 'chunks', 404, 'unknown shard: no manifest this node has seen lists this sha256', started);
+    if (!known.chunks) return writer.sendText(res, 'chunks', 404, 'this shard\'s manifest has no chunk hashes (format 1)', started);
     if (!tickets.open) {
       const refusal = tickets.check(ticketFromUrl(url), sha);
-      if (refusal) return sendText(res, 'chunks', 403, `forbidden: ${refusal}`, started);
+      if (refusal) return writer.sendText(res, 'chunks', 403, `forbidden: ${refusal}`, started);
     }
     let leaves: Buffer[];
     try {
       leaves = await chunkLists.get({ sha256: known.sha256, size: known.size, chunks: known.chunks });
     } catch (err) {
-      return sendText(res, 'chunks', 502, (err as Error).message, started);
+      return writer.sendText(res, 'chunks', 502, (err as Error).message, started);
     }
     const body = Buffer.concat(leaves);
     res.writeHead(200, ['content-type', 'application/octet-stream', 'content-length', String(body.length), 'cache-control', 'public, max-age=31536000, immutable', 'etag', `"${known.chunks.chunkRoot}"`]);
     res.end(body);
-    recordResponse('chunks', 200, started, body.length);
+    writer.recordResponse('chunks', 200, started, body.length);
   }
 
   async function serveMetrics(res: ServerResponse, started: number): Promise<void> {
     const text = await metrics.registry.metrics();
     res.writeHead(200, ['content-type', metrics.registry.contentType, 'cache-control', 'no-store']);
     res.end(text);
-    recordResponse('metrics', 200, started, text.length);
+    writer.recordResponse('metrics', 200, started, text.length);
   }
 
   const failed = (req: IncomingMessage, res: ServerResponse, err: Error): void => {
     log.error({ err: err.message, stack: err.stack, url: req.url }, 'request failed');
-    if (!res.headersSent) sendText(res, 'invalid', 500, 'internal error', performance.now());
+    if (!res.headersSent) writer.sendText(res, 'invalid', 500, 'internal error', performance.now());
     else res.destroy();
   };
 
@@ -1405,7 +1240,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
           },
           served(route, status, bodyBytes, started) {
             events.cacheLookup?.('memory-hit');
-            recordResponse(route, status, started, bodyBytes);
+            writer.recordResponse(route, status, started, bodyBytes);
           },
         },
         { maxHeaderBytes: config.maxHeaderBytes, maxUrlBytes: config.maxUrlBytes },
@@ -1450,18 +1285,18 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     return [...ids];
   };
   const uploadRate = new UploadRate();
-  uploadRate.sample(performance.now(), servedBytes);
+  uploadRate.sample(performance.now(), writer.servedBytes);
   const control: NodeControl = {
     publicUrl: config.publicUrl ?? url,
     ...(config.location ? { location: config.location } : {}),
     version: VERSION,
     capacity: () => ({ uploadBytesPerSecond: config.maxUploadBytesPerSecond, cacheBytes: config.cacheDir ? config.cacheBytes : config.memoryBytes }),
     load() {
-      const rate = uploadRate.sample(performance.now(), servedBytes);
+      const rate = uploadRate.sample(performance.now(), writer.servedBytes);
       const cap = config.maxUploadBytesPerSecond;
       return { activeConnections, bytesPerSecond: rate, freeBytesPerSecond: cap ? Math.max(0, cap - rate) : 0, ...(saturation.saturated ? { saturated: true } : {}) };
     },
-    stats: () => ({ servedBytes, cacheHits: lookups.hits, cacheLookups: lookups.all }),
+    stats: () => ({ servedBytes: writer.servedBytes, cacheHits: lookups.hits, cacheLookups: lookups.all }),
     cacheSummary(): BloomSummary {
       const ids = cachedShardIds();
       const bloom = BloomFilter.forCapacity(Math.max(1024, ids.length * 2), 0.01);
