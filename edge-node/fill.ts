@@ -424,6 +424,30 @@ export class Fill extends EventEmitter {
   }
 }
 
+/**
+ * A fill's bytes [start, end] as they are released; `untilDone` (the origin sent no length): whatever arrives until
+ * the fill is done.
+ */
+export async function* readFill(fill: Fill, start: number, end: number, untilDone: boolean): AsyncGenerator<Buffer> {
+  if (!untilDone) {
+    yield* fill.read(start, end);
+    return;
+  }
+  // Unknown length: read whatever arrives until the fill is done.
+  let pos = start;
+  for (;;) {
+    await Promise.race([fill.finished, new Promise((r) => fill.once('progress', r))]);
+    if (fill.state === 'failed') throw fill.error ?? new Error('fill failed');
+    if (fill.received > pos) {
+      for await (const b of fill.read(pos, fill.received - 1)) {
+        pos += b.length;
+        yield b;
+      }
+    }
+    if (fill.state === 'done' && pos >= fill.received) return;
+  }
+}
+
 function header(headers: Record<string, string | string[] | undefined>, name: string): string | undefined {
   const v = headers[name];
   return Array.isArray(v) ? v[0] : v;

@@ -22,7 +22,7 @@ import type { EdgeNodeConfig } from './config.ts';
 import { CACHE_LOCK_FILE, DiskStore, type DiskStoreFs } from './disk-store.ts';
 import { MemoryStore, bodyOf, hitHeadOf, rangeOf, isPathEntry, pathEntityHeaders, rangeHeadOf, shardEntityHeaders, type MemoryObject } from './memory-store.ts';
 import { ManifestIndex } from './manifest-index.ts';
-import { ChunkIntegrityError, Filler, OriginError, hasValidators, renewedMeta, validatorsOf, type Fill, type FillHead, type FillRequest } from './fill.ts';
+import { ChunkIntegrityError, Filler, OriginError, hasValidators, readFill, renewedMeta, validatorsOf, type Fill, type FillHead, type FillRequest } from './fill.ts';
 import {
   DEFAULT_FRESHNESS,
   ageHeaderValue,
@@ -703,26 +703,6 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     res.end();
     writer.recordResponse(target.route, plan.status, started, 0);
     return true;
-  }
-
-  async function* readFill(fill: Fill, start: number, end: number, untilDone: boolean): AsyncGenerator<Buffer> {
-    if (!untilDone) {
-      yield* fill.read(start, end);
-      return;
-    }
-    // Unknown length: read whatever arrives until the fill is done.
-    let pos = start;
-    for (;;) {
-      await Promise.race([fill.finished, new Promise((r) => fill.once('progress', r))]);
-      if (fill.state === 'failed') throw fill.error ?? new Error('fill failed');
-      if (fill.received > pos) {
-        for await (const b of fill.read(pos, fill.received - 1)) {
-          pos += b.length;
-          yield b;
-        }
-      }
-      if (fill.state === 'done' && pos >= fill.received) return;
-    }
   }
 
   // freshUntil is Infinity for shards, so only path-addressed objects read the clock.
