@@ -4,7 +4,6 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { mkdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { acquireStateLock, type StateLockedError } from '../protocol/state-lock.ts';
-import { Readable } from 'node:stream';
 import type { Socket } from 'node:net';
 import { Agent, type Dispatcher } from 'undici';
 import { isSha256Hex } from '../protocol/hash.ts';
@@ -22,27 +21,21 @@ import type { EdgeNodeConfig } from './config.ts';
 import { CACHE_LOCK_FILE, DiskStore, type DiskStoreFs } from './disk-store.ts';
 import { MemoryStore, bodyOf, hitHeadOf, rangeOf, isPathEntry, pathEntityHeaders, rangeHeadOf, shardEntityHeaders, type MemoryObject } from './memory-store.ts';
 import { ManifestIndex } from './manifest-index.ts';
-import { ChunkIntegrityError, Filler, OriginError, hasValidators, readFill, renewedMeta, validatorsOf, type Fill, type FillHead, type FillRequest } from './fill.ts';
+import { ChunkIntegrityError, Filler, OriginError, hasValidators, readFill, renewedMeta, type Fill, type FillHead, type FillRequest } from './fill.ts';
 import {
   DEFAULT_FRESHNESS,
-  ageHeaderValue,
   cacheControlOf,
-  currentAge,
   freshUntil as freshUntilOf,
   freshnessLifetime,
-  initialAge,
-  invalidationTargets,
   isStaleIfErrorStatus,
-  reuse,
-  staleOnError,
   storability,
-  variantSelector,
   varyFields,
   type StoredFreshness,
 } from './cache-policy.ts';
-import { cacheStatus, endToEndResponseHeaders, flatToMap, forwardedRequestHeaders, reprDigest, type CacheStatusFacts } from './cache-headers.ts';
+import { flatToMap, reprDigest } from './cache-headers.ts';
 import { primaryKeyOf, VariantIndex } from './variants.ts';
 import { FastRoutes } from './fast-routes.ts';
+import { PathCache, pathHitFields, type SendPlan } from './path-cache.ts';
 import { ResponseWriter } from './response-writer.ts';
 import { CacheTarget, encodeOriginPath, type Route, type Target } from './target.ts';
 import { ChunkLists } from '../protocol/chunk-lists.ts';
@@ -529,7 +522,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       if (chunked === 'gone') return false;
       const meta = entry.meta;
       const entityHead = entityHeadFor(meta);
-      const added = extra ?? (isPathEntry(meta) ? pathHitFields(meta, { hit: true, ttl: (freshUntil(meta) - now()) / 1000 }) : []);
+      const added = extra ?? (isPathEntry(meta) ? pathHitFields(meta, { hit: true, ttl: (freshUntil(meta) - now()) / 1000 }, now()) : []);
       const status = meta.status ?? 200;
       const plan =
         status === 200
@@ -689,7 +682,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     validators: { etag: string; lastModified: string },
     entityHead: string[],
     started: number,
-  ): { status: number; start: number; end: number; head: string[] } | null {
+  ): SendPlan | null {
     if (size === undefined) return { status, start: 0, end: Number.MAX_SAFE_INTEGER, head: entityHead };
     if (status === 200) return negotiate(req, res, target, { ...validators, size }, started, entityHead);
     const bodyless = status === 204 || status === 304;
@@ -697,7 +690,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   }
 
   /** A HEAD, or nothing to send: the head alone. True when it answered. */
-  function sentHeadOnly(req: IncomingMessage, res: ServerResponse, target: Target, plan: { status: number; start: number; end: number; head: string[] }, started: number): boolean {
+  function sentHeadOnly(req: IncomingMessage, res: ServerResponse, target: Target, plan: SendPlan, started: number): boolean {
     if (req.method !== 'HEAD' && plan.end >= plan.start) return false;
     res.writeHead(plan.status, plan.head);
     res.end();
@@ -714,7 +707,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
    * request, which is measurable at tens of thousands of small responses a second.
    */
   function serveCached(req: IncomingMessage, res: ServerResponse, target: Target, started: number): Promise<void> | undefined {
-    if (!target.immutable) return servePath(req, res, target, started);
+    if (!target.immutable) return pathCache.servePath(req, res, target, started);
     const mem = memory.get(target.key);
     if (mem !== undefined) {
       events.cacheLookup?.('memory-hit');
@@ -737,256 +730,24 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     await respondFromFill(req, res, target, fill, started);
   }
 
-  // ---- path mode: a shared HTTP cache in front of the origin (RFC 9111; decisions in cache-policy.ts) ----
+  // ---- path mode: a shared HTTP cache in front of the origin (edge-node/path-cache.ts) ----
 
-  /** Age and Cache-Status of an answer from a stored path object, and x-edgeshard-cache when `label` is given. */
-  function pathHitFields(meta: EntryMeta, facts: CacheStatusFacts, label?: string): string[] {
-    const age = ageHeaderValue(currentAge(meta.initialAge ?? 0, meta.storedAt, now()));
-    return ['age', age, 'cache-status', cacheStatus(facts), ...(label !== undefined ? ['x-edgeshard-cache', label] : [])];
-  }
-
-  /** Remaining freshness of a stored path object in seconds (negative: stale), for Cache-Status `ttl`. */
-  const ttlOf = (meta: EntryMeta): number => {
-    const f = storedFreshness(meta);
-    return f.lifetime - currentAge(f.initialAge, f.responseTime, now());
-  };
-
-  function servePath(req: IncomingMessage, res: ServerResponse, target: Target, started: number): Promise<void> | undefined {
-    const h = req.headers;
-    let forwarded: Record<string, string | string[]> | undefined;
-    const key = variants.storageKeyFor(target.key, () => (forwarded ??= forwardedRequestHeaders(h)));
-    const mem = memory.get(key);
-    // The common case stays synchronous: a fresh memory hit for a request without Cache-Control or Pragma.
-    if (mem !== undefined && h['cache-control'] === undefined && h.pragma === undefined && now() < mem.freshUntil) {
-      events.cacheLookup?.('memory-hit');
-      respondFromMemory(req, res, target, mem, started);
-      return undefined;
-    }
-    return servePathFromStores(req, res, target, key, (forwarded ??= forwardedRequestHeaders(h)), mem, started);
-  }
-
-  /** Serves a stored copy (memory first); false when both are gone. */
-  async function respondFromStored(
-    req: IncomingMessage,
-    res: ServerResponse,
-    target: Target,
-    mem: MemoryObject | undefined,
-    entry: DiskEntry | undefined,
-    started: number,
-    extra?: string[],
-  ): Promise<boolean> {
-    if (mem) {
-      respondFromMemory(req, res, target, mem, started, extra);
-      return true;
-    }
-    return entry !== undefined && (await respondFromDisk(req, res, target, entry, started, extra));
-  }
-
-  async function servePathFromStores(
-    req: IncomingMessage,
-    res: ServerResponse,
-    target: Target,
-    key: string,
-    forwarded: Record<string, string | string[]>,
-    mem: MemoryObject | undefined,
-    started: number,
-  ): Promise<void> {
-    const h = req.headers;
-    let entry = disk?.get(key);
-    // Stored before the node kept the origin's fields: refetched, never served without them.
-    if (entry && !isPathEntry(entry.meta)) entry = undefined;
-    if (entry && !disk!.isVerified(key) && !(await disk!.verify(key))) entry = undefined;
-    const stored = mem?.meta ?? entry?.meta;
-    let fwd: CacheStatusFacts['fwd'] = 'miss';
-    if (stored !== undefined) {
-      const decision = reuse(storedFreshness(stored), h, now());
-      if (decision === 'fresh' || decision === 'stale' || decision === 'stale-while-revalidate') {
-        const stale = decision !== 'fresh';
-        if (decision === 'stale-while-revalidate') revalidateInBackground(target, key, stored, forwarded);
-        events.cacheLookup?.(stale ? 'stale' : mem ? 'memory-hit' : 'disk-hit');
-        const extra = stale ? pathHitFields(stored, { hit: true, ttl: ttlOf(stored), detail: decision }, 'STALE') : undefined;
-        if (await respondFromStored(req, res, target, mem, entry, started, extra)) return;
-      } else if (decision === 'only-if-cached') {
-        return writer.sendText(res, target.route, 504, 'the request said only-if-cached and the stored answer would need revalidation', started, [
-          'cache-status',
-          cacheStatus({ fwd: 'request', detail: 'only-if-cached' }),
-        ]);
-      }
-      fwd = now() < freshUntil(stored) ? 'request' : 'stale';
-    } else if (cacheControlOf(h).onlyIfCached) {
-      return writer.sendText(res, target.route, 504, 'the request said only-if-cached and nothing is stored for it', started, ['cache-status', cacheStatus({ fwd: 'miss', detail: 'only-if-cached' })]);
-    } else if (variants.has(target.key)) fwd = 'vary-miss';
-
-    const validators = stored && validatorsOf(stored);
-    const request: FillRequest = { ...target.fill, key, headers: forwarded, anyStatus: true, ...(validators ? { validators } : {}) };
-    const { fill, coalesced } = filler.fill(request);
-    let head: FillHead;
-    try {
-      head = await fill.ready;
-    } catch (err) {
-      const e = err as OriginError;
-      // A disconnected cache may serve stale unless the origin forbade it (RFC 9111 §4.2.4), within stale-if-error.
-      const failure = e.outcome === 'origin-error' ? 'unreachable' : 'error-status';
-      if (stored && staleOnError(storedFreshness(stored), h, now(), failure)) {
-        events.cacheLookup?.('stale');
-        if (await respondFromStored(req, res, target, mem, entry, started, pathHitFields(stored, { fwd: 'stale', detail: e.message }, 'STALE'))) return;
-      }
-      return writer.sendText(res, target.route, e.status ?? 502, e.message, started, ['cache-status', cacheStatus({ fwd, detail: e.message })]);
-    }
-    if (head.notModified) {
-      events.cacheLookup?.('revalidated');
-      if (await respondRenewed(req, res, target, key, mem, entry, started)) return;
-      // Evicted while the origin was asked: fetch it whole (the 304's fill has left the table, so this one is new).
-      const { validators: _, ...whole } = request;
-      return respondFromPathFill(req, res, target, filler.fill(whole).fill, started, { fwd: 'miss' });
-    }
-    if (stored && isStaleIfErrorStatus(head.status) && staleOnError(storedFreshness(stored), h, now(), 'error-status')) {
-      events.cacheLookup?.('stale');
-      const extra = pathHitFields(stored, { fwd: 'stale', fwdStatus: head.status, detail: `origin answered ${head.status}; stale-if-error` }, 'STALE');
-      if (await respondFromStored(req, res, target, mem, entry, started, extra)) return;
-    }
-    if (coalesced && !shareable(fill.request, head, forwarded)) {
-      // Not an answer this request may share (private, no-store, Authorization, another variant): its own request.
-      const { validators: _, ...own } = request;
-      events.cacheLookup?.('miss');
-      return respondFromPathFill(req, res, target, filler.fill({ ...own, key: `${key}\0own:${++ownFills}` }).fill, started, { fwd });
-    }
-    events.cacheLookup?.(coalesced ? 'coalesced' : 'miss');
-    await respondFromPathFill(req, res, target, fill, started, { fwd, collapsed: coalesced });
-  }
-
-  /** Requests that could not share a running fill get one of their own, under a key no one else asks for. */
-  let ownFills = 0;
-
-  /**
-   * Whether a request with the forwarded fields `mine` may be answered with what the origin said to the request
-   * that started the fill: only an answer a shared cache could have stored and then served to it (§3, §4.1).
-   */
-  function shareable(started: FillRequest, head: FillHead, mine: Record<string, string | string[]>): boolean {
-    const theirs = started.headers ?? {};
-    if (!storability({ method: 'GET', headers: theirs }, { status: head.status, headers: head.originHeaders }).store) return false;
-    const fields = varyFields(head.originHeaders);
-    return Array.isArray(fields) && variantSelector(fields, theirs) === variantSelector(fields, mine);
-  }
-
-  /** stale-while-revalidate: the origin is asked in the background; the fill renews or replaces the stored answer. */
-  function revalidateInBackground(target: Target, key: string, stored: EntryMeta, forwarded: Record<string, string | string[]>): void {
-    const validators = validatorsOf(stored);
-    filler.fill({ ...target.fill, key, headers: forwarded, anyStatus: true, ...(validators ? { validators } : {}) });
-  }
-
-  /**
-   * After a 304: serves the copy the revalidation renewed (memory tier, then disk tier), else the stale copy this
-   * request found, still good since the origin confirmed it. False when every copy is gone.
-   */
-  async function respondRenewed(
-    req: IncomingMessage,
-    res: ServerResponse,
-    target: Target,
-    key: string,
-    mem: MemoryObject | undefined,
-    entry: DiskEntry | undefined,
-    started: number,
-  ): Promise<boolean> {
-    const revalidated = (meta: EntryMeta): string[] => pathHitFields(meta, { fwd: 'stale', fwdStatus: 304, ttl: ttlOf(meta) }, 'REVALIDATED');
-    const inMemory = memory.get(key) ?? mem;
-    if (inMemory) {
-      respondFromMemory(req, res, target, inMemory, started, revalidated(inMemory.meta));
-      return true;
-    }
-    const onDisk = disk?.get(key);
-    if (onDisk && (await respondFromDisk(req, res, target, onDisk, started, revalidated(onDisk.meta)))) return true;
-    return entry !== undefined && entry !== onDisk && (await respondFromDisk(req, res, target, entry, started, revalidated(entry.meta)));
-  }
-
-  /** Answers with what the origin is sending: its status and end-to-end fields, whatever the status. */
-  async function respondFromPathFill(req: IncomingMessage, res: ServerResponse, target: Target, fill: Fill, started: number, facts: CacheStatusFacts): Promise<void> {
-    let head: FillHead;
-    try {
-      head = await fill.ready;
-    } catch (err) {
-      const e = err as OriginError;
-      writer.sendText(res, target.route, e.status ?? 502, e.message, started, ['cache-status', cacheStatus({ ...facts, detail: e.message })]);
-      return;
-    }
-    if (head.notModified) {
-      // Joined a revalidation without a copy of its own (it vanished): serve the renewed one if it is still there.
-      if (!(await respondRenewed(req, res, target, fill.key, undefined, undefined, started))) {
-        writer.sendText(res, target.route, 502, 'origin answered 304 Not Modified but the cached copy was evicted meanwhile; retry', started);
-      }
-      return;
-    }
-    const status = head.status;
-    const size = head.size;
-    const passed = endToEndResponseHeaders(head.originHeaders);
-    const entityHead: string[] = [];
-    for (let i = 0; i < passed.length; i += 2) if (passed[i] !== 'accept-ranges') entityHead.push(passed[i]!, passed[i + 1]!);
-    if (status === 200) entityHead.push('accept-ranges', 'bytes');
-    // An Age the origin (or a cache before it) sent goes on, corrected for the trip (§4.2.3); none of our own on a miss.
-    if (head.originHeaders.age !== undefined) {
-      const age = initialAge(head.originHeaders, head.requestTime, head.responseTime);
-      entityHead.push('age', ageHeaderValue(currentAge(age, head.responseTime, now())));
-    }
-    entityHead.push('cache-status', cacheStatus({ ...facts, fwdStatus: status, ...(head.stored ? { stored: true } : {}) }), 'x-edgeshard-cache', 'MISS');
-    const plan = planFromFill(req, res, target, status, size, { etag: head.originEtag ?? '', lastModified: head.originLastModified ?? '' }, entityHead, started);
-    if (!plan || sentHeadOnly(req, res, target, plan, started)) return;
-    res.writeHead(plan.status, plan.head);
-    const err = await writer.sendBody(res, target.route, started, plan.status, readFill(fill, plan.start, plan.end, size === undefined));
-    if (err) log.debug({ key: target.key, err: err.message }, 'aborted response');
-  }
-
-  /**
-   * --forward-unsafe: streams an unsafe request (POST, PUT, DELETE, PATCH, ...) to the origin with its body (up to
-   * --max-request-body) and its answer back; a non-error answer invalidates what it may have changed (§4.4).
-   */
-  async function forwardUnsafe(req: IncomingMessage, res: ServerResponse, target: CacheTarget, started: number): Promise<void> {
-    const limit = config.maxRequestBodyBytes;
-    const declared = req.headers['content-length'];
-    const tooLarge = `request body larger than --max-request-body (${limit} bytes)`;
-    if (declared !== undefined && Number(declared) > limit) return writer.sendText(res, target.route, 413, tooLarge, started, ['connection', 'close']);
-    const url = new URL(target.fill.url);
-    let bodyTooLarge = false;
-    async function* limited(): AsyncGenerator<Buffer> {
-      let seen = 0;
-      for await (const chunk of req as AsyncIterable<Buffer>) {
-        seen += chunk.length;
-        if (seen > limit) {
-          bodyTooLarge = true;
-          throw new Error(tooLarge);
-        }
-        yield chunk;
-      }
-    }
-    const hasBody = declared !== undefined ? Number(declared) > 0 : req.headers['transfer-encoding'] !== undefined;
-    let response: Dispatcher.ResponseData;
-    try {
-      response = await dispatcher.request({
-        origin: url.origin,
-        path: url.pathname + url.search,
-        method: req.method as Dispatcher.HttpMethod,
-        headers: forwardedRequestHeaders(req.headers, true),
-        ...(hasBody ? { body: Readable.from(limited()) } : {}),
-      });
-    } catch (err) {
-      if (bodyTooLarge) return writer.sendText(res, target.route, 413, tooLarge, started, ['connection', 'close']);
-      const e = err as Error & { code?: string };
-      const timeout = e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_CONNECT_TIMEOUT';
-      const text = `origin ${timeout ? 'timed out' : 'unreachable'}: ${e.code ?? e.message}`;
-      return writer.sendText(res, target.route, timeout ? 504 : 502, text, started, ['cache-status', cacheStatus({ fwd: 'method', detail: text })]);
-    }
-    const targets = invalidationTargets(url.href, response.statusCode, response.headers, originBase);
-    for (const path of targets) await invalidate(`path:${path}`);
-    res.writeHead(response.statusCode, [...endToEndResponseHeaders(response.headers), 'cache-status', cacheStatus({ fwd: 'method', fwdStatus: response.statusCode })]);
-    if (await writer.sendBody(res, target.route, started, response.statusCode, response.body as AsyncIterable<Buffer>)) response.body.destroy();
-  }
-
-  /** Drops every stored answer for a path: the object and all its variants, in both tiers. */
-  async function invalidate(primary: string): Promise<void> {
-    const doomed = (key: string): boolean => key === primary || key.startsWith(`${primary}\0`);
-    for (const key of [...memory.keys()]) if (doomed(key)) memory.delete(key);
-    for (const key of [...(disk?.keys() ?? [])]) if (doomed(key)) await disk!.delete(key);
-    variants.forget(primary);
-  }
+  const pathCache = new PathCache({
+    memory,
+    disk,
+    variants,
+    filler,
+    dispatcher,
+    originBase,
+    maxRequestBodyBytes: config.maxRequestBodyBytes,
+    events,
+    log,
+    now,
+    storedFreshness,
+    freshUntil,
+    writer,
+    responders: { fromMemory: respondFromMemory, fromDisk: respondFromDisk, planFromFill, sentHeadOnly },
+  });
 
   // ---- routing ---------------------------------------------------------------------------------------
 
@@ -1052,7 +813,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     if (unsafe) {
       // Hash-addressed shards are immutable: nothing to write, and nothing to invalidate.
       if (target.immutable) return writer.sendText(res, target.route, 405, 'a hash-addressed shard is immutable: only GET and HEAD', started, ['allow', 'GET, HEAD']);
-      return forwardUnsafe(req, res, target, started);
+      return pathCache.forwardUnsafe(req, res, target, started);
     }
     return serveCached(req, res, target, started);
   }
