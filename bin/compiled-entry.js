@@ -59,7 +59,9 @@ export async function compiledEntry(entry, root = REPO) {
   if (cached) return { url: cached };
   const built = spawnSync(process.execPath, [SELF, entry, root], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   if (built.status !== 0) {
-    const why = (built.stderr || built.error?.message || `exit status ${built.status}`).trim().split('\n').slice(-3).join(' ');
+    // The first lines: the builder prints the build's message alone (file, line, what is wrong); a crash's own message
+    // also comes before its stack.
+    const why = (built.stderr || built.error?.message || `exit status ${built.status}`).trim().split('\n').slice(0, 5).join(' ');
     return { reason: `could not compile ${entry} into ${cacheOf(root)}: ${why}` };
   }
   const url = await currentBuild(root, entry);
@@ -172,5 +174,11 @@ if (process.argv[1] === SELF) {
     console.error('usage: node bin/compiled-entry.js ENTRY.ts [ROOT]');
     process.exit(2);
   }
-  await build(root, entry);
+  try {
+    await build(root, entry);
+  } catch (err) {
+    // The reason compiledEntry() reports: esbuild's message names the file, line and error; its stack says nothing.
+    console.error(err instanceof Error ? err.message : String(err));
+    process.exit(1);
+  }
 }

@@ -104,7 +104,7 @@ describe('compiled entry cache', () => {
 
       // A path would be resolved against the bundle's folder, not the source's.
       await writeFile(join(dir, 'relative.ts'), "export const dep: string = import.meta.resolve('./dep.ts');\n");
-      expect(await compiledEntry('relative.ts', dir)).toMatchObject({ reason: expect.stringContaining('could not compile relative.ts') });
+      expect(await compiledEntry('relative.ts', dir)).toMatchObject({ reason: expect.stringMatching(/could not compile relative\.ts.*relative\.ts: uses import\.meta beyond/) });
     } finally {
       await cleanup();
     }
@@ -115,7 +115,7 @@ describe('compiled entry cache', () => {
     try {
       await writeFile(join(dir, 'main.ts'), 'export const broken: number = ;\n');
       const result = await compiledEntry('main.ts', dir);
-      expect(result).toMatchObject({ reason: expect.stringContaining('could not compile main.ts') });
+      expect(result).toMatchObject({ reason: expect.stringMatching(/could not compile main\.ts.*main\.ts:1:30: ERROR: Unexpected ";"/) });
     } finally {
       await cleanup();
     }
