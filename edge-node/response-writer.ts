@@ -122,8 +122,10 @@ export class ResponseWriter {
     }
   }
 
-  /** Writes a body through the upload cap with backpressure. Rejects if the client goes away. */
-  /** `written`: called with the write of the last slice (writes complete in order, so the whole buffer is sent). */
+  /**
+   * Writes a body through the upload cap with backpressure. Rejects if the client goes away. `written`: called with
+   * the write of the last slice (writes complete in order, so the whole buffer is sent).
+   */
   private async writeLimited(res: ServerResponse, buf: Buffer, signal: AbortSignal, meter: BodyMeter, written?: (err?: Error | null) => void): Promise<void> {
     for (let off = 0; off < buf.length; off += LIMITED_SLICE) {
       const slice = buf.subarray(off, Math.min(buf.length, off + LIMITED_SLICE));
