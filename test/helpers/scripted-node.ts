@@ -69,6 +69,10 @@ export interface ScriptedNodeOptions {
   /** The cache summary each heartbeat sends (default: an empty filter). */
   summary?: () => BloomSummary;
   load?: () => Load;
+  /** Heartbeat only when the test calls beat() (the one at welcome is still sent): the test decides how many, and when. */
+  manualBeats?: boolean;
+  /** Answers the gateway's prefetch and purge commands with this ack (none when not given). */
+  ack?: (command: { type: string; id: string; shards: string[] }) => { ok: boolean; detail?: string };
   serve?: (sha: string, req: IncomingMessage, res: ServerResponse) => void;
 }
 
@@ -78,6 +82,10 @@ export interface ScriptedNode {
   /** The node's own HTTP server. */
   http: IdentityServer;
   inbox: { type: string; [k: string]: unknown }[];
+  /** Sends a heartbeat now, with `summary` instead of the usual one when given. */
+  beat(summary?: BloomSummary): void;
+  /** Sends anything, as is (an object is sent as JSON). */
+  send(msg: unknown): void;
   /** Resolves with the first message of `type` (waits up to 10 s). */
   next(type: string): Promise<{ type: string; [k: string]: unknown }>;
   closed: Promise<{ code: number; reason: string }>;
@@ -90,7 +98,17 @@ export async function startScriptedNode(opts: ScriptedNodeOptions): Promise<Scri
   const announced = opts.url ?? http.url;
   const ws = new WebSocket(registryWsUrl(opts.gatewayUrl));
   const inbox: { type: string; [k: string]: unknown }[] = [];
-  let beat: NodeJS.Timeout | undefined;
+  let beatTimer: NodeJS.Timeout | undefined;
+  const send = (m: unknown): void => {
+    if (ws.readyState === ws.OPEN) ws.send(typeof m === 'string' ? m : JSON.stringify(m));
+  };
+  const beat = (summary?: BloomSummary): void =>
+    send({
+      type: 'heartbeat',
+      load: opts.load?.() ?? { activeConnections: 0, bytesPerSecond: 0, freeBytesPerSecond: 0 },
+      cache: summary ?? opts.summary?.() ?? new BloomFilter(1024, 4).summary(),
+      manifests: [],
+    });
   ws.on('message', (d: Buffer) => {
     const msg = JSON.parse(d.toString()) as { type: string; [k: string]: unknown };
     inbox.push(msg);
@@ -109,25 +127,16 @@ export async function startScriptedNode(opts: ScriptedNodeOptions): Promise<Scri
         ),
       );
     } else if (msg.type === 'welcome') {
-      const send = (): void => {
-        if (ws.readyState !== ws.OPEN) return;
-        ws.send(
-          JSON.stringify({
-            type: 'heartbeat',
-            load: opts.load?.() ?? { activeConnections: 0, bytesPerSecond: 0, freeBytesPerSecond: 0 },
-            cache: opts.summary?.() ?? new BloomFilter(1024, 4).summary(),
-            manifests: [],
-          }),
-        );
-      };
-      send();
-      beat = setInterval(send, msg.heartbeatMs as number);
+      beat();
+      if (!opts.manualBeats) beatTimer = setInterval(beat, msg.heartbeatMs as number);
+    } else if ((msg.type === 'prefetch' || msg.type === 'purge') && opts.ack) {
+      send({ type: 'ack', id: msg.id, ...opts.ack(msg as { type: string; id: string; shards: string[] }) });
     }
   });
   ws.on('error', () => {});
   const closed = new Promise<{ code: number; reason: string }>((resolve) =>
     ws.on('close', (code, reason) => {
-      clearInterval(beat);
+      clearInterval(beatTimer);
       resolve({ code, reason: reason.toString() });
     }),
   );
@@ -136,13 +145,15 @@ export async function startScriptedNode(opts: ScriptedNodeOptions): Promise<Scri
     address: wallet.address.toLowerCase(),
     http,
     inbox,
+    beat,
+    send,
     async next(type) {
       await until(`a ${type} message`, () => inbox.some((m) => m.type === type));
       return inbox.find((m) => m.type === type)!;
     },
     closed,
     async close() {
-      clearInterval(beat);
+      clearInterval(beatTimer);
       ws.terminate();
       await http.close();
     },
