@@ -29,8 +29,13 @@ export interface GatewayMetrics {
   setRecordBacklog(source: () => number): void;
   /** A registration refused before welcome (bad URL or address, failed URL proof, …). */
   registrationRefused(): void;
-  /** A registered node taken out of the registry by the gateway (reason: stake, when --rpc finds it no longer staked). */
-  nodeExpelled(reason: 'stake'): void;
+  /**
+   * A registered node disconnected by the gateway: stake (--rpc finds it no longer staked) or message-budget (it went on
+   * sending past its message budget, gateway/message-budget.ts).
+   */
+  nodeExpelled(reason: 'stake' | 'message-budget'): void;
+  /** A registered node's message dropped unread: over its message budget. */
+  nodeMessageDropped(): void;
   setNodeCounts(source: () => { up: number; down: number }): void;
   /** A manifest read from the origin: `ok` or failed. */
   manifestLoad(ok: boolean): void;
@@ -85,8 +90,9 @@ export function createGatewayMetrics(opts: { defaultMetrics?: boolean } = {}): G
   const quarantines = new Counter({ name: 'edgeshard_gateway_quarantines_total', help: 'nodes taken out of rotation for wrong bytes, by what found them (probe, reports)', labelNames: ['by'], registers: [registry] });
   const reports = new Counter({ name: 'edgeshard_gateway_reports_total', help: 'client bad-bytes reports by outcome (accepted, refused, limited)', labelNames: ['outcome'], registers: [registry] });
   const refusals = new Counter({ name: 'edgeshard_gateway_registrations_refused_total', help: 'node registrations refused before welcome', registers: [registry] });
-  const expelled = new Counter({ name: 'edgeshard_gateway_nodes_expelled_total', help: 'registered nodes disconnected by the gateway, by reason (stake: no longer staked on chain, with --rpc)', labelNames: ['reason'], registers: [registry] });
-  expelled.labels('stake').inc(0);
+  const expelled = new Counter({ name: 'edgeshard_gateway_nodes_expelled_total', help: 'registered nodes disconnected by the gateway, by reason (stake: no longer staked on chain, with --rpc; message-budget: went on sending past its message budget)', labelNames: ['reason'], registers: [registry] });
+  for (const r of ['stake', 'message-budget']) expelled.labels(r).inc(0);
+  const dropped = new Counter({ name: 'edgeshard_gateway_node_messages_dropped_total', help: 'messages from registered nodes dropped unread: over the per-node message budget (a few per heartbeat interval)', registers: [registry] });
   // Start at 0 the label values a dashboard asks about, so a panel shows 0 rather than "No data" before the first
   // event of its kind.
   for (const o of ['node', 'origin-fallback', 'no-node', 'startup-grace']) decisions.labels(o).inc(0);
@@ -161,6 +167,7 @@ export function createGatewayMetrics(opts: { defaultMetrics?: boolean } = {}): G
     setRecordBacklog: (s) => (backlog = s),
     registrationRefused: () => refusals.inc(),
     nodeExpelled: (reason) => expelled.labels(reason).inc(),
+    nodeMessageDropped: () => dropped.inc(),
     setNodeCounts: (s) => (counts = s),
     manifestLoad: (ok) => manifestLoads.labels(ok ? 'ok' : 'failed').inc(),
     setDatasetsWaiting: (s) => (waiting = s),

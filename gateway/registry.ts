@@ -3,8 +3,10 @@
 // cache. Nothing a node says about itself is taken on its word: before welcome, the gateway checks that the same key
 // answers at the announced URL (node-verifier.ts); its location, cache summary and capacity are believed only as
 // far as the gateway's measurements allow (node-claims.ts); a node caught serving wrong bytes is quarantined
-// (quarantine.ts). A node that misses heartbeats is marked down and routed around. Each gateway replica keeps its own
-// registry from the connections it holds (nodes connect to every replica); nothing is shared between replicas.
+// (quarantine.ts). What it may send is bounded too: past a budget per node id (message-budget.ts) messages are
+// dropped unread, and a connection that keeps on is closed. A node that misses heartbeats is marked down and routed
+// around. Each gateway replica keeps its own registry from the connections it holds (nodes connect to every
+// replica); nothing is shared between replicas.
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -21,9 +23,11 @@ import {
   type TicketKeyAnnouncement,
 } from '../protocol/registry-messages.ts';
 import { parseNodeUrl } from '../protocol/node-url.ts';
+import { ClientRateLimiter } from '../protocol/rate-limit.ts';
 import type { Logger } from '../protocol/log.ts';
 import type { NoticeKind } from '../protocol/registry-messages.ts';
 import type { Admission } from './node-verifier.ts';
+import { WS_CLOSE_OVER_BUDGET, messageBudget, overBudgetReason, type MessageBudget } from './message-budget.ts';
 import { QuarantineBook, type QuarantineEntry, type QuarantinePolicy } from './quarantine.ts';
 import { UNKNOWN_CAPACITY, effectiveCapacity, implausibleLocation, implausibleSummary, spareCapacity } from './node-claims.ts';
 
@@ -98,14 +102,20 @@ export interface NodeChecks {
   measuredCapacity: boolean;
   /** Wrong bytes take a node out of rotation. */
   quarantine: boolean;
+  /** A registered node may send only so many messages (message-budget.ts). */
+  messageBudget: boolean;
 }
 
-export const ALL_NODE_CHECKS: Readonly<NodeChecks> = Object.freeze({ urlProof: true, location: true, cacheSummary: true, measuredCapacity: true, quarantine: true });
+export const ALL_NODE_CHECKS: Readonly<NodeChecks> = Object.freeze({ urlProof: true, location: true, cacheSummary: true, measuredCapacity: true, quarantine: true, messageBudget: true });
 
 export interface RegistryEvents {
   nodeUp?(node: NodeRecord): void;
   nodeDown?(node: NodeRecord, reason: string): void;
   rejected?(reason: string, remote: string): void;
+  /** A registered node's message dropped unread: over its message budget (message-budget.ts). */
+  messageDropped?(node: NodeRecord): void;
+  /** A connection closed for going on past its message budget. */
+  overBudget?(node: NodeRecord): void;
 }
 
 export interface RegistryOptions {
@@ -147,6 +157,11 @@ export interface RegistryOptions {
    * sweep() (tests with an injected clock, so a busy machine cannot expire a node the test did not mean to).
    */
   sweepEveryMs?: number;
+  /**
+   * Monotonic clock for the nodes' message budgets, ms (default performance.now). Apart from `now`: tests freeze that
+   * one while nodes go on beating, and a wall clock that steps must not refill or drain a budget.
+   */
+  messageClock?: () => number;
 }
 
 const HELLO_TIMEOUT_MS = 10_000;
@@ -156,6 +171,10 @@ export class NodeRegistry {
   private readonly sockets = new Map<string, WebSocket>();
   private readonly wss: WebSocketServer;
   private readonly sweeper: NodeJS.Timeout | null;
+  /** Messages each node (by id) may send after welcome: message-budget.ts. */
+  private readonly budget: MessageBudget;
+  private readonly budgets: ClientRateLimiter;
+  private readonly messageClock: () => number;
   private readonly pendingAcks = new Map<string, (ack: { ok: boolean; detail?: string }) => void>();
   private readonly listeners = new Set<(node: NodeRecord, change: 'up' | 'down' | 'update') => void>();
   /** URLs held by connected nodes or by registrations being checked: two keys cannot share one. */
@@ -168,6 +187,9 @@ export class NodeRegistry {
     this.checks = opts.checks ?? ALL_NODE_CHECKS;
     this.quarantines = new QuarantineBook(opts.quarantinePolicy);
     this.now = opts.now ?? Date.now;
+    this.budget = messageBudget(opts.heartbeatMs);
+    this.budgets = new ClientRateLimiter({ ratePerSecond: this.budget.ratePerSecond, burst: this.budget.burst });
+    this.messageClock = opts.messageClock ?? (() => performance.now());
     this.wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES });
     this.wss.on('connection', (ws, req) => this.onConnection(ws, req));
     const sweepEvery = opts.sweepEveryMs ?? Math.max(100, Math.floor(opts.heartbeatMs / 2));
@@ -244,7 +266,20 @@ export class NodeRegistry {
 
     this.send(ws, { type: 'challenge', nonce, gatewayId: this.opts.gatewayId, ticketKeys: this.opts.ticketKeys });
 
+    // Dropped messages on this connection; at closeAfterDrops it is closed.
+    let dropped = 0;
+    const withinBudget = (n: NodeRecord): boolean => {
+      if (!this.checks.messageBudget || this.budgets.check(n.id, this.messageClock()).ok) return true;
+      this.opts.events?.messageDropped?.(n);
+      if (++dropped >= this.budget.closeAfterDrops) this.closeOverBudget(ws, n, dropped);
+      return false;
+    };
+
     ws.on('message', (data: Buffer) => {
+      // Closing (refused, expelled, over budget, replaced): nothing it sends now counts, so none of it is parsed.
+      if (ws.readyState !== ws.OPEN) return;
+      // Charged before parsing: past the budget a message costs a token check, not a JSON parse of up to 1 MiB.
+      if (node && !withinBudget(node)) return;
       let msg;
       try {
         msg = parseNodeMessage(data);
@@ -285,6 +320,15 @@ export class NodeRegistry {
       }
     });
     ws.on('error', () => ws.terminate());
+  }
+
+  /** Ends a connection that keeps sending past its budget: told why, logged once, closed with WS_CLOSE_OVER_BUDGET. */
+  private closeOverBudget(ws: WebSocket, node: NodeRecord, dropped: number): void {
+    const reason = overBudgetReason(this.budget);
+    this.opts.events?.overBudget?.(node);
+    this.opts.logger.warn({ node: node.id, url: node.url, dropped, ratePerSecond: this.budget.ratePerSecond, burst: this.budget.burst }, 'node over its message budget; disconnected');
+    this.send(ws, { type: 'error', reason });
+    ws.close(WS_CLOSE_OVER_BUDGET, reason);
   }
 
   /**
@@ -633,6 +677,8 @@ export class NodeRegistry {
         clearTimeout(timer);
         resolve(ack);
       });
+      // Its ack is the gateway's own asking: it must not come out of the node's message budget.
+      this.budgets.grant(id, this.messageClock());
       this.send(ws, { type: msg.type, id: cmdId, shards: msg.shards });
     });
   }

@@ -96,6 +96,8 @@ export interface GatewayDeps {
   now?: () => number;
   /** The registry's sweep period, ms; 0: no timer, the test calls gateway.registry.sweep() (registry.ts). */
   sweepEveryMs?: number;
+  /** Monotonic clock for the nodes' message budgets (registry.ts; tests hold it still to count by messages alone). */
+  messageClock?: () => number;
   /** DNS for node hostnames (tests serve a name that resolves to a private address). */
   lookup?: ResolveOptions['lookup'];
   /** The round trip measured to a node at admission, ms (tests give one; default: TCP handshakes, node-verifier.ts). */
@@ -228,6 +230,8 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       nodeUp: () => metrics.nodeChange('up'),
       nodeDown: () => metrics.nodeChange('down'),
       rejected: () => metrics.registrationRefused(),
+      messageDropped: () => metrics.nodeMessageDropped(),
+      overBudget: () => metrics.nodeExpelled('message-budget'),
     },
     admit: (id, url) => verifier.admit(id, url),
     ...(stakeChain ? { stake: (id: string) => stakeChain.gate.admit(id) } : {}),
@@ -239,6 +243,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     checks: config.nodeChecks,
     now,
     ...(deps.sweepEveryMs !== undefined ? { sweepEveryMs: deps.sweepEveryMs } : {}),
+    ...(deps.messageClock ? { messageClock: deps.messageClock } : {}),
   });
   // Nodes slashed below the minimum, or unbonding, leave rotation at the next read of the stakes.
   const refreshStakes = async (): Promise<number> => {

@@ -6,6 +6,9 @@
 //     Dropping forgets a debt (that client starts again with a full burst), which errs towards letting traffic in;
 //     an attacker who can cycle maxClients addresses already has that many buckets' worth of rate anyway.
 //   - a bucket that has refilled to full holds no information (a fresh one is identical), so `sweep` drops those.
+//
+// Besides client addresses, the gateway keys one by node id: the messages a node may send over the registry WebSocket
+// (gateway/message-budget.ts).
 
 export interface RateLimitOptions {
   /** Sustained requests per second per client. */
@@ -58,6 +61,24 @@ export class ClientRateLimiter {
 
   /** Takes one token from `clientKey`'s bucket at time `nowMs`, or says how long until one is available. */
   check(clientKey: string, nowMs: number): RateLimitVerdict {
+    const b = this.bucket(clientKey, nowMs);
+    if (b.tokens >= 1) {
+      b.tokens -= 1;
+      return ALLOWED;
+    }
+    return { ok: false, retryAfterSeconds: Math.max(1, Math.ceil((1 - b.tokens) / this.rate)) };
+  }
+
+  /**
+   * Adds `tokens` to `clientKey`'s bucket, past the burst if need be: for requests the caller itself asked the client
+   * to make (a gateway's command, whose acknowledgement must not cost the node its own allowance).
+   */
+  grant(clientKey: string, nowMs: number, tokens = 1): void {
+    this.bucket(clientKey, nowMs).tokens += tokens;
+  }
+
+  /** `clientKey`'s bucket brought up to `nowMs` (a new full one if it had none), last in LRU order. */
+  private bucket(clientKey: string, nowMs: number): Bucket {
     if (++this.checksSinceSweep >= this.maxClients) this.sweep(nowMs);
     let b = clientKey === this.lastKey ? this.lastBucket : this.buckets.get(clientKey);
     if (b) {
@@ -66,9 +87,9 @@ export class ClientRateLimiter {
         this.buckets.delete(clientKey);
         this.buckets.set(clientKey, b);
       }
-      // A clock that steps back must not mint or destroy tokens.
+      // A clock that steps back must not mint or destroy tokens; refilling never takes away granted ones.
       const elapsed = nowMs > b.at ? nowMs - b.at : 0;
-      b.tokens = Math.min(this.burst, b.tokens + (elapsed / 1000) * this.rate);
+      if (b.tokens < this.burst) b.tokens = Math.min(this.burst, b.tokens + (elapsed / 1000) * this.rate);
       b.at = Math.max(b.at, nowMs);
     } else {
       if (this.buckets.size >= this.maxClients) {
@@ -80,11 +101,7 @@ export class ClientRateLimiter {
     }
     this.lastKey = clientKey;
     this.lastBucket = b;
-    if (b.tokens >= 1) {
-      b.tokens -= 1;
-      return ALLOWED;
-    }
-    return { ok: false, retryAfterSeconds: Math.max(1, Math.ceil((1 - b.tokens) / this.rate)) };
+    return b;
   }
 
   /** Drops buckets that have refilled to full by `nowMs` (they are indistinguishable from new ones). */
@@ -94,7 +111,8 @@ export class ClientRateLimiter {
     let dropped = 0;
     for (const [key, b] of this.buckets) {
       const elapsed = nowMs > b.at ? nowMs - b.at : 0;
-      if (b.tokens + (elapsed / 1000) * this.rate >= this.burst) {
+      // A bucket holding granted tokens past the burst is not like a fresh one: kept.
+      if (b.tokens <= this.burst && b.tokens + (elapsed / 1000) * this.rate >= this.burst) {
         this.buckets.delete(key);
         dropped++;
       }

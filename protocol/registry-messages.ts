@@ -1,5 +1,7 @@
 // The WebSocket protocol between edge nodes and gateways. JSON text frames, one message each, every one
-// validated on receipt: a peer that sends something malformed gets an error message and is disconnected.
+// validated on receipt: a peer that sends something malformed gets an error message and is disconnected. A
+// registered node may send a few messages per heartbeat interval (gateway/message-budget.ts); past that they are
+// dropped unread, and a node that keeps on is disconnected (close code 1008).
 //
 //   gateway → node   challenge   { nonce, gatewayId, ticketKeys }
 //   node → gateway   hello       { address, signature, url, location?, capacity, version }

@@ -87,6 +87,19 @@ describe('ClientRateLimiter', () => {
     expect(limiter.size).toBe(1);
   });
 
+  it('keeps granted tokens past the burst through refills and sweeps, until they are spent', () => {
+    const limiter = new ClientRateLimiter({ ratePerSecond: 1, burst: 2 });
+    limiter.grant('n', 0, 3); // a new bucket: the burst plus three
+    limiter.check('other', 0);
+    expect(limiter.sweep(60_000)).toBe(1); // 'other' refilled; 'n' holds more than a fresh bucket would
+    for (let i = 0; i < 5; i++) expect(limiter.check('n', 60_000).ok).toBe(true);
+    expect(limiter.check('n', 60_000).ok).toBe(false);
+    // Spent down, it refills to the burst and no further, as before.
+    expect(limiter.check('n', 70_000).ok).toBe(true);
+    expect(limiter.check('n', 70_000).ok).toBe(true);
+    expect(limiter.check('n', 70_000).ok).toBe(false);
+  });
+
   it('rejects invalid settings', () => {
     expect(() => new ClientRateLimiter({ ratePerSecond: 0, burst: 1 })).toThrow(RangeError);
     expect(() => new ClientRateLimiter({ ratePerSecond: 1, burst: 0 })).toThrow(RangeError);
