@@ -612,10 +612,7 @@ export class Filler {
     const copied = store !== null && storeKey !== null && (size === undefined || size <= store.maxBytes);
     const keepInMemory = size !== undefined && size <= this.opts.memoryMaxObjectBytes && (!copied || !admittedOnDiskHit(req, size));
     const maxLag = this.maxPendingDiskBytes;
-    const copy =
-      copied
-        ? new DiskCopy(fill, store, storeKey, keepInMemory, Math.min(DISK_BATCH_MIN_BYTES, Math.floor(maxLag / 2)), events)
-        : null;
+    const copy = copied ? new DiskCopy(fill, store, storeKey, keepInMemory, Math.min(DISK_BATCH_MIN_BYTES, Math.floor(maxLag / 2))) : null;
     if (!copy) fill._diskFailed();
     // Chunk hashes verify the body as it arrives; their list is asked for now, alongside the body.
     const verifier = req.chunks && size !== undefined ? new ChunkVerifier(size, req.chunks.chunkSize) : null;
@@ -766,7 +763,6 @@ class DiskCopy {
     private readonly key: string,
     private readonly keepInMemory: boolean,
     private readonly batchBytes: number,
-    private readonly events: EdgeEvents | undefined,
   ) {
     this.done = this.run();
   }
