@@ -7,7 +7,7 @@ import { acquireStateLock, type StateLockedError } from '../protocol/state-lock.
 import type { Socket } from 'node:net';
 import { Agent, type Dispatcher } from 'undici';
 import { isSha256Hex } from '../protocol/hash.ts';
-import { CHUNK_LIST_ROUTE, leafHash } from '../protocol/chunks.ts';
+import { CHUNK_LIST_ROUTE } from '../protocol/chunks.ts';
 import { parseManifest } from '../protocol/manifest.ts';
 import { readBoundedText } from '../protocol/bounded-body.ts';
 import { decodeRequestPath } from '../protocol/paths.ts';
@@ -36,6 +36,7 @@ import { flatToMap, reprDigest } from './cache-headers.ts';
 import { primaryKeyOf, VariantIndex } from './variants.ts';
 import { FastRoutes } from './fast-routes.ts';
 import { PathCache, pathHitFields, type SendPlan } from './path-cache.ts';
+import { firstBadChunk, negotiate, prepend } from './stored-responders.ts';
 import { ResponseWriter } from './response-writer.ts';
 import { CacheTarget, encodeOriginPath, type Route, type Target } from './target.ts';
 import { ChunkLists } from '../protocol/chunk-lists.ts';
@@ -44,7 +45,7 @@ import { ReadBufferPool } from './read-pool.ts';
 import { createEdgeMetrics, type EdgeMetrics } from './metrics.ts';
 import type { EdgeEvents } from './events.ts';
 import type { DiskEntry, EntryMeta } from './store-types.ts';
-import { parseRange, evaluateConditional, evaluateIfRange, contentRange, contentRangeUnsatisfied } from '../protocol/http-semantics.ts';
+import { parseRange, contentRangeUnsatisfied } from '../protocol/http-semantics.ts';
 import { BandwidthLimiter } from './bandwidth-limiter.ts';
 import { UploadRate } from './upload-rate.ts';
 import { TicketGate, ticketFromUrl } from './ticket-gate.ts';
@@ -95,13 +96,6 @@ export interface EdgeNode {
   fastRoutesRemembered(): number;
   /** Stops accepting, drains in-flight responses up to the grace period, closes the stores. */
   close(): Promise<void>;
-}
-
-/** `first` (already read from `rest`), then the rest. */
-async function* prepend(first: IteratorResult<Buffer>, rest: AsyncIterator<Buffer>): AsyncGenerator<Buffer> {
-  if (first.done) return;
-  yield first.value;
-  for (let r = await rest.next(); !r.done; r = await rest.next()) yield r.value;
 }
 
 /** A receipts POST: 64 receipts of 383 bytes a line fit; anything larger is not a client's batch. */
@@ -368,54 +362,30 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   // ---- responses -------------------------------------------------------------------------------------
 
   /** Common part of every cached response: conditionals and range; returns what to send, or null if answered. */
-  const negotiate = (
+  const negotiateOrAnswer = (
     req: IncomingMessage,
     res: ServerResponse,
     target: Target,
     meta: { etag: string; lastModified: string; size: number },
     started: number,
     entityHead: string[],
-  ): { status: 200 | 206; start: number; end: number; head: string[] } | null => {
-    const h = req.headers;
-    if (h['if-none-match'] !== undefined || h['if-modified-since'] !== undefined || h['if-match'] !== undefined || h['if-unmodified-since'] !== undefined) {
-      const verdict = evaluateConditional(
-        {
-          method: req.method ?? 'GET',
-          ...(h['if-none-match'] !== undefined ? { ifNoneMatch: h['if-none-match'] } : {}),
-          ...(h['if-modified-since'] !== undefined ? { ifModifiedSince: h['if-modified-since'] } : {}),
-          ...(h['if-match'] !== undefined ? { ifMatch: h['if-match'] } : {}),
-          ...(h['if-unmodified-since'] !== undefined ? { ifUnmodifiedSince: h['if-unmodified-since'] } : {}),
-        },
-        meta,
-      );
-      if (verdict === 'not-modified') {
-        res.writeHead(304, entityHead);
-        res.end();
-        writer.recordResponse(target.route, 304, started, 0);
-        return null;
-      }
-      if (verdict === 'precondition-failed') {
-        writer.sendText(res, target.route, 412, 'precondition failed', started);
-        return null;
-      }
+  ): SendPlan | null => {
+    const plan = negotiate(req.headers, req.method ?? 'GET', meta, entityHead);
+    if (plan === 'not-modified') {
+      res.writeHead(304, entityHead);
+      res.end();
+      writer.recordResponse(target.route, 304, started, 0);
+      return null;
     }
-    const rangeHeader = h.range;
-    if (rangeHeader !== undefined && (h['if-range'] === undefined || evaluateIfRange(h['if-range'], meta))) {
-      const range = parseRange(rangeHeader, meta.size);
-      if (range.kind === 'unsatisfiable') {
-        writer.sendText(res, target.route, 416, 'range not satisfiable', started, ['content-range', contentRangeUnsatisfied(meta.size)]);
-        return null;
-      }
-      if (range.kind === 'partial') {
-        return {
-          status: 206,
-          start: range.start,
-          end: range.end,
-          head: ['content-length', String(range.end - range.start + 1), 'content-range', contentRange(range.start, range.end, meta.size), ...entityHead],
-        };
-      }
+    if (plan === 'precondition-failed') {
+      writer.sendText(res, target.route, 412, 'precondition failed', started);
+      return null;
     }
-    return { status: 200, start: 0, end: meta.size - 1, head: ['content-length', String(meta.size), ...entityHead] };
+    if (plan === 'unsatisfiable') {
+      writer.sendText(res, target.route, 416, 'range not satisfiable', started, ['content-range', contentRangeUnsatisfied(meta.size)]);
+      return null;
+    }
+    return plan;
   };
 
   /**
@@ -460,7 +430,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       // unsatisfiable, malformed, several ranges: the general path below answers them.
     }
     const entityHead = extra === undefined ? hitHeadOf(obj, now()).slice(2) : [...obj.fullHead.slice(2), ...extra];
-    const plan = negotiate(req, res, target, obj.meta, started, entityHead);
+    const plan = negotiateOrAnswer(req, res, target, obj.meta, started, entityHead);
     if (!plan) return;
     res.writeHead(plan.status, plan.head);
     sendMemoryBody(req, res, target, plan.status === 200 ? rangeOf(obj, 0, obj.meta.size - 1) : rangeOf(obj, plan.start, plan.end), plan.status, started);
@@ -526,7 +496,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       const status = meta.status ?? 200;
       const plan =
         status === 200
-          ? negotiate(req, res, target, meta, started, [...entityHead, ...added])
+          ? negotiateOrAnswer(req, res, target, meta, started, [...entityHead, ...added])
           : { status, start: 0, end: meta.size - 1, head: ['content-length', String(meta.size), ...entityHead, ...added] };
       if (!plan) return true;
       // A disk hit says the object is hot: objects that fit go to the memory tier, read whole. Large objects wait on
@@ -610,17 +580,6 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     return { handle, size: meta.size, chunkSize: meta.chunkSize, leaves, checks, pool: readPool };
   }
 
-  /** The first chunk of a whole body read from disk that fails its hash (chunks already checked are skipped). */
-  function firstBadChunk(src: VerifiedReadSource, body: Buffer): ChunkIntegrityError | null {
-    for (let i = 0; i < src.leaves.length; i++) {
-      if (src.checks[i] === 1) continue;
-      const actual = leafHash(body.subarray(i * src.chunkSize, Math.min(body.length, (i + 1) * src.chunkSize)));
-      if (!actual.equals(src.leaves[i]!)) return new ChunkIntegrityError({ index: i, expected: src.leaves[i]!.toString('hex'), actual: actual.toString('hex') });
-      src.checks[i] = 1;
-    }
-    return null;
-  }
-
   /** A disk copy failed a chunk hash: counted, dropped, never served again. */
   async function rejectDiskCopy(entry: DiskEntry, err: ChunkIntegrityError): Promise<void> {
     const { index, expected, actual } = err.mismatch;
@@ -684,7 +643,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     started: number,
   ): SendPlan | null {
     if (size === undefined) return { status, start: 0, end: Number.MAX_SAFE_INTEGER, head: entityHead };
-    if (status === 200) return negotiate(req, res, target, { ...validators, size }, started, entityHead);
+    if (status === 200) return negotiateOrAnswer(req, res, target, { ...validators, size }, started, entityHead);
     const bodyless = status === 204 || status === 304;
     return { status, start: 0, end: size - 1, head: bodyless ? entityHead : ['content-length', String(size), ...entityHead] };
   }
