@@ -463,7 +463,7 @@ class FastConnection {
   private respond(head: RequestHead, hit: FastHit, started: number, alone: boolean): boolean {
     const obj = hit.obj;
     const size = obj.meta.size;
-    // The ordinary path's order (server.ts `negotiate`): preconditions, then If-Range, then Range.
+    // The ordinary path's order (stored-responders.ts `negotiate`): preconditions, then If-Range, then Range.
     let status: FastStatus = 200;
     let start = 0;
     let end = size - 1;

@@ -69,6 +69,11 @@ export function pathEntityHeaders(meta: EntryMeta): string[] {
   return h;
 }
 
+/** The fields every answer from a stored object carries: a shard's (shardEntityHeaders) or a path object's. */
+export function entityHeadersOf(meta: EntryMeta): string[] {
+  return isPathEntry(meta) ? pathEntityHeaders(meta) : shardEntityHeaders(meta);
+}
+
 /** Age and Cache-Status of a hit on a stored path object at second `second` (ms since the epoch / 1000). */
 function hitFields(obj: MemoryObject, second: number): string[] {
   const now = second * 1000;

@@ -1,7 +1,7 @@
 // Path mode: the edge node as a shared HTTP cache in front of the origin (RFC 9111; docs/http-caching.md). Lookup
 // (variant, memory, disk), reuse or revalidation, stale answers, coalesced fills and whom they may be shared with,
 // and --forward-unsafe with its invalidations. The decisions are cache-policy.ts's; answering from a stored copy or a
-// fill's head is the server's (StoredResponders), shared with shard mode.
+// fill's head is stored-responders.ts's (StoredResponders), shared with shard mode.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
@@ -38,7 +38,7 @@ export interface SendPlan {
   head: string[];
 }
 
-/** How the server answers from a stored copy or from a fill's head; shard mode answers through the same ones. */
+/** How a request is answered from a stored copy or from a fill's head (stored-responders.ts); shard mode answers through the same ones. */
 export interface StoredResponders {
   /** Answers from a memory-tier object; `extra`: fields saying how the answer came about (none: a plain hit). */
   fromMemory(req: IncomingMessage, res: ServerResponse, target: Target, obj: MemoryObject, started: number, extra?: string[]): void;

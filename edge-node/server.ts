@@ -1,5 +1,6 @@
-// The edge node's HTTP shell: routes a request to the memory tier, the disk tier or an origin fill, and applies
-// HTTP semantics (conditionals, ranges), the upload cap and the limits. Decisions live in the modules it calls.
+// The edge node's HTTP shell: routes a request to the memory tier, the disk tier or an origin fill, which
+// stored-responders.ts answers (conditionals, ranges; path mode through path-cache.ts), and applies tickets and the
+// limits. Decisions live in the modules it calls.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { mkdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
@@ -19,9 +20,9 @@ import { ClientRateLimiter } from '../protocol/rate-limit.ts';
 import { Saturation } from './saturation.ts';
 import type { EdgeNodeConfig } from './config.ts';
 import { CACHE_LOCK_FILE, DiskStore, type DiskStoreFs } from './disk-store.ts';
-import { MemoryStore, bodyOf, hitHeadOf, rangeOf, isPathEntry, pathEntityHeaders, rangeHeadOf, shardEntityHeaders, type MemoryObject } from './memory-store.ts';
+import { MemoryStore, entityHeadersOf, isPathEntry, type MemoryObject } from './memory-store.ts';
 import { ManifestIndex } from './manifest-index.ts';
-import { ChunkIntegrityError, Filler, OriginError, hasValidators, readFill, renewedMeta, type Fill, type FillHead, type FillRequest } from './fill.ts';
+import { Filler, hasValidators, renewedMeta, type FillHead, type FillRequest } from './fill.ts';
 import {
   DEFAULT_FRESHNESS,
   cacheControlOf,
@@ -32,20 +33,19 @@ import {
   varyFields,
   type StoredFreshness,
 } from './cache-policy.ts';
-import { flatToMap, reprDigest } from './cache-headers.ts';
+import { flatToMap } from './cache-headers.ts';
 import { primaryKeyOf, VariantIndex } from './variants.ts';
 import { FastRoutes } from './fast-routes.ts';
-import { PathCache, pathHitFields, type SendPlan } from './path-cache.ts';
-import { firstBadChunk, negotiate, prepend } from './stored-responders.ts';
+import { PathCache } from './path-cache.ts';
+import { StoredResponder } from './stored-responders.ts';
 import { ResponseWriter } from './response-writer.ts';
 import { CacheTarget, encodeOriginPath, type Route, type Target } from './target.ts';
 import { ChunkLists } from '../protocol/chunk-lists.ts';
-import { READ_SLICE_BYTES, readPlain, readVerified, readWhole, type VerifiedReadSource } from './verified-read.ts';
+import { READ_SLICE_BYTES } from './verified-read.ts';
 import { ReadBufferPool } from './read-pool.ts';
 import { createEdgeMetrics, type EdgeMetrics } from './metrics.ts';
 import type { EdgeEvents } from './events.ts';
-import type { DiskEntry, EntryMeta } from './store-types.ts';
-import { parseRange, contentRangeUnsatisfied } from '../protocol/http-semantics.ts';
+import type { EntryMeta } from './store-types.ts';
 import { BandwidthLimiter } from './bandwidth-limiter.ts';
 import { UploadRate } from './upload-rate.ts';
 import { TicketGate, ticketFromUrl } from './ticket-gate.ts';
@@ -249,7 +249,6 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
   const chunkLists = new ChunkLists({ dispatcher, originUrl: config.originUrl });
 
   const now = deps.now ?? Date.now;
-  const entityHeadFor = (meta: EntryMeta): string[] => (isPathEntry(meta) ? pathEntityHeaders(meta) : shardEntityHeaders(meta));
 
   const freshnessOptions = { ...DEFAULT_FRESHNESS, overrideSeconds: config.pathTtlSeconds };
   /** What RFC 9111 needs to know about a stored path object to decide whether it may answer a request. */
@@ -306,7 +305,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     now,
     storeKey: (req, head) => (req.anyStatus ? pathStoreKey(req, head) : req.key),
     onVerified(body, meta, stored) {
-      if (body && stored) memory.set(meta, body, entityHeadFor(meta), freshUntil(meta));
+      if (body && stored) memory.set(meta, body, entityHeadersOf(meta), freshUntil(meta));
       if (meta.key.endsWith('manifest.json') && body) learnManifest(Buffer.concat(body), meta.key.slice('path:'.length));
     },
     onNotModified(key, sent, head) {
@@ -316,7 +315,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
       const mem = memory.get(key);
       if (mem && hasValidators(mem.meta, sent)) {
         const meta = renewedMeta(mem.meta, head, renewedAt);
-        memory.set(meta, mem.parts ?? mem.body, entityHeadFor(meta), freshUntil(meta));
+        memory.set(meta, mem.parts ?? mem.body, entityHeadersOf(meta), freshUntil(meta));
       }
       const entry = disk?.get(key);
       if (!disk || !entry || !hasValidators(entry.meta, sent)) return;
@@ -359,303 +358,8 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     return new CacheTarget(route, `path:${originPath}`, false, originPath, originBase, undefined, chunkLists);
   };
 
-  // ---- responses -------------------------------------------------------------------------------------
-
-  /** Common part of every cached response: conditionals and range; returns what to send, or null if answered. */
-  const negotiateOrAnswer = (
-    req: IncomingMessage,
-    res: ServerResponse,
-    target: Target,
-    meta: { etag: string; lastModified: string; size: number },
-    started: number,
-    entityHead: string[],
-  ): SendPlan | null => {
-    const plan = negotiate(req.headers, req.method ?? 'GET', meta, entityHead);
-    if (plan === 'not-modified') {
-      res.writeHead(304, entityHead);
-      res.end();
-      writer.recordResponse(target.route, 304, started, 0);
-      return null;
-    }
-    if (plan === 'precondition-failed') {
-      writer.sendText(res, target.route, 412, 'precondition failed', started);
-      return null;
-    }
-    if (plan === 'unsatisfiable') {
-      writer.sendText(res, target.route, 416, 'range not satisfiable', started, ['content-range', contentRangeUnsatisfied(meta.size)]);
-      return null;
-    }
-    return plan;
-  };
-
-  /**
-   * Answers from a memory-tier object. `extra`: fields saying how the answer came about (x-edgeshard-cache, and for
-   * a path object Age and Cache-Status); none for a plain hit, whose head is prebuilt (hitHeadOf).
-   */
-  function respondFromMemory(req: IncomingMessage, res: ServerResponse, target: Target, obj: MemoryObject, started: number, extra?: string[]): void {
-    // req.headers is built lazily by Node on first access; read it once.
-    const h = req.headers;
-    const range = h.range;
-    const conditional = h['if-none-match'] !== undefined || h['if-modified-since'] !== undefined || h['if-match'] !== undefined || h['if-unmodified-since'] !== undefined;
-    const status = obj.meta.status ?? 200;
-    if (status !== 200) {
-      // A stored negative answer (404, 410, ...) is replayed as it is: preconditions and Range apply to 200s only.
-      res.writeHead(status, extra === undefined ? hitHeadOf(obj, now()) : [...obj.fullHead, ...extra]);
-      sendMemoryBody(req, res, target, bodyOf(obj), status, started);
-      return;
-    }
-    // Fast path: a plain GET of a whole object, the bulk of a data loader's traffic.
-    if (range === undefined && !conditional) {
-      res.writeHead(200, extra === undefined ? hitHeadOf(obj, now()) : [...obj.fullHead, ...extra]);
-      if (obj.parts && writer.direct(res) && req.method !== 'HEAD') {
-        // Still the fill's chunks: write them as they are, corked into one writev, with no copy.
-        res.cork();
-        for (const part of obj.parts) res.write(part);
-        res.end();
-        writer.recordResponse(target.route, 200, started, obj.meta.size);
-        return;
-      }
-      sendMemoryBody(req, res, target, bodyOf(obj), 200, started);
-      return;
-    }
-    // Fast path: one byte range, no preconditions (a data loader reading a slice of a shard). The 206 head of the
-    // last range served from this object is kept on it, so a repeated range costs no header formatting.
-    if (range !== undefined && !conditional && h['if-range'] === undefined && extra === undefined) {
-      const r = parseRange(range, obj.meta.size);
-      if (r.kind === 'partial') {
-        res.writeHead(206, rangeHeadOf(obj, r.start, r.end, now()));
-        sendMemoryBody(req, res, target, rangeOf(obj, r.start, r.end), 206, started);
-        return;
-      }
-      // unsatisfiable, malformed, several ranges: the general path below answers them.
-    }
-    const entityHead = extra === undefined ? hitHeadOf(obj, now()).slice(2) : [...obj.fullHead.slice(2), ...extra];
-    const plan = negotiateOrAnswer(req, res, target, obj.meta, started, entityHead);
-    if (!plan) return;
-    res.writeHead(plan.status, plan.head);
-    sendMemoryBody(req, res, target, plan.status === 200 ? rangeOf(obj, 0, obj.meta.size - 1) : rangeOf(obj, plan.start, plan.end), plan.status, started);
-  }
-
-  /**
-   * Sends a body held in memory after writeHead: one res.end (head and body leave in one writev; several pieces,
-   * views of the fill's chunks, corked into it) unless capped.
-   */
-  function sendMemoryBody(req: IncomingMessage, res: ServerResponse, target: Target, body: Buffer | Buffer[], status: number, started: number): void {
-    const pieces = Buffer.isBuffer(body) ? [body] : body;
-    if (req.method === 'HEAD') {
-      res.end();
-      writer.recordResponse(target.route, status, started, 0);
-    } else if (writer.direct(res)) {
-      let length = 0;
-      if (pieces.length === 1) {
-        length = pieces[0]!.length;
-        res.end(pieces[0]);
-      } else {
-        res.cork();
-        for (const p of pieces) {
-          length += p.length;
-          res.write(p);
-        }
-        res.end();
-      }
-      writer.recordResponse(target.route, status, started, length);
-    } else {
-      void writer.sendBody(res, target.route, started, status, pieces);
-    }
-  }
-
-  /** Keys whose disk copy a hit is reading whole into the memory tier right now. */
-  const promoting = new Set<string>();
-  /** Keys that had one range hit on disk (the next one promotes), oldest first; bounded. */
-  const rangeHitsOnDisk = new Set<string>();
-  const RANGE_HITS_REMEMBERED = 65_536;
-  /** Whether `key` had a range hit on disk before; remembers this one otherwise. */
-  const rangeHitBefore = (key: string): boolean => {
-    if (rangeHitsOnDisk.has(key)) return true;
-    if (rangeHitsOnDisk.size >= RANGE_HITS_REMEMBERED) rangeHitsOnDisk.delete(rangeHitsOnDisk.values().next().value!);
-    rangeHitsOnDisk.add(key);
-    return false;
-  };
-
-  /**
-   * Returns false when the file vanished (evicted between lookup and open), or when its first chunk failed its hash
-   * (the copy is dropped): the caller treats both as a miss. A later chunk that fails aborts the transfer.
-   * `extra` as for respondFromMemory; a plain hit on a path object gets its Age and Cache-Status here.
-   */
-  async function respondFromDisk(req: IncomingMessage, res: ServerResponse, target: Target, entry: DiskEntry, started: number, extra?: string[]): Promise<boolean> {
-    // Kept open between hits (disk-store.ts openData): an open and a close cost more than a range's read.
-    const lease = await disk!.openData(entry);
-    if (!lease) return false;
-    const { handle } = lease;
-    try {
-      const chunked = chunkSourceOf(entry, handle);
-      if (chunked === 'gone') return false;
-      const meta = entry.meta;
-      const entityHead = entityHeadFor(meta);
-      const added = extra ?? (isPathEntry(meta) ? pathHitFields(meta, { hit: true, ttl: (freshUntil(meta) - now()) / 1000 }, now()) : []);
-      const status = meta.status ?? 200;
-      const plan =
-        status === 200
-          ? negotiateOrAnswer(req, res, target, meta, started, [...entityHead, ...added])
-          : { status, start: 0, end: meta.size - 1, head: ['content-length', String(meta.size), ...entityHead, ...added] };
-      if (!plan) return true;
-      // A disk hit says the object is hot: objects that fit go to the memory tier, read whole. Large objects wait on
-      // disk for their first hit (fill.ts, admittedOnDiskHit), and ranges were all that some of them ever got (split
-      // fetches, samplers), so a range hit promotes too, from the object's second disk hit on: a one-pass random
-      // reader would otherwise read every object whole for one range of it. One read per object at a time:
-      // concurrent hits on it read only what they send (16 ranges of a 16 MiB object read 256 MiB otherwise).
-      if (
-        entry.meta.size <= memory.maxObjectBytes &&
-        status === 200 &&
-        req.method === 'GET' &&
-        !promoting.has(meta.key) &&
-        (plan.status === 200 || rangeHitBefore(meta.key))
-      ) {
-        rangeHitsOnDisk.delete(meta.key);
-        promoting.add(meta.key);
-        let whole: Buffer | null;
-        try {
-          // A file of the wrong length is not promoted: the streamed read below answers as it did before.
-          whole = await readWhole(handle, entry.meta.size);
-          // Checked and in the memory tier before anyone else may start the same read.
-          const bad = whole && chunked && firstBadChunk(chunked, whole);
-          if (bad) {
-            await rejectDiskCopy(entry, bad);
-            return false;
-          }
-          if (whole) memory.set(entry.meta, whole, entityHead, freshUntil(entry.meta));
-        } finally {
-          promoting.delete(meta.key);
-        }
-        if (whole) {
-          const body = plan.status === 200 ? whole : whole.subarray(plan.start, plan.end + 1);
-          res.writeHead(plan.status, plan.head);
-          if (writer.direct(res)) {
-            res.end(body);
-            writer.recordResponse(target.route, plan.status, started, body.length);
-          } else await writer.sendBody(res, target.route, started, plan.status, [body]);
-          return true;
-        }
-      }
-      if (req.method === 'HEAD') {
-        res.writeHead(plan.status, plan.head);
-        res.end();
-        writer.recordResponse(target.route, plan.status, started, 0);
-        return true;
-      }
-      let body: AsyncIterable<Buffer>;
-      if (chunked) {
-        // The first chunk is checked before the head goes out: a copy bad from the start is refetched, not aborted.
-        const reader = readVerified(chunked, plan.start, plan.end);
-        let first: IteratorResult<Buffer>;
-        try {
-          first = await reader.next();
-        } catch (err) {
-          if (!(err instanceof ChunkIntegrityError)) throw err;
-          await rejectDiskCopy(entry, err);
-          return false;
-        }
-        body = prepend(first, reader);
-      } else {
-        body = readPlain(handle, plan.start, plan.end, readPool);
-      }
-      res.writeHead(plan.status, plan.head);
-      const err = await writer.sendBody(res, target.route, started, plan.status, body);
-      if (err instanceof ChunkIntegrityError) await rejectDiskCopy(entry, err);
-      return true;
-    } finally {
-      lease.release();
-    }
-  }
-
-  /** How to verify a disk copy as it is read: per chunk (null: it has no chunk hashes), or 'gone' if evicted. */
-  function chunkSourceOf(entry: DiskEntry, handle: VerifiedReadSource['handle']): VerifiedReadSource | null | 'gone' {
-    const { meta } = entry;
-    if (meta.chunkSize === undefined || meta.chunkRoot === undefined || meta.chunkHashes === undefined) return null;
-    const checks = disk?.chunkChecks(meta.key);
-    if (!checks) return 'gone';
-    const hashes = meta.chunkHashes;
-    // Checked against the root when the metadata was loaded; decoded once per list and kept.
-    const leaves = chunkLists.remember(meta.size, { chunkSize: meta.chunkSize, chunkRoot: meta.chunkRoot }, () => Buffer.from(hashes, 'base64'));
-    return { handle, size: meta.size, chunkSize: meta.chunkSize, leaves, checks, pool: readPool };
-  }
-
-  /** A disk copy failed a chunk hash: counted, dropped, never served again. */
-  async function rejectDiskCopy(entry: DiskEntry, err: ChunkIntegrityError): Promise<void> {
-    const { index, expected, actual } = err.mismatch;
-    events.integrityFailure?.(entry.meta.key, expected, actual, index);
-    memory.delete(entry.meta.key);
-    await disk?.reject(entry.meta.key, `chunk ${index} on disk hashes to ${actual}, expected ${expected}`);
-  }
-
-  /** Answers a hash-addressed shard from its fill (path objects: respondFromPathFill). */
-  async function respondFromFill(req: IncomingMessage, res: ServerResponse, target: Target, fill: Fill, started: number): Promise<void> {
-    let head;
-    try {
-      head = await fill.ready;
-    } catch (err) {
-      const e = err as OriginError;
-      writer.sendText(res, target.route, e.status ?? 502, e.message, started);
-      return;
-    }
-    const size = head.size ?? target.fill.expectedSize;
-    const entityHead = [
-      'last-modified', head.lastModified,
-      'accept-ranges', 'bytes',
-      'content-type', head.contentType ?? 'application/octet-stream',
-      'cache-control', 'public, max-age=31536000, immutable',
-      'x-edgeshard-cache', 'MISS',
-      'etag', `"${target.fill.expectedSha256}"`,
-      'repr-digest', reprDigest(target.fill.expectedSha256!),
-    ];
-    const plan = planFromFill(req, res, target, 200, size, { etag: `"${target.fill.expectedSha256}"`, lastModified: head.lastModified }, entityHead, started);
-    if (!plan || sentHeadOnly(req, res, target, plan, started)) return;
-    // The head goes out with the first verified bytes: a fill that fails before any byte may be released (a bad
-    // first chunk, or a shard that waits for its whole hash) is a clean 502, not an aborted transfer.
-    const end = size === undefined ? Number.MAX_SAFE_INTEGER : plan.end;
-    const reader = readFill(fill, plan.start, end, size === undefined);
-    let first: IteratorResult<Buffer>;
-    try {
-      first = await reader.next();
-    } catch (err) {
-      const e = err as OriginError;
-      writer.sendText(res, target.route, e.status ?? 502, e.message, started);
-      return;
-    }
-    res.writeHead(plan.status, plan.head);
-    const err = await writer.sendBody(res, target.route, started, plan.status, prepend(first, reader));
-    if (err) log.debug({ key: target.key, err: err.message }, 'aborted response');
-  }
-
-  /**
-   * What part of a fill to send, with which status: the whole stream when the length is unknown (a chunked origin
-   * answer; Range may be ignored, RFC 9110 §14.2), the negotiated range of a 200, else the whole body with the
-   * origin's status. Null when negotiation has already answered (304, 412, 416).
-   */
-  function planFromFill(
-    req: IncomingMessage,
-    res: ServerResponse,
-    target: Target,
-    status: number,
-    size: number | undefined,
-    validators: { etag: string; lastModified: string },
-    entityHead: string[],
-    started: number,
-  ): SendPlan | null {
-    if (size === undefined) return { status, start: 0, end: Number.MAX_SAFE_INTEGER, head: entityHead };
-    if (status === 200) return negotiateOrAnswer(req, res, target, { ...validators, size }, started, entityHead);
-    const bodyless = status === 204 || status === 304;
-    return { status, start: 0, end: size - 1, head: bodyless ? entityHead : ['content-length', String(size), ...entityHead] };
-  }
-
-  /** A HEAD, or nothing to send: the head alone. True when it answered. */
-  function sentHeadOnly(req: IncomingMessage, res: ServerResponse, target: Target, plan: SendPlan, started: number): boolean {
-    if (req.method !== 'HEAD' && plan.end >= plan.start) return false;
-    res.writeHead(plan.status, plan.head);
-    res.end();
-    writer.recordResponse(target.route, plan.status, started, 0);
-    return true;
-  }
+  // ---- responses: from the memory tier, the disk tier or a fill (edge-node/stored-responders.ts) ----
+  const responder = new StoredResponder({ memory, disk, writer, events, log, now, freshUntil, chunkLists, readPool });
 
   // freshUntil is Infinity for shards, so only path-addressed objects read the clock.
   const isFreshHit = (mem: MemoryObject | undefined, at?: number): mem is MemoryObject => mem !== undefined && (mem.freshUntil === Infinity || (at ?? now()) < mem.freshUntil);
@@ -670,7 +374,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     const mem = memory.get(target.key);
     if (mem !== undefined) {
       events.cacheLookup?.('memory-hit');
-      respondFromMemory(req, res, target, mem, started);
+      responder.fromMemory(req, res, target, mem, started);
       return undefined;
     }
     return serveShardFromStores(req, res, target, started);
@@ -682,11 +386,11 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     if (entry && !disk!.isVerified(target.key) && !(await disk!.verify(target.key))) entry = undefined;
     if (entry) {
       events.cacheLookup?.('disk-hit');
-      if (await respondFromDisk(req, res, target, entry, started)) return;
+      if (await responder.fromDisk(req, res, target, entry, started)) return;
     }
     const { fill, coalesced } = filler.fill(target.fill);
     events.cacheLookup?.(coalesced ? 'coalesced' : 'miss');
-    await respondFromFill(req, res, target, fill, started);
+    await responder.fromShardFill(req, res, target, fill, started);
   }
 
   // ---- path mode: a shared HTTP cache in front of the origin (edge-node/path-cache.ts) ----
@@ -705,7 +409,7 @@ export async function startEdgeNode(config: EdgeNodeConfig, deps: EdgeNodeDeps =
     storedFreshness,
     freshUntil,
     writer,
-    responders: { fromMemory: respondFromMemory, fromDisk: respondFromDisk, planFromFill, sentHeadOnly },
+    responders: responder,
   });
 
   // ---- routing ---------------------------------------------------------------------------------------
