@@ -1,10 +1,10 @@
 // The pure parts of answering from a cached object (edge-node/stored-responders.ts): what preconditions and Range
-// make of an answer, and which chunk of a disk copy read whole fails its hash. The node's own answers (memory, disk,
+// make of an answer, what of a fill is sent when they do not apply, and which chunk of a disk copy read whole fails its hash. The node's own answers (memory, disk,
 // fills, promotion) are in test/edge-node.test.ts, test/edge-disk-reads.test.ts and test/edge-verified-ranges.test.ts.
 import { describe, expect, it } from 'vitest';
 import { leafHashesOf } from '../protocol/chunks.ts';
 import { ChunkIntegrityError } from '../edge-node/fill.ts';
-import { firstBadChunk, negotiate } from '../edge-node/stored-responders.ts';
+import { firstBadChunk, negotiate, wholeFillPlan } from '../edge-node/stored-responders.ts';
 import type { VerifiedReadSource } from '../edge-node/verified-read.ts';
 
 describe('negotiate', () => {
@@ -36,6 +36,19 @@ describe('negotiate', () => {
     expect(negotiate({ range: 'bytes=0-9', 'if-range': '"abc"' }, 'GET', entity, head)).toMatchObject({ status: 206, start: 0, end: 9 });
     expect(negotiate({ range: 'bytes=0-1,5-6' }, 'GET', entity, head)).toMatchObject({ status: 200 });
     expect(negotiate({ range: 'lines=0-1' }, 'GET', entity, head)).toMatchObject({ status: 200 });
+  });
+});
+
+describe('wholeFillPlan', () => {
+  const head = ['x-edgeshard-cache', 'MISS'];
+
+  it('streams a body of unknown length whole, without Content-Length', () => {
+    expect(wholeFillPlan(200, undefined, head)).toEqual({ status: 200, start: 0, end: Number.MAX_SAFE_INTEGER, head });
+  });
+
+  it("sends the origin's status with the whole body; a 204 or 304 has no Content-Length", () => {
+    expect(wholeFillPlan(404, 9, head)).toEqual({ status: 404, start: 0, end: 8, head: ['content-length', '9', ...head] });
+    expect(wholeFillPlan(204, 0, head)).toEqual({ status: 204, start: 0, end: -1, head });
   });
 });
 
