@@ -30,7 +30,6 @@ const SP = 0x20;
 const HTAB = 0x09;
 const COMMA = 0x2c;
 const DASH = 0x2d;
-const EQUALS = 0x3d;
 const DQUOTE = 0x22;
 const STAR = 0x2a;
 const SLASH = 0x2f;

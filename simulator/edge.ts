@@ -186,7 +186,7 @@ export class EdgeNetwork implements DataSource {
   constructor(
     private readonly engine: Engine,
     private readonly spec: ResolvedEdge,
-    private readonly job: ResolvedJob,
+    job: ResolvedJob,
     private readonly deliver: (worker: number, bytes: number) => void,
     placementRng: Rng,
     transferRng: Rng,

@@ -12,7 +12,7 @@ import { formatDuration, formatRate } from './format.ts';
 import { COMPARE_LIMITS, describeSettings, searchLoader, withSettings, type LoaderSearchResult } from './loader-search.ts';
 import { COMPUTE_PRESETS, JOB_PRESETS, presetScenario } from './presets.ts';
 import { simulate, type SimResult } from './simulate.ts';
-import { resolveScenario, withOverride } from './scenario.ts';
+import { withOverride } from './scenario.ts';
 
 export interface ReportOptions {
   models: string[];

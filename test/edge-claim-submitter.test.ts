@@ -12,7 +12,7 @@ import { decodeReceipt, signReceipt } from '../protocol/receipts.ts';
 import { DEFAULT_REWARD_PARAMS, GIB } from '../protocol/epoch.ts';
 import { ReceiptLog } from '../edge-node/receipt-log.ts';
 import { ClaimSubmitter, backoffMs, planClaimBatches } from '../edge-node/claim-submitter.ts';
-import { startSettler, type RunningSettler } from '../settler/server.ts';
+import { startSettler } from '../settler/server.ts';
 import { startEdgeNode } from '../edge-node/server.ts';
 import { defaultNodeConfig } from '../edge-node/config.ts';
 import { startScriptedOrigin, tempDir } from './helpers/net.ts';

@@ -4,7 +4,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http';
-import { startEdgeNode, type EdgeNode } from '../edge-node/server.ts';
+import { startEdgeNode } from '../edge-node/server.ts';
 import { defaultNodeConfig, type EdgeNodeConfig } from '../edge-node/config.ts';
 import { formatHttpDate } from '../protocol/http-semantics.ts';
 import { sha256Hex } from '../protocol/hash.ts';

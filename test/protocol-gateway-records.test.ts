@@ -8,7 +8,6 @@ import {
   figuresFromRecords,
   scoresFromRecords,
   signGatewayRecord,
-  type GatewayRecord,
   type UnsignedRecord,
 } from '../protocol/gateway-records.ts';
 import { DEFAULT_REWARD_PARAMS, jsonLines, stableJson } from '../protocol/epoch.ts';

@@ -16,7 +16,6 @@ import { mkdir, open, readdir, readFile, rm, stat, utimes } from 'node:fs/promis
 import { join } from 'node:path';
 import { startOrigin, type OriginServer } from '../../dataset/origin-server.ts';
 import { sha256Hex } from '../../protocol/hash.ts';
-import type { Manifest } from '../../protocol/manifest.ts';
 import { writeFastDataset } from '../helpers/fast-dataset.ts';
 import { Gate, startFaultyOrigin, type FaultyOrigin, type OriginFault } from '../helpers/faulty-origin.ts';
 import { freePort, sleep, tempDir } from '../helpers/net.ts';
