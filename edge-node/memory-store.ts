@@ -2,7 +2,7 @@
 // Each object carries its 200 response head prebuilt, because at tens of thousands of 4 KiB requests a
 // second, building header objects per request is a measurable share of the work.
 import { ByteLru } from '../protocol/lru.ts';
-import { contentRange } from '../protocol/http-semantics.ts';
+import { bodylessStatus, contentRange } from '../protocol/http-semantics.ts';
 import { ageHeaderValue, currentAge } from './cache-policy.ts';
 import { cacheStatus, reprDigest } from './cache-headers.ts';
 import type { EntryMeta } from './store-types.ts';
@@ -15,7 +15,10 @@ export interface MemoryObject {
   parts: Buffer[] | undefined;
   /** With `parts`: the offset just past each part, built on the first range (rangeOf). */
   partEnds?: number[];
-  /** Flat [name, value, name, value...] head for a full 200 response, as http.ServerResponse.writeHead takes it. */
+  /**
+   * Flat [name, value, name, value...] head for a whole answer, as http.ServerResponse.writeHead takes it:
+   * Content-Length first, except for a bodyless status (a stored 204), which has none.
+   */
   fullHead: string[];
   /**
    * ms since the epoch after which the object must be revalidated (Infinity for hash-addressed shards).
@@ -172,7 +175,9 @@ export class MemoryStore {
    */
   set(meta: EntryMeta, body: Buffer | Buffer[], entityHead: string[], freshUntil: number): boolean {
     if (meta.size > this.maxObjectBytes) return false;
-    const fullHead = ['content-length', String(meta.size), ...entityHead];
+    // A stored 204 has no Content-Length (RFC 9110 §8.6). Ranges and preconditions, which slice that first pair off,
+    // apply to 200s alone.
+    const fullHead = bodylessStatus(meta.status ?? 200) ? entityHead : ['content-length', String(meta.size), ...entityHead];
     const whole = Buffer.isBuffer(body) ? body : body.length === 1 ? body[0]! : undefined;
     const hit = isPathEntry(meta) ? { second: -1, head: fullHead } : undefined;
     const obj: MemoryObject = { meta, body: whole ?? EMPTY, parts: whole ? undefined : (body as Buffer[]), fullHead, freshUntil, lastRange: undefined, hit };

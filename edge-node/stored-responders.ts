@@ -5,7 +5,7 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { ChunkLists } from '../protocol/chunk-lists.ts';
 import { leafHash } from '../protocol/chunks.ts';
-import { contentRange, contentRangeUnsatisfied, evaluateConditional, evaluateIfRange, parseRange } from '../protocol/http-semantics.ts';
+import { bodylessStatus, contentRange, contentRangeUnsatisfied, evaluateConditional, evaluateIfRange, parseRange } from '../protocol/http-semantics.ts';
 import type { Logger } from '../protocol/log.ts';
 import { reprDigest } from './cache-headers.ts';
 import type { DiskStore } from './disk-store.ts';
@@ -63,8 +63,7 @@ export function negotiate(h: IncomingHttpHeaders, method: string, entity: { etag
  */
 export function wholeFillPlan(status: number, size: number | undefined, entityHead: string[]): SendPlan {
   if (size === undefined) return { status, start: 0, end: Number.MAX_SAFE_INTEGER, head: entityHead };
-  const bodyless = status === 204 || status === 304;
-  return { status, start: 0, end: size - 1, head: bodyless ? entityHead : ['content-length', String(size), ...entityHead] };
+  return { status, start: 0, end: size - 1, head: bodylessStatus(status) ? entityHead : ['content-length', String(size), ...entityHead] };
 }
 
 /** The fields of a hash-addressed shard's answer sent from its fill (its stored copy's are shardEntityHeaders). */
@@ -240,7 +239,7 @@ export class StoredResponder implements StoredResponders {
       const plan =
         status === 200
           ? this.negotiated(req, res, target, meta, started, [...entityHead, ...added])
-          : { status, start: 0, end: meta.size - 1, head: ['content-length', String(meta.size), ...entityHead, ...added] };
+          : wholeFillPlan(status, meta.size, [...entityHead, ...added]);
       if (!plan) return true;
       // A disk hit says the object is hot: objects that fit go to the memory tier, read whole. Large objects wait on
       // disk for their first hit (fill.ts, admittedOnDiskHit), and ranges were all that some of them ever got (split

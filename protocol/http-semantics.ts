@@ -197,6 +197,14 @@ export function contentRange(start: number, end: number, size: number): string {
   return `bytes ${start}-${end}/${size}`;
 }
 
+/**
+ * A status whose answer has no body and no Content-Length of its own: 1xx and 204 must not carry one (RFC 9110
+ * §8.6), and a 304's would describe the stored representation, which its fields already do.
+ */
+export function bodylessStatus(status: number): boolean {
+  return status < 200 || status === 204 || status === 304;
+}
+
 // The Content-Range value of a 416: `bytes */1234` (RFC 9110 §14.4). (A line comment: that value would end a block comment.)
 export function contentRangeUnsatisfied(size: number): string {
   return `bytes */${size}`;

@@ -426,6 +426,23 @@ describe('edge node as a shared HTTP cache (path mode)', () => {
     expect(count('/a')).toBe(2);
   });
 
+  it('answers a stored 204 without Content-Length or a body, from memory and from disk (RFC 9110 §8.6)', async () => {
+    const tmp = await tempDir();
+    closers.push(tmp.cleanup);
+    for (const over of [{}, { cacheDir: tmp.dir, memoryMaxObjectBytes: 0 }]) {
+      const { get, count, node } = await setup(() => ({ status: 204, headers: { 'cache-control': 'max-age=60', 'x-kind': 'empty' } }), over);
+      const miss = await get('/empty');
+      if (node.disk) await until('the 204 is on disk', () => [...node.disk!.keys()].includes('path:empty'));
+      const hit = await get('/empty');
+      expect(count('/empty')).toBe(1);
+      for (const r of [miss, hit]) {
+        expect([r.status, r.headers['x-kind'], r.body.length]).toEqual([204, 'empty', 0]);
+        expect(r.headers['content-length']).toBeUndefined();
+      }
+      await closers.pop()!();
+    }
+  });
+
   it('keeps the origin fields, the Age and the Vary variants of stored answers across a restart (disk tier)', async () => {
     const tmp = await tempDir();
     closers.push(tmp.cleanup);
