@@ -36,6 +36,11 @@ export interface GatewayMetrics {
   nodeExpelled(reason: 'stake' | 'message-budget'): void;
   /** A registered node's message dropped unread: over its message budget. */
   nodeMessageDropped(): void;
+  /**
+   * A registry connection refused at the upgrade (429), before any hello is read: its source address opened too many
+   * (rate) or has too many not yet welcomed (pending), gateway/hello-budget.ts.
+   */
+  nodeConnectionThrottled(reason: 'rate' | 'pending'): void;
   setNodeCounts(source: () => { up: number; down: number }): void;
   /** A manifest read from the origin: `ok` or failed. */
   manifestLoad(ok: boolean): void;
@@ -93,6 +98,8 @@ export function createGatewayMetrics(opts: { defaultMetrics?: boolean } = {}): G
   const expelled = new Counter({ name: 'edgeshard_gateway_nodes_expelled_total', help: 'registered nodes disconnected by the gateway, by reason (stake: no longer staked on chain, with --rpc; message-budget: went on sending past its message budget)', labelNames: ['reason'], registers: [registry] });
   for (const r of ['stake', 'message-budget']) expelled.labels(r).inc(0);
   const dropped = new Counter({ name: 'edgeshard_gateway_node_messages_dropped_total', help: 'messages from registered nodes dropped unread: over the per-node message budget (a few per heartbeat interval)', registers: [registry] });
+  const throttled = new Counter({ name: 'edgeshard_gateway_node_connections_throttled_total', help: 'registry connections refused with 429 before any hello was read, by reason (rate: their source address opened too many; pending: it has too many not yet welcomed)', labelNames: ['reason'], registers: [registry] });
+  for (const r of ['rate', 'pending']) throttled.labels(r).inc(0);
   // Start at 0 the label values a dashboard asks about, so a panel shows 0 rather than "No data" before the first
   // event of its kind.
   for (const o of ['node', 'origin-fallback', 'no-node', 'startup-grace']) decisions.labels(o).inc(0);
@@ -168,6 +175,7 @@ export function createGatewayMetrics(opts: { defaultMetrics?: boolean } = {}): G
     registrationRefused: () => refusals.inc(),
     nodeExpelled: (reason) => expelled.labels(reason).inc(),
     nodeMessageDropped: () => dropped.inc(),
+    nodeConnectionThrottled: (reason) => throttled.labels(reason).inc(),
     setNodeCounts: (s) => (counts = s),
     manifestLoad: (ok) => manifestLoads.labels(ok ? 'ok' : 'failed').inc(),
     setDatasetsWaiting: (s) => (waiting = s),

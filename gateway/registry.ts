@@ -4,9 +4,10 @@
 // answers at the announced URL (node-verifier.ts); its location, cache summary and capacity are believed only as
 // far as the gateway's measurements allow (node-claims.ts); a node caught serving wrong bytes is quarantined
 // (quarantine.ts). What it may send is bounded too: past a budget per node id (message-budget.ts) messages are
-// dropped unread, and a connection that keeps on is closed. A node that misses heartbeats is marked down and routed
-// around. Each gateway replica keeps its own registry from the connections it holds (nodes connect to every
-// replica); nothing is shared between replicas.
+// dropped unread, and a connection that keeps on is closed; before welcome, past a budget per source address
+// (hello-budget.ts) an upgrade is refused before any signature check or outbound request. A node that misses
+// heartbeats is marked down and routed around. Each gateway replica keeps its own registry from the connections it
+// holds (nodes connect to every replica); nothing is shared between replicas.
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -27,6 +28,8 @@ import { ClientRateLimiter } from '../protocol/rate-limit.ts';
 import type { Logger } from '../protocol/log.ts';
 import type { NoticeKind } from '../protocol/registry-messages.ts';
 import type { Admission } from './node-verifier.ts';
+import { clientKey } from '../protocol/connection-share.ts';
+import { HelloBudget } from './hello-budget.ts';
 import { WS_CLOSE_OVER_BUDGET, messageBudget, overBudgetReason, type MessageBudget } from './message-budget.ts';
 import { QuarantineBook, type QuarantineEntry, type QuarantinePolicy } from './quarantine.ts';
 import { UNKNOWN_CAPACITY, effectiveCapacity, implausibleLocation, implausibleSummary, spareCapacity } from './node-claims.ts';
@@ -104,9 +107,11 @@ export interface NodeChecks {
   quarantine: boolean;
   /** A registered node may send only so many messages (message-budget.ts). */
   messageBudget: boolean;
+  /** One source address may open only so many registry connections, and hold so many unwelcomed (hello-budget.ts). */
+  helloBudget: boolean;
 }
 
-export const ALL_NODE_CHECKS: Readonly<NodeChecks> = Object.freeze({ urlProof: true, location: true, cacheSummary: true, measuredCapacity: true, quarantine: true, messageBudget: true });
+export const ALL_NODE_CHECKS: Readonly<NodeChecks> = Object.freeze({ urlProof: true, location: true, cacheSummary: true, measuredCapacity: true, quarantine: true, messageBudget: true, helloBudget: true });
 
 export interface RegistryEvents {
   nodeUp?(node: NodeRecord): void;
@@ -116,6 +121,8 @@ export interface RegistryEvents {
   messageDropped?(node: NodeRecord): void;
   /** A connection closed for going on past its message budget. */
   overBudget?(node: NodeRecord): void;
+  /** A registry upgrade refused before the handshake: its source over its hello budget (hello-budget.ts). */
+  throttled?(reason: 'rate' | 'pending', source: string): void;
 }
 
 export interface RegistryOptions {
@@ -162,6 +169,13 @@ export interface RegistryOptions {
    * one while nodes go on beating, and a wall clock that steps must not refill or drain a budget.
    */
   messageClock?: () => number;
+  /** Monotonic clock for the sources' hello budgets, ms (default performance.now; tests hold it still). */
+  helloClock?: () => number;
+  /**
+   * The source an upgrade counts under for its hello budget. Default: the peer's address (an IPv6 one by its /64);
+   * the gateway passes one that believes X-Forwarded-For from its trusted proxies only.
+   */
+  sourceOf?(req: IncomingMessage): string;
 }
 
 const HELLO_TIMEOUT_MS = 10_000;
@@ -175,6 +189,9 @@ export class NodeRegistry {
   private readonly budget: MessageBudget;
   private readonly budgets: ClientRateLimiter;
   private readonly messageClock: () => number;
+  /** Registry connections each source may open, and hold before welcome: hello-budget.ts. */
+  private readonly hellos = new HelloBudget();
+  private readonly helloClock: () => number;
   private readonly pendingAcks = new Map<string, (ack: { ok: boolean; detail?: string }) => void>();
   private readonly listeners = new Set<(node: NodeRecord, change: 'up' | 'down' | 'update') => void>();
   /** URLs held by connected nodes or by registrations being checked: two keys cannot share one. */
@@ -190,8 +207,8 @@ export class NodeRegistry {
     this.budget = messageBudget(opts.heartbeatMs);
     this.budgets = new ClientRateLimiter({ ratePerSecond: this.budget.ratePerSecond, burst: this.budget.burst });
     this.messageClock = opts.messageClock ?? (() => performance.now());
+    this.helloClock = opts.helloClock ?? (() => performance.now());
     this.wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE_BYTES });
-    this.wss.on('connection', (ws, req) => this.onConnection(ws, req));
     const sweepEvery = opts.sweepEveryMs ?? Math.max(100, Math.floor(opts.heartbeatMs / 2));
     this.sweeper = sweepEvery > 0 ? setInterval(() => this.sweep(), sweepEvery) : null;
     this.sweeper?.unref();
@@ -203,9 +220,27 @@ export class NodeRegistry {
     return () => this.listeners.delete(listener);
   }
 
-  /** Hands an HTTP upgrade on the registry path to the WebSocket server. */
+  /**
+   * Hands an HTTP upgrade on the registry path to the WebSocket server, unless its source is over its hello budget:
+   * then 429 with Retry-After and the reason, before the handshake (no signature check, no outbound request).
+   */
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.wss.emit('connection', ws, req));
+    let leave = (): void => {};
+    if (this.checks.helloBudget) {
+      const source = this.opts.sourceOf ? this.opts.sourceOf(req) : clientKey(req.socket.remoteAddress ?? '');
+      const verdict = this.hellos.enter(source, this.helloClock());
+      if (!verdict.ok) {
+        this.opts.events?.throttled?.(verdict.reason, source);
+        const body = `${verdict.message}\n`;
+        socket.on('error', () => socket.destroy());
+        socket.end(`HTTP/1.1 429 Too Many Requests\r\nretry-after: ${verdict.retryAfterSeconds}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`, () => socket.destroy());
+        return;
+      }
+      leave = verdict.leave;
+      // Whatever ends the connection before welcome (a refusal, a failed handshake, the peer leaving) frees its slot.
+      socket.once('close', leave);
+    }
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, req, leave));
   }
 
   get healthyCount(): number {
@@ -229,6 +264,11 @@ export class NodeRegistry {
     ws.close(4000, reason.slice(0, 100));
   }
 
+  /** Registry connections from `source` (a hello budget's key) not welcomed yet: tests wait on it. */
+  pendingFrom(source: string): number {
+    return this.hellos.pendingFrom(source);
+  }
+
   /** Ids of the nodes connected now (welcomed, socket open); down nodes still in the table are not among them. */
   connectedIds(): string[] {
     return [...this.sockets.keys()];
@@ -247,7 +287,8 @@ export class NodeRegistry {
     return true;
   }
 
-  private onConnection(ws: WebSocket, req: IncomingMessage): void {
+  /** `welcomed` frees the connection's pending slot in its source's hello budget. */
+  private onConnection(ws: WebSocket, req: IncomingMessage, welcomed: () => void): void {
     const remote = req.socket.remoteAddress ?? '';
     const nonce = randomBytes(16).toString('hex');
     let node: NodeRecord | null = null;
@@ -297,6 +338,7 @@ export class NodeRegistry {
         void this.admit(ws, signer, msg, remote).then((n) => {
           admitting = false;
           node = n;
+          if (n) welcomed();
         });
         return;
       }

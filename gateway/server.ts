@@ -9,7 +9,7 @@ import { pipeline } from 'node:stream/promises';
 import { createLogger, type Logger } from '../protocol/log.ts';
 import { closeNow, listen, localUrl } from '../protocol/listen.ts';
 import { clientErrorResponse, headerTimeouts } from '../protocol/client-errors.ts';
-import { shareConnections } from '../protocol/connection-share.ts';
+import { clientKey, shareConnections } from '../protocol/connection-share.ts';
 import { generateTicketKey, ticketKeyFromPem, ticketKeyToPem, type TicketKey } from '../protocol/tickets.ts';
 import { REGISTRY_PATH } from '../protocol/registry-messages.ts';
 import { isSha256Hex } from '../protocol/hash.ts';
@@ -98,6 +98,8 @@ export interface GatewayDeps {
   sweepEveryMs?: number;
   /** Monotonic clock for the nodes' message budgets (registry.ts; tests hold it still to count by messages alone). */
   messageClock?: () => number;
+  /** Monotonic clock for the hello budgets of node sources (hello-budget.ts; tests hold it still to count by upgrades alone). */
+  helloClock?: () => number;
   /** DNS for node hostnames (tests serve a name that resolves to a private address). */
   lookup?: ResolveOptions['lookup'];
   /** The round trip measured to a node at admission, ms (tests give one; default: TCP handshakes, node-verifier.ts). */
@@ -232,7 +234,11 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
       rejected: () => metrics.registrationRefused(),
       messageDropped: () => metrics.nodeMessageDropped(),
       overBudget: () => metrics.nodeExpelled('message-budget'),
+      throttled: (reason) => metrics.nodeConnectionThrottled(reason),
     },
+    // A node behind a trusted proxy counts as the address the proxy forwards for, as clients do: else every node
+    // behind it would share one hello budget. X-Forwarded-For from anyone else is ignored.
+    sourceOf: (req) => clientKey(clientAddress({ remoteAddress: req.socket.remoteAddress ?? '', xForwardedFor: req.headers['x-forwarded-for'] }, trustedProxies)),
     admit: (id, url) => verifier.admit(id, url),
     ...(stakeChain ? { stake: (id: string) => stakeChain.gate.admit(id) } : {}),
     forgotten: (node) => {
@@ -244,6 +250,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     now,
     ...(deps.sweepEveryMs !== undefined ? { sweepEveryMs: deps.sweepEveryMs } : {}),
     ...(deps.messageClock ? { messageClock: deps.messageClock } : {}),
+    ...(deps.helloClock ? { helloClock: deps.helloClock } : {}),
   });
   // Nodes slashed below the minimum, or unbonding, leave rotation at the next read of the stakes.
   const refreshStakes = async (): Promise<number> => {
