@@ -33,6 +33,7 @@ import { HelloBudget } from './hello-budget.ts';
 import { WS_CLOSE_OVER_BUDGET, messageBudget, overBudgetReason, type MessageBudget } from './message-budget.ts';
 import { QuarantineBook, type QuarantineEntry, type QuarantinePolicy } from './quarantine.ts';
 import { UNKNOWN_CAPACITY, effectiveCapacity, implausibleLocation, implausibleSummary, spareCapacity } from './node-claims.ts';
+import { refuseUpgrade } from './upgrade-refusal.ts';
 
 export interface GeoPoint {
   lat: number;
@@ -231,9 +232,7 @@ export class NodeRegistry {
       const verdict = this.hellos.enter(source, this.helloClock());
       if (!verdict.ok) {
         this.opts.events?.throttled?.(verdict.reason, source);
-        const body = `${verdict.message}\n`;
-        socket.on('error', () => socket.destroy());
-        socket.end(`HTTP/1.1 429 Too Many Requests\r\nretry-after: ${verdict.retryAfterSeconds}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`, () => socket.destroy());
+        refuseUpgrade(socket, '429 Too Many Requests', `${verdict.message}\n`, [['retry-after', String(verdict.retryAfterSeconds)]]);
         return;
       }
       leave = verdict.leave;

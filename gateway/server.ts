@@ -55,6 +55,7 @@ import { checkedShardStream, declaredLengthProblem } from './origin-proxy.ts';
 import { originPartialProblem, originRangeHeader, planChunkRange, verifiedRangeStream } from './origin-range.ts';
 import { contentRange, contentRangeUnsatisfied, evaluateConditional, evaluateIfRange, parseRange } from '../protocol/http-semantics.ts';
 import { inStartupGrace, startupGraceMessage, STARTUP_GRACE_RETRY_AFTER_S, type StartupGrace } from './startup-grace.ts';
+import { refuseUpgrade } from './upgrade-refusal.ts';
 
 /** How far one client's signed report moves a node's score (a probe moves it 0.3): one report is weak evidence. */
 const REPORT_SCORE_WEIGHT = 0.1;
@@ -974,7 +975,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
   });
   server.on('upgrade', (req, socket, head) => {
     if (new URL(req.url ?? '/', 'http://gateway').pathname !== REGISTRY_PATH) {
-      socket.end('HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n');
+      refuseUpgrade(socket, '404 Not Found');
       return;
     }
     registry.handleUpgrade(req, socket, head);
