@@ -193,7 +193,8 @@ export class NodeRegistry {
   /** Registry connections each source may open, and hold before welcome: hello-budget.ts. */
   private readonly hellos = new HelloBudget();
   private readonly helloClock: () => number;
-  private readonly pendingAcks = new Map<string, (ack: { ok: boolean; detail?: string }) => void>();
+  /** Commands awaiting their ack, by command id: the node each was sent to, which alone may settle it. */
+  private readonly pendingAcks = new Map<string, { node: string; settle: (ack: { ok: boolean; detail?: string }) => void }>();
   private readonly listeners = new Set<(node: NodeRecord, change: 'up' | 'down' | 'update') => void>();
   /** URLs held by connected nodes or by registrations being checked: two keys cannot share one. */
   private readonly urlHolders = new Map<string, string>();
@@ -345,8 +346,12 @@ export class NodeRegistry {
         this.applyHeartbeat(node, msg.load, msg.cache, msg.manifests);
         if (msg.stats) node.stats = msg.stats;
       } else if (msg.type === 'ack') {
-        this.pendingAcks.get(msg.id)?.({ ok: msg.ok, ...(msg.detail ? { detail: msg.detail } : {}) });
-        this.pendingAcks.delete(msg.id);
+        // Only the node the command went to may answer it; another node's ack for its id is ignored.
+        const pending = this.pendingAcks.get(msg.id);
+        if (pending?.node === node.id) {
+          this.pendingAcks.delete(msg.id);
+          pending.settle({ ok: msg.ok, ...(msg.detail ? { detail: msg.detail } : {}) });
+        }
       } else {
         this.refuse(ws, `unexpected ${msg.type} after registration`, remote);
       }
@@ -714,9 +719,12 @@ export class NodeRegistry {
         resolve({ ok: false, detail: 'no acknowledgement before the timeout' });
       }, timeoutMs);
       timer.unref();
-      this.pendingAcks.set(cmdId, (ack) => {
-        clearTimeout(timer);
-        resolve(ack);
+      this.pendingAcks.set(cmdId, {
+        node: id,
+        settle: (ack) => {
+          clearTimeout(timer);
+          resolve(ack);
+        },
       });
       // Its ack is the gateway's own asking: it must not come out of the node's message budget.
       this.budgets.grant(id, this.messageClock());
