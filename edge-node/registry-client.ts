@@ -167,9 +167,31 @@ export class RegistryClient extends EventEmitter {
           break;
       }
     });
+    // A refusal before the handshake (429: this address is over the gateway's hello budget; 404: not a registry) is
+    // the operator's to see, with the gateway's reason (the body's first line); then the usual backoff.
+    let refused = false;
+    ws.on('unexpected-response', (_req, res) => {
+      let body = '';
+      const tell = (): void => {
+        if (refused) return;
+        refused = true;
+        const reason = body.split('\n')[0]!.slice(0, 300);
+        this.lastError = `gateway answered ${res.statusCode}${reason ? `: ${reason}` : ''}`;
+        logger.warn({ gateway: this.opts.gatewayUrl, status: res.statusCode, retryAfter: res.headers['retry-after'], reason }, 'gateway refused the connection; retrying');
+        ws.terminate(); // then 'close', and the reconnect
+      };
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => {
+        body += d;
+        if (body.includes('\n') || body.length > 300) tell();
+      });
+      res.once('end', tell);
+      res.once('error', tell);
+      res.once('close', tell);
+    });
     ws.on('close', () => this.scheduleReconnect());
     ws.on('error', (err) => {
-      this.lastError = err.message;
+      if (!refused) this.lastError = err.message;
       logger.debug({ gateway: this.opts.gatewayUrl, err: err.message }, 'gateway connection error');
     });
   }
