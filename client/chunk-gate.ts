@@ -3,7 +3,7 @@
 // unverified reaches the .partial file and a bad chunk is pinned on the node that sent it (the evidence proof of
 // bandwidth needs, kept in the shard's result and reported to the gateway).
 import { request, type Dispatcher } from 'undici';
-import { CHUNK_LIST_DIR, CHUNK_LIST_ROUTE, ChunkVerifier, chunkListBytes, parseChunkList, singleChunkList, type ChunkMismatch } from '../protocol/chunks.ts';
+import { CHUNK_LIST_ROUTE, ChunkVerifier, chunkListBytes, chunkListPath, parseChunkList, singleChunkList, type ChunkMismatch } from '../protocol/chunks.ts';
 import { readBounded } from '../protocol/bounded-body.ts';
 import type { ShardChunks, ShardEntry } from '../protocol/manifest.ts';
 import type { Source } from './sources.ts';
@@ -86,7 +86,7 @@ export function originChunkListUrl(originShardUrl: string, shard: Pick<ShardEntr
   const segments = u.pathname.split('/');
   const depth = shard.path.split('/').length;
   if (segments.length <= depth) return null;
-  u.pathname = [...segments.slice(0, segments.length - depth), CHUNK_LIST_DIR, shard.sha256].join('/');
+  u.pathname = chunkListPath(segments.slice(0, segments.length - depth).join('/'), shard.sha256);
   u.search = '';
   u.hash = '';
   return u.href;
