@@ -2,6 +2,7 @@
 // TCP peer's, unless that peer is a configured trusted proxy: then X-Forwarded-For is walked right to left, skipping
 // trusted proxies, and the first address not in the trusted set is the client. Entries left of it were written by
 // the client or by hops we cannot vouch for, so they are never believed (they are trivially spoofed).
+import type { IncomingMessage } from 'node:http';
 import { BlockList } from 'node:net';
 import { normalizeIp, type NormalizedIp } from './geoip.ts';
 import type { GeoPoint } from './routing.ts';
@@ -125,6 +126,11 @@ export function clientAddress(facts: Pick<ClientRequestFacts, 'remoteAddress' | 
     if (!trusted.has(hop)) break;
   }
   return client.address;
+}
+
+/** clientAddress of an incoming request: its socket's peer and its X-Forwarded-For. */
+export function requestClientAddress(req: IncomingMessage, trusted: TrustedProxies): string {
+  return clientAddress({ remoteAddress: req.socket.remoteAddress ?? '', xForwardedFor: req.headers['x-forwarded-for'] }, trusted);
 }
 
 /** Resolves the client's address and location for one request, or an error for a malformed `near`. */

@@ -27,7 +27,7 @@ import { SESSION_HEADER } from '../protocol/client-tickets.ts';
 import { Prober } from './probes.ts';
 import { createGatewayMetrics, type GatewayMetrics } from './metrics.ts';
 import { GeoIp, normalizeIp } from './geoip.ts';
-import { clientAddress, NEAR_ERROR, parseNear, resolveClientLocation, TrustedProxies } from './client-location.ts';
+import { requestClientAddress, NEAR_ERROR, parseNear, resolveClientLocation, TrustedProxies } from './client-location.ts';
 import { ClientRateLimiter } from '../protocol/rate-limit.ts';
 import { NodeRouter } from './router.ts';
 import { PinnedDispatcher } from './pinned-dispatcher.ts';
@@ -239,7 +239,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
     },
     // A node behind a trusted proxy counts as the address the proxy forwards for, as clients do: else every node
     // behind it would share one hello budget. X-Forwarded-For from anyone else is ignored.
-    sourceOf: (req) => clientKey(clientAddress({ remoteAddress: req.socket.remoteAddress ?? '', xForwardedFor: req.headers['x-forwarded-for'] }, trustedProxies)),
+    sourceOf: (req) => clientKey(requestClientAddress(req, trustedProxies)),
     admit: (id, url) => verifier.admit(id, url),
     ...(stakeChain ? { stake: (id: string) => stakeChain.gate.admit(id) } : {}),
     forgotten: (node) => {
@@ -760,7 +760,7 @@ export async function startGateway(config: GatewayConfig, deps: GatewayDeps = {}
 
     // Behind a trusted proxy the TCP peer is the proxy: limit the client named in X-Forwarded-For instead. /metrics
     // and /healthz are limited like the rest: rendering metrics costs far more than a redirect.
-    const ip = clientAddress({ remoteAddress: req.socket.remoteAddress ?? '', xForwardedFor: req.headers['x-forwarded-for'] }, trustedProxies);
+    const ip = requestClientAddress(req, trustedProxies);
     const verdict = limiter.check(ip || 'unknown', Date.now());
     if (!verdict.ok) {
       metrics.rateLimited();
